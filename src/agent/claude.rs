@@ -1,0 +1,547 @@
+//! The `claude` backend: the Claude Code CLI in stream-json mode.
+//!
+//! Each turn runs one CLI process in the workspace directory:
+//!
+//! ```text
+//! claude --output-format stream-json --verbose --input-format stream-json
+//!        --permission-prompt-tool stdio --include-partial-messages
+//!        [--allowedTools A,B] [--resume=SESSION_ID] [configured args] [workspace args]
+//! ```
+//!
+//! On stdin we send an `initialize` control request, and once the CLI answered it, the user
+//! message. Continuity across turns comes from `--resume`: the CLI's `session_id` (from its
+//! `system/init` line) is remembered per roundtable session.
+//!
+//! On stdout, one JSON object per line (non-JSON noise and unknown types are skipped):
+//! - text arrives as `stream_event` `text_delta`s (token by token) → [`AgentEvent::Delta`]. The
+//!   complete `assistant` message that follows repeats the text, so it is only used when no
+//!   partial deltas were seen (older CLIs, or partials switched off);
+//! - permission prompts arrive as `can_use_tool` control requests and become votes:
+//!   `ExitPlanMode` → [`AgentEvent::Plan`], `AskUserQuestion` → [`AgentEvent::Question`], any
+//!   other tool → [`AgentEvent::ToolRequest`]. The engine's [`Resolution`] is sent back as an
+//!   allow (with `updatedInput`) or a deny (with the voters' reasons);
+//! - `result` ends the turn: `Done`, or `Failed` for error results.
+
+use super::external::{Backend, Reaction, TurnEnd, TurnInput};
+use super::process::SpawnSpec;
+use super::{AgentEvent, Resolution};
+use crate::protocol::Question;
+use serde_json::{json, Map, Value};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+/// The flags every run gets (see the module docs).
+pub const BASE_ARGS: &[&str] = &[
+    "--output-format",
+    "stream-json",
+    "--verbose",
+    "--input-format",
+    "stream-json",
+    "--permission-prompt-tool",
+    "stdio",
+    "--include-partial-messages",
+];
+
+/// Largest plan file read for an `ExitPlanMode` request that only names its file.
+const MAX_PLAN_FILE_BYTES: u64 = 256 * 1024;
+
+#[derive(Debug)]
+struct PendingRequest {
+    tool: String,
+    input: Value,
+}
+
+/// Per-turn parsing state.
+#[derive(Debug, Default)]
+struct TurnState {
+    workspace_dir: PathBuf,
+    /// Our `initialize` request; the user message is sent once it is answered.
+    init_request: Option<String>,
+    user_message: Option<Value>,
+    /// This run was started with `--resume`.
+    resumed: bool,
+    saw_init: bool,
+    /// Permission prompts waiting for the host, by request id.
+    pending: BTreeMap<String, PendingRequest>,
+    /// Text came as partial `text_delta`s; `assistant` messages then carry no new text.
+    saw_partial_text: bool,
+    /// Text already reported per assistant message id (when no partials were seen).
+    text_by_message: HashMap<String, String>,
+    wrote_text: bool,
+    /// A new text block started: separate it from earlier text with a blank line.
+    block_break: bool,
+}
+
+/// The `claude` backend for one roundtable session.
+#[derive(Debug)]
+pub struct ClaudeBackend {
+    binary: String,
+    args: Vec<String>,
+    allowed_tools: Vec<String>,
+    /// The CLI's session id, resumed by the next turn.
+    cli_session: Option<String>,
+    next_request: u64,
+    turn: TurnState,
+}
+
+impl ClaudeBackend {
+    /// `binary` is used unless the workspace's spec names another; `args` are added to every run;
+    /// `allowed_tools` are passed as `--allowedTools`.
+    pub fn new(binary: String, args: Vec<String>, allowed_tools: Vec<String>) -> ClaudeBackend {
+        ClaudeBackend { binary, args, allowed_tools, cli_session: None, next_request: 0, turn: TurnState::default() }
+    }
+
+    /// The CLI session the next turn resumes, if any.
+    pub fn cli_session(&self) -> Option<&str> {
+        self.cli_session.as_deref()
+    }
+
+    fn request_id(&mut self) -> String {
+        self.next_request += 1;
+        format!("req_{}_roundtable", self.next_request)
+    }
+
+    fn push_text(&mut self, reaction: &mut Reaction, text: &str) {
+        if text.is_empty() {
+            return;
+        }
+        let t = &mut self.turn;
+        let text = if t.block_break && t.wrote_text { format!("\n\n{text}") } else { text.to_string() };
+        t.block_break = false;
+        t.wrote_text = true;
+        reaction.events.push(AgentEvent::Delta(text));
+    }
+
+    fn on_stream_event(&mut self, event: &Value) -> Reaction {
+        let mut reaction = Reaction::default();
+        match event["type"].as_str() {
+            Some("content_block_start") if event["content_block"]["type"] == "text" => self.turn.block_break = true,
+            Some("content_block_delta") if event["delta"]["type"] == "text_delta" => {
+                self.turn.saw_partial_text = true;
+                if let Some(text) = event["delta"]["text"].as_str() {
+                    self.push_text(&mut reaction, text);
+                }
+            }
+            _ => {}
+        }
+        reaction
+    }
+
+    fn on_assistant(&mut self, message: &Value) -> Reaction {
+        let mut reaction = Reaction::default();
+        if self.turn.saw_partial_text {
+            return reaction;
+        }
+        let id = message["id"].as_str().unwrap_or_default().to_string();
+        let texts: Vec<&str> = message["content"]
+            .as_array()
+            .map(|blocks| blocks.iter().filter(|b| b["type"] == "text").filter_map(|b| b["text"].as_str()).collect())
+            .unwrap_or_default();
+        let full = texts.join("\n\n");
+        // Accept both shapes the CLI has used: one block per line, or the message so far.
+        let seen = self.turn.text_by_message.get(&id).cloned();
+        let new = match &seen {
+            Some(seen) if full.starts_with(seen.as_str()) => {
+                let rest = full[seen.len()..].to_string();
+                self.turn.block_break = false;
+                rest
+            }
+            _ => {
+                self.turn.block_break = true;
+                full.clone()
+            }
+        };
+        if !full.is_empty() {
+            self.turn.text_by_message.insert(id, full);
+        }
+        self.push_text(&mut reaction, &new);
+        reaction
+    }
+
+    fn on_result(&mut self, line: &Value) -> Reaction {
+        if let Some(id) = line["session_id"].as_str() {
+            self.cli_session = Some(id.to_string());
+        }
+        let subtype = line["subtype"].as_str().unwrap_or("success");
+        let is_error = line["is_error"].as_bool().unwrap_or(false);
+        if !is_error && subtype == "success" {
+            return Reaction::end(TurnEnd::Done);
+        }
+        let text = line["result"].as_str().map(str::trim).filter(|t| !t.is_empty()).map(str::to_string).or_else(|| {
+            let errors: Vec<&str> =
+                line["errors"].as_array().map(|e| e.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+            (!errors.is_empty()).then(|| errors.join("; "))
+        });
+        let reason = match (subtype, text) {
+            ("error_max_turns", _) => "claude stopped: it reached the maximum number of turns".to_string(),
+            (_, Some(text)) => format!("claude: {text}"),
+            (subtype, None) => format!("claude ended the turn with '{subtype}'"),
+        };
+        Reaction::end(TurnEnd::Failed(reason))
+    }
+
+    fn on_control_request(&mut self, line: &Value) -> Reaction {
+        let request_id = line["request_id"].as_str().unwrap_or_default().to_string();
+        let request = &line["request"];
+        let subtype = request["subtype"].as_str().unwrap_or_default();
+        if subtype != "can_use_tool" {
+            tracing::debug!(subtype, "unsupported claude control request");
+            return Reaction::reply(json!({
+                "type": "control_response",
+                "response": {
+                    "subtype": "error",
+                    "request_id": request_id,
+                    "error": format!("roundtable does not handle '{subtype}' requests"),
+                },
+            }));
+        }
+        let tool = request["tool_name"].as_str().unwrap_or_default().to_string();
+        let input = match &request["input"] {
+            Value::Null => Value::Object(Map::new()),
+            other => other.clone(),
+        };
+        let event = match tool.as_str() {
+            "ExitPlanMode" => Some(AgentEvent::Plan { request_id: request_id.clone(), plan: self.plan_text(&input) }),
+            "AskUserQuestion" => parse_questions(&input["questions"])
+                .map(|questions| AgentEvent::Question { request_id: request_id.clone(), questions }),
+            _ => None,
+        };
+        let event = event.unwrap_or_else(|| AgentEvent::ToolRequest {
+            request_id: request_id.clone(),
+            tool: tool.clone(),
+            input: input.to_string(),
+        });
+        self.turn.pending.insert(request_id, PendingRequest { tool, input });
+        Reaction::event(event)
+    }
+
+    fn plan_text(&self, input: &Value) -> String {
+        if let Some(plan) = input["plan"].as_str().filter(|p| !p.trim().is_empty()) {
+            return plan.to_string();
+        }
+        if let Some(plan) = input["planFilePath"].as_str().and_then(|p| read_plan_file(&self.turn.workspace_dir, p)) {
+            return plan;
+        }
+        "(claude asked to leave plan mode without sending a plan)".to_string()
+    }
+
+    fn on_control_response(&mut self, line: &Value) -> Reaction {
+        let response = &line["response"];
+        let answered = response["request_id"].as_str();
+        if answered.is_some() && answered == self.turn.init_request.as_deref() {
+            self.turn.init_request = None;
+            if response["subtype"] == "error" {
+                tracing::warn!(error = %response["error"], "claude refused initialize; sending the message anyway");
+            }
+            if let Some(message) = self.turn.user_message.take() {
+                return Reaction::reply(message);
+            }
+        }
+        Reaction::default()
+    }
+}
+
+impl Backend for ClaudeBackend {
+    fn label(&self) -> &'static str {
+        "claude"
+    }
+
+    fn long_lived(&self) -> bool {
+        false
+    }
+
+    fn spawn_spec(&self, turn: &TurnInput) -> Result<SpawnSpec, String> {
+        let program = turn.spec.command.clone().filter(|c| !c.trim().is_empty()).unwrap_or_else(|| self.binary.clone());
+        let mut args: Vec<String> = BASE_ARGS.iter().map(|a| a.to_string()).collect();
+        if !self.allowed_tools.is_empty() {
+            args.push("--allowedTools".to_string());
+            args.push(self.allowed_tools.join(","));
+        }
+        if let Some(id) = &self.cli_session {
+            args.push(format!("--resume={id}"));
+        }
+        args.extend(self.args.iter().cloned());
+        args.extend(turn.spec.args.iter().cloned());
+        Ok(SpawnSpec { program, args, cwd: PathBuf::from(&turn.workspace_dir), env: Vec::new() })
+    }
+
+    fn not_found(&self, program: &str) -> String {
+        format!("claude CLI not found at '{program}': install Claude Code or set the binary path")
+    }
+
+    fn begin_turn(&mut self, turn: &TurnInput, _fresh: bool) -> Vec<Value> {
+        let init = self.request_id();
+        self.turn = TurnState {
+            workspace_dir: PathBuf::from(&turn.workspace_dir),
+            init_request: Some(init.clone()),
+            user_message: Some(json!({
+                "type": "user",
+                "message": {"role": "user", "content": turn.prompt},
+                "parent_tool_use_id": null,
+                "session_id": "default",
+            })),
+            resumed: self.cli_session.is_some(),
+            ..TurnState::default()
+        };
+        vec![json!({
+            "type": "control_request",
+            "request_id": init,
+            "request": {"subtype": "initialize", "hooks": null},
+        })]
+    }
+
+    fn on_line(&mut self, line: &str) -> Reaction {
+        let line = line.trim();
+        if !line.starts_with('{') {
+            if !line.is_empty() {
+                tracing::debug!(line, "skipping non-JSON line from claude");
+            }
+            return Reaction::default();
+        }
+        let value: Value = match serde_json::from_str(line) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(error = %e, "skipping malformed JSON line from claude");
+                return Reaction::default();
+            }
+        };
+        match value["type"].as_str() {
+            Some("system") => {
+                if value["subtype"] == "init" {
+                    self.turn.saw_init = true;
+                    if let Some(id) = value["session_id"].as_str() {
+                        self.cli_session = Some(id.to_string());
+                    }
+                }
+                Reaction::default()
+            }
+            Some("stream_event") => self.on_stream_event(&value["event"]),
+            Some("assistant") => self.on_assistant(&value["message"]),
+            Some("result") => self.on_result(&value),
+            Some("control_request") => self.on_control_request(&value),
+            Some("control_response") => self.on_control_response(&value),
+            Some("control_cancel_request") => {
+                if let Some(id) = value["request_id"].as_str() {
+                    if self.turn.pending.remove(id).is_some() {
+                        tracing::info!(request_id = id, "claude withdrew a permission prompt");
+                    }
+                }
+                Reaction::default()
+            }
+            _ => Reaction::default(),
+        }
+    }
+
+    fn resolve(&mut self, request_id: &str, resolution: Resolution) -> Reaction {
+        let Some(PendingRequest { tool, input }) = self.turn.pending.remove(request_id) else {
+            tracing::debug!(request_id, "resolution for an unknown or withdrawn claude request; ignored");
+            return Reaction::default();
+        };
+        let allow = |updated: Value| json!({"behavior": "allow", "updatedInput": updated});
+        let deny = |message: String| json!({"behavior": "deny", "message": message, "interrupt": false});
+        let decision = match resolution {
+            Resolution::Approved => allow(input),
+            Resolution::Denied(reason) => {
+                deny(if reason.trim().is_empty() { "denied by the participants".to_string() } else { reason })
+            }
+            Resolution::Answered(answers) if tool == "AskUserQuestion" => {
+                let mut map = Map::new();
+                let questions = input["questions"].as_array().cloned().unwrap_or_default();
+                for (question, answer) in questions.iter().zip(answers) {
+                    if let Some(text) = question["question"].as_str() {
+                        map.insert(text.to_string(), Value::String(answer));
+                    }
+                }
+                let mut updated = input;
+                if let Some(obj) = updated.as_object_mut() {
+                    obj.insert("answers".to_string(), Value::Object(map));
+                }
+                allow(updated)
+            }
+            Resolution::Answered(answers) => {
+                tracing::warn!(%tool, "answers for a permission prompt that is not a question; denying");
+                deny(format!("the participants answered instead of approving: {}", answers.join(" | ")))
+            }
+        };
+        Reaction::reply(json!({
+            "type": "control_response",
+            "response": {"subtype": "success", "request_id": request_id, "response": decision},
+        }))
+    }
+
+    fn cancel(&mut self) -> Vec<Value> {
+        self.turn.pending.clear();
+        if self.turn.user_message.is_some() {
+            // The prompt was never sent: nothing to interrupt, the process is just stopped.
+            return Vec::new();
+        }
+        let id = self.request_id();
+        vec![json!({"type": "control_request", "request_id": id, "request": {"subtype": "interrupt"}})]
+    }
+
+    fn waiting_on_host(&self) -> bool {
+        !self.turn.pending.is_empty()
+    }
+
+    fn end_turn(&mut self, ok: bool) {
+        if !ok && self.turn.resumed && !self.turn.saw_init {
+            // Most likely the CLI could not resume (session deleted or from another machine);
+            // otherwise every later turn would fail the same way.
+            tracing::warn!(session = ?self.cli_session, "claude failed before starting; the next turn starts a new conversation");
+            self.cli_session = None;
+        }
+        self.turn = TurnState::default();
+    }
+}
+
+/// Maps AskUserQuestion's `questions` (`[{question, header, options: [{label, description}],
+/// multiSelect}]`) to ours. `None` when there is no usable question.
+fn parse_questions(value: &Value) -> Option<Vec<Question>> {
+    let questions: Vec<Question> = value
+        .as_array()?
+        .iter()
+        .filter_map(|q| {
+            let question = q["question"].as_str()?.to_string();
+            let options = q["options"]
+                .as_array()
+                .map(|opts| {
+                    opts.iter().filter_map(|o| o["label"].as_str().or_else(|| o.as_str()).map(str::to_string)).collect()
+                })
+                .unwrap_or_default();
+            let multi_select = q["multiSelect"].as_bool().unwrap_or(false);
+            Some(Question { question, options, multi_select })
+        })
+        .collect();
+    (!questions.is_empty()).then_some(questions)
+}
+
+/// Reads a plan file named by `ExitPlanMode`, only if it lies inside the workspace.
+fn read_plan_file(workspace: &Path, path: &str) -> Option<String> {
+    let root = workspace.canonicalize().ok()?;
+    let file = root.join(path).canonicalize().ok()?;
+    if !file.starts_with(&root) || std::fs::metadata(&file).ok()?.len() > MAX_PLAN_FILE_BYTES {
+        return None;
+    }
+    std::fs::read_to_string(file).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::SessionId;
+    use crate::persist::AgentSpec;
+
+    fn turn(dir: &str) -> TurnInput {
+        TurnInput {
+            session: SessionId::nth(1),
+            turn_id: 1,
+            workspace_dir: dir.to_string(),
+            spec: AgentSpec { kind: "claude".into(), command: None, args: vec![] },
+            prompt: "hi".into(),
+            author_name: "Ann".into(),
+        }
+    }
+
+    fn started() -> ClaudeBackend {
+        let mut b = ClaudeBackend::new("claude".into(), vec![], vec![]);
+        b.begin_turn(&turn("/tmp"), true);
+        b
+    }
+
+    fn deltas(r: &Reaction) -> String {
+        r.events.iter().filter_map(|e| if let AgentEvent::Delta(t) = e { Some(t.as_str()) } else { None }).collect()
+    }
+
+    #[test]
+    fn the_user_message_waits_for_the_initialize_answer() {
+        let mut b = ClaudeBackend::new("claude".into(), vec![], vec![]);
+        let first = b.begin_turn(&turn("/tmp"), true);
+        assert_eq!(first.len(), 1);
+        assert_eq!(first[0]["request"]["subtype"], "initialize");
+        let id = first[0]["request_id"].as_str().unwrap();
+        let r = b.on_line(&format!(
+            r#"{{"type":"control_response","response":{{"subtype":"success","request_id":"{id}","response":{{}}}}}}"#
+        ));
+        assert_eq!(r.replies.len(), 1);
+        assert_eq!(r.replies[0]["type"], "user");
+        assert_eq!(r.replies[0]["message"]["content"], "hi");
+    }
+
+    #[test]
+    fn assistant_text_is_not_repeated_after_partial_deltas() {
+        let mut b = started();
+        let r = b.on_line(
+            r#"{"type":"stream_event","event":{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hel"}}}"#,
+        );
+        assert_eq!(deltas(&r), "Hel");
+        let r = b.on_line(r#"{"type":"assistant","message":{"id":"m1","content":[{"type":"text","text":"Hello"}]}}"#);
+        assert!(r.events.is_empty());
+    }
+
+    #[test]
+    fn cumulative_and_per_block_assistant_messages_both_yield_each_text_once() {
+        let mut b = started();
+        let mut text = String::new();
+        for line in [
+            r#"{"type":"assistant","message":{"id":"m1","content":[{"type":"text","text":"A"}]}}"#,
+            r#"{"type":"assistant","message":{"id":"m1","content":[{"type":"text","text":"A"},{"type":"tool_use","id":"t","name":"Read","input":{}}]}}"#,
+            r#"{"type":"assistant","message":{"id":"m2","content":[{"type":"text","text":"B"}]}}"#,
+            r#"{"type":"assistant","message":{"id":"m2","content":[{"type":"tool_use","id":"t2","name":"Read","input":{}}]}}"#,
+            r#"{"type":"assistant","message":{"id":"m2","content":[{"type":"text","text":"C"}]}}"#,
+        ] {
+            text.push_str(&deltas(&b.on_line(line)));
+        }
+        assert_eq!(text, "A\n\nB\n\nC");
+    }
+
+    #[test]
+    fn error_results_fail_the_turn_with_their_text() {
+        let mut b = started();
+        let r = b.on_line(r#"{"type":"result","subtype":"success","is_error":true,"result":"API Error: 529 overloaded"}"#);
+        assert_eq!(r.end, Some(TurnEnd::Failed("claude: API Error: 529 overloaded".into())));
+        let r = b.on_line(r#"{"type":"result","subtype":"error_during_execution","is_error":false,"errors":["boom"]}"#);
+        assert_eq!(r.end, Some(TurnEnd::Failed("claude: boom".into())));
+    }
+
+    #[test]
+    fn unsupported_control_requests_are_answered_with_an_error() {
+        let mut b = started();
+        let r = b.on_line(r#"{"type":"control_request","request_id":"x1","request":{"subtype":"hook_callback"}}"#);
+        assert_eq!(r.replies[0]["response"]["subtype"], "error");
+        assert_eq!(r.replies[0]["response"]["request_id"], "x1");
+    }
+
+    #[test]
+    fn a_withdrawn_prompt_is_not_answered() {
+        let mut b = started();
+        b.on_line(r#"{"type":"control_request","request_id":"p1","request":{"subtype":"can_use_tool","tool_name":"Bash","input":{"command":"ls"}}}"#);
+        assert!(b.waiting_on_host());
+        b.on_line(r#"{"type":"control_cancel_request","request_id":"p1"}"#);
+        assert!(!b.waiting_on_host());
+        assert_eq!(b.resolve("p1", Resolution::Approved), Reaction::default());
+    }
+
+    #[test]
+    fn a_plan_named_only_by_file_is_read_from_the_workspace() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("plan.md"), "1. do it").unwrap();
+        let mut b = ClaudeBackend::new("claude".into(), vec![], vec![]);
+        b.begin_turn(&turn(dir.path().to_str().unwrap()), true);
+        let r = b.on_line(r#"{"type":"control_request","request_id":"p1","request":{"subtype":"can_use_tool","tool_name":"ExitPlanMode","input":{"planFilePath":"plan.md"}}}"#);
+        assert_eq!(r.events, vec![AgentEvent::Plan { request_id: "p1".into(), plan: "1. do it".into() }]);
+        let r = b.on_line(r#"{"type":"control_request","request_id":"p2","request":{"subtype":"can_use_tool","tool_name":"ExitPlanMode","input":{"planFilePath":"/etc/passwd"}}}"#);
+        assert!(matches!(&r.events[0], AgentEvent::Plan { plan, .. } if !plan.contains("root")));
+    }
+
+    #[test]
+    fn a_failed_resume_starts_a_new_conversation_next_time() {
+        let mut b = ClaudeBackend::new("claude".into(), vec![], vec![]);
+        b.begin_turn(&turn("/tmp"), true);
+        b.on_line(r#"{"type":"system","subtype":"init","session_id":"abc"}"#);
+        b.end_turn(true);
+        assert!(b.spawn_spec(&turn("/tmp")).unwrap().args.contains(&"--resume=abc".to_string()));
+        b.begin_turn(&turn("/tmp"), true);
+        b.end_turn(false);
+        assert_eq!(b.cli_session(), None);
+    }
+}

@@ -1,0 +1,83 @@
+//! Session: one agent conversation inside a workspace, with its turn lock and event log.
+
+use crate::ids::{MessageId, ParticipantId, SessionId, WorkspaceId};
+use crate::persist::{AgentSpec, MessageRow, SessionRow};
+use crate::protocol::SessionStatus;
+use bevy_ecs::prelude::Component;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+
+#[derive(Component, Clone, Debug)]
+pub struct Session {
+    pub id: SessionId,
+    pub workspace: WorkspaceId,
+    pub title: String,
+    pub status: SessionStatus,
+    pub agent: AgentSpec,
+    pub vote_deadline_ms: Option<u64>,
+    pub created_at: u64,
+}
+
+/// The turn lock. `holder` is `Some` exactly while a turn runs.
+#[derive(Component, Clone, Debug, Default)]
+pub struct TurnLock {
+    pub holder: Option<ParticipantId>,
+    /// Id of the running turn, or of the last one.
+    pub turn_id: u64,
+    /// Text streamed by the agent in the running turn.
+    pub streamed: String,
+    /// Whether the share of the holder requires consensus (captured at turn start).
+    pub consensus: bool,
+}
+
+/// Sequence numbers and the in-memory tail of the session's event log (for `since_seq` replay).
+#[derive(Component, Clone, Debug, Default)]
+pub struct EventLog {
+    /// Seq of the next event (first event is 1).
+    pub next_seq: u64,
+    /// Most recent events `(seq, frame)`, at most `persist::EVENT_TAIL`.
+    pub tail: VecDeque<(u64, Arc<str>)>,
+}
+
+impl EventLog {
+    pub fn last_seq(&self) -> u64 {
+        self.next_seq.saturating_sub(1)
+    }
+
+    /// Events after `since`, or `None` when some were dropped from the tail (snapshot needed).
+    pub fn since(&self, since: u64) -> Option<Vec<(u64, Arc<str>)>> {
+        if since >= self.last_seq() {
+            return Some(Vec::new());
+        }
+        let first = self.tail.front().map(|(s, _)| *s).unwrap_or(self.next_seq);
+        if since + 1 < first {
+            return None;
+        }
+        Some(self.tail.iter().filter(|(s, _)| *s > since).cloned().collect())
+    }
+}
+
+/// The session's chat history and idempotency keys.
+#[derive(Component, Clone, Debug, Default)]
+pub struct History {
+    pub messages: Vec<MessageRow>,
+    /// (author, client_msg_id) → (message id, seq, text) for idempotent retries.
+    pub client_ids: BTreeMap<(ParticipantId, String), (MessageId, u64, String)>,
+}
+
+impl Session {
+    pub fn row(&self, lock: &TurnLock, log: &EventLog) -> SessionRow {
+        SessionRow {
+            id: self.id.clone(),
+            workspace: self.workspace.clone(),
+            title: self.title.clone(),
+            status: self.status,
+            turn_holder: lock.holder.clone(),
+            turn_id: lock.turn_id,
+            next_seq: log.next_seq,
+            agent: self.agent.clone(),
+            vote_deadline_ms: self.vote_deadline_ms,
+            created_at: self.created_at,
+        }
+    }
+}

@@ -1,0 +1,318 @@
+//! Share links: `roundtable://HOST:PORT/TOKEN#sha256=FINGERPRINT`.
+//!
+//! A link carries everything a remote needs to reach the host and trust it without a CA:
+//! the address, the pairing token (256 random bits, base64url) and the SHA-256 fingerprint of
+//! the host's self-signed certificate, which the client pins (no trust-on-first-use). A host run
+//! with `--insecure` (plain `ws://`, loopback only) mints `roundtable://HOST:PORT/TOKEN#insecure`
+//! instead; the fragment is mandatory so a link never silently downgrades to plain text.
+//!
+//! IPv6 hosts are written in brackets (`roundtable://[::1]:7447/...`); [`Link::host`] holds the
+//! bare address (`::1`) so it can be handed to a socket API directly.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv6Addr};
+use std::str::FromStr;
+
+/// The URL scheme of share links.
+pub const SCHEME: &str = "roundtable://";
+
+/// Length of a SHA-256 fingerprint in lower-case hex.
+pub const FINGERPRINT_HEX_LEN: usize = 64;
+
+/// A parsed share link.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Link {
+    /// Host name or IP address, without brackets for IPv6.
+    pub host: String,
+    pub port: u16,
+    /// The pairing token (base64url, no padding).
+    pub token: String,
+    /// Lower-case hex SHA-256 of the host certificate's DER; `None` for an `--insecure` host.
+    pub fingerprint: Option<String>,
+}
+
+/// Why a string is not a valid share link.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum LinkError {
+    #[error("not a roundtable link: it must start with \"roundtable://\" (found \"{found}\")")]
+    BadScheme { found: String },
+    #[error("the link has no host (expected roundtable://HOST:PORT/TOKEN#sha256=FINGERPRINT)")]
+    MissingHost,
+    #[error("invalid host \"{0}\" in link")]
+    BadHost(String),
+    #[error("the link has no port (expected HOST:PORT, e.g. 127.0.0.1:7447)")]
+    MissingPort,
+    #[error("invalid port \"{0}\" in link (expected a number from 1 to 65535)")]
+    BadPort(String),
+    #[error("the link has no pairing token (expected roundtable://HOST:PORT/TOKEN#...)")]
+    MissingToken,
+    #[error("the pairing token in the link is malformed (expected base64url characters A-Z a-z 0-9 - _)")]
+    BadToken,
+    #[error("the link has no certificate fingerprint: it must end in #sha256=FINGERPRINT (or #insecure for a plain loopback host); copy the whole link")]
+    MissingFingerprint,
+    #[error("invalid certificate fingerprint in link: expected {FINGERPRINT_HEX_LEN} hex digits after #sha256=, found \"{0}\"")]
+    BadFingerprint(String),
+    #[error("unknown link fragment \"#{0}\" (expected #sha256=FINGERPRINT or #insecure)")]
+    UnknownFragment(String),
+}
+
+impl Link {
+    /// Parses a link. Surrounding whitespace is ignored; the scheme is case-insensitive and the
+    /// fingerprint is normalised to lower case.
+    pub fn parse(text: &str) -> Result<Link, LinkError> {
+        let text = text.trim();
+        let rest = match text.get(..SCHEME.len()) {
+            Some(prefix) if prefix.eq_ignore_ascii_case(SCHEME) => &text[SCHEME.len()..],
+            _ => {
+                let found: String = text.chars().take(24).collect();
+                return Err(LinkError::BadScheme { found });
+            }
+        };
+
+        let (before_fragment, fragment) = match rest.split_once('#') {
+            Some((a, f)) => (a, Some(f)),
+            None => (rest, None),
+        };
+        let (authority, path) = match before_fragment.split_once('/') {
+            Some((a, p)) => (a, p),
+            None => (before_fragment, ""),
+        };
+        let (host, port) = parse_authority(authority)?;
+
+        let token = path.strip_suffix('/').unwrap_or(path);
+        if token.is_empty() {
+            return Err(LinkError::MissingToken);
+        }
+        if !token.bytes().all(is_base64url) {
+            return Err(LinkError::BadToken);
+        }
+
+        let fingerprint = match fragment {
+            None | Some("") => return Err(LinkError::MissingFingerprint),
+            Some(f) if f.eq_ignore_ascii_case("insecure") => None,
+            Some(f) => match f.get(..7) {
+                Some(prefix) if prefix.eq_ignore_ascii_case("sha256=") => Some(parse_fingerprint(&f[7..])?),
+                _ => return Err(LinkError::UnknownFragment(f.to_string())),
+            },
+        };
+
+        Ok(Link { host, port, token: token.to_string(), fingerprint })
+    }
+
+    /// `HOST:PORT`, with brackets around an IPv6 host (suitable for URLs and `ToSocketAddrs`).
+    pub fn authority(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+
+    /// Whether the host is a loopback address (`localhost`, `127.0.0.0/8`, `::1`).
+    pub fn is_loopback(&self) -> bool {
+        is_loopback_host(&self.host)
+    }
+
+    /// Whether this link is for a plain-text (`--insecure`) host.
+    pub fn is_insecure(&self) -> bool {
+        self.fingerprint.is_none()
+    }
+}
+
+impl FromStr for Link {
+    type Err = LinkError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Link::parse(s)
+    }
+}
+
+impl fmt::Display for Link {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{SCHEME}{}/{}", self.authority(), self.token)?;
+        match &self.fingerprint {
+            Some(fp) => write!(f, "#sha256={fp}"),
+            None => f.write_str("#insecure"),
+        }
+    }
+}
+
+/// Parses `HOST:PORT` or `[V6]:PORT` (as in a link or `--host`) into a bare host and a port.
+pub fn parse_host_port(text: &str) -> Result<(String, u16), LinkError> {
+    parse_authority(text.trim())
+}
+
+/// Whether `host` (a name or bare IP address) is a loopback host.
+pub fn is_loopback_host(host: &str) -> bool {
+    if host.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    host.parse::<IpAddr>().map(|ip| ip.is_loopback()).unwrap_or(false)
+}
+
+/// Validates a fingerprint (64 hex digits, either case) and returns it in lower case.
+pub fn parse_fingerprint(text: &str) -> Result<String, LinkError> {
+    if text.len() == FINGERPRINT_HEX_LEN && text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(text.to_ascii_lowercase())
+    } else {
+        Err(LinkError::BadFingerprint(text.chars().take(80).collect()))
+    }
+}
+
+fn is_base64url(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'-' || b == b'_'
+}
+
+fn is_hostname_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_'
+}
+
+/// Splits `HOST:PORT` / `[V6]:PORT`.
+fn parse_authority(authority: &str) -> Result<(String, u16), LinkError> {
+    if authority.is_empty() {
+        return Err(LinkError::MissingHost);
+    }
+    let (host, port) = if let Some(after_bracket) = authority.strip_prefix('[') {
+        let (v6, rest) = after_bracket.split_once(']').ok_or_else(|| LinkError::BadHost(authority.to_string()))?;
+        let ip = Ipv6Addr::from_str(v6).map_err(|_| LinkError::BadHost(v6.to_string()))?;
+        let port = match rest.strip_prefix(':') {
+            Some(p) => p,
+            None if rest.is_empty() => return Err(LinkError::MissingPort),
+            None => return Err(LinkError::BadHost(authority.to_string())),
+        };
+        (ip.to_string(), port)
+    } else {
+        let (host, port) = authority.rsplit_once(':').ok_or(LinkError::MissingPort)?;
+        if host.is_empty() {
+            return Err(LinkError::MissingHost);
+        }
+        if host.contains(':') {
+            // An IPv6 address must be bracketed, otherwise the port is ambiguous.
+            return Err(LinkError::BadHost(format!("{host} (IPv6 addresses must be written in brackets: [{host}])")));
+        }
+        if !host.bytes().all(is_hostname_byte) {
+            return Err(LinkError::BadHost(host.to_string()));
+        }
+        (host.to_string(), port)
+    };
+    if port.is_empty() {
+        return Err(LinkError::MissingPort);
+    }
+    let port: u16 = match port.parse() {
+        Ok(p) if p != 0 && port.bytes().all(|b| b.is_ascii_digit()) => p,
+        _ => return Err(LinkError::BadPort(port.to_string())),
+    };
+    Ok((host, port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const FP: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn a_pinned_link_parses_into_its_parts() {
+        let link = Link::parse(&format!("roundtable://example.org:7447/abc_DEF-123#sha256={FP}")).unwrap();
+        assert_eq!(link.host, "example.org");
+        assert_eq!(link.port, 7447);
+        assert_eq!(link.token, "abc_DEF-123");
+        assert_eq!(link.fingerprint.as_deref(), Some(FP));
+        assert!(!link.is_insecure());
+    }
+
+    #[test]
+    fn an_insecure_link_has_no_fingerprint() {
+        let link = Link::parse("roundtable://127.0.0.1:9000/tok#insecure").unwrap();
+        assert_eq!(link.fingerprint, None);
+        assert!(link.is_insecure());
+        assert!(link.is_loopback());
+        assert_eq!(link.to_string(), "roundtable://127.0.0.1:9000/tok#insecure");
+    }
+
+    #[test]
+    fn ipv6_hosts_are_bracketed_in_the_link_and_bare_in_the_struct() {
+        let link = Link::parse(&format!("roundtable://[::1]:7447/tok#sha256={FP}")).unwrap();
+        assert_eq!(link.host, "::1");
+        assert_eq!(link.authority(), "[::1]:7447");
+        assert_eq!(link.to_string(), format!("roundtable://[::1]:7447/tok#sha256={FP}"));
+        assert!(link.is_loopback());
+    }
+
+    #[test]
+    fn fingerprints_are_normalised_to_lower_case() {
+        let link = Link::parse(&format!("ROUNDTABLE://h:1/t#SHA256={}", FP.to_uppercase())).unwrap();
+        assert_eq!(link.fingerprint.as_deref(), Some(FP));
+    }
+
+    #[test]
+    fn each_malformed_part_has_its_own_error() {
+        let cases: Vec<(String, LinkError)> = vec![
+            (
+                format!("https://h:1/t#sha256={FP}"),
+                LinkError::BadScheme { found: format!("https://h:1/t#sha256={}", &FP[..3]) },
+            ),
+            (format!("roundtable:///t#sha256={FP}"), LinkError::MissingHost),
+            (format!("roundtable://h/t#sha256={FP}"), LinkError::MissingPort),
+            (format!("roundtable://h:/t#sha256={FP}"), LinkError::MissingPort),
+            (format!("roundtable://h:99999/t#sha256={FP}"), LinkError::BadPort("99999".into())),
+            (format!("roundtable://h:0/t#sha256={FP}"), LinkError::BadPort("0".into())),
+            (format!("roundtable://h:+1/t#sha256={FP}"), LinkError::BadPort("+1".into())),
+            (format!("roundtable://h:1#sha256={FP}"), LinkError::MissingToken),
+            (format!("roundtable://h:1/#sha256={FP}"), LinkError::MissingToken),
+            (format!("roundtable://h:1/a%20b#sha256={FP}"), LinkError::BadToken),
+            ("roundtable://h:1/t".into(), LinkError::MissingFingerprint),
+            ("roundtable://h:1/t#".into(), LinkError::MissingFingerprint),
+            ("roundtable://h:1/t#sha256=abc".into(), LinkError::BadFingerprint("abc".into())),
+            ("roundtable://h:1/t#md5=abc".into(), LinkError::UnknownFragment("md5=abc".into())),
+            (format!("roundtable://[nope]:1/t#sha256={FP}"), LinkError::BadHost("nope".into())),
+            (format!("roundtable://[::1]/t#sha256={FP}"), LinkError::MissingPort),
+            (format!("roundtable://h@x:1/t#sha256={FP}"), LinkError::BadHost("h@x".into())),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(Link::parse(&text), Err(expected), "parsing {text}");
+        }
+    }
+
+    #[test]
+    fn unbracketed_ipv6_is_refused_with_a_hint() {
+        let err = Link::parse(&format!("roundtable://::1:7447/t#sha256={FP}")).unwrap_err();
+        assert!(err.to_string().contains("brackets"), "{err}");
+    }
+
+    #[test]
+    fn error_messages_name_the_expected_shape() {
+        let err = Link::parse("roundtable://h:1/t").unwrap_err().to_string();
+        assert!(err.contains("#sha256=FINGERPRINT"), "{err}");
+        let err = Link::parse("http://x").unwrap_err().to_string();
+        assert!(err.contains("roundtable://"), "{err}");
+    }
+
+    fn host_strategy() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[a-z][a-z0-9-]{0,20}(\\.[a-z][a-z0-9-]{0,10}){0,3}",
+            any::<[u8; 4]>().prop_map(|b| std::net::Ipv4Addr::from(b).to_string()),
+            any::<[u16; 8]>().prop_map(|s| Ipv6Addr::from(s).to_string()),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn display_then_parse_round_trips(
+            host in host_strategy(),
+            port in 1u16..,
+            token in "[A-Za-z0-9_-]{1,64}",
+            fingerprint in proptest::option::of("[0-9a-f]{64}"),
+        ) {
+            let link = Link { host, port, token, fingerprint };
+            let text = link.to_string();
+            prop_assert_eq!(Link::parse(&text), Ok(link));
+        }
+
+        #[test]
+        fn parse_never_panics(text in "\\PC{0,120}") {
+            let _ = Link::parse(&text);
+        }
+    }
+}

@@ -1,0 +1,502 @@
+//! Human-readable lines for protocol events, shared by `join` (a remote's terminal) and `serve`
+//! (the host's activity log).
+//!
+//! The renderer keeps just enough state to write names instead of ids: the rosters it has seen,
+//! which participant is "you", the open votes, and the agent text streamed so far (so a streamed
+//! reply is printed once, inline as it arrives, and completed when the final message lands).
+
+use crate::ids::{ParticipantId, SessionId, VoteId};
+use crate::protocol::*;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+/// How many messages of a snapshot are printed (older ones are summarised).
+pub const SNAPSHOT_TAIL: usize = 20;
+
+/// Per-session state the renderer tracks.
+#[derive(Default, Debug, Clone)]
+pub struct SessionView {
+    pub title: String,
+    pub roster: BTreeMap<ParticipantId, RosterEntry>,
+    /// Open votes, by id.
+    pub votes: BTreeMap<VoteId, VoteOpened>,
+    /// Agent text streamed in the running turn (and already printed when streaming inline).
+    pub streamed: String,
+    pub turn_holder: Option<ParticipantId>,
+}
+
+/// Turns events into text.
+#[derive(Debug, Default)]
+pub struct Renderer {
+    /// Print agent deltas inline as they arrive (`join`); otherwise only the final reply (`serve`).
+    pub stream_deltas: bool,
+    /// The receiving participant.
+    pub me: Option<ParticipantId>,
+    /// Every display name seen, by participant id.
+    names: BTreeMap<ParticipantId, String>,
+    sessions: BTreeMap<SessionId, SessionView>,
+    /// Whether the last output left a streamed line open (no newline yet).
+    line_open: bool,
+    /// Session prefixes (`[s2] `) are added when more than one session is followed.
+    pub prefix_sessions: bool,
+}
+
+impl Renderer {
+    /// A renderer; `stream_deltas` prints agent text inline as it streams.
+    pub fn new(stream_deltas: bool) -> Self {
+        Self { stream_deltas, ..Self::default() }
+    }
+
+    /// The display name of a participant (its id when unknown).
+    pub fn name(&self, id: &ParticipantId) -> String {
+        self.names.get(id).cloned().unwrap_or_else(|| id.to_string())
+    }
+
+    fn name_you(&self, id: &ParticipantId) -> String {
+        if self.me.as_ref() == Some(id) {
+            format!("{} (you)", self.name(id))
+        } else {
+            self.name(id)
+        }
+    }
+
+    /// The tracked view of a session.
+    pub fn session(&self, id: &SessionId) -> Option<&SessionView> {
+        self.sessions.get(id)
+    }
+
+    /// Forgets a session (after leaving it).
+    pub fn forget(&mut self, id: &SessionId) {
+        self.sessions.remove(id);
+    }
+
+    /// Records a roster (from `join_session`) and returns its rendering.
+    pub fn joined(&mut self, info: &SessionInfo, roster: &[RosterEntry]) -> String {
+        let view = self.sessions.entry(info.id.clone()).or_default();
+        view.title = info.title.clone();
+        view.turn_holder = info.turn_holder.clone();
+        view.roster = roster.iter().map(|r| (r.participant_id.clone(), r.clone())).collect();
+        for r in roster {
+            self.names.insert(r.participant_id.clone(), r.display_name.clone());
+            if r.you {
+                self.me = Some(r.participant_id.clone());
+            }
+        }
+        let mut out = self.break_line();
+        let _ = writeln!(out, "== {} \"{}\" ({}) ==", info.id, info.title, info.status.as_str());
+        out.push_str(&self.who(&info.id));
+        out
+    }
+
+    /// The roster of a session, one line.
+    pub fn who(&self, session: &SessionId) -> String {
+        let Some(view) = self.sessions.get(session) else { return format!("not in session {session}\n") };
+        let people: Vec<String> = view
+            .roster
+            .values()
+            .map(|r| {
+                let mut s = self.name_you(&r.participant_id);
+                match r.role {
+                    Role::Host => s.push_str(" [host]"),
+                    Role::Observer => s.push_str(" [observer]"),
+                    Role::Participant => {}
+                }
+                if r.muted {
+                    s.push_str(" [muted]");
+                }
+                if r.presence == PresenceState::Reconnecting {
+                    s.push_str(" [reconnecting]");
+                }
+                s
+            })
+            .collect();
+        let holder = view.turn_holder.as_ref().map(|h| format!("; turn: {}", self.name(h))).unwrap_or_default();
+        format!("in {session}: {}{holder}\n", people.join(", "))
+    }
+
+    /// Ends an open streamed line, if any.
+    fn break_line(&mut self) -> String {
+        if std::mem::take(&mut self.line_open) {
+            "\n".to_string()
+        } else {
+            String::new()
+        }
+    }
+
+    /// Renders one event; returns the text to print (possibly empty, possibly without a final
+    /// newline while agent text is streaming).
+    pub fn event(&mut self, frame: &EventFrame) -> String {
+        let session = frame.session_id.clone();
+        let prefix = match (&session, self.prefix_sessions) {
+            (Some(s), true) => format!("[{s}] "),
+            _ => String::new(),
+        };
+        if let Event::AgentDelta(d) = &frame.body {
+            let Some(s) = &session else { return String::new() };
+            self.sessions.entry(s.clone()).or_default().streamed.push_str(&d.text);
+            if !self.stream_deltas {
+                return String::new();
+            }
+            let mut out = String::new();
+            if !self.line_open {
+                let _ = write!(out, "{prefix}[agent] ");
+                self.line_open = true;
+            }
+            out.push_str(&d.text);
+            return out;
+        }
+        let mut out = String::new();
+        let body = self.body(&session, &frame.body, &mut out);
+        if let Some(body) = body {
+            out.push_str(&self.break_line());
+            for line in body.lines() {
+                let _ = writeln!(out, "{prefix}{line}");
+            }
+        }
+        out
+    }
+
+    /// The lines of an event, or `None` when it prints nothing. A streamed agent reply being
+    /// completed writes its remainder into `out` directly.
+    fn body(&mut self, session: &Option<SessionId>, event: &Event, out: &mut String) -> Option<String> {
+        let sid = session.clone().unwrap_or_else(|| SessionId::from("?"));
+        match event {
+            Event::Message(m) => {
+                if m.author_id == "agent" {
+                    let streamed = std::mem::take(&mut self.sessions.entry(sid).or_default().streamed);
+                    if self.stream_deltas && self.line_open && !streamed.is_empty() {
+                        if let Some(rest) = m.text.strip_prefix(streamed.as_str()) {
+                            // The reply was printed as it streamed: finish the line.
+                            out.push_str(rest);
+                            out.push('\n');
+                            self.line_open = false;
+                            return None;
+                        }
+                    }
+                    return Some(format!("[{}] {}", m.author_name, m.text));
+                }
+                Some(format!("[{}] {}", m.author_name, m.text))
+            }
+            Event::TurnStarted(t) => {
+                let view = self.sessions.entry(sid).or_default();
+                view.turn_holder = Some(t.holder_id.clone());
+                view.streamed.clear();
+                self.names.insert(t.holder_id.clone(), t.holder_name.clone());
+                Some(format!("* {} has the turn; the agent is working", self.name_you(&t.holder_id)))
+            }
+            Event::TurnEnded(t) => {
+                let view = self.sessions.entry(sid).or_default();
+                view.turn_holder = None;
+                view.streamed.clear();
+                let how = match t.reason {
+                    TurnEndReason::Completed => "the agent finished".to_string(),
+                    TurnEndReason::Failed => format!("the agent failed: {}", t.error.as_deref().unwrap_or("no details")),
+                    TurnEndReason::Cancelled => "the turn was cancelled".to_string(),
+                    TurnEndReason::HolderGone => format!("{} left, turn released", self.name(&t.holder_id)),
+                    TurnEndReason::AgentDied => {
+                        format!("the agent stopped: {}", t.error.as_deref().unwrap_or("it is no longer running"))
+                    }
+                };
+                Some(format!("* {how}; the turn is free"))
+            }
+            Event::ParticipantJoined(r) => {
+                self.names.insert(r.participant_id.clone(), r.display_name.clone());
+                self.sessions.entry(sid).or_default().roster.insert(r.participant_id.clone(), r.clone());
+                let role = match r.role {
+                    Role::Observer => " as an observer",
+                    _ => "",
+                };
+                Some(format!("* {} joined{role}", self.name_you(&r.participant_id)))
+            }
+            Event::ParticipantLeft(l) => {
+                self.sessions.entry(sid).or_default().roster.remove(&l.participant_id);
+                let who = self.name_you(&l.participant_id);
+                Some(match l.reason.as_str() {
+                    "kicked" => format!("* {who} was removed by the host"),
+                    "gone" => format!("* {who} is gone (did not come back in time)"),
+                    "refused" => format!("* {who} was refused by the host"),
+                    _ => format!("* {who} left"),
+                })
+            }
+            Event::PresenceChanged(p) => {
+                let view = self.sessions.entry(sid).or_default();
+                if let Some(r) = view.roster.get_mut(&p.participant_id) {
+                    r.presence = p.presence;
+                }
+                let who = self.name_you(&p.participant_id);
+                match p.presence {
+                    PresenceState::Reconnecting => Some(format!("* {who} lost connection; waiting for them to come back")),
+                    PresenceState::Connected if p.connections == 1 => Some(format!("* {who} is connected")),
+                    _ => None,
+                }
+            }
+            Event::ParticipantMuted(m) => {
+                if let Some(r) = self.sessions.entry(sid).or_default().roster.get_mut(&m.participant_id) {
+                    r.muted = m.muted;
+                }
+                let who = self.name_you(&m.participant_id);
+                Some(if m.muted { format!("* {who} was muted by the host") } else { format!("* {who} was unmuted") })
+            }
+            Event::VoteOpened(v) => {
+                self.sessions.entry(sid).or_default().votes.insert(v.vote_id.clone(), v.clone());
+                Some(self.vote_card(v))
+            }
+            Event::VoteProgress(p) => {
+                let names = |ids: &[ParticipantId]| ids.iter().map(|i| self.name_you(i)).collect::<Vec<_>>().join(", ");
+                let mut s = format!("* vote {}:", p.vote_id);
+                if !p.approved.is_empty() {
+                    let _ = write!(s, " approved by {};", names(&p.approved));
+                }
+                if !p.denied.is_empty() {
+                    let _ = write!(s, " denied by {};", names(&p.denied));
+                }
+                if !p.answered.is_empty() {
+                    let _ = write!(s, " answered by {};", names(&p.answered));
+                }
+                if p.pending.is_empty() {
+                    s.push_str(" nobody pending");
+                } else {
+                    let _ = write!(s, " waiting for {}", names(&p.pending));
+                }
+                Some(s)
+            }
+            Event::VoteResolved(r) => {
+                self.sessions.entry(sid).or_default().votes.remove(&r.vote_id);
+                let by = match r.resolved_by.as_str() {
+                    "consensus" => " by consensus".to_string(),
+                    "deadline" => " at the deadline".to_string(),
+                    "system" => String::new(),
+                    pid => format!(" by {}", self.name(&ParticipantId::from(pid))),
+                };
+                let mut s = match r.outcome {
+                    VoteOutcome::Approved => format!("* vote {} approved{by}", r.vote_id),
+                    VoteOutcome::Denied => format!("* vote {} denied{by}", r.vote_id),
+                    VoteOutcome::Answered => format!("* vote {} answered{by}", r.vote_id),
+                };
+                if let Some(reason) = &r.reason {
+                    let _ = write!(s, ": {reason}");
+                }
+                for a in &r.answers {
+                    let _ = write!(s, "\n  answer: {a}");
+                }
+                Some(s)
+            }
+            Event::SessionUpdated(u) => {
+                let view = self.sessions.entry(sid.clone()).or_default();
+                if view.title != u.title {
+                    let was_known = !view.title.is_empty();
+                    view.title = u.title.clone();
+                    if was_known {
+                        return Some(format!("* session {sid} renamed to \"{}\"", u.title));
+                    }
+                }
+                None
+            }
+            Event::HistoryReplaced(h) => {
+                let view = self.sessions.entry(sid).or_default();
+                view.votes.clear();
+                view.streamed.clear();
+                Some(format!("* the host replaced the history ({}); reloading", h.reason))
+            }
+            Event::Snapshot(s) => Some(self.snapshot(s)),
+            Event::ResyncRequired(_) => Some("* fell behind; catching up".to_string()),
+            Event::Admission(a) => Some(match a.admission {
+                Admission::Admitted => "* the host let you in".to_string(),
+                Admission::Refused => "* the host refused to let you in".to_string(),
+                Admission::Pending => "* waiting for the host to let you in".to_string(),
+            }),
+            Event::Closing(c) => Some(format!("* the host is closing this connection ({})", closing_text(&c.reason))),
+            Event::Lobby(l) => {
+                self.names.insert(l.participant_id.clone(), l.display_name.clone());
+                let who = format!("{} ({})", l.display_name, l.participant_id);
+                Some(match l.admission {
+                    Admission::Pending => format!("* {who} is waiting in the lobby (share {})", l.share_id),
+                    Admission::Admitted => format!("* {who} was let in"),
+                    Admission::Refused => format!("* {who} was refused"),
+                })
+            }
+            Event::AgentDelta(_) => None,
+        }
+    }
+
+    /// A vote card: what is decided, who decides, and how to vote.
+    pub fn vote_card(&self, v: &VoteOpened) -> String {
+        let deciders = match v.decided_by {
+            DecidedBy::Consensus => {
+                let names: Vec<String> = v.required.iter().map(|p| self.name_you(p)).collect();
+                format!("needs everyone: {}", names.join(", "))
+            }
+            DecidedBy::Holder => {
+                let names: Vec<String> = v.required.iter().map(|p| self.name_you(p)).collect();
+                format!("decided by {}", if names.is_empty() { "the host".to_string() } else { names.join(", ") })
+            }
+            DecidedBy::Host => "decided by the host".to_string(),
+        };
+        let mine = self.me.as_ref().is_some_and(|me| v.required.contains(me));
+        let mut s = String::new();
+        match &v.subject {
+            VoteSubject::Plan { plan } => {
+                let _ = writeln!(s, "-- plan awaiting approval (vote {}, {deciders}) --", v.vote_id);
+                for line in plan.lines() {
+                    let _ = writeln!(s, "  {line}");
+                }
+                if mine {
+                    s.push_str("Type /approve, or /deny REASON.");
+                } else {
+                    s.push_str("(your vote is not required)");
+                }
+            }
+            VoteSubject::Question { questions } => {
+                let _ = writeln!(s, "-- the agent asks (vote {}, {deciders}) --", v.vote_id);
+                for (i, q) in questions.iter().enumerate() {
+                    let _ = write!(s, "  {}. {}", i + 1, q.question);
+                    if !q.options.is_empty() {
+                        let _ = write!(s, " [{}]", q.options.join(" | "));
+                    }
+                    s.push('\n');
+                }
+                if mine {
+                    if questions.len() > 1 {
+                        s.push_str("Type /answer A|B|... (one answer per question, separated by |).");
+                    } else {
+                        s.push_str("Type /answer ANSWER.");
+                    }
+                } else {
+                    s.push_str("(your answer is not required)");
+                }
+            }
+            VoteSubject::Tool { tool, input } => {
+                let _ = write!(s, "-- the agent wants to use {tool} (vote {}, {deciders}) --\n  {input}", v.vote_id);
+            }
+        }
+        if let Some(d) = v.deadline_ms {
+            let _ = write!(s, "\n(deadline at {d} ms; no decision by then means denied)");
+        }
+        s
+    }
+
+    fn snapshot(&mut self, snap: &Snapshot) -> String {
+        let sid = snap.session.id.clone();
+        let mut out = self.joined(&snap.session, &snap.roster);
+        let view = self.sessions.entry(sid).or_default();
+        view.votes = snap.votes.iter().map(|v| (v.vote_id.clone(), v.clone())).collect();
+        view.streamed = snap.streaming_text.clone();
+        let skipped = snap.messages.len().saturating_sub(SNAPSHOT_TAIL);
+        if skipped > 0 {
+            let _ = writeln!(out, "({skipped} earlier messages)");
+        }
+        for m in &snap.messages[skipped..] {
+            let _ = writeln!(out, "[{}] {}", m.author_name, m.text);
+        }
+        for v in &snap.votes {
+            let _ = writeln!(out, "{}", self.vote_card(v));
+        }
+        if !snap.streaming_text.is_empty() {
+            let _ = write!(out, "[agent] {}", snap.streaming_text);
+            if self.stream_deltas {
+                self.line_open = true;
+            } else {
+                out.push('\n');
+            }
+        }
+        out.trim_end_matches('\n').to_string()
+    }
+}
+
+/// Words for a `closing` reason.
+pub fn closing_text(reason: &str) -> &str {
+    match reason {
+        "revoked" => "the share link was revoked",
+        "kicked" => "you were removed by the host",
+        "expired" => "the share link expired",
+        "auth_timeout" => "no authentication in time",
+        "shutdown" => "the host is shutting down",
+        "refused" => "the host refused you",
+        "rate_limited" => "too many failed attempts",
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::MessageId;
+
+    fn frame(body: Event) -> EventFrame {
+        EventFrame { session_id: Some(SessionId::nth(1)), seq: Some(1), body }
+    }
+
+    fn entry(id: &str, name: &str, you: bool) -> RosterEntry {
+        RosterEntry {
+            participant_id: ParticipantId::from(id),
+            display_name: name.into(),
+            role: if id == "host" { Role::Host } else { Role::Participant },
+            muted: false,
+            presence: PresenceState::Connected,
+            you,
+        }
+    }
+
+    #[test]
+    fn chat_lines_show_the_author_in_brackets() {
+        let mut r = Renderer::new(true);
+        let text = r.event(&frame(Event::Message(MessageEvent {
+            message_id: MessageId::nth(1),
+            author_id: "p1".into(),
+            author_name: "Ann".into(),
+            text: "hello".into(),
+            client_msg_id: None,
+        })));
+        assert_eq!(text, "[Ann] hello\n");
+    }
+
+    #[test]
+    fn streamed_agent_text_is_printed_once_and_completed_by_the_final_message() {
+        let mut r = Renderer::new(true);
+        let d = |t: &str| frame(Event::AgentDelta(AgentDelta { turn_id: 1, text: t.into() }));
+        let mut out = r.event(&d("You said"));
+        out += &r.event(&d(": hi"));
+        out += &r.event(&frame(Event::Message(MessageEvent {
+            message_id: MessageId::nth(2),
+            author_id: "agent".into(),
+            author_name: "demo".into(),
+            text: "You said: hi".into(),
+            client_msg_id: None,
+        })));
+        assert_eq!(out, "[agent] You said: hi\n");
+    }
+
+    #[test]
+    fn the_roster_marks_you() {
+        let mut r = Renderer::new(true);
+        let info = SessionInfo {
+            id: SessionId::nth(1),
+            workspace_id: "w1".into(),
+            title: "Session 1".into(),
+            status: SessionStatus::Idle,
+            turn_holder: None,
+            participant_count: 2,
+            agent: "demo".into(),
+            last_seq: 0,
+        };
+        let out = r.joined(&info, &[entry("host", "Host", false), entry("p1", "Ann", true)]);
+        assert!(out.contains("Ann (you)"), "{out}");
+        assert!(out.contains("Host [host]"), "{out}");
+        let joined = r.event(&frame(Event::ParticipantJoined(entry("p2", "Bob", false))));
+        assert_eq!(joined, "* Bob joined\n");
+    }
+
+    #[test]
+    fn a_plan_card_tells_a_required_voter_how_to_vote() {
+        let mut r = Renderer::new(true);
+        r.me = Some(ParticipantId::from("p1"));
+        let out = r.event(&frame(Event::VoteOpened(VoteOpened {
+            vote_id: VoteId::nth(1),
+            subject: VoteSubject::Plan { plan: "1. do it".into() },
+            decided_by: DecidedBy::Consensus,
+            required: vec![ParticipantId::from("p1")],
+            deadline_ms: None,
+        })));
+        assert!(out.contains("1. do it") && out.contains("/approve") && out.contains("/deny"), "{out}");
+    }
+}

@@ -1,0 +1,211 @@
+//! `roundtable serve`: the headless host.
+//!
+//! Starts the [`Host`] (engine thread + TLS WebSocket server), then uses the host's own
+//! in-process connection — the same protocol a remote speaks, with host rights — to make the
+//! host usable at once: register the current directory as a demo workspace when none exists,
+//! open a "Session 1" in every workspace without a session, optionally mint a link (`--mint`),
+//! and follow every session to print a readable activity log. Ctrl-C (or SIGTERM) shuts down
+//! gracefully: every client gets a `closing` event and a close frame, and the engine commits a
+//! last tick.
+
+use crate::net::client::{Client, ClientEvent, Events};
+use crate::net::host::{write_serve_json, Host, HostOptions};
+use crate::net::render::Renderer;
+use crate::net::ServeArgs;
+use crate::persist::AgentSpec;
+use crate::protocol::*;
+use anyhow::Context;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Title of the session `serve` opens in a workspace that has none.
+pub const FIRST_SESSION_TITLE: &str = "Session 1";
+
+/// Runs the headless host until Ctrl-C / SIGTERM.
+pub async fn serve(args: ServeArgs, data_dir: PathBuf) -> anyhow::Result<ExitCode> {
+    if args.insecure && !args.bind.ip().is_loopback() {
+        anyhow::bail!(
+            "--insecure serves plain ws:// without encryption, so it is only allowed on a loopback address \
+             (e.g. --bind 127.0.0.1:7447); {} is not loopback. Drop --insecure to serve TLS (the default).",
+            args.bind
+        );
+    }
+    let mut options = HostOptions::new(data_dir.clone(), args.bind);
+    options.public_host = args.public_host.clone();
+    options.insecure = args.insecure;
+    let (mut host, mut events) = Host::start(options).await?;
+    write_serve_json(&data_dir, &host.link_authority, args.insecure)?;
+
+    let mut log = Renderer::new(false);
+    log.prefix_sessions = true;
+    let setup = setup(&host.client, &mut log, &args).await;
+    let setup = match setup {
+        Ok(s) => s,
+        Err(e) => {
+            host.shutdown().await;
+            return Err(e);
+        }
+    };
+    print_banner(&host, &data_dir, &args, &setup);
+    if args.bind.ip().is_unspecified() && args.public_host.is_none() {
+        println!(
+            "note: listening on every interface, but links name {}; pass --public-host with an address the others can reach",
+            host.link_authority
+        );
+    }
+
+    let outcome = watch(&mut host, &mut events, &mut log).await;
+    println!("shutting down: closing connections and saving state…");
+    host.shutdown().await;
+    println!("stopped.");
+    outcome
+}
+
+/// Prints activity until a stop signal; returns the exit code.
+async fn watch(host: &mut Host, events: &mut Events, log: &mut Renderer) -> anyhow::Result<ExitCode> {
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot install the SIGTERM handler")?;
+    loop {
+        tokio::select! {
+            _ = &mut ctrl_c => return Ok(ExitCode::SUCCESS),
+            _ = term.recv() => return Ok(ExitCode::SUCCESS),
+            _ = host.engine_stopped() => anyhow::bail!("the engine stopped unexpectedly (see the log above)"),
+            ev = events.recv() => match ev {
+                Some(ClientEvent::Event { frame, .. }) => {
+                    let text = log.event(&frame);
+                    if !text.is_empty() {
+                        let mut out = std::io::stdout().lock();
+                        let _ = out.write_all(text.as_bytes());
+                        let _ = out.flush();
+                    }
+                }
+                Some(ClientEvent::Closed { reason }) => {
+                    anyhow::bail!("the engine closed the host connection ({})", reason.unwrap_or_default())
+                }
+                Some(_) => {}
+                None => anyhow::bail!("the host connection ended"),
+            },
+        }
+    }
+}
+
+/// What `setup` found and did, for the banner.
+struct Setup {
+    workspaces: Vec<WorkspaceInfo>,
+    sessions: Vec<SessionInfo>,
+    demo_registered: Option<String>,
+    minted: Option<String>,
+}
+
+/// Makes a fresh host usable: a workspace, a session per workspace, an optional link; then
+/// follows every session for the activity log.
+async fn setup(client: &Client, log: &mut Renderer, args: &ServeArgs) -> anyhow::Result<Setup> {
+    let mut workspaces = client.call::<ListWorkspacesResult>(Method::ListWorkspaces(Empty {})).await?.workspaces;
+    let mut demo_registered = None;
+    if workspaces.is_empty() {
+        let dir = std::env::current_dir().context("cannot read the current directory")?;
+        let dir = dir.canonicalize().unwrap_or(dir);
+        let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "workspace".into());
+        client
+            .request(Method::AddWorkspace(AddWorkspaceParams {
+                name,
+                dir: dir.to_string_lossy().into_owned(),
+                agent: Some(AgentSpec::demo()),
+            }))
+            .await
+            .context("cannot register the current directory as a workspace")?;
+        demo_registered = Some(dir.display().to_string());
+        workspaces = client.call::<ListWorkspacesResult>(Method::ListWorkspaces(Empty {})).await?.workspaces;
+    }
+
+    let sessions = list_sessions(client).await?;
+    for w in &workspaces {
+        if !sessions.iter().any(|s| s.workspace_id == w.id) {
+            client
+                .request(Method::CreateSession(CreateSessionParams {
+                    workspace_id: w.id.clone(),
+                    title: FIRST_SESSION_TITLE.into(),
+                    vote_deadline_ms: None,
+                }))
+                .await
+                .with_context(|| format!("cannot open a session in workspace {}", w.id))?;
+        }
+    }
+    let sessions = list_sessions(client).await?;
+    for s in &sessions {
+        let joined: JoinSessionResult = client
+            .call(Method::JoinSession(JoinSessionParams { session_id: s.id.clone(), since_seq: Some(s.last_seq) }))
+            .await
+            .with_context(|| format!("cannot follow session {}", s.id))?;
+        log.joined(&joined.session, &joined.roster);
+    }
+
+    let minted = if args.mint && !workspaces.is_empty() {
+        let result: MintShareResult = client
+            .call(Method::MintShare(MintShareParams {
+                label: "serve --mint".into(),
+                workspaces: workspaces.iter().map(|w| w.id.clone()).collect(),
+                collaborative: true,
+                consensus_required: true,
+                admission_required: false,
+                role: Role::Participant,
+                expires_in_ms: None,
+                max_uses: None,
+                vote_deadline_ms: None,
+            }))
+            .await
+            .context("cannot mint a share link")?;
+        result.link
+    } else {
+        None
+    };
+    Ok(Setup { workspaces, sessions, demo_registered, minted })
+}
+
+async fn list_sessions(client: &Client) -> anyhow::Result<Vec<SessionInfo>> {
+    let params = ListSessionsParams { workspace_id: None };
+    Ok(client.call::<ListSessionsResult>(Method::ListSessions(params)).await?.sessions)
+}
+
+fn print_banner(host: &Host, data_dir: &std::path::Path, args: &ServeArgs, setup: &Setup) {
+    let mut out = String::new();
+    use std::fmt::Write as _;
+    let _ = writeln!(out, "roundtable host running (headless)");
+    match &host.fingerprint {
+        Some(fp) => {
+            let _ = writeln!(out, "  listening on {} — TLS, certificate sha256={fp}", host.local_addr);
+        }
+        None => {
+            let _ = writeln!(out, "  listening on {} — plain ws:// (--insecure, loopback only)", host.local_addr);
+        }
+    }
+    let _ = writeln!(out, "  data directory: {}", data_dir.display());
+    if let Some(dir) = &setup.demo_registered {
+        let _ = writeln!(
+            out,
+            "  no workspace was registered, so the current directory {dir} was registered with the built-in demo agent.\n  \
+             Register your own with: roundtable workspace add DIR"
+        );
+    }
+    for w in &setup.workspaces {
+        let sessions: Vec<String> =
+            setup.sessions.iter().filter(|s| s.workspace_id == w.id).map(|s| format!("{} \"{}\"", s.id, s.title)).collect();
+        let _ = writeln!(out, "  workspace {} \"{}\" ({} agent): {}", w.id, w.name, w.agent, sessions.join(", "));
+    }
+    match &setup.minted {
+        Some(link) => {
+            let _ = writeln!(out, "share link (shown once — send it to the people you invite):\n  {link}");
+            let _ = writeln!(out, "  they run: roundtable join '{link}' --name THEIR_NAME");
+        }
+        None if args.mint => {}
+        None => {
+            let _ = writeln!(out, "mint a share link with: roundtable share mint   (or restart with --mint)");
+        }
+    }
+    let _ = writeln!(out, "activity follows; stop with Ctrl-C");
+    print!("{out}");
+    let _ = std::io::stdout().flush();
+}

@@ -1,0 +1,369 @@
+//! The WebSocket server: accepts TCP connections, wraps them in TLS (unless `--insecure`),
+//! speaks WebSocket, and shuttles text frames between each socket and the engine.
+//!
+//! ```text
+//!   socket ──read──► Inbound::Frame ──► engine inbox (crossbeam)
+//!   socket ◄─write── WsSink queue  ◄── engine outbox (FrameSink::try_send, never blocks)
+//! ```
+//!
+//! One tokio task per connection multiplexes reading, writing and shutdown with `select!`.
+//! The engine never waits for a socket: [`WsSink::try_send`] refuses a frame when the
+//! connection's queue already holds [`ServerOptions::queue_frames`] frames, and the engine keeps
+//! it in its own bounded outbox (coalescing agent deltas, and finally sending `resync_required`).
+//! That bounded queue is what keeps one slow consumer from slowing the tick or anyone else.
+//!
+//! Frame size: the protocol caps frames at 64 KiB, but the socket accepts up to
+//! [`ServerOptions::max_message_bytes`] (1 MiB by default) so that an oversize frame reaches the
+//! engine and is answered with a typed `frame_too_large` error while the connection stays up.
+//! Anything beyond that is closed with a WebSocket close frame (1009, "message too big").
+
+use crate::engine::{Frame, FrameSink, Inbound};
+use crate::ids::ConnId;
+use crate::protocol::{Closing, Event, EventFrame};
+use crossbeam_channel::Sender;
+use futures_util::{SinkExt, StreamExt};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tracing::{debug, info, warn};
+
+/// Hands out connection ids, unique for the life of the process. Shared by every transport that
+/// feeds one engine (the WebSocket server and the host's in-process connection).
+#[derive(Debug, Default)]
+pub struct ConnIds(AtomicU64);
+
+impl ConnIds {
+    /// A fresh allocator; the first id is `c1`.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self(AtomicU64::new(0)))
+    }
+
+    /// The next unused connection id.
+    pub fn next(&self) -> ConnId {
+        ConnId(self.0.fetch_add(1, Ordering::Relaxed) + 1)
+    }
+}
+
+/// Server settings.
+#[derive(Clone, Debug)]
+pub struct ServerOptions {
+    /// TLS configuration; `None` serves plain `ws://` (only allowed on loopback, checked by `serve`).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Largest WebSocket message read from a client. Larger ones close the socket.
+    pub max_message_bytes: usize,
+    /// Frames a connection's transport queue holds before `try_send` refuses.
+    pub queue_frames: usize,
+    /// Time a client gets for the TLS and WebSocket handshakes.
+    pub handshake_timeout: Duration,
+    /// Kernel send buffer per accepted socket (`SO_SNDBUF`); `None` keeps the system default.
+    /// Tests set it small to make a slow consumer visible quickly.
+    pub send_buffer_bytes: Option<u32>,
+    /// Bytes tungstenite gathers before writing to the socket (its `write_buffer_size`).
+    /// Frames are flushed whenever the queue runs empty anyway; tests set 0 so a slow
+    /// consumer's backlog shows up in the bounded queue instead of this buffer.
+    pub write_buffer_bytes: usize,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        Self {
+            tls: None,
+            max_message_bytes: 1024 * 1024,
+            queue_frames: 64,
+            handshake_timeout: Duration::from_secs(10),
+            send_buffer_bytes: None,
+            write_buffer_bytes: 128 * 1024,
+        }
+    }
+}
+
+/// A running server. Dropping it does not stop it; call [`ServerHandle::shutdown`] (graceful) or
+/// [`ServerHandle::abort`] (drops every socket at once, like a crash).
+pub struct ServerHandle {
+    /// The address the listener is bound to (useful with port 0).
+    pub local_addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl ServerHandle {
+    /// Stops accepting, sends every connection a `closing` event and a close frame (after the
+    /// frames already queued), reports each as closed to the engine, and waits for that.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        if let Err(e) = self.task.await {
+            if !e.is_cancelled() {
+                warn!("server task failed: {e}");
+            }
+        }
+    }
+
+    /// Drops the listener and every connection without a close frame (crash simulation), and
+    /// waits until they are gone (so the port can be bound again).
+    pub async fn abort(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+}
+
+/// Starts serving `listener` on the current tokio runtime. Every connection is announced to the
+/// engine through `inbound` with an id from `ids`.
+pub fn start_server(
+    listener: TcpListener,
+    options: ServerOptions,
+    inbound: Sender<Inbound>,
+    ids: Arc<ConnIds>,
+) -> std::io::Result<ServerHandle> {
+    let local_addr = listener.local_addr()?;
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let task = tokio::spawn(accept_loop(listener, options, inbound, ids, shutdown_rx));
+    info!("listening on {local_addr}");
+    Ok(ServerHandle { local_addr, shutdown, task })
+}
+
+/// How long graceful shutdown waits for connections to flush and close.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+async fn accept_loop(
+    listener: TcpListener,
+    options: ServerOptions,
+    inbound: Sender<Inbound>,
+    ids: Arc<ConnIds>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    // Connection tasks live in the set: aborting this task drops the set, which aborts them all.
+    let mut conns = tokio::task::JoinSet::new();
+    let acceptor = options.tls.clone().map(tokio_rustls::TlsAcceptor::from);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, peer)) => {
+                    if let Some(bytes) = options.send_buffer_bytes {
+                        set_send_buffer(&tcp, bytes);
+                    }
+                    let _ = tcp.set_nodelay(true);
+                    let ctx = ConnCtx {
+                        peer,
+                        options: options.clone(),
+                        inbound: inbound.clone(),
+                        ids: ids.clone(),
+                        shutdown: shutdown.clone(),
+                    };
+                    let acceptor = acceptor.clone();
+                    conns.spawn(async move { ctx.run(tcp, acceptor).await });
+                }
+                Err(e) => {
+                    // Usually EMFILE; back off instead of spinning.
+                    warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            _ = shutdown.changed() => break,
+        }
+    }
+    drop(listener);
+    let drain = async { while conns.join_next().await.is_some() {} };
+    if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_err() {
+        warn!("some connections did not close within {SHUTDOWN_GRACE:?}; dropping them");
+    }
+}
+
+fn set_send_buffer(tcp: &TcpStream, bytes: u32) {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    // tokio's TcpStream has no SO_SNDBUF setter; borrow the fd as a TcpSocket just to set it.
+    // SAFETY: the fd stays owned by `tcp`; ManuallyDrop keeps the borrowed view from closing it.
+    let sock = std::mem::ManuallyDrop::new(unsafe { tokio::net::TcpSocket::from_raw_fd(tcp.as_raw_fd()) });
+    if let Err(e) = sock.set_send_buffer_size(bytes) {
+        warn!("cannot set SO_SNDBUF: {e}");
+    }
+}
+
+/// What the writer half of a connection is asked to do, in order.
+enum Out {
+    Frame(Frame),
+    Close(String),
+}
+
+/// The engine's handle on one WebSocket connection. Never blocks.
+pub struct WsSink {
+    tx: mpsc::UnboundedSender<Out>,
+    queued: Arc<AtomicUsize>,
+    capacity: usize,
+}
+
+impl FrameSink for WsSink {
+    fn try_send(&self, frame: &Frame) -> bool {
+        // Reserve a slot first so concurrent callers cannot overshoot the bound.
+        if self.queued.fetch_add(1, Ordering::AcqRel) >= self.capacity {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            return false;
+        }
+        if self.tx.send(Out::Frame(frame.clone())).is_err() {
+            // The connection is gone; accept and drop (the engine learns through `Closed`).
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+        }
+        true
+    }
+
+    fn close(&self, reason: &str) {
+        // Close is not counted against the bound: it must always get through.
+        let _ = self.tx.send(Out::Close(reason.to_string()));
+    }
+}
+
+struct ConnCtx {
+    peer: SocketAddr,
+    options: ServerOptions,
+    inbound: Sender<Inbound>,
+    ids: Arc<ConnIds>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl ConnCtx {
+    async fn run(self, tcp: TcpStream, acceptor: Option<tokio_rustls::TlsAcceptor>) {
+        let timeout = self.options.handshake_timeout;
+        match acceptor {
+            Some(acceptor) => match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => self.websocket(tls).await,
+                Ok(Err(e)) => debug!("TLS handshake with {} failed: {e}", self.peer),
+                Err(_) => debug!("TLS handshake with {} timed out", self.peer),
+            },
+            None => self.websocket(tcp).await,
+        }
+    }
+
+    async fn websocket<S: AsyncRead + AsyncWrite + Unpin>(self, stream: S) {
+        let config = WebSocketConfig::default()
+            .max_message_size(Some(self.options.max_message_bytes))
+            .max_frame_size(Some(self.options.max_message_bytes))
+            .write_buffer_size(self.options.write_buffer_bytes);
+        let accept = tokio_tungstenite::accept_async_with_config(stream, Some(config));
+        let ws = match tokio::time::timeout(self.options.handshake_timeout, accept).await {
+            Ok(Ok(ws)) => ws,
+            Ok(Err(e)) => return debug!("WebSocket handshake with {} failed: {e}", self.peer),
+            Err(_) => return debug!("WebSocket handshake with {} timed out", self.peer),
+        };
+        let conn = self.ids.next();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let sink = Arc::new(WsSink { tx, queued: queued.clone(), capacity: self.options.queue_frames });
+        debug!("{conn} opened from {}", self.peer);
+        if self.inbound.send(Inbound::Opened { conn, addr: self.peer.to_string(), sink }).is_err() {
+            return; // engine stopped
+        }
+        let end = pump(ws, conn, &self.inbound, rx, &queued, self.shutdown.clone()).await;
+        debug!("{conn} closed: {end}");
+        let _ = self.inbound.send(Inbound::Closed { conn });
+    }
+}
+
+/// Moves frames both ways until the connection ends; returns why it ended (for the log).
+async fn pump<S: AsyncRead + AsyncWrite + Unpin>(
+    ws: tokio_tungstenite::WebSocketStream<S>,
+    conn: ConnId,
+    inbound: &Sender<Inbound>,
+    mut rx: mpsc::UnboundedReceiver<Out>,
+    queued: &AtomicUsize,
+    mut shutdown: watch::Receiver<bool>,
+) -> String {
+    let (mut write, mut read) = ws.split();
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.changed() => {
+                let closing = EventFrame {
+                    session_id: None,
+                    seq: None,
+                    body: Event::Closing(Closing { reason: "shutdown".into() }),
+                };
+                // Flush what the engine already handed us, then say goodbye.
+                while let Ok(Out::Frame(f)) = rx.try_recv() {
+                    if write.feed(Message::text(f.to_string())).await.is_err() {
+                        return "write failed during shutdown".into();
+                    }
+                }
+                let _ = write.feed(Message::text(closing.to_json())).await;
+                let _ = write.send(close_message(CloseCode::Away, "shutdown")).await;
+                linger(&mut read).await;
+                return "host shutting down".into();
+            }
+            out = rx.recv() => match out {
+                Some(Out::Frame(frame)) => {
+                    queued.fetch_sub(1, Ordering::AcqRel);
+                    let res = write.feed(Message::text(frame.to_string())).await;
+                    // Batch: flush only when nothing else is waiting.
+                    let res = match res {
+                        Ok(()) if rx.is_empty() => write.flush().await,
+                        other => other,
+                    };
+                    if let Err(e) = res {
+                        return format!("write failed: {e}");
+                    }
+                }
+                Some(Out::Close(reason)) => {
+                    let _ = write.send(close_message(CloseCode::Policy, &reason)).await;
+                    linger(&mut read).await;
+                    return format!("closed by host ({reason})");
+                }
+                None => return "engine dropped the connection".into(),
+            },
+            msg = read.next() => match msg {
+                Some(Ok(Message::Text(text))) => {
+                    if inbound.send(Inbound::Frame { conn, text: text.as_str().to_string() }).is_err() {
+                        return "engine stopped".into();
+                    }
+                }
+                Some(Ok(Message::Binary(bytes))) => match String::from_utf8(bytes.to_vec()) {
+                    // Lenient: a UTF-8 binary frame is treated as text; the engine validates it.
+                    Ok(text) => {
+                        if inbound.send(Inbound::Frame { conn, text }).is_err() {
+                            return "engine stopped".into();
+                        }
+                    }
+                    Err(_) => debug!("{conn}: ignoring a binary frame that is not UTF-8"),
+                },
+                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {
+                    // tungstenite queues the pong; make sure it leaves.
+                    if let Err(e) = write.flush().await {
+                        return format!("write failed: {e}");
+                    }
+                }
+                Some(Ok(Message::Close(_))) => {
+                    let _ = write.flush().await;
+                    return "client closed".into();
+                }
+                Some(Err(WsError::Capacity(e))) => {
+                    let _ = write.send(close_message(CloseCode::Size, "message too big")).await;
+                    return format!("client sent an oversize message: {e}");
+                }
+                Some(Err(e)) => return format!("read failed: {e}"),
+                None => return "client went away".into(),
+            },
+        }
+    }
+}
+
+fn close_message(code: CloseCode, reason: &str) -> Message {
+    // Close reasons are limited to 123 bytes by the WebSocket protocol.
+    let mut reason = reason.to_string();
+    while reason.len() > 123 {
+        reason.pop();
+    }
+    Message::Close(Some(CloseFrame { code, reason: reason.into() }))
+}
+
+/// After sending a close frame, gives the client a moment to answer it so the socket shuts down
+/// cleanly (the client then sees the close frame rather than a reset).
+async fn linger<S: futures_util::Stream<Item = Result<Message, WsError>> + Unpin>(read: &mut S) {
+    let drain = async { while let Some(Ok(_)) = read.next().await {} };
+    let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
+}

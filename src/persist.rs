@@ -1,0 +1,249 @@
+//! The persistence contract between the pure engine and a store.
+//!
+//! Systems never touch SQLite. During a tick they append [`StoreOp`]s to the [`PersistBatch`]
+//! resource; the persist system hands the whole batch to the [`Store`] in one call, which commits
+//! it in one transaction *before* the broadcast system releases that tick's frames. At start the
+//! engine rebuilds its world from [`Restored`].
+
+use crate::ids::{MessageId, ParticipantId, SessionId, ShareId, VoteId, WorkspaceId};
+use crate::protocol::{Admission, Role, SessionStatus};
+use bevy_ecs::prelude::Resource;
+use serde::{Deserialize, Serialize};
+
+/// Which agent backend a workspace/session runs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentSpec {
+    /// `demo`, `claude` or `command`.
+    pub kind: String,
+    /// For `command`: the executable (and for `claude`: an optional binary path).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    /// Extra arguments.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+}
+
+impl AgentSpec {
+    pub fn demo() -> Self {
+        Self { kind: "demo".into(), command: None, args: Vec::new() }
+    }
+}
+
+impl Default for AgentSpec {
+    fn default() -> Self {
+        Self::demo()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkspaceRow {
+    pub id: WorkspaceId,
+    pub name: String,
+    pub dir: String,
+    pub agent: AgentSpec,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRow {
+    pub id: SessionId,
+    pub workspace: WorkspaceId,
+    pub title: String,
+    pub status: SessionStatus,
+    pub turn_holder: Option<ParticipantId>,
+    /// Id of the running (or last) turn.
+    pub turn_id: u64,
+    pub next_seq: u64,
+    pub agent: AgentSpec,
+    /// Vote deadline for this session in ms (overrides the share's), if any.
+    pub vote_deadline_ms: Option<u64>,
+    pub created_at: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShareRow {
+    pub id: ShareId,
+    pub label: String,
+    /// SHA-256 of the token. The token itself is never stored.
+    pub token_hash: [u8; 32],
+    pub workspaces: Vec<WorkspaceId>,
+    pub collaborative: bool,
+    pub consensus_required: bool,
+    pub admission_required: bool,
+    pub role: Role,
+    pub expires_at: Option<u64>,
+    pub max_uses: Option<u32>,
+    pub uses: u32,
+    pub revoked: bool,
+    pub created_at: u64,
+    pub vote_deadline_ms: Option<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParticipantRow {
+    pub id: ParticipantId,
+    pub display_name: String,
+    pub role: Role,
+    pub share: Option<ShareId>,
+    pub muted: bool,
+    pub admission: Admission,
+    /// SHA-256 of the resume token; `None` once dead (kicked / gone).
+    pub resume_hash: Option<[u8; 32]>,
+    pub gone: bool,
+    pub sessions: Vec<SessionId>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageRow {
+    pub id: MessageId,
+    pub session: SessionId,
+    pub seq: u64,
+    /// Participant id, or `agent`.
+    pub author_id: String,
+    pub author_name: String,
+    pub text: String,
+    pub client_msg_id: Option<String>,
+    pub created_at: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VoteRow {
+    pub id: VoteId,
+    pub session: SessionId,
+    pub turn_id: u64,
+    /// The agent's request id this vote answers.
+    pub request_id: String,
+    /// JSON of [`crate::protocol::VoteSubject`].
+    pub subject_json: String,
+    pub decided_by: String,
+    pub required: Vec<ParticipantId>,
+    pub deadline: Option<u64>,
+    /// `approved` / `denied` / `answered` once resolved.
+    pub outcome: Option<String>,
+    pub reason: Option<String>,
+    pub opened_at: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BallotRow {
+    pub vote: VoteId,
+    pub voter: ParticipantId,
+    /// `approve`, `deny` or `answer`.
+    pub choice: String,
+    /// Deny reason or JSON array of answers.
+    pub detail: Option<String>,
+    pub at: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRow {
+    pub at: u64,
+    /// Participant id of who acted (`host`, `p3`, `system`).
+    pub actor: String,
+    /// e.g. `joined`, `kicked`, `muted`, `revoked`, `voted`, `share_minted`.
+    pub action: String,
+    pub target: String,
+    pub detail: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventRow {
+    pub session: SessionId,
+    pub seq: u64,
+    /// The exact frame sent to clients.
+    pub frame: String,
+}
+
+/// One write. A tick's writes are committed together.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StoreOp {
+    PutWorkspace(WorkspaceRow),
+    PutSession(SessionRow),
+    PutShare(ShareRow),
+    PutParticipant(ParticipantRow),
+    PutMessage(MessageRow),
+    /// Clear a session's history (messages and event log).
+    ClearSession(SessionId),
+    AppendEvent(EventRow),
+    PutVote(VoteRow),
+    PutBallot(BallotRow),
+    Audit(AuditRow),
+}
+
+/// Everything needed to rebuild the world at start.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Restored {
+    pub workspaces: Vec<WorkspaceRow>,
+    pub sessions: Vec<SessionRow>,
+    pub shares: Vec<ShareRow>,
+    pub participants: Vec<ParticipantRow>,
+    /// All messages, ordered by (session, seq).
+    pub messages: Vec<MessageRow>,
+    /// Tail of each session's event log (the last `EVENT_TAIL` events), ordered by (session, seq).
+    pub events: Vec<EventRow>,
+    /// Votes, ordered by id.
+    pub votes: Vec<VoteRow>,
+    /// Ballots, ordered by (vote, voter).
+    pub ballots: Vec<BallotRow>,
+    /// Largest audit id (only for information).
+    pub audit_count: u64,
+}
+
+/// How many events per session the engine keeps for `since_seq` replay.
+pub const EVENT_TAIL: usize = 1000;
+
+/// Store failures.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Db(String),
+    #[error("the database at {path} has schema version {found}, newer than this roundtable supports ({supported}); upgrade roundtable or use another --data-dir")]
+    TooNew { path: String, found: u32, supported: u32 },
+    #[error("corrupt row in {table}: {detail}")]
+    Corrupt { table: &'static str, detail: String },
+}
+
+/// The engine's view of persistence.
+pub trait Store: Send {
+    /// Commits the ops in one transaction.
+    fn commit(&mut self, ops: &[StoreOp]) -> Result<(), StoreError>;
+    /// Loads everything needed to rebuild the world.
+    fn load(&mut self) -> Result<Restored, StoreError>;
+    /// If shares were changed by another process since the last call, returns all shares.
+    fn shares_changed_externally(&mut self) -> Result<Option<Vec<ShareRow>>, StoreError> {
+        Ok(None)
+    }
+}
+
+/// A store that keeps the ops in memory (unit tests). `load` replays them.
+#[derive(Default)]
+pub struct MemoryStore {
+    pub committed: Vec<Vec<StoreOp>>,
+    /// When set, the next commit fails (fault injection).
+    pub fail_next: bool,
+}
+
+impl Store for MemoryStore {
+    fn commit(&mut self, ops: &[StoreOp]) -> Result<(), StoreError> {
+        if std::mem::take(&mut self.fail_next) {
+            return Err(StoreError::Db("injected failure".into()));
+        }
+        self.committed.push(ops.to_vec());
+        Ok(())
+    }
+
+    fn load(&mut self) -> Result<Restored, StoreError> {
+        Ok(Restored::default())
+    }
+}
+
+/// Ops gathered during the current tick.
+#[derive(Resource, Default)]
+pub struct PersistBatch {
+    pub ops: Vec<StoreOp>,
+}
+
+impl PersistBatch {
+    pub fn push(&mut self, op: StoreOp) {
+        self.ops.push(op);
+    }
+}

@@ -1,0 +1,635 @@
+//! Requests (client → host) and their results.
+
+use super::{ErrorCode, ProtocolError, MAX_FRAME_BYTES};
+use crate::ids::{ParticipantId, SessionId, VoteId, WorkspaceId};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// The request envelope. `id` is echoed back verbatim (number or string).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RawRequest {
+    pub id: Value,
+    pub method: String,
+    #[serde(default)]
+    pub params: Value,
+}
+
+/// A parsed request: the echoed id plus typed params.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Request {
+    pub id: Value,
+    pub method: Method,
+}
+
+/// Every method of the protocol with its params.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "method", content = "params", rename_all = "snake_case")]
+pub enum Method {
+    Authenticate(AuthenticateParams),
+    Ping(PingParams),
+    ListWorkspaces(Empty),
+    ListSessions(ListSessionsParams),
+    JoinSession(JoinSessionParams),
+    LeaveSession(SessionRef),
+    SendMessage(SendMessageParams),
+    CancelTurn(SessionRef),
+    VotePlan(VotePlanParams),
+    AnswerQuestion(AnswerQuestionParams),
+    ReadWorkspaceFile(ReadFileParams),
+    // ---- host-only methods (the host's in-process connection; remotes get `forbidden`) ----
+    AddWorkspace(AddWorkspaceParams),
+    CreateSession(CreateSessionParams),
+    RenameSession(RenameSessionParams),
+    ClearSession(SessionRef),
+    ForkSession(ForkSessionParams),
+    Kick(ParticipantRef),
+    Mute(MuteParams),
+    Admit(ParticipantRef),
+    Refuse(ParticipantRef),
+    MintShare(MintShareParams),
+    ListShares(Empty),
+    RevokeShare(ShareRef),
+    RotateShare(ShareRef),
+}
+
+impl Method {
+    /// Every method name, in documentation order.
+    pub const NAMES: [&'static str; 24] = [
+        "authenticate",
+        "ping",
+        "list_workspaces",
+        "list_sessions",
+        "join_session",
+        "leave_session",
+        "send_message",
+        "cancel_turn",
+        "vote_plan",
+        "answer_question",
+        "read_workspace_file",
+        "add_workspace",
+        "create_session",
+        "rename_session",
+        "clear_session",
+        "fork_session",
+        "kick",
+        "mute",
+        "admit",
+        "refuse",
+        "mint_share",
+        "list_shares",
+        "revoke_share",
+        "rotate_share",
+    ];
+
+    /// Methods only the host may call.
+    pub fn host_only(&self) -> bool {
+        matches!(
+            self,
+            Method::AddWorkspace(_)
+                | Method::CreateSession(_)
+                | Method::RenameSession(_)
+                | Method::ClearSession(_)
+                | Method::ForkSession(_)
+                | Method::Kick(_)
+                | Method::Mute(_)
+                | Method::Admit(_)
+                | Method::Refuse(_)
+                | Method::MintShare(_)
+                | Method::ListShares(_)
+                | Method::RevokeShare(_)
+                | Method::RotateShare(_)
+        )
+    }
+
+    /// The wire name of this method.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Method::Authenticate(_) => "authenticate",
+            Method::Ping(_) => "ping",
+            Method::ListWorkspaces(_) => "list_workspaces",
+            Method::ListSessions(_) => "list_sessions",
+            Method::JoinSession(_) => "join_session",
+            Method::LeaveSession(_) => "leave_session",
+            Method::SendMessage(_) => "send_message",
+            Method::CancelTurn(_) => "cancel_turn",
+            Method::VotePlan(_) => "vote_plan",
+            Method::AnswerQuestion(_) => "answer_question",
+            Method::ReadWorkspaceFile(_) => "read_workspace_file",
+            Method::AddWorkspace(_) => "add_workspace",
+            Method::CreateSession(_) => "create_session",
+            Method::RenameSession(_) => "rename_session",
+            Method::ClearSession(_) => "clear_session",
+            Method::ForkSession(_) => "fork_session",
+            Method::Kick(_) => "kick",
+            Method::Mute(_) => "mute",
+            Method::Admit(_) => "admit",
+            Method::Refuse(_) => "refuse",
+            Method::MintShare(_) => "mint_share",
+            Method::ListShares(_) => "list_shares",
+            Method::RevokeShare(_) => "revoke_share",
+            Method::RotateShare(_) => "rotate_share",
+        }
+    }
+}
+
+/// Why a frame could not become a [`Request`]. `id` is present when the envelope was readable,
+/// so the error can be answered to the right request.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ParseFailure {
+    pub id: Value,
+    pub error: ProtocolError,
+}
+
+impl Request {
+    /// Parses one text frame. Never panics; every failure is a typed [`ProtocolError`].
+    pub fn parse(text: &str) -> Result<Request, ParseFailure> {
+        if text.len() > MAX_FRAME_BYTES {
+            return Err(ParseFailure {
+                id: Value::Null,
+                error: ProtocolError::new(
+                    ErrorCode::FrameTooLarge,
+                    format!("frame is {} bytes; the limit is {} bytes", text.len(), MAX_FRAME_BYTES),
+                ),
+            });
+        }
+        let value: Value = serde_json::from_str(text).map_err(|e| ParseFailure {
+            id: Value::Null,
+            error: ProtocolError::new(ErrorCode::BadFrame, format!("frame is not valid JSON: {e}")),
+        })?;
+        let Value::Object(mut obj) = value else {
+            return Err(ParseFailure {
+                id: Value::Null,
+                error: ProtocolError::new(ErrorCode::BadFrame, "frame must be a JSON object"),
+            });
+        };
+        let id = obj.remove("id").unwrap_or(Value::Null);
+        if !(id.is_number() || id.is_string()) {
+            return Err(ParseFailure {
+                id: Value::Null,
+                error: ProtocolError::new(ErrorCode::BadFrame, "request needs an \"id\" that is a number or a string"),
+            });
+        }
+        let method = match obj.remove("method") {
+            Some(Value::String(m)) => m,
+            _ => {
+                return Err(ParseFailure {
+                    id,
+                    error: ProtocolError::new(ErrorCode::BadFrame, "request needs a \"method\" string"),
+                })
+            }
+        };
+        if !Method::NAMES.contains(&method.as_str()) {
+            return Err(ParseFailure {
+                id,
+                error: ProtocolError::new(ErrorCode::UnknownMethod, format!("unknown method \"{method}\"")),
+            });
+        }
+        let params = match obj.remove("params") {
+            None | Some(Value::Null) => Value::Object(Default::default()),
+            Some(p @ Value::Object(_)) => p,
+            Some(_) => {
+                return Err(ParseFailure {
+                    id,
+                    error: ProtocolError::new(ErrorCode::InvalidParams, "\"params\" must be an object"),
+                })
+            }
+        };
+        let tagged = serde_json::json!({ "method": method, "params": params });
+        match serde_json::from_value::<Method>(tagged) {
+            Ok(method) => Ok(Request { id, method }),
+            Err(e) => Err(ParseFailure {
+                id,
+                error: ProtocolError::new(ErrorCode::InvalidParams, format!("invalid params for {method}: {e}")),
+            }),
+        }
+    }
+
+    /// Serialises the request as a frame (used by clients and tests).
+    pub fn to_frame(&self) -> String {
+        let tagged = serde_json::to_value(&self.method).expect("method serialises");
+        serde_json::json!({ "id": self.id, "method": tagged["method"], "params": tagged["params"] }).to_string()
+    }
+}
+
+/// No params.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Empty {}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PingParams {
+    /// Opaque value echoed back in the result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthenticateParams {
+    /// The TOKEN part of the share link.
+    pub token: String,
+    /// Requested display name (1–64 chars); made unique by the host.
+    pub display_name: String,
+    /// A resume token from an earlier `authenticate`, to keep the same participant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume_token: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListSessionsParams {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace_id: Option<WorkspaceId>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JoinSessionParams {
+    pub session_id: SessionId,
+    /// Last seq the client has seen; events after it are replayed. Absent: a snapshot is sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since_seq: Option<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionRef {
+    pub session_id: SessionId,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SendMessageParams {
+    pub session_id: SessionId,
+    pub text: String,
+    /// Client-chosen id making retries idempotent (1–128 chars).
+    pub client_msg_id: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VotePlanParams {
+    pub vote_id: VoteId,
+    pub approve: bool,
+    /// Why you deny (shown to everyone and sent to the agent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnswerQuestionParams {
+    pub vote_id: VoteId,
+    /// One answer per question of the vote, in order (an option label or free text).
+    pub answers: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadFileParams {
+    pub session_id: SessionId,
+    /// Path relative to the session's workspace directory.
+    pub path: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddWorkspaceParams {
+    pub name: String,
+    pub dir: String,
+    /// Agent backend: `demo` (default), `claude` or `command`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<crate::persist::AgentSpec>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSessionParams {
+    pub workspace_id: WorkspaceId,
+    pub title: String,
+    /// Vote deadline for this session (ms), overriding the share's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vote_deadline_ms: Option<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RenameSessionParams {
+    pub session_id: SessionId,
+    pub title: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForkSessionParams {
+    pub session_id: SessionId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParticipantRef {
+    pub participant_id: ParticipantId,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MuteParams {
+    pub participant_id: ParticipantId,
+    pub muted: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShareRef {
+    pub share_id: crate::ids::ShareId,
+}
+
+/// Settings of a new share.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MintShareParams {
+    #[serde(default)]
+    pub label: String,
+    /// Workspaces the share allows (non-empty).
+    pub workspaces: Vec<WorkspaceId>,
+    /// Any number of remotes share the room (default true); false = 1:1 remote control.
+    #[serde(default = "yes")]
+    pub collaborative: bool,
+    /// Plan approvals and questions need every present voter (default true).
+    #[serde(default = "yes")]
+    pub consensus_required: bool,
+    /// New participants wait in a lobby until the host admits them (default false).
+    #[serde(default)]
+    pub admission_required: bool,
+    /// `participant` (default) or `observer`.
+    #[serde(default = "participant_role")]
+    pub role: Role,
+    /// Expiry, in ms after minting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_uses: Option<u32>,
+    /// Vote deadline for votes in turns of this share's participants (ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vote_deadline_ms: Option<u64>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn participant_role() -> Role {
+    Role::Participant
+}
+
+// ---------------------------------------------------------------------------------------------
+// Results
+// ---------------------------------------------------------------------------------------------
+
+/// Result of `authenticate`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthenticateResult {
+    pub participant_id: ParticipantId,
+    pub display_name: String,
+    pub role: Role,
+    /// Present this on reconnect (within the grace period) to stay the same participant.
+    pub resume_token: String,
+    /// `admitted`, or `pending` when the share requires the host to admit you first.
+    pub admission: Admission,
+    pub protocol_version: u32,
+    /// Whether this participant is resuming an existing identity.
+    pub resumed: bool,
+}
+
+/// Lobby state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Admission {
+    Admitted,
+    Pending,
+    Refused,
+}
+
+/// A participant's role.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Host,
+    Participant,
+    Observer,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Host => "host",
+            Role::Participant => "participant",
+            Role::Observer => "observer",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PingResult {
+    pub pong: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
+    pub protocol_version: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkspaceInfo {
+    pub id: WorkspaceId,
+    pub name: String,
+    pub agent: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListWorkspacesResult {
+    pub workspaces: Vec<WorkspaceInfo>,
+}
+
+/// Session status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionStatus {
+    Idle,
+    Running,
+    AwaitingVote,
+}
+
+impl SessionStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionStatus::Idle => "idle",
+            SessionStatus::Running => "running",
+            SessionStatus::AwaitingVote => "awaiting_vote",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionInfo {
+    pub id: SessionId,
+    pub workspace_id: WorkspaceId,
+    pub title: String,
+    pub status: SessionStatus,
+    pub turn_holder: Option<ParticipantId>,
+    pub participant_count: u32,
+    pub agent: String,
+    pub last_seq: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListSessionsResult {
+    pub sessions: Vec<SessionInfo>,
+}
+
+/// One roster row.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RosterEntry {
+    pub participant_id: ParticipantId,
+    pub display_name: String,
+    pub role: Role,
+    pub muted: bool,
+    pub presence: PresenceState,
+    /// True on the row describing the receiving client (only in per-connection results).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub you: bool,
+}
+
+/// Presence as shown to clients.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PresenceState {
+    Connected,
+    Reconnecting,
+    Gone,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinSessionResult {
+    pub session: SessionInfo,
+    pub roster: Vec<RosterEntry>,
+    /// Your own participant id (the roster row with `you: true`).
+    pub you: ParticipantId,
+    /// How the client catches up: `events` (missed events follow this response in order),
+    /// `snapshot` (a `snapshot` event follows) or `none` (already up to date).
+    pub catch_up: CatchUp,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CatchUp {
+    None,
+    Events,
+    Snapshot,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendMessageResult {
+    pub message_id: crate::ids::MessageId,
+    pub seq: u64,
+    /// True when this was a retry of an already accepted `client_msg_id`.
+    pub duplicate: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadFileResult {
+    pub path: String,
+    pub size: u64,
+    pub content: String,
+}
+
+/// `{}` result for methods that only acknowledge.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ack {
+    pub ok: bool,
+}
+
+/// One share as listed to the host (never includes the token).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShareInfo {
+    pub share_id: crate::ids::ShareId,
+    pub label: String,
+    pub workspaces: Vec<WorkspaceId>,
+    pub collaborative: bool,
+    pub consensus_required: bool,
+    pub admission_required: bool,
+    pub role: Role,
+    pub expires_at: Option<u64>,
+    pub max_uses: Option<u32>,
+    pub uses: u32,
+    pub revoked: bool,
+    pub created_at: u64,
+    /// Live connections using this share.
+    pub connections: u32,
+}
+
+/// Result of `mint_share` / `rotate_share`: the token is shown once.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MintShareResult {
+    pub share: ShareInfo,
+    pub token: String,
+    /// Full link when the host knows its address and fingerprint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListSharesResult {
+    pub shares: Vec<ShareInfo>,
+}
+
+/// Per-session map of last seen seqs (used by clients to resume).
+pub type LastSeqs = BTreeMap<SessionId, u64>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_well_formed_request() {
+        let r = Request::parse(r#"{"id":1,"method":"send_message","params":{"session_id":"s1","text":"hi","client_msg_id":"a"}}"#).unwrap();
+        assert_eq!(r.method.name(), "send_message");
+        assert_eq!(r.id, serde_json::json!(1));
+    }
+
+    #[test]
+    fn bad_json_is_bad_frame() {
+        let e = Request::parse("{nope").unwrap_err();
+        assert_eq!(e.error.code, ErrorCode::BadFrame);
+    }
+
+    #[test]
+    fn unknown_method_keeps_the_id() {
+        let e = Request::parse(r#"{"id":"x","method":"explode"}"#).unwrap_err();
+        assert_eq!(e.error.code, ErrorCode::UnknownMethod);
+        assert_eq!(e.id, serde_json::json!("x"));
+    }
+
+    #[test]
+    fn wrong_param_types_are_invalid_params() {
+        let e = Request::parse(r#"{"id":2,"method":"vote_plan","params":{"vote_id":"v1","approve":"yes"}}"#).unwrap_err();
+        assert_eq!(e.error.code, ErrorCode::InvalidParams);
+    }
+
+    #[test]
+    fn oversize_frames_are_refused_before_parsing() {
+        let big = format!("{{\"id\":1,\"method\":\"ping\",\"params\":{{\"nonce\":\"{}\"}}}}", "x".repeat(MAX_FRAME_BYTES));
+        assert_eq!(Request::parse(&big).unwrap_err().error.code, ErrorCode::FrameTooLarge);
+    }
+
+    #[test]
+    fn request_round_trips_through_a_frame() {
+        let r = Request {
+            id: serde_json::json!(9),
+            method: Method::JoinSession(JoinSessionParams { session_id: SessionId::nth(1), since_seq: Some(3) }),
+        };
+        assert_eq!(Request::parse(&r.to_frame()).unwrap(), r);
+    }
+}

@@ -1,0 +1,1413 @@
+//! The deterministic scenario runner.
+//!
+//! One [`Runner`] drives one engine through one scenario on a virtual clock:
+//!
+//! ```text
+//! setup (ticks at t=0): host connection → workspaces → sessions + shares → participants
+//!                       authenticate → join
+//! loop every tick_ms:   run due steps (requests, faults) → engine.tick(now) → read every sink
+//!                       (responses, events, auto-behaviours of well-behaved clients)
+//! end:                  check expectations, write the transcript
+//! ```
+//!
+//! Nothing here reads the wall clock or iterates a hash map, so the same scenario and seed give
+//! a byte-identical transcript. Clients are modelled as well-behaved programs: they rejoin with
+//! `since_seq` after `resync_required`, refetch after `history_replaced`, join their sessions
+//! once admitted, and resume with their resume token when reconnecting.
+
+use super::expect::{self, json_subset};
+use super::format::*;
+use super::transport::{MemorySink, VirtualTime};
+use crate::agent::{AgentEvent, AgentOutput};
+use crate::components::{History, Participant, PendingVote, Session, Share, TurnLock};
+use crate::engine::{Engine, EngineConfig, FrameSink, Inbound};
+use crate::ids::{ConnId, SessionId};
+use crate::persist::Store;
+use crossbeam_channel::Sender;
+use serde_json::{json, Map, Value};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How a scenario run is configured from outside the file.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// Overrides the scenario's seed.
+    pub seed: Option<u64>,
+    /// Stop at the first invariant violation or panic only (the simulator ignores expectations).
+    pub ignore_expectations: bool,
+}
+
+/// One unmet expectation (or a crash), with where it happened.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    pub what: String,
+    pub who: Option<String>,
+    pub tick: Option<u64>,
+    pub time: Option<u64>,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut at = Vec::new();
+        if let Some(t) = self.tick {
+            at.push(format!("tick {t}"));
+        }
+        if let Some(t) = self.time {
+            at.push(format!("t={t}ms"));
+        }
+        if let Some(w) = &self.who {
+            at.push(w.clone());
+        }
+        if at.is_empty() {
+            write!(f, "{}", self.what)
+        } else {
+            write!(f, "[{}] {}", at.join(", "), self.what)
+        }
+    }
+}
+
+/// What happened in a run.
+#[derive(Clone, Debug)]
+pub struct RunReport {
+    pub name: String,
+    pub seed: u64,
+    pub failures: Vec<Failure>,
+    /// Engine invariant violations (also listed in `failures`).
+    pub violations: Vec<String>,
+    /// Panic message, if the engine (or runner) panicked.
+    pub panic: Option<String>,
+    pub transcript: String,
+    /// Per participant: every frame received that is not a response, in order (for comparing
+    /// transports).
+    pub events: BTreeMap<String, Vec<String>>,
+    pub ticks: u64,
+    pub virtual_ms: u64,
+    pub wall: Duration,
+}
+
+impl RunReport {
+    pub fn passed(&self) -> bool {
+        self.failures.is_empty()
+    }
+
+    /// Whether the engine itself failed (panic or invariant violation), as the simulator counts.
+    pub fn crashed(&self) -> bool {
+        self.panic.is_some() || !self.violations.is_empty()
+    }
+}
+
+/// Runs one scenario. Never panics: panics inside are caught and reported as failures.
+pub fn run_scenario(scenario: &Scenario, options: &RunOptions) -> RunReport {
+    let started = Instant::now();
+    let seed = options.seed.or(scenario.seed).unwrap_or(1);
+    let mut runner = Runner::new(scenario, seed);
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| runner.run()));
+    let panic = match result {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => {
+            runner.fail(None, e);
+            None
+        }
+        Err(payload) => {
+            let msg = panic_message(payload.as_ref());
+            let (tick, now) = (runner.tick, runner.now);
+            runner.failures.push(Failure {
+                what: format!("panic: {msg}"),
+                who: None,
+                tick: Some(tick),
+                time: Some(now),
+            });
+            Some(msg)
+        }
+    };
+    if panic.is_none() && !options.ignore_expectations && !runner.stopped {
+        let failures = expect::check_all(&mut runner);
+        runner.failures.extend(failures);
+    }
+    let transcript = runner.transcript(panic.as_deref());
+    let events = runner.event_sequences();
+    RunReport {
+        name: scenario.name.clone(),
+        seed,
+        failures: runner.failures.clone(),
+        violations: runner.violations.clone(),
+        panic,
+        transcript,
+        events,
+        ticks: runner.tick,
+        virtual_ms: runner.now,
+        wall: started.elapsed(),
+    }
+}
+
+/// Text of a caught panic payload.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic".into()
+    }
+}
+
+/// A fresh store for a run. SQLite in memory, so a host restart reloads committed state.
+fn new_store() -> Box<dyn Store> {
+    Box::new(crate::persist::MemoryStore::default())
+}
+
+/// A frame a client received, parsed.
+#[derive(Clone, Debug)]
+pub(crate) struct Seen {
+    pub tick: u64,
+    pub time: u64,
+    pub conn_index: usize,
+    pub json: Value,
+}
+
+/// Why a request was sent (to route its response).
+#[derive(Clone, Debug)]
+enum Purpose {
+    /// Sent by a step (index into the expanded steps).
+    Step(usize),
+    /// Sent by setup or a client auto-behaviour.
+    Auto,
+}
+
+#[derive(Clone, Debug)]
+struct Pending {
+    method: String,
+    purpose: Purpose,
+    /// For join/leave: the session.
+    session: Option<String>,
+    /// For mint/rotate: the share label.
+    label: Option<String>,
+    /// For add_workspace: the workspace name.
+    workspace: Option<String>,
+    /// A setup authentication: once admitted, open the other connections and join sessions.
+    setup: bool,
+    /// A reconnect: once authenticated, rejoin every session with `since_seq`.
+    rejoin: bool,
+}
+
+/// One connection of a client.
+struct Conn {
+    id: ConnId,
+    sink: Arc<MemorySink>,
+    open: bool,
+    authed: bool,
+    /// Runner-chosen request ids, increasing per connection.
+    next_req: u64,
+    /// Pending requests by the JSON text of their id.
+    pending: BTreeMap<String, Pending>,
+    /// Frames of the sink already read.
+    read: usize,
+}
+
+/// A participant as the runner models its client program.
+pub(crate) struct Client {
+    pub handle: String,
+    pub def: Option<ParticipantDef>,
+    pub display_name: String,
+    ip: String,
+    pub pid: Option<String>,
+    pub assigned_name: Option<String>,
+    resume: Option<String>,
+    conns: Vec<Conn>,
+    /// Sessions whose seqs up to N are covered by a snapshot or `none` catch-up.
+    covered_to: BTreeMap<String, u64>,
+    /// Seqs received, per session.
+    seqs: BTreeMap<String, BTreeSet<u64>>,
+    /// Sessions this client is in (rejoined on reconnect).
+    joined: BTreeSet<String>,
+    /// Sessions to join once admitted.
+    want_join: Vec<String>,
+    pub admitted: bool,
+    msg_counter: u64,
+    /// Transcript lines, in order.
+    log: Vec<String>,
+    /// Frames received, in order.
+    pub seen: Vec<Seen>,
+}
+
+impl Client {
+    /// Last seq such that every seq up to it was seen (replayed, live or via snapshot).
+    pub fn last_seq(&self, session: &str) -> u64 {
+        let mut last = self.covered_to.get(session).copied().unwrap_or(0);
+        if let Some(seqs) = self.seqs.get(session) {
+            while seqs.contains(&(last + 1)) {
+                last += 1;
+            }
+        }
+        last
+    }
+
+    /// Seqs in `1..=last` this client never received.
+    pub fn missing_seqs(&self, session: &str, last: u64) -> Vec<u64> {
+        let covered = self.covered_to.get(session).copied().unwrap_or(0);
+        let seqs = self.seqs.get(session);
+        (covered + 1..=last).filter(|n| !seqs.is_some_and(|s| s.contains(n))).collect()
+    }
+
+    fn latest_open(&self) -> Option<usize> {
+        self.conns.iter().rposition(|c| c.open)
+    }
+}
+
+/// The outcome recorded for a step.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct StepRecord {
+    pub executed: Option<(u64, u64)>,
+    pub response: Option<(u64, u64, Value)>,
+    pub error: Option<String>,
+}
+
+static RUN_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A temporary directory holding the scenario's workspaces, removed when the run ends.
+struct TempRoot(PathBuf);
+
+impl Drop for TempRoot {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs one scenario against one engine.
+pub(crate) struct Runner<'a> {
+    pub sc: &'a Scenario,
+    pub seed: u64,
+    config: EngineConfig,
+    pub engine: Option<Engine>,
+    tx: Option<Sender<Inbound>>,
+    clock: Arc<VirtualTime>,
+    pub tick: u64,
+    pub now: u64,
+    tick_ms: u64,
+    jump: u64,
+    next_conn: u64,
+    pub clients: BTreeMap<String, Client>,
+    pub tokens: BTreeMap<String, String>,
+    old_tokens: BTreeMap<String, String>,
+    pub share_ids: BTreeMap<String, String>,
+    pub workspace_ids: BTreeMap<String, String>,
+    workspace_dirs: BTreeMap<String, PathBuf>,
+    pub latest_vote: Option<String>,
+    pub steps: Vec<(usize, Step)>,
+    pub records: Vec<StepRecord>,
+    pub failures: Vec<Failure>,
+    pub violations: Vec<String>,
+    /// Set when the run cannot continue meaningfully (setup failed, engine crashed).
+    pub stopped: bool,
+    tmp: TempRoot,
+    restarts: u32,
+}
+
+impl<'a> Runner<'a> {
+    pub fn new(sc: &'a Scenario, seed: u64) -> Runner<'a> {
+        let h = &sc.host;
+        let defaults = EngineConfig::default();
+        let config = EngineConfig {
+            seed,
+            grace_ms: h.grace_ms.unwrap_or(defaults.grace_ms),
+            auth_timeout_ms: h.auth_timeout_ms.unwrap_or(defaults.auth_timeout_ms),
+            auth_failures_per_minute: h.auth_failures_per_minute.unwrap_or(defaults.auth_failures_per_minute),
+            host_name: h.name.clone(),
+            default_consensus: h.default_consensus,
+            default_vote_deadline_ms: h.vote_deadline_ms,
+            max_file_bytes: h.max_file_bytes.unwrap_or(defaults.max_file_bytes),
+            check_invariants: true,
+            ..defaults
+        };
+        let n = RUN_COUNTER.fetch_add(1, Ordering::SeqCst);
+        let tmp = std::env::temp_dir().join(format!("roundtable-scenario-{}-{n}", std::process::id()));
+        let steps = sc.expanded_steps();
+        let records = vec![StepRecord::default(); steps.len()];
+        Runner {
+            sc,
+            seed,
+            config,
+            engine: None,
+            tx: None,
+            clock: Arc::new(VirtualTime::default()),
+            tick: 0,
+            now: 0,
+            tick_ms: sc.tick_ms.unwrap_or(DEFAULT_TICK_MS),
+            jump: 0,
+            next_conn: 1,
+            clients: BTreeMap::new(),
+            tokens: BTreeMap::new(),
+            old_tokens: BTreeMap::new(),
+            share_ids: BTreeMap::new(),
+            workspace_ids: BTreeMap::new(),
+            workspace_dirs: BTreeMap::new(),
+            latest_vote: None,
+            steps,
+            records,
+            failures: Vec::new(),
+            violations: Vec::new(),
+            stopped: false,
+            tmp: TempRoot(tmp),
+            restarts: 0,
+        }
+    }
+
+    pub fn fail(&mut self, who: Option<&str>, what: impl Into<String>) {
+        self.failures.push(Failure {
+            what: what.into(),
+            who: who.map(str::to_string),
+            tick: Some(self.tick),
+            time: Some(self.now),
+        });
+    }
+
+    /// The whole run: setup, the timed loop, a final settle.
+    pub fn run(&mut self) -> Result<(), String> {
+        self.make_workspace_dirs()?;
+        self.start_engine()?;
+        self.setup()?;
+        let last_step = self.steps.iter().map(|(_, s)| s.at).max().unwrap_or(0);
+        let last_connect = self.sc.participants.iter().map(|p| p.connect_at).max().unwrap_or(0);
+        let end = last_step.max(last_connect) + self.sc.settle_ms.unwrap_or(DEFAULT_SETTLE_MS);
+        let mut next_step = 0;
+        let mut connected: BTreeSet<String> =
+            self.sc.participants.iter().filter(|p| p.connect_at == 0).map(|p| p.name.clone()).collect();
+        loop {
+            // Participants arriving later.
+            for p in &self.sc.participants {
+                if p.connect_at <= self.now && !connected.contains(&p.name) {
+                    connected.insert(p.name.clone());
+                    self.connect_participant(&p.name);
+                }
+            }
+            while next_step < self.steps.len() && self.steps[next_step].1.at <= self.now {
+                self.exec_step(next_step);
+                next_step += 1;
+            }
+            self.do_tick();
+            if self.stopped {
+                return Ok(());
+            }
+            if self.now >= end && next_step >= self.steps.len() {
+                return Ok(());
+            }
+            self.now += self.tick_ms + std::mem::take(&mut self.jump);
+        }
+    }
+
+    fn engine(&mut self) -> &mut Engine {
+        self.engine.as_mut().expect("engine running")
+    }
+
+    fn send(&self, inbound: Inbound) {
+        if let Some(tx) = &self.tx {
+            // The engine owns the receiver for as long as the runner holds the engine.
+            let _ = tx.send(inbound);
+        }
+    }
+
+    fn start_engine(&mut self) -> Result<(), String> {
+        let engine = Engine::new(self.config.clone(), new_store()).map_err(|e| format!("engine start: {e}"))?;
+        self.tx = Some(engine.sender());
+        self.engine = Some(engine);
+        Ok(())
+    }
+
+    /// One engine tick at the current virtual time, then every client reads its sinks.
+    pub fn do_tick(&mut self) {
+        self.tick += 1;
+        self.clock.set(self.tick, self.now);
+        let now = self.now;
+        self.engine().tick(now);
+        self.collect();
+        let v = self.engine().violations();
+        if v.len() > self.violations.len() {
+            for msg in v[self.violations.len()..].to_vec() {
+                self.fail(None, format!("invariant violated: {msg}"));
+            }
+            self.violations = v;
+            self.stopped = true;
+        }
+    }
+
+    // ------------------------------------------------------------------------------------
+    // Setup
+    // ------------------------------------------------------------------------------------
+
+    fn make_workspace_dirs(&mut self) -> Result<(), String> {
+        let root = self.tmp.0.clone();
+        std::fs::create_dir_all(&root).map_err(|e| format!("cannot create {}: {e}", root.display()))?;
+        for ws in &self.sc.workspaces {
+            let dir = root.join(format!("ws-{}", sanitize(&ws.name)));
+            std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            for (rel, content) in &ws.files {
+                write_file(&dir.join(rel), content)?;
+            }
+            for (rel, content) in &ws.outside_files {
+                write_file(&root.join(rel), content)?;
+            }
+            #[cfg(unix)]
+            for (link, target) in &ws.symlinks {
+                let path = dir.join(link);
+                if let Some(parent) = path.parent() {
+                    std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+                }
+                std::os::unix::fs::symlink(target, &path).map_err(|e| format!("symlink {link}: {e}"))?;
+            }
+            self.workspace_dirs.insert(ws.name.clone(), dir);
+        }
+        Ok(())
+    }
+
+    /// Host, workspaces, sessions, shares, then the participants that connect at 0.
+    fn setup(&mut self) -> Result<(), String> {
+        self.clients.insert("host".into(), self.new_client("host", None, 0));
+        for (i, p) in self.sc.participants.iter().enumerate() {
+            self.clients.insert(p.name.clone(), self.new_client(&p.name, Some(p.clone()), i + 1));
+        }
+        self.open_host_conn();
+        for ws in &self.sc.workspaces {
+            let dir = self.workspace_dirs[&ws.name].display().to_string();
+            let agent = match ws.agent.as_deref().unwrap_or("demo") {
+                "demo" => json!({"kind": "demo"}),
+                "command" => json!({"kind": "command", "command": "/bin/false"}),
+                other => json!({"kind": other}),
+            };
+            let params = json!({"name": ws.name, "dir": dir, "agent": agent});
+            let p = Pending { workspace: Some(ws.name.clone()), ..pending("add_workspace", Purpose::Auto) };
+            self.request("host", None, "add_workspace", params, p);
+        }
+        self.setup_tick()?;
+        for (i, s) in self.sc.sessions.iter().enumerate() {
+            let ws = self.workspace_id(&s.workspace).ok_or(format!("session {}: unknown workspace `{}`", i + 1, s.workspace))?;
+            let mut params = json!({"workspace_id": ws, "title": s.title});
+            if let Some(d) = s.vote_deadline_ms {
+                params["vote_deadline_ms"] = json!(d);
+            }
+            self.request("host", None, "create_session", params, pending("create_session", Purpose::Auto));
+        }
+        for sh in &self.sc.shares {
+            let params = self.share_params(sh)?;
+            let p = Pending { label: Some(sh.label.clone()), ..pending("mint_share", Purpose::Auto) };
+            self.request("host", None, "mint_share", params, p);
+        }
+        self.setup_tick()?;
+        if self.sc.host.join {
+            for i in 0..self.sc.sessions.len() {
+                let sid = SessionId::nth(i as u64 + 1).to_string();
+                self.join("host", None, &sid, None, Purpose::Auto);
+            }
+        }
+        let first: Vec<String> =
+            self.sc.participants.iter().filter(|p| p.connect_at == 0).map(|p| p.name.clone()).collect();
+        for name in &first {
+            self.connect_participant(name);
+        }
+        // Authentication, extra connections and joins take a few ticks; all at t=0.
+        for _ in 0..6 {
+            self.setup_tick()?;
+        }
+        Ok(())
+    }
+
+    fn setup_tick(&mut self) -> Result<(), String> {
+        self.do_tick();
+        if self.stopped {
+            return Err("engine failed during setup".into());
+        }
+        // Every setup request must have succeeded.
+        let errors: Vec<String> = self
+            .clients
+            .values()
+            .flat_map(|c| c.seen.iter().map(move |s| (c, s)))
+            .filter(|(_, s)| s.tick == self.tick && s.json.get("error").is_some())
+            .filter(|(c, _)| c.handle == "host")
+            .map(|(_, s)| s.json.to_string())
+            .collect();
+        if let Some(e) = errors.first() {
+            return Err(format!("setup request failed: {e}"));
+        }
+        Ok(())
+    }
+
+    fn new_client(&self, handle: &str, def: Option<ParticipantDef>, index: usize) -> Client {
+        let display_name = match &def {
+            Some(d) => d.display_name.clone().unwrap_or_else(|| capitalise(handle)),
+            None => self.sc.host.name.clone(),
+        };
+        let ip = def.as_ref().and_then(|d| d.addr.clone()).unwrap_or_else(|| format!("10.0.{}.{}", index / 250, index % 250 + 1));
+        Client {
+            handle: handle.to_string(),
+            def,
+            display_name,
+            ip,
+            pid: if handle == "host" { Some("host".into()) } else { None },
+            assigned_name: None,
+            resume: None,
+            conns: Vec::new(),
+            covered_to: BTreeMap::new(),
+            seqs: BTreeMap::new(),
+            joined: BTreeSet::new(),
+            want_join: Vec::new(),
+            admitted: handle == "host",
+            msg_counter: 0,
+            log: Vec::new(),
+            seen: Vec::new(),
+        }
+    }
+
+    fn share_params(&self, sh: &ShareDef) -> Result<Value, String> {
+        let workspaces: Vec<String> = if sh.workspaces.is_empty() {
+            self.sc.workspaces.iter().filter_map(|w| self.workspace_id(&w.name)).collect()
+        } else {
+            sh.workspaces
+                .iter()
+                .map(|w| self.workspace_id(w).ok_or(format!("share {}: unknown workspace `{w}`", sh.label)))
+                .collect::<Result<_, _>>()?
+        };
+        let mut v = json!({
+            "label": sh.label,
+            "workspaces": workspaces,
+            "collaborative": sh.collaborative,
+            "consensus_required": sh.consensus_required,
+            "admission_required": sh.admission_required,
+            "role": sh.role,
+        });
+        if let Some(x) = sh.expires_in_ms {
+            v["expires_in_ms"] = json!(x);
+        }
+        if let Some(x) = sh.max_uses {
+            v["max_uses"] = json!(x);
+        }
+        if let Some(x) = sh.vote_deadline_ms {
+            v["vote_deadline_ms"] = json!(x);
+        }
+        Ok(v)
+    }
+
+    /// A workspace id from a name or an id.
+    pub fn workspace_id(&self, name_or_id: &str) -> Option<String> {
+        self.workspace_ids.get(name_or_id).cloned().or_else(|| {
+            self.workspace_ids.values().any(|id| id == name_or_id).then(|| name_or_id.to_string())
+        })
+    }
+
+    /// Sessions a participant joins by default: every declared session in its share's scope.
+    fn default_joins(&self, def: &ParticipantDef) -> Vec<String> {
+        if let Some(list) = &def.join {
+            return list.clone();
+        }
+        let share = def.share.as_ref().and_then(|l| self.sc.shares.iter().find(|s| &s.label == l));
+        let Some(share) = share else { return Vec::new() };
+        let scope: BTreeSet<String> = if share.workspaces.is_empty() {
+            self.workspace_ids.values().cloned().collect()
+        } else {
+            share.workspaces.iter().filter_map(|w| self.workspace_id(w)).collect()
+        };
+        self.sc
+            .sessions
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| self.workspace_id(&s.workspace).is_some_and(|w| scope.contains(&w)))
+            .map(|(i, _)| SessionId::nth(i as u64 + 1).to_string())
+            .collect()
+    }
+
+    /// Opens the participant's setup connections and authenticates the first.
+    fn connect_participant(&mut self, name: &str) {
+        let def = self.clients[name].def.clone().expect("participants have a definition");
+        let joins = self.default_joins(&def);
+        self.clients.get_mut(name).expect("client").want_join = joins;
+        for _ in 0..def.connections {
+            self.open_conn(name);
+        }
+        if def.authenticate && def.connections > 0 {
+            if let Some(share) = &def.share {
+                let token = self.tokens.get(share).cloned().unwrap_or_default();
+                let params = json!({"token": token, "display_name": self.clients[name].display_name});
+                let p = Pending { setup: true, ..pending("authenticate", Purpose::Auto) };
+                self.request(name, Some(0), "authenticate", params, p);
+            }
+        }
+    }
+
+    fn open_host_conn(&mut self) {
+        let id = ConnId(self.next_conn);
+        self.next_conn += 1;
+        let sink = MemorySink::new(id, self.clock.clone());
+        self.send(Inbound::OpenedHost { conn: id, sink: sink.clone() as Arc<dyn FrameSink> });
+        let c = self.clients.get_mut("host").expect("host client");
+        c.log.push(format!("t={} {id} ** opened (host)", self.now));
+        c.conns.push(Conn { id, sink, open: true, authed: true, next_req: 1, pending: BTreeMap::new(), read: 0 });
+    }
+
+    /// Opens a new unauthenticated connection for `name`; returns its index.
+    fn open_conn(&mut self, name: &str) -> usize {
+        let id = ConnId(self.next_conn);
+        self.next_conn += 1;
+        let sink = MemorySink::new(id, self.clock.clone());
+        let addr = format!("{}:{}", self.clients[name].ip, 40_000 + id.0);
+        self.send(Inbound::Opened { conn: id, addr: addr.clone(), sink: sink.clone() as Arc<dyn FrameSink> });
+        let now = self.now;
+        let c = self.clients.get_mut(name).expect("client");
+        c.log.push(format!("t={now} {id} ** opened from {addr}"));
+        c.conns.push(Conn { id, sink, open: true, authed: false, next_req: 1, pending: BTreeMap::new(), read: 0 });
+        c.conns.len() - 1
+    }
+
+    /// Sends a request on a connection (default: the latest open one). Returns false when the
+    /// client has no open connection.
+    fn request(&mut self, name: &str, conn: Option<usize>, method: &str, params: Value, p: Pending) -> bool {
+        let now = self.now;
+        let c = self.clients.get_mut(name).expect("client");
+        let Some(index) = conn.or_else(|| c.latest_open()) else { return false };
+        let Some(cn) = c.conns.get_mut(index) else { return false };
+        if !cn.open {
+            return false;
+        }
+        let id = cn.next_req;
+        cn.next_req += 1;
+        let text = json!({"id": id, "method": method, "params": params}).to_string();
+        cn.pending.insert(json!(id).to_string(), p);
+        let conn_id = cn.id;
+        c.log.push(format!("t={now} {conn_id} > {text}"));
+        self.send(Inbound::Frame { conn: conn_id, text });
+        true
+    }
+
+    fn join(&mut self, name: &str, conn: Option<usize>, session: &str, since: Option<u64>, purpose: Purpose) -> bool {
+        let mut params = json!({"session_id": session});
+        if let Some(s) = since {
+            params["since_seq"] = json!(s);
+        }
+        let p = Pending { session: Some(session.to_string()), ..pending("join_session", purpose) };
+        self.request(name, conn, "join_session", params, p)
+    }
+
+    // ------------------------------------------------------------------------------------
+    // Reading what the engine delivered
+    // ------------------------------------------------------------------------------------
+
+    fn collect(&mut self) {
+        let names: Vec<String> = self.clients.keys().cloned().collect();
+        for name in names {
+            let nconns = self.clients[&name].conns.len();
+            for index in 0..nconns {
+                let (frames, closed, was_open, conn_id) = {
+                    let cn = &self.clients[&name].conns[index];
+                    (cn.sink.delivered_since(cn.read), cn.sink.closed_by_host(), cn.open, cn.id)
+                };
+                self.clients.get_mut(&name).expect("client").conns[index].read += frames.len();
+                for d in frames {
+                    let text = d.frame.to_string();
+                    let json: Value = serde_json::from_str(&text).unwrap_or_else(|_| json!({"unparsable": text}));
+                    {
+                        let c = self.clients.get_mut(&name).expect("client");
+                        c.log.push(format!("t={} {} < {}", d.time, conn_id, text));
+                        c.seen.push(Seen { tick: d.tick, time: d.time, conn_index: index, json: json.clone() });
+                    }
+                    self.on_frame(&name, index, &json, d.tick, d.time);
+                }
+                if let (Some(reason), true) = (closed, was_open) {
+                    let now = self.now;
+                    let c = self.clients.get_mut(&name).expect("client");
+                    c.conns[index].open = false;
+                    c.log.push(format!("t={now} {conn_id} ** closed by host: {reason}"));
+                    // The transport reports the socket as gone, like a real one would.
+                    self.send(Inbound::Closed { conn: conn_id });
+                }
+            }
+        }
+    }
+
+    fn on_frame(&mut self, name: &str, index: usize, json: &Value, tick: u64, time: u64) {
+        if let Some(id) = json.get("id") {
+            if json.get("result").is_some() || json.get("error").is_some() {
+                let key = id.to_string();
+                let p = self.clients.get_mut(name).expect("client").conns[index].pending.remove(&key);
+                if let Some(p) = p {
+                    self.on_response(name, index, p, json, tick, time);
+                }
+                return;
+            }
+        }
+        let Some(event) = json.get("event").and_then(Value::as_str) else { return };
+        let session = json.get("session_id").and_then(Value::as_str).map(str::to_string);
+        let payload = json.get("payload").cloned().unwrap_or(Value::Null);
+        if let (Some(s), Some(seq)) = (&session, json.get("seq").and_then(Value::as_u64)) {
+            let c = self.clients.get_mut(name).expect("client");
+            c.seqs.entry(s.clone()).or_default().insert(seq);
+        }
+        let def = self.clients[name].def.clone();
+        let auto_resync = def.as_ref().is_none_or(|d| d.auto_resync);
+        let auto_refetch = def.as_ref().is_none_or(|d| d.auto_refetch);
+        match event {
+            "vote_opened" => {
+                if let Some(v) = payload.get("vote_id").and_then(Value::as_str) {
+                    self.latest_vote = Some(v.to_string());
+                }
+            }
+            "snapshot" => {
+                let s = session.or_else(|| payload.pointer("/session/id").and_then(Value::as_str).map(str::to_string));
+                if let (Some(s), Some(last)) = (s, payload.get("last_seq").and_then(Value::as_u64)) {
+                    let c = self.clients.get_mut(name).expect("client");
+                    let e = c.covered_to.entry(s).or_insert(0);
+                    *e = (*e).max(last);
+                }
+            }
+            "resync_required" if auto_resync => {
+                let sessions: Vec<String> = match session {
+                    Some(s) => vec![s],
+                    None => self.clients[name].joined.iter().cloned().collect(),
+                };
+                for s in sessions {
+                    let since = self.clients[name].last_seq(&s);
+                    self.join(name, Some(index), &s, Some(since), Purpose::Auto);
+                }
+            }
+            "history_replaced" if auto_refetch => {
+                if let Some(s) = session {
+                    self.join(name, Some(index), &s, None, Purpose::Auto);
+                }
+            }
+            "admission" => {
+                if payload.get("admission").and_then(Value::as_str) == Some("admitted") {
+                    let c = self.clients.get_mut(name).expect("client");
+                    c.admitted = true;
+                    let joins = c.want_join.clone();
+                    let authed: Vec<usize> = (0..c.conns.len()).filter(|&i| c.conns[i].open && c.conns[i].authed).collect();
+                    for i in authed {
+                        for s in &joins {
+                            self.join(name, Some(i), s, None, Purpose::Auto);
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_response(&mut self, name: &str, index: usize, p: Pending, json: &Value, tick: u64, time: u64) {
+        if let Purpose::Step(i) = p.purpose {
+            self.records[i].response = Some((tick, time, json.clone()));
+        }
+        let Some(result) = json.get("result") else { return };
+        match p.method.as_str() {
+            "authenticate" => {
+                let first_auth = self.clients[name].pid.is_none();
+                let c = self.clients.get_mut(name).expect("client");
+                c.conns[index].authed = true;
+                c.pid = result.get("participant_id").and_then(Value::as_str).map(str::to_string).or(c.pid.take());
+                c.assigned_name = result.get("display_name").and_then(Value::as_str).map(str::to_string);
+                if let Some(r) = result.get("resume_token").and_then(Value::as_str) {
+                    c.resume = Some(r.to_string());
+                }
+                let admitted = result.get("admission").and_then(Value::as_str) == Some("admitted");
+                c.admitted = admitted;
+                let resumed = result.get("resumed").and_then(Value::as_bool).unwrap_or(false);
+                if !admitted {
+                    return;
+                }
+                if p.rejoin {
+                    // A client waits for the authentication before rejoining where it was,
+                    // asking only for what it missed.
+                    let rejoins: Vec<(String, u64)> = c.joined.iter().map(|s| (s.clone(), c.last_seq(s))).collect();
+                    for (s, since) in rejoins {
+                        self.join(name, Some(index), &s, Some(since), Purpose::Auto);
+                    }
+                    return;
+                }
+                if p.setup {
+                    // Setup: extra connections authenticate with the resume token, then every
+                    // connection joins the participant's sessions.
+                    if first_auth && !resumed {
+                        let extra: Vec<usize> =
+                            (0..c.conns.len()).filter(|&i| i != index && c.conns[i].open && !c.conns[i].authed).collect();
+                        let share = c.def.as_ref().and_then(|d| d.share.clone()).unwrap_or_default();
+                        let token = self.tokens.get(&share).cloned().unwrap_or_default();
+                        let resume = c.resume.clone();
+                        let display = c.display_name.clone();
+                        for i in extra {
+                            let params = json!({"token": token, "display_name": display, "resume_token": resume});
+                            let p = Pending { setup: true, ..pending("authenticate", Purpose::Auto) };
+                            self.request(name, Some(i), "authenticate", params, p);
+                        }
+                    }
+                    let joins = self.clients[name].want_join.clone();
+                    for s in joins {
+                        self.join(name, Some(index), &s, None, Purpose::Auto);
+                    }
+                }
+            }
+            "join_session" => {
+                if let Some(s) = p.session {
+                    let c = self.clients.get_mut(name).expect("client");
+                    c.joined.insert(s.clone());
+                    if result.get("catch_up").and_then(Value::as_str) == Some("none") {
+                        if let Some(last) = result.pointer("/session/last_seq").and_then(Value::as_u64) {
+                            let e = c.covered_to.entry(s).or_insert(0);
+                            *e = (*e).max(last);
+                        }
+                    }
+                }
+            }
+            "leave_session" => {
+                if let Some(s) = p.session {
+                    self.clients.get_mut(name).expect("client").joined.remove(&s);
+                }
+            }
+            "add_workspace" => {
+                if let (Some(ws), Some(id)) = (p.workspace, result.get("id").and_then(Value::as_str)) {
+                    self.workspace_ids.insert(ws, id.to_string());
+                }
+            }
+            "mint_share" | "rotate_share" => {
+                let label = p.label.or_else(|| result.pointer("/share/label").and_then(Value::as_str).map(str::to_string));
+                if let (Some(label), Some(token)) = (label, result.get("token").and_then(Value::as_str)) {
+                    if let Some(old) = self.tokens.insert(label.clone(), token.to_string()) {
+                        self.old_tokens.insert(label.clone(), old);
+                    }
+                    if let Some(id) = result.pointer("/share/share_id").and_then(Value::as_str) {
+                        self.share_ids.insert(label, id.to_string());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    // ------------------------------------------------------------------------------------
+    // Steps
+    // ------------------------------------------------------------------------------------
+
+    fn exec_step(&mut self, i: usize) {
+        let step = self.steps[i].1.clone();
+        self.records[i].executed = Some((self.tick + 1, self.now));
+        if let Err(e) = self.try_step(i, &step) {
+            self.records[i].error = Some(e.clone());
+            let who = step.who.clone();
+            self.fail(Some(&who), format!("step {} `{}` at {}: {e}", self.steps[i].0 + 1, step.action, step.at));
+        }
+    }
+
+    fn try_step(&mut self, i: usize, step: &Step) -> Result<(), String> {
+        let who = step.who.as_str();
+        let mut conn = match &step.conn {
+            Some(ConnRef::Index(n)) => Some(*n),
+            Some(ConnRef::Named(s)) if s == "new" => {
+                if who == "host" {
+                    return Err("the host has a single in-process connection".into());
+                }
+                Some(self.open_conn(who))
+            }
+            Some(ConnRef::Named(s)) => return Err(format!("conn must be an index or \"new\", not `{s}`")),
+            None => None,
+        };
+        let params = self.resolve_table(&step.params)?;
+        let get_str = |k: &str| params.get(k).and_then(Value::as_str).map(str::to_string);
+        let get_u64 = |k: &str| params.get(k).and_then(Value::as_u64);
+        let allow = |keys: &[&str]| -> Result<(), String> {
+            match params.keys().find(|k| !keys.contains(&k.as_str())) {
+                Some(k) => Err(format!("unknown setting `{k}` for `{}`", step.action)),
+                None => Ok(()),
+            }
+        };
+        match step.action.as_str() {
+            "wait" => allow(&[]),
+            "connect" => {
+                allow(&[])?;
+                if step.conn.is_none() {
+                    self.open_conn(who);
+                }
+                Ok(())
+            }
+            "disconnect" => {
+                allow(&[])?;
+                let c = self.clients.get_mut(who).expect("client");
+                let targets: Vec<usize> = match conn {
+                    Some(n) => vec![n],
+                    None => (0..c.conns.len()).filter(|&n| c.conns[n].open).collect(),
+                };
+                if targets.is_empty() {
+                    return Err(format!("{who} has no open connection to drop"));
+                }
+                let now = self.now;
+                let mut closed = Vec::new();
+                for n in targets {
+                    let cn = c.conns.get_mut(n).ok_or(format!("{who} has no connection {n}"))?;
+                    if cn.open {
+                        cn.open = false;
+                        cn.sink.drop_client();
+                        closed.push(cn.id);
+                        c.log.push(format!("t={now} {} ** disconnected by client", cn.id));
+                    }
+                }
+                for id in closed {
+                    self.send(Inbound::Closed { conn: id });
+                }
+                Ok(())
+            }
+            "reconnect" => {
+                allow(&["share", "token", "resume", "rejoin", "display_name"])?;
+                let resume = params.get("resume").and_then(Value::as_bool).unwrap_or(true);
+                let rejoin = params.get("rejoin").and_then(Value::as_bool).unwrap_or(true);
+                let token = match (get_str("token"), get_str("share")) {
+                    (Some(t), _) => t,
+                    (None, Some(label)) => self.tokens.get(&label).cloned().ok_or(format!("unknown share `{label}`"))?,
+                    (None, None) => self.client_token(who)?,
+                };
+                self.reconnect(who, token, resume, rejoin, get_str("display_name"), Some(i));
+                Ok(())
+            }
+            "slow" => {
+                allow(&["capacity"])?;
+                let c = &self.clients[who];
+                let n = conn.or_else(|| c.latest_open()).ok_or(format!("{who} has no open connection"))?;
+                c.conns.get(n).ok_or(format!("{who} has no connection {n}"))?.sink.set_slow(get_u64("capacity").unwrap_or(0) as usize);
+                Ok(())
+            }
+            "release" => {
+                allow(&[])?;
+                let c = &self.clients[who];
+                let targets: Vec<usize> = match conn {
+                    Some(n) => vec![n],
+                    None => (0..c.conns.len()).collect(),
+                };
+                for n in targets {
+                    c.conns.get(n).ok_or(format!("{who} has no connection {n}"))?.sink.release();
+                }
+                Ok(())
+            }
+            "clock_jump" => {
+                allow(&["by"])?;
+                self.jump += get_u64("by").ok_or("clock_jump needs `by` (ms)")?;
+                Ok(())
+            }
+            "restart_host" => {
+                allow(&["reconnect"])?;
+                let reconnect = params.get("reconnect").and_then(Value::as_bool).unwrap_or(true);
+                self.restart_host(reconnect)
+            }
+            "agent_fail" => {
+                allow(&["session", "session_id", "reason"])?;
+                let session = get_str("session").or(get_str("session_id")).unwrap_or_else(|| "s1".into());
+                let reason = get_str("reason").unwrap_or_else(|| "injected agent crash".into());
+                let turn_id = self.turn_id(&session).ok_or(format!("session {session} does not exist"))?;
+                self.send(Inbound::Agent(AgentOutput {
+                    session: SessionId::from(session.as_str()),
+                    turn_id,
+                    event: AgentEvent::Failed(reason),
+                }));
+                Ok(())
+            }
+            "raw" => {
+                allow(&["text"])?;
+                let text = get_str("text").ok_or("raw needs `text`")?;
+                let c = self.clients.get_mut(who).expect("client");
+                let n = conn.or_else(|| c.latest_open()).ok_or(format!("{who} has no open connection"))?;
+                let cn = c.conns.get_mut(n).ok_or(format!("{who} has no connection {n}"))?;
+                if !cn.open {
+                    return Err(format!("{who}'s connection {n} is closed"));
+                }
+                // Route the response by the frame's id when it has one (bad JSON is answered
+                // with a null id).
+                let id = serde_json::from_str::<Value>(&text)
+                    .ok()
+                    .and_then(|v| v.get("id").cloned())
+                    .filter(|id| id.is_number() || id.is_string())
+                    .unwrap_or(Value::Null);
+                cn.pending.insert(id.to_string(), pending("raw", Purpose::Step(i)));
+                let id = cn.id;
+                c.log.push(format!("t={} {id} > {text}", self.now));
+                self.send(Inbound::Frame { conn: id, text });
+                Ok(())
+            }
+            method => {
+                let (params, p) = self.method_params(who, method, params, i)?;
+                if conn.is_none() && method == "authenticate" {
+                    conn = self.clients[who].latest_open();
+                }
+                if self.request(who, conn, method, Value::Object(params), p) {
+                    Ok(())
+                } else {
+                    Err(format!("{who} has no open connection"))
+                }
+            }
+        }
+    }
+
+    /// Builds a method's params from a step: aliases, handles and defaults.
+    fn method_params(
+        &mut self,
+        who: &str,
+        method: &str,
+        mut params: Map<String, Value>,
+        i: usize,
+    ) -> Result<(Map<String, Value>, Pending), String> {
+        for (alias, field) in [
+            ("session", "session_id"),
+            ("participant", "participant_id"),
+            ("vote", "vote_id"),
+            ("workspace", "workspace_id"),
+        ] {
+            if let Some(v) = params.remove(alias) {
+                params.insert(field.into(), v);
+            }
+        }
+        if method != "authenticate" && method != "mint_share" {
+            if let Some(v) = params.remove("share") {
+                params.insert("share_id".into(), v);
+            }
+        }
+        if let Some(Value::String(h)) = params.get("participant_id").cloned() {
+            if let Some(c) = self.clients.get(&h) {
+                let pid = c.pid.clone().ok_or(format!("`{h}` has no participant id yet"))?;
+                params.insert("participant_id".into(), json!(pid));
+            }
+        }
+        if let Some(Value::String(l)) = params.get("share_id").cloned() {
+            if let Some(id) = self.share_ids.get(&l) {
+                params.insert("share_id".into(), json!(id));
+            }
+        }
+        if let Some(Value::String(w)) = params.get("workspace_id").cloned() {
+            if let Some(id) = self.workspace_id(&w) {
+                params.insert("workspace_id".into(), json!(id));
+            }
+        }
+        let mut p = pending(method, Purpose::Step(i));
+        p.session = params.get("session_id").and_then(Value::as_str).map(str::to_string);
+        match method {
+            "authenticate" => {
+                if let Some(Value::String(label)) = params.remove("share") {
+                    let t = self.tokens.get(&label).cloned().ok_or(format!("unknown share `{label}`"))?;
+                    params.insert("token".into(), json!(t));
+                }
+                if !params.contains_key("token") {
+                    params.insert("token".into(), json!(self.client_token(who)?));
+                }
+                if !params.contains_key("display_name") {
+                    params.insert("display_name".into(), json!(self.clients[who].display_name));
+                }
+                if let Some(Value::Bool(true)) = params.remove("resume") {
+                    let r = self.clients[who].resume.clone().ok_or(format!("{who} has no resume token yet"))?;
+                    params.insert("resume_token".into(), json!(r));
+                }
+            }
+            "send_message" => {
+                if !params.contains_key("client_msg_id") {
+                    let c = self.clients.get_mut(who).expect("client");
+                    c.msg_counter += 1;
+                    params.insert("client_msg_id".into(), json!(format!("{who}-{}", c.msg_counter)));
+                }
+            }
+            "join_session" => {
+                if params.get("since_seq").and_then(Value::as_str) == Some("last") {
+                    let s = p.session.clone().unwrap_or_default();
+                    params.insert("since_seq".into(), json!(self.clients[who].last_seq(&s)));
+                }
+            }
+            "mint_share" => {
+                if let Some(Value::String(l)) = params.get("label") {
+                    p.label = Some(l.clone());
+                }
+                let ws = match params.remove("workspaces") {
+                    Some(Value::Array(list)) => list
+                        .iter()
+                        .map(|w| w.as_str().and_then(|w| self.workspace_id(w)).map(Value::from).unwrap_or(w.clone()))
+                        .collect(),
+                    Some(other) => vec![other],
+                    None => self.workspace_ids.values().cloned().map(Value::from).collect(),
+                };
+                params.insert("workspaces".into(), Value::Array(ws));
+            }
+            "rotate_share" | "revoke_share" => {
+                let id = params.get("share_id").and_then(Value::as_str).map(str::to_string);
+                p.label = self.share_ids.iter().find(|(_, v)| Some(*v) == id.as_ref()).map(|(k, _)| k.clone());
+            }
+            _ => {}
+        }
+        Ok((params, p))
+    }
+
+    fn client_token(&self, who: &str) -> Result<String, String> {
+        let share = self.clients[who].def.as_ref().and_then(|d| d.share.clone()).ok_or(format!("{who} has no share"))?;
+        self.tokens.get(&share).cloned().ok_or(format!("share `{share}` has no token"))
+    }
+
+    /// Opens a new connection and authenticates with the resume token, then rejoins every
+    /// session with `since_seq` = the last seq this participant saw.
+    fn reconnect(&mut self, who: &str, token: String, resume: bool, rejoin: bool, name: Option<String>, step: Option<usize>) {
+        let index = self.open_conn(who);
+        let c = &self.clients[who];
+        let mut params = json!({"token": token, "display_name": name.unwrap_or(c.display_name.clone())});
+        if resume {
+            if let Some(r) = &c.resume {
+                params["resume_token"] = json!(r);
+            }
+        }
+        let purpose = match step {
+            Some(i) => Purpose::Step(i),
+            None => Purpose::Auto,
+        };
+        let p = Pending { rejoin, ..pending("authenticate", purpose) };
+        self.request(who, Some(index), "authenticate", params, p);
+    }
+
+    fn restart_host(&mut self, reconnect: bool) -> Result<(), String> {
+        self.restarts += 1;
+        let engine = self.engine.take().expect("engine running");
+        let store = engine.into_store();
+        let now = self.now;
+        let mut to_reconnect = Vec::new();
+        for (name, c) in self.clients.iter_mut() {
+            let mut had_open = false;
+            for cn in c.conns.iter_mut().filter(|cn| cn.open) {
+                cn.open = false;
+                cn.sink.drop_client();
+                had_open |= cn.authed;
+                c.log.push(format!("t={now} {} ** host restarted", cn.id));
+            }
+            if had_open && name != "host" {
+                to_reconnect.push(name.clone());
+            }
+        }
+        let engine = Engine::new(self.config.clone(), store).map_err(|e| format!("engine restart: {e}"))?;
+        self.tx = Some(engine.sender());
+        self.engine = Some(engine);
+        self.open_host_conn();
+        let host_sessions: Vec<(String, u64)> = {
+            let h = &self.clients["host"];
+            h.joined.iter().map(|s| (s.clone(), h.last_seq(s))).collect()
+        };
+        for (s, since) in host_sessions {
+            self.join("host", None, &s, Some(since), Purpose::Auto);
+        }
+        if reconnect {
+            for name in to_reconnect {
+                let token = self.client_token(&name).unwrap_or_default();
+                self.reconnect(&name, token, true, true, None, None);
+            }
+        }
+        Ok(())
+    }
+
+    /// The running (or last) turn id of a session.
+    pub fn turn_id(&mut self, session: &str) -> Option<u64> {
+        let world = &mut self.engine().world;
+        let mut q = world.query::<(&Session, &TurnLock)>();
+        q.iter(world).find(|(s, _)| s.id.as_str() == session).map(|(_, t)| t.turn_id)
+    }
+
+    // ------------------------------------------------------------------------------------
+    // Placeholders
+    // ------------------------------------------------------------------------------------
+
+    /// Resolves `$key` (whole string) and `${key}` (anywhere) in every string of a table.
+    pub fn resolve_table(&self, t: &toml::Table) -> Result<Map<String, Value>, String> {
+        let mut out = Map::new();
+        for (k, v) in t {
+            out.insert(k.clone(), self.resolve_value(&toml_to_json(v))?);
+        }
+        Ok(out)
+    }
+
+    pub fn resolve_value(&self, v: &Value) -> Result<Value, String> {
+        Ok(match v {
+            Value::String(s) => Value::String(self.resolve_str(s)?),
+            Value::Array(a) => Value::Array(a.iter().map(|x| self.resolve_value(x)).collect::<Result<_, _>>()?),
+            Value::Object(o) => {
+                let mut m = Map::new();
+                for (k, x) in o {
+                    m.insert(k.clone(), self.resolve_value(x)?);
+                }
+                Value::Object(m)
+            }
+            other => other.clone(),
+        })
+    }
+
+    pub fn resolve_str(&self, s: &str) -> Result<String, String> {
+        if let Some(key) = s.strip_prefix('$') {
+            if !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c)) {
+                return self.lookup(key);
+            }
+        }
+        let mut out = String::new();
+        let mut rest = s;
+        while let Some(start) = rest.find("${") {
+            out.push_str(&rest[..start]);
+            let after = &rest[start + 2..];
+            let end = after.find('}').ok_or(format!("unclosed `${{` in `{s}`"))?;
+            out.push_str(&self.lookup(&after[..end])?);
+            rest = &after[end + 1..];
+        }
+        out.push_str(rest);
+        Ok(out)
+    }
+
+    fn lookup(&self, key: &str) -> Result<String, String> {
+        let (kind, arg) = key.split_once('.').unwrap_or((key, ""));
+        let found = match (kind, arg) {
+            ("vote", "") => self.latest_vote.clone(),
+            ("tmp", "") => Some(self.tmp.0.display().to_string()),
+            ("token", l) => self.tokens.get(l).cloned(),
+            ("old_token", l) => self.old_tokens.get(l).cloned(),
+            ("share", l) => self.share_ids.get(l).cloned(),
+            ("workspace", w) => self.workspace_id(w),
+            ("dir", w) => self.workspace_dirs.get(w).map(|d| d.display().to_string()),
+            ("resume", h) => self.clients.get(h).and_then(|c| c.resume.clone()),
+            ("name", h) => self.clients.get(h).and_then(|c| c.assigned_name.clone().or(Some(c.display_name.clone()))),
+            (h, "") => self.clients.get(h).and_then(|c| c.pid.clone()),
+            _ => None,
+        };
+        found.ok_or(format!("`${key}` is unknown here (see docs/SCENARIOS.md, Placeholders)"))
+    }
+
+    // ------------------------------------------------------------------------------------
+    // Output
+    // ------------------------------------------------------------------------------------
+
+    /// Every frame to every participant (by handle, then delivery order), then the digest.
+    fn transcript(&mut self, panic: Option<&str>) -> String {
+        let mut out = format!("# scenario {} seed {}\n", self.sc.name, self.seed);
+        for (name, c) in &self.clients {
+            out.push_str(&format!("== {name}\n"));
+            for line in &c.log {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        out.push_str("== state\n");
+        match (panic, self.engine.as_mut()) {
+            (None, Some(e)) => {
+                let digest = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| e.state_digest()));
+                match digest {
+                    Ok(d) => out.push_str(&d),
+                    Err(p) => out.push_str(&format!("(state digest panicked: {})", panic_message(p.as_ref()))),
+                }
+            }
+            (Some(p), _) => out.push_str(&format!("(engine panicked: {p})")),
+            (None, None) => out.push_str("(no engine)"),
+        }
+        if !out.ends_with('\n') {
+            out.push('\n');
+        }
+        if !self.failures.is_empty() {
+            out.push_str("== failures\n");
+            for f in &self.failures {
+                out.push_str(&format!("{f}\n"));
+            }
+        }
+        self.normalise(&out)
+    }
+
+    /// Replaces the temporary directory (which differs between runs) with `$TMP`.
+    fn normalise(&self, text: &str) -> String {
+        let root = self.tmp.0.display().to_string();
+        let mut out = text.replace(&root, "$TMP");
+        if let Ok(canon) = self.tmp.0.canonicalize() {
+            out = out.replace(&canon.display().to_string(), "$TMP");
+        }
+        out
+    }
+
+    /// Per participant, the non-response frames received, in order.
+    fn event_sequences(&self) -> BTreeMap<String, Vec<String>> {
+        self.clients
+            .iter()
+            .map(|(name, c)| {
+                let evs = c
+                    .seen
+                    .iter()
+                    .filter(|s| s.json.get("event").is_some())
+                    .map(|s| self.normalise(&s.json.to_string()))
+                    .collect();
+                (name.clone(), evs)
+            })
+            .collect()
+    }
+
+    // ------------------------------------------------------------------------------------
+    // State queries for `[final]`
+    // ------------------------------------------------------------------------------------
+
+    pub fn digest(&mut self) -> String {
+        self.engine().state_digest()
+    }
+
+    pub fn session_state(&mut self, id: &str) -> Option<(Session, TurnLock, History)> {
+        let world = &mut self.engine().world;
+        let mut q = world.query::<(&Session, &TurnLock, &History)>();
+        q.iter(world).find(|(s, _, _)| s.id.as_str() == id).map(|(s, t, h)| (s.clone(), t.clone(), h.clone()))
+    }
+
+    /// Last seq of a session's event log (0 when it does not exist).
+    pub fn last_seq_of(&mut self, id: &str) -> u64 {
+        let world = &mut self.engine().world;
+        let mut q = world.query::<(&Session, &crate::components::EventLog)>();
+        q.iter(world).find(|(s, _)| s.id.as_str() == id).map(|(_, l)| l.last_seq()).unwrap_or(0)
+    }
+
+    pub fn participants_state(&mut self) -> Vec<Participant> {
+        let world = &mut self.engine().world;
+        let mut q = world.query::<&Participant>();
+        let mut v: Vec<Participant> = q.iter(world).cloned().collect();
+        v.sort_by(|a, b| a.id.cmp(&b.id));
+        v
+    }
+
+    pub fn vote_state(&mut self, id: &str) -> Option<PendingVote> {
+        let world = &mut self.engine().world;
+        let mut q = world.query::<&PendingVote>();
+        q.iter(world).find(|v| v.id.as_str() == id).cloned()
+    }
+
+    pub fn share_state(&mut self, id: &str) -> Option<Share> {
+        let world = &mut self.engine().world;
+        let mut q = world.query::<&Share>();
+        q.iter(world).find(|s| s.id.as_str() == id).cloned()
+    }
+
+    /// Handle of a participant id (`host`, `ann`), or the id itself.
+    pub fn handle_of(&self, pid: &str) -> String {
+        self.clients.values().find(|c| c.pid.as_deref() == Some(pid)).map(|c| c.handle.clone()).unwrap_or(pid.to_string())
+    }
+
+    /// Frames received by a handle.
+    pub fn seen(&self, handle: &str) -> &[Seen] {
+        self.clients.get(handle).map(|c| c.seen.as_slice()).unwrap_or(&[])
+    }
+
+    /// `json_subset` with placeholders resolved in the expected value.
+    pub fn matches(&self, expected: &Value, actual: &Value) -> Result<bool, String> {
+        Ok(json_subset(&self.resolve_value(expected)?, actual))
+    }
+}
+
+fn pending(method: &str, purpose: Purpose) -> Pending {
+    Pending { method: method.to_string(), purpose, session: None, label: None, workspace: None, setup: false, rejoin: false }
+}
+
+fn write_file(path: &std::path::Path, content: &str) -> Result<(), String> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+    }
+    std::fs::write(path, content).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+fn sanitize(name: &str) -> String {
+    name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
+}
+
+/// `ann` → `Ann`.
+pub fn capitalise(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_uppercase().collect::<String>() + c.as_str(),
+        None => String::new(),
+    }
+}

@@ -1,0 +1,400 @@
+//! `roundtable simulate`: VOPR-style random multi-user flows.
+//!
+//! One seed drives every choice: a ChaCha RNG seeded with it builds a [`Scenario`] (host
+//! settings, workspaces, sessions, shares with random settings, participants, and a timeline of
+//! random requests and faults), which the ordinary runner executes with invariant checks on.
+//! The engine's RNG gets the same seed, so a seed alone reproduces a run.
+//!
+//! A run fails when the engine panics or reports an invariant violation. The failing flow is
+//! shrunk (steps dropped, chunk by chunk, while it still fails) and written as a scenario file
+//! that replays it with `roundtable scenario run`.
+
+use super::format::*;
+use super::runner::{run_scenario, RunOptions, RunReport};
+use super::SimulateArgs;
+use rand::seq::IndexedRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+use std::time::Instant;
+
+/// Names the simulator gives participants.
+const NAMES: [&str; 6] = ["ann", "bob", "cat", "dan", "eve", "fay"];
+
+/// Message texts: plain chat and the demo agent's commands.
+const TEXTS: [&str; 7] = ["hello", "/plan refactor the parser", "/ask deploy", "/fail", "a longer message that streams over several ticks", "/plan", "ok"];
+
+/// Frames that are not valid requests.
+const BAD_FRAMES: [&str; 6] = [
+    "{nope",
+    "[]",
+    r#"{"id":1}"#,
+    r#"{"id":2,"method":"explode"}"#,
+    r#"{"id":3,"method":"vote_plan","params":{"vote_id":"v1","approve":"yes"}}"#,
+    r#"{"id":4,"method":"send_message","params":7}"#,
+];
+
+/// The outcome of one seed.
+pub struct SeedOutcome {
+    pub seed: u64,
+    pub scenario: Scenario,
+    pub report: RunReport,
+}
+
+impl SeedOutcome {
+    pub fn failed(&self) -> bool {
+        self.report.crashed()
+    }
+
+    /// One line describing the failure.
+    pub fn failure(&self) -> String {
+        match (&self.report.panic, self.report.violations.first()) {
+            (Some(p), _) => format!("panic: {p}"),
+            (None, Some(v)) => format!("invariant violated: {v}"),
+            (None, None) => "ok".into(),
+        }
+    }
+}
+
+/// Builds the random flow for `seed` with about `steps` steps.
+pub fn generate(seed: u64, steps: u64) -> Scenario {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut sc = Scenario { name: format!("simulate seed {seed}"), seed: Some(seed), ..Default::default() };
+    sc.host.grace_ms = Some(*[1_000u64, 3_000, 30_000].choose(&mut rng).expect("non-empty"));
+    if rng.random_bool(0.3) {
+        sc.host.vote_deadline_ms = Some(rng.random_range(500..5_000));
+    }
+    sc.host.default_consensus = rng.random_bool(0.7);
+    let nws = rng.random_range(1..=2);
+    for w in 0..nws {
+        let name = ["app", "lib"][w].to_string();
+        let files = BTreeMap::from([("README.md".to_string(), format!("# {name}\n"))]);
+        let outside = BTreeMap::from([("secret.txt".to_string(), "outside\n".to_string())]);
+        sc.workspaces.push(WorkspaceDef { name, files, outside_files: outside, symlinks: BTreeMap::new(), agent: None });
+    }
+    let nsessions = rng.random_range(1..=3);
+    for s in 0..nsessions {
+        let workspace = sc.workspaces[s % nws].name.clone();
+        let deadline = rng.random_bool(0.2).then(|| rng.random_range(300..3_000));
+        sc.sessions.push(SessionDef { workspace, title: format!("session {}", s + 1), vote_deadline_ms: deadline });
+    }
+    let nshares = rng.random_range(1..=3);
+    for s in 0..nshares {
+        let workspaces = if nws > 1 && rng.random_bool(0.4) { vec![sc.workspaces[rng.random_range(0..nws)].name.clone()] } else { Vec::new() };
+        sc.shares.push(ShareDef {
+            label: format!("share{s}"),
+            workspaces,
+            collaborative: rng.random_bool(0.8),
+            consensus_required: rng.random_bool(0.7),
+            admission_required: rng.random_bool(0.2),
+            role: if rng.random_bool(0.15) { "observer".into() } else { "participant".into() },
+            expires_in_ms: rng.random_bool(0.1).then(|| rng.random_range(2_000..20_000)),
+            max_uses: rng.random_bool(0.1).then(|| rng.random_range(1..4)),
+            vote_deadline_ms: rng.random_bool(0.15).then(|| rng.random_range(300..3_000)),
+        });
+    }
+    let nparts = rng.random_range(2..=NAMES.len());
+    for name in NAMES.iter().take(nparts) {
+        let share = sc.shares[rng.random_range(0..nshares)].label.clone();
+        sc.participants.push(ParticipantDef {
+            name: name.to_string(),
+            // Sometimes two people ask for the same name.
+            display_name: rng.random_bool(0.15).then(|| "Ann".to_string()),
+            share: Some(share),
+            connections: if rng.random_bool(0.2) { 2 } else { 1 },
+            connect_at: if rng.random_bool(0.2) { rng.random_range(1..200) * 10 } else { 0 },
+            authenticate: true,
+            join: None,
+            addr: None,
+            auto_resync: true,
+            auto_refetch: true,
+        });
+    }
+    let mut who_all: Vec<String> = vec!["host".into()];
+    who_all.extend(sc.participants.iter().map(|p| p.name.clone()));
+    let remotes: Vec<String> = sc.participants.iter().map(|p| p.name.clone()).collect();
+    let session_ids: Vec<String> = (1..=nsessions).map(|i| format!("s{i}")).collect();
+    let labels: Vec<String> = sc.shares.iter().map(|s| s.label.clone()).collect();
+    let mut t = 0u64;
+    for n in 0..steps {
+        t += rng.random_range(0..6) * 10;
+        let who = who_all.choose(&mut rng).expect("non-empty").clone();
+        let remote = remotes.choose(&mut rng).expect("non-empty").clone();
+        let session = session_ids.choose(&mut rng).expect("non-empty").clone();
+        let mut params = toml::Table::new();
+        let mut set = |k: &str, v: toml::Value| {
+            params.insert(k.to_string(), v);
+        };
+        let (who, action) = match rng.random_range(0..100) {
+            0..=24 => {
+                set("session", session.into());
+                set("text", (*TEXTS.choose(&mut rng).expect("non-empty")).into());
+                if rng.random_bool(0.1) {
+                    set("client_msg_id", "retry-me".into());
+                }
+                (who, "send_message")
+            }
+            25..=34 => {
+                set("vote", "$vote".into());
+                let approve = rng.random_bool(0.7);
+                set("approve", approve.into());
+                if !approve {
+                    set("reason", "not like this".into());
+                }
+                (who, "vote_plan")
+            }
+            35..=41 => {
+                set("vote", "$vote".into());
+                set("answers", toml::Value::Array(vec![(*["yes", "no"].choose(&mut rng).expect("non-empty")).into()]));
+                (who, "answer_question")
+            }
+            42..=44 => {
+                set("session", session.into());
+                (who, "cancel_turn")
+            }
+            45..=47 => {
+                set("session", session.into());
+                (who, "join_session")
+            }
+            48..=49 => {
+                set("session", session.into());
+                (who, "leave_session")
+            }
+            50..=52 => {
+                set("participant", remote.into());
+                set("muted", rng.random_bool(0.6).into());
+                ("host".into(), "mute")
+            }
+            53 => {
+                set("participant", remote.into());
+                ("host".into(), "kick")
+            }
+            54..=55 => {
+                set("participant", remote.into());
+                ("host".into(), if rng.random_bool(0.7) { "admit" } else { "refuse" })
+            }
+            56..=59 => (remote, "disconnect"),
+            60..=64 => (remote, "reconnect"),
+            65..=66 => {
+                set("capacity", toml::Value::Integer(rng.random_range(0..3)));
+                (remote, "slow")
+            }
+            67..=68 => (remote, "release"),
+            69..=70 => {
+                set("by", toml::Value::Integer(rng.random_range(1..40) * 1_000));
+                (who, "clock_jump")
+            }
+            71..=73 => {
+                set("text", (*BAD_FRAMES.choose(&mut rng).expect("non-empty")).into());
+                (who, "raw")
+            }
+            74 => ("host".into(), "restart_host"),
+            75 => {
+                set("session", session.into());
+                ("host".into(), "agent_fail")
+            }
+            76..=77 => {
+                set("session", session.into());
+                set("path", (*["README.md", "../secret.txt", "missing.md"].choose(&mut rng).expect("non-empty")).into());
+                (who, "read_workspace_file")
+            }
+            78..=81 => (who, *["ping", "list_workspaces", "list_sessions"].choose(&mut rng).expect("non-empty")),
+            82 => {
+                set("session", session.into());
+                set("title", format!("renamed {n}").into());
+                ("host".into(), "rename_session")
+            }
+            83 => {
+                set("session", session.into());
+                ("host".into(), "clear_session")
+            }
+            84 => {
+                set("session", session.into());
+                ("host".into(), "fork_session")
+            }
+            85 => {
+                set("share", (*labels.choose(&mut rng).expect("non-empty")).clone().into());
+                ("host".into(), if rng.random_bool(0.5) { "rotate_share" } else { "revoke_share" })
+            }
+            86..=89 => (remote, "connect"),
+            _ => {
+                set("session", session.into());
+                set("text", format!("chat {n}").into());
+                (who, "send_message")
+            }
+        };
+        sc.steps.push(Step {
+            at: t,
+            who,
+            action: action.into(),
+            conn: None,
+            response: Some("any".into()),
+            expect_error: None,
+            error_contains: None,
+            expect_result: None,
+            repeat: None,
+            every: None,
+            then: Vec::new(),
+            params,
+        });
+    }
+    // Let every slow consumer go at the end, so the flow can settle.
+    for name in &remotes {
+        sc.steps.push(step_at(t + 10, name, "release"));
+    }
+    sc.settle_ms = Some(2_000);
+    sc
+}
+
+fn step_at(at: u64, who: &str, action: &str) -> Step {
+    Step {
+        at,
+        who: who.into(),
+        action: action.into(),
+        conn: None,
+        response: Some("any".into()),
+        expect_error: None,
+        error_contains: None,
+        expect_result: None,
+        repeat: None,
+        every: None,
+        then: Vec::new(),
+        params: toml::Table::new(),
+    }
+}
+
+fn options() -> RunOptions {
+    RunOptions { seed: None, ignore_expectations: true }
+}
+
+/// Runs one seed.
+pub fn run_seed(seed: u64, steps: u64) -> SeedOutcome {
+    let scenario = generate(seed, steps);
+    let report = run_scenario(&scenario, &options());
+    SeedOutcome { seed, scenario, report }
+}
+
+/// Drops steps (then unused participants) while the flow still fails. At most `budget` runs.
+pub fn shrink(scenario: &Scenario, budget: usize) -> Scenario {
+    let fails = |s: &Scenario| run_scenario(s, &options()).crashed();
+    let mut best = scenario.clone();
+    let mut runs = 0;
+    let mut chunk = best.steps.len().div_ceil(2).max(1);
+    while chunk >= 1 && runs < budget {
+        let mut removed_any = false;
+        let mut start = 0;
+        while start < best.steps.len() && runs < budget {
+            let mut candidate = best.clone();
+            let end = (start + chunk).min(candidate.steps.len());
+            candidate.steps.drain(start..end);
+            runs += 1;
+            if fails(&candidate) {
+                best = candidate;
+                removed_any = true;
+            } else {
+                start += chunk;
+            }
+        }
+        if !removed_any {
+            if chunk == 1 {
+                break;
+            }
+            chunk = chunk.div_ceil(2);
+        }
+    }
+    // Participants no step mentions.
+    let mut i = 0;
+    while i < best.participants.len() && runs < budget {
+        let name = best.participants[i].name.clone();
+        let used = best.steps.iter().any(|s| s.who == name || s.params.values().any(|v| v.as_str() == Some(name.as_str())));
+        if !used {
+            let mut candidate = best.clone();
+            candidate.participants.remove(i);
+            runs += 1;
+            if candidate.validate().is_ok() && fails(&candidate) {
+                best = candidate;
+                continue;
+            }
+        }
+        i += 1;
+    }
+    best
+}
+
+/// Writes a replayable scenario for a failing seed; returns its path.
+pub fn write_replay(dir: &std::path::Path, outcome: &SeedOutcome, minimal: &Scenario) -> anyhow::Result<std::path::PathBuf> {
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join(format!("simulate-seed-{}.toml", outcome.seed));
+    let mut s = minimal.clone();
+    s.name = format!("simulate_seed_{}_replay", outcome.seed);
+    let text = format!(
+        "# Replays `roundtable simulate` seed {} (shrunk to {} of {} steps).\n# It proves the engine bug below is fixed once this scenario passes:\n#   {}\n# Run: roundtable scenario run {}\n\n{}",
+        outcome.seed,
+        s.steps.len(),
+        outcome.scenario.steps.len(),
+        outcome.failure().replace('\n', "\n#   "),
+        path.display(),
+        s.to_toml()
+    );
+    std::fs::write(&path, text)?;
+    Ok(path)
+}
+
+/// `roundtable simulate`.
+pub fn run(args: &SimulateArgs) -> anyhow::Result<ExitCode> {
+    let started = Instant::now();
+    // Panics are caught and reported per seed; keep the default hook from spamming stderr.
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let steps = (args.ticks / 3).max(1);
+    let mut failed = 0u64;
+    let mut ticks = 0u64;
+    let mut last_progress = Instant::now();
+    for (n, seed) in (args.start_seed..args.start_seed.saturating_add(args.seeds)).enumerate() {
+        let outcome = run_seed(seed, steps);
+        ticks += outcome.report.ticks;
+        if outcome.failed() {
+            failed += 1;
+            println!("FAIL seed {seed}: {}", outcome.failure());
+            let minimal = if args.no_shrink { outcome.scenario.clone() } else { shrink(&outcome.scenario, 200) };
+            let path = write_replay(&args.out, &outcome, &minimal)?;
+            println!("     replay: roundtable scenario run {}", path.display());
+        }
+        if last_progress.elapsed().as_secs() >= 2 || n as u64 + 1 == args.seeds {
+            last_progress = Instant::now();
+            println!(
+                "simulated {}/{} seeds, {} failed, {} ticks, {:.1} s",
+                n + 1,
+                args.seeds,
+                failed,
+                ticks,
+                started.elapsed().as_secs_f64()
+            );
+        }
+    }
+    std::panic::set_hook(hook);
+    println!("{} seeds, {} passed, {} failed", args.seeds, args.seeds - failed, failed);
+    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_same_seed_generates_the_same_flow() {
+        assert_eq!(generate(7, 50), generate(7, 50));
+        assert_ne!(generate(7, 50), generate(8, 50));
+    }
+
+    #[test]
+    fn generated_flows_are_valid_scenarios_and_survive_toml() {
+        for seed in 0..20 {
+            let s = generate(seed, 40);
+            s.validate().unwrap();
+            let back = Scenario::parse(&s.to_toml(), std::path::Path::new("sim.toml")).unwrap();
+            assert_eq!(back, s);
+        }
+    }
+}

@@ -1,0 +1,55 @@
+//! Numbered schema migrations, embedded in the binary and applied in order at open.
+//!
+//! Migration `n` lives in `migrations/000n_*.sql`. The schema version is SQLite's
+//! `PRAGMA user_version`: migration `n` runs in its own transaction that also sets the version to
+//! `n`, so a crash mid-migration leaves the previous version intact. A database whose version is
+//! newer than [`LATEST`] was written by a newer roundtable and is refused rather than guessed at.
+
+use crate::persist::StoreError;
+use rusqlite::{Connection, TransactionBehavior};
+
+/// The migrations, in order. Index `i` holds migration number `i + 1`.
+pub const MIGRATIONS: &[(&str, &str)] = &[("0001_init", include_str!("../../migrations/0001_init.sql"))];
+
+/// The schema version this binary writes.
+pub const LATEST: u32 = MIGRATIONS.len() as u32;
+
+/// The database's schema version (`PRAGMA user_version`).
+pub fn version(conn: &Connection) -> Result<u32, StoreError> {
+    let v: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    u32::try_from(v).map_err(|_| StoreError::Corrupt { table: "user_version", detail: format!("version {v}") })
+}
+
+/// Brings the schema up to [`LATEST`]. Returns the version found before migrating.
+///
+/// Safe against a concurrent opener (the CLI and the host starting at once): the version is
+/// re-read inside each write transaction, so a migration already applied by the other process is
+/// skipped instead of failing.
+pub fn migrate(conn: &mut Connection, path: &str) -> Result<u32, StoreError> {
+    let found = version(conn)?;
+    check_not_newer(found, path)?;
+    for (index, (name, sql)) in MIGRATIONS.iter().enumerate() {
+        let number = index as u32 + 1;
+        if number <= found {
+            continue;
+        }
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let current = version(&tx)?;
+        check_not_newer(current, path)?;
+        if current >= number {
+            continue;
+        }
+        tx.execute_batch(sql).map_err(|e| StoreError::Db(format!("migration {name} failed: {e}")))?;
+        tx.pragma_update(None, "user_version", number)?;
+        tx.commit()?;
+        tracing::info!(migration = name, "applied database migration");
+    }
+    Ok(found)
+}
+
+fn check_not_newer(found: u32, path: &str) -> Result<(), StoreError> {
+    if found > LATEST {
+        return Err(StoreError::TooNew { path: path.to_string(), found, supported: LATEST });
+    }
+    Ok(())
+}

@@ -1,0 +1,159 @@
+//! [`SqliteStore`]: the engine's persistence on a SQLite file.
+//!
+//! The engine thread owns one connection. Each tick's [`StoreOp`]s are applied in a single
+//! `BEGIN IMMEDIATE` transaction, so a crash (or an error in any op) leaves either the whole tick
+//! or none of it — never a part. The database runs in WAL mode with `synchronous = FULL`: once
+//! `commit` returns, the tick survives a process kill and a power cut, which is what lets the
+//! broadcast system send frames right after.
+
+use super::{migrate, rows};
+use crate::persist::{Restored, ShareRow, Store, StoreError, StoreOp};
+use rusqlite::{Connection, TransactionBehavior};
+use std::path::Path;
+use std::time::Duration;
+
+/// How long a writer waits for another writer (the CLI, the host) before giving up.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Opens (creating if needed) and migrates the database at `path`, with the connection settings
+/// every roundtable connection uses.
+pub(crate) fn open_connection(path: &Path) -> Result<Connection, StoreError> {
+    let shown = path.display().to_string();
+    let mut conn = Connection::open(path).map_err(|e| StoreError::Db(format!("cannot open database {shown}: {e}")))?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    let mode: String = conn
+        .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
+        .map_err(|e| StoreError::Db(format!("cannot open database {shown}: {e}")))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        tracing::warn!("database {shown} runs in journal mode {mode}, not WAL (unsupported file system?)");
+    }
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", true)?;
+    migrate::migrate(&mut conn, &shown)?;
+    Ok(conn)
+}
+
+/// The engine's store on a SQLite database.
+pub struct SqliteStore {
+    conn: Connection,
+    path: String,
+    /// Last seen `PRAGMA data_version`; `None` until the first poll.
+    data_version: Option<i64>,
+}
+
+impl SqliteStore {
+    /// Opens (creating and migrating if needed) the database file at `path`.
+    ///
+    /// Fails with [`StoreError::TooNew`] when the file was written by a newer roundtable.
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        let conn = open_connection(path)?;
+        tracing::debug!(path = %path.display(), "opened database");
+        Ok(SqliteStore { conn, path: path.display().to_string(), data_version: None })
+    }
+
+    /// A private in-memory database (tests, the simulator).
+    pub fn open_in_memory() -> Result<SqliteStore, StoreError> {
+        let mut conn = Connection::open_in_memory()?;
+        conn.pragma_update(None, "foreign_keys", true)?;
+        migrate::migrate(&mut conn, ":memory:")?;
+        Ok(SqliteStore { conn, path: ":memory:".into(), data_version: None })
+    }
+
+    /// The database path (`:memory:` for an in-memory store).
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// The schema version of the open database.
+    pub fn schema_version(&self) -> Result<u32, StoreError> {
+        migrate::version(&self.conn)
+    }
+
+    /// All shares, ordered by id.
+    pub fn shares(&self) -> Result<Vec<ShareRow>, StoreError> {
+        rows::shares(&self.conn)
+    }
+}
+
+/// Applies one op inside the tick's transaction.
+fn apply(conn: &Connection, op: &StoreOp) -> Result<(), StoreError> {
+    match op {
+        StoreOp::PutWorkspace(w) => rows::put_workspace(conn, w),
+        StoreOp::PutSession(s) => rows::put_session(conn, s),
+        StoreOp::PutShare(s) => rows::put_share(conn, s),
+        StoreOp::PutParticipant(p) => rows::put_participant(conn, p),
+        StoreOp::PutMessage(m) => rows::put_message(conn, m),
+        StoreOp::ClearSession(s) => rows::clear_session(conn, s),
+        StoreOp::AppendEvent(e) => rows::append_event(conn, e),
+        StoreOp::PutVote(v) => rows::put_vote(conn, v),
+        StoreOp::PutBallot(b) => rows::put_ballot(conn, b),
+        StoreOp::Audit(a) => rows::audit(conn, a),
+    }
+}
+
+/// A short name of an op for error messages.
+fn describe(op: &StoreOp) -> String {
+    match op {
+        StoreOp::PutWorkspace(w) => format!("workspace {}", w.id),
+        StoreOp::PutSession(s) => format!("session {}", s.id),
+        StoreOp::PutShare(s) => format!("share {}", s.id),
+        StoreOp::PutParticipant(p) => format!("participant {}", p.id),
+        StoreOp::PutMessage(m) => format!("message {} of {}", m.id, m.session),
+        StoreOp::ClearSession(s) => format!("clearing session {s}"),
+        StoreOp::AppendEvent(e) => format!("event {}#{}", e.session, e.seq),
+        StoreOp::PutVote(v) => format!("vote {}", v.id),
+        StoreOp::PutBallot(b) => format!("ballot of {} on {}", b.voter, b.vote),
+        StoreOp::Audit(a) => format!("audit {}", a.action),
+    }
+}
+
+impl Store for SqliteStore {
+    fn commit(&mut self, ops: &[StoreOp]) -> Result<(), StoreError> {
+        if ops.is_empty() {
+            return Ok(());
+        }
+        // IMMEDIATE takes the write lock up front, so a concurrent CLI write makes us wait
+        // (busy_timeout) rather than fail half-way. Dropping `tx` on error rolls everything back.
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        for op in ops {
+            apply(&tx, op).map_err(|e| match e {
+                StoreError::Db(detail) => StoreError::Db(format!("{} failed: {detail}", describe(op))),
+                other => other,
+            })?;
+        }
+        // Deferred foreign keys are checked here: a batch leaving a dangling reference fails whole.
+        tx.commit().map_err(|e| StoreError::Db(format!("committing {} ops failed: {e}", ops.len())))?;
+        Ok(())
+    }
+
+    fn load(&mut self) -> Result<Restored, StoreError> {
+        // One read transaction: a consistent snapshot even if the CLI writes meanwhile.
+        let tx = self.conn.transaction()?;
+        let restored = Restored {
+            workspaces: rows::workspaces(&tx)?,
+            sessions: rows::sessions(&tx)?,
+            shares: rows::shares(&tx)?,
+            participants: rows::participants(&tx)?,
+            messages: rows::messages(&tx)?,
+            events: rows::event_tails(&tx)?,
+            votes: rows::votes(&tx)?,
+            ballots: rows::ballots(&tx)?,
+            audit_count: rows::audit_count(&tx)?,
+        };
+        tx.commit()?;
+        Ok(restored)
+    }
+
+    /// `PRAGMA data_version` changes only when *another* connection commits (the CLI), never for
+    /// our own commits, so polling it each tick is a cheap way to notice share edits.
+    fn shares_changed_externally(&mut self) -> Result<Option<Vec<ShareRow>>, StoreError> {
+        let now: i64 = self.conn.query_row("PRAGMA data_version", [], |r| r.get(0))?;
+        match self.data_version.replace(now) {
+            Some(before) if before != now => {
+                tracing::debug!("database changed by another process; reloading shares");
+                Ok(Some(rows::shares(&self.conn)?))
+            }
+            _ => Ok(None),
+        }
+    }
+}

@@ -1,0 +1,521 @@
+//! SPEC §3 rules driven through the engine with the in-memory harness (no sockets).
+//! Each test is named after the rule it proves.
+
+use roundtable::engine::EngineConfig;
+use roundtable::testkit::{Harness, HOST};
+use serde_json::{json, Value};
+
+fn setup() -> (Harness, String, String) {
+    let mut h = Harness::new(EngineConfig::default());
+    let (w, s) = h.workspace_and_session(".");
+    (h, w, s)
+}
+
+fn code(r: Result<Value, Value>) -> String {
+    r.expect_err("expected an error")["code"].as_str().unwrap().to_string()
+}
+
+fn names(events: &[Value]) -> Vec<String> {
+    events.iter().map(|e| e["event"].as_str().unwrap().to_string()).collect()
+}
+
+#[test]
+fn rejected_message_is_never_persisted_or_broadcast() {
+    let (mut h, w, s) = setup();
+    let tok = h.mint(&[&w], json!({}));
+    let (ann, _) = h.join(&tok, "Ann", &s);
+    let (bob, _) = h.join(&tok, "Bob", &s);
+    h.call(ann, "send_message", json!({"session_id": s, "text": "hello agent", "client_msg_id": "a1"})).unwrap();
+    let err = h.call(bob, "send_message", json!({"session_id": s, "text": "SECRET-REJECTED", "client_msg_id": "b1"}));
+    let err = err.unwrap_err();
+    assert_eq!(err["code"], "turn_locked");
+    assert!(err["message"].as_str().unwrap().contains("Ann"), "names the holder: {err}");
+    h.run(500);
+    for conn in [HOST, ann, bob] {
+        let all = serde_json::to_string(&h.frames(conn)).unwrap();
+        let leaked = all.matches("SECRET-REJECTED").count();
+        // Bob's own request frame is not echoed; nobody gets the text in an event.
+        assert_eq!(leaked, 0, "rejected text reached {conn}");
+    }
+    assert!(!h.engine.state_digest().contains("SECRET-REJECTED"));
+}
+
+#[test]
+fn turn_is_released_when_the_agent_finishes_and_the_reply_is_posted() {
+    let (mut h, w, s) = setup();
+    let tok = h.mint(&[&w], json!({}));
+    let (ann, _) = h.join(&tok, "Ann", &s);
+    h.call(ann, "send_message", json!({"session_id": s, "text": "hello there friend", "client_msg_id": "a1"})).unwrap();
+    h.run(300);
+    let ev = h.take(ann);
+    let n = names(&ev);
+    assert!(n.iter().filter(|e| *e == "agent_delta").count() >= 2, "streams over several ticks: {n:?}");
+    let reply = ev.iter().find(|e| e["event"] == "message" && e["payload"]["author_id"] == "agent").expect("agent reply");
+    assert_eq!(reply["payload"]["text"], "You said: hello there friend");
+    let ended = ev.iter().find(|e| e["event"] == "turn_ended").unwrap();
+    assert_eq!(ended["payload"]["reason"], "completed");
+    h.call(ann, "send_message", json!({"session_id": s, "text": "again", "client_msg_id": "a2"})).unwrap();
+}
+
+#[test]
+fn seqs_are_contiguous_per_session() {
+    let (mut h, w, s) = setup();
+    let tok = h.mint(&[&w], json!({}));
+    let (ann, _) = h.join(&tok, "Ann", &s);
+    h.call(ann, "send_message", json!({"session_id": s, "text": "one", "client_msg_id": "1"})).unwrap();
+    h.run(300);
+    let seqs: Vec<u64> = h.frames(HOST).iter().filter_map(|f| f.get("seq").and_then(Value::as_u64)).collect();
+    assert!(!seqs.is_empty());
+    for (i, s) in seqs.iter().enumerate() {
+        assert_eq!(*s, i as u64 + 1, "host sees every seq once, in order: {seqs:?}");
+    }
+}
+
+#[test]
+fn retry_with_same_client_msg_id_is_idempotent() {
+    let (mut h, w, s) = setup();
+    let tok = h.mint(&[&w], json!({}));
+    let (ann, _) = h.join(&tok, "Ann", &s);
+    let a = h.call(ann, "send_message", json!({"session_id": s, "text": "hi", "client_msg_id": "x"})).unwrap();
+    let b = h.call(ann, "send_message", json!({"session_id": s, "text": "hi", "client_msg_id": "x"})).unwrap();
+    assert_eq!(a["message_id"], b["message_id"]);
+    assert_eq!(b["duplicate"], true);
+    h.run(300);
+    let msgs = h.events_named(HOST, "message").into_iter().filter(|m| m["payload"]["text"] == "hi").count();
+    assert_eq!(msgs, 1);
+}
+
+#[test]
+fn wrong_expired_exhausted_and_revoked_tokens_fail_identically() {
+    let (mut h, w, _s) = setup();
+    let expired = h.mint(&[&w], json!({"expires_in_ms": 100}));
+    let exhausted = h.mint(&[&w], json!({"max_uses": 1}));
+    let revoked_tok = h.mint(&[&w], json!({}));
+    let c = h.open("10.1.0.1:1");
+    h.call(c, "authenticate", json!({"token": exhausted, "display_name": "First"})).unwrap();
+    h.host("revoke_share", json!({"share_id": "sh3"}));
+    h.run(200);
+    let mut errors = Vec::new();
+    for (i, t) in ["not-a-token".to_string(), expired, exhausted, revoked_tok].iter().enumerate() {
+        let c = h.open(&format!("10.2.0.{i}:1"));
+        errors.push(h.call(c, "authenticate", json!({"token": t, "display_name": "X"})).unwrap_err());
+    }
+    for e in &errors {
+        assert_eq!(e, &errors[0], "all failures look the same");
+    }
+    assert_eq!(errors[0]["code"], "unauthenticated");
+}
+
+#[test]
+fn five_failures_per_address_then_rate_limited() {
+    let (mut h, w, _s) = setup();
+    let tok = h.mint(&[&w], json!({}));
+    for i in 0..5 {
+        let c = h.open(&format!("10.9.9.9:{i}"));
+        assert_eq!(code(h.call(c, "authenticate", json!({"token": "bad", "display_name": "X"}))), "unauthenticated");
+    }
+    let c = h.open("10.9.9.9:77");
+    assert_eq!(code(h.call(c, "authenticate", json!({"token": tok, "display_name": "X"}))), "rate_limited");
+    let other = h.open("10.9.9.8:1");
+    h.call(other, "authenticate", json!({"token": tok, "display_name": "Y"})).unwrap();
+    h.run(60_000);
+    h.call(c, "authenticate", json!({"token": tok, "display_name": "X"})).unwrap();
+}
+
+#[test]
+fn unauthenticated_connections_are_closed_after_the_auth_timeout() {
+    let (mut h, _w, _s) = setup();
+    let c = h.open("10.0.0.5:1");
+    h.run(9_000);
+    assert!(h.sinks[&c].closed.lock().unwrap().is_none());
+    h.run(1_100);
+    assert_eq!(h.sinks[&c].closed.lock().unwrap().as_deref(), Some("auth_timeout"));
+}
+
+#[test]
+fn out_of_scope_session_is_not_found_and_observers_cannot_write() {
+    let (mut h, w, s) = setup();
+    let other = h.host("add_workspace", json!({"name": "secret", "dir": "."}))["id"].as_str().unwrap().to_string();
+    let hidden = h.host("create_session", json!({"workspace_id": other, "title": "hidden"}))["id"].as_str().unwrap().to_string();
+    let obs = h.mint(&[&w], json!({"role": "observer"}));
+    let (o, _) = h.join(&obs, "Olga", &s);
+    assert_eq!(code(h.call(o, "join_session", json!({"session_id": hidden}))), "not_found");
+    assert_eq!(code(h.call(o, "join_session", json!({"session_id": "s999"}))), "not_found");
+    let listed = h.call(o, "list_sessions", json!({})).unwrap();
+    assert_eq!(listed["sessions"].as_array().unwrap().len(), 1);
+    assert_eq!(code(h.call(o, "send_message", json!({"session_id": s, "text": "x", "client_msg_id": "1"}))), "forbidden");
+    assert_eq!(code(h.call(o, "send_message", json!({"session_id": hidden, "text": "x", "client_msg_id": "1"}))), "not_found");
+    assert_eq!(code(h.call(o, "kick", json!({"participant_id": "host"}))), "forbidden");
+}
+
+#[test]
+fn one_to_one_share_refuses_a_second_person() {
+    let (mut h, w, s) = setup();
+    let tok = h.mint(&[&w], json!({"collaborative": false}));
+    h.join(&tok, "Ann", &s);
+    let c = h.open("10.3.0.1:1");
+    assert_eq!(code(h.call(c, "authenticate", json!({"token": tok, "display_name": "Bob"}))), "share_in_use");
+}
+
+#[test]
+fn duplicate_display_names_are_suffixed_and_you_is_marked() {
+    let (mut h, w, s) = setup();
+    let tok = h.mint(&[&w], json!({}));
+    h.join(&tok, "Ann", &s);
+    let c = h.open("10.4.0.1:1");
+    let auth = h.call(c, "authenticate", json!({"token": tok, "display_name": "Ann"})).unwrap();
+    assert_eq!(auth["display_name"], "Ann (2)");
+    let joined = h.call(c, "join_session", json!({"session_id": s})).unwrap();
+    let me: Vec<&Value> = joined["roster"].as_array().unwrap().iter().filter(|r| r["you"] == true).collect();
+    assert_eq!(me.len(), 1);
+    assert_eq!(me[0]["display_name"], "Ann (2)");
+}
+
+fn open_plan(h: &mut Harness, driver: roundtable::ids::ConnId, s: &str) -> String {
+    h.call(driver, "send_message", json!({"session_id": s, "text": "/plan refactor", "client_msg_id": "plan"})).unwrap();
+    h.run(100);
+    let v = h.events_named(HOST, "vote_opened");
+    v.last().expect("vote opened")["payload"]["vote_id"].as_str().unwrap().to_string()
+}
+
+fn resolved(h: &Harness) -> Option<Value> {
+    h.events_named(HOST, "vote_resolved").last().map(|v| v["payload"].clone())
+}
+
+#[test]
+fn plan_needs_every_required_approval_and_a_deny_short_circuits() {
+    let (mut h, w, s) = setup();
+    let tok = h.mint(&[&w], json!({}));
+    let (ann, _) = h.join(&tok, "Ann", &s);
+    let (bob, _) = h.join(&tok, "Bob", &s);
+    let (cat, _) = h.join(&tok, "Cat", &s);
+    let v = open_plan(&mut h, ann, &s);
+    h.call(ann, "vote_plan", json!({"vote_id": v, "approve": true})).unwrap();
+    h.call(bob, "vote_plan", json!({"vote_id": v, "approve": true})).unwrap();
+    assert!(resolved(&h).is_none());
+    h.call(cat, "vote_plan", json!({"vote_id": v, "approve": false, "reason": "no tests"})).unwrap();
+    let r = resolved(&h).unwrap();
+    assert_eq!(r["outcome"], "denied");
+    assert_eq!(r["reason"], "Cat: no tests");
+    assert_eq!(code(h.call(ann, "vote_plan", json!({"vote_id": v, "approve": true}))), "stale_vote");
+}
+
+#[test]
+fn unanimous_approval_approves_and_revote_replaces() {
+    let (mut h, w, s) = setup();
+    let tok = h.mint(&[&w], json!({}));
+    let (ann, _) = h.join(&tok, "Ann", &s);
+    let (bob, _) = h.join(&tok, "Bob", &s);
+    let v = open_plan(&mut h, ann, &s);
+    h.call(ann, "vote_plan", json!({"vote_id": v, "approve": true})).unwrap();
+    h.call(ann, "vote_plan", json!({"vote_id": v, "approve": true})).unwrap();
+    assert!(resolved(&h).is_none());
+    h.call(bob, "vote_plan", json!({"vote_id": v, "approve": true})).unwrap();
+    assert_eq!(resolved(&h).unwrap()["outcome"], "approved");
+    h.run(400);
+    assert_eq!(h.events_named(HOST, "turn_ended").last().unwrap()["payload"]["reason"], "completed");
+}
+
+#[test]
+fn late_joiner_is_not_a_voter_and_observer_cannot_vote() {
+    let (mut h, w, s) = setup();
+    let tok = h.mint(&[&w], json!({}));
+    let obs = h.mint(&[&w], json!({"role": "observer"}));
+    let (ann, _) = h.join(&tok, "Ann", &s);
+    let (o, _) = h.join(&obs, "Olga", &s);
+    let v = open_plan(&mut h, ann, &s);
+    let (late, _) = h.join(&tok, "Late", &s);
+    assert_eq!(code(h.call(late, "vote_plan", json!({"vote_id": v, "approve": true}))), "not_a_voter");
+    assert_eq!(code(h.call(o, "vote_plan", json!({"vote_id": v, "approve": true}))), "forbidden");
+    h.call(ann, "vote_plan", json!({"vote_id": v, "approve": true})).unwrap();
+    assert_eq!(resolved(&h).unwrap()["outcome"], "approved");
+}
+
+#[test]
+fn muted_or_kicked_voter_is_pruned_and_the_vote_resolves_at_once() {
+    let (mut h, w, s) = setup();
+    let tok = h.mint(&[&w], json!({}));
+    let (ann, _) = h.join(&tok, "Ann", &s);
+    let (_bob, bob_id) = h.join(&tok, "Bob", &s);
+    let (_cat, cat_id) = h.join(&tok, "Cat", &s);
+    let v = open_plan(&mut h, ann, &s);
+    h.call(ann, "vote_plan", json!({"vote_id": v, "approve": true})).unwrap();
+    h.host("mute", json!({"participant_id": bob_id, "muted": true}));
+    assert!(resolved(&h).is_none());
+    h.host("kick", json!({"participant_id": cat_id}));
+    assert_eq!(resolved(&h).unwrap()["outcome"], "approved");
+}
+
+#[test]
+fn all_voters_gone_leaves_the_decision_to_the_host_never_auto_approves() {
+    let (mut h, w, s) = setup();
+    let tok = h.mint(&[&w], json!({}));
+    let (ann, ann_id) = h.join(&tok, "Ann", &s);
+    let (bob, _) = h.join(&tok, "Bob", &s);
+    let v = open_plan(&mut h, ann, &s);
+    h.call(bob, "leave_session", json!({"session_id": s})).unwrap();
+    // Ann disconnects and is gone after grace: the turn is released and the vote closed.
+    h.close(ann);
+    h.run(31_000);
+    let r = resolved(&h).unwrap();
+    assert_ne!(r["outcome"], "approved");
+    assert!(h.engine.state_digest().contains(&format!("participant {ann_id} name=\"Ann\" role=participant muted=false admission=Admitted presence=gone")));
+    let _ = v;
+}
+
+#[test]
+fn host_decides_when_the_required_set_is_empty() {
+    let (mut h, w, s) = setup();
+    let tok = h.mint(&[&w], json!({}));
+    let obs = h.mint(&[&w], json!({"role": "observer"}));
+    let (ann, ann_id) = h.join(&tok, "Ann", &s);
+    h.join(&obs, "Olga", &s);
+    let v = open_plan(&mut h, ann, &s);
+    h.host("mute", json!({"participant_id": ann_id, "muted": true}));
+    h.run(1000);
+    assert!(resolved(&h).is_none(), "empty required set must not auto-resolve");
+    h.host("vote_plan", json!({"vote_id": v, "approve": true}));
+    let r = resolved(&h).unwrap();
+    assert_eq!(r["outcome"], "approved");
+    assert_eq!(r["resolved_by"], "host");
+}
+
+#[test]
+fn vote_deadline_resolves_denied_timed_out() {
+    let mut h = Harness::new(EngineConfig::default());
+    let (w, _) = h.workspace_and_session(".");
+    let s = h.host("create_session", json!({"workspace_id": w, "title": "t", "vote_deadline_ms": 2000}))["id"].as_str().unwrap().to_string();
+    let tok = h.mint(&[&w], json!({}));
+    let (ann, _) = h.join(&tok, "Ann", &s);
+    open_plan(&mut h, ann, &s);
+    h.run(1500);
+    assert!(resolved(&h).is_none());
+    h.run(600);
+    let r = resolved(&h).unwrap();
+    assert_eq!(r["outcome"], "denied");
+    assert_eq!(r["reason"], "timed out");
+}
+
+#[test]
+fn differing_question_answers_are_merged_by_name() {
+    let (mut h, w, s) = setup();
+    let tok = h.mint(&[&w], json!({}));
+    let (ann, _) = h.join(&tok, "Ann", &s);
+    let (bob, _) = h.join(&tok, "Bob", &s);
+    h.call(bob, "send_message", json!({"session_id": s, "text": "/ask deploy", "client_msg_id": "q"})).unwrap();
+    h.run(50);
+    let v = h.events_named(HOST, "vote_opened").last().unwrap()["payload"]["vote_id"].as_str().unwrap().to_string();
+    h.call(bob, "answer_question", json!({"vote_id": v, "answers": ["no"]})).unwrap();
+    h.call(ann, "answer_question", json!({"vote_id": v, "answers": ["yes"]})).unwrap();
+    let r = resolved(&h).unwrap();
+    assert_eq!(r["answers"], json!(["Ann: yes\nBob: no"]));
+}
+
+#[test]
+fn non_consensus_share_lets_the_holder_decide_alone() {
+    let (mut h, w, s) = setup();
+    let tok = h.mint(&[&w], json!({"consensus_required": false}));
+    let (ann, _) = h.join(&tok, "Ann", &s);
+    let (bob, _) = h.join(&tok, "Bob", &s);
+    let v = open_plan(&mut h, ann, &s);
+    assert_eq!(code(h.call(bob, "vote_plan", json!({"vote_id": v, "approve": false}))), "not_a_voter");
+    h.call(ann, "vote_plan", json!({"vote_id": v, "approve": true})).unwrap();
+    assert_eq!(resolved(&h).unwrap()["outcome"], "approved");
+}
+
+#[test]
+fn reconnect_within_grace_keeps_turn_and_ballot() {
+    let (mut h, w, s) = setup();
+    let tok = h.mint(&[&w], json!({}));
+    let addr = "10.5.0.1:1";
+    let ann = h.open(addr);
+    let auth = h.call(ann, "authenticate", json!({"token": tok, "display_name": "Ann"})).unwrap();
+    let resume = auth["resume_token"].as_str().unwrap().to_string();
+    h.call(ann, "join_session", json!({"session_id": s})).unwrap();
+    let (bob, _) = h.join(&tok, "Bob", &s);
+    let v = open_plan(&mut h, ann, &s);
+    h.call(ann, "vote_plan", json!({"vote_id": v, "approve": true})).unwrap();
+    h.close(ann);
+    h.run(20_000);
+    let again = h.open("10.5.0.1:2");
+    let auth2 = h.call(again, "authenticate", json!({"token": "whatever", "display_name": "Ann", "resume_token": resume})).unwrap();
+    assert_eq!(auth2["participant_id"], auth["participant_id"]);
+    assert_eq!(auth2["resumed"], true);
+    h.run(20_000);
+    h.call(bob, "vote_plan", json!({"vote_id": v, "approve": true})).unwrap();
+    assert_eq!(resolved(&h).unwrap()["outcome"], "approved", "Ann's ballot survived the reconnect");
+    let digest = h.engine.state_digest();
+    assert!(digest.contains("holder=p1"), "turn kept: {digest}");
+}
+
+#[test]
+fn holder_gone_past_grace_releases_the_turn() {
+    let (mut h, w, s) = setup();
+    let tok = h.mint(&[&w], json!({}));
+    let (ann, _) = h.join(&tok, "Ann", &s);
+    let (bob, _) = h.join(&tok, "Bob", &s);
+    open_plan(&mut h, ann, &s);
+    h.close(ann);
+    h.run(29_000);
+    assert_eq!(code(h.call(bob, "send_message", json!({"session_id": s, "text": "me", "client_msg_id": "b"}))), "turn_locked");
+    h.run(1_500);
+    assert_eq!(h.events_named(HOST, "turn_ended").last().unwrap()["payload"]["reason"], "holder_gone");
+    h.call(bob, "send_message", json!({"session_id": s, "text": "me", "client_msg_id": "b2"})).unwrap();
+}
+
+#[test]
+fn agent_failure_releases_the_lock() {
+    let (mut h, w, s) = setup();
+    let tok = h.mint(&[&w], json!({}));
+    let (ann, _) = h.join(&tok, "Ann", &s);
+    h.call(ann, "send_message", json!({"session_id": s, "text": "/fail", "client_msg_id": "f"})).unwrap();
+    h.run(200);
+    let ended = h.events_named(HOST, "turn_ended");
+    assert_eq!(ended.last().unwrap()["payload"]["reason"], "failed");
+    h.call(ann, "send_message", json!({"session_id": s, "text": "ok?", "client_msg_id": "g"})).unwrap();
+}
+
+#[test]
+fn lobby_hides_sessions_until_admitted_and_refusal_closes() {
+    let (mut h, w, s) = setup();
+    let tok = h.mint(&[&w], json!({"admission_required": true}));
+    let c = h.open("10.6.0.1:1");
+    let auth = h.call(c, "authenticate", json!({"token": tok, "display_name": "Eve"})).unwrap();
+    assert_eq!(auth["admission"], "pending");
+    let pid = auth["participant_id"].as_str().unwrap().to_string();
+    assert_eq!(code(h.call(c, "list_sessions", json!({}))), "not_admitted");
+    assert_eq!(code(h.call(c, "join_session", json!({"session_id": s}))), "not_admitted");
+    assert_eq!(h.events_named(HOST, "lobby").len(), 1);
+    h.host("admit", json!({"participant_id": pid}));
+    assert_eq!(h.events_named(c, "admission").last().unwrap()["payload"]["admission"], "admitted");
+    h.call(c, "join_session", json!({"session_id": s})).unwrap();
+    let d = h.open("10.6.0.2:1");
+    let auth = h.call(d, "authenticate", json!({"token": tok, "display_name": "Mallory"})).unwrap();
+    h.host("refuse", json!({"participant_id": auth["participant_id"]}));
+    assert_eq!(h.sinks[&d].closed.lock().unwrap().as_deref(), Some("refused"));
+}
+
+#[test]
+fn revoke_and_kick_close_sockets_within_one_tick_and_kill_resume() {
+    let (mut h, w, s) = setup();
+    let tok = h.mint(&[&w], json!({}));
+    let c = h.open("10.7.0.1:1");
+    let auth = h.call(c, "authenticate", json!({"token": tok, "display_name": "Ann"})).unwrap();
+    h.call(c, "join_session", json!({"session_id": s})).unwrap();
+    h.host("kick", json!({"participant_id": auth["participant_id"]}));
+    assert_eq!(h.sinks[&c].closed.lock().unwrap().as_deref(), Some("kicked"));
+    let again = h.open("10.7.0.1:2");
+    let r = h.call(again, "authenticate", json!({"token": "nope", "display_name": "Ann", "resume_token": auth["resume_token"]}));
+    assert_eq!(code(r), "unauthenticated");
+    let tok2 = h.mint(&[&w], json!({}));
+    let (b, _) = h.join(&tok2, "Bob", &s);
+    h.host("revoke_share", json!({"share_id": "sh2"}));
+    assert_eq!(h.sinks[&b].closed.lock().unwrap().as_deref(), Some("revoked"));
+}
+
+#[test]
+fn rotate_refuses_the_old_token_but_keeps_live_connections() {
+    let (mut h, w, s) = setup();
+    let tok = h.mint(&[&w], json!({}));
+    let (ann, _) = h.join(&tok, "Ann", &s);
+    let new_tok = h.host("rotate_share", json!({"share_id": "sh1"}))["token"].as_str().unwrap().to_string();
+    let c = h.open("10.8.0.1:1");
+    assert_eq!(code(h.call(c, "authenticate", json!({"token": tok, "display_name": "B"}))), "unauthenticated");
+    h.call(c, "authenticate", json!({"token": new_tok, "display_name": "B"})).unwrap();
+    h.call(ann, "ping", json!({})).unwrap();
+    assert!(h.sinks[&ann].closed.lock().unwrap().is_none());
+}
+
+#[test]
+fn slow_consumer_gets_resync_and_catches_up_with_nothing_lost() {
+    let (mut h, w, s) = setup();
+    let tok = h.mint(&[&w], json!({}));
+    let (ann, _) = h.join(&tok, "Ann", &s);
+    let (bob, _) = h.join(&tok, "Bob", &s);
+    *h.sinks[&bob].capacity.lock().unwrap() = Some(0);
+    for i in 0..150 {
+        h.call(ann, "send_message", json!({"session_id": s, "text": format!("m{i}"), "client_msg_id": format!("c{i}")})).unwrap();
+        h.run(150);
+    }
+    *h.sinks[&bob].capacity.lock().unwrap() = None;
+    h.tick();
+    let resync = h.events_named(bob, "resync_required");
+    assert_eq!(resync.len(), 1, "one resync notice");
+    let last = resync[0]["payload"]["last_seq"].as_u64().unwrap();
+    h.call(bob, "join_session", json!({"session_id": s, "since_seq": last})).unwrap();
+    let texts: Vec<String> = h
+        .events_named(bob, "message")
+        .iter()
+        .filter(|m| m["payload"]["author_id"] != "agent")
+        .map(|m| m["payload"]["text"].as_str().unwrap().to_string())
+        .collect();
+    let expected: Vec<String> = (0..150).map(|i| format!("m{i}")).collect();
+    assert_eq!(texts, expected, "every message exactly once, in order");
+    let seqs: Vec<u64> = h.frames(bob).iter().filter_map(|f| f.get("seq").and_then(Value::as_u64)).collect();
+    let mut sorted = seqs.clone();
+    sorted.dedup();
+    assert_eq!(seqs, sorted, "no duplicate seqs");
+}
+
+#[test]
+fn join_with_since_seq_replays_exactly_the_missed_events() {
+    let (mut h, w, s) = setup();
+    let tok = h.mint(&[&w], json!({}));
+    let (ann, _) = h.join(&tok, "Ann", &s);
+    h.call(ann, "send_message", json!({"session_id": s, "text": "first", "client_msg_id": "1"})).unwrap();
+    h.run(300);
+    let host_seqs: Vec<u64> = h.frames(HOST).iter().filter_map(|f| f.get("seq").and_then(Value::as_u64)).collect();
+    let mid = host_seqs[host_seqs.len() / 2];
+    let c = h.open("10.10.0.1:1");
+    h.call(c, "authenticate", json!({"token": tok, "display_name": "Zed"})).unwrap();
+    let r = h.call(c, "join_session", json!({"session_id": s, "since_seq": mid})).unwrap();
+    assert_eq!(r["catch_up"], "events");
+    let replayed: Vec<u64> = h.frames(c).iter().filter_map(|f| f.get("seq").and_then(Value::as_u64)).collect();
+    let last = *host_seqs.last().unwrap();
+    let expected: Vec<u64> = (mid + 1..=last + 1).collect(); // + Zed's own participant_joined
+    assert_eq!(replayed, expected);
+}
+
+#[test]
+fn malformed_frames_get_typed_errors_and_the_connection_keeps_working() {
+    let (mut h, w, _s) = setup();
+    let tok = h.mint(&[&w], json!({}));
+    let c = h.open("10.11.0.1:1");
+    h.send_raw(c, "{not json");
+    h.send_raw(c, r#"{"id": 5, "method": "launch_missiles"}"#);
+    h.send_raw(c, r#"{"id": 6, "method": "authenticate", "params": {"token": 5}}"#);
+    h.send_raw(c, &format!(r#"{{"id": 7, "method": "ping", "params": {{"nonce": "{}"}}}}"#, "x".repeat(70_000)));
+    h.tick();
+    let codes: Vec<String> = h.frames(c).iter().map(|f| f["error"]["code"].as_str().unwrap_or("").to_string()).collect();
+    assert_eq!(codes, vec!["bad_frame", "unknown_method", "invalid_params", "frame_too_large"]);
+    h.call(c, "authenticate", json!({"token": tok, "display_name": "Ok"})).unwrap();
+}
+
+#[test]
+fn clear_sends_history_replaced_and_fork_keeps_authors() {
+    let (mut h, w, s) = setup();
+    let tok = h.mint(&[&w], json!({}));
+    let (ann, _) = h.join(&tok, "Ann", &s);
+    h.call(ann, "send_message", json!({"session_id": s, "text": "keep me", "client_msg_id": "1"})).unwrap();
+    h.run(300);
+    let fork = h.host("fork_session", json!({"session_id": s}));
+    let digest = h.engine.state_digest();
+    assert!(digest.contains(&format!("author=p1(\"Ann\") text=\"keep me\"")), "{digest}");
+    assert!(fork["title"].as_str().unwrap().contains("fork"));
+    h.host("clear_session", json!({"session_id": s}));
+    assert_eq!(h.events_named(ann, "history_replaced").len(), 1);
+}
+
+#[test]
+fn cancel_by_holder_or_host_only() {
+    let (mut h, w, s) = setup();
+    let tok = h.mint(&[&w], json!({}));
+    let (ann, _) = h.join(&tok, "Ann", &s);
+    let (bob, _) = h.join(&tok, "Bob", &s);
+    open_plan(&mut h, ann, &s);
+    assert_eq!(code(h.call(bob, "cancel_turn", json!({"session_id": s}))), "forbidden");
+    h.host("cancel_turn", json!({"session_id": s}));
+    assert_eq!(h.events_named(HOST, "turn_ended").last().unwrap()["payload"]["reason"], "cancelled");
+    assert_eq!(resolved(&h).unwrap()["outcome"], "denied");
+    assert_eq!(code(h.call(ann, "cancel_turn", json!({"session_id": s}))), "no_turn");
+}

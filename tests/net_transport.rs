@@ -1,0 +1,453 @@
+//! End to end over real sockets: a host (engine thread, TLS WebSocket server, SQLite file in a
+//! temp dir) on a free loopback port, and remotes connecting through share links.
+
+mod support;
+
+use futures_util::{SinkExt, StreamExt};
+use roundtable::net::client::{self, Client, ClientError};
+use roundtable::protocol::*;
+use serde_json::{json, Value};
+use std::collections::VecDeque;
+use std::time::Duration;
+use support::*;
+use tokio_tungstenite::tungstenite::Message;
+
+fn auth(token: &str, name: &str) -> Method {
+    Method::Authenticate(AuthenticateParams { token: token.into(), display_name: name.into(), resume_token: None })
+}
+
+const WRONG_TOKEN: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+
+// ---- pairing and access ----------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_token_is_unauthenticated() {
+    let h = TestHost::start().await;
+    let (link, _) = h.mint(|_| {}).await;
+    let (c, _events) = Client::connect(&link).await.unwrap();
+    assert_eq!(code(c.request(Method::ListSessions(ListSessionsParams::default())).await), ErrorCode::Unauthenticated);
+    assert_eq!(code(c.request(auth(WRONG_TOKEN, "Eve")).await), ErrorCode::Unauthenticated);
+    // The right token still works afterwards on a new connection.
+    remote(&link, "Ann").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_fingerprint_is_refused_with_a_clear_message() {
+    let h = TestHost::start().await;
+    let (mut link, _) = h.mint(|_| {}).await;
+    let real = link.fingerprint.clone().unwrap();
+    link.fingerprint = Some("ab".repeat(32));
+    match Client::connect(&link).await {
+        Err(e @ ClientError::FingerprintMismatch { .. }) => {
+            let text = e.to_string();
+            assert!(text.starts_with("certificate fingerprint mismatch"), "{text}");
+            assert!(text.contains(&"ab".repeat(32)) && text.contains(&real), "{text}");
+            assert!(text.contains("someone is intercepting"), "{text}");
+        }
+        Err(other) => panic!("expected a fingerprint mismatch, got {other}"),
+        Ok(_) => panic!("a mismatched fingerprint must not connect"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_failed_attempts_then_rate_limited_even_with_the_right_token() {
+    let h = TestHost::start().await;
+    let (link, _) = h.mint(|_| {}).await;
+    for _ in 0..5 {
+        let (c, _e) = Client::connect(&link).await.unwrap();
+        assert_eq!(code(c.request(auth(WRONG_TOKEN, "Eve")).await), ErrorCode::Unauthenticated);
+    }
+    let (c, _e) = Client::connect(&link).await.unwrap();
+    assert_eq!(code(c.request(auth(&link.token, "Eve")).await), ErrorCode::RateLimited);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unauthenticated_connection_is_closed_after_the_auth_timeout() {
+    let h = TestHost::start_with(|o| o.engine.auth_timeout_ms = 300).await;
+    let (link, _) = h.mint(|_| {}).await;
+    let (c, events) = Client::connect(&link).await.unwrap();
+    let mut r = Remote { client: c, events, me: "none".into(), resume_token: String::new(), link, seen: vec![] };
+    let started = std::time::Instant::now();
+    let (closing, _) = r.expect_closed().await;
+    assert_eq!(closing.as_deref(), Some("auth_timeout"));
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_outside_the_share_are_not_found() {
+    let h = TestHost::start().await;
+    let (w2, s2) = h.add_workspace("beta").await;
+    let (link, _) = h.mint(|_| {}).await; // only the first workspace
+    let ann = remote(&link, "Ann").await;
+    let list: ListSessionsResult = ann.client.call(Method::ListSessions(ListSessionsParams::default())).await.unwrap();
+    assert_eq!(list.sessions.iter().map(|s| s.id.clone()).collect::<Vec<_>>(), vec![h.session.clone()]);
+    let join = ann.client.request(Method::JoinSession(JoinSessionParams { session_id: s2.clone(), since_seq: None }));
+    assert_eq!(code(join.await), ErrorCode::NotFound);
+    let in_w2 = ann.client.request(Method::ListSessions(ListSessionsParams { workspace_id: Some(w2) }));
+    assert_eq!(code(in_w2.await), ErrorCode::NotFound);
+    let read = ann.client.request(Method::ReadWorkspaceFile(ReadFileParams { session_id: s2.clone(), path: "x".into() }));
+    assert_eq!(code(read.await), ErrorCode::NotFound);
+    let send = ann.say(&s2, "hi").await;
+    assert_eq!(code(send), ErrorCode::NotFound);
+    // Unknown and out-of-scope look the same.
+    let missing = ann.client.request(Method::JoinSession(JoinSessionParams { session_id: "s999".into(), since_seq: None }));
+    assert_eq!(code(missing.await), ErrorCode::NotFound);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn observers_can_read_but_not_send() {
+    let h = TestHost::start().await;
+    let (link, _) = h.mint(|p| p.role = Role::Observer).await;
+    let obs = remote(&link, "Olga").await;
+    let joined = obs.join(&h.session, None).await;
+    assert_eq!(joined.session.id, h.session);
+    assert_eq!(code(obs.say(&h.session, "let me talk").await), ErrorCode::Forbidden);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_a_share_closes_its_live_sockets_and_the_token_fails_like_a_wrong_one() {
+    let h = TestHost::start().await;
+    let (link, minted) = h.mint(|_| {}).await;
+    let mut ann = remote(&link, "Ann").await;
+    ann.join(&h.session, None).await;
+    h.call::<Value>(Method::RevokeShare(ShareRef { share_id: minted.share.share_id.clone() })).await;
+    let (closing, _) = ann.expect_closed().await;
+    assert_eq!(closing.as_deref(), Some("revoked"));
+
+    let (c, _e) = Client::connect(&link).await.unwrap();
+    let revoked = c.request(auth(&link.token, "Ann")).await.unwrap_err();
+    let wrong = c.request(auth(WRONG_TOKEN, "Ann")).await.unwrap_err();
+    assert_eq!(revoked.code(), Some(ErrorCode::Unauthenticated));
+    assert_eq!(revoked.to_string(), wrong.to_string(), "a revoked share fails exactly like a wrong token");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kicking_closes_the_socket_and_kills_the_resume_token() {
+    let h = TestHost::start().await;
+    let (link, _) = h.mint(|_| {}).await;
+    let mut ann = remote(&link, "Ann").await;
+    ann.join(&h.session, None).await;
+    h.call::<Value>(Method::Kick(ParticipantRef { participant_id: ann.me.clone() })).await;
+    let (closing, _) = ann.expect_closed().await;
+    assert_eq!(closing.as_deref(), Some("kicked"));
+
+    // The resume token no longer names anyone: without a valid share token it is refused, and
+    // with one it makes a new participant, never the kicked one.
+    let mut bogus = link.clone();
+    bogus.token = WRONG_TOKEN.into();
+    let refused = resume(&bogus, "Ann", &ann.resume_token).await;
+    assert_eq!(code(refused.map(|(_, a)| a)), ErrorCode::Unauthenticated);
+    let (_, again) = resume(&link, "Ann", &ann.resume_token).await.unwrap();
+    assert!(!again.resumed);
+    assert_ne!(again.participant_id, ann.me);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expiring_share_closes_its_live_sockets() {
+    let h = TestHost::start().await;
+    let (link, _) = h.mint(|p| p.expires_in_ms = Some(400)).await;
+    let mut ann = remote(&link, "Ann").await;
+    ann.join(&h.session, None).await;
+    let (closing, _) = ann.expect_closed().await;
+    assert_eq!(closing.as_deref(), Some("expired"));
+    let (c, _e) = Client::connect(&link).await.unwrap();
+    assert_eq!(code(c.request(auth(&link.token, "Ann")).await), ErrorCode::Unauthenticated);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotating_refuses_the_old_token_but_keeps_live_sockets() {
+    let h = TestHost::start().await;
+    let (link, minted) = h.mint(|_| {}).await;
+    let ann = remote(&link, "Ann").await;
+    ann.join(&h.session, None).await;
+    let rotated: MintShareResult = h.call(Method::RotateShare(ShareRef { share_id: minted.share.share_id.clone() })).await;
+    assert_ne!(rotated.token, link.token);
+
+    let (c, _e) = Client::connect(&link).await.unwrap();
+    assert_eq!(code(c.request(auth(&link.token, "Bob")).await), ErrorCode::Unauthenticated);
+    let mut new_link = link.clone();
+    new_link.token = rotated.token.clone();
+    remote(&new_link, "Bob").await;
+    // Ann's live socket still works.
+    let sent = ann.say(&h.session, "still here").await.unwrap();
+    assert!(sent.seq > 0);
+}
+
+// ---- frames ----------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversize_frame_gets_frame_too_large_and_the_connection_keeps_working() {
+    let h = TestHost::start().await;
+    let (link, _) = h.mint(|_| {}).await;
+    let mut ann = remote(&link, "Ann").await;
+    let big = json!({"id": 1, "method": "ping", "params": {"nonce": "x".repeat(70 * 1024)}}).to_string();
+    ann.client.send_raw(big).unwrap();
+    let resp = ann.expect_response().await;
+    assert_eq!(resp["error"]["code"], "frame_too_large", "{resp}");
+    let pong: PingResult = ann.client.call(Method::Ping(PingParams { nonce: Some("n".into()) })).await.unwrap();
+    assert_eq!(pong.nonce.as_deref(), Some("n"));
+
+    // Far beyond the limit the socket itself is closed (with a close frame).
+    let huge = json!({"id": 2, "method": "ping", "params": {"nonce": "x".repeat(2 * 1024 * 1024)}}).to_string();
+    ann.client.send_raw(huge).unwrap();
+    let (_, close_reason) = ann.expect_closed().await;
+    assert_eq!(close_reason.as_deref(), Some("message too big"));
+    // The host is fine.
+    remote(&link, "Bob").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_json_and_unknown_methods_get_typed_errors_and_everything_keeps_working() {
+    let h = TestHost::start().await;
+    let (link, _) = h.mint(|_| {}).await;
+    let mut ann = remote(&link, "Ann").await;
+    ann.client.send_raw("{nope".into()).unwrap();
+    assert_eq!(ann.expect_response().await["error"]["code"], "bad_frame");
+    ann.client.send_raw(json!({"id": 5, "method": "explode"}).to_string()).unwrap();
+    let resp = ann.expect_response().await;
+    assert_eq!((resp["id"].clone(), resp["error"]["code"].clone()), (json!(5), json!("unknown_method")));
+    ann.client.send_raw(json!({"id": 6, "method": "send_message", "params": {"session_id": 1}}).to_string()).unwrap();
+    assert_eq!(ann.expect_response().await["error"]["code"], "invalid_params");
+    ann.client.send_raw("[1,2,3]".into()).unwrap();
+    assert_eq!(ann.expect_response().await["error"]["code"], "bad_frame");
+
+    ann.join(&h.session, None).await;
+    ann.say(&h.session, "fine").await.unwrap();
+    let bob = remote(&link, "Bob").await;
+    bob.join(&h.session, None).await;
+}
+
+// ---- presence --------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_connections_with_one_resume_token_are_one_participant() {
+    let h = TestHost::start().await;
+    let (link, _) = h.mint(|_| {}).await;
+    let ann = remote(&link, "Ann").await;
+    ann.join(&h.session, None).await;
+    let (mut ann2, auth2) = resume(&link, "Ann", &ann.resume_token).await.unwrap();
+    assert!(auth2.resumed);
+    assert_eq!(auth2.participant_id, ann.me);
+    let joined = ann2.join(&h.session, None).await;
+    let rows: Vec<_> = joined.roster.iter().filter(|r| r.display_name.starts_with("Ann")).collect();
+    assert_eq!(rows.len(), 1, "one roster row for both connections: {:?}", joined.roster);
+    assert!(rows[0].you);
+
+    // Closing one connection leaves the participant connected (no "reconnecting").
+    ann.client.close();
+    let bob = remote(&link, "Bob").await;
+    let seen_by_bob = bob.join(&h.session, None).await;
+    assert!(seen_by_bob.roster.iter().any(|r| r.participant_id == ann.me && r.presence == PresenceState::Connected));
+    ann2.say(&h.session, "from the second tab").await.unwrap();
+    ann2.expect("my message", |f| matches!(&f.body, Event::Message(m) if m.text == "from the second tab")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnecting_within_grace_keeps_the_turn_and_the_ballot() {
+    let h = TestHost::start().await;
+    let (link, _) = h.mint(|_| {}).await;
+    let mut ann = remote(&link, "Ann").await;
+    let mut bob = remote(&link, "Bob").await;
+    ann.join(&h.session, None).await;
+    bob.join(&h.session, None).await;
+
+    ann.say(&h.session, "/plan refactor the parser").await.unwrap();
+    let opened = bob.expect("the plan vote", |f| matches!(f.body, Event::VoteOpened(_))).await;
+    let Event::VoteOpened(vote) = opened.body else { unreachable!() };
+    assert_eq!(vote.required, {
+        let mut v = vec![ann.me.clone(), bob.me.clone()];
+        v.sort();
+        v
+    });
+    ann.client.call::<Value>(Method::VotePlan(VotePlanParams { vote_id: vote.vote_id.clone(), approve: true, reason: None })).await.unwrap();
+    bob.expect("Ann's ballot", |f| matches!(&f.body, Event::VoteProgress(p) if p.approved == vec![ann.me.clone()])).await;
+
+    // Ann's connection drops; she comes back with her resume token.
+    ann.client.close();
+    ann.expect_closed().await;
+    bob.expect("Ann reconnecting", |f| {
+        matches!(&f.body, Event::PresenceChanged(p) if p.participant_id == ann.me && p.presence == PresenceState::Reconnecting)
+    })
+    .await;
+    let last = *ann.seqs(&h.session).last().unwrap_or(&0);
+    let (ann2, auth2) = resume(&link, "Ann", &ann.resume_token).await.unwrap();
+    assert!(auth2.resumed);
+    assert_eq!(auth2.participant_id, ann.me);
+    ann2.join(&h.session, Some(last)).await;
+
+    let sessions: ListSessionsResult = bob.client.call(Method::ListSessions(ListSessionsParams::default())).await.unwrap();
+    assert_eq!(sessions.sessions[0].turn_holder.as_ref(), Some(&ann.me), "Ann still holds the turn");
+
+    // Bob's approval completes the vote: Ann's ballot survived her reconnect.
+    bob.client.call::<Value>(Method::VotePlan(VotePlanParams { vote_id: vote.vote_id.clone(), approve: true, reason: None })).await.unwrap();
+    let resolved = bob.expect("the outcome", |f| matches!(f.body, Event::VoteResolved(_))).await;
+    let Event::VoteResolved(outcome) = resolved.body else { unreachable!() };
+    assert_eq!(outcome.outcome, VoteOutcome::Approved);
+}
+
+// ---- delivery --------------------------------------------------------------------------------
+
+/// A raw WebSocket client whose reading the test controls (the library client always reads).
+struct RawWs {
+    write: futures_util::stream::SplitSink<client::WsStream, Message>,
+    read: futures_util::stream::SplitStream<client::WsStream>,
+    next_id: u64,
+}
+
+impl RawWs {
+    async fn connect(h: &TestHost, link: &roundtable::net::link::Link, recv_buffer: u32) -> RawWs {
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.set_recv_buffer_size(recv_buffer).unwrap();
+        let tcp = sock.connect(h.host.local_addr).await.unwrap();
+        let ws = client::handshake(tcp, link).await.unwrap();
+        let (write, read) = ws.split();
+        RawWs { write, read, next_id: 0 }
+    }
+
+    async fn send(&mut self, method: Method) -> Value {
+        self.next_id += 1;
+        let id = json!(self.next_id);
+        self.write.send(Message::text(Request { id: id.clone(), method }.to_frame())).await.unwrap();
+        id
+    }
+
+    async fn next(&mut self) -> Value {
+        match tokio::time::timeout(WAIT, self.read.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => serde_json::from_str(t.as_str()).unwrap(),
+            other => panic!("expected a text frame, got {other:?}"),
+        }
+    }
+
+    /// Reads until the response to `id`, collecting events on the way.
+    async fn until_response(&mut self, id: &Value, events: &mut Vec<Value>) -> Value {
+        loop {
+            let v = self.next().await;
+            if v.get("event").is_some() {
+                events.push(v);
+            } else if &v["id"] == id {
+                return v;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_client_gets_resync_required_then_catches_up_with_nothing_lost_or_duplicated() {
+    let h = TestHost::start_with(|o| {
+        o.server.send_buffer_bytes = Some(4096);
+        o.server.write_buffer_bytes = 0;
+    })
+    .await;
+    let (link, _) = h.mint(|_| {}).await;
+    let mut slow = RawWs::connect(&h, &link, 4096).await;
+    let mut events = Vec::new();
+    let id = slow.send(auth(&link.token, "Sloth")).await;
+    slow.until_response(&id, &mut events).await;
+    let id = slow.send(Method::JoinSession(JoinSessionParams { session_id: h.session.clone(), since_seq: None })).await;
+    slow.until_response(&id, &mut events).await;
+
+    // The slow client stops reading while the host talks a lot.
+    const N: usize = 150;
+    let filler = "y".repeat(1000);
+    for i in 0..N {
+        let text = format!("flood {i} {filler}");
+        h.call::<Value>(Method::SendMessage(SendMessageParams {
+            session_id: h.session.clone(),
+            text,
+            client_msg_id: format!("flood-{i}"),
+        }))
+        .await;
+        h.call::<Value>(Method::CancelTurn(SessionRef { session_id: h.session.clone() })).await;
+    }
+    let info: ListSessionsResult = h.call(Method::ListSessions(ListSessionsParams::default())).await;
+    let final_seq = info.sessions.iter().find(|s| s.id == h.session).unwrap().last_seq;
+
+    // Now it reads again: what was queued arrives, then resync_required.
+    let mut seqs: Vec<u64> = Vec::new();
+    let mut texts: Vec<String> = Vec::new();
+    let note = |v: &Value, seqs: &mut Vec<u64>, texts: &mut Vec<String>| {
+        if v["session_id"] == json!(h.session.as_str()) {
+            if let Some(q) = v["seq"].as_u64() {
+                seqs.push(q);
+            }
+            if v["event"] == "message" && v["payload"]["author_id"] == "host" {
+                texts.push(v["payload"]["text"].as_str().unwrap().split(' ').take(2).collect::<Vec<_>>().join(" "));
+            }
+        }
+    };
+    for e in &events {
+        note(e, &mut seqs, &mut texts);
+    }
+    let resync_last = loop {
+        let v = slow.next().await;
+        if v["event"] == "resync_required" {
+            break v["payload"]["last_seq"].as_u64().unwrap();
+        }
+        note(&v, &mut seqs, &mut texts);
+    };
+    let last_seen = *seqs.last().unwrap_or(&0);
+    assert_eq!(resync_last, last_seen, "resync_required names the last seq delivered");
+    assert!(last_seen < final_seq, "the slow client must actually have fallen behind");
+
+    let id = slow.send(Method::JoinSession(JoinSessionParams { session_id: h.session.clone(), since_seq: Some(last_seen) })).await;
+    let mut after = Vec::new();
+    let resp = slow.until_response(&id, &mut after).await;
+    assert_eq!(resp["result"]["catch_up"], "events", "{resp}");
+    let mut after = VecDeque::from(after);
+    while seqs.last().copied().unwrap_or(0) < final_seq {
+        let v = match after.pop_front() {
+            Some(v) => v,
+            None => slow.next().await,
+        };
+        note(&v, &mut seqs, &mut texts);
+    }
+    let first = seqs[0];
+    assert_eq!(seqs, (first..=final_seq).collect::<Vec<_>>(), "contiguous, no gap, no duplicate");
+    let expected: Vec<String> = (0..N).map(|i| format!("flood {i}")).collect();
+    assert_eq!(texts, expected, "every message exactly once, in order");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_and_restarted_host_resumes_clients_with_no_gap_and_no_duplicate() {
+    let h = TestHost::start().await;
+    let (link, _) = h.mint(|_| {}).await;
+    let session = h.session.clone();
+    let mut ann = remote(&link, "Ann").await;
+    let mut bob = remote(&link, "Bob").await;
+    ann.join(&session, None).await;
+    bob.join(&session, None).await;
+    ann.say(&session, "before the crash").await.unwrap();
+    bob.expect("the agent's reply", |f| matches!(f.body, Event::TurnEnded(_))).await;
+
+    let (dir, addr, temp) = h.kill().await;
+    bob.expect_closed().await;
+    ann.expect_closed().await;
+    let h = TestHost::restart_on(dir, addr, temp).await;
+    assert_eq!(h.session, session);
+
+    let bob_last = *bob.seqs(&session).last().unwrap();
+    let (mut bob2, auth) = resume(&link, "Bob", &bob.resume_token).await.unwrap();
+    assert!(auth.resumed, "Bob keeps his identity across the restart");
+    assert_eq!(auth.participant_id, bob.me);
+    bob2.join(&session, Some(bob_last)).await;
+    let ann_last = *ann.seqs(&session).last().unwrap();
+    let (ann2, _) = resume(&link, "Ann", &ann.resume_token).await.unwrap();
+    ann2.join(&session, Some(ann_last)).await;
+    ann2.say(&session, "after the restart").await.unwrap();
+    bob2.expect("the new message", |f| matches!(&f.body, Event::Message(m) if m.text == "after the restart")).await;
+
+    let mut all = bob.seqs(&session);
+    all.extend(bob2.seqs(&session));
+    let first = all[0];
+    assert_eq!(all, (first..first + all.len() as u64).collect::<Vec<_>>(), "no gap, no duplicate: {all:?}");
+    let texts: Vec<String> = bob
+        .seen
+        .iter()
+        .chain(&bob2.seen)
+        .filter_map(|f| match &f.body {
+            Event::Message(m) if m.author_id != "agent" => Some(m.text.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(texts, vec!["before the crash", "after the restart"]);
+}

@@ -1,0 +1,751 @@
+//! The SQLite store on real files: migrations, round trips, atomic ticks, crash recovery,
+//! external edits seen through `data_version`, and tokens never touching the disk.
+
+use roundtable::ids::{MessageId, ParticipantId, SessionId, ShareId, VoteId, WorkspaceId};
+use roundtable::persist::{
+    AgentSpec, AuditRow, BallotRow, EventRow, MessageRow, ParticipantRow, Restored, SessionRow, ShareRow, Store,
+    StoreError, StoreOp, VoteRow, WorkspaceRow, EVENT_TAIL,
+};
+use roundtable::protocol::{Admission, MintShareParams, Role, SessionStatus};
+use roundtable::store::{migrate, Admin, AdminError, SqliteStore};
+use roundtable::token;
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+fn db_in(dir: &tempfile::TempDir) -> PathBuf {
+    dir.path().join("roundtable.db")
+}
+
+fn workspace(n: u64) -> WorkspaceRow {
+    WorkspaceRow {
+        id: WorkspaceId::nth(n),
+        name: format!("ws {n}"),
+        dir: format!("/tmp/ws{n}"),
+        agent: AgentSpec { kind: "command".into(), command: Some("/bin/agent".into()), args: vec!["-x".into()] },
+    }
+}
+
+fn session(n: u64, ws: u64) -> SessionRow {
+    SessionRow {
+        id: SessionId::nth(n),
+        workspace: WorkspaceId::nth(ws),
+        title: format!("session {n}"),
+        status: SessionStatus::AwaitingVote,
+        turn_holder: Some(ParticipantId::nth(1)),
+        turn_id: 7,
+        next_seq: 12,
+        agent: AgentSpec::demo(),
+        vote_deadline_ms: Some(120_000),
+        created_at: 1_700_000_000_000,
+    }
+}
+
+fn share(n: u64, token: &str) -> ShareRow {
+    ShareRow {
+        id: ShareId::nth(n),
+        label: "for ann".into(),
+        token_hash: token::hash(token),
+        workspaces: vec![WorkspaceId::nth(1), WorkspaceId::nth(2)],
+        collaborative: false,
+        consensus_required: true,
+        admission_required: true,
+        role: Role::Observer,
+        expires_at: Some(1_700_000_600_000),
+        max_uses: Some(3),
+        uses: 1,
+        revoked: false,
+        created_at: 1_700_000_000_000,
+        vote_deadline_ms: None,
+    }
+}
+
+fn participant(n: u64) -> ParticipantRow {
+    ParticipantRow {
+        id: ParticipantId::nth(n),
+        display_name: format!("Ann ({n})"),
+        role: Role::Participant,
+        share: Some(ShareId::nth(1)),
+        muted: true,
+        admission: Admission::Pending,
+        resume_hash: Some(token::hash("resume")),
+        gone: false,
+        sessions: vec![SessionId::nth(1), SessionId::nth(10)],
+    }
+}
+
+fn message(n: u64, session: u64, seq: u64) -> MessageRow {
+    MessageRow {
+        id: MessageId::nth(n),
+        session: SessionId::nth(session),
+        seq,
+        author_id: "p1".into(),
+        author_name: "Ann".into(),
+        text: format!("hello {n} ✓"),
+        client_msg_id: Some(format!("c{n}")),
+        created_at: 1_700_000_000_000 + n,
+    }
+}
+
+fn event(session: u64, seq: u64) -> EventRow {
+    EventRow { session: SessionId::nth(session), seq, frame: format!(r#"{{"event":"x","seq":{seq}}}"#) }
+}
+
+fn vote(n: u64, session: u64) -> VoteRow {
+    VoteRow {
+        id: VoteId::nth(n),
+        session: SessionId::nth(session),
+        turn_id: 7,
+        request_id: format!("req-{n}"),
+        subject_json: r#"{"kind":"plan","plan":"do it"}"#.into(),
+        decided_by: "consensus".into(),
+        required: vec![ParticipantId::host(), ParticipantId::nth(1)],
+        deadline: Some(1_700_000_120_000),
+        outcome: None,
+        reason: None,
+        opened_at: 1_700_000_000_000,
+    }
+}
+
+fn ballot(vote: u64, voter: &str) -> BallotRow {
+    BallotRow {
+        vote: VoteId::nth(vote),
+        voter: ParticipantId(voter.into()),
+        choice: "deny".into(),
+        detail: Some("too risky".into()),
+        at: 1_700_000_000_500,
+    }
+}
+
+fn audit(action: &str) -> AuditRow {
+    AuditRow { at: 5, actor: "host".into(), action: action.into(), target: "p1".into(), detail: String::new() }
+}
+
+/// One batch with every kind of op.
+fn full_batch() -> Vec<StoreOp> {
+    vec![
+        StoreOp::PutWorkspace(workspace(1)),
+        StoreOp::PutWorkspace(workspace(2)),
+        StoreOp::PutSession(session(10, 2)),
+        StoreOp::PutSession(session(1, 1)),
+        StoreOp::PutShare(share(1, "tok-1")),
+        StoreOp::PutParticipant(participant(1)),
+        StoreOp::PutParticipant(ParticipantRow {
+            id: ParticipantId::host(),
+            display_name: "Host".into(),
+            role: Role::Host,
+            share: None,
+            muted: false,
+            admission: Admission::Admitted,
+            resume_hash: None,
+            gone: false,
+            sessions: vec![],
+        }),
+        StoreOp::PutMessage(message(2, 10, 1)),
+        StoreOp::PutMessage(message(1, 1, 2)),
+        StoreOp::PutMessage(MessageRow { client_msg_id: None, ..message(3, 1, 1) }),
+        StoreOp::AppendEvent(event(10, 1)),
+        StoreOp::AppendEvent(event(1, 2)),
+        StoreOp::AppendEvent(event(1, 1)),
+        StoreOp::PutVote(vote(1, 1)),
+        StoreOp::PutBallot(ballot(1, "p1")),
+        StoreOp::PutBallot(ballot(1, "host")),
+        StoreOp::Audit(audit("joined")),
+        StoreOp::Audit(audit("voted")),
+    ]
+}
+
+/// What `load` must return after [`full_batch`]: everything, in the documented order.
+fn full_restored() -> Restored {
+    let host = ParticipantRow {
+        id: ParticipantId::host(),
+        display_name: "Host".into(),
+        role: Role::Host,
+        share: None,
+        muted: false,
+        admission: Admission::Admitted,
+        resume_hash: None,
+        gone: false,
+        sessions: vec![],
+    };
+    let mut participants = vec![host, participant(1)];
+    participants.sort_by(|a, b| a.id.cmp(&b.id));
+    Restored {
+        workspaces: vec![workspace(1), workspace(2)],
+        sessions: vec![session(1, 1), session(10, 2)],
+        shares: vec![share(1, "tok-1")],
+        participants,
+        messages: vec![MessageRow { client_msg_id: None, ..message(3, 1, 1) }, message(1, 1, 2), message(2, 10, 1)],
+        events: vec![event(1, 1), event(1, 2), event(10, 1)],
+        votes: vec![vote(1, 1)],
+        ballots: vec![ballot(1, "host"), ballot(1, "p1")],
+        audit_count: 2,
+    }
+}
+
+fn mint_params(workspaces: &[u64]) -> MintShareParams {
+    MintShareParams {
+        label: "bob".into(),
+        workspaces: workspaces.iter().map(|&n| WorkspaceId::nth(n)).collect(),
+        collaborative: true,
+        consensus_required: true,
+        admission_required: false,
+        role: Role::Participant,
+        expires_in_ms: Some(3_600_000),
+        max_uses: Some(2),
+        vote_deadline_ms: None,
+    }
+}
+
+/// An admin connection with one registered workspace (`w1`) pointing at a real directory.
+fn admin_with_workspace(dir: &tempfile::TempDir) -> Admin {
+    let mut admin = Admin::open(&db_in(dir)).unwrap();
+    let work = dir.path().join("project");
+    std::fs::create_dir_all(&work).unwrap();
+    admin.add_workspace(None, &work, AgentSpec::demo(), 1).unwrap();
+    admin
+}
+
+// ---------------------------------------------------------------------------------------------
+// Migrations
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn migrations_are_applied_in_order_and_reopening_is_idempotent() {
+    for (i, (name, _)) in migrate::MIGRATIONS.iter().enumerate() {
+        assert!(name.starts_with(&format!("{:04}_", i + 1)), "migration {name} is out of order");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_in(&dir);
+    let mut store = SqliteStore::open(&path).unwrap();
+    assert_eq!(store.schema_version().unwrap(), migrate::LATEST);
+    store.commit(&full_batch()).unwrap();
+    drop(store);
+
+    for _ in 0..2 {
+        let mut store = SqliteStore::open(&path).unwrap();
+        assert_eq!(store.schema_version().unwrap(), migrate::LATEST);
+        assert_eq!(store.load().unwrap(), full_restored());
+    }
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+    assert_eq!(mode, "wal");
+}
+
+#[test]
+fn a_database_from_a_newer_roundtable_is_refused_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_in(&dir);
+    drop(SqliteStore::open(&path).unwrap());
+    let newer = migrate::LATEST + 1;
+    rusqlite::Connection::open(&path).unwrap().pragma_update(None, "user_version", newer).unwrap();
+
+    let err = SqliteStore::open(&path).err().expect("a newer database must be refused");
+    match &err {
+        StoreError::TooNew { found, supported, path: shown } => {
+            assert_eq!((*found, *supported), (newer, migrate::LATEST));
+            assert!(shown.contains("roundtable.db"));
+        }
+        other => panic!("expected TooNew, got {other:?}"),
+    }
+    let message = err.to_string();
+    assert!(message.contains("newer than this roundtable supports") && message.contains("upgrade"), "{message}");
+    assert!(matches!(Admin::open(&path), Err(StoreError::TooNew { .. })));
+    // Refusing must not touch the file.
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let v: u32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+    assert_eq!(v, newer);
+}
+
+#[test]
+fn an_in_memory_store_round_trips_too() {
+    let mut store = SqliteStore::open_in_memory().unwrap();
+    store.commit(&full_batch()).unwrap();
+    assert_eq!(store.load().unwrap(), full_restored());
+    assert_eq!(store.shares_changed_externally().unwrap(), None);
+    assert_eq!(store.shares_changed_externally().unwrap(), None);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Round trips and ordering
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn every_op_kind_survives_commit_and_reopen_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_in(&dir);
+    let mut store = SqliteStore::open(&path).unwrap();
+    store.commit(&full_batch()).unwrap();
+    drop(store);
+    assert_eq!(SqliteStore::open(&path).unwrap().load().unwrap(), full_restored());
+}
+
+#[test]
+fn later_puts_replace_earlier_rows_by_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = SqliteStore::open(&db_in(&dir)).unwrap();
+    store.commit(&full_batch()).unwrap();
+    let mut s = session(1, 1);
+    s.status = SessionStatus::Idle;
+    s.turn_holder = None;
+    s.next_seq = 40;
+    let mut v = vote(1, 1);
+    v.outcome = Some("denied".into());
+    v.reason = Some("too risky".into());
+    let mut b = ballot(1, "p1");
+    b.choice = "approve".into();
+    b.detail = None;
+    let mut p = participant(1);
+    p.gone = true;
+    p.resume_hash = None;
+    let replaced_event = EventRow { frame: "replaced".into(), ..event(1, 2) };
+    store
+        .commit(&[
+            StoreOp::PutSession(s.clone()),
+            StoreOp::PutVote(v.clone()),
+            StoreOp::PutBallot(b.clone()),
+            StoreOp::PutParticipant(p.clone()),
+            StoreOp::AppendEvent(replaced_event.clone()),
+        ])
+        .unwrap();
+    let r = store.load().unwrap();
+    assert_eq!(r.sessions[0], s);
+    assert_eq!(r.votes, vec![v]);
+    assert_eq!(r.ballots[1], b);
+    assert_eq!(r.participants.iter().find(|x| x.id == p.id), Some(&p));
+    assert_eq!(r.events[1], replaced_event);
+    assert_eq!(r.audit_count, 2);
+}
+
+#[test]
+fn clear_session_deletes_only_that_sessions_messages_and_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = SqliteStore::open(&db_in(&dir)).unwrap();
+    store.commit(&full_batch()).unwrap();
+    // The clear and the first event of the new history are in the same tick, in that order.
+    store.commit(&[StoreOp::ClearSession(SessionId::nth(1)), StoreOp::AppendEvent(event(1, 3))]).unwrap();
+    let r = store.load().unwrap();
+    assert_eq!(r.messages, vec![message(2, 10, 1)]);
+    assert_eq!(r.events, vec![event(1, 3), event(10, 1)]);
+    assert_eq!(r.sessions.len(), 2, "the session itself stays");
+    assert_eq!(r.votes.len(), 1, "votes and the audit trail stay");
+}
+
+#[test]
+fn load_returns_only_the_last_event_tail_of_each_session_in_seq_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = SqliteStore::open(&db_in(&dir)).unwrap();
+    let extra = 5u64;
+    let mut ops = vec![
+        StoreOp::PutWorkspace(workspace(1)),
+        StoreOp::PutSession(session(2, 1)),
+        StoreOp::PutSession(session(10, 1)),
+    ];
+    // Written newest first, to show that order comes from the seq, not from insertion.
+    ops.extend((1..=EVENT_TAIL as u64 + extra).rev().map(|seq| StoreOp::AppendEvent(event(10, seq))));
+    ops.extend((1..=3).map(|seq| StoreOp::AppendEvent(event(2, seq))));
+    store.commit(&ops).unwrap();
+
+    let events = store.load().unwrap().events;
+    assert_eq!(events.len(), EVENT_TAIL + 3);
+    assert_eq!(&events[..3], &[event(2, 1), event(2, 2), event(2, 3)], "s2 sorts before s10");
+    let s10: Vec<u64> = events[3..].iter().map(|e| e.seq).collect();
+    assert_eq!(s10, (extra + 1..=EVENT_TAIL as u64 + extra).collect::<Vec<_>>());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Atomicity and crashes
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn a_failing_batch_applies_nothing_and_keeps_earlier_ticks() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_in(&dir);
+    let mut store = SqliteStore::open(&path).unwrap();
+    store.commit(&full_batch()).unwrap();
+
+    // Valid writes first, then a ballot on a vote that does not exist: the whole tick fails.
+    let batch_b = vec![
+        StoreOp::PutMessage(message(9, 1, 3)),
+        StoreOp::AppendEvent(event(1, 3)),
+        StoreOp::PutSession(SessionRow { title: "renamed".into(), ..session(1, 1) }),
+        StoreOp::ClearSession(SessionId::nth(10)),
+        StoreOp::Audit(audit("kicked")),
+        StoreOp::PutBallot(ballot(99, "p1")),
+    ];
+    let err = store.commit(&batch_b).unwrap_err();
+    assert!(matches!(err, StoreError::Db(_)), "{err:?}");
+    assert_eq!(store.load().unwrap(), full_restored());
+
+    // The connection stays usable, and a reopen sees the same state.
+    store.commit(&[StoreOp::Audit(audit("after"))]).unwrap();
+    drop(store);
+    let expected = Restored { audit_count: 3, ..full_restored() };
+    assert_eq!(SqliteStore::open(&path).unwrap().load().unwrap(), expected);
+}
+
+#[test]
+fn an_out_of_range_value_fails_the_tick_naming_the_op() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = SqliteStore::open(&db_in(&dir)).unwrap();
+    store.commit(&full_batch()).unwrap();
+    let huge = u64::MAX;
+    let err = store
+        .commit(&[StoreOp::PutMessage(message(8, 1, 9)), StoreOp::AppendEvent(event(1, huge))])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("event s1#"), "{err}");
+    assert_eq!(store.load().unwrap(), full_restored());
+}
+
+/// Child-process half of [`a_writer_killed_mid_transaction_loses_nothing_committed`]: commits
+/// the full batch, then writes a large uncommitted transaction until the parent kills it.
+#[test]
+#[ignore = "helper process, started by a_writer_killed_mid_transaction_loses_nothing_committed"]
+fn killed_writer_helper() {
+    let Ok(path) = std::env::var("ROUNDTABLE_TEST_KILL_DB") else { return };
+    let mut store = SqliteStore::open(Path::new(&path)).unwrap();
+    store.commit(&full_batch()).unwrap();
+    drop(store);
+    let mut conn = rusqlite::Connection::open(&path).unwrap();
+    // A tiny page cache forces the uncommitted pages out into the WAL file.
+    conn.pragma_update(None, "cache_size", 2).unwrap();
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).unwrap();
+    let frame = "x".repeat(1000);
+    for seq in 100..2100 {
+        tx.execute("INSERT INTO events (session, seq, frame) VALUES ('s1', ?1, ?2)", rusqlite::params![seq, frame])
+            .unwrap();
+    }
+    tx.execute("UPDATE sessions SET title = 'half-written'", []).unwrap();
+    println!("MID_TRANSACTION");
+    std::thread::sleep(Duration::from_secs(120));
+    unreachable!("the parent kills this process");
+}
+
+#[test]
+fn a_writer_killed_mid_transaction_loses_nothing_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_in(&dir);
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "killed_writer_helper", "--ignored", "--nocapture", "--test-threads=1"])
+        .env("ROUNDTABLE_TEST_KILL_DB", &path)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.contains("MID_TRANSACTION") {
+                let _ = tx.send(());
+                return;
+            }
+        }
+    });
+    let ready = rx.recv_timeout(Duration::from_secs(60));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    ready.expect("the helper reached the middle of its transaction");
+
+    let wal = std::fs::metadata(path.with_extension("db-wal")).map(|m| m.len()).unwrap_or(0);
+    assert!(wal > 0, "the uncommitted transaction reached the WAL file");
+    let mut store = SqliteStore::open(&path).unwrap();
+    assert_eq!(store.load().unwrap(), full_restored());
+    store.commit(&[StoreOp::AppendEvent(event(1, 3))]).unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// External edits
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn a_mint_from_another_connection_is_seen_through_data_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut admin = admin_with_workspace(&dir);
+    let mut store = SqliteStore::open(&db_in(&dir)).unwrap();
+    assert_eq!(store.shares_changed_externally().unwrap(), None, "the first poll sets the baseline");
+    assert_eq!(store.shares_changed_externally().unwrap(), None);
+
+    // Our own commits are not "external".
+    store.commit(&[StoreOp::PutShare(share(1, "engine-token"))]).unwrap();
+    assert_eq!(store.shares_changed_externally().unwrap(), None);
+
+    let (minted, token) = admin.mint_share(&mint_params(&[1]), 1_000).unwrap();
+    let seen = store.shares_changed_externally().unwrap().expect("the CLI mint is noticed");
+    assert_eq!(seen.iter().map(|s| s.id.to_string()).collect::<Vec<_>>(), vec!["sh1", "sh2"]);
+    assert_eq!(seen[1], minted);
+    assert!(token::matches(&token, &seen[1].token_hash));
+    assert_eq!(store.shares_changed_externally().unwrap(), None, "reported once");
+
+    admin.revoke_share(&minted.id, 2_000).unwrap();
+    let seen = store.shares_changed_externally().unwrap().expect("the CLI revoke is noticed");
+    assert!(seen[1].revoked);
+}
+
+#[test]
+fn a_stale_engine_upsert_cannot_unrevoke_or_bring_back_a_rotated_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut admin = admin_with_workspace(&dir);
+    let mut store = SqliteStore::open(&db_in(&dir)).unwrap();
+    let (minted, old_token) = admin.mint_share(&mint_params(&[1]), 1_000).unwrap();
+
+    // The CLI rotates; before the host notices, it writes its stale copy (with a new use).
+    let (_, new_token) = admin.rotate_share(&minted.id, 2_000).unwrap();
+    let stale = ShareRow { uses: 1, ..minted.clone() };
+    store.commit(&[StoreOp::PutShare(stale.clone())]).unwrap();
+    let row = store.load().unwrap().shares.remove(0);
+    assert!(token::matches(&new_token, &row.token_hash), "the rotated token stays valid");
+    assert!(!token::matches(&old_token, &row.token_hash), "the old token never comes back");
+    assert_eq!(row.uses, 1, "the engine's own change is kept");
+
+    // The CLI revokes; the host's stale copy still says `revoked: false`.
+    admin.revoke_share(&minted.id, 3_000).unwrap();
+    store.commit(&[StoreOp::PutShare(ShareRow { uses: 2, ..stale })]).unwrap();
+    let row = store.load().unwrap().shares.remove(0);
+    assert!(row.revoked, "revocation is permanent");
+    assert_eq!(row.uses, 2);
+}
+
+#[test]
+fn the_engine_can_still_rotate_to_a_fresh_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = SqliteStore::open(&db_in(&dir)).unwrap();
+    store.commit(&[StoreOp::PutWorkspace(workspace(1)), StoreOp::PutShare(share(1, "a"))]).unwrap();
+    store.commit(&[StoreOp::PutShare(share(1, "b"))]).unwrap();
+    assert_eq!(store.load().unwrap().shares[0].token_hash, token::hash("b"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Admin operations
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn tokens_never_reach_the_database_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut admin = admin_with_workspace(&dir);
+    let (row, first) = admin.mint_share(&mint_params(&[1]), 1_000).unwrap();
+    let (_, second) = admin.rotate_share(&row.id, 2_000).unwrap();
+    let (_, third) = admin.mint_share(&mint_params(&[1]), 3_000).unwrap();
+    drop(admin);
+
+    let mut bytes = Vec::new();
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.file_name().unwrap().to_string_lossy().starts_with("roundtable.db") {
+            bytes.extend(std::fs::read(&path).unwrap());
+        }
+    }
+    assert!(!bytes.is_empty());
+    let contains = |needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
+    for tok in [&first, &second, &third] {
+        assert!(!contains(tok.as_bytes()), "token {tok} found in the database files");
+        assert!(contains(&token::hash(tok)), "its hash is what is stored");
+    }
+}
+
+#[test]
+fn ids_are_one_more_than_the_largest_existing_number() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_in(&dir);
+    let mut store = SqliteStore::open(&path).unwrap();
+    store
+        .commit(&[
+            StoreOp::PutWorkspace(workspace(1)),
+            StoreOp::PutWorkspace(workspace(9)),
+            StoreOp::PutShare(share(10, "x")),
+        ])
+        .unwrap();
+    let mut admin = Admin::open(&path).unwrap();
+    let work = dir.path().join("p");
+    std::fs::create_dir(&work).unwrap();
+    assert_eq!(admin.add_workspace(Some("P"), &work, AgentSpec::demo(), 0).unwrap().id, WorkspaceId::nth(10));
+    assert_eq!(admin.mint_share(&mint_params(&[1]), 0).unwrap().0.id, ShareId::nth(11));
+    assert_eq!(admin.mint_share(&mint_params(&[9]), 0).unwrap().0.id, ShareId::nth(12));
+}
+
+#[test]
+fn concurrent_mints_from_two_connections_never_share_an_id() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(admin_with_workspace(&dir));
+    let path = db_in(&dir);
+    let handles: Vec<_> = (0..2)
+        .map(|_| {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                let mut admin = Admin::open(&path).unwrap();
+                (0..10).map(|i| admin.mint_share(&mint_params(&[1]), i).unwrap().0.id).collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut ids: Vec<ShareId> = handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
+    ids.sort();
+    let expected: Vec<ShareId> = (1..=20).map(ShareId::nth).collect();
+    assert_eq!(ids, expected);
+}
+
+#[test]
+fn a_minted_share_has_the_requested_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut admin = admin_with_workspace(&dir);
+    let params = MintShareParams {
+        label: "  carol ".into(),
+        workspaces: vec![WorkspaceId::nth(1), WorkspaceId::nth(1)],
+        collaborative: false,
+        consensus_required: false,
+        admission_required: true,
+        role: Role::Observer,
+        expires_in_ms: Some(60_000),
+        max_uses: Some(1),
+        vote_deadline_ms: Some(120_000),
+    };
+    let (row, token) = admin.mint_share(&params, 5_000).unwrap();
+    assert_eq!(token.len(), 43, "256 bits in base64url");
+    let expected = ShareRow {
+        id: ShareId::nth(1),
+        label: "carol".into(),
+        token_hash: token::hash(&token),
+        workspaces: vec![WorkspaceId::nth(1)],
+        collaborative: false,
+        consensus_required: false,
+        admission_required: true,
+        role: Role::Observer,
+        expires_at: Some(65_000),
+        max_uses: Some(1),
+        uses: 0,
+        revoked: false,
+        created_at: 5_000,
+        vote_deadline_ms: Some(120_000),
+    };
+    assert_eq!(row, expected);
+    assert_eq!(admin.list_shares().unwrap(), vec![expected]);
+}
+
+#[test]
+fn an_unknown_workspace_is_refused_naming_the_existing_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut admin = admin_with_workspace(&dir);
+    let err = admin.mint_share(&mint_params(&[1, 7]), 0).unwrap_err();
+    assert!(matches!(&err, AdminError::UnknownWorkspace { id, .. } if id.as_str() == "w7"));
+    let message = err.to_string();
+    assert!(message.contains("w7") && message.contains("existing workspaces: w1"), "{message}");
+    assert!(admin.list_shares().unwrap().is_empty(), "nothing minted");
+
+    let empty = tempfile::tempdir().unwrap();
+    let err = Admin::open(&db_in(&empty)).unwrap().mint_share(&mint_params(&[1]), 0).unwrap_err().to_string();
+    assert!(err.contains("roundtable workspace add"), "{err}");
+}
+
+#[test]
+fn share_settings_are_validated_before_minting() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut admin = admin_with_workspace(&dir);
+    assert!(matches!(admin.mint_share(&mint_params(&[]), 0), Err(AdminError::NoWorkspaces)));
+    let host_role = MintShareParams { role: Role::Host, ..mint_params(&[1]) };
+    assert!(matches!(admin.mint_share(&host_role, 0), Err(AdminError::BadSettings(_))));
+    let zero_uses = MintShareParams { max_uses: Some(0), ..mint_params(&[1]) };
+    assert!(matches!(admin.mint_share(&zero_uses, 0), Err(AdminError::BadSettings(_))));
+}
+
+#[test]
+fn revoke_and_rotate_report_unknown_ids_and_revoked_shares() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut admin = admin_with_workspace(&dir);
+    let (row, _) = admin.mint_share(&mint_params(&[1]), 0).unwrap();
+
+    let err = admin.revoke_share(&ShareId::nth(5), 0).unwrap_err().to_string();
+    assert!(err.contains("sh5") && err.contains("existing shares: sh1"), "{err}");
+    assert!(admin.rotate_share(&ShareId::nth(5), 0).is_err());
+
+    let (revoked, newly) = admin.revoke_share(&row.id, 1).unwrap();
+    assert!(revoked.revoked && newly);
+    let (_, newly) = admin.revoke_share(&row.id, 2).unwrap();
+    assert!(!newly, "revoking twice is reported, not repeated");
+    let err = admin.rotate_share(&row.id, 3).unwrap_err();
+    assert!(matches!(err, AdminError::Revoked(_)), "{err}");
+}
+
+#[test]
+fn admin_mutations_are_audited() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut admin = admin_with_workspace(&dir);
+    let (row, _) = admin.mint_share(&mint_params(&[1]), 10).unwrap();
+    admin.rotate_share(&row.id, 20).unwrap();
+    admin.revoke_share(&row.id, 30).unwrap();
+    admin.revoke_share(&row.id, 40).unwrap();
+
+    let log = admin.audit(10).unwrap();
+    let actions: Vec<(&str, &str, u64)> = log.iter().map(|a| (a.action.as_str(), a.target.as_str(), a.at)).collect();
+    assert_eq!(
+        actions,
+        vec![
+            ("workspace_added", "w1", 1),
+            ("share_minted", "sh1", 10),
+            ("share_rotated", "sh1", 20),
+            ("share_revoked", "sh1", 30)
+        ]
+    );
+    assert!(log.iter().all(|a| a.actor == "host" && a.detail.contains("via cli")));
+    assert_eq!(admin.audit(1).unwrap().len(), 1, "the newest rows only");
+    assert_eq!(admin.audit(1).unwrap()[0].action, "share_revoked");
+}
+
+#[test]
+fn workspaces_are_canonical_existing_unique_directories() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut admin = Admin::open(&db_in(&dir)).unwrap();
+    let work = dir.path().join("proj");
+    std::fs::create_dir(&work).unwrap();
+    let row = admin.add_workspace(None, &work.join("."), AgentSpec::demo(), 0).unwrap();
+    assert_eq!(row.id, WorkspaceId::nth(1));
+    assert_eq!(row.name, "proj");
+    assert_eq!(Path::new(&row.dir), std::fs::canonicalize(&work).unwrap());
+
+    let err = admin.add_workspace(None, &work, AgentSpec::demo(), 0).unwrap_err().to_string();
+    assert!(err.contains("already registered as workspace w1"), "{err}");
+    let err = admin.add_workspace(None, &dir.path().join("missing"), AgentSpec::demo(), 0).unwrap_err().to_string();
+    assert!(err.contains("missing"), "{err}");
+    let file = dir.path().join("file.txt");
+    std::fs::write(&file, "x").unwrap();
+    assert!(matches!(admin.add_workspace(None, &file, AgentSpec::demo(), 0), Err(AdminError::NotADirectory(_))));
+    let no_cmd = AgentSpec { kind: "command".into(), command: None, args: vec![] };
+    let other = dir.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    assert!(matches!(admin.add_workspace(None, &other, no_cmd, 0), Err(AdminError::BadAgent(_))));
+    let unknown = AgentSpec { kind: "gpt".into(), command: None, args: vec![] };
+    assert!(matches!(admin.add_workspace(None, &other, unknown, 0), Err(AdminError::BadAgent(_))));
+    assert_eq!(admin.list_workspaces().unwrap(), vec![row]);
+}
+
+#[test]
+fn the_host_store_sees_cli_workspaces_on_load() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(admin_with_workspace(&dir));
+    let mut store = SqliteStore::open(&db_in(&dir)).unwrap();
+    let restored = store.load().unwrap();
+    assert_eq!(restored.workspaces.len(), 1);
+    assert_eq!(restored.workspaces[0].agent, AgentSpec::demo());
+    assert_eq!(restored.audit_count, 1);
+}
+
+#[test]
+fn a_commit_waits_for_a_concurrent_writer_instead_of_failing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_in(&dir);
+    let mut store = SqliteStore::open(&path).unwrap();
+    store.commit(&[StoreOp::PutWorkspace(workspace(1))]).unwrap();
+    let mut other = rusqlite::Connection::open(&path).unwrap();
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    let holder = std::thread::spawn(move || {
+        let tx = other.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).unwrap();
+        tx.execute("UPDATE workspaces SET name = 'held'", []).unwrap();
+        locked_tx.send(()).unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        tx.commit().unwrap();
+    });
+    locked_rx.recv().unwrap();
+    let started = Instant::now();
+    store.commit(&[StoreOp::PutWorkspace(WorkspaceRow { name: "mine".into(), ..workspace(1) })]).unwrap();
+    holder.join().unwrap();
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(store.load().unwrap().workspaces[0].name, "mine", "applied after the other writer");
+}
