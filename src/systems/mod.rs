@@ -55,8 +55,8 @@ impl Installer for AccessInstaller {
             (
                 auth_timeout::auth_timeout,
                 authenticate::authenticate,
-                share_lifecycle::close_dead_shares,
                 share_admin::share_admin,
+                share_lifecycle::close_dead_shares,
                 queries::queries,
             )
                 .chain()
