@@ -749,3 +749,81 @@ fn a_commit_waits_for_a_concurrent_writer_instead_of_failing() {
     assert!(started.elapsed() < Duration::from_secs(10));
     assert_eq!(store.load().unwrap().workspaces[0].name, "mine", "applied after the other writer");
 }
+
+// ---------------------------------------------------------------------------------------------
+// The CLI binary
+// ---------------------------------------------------------------------------------------------
+
+fn cli(data: &Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_roundtable"))
+        .arg("--data-dir")
+        .arg(data)
+        .args(args)
+        .env_remove("ROUNDTABLE_DATA_DIR")
+        .output()
+        .unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn the_cli_mints_a_pinned_link_once_and_stores_only_its_hash() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let work = dir.path().join("project");
+    std::fs::create_dir(&work).unwrap();
+
+    let out = cli(&data, &["workspace", "add", work.to_str().unwrap(), "--name", "Project"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("Added workspace w1 \"Project\""));
+
+    let out = cli(&data, &["share", "mint", "--workspace", "w1", "--label", "ann", "--expires-in", "2h"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let link = roundtable::net::link::Link::parse(stdout.trim()).expect("stdout is exactly the link");
+    assert_eq!((link.host.as_str(), link.port), ("127.0.0.1", 7447));
+    let identity = roundtable::net::tls::load_or_create(&data).unwrap();
+    assert_eq!(link.fingerprint.as_deref(), Some(identity.fingerprint.as_str()));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("shown only once") && stderr.contains("roundtable share rotate sh1"), "{stderr}");
+
+    let shares = Admin::open(&roundtable::paths::database(&data)).unwrap().list_shares().unwrap();
+    assert!(token::matches(&link.token, &shares[0].token_hash));
+
+    let out = cli(&data, &["share", "list"]);
+    let listing = text(&out.stdout);
+    assert!(listing.starts_with("ID") && listing.contains("sh1") && listing.contains("ann"), "{listing}");
+    assert!(!listing.contains(&link.token), "share list never shows tokens");
+
+    let out = cli(&data, &["share", "rotate", "sh1"]);
+    let rotated = roundtable::net::link::Link::parse(text(&out.stdout).trim()).unwrap();
+    assert_ne!(rotated.token, link.token);
+    let out = cli(&data, &["share", "revoke", "sh1"]);
+    assert!(out.status.success());
+    assert!(text(&cli(&data, &["share", "list"]).stdout).contains("revoked"));
+}
+
+#[test]
+fn the_cli_uses_the_running_hosts_address_and_explains_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("serve.json"), r#"{"addr":"127.0.0.1:9123","insecure":true}"#).unwrap();
+    let work = dir.path().join("w");
+    std::fs::create_dir(&work).unwrap();
+    assert!(cli(&data, &["workspace", "add", work.to_str().unwrap()]).status.success());
+
+    let out = cli(&data, &["share", "mint", "-w", "w1"]);
+    assert_eq!(text(&out.stdout).trim().split('/').nth(2), Some("127.0.0.1:9123"));
+    assert!(text(&out.stdout).trim().ends_with("#insecure"));
+
+    let out = cli(&data, &["share", "mint", "-w", "w9"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("no workspace \"w9\" (existing workspaces: w1)"), "{}", text(&out.stderr));
+    let out = cli(&data, &["share", "revoke", "sh9"]);
+    assert!(text(&out.stderr).contains("existing shares: sh1"), "{}", text(&out.stderr));
+    let out = cli(&data, &["workspace", "add", dir.path().join("nope").to_str().unwrap()]);
+    assert!(text(&out.stderr).contains("does not exist"), "{}", text(&out.stderr));
+}

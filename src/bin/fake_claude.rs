@@ -24,7 +24,7 @@
 //! | `{"fake":"exit","code":C,"stderr":"T"}` | write T to stderr and exit with C |
 //!
 //! After the script it reads stdin until EOF (like the CLI, which stays until its input closes)
-//! and exits 0. The log gets one JSON line `{"pid":…, "argv":[…]}` and then `{"stdin": MSG}` for
+//! and exits 0. The log gets one JSON line `{"pid":…, "argv":[…], "cwd":…}` and then `{"stdin": MSG}` for
 //! every line read, so tests can check what the host sent.
 
 use serde_json::{json, Value};
@@ -161,7 +161,8 @@ fn main() {
     let script = arg("--fake-script").expect("--fake-script FILE is required");
     let log = arg("--fake-log").map(|p| File::options().create(true).append(true).open(p).expect("open --fake-log"));
     let mut fake = Fake { stdin: BufReader::new(std::io::stdin()).lines(), log };
-    fake.log(json!({"pid": std::process::id(), "argv": argv}));
+    let cwd = std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_default();
+    fake.log(json!({"pid": std::process::id(), "argv": argv, "cwd": cwd}));
     let script = std::fs::read_to_string(&script).unwrap_or_else(|e| panic!("read {script}: {e}"));
     for line in script.lines().filter(|l| !l.trim().is_empty()) {
         match serde_json::from_str::<Value>(line) {

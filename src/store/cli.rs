@@ -111,15 +111,16 @@ pub struct LinkArgs {
 pub enum ShareCmd {
     /// Mint a share link for one or more workspaces.
     ///
-    /// The link (`roundtable://HOST:PORT/TOKEN#sha256=FINGERPRINT`) is printed once on stdout;
+    /// The link (`roundtable://HOST:PORT/TOKEN#sha256=FINGERPRINT`) is printed once, alone on
+    /// stdout (everything else goes to stderr, so `LINK=$(roundtable share mint ...)` works);
     /// roundtable keeps only a hash of its token. Lost it? `share rotate ID` prints a new one.
     Mint {
         /// Workspace the share gives access to (repeat for several; see `workspace list`).
         #[arg(long = "workspace", short = 'w', value_name = "ID", required = true)]
         workspaces: Vec<String>,
         /// A label to recognise the share by (e.g. who it is for).
-        #[arg(long, value_name = "LABEL", default_value = "")]
-        label: String,
+        #[arg(long, value_name = "LABEL")]
+        label: Option<String>,
         /// Remotes can read but not send, vote or answer.
         #[arg(long)]
         observer: bool,
@@ -212,7 +213,7 @@ pub fn run_share(cmd: ShareCmd, data_dir: Option<&Path>) -> anyhow::Result<ExitC
             // Work out the link first, so a bad --host fails before anything is minted.
             let target = LinkTarget::resolve(&dir, &link)?;
             let params = MintShareParams {
-                label,
+                label: label.unwrap_or_default(),
                 workspaces: workspaces.iter().map(|w| WorkspaceId(w.trim().to_string())).collect(),
                 collaborative: !one_to_one,
                 consensus_required: !no_consensus && !one_to_one,
