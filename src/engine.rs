@@ -153,11 +153,16 @@ impl Engine {
         world.insert_resource(InboxSender(tx.clone()));
         world.insert_resource(PersistBatch::default());
         world.insert_resource(StoreRes(std::sync::Mutex::new(store)));
-        world.insert_resource(Agents { demo: Default::default(), external: std::sync::Mutex::new(Box::new(NoExternalAgents { tx: tx.clone() })), queued: Vec::new() });
+        world.insert_resource(Agents {
+            demo: Default::default(),
+            external: std::sync::Mutex::new(Box::new(NoExternalAgents { tx: tx.clone() })),
+            queued: Vec::new(),
+        });
         world.insert_resource(config);
         let mut schedule = Schedule::default();
         schedule.set_executor(SingleThreadedExecutor::new());
-        schedule.set_build_settings(ScheduleBuildSettings { ambiguity_detection: LogLevel::Ignore, ..Default::default() });
+        schedule
+            .set_build_settings(ScheduleBuildSettings { ambiguity_detection: LogLevel::Ignore, ..Default::default() });
         schedule.configure_sets(
             (
                 TickSet::Ingest,
@@ -227,7 +232,12 @@ impl Engine {
 
     /// Takes the store back (the scenario runner uses this to simulate a host restart).
     pub fn into_store(mut self) -> Box<dyn Store> {
-        self.world.remove_resource::<StoreRes>().expect("store present").0.into_inner().unwrap_or_else(|e| e.into_inner())
+        self.world
+            .remove_resource::<StoreRes>()
+            .expect("store present")
+            .0
+            .into_inner()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     /// Invariant violations seen so far (empty when healthy).

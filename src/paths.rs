@@ -7,11 +7,12 @@ use std::path::{Path, PathBuf};
 pub fn data_dir(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
     let dir = match explicit {
         Some(p) => p.to_path_buf(),
-        None => directories::ProjectDirs::from("", "", "roundtable")
-            .map(|d| d.data_dir().to_path_buf())
-            .ok_or_else(|| anyhow::anyhow!("cannot determine a data directory; pass --data-dir or set ROUNDTABLE_DATA_DIR"))?,
+        None => directories::ProjectDirs::from("", "", "roundtable").map(|d| d.data_dir().to_path_buf()).ok_or_else(
+            || anyhow::anyhow!("cannot determine a data directory; pass --data-dir or set ROUNDTABLE_DATA_DIR"),
+        )?,
     };
-    std::fs::create_dir_all(&dir).map_err(|e| anyhow::anyhow!("cannot create data directory {}: {e}", dir.display()))?;
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| anyhow::anyhow!("cannot create data directory {}: {e}", dir.display()))?;
     Ok(dir)
 }
 

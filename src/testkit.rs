@@ -58,7 +58,8 @@ impl Harness {
 
     pub fn with_store(config: EngineConfig, store: Box<dyn Store>) -> Harness {
         let engine = Engine::new(EngineConfig { check_invariants: true, ..config }, store).expect("engine starts");
-        let mut h = Harness { engine, now: 1_000, sinks: BTreeMap::new(), next_conn: 1, next_id: 1, cursor: BTreeMap::new() };
+        let mut h =
+            Harness { engine, now: 1_000, sinks: BTreeMap::new(), next_conn: 1, next_id: 1, cursor: BTreeMap::new() };
         let sink = Arc::new(RecordingSink::default());
         h.sinks.insert(HOST, sink.clone());
         h.engine.sender().send(Inbound::OpenedHost { conn: HOST, sink }).unwrap();
@@ -168,7 +169,8 @@ impl Harness {
     pub fn join(&mut self, token: &str, name: &str, session: &str) -> (ConnId, String) {
         let addr = format!("10.0.0.{}:5000", self.next_conn);
         let conn = self.open(&addr);
-        let auth = self.call(conn, "authenticate", json!({"token": token, "display_name": name})).expect("authenticates");
+        let auth =
+            self.call(conn, "authenticate", json!({"token": token, "display_name": name})).expect("authenticates");
         let pid = auth["participant_id"].as_str().unwrap().to_string();
         self.call(conn, "join_session", json!({"session_id": session})).expect("joins");
         (conn, pid)

@@ -1,0 +1,254 @@
+//! The `command` backend with the example agent `src/bin/echo_agent.rs`: full turns, plan,
+//! question, tool permission, failure, cancel, and a crashed agent restarting on the next turn.
+
+use crossbeam_channel::Receiver;
+use roundtable::agent::external::{ExternalAgents, ExternalConfig};
+use roundtable::agent::{AgentCommand, AgentEvent, AgentOutput, AgentRuntime, Resolution};
+use roundtable::engine::Inbound;
+use roundtable::ids::SessionId;
+use roundtable::persist::AgentSpec;
+use roundtable::protocol::Question;
+use std::time::{Duration, Instant};
+
+const ECHO: &str = env!("CARGO_BIN_EXE_echo_agent");
+const WAIT: Duration = Duration::from_secs(10);
+
+struct Harness {
+    agents: ExternalAgents,
+    rx: Receiver<Inbound>,
+    dir: tempfile::TempDir,
+}
+
+fn harness(config: ExternalConfig) -> Harness {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    Harness { agents: ExternalAgents::new(tx, config), rx, dir: tempfile::tempdir().unwrap() }
+}
+
+fn session() -> SessionId {
+    SessionId::nth(1)
+}
+
+fn echo_spec() -> AgentSpec {
+    AgentSpec { kind: "command".into(), command: Some(ECHO.into()), args: vec![] }
+}
+
+impl Harness {
+    fn start_with(&mut self, turn_id: u64, spec: AgentSpec, prompt: &str) {
+        self.agents.send(AgentCommand::StartTurn {
+            session: session(),
+            turn_id,
+            workspace_dir: self.dir.path().display().to_string(),
+            spec,
+            prompt: prompt.into(),
+            author_name: "Ann".into(),
+        });
+    }
+
+    fn start(&mut self, turn_id: u64, prompt: &str) {
+        self.start_with(turn_id, echo_spec(), prompt);
+    }
+
+    fn resolve(&mut self, turn_id: u64, request_id: &str, resolution: Resolution) {
+        self.agents.send(AgentCommand::Resolve {
+            session: session(),
+            turn_id,
+            request_id: request_id.into(),
+            resolution,
+        });
+    }
+
+    fn next(&self) -> AgentOutput {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            match self.rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(Inbound::Agent(out)) => return out,
+                Ok(_) => continue,
+                Err(_) => panic!("no agent output within {WAIT:?}"),
+            }
+        }
+    }
+
+    /// Events of `turn_id` up to and including the next request, `Done` or `Failed`.
+    fn until_pause(&self, turn_id: u64) -> Vec<AgentEvent> {
+        let mut events = Vec::new();
+        loop {
+            let out = self.next();
+            assert_eq!(out.turn_id, turn_id, "output for the wrong turn: {out:?}");
+            let pause = !matches!(out.event, AgentEvent::Delta(_));
+            events.push(out.event);
+            if pause {
+                return events;
+            }
+        }
+    }
+
+    /// Runs `/pid` as turn `turn_id` and returns the agent's process id.
+    fn agent_pid(&mut self, turn_id: u64) -> u32 {
+        self.start(turn_id, "/pid");
+        let events = self.until_pause(turn_id);
+        assert_eq!(events.last(), Some(&AgentEvent::Done));
+        text(&events).strip_prefix("pid ").and_then(|p| p.parse().ok()).expect("a pid")
+    }
+}
+
+fn text(events: &[AgentEvent]) -> String {
+    events.iter().filter_map(|e| if let AgentEvent::Delta(t) = e { Some(t.as_str()) } else { None }).collect()
+}
+
+#[test]
+fn a_full_turn_streams_several_deltas_then_done() {
+    let mut h = harness(ExternalConfig::default());
+    h.start(1, "hello there, world");
+    let events = h.until_pause(1);
+    assert!(events.len() > 3, "the reply should come in several deltas: {events:?}");
+    assert_eq!(text(&events), "You said: hello there, world");
+    assert_eq!(events.last(), Some(&AgentEvent::Done));
+}
+
+#[test]
+fn one_process_serves_every_turn_of_a_session() {
+    let mut h = harness(ExternalConfig::default());
+    let first = h.agent_pid(1);
+    h.start(2, "again");
+    assert_eq!(h.until_pause(2).last(), Some(&AgentEvent::Done));
+    assert_eq!(h.agent_pid(3), first);
+}
+
+#[test]
+fn a_plan_waits_for_the_vote_and_hears_the_outcome() {
+    let mut h = harness(ExternalConfig::default());
+    h.start(1, "/plan refactor");
+    let events = h.until_pause(1);
+    assert_eq!(text(&events), "I have a plan.");
+    assert_eq!(
+        events.last(),
+        Some(&AgentEvent::Plan {
+            request_id: "plan-1".into(),
+            plan: "1. Read the code for refactor\n2. Make the change\n3. Run the tests".into()
+        })
+    );
+    h.resolve(1, "plan-1", Resolution::Denied("Bob: too risky".into()));
+    let rest = h.until_pause(1);
+    assert_eq!(text(&rest), "Denied (Bob: too risky). I stopped.");
+    assert_eq!(rest.last(), Some(&AgentEvent::Done));
+
+    h.start(2, "/plan it");
+    h.until_pause(2);
+    h.resolve(2, "plan-2", Resolution::Approved);
+    assert_eq!(text(&h.until_pause(2)), "Plan approved. Done: all three steps complete.");
+}
+
+#[test]
+fn a_question_is_answered_with_the_merged_answers() {
+    let mut h = harness(ExternalConfig::default());
+    h.start(1, "/ask the migration");
+    assert_eq!(
+        h.until_pause(1),
+        vec![AgentEvent::Question {
+            request_id: "ask-1".into(),
+            questions: vec![Question {
+                question: "Should I go ahead with the migration?".into(),
+                options: vec!["yes".into(), "no".into()],
+                multi_select: false
+            }],
+        }]
+    );
+    h.resolve(1, "ask-1", Resolution::Answered(vec!["Ann: yes\nBob: no".into()]));
+    let rest = h.until_pause(1);
+    assert_eq!(text(&rest), "Thanks. Answer: Ann: yes\nBob: no");
+    assert_eq!(rest.last(), Some(&AgentEvent::Done));
+}
+
+#[test]
+fn a_tool_request_carries_its_input_as_json() {
+    let mut h = harness(ExternalConfig::default());
+    h.start(1, "/tool");
+    assert_eq!(
+        h.until_pause(1),
+        vec![AgentEvent::ToolRequest {
+            request_id: "tool-1".into(),
+            tool: "Bash".into(),
+            input: r#"{"command":"ls"}"#.into()
+        }]
+    );
+    h.resolve(1, "tool-1", Resolution::Approved);
+    assert_eq!(text(&h.until_pause(1)), "Allowed; ran ls.");
+}
+
+#[test]
+fn an_agent_error_fails_the_turn_and_the_agent_keeps_serving() {
+    let mut h = harness(ExternalConfig::default());
+    let pid = h.agent_pid(1);
+    h.start(2, "/fail");
+    let events = h.until_pause(2);
+    assert_eq!(text(&events), "Working on it");
+    assert_eq!(events.last(), Some(&AgentEvent::Failed("the echo agent failed as asked (/fail)".into())));
+    assert_eq!(h.agent_pid(3), pid);
+}
+
+#[test]
+fn a_crashed_agent_fails_the_turn_and_restarts_on_the_next() {
+    let mut h = harness(ExternalConfig::default());
+    let before = h.agent_pid(1);
+    h.start(2, "/crash");
+    let events = h.until_pause(2);
+    assert_eq!(text(&events), "About to crash");
+    let Some(AgentEvent::Failed(reason)) = events.last() else { panic!("expected a failure: {events:?}") };
+    assert!(reason.contains("exited during the turn") && reason.contains("exit status: 3"), "{reason}");
+    let after = h.agent_pid(3);
+    assert_ne!(before, after, "a new agent process should have been started");
+}
+
+#[test]
+fn a_silent_agent_is_stopped_by_the_watchdog_and_restarted() {
+    let mut h = harness(ExternalConfig { hang_timeout: Duration::from_millis(400), ..ExternalConfig::default() });
+    let before = h.agent_pid(1);
+    h.start(2, "/hang");
+    let events = h.until_pause(2);
+    let Some(AgentEvent::Failed(reason)) = events.last() else { panic!("expected a failure: {events:?}") };
+    assert!(reason.contains("hang watchdog"), "{reason}");
+    assert_ne!(h.agent_pid(3), before);
+}
+
+#[test]
+fn cancel_is_acknowledged_and_the_next_turn_reuses_the_agent() {
+    let mut h = harness(ExternalConfig::default());
+    let pid = h.agent_pid(1);
+    h.start(2, "/plan something");
+    h.until_pause(2);
+    h.agents.send(AgentCommand::Cancel { session: session(), turn_id: 2 });
+    // Sent right away: the worker holds it until the agent acknowledged the cancel.
+    h.start(3, "next");
+    let events = h.until_pause(3);
+    assert_eq!(text(&events), "You said: next");
+    assert_eq!(h.agent_pid(4), pid);
+}
+
+#[test]
+fn a_missing_command_fails_with_a_clear_message() {
+    let mut h = harness(ExternalConfig::default());
+    h.start_with(
+        1,
+        AgentSpec { kind: "command".into(), command: Some("/nonexistent/agent".into()), args: vec![] },
+        "x",
+    );
+    assert_eq!(
+        h.until_pause(1),
+        vec![AgentEvent::Failed(
+            "agent command not found at '/nonexistent/agent': check the workspace's --agent-cmd".into()
+        )]
+    );
+    h.start_with(2, AgentSpec { kind: "command".into(), command: None, args: vec![] }, "x");
+    let events = h.until_pause(2);
+    assert!(matches!(&events[0], AgentEvent::Failed(r) if r.contains("--agent-cmd")), "{events:?}");
+}
+
+#[test]
+fn an_unknown_backend_fails_the_turn() {
+    let mut h = harness(ExternalConfig::default());
+    h.start_with(1, AgentSpec { kind: "gpt".into(), command: None, args: vec![] }, "x");
+    assert_eq!(
+        h.until_pause(1),
+        vec![AgentEvent::Failed("unknown agent backend 'gpt' (expected claude or command)".into())]
+    );
+}

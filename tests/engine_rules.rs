@@ -50,7 +50,8 @@ fn turn_is_released_when_the_agent_finishes_and_the_reply_is_posted() {
     let ev = h.take(ann);
     let n = names(&ev);
     assert!(n.iter().filter(|e| *e == "agent_delta").count() >= 2, "streams over several ticks: {n:?}");
-    let reply = ev.iter().find(|e| e["event"] == "message" && e["payload"]["author_id"] == "agent").expect("agent reply");
+    let reply =
+        ev.iter().find(|e| e["event"] == "message" && e["payload"]["author_id"] == "agent").expect("agent reply");
     assert_eq!(reply["payload"]["text"], "You said: hello there friend");
     let ended = ev.iter().find(|e| e["event"] == "turn_ended").unwrap();
     assert_eq!(ended["payload"]["reason"], "completed");
@@ -137,15 +138,22 @@ fn unauthenticated_connections_are_closed_after_the_auth_timeout() {
 fn out_of_scope_session_is_not_found_and_observers_cannot_write() {
     let (mut h, w, s) = setup();
     let other = h.host("add_workspace", json!({"name": "secret", "dir": "."}))["id"].as_str().unwrap().to_string();
-    let hidden = h.host("create_session", json!({"workspace_id": other, "title": "hidden"}))["id"].as_str().unwrap().to_string();
+    let hidden =
+        h.host("create_session", json!({"workspace_id": other, "title": "hidden"}))["id"].as_str().unwrap().to_string();
     let obs = h.mint(&[&w], json!({"role": "observer"}));
     let (o, _) = h.join(&obs, "Olga", &s);
     assert_eq!(code(h.call(o, "join_session", json!({"session_id": hidden}))), "not_found");
     assert_eq!(code(h.call(o, "join_session", json!({"session_id": "s999"}))), "not_found");
     let listed = h.call(o, "list_sessions", json!({})).unwrap();
     assert_eq!(listed["sessions"].as_array().unwrap().len(), 1);
-    assert_eq!(code(h.call(o, "send_message", json!({"session_id": s, "text": "x", "client_msg_id": "1"}))), "forbidden");
-    assert_eq!(code(h.call(o, "send_message", json!({"session_id": hidden, "text": "x", "client_msg_id": "1"}))), "not_found");
+    assert_eq!(
+        code(h.call(o, "send_message", json!({"session_id": s, "text": "x", "client_msg_id": "1"}))),
+        "forbidden"
+    );
+    assert_eq!(
+        code(h.call(o, "send_message", json!({"session_id": hidden, "text": "x", "client_msg_id": "1"}))),
+        "not_found"
+    );
     assert_eq!(code(h.call(o, "kick", json!({"participant_id": "host"}))), "forbidden");
 }
 
@@ -173,7 +181,8 @@ fn duplicate_display_names_are_suffixed_and_you_is_marked() {
 }
 
 fn open_plan(h: &mut Harness, driver: roundtable::ids::ConnId, s: &str) -> String {
-    h.call(driver, "send_message", json!({"session_id": s, "text": "/plan refactor", "client_msg_id": "plan"})).unwrap();
+    h.call(driver, "send_message", json!({"session_id": s, "text": "/plan refactor", "client_msg_id": "plan"}))
+        .unwrap();
     h.run(100);
     let v = h.events_named(HOST, "vote_opened");
     v.last().expect("vote opened")["payload"]["vote_id"].as_str().unwrap().to_string()
@@ -260,7 +269,9 @@ fn all_voters_gone_leaves_the_decision_to_the_host_never_auto_approves() {
     h.run(31_000);
     let r = resolved(&h).unwrap();
     assert_ne!(r["outcome"], "approved");
-    assert!(h.engine.state_digest().contains(&format!("participant {ann_id} name=\"Ann\" role=participant muted=false admission=Admitted presence=gone")));
+    assert!(h.engine.state_digest().contains(&format!(
+        "participant {ann_id} name=\"Ann\" role=participant muted=false admission=Admitted presence=gone"
+    )));
     let _ = v;
 }
 
@@ -285,7 +296,10 @@ fn host_decides_when_the_required_set_is_empty() {
 fn vote_deadline_resolves_denied_timed_out() {
     let mut h = Harness::new(EngineConfig::default());
     let (w, _) = h.workspace_and_session(".");
-    let s = h.host("create_session", json!({"workspace_id": w, "title": "t", "vote_deadline_ms": 2000}))["id"].as_str().unwrap().to_string();
+    let s = h.host("create_session", json!({"workspace_id": w, "title": "t", "vote_deadline_ms": 2000}))["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let tok = h.mint(&[&w], json!({}));
     let (ann, _) = h.join(&tok, "Ann", &s);
     open_plan(&mut h, ann, &s);
@@ -339,7 +353,9 @@ fn reconnect_within_grace_keeps_turn_and_ballot() {
     h.close(ann);
     h.run(20_000);
     let again = h.open("10.5.0.1:2");
-    let auth2 = h.call(again, "authenticate", json!({"token": "whatever", "display_name": "Ann", "resume_token": resume})).unwrap();
+    let auth2 = h
+        .call(again, "authenticate", json!({"token": "whatever", "display_name": "Ann", "resume_token": resume}))
+        .unwrap();
     assert_eq!(auth2["participant_id"], auth["participant_id"]);
     assert_eq!(auth2["resumed"], true);
     h.run(20_000);
@@ -358,7 +374,10 @@ fn holder_gone_past_grace_releases_the_turn() {
     open_plan(&mut h, ann, &s);
     h.close(ann);
     h.run(29_000);
-    assert_eq!(code(h.call(bob, "send_message", json!({"session_id": s, "text": "me", "client_msg_id": "b"}))), "turn_locked");
+    assert_eq!(
+        code(h.call(bob, "send_message", json!({"session_id": s, "text": "me", "client_msg_id": "b"}))),
+        "turn_locked"
+    );
     h.run(1_500);
     assert_eq!(h.events_named(HOST, "turn_ended").last().unwrap()["payload"]["reason"], "holder_gone");
     h.call(bob, "send_message", json!({"session_id": s, "text": "me", "client_msg_id": "b2"})).unwrap();
@@ -406,7 +425,11 @@ fn revoke_and_kick_close_sockets_within_one_tick_and_kill_resume() {
     h.host("kick", json!({"participant_id": auth["participant_id"]}));
     assert_eq!(h.sinks[&c].closed.lock().unwrap().as_deref(), Some("kicked"));
     let again = h.open("10.7.0.1:2");
-    let r = h.call(again, "authenticate", json!({"token": "nope", "display_name": "Ann", "resume_token": auth["resume_token"]}));
+    let r = h.call(
+        again,
+        "authenticate",
+        json!({"token": "nope", "display_name": "Ann", "resume_token": auth["resume_token"]}),
+    );
     assert_eq!(code(r), "unauthenticated");
     let tok2 = h.mint(&[&w], json!({}));
     let (b, _) = h.join(&tok2, "Bob", &s);
@@ -435,7 +458,12 @@ fn slow_consumer_gets_resync_and_catches_up_with_nothing_lost() {
     let (bob, _) = h.join(&tok, "Bob", &s);
     *h.sinks[&bob].capacity.lock().unwrap() = Some(0);
     for i in 0..150 {
-        h.call(ann, "send_message", json!({"session_id": s, "text": format!("m{i}"), "client_msg_id": format!("c{i}")})).unwrap();
+        h.call(
+            ann,
+            "send_message",
+            json!({"session_id": s, "text": format!("m{i}"), "client_msg_id": format!("c{i}")}),
+        )
+        .unwrap();
         h.run(150);
     }
     *h.sinks[&bob].capacity.lock().unwrap() = None;
@@ -447,15 +475,19 @@ fn slow_consumer_gets_resync_and_catches_up_with_nothing_lost() {
     // Too far behind for replay: a snapshot carries every message; either way nothing is lost.
     assert_eq!(joined["catch_up"], "snapshot");
     let snapshot = h.events_named(bob, "snapshot");
-    let mut texts: Vec<String> = h
-        .events_named(bob, "message")
+    // Messages seen live before the overflow, then the snapshot's full history (which repeats
+    // them): dedup of the sorted-by-arrival list must give every message exactly once, in order.
+    let live: Vec<Value> = h.events_named(bob, "message").into_iter().map(|m| m["payload"].clone()).collect();
+    let snap: Vec<Value> = snapshot.last().unwrap()["payload"]["messages"].as_array().unwrap().clone();
+    let snap_ids: Vec<&Value> = snap.iter().map(|m| &m["message_id"]).collect();
+    let mut texts: Vec<String> = live
         .iter()
-        .chain(snapshot.last().unwrap()["payload"]["messages"].as_array().unwrap().iter().map(|m| m).collect::<Vec<_>>().iter().map(|m| *m))
-        .map(|m| if m.get("payload").is_some() { m["payload"].clone() } else { m.clone() })
+        .filter(|m| !snap_ids.contains(&&m["message_id"]))
+        .chain(snap.iter())
         .filter(|m| m["author_id"] != "agent")
         .map(|m| m["text"].as_str().unwrap().to_string())
         .collect();
-    texts.dedup();
+    texts.sort_by_key(|t| t[1..].parse::<u32>().unwrap());
     let expected: Vec<String> = (0..150).map(|i| format!("m{i}")).collect();
     assert_eq!(texts, expected, "every message exactly once, in order");
     let seqs: Vec<u64> = h.frames(bob).iter().filter_map(|f| f.get("seq").and_then(Value::as_u64)).collect();
@@ -493,7 +525,8 @@ fn malformed_frames_get_typed_errors_and_the_connection_keeps_working() {
     h.send_raw(c, r#"{"id": 6, "method": "authenticate", "params": {"token": 5}}"#);
     h.send_raw(c, &format!(r#"{{"id": 7, "method": "ping", "params": {{"nonce": "{}"}}}}"#, "x".repeat(70_000)));
     h.tick();
-    let codes: Vec<String> = h.frames(c).iter().map(|f| f["error"]["code"].as_str().unwrap_or("").to_string()).collect();
+    let codes: Vec<String> =
+        h.frames(c).iter().map(|f| f["error"]["code"].as_str().unwrap_or("").to_string()).collect();
     assert_eq!(codes, vec!["bad_frame", "unknown_method", "invalid_params", "frame_too_large"]);
     h.call(c, "authenticate", json!({"token": tok, "display_name": "Ok"})).unwrap();
 }
@@ -507,7 +540,7 @@ fn clear_sends_history_replaced_and_fork_keeps_authors() {
     h.run(300);
     let fork = h.host("fork_session", json!({"session_id": s}));
     let digest = h.engine.state_digest();
-    assert!(digest.contains(&format!("author=p1(\"Ann\") text=\"keep me\"")), "{digest}");
+    assert!(digest.contains("author=p1(\"Ann\") text=\"keep me\""), "{digest}");
     assert!(fork["title"].as_str().unwrap().contains("fork"));
     h.host("clear_session", json!({"session_id": s}));
     assert_eq!(h.events_named(ann, "history_replaced").len(), 1);

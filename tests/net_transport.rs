@@ -7,7 +7,6 @@ use futures_util::{SinkExt, StreamExt};
 use roundtable::net::client::{self, Client, ClientError};
 use roundtable::protocol::*;
 use serde_json::{json, Value};
-use std::collections::VecDeque;
 use std::time::Duration;
 use support::*;
 use tokio_tungstenite::tungstenite::Message;
@@ -331,6 +330,44 @@ impl RawWs {
     }
 }
 
+/// What a client shows of one session, built only from frames, checking continuity as it goes.
+#[derive(Default)]
+struct View {
+    session: String,
+    last_seq: u64,
+    /// (message id, first two words of the text)
+    messages: Vec<(String, String)>,
+    resync: Option<u64>,
+}
+
+impl View {
+    fn apply(&mut self, v: &Value) {
+        if v["session_id"] != json!(self.session) {
+            return;
+        }
+        let payload = &v["payload"];
+        let short = |m: &Value| m["text"].as_str().unwrap().split(' ').take(2).collect::<Vec<_>>().join(" ");
+        match v["event"].as_str() {
+            Some("snapshot") => {
+                self.last_seq = payload["last_seq"].as_u64().unwrap();
+                let msgs = payload["messages"].as_array().unwrap();
+                self.messages = msgs.iter().map(|m| (m["message_id"].to_string(), short(m))).collect();
+            }
+            Some("resync_required") => self.resync = Some(payload["last_seq"].as_u64().unwrap()),
+            Some(event) => {
+                if let Some(seq) = v["seq"].as_u64() {
+                    assert_eq!(seq, self.last_seq + 1, "{event}: a gap or a duplicate after seq {}", self.last_seq);
+                    self.last_seq = seq;
+                    if event == "message" {
+                        self.messages.push((payload["message_id"].to_string(), short(payload)));
+                    }
+                }
+            }
+            None => {}
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_client_gets_resync_required_then_catches_up_with_nothing_lost_or_duplicated() {
     let h = TestHost::start_with(|o| {
@@ -340,20 +377,27 @@ async fn a_slow_client_gets_resync_required_then_catches_up_with_nothing_lost_or
     .await;
     let (link, _) = h.mint(|_| {}).await;
     let mut slow = RawWs::connect(&h, &link, 4096).await;
-    let mut events = Vec::new();
+    let mut view = View { session: h.session.to_string(), ..View::default() };
+    let mut early = Vec::new();
     let id = slow.send(auth(&link.token, "Sloth")).await;
-    slow.until_response(&id, &mut events).await;
+    slow.until_response(&id, &mut early).await;
     let id = slow.send(Method::JoinSession(JoinSessionParams { session_id: h.session.clone(), since_seq: None })).await;
-    slow.until_response(&id, &mut events).await;
+    slow.until_response(&id, &mut early).await;
+    loop {
+        let v = slow.next().await;
+        view.apply(&v);
+        if v["event"] == "snapshot" {
+            break;
+        }
+    }
 
     // The slow client stops reading while the host talks a lot.
     const N: usize = 150;
     let filler = "y".repeat(1000);
     for i in 0..N {
-        let text = format!("flood {i} {filler}");
         h.call::<Value>(Method::SendMessage(SendMessageParams {
             session_id: h.session.clone(),
-            text,
+            text: format!("flood {i} {filler}"),
             client_msg_id: format!("flood-{i}"),
         }))
         .await;
@@ -362,49 +406,24 @@ async fn a_slow_client_gets_resync_required_then_catches_up_with_nothing_lost_or
     let info: ListSessionsResult = h.call(Method::ListSessions(ListSessionsParams::default())).await;
     let final_seq = info.sessions.iter().find(|s| s.id == h.session).unwrap().last_seq;
 
-    // Now it reads again: what was queued arrives, then resync_required.
-    let mut seqs: Vec<u64> = Vec::new();
-    let mut texts: Vec<String> = Vec::new();
-    let note = |v: &Value, seqs: &mut Vec<u64>, texts: &mut Vec<String>| {
-        if v["session_id"] == json!(h.session.as_str()) {
-            if let Some(q) = v["seq"].as_u64() {
-                seqs.push(q);
-            }
-            if v["event"] == "message" && v["payload"]["author_id"] == "host" {
-                texts.push(v["payload"]["text"].as_str().unwrap().split(' ').take(2).collect::<Vec<_>>().join(" "));
-            }
-        }
-    };
-    for e in &events {
-        note(e, &mut seqs, &mut texts);
+    // Reading again: what was queued arrives in order, then resync_required.
+    while view.resync.is_none() {
+        view.apply(&slow.next().await);
     }
-    let resync_last = loop {
-        let v = slow.next().await;
-        if v["event"] == "resync_required" {
-            break v["payload"]["last_seq"].as_u64().unwrap();
-        }
-        note(&v, &mut seqs, &mut texts);
-    };
-    let last_seen = *seqs.last().unwrap_or(&0);
-    assert_eq!(resync_last, last_seen, "resync_required names the last seq delivered");
-    assert!(last_seen < final_seq, "the slow client must actually have fallen behind");
+    assert_eq!(view.resync, Some(view.last_seq), "resync_required names the last seq delivered");
+    assert!(view.last_seq < final_seq, "the slow client must actually have fallen behind");
 
-    let id = slow.send(Method::JoinSession(JoinSessionParams { session_id: h.session.clone(), since_seq: Some(last_seen) })).await;
-    let mut after = Vec::new();
-    let resp = slow.until_response(&id, &mut after).await;
-    assert_eq!(resp["result"]["catch_up"], "events", "{resp}");
-    let mut after = VecDeque::from(after);
-    while seqs.last().copied().unwrap_or(0) < final_seq {
-        let v = match after.pop_front() {
-            Some(v) => v,
-            None => slow.next().await,
-        };
-        note(&v, &mut seqs, &mut texts);
+    // Catch up from the last seq seen (replayed events or a snapshot, as the host decides).
+    let since = view.last_seq;
+    slow.send(Method::JoinSession(JoinSessionParams { session_id: h.session.clone(), since_seq: Some(since) })).await;
+    while view.last_seq < final_seq {
+        view.apply(&slow.next().await);
     }
-    let first = seqs[0];
-    assert_eq!(seqs, (first..=final_seq).collect::<Vec<_>>(), "contiguous, no gap, no duplicate");
+    let ids: std::collections::BTreeSet<&String> = view.messages.iter().map(|(id, _)| id).collect();
+    assert_eq!(ids.len(), view.messages.len(), "no message twice");
+    let floods: Vec<&str> = view.messages.iter().map(|(_, t)| t.as_str()).filter(|t| t.starts_with("flood ")).collect();
     let expected: Vec<String> = (0..N).map(|i| format!("flood {i}")).collect();
-    assert_eq!(texts, expected, "every message exactly once, in order");
+    assert_eq!(floods, expected, "every message exactly once, in order");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -439,7 +458,13 @@ async fn a_killed_and_restarted_host_resumes_clients_with_no_gap_and_no_duplicat
     let mut all = bob.seqs(&session);
     all.extend(bob2.seqs(&session));
     let first = all[0];
-    assert_eq!(all, (first..first + all.len() as u64).collect::<Vec<_>>(), "no gap, no duplicate: {all:?}");
+    assert_eq!(
+        all,
+        (first..first + all.len() as u64).collect::<Vec<_>>(),
+        "no gap, no duplicate: {:?} then {:?}",
+        names(&bob.seen),
+        names(&bob2.seen)
+    );
     let texts: Vec<String> = bob
         .seen
         .iter()

@@ -497,7 +497,8 @@ mod tests {
     #[test]
     fn error_results_fail_the_turn_with_their_text() {
         let mut b = started();
-        let r = b.on_line(r#"{"type":"result","subtype":"success","is_error":true,"result":"API Error: 529 overloaded"}"#);
+        let r =
+            b.on_line(r#"{"type":"result","subtype":"success","is_error":true,"result":"API Error: 529 overloaded"}"#);
         assert_eq!(r.end, Some(TurnEnd::Failed("claude: API Error: 529 overloaded".into())));
         let r = b.on_line(r#"{"type":"result","subtype":"error_during_execution","is_error":false,"errors":["boom"]}"#);
         assert_eq!(r.end, Some(TurnEnd::Failed("claude: boom".into())));

@@ -289,7 +289,10 @@ mod tests {
 
     #[test]
     fn words_split_like_a_shell() {
-        assert_eq!(split_words(r#"python3 -u 'my agent.py' "a \"b\"" c\ d"#), ["python3", "-u", "my agent.py", "a \"b\"", "c d"]);
+        assert_eq!(
+            split_words(r#"python3 -u 'my agent.py' "a \"b\"" c\ d"#),
+            ["python3", "-u", "my agent.py", "a \"b\"", "c d"]
+        );
         assert_eq!(split_words("  "), Vec::<String>::new());
         assert_eq!(split_words("''"), [""]);
     }
@@ -338,7 +341,10 @@ mod tests {
         b.on_line(r#"{"type":"question","request_id":"q1","questions":[{"question":"Go?","options":["yes",{"label":"no"}]}]}"#);
         assert!(b.waiting_on_host());
         let r = b.resolve("q1", Resolution::Answered(vec!["yes".into()]));
-        assert_eq!(r.replies, vec![json!({"type":"resolve","turn_id":1,"request_id":"q1","outcome":"answered","answers":["yes"]})]);
+        assert_eq!(
+            r.replies,
+            vec![json!({"type":"resolve","turn_id":1,"request_id":"q1","outcome":"answered","answers":["yes"]})]
+        );
         assert_eq!(b.resolve("q1", Resolution::Approved), Reaction::default());
     }
 }

@@ -68,7 +68,10 @@ impl DemoAgent {
                     let topic = rest.trim();
                     let topic = if topic.is_empty() { "this" } else { topic };
                     let request_id = format!("ask-{turn_id}");
-                    steps.push_back(Step::Ask { request_id: request_id.clone(), question: format!("Should I go ahead with {topic}?") });
+                    steps.push_back(Step::Ask {
+                        request_id: request_id.clone(),
+                        question: format!("Should I go ahead with {topic}?"),
+                    });
                     steps.push_back(Step::Wait { request_id, kind: WaitKind::Question });
                 } else if prompt.starts_with("/fail") {
                     steps.extend(chunks("Working on it"));
@@ -90,7 +93,9 @@ impl DemoAgent {
                 }
                 let Some(Step::Wait { kind, .. }) = turn.steps.pop_front() else { return };
                 let reply = match (kind, resolution) {
-                    (WaitKind::Plan, Resolution::Approved) => "Plan approved. Done: all three steps complete.".to_string(),
+                    (WaitKind::Plan, Resolution::Approved) => {
+                        "Plan approved. Done: all three steps complete.".to_string()
+                    }
                     (WaitKind::Plan, Resolution::Denied(reason)) => format!("Plan denied ({reason}). I stopped."),
                     (WaitKind::Question, Resolution::Answered(a)) => format!("Thanks. Answer: {}", a.join(" | ")),
                     (WaitKind::Question, Resolution::Denied(reason)) => format!("No answer ({reason}). I stopped."),
@@ -120,7 +125,11 @@ impl DemoAgent {
                     Step::Propose { request_id, plan } => AgentEvent::Plan { request_id, plan },
                     Step::Ask { request_id, question } => AgentEvent::Question {
                         request_id,
-                        questions: vec![Question { question, options: vec!["yes".into(), "no".into()], multi_select: false }],
+                        questions: vec![Question {
+                            question,
+                            options: vec!["yes".into(), "no".into()],
+                            multi_select: false,
+                        }],
                     },
                     Step::Finish => {
                         finished.push(session.clone());
@@ -201,7 +210,8 @@ mod tests {
             resolution: Resolution::Denied("too risky".into()),
         });
         let events = run(&mut a);
-        let text: String = events.iter().filter_map(|e| if let AgentEvent::Delta(t) = e { Some(t.as_str()) } else { None }).collect();
+        let text: String =
+            events.iter().filter_map(|e| if let AgentEvent::Delta(t) = e { Some(t.as_str()) } else { None }).collect();
         assert!(text.contains("too risky"));
         assert_eq!(events.last(), Some(&AgentEvent::Done));
     }

@@ -214,7 +214,9 @@ fn make_backend(kind: &str, session: &SessionId, config: &ExternalConfig) -> Opt
 enum Phase {
     Running,
     /// Cancelled by the engine: output is swallowed until the agent acknowledges or `kill_at`.
-    Cancelling { kill_at: Instant },
+    Cancelling {
+        kill_at: Instant,
+    },
 }
 
 #[derive(Debug)]
@@ -496,10 +498,8 @@ impl SessionWorker {
                 self.apply(reaction);
             }
             ProcEvent::LineTooLong { limit } => {
-                let reason = format!(
-                    "{} wrote an output line longer than {limit} bytes; the turn was stopped",
-                    self.label()
-                );
+                let reason =
+                    format!("{} wrote an output line longer than {limit} bytes; the turn was stopped", self.label());
                 tracing::warn!(session = %self.session, %reason);
                 self.kill_process();
                 self.fail_or_drop(reason);

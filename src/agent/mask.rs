@@ -100,8 +100,7 @@ impl Masker {
     /// The built-in [`DEFAULT_PATTERNS`] plus the host's `extra` regexes (Rust `regex` syntax; a
     /// group named `secret` masks only that group).
     pub fn new(extra: &[String]) -> Result<Masker, MaskError> {
-        let all: Vec<&str> =
-            DEFAULT_PATTERNS.iter().map(|(_, p)| *p).chain(extra.iter().map(String::as_str)).collect();
+        let all: Vec<&str> = DEFAULT_PATTERNS.iter().map(|(_, p)| *p).chain(extra.iter().map(String::as_str)).collect();
         Masker::with_patterns(&all)
     }
 
@@ -175,12 +174,8 @@ impl Masker {
 
     /// Masks `hay[from..to]`, with `hay[..from]` as look-behind context.
     fn render(&self, hay: &str, from: usize, to: usize) -> String {
-        let mut secrets: Vec<(usize, usize)> = self
-            .matches(hay, from, to)
-            .into_iter()
-            .map(|(_, _, s, e)| (s, e.min(to)))
-            .filter(|(s, e)| s < e)
-            .collect();
+        let mut secrets: Vec<(usize, usize)> =
+            self.matches(hay, from, to).into_iter().map(|(_, _, s, e)| (s, e.min(to))).filter(|(s, e)| s < e).collect();
         secrets.sort_unstable();
         let mut out = String::with_capacity(to - from);
         let mut pos = from;

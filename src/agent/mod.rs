@@ -6,9 +6,9 @@
 //! their own threads and push their output into the engine's inbound channel as
 //! `Inbound::Agent`, so it is handled in the next tick like network input.
 
-pub mod demo;
 pub mod claude;
 pub mod command;
+pub mod demo;
 pub mod external;
 pub mod mask;
 pub mod process;
@@ -91,10 +91,7 @@ impl AgentRuntime for NoExternalAgents {
             let _ = self.tx.send(crate::engine::Inbound::Agent(AgentOutput {
                 session,
                 turn_id,
-                event: AgentEvent::Failed(format!(
-                    "the '{}' agent backend is not available in this host",
-                    spec.kind
-                )),
+                event: AgentEvent::Failed(format!("the '{}' agent backend is not available in this host", spec.kind)),
             }));
         }
     }

@@ -113,9 +113,7 @@ impl AgentProcess {
         let tail = stderr_tail.clone();
         let name = spec.program.clone();
         let threads = [
-            std::thread::Builder::new()
-                .name(format!("agent-stdin-{pid}"))
-                .spawn(move || write_lines(stdin, in_rx)),
+            std::thread::Builder::new().name(format!("agent-stdin-{pid}")).spawn(move || write_lines(stdin, in_rx)),
             std::thread::Builder::new()
                 .name(format!("agent-stdout-{pid}"))
                 .spawn(move || read_lines(stdout, ev_tx, max_line_bytes)),

@@ -82,7 +82,8 @@ impl Fake {
         match d["fake"].as_str().unwrap_or_default() {
             "handshake" => {
                 let Some(init) = self.read_until(|m| m["request"]["subtype"] == "initialize") else { exit(1) };
-                let response = json!({"commands": [], "output_style": "default", "available_output_styles": ["default"]});
+                let response =
+                    json!({"commands": [], "output_style": "default", "available_output_styles": ["default"]});
                 self.control_success(&init["request_id"], response);
             }
             "await_user" => {

@@ -260,7 +260,8 @@ impl Client {
             dispatch.closed(None);
         });
         let _ = engine.send(Inbound::OpenedHost { conn, sink });
-        let client = Client { outlet: Outlet::Engine { tx: engine, conn }, pending, next_id: Arc::new(AtomicU64::new(0)) };
+        let client =
+            Client { outlet: Outlet::Engine { tx: engine, conn }, pending, next_id: Arc::new(AtomicU64::new(0)) };
         (client, events)
     }
 

@@ -205,7 +205,12 @@ struct Joiner {
 }
 
 impl Joiner {
-    async fn run(mut self, mut client: Client, mut events: Events, stdin: &mut mpsc::UnboundedReceiver<String>) -> anyhow::Result<ExitCode> {
+    async fn run(
+        mut self,
+        mut client: Client,
+        mut events: Events,
+        stdin: &mut mpsc::UnboundedReceiver<String>,
+    ) -> anyhow::Result<ExitCode> {
         loop {
             tokio::select! {
                 line = stdin.recv() => {
@@ -266,17 +271,7 @@ impl Joiner {
             e => Failure::Retry(e.into()),
         })?;
         let resuming = self.resume_token.is_some();
-        let mut auth = self.authenticate(&client).await;
-        if resuming && matches!(&auth, Err(ClientError::Protocol(p)) if p.code == ErrorCode::Unauthenticated) {
-            // Our participant is gone (away past the grace period): come back as a new one.
-            self.resume_token = None;
-            auth = self.authenticate(&client).await;
-            if auth.is_ok() {
-                self.out.note("* you were away too long: joined again as a new participant");
-                self.sessions.clear();
-            }
-        }
-        let auth = match auth {
+        let auth = match self.authenticate(&client).await {
             Ok(a) => a,
             Err(e @ ClientError::Protocol(_)) => {
                 return Err(Failure::Final(anyhow::anyhow!("the host refused the link: {e}")));
@@ -287,6 +282,11 @@ impl Joiner {
         self.renderer.me = Some(auth.participant_id.clone());
         if resuming && auth.resumed {
             self.out.note(&format!("* reconnected as {}", auth.display_name));
+        } else if resuming {
+            self.out.note(&format!(
+                "* reconnected, but you were away too long: you are back as a new participant, {} ({})",
+                auth.display_name, auth.participant_id
+            ));
         } else {
             self.out.note(&format!(
                 "connected to {} as {} ({}, {}). Type /help for commands.",
@@ -339,9 +339,10 @@ impl Joiner {
             };
             match pick {
                 Some(id) => self.join_session(client, &id, None).await,
-                None if self.wanted.is_some() => {
-                    self.out.note(&format!("! no session {} is shared with you; type /sessions", self.wanted.as_ref().unwrap()))
-                }
+                None if self.wanted.is_some() => self.out.note(&format!(
+                    "! no session {} is shared with you; type /sessions",
+                    self.wanted.as_ref().unwrap()
+                )),
                 None => self.out.note("* no session is shared with you yet; type /sessions to look again"),
             }
         } else {
@@ -523,7 +524,8 @@ impl Joiner {
             }
             Some("leave") => {
                 if let Some(session) = self.current_or_note() {
-                    let r = self.request(client, Method::LeaveSession(SessionRef { session_id: session.clone() })).await;
+                    let r =
+                        self.request(client, Method::LeaveSession(SessionRef { session_id: session.clone() })).await;
                     match r {
                         Ok(_) => {
                             self.sessions.remove(&session);
@@ -580,7 +582,9 @@ impl Joiner {
         view.votes
             .values()
             .rev()
-            .find(|v| matches!(v.subject, VoteSubject::Plan { .. }) == plan && !matches!(v.subject, VoteSubject::Tool { .. }))
+            .find(|v| {
+                matches!(v.subject, VoteSubject::Plan { .. }) == plan && !matches!(v.subject, VoteSubject::Tool { .. })
+            })
             .map(|v| v.vote_id.clone())
     }
 
@@ -630,7 +634,10 @@ impl Joiner {
     }
 
     /// Reconnects with backoff. `Ok(None)`: the user quit meanwhile.
-    async fn reconnect(&mut self, stdin: &mut mpsc::UnboundedReceiver<String>) -> anyhow::Result<Option<(Client, Events)>> {
+    async fn reconnect(
+        &mut self,
+        stdin: &mut mpsc::UnboundedReceiver<String>,
+    ) -> anyhow::Result<Option<(Client, Events)>> {
         let mut delay = FIRST_BACKOFF;
         let mut typed: Vec<String> = Vec::new();
         loop {

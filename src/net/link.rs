@@ -276,6 +276,14 @@ mod tests {
     }
 
     #[test]
+    fn host_port_accepts_names_ipv4_and_bracketed_ipv6() {
+        assert_eq!(parse_host_port("example.org:80"), Ok(("example.org".into(), 80)));
+        assert_eq!(parse_host_port(" 10.0.0.1:7447 "), Ok(("10.0.0.1".into(), 7447)));
+        assert_eq!(parse_host_port("[::1]:9"), Ok(("::1".into(), 9)));
+        assert_eq!(parse_host_port("example.org"), Err(LinkError::MissingPort));
+    }
+
+    #[test]
     fn unbracketed_ipv6_is_refused_with_a_hint() {
         let err = Link::parse(&format!("roundtable://::1:7447/t#sha256={FP}")).unwrap_err();
         assert!(err.to_string().contains("brackets"), "{err}");

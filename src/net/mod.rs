@@ -105,7 +105,8 @@ pub fn run_connect(args: JoinArgs, data_dir: Option<&Path>) -> anyhow::Result<Ex
 /// `roundtable join`: the terminal client.
 pub fn run_join(args: JoinArgs, data_dir: Option<&Path>) -> anyhow::Result<ExitCode> {
     let data_dir = crate::paths::data_dir(data_dir)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().worker_threads(2).thread_name("net").build()?;
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().enable_all().worker_threads(2).thread_name("net").build()?;
     let code = runtime.block_on(join::join(args, data_dir));
     // stdin is read on a detached thread that may still be blocked in `read`; don't wait for it.
     runtime.shutdown_background();

@@ -190,7 +190,9 @@ impl Renderer {
                 view.streamed.clear();
                 let how = match t.reason {
                     TurnEndReason::Completed => "the agent finished".to_string(),
-                    TurnEndReason::Failed => format!("the agent failed: {}", t.error.as_deref().unwrap_or("no details")),
+                    TurnEndReason::Failed => {
+                        format!("the agent failed: {}", t.error.as_deref().unwrap_or("no details"))
+                    }
                     TurnEndReason::Cancelled => "the turn was cancelled".to_string(),
                     TurnEndReason::HolderGone => format!("{} left, turn released", self.name(&t.holder_id)),
                     TurnEndReason::AgentDied => {
@@ -225,7 +227,9 @@ impl Renderer {
                 }
                 let who = self.name_you(&p.participant_id);
                 match p.presence {
-                    PresenceState::Reconnecting => Some(format!("* {who} lost connection; waiting for them to come back")),
+                    PresenceState::Reconnecting => {
+                        Some(format!("* {who} lost connection; waiting for them to come back"))
+                    }
                     PresenceState::Connected if p.connections == 1 => Some(format!("* {who} is connected")),
                     _ => None,
                 }
@@ -332,7 +336,8 @@ impl Renderer {
             }
             DecidedBy::Host => "decided by the host".to_string(),
         };
-        let mine = self.me.as_ref().is_some_and(|me| v.required.contains(me));
+        // `None`: no voting hints (the host's activity log).
+        let mine = self.me.as_ref().map(|me| v.required.contains(me));
         let mut s = String::new();
         match &v.subject {
             VoteSubject::Plan { plan } => {
@@ -340,10 +345,10 @@ impl Renderer {
                 for line in plan.lines() {
                     let _ = writeln!(s, "  {line}");
                 }
-                if mine {
-                    s.push_str("Type /approve, or /deny REASON.");
-                } else {
-                    s.push_str("(your vote is not required)");
+                match mine {
+                    Some(true) => s.push_str("Type /approve, or /deny REASON."),
+                    Some(false) => s.push_str("(your vote is not required)"),
+                    None => {}
                 }
             }
             VoteSubject::Question { questions } => {
@@ -355,14 +360,13 @@ impl Renderer {
                     }
                     s.push('\n');
                 }
-                if mine {
-                    if questions.len() > 1 {
-                        s.push_str("Type /answer A|B|... (one answer per question, separated by |).");
-                    } else {
-                        s.push_str("Type /answer ANSWER.");
+                match mine {
+                    Some(true) if questions.len() > 1 => {
+                        s.push_str("Type /answer A|B|... (one answer per question, separated by |).")
                     }
-                } else {
-                    s.push_str("(your answer is not required)");
+                    Some(true) => s.push_str("Type /answer ANSWER."),
+                    Some(false) => s.push_str("(your answer is not required)"),
+                    None => {}
                 }
             }
             VoteSubject::Tool { tool, input } => {

@@ -134,13 +134,11 @@ async fn setup(client: &Client, log: &mut Renderer, args: &ServeArgs) -> anyhow:
                 .with_context(|| format!("cannot open a session in workspace {}", w.id))?;
         }
     }
+    // The host is always present in its sessions and receives their events without joining;
+    // the renderer only needs the titles.
     let sessions = list_sessions(client).await?;
     for s in &sessions {
-        let joined: JoinSessionResult = client
-            .call(Method::JoinSession(JoinSessionParams { session_id: s.id.clone(), since_seq: Some(s.last_seq) }))
-            .await
-            .with_context(|| format!("cannot follow session {}", s.id))?;
-        log.joined(&joined.session, &joined.roster);
+        log.joined(s, &[]);
     }
 
     let minted = if args.mint && !workspaces.is_empty() {
@@ -191,8 +189,12 @@ fn print_banner(host: &Host, data_dir: &std::path::Path, args: &ServeArgs, setup
         );
     }
     for w in &setup.workspaces {
-        let sessions: Vec<String> =
-            setup.sessions.iter().filter(|s| s.workspace_id == w.id).map(|s| format!("{} \"{}\"", s.id, s.title)).collect();
+        let sessions: Vec<String> = setup
+            .sessions
+            .iter()
+            .filter(|s| s.workspace_id == w.id)
+            .map(|s| format!("{} \"{}\"", s.id, s.title))
+            .collect();
         let _ = writeln!(out, "  workspace {} \"{}\" ({} agent): {}", w.id, w.name, w.agent, sessions.join(", "));
     }
     match &setup.minted {

@@ -343,6 +343,12 @@ async fn pump<S: AsyncRead + AsyncWrite + Unpin>(
                 }
                 Some(Err(WsError::Capacity(e))) => {
                     let _ = write.send(close_message(CloseCode::Size, "message too big")).await;
+                    // The rest of the oversize message is still arriving. Swallow it (briefly)
+                    // so the client can finish writing and read our close frame; closing the
+                    // socket with unread data would reset the connection and lose the frame.
+                    if let Ok(ws) = read.reunite(write) {
+                        discard_input(ws.into_inner()).await;
+                    }
                     return format!("client sent an oversize message: {e}");
                 }
                 Some(Err(e)) => return format!("read failed: {e}"),
@@ -359,6 +365,20 @@ fn close_message(code: CloseCode, reason: &str) -> Message {
         reason.pop();
     }
     Message::Close(Some(CloseFrame { code, reason: reason.into() }))
+}
+
+/// Reads and drops raw bytes until the peer closes or a second passes.
+async fn discard_input<S: AsyncRead + Unpin>(mut stream: S) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; 64 * 1024];
+    let drain = async {
+        while let Ok(n) = stream.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
 }
 
 /// After sending a close frame, gives the client a moment to answer it so the socket shuts down

@@ -301,7 +301,11 @@ mod tests {
         let f = EventFrame {
             session_id: Some(SessionId::nth(1)),
             seq: Some(4),
-            body: Event::TurnStarted(TurnStarted { turn_id: 2, holder_id: ParticipantId::nth(1), holder_name: "Ann".into() }),
+            body: Event::TurnStarted(TurnStarted {
+                turn_id: 2,
+                holder_id: ParticipantId::nth(1),
+                holder_name: "Ann".into(),
+            }),
         };
         let v: serde_json::Value = serde_json::from_str(&f.to_json()).unwrap();
         assert_eq!(v["event"], "turn_started");

@@ -594,7 +594,10 @@ mod tests {
 
     #[test]
     fn parses_a_well_formed_request() {
-        let r = Request::parse(r#"{"id":1,"method":"send_message","params":{"session_id":"s1","text":"hi","client_msg_id":"a"}}"#).unwrap();
+        let r = Request::parse(
+            r#"{"id":1,"method":"send_message","params":{"session_id":"s1","text":"hi","client_msg_id":"a"}}"#,
+        )
+        .unwrap();
         assert_eq!(r.method.name(), "send_message");
         assert_eq!(r.id, serde_json::json!(1));
     }
@@ -614,13 +617,15 @@ mod tests {
 
     #[test]
     fn wrong_param_types_are_invalid_params() {
-        let e = Request::parse(r#"{"id":2,"method":"vote_plan","params":{"vote_id":"v1","approve":"yes"}}"#).unwrap_err();
+        let e =
+            Request::parse(r#"{"id":2,"method":"vote_plan","params":{"vote_id":"v1","approve":"yes"}}"#).unwrap_err();
         assert_eq!(e.error.code, ErrorCode::InvalidParams);
     }
 
     #[test]
     fn oversize_frames_are_refused_before_parsing() {
-        let big = format!("{{\"id\":1,\"method\":\"ping\",\"params\":{{\"nonce\":\"{}\"}}}}", "x".repeat(MAX_FRAME_BYTES));
+        let big =
+            format!("{{\"id\":1,\"method\":\"ping\",\"params\":{{\"nonce\":\"{}\"}}}}", "x".repeat(MAX_FRAME_BYTES));
         assert_eq!(Request::parse(&big).unwrap_err().error.code, ErrorCode::FrameTooLarge);
     }
 

@@ -158,7 +158,12 @@ fn frame_matches(r: &Runner, e: &Expect, s: &Seen) -> Result<bool, String> {
             None => Ok(true),
         };
     }
-    let pattern = EventPattern { event: e.event.clone().unwrap_or_default(), session: e.session.clone(), seq: e.seq, payload: e.payload.clone() };
+    let pattern = EventPattern {
+        event: e.event.clone().unwrap_or_default(),
+        session: e.session.clone(),
+        seq: e.seq,
+        payload: e.payload.clone(),
+    };
     event_matches(r, &pattern, s)
 }
 
@@ -215,7 +220,12 @@ fn check_expect(r: &Runner, e: &Expect, label: &str) -> Vec<Failure> {
                 Ok(true) => matched.push(s),
                 Ok(false) => {}
                 Err(err) => {
-                    out.push(Failure { what: format!("{label}{note}: {err}"), who: Some(who.clone()), tick: None, time: None });
+                    out.push(Failure {
+                        what: format!("{label}{note}: {err}"),
+                        who: Some(who.clone()),
+                        tick: None,
+                        time: None,
+                    });
                     return out;
                 }
             }
@@ -233,7 +243,11 @@ fn check_expect(r: &Runner, e: &Expect, label: &str) -> Vec<Failure> {
             Some(n) if matched.len() != n => {
                 let last = matched.last();
                 out.push(Failure {
-                    what: format!("{label}{note}: {who} received {} {} time(s), expected {n}", describe(e), matched.len()),
+                    what: format!(
+                        "{label}{note}: {who} received {} {} time(s), expected {n}",
+                        describe(e),
+                        matched.len()
+                    ),
                     who: Some(who.clone()),
                     tick: last.map(|s| s.tick),
                     time: last.map(|s| s.time),
@@ -245,12 +259,18 @@ fn check_expect(r: &Runner, e: &Expect, label: &str) -> Vec<Failure> {
                     .iter()
                     .filter(|s| {
                         e.event.as_deref().is_some_and(|ev| s.json.get("event").and_then(Value::as_str) == Some(ev))
-                            || e.error.as_deref().is_some_and(|c| s.json.pointer("/error/code").and_then(Value::as_str) == Some(c))
+                            || e.error
+                                .as_deref()
+                                .is_some_and(|c| s.json.pointer("/error/code").and_then(Value::as_str) == Some(c))
                     })
                     .take(3)
                     .map(|s| format!("t={}: {}", s.time, s.json))
                     .collect();
-                let hint = if near.is_empty() { " (none of that kind arrived)".to_string() } else { format!("; closest: {}", near.join(" | ")) };
+                let hint = if near.is_empty() {
+                    " (none of that kind arrived)".to_string()
+                } else {
+                    format!("; closest: {}", near.join(" | "))
+                };
                 out.push(Failure {
                     what: format!("{label}{note}: {who} never received {}{hint}", describe(e)),
                     who: Some(who.clone()),
@@ -300,7 +320,8 @@ fn check_final(r: &mut Runner) -> Vec<Failure> {
     }
     let fin = r.sc.final_state.clone();
     let (tick, now) = (r.tick, r.now);
-    let mut fail = |what: String, who: Option<String>| out.push(Failure { what, who, tick: Some(tick), time: Some(now) });
+    let mut fail =
+        |what: String, who: Option<String>| out.push(Failure { what, who, tick: Some(tick), time: Some(now) });
     let participants = r.participants_state();
     for (sid, want) in &fin.sessions {
         let Some((s, lock, history)) = r.session_state(sid) else {
@@ -406,7 +427,10 @@ fn check_final(r: &mut Runner) -> Vec<Failure> {
             let seen = r.clients.get(handle).map(|c| c.last_seq(sid)).unwrap_or(0);
             if seen < last {
                 let missing = r.clients.get(handle).map(|c| c.missing_seqs(sid, last)).unwrap_or_default();
-                fail(format!("final: {handle} saw {sid} only up to seq {seen} of {last} (missing {missing:?})"), who.clone());
+                fail(
+                    format!("final: {handle} saw {sid} only up to seq {seen} of {last} (missing {missing:?})"),
+                    who.clone(),
+                );
             }
         }
     }
@@ -421,7 +445,10 @@ fn check_final(r: &mut Runner) -> Vec<Failure> {
                 Some(p) => (
                     p.get("outcome").and_then(Value::as_str).unwrap_or("").to_string(),
                     p.get("reason").and_then(Value::as_str).map(str::to_string),
-                    p.get("answers").and_then(Value::as_array).map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect()).unwrap_or_default(),
+                    p.get("answers")
+                        .and_then(Value::as_array)
+                        .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
+                        .unwrap_or_default(),
                     p.get("resolved_by").and_then(Value::as_str).map(str::to_string),
                 ),
                 None => {

@@ -96,9 +96,9 @@ pub fn load_all(paths: &[PathBuf]) -> Result<Vec<(PathBuf, Scenario)>, ScenarioE
 pub fn run_with(scenario: &Scenario, options: &RunOptions, transport: TransportKind) -> anyhow::Result<RunReport> {
     match transport {
         TransportKind::Memory => Ok(run_scenario(scenario, options)),
-        TransportKind::Ws => anyhow::bail!(
-            "the ws transport for scenarios is not available in this build; use --transport memory"
-        ),
+        TransportKind::Ws => {
+            anyhow::bail!("the ws transport for scenarios is not available in this build; use --transport memory")
+        }
     }
 }
 

@@ -155,8 +155,10 @@ pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 }
 
 /// A fresh store for a run. SQLite in memory, so a host restart reloads committed state.
-fn new_store() -> Box<dyn Store> {
-    Box::new(crate::persist::MemoryStore::default())
+fn new_store() -> Result<Box<dyn Store>, String> {
+    let store =
+        crate::store::SqliteStore::open_in_memory().map_err(|e| format!("cannot open the in-memory store: {e}"))?;
+    Ok(Box::new(store))
 }
 
 /// A frame a client received, parsed.
@@ -410,7 +412,7 @@ impl<'a> Runner<'a> {
     }
 
     fn start_engine(&mut self) -> Result<(), String> {
-        let engine = Engine::new(self.config.clone(), new_store()).map_err(|e| format!("engine start: {e}"))?;
+        let engine = Engine::new(self.config.clone(), new_store()?).map_err(|e| format!("engine start: {e}"))?;
         self.tx = Some(engine.sender());
         self.engine = Some(engine);
         Ok(())
@@ -482,7 +484,11 @@ impl<'a> Runner<'a> {
         }
         self.setup_tick()?;
         for (i, s) in self.sc.sessions.iter().enumerate() {
-            let ws = self.workspace_id(&s.workspace).ok_or(format!("session {}: unknown workspace `{}`", i + 1, s.workspace))?;
+            let ws = self.workspace_id(&s.workspace).ok_or(format!(
+                "session {}: unknown workspace `{}`",
+                i + 1,
+                s.workspace
+            ))?;
             let mut params = json!({"workspace_id": ws, "title": s.title});
             if let Some(d) = s.vote_deadline_ms {
                 params["vote_deadline_ms"] = json!(d);
@@ -538,7 +544,10 @@ impl<'a> Runner<'a> {
             Some(d) => d.display_name.clone().unwrap_or_else(|| capitalise(handle)),
             None => self.sc.host.name.clone(),
         };
-        let ip = def.as_ref().and_then(|d| d.addr.clone()).unwrap_or_else(|| format!("10.0.{}.{}", index / 250, index % 250 + 1));
+        let ip = def
+            .as_ref()
+            .and_then(|d| d.addr.clone())
+            .unwrap_or_else(|| format!("10.0.{}.{}", index / 250, index % 250 + 1));
         Client {
             handle: handle.to_string(),
             def,
@@ -590,9 +599,10 @@ impl<'a> Runner<'a> {
 
     /// A workspace id from a name or an id.
     pub fn workspace_id(&self, name_or_id: &str) -> Option<String> {
-        self.workspace_ids.get(name_or_id).cloned().or_else(|| {
-            self.workspace_ids.values().any(|id| id == name_or_id).then(|| name_or_id.to_string())
-        })
+        self.workspace_ids
+            .get(name_or_id)
+            .cloned()
+            .or_else(|| self.workspace_ids.values().any(|id| id == name_or_id).then(|| name_or_id.to_string()))
     }
 
     /// Sessions a participant joins by default: every declared session in its share's scope.
@@ -727,7 +737,22 @@ impl<'a> Runner<'a> {
         if let Some(id) = json.get("id") {
             if json.get("result").is_some() || json.get("error").is_some() {
                 let key = id.to_string();
-                let p = self.clients.get_mut(name).expect("client").conns[index].pending.remove(&key);
+                let cn = &mut self.clients.get_mut(name).expect("client").conns[index];
+                let mut p = cn.pending.remove(&key);
+                if p.is_none() && id.is_null() {
+                    // Frames refused before their id could be read (oversized) are answered
+                    // with a null id: attribute it to the earliest raw step still waiting.
+                    let raw = cn
+                        .pending
+                        .iter()
+                        .filter(|(_, p)| p.method == "raw")
+                        .min_by_key(|(_, p)| match p.purpose {
+                            Purpose::Step(i) => i,
+                            Purpose::Auto => usize::MAX,
+                        })
+                        .map(|(k, _)| k.clone());
+                    p = raw.and_then(|k| cn.pending.remove(&k));
+                }
                 if let Some(p) = p {
                     self.on_response(name, index, p, json, tick, time);
                 }
@@ -778,7 +803,8 @@ impl<'a> Runner<'a> {
                     let c = self.clients.get_mut(name).expect("client");
                     c.admitted = true;
                     let joins = c.want_join.clone();
-                    let authed: Vec<usize> = (0..c.conns.len()).filter(|&i| c.conns[i].open && c.conns[i].authed).collect();
+                    let authed: Vec<usize> =
+                        (0..c.conns.len()).filter(|&i| c.conns[i].open && c.conns[i].authed).collect();
                     for i in authed {
                         for s in &joins {
                             self.join(name, Some(i), s, None, Purpose::Auto);
@@ -824,8 +850,9 @@ impl<'a> Runner<'a> {
                     // Setup: extra connections authenticate with the resume token, then every
                     // connection joins the participant's sessions.
                     if first_auth && !resumed {
-                        let extra: Vec<usize> =
-                            (0..c.conns.len()).filter(|&i| i != index && c.conns[i].open && !c.conns[i].authed).collect();
+                        let extra: Vec<usize> = (0..c.conns.len())
+                            .filter(|&i| i != index && c.conns[i].open && !c.conns[i].authed)
+                            .collect();
                         let share = c.def.as_ref().and_then(|d| d.share.clone()).unwrap_or_default();
                         let token = self.tokens.get(&share).cloned().unwrap_or_default();
                         let resume = c.resume.clone();
@@ -865,7 +892,8 @@ impl<'a> Runner<'a> {
                 }
             }
             "mint_share" | "rotate_share" => {
-                let label = p.label.or_else(|| result.pointer("/share/label").and_then(Value::as_str).map(str::to_string));
+                let label =
+                    p.label.or_else(|| result.pointer("/share/label").and_then(Value::as_str).map(str::to_string));
                 if let (Some(label), Some(token)) = (label, result.get("token").and_then(Value::as_str)) {
                     if let Some(old) = self.tokens.insert(label.clone(), token.to_string()) {
                         self.old_tokens.insert(label.clone(), old);
@@ -956,7 +984,9 @@ impl<'a> Runner<'a> {
                 let rejoin = params.get("rejoin").and_then(Value::as_bool).unwrap_or(true);
                 let token = match (get_str("token"), get_str("share")) {
                     (Some(t), _) => t,
-                    (None, Some(label)) => self.tokens.get(&label).cloned().ok_or(format!("unknown share `{label}`"))?,
+                    (None, Some(label)) => {
+                        self.tokens.get(&label).cloned().ok_or(format!("unknown share `{label}`"))?
+                    }
                     (None, None) => self.client_token(who)?,
                 };
                 self.reconnect(who, token, resume, rejoin, get_str("display_name"), Some(i));
@@ -966,7 +996,11 @@ impl<'a> Runner<'a> {
                 allow(&["capacity"])?;
                 let c = &self.clients[who];
                 let n = conn.or_else(|| c.latest_open()).ok_or(format!("{who} has no open connection"))?;
-                c.conns.get(n).ok_or(format!("{who} has no connection {n}"))?.sink.set_slow(get_u64("capacity").unwrap_or(0) as usize);
+                c.conns
+                    .get(n)
+                    .ok_or(format!("{who} has no connection {n}"))?
+                    .sink
+                    .set_slow(get_u64("capacity").unwrap_or(0) as usize);
                 Ok(())
             }
             "release" => {
@@ -1134,13 +1168,22 @@ impl<'a> Runner<'a> {
     }
 
     fn client_token(&self, who: &str) -> Result<String, String> {
-        let share = self.clients[who].def.as_ref().and_then(|d| d.share.clone()).ok_or(format!("{who} has no share"))?;
+        let share =
+            self.clients[who].def.as_ref().and_then(|d| d.share.clone()).ok_or(format!("{who} has no share"))?;
         self.tokens.get(&share).cloned().ok_or(format!("share `{share}` has no token"))
     }
 
     /// Opens a new connection and authenticates with the resume token, then rejoins every
     /// session with `since_seq` = the last seq this participant saw.
-    fn reconnect(&mut self, who: &str, token: String, resume: bool, rejoin: bool, name: Option<String>, step: Option<usize>) {
+    fn reconnect(
+        &mut self,
+        who: &str,
+        token: String,
+        resume: bool,
+        rejoin: bool,
+        name: Option<String>,
+        step: Option<usize>,
+    ) {
         let index = self.open_conn(who);
         let c = &self.clients[who];
         let mut params = json!({"token": token, "display_name": name.unwrap_or(c.display_name.clone())});
@@ -1259,6 +1302,7 @@ impl<'a> Runner<'a> {
             ("share", l) => self.share_ids.get(l).cloned(),
             ("workspace", w) => self.workspace_id(w),
             ("dir", w) => self.workspace_dirs.get(w).map(|d| d.display().to_string()),
+            ("pad", n) => n.parse::<usize>().ok().filter(|n| *n <= 1 << 24).map(|n| "x".repeat(n)),
             ("resume", h) => self.clients.get(h).and_then(|c| c.resume.clone()),
             ("name", h) => self.clients.get(h).and_then(|c| c.assigned_name.clone().or(Some(c.display_name.clone()))),
             (h, "") => self.clients.get(h).and_then(|c| c.pid.clone()),
@@ -1374,7 +1418,11 @@ impl<'a> Runner<'a> {
 
     /// Handle of a participant id (`host`, `ann`), or the id itself.
     pub fn handle_of(&self, pid: &str) -> String {
-        self.clients.values().find(|c| c.pid.as_deref() == Some(pid)).map(|c| c.handle.clone()).unwrap_or(pid.to_string())
+        self.clients
+            .values()
+            .find(|c| c.pid.as_deref() == Some(pid))
+            .map(|c| c.handle.clone())
+            .unwrap_or(pid.to_string())
     }
 
     /// Frames received by a handle.
@@ -1389,7 +1437,15 @@ impl<'a> Runner<'a> {
 }
 
 fn pending(method: &str, purpose: Purpose) -> Pending {
-    Pending { method: method.to_string(), purpose, session: None, label: None, workspace: None, setup: false, rejoin: false }
+    Pending {
+        method: method.to_string(),
+        purpose,
+        session: None,
+        label: None,
+        workspace: None,
+        setup: false,
+        rejoin: false,
+    }
 }
 
 fn write_file(path: &std::path::Path, content: &str) -> Result<(), String> {

@@ -23,7 +23,15 @@ use std::time::Instant;
 const NAMES: [&str; 6] = ["ann", "bob", "cat", "dan", "eve", "fay"];
 
 /// Message texts: plain chat and the demo agent's commands.
-const TEXTS: [&str; 7] = ["hello", "/plan refactor the parser", "/ask deploy", "/fail", "a longer message that streams over several ticks", "/plan", "ok"];
+const TEXTS: [&str; 7] = [
+    "hello",
+    "/plan refactor the parser",
+    "/ask deploy",
+    "/fail",
+    "a longer message that streams over several ticks",
+    "/plan",
+    "ok",
+];
 
 /// Frames that are not valid requests.
 const BAD_FRAMES: [&str; 6] = [
@@ -71,7 +79,13 @@ pub fn generate(seed: u64, steps: u64) -> Scenario {
         let name = ["app", "lib"][w].to_string();
         let files = BTreeMap::from([("README.md".to_string(), format!("# {name}\n"))]);
         let outside = BTreeMap::from([("secret.txt".to_string(), "outside\n".to_string())]);
-        sc.workspaces.push(WorkspaceDef { name, files, outside_files: outside, symlinks: BTreeMap::new(), agent: None });
+        sc.workspaces.push(WorkspaceDef {
+            name,
+            files,
+            outside_files: outside,
+            symlinks: BTreeMap::new(),
+            agent: None,
+        });
     }
     let nsessions = rng.random_range(1..=3);
     for s in 0..nsessions {
@@ -81,7 +95,11 @@ pub fn generate(seed: u64, steps: u64) -> Scenario {
     }
     let nshares = rng.random_range(1..=3);
     for s in 0..nshares {
-        let workspaces = if nws > 1 && rng.random_bool(0.4) { vec![sc.workspaces[rng.random_range(0..nws)].name.clone()] } else { Vec::new() };
+        let workspaces = if nws > 1 && rng.random_bool(0.4) {
+            vec![sc.workspaces[rng.random_range(0..nws)].name.clone()]
+        } else {
+            Vec::new()
+        };
         sc.shares.push(ShareDef {
             label: format!("share{s}"),
             workspaces,
@@ -196,7 +214,10 @@ pub fn generate(seed: u64, steps: u64) -> Scenario {
             }
             76..=77 => {
                 set("session", session.into());
-                set("path", (*["README.md", "../secret.txt", "missing.md"].choose(&mut rng).expect("non-empty")).into());
+                set(
+                    "path",
+                    (*["README.md", "../secret.txt", "missing.md"].choose(&mut rng).expect("non-empty")).into(),
+                );
                 (who, "read_workspace_file")
             }
             78..=81 => (who, *["ping", "list_workspaces", "list_sessions"].choose(&mut rng).expect("non-empty")),
@@ -307,7 +328,8 @@ pub fn shrink(scenario: &Scenario, budget: usize) -> Scenario {
     let mut i = 0;
     while i < best.participants.len() && runs < budget {
         let name = best.participants[i].name.clone();
-        let used = best.steps.iter().any(|s| s.who == name || s.params.values().any(|v| v.as_str() == Some(name.as_str())));
+        let used =
+            best.steps.iter().any(|s| s.who == name || s.params.values().any(|v| v.as_str() == Some(name.as_str())));
         if !used {
             let mut candidate = best.clone();
             candidate.participants.remove(i);
@@ -323,7 +345,11 @@ pub fn shrink(scenario: &Scenario, budget: usize) -> Scenario {
 }
 
 /// Writes a replayable scenario for a failing seed; returns its path.
-pub fn write_replay(dir: &std::path::Path, outcome: &SeedOutcome, minimal: &Scenario) -> anyhow::Result<std::path::PathBuf> {
+pub fn write_replay(
+    dir: &std::path::Path,
+    outcome: &SeedOutcome,
+    minimal: &Scenario,
+) -> anyhow::Result<std::path::PathBuf> {
     std::fs::create_dir_all(dir)?;
     let path = dir.join(format!("simulate-seed-{}.toml", outcome.seed));
     let mut s = minimal.clone();

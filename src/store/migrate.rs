@@ -53,3 +53,33 @@ fn check_not_newer(found: u32, path: &str) -> Result<(), StoreError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_sql_file_in_migrations_is_embedded_in_order() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+        let mut files: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter_map(|name| name.strip_suffix(".sql").map(str::to_string))
+            .collect();
+        files.sort();
+        let embedded: Vec<String> = MIGRATIONS.iter().map(|(name, _)| name.to_string()).collect();
+        assert_eq!(files, embedded);
+        for (i, name) in embedded.iter().enumerate() {
+            assert!(name.starts_with(&format!("{:04}_", i + 1)), "{name} is not migration {}", i + 1);
+        }
+    }
+
+    #[test]
+    fn migrating_twice_is_a_no_op() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        assert_eq!(migrate(&mut conn, ":memory:").unwrap(), 0);
+        assert_eq!(version(&conn).unwrap(), LATEST);
+        assert_eq!(migrate(&mut conn, ":memory:").unwrap(), LATEST);
+        assert_eq!(version(&conn).unwrap(), LATEST);
+    }
+}

@@ -8,8 +8,8 @@ use super::turn_lock::end_turn;
 use crate::agent::{AgentCommand, AgentEvent, AgentOutput};
 use crate::components::*;
 use crate::persist::PersistBatch;
-use crate::protocol::*;
 use crate::protocol::Event;
+use crate::protocol::*;
 use bevy_ecs::prelude::*;
 use std::sync::Arc;
 
@@ -18,9 +18,12 @@ pub fn dispatch_agent_commands(mut agents: ResMut<Agents>, index: Res<Index>, se
     let queued = std::mem::take(&mut agents.queued);
     for cmd in queued {
         let session = match &cmd {
-            AgentCommand::StartTurn { session, .. } | AgentCommand::Resolve { session, .. } | AgentCommand::Cancel { session, .. } => session,
+            AgentCommand::StartTurn { session, .. }
+            | AgentCommand::Resolve { session, .. }
+            | AgentCommand::Cancel { session, .. } => session,
         };
-        let is_demo = index.sessions.get(session).and_then(|&e| sessions.get(e).ok()).is_none_or(|s| s.agent.kind == "demo");
+        let is_demo =
+            index.sessions.get(session).and_then(|&e| sessions.get(e).ok()).is_none_or(|s| s.agent.kind == "demo");
         if is_demo {
             agents.demo.handle(cmd);
         } else {
@@ -62,19 +65,58 @@ pub fn apply_agent_output(
                 staged.0.push(Outgoing::Delta { session: out.session.clone(), turn_id: out.turn_id, text, frame });
             }
             AgentEvent::Plan { request_id, plan } => {
-                votes.write(VoteRequested { session: out.session, turn_id: out.turn_id, request_id, subject: VoteSubject::Plan { plan } });
+                votes.write(VoteRequested {
+                    session: out.session,
+                    turn_id: out.turn_id,
+                    request_id,
+                    subject: VoteSubject::Plan { plan },
+                });
             }
             AgentEvent::Question { request_id, questions } => {
-                votes.write(VoteRequested { session: out.session, turn_id: out.turn_id, request_id, subject: VoteSubject::Question { questions } });
+                votes.write(VoteRequested {
+                    session: out.session,
+                    turn_id: out.turn_id,
+                    request_id,
+                    subject: VoteSubject::Question { questions },
+                });
             }
             AgentEvent::ToolRequest { request_id, tool, input } => {
-                votes.write(VoteRequested { session: out.session, turn_id: out.turn_id, request_id, subject: VoteSubject::Tool { tool, input } });
+                votes.write(VoteRequested {
+                    session: out.session,
+                    turn_id: out.turn_id,
+                    request_id,
+                    subject: VoteSubject::Tool { tool, input },
+                });
             }
             AgentEvent::Done => {
-                end_turn(&mut session, &mut lock, &mut log, &mut history, TurnEndReason::Completed, None, clock.now, &mut counters, &mut batch, &mut staged, &mut closed);
+                end_turn(
+                    &mut session,
+                    &mut lock,
+                    &mut log,
+                    &mut history,
+                    TurnEndReason::Completed,
+                    None,
+                    clock.now,
+                    &mut counters,
+                    &mut batch,
+                    &mut staged,
+                    &mut closed,
+                );
             }
             AgentEvent::Failed(reason) => {
-                end_turn(&mut session, &mut lock, &mut log, &mut history, TurnEndReason::Failed, Some(reason), clock.now, &mut counters, &mut batch, &mut staged, &mut closed);
+                end_turn(
+                    &mut session,
+                    &mut lock,
+                    &mut log,
+                    &mut history,
+                    TurnEndReason::Failed,
+                    Some(reason),
+                    clock.now,
+                    &mut counters,
+                    &mut batch,
+                    &mut staged,
+                    &mut closed,
+                );
             }
         }
     }

@@ -9,8 +9,8 @@ use crate::components::{AuthState, Connection, EventLog, Participant, Presence, 
 use crate::engine::EngineConfig;
 use crate::ids::{ConnId, ParticipantId};
 use crate::persist::{AuditRow, PersistBatch, StoreOp};
-use crate::protocol::*;
 use crate::protocol::Event;
+use crate::protocol::*;
 use crate::token;
 use bevy_ecs::prelude::*;
 use std::collections::BTreeSet;
@@ -131,9 +131,10 @@ pub fn authenticate(
         }
 
         // 2. A pairing token.
-        let share_entity = index.shares.values().copied().find(|&se| {
-            shares.get(se).is_ok_and(|s| token::matches(&params.token, &s.token_hash) && s.usable(now))
-        });
+        let share_entity =
+            index.shares.values().copied().find(|&se| {
+                shares.get(se).is_ok_and(|s| token::matches(&params.token, &s.token_hash) && s.usable(now))
+            });
         let Some(se) = share_entity else {
             failures.0.entry(addr.clone()).or_default().push_back(now);
             tracing::info!(%addr, "authentication failed");

@@ -47,7 +47,9 @@ fn enqueue_delta(outbox: &mut Outbox, session: &SessionId, turn_id: u64, text: &
     if outbox.resync.contains_key(session) {
         return;
     }
-    if let Some(OutFrame { kind: OutKind::Delta { session: s, turn_id: t, text: prev }, frame: f }) = outbox.queue.back_mut() {
+    if let Some(OutFrame { kind: OutKind::Delta { session: s, turn_id: t, text: prev }, frame: f }) =
+        outbox.queue.back_mut()
+    {
         if s == session && *t == turn_id {
             prev.push_str(text);
             *f = event_frame(

@@ -37,7 +37,11 @@ pub fn state_digest(world: &mut World) -> String {
             h.messages.len()
         );
         for m in &h.messages {
-            let _ = writeln!(out, "  message {} seq={} author={}({:?}) text={:?}", m.id, m.seq, m.author_id, m.author_name, m.text);
+            let _ = writeln!(
+                out,
+                "  message {} seq={} author={}({:?}) text={:?}",
+                m.id, m.seq, m.author_id, m.author_name, m.text
+            );
         }
     }
     for e in sh {
@@ -84,7 +88,8 @@ pub fn state_digest(world: &mut World) -> String {
                 .map(|o| format!("{:?} by {} reason={:?} answers={:?}", o.outcome, o.resolved_by, o.reason, o.answers))
                 .unwrap_or_else(|| "open".into());
             let req: Vec<String> = v.required.iter().map(|r| r.to_string()).collect();
-            let _ = writeln!(out, "vote {} session={} required=[{}] outcome={}", v.id, v.session, req.join(","), outcome);
+            let _ =
+                writeln!(out, "vote {} session={} required=[{}] outcome={}", v.id, v.session, req.join(","), outcome);
         }
     }
     out

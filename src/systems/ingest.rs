@@ -89,10 +89,8 @@ fn handle_frame(world: &mut World, conn: crate::ids::ConnId, text: String, now: 
     let null = serde_json::Value::Null;
     if !allowed {
         // Answer without parsing: a flood must cost us as little as possible.
-        let id = serde_json::from_str::<serde_json::Value>(&text)
-            .ok()
-            .and_then(|v| v.get("id").cloned())
-            .unwrap_or(null);
+        let id =
+            serde_json::from_str::<serde_json::Value>(&text).ok().and_then(|v| v.get("id").cloned()).unwrap_or(null);
         reply_err(
             &mut world.resource_mut::<Staged>(),
             conn,
@@ -112,9 +110,7 @@ fn handle_frame(world: &mut World, conn: crate::ids::ConnId, text: String, now: 
     let gate = match (&auth, &req.method) {
         (_, Method::Ping(_)) => None,
         (AuthState::Pending { .. }, Method::Authenticate(_)) => None,
-        (AuthState::Pending { .. }, _) => {
-            Some((ErrorCode::Unauthenticated, "authenticate first".to_string()))
-        }
+        (AuthState::Pending { .. }, _) => Some((ErrorCode::Unauthenticated, "authenticate first".to_string())),
         (AuthState::Authenticated(_), Method::Authenticate(_)) => {
             Some((ErrorCode::AlreadyAuthenticated, "this connection is already authenticated".to_string()))
         }

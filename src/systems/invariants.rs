@@ -20,7 +20,8 @@ pub fn check_invariants(
     mut violations: ResMut<Violations>,
 ) {
     let mut found: Vec<String> = Vec::new();
-    let participant = |id: &crate::ids::ParticipantId| index.participants.get(id).and_then(|&e| participants.get(e).ok());
+    let participant =
+        |id: &crate::ids::ParticipantId| index.participants.get(id).and_then(|&e| participants.get(e).ok());
     for (sid, &se) in index.sessions.iter() {
         let Ok((_, lock, log)) = sessions.get(se) else { continue };
         if let Some(h) = &lock.holder {
@@ -55,7 +56,8 @@ pub fn check_invariants(
         let Ok(p) = participants.get(pe) else { continue };
         let share = p.share.as_ref().and_then(|s| index.shares.get(s)).and_then(|&e| shares.get(e).ok());
         for s in &p.sessions {
-            let Some(ws) = index.sessions.get(s).and_then(|&e| sessions.get(e).ok()).map(|(s, ..)| s.workspace.clone()) else {
+            let Some(ws) = index.sessions.get(s).and_then(|&e| sessions.get(e).ok()).map(|(s, ..)| s.workspace.clone())
+            else {
                 found.push(format!("participant {pid}: joined unknown session {s}"));
                 continue;
             };

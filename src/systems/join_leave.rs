@@ -10,12 +10,16 @@ use super::util::{emit, in_scope, reply_err, reply_ok, send_direct};
 use crate::components::*;
 use crate::ids::{ParticipantId, SessionId};
 use crate::persist::{PersistBatch, StoreOp};
-use crate::protocol::*;
 use crate::protocol::Event;
+use crate::protocol::*;
 use bevy_ecs::prelude::*;
 
 /// Roster of a session: present members, sorted by id.
-pub fn roster(session: &SessionId, participants: &mut dyn Iterator<Item = &Participant>, me: Option<&ParticipantId>) -> Vec<RosterEntry> {
+pub fn roster(
+    session: &SessionId,
+    participants: &mut dyn Iterator<Item = &Participant>,
+    me: Option<&ParticipantId>,
+) -> Vec<RosterEntry> {
     let mut rows: Vec<RosterEntry> = participants
         .filter(|p| p.presence.is_present() && p.sessions.contains(session))
         .map(|p| {
@@ -29,7 +33,11 @@ pub fn roster(session: &SessionId, participants: &mut dyn Iterator<Item = &Parti
 }
 
 /// Open votes of a session as `VoteOpened` payloads, by vote id.
-pub fn open_votes(index: &crate::systems::resources::Index, votes: &Query<&PendingVote>, session: &SessionId) -> Vec<VoteOpened> {
+pub fn open_votes(
+    index: &crate::systems::resources::Index,
+    votes: &Query<&PendingVote>,
+    session: &SessionId,
+) -> Vec<VoteOpened> {
     index
         .votes
         .values()
@@ -97,18 +105,28 @@ pub fn join_leave(
                 }
                 let last_seq = log.last_seq();
                 let replay = since_seq.and_then(|s| log.since(s)).filter(|ev| ev.len() <= Outbox::CAPACITY / 2);
-                let catch_up = match (&replay, since_seq) {
-                    (Some(ev), _) if ev.is_empty() => CatchUp::None,
-                    (Some(_), _) => CatchUp::Events,
-                    (None, _) => CatchUp::Snapshot,
+                let catch_up = match &replay {
+                    Some(ev) if ev.is_empty() => CatchUp::None,
+                    Some(_) => CatchUp::Events,
+                    None => CatchUp::Snapshot,
                 };
-                let info = session_info(session, lock, &log, &mut participants.iter().map(|p| p), &session.agent.kind);
+                let info = session_info(session, lock, &log, &mut participants.iter(), &session.agent.kind);
                 let rows = roster(&session_id, &mut participants.iter(), Some(&pid));
-                reply_ok(&mut staged, req.conn, &req.id, JoinSessionResult { session: info.clone(), roster: rows.clone(), you: pid.clone(), catch_up });
+                reply_ok(
+                    &mut staged,
+                    req.conn,
+                    &req.id,
+                    JoinSessionResult { session: info.clone(), roster: rows.clone(), you: pid.clone(), catch_up },
+                );
                 match replay {
                     Some(events) => {
                         for (seq, frame) in events {
-                            staged.0.push(Outgoing::Direct { conn: req.conn, frame, session: Some(session_id.clone()), seq: Some(seq) });
+                            staged.0.push(Outgoing::Direct {
+                                conn: req.conn,
+                                frame,
+                                session: Some(session_id.clone()),
+                                seq: Some(seq),
+                            });
                         }
                     }
                     None => {
@@ -145,12 +163,24 @@ pub fn join_leave(
             }
             None => {
                 if pid.is_host() {
-                    reply_err(&mut staged, req.conn, &req.id, ErrorCode::Forbidden, "the host is always present in its sessions");
+                    reply_err(
+                        &mut staged,
+                        req.conn,
+                        &req.id,
+                        ErrorCode::Forbidden,
+                        "the host is always present in its sessions",
+                    );
                     continue;
                 }
                 let mut me = participants.get_mut(pe).expect("indexed");
                 if !me.sessions.contains(&session_id) {
-                    reply_err(&mut staged, req.conn, &req.id, ErrorCode::NotJoined, format!("you have not joined {session_id}"));
+                    reply_err(
+                        &mut staged,
+                        req.conn,
+                        &req.id,
+                        ErrorCode::NotJoined,
+                        format!("you have not joined {session_id}"),
+                    );
                     continue;
                 }
                 let (_, _, mut log, _) = sessions.get_mut(se).expect("indexed");

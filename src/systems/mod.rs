@@ -42,7 +42,9 @@ impl Installer for CoreInstaller {
         world.init_resource::<ingest::ReloadShares>();
         world.init_resource::<restore::Recovery>();
         add_messages(world);
-        schedule.add_systems((ingest::ingest, restore::recover, share_lifecycle::reload_shares).chain().in_set(TickSet::Ingest));
+        schedule.add_systems(
+            (ingest::ingest, restore::recover, share_lifecycle::reload_shares).chain().in_set(TickSet::Ingest),
+        );
     }
 }
 
@@ -70,7 +72,9 @@ pub struct PresenceInstaller;
 impl Installer for PresenceInstaller {
     fn install(&self, _world: &mut World, schedule: &mut Schedule) {
         schedule.add_systems(
-            (presence::connection_closed, presence::grace_expiry, join_leave::join_leave).chain().in_set(TickSet::Presence),
+            (presence::connection_closed, presence::grace_expiry, join_leave::join_leave)
+                .chain()
+                .in_set(TickSet::Presence),
         );
     }
 }
@@ -79,7 +83,8 @@ impl Installer for PresenceInstaller {
 pub struct ModerationInstaller;
 impl Installer for ModerationInstaller {
     fn install(&self, _world: &mut World, schedule: &mut Schedule) {
-        schedule.add_systems((moderation::moderation, session_admin::session_admin).chain().in_set(TickSet::Moderation));
+        schedule
+            .add_systems((moderation::moderation, session_admin::session_admin).chain().in_set(TickSet::Moderation));
     }
 }
 
@@ -88,7 +93,9 @@ pub struct TurnInstaller;
 impl Installer for TurnInstaller {
     fn install(&self, _world: &mut World, schedule: &mut Schedule) {
         schedule.add_systems(
-            (turn_lock::send_message, turn_lock::cancel_turn, turn_lock::release_on_departure).chain().in_set(TickSet::Turn),
+            (turn_lock::send_message, turn_lock::cancel_turn, turn_lock::release_on_departure)
+                .chain()
+                .in_set(TickSet::Turn),
         );
     }
 }

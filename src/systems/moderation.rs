@@ -7,8 +7,8 @@ use super::resources::*;
 use super::util::{emit, reply_err, reply_ok};
 use crate::components::*;
 use crate::persist::{AuditRow, PersistBatch, StoreOp};
-use crate::protocol::*;
 use crate::protocol::Event;
+use crate::protocol::*;
 use bevy_ecs::prelude::*;
 use std::sync::Arc;
 
@@ -72,7 +72,13 @@ pub fn moderation(
             Method::Admit(_) | Method::Refuse(_) => {
                 let admit = matches!(req.method, Method::Admit(_));
                 if p.admission != Admission::Pending {
-                    reply_err(&mut staged, req.conn, &req.id, ErrorCode::InvalidParams, format!("{target} is not waiting in the lobby"));
+                    reply_err(
+                        &mut staged,
+                        req.conn,
+                        &req.id,
+                        ErrorCode::InvalidParams,
+                        format!("{target} is not waiting in the lobby"),
+                    );
                     continue;
                 }
                 action = if admit { "admitted" } else { "refused" };

@@ -104,7 +104,13 @@ pub fn queries(
             Method::ReadWorkspaceFile(p) => {
                 let Some((me, share)) = caller(&index, &conns, &participants, &shares, req.conn) else { continue };
                 let Some((s, _, _)) = visible_session(&index, &sessions, me, share, &p.session_id) else {
-                    reply_err(&mut staged, req.conn, &req.id, ErrorCode::NotFound, format!("no session {}", p.session_id));
+                    reply_err(
+                        &mut staged,
+                        req.conn,
+                        &req.id,
+                        ErrorCode::NotFound,
+                        format!("no session {}", p.session_id),
+                    );
                     continue;
                 };
                 let Some(w) = index.workspaces.get(&s.workspace).and_then(|&e| workspaces.get(e).ok()) else {
@@ -112,12 +118,9 @@ pub fn queries(
                     continue;
                 };
                 match read_confined(Path::new(&w.dir), &p.path, config.max_file_bytes) {
-                    Ok((size, content)) => reply_ok(
-                        &mut staged,
-                        req.conn,
-                        &req.id,
-                        ReadFileResult { path: p.path.clone(), size, content },
-                    ),
+                    Ok((size, content)) => {
+                        reply_ok(&mut staged, req.conn, &req.id, ReadFileResult { path: p.path.clone(), size, content })
+                    }
                     Err(m) => reply_err(&mut staged, req.conn, &req.id, ErrorCode::FileRefused, m),
                 }
             }

@@ -9,8 +9,8 @@ use crate::components::*;
 use crate::engine::EngineConfig;
 use crate::ids::ParticipantId;
 use crate::persist::{AuditRow, PersistBatch, Restored, StoreOp};
-use crate::protocol::*;
 use crate::protocol::Event;
+use crate::protocol::*;
 use bevy_ecs::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -47,13 +47,17 @@ pub fn restore_world(world: &mut World, r: Restored) {
         let mut history = History::default();
         for m in messages.remove(&s.id).unwrap_or_default() {
             if let Some(c) = &m.client_msg_id {
-                history.client_ids.insert((ParticipantId(m.author_id.clone()), c.clone()), (m.id.clone(), m.seq, m.text.clone()));
+                history
+                    .client_ids
+                    .insert((ParticipantId(m.author_id.clone()), c.clone()), (m.id.clone(), m.seq, m.text.clone()));
             }
             history.messages.push(m);
         }
-        let tail = events.remove(&s.id).unwrap_or_default().into_iter().map(|e| (e.seq, Arc::<str>::from(e.frame))).collect();
+        let tail =
+            events.remove(&s.id).unwrap_or_default().into_iter().map(|e| (e.seq, Arc::<str>::from(e.frame))).collect();
         let log = EventLog { next_seq: s.next_seq.max(1), tail };
-        let lock = TurnLock { holder: s.turn_holder.clone(), turn_id: s.turn_id, streamed: String::new(), consensus: true };
+        let lock =
+            TurnLock { holder: s.turn_holder.clone(), turn_id: s.turn_id, streamed: String::new(), consensus: true };
         let session = Session {
             id: s.id.clone(),
             workspace: s.workspace,
@@ -121,7 +125,8 @@ pub fn restore_world(world: &mut World, r: Restored) {
             tracing::warn!(vote = %v.id, "unreadable vote subject; skipped");
             continue;
         };
-        let decided_by = serde_json::from_value(serde_json::Value::String(v.decided_by.clone())).unwrap_or(DecidedBy::Consensus);
+        let decided_by =
+            serde_json::from_value(serde_json::Value::String(v.decided_by.clone())).unwrap_or(DecidedBy::Consensus);
         let outcome = v.outcome.as_ref().map(|o| Resolved {
             outcome: serde_json::from_value(serde_json::Value::String(o.clone())).unwrap_or(VoteOutcome::Denied),
             reason: v.reason.clone(),
@@ -192,13 +197,24 @@ pub fn recover(
             continue;
         }
         let reason = "host restarted; the agent that asked is gone".to_string();
-        v.outcome = Some(Resolved { outcome: VoteOutcome::Denied, reason: Some(reason.clone()), answers: vec![], resolved_by: "system".into() });
+        v.outcome = Some(Resolved {
+            outcome: VoteOutcome::Denied,
+            reason: Some(reason.clone()),
+            answers: vec![],
+            resolved_by: "system".into(),
+        });
         batch.push(StoreOp::PutVote(super::vote_open::vote_row(&v)));
         if let Some((_, _, mut log, _)) = index.sessions.get(&v.session).and_then(|&e| sessions.get_mut(e).ok()) {
             emit(
                 &mut log,
                 &v.session,
-                Event::VoteResolved(VoteResolved { vote_id: vid.clone(), outcome: VoteOutcome::Denied, reason: Some(reason), answers: vec![], resolved_by: "system".into() }),
+                Event::VoteResolved(VoteResolved {
+                    vote_id: vid.clone(),
+                    outcome: VoteOutcome::Denied,
+                    reason: Some(reason),
+                    answers: vec![],
+                    resolved_by: "system".into(),
+                }),
                 &mut batch,
                 &mut staged,
             );
@@ -220,7 +236,13 @@ pub fn recover(
                 &mut staged,
                 &mut closed,
             );
-            batch.push(StoreOp::Audit(AuditRow { at: clock.now, actor: "system".into(), action: "turn_closed".into(), target: sid.to_string(), detail: "agent died (host restart)".into() }));
+            batch.push(StoreOp::Audit(AuditRow {
+                at: clock.now,
+                actor: "system".into(),
+                action: "turn_closed".into(),
+                target: sid.to_string(),
+                detail: "agent died (host restart)".into(),
+            }));
         } else if session.status != SessionStatus::Idle {
             session.status = SessionStatus::Idle;
             batch.push(StoreOp::PutSession(session.row(&lock, &log)));

@@ -7,8 +7,8 @@ use super::util::{emit, reply_err, reply_ok};
 use crate::components::*;
 use crate::ids::{MessageId, ParticipantId, SessionId, WorkspaceId};
 use crate::persist::{AuditRow, MessageRow, PersistBatch, StoreOp};
-use crate::protocol::*;
 use crate::protocol::Event;
+use crate::protocol::*;
 use bevy_ecs::prelude::*;
 
 #[allow(clippy::too_many_arguments)]
@@ -29,7 +29,13 @@ pub fn session_admin(
         match &req.method {
             Method::AddWorkspace(p) => {
                 if p.name.trim().is_empty() || p.dir.trim().is_empty() {
-                    reply_err(&mut staged, req.conn, &req.id, ErrorCode::InvalidParams, "name and dir must not be empty");
+                    reply_err(
+                        &mut staged,
+                        req.conn,
+                        &req.id,
+                        ErrorCode::InvalidParams,
+                        "name and dir must not be empty",
+                    );
                     continue;
                 }
                 counters.workspace += 1;
@@ -48,7 +54,13 @@ pub fn session_admin(
             }
             Method::CreateSession(p) => {
                 let Some(w) = index.workspaces.get(&p.workspace_id).and_then(|&e| workspaces.get(e).ok()) else {
-                    reply_err(&mut staged, req.conn, &req.id, ErrorCode::NotFound, format!("no workspace {}", p.workspace_id));
+                    reply_err(
+                        &mut staged,
+                        req.conn,
+                        &req.id,
+                        ErrorCode::NotFound,
+                        format!("no workspace {}", p.workspace_id),
+                    );
                     continue;
                 };
                 counters.session += 1;
@@ -71,8 +83,16 @@ pub fn session_admin(
                 reply_ok(&mut staged, req.conn, &req.id, info);
             }
             Method::RenameSession(p) => {
-                let Some((mut s, lock, mut log, _)) = index.sessions.get(&p.session_id).and_then(|&e| sessions.get_mut(e).ok()) else {
-                    reply_err(&mut staged, req.conn, &req.id, ErrorCode::NotFound, format!("no session {}", p.session_id));
+                let Some((mut s, lock, mut log, _)) =
+                    index.sessions.get(&p.session_id).and_then(|&e| sessions.get_mut(e).ok())
+                else {
+                    reply_err(
+                        &mut staged,
+                        req.conn,
+                        &req.id,
+                        ErrorCode::NotFound,
+                        format!("no session {}", p.session_id),
+                    );
                     continue;
                 };
                 s.title = title_or(&p.title, &s.title.clone());
@@ -82,22 +102,49 @@ pub fn session_admin(
                 reply_ok(&mut staged, req.conn, &req.id, Ack { ok: true });
             }
             Method::ClearSession(p) => {
-                let Some((s, lock, mut log, mut history)) = index.sessions.get(&p.session_id).and_then(|&e| sessions.get_mut(e).ok()) else {
-                    reply_err(&mut staged, req.conn, &req.id, ErrorCode::NotFound, format!("no session {}", p.session_id));
+                let Some((s, lock, mut log, mut history)) =
+                    index.sessions.get(&p.session_id).and_then(|&e| sessions.get_mut(e).ok())
+                else {
+                    reply_err(
+                        &mut staged,
+                        req.conn,
+                        &req.id,
+                        ErrorCode::NotFound,
+                        format!("no session {}", p.session_id),
+                    );
                     continue;
                 };
                 history.messages.clear();
                 history.client_ids.clear();
                 log.tail.clear();
                 batch.push(StoreOp::ClearSession(p.session_id.clone()));
-                emit(&mut log, &p.session_id, Event::HistoryReplaced(HistoryReplaced { reason: "cleared by the host".into() }), &mut batch, &mut staged);
+                emit(
+                    &mut log,
+                    &p.session_id,
+                    Event::HistoryReplaced(HistoryReplaced { reason: "cleared by the host".into() }),
+                    &mut batch,
+                    &mut staged,
+                );
                 batch.push(StoreOp::PutSession(s.row(lock, &log)));
-                batch.push(StoreOp::Audit(AuditRow { at: now, actor: "host".into(), action: "session_cleared".into(), target: p.session_id.to_string(), detail: String::new() }));
+                batch.push(StoreOp::Audit(AuditRow {
+                    at: now,
+                    actor: "host".into(),
+                    action: "session_cleared".into(),
+                    target: p.session_id.to_string(),
+                    detail: String::new(),
+                }));
                 reply_ok(&mut staged, req.conn, &req.id, Ack { ok: true });
             }
             Method::ForkSession(p) => {
-                let Some((src, _, _, history)) = index.sessions.get(&p.session_id).and_then(|&e| sessions.get(e).ok()) else {
-                    reply_err(&mut staged, req.conn, &req.id, ErrorCode::NotFound, format!("no session {}", p.session_id));
+                let Some((src, _, _, history)) = index.sessions.get(&p.session_id).and_then(|&e| sessions.get(e).ok())
+                else {
+                    reply_err(
+                        &mut staged,
+                        req.conn,
+                        &req.id,
+                        ErrorCode::NotFound,
+                        format!("no session {}", p.session_id),
+                    );
                     continue;
                 };
                 counters.session += 1;
@@ -105,7 +152,11 @@ pub fn session_admin(
                 let session = Session {
                     id: id.clone(),
                     workspace: src.workspace.clone(),
-                    title: p.title.clone().map(|t| title_or(&t, "Fork")).unwrap_or_else(|| format!("{} (fork)", src.title)),
+                    title: p
+                        .title
+                        .clone()
+                        .map(|t| title_or(&t, "Fork"))
+                        .unwrap_or_else(|| format!("{} (fork)", src.title)),
                     status: SessionStatus::Idle,
                     agent: src.agent.clone(),
                     vote_deadline_ms: src.vote_deadline_ms,
@@ -127,7 +178,8 @@ pub fn session_admin(
                         client_msg_id: None,
                     });
                     let seq = emit(&mut log, &id, body, &mut batch, &mut staged);
-                    let row = MessageRow { id: mid, session: id.clone(), seq, client_msg_id: None, created_at: now, ..m };
+                    let row =
+                        MessageRow { id: mid, session: id.clone(), seq, client_msg_id: None, created_at: now, ..m };
                     batch.push(StoreOp::PutMessage(row.clone()));
                     copy.messages.push(row);
                 }

@@ -60,7 +60,13 @@ pub fn share_admin(
         match &req.method {
             Method::MintShare(p) => {
                 if p.workspaces.is_empty() {
-                    reply_err(&mut staged, req.conn, &req.id, ErrorCode::InvalidParams, "a share needs at least one workspace");
+                    reply_err(
+                        &mut staged,
+                        req.conn,
+                        &req.id,
+                        ErrorCode::InvalidParams,
+                        "a share needs at least one workspace",
+                    );
                     continue;
                 }
                 if let Some(missing) = p.workspaces.iter().find(|w| !index.workspaces.contains_key(*w)) {
@@ -68,7 +74,13 @@ pub fn share_admin(
                     continue;
                 }
                 if p.role == Role::Host {
-                    reply_err(&mut staged, req.conn, &req.id, ErrorCode::InvalidParams, "role must be participant or observer");
+                    reply_err(
+                        &mut staged,
+                        req.conn,
+                        &req.id,
+                        ErrorCode::InvalidParams,
+                        "role must be participant or observer",
+                    );
                     continue;
                 }
                 counters.share += 1;
@@ -98,18 +110,15 @@ pub fn share_admin(
                     target: id.to_string(),
                     detail: p.label.clone(),
                 }));
-                let result = MintShareResult { share: info(&share, &participants), link: link(&config, &tok), token: tok };
+                let result =
+                    MintShareResult { share: info(&share, &participants), link: link(&config, &tok), token: tok };
                 let e = commands.spawn(share).id();
                 index.shares.insert(id, e);
                 reply_ok(&mut staged, req.conn, &req.id, result);
             }
             Method::ListShares(_) => {
-                let list: Vec<ShareInfo> = index
-                    .shares
-                    .values()
-                    .filter_map(|&e| shares.get(e).ok())
-                    .map(|s| info(s, &participants))
-                    .collect();
+                let list: Vec<ShareInfo> =
+                    index.shares.values().filter_map(|&e| shares.get(e).ok()).map(|s| info(s, &participants)).collect();
                 reply_ok(&mut staged, req.conn, &req.id, ListSharesResult { shares: list });
             }
             Method::RevokeShare(r) | Method::RotateShare(r) => {
@@ -139,7 +148,8 @@ pub fn share_admin(
                         target: s.id.to_string(),
                         detail: String::new(),
                     }));
-                    let result = MintShareResult { share: info(&s, &participants), link: link(&config, &tok), token: tok };
+                    let result =
+                        MintShareResult { share: info(&s, &participants), link: link(&config, &tok), token: tok };
                     reply_ok(&mut staged, req.conn, &req.id, result);
                 }
             }

@@ -12,8 +12,8 @@ use crate::components::*;
 use crate::engine::EngineConfig;
 use crate::ids::{MessageId, ParticipantId, SessionId};
 use crate::persist::{MessageRow, PersistBatch, StoreOp};
-use crate::protocol::*;
 use crate::protocol::Event;
+use crate::protocol::*;
 use bevy_ecs::prelude::*;
 
 /// Longest accepted message text, in bytes.
@@ -49,7 +49,11 @@ pub fn end_turn(
         staged,
     );
     batch.push(StoreOp::PutSession(session.row(lock, log)));
-    closed.write(TurnClosed { session: session.id.clone(), turn_id: lock.turn_id, reason: format!("turn ended ({reason:?})").to_lowercase() });
+    closed.write(TurnClosed {
+        session: session.id.clone(),
+        turn_id: lock.turn_id,
+        reason: format!("turn ended ({reason:?})").to_lowercase(),
+    });
 }
 
 /// Posts the agent's reply as a message authored by `agent`.
@@ -117,8 +121,11 @@ pub fn send_message(
             continue;
         };
         let share = me.share.as_ref().and_then(|s| index.shares.get(s)).and_then(|&e| shares.get(e).ok());
-        let Some((mut session, mut lock, mut log, mut history)) =
-            index.sessions.get(&p.session_id).and_then(|&e| sessions.get_mut(e).ok()).filter(|(s, ..)| in_scope(me, share, &s.workspace))
+        let Some((mut session, mut lock, mut log, mut history)) = index
+            .sessions
+            .get(&p.session_id)
+            .and_then(|&e| sessions.get_mut(e).ok())
+            .filter(|(s, ..)| in_scope(me, share, &s.workspace))
         else {
             reply_err(&mut staged, req.conn, &req.id, ErrorCode::NotFound, format!("no session {}", p.session_id));
             continue;
@@ -136,19 +143,42 @@ pub fn send_message(
             continue;
         }
         if p.client_msg_id.is_empty() || p.client_msg_id.chars().count() > 128 {
-            reply_err(&mut staged, req.conn, &req.id, ErrorCode::InvalidParams, "client_msg_id must be 1-128 characters");
+            reply_err(
+                &mut staged,
+                req.conn,
+                &req.id,
+                ErrorCode::InvalidParams,
+                "client_msg_id must be 1-128 characters",
+            );
             continue;
         }
         if p.text.trim().is_empty() || p.text.len() > MAX_TEXT_BYTES {
-            reply_err(&mut staged, req.conn, &req.id, ErrorCode::InvalidParams, format!("text must be non-empty and at most {MAX_TEXT_BYTES} bytes"));
+            reply_err(
+                &mut staged,
+                req.conn,
+                &req.id,
+                ErrorCode::InvalidParams,
+                format!("text must be non-empty and at most {MAX_TEXT_BYTES} bytes"),
+            );
             continue;
         }
         // Idempotent retry: same author + client_msg_id → same result, nothing new.
         if let Some((mid, seq, text)) = history.client_ids.get(&(me.id.clone(), p.client_msg_id.clone())) {
             if *text == p.text {
-                reply_ok(&mut staged, req.conn, &req.id, SendMessageResult { message_id: mid.clone(), seq: *seq, duplicate: true });
+                reply_ok(
+                    &mut staged,
+                    req.conn,
+                    &req.id,
+                    SendMessageResult { message_id: mid.clone(), seq: *seq, duplicate: true },
+                );
             } else {
-                reply_err(&mut staged, req.conn, &req.id, ErrorCode::DuplicateClientMsgId, "this client_msg_id was already used for a different message");
+                reply_err(
+                    &mut staged,
+                    req.conn,
+                    &req.id,
+                    ErrorCode::DuplicateClientMsgId,
+                    "this client_msg_id was already used for a different message",
+                );
             }
             continue;
         }
@@ -210,12 +240,21 @@ pub fn send_message(
         emit(
             &mut log,
             &session.id.clone(),
-            Event::TurnStarted(TurnStarted { turn_id: lock.turn_id, holder_id: me.id.clone(), holder_name: me.display_name.clone() }),
+            Event::TurnStarted(TurnStarted {
+                turn_id: lock.turn_id,
+                holder_id: me.id.clone(),
+                holder_name: me.display_name.clone(),
+            }),
             &mut batch,
             &mut staged,
         );
         batch.push(StoreOp::PutSession(session.row(&lock, &log)));
-        let dir = index.workspaces.get(&session.workspace).and_then(|&e| workspaces.get(e).ok()).map(|w| w.dir.clone()).unwrap_or_default();
+        let dir = index
+            .workspaces
+            .get(&session.workspace)
+            .and_then(|&e| workspaces.get(e).ok())
+            .map(|w| w.dir.clone())
+            .unwrap_or_default();
         agents.queued.push(AgentCommand::StartTurn {
             session: session.id.clone(),
             turn_id: lock.turn_id,
@@ -257,8 +296,11 @@ pub fn cancel_turn(
             continue;
         };
         let share = me.share.as_ref().and_then(|s| index.shares.get(s)).and_then(|&e| shares.get(e).ok());
-        let Some((mut session, mut lock, mut log, mut history)) =
-            index.sessions.get(&p.session_id).and_then(|&e| sessions.get_mut(e).ok()).filter(|(s, ..)| in_scope(me, share, &s.workspace))
+        let Some((mut session, mut lock, mut log, mut history)) = index
+            .sessions
+            .get(&p.session_id)
+            .and_then(|&e| sessions.get_mut(e).ok())
+            .filter(|(s, ..)| in_scope(me, share, &s.workspace))
         else {
             reply_err(&mut staged, req.conn, &req.id, ErrorCode::NotFound, format!("no session {}", p.session_id));
             continue;
@@ -268,11 +310,29 @@ pub fn cancel_turn(
             continue;
         };
         if holder != me.id && !me.id.is_host() {
-            reply_err(&mut staged, req.conn, &req.id, ErrorCode::Forbidden, "only the turn holder or the host can cancel");
+            reply_err(
+                &mut staged,
+                req.conn,
+                &req.id,
+                ErrorCode::Forbidden,
+                "only the turn holder or the host can cancel",
+            );
             continue;
         }
         let turn_id = lock.turn_id;
-        end_turn(&mut session, &mut lock, &mut log, &mut history, TurnEndReason::Cancelled, None, clock.now, &mut counters, &mut batch, &mut staged, &mut closed);
+        end_turn(
+            &mut session,
+            &mut lock,
+            &mut log,
+            &mut history,
+            TurnEndReason::Cancelled,
+            None,
+            clock.now,
+            &mut counters,
+            &mut batch,
+            &mut staged,
+            &mut closed,
+        );
         agents.queued.push(AgentCommand::Cancel { session: p.session_id.clone(), turn_id });
         reply_ok(&mut staged, req.conn, &req.id, Ack { ok: true });
     }
@@ -297,12 +357,26 @@ pub fn release_on_departure(
     }
     let ids: Vec<SessionId> = index.sessions.keys().cloned().collect();
     for sid in ids {
-        let Ok((mut session, mut lock, mut log, mut history)) = sessions.get_mut(index.sessions[&sid]) else { continue };
+        let Ok((mut session, mut lock, mut log, mut history)) = sessions.get_mut(index.sessions[&sid]) else {
+            continue;
+        };
         if !lock.holder.as_ref().is_some_and(|h| gone.contains(h)) {
             continue;
         }
         let turn_id = lock.turn_id;
-        end_turn(&mut session, &mut lock, &mut log, &mut history, TurnEndReason::HolderGone, Some("the turn holder left".into()), clock.now, &mut counters, &mut batch, &mut staged, &mut closed);
+        end_turn(
+            &mut session,
+            &mut lock,
+            &mut log,
+            &mut history,
+            TurnEndReason::HolderGone,
+            Some("the turn holder left".into()),
+            clock.now,
+            &mut counters,
+            &mut batch,
+            &mut staged,
+            &mut closed,
+        );
         agents.queued.push(AgentCommand::Cancel { session: sid, turn_id });
     }
 }

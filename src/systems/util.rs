@@ -18,8 +18,7 @@ pub fn reply_ok(staged: &mut Staged, conn: ConnId, id: &Value, result: impl Seri
 
 /// Stages `{"id": id, "error": {"code", "message"}}` for `conn`.
 pub fn reply_err(staged: &mut Staged, conn: ConnId, id: &Value, code: ErrorCode, message: impl Into<String>) {
-    let frame: Frame =
-        Arc::from(json!({ "id": id, "error": { "code": code, "message": message.into() } }).to_string());
+    let frame: Frame = Arc::from(json!({ "id": id, "error": { "code": code, "message": message.into() } }).to_string());
     staged.0.push(Outgoing::Direct { conn, frame, session: None, seq: None });
 }
 
@@ -31,7 +30,13 @@ pub fn send_direct(staged: &mut Staged, conn: ConnId, session: Option<SessionId>
 
 /// Emits a session event: assigns the next seq, logs it, persists it and stages it for every
 /// member of the session. Returns the seq.
-pub fn emit(log: &mut EventLog, session: &SessionId, body: Event, batch: &mut PersistBatch, staged: &mut Staged) -> u64 {
+pub fn emit(
+    log: &mut EventLog,
+    session: &SessionId,
+    body: Event,
+    batch: &mut PersistBatch,
+    staged: &mut Staged,
+) -> u64 {
     if log.next_seq == 0 {
         log.next_seq = 1;
     }

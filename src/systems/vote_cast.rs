@@ -6,8 +6,8 @@ use super::resources::*;
 use super::util::{emit, in_scope, reply_err, reply_ok};
 use crate::components::*;
 use crate::persist::{AuditRow, BallotRow, PersistBatch, StoreOp};
-use crate::protocol::*;
 use crate::protocol::Event;
+use crate::protocol::*;
 use bevy_ecs::prelude::*;
 
 /// Progress payload for a vote.
@@ -65,32 +65,67 @@ pub fn cast_ballot(
         };
         let share = me.share.as_ref().and_then(|s| index.shares.get(s)).and_then(|&e| shares.get(e).ok());
         let Some(mut vote) = index.votes.get(vote_id).and_then(|&e| votes.get_mut(e).ok()).filter(|v| {
-            index.sessions.get(&v.session).and_then(|&e| sessions.get(e).ok()).is_some_and(|(s, _)| in_scope(me, share, &s.workspace))
+            index
+                .sessions
+                .get(&v.session)
+                .and_then(|&e| sessions.get(e).ok())
+                .is_some_and(|(s, _)| in_scope(me, share, &s.workspace))
         }) else {
             reply_err(&mut staged, req.conn, &req.id, ErrorCode::NotFound, format!("no vote {vote_id}"));
             continue;
         };
         if !me.can_write() {
-            reply_err(&mut staged, req.conn, &req.id, ErrorCode::Forbidden, "observers can read but not vote or answer");
+            reply_err(
+                &mut staged,
+                req.conn,
+                &req.id,
+                ErrorCode::Forbidden,
+                "observers can read but not vote or answer",
+            );
             continue;
         }
         if vote.outcome.is_some() {
-            reply_err(&mut staged, req.conn, &req.id, ErrorCode::StaleVote, format!("vote {vote_id} is already resolved"));
+            reply_err(
+                &mut staged,
+                req.conn,
+                &req.id,
+                ErrorCode::StaleVote,
+                format!("vote {vote_id} is already resolved"),
+            );
             continue;
         }
         match (&vote.subject, &ballot) {
-            (VoteSubject::Question { questions }, Ballot::Answer(a)) => {
-                if a.len() != questions.len() || a.iter().any(|x| x.trim().is_empty()) {
-                    reply_err(&mut staged, req.conn, &req.id, ErrorCode::InvalidParams, format!("give exactly {} non-empty answer(s), one per question", questions.len()));
-                    continue;
-                }
+            (VoteSubject::Question { questions }, Ballot::Answer(a))
+                if a.len() != questions.len() || a.iter().any(|x| x.trim().is_empty()) =>
+            {
+                reply_err(
+                    &mut staged,
+                    req.conn,
+                    &req.id,
+                    ErrorCode::InvalidParams,
+                    format!("give exactly {} non-empty answer(s), one per question", questions.len()),
+                );
+                continue;
             }
+            (VoteSubject::Question { .. }, Ballot::Answer(_)) => {}
             (VoteSubject::Question { .. }, _) => {
-                reply_err(&mut staged, req.conn, &req.id, ErrorCode::InvalidParams, format!("{vote_id} is a question: use answer_question"));
+                reply_err(
+                    &mut staged,
+                    req.conn,
+                    &req.id,
+                    ErrorCode::InvalidParams,
+                    format!("{vote_id} is a question: use answer_question"),
+                );
                 continue;
             }
             (_, Ballot::Answer(_)) => {
-                reply_err(&mut staged, req.conn, &req.id, ErrorCode::InvalidParams, format!("{vote_id} is an approval: use vote_plan"));
+                reply_err(
+                    &mut staged,
+                    req.conn,
+                    &req.id,
+                    ErrorCode::InvalidParams,
+                    format!("{vote_id} is an approval: use vote_plan"),
+                );
                 continue;
             }
             _ => {}
@@ -100,7 +135,13 @@ pub fn cast_ballot(
         } else if vote.required.contains(&me.id) {
             vote.ballots.insert(me.id.clone(), ballot.clone());
         } else {
-            reply_err(&mut staged, req.conn, &req.id, ErrorCode::NotAVoter, format!("you are not a required voter of {vote_id}"));
+            reply_err(
+                &mut staged,
+                req.conn,
+                &req.id,
+                ErrorCode::NotAVoter,
+                format!("you are not a required voter of {vote_id}"),
+            );
             continue;
         }
         let (choice, detail) = match &ballot {
@@ -108,8 +149,20 @@ pub fn cast_ballot(
             Ballot::Deny(r) => ("deny", Some(r.clone())),
             Ballot::Answer(a) => ("answer", Some(serde_json::to_string(a).expect("strings serialise"))),
         };
-        batch.push(StoreOp::PutBallot(BallotRow { vote: vote.id.clone(), voter: me.id.clone(), choice: choice.into(), detail, at: clock.now }));
-        batch.push(StoreOp::Audit(AuditRow { at: clock.now, actor: me.id.to_string(), action: "voted".into(), target: vote.id.to_string(), detail: choice.into() }));
+        batch.push(StoreOp::PutBallot(BallotRow {
+            vote: vote.id.clone(),
+            voter: me.id.clone(),
+            choice: choice.into(),
+            detail,
+            at: clock.now,
+        }));
+        batch.push(StoreOp::Audit(AuditRow {
+            at: clock.now,
+            actor: me.id.to_string(),
+            action: "voted".into(),
+            target: vote.id.to_string(),
+            detail: choice.into(),
+        }));
         if let Some((_, mut log)) = index.sessions.get(&vote.session).and_then(|&e| sessions.get_mut(e).ok()) {
             emit(&mut log, &vote.session, Event::VoteProgress(progress(&vote)), &mut batch, &mut staged);
         }

@@ -75,7 +75,12 @@ pub fn evaluate(vote: &PendingVote, names: &BTreeMap<ParticipantId, String>) -> 
                     merge_answers(&per)
                 })
                 .collect();
-            Some(Resolved { outcome: VoteOutcome::Answered, reason: None, answers: merged, resolved_by: "consensus".into() })
+            Some(Resolved {
+                outcome: VoteOutcome::Answered,
+                reason: None,
+                answers: merged,
+                resolved_by: "consensus".into(),
+            })
         }
     }
 }
@@ -168,7 +173,9 @@ mod tests {
 
     #[test]
     fn differing_answers_are_combined_by_name() {
-        let q = VoteSubject::Question { questions: vec![Question { question: "q".into(), options: vec![], multi_select: false }] };
+        let q = VoteSubject::Question {
+            questions: vec![Question { question: "q".into(), options: vec![], multi_select: false }],
+        };
         let mut v = vote(q, &[1, 2]);
         v.ballots.insert(ParticipantId::nth(2), Ballot::Answer(vec!["no".into()]));
         v.ballots.insert(ParticipantId::nth(1), Ballot::Answer(vec!["yes".into()]));
@@ -185,11 +192,7 @@ mod tests {
     }
 
     fn op() -> impl Strategy<Value = Op> {
-        prop_oneof![
-            (1u64..6).prop_map(Op::Approve),
-            (1u64..6).prop_map(Op::Deny),
-            (1u64..6).prop_map(Op::Remove),
-        ]
+        prop_oneof![(1u64..6).prop_map(Op::Approve), (1u64..6).prop_map(Op::Deny), (1u64..6).prop_map(Op::Remove),]
     }
 
     proptest! {

@@ -8,8 +8,8 @@ use crate::components::*;
 use crate::engine::EngineConfig;
 use crate::ids::VoteId;
 use crate::persist::{AuditRow, PersistBatch, StoreOp, VoteRow};
-use crate::protocol::*;
 use crate::protocol::Event;
+use crate::protocol::*;
 use bevy_ecs::prelude::*;
 use std::collections::BTreeSet;
 
@@ -33,7 +33,8 @@ pub fn open_vote(
         let Ok((mut session, lock, mut log)) = sessions.get_mut(se) else { continue };
         let Some(holder) = lock.holder.clone() else { continue };
         let holder_p = index.participants.get(&holder).and_then(|&e| participants.get(e).ok());
-        let holder_share = holder_p.and_then(|p| p.share.as_ref()).and_then(|s| index.shares.get(s)).and_then(|&e| shares.get(e).ok());
+        let holder_share =
+            holder_p.and_then(|p| p.share.as_ref()).and_then(|s| index.shares.get(s)).and_then(|&e| shares.get(e).ok());
         let eligible = |p: &Participant| {
             p.presence.is_present() && !p.muted && p.role == Role::Participant && p.sessions.contains(&req.session)
         };
@@ -49,12 +50,14 @@ pub fn open_vote(
                     .map(|p| p.id.clone())
                     .collect(),
             ),
-            (_, false) => (
-                DecidedBy::Holder,
-                holder_p.filter(|p| eligible(p)).map(|p| p.id.clone()).into_iter().collect(),
-            ),
+            (_, false) => {
+                (DecidedBy::Holder, holder_p.filter(|p| eligible(p)).map(|p| p.id.clone()).into_iter().collect())
+            }
         };
-        let deadline_ms = session.vote_deadline_ms.or(holder_share.and_then(|s| s.vote_deadline_ms)).or(config.default_vote_deadline_ms);
+        let deadline_ms = session
+            .vote_deadline_ms
+            .or(holder_share.and_then(|s| s.vote_deadline_ms))
+            .or(config.default_vote_deadline_ms);
         counters.vote += 1;
         let id = VoteId::nth(counters.vote);
         let vote = PendingVote {
@@ -115,10 +118,15 @@ pub fn vote_row(v: &PendingVote) -> VoteRow {
         turn_id: v.turn_id,
         request_id: v.request_id.clone(),
         subject_json: serde_json::to_string(&v.subject).expect("subject serialises"),
-        decided_by: serde_json::to_value(v.decided_by).ok().and_then(|x| x.as_str().map(String::from)).unwrap_or_default(),
+        decided_by: serde_json::to_value(v.decided_by)
+            .ok()
+            .and_then(|x| x.as_str().map(String::from))
+            .unwrap_or_default(),
         required: v.required.iter().cloned().collect(),
         deadline: v.deadline,
-        outcome: v.outcome.as_ref().map(|o| serde_json::to_value(o.outcome).ok().and_then(|x| x.as_str().map(String::from)).unwrap_or_default()),
+        outcome: v.outcome.as_ref().map(|o| {
+            serde_json::to_value(o.outcome).ok().and_then(|x| x.as_str().map(String::from)).unwrap_or_default()
+        }),
         reason: v.outcome.as_ref().and_then(|o| o.reason.clone()),
         opened_at: v.opened_at,
     }

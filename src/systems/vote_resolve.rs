@@ -9,8 +9,8 @@ use crate::agent::{AgentCommand, Resolution};
 use crate::components::*;
 use crate::ids::ParticipantId;
 use crate::persist::{AuditRow, PersistBatch, StoreOp};
-use crate::protocol::*;
 use crate::protocol::Event;
+use crate::protocol::*;
 use bevy_ecs::prelude::*;
 use std::collections::BTreeMap;
 
@@ -38,13 +38,26 @@ pub fn resolve_votes(
         let ended = closed.iter().find(|c| c.session == vote.session && c.turn_id == vote.turn_id);
         let (resolved, tell_agent) = if let Some(c) = ended {
             (
-                Resolved { outcome: VoteOutcome::Denied, reason: Some(c.reason.clone()), answers: vec![], resolved_by: "system".into() },
+                Resolved {
+                    outcome: VoteOutcome::Denied,
+                    reason: Some(c.reason.clone()),
+                    answers: vec![],
+                    resolved_by: "system".into(),
+                },
                 false,
             )
         } else if let Some(r) = evaluate(&vote, &names) {
             (r, true)
         } else if vote.deadline.is_some_and(|d| d <= now) {
-            (Resolved { outcome: VoteOutcome::Denied, reason: Some("timed out".into()), answers: vec![], resolved_by: "deadline".into() }, true)
+            (
+                Resolved {
+                    outcome: VoteOutcome::Denied,
+                    reason: Some("timed out".into()),
+                    answers: vec![],
+                    resolved_by: "deadline".into(),
+                },
+                true,
+            )
         } else {
             continue;
         };
@@ -55,9 +68,16 @@ pub fn resolve_votes(
             actor: resolved.resolved_by.clone(),
             action: "vote_resolved".into(),
             target: vote.id.to_string(),
-            detail: format!("{:?}{}", resolved.outcome, resolved.reason.as_ref().map(|r| format!(": {r}")).unwrap_or_default()).to_lowercase(),
+            detail: format!(
+                "{:?}{}",
+                resolved.outcome,
+                resolved.reason.as_ref().map(|r| format!(": {r}")).unwrap_or_default()
+            )
+            .to_lowercase(),
         }));
-        if let Some((mut session, lock, mut log)) = index.sessions.get(&vote.session).and_then(|&e| sessions.get_mut(e).ok()) {
+        if let Some((mut session, lock, mut log)) =
+            index.sessions.get(&vote.session).and_then(|&e| sessions.get_mut(e).ok())
+        {
             emit(
                 &mut log,
                 &vote.session,

@@ -1,0 +1,266 @@
+//! End to end through the real binary: `roundtable serve` and `roundtable join --json`
+//! processes talking over TLS on a free loopback port.
+
+mod support;
+
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use support::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_roundtable");
+
+/// A running `roundtable` process with its stdout as a stream of lines.
+struct Proc {
+    name: String,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: mpsc::Receiver<String>,
+    stderr: Arc<Mutex<String>>,
+    seen: Vec<String>,
+}
+
+impl Proc {
+    fn spawn(name: &str, args: &[&str], cwd: &Path) -> Proc {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .current_dir(cwd)
+            .env_remove("ROUNDTABLE_DATA_DIR")
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the roundtable binary runs");
+        let (tx, lines) = mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let (err_pipe, err_buf) = (child.stderr.take().unwrap(), stderr.clone());
+        std::thread::spawn(move || {
+            for line in BufReader::new(err_pipe).lines().map_while(Result::ok) {
+                let mut b = err_buf.lock().unwrap();
+                b.push_str(&line);
+                b.push('\n');
+            }
+        });
+        let stdin = child.stdin.take();
+        Proc { name: name.into(), child, stdin, lines, stderr, seen: Vec::new() }
+    }
+
+    /// Waits for a stdout line matching `pred`.
+    fn expect(&mut self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if pred(&line) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!(
+                    "{}: no {what} within {WAIT:?}\nstdout:\n{}\nstderr:\n{}",
+                    self.name,
+                    self.seen.join("\n"),
+                    self.stderr.lock().unwrap()
+                ),
+            }
+        }
+    }
+
+    /// Waits for a JSON line (event or response) matching `pred`.
+    fn expect_json(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let line = self.expect(what, |l| serde_json::from_str::<Value>(l).is_ok_and(|v| pred(&v)));
+        serde_json::from_str(&line).unwrap()
+    }
+
+    fn send(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        writeln!(stdin, "{line}").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// Waits for the process to exit; returns whether it succeeded.
+    fn wait(&mut self) -> bool {
+        let deadline = Instant::now() + WAIT;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("{} did not exit; stderr:\n{}", self.name, self.stderr.lock().unwrap());
+    }
+
+    /// Every stdout line seen so far, parsed as JSON.
+    fn json_seen(&self) -> Vec<Value> {
+        self.seen.iter().filter_map(|l| serde_json::from_str(l).ok()).collect()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn is_event(v: &Value, name: &str) -> bool {
+    v["event"] == name
+}
+
+/// Seqs of session events in `lines`, in order of arrival.
+fn seqs(lines: &[Value], session: &str) -> Vec<u64> {
+    lines.iter().filter(|v| v["session_id"] == session).filter_map(|v| v["seq"].as_u64()).collect()
+}
+
+#[test]
+fn two_json_joins_chat_and_vote_through_a_real_serve_process() {
+    let data = tempfile::tempdir().unwrap();
+    let workspace = tempfile::tempdir().unwrap();
+    let data_arg = data.path().join("host").display().to_string();
+    let mut serve = Proc::spawn(
+        "serve",
+        &["--data-dir", &data_arg, "serve", "--bind", "127.0.0.1:0", "--mint"],
+        workspace.path(),
+    );
+    let link = serve.expect("a share link", |l| l.trim_start().starts_with("roundtable://")).trim().to_string();
+    let serve_json: Value =
+        serde_json::from_str(&std::fs::read_to_string(data.path().join("host/serve.json")).unwrap()).unwrap();
+    assert!(link.contains(serve_json["addr"].as_str().unwrap()), "serve.json names the link's address");
+    assert_eq!(serve_json["insecure"], false);
+
+    let join = |name: &str| {
+        let dir = data.path().join(name).display().to_string();
+        Proc::spawn(name, &["--data-dir", &dir, "join", &link, "--name", name, "--json"], workspace.path())
+    };
+    let mut ann = join("Ann");
+    ann.expect_json("Ann's snapshot", |v| is_event(v, "snapshot"));
+    let mut bob = join("Bob");
+    bob.expect_json("Bob's snapshot", |v| is_event(v, "snapshot"));
+    ann.expect_json("Bob joining", |v| is_event(v, "participant_joined") && v["payload"]["display_name"] == "Bob");
+
+    // Chat: a plain line is a message; both see it, and the demo agent answers.
+    ann.send("hello from ann");
+    for p in [&mut ann, &mut bob] {
+        p.expect_json("Ann's message", |v| is_event(v, "message") && v["payload"]["text"] == "hello from ann");
+        p.expect_json("the end of the agent's turn", |v| is_event(v, "turn_ended"));
+    }
+
+    // Vote: Bob's /plan opens a consensus vote; Ann votes with a raw JSON request, Bob with /approve.
+    bob.send("/plan ship the feature");
+    let opened = ann.expect_json("the plan vote", |v| is_event(v, "vote_opened"));
+    let vote_id = opened["payload"]["vote_id"].as_str().unwrap().to_string();
+    assert_eq!(opened["payload"]["kind"], "plan");
+    bob.expect_json("the plan vote", |v| is_event(v, "vote_opened"));
+    ann.send(&json!({"id": "a1", "method": "vote_plan", "params": {"vote_id": vote_id, "approve": true}}).to_string());
+    ann.expect_json("the raw request's response", |v| v["id"] == "a1" && v["result"].is_object());
+    bob.send("/approve");
+    for p in [&mut ann, &mut bob] {
+        let resolved = p.expect_json("the outcome", |v| is_event(v, "vote_resolved"));
+        assert_eq!(resolved["payload"]["outcome"], "approved");
+    }
+    serve.expect("the vote in the activity log", |l| l.contains("approved by consensus"));
+
+    // /quit leaves cleanly.
+    ann.send("/quit");
+    assert!(ann.wait(), "join exits with success on /quit");
+    bob.expect_json("Ann leaving", |v| is_event(v, "participant_left"));
+
+    // Every session event reached Bob once, in order.
+    let bob_seqs = seqs(&bob.json_seen(), "s1");
+    let first = bob_seqs[0];
+    assert_eq!(bob_seqs, (first..first + bob_seqs.len() as u64).collect::<Vec<_>>());
+
+    // SIGTERM shuts the host down gracefully: clients are told, state is saved.
+    let killed = Command::new("kill").args(["-TERM", &serve.child.id().to_string()]).status().unwrap();
+    assert!(killed.success());
+    bob.expect_json("the shutdown notice", |v| is_event(v, "closing") && v["payload"]["reason"] == "shutdown");
+    serve.expect("the goodbye", |l| l.trim() == "stopped.");
+    assert!(serve.wait(), "serve exits with success after SIGTERM");
+}
+
+#[test]
+fn serve_refuses_insecure_mode_on_a_non_loopback_address() {
+    let data = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["--data-dir", &data.path().display().to_string(), "serve", "--insecure", "--bind", "0.0.0.0:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("only allowed on a loopback address"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_refuses_a_link_with_the_wrong_fingerprint() {
+    let h = TestHost::start().await;
+    let (mut link, _) = h.mint(|_| {}).await;
+    link.fingerprint = Some("cd".repeat(32));
+    let data = tempfile::tempdir().unwrap();
+    let args = ["--data-dir".to_string(), data.path().display().to_string(), "join".into(), link.to_string()];
+    let out = tokio::task::spawn_blocking(move || Command::new(BIN).args(args).stdin(Stdio::null()).output().unwrap())
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("certificate fingerprint mismatch"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_reconnects_by_itself_after_a_host_restart_and_shows_nothing_twice() {
+    let h = TestHost::start().await;
+    let (link, _) = h.mint(|_| {}).await;
+    let session = h.session.clone();
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().display().to_string();
+    let link_text = link.to_string();
+    let mut ann = tokio::task::spawn_blocking(move || {
+        let mut p = Proc::spawn("Ann", &["--data-dir", &dir, "join", &link_text, "--name", "Ann", "--json"], Path::new("."));
+        p.expect_json("Ann's snapshot", |v| is_event(v, "snapshot"));
+        p
+    })
+    .await
+    .unwrap();
+
+    let bob = remote(&link, "Bob").await;
+    bob.join(&session, None).await;
+    bob.say(&session, "one").await.unwrap();
+    ann = tokio::task::spawn_blocking(move || {
+        ann.expect_json("the first message", |v| is_event(v, "message") && v["payload"]["text"] == "one");
+        ann.expect_json("the end of the turn", |v| is_event(v, "turn_ended"));
+        ann
+    })
+    .await
+    .unwrap();
+
+    let (dir, addr, temp) = h.kill().await;
+    let h = TestHost::restart_on(dir, addr, temp).await;
+    let (bob2, _) = resume(&link, "Bob", &bob.resume_token).await.unwrap();
+    bob2.join(&session, Some(0)).await;
+    bob2.say(&session, "two").await.unwrap();
+
+    let ann = tokio::task::spawn_blocking(move || {
+        ann.expect_json("the message sent after the restart", |v| is_event(v, "message") && v["payload"]["text"] == "two");
+        ann
+    })
+    .await
+    .unwrap();
+    assert!(ann.stderr.lock().unwrap().contains("reconnected as Ann"), "{}", ann.stderr.lock().unwrap());
+    let seen = seqs(&ann.json_seen(), session.as_str());
+    let first = seen[0];
+    assert_eq!(seen, (first..first + seen.len() as u64).collect::<Vec<_>>(), "no gap, no duplicate");
+    drop(h);
+}
