@@ -112,6 +112,8 @@ pub struct EngineConfig {
     pub max_connections_per_share: usize,
     /// Run the invariant checker every tick and panic on a violation (tests, scenarios).
     pub check_invariants: bool,
+    /// Extra secret patterns (regexes) masked in text sent to remotes, besides the built-in ones.
+    pub mask_patterns: Vec<String>,
 }
 
 impl Default for EngineConfig {
@@ -129,6 +131,7 @@ impl Default for EngineConfig {
             max_file_bytes: 256 * 1024,
             max_connections_per_share: 64,
             check_invariants: cfg!(debug_assertions),
+            mask_patterns: Vec::new(),
         }
     }
 }

@@ -511,3 +511,13 @@ fn sessions_run_their_turns_independently() {
         }
     }
 }
+
+#[test]
+fn dropping_the_runtime_stops_running_agents() {
+    let mut h = harness(fast());
+    h.start(1, "hang");
+    assert_eq!(h.next().event, AgentEvent::Delta("Thinking".into()));
+    let pid = h.pids()[0];
+    drop(h.agents);
+    wait_dead(pid);
+}

@@ -559,3 +559,46 @@ fn cancel_by_holder_or_host_only() {
     assert_eq!(resolved(&h).unwrap()["outcome"], "denied");
     assert_eq!(code(h.call(ann, "cancel_turn", json!({"session_id": s}))), "no_turn");
 }
+
+#[test]
+fn secrets_are_masked_for_remotes_but_not_for_the_host() {
+    let (mut h, w, s) = setup();
+    let tok = h.mint(&[&w], json!({}));
+    let (ann, _) = h.join(&tok, "Ann", &s);
+    let (bob, _) = h.join(&tok, "Bob", &s);
+    let secret = "ghp_abcdefghijklmnopqrstuvwxyz0123456789";
+    h.call(
+        ann,
+        "send_message",
+        json!({"session_id": s, "text": format!("use token {secret} please"), "client_msg_id": "s"}),
+    )
+    .unwrap();
+    h.run(600);
+    let host_all = serde_json::to_string(&h.frames(HOST)).unwrap();
+    assert!(host_all.contains(secret), "the host sees the original");
+    for conn in [ann, bob] {
+        let all = serde_json::to_string(&h.frames(conn)).unwrap();
+        assert!(!all.contains("ghp_abcdef"), "remote {conn} saw the secret (live or streamed)");
+        assert!(all.contains("[masked]") || all.contains("masked"), "remote sees a mask marker");
+        let streamed: String = h
+            .events_named(conn, "agent_delta")
+            .iter()
+            .map(|d| d["payload"]["text"].as_str().unwrap().to_string())
+            .collect();
+        assert!(streamed.contains("You said: use token"), "deltas still stream: {streamed}");
+        assert!(!streamed.contains("abcdefghij"), "a secret split across chunks is masked: {streamed}");
+    }
+    let host_streamed: String = h
+        .events_named(HOST, "agent_delta")
+        .iter()
+        .map(|d| d["payload"]["text"].as_str().unwrap().to_string())
+        .collect();
+    assert!(host_streamed.contains(secret));
+    // Replay after a reconnect is masked too.
+    let c = h.open("10.12.0.1:1");
+    h.call(c, "authenticate", json!({"token": tok, "display_name": "Late"})).unwrap();
+    h.call(c, "join_session", json!({"session_id": s, "since_seq": 0})).unwrap();
+    h.call(c, "join_session", json!({"session_id": s})).unwrap();
+    let all = serde_json::to_string(&h.frames(c)).unwrap();
+    assert!(!all.contains("ghp_abcdef"));
+}

@@ -70,11 +70,22 @@ impl Default for ExternalConfig {
 }
 
 /// The agent runtime for the `claude` and `command` backends. See the module docs.
+///
+/// Dropping it stops every agent process (each worker kills its process when its command
+/// channel closes) and waits briefly for the workers to finish.
 pub struct ExternalAgents {
     tx: Sender<Inbound>,
     config: Arc<ExternalConfig>,
-    workers: BTreeMap<SessionId, Sender<AgentCommand>>,
+    workers: BTreeMap<SessionId, Worker>,
 }
+
+struct Worker {
+    commands: Sender<AgentCommand>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+/// How long dropping [`ExternalAgents`] waits for its workers to stop their processes.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
 
 impl ExternalAgents {
     /// A runtime that reports to the engine's inbound channel (`Engine::sender`).
@@ -86,10 +97,29 @@ impl ExternalAgents {
         if !self.workers.contains_key(session) {
             let (cmd_tx, cmd_rx) = crossbeam_channel::unbounded();
             let worker = SessionWorker::new(session.clone(), self.tx.clone(), self.config.clone());
-            std::thread::Builder::new().name(format!("agent-{session}")).spawn(move || worker.run(cmd_rx))?;
-            self.workers.insert(session.clone(), cmd_tx);
+            let thread =
+                std::thread::Builder::new().name(format!("agent-{session}")).spawn(move || worker.run(cmd_rx))?;
+            self.workers.insert(session.clone(), Worker { commands: cmd_tx, thread });
         }
-        Ok(&self.workers[session])
+        Ok(&self.workers[session].commands)
+    }
+}
+
+impl Drop for ExternalAgents {
+    fn drop(&mut self) {
+        let workers = std::mem::take(&mut self.workers);
+        let threads: Vec<_> = workers.into_values().map(|w| w.thread).collect();
+        let deadline = Instant::now() + SHUTDOWN_WAIT;
+        for thread in threads {
+            while !thread.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if thread.is_finished() {
+                let _ = thread.join();
+            } else {
+                tracing::warn!("an agent worker did not stop in time");
+            }
+        }
     }
 }
 

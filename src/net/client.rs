@@ -128,6 +128,10 @@ pub enum ClientEvent {
     Response { raw: String },
     /// A frame that is neither an event nor a response (unknown event, garbage).
     Other { raw: String },
+    /// The response to a [`Client::request`] with this id was received here, between the
+    /// events around it (the response itself went to the waiting caller). Lets a consumer tell
+    /// the events that preceded a response from those that followed it.
+    Answered { id: Value },
     /// The connection ended; `reason` is the close frame's reason when there was one.
     Closed { reason: Option<String> },
 }
@@ -189,6 +193,7 @@ impl Dispatch {
                     None => Ok(value.get("result").cloned().unwrap_or(Value::Null)),
                 };
                 let _ = waiter.send(Response { id: id.clone(), outcome, raw });
+                let _ = self.events.send(ClientEvent::Answered { id: id.clone() });
             }
             None => {
                 let _ = self.events.send(ClientEvent::Response { raw });

@@ -74,6 +74,7 @@ pub async fn join(args: JoinArgs, data_dir: PathBuf) -> anyhow::Result<ExitCode>
         resume_token: None,
         admitted: false,
         sessions: BTreeMap::new(),
+        rejoining: BTreeMap::new(),
         current: None,
         unsent: Vec::new(),
         closing: None,
@@ -194,6 +195,11 @@ struct Joiner {
     admitted: bool,
     /// Joined sessions → last seq seen.
     sessions: BTreeMap<SessionId, u64>,
+    /// Sessions being (re)joined → id of the `join_session` request. Until its response is
+    /// reached in the event stream, their live events are dropped: the replay or snapshot that
+    /// follows the response covers them (a resumed connection receives broadcasts before it
+    /// rejoins, possibly ahead of older events the replay will bring).
+    rejoining: BTreeMap<SessionId, serde_json::Value>,
     current: Option<SessionId>,
     /// Messages not confirmed because the connection dropped; resent after reconnecting.
     unsent: Vec<SendMessageParams>,
@@ -239,6 +245,7 @@ impl Joiner {
                             }
                         }
                     }
+                    Some(ClientEvent::Answered { id }) => self.rejoining.retain(|_, pending| *pending != id),
                     Some(ClientEvent::Response { raw }) => self.on_unsolicited(&raw),
                     Some(ClientEvent::Other { raw }) => self.out.raw(&raw),
                     closed @ (Some(ClientEvent::Closed { .. }) | None) => {
@@ -247,6 +254,7 @@ impl Joiner {
                             _ => None,
                         };
                         let reason = self.closing.take().or(close_frame_reason);
+                        self.rejoining.clear();
                         if let Some(r) = reason.as_deref().filter(|r| FINAL_REASONS.contains(r)) {
                             self.out.note(&format!("disconnected: {}", closing_text(r)));
                             return Ok(ExitCode::FAILURE);
@@ -362,7 +370,12 @@ impl Joiner {
 
     async fn join_session(&mut self, client: &Client, session: &SessionId, since: Option<u64>) {
         let params = JoinSessionParams { session_id: session.clone(), since_seq: since.filter(|&s| s > 0) };
-        match self.request(client, Method::JoinSession(params)).await {
+        let response = client.request_full(Method::JoinSession(params)).await;
+        if let Ok(r) = &response {
+            self.out.raw(&r.raw);
+            self.rejoining.insert(session.clone(), r.id.clone());
+        }
+        match response.and_then(|r| r.outcome.map_err(ClientError::Protocol)) {
             Ok(value) => {
                 let Ok(result) = serde_json::from_value::<JoinSessionResult>(value) else {
                     return self.out.note("! unexpected join_session result");
@@ -415,6 +428,10 @@ impl Joiner {
 
     /// Deduplicates by seq, tracks state, prints; says what must follow.
     fn on_event(&mut self, frame: &EventFrame, raw: &str) -> Follow {
+        let live = frame.seq.is_some() || matches!(frame.body, Event::AgentDelta(_));
+        if live && frame.session_id.as_ref().is_some_and(|s| self.rejoining.contains_key(s)) {
+            return Follow::Nothing; // covered by the catch-up that follows the join response
+        }
         if let (Some(session), Some(seq)) = (&frame.session_id, frame.seq) {
             let last = self.sessions.entry(session.clone()).or_insert(0);
             if seq <= *last {

@@ -536,6 +536,11 @@ impl Scenario {
                 return Err(bad(format!("share label `{}` is used twice", s.label)));
             }
         }
+        for step in self.steps.iter().filter(|s| s.action == "mint_share") {
+            if let Some(l) = step.params.get("label").and_then(|v| v.as_str()) {
+                labels.insert(l.to_string());
+            }
+        }
         for (i, step) in self.steps.iter().enumerate() {
             if !handles.contains(&step.who) {
                 return Err(bad(format!("step {} (at {}): unknown participant `{}`", i + 1, step.at, step.who)));

@@ -6,15 +6,57 @@
 //! outbox; consecutive agent deltas there are coalesced; when the outbox still overflows, the
 //! session's queued events are dropped and the client gets `resync_required` with its last
 //! delivered seq, then catches up with `join_session(since_seq)` — nothing is lost.
+//!
+//! Secret masking: every frame sent to a remote (live, replayed or in a snapshot) has common
+//! secret shapes masked in its strings; the host's own connection gets the original. The masked
+//! copy is also made once per frame per tick. Streamed deltas go through a per-turn
+//! `StreamMasker`, so a secret split across chunks is still masked.
 
 use super::resources::*;
+use crate::agent::mask::{Masker, StreamMasker};
 use crate::components::*;
 use crate::engine::Frame;
 use crate::ids::{ConnId, SessionId};
 use crate::protocol::{Closing, Event, EventFrame, ResyncRequired};
 use bevy_ecs::prelude::*;
+use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::Arc;
+
+/// The masker and the per-turn stream maskers for agent deltas sent to remotes.
+#[derive(Resource)]
+pub struct SecretMask {
+    pub masker: Masker,
+    pub streams: BTreeMap<SessionId, (u64, StreamMasker)>,
+}
+
+/// Masks every string in a frame; `None` when nothing needed masking.
+pub fn mask_frame(masker: &Masker, frame: &str) -> Option<Frame> {
+    fn walk(v: &mut Value, masker: &Masker, changed: &mut bool) {
+        match v {
+            Value::String(s) => {
+                let m = masker.mask(s);
+                if m != *s {
+                    *s = m;
+                    *changed = true;
+                }
+            }
+            Value::Array(a) => a.iter_mut().for_each(|x| walk(x, masker, changed)),
+            Value::Object(o) => o.values_mut().for_each(|x| walk(x, masker, changed)),
+            _ => {}
+        }
+    }
+    let mut value: Value = serde_json::from_str(frame).ok()?;
+    let mut changed = false;
+    walk(&mut value, masker, &mut changed);
+    changed.then(|| Arc::from(value.to_string()))
+}
+
+/// The remote copy of a frame, computed once per frame (keyed by its allocation).
+fn remote_copy(cache: &mut BTreeMap<usize, Frame>, masker: &Masker, frame: &Frame) -> Frame {
+    let key = Arc::as_ptr(frame) as *const u8 as usize;
+    cache.entry(key).or_insert_with(|| mask_frame(masker, frame).unwrap_or_else(|| frame.clone())).clone()
+}
 
 fn event_frame(session: Option<SessionId>, body: Event) -> Frame {
     Arc::from(EventFrame { session_id: session, seq: None, body }.to_json())
@@ -76,8 +118,11 @@ pub fn broadcast(
     participants: Query<&Participant>,
     mut conns: Query<&mut Connection>,
     mut closed: MessageWriter<ConnClosed>,
+    mut mask: ResMut<SecretMask>,
 ) {
     let staged = std::mem::take(&mut staged.0);
+    let mask = &mut *mask;
+    let mut cache: BTreeMap<usize, Frame> = BTreeMap::new();
     // Session membership → connections, in connection-id order.
     let mut members: BTreeMap<SessionId, Vec<Entity>> = BTreeMap::new();
     let mut by_participant: BTreeMap<crate::ids::ParticipantId, Vec<Entity>> = BTreeMap::new();
@@ -101,6 +146,7 @@ pub fn broadcast(
         match out {
             Outgoing::Direct { conn, frame, session, seq } => {
                 let Some(mut c) = index.conns.get(&conn).and_then(|&e| conns.get_mut(e).ok()) else { continue };
+                let frame = if c.is_host { frame } else { remote_copy(&mut cache, &mask.masker, &frame) };
                 let kind = match (session, seq) {
                     (Some(session), Some(seq)) => OutKind::Session { session, seq },
                     _ => OutKind::Direct,
@@ -110,21 +156,43 @@ pub fn broadcast(
             Outgoing::Session { session, seq, frame } => {
                 for &ce in members.get(&session).map(Vec::as_slice).unwrap_or(&[]) {
                     if let Ok(mut c) = conns.get_mut(ce) {
+                        let frame =
+                            if c.is_host { frame.clone() } else { remote_copy(&mut cache, &mask.masker, &frame) };
                         enqueue_session(&mut c.outbox, &session, seq, &frame);
                     }
                 }
             }
             Outgoing::Delta { session, turn_id, text, frame } => {
+                let stream = mask.streams.entry(session.clone()).or_insert_with(|| (turn_id, mask.masker.stream()));
+                if stream.0 != turn_id {
+                    *stream = (turn_id, mask.masker.stream());
+                }
+                // Held-back text (a possible secret prefix) reaches remotes in the final message.
+                let remote_text = stream.1.feed(&text);
+                let remote_frame = if remote_text == text {
+                    frame.clone()
+                } else {
+                    event_frame(
+                        Some(session.clone()),
+                        Event::AgentDelta(crate::protocol::AgentDelta { turn_id, text: remote_text.clone() }),
+                    )
+                };
                 for &ce in members.get(&session).map(Vec::as_slice).unwrap_or(&[]) {
                     if let Ok(mut c) = conns.get_mut(ce) {
-                        enqueue_delta(&mut c.outbox, &session, turn_id, &text, &frame);
+                        if c.is_host {
+                            enqueue_delta(&mut c.outbox, &session, turn_id, &text, &frame);
+                        } else if !remote_text.is_empty() {
+                            enqueue_delta(&mut c.outbox, &session, turn_id, &remote_text, &remote_frame);
+                        }
                     }
                 }
             }
             Outgoing::Participant { participant, frame } => {
                 for &ce in by_participant.get(&participant).map(Vec::as_slice).unwrap_or(&[]) {
                     if let Ok(mut c) = conns.get_mut(ce) {
-                        c.outbox.queue.push_back(OutFrame { frame: frame.clone(), kind: OutKind::Direct });
+                        let frame =
+                            if c.is_host { frame.clone() } else { remote_copy(&mut cache, &mask.masker, &frame) };
+                        c.outbox.queue.push_back(OutFrame { frame, kind: OutKind::Direct });
                     }
                 }
             }

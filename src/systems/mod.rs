@@ -127,6 +127,12 @@ pub struct DeliveryInstaller;
 impl Installer for DeliveryInstaller {
     fn install(&self, world: &mut World, schedule: &mut Schedule) {
         world.init_resource::<persist_tick::CommitFailed>();
+        let patterns = world.resource::<crate::engine::EngineConfig>().mask_patterns.clone();
+        let masker = crate::agent::mask::Masker::new(&patterns).unwrap_or_else(|e| {
+            tracing::error!("ignoring the configured mask patterns: {e}");
+            crate::agent::mask::Masker::default()
+        });
+        world.insert_resource(broadcast::SecretMask { masker, streams: Default::default() });
         schedule.add_systems(persist_tick::persist.in_set(TickSet::Persist));
         schedule.add_systems(broadcast::broadcast.in_set(TickSet::Broadcast));
         schedule.add_systems(invariants::check_invariants.in_set(TickSet::Check));
