@@ -164,8 +164,11 @@ impl Engine {
         world.insert_resource(config);
         let mut schedule = Schedule::default();
         schedule.set_executor(SingleThreadedExecutor::new());
-        schedule
-            .set_build_settings(ScheduleBuildSettings { ambiguity_detection: LogLevel::Ignore, ..Default::default() });
+        // In tests and scenarios an unordered pair of conflicting systems is an error, not a
+        // heisenbug waiting to happen.
+        let ambiguity =
+            if world.resource::<EngineConfig>().check_invariants { LogLevel::Error } else { LogLevel::Ignore };
+        schedule.set_build_settings(ScheduleBuildSettings { ambiguity_detection: ambiguity, ..Default::default() });
         schedule.configure_sets(
             (
                 TickSet::Ingest,

@@ -212,6 +212,11 @@ pub trait Store: Send {
     fn shares_changed_externally(&mut self) -> Result<Option<Vec<ShareRow>>, StoreError> {
         Ok(None)
     }
+    /// All workspaces as stored (read after `shares_changed_externally` reported a change, so
+    /// `workspace add` from the CLI reaches a running host too).
+    fn workspaces(&mut self) -> Result<Vec<WorkspaceRow>, StoreError> {
+        Ok(Vec::new())
+    }
 }
 
 /// A store that keeps the ops in memory (unit tests). `load` replays them.

@@ -379,7 +379,7 @@ fn an_over_long_line_fails_the_turn() {
 
 #[test]
 fn a_hung_cli_is_killed_by_the_watchdog() {
-    let mut h = harness(ExternalConfig { hang_timeout: Duration::from_millis(400), ..fast() });
+    let mut h = harness(ExternalConfig { hang_timeout: Duration::from_millis(1000), ..fast() });
     h.start(1, "hang");
     let events = h.until_pause(1);
     assert_eq!(text(&events), "Thinking");
@@ -390,12 +390,12 @@ fn a_hung_cli_is_killed_by_the_watchdog() {
 
 #[test]
 fn the_watchdog_does_not_fire_while_a_vote_is_open() {
-    let mut h = harness(ExternalConfig { hang_timeout: Duration::from_millis(300), ..fast() });
+    let mut h = harness(ExternalConfig { hang_timeout: Duration::from_millis(800), ..fast() });
     h.start(1, "plan");
     let events = h.until_pause(1);
     let Some(AgentEvent::Plan { request_id, .. }) = events.last() else { panic!("no plan: {events:?}") };
     // Voting takes longer than the watchdog allows for silence.
-    std::thread::sleep(Duration::from_millis(700));
+    std::thread::sleep(Duration::from_millis(1200));
     assert!(h.rx.try_recv().is_err(), "the turn ended while waiting for the vote");
     h.resolve(1, request_id, Resolution::Approved);
     assert_eq!(h.until_pause(1).last(), Some(&AgentEvent::Done));

@@ -201,7 +201,7 @@ fn a_crashed_agent_fails_the_turn_and_restarts_on_the_next() {
 
 #[test]
 fn a_silent_agent_is_stopped_by_the_watchdog_and_restarted() {
-    let mut h = harness(ExternalConfig { hang_timeout: Duration::from_millis(400), ..ExternalConfig::default() });
+    let mut h = harness(ExternalConfig { hang_timeout: Duration::from_millis(1000), ..ExternalConfig::default() });
     let before = h.agent_pid(1);
     h.start(2, "/hang");
     let events = h.until_pause(2);

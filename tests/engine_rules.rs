@@ -602,3 +602,26 @@ fn secrets_are_masked_for_remotes_but_not_for_the_host() {
     let all = serde_json::to_string(&h.frames(c)).unwrap();
     assert!(!all.contains("ghp_abcdef"));
 }
+
+#[test]
+fn cli_edits_to_the_database_reach_a_running_engine_within_one_tick() {
+    use roundtable::persist::AgentSpec;
+    use roundtable::protocol::MintShareParams;
+    use roundtable::store::{Admin, SqliteStore};
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("roundtable.db");
+    let mut h = Harness::with_store(EngineConfig::default(), Box::new(SqliteStore::open(&db).unwrap()));
+    let (w, s) = h.workspace_and_session(".");
+    h.tick();
+    // Another process (the `share`/`workspace` CLI) writes the same database.
+    let mut admin = Admin::open(&db).unwrap();
+    let ws2 = admin.add_workspace(Some("other"), dir.path(), AgentSpec::demo(), 0).unwrap();
+    let params: MintShareParams = serde_json::from_value(json!({"workspaces": [w]})).unwrap();
+    let (share, token) = admin.mint_share(&params, 0).unwrap();
+    h.tick();
+    let (ann, _) = h.join(&token, "Ann", &s);
+    assert!(h.host("list_workspaces", json!({}))["workspaces"].to_string().contains(ws2.id.as_str()));
+    admin.revoke_share(&share.id, 0).unwrap();
+    h.tick();
+    assert_eq!(h.sinks[&ann].closed.lock().unwrap().as_deref(), Some("revoked"));
+}

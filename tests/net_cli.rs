@@ -131,11 +131,8 @@ fn two_json_joins_chat_and_vote_through_a_real_serve_process() {
     let data = tempfile::tempdir().unwrap();
     let workspace = tempfile::tempdir().unwrap();
     let data_arg = data.path().join("host").display().to_string();
-    let mut serve = Proc::spawn(
-        "serve",
-        &["--data-dir", &data_arg, "serve", "--bind", "127.0.0.1:0", "--mint"],
-        workspace.path(),
-    );
+    let mut serve =
+        Proc::spawn("serve", &["--data-dir", &data_arg, "serve", "--bind", "127.0.0.1:0", "--mint"], workspace.path());
     let link = serve.expect("a share link", |l| l.trim_start().starts_with("roundtable://")).trim().to_string();
     let serve_json: Value =
         serde_json::from_str(&std::fs::read_to_string(data.path().join("host/serve.json")).unwrap()).unwrap();
@@ -228,7 +225,8 @@ async fn join_reconnects_by_itself_after_a_host_restart_and_shows_nothing_twice(
     let dir = data.path().display().to_string();
     let link_text = link.to_string();
     let mut ann = tokio::task::spawn_blocking(move || {
-        let mut p = Proc::spawn("Ann", &["--data-dir", &dir, "join", &link_text, "--name", "Ann", "--json"], Path::new("."));
+        let mut p =
+            Proc::spawn("Ann", &["--data-dir", &dir, "join", &link_text, "--name", "Ann", "--json"], Path::new("."));
         p.expect_json("Ann's snapshot", |v| is_event(v, "snapshot"));
         p
     })
@@ -253,7 +251,9 @@ async fn join_reconnects_by_itself_after_a_host_restart_and_shows_nothing_twice(
     bob2.say(&session, "two").await.unwrap();
 
     let ann = tokio::task::spawn_blocking(move || {
-        ann.expect_json("the message sent after the restart", |v| is_event(v, "message") && v["payload"]["text"] == "two");
+        ann.expect_json("the message sent after the restart", |v| {
+            is_event(v, "message") && v["payload"]["text"] == "two"
+        });
         ann
     })
     .await

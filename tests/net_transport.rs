@@ -84,12 +84,14 @@ async fn sessions_outside_the_share_are_not_found() {
     assert_eq!(code(join.await), ErrorCode::NotFound);
     let in_w2 = ann.client.request(Method::ListSessions(ListSessionsParams { workspace_id: Some(w2) }));
     assert_eq!(code(in_w2.await), ErrorCode::NotFound);
-    let read = ann.client.request(Method::ReadWorkspaceFile(ReadFileParams { session_id: s2.clone(), path: "x".into() }));
+    let read =
+        ann.client.request(Method::ReadWorkspaceFile(ReadFileParams { session_id: s2.clone(), path: "x".into() }));
     assert_eq!(code(read.await), ErrorCode::NotFound);
     let send = ann.say(&s2, "hi").await;
     assert_eq!(code(send), ErrorCode::NotFound);
     // Unknown and out-of-scope look the same.
-    let missing = ann.client.request(Method::JoinSession(JoinSessionParams { session_id: "s999".into(), since_seq: None }));
+    let missing =
+        ann.client.request(Method::JoinSession(JoinSessionParams { session_id: "s999".into(), since_seq: None }));
     assert_eq!(code(missing.await), ErrorCode::NotFound);
 }
 
@@ -159,7 +161,8 @@ async fn rotating_refuses_the_old_token_but_keeps_live_sockets() {
     let (link, minted) = h.mint(|_| {}).await;
     let ann = remote(&link, "Ann").await;
     ann.join(&h.session, None).await;
-    let rotated: MintShareResult = h.call(Method::RotateShare(ShareRef { share_id: minted.share.share_id.clone() })).await;
+    let rotated: MintShareResult =
+        h.call(Method::RotateShare(ShareRef { share_id: minted.share.share_id.clone() })).await;
     assert_ne!(rotated.token, link.token);
 
     let (c, _e) = Client::connect(&link).await.unwrap();
@@ -258,8 +261,12 @@ async fn reconnecting_within_grace_keeps_the_turn_and_the_ballot() {
         v.sort();
         v
     });
-    ann.client.call::<Value>(Method::VotePlan(VotePlanParams { vote_id: vote.vote_id.clone(), approve: true, reason: None })).await.unwrap();
-    bob.expect("Ann's ballot", |f| matches!(&f.body, Event::VoteProgress(p) if p.approved == vec![ann.me.clone()])).await;
+    ann.client
+        .call::<Value>(Method::VotePlan(VotePlanParams { vote_id: vote.vote_id.clone(), approve: true, reason: None }))
+        .await
+        .unwrap();
+    bob.expect("Ann's ballot", |f| matches!(&f.body, Event::VoteProgress(p) if p.approved == vec![ann.me.clone()]))
+        .await;
 
     // Ann's connection drops; she comes back with her resume token.
     ann.client.close();
@@ -274,11 +281,15 @@ async fn reconnecting_within_grace_keeps_the_turn_and_the_ballot() {
     assert_eq!(auth2.participant_id, ann.me);
     ann2.join(&h.session, Some(last)).await;
 
-    let sessions: ListSessionsResult = bob.client.call(Method::ListSessions(ListSessionsParams::default())).await.unwrap();
+    let sessions: ListSessionsResult =
+        bob.client.call(Method::ListSessions(ListSessionsParams::default())).await.unwrap();
     assert_eq!(sessions.sessions[0].turn_holder.as_ref(), Some(&ann.me), "Ann still holds the turn");
 
     // Bob's approval completes the vote: Ann's ballot survived her reconnect.
-    bob.client.call::<Value>(Method::VotePlan(VotePlanParams { vote_id: vote.vote_id.clone(), approve: true, reason: None })).await.unwrap();
+    bob.client
+        .call::<Value>(Method::VotePlan(VotePlanParams { vote_id: vote.vote_id.clone(), approve: true, reason: None }))
+        .await
+        .unwrap();
     let resolved = bob.expect("the outcome", |f| matches!(f.body, Event::VoteResolved(_))).await;
     let Event::VoteResolved(outcome) = resolved.body else { unreachable!() };
     assert_eq!(outcome.outcome, VoteOutcome::Approved);

@@ -123,7 +123,7 @@ pub async fn handshake(tcp: TcpStream, link: &Link) -> Result<WsStream, ClientEr
 #[derive(Clone, Debug, PartialEq)]
 pub enum ClientEvent {
     /// An event frame; `raw` is the exact text received.
-    Event { frame: EventFrame, raw: String },
+    Event { frame: Box<EventFrame>, raw: String },
     /// A response nobody is waiting for (to a request sent with [`Client::send_raw`]).
     Response { raw: String },
     /// A frame that is neither an event nor a response (unknown event, garbage).
@@ -171,7 +171,7 @@ impl Dispatch {
         if value.get("event").is_some() {
             match serde_json::from_value::<EventFrame>(value) {
                 Ok(frame) => {
-                    let _ = self.events.send(ClientEvent::Event { frame, raw });
+                    let _ = self.events.send(ClientEvent::Event { frame: Box::new(frame), raw });
                 }
                 Err(e) => {
                     debug!("unparsed event ({e}): {raw}");

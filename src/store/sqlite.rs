@@ -7,7 +7,7 @@
 //! broadcast system send frames right after.
 
 use super::{migrate, rows};
-use crate::persist::{Restored, ShareRow, Store, StoreError, StoreOp};
+use crate::persist::{Restored, ShareRow, Store, StoreError, StoreOp, WorkspaceRow};
 use rusqlite::{Connection, TransactionBehavior};
 use std::path::Path;
 use std::time::Duration;
@@ -146,6 +146,10 @@ impl Store for SqliteStore {
 
     /// `PRAGMA data_version` changes only when *another* connection commits (the CLI), never for
     /// our own commits, so polling it each tick is a cheap way to notice share edits.
+    fn workspaces(&mut self) -> Result<Vec<WorkspaceRow>, StoreError> {
+        rows::workspaces(&self.conn)
+    }
+
     fn shares_changed_externally(&mut self) -> Result<Option<Vec<ShareRow>>, StoreError> {
         let now: i64 = self.conn.query_row("PRAGMA data_version", [], |r| r.get(0))?;
         match self.data_version.replace(now) {

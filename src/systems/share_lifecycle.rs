@@ -1,11 +1,12 @@
 //! Rule: revoking a share or its expiry closes the affected sockets within one tick, and share
-//! edits made by the CLI in the database take effect on the running host within one tick.
+//! edits made by the CLI in the database take effect on the running host within one tick
+//! (the store polls SQLite's `data_version`; workspaces added by the CLI are picked up too).
 
 use super::departure::depart;
 use super::ingest::ReloadShares;
 use super::resources::*;
 use super::util::emit;
-use crate::components::{AuthState, Connection, EventLog, Participant, Presence, Share};
+use crate::components::{AuthState, Connection, EventLog, Participant, Presence, Share, Workspace};
 use crate::persist::{AuditRow, PersistBatch, StoreOp};
 use bevy_ecs::prelude::*;
 
@@ -15,6 +16,7 @@ pub fn reload_shares(
     mut store: ResMut<StoreRes>,
     mut index: ResMut<Index>,
     mut shares: Query<&mut Share>,
+    mut workspaces: Query<&mut Workspace>,
     mut counters: ResMut<Counters>,
     mut commands: Commands,
 ) {
@@ -27,6 +29,27 @@ pub fn reload_shares(
     };
     reload.0 = false;
     let Some(rows) = rows else { return };
+    match store.get().workspaces() {
+        Ok(list) => {
+            for w in list {
+                counters.workspace = counters.workspace.max(w.id.number().unwrap_or(0));
+                match index.workspaces.get(&w.id).copied() {
+                    Some(e) => {
+                        if let Ok(mut existing) = workspaces.get_mut(e) {
+                            *existing = Workspace::from_row(w);
+                        }
+                    }
+                    None => {
+                        tracing::info!(workspace = %w.id, "workspace added by the CLI");
+                        let id = w.id.clone();
+                        let e = commands.spawn(Workspace::from_row(w)).id();
+                        index.workspaces.insert(id, e);
+                    }
+                }
+            }
+        }
+        Err(e) => tracing::warn!("cannot reload workspaces: {e}"),
+    }
     for row in rows {
         counters.share = counters.share.max(row.id.number().unwrap_or(0));
         match index.shares.get(&row.id).copied() {

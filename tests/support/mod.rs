@@ -46,7 +46,14 @@ impl TestHost {
         let mut o = options(&dir);
         tweak(&mut o);
         let (host, events) = Host::start(o).await.expect("host starts");
-        let mut t = TestHost { host, events, dir, workspace: WorkspaceId::nth(0), session: SessionId::nth(0), _temp: Some(temp) };
+        let mut t = TestHost {
+            host,
+            events,
+            dir,
+            workspace: WorkspaceId::nth(0),
+            session: SessionId::nth(0),
+            _temp: Some(temp),
+        };
         let (w, s) = t.add_workspace("alpha").await;
         t.workspace = w;
         t.session = s;
@@ -58,18 +65,14 @@ impl TestHost {
         let mut o = options(&dir);
         o.bind = bind;
         let (host, events) = Host::start(o).await.expect("host restarts");
-        let sessions = host_call::<ListSessionsResult>(&host.client, Method::ListSessions(ListSessionsParams { workspace_id: None }))
-            .await
-            .sessions;
+        let sessions = host_call::<ListSessionsResult>(
+            &host.client,
+            Method::ListSessions(ListSessionsParams { workspace_id: None }),
+        )
+        .await
+        .sessions;
         let first = sessions.first().expect("a session survived");
-        TestHost {
-            host,
-            events,
-            dir,
-            workspace: first.workspace_id.clone(),
-            session: first.id.clone(),
-            _temp: temp,
-        }
+        TestHost { host, events, dir, workspace: first.workspace_id.clone(), session: first.id.clone(), _temp: temp }
     }
 
     /// Kills the host (no close frames, no last tick) and returns its data dir and address.
@@ -107,7 +110,12 @@ impl TestHost {
     }
 
     async fn workspace_ids(&self) -> Vec<WorkspaceId> {
-        self.call::<ListWorkspacesResult>(Method::ListWorkspaces(Empty {})).await.workspaces.into_iter().map(|w| w.id).collect()
+        self.call::<ListWorkspacesResult>(Method::ListWorkspaces(Empty {}))
+            .await
+            .workspaces
+            .into_iter()
+            .map(|w| w.id)
+            .collect()
     }
 
     /// A host-only request that must succeed.
@@ -170,7 +178,14 @@ pub async fn remote(link: &Link, name: &str) -> Remote {
         }))
         .await
         .expect("authenticates");
-    Remote { client, events, me: auth.participant_id, resume_token: auth.resume_token, link: link.clone(), seen: Vec::new() }
+    Remote {
+        client,
+        events,
+        me: auth.participant_id,
+        resume_token: auth.resume_token,
+        link: link.clone(),
+        seen: Vec::new(),
+    }
 }
 
 /// Connects and authenticates with a resume token.
@@ -222,9 +237,9 @@ impl Remote {
         loop {
             match tokio::time::timeout_at(deadline, self.events.recv()).await {
                 Ok(Some(ClientEvent::Event { frame, .. })) => {
-                    self.seen.push(frame.clone());
+                    self.seen.push((*frame).clone());
                     if pred(&frame) {
-                        return frame;
+                        return *frame;
                     }
                 }
                 Ok(Some(ClientEvent::Closed { reason })) => {
@@ -243,9 +258,12 @@ impl Remote {
         loop {
             match tokio::time::timeout_at(deadline, self.events.recv()).await {
                 Ok(Some(ClientEvent::Response { raw })) => return serde_json::from_str(&raw).expect("JSON response"),
-                Ok(Some(ClientEvent::Event { frame, .. })) => self.seen.push(frame),
-                Ok(Some(ClientEvent::Closed { reason })) => panic!("connection closed ({reason:?}) while waiting for a response"),
+                Ok(Some(ClientEvent::Event { frame, .. })) => self.seen.push(*frame),
+                Ok(Some(ClientEvent::Closed { reason })) => {
+                    panic!("connection closed ({reason:?}) while waiting for a response")
+                }
                 Ok(Some(ClientEvent::Other { raw })) => panic!("unexpected frame {raw}"),
+                Ok(Some(ClientEvent::Answered { .. })) => {}
                 Ok(None) => panic!("event stream ended while waiting for a response"),
                 Err(_) => panic!("timed out waiting for a response"),
             }
@@ -268,7 +286,7 @@ impl Remote {
                     if let Event::Closing(c) = &frame.body {
                         closing = Some(c.reason.clone());
                     }
-                    self.seen.push(frame);
+                    self.seen.push(*frame);
                 }
                 Ok(Some(ClientEvent::Closed { reason })) => return (closing, reason),
                 Ok(Some(_)) => {}
