@@ -625,3 +625,13 @@ fn cli_edits_to_the_database_reach_a_running_engine_within_one_tick() {
     h.tick();
     assert_eq!(h.sinks[&ann].closed.lock().unwrap().as_deref(), Some("revoked"));
 }
+
+#[test]
+fn holder_votes_say_they_were_resolved_by_the_holder() {
+    let (mut h, w, s) = setup();
+    let tok = h.mint(&[&w], json!({"consensus_required": false}));
+    let (ann, _) = h.join(&tok, "Ann", &s);
+    let v = open_plan(&mut h, ann, &s);
+    h.call(ann, "vote_plan", json!({"vote_id": v, "approve": true})).unwrap();
+    assert_eq!(resolved(&h).unwrap()["resolved_by"], "holder");
+}

@@ -10,6 +10,7 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use roundtable::protocol::{Method, ParticipantRef};
 use support::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_roundtable");
@@ -263,4 +264,31 @@ async fn join_reconnects_by_itself_after_a_host_restart_and_shows_nothing_twice(
     let first = seen[0];
     assert_eq!(seen, (first..first + seen.len() as u64).collect::<Vec<_>>(), "no gap, no duplicate");
     drop(h);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_waits_in_the_lobby_until_the_host_admits() {
+    let h = TestHost::start().await;
+    let (link, _) = h.mint(|p| p.admission_required = true).await;
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().display().to_string();
+    let link_text = link.to_string();
+    let (ann, auth) = tokio::task::spawn_blocking(move || {
+        let mut p = Proc::spawn("Ann", &["--data-dir", &dir, "join", &link_text, "--name", "Ann", "--json"], Path::new("."));
+        let auth = p.expect_json("the authentication result", |v| v["result"]["admission"].is_string());
+        (p, auth)
+    })
+    .await
+    .unwrap();
+    assert_eq!(auth["result"]["admission"], "pending");
+    let ann_id = auth["result"]["participant_id"].as_str().unwrap().to_string();
+
+    h.call::<Value>(Method::Admit(ParticipantRef { participant_id: ann_id.as_str().into() })).await;
+    tokio::task::spawn_blocking(move || {
+        let mut ann = ann;
+        ann.expect_json("the admission", |v| is_event(v, "admission") && v["payload"]["admission"] == "admitted");
+        ann.expect_json("the session, once admitted", |v| is_event(v, "snapshot"));
+    })
+    .await
+    .unwrap();
 }

@@ -175,6 +175,17 @@ async fn rotating_refuses_the_old_token_but_keeps_live_sockets() {
     assert!(sent.seq > 0);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_insecure_loopback_host_speaks_plain_websocket_with_insecure_links() {
+    let h = TestHost::start_with(|o| o.insecure = true).await;
+    assert_eq!(h.host.fingerprint, None);
+    let (link, _) = h.mint(|_| {}).await;
+    assert!(link.to_string().ends_with("#insecure"), "{link}");
+    let ann = remote(&link, "Ann").await;
+    ann.join(&h.session, None).await;
+    ann.say(&h.session, "plain text on loopback").await.unwrap();
+}
+
 // ---- frames ----------------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -126,6 +126,19 @@ pub enum TurnEndReason {
     AgentDied,
 }
 
+impl TurnEndReason {
+    /// The wire name, e.g. `holder_gone`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TurnEndReason::Completed => "completed",
+            TurnEndReason::Failed => "failed",
+            TurnEndReason::Cancelled => "cancelled",
+            TurnEndReason::HolderGone => "holder_gone",
+            TurnEndReason::AgentDied => "agent_died",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TurnEnded {
     pub turn_id: u64,
@@ -229,7 +242,7 @@ pub struct VoteResolved {
     /// Merged answers of a question vote, one per question.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub answers: Vec<String>,
-    /// Who resolved it: `consensus`, a participant id, `host`, `deadline`, `system`.
+    /// Who resolved it: `consensus`, `holder`, `host`, `deadline` or `system`.
     pub resolved_by: String,
 }
 
@@ -288,7 +301,7 @@ pub struct LobbyEvent {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Closing {
-    /// `revoked`, `kicked`, `expired`, `auth_timeout`, `shutdown`, `refused`, `rate_limited`.
+    /// `revoked`, `kicked`, `expired`, `auth_timeout`, `refused`, `shutdown`.
     pub reason: String,
 }
 

@@ -52,7 +52,7 @@ pub fn end_turn(
     closed.write(TurnClosed {
         session: session.id.clone(),
         turn_id: lock.turn_id,
-        reason: format!("turn ended ({reason:?})").to_lowercase(),
+        reason: format!("turn ended ({})", reason.as_str()),
     });
 }
 

@@ -46,7 +46,10 @@ pub fn resolve_votes(
                 },
                 false,
             )
-        } else if let Some(r) = evaluate(&vote, &names) {
+        } else if let Some(mut r) = evaluate(&vote, &names) {
+            if vote.decided_by == DecidedBy::Holder && r.resolved_by == "consensus" {
+                r.resolved_by = "holder".into();
+            }
             (r, true)
         } else if vote.deadline.is_some_and(|d| d <= now) {
             (
