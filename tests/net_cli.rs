@@ -3,6 +3,7 @@
 
 mod support;
 
+use roundtable::protocol::{Method, ParticipantRef};
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
@@ -10,7 +11,6 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use roundtable::protocol::{Method, ParticipantRef};
 use support::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_roundtable");
@@ -274,7 +274,8 @@ async fn join_waits_in_the_lobby_until_the_host_admits() {
     let dir = data.path().display().to_string();
     let link_text = link.to_string();
     let (ann, auth) = tokio::task::spawn_blocking(move || {
-        let mut p = Proc::spawn("Ann", &["--data-dir", &dir, "join", &link_text, "--name", "Ann", "--json"], Path::new("."));
+        let mut p =
+            Proc::spawn("Ann", &["--data-dir", &dir, "join", &link_text, "--name", "Ann", "--json"], Path::new("."));
         let auth = p.expect_json("the authentication result", |v| v["result"]["admission"].is_string());
         (p, auth)
     })

@@ -47,16 +47,17 @@ pub const DEFAULT_PATTERNS: &[(&str, &str)] = &[
     ("slack_token", r"(?-u:\b)xox[baprs]-[A-Za-z0-9-]{10,}"),
     ("google_api_key", r"(?-u:\b)AIza[0-9A-Za-z_-]{35}"),
     (
-        // `password: "x"`, `"token": "x"`, `API_KEY = 'x'`: a quoted value of any length.
+        // `password: "x"`, `"token": "x"`, `API_KEY = 'x'`: a quoted value of any length. The key
+        // may end a longer name (`DB_PASSWORD`, `client_secret`); only the value is masked.
         "quoted_secret_pair",
-        r#"(?i)(?-u:\b)[a-z0-9_.-]{0,40}(?:password|passwd|passphrase|secret|token|api[_-]?key|apikey|access[_-]?key|private[_-]?key|credentials?)["']?[ \t]{0,5}[:=][ \t]{0,5}(?P<secret>"[^"\r\n]+"|'[^'\r\n]+')"#,
+        r#"(?i)(?:password|passwd|passphrase|secret|token|api[_-]?key|apikey|access[_-]?key|private[_-]?key|credentials?)["']?[ \t]{0,5}[:=][ \t]{0,5}(?P<secret>"[^"\r\n]+"|'[^'\r\n]+')"#,
     ),
     (
         // `password=hunter22`, `DB_PASSWORD=…`, `secret: …` with an unquoted value of at least 8
         // characters. `=` must be unspaced (so `let token = parse(x)` in code stays readable) and
         // brackets end the value (so `token: Option<String>` is not a secret).
         "bare_secret_pair",
-        r#"(?i)(?-u:\b)[a-z0-9_.-]{0,40}(?:password|passwd|passphrase|secret|token|api[_-]?key|apikey|access[_-]?key|private[_-]?key|credentials?)["']?(?:=|:[ \t]{0,5})(?P<secret>[^\s"'`,;(){}\[\]<>]{8,})"#,
+        r#"(?i)(?:password|passwd|passphrase|secret|token|api[_-]?key|apikey|access[_-]?key|private[_-]?key|credentials?)["']?(?:=|:[ \t]{0,5})(?P<secret>[^\s"'`,;(){}\[\]<>]{8,})"#,
     ),
 ];
 
@@ -81,6 +82,8 @@ struct Inner {
     patterns: Vec<Pattern>,
     /// The lazy DFA of each pattern, used to decide what a stream must hold back.
     dfas: Vec<DFA>,
+    /// Per pattern, the bytes a match can start with (a cheap pre-check before running the DFA).
+    first_bytes: Vec<[bool; 256]>,
 }
 
 /// Replaces secrets in text with [`MASK`]. Cheap to clone (shared, immutable).
@@ -126,7 +129,8 @@ impl Masker {
                 .map_err(|e| invalid(pattern, &e))?;
             dfas.push(dfa);
         }
-        Ok(Masker { inner: Arc::new(Inner { patterns: compiled, dfas }) })
+        let first_bytes = dfas.iter().map(first_bytes).collect();
+        Ok(Masker { inner: Arc::new(Inner { patterns: compiled, dfas, first_bytes }) })
     }
 
     /// Masks every secret in `text`.
@@ -200,7 +204,14 @@ impl Masker {
     /// Whether an anchored run of any pattern from `start` is still alive at the end of `hay`,
     /// i.e. text from `start` might still become (part of) a match.
     fn alive_from(&self, caches: &mut [Cache], hay: &str, start: usize) -> bool {
-        self.inner.dfas.iter().zip(caches.iter_mut()).any(|(dfa, cache)| Self::dfa_alive_from(dfa, cache, hay, start))
+        let first = hay.as_bytes()[start];
+        let inner = &self.inner;
+        inner
+            .dfas
+            .iter()
+            .zip(&inner.first_bytes)
+            .zip(caches.iter_mut())
+            .any(|((dfa, firsts), cache)| firsts[usize::from(first)] && Self::dfa_alive_from(dfa, cache, hay, start))
     }
 
     /// One pattern's anchored run from `start`: errors and quits count as alive (holding back
@@ -222,6 +233,25 @@ impl Masker {
         }
         !sid.is_dead()
     }
+}
+
+/// The bytes that can begin a match of `dfa`, whatever precedes them. All bytes when that cannot
+/// be worked out (a Unicode `\b` after non-ASCII text makes the lazy DFA give up).
+fn first_bytes(dfa: &DFA) -> [bool; 256] {
+    let mut cache = dfa.create_cache();
+    let mut table = [false; 256];
+    let look_behinds = std::iter::once(None).chain((0..=u8::MAX).map(Some));
+    for look_behind in look_behinds {
+        let config = regex_automata::util::start::Config::new().anchored(Anchored::Yes).look_behind(look_behind);
+        let Ok(start) = dfa.start_state(&mut cache, &config) else { return [true; 256] };
+        for byte in 0..=u8::MAX {
+            let slot = &mut table[usize::from(byte)];
+            if !*slot {
+                *slot = dfa.next_state(&mut cache, start, byte).map_or(true, |next| !next.is_dead());
+            }
+        }
+    }
+    table
 }
 
 /// Masks a stream of text chunks: [`feed`](StreamMasker::feed) returns what is safe to send now,

@@ -13,6 +13,8 @@ pub mod external;
 pub mod mask;
 pub mod process;
 
+pub use external::{ExternalAgents, ExternalConfig};
+
 use crate::ids::SessionId;
 use crate::persist::AgentSpec;
 use crate::protocol::Question;

@@ -80,9 +80,11 @@ pub struct JoinArgs {
 pub fn run_host(args: ServeArgs, data_dir: Option<&Path>) -> anyhow::Result<ExitCode> {
     let has_display = ["DISPLAY", "WAYLAND_DISPLAY"].iter().any(|v| std::env::var_os(v).is_some_and(|s| !s.is_empty()));
     if has_display {
-        println!("The desktop window is not part of this build yet — running headless (same as `roundtable serve`).");
+        serve::say(
+            "The desktop window is not part of this build yet — running headless (same as `roundtable serve`).\n",
+        );
     } else {
-        println!("no display found — running headless (same as `roundtable serve`)");
+        serve::say("no display found — running headless (same as `roundtable serve`)\n");
     }
     run_serve(args, data_dir)
 }

@@ -49,16 +49,16 @@ pub async fn serve(args: ServeArgs, data_dir: PathBuf) -> anyhow::Result<ExitCod
     };
     print_banner(&host, &data_dir, &args, &setup);
     if args.bind.ip().is_unspecified() && args.public_host.is_none() {
-        println!(
-            "note: listening on every interface, but links name {}; pass --public-host with an address the others can reach",
+        say(&format!(
+            "note: listening on every interface, but links name {}; pass --public-host with an address the others can reach\n",
             host.link_authority
-        );
+        ));
     }
 
     let outcome = watch(&mut host, &mut events, &mut log).await;
-    println!("shutting down: closing connections and saving state…");
+    say("shutting down: closing connections and saving state…\n");
     host.shutdown().await;
-    println!("stopped.");
+    say("stopped.\n");
     outcome
 }
 
@@ -75,12 +75,7 @@ async fn watch(host: &mut Host, events: &mut Events, log: &mut Renderer) -> anyh
             _ = host.engine_stopped() => anyhow::bail!("the engine stopped unexpectedly (see the log above)"),
             ev = events.recv() => match ev {
                 Some(ClientEvent::Event { frame, .. }) => {
-                    let text = log.event(&frame);
-                    if !text.is_empty() {
-                        let mut out = std::io::stdout().lock();
-                        let _ = out.write_all(text.as_bytes());
-                        let _ = out.flush();
-                    }
+                    say(&log.event(&frame));
                 }
                 Some(ClientEvent::Closed { reason }) => {
                     anyhow::bail!("the engine closed the host connection ({})", reason.unwrap_or_default())
@@ -89,6 +84,16 @@ async fn watch(host: &mut Host, events: &mut Events, log: &mut Renderer) -> anyh
                 None => anyhow::bail!("the host connection ended"),
             },
         }
+    }
+}
+
+/// Writes to stdout, ignoring failures: a closed pipe (`serve | head`) must not stop the host
+/// or interrupt its graceful shutdown.
+pub fn say(text: &str) {
+    if !text.is_empty() {
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(text.as_bytes());
+        let _ = out.flush();
     }
 }
 
@@ -208,6 +213,5 @@ fn print_banner(host: &Host, data_dir: &std::path::Path, args: &ServeArgs, setup
         }
     }
     let _ = writeln!(out, "activity follows; stop with Ctrl-C");
-    print!("{out}");
-    let _ = std::io::stdout().flush();
+    say(&out);
 }

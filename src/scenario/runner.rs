@@ -427,7 +427,8 @@ impl<'a> Runner<'a> {
         self.collect();
         let v = self.engine().violations();
         if v.len() > self.violations.len() {
-            for msg in v[self.violations.len()..].to_vec() {
+            let seen = self.violations.len();
+            for msg in &v[seen..] {
                 self.fail(None, format!("invariant violated: {msg}"));
             }
             self.violations = v;
@@ -798,17 +799,14 @@ impl<'a> Runner<'a> {
                     self.join(name, Some(index), &s, None, Purpose::Auto);
                 }
             }
-            "admission" => {
-                if payload.get("admission").and_then(Value::as_str) == Some("admitted") {
-                    let c = self.clients.get_mut(name).expect("client");
-                    c.admitted = true;
-                    let joins = c.want_join.clone();
-                    let authed: Vec<usize> =
-                        (0..c.conns.len()).filter(|&i| c.conns[i].open && c.conns[i].authed).collect();
-                    for i in authed {
-                        for s in &joins {
-                            self.join(name, Some(i), s, None, Purpose::Auto);
-                        }
+            "admission" if payload.get("admission").and_then(Value::as_str) == Some("admitted") => {
+                let c = self.clients.get_mut(name).expect("client");
+                c.admitted = true;
+                let joins = c.want_join.clone();
+                let authed: Vec<usize> = (0..c.conns.len()).filter(|&i| c.conns[i].open && c.conns[i].authed).collect();
+                for i in authed {
+                    for s in &joins {
+                        self.join(name, Some(i), s, None, Purpose::Auto);
                     }
                 }
             }
@@ -1131,18 +1129,14 @@ impl<'a> Runner<'a> {
                     params.insert("resume_token".into(), json!(r));
                 }
             }
-            "send_message" => {
-                if !params.contains_key("client_msg_id") {
-                    let c = self.clients.get_mut(who).expect("client");
-                    c.msg_counter += 1;
-                    params.insert("client_msg_id".into(), json!(format!("{who}-{}", c.msg_counter)));
-                }
+            "send_message" if !params.contains_key("client_msg_id") => {
+                let c = self.clients.get_mut(who).expect("client");
+                c.msg_counter += 1;
+                params.insert("client_msg_id".into(), json!(format!("{who}-{}", c.msg_counter)));
             }
-            "join_session" => {
-                if params.get("since_seq").and_then(Value::as_str) == Some("last") {
-                    let s = p.session.clone().unwrap_or_default();
-                    params.insert("since_seq".into(), json!(self.clients[who].last_seq(&s)));
-                }
+            "join_session" if params.get("since_seq").and_then(Value::as_str) == Some("last") => {
+                let s = p.session.clone().unwrap_or_default();
+                params.insert("since_seq".into(), json!(self.clients[who].last_seq(&s)));
             }
             "mint_share" => {
                 if let Some(Value::String(l)) = params.get("label") {
