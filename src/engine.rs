@@ -220,11 +220,15 @@ impl Engine {
     /// Whether the engine has inbound work waiting.
     pub fn has_input(&self) -> bool {
         !self.world.resource::<Inbox>().0.is_empty()
+            || !self.world.resource::<crate::systems::ingest::Deferred>().0.is_empty()
     }
 
     /// Blocks until inbound work is waiting or `timeout` passed (does not consume anything).
     /// Returns whether input is waiting. Real-time drivers call this between ticks.
     pub fn wait_for_input(&self, timeout: std::time::Duration) -> bool {
+        if !self.world.resource::<crate::systems::ingest::Deferred>().0.is_empty() {
+            return true;
+        }
         let rx = &self.world.resource::<Inbox>().0;
         let mut sel = crossbeam_channel::Select::new();
         sel.recv(rx);

@@ -57,6 +57,9 @@ pub struct SessionRow {
     /// Vote deadline for this session in ms (overrides the share's), if any.
     pub vote_deadline_ms: Option<u64>,
     pub created_at: u64,
+    /// Text the agent streamed so far in the running turn (empty when idle).
+    #[serde(default)]
+    pub streamed: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

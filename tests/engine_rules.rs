@@ -635,3 +635,85 @@ fn holder_votes_say_they_were_resolved_by_the_holder() {
     h.call(ann, "vote_plan", json!({"vote_id": v, "approve": true})).unwrap();
     assert_eq!(resolved(&h).unwrap()["resolved_by"], "holder");
 }
+
+#[test]
+fn pipelined_requests_after_authenticate_are_answered_in_order() {
+    let (mut h, w, s) = setup();
+    let tok = h.mint(&[&w], json!({}));
+    let c = h.open("10.13.0.1:1");
+    let a = h.send(c, "authenticate", json!({"token": tok, "display_name": "Pip"}));
+    let j = h.send(c, "join_session", json!({"session_id": s}));
+    h.tick();
+    h.tick();
+    assert!(h.response(c, a).unwrap().is_ok());
+    assert!(h.response(c, j).expect("join answered").is_ok(), "join waited for the authentication");
+    let ids: Vec<Value> = h.frames(c).iter().filter_map(|f| f.get("id").cloned()).collect();
+    assert_eq!(ids, vec![json!(a), json!(j)]);
+}
+
+#[test]
+fn refused_lobby_participant_is_told_before_the_socket_closes() {
+    let (mut h, w, _s) = setup();
+    let tok = h.mint(&[&w], json!({"admission_required": true}));
+    let c = h.open("10.14.0.1:1");
+    let auth = h.call(c, "authenticate", json!({"token": tok, "display_name": "Eve"})).unwrap();
+    h.host("refuse", json!({"participant_id": auth["participant_id"]}));
+    let names: Vec<String> = h.take(c).iter().map(|e| e["event"].as_str().unwrap().to_string()).collect();
+    assert_eq!(names, vec!["admission", "closing"]);
+    assert_eq!(h.events_named(c, "admission")[0]["payload"]["admission"], "refused");
+}
+
+#[test]
+fn restart_continues_seqs_after_the_last_committed_event() {
+    use roundtable::store::SqliteStore;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("roundtable.db");
+    let (tok, s, last) = {
+        let mut h = Harness::with_store(EngineConfig::default(), Box::new(SqliteStore::open(&db).unwrap()));
+        let (w, s) = h.workspace_and_session(".");
+        let tok = h.mint(&[&w], json!({}));
+        let (ann, _) = h.join(&tok, "Ann", &s);
+        let (_bob, _) = h.join(&tok, "Bob", &s);
+        let v = open_plan(&mut h, ann, &s);
+        h.call(ann, "vote_plan", json!({"vote_id": v, "approve": true})).unwrap();
+        let last = h.frames(HOST).iter().filter_map(|f| f.get("seq").and_then(Value::as_u64)).max().unwrap();
+        (tok, s, last)
+    };
+    // "Kill" the host: drop it mid-turn with a vote open, then restart on the same database.
+    let mut h = Harness::with_store(EngineConfig::default(), Box::new(SqliteStore::open(&db).unwrap()));
+    h.run(50);
+    let seqs: Vec<u64> = h.frames(HOST).iter().filter_map(|f| f.get("seq").and_then(Value::as_u64)).collect();
+    assert_eq!(seqs.first().copied(), Some(last + 1), "continues after the last committed seq");
+    assert!(h.events_named(HOST, "turn_ended").iter().any(|e| e["payload"]["reason"] == "agent_died"));
+    assert!(h.events_named(HOST, "vote_resolved").iter().any(|e| e["payload"]["outcome"] == "denied"));
+    let c = h.open("10.15.0.1:1");
+    h.call(c, "authenticate", json!({"token": tok, "display_name": "Cy"})).unwrap();
+    let r = h.call(c, "join_session", json!({"session_id": s, "since_seq": 0})).unwrap();
+    assert_eq!(r["catch_up"], "events");
+}
+
+#[test]
+fn a_resumed_connection_gets_its_replay_then_live_events_without_duplicates() {
+    let (mut h, w, s) = setup();
+    let tok = h.mint(&[&w], json!({}));
+    let c = h.open("10.16.0.1:1");
+    let auth = h.call(c, "authenticate", json!({"token": tok, "display_name": "Ann"})).unwrap();
+    h.call(c, "join_session", json!({"session_id": s})).unwrap();
+    let (bob, _) = h.join(&tok, "Bob", &s);
+    let seen = h.frames(c).iter().filter_map(|f| f.get("seq").and_then(Value::as_u64)).max().unwrap_or(0);
+    h.close(c);
+    h.tick();
+    h.call(bob, "send_message", json!({"session_id": s, "text": "while away", "client_msg_id": "w"})).unwrap();
+    h.run(300);
+    let c2 = h.open("10.16.0.1:2");
+    h.call(c2, "authenticate", json!({"token": "x", "display_name": "Ann", "resume_token": auth["resume_token"]}))
+        .unwrap();
+    h.run(50);
+    assert!(h.frames(c2).iter().all(|f| f.get("seq").is_none()), "no session events before rejoining");
+    h.call(c2, "join_session", json!({"session_id": s, "since_seq": seen})).unwrap();
+    h.call(bob, "send_message", json!({"session_id": s, "text": "after", "client_msg_id": "a"})).unwrap();
+    h.run(300);
+    let seqs: Vec<u64> = h.frames(c2).iter().filter_map(|f| f.get("seq").and_then(Value::as_u64)).collect();
+    let expected: Vec<u64> = (seen + 1..=*seqs.last().unwrap()).collect();
+    assert_eq!(seqs, expected, "every missed event once, in order, then live ones");
+}

@@ -87,6 +87,18 @@ impl Proc {
         serde_json::from_str(&line).unwrap()
     }
 
+    /// Waits until stderr contains `text`.
+    fn expect_stderr(&self, what: &str, text: &str) {
+        let deadline = Instant::now() + WAIT;
+        while Instant::now() < deadline {
+            if self.stderr.lock().unwrap().contains(text) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("{}: no {what} on stderr within {WAIT:?}:\n{}", self.name, self.stderr.lock().unwrap());
+    }
+
     fn send(&mut self, line: &str) {
         let stdin = self.stdin.as_mut().expect("stdin open");
         writeln!(stdin, "{line}").unwrap();
@@ -259,7 +271,13 @@ async fn join_reconnects_by_itself_after_a_host_restart_and_shows_nothing_twice(
     })
     .await
     .unwrap();
-    assert!(ann.stderr.lock().unwrap().contains("reconnected as Ann"), "{}", ann.stderr.lock().unwrap());
+    // stderr is read on its own thread; the note may land a moment after the stdout line.
+    let ann = tokio::task::spawn_blocking(move || {
+        ann.expect_stderr("the reconnect note", "reconnected as Ann");
+        ann
+    })
+    .await
+    .unwrap();
     let seen = seqs(&ann.json_seen(), session.as_str());
     let first = seen[0];
     assert_eq!(seen, (first..first + seen.len() as u64).collect::<Vec<_>>(), "no gap, no duplicate");

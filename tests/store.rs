@@ -38,6 +38,7 @@ fn session(n: u64, ws: u64) -> SessionRow {
         agent: AgentSpec::demo(),
         vote_deadline_ms: Some(120_000),
         created_at: 1_700_000_000_000,
+        streamed: "half a reply".into(),
     }
 }
 

@@ -34,6 +34,8 @@ enum WaitKind {
 struct Turn {
     turn_id: u64,
     steps: VecDeque<Step>,
+    /// Whether any text was streamed yet (the reply after a vote starts a new paragraph).
+    spoke: bool,
 }
 
 /// Per-session demo agent state.
@@ -80,7 +82,7 @@ impl DemoAgent {
                     steps.extend(chunks(&format!("You said: {prompt}")));
                     steps.push_back(Step::Finish);
                 }
-                self.turns.insert(session, Turn { turn_id, steps });
+                self.turns.insert(session, Turn { turn_id, steps, spoke: false });
             }
             AgentCommand::Resolve { session, turn_id, request_id, resolution } => {
                 let Some(turn) = self.turns.get_mut(&session) else { return };
@@ -101,6 +103,8 @@ impl DemoAgent {
                     (WaitKind::Question, Resolution::Denied(reason)) => format!("No answer ({reason}). I stopped."),
                     (_, other) => format!("Unexpected resolution {other:?}."),
                 };
+                // A new paragraph after the preamble streamed before the vote.
+                let reply = if turn.spoke { format!("\n{reply}") } else { reply };
                 turn.steps.extend(chunks(&reply));
                 turn.steps.push_back(Step::Finish);
             }
@@ -121,7 +125,10 @@ impl DemoAgent {
                 None => continue,
                 Some(Step::Wait { .. }) => continue,
                 Some(_) => match turn.steps.pop_front().expect("front exists") {
-                    Step::Say(t) => AgentEvent::Delta(t),
+                    Step::Say(t) => {
+                        turn.spoke = true;
+                        AgentEvent::Delta(t)
+                    }
                     Step::Propose { request_id, plan } => AgentEvent::Plan { request_id, plan },
                     Step::Ask { request_id, question } => AgentEvent::Question {
                         request_id,

@@ -93,6 +93,9 @@ pub struct Connection {
     pub sink: Arc<dyn FrameSink>,
     /// The host's own in-process connection.
     pub is_host: bool,
+    /// Sessions this connection has joined (`join_session`). Session events reach a connection
+    /// only after it joined, so a resumed connection gets exactly its replay, then live events.
+    pub joined: std::collections::BTreeSet<SessionId>,
 }
 
 impl Connection {

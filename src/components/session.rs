@@ -78,6 +78,7 @@ impl Session {
             agent: self.agent.clone(),
             vote_deadline_ms: self.vote_deadline_ms,
             created_at: self.created_at,
+            streamed: lock.streamed.clone(),
         }
     }
 }

@@ -55,13 +55,23 @@ pub struct HostOptions {
     pub engine: EngineConfig,
     /// Server tuning. `tls` is filled in by [`Host::start`].
     pub server: ServerOptions,
+    /// The `claude` and `command` agent backends (processes run outside the engine thread).
+    pub agents: crate::agent::ExternalConfig,
 }
 
 impl HostOptions {
     /// Production defaults: engine seeded from the OS, no invariant checks.
     pub fn new(data_dir: PathBuf, bind: SocketAddr) -> Self {
         let engine = EngineConfig { seed: rand::random(), check_invariants: false, ..EngineConfig::default() };
-        Self { data_dir, bind, public_host: None, insecure: false, engine, server: ServerOptions::default() }
+        Self {
+            data_dir,
+            bind,
+            public_host: None,
+            insecure: false,
+            engine,
+            server: ServerOptions::default(),
+            agents: crate::agent::ExternalConfig::default(),
+        }
     }
 }
 
@@ -114,7 +124,7 @@ impl Host {
             None => "#insecure".to_string(),
         });
 
-        let (engine, inbound) = EngineThread::spawn(options.engine.clone(), store)?;
+        let (engine, inbound) = EngineThread::spawn(options.engine.clone(), options.agents.clone(), store)?;
         let conn_ids = ConnIds::new();
         let server = server::start_server(listener, options.server.clone(), inbound.clone(), conn_ids.clone())?;
         let (client, events) = Client::in_process(inbound.clone(), conn_ids.next());
@@ -214,7 +224,11 @@ impl Drop for ExitSignal {
 impl EngineThread {
     /// Builds the engine on its own thread (so nothing else ever touches the World) and starts
     /// the drive loop. Returns once the engine is built, with its inbound sender.
-    fn spawn(config: EngineConfig, store: Box<dyn Store>) -> anyhow::Result<(EngineThread, Sender<Inbound>)> {
+    fn spawn(
+        config: EngineConfig,
+        agents: crate::agent::ExternalConfig,
+        store: Box<dyn Store>,
+    ) -> anyhow::Result<(EngineThread, Sender<Inbound>)> {
         let stop = Arc::new(AtomicBool::new(false));
         let kill = Arc::new(AtomicBool::new(false));
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -224,13 +238,15 @@ impl EngineThread {
             .name("engine".into())
             .spawn(move || {
                 let _signal = ExitSignal(Some(exit_tx));
-                let engine = match Engine::new(config, store) {
+                let mut engine = match Engine::new(config, store) {
                     Ok(engine) => engine,
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));
                         return;
                     }
                 };
+                let runtime = crate::agent::ExternalAgents::new(engine.sender(), agents);
+                engine.set_agent_runtime(Box::new(runtime));
                 let _ = ready_tx.send(Ok(engine.sender()));
                 drive(engine, &stop2, &kill2);
             })

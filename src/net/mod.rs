@@ -47,11 +47,43 @@ pub struct ServeArgs {
     /// Mint a share link at startup (all workspaces, collaborative, consensus) and print it.
     #[arg(long)]
     pub mint: bool,
+
+    /// The Claude Code CLI used by workspaces with `--agent claude` (name on PATH or a path).
+    #[arg(long, value_name = "PATH", default_value = "claude")]
+    pub claude_bin: String,
+
+    /// A tool the `claude` agent may use without asking (repeatable), e.g. `--allowed-tool Read`.
+    /// Other tool uses become host decisions shown to everyone.
+    #[arg(long, value_name = "TOOL")]
+    pub allowed_tool: Vec<String>,
+
+    /// Seconds an external agent may stay silent mid-turn before it is stopped and the turn fails.
+    #[arg(long, value_name = "SECS", default_value_t = 600)]
+    pub agent_timeout: u64,
+
+    /// Default vote deadline in seconds (a vote still open then is denied "timed out").
+    #[arg(long, value_name = "SECS")]
+    pub vote_deadline: Option<u64>,
+
+    /// Extra secret pattern (a regex) masked in text sent to remotes, besides the built-in ones
+    /// (private keys, common API key prefixes, password=... pairs). Repeatable.
+    #[arg(long, value_name = "REGEX")]
+    pub mask: Vec<String>,
 }
 
 impl Default for ServeArgs {
     fn default() -> Self {
-        Self { bind: DEFAULT_BIND.parse().expect("valid default"), public_host: None, insecure: false, mint: false }
+        Self {
+            bind: DEFAULT_BIND.parse().expect("valid default"),
+            public_host: None,
+            insecure: false,
+            mint: false,
+            claude_bin: "claude".into(),
+            allowed_tool: Vec::new(),
+            agent_timeout: 600,
+            vote_deadline: None,
+            mask: Vec::new(),
+        }
     }
 }
 

@@ -34,6 +34,14 @@ pub async fn serve(args: ServeArgs, data_dir: PathBuf) -> anyhow::Result<ExitCod
     let mut options = HostOptions::new(data_dir.clone(), args.bind);
     options.public_host = args.public_host.clone();
     options.insecure = args.insecure;
+    options.engine.mask_patterns = args.mask.clone();
+    if let Err(e) = crate::agent::mask::Masker::new(&args.mask) {
+        anyhow::bail!("invalid --mask pattern: {e}");
+    }
+    options.engine.default_vote_deadline_ms = args.vote_deadline.map(|s| s * 1000);
+    options.agents.claude_binary = args.claude_bin.clone();
+    options.agents.allowed_tools = args.allowed_tool.clone();
+    options.agents.hang_timeout = std::time::Duration::from_secs(args.agent_timeout);
     let (mut host, mut events) = Host::start(options).await?;
     write_serve_json(&data_dir, &host.link_authority, args.insecure)?;
 

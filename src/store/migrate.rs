@@ -9,7 +9,10 @@ use crate::persist::StoreError;
 use rusqlite::{Connection, TransactionBehavior};
 
 /// The migrations, in order. Index `i` holds migration number `i + 1`.
-pub const MIGRATIONS: &[(&str, &str)] = &[("0001_init", include_str!("../../migrations/0001_init.sql"))];
+pub const MIGRATIONS: &[(&str, &str)] = &[
+    ("0001_init", include_str!("../../migrations/0001_init.sql")),
+    ("0002_streamed_text", include_str!("../../migrations/0002_streamed_text.sql")),
+];
 
 /// The schema version this binary writes.
 pub const LATEST: u32 = MIGRATIONS.len() as u32;

@@ -47,6 +47,9 @@ pub fn apply_agent_output(
 ) {
     let mut outputs: Vec<AgentOutput> = external.read().map(|m| m.0.clone()).collect();
     outputs.extend(agents.demo.step());
+    // Sessions whose streamed text grew: their row is saved once at the end of the tick, so a
+    // host killed mid-turn can still post what everyone already saw.
+    let mut streamed: std::collections::BTreeSet<crate::ids::SessionId> = Default::default();
     for out in outputs {
         let Some(&se) = index.sessions.get(&out.session) else { continue };
         let Ok((mut session, mut lock, mut log, mut history)) = sessions.get_mut(se) else { continue };
@@ -60,6 +63,7 @@ pub fn apply_agent_output(
                     continue;
                 }
                 lock.streamed.push_str(&text);
+                streamed.insert(out.session.clone());
                 let body = Event::AgentDelta(AgentDelta { turn_id: out.turn_id, text: text.clone() });
                 let frame = Arc::from(EventFrame { session_id: Some(out.session.clone()), seq: None, body }.to_json());
                 staged.0.push(Outgoing::Delta { session: out.session.clone(), turn_id: out.turn_id, text, frame });
@@ -117,6 +121,13 @@ pub fn apply_agent_output(
                     &mut staged,
                     &mut closed,
                 );
+            }
+        }
+    }
+    for sid in streamed {
+        if let Some((session, lock, log, _)) = index.sessions.get(&sid).and_then(|&e| sessions.get(e).ok()) {
+            if lock.holder.is_some() {
+                batch.push(crate::persist::StoreOp::PutSession(session.row(lock, log)));
             }
         }
     }

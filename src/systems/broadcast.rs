@@ -137,7 +137,7 @@ pub fn broadcast(
         if !p.presence.is_present() {
             continue;
         }
-        for s in &p.sessions {
+        for s in p.sessions.iter().filter(|s| c.is_host || c.joined.contains(*s)) {
             members.entry(s.clone()).or_default().push(ce);
         }
     }

@@ -18,9 +18,18 @@ use bevy_ecs::prelude::*;
 #[derive(Resource, Default)]
 pub struct ReloadShares(pub bool);
 
+/// Frames held for the next tick: a connection's frames that arrived after its `authenticate`
+/// in the same tick wait until the authentication has been decided, so pipelined requests
+/// (authenticate, then join_session) are answered in order and as the client meant them.
+#[derive(Resource, Default)]
+pub struct Deferred(pub Vec<(crate::ids::ConnId, String)>);
+
 pub fn ingest(world: &mut World) {
-    let inbound: Vec<Inbound> = world.resource::<Inbox>().0.try_iter().collect();
+    let deferred = std::mem::take(&mut world.resource_mut::<Deferred>().0);
+    let mut inbound: Vec<Inbound> = deferred.into_iter().map(|(conn, text)| Inbound::Frame { conn, text }).collect();
+    inbound.extend(world.resource::<Inbox>().0.try_iter());
     let now = world.resource::<Clock>().now;
+    let mut authenticating: std::collections::BTreeSet<crate::ids::ConnId> = Default::default();
     for item in inbound {
         match item {
             Inbound::Opened { conn, addr, sink } => {
@@ -35,6 +44,7 @@ pub fn ingest(world: &mut World) {
                         outbox: Outbox::default(),
                         sink,
                         is_host: false,
+                        joined: Default::default(),
                     })
                     .id();
                 world.resource_mut::<Index>().conns.insert(conn, e);
@@ -49,6 +59,7 @@ pub fn ingest(world: &mut World) {
                         outbox: Outbox::default(),
                         sink,
                         is_host: true,
+                        joined: Default::default(),
                     })
                     .id();
                 world.resource_mut::<Index>().conns.insert(conn, e);
@@ -61,7 +72,13 @@ pub fn ingest(world: &mut World) {
                     }
                 }
             }
-            Inbound::Frame { conn, text } => handle_frame(world, conn, text, now),
+            Inbound::Frame { conn, text } => {
+                if authenticating.contains(&conn) {
+                    world.resource_mut::<Deferred>().0.push((conn, text));
+                } else if handle_frame(world, conn, text, now) {
+                    authenticating.insert(conn);
+                }
+            }
             Inbound::Closed { conn } => {
                 world.resource_mut::<Messages<ConnClosed>>().write(ConnClosed { conn });
             }
@@ -73,18 +90,19 @@ pub fn ingest(world: &mut World) {
     }
 }
 
-fn handle_frame(world: &mut World, conn: crate::ids::ConnId, text: String, now: u64) {
+/// Handles one frame; returns true when it was an `authenticate` passed on for decision.
+fn handle_frame(world: &mut World, conn: crate::ids::ConnId, text: String, now: u64) -> bool {
     let Some(&e) = world.resource::<Index>().conns.get(&conn) else {
         tracing::debug!(%conn, "frame for unknown connection ignored");
-        return;
+        return false;
     };
     let (auth, is_host, allowed) = {
-        let Some(mut c) = world.get_mut::<Connection>(e) else { return };
+        let Some(mut c) = world.get_mut::<Connection>(e) else { return false };
         let allowed = c.is_host || c.bucket.take(now);
         (c.auth.clone(), c.is_host, allowed)
     };
     if auth == AuthState::Closing {
-        return;
+        return false;
     }
     let null = serde_json::Value::Null;
     if !allowed {
@@ -98,13 +116,13 @@ fn handle_frame(world: &mut World, conn: crate::ids::ConnId, text: String, now: 
             ErrorCode::RateLimited,
             "too many requests on this connection; slow down",
         );
-        return;
+        return false;
     }
     let req = match Request::parse(&text) {
         Ok(r) => r,
         Err(f) => {
             reply_err(&mut world.resource_mut::<Staged>(), conn, &f.id, f.error.code, f.error.message);
-            return;
+            return false;
         }
     };
     let gate = match (&auth, &req.method) {
@@ -134,7 +152,9 @@ fn handle_frame(world: &mut World, conn: crate::ids::ConnId, text: String, now: 
     };
     if let Some((code, message)) = gate {
         reply_err(&mut world.resource_mut::<Staged>(), conn, &req.id, code, message);
-        return;
+        return false;
     }
+    let is_auth = matches!(req.method, Method::Authenticate(_));
     world.resource_mut::<Messages<Incoming>>().write(Incoming { conn, id: req.id, method: req.method });
+    is_auth
 }

@@ -157,6 +157,7 @@ pub fn join_leave(
                     }
                 }
                 if let Ok(mut c) = conns.get_mut(ce) {
+                    c.joined.insert(session_id.clone());
                     c.outbox.resync.remove(&session_id);
                     c.outbox.queued.insert(session_id.clone(), last_seq);
                 }
@@ -192,6 +193,14 @@ pub fn join_leave(
                     &mut staged,
                 );
                 me.sessions.remove(&session_id);
+                // Every connection of this participant stops receiving the session.
+                for (_, &other) in index.conns.iter() {
+                    if let Ok(mut c) = conns.get_mut(other) {
+                        if c.participant() == Some(&pid) {
+                            c.joined.remove(&session_id);
+                        }
+                    }
+                }
                 batch.push(StoreOp::PutParticipant(me.row()));
                 dropped.write(VoterDropped { participant: pid.clone(), session: Some(session_id.clone()) });
                 reply_ok(&mut staged, req.conn, &req.id, Ack { ok: true });

@@ -40,6 +40,7 @@ impl Installer for CoreInstaller {
         world.init_resource::<Staged>();
         world.init_resource::<Violations>();
         world.init_resource::<ingest::ReloadShares>();
+        world.init_resource::<ingest::Deferred>();
         world.init_resource::<restore::Recovery>();
         add_messages(world);
         schedule.add_systems(

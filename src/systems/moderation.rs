@@ -17,7 +17,7 @@ pub fn moderation(
     mut requests: MessageReader<Incoming>,
     clock: Res<Clock>,
     index: Res<Index>,
-    mut conns: Query<&mut Connection>,
+    conns: Query<&mut Connection>,
     mut participants: Query<&mut Participant>,
     mut logs: Query<&mut EventLog>,
     mut staged: ResMut<Staged>,
@@ -99,9 +99,8 @@ pub fn moderation(
         }
         if let Some(reason) = close_reason {
             for (_, &ce) in index.conns.iter() {
-                let Ok(mut c) = conns.get_mut(ce) else { continue };
+                let Ok(c) = conns.get(ce) else { continue };
                 if c.participant() == Some(target) {
-                    c.auth = AuthState::Closing;
                     staged.0.push(Outgoing::Close { conn: c.id, reason: reason.into() });
                 }
             }

@@ -53,11 +53,17 @@ pub fn restore_world(world: &mut World, r: Restored) {
             }
             history.messages.push(m);
         }
-        let tail =
+        let tail: std::collections::VecDeque<(u64, Arc<str>)> =
             events.remove(&s.id).unwrap_or_default().into_iter().map(|e| (e.seq, Arc::<str>::from(e.frame))).collect();
-        let log = EventLog { next_seq: s.next_seq.max(1), tail };
-        let lock =
-            TurnLock { holder: s.turn_holder.clone(), turn_id: s.turn_id, streamed: String::new(), consensus: true };
+        // The event log is authoritative: the session row is not rewritten on every event.
+        let after_tail = tail.back().map(|(seq, _)| seq + 1).unwrap_or(1);
+        let log = EventLog { next_seq: s.next_seq.max(after_tail), tail };
+        let lock = TurnLock {
+            holder: s.turn_holder.clone(),
+            turn_id: s.turn_id,
+            streamed: s.streamed.clone(),
+            consensus: true,
+        };
         let session = Session {
             id: s.id.clone(),
             workspace: s.workspace,

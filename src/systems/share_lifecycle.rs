@@ -6,7 +6,7 @@ use super::departure::depart;
 use super::ingest::ReloadShares;
 use super::resources::*;
 use super::util::emit;
-use crate::components::{AuthState, Connection, EventLog, Participant, Presence, Share, Workspace};
+use crate::components::{Connection, EventLog, Participant, Presence, Share, Workspace};
 use crate::persist::{AuditRow, PersistBatch, StoreOp};
 use bevy_ecs::prelude::*;
 
@@ -77,7 +77,7 @@ pub fn close_dead_shares(
     index: Res<Index>,
     shares: Query<&Share>,
     mut participants: Query<&mut Participant>,
-    mut conns: Query<&mut Connection>,
+    conns: Query<&Connection>,
     mut logs: Query<&mut EventLog>,
     mut staged: ResMut<Staged>,
     mut batch: ResMut<PersistBatch>,
@@ -96,9 +96,8 @@ pub fn close_dead_shares(
                 continue;
             }
             for (_, &ce) in index.conns.iter() {
-                let Ok(mut c) = conns.get_mut(ce) else { continue };
+                let Ok(c) = conns.get(ce) else { continue };
                 if c.participant() == Some(pid) {
-                    c.auth = AuthState::Closing;
                     staged.0.push(Outgoing::Close { conn: c.id, reason: reason.to_string() });
                 }
             }
