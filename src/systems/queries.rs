@@ -5,10 +5,10 @@
 //! canonicalisation (no `..`, no symlink escape) and capped in size.
 
 use super::resources::*;
-use super::util::{in_scope, reply_err, reply_ok};
+use super::util::{caller, in_scope, reply_err, reply_ok};
 use crate::components::{Connection, EventLog, Participant, Presence, Session, Share, TurnLock, Workspace};
 use crate::engine::EngineConfig;
-use crate::ids::{ParticipantId, SessionId};
+use crate::ids::SessionId;
 use crate::protocol::*;
 use bevy_ecs::prelude::*;
 use std::path::Path;
@@ -33,21 +33,6 @@ pub fn session_info(
         agent: agent.to_string(),
         last_seq: log.last_seq(),
     }
-}
-
-/// The caller's participant and share.
-pub fn caller<'a>(
-    index: &Index,
-    conns: &'a Query<&Connection>,
-    participants: &'a Query<&Participant>,
-    shares: &'a Query<&Share>,
-    conn: crate::ids::ConnId,
-) -> Option<(&'a Participant, Option<&'a Share>)> {
-    let c = conns.get(*index.conns.get(&conn)?).ok()?;
-    let pid: &ParticipantId = c.participant()?;
-    let p = participants.get(*index.participants.get(pid)?).ok()?;
-    let share = p.share.as_ref().and_then(|s| index.shares.get(s)).and_then(|&e| shares.get(e).ok());
-    Some((p, share))
 }
 
 #[allow(clippy::too_many_arguments)]

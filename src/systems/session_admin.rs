@@ -63,19 +63,9 @@ pub fn session_admin(
                     );
                     continue;
                 };
-                counters.session += 1;
-                let id = SessionId::nth(counters.session);
-                let session = Session {
-                    id: id.clone(),
-                    workspace: w.id.clone(),
-                    title: title_or(&p.title, "Untitled"),
-                    status: SessionStatus::Idle,
-                    agent: w.agent.clone(),
-                    vote_deadline_ms: p.vote_deadline_ms,
-                    created_at: now,
-                };
-                let lock = TurnLock::default();
-                let log = EventLog { next_seq: 1, tail: Default::default() };
+                let title = title_or(&p.title, "Untitled");
+                let (session, lock, log) = new_session(&mut counters, &w.id, title, &w.agent, p.vote_deadline_ms, now);
+                let id = session.id.clone();
                 batch.push(StoreOp::PutSession(session.row(&lock, &log)));
                 let info = host_joins(&index, &mut participants, &session, &lock, &log, &mut batch);
                 let e = commands.spawn((session, lock, log, History::default())).id();
@@ -147,23 +137,11 @@ pub fn session_admin(
                     );
                     continue;
                 };
-                counters.session += 1;
-                let id = SessionId::nth(counters.session);
-                let session = Session {
-                    id: id.clone(),
-                    workspace: src.workspace.clone(),
-                    title: p
-                        .title
-                        .clone()
-                        .map(|t| title_or(&t, "Fork"))
-                        .unwrap_or_else(|| format!("{} (fork)", src.title)),
-                    status: SessionStatus::Idle,
-                    agent: src.agent.clone(),
-                    vote_deadline_ms: src.vote_deadline_ms,
-                    created_at: now,
-                };
-                let lock = TurnLock::default();
-                let mut log = EventLog { next_seq: 1, tail: Default::default() };
+                let title =
+                    p.title.as_deref().map(|t| title_or(t, "Fork")).unwrap_or_else(|| format!("{} (fork)", src.title));
+                let (session, lock, mut log) =
+                    new_session(&mut counters, &src.workspace, title, &src.agent, src.vote_deadline_ms, now);
+                let id = session.id.clone();
                 let mut copy = History::default();
                 // Commit the session row before its messages (messages reference the session).
                 batch.push(StoreOp::PutSession(session.row(&lock, &log)));
@@ -192,6 +170,28 @@ pub fn session_admin(
             _ => {}
         }
     }
+}
+
+/// A new idle session with an empty log (the first event will be seq 1).
+fn new_session(
+    counters: &mut Counters,
+    workspace: &WorkspaceId,
+    title: String,
+    agent: &crate::persist::AgentSpec,
+    vote_deadline_ms: Option<u64>,
+    now: u64,
+) -> (Session, TurnLock, EventLog) {
+    counters.session += 1;
+    let session = Session {
+        id: SessionId::nth(counters.session),
+        workspace: workspace.clone(),
+        title,
+        status: SessionStatus::Idle,
+        agent: agent.clone(),
+        vote_deadline_ms,
+        created_at: now,
+    };
+    (session, TurnLock::default(), EventLog { next_seq: 1, tail: Default::default() })
 }
 
 fn title_or(t: &str, default: &str) -> String {

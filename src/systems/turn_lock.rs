@@ -6,7 +6,7 @@
 //! `client_msg_id` returns the original result without a duplicate.
 
 use super::resources::*;
-use super::util::{emit, in_scope, reply_err, reply_ok};
+use super::util::{caller, emit, in_scope, reply_err, reply_ok};
 use crate::agent::AgentCommand;
 use crate::components::*;
 use crate::engine::EngineConfig;
@@ -110,17 +110,7 @@ pub fn send_message(
 ) {
     for req in requests.read() {
         let Method::SendMessage(p) = &req.method else { continue };
-        let Some(me) = index
-            .conns
-            .get(&req.conn)
-            .and_then(|&e| conns.get(e).ok())
-            .and_then(|c| c.participant())
-            .and_then(|pid| index.participants.get(pid))
-            .and_then(|&e| participants.get(e).ok())
-        else {
-            continue;
-        };
-        let share = me.share.as_ref().and_then(|s| index.shares.get(s)).and_then(|&e| shares.get(e).ok());
+        let Some((me, share)) = caller(&index, &conns, &participants, &shares, req.conn) else { continue };
         let Some((mut session, mut lock, mut log, mut history)) = index
             .sessions
             .get(&p.session_id)
@@ -285,17 +275,7 @@ pub fn cancel_turn(
 ) {
     for req in requests.read() {
         let Method::CancelTurn(p) = &req.method else { continue };
-        let Some(me) = index
-            .conns
-            .get(&req.conn)
-            .and_then(|&e| conns.get(e).ok())
-            .and_then(|c| c.participant())
-            .and_then(|pid| index.participants.get(pid))
-            .and_then(|&e| participants.get(e).ok())
-        else {
-            continue;
-        };
-        let share = me.share.as_ref().and_then(|s| index.shares.get(s)).and_then(|&e| shares.get(e).ok());
+        let Some((me, share)) = caller(&index, &conns, &participants, &shares, req.conn) else { continue };
         let Some((mut session, mut lock, mut log, mut history)) = index
             .sessions
             .get(&p.session_id)

@@ -6,6 +6,7 @@ use crate::engine::Frame;
 use crate::ids::{ConnId, SessionId};
 use crate::persist::{EventRow, PersistBatch, StoreOp};
 use crate::protocol::{ErrorCode, Event, EventFrame, Role};
+use bevy_ecs::prelude::Query;
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -63,6 +64,21 @@ pub fn in_scope(participant: &Participant, share: Option<&Share>, workspace: &cr
         return false;
     }
     share.is_some_and(|s| s.workspaces.contains(workspace))
+}
+
+/// The participant behind a connection, and its share (none for the host).
+pub fn caller<'a>(
+    index: &super::resources::Index,
+    conns: &'a Query<&crate::components::Connection>,
+    participants: &'a Query<&Participant>,
+    shares: &'a Query<&Share>,
+    conn: crate::ids::ConnId,
+) -> Option<(&'a Participant, Option<&'a Share>)> {
+    let c = conns.get(*index.conns.get(&conn)?).ok()?;
+    let pid: &crate::ids::ParticipantId = c.participant()?;
+    let p = participants.get(*index.participants.get(pid)?).ok()?;
+    let share = p.share.as_ref().and_then(|s| index.shares.get(s)).and_then(|&e| shares.get(e).ok());
+    Some((p, share))
 }
 
 /// Source address without the port (rate limits are per address).

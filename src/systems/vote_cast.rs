@@ -3,7 +3,7 @@
 //! always decide alone.
 
 use super::resources::*;
-use super::util::{emit, in_scope, reply_err, reply_ok};
+use super::util::{caller, emit, in_scope, reply_err, reply_ok};
 use crate::components::*;
 use crate::persist::{AuditRow, BallotRow, PersistBatch, StoreOp};
 use crate::protocol::Event;
@@ -53,17 +53,7 @@ pub fn cast_ballot(
             Method::AnswerQuestion(p) => (&p.vote_id, Ballot::Answer(p.answers.clone())),
             _ => continue,
         };
-        let Some(me) = index
-            .conns
-            .get(&req.conn)
-            .and_then(|&e| conns.get(e).ok())
-            .and_then(|c| c.participant())
-            .and_then(|pid| index.participants.get(pid))
-            .and_then(|&e| participants.get(e).ok())
-        else {
-            continue;
-        };
-        let share = me.share.as_ref().and_then(|s| index.shares.get(s)).and_then(|&e| shares.get(e).ok());
+        let Some((me, share)) = caller(&index, &conns, &participants, &shares, req.conn) else { continue };
         let Some(mut vote) = index.votes.get(vote_id).and_then(|&e| votes.get_mut(e).ok()).filter(|v| {
             index
                 .sessions
