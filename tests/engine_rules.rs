@@ -717,3 +717,23 @@ fn a_resumed_connection_gets_its_replay_then_live_events_without_duplicates() {
     let expected: Vec<u64> = (seen + 1..=*seqs.last().unwrap()).collect();
     assert_eq!(seqs, expected, "every missed event once, in order, then live ones");
 }
+
+#[test]
+fn a_withdrawn_agent_request_closes_its_vote_without_approving() {
+    use roundtable::agent::{AgentEvent, AgentOutput};
+    use roundtable::engine::Inbound;
+    let (mut h, w, s) = setup();
+    let tok = h.mint(&[&w], json!({}));
+    let (ann, _) = h.join(&tok, "Ann", &s);
+    open_plan(&mut h, ann, &s);
+    let out = AgentOutput {
+        session: s.as_str().into(),
+        turn_id: 1,
+        event: AgentEvent::Withdrawn { request_id: "plan-1".into() },
+    };
+    h.engine.sender().send(Inbound::Agent(out)).unwrap();
+    h.tick();
+    let r = resolved(&h).unwrap();
+    assert_eq!(r["outcome"], "denied");
+    assert_eq!(r["reason"], "withdrawn by the agent");
+}

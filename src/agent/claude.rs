@@ -324,6 +324,7 @@ impl Backend for ClaudeBackend {
                 if let Some(id) = value["request_id"].as_str() {
                     if self.turn.pending.remove(id).is_some() {
                         tracing::info!(request_id = id, "claude withdrew a permission prompt");
+                        return Reaction::event(AgentEvent::Withdrawn { request_id: id.to_string() });
                     }
                 }
                 Reaction::default()
@@ -517,7 +518,8 @@ mod tests {
         let mut b = started();
         b.on_line(r#"{"type":"control_request","request_id":"p1","request":{"subtype":"can_use_tool","tool_name":"Bash","input":{"command":"ls"}}}"#);
         assert!(b.waiting_on_host());
-        b.on_line(r#"{"type":"control_cancel_request","request_id":"p1"}"#);
+        let r = b.on_line(r#"{"type":"control_cancel_request","request_id":"p1"}"#);
+        assert_eq!(r.events, vec![AgentEvent::Withdrawn { request_id: "p1".into() }]);
         assert!(!b.waiting_on_host());
         assert_eq!(b.resolve("p1", Resolution::Approved), Reaction::default());
     }

@@ -67,6 +67,9 @@ pub enum AgentEvent {
     Question { request_id: String, questions: Vec<Question> },
     /// The agent wants to use a tool and waits for permission (host decides).
     ToolRequest { request_id: String, tool: String, input: String },
+    /// The agent no longer needs an answer to one of its requests (e.g. Claude withdrew a
+    /// permission prompt): its open vote closes, denied "withdrawn by the agent".
+    Withdrawn { request_id: String },
     /// The turn finished normally.
     Done,
     /// The turn failed (crash, timeout, error result).

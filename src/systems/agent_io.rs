@@ -44,6 +44,7 @@ pub fn apply_agent_output(
     mut batch: ResMut<PersistBatch>,
     mut votes: MessageWriter<VoteRequested>,
     mut closed: MessageWriter<TurnClosed>,
+    mut withdrawn: MessageWriter<VoteWithdrawn>,
 ) {
     let mut outputs: Vec<AgentOutput> = external.read().map(|m| m.0.clone()).collect();
     outputs.extend(agents.demo.step());
@@ -91,6 +92,9 @@ pub fn apply_agent_output(
                     request_id,
                     subject: VoteSubject::Tool { tool, input },
                 });
+            }
+            AgentEvent::Withdrawn { request_id } => {
+                withdrawn.write(VoteWithdrawn { session: out.session, turn_id: out.turn_id, request_id });
             }
             AgentEvent::Done => {
                 end_turn(

@@ -143,6 +143,14 @@ pub struct VoteRequested {
     pub subject: VoteSubject,
 }
 
+/// The agent withdrew a request: its open vote closes (denied, "withdrawn by the agent").
+#[derive(Message, Debug, Clone)]
+pub struct VoteWithdrawn {
+    pub session: SessionId,
+    pub turn_id: u64,
+    pub request_id: String,
+}
+
 /// A turn ended (any path); open votes of the turn are closed.
 #[derive(Message, Debug, Clone)]
 pub struct TurnClosed {
@@ -160,6 +168,7 @@ pub fn add_messages(world: &mut World) {
     world.init_resource::<Messages<VoterDropped>>();
     world.init_resource::<Messages<VoteRequested>>();
     world.init_resource::<Messages<TurnClosed>>();
+    world.init_resource::<Messages<VoteWithdrawn>>();
 }
 
 /// Swaps message buffers once per tick (messages live for this tick and the next).
@@ -171,4 +180,5 @@ pub fn update_messages(world: &mut World) {
     world.resource_mut::<Messages<VoterDropped>>().update();
     world.resource_mut::<Messages<VoteRequested>>().update();
     world.resource_mut::<Messages<TurnClosed>>().update();
+    world.resource_mut::<Messages<VoteWithdrawn>>().update();
 }

@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 #[allow(clippy::too_many_arguments)]
 pub fn resolve_votes(
     mut turn_closed: MessageReader<TurnClosed>,
+    mut withdrawn: MessageReader<VoteWithdrawn>,
     clock: Res<Clock>,
     index: Res<Index>,
     mut agents: ResMut<Agents>,
@@ -28,6 +29,7 @@ pub fn resolve_votes(
 ) {
     let now = clock.now;
     let closed: Vec<TurnClosed> = turn_closed.read().cloned().collect();
+    let withdrawn: Vec<VoteWithdrawn> = withdrawn.read().cloned().collect();
     let names: BTreeMap<ParticipantId, String> =
         participants.iter().map(|p| (p.id.clone(), p.display_name.clone())).collect();
     for (_, &ve) in index.votes.iter() {
@@ -36,7 +38,20 @@ pub fn resolve_votes(
             continue;
         }
         let ended = closed.iter().find(|c| c.session == vote.session && c.turn_id == vote.turn_id);
-        let (resolved, tell_agent) = if let Some(c) = ended {
+        let pulled = withdrawn
+            .iter()
+            .any(|w| w.session == vote.session && w.turn_id == vote.turn_id && w.request_id == vote.request_id);
+        let (resolved, tell_agent) = if pulled {
+            (
+                Resolved {
+                    outcome: VoteOutcome::Denied,
+                    reason: Some("withdrawn by the agent".into()),
+                    answers: vec![],
+                    resolved_by: "system".into(),
+                },
+                false,
+            )
+        } else if let Some(c) = ended {
             (
                 Resolved {
                     outcome: VoteOutcome::Denied,
