@@ -311,3 +311,127 @@ async fn join_waits_in_the_lobby_until_the_host_admits() {
     .await
     .unwrap();
 }
+
+// ---- the host console: `serve` reads commands on its stdin ----
+
+/// Starts `roundtable serve` (plain ws:// on loopback) and waits for its console banner.
+fn serve_with_console(data: &Path, workspace: &Path) -> Proc {
+    let data_arg = data.join("host").display().to_string();
+    let args = ["--data-dir", &data_arg, "serve", "--bind", "127.0.0.1:0", "--insecure"];
+    let mut serve = Proc::spawn("serve", &args, workspace);
+    serve.expect("the console banner", |l| l.starts_with("host console:"));
+    serve
+}
+
+/// Types `/mint OPTIONS` and returns the link the console prints.
+fn console_mint(serve: &mut Proc, options: &str) -> String {
+    serve.send(&format!("/mint {options}"));
+    serve.expect("the minted link", |l| l.trim_start().starts_with("roundtable://")).trim().to_string()
+}
+
+fn json_join(data: &Path, link: &str, name: &str, workspace: &Path) -> Proc {
+    let dir = data.join(name).display().to_string();
+    Proc::spawn(name, &["--data-dir", &dir, "join", link, "--name", name, "--json"], workspace)
+}
+
+/// Whether a line's words are exactly `words` (table rows, whatever the column widths).
+fn words_are(line: &str, words: &[&str]) -> bool {
+    line.split_whitespace().collect::<Vec<_>>() == words
+}
+
+#[test]
+fn host_console_mints_a_link_admits_from_the_lobby_and_kicks() {
+    let data = tempfile::tempdir().unwrap();
+    let workspace = tempfile::tempdir().unwrap();
+    let mut serve = serve_with_console(data.path(), workspace.path());
+    let link = console_mint(&mut serve, "--admission --max-uses 5");
+    assert!(link.ends_with("#insecure"), "{link}");
+
+    let mut ann = json_join(data.path(), &link, "Ann", workspace.path());
+    let auth = ann.expect_json("the authentication result", |v| v["result"]["admission"].is_string());
+    assert_eq!(auth["result"]["admission"], "pending");
+    let ann_id = auth["result"]["participant_id"].as_str().unwrap().to_string();
+    serve.expect("the lobby notice", |l| l.contains("is waiting in the lobby"));
+
+    serve.send("/lobby");
+    serve.expect("Ann listed in the lobby", |l| words_are(l, &[&ann_id, "Ann", "share", "sh1"]));
+    serve.send("/admit Ann");
+    serve.expect("the admission", |l| l == format!("* admitted Ann ({ann_id})"));
+    ann.expect_json("the admission", |v| is_event(v, "admission") && v["payload"]["admission"] == "admitted");
+    ann.expect_json("the session, once admitted", |v| is_event(v, "snapshot"));
+
+    serve.send("/who");
+    serve.expect("Ann in the roster", |l| words_are(l, &[&ann_id, "Ann", "participant", "connected"]));
+
+    // Mistakes are reported and the host keeps going.
+    serve.send("/kick Zed");
+    serve.expect("an unknown name", |l| l.starts_with("! nobody named \"Zed\""));
+    serve.send("/kick p99");
+    serve.expect("the host's refusal with its code", |l| l.starts_with("! not_found: "));
+    serve.send("/kik Ann");
+    serve.expect("an unknown command", |l| l.starts_with("! unknown command /kik"));
+
+    serve.send(&format!("/kick {ann_id}"));
+    ann.expect_json("the kick", |v| is_event(v, "closing") && v["payload"]["reason"] == "kicked");
+    assert!(!ann.wait(), "a kicked join exits with failure: its connection was closed");
+    serve.expect("the kick confirmation", |l| l == format!("* kicked Ann ({ann_id})"));
+
+    serve.send("/quit");
+    serve.expect("the goodbye", |l| l.trim() == "stopped.");
+    assert!(serve.wait(), "/quit shuts the host down gracefully");
+}
+
+#[test]
+fn host_console_approve_decides_a_plan_vote_and_plain_lines_chat() {
+    let data = tempfile::tempdir().unwrap();
+    let workspace = tempfile::tempdir().unwrap();
+    let mut serve = serve_with_console(data.path(), workspace.path());
+    let link = console_mint(&mut serve, "");
+    let mut bob = json_join(data.path(), &link, "Bob", workspace.path());
+    bob.expect_json("Bob's snapshot", |v| is_event(v, "snapshot"));
+
+    bob.send("/plan x");
+    let opened = bob.expect_json("the plan vote", |v| is_event(v, "vote_opened"));
+    let vote_id = opened["payload"]["vote_id"].as_str().unwrap().to_string();
+    serve.expect("the host's voting hint", |l| l.contains(&format!("/approve {vote_id}")));
+    serve.send("/approve");
+    let resolved = bob.expect_json("the outcome", |v| is_event(v, "vote_resolved"));
+    assert_eq!(resolved["payload"]["outcome"], "approved");
+    assert_eq!(resolved["payload"]["resolved_by"], "host", "the host's ballot decides alone");
+    bob.expect_json("the end of the turn", |v| is_event(v, "turn_ended"));
+
+    serve.send("/approve");
+    serve.expect("no vote left", |l| l.starts_with("! no plan or tool request is waiting for a vote"));
+    serve.send("hello from the host");
+    let msg = bob.expect_json("the host's message", |v| is_event(v, "message") && v["payload"]["author_id"] == "host");
+    assert_eq!(msg["payload"]["text"], "hello from the host");
+}
+
+#[test]
+fn serve_keeps_running_when_its_stdin_ends() {
+    let data = tempfile::tempdir().unwrap();
+    let workspace = tempfile::tempdir().unwrap();
+    let data_arg = data.path().join("host").display().to_string();
+    let args = ["--data-dir", &data_arg, "serve", "--bind", "127.0.0.1:0", "--insecure", "--mint"];
+    let mut serve = Proc::spawn("serve", &args, workspace.path());
+    let link = serve.expect("a share link", |l| l.trim_start().starts_with("roundtable://")).trim().to_string();
+    drop(serve.stdin.take());
+    serve.expect("the console-off note", |l| l.contains("the host console is off"));
+
+    let mut bob = json_join(data.path(), &link, "Bob", workspace.path());
+    bob.expect_json("Bob's snapshot", |v| is_event(v, "snapshot"));
+    assert!(serve.child.try_wait().unwrap().is_none(), "the host is still running");
+
+    let killed = Command::new("kill").args(["-TERM", &serve.child.id().to_string()]).status().unwrap();
+    assert!(killed.success());
+    serve.expect("the goodbye", |l| l.trim() == "stopped.");
+    assert!(serve.wait());
+}
+
+#[test]
+fn serve_help_mentions_the_host_console() {
+    let out = Command::new(BIN).args(["serve", "--help"]).output().unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("/help lists the host console's commands"), "{help}");
+}

@@ -10,6 +10,7 @@
 //! - `tls`, `link`: the host's certificate and the share link format.
 
 pub mod client;
+pub mod console;
 pub mod host;
 pub mod join;
 pub mod known_hosts;
@@ -28,6 +29,7 @@ pub const DEFAULT_BIND: &str = "127.0.0.1:7447";
 
 /// Arguments of `roundtable serve` / `roundtable host`.
 #[derive(clap::Args, Debug, Clone)]
+#[command(after_help = "Host console (when headless): type on stdin — plain text chats as the host; /help lists the host console's commands (/who, /kick, /approve, /mint, /quit…).")]
 pub struct ServeArgs {
     /// Address to listen on. The default only accepts connections from this machine;
     /// `--bind 0.0.0.0:7447` exposes the host on your LAN, and then links need
@@ -108,17 +110,17 @@ pub struct JoinArgs {
     pub json: bool,
 }
 
-/// `roundtable host`: the desktop window is not part of this build, so it runs headless.
+/// `roundtable host`: the host with its desktop window; without a display (or when the window
+/// cannot open) it runs headless, like `roundtable serve`.
 pub fn run_host(args: ServeArgs, data_dir: Option<&Path>) -> anyhow::Result<ExitCode> {
-    let has_display = ["DISPLAY", "WAYLAND_DISPLAY"].iter().any(|v| std::env::var_os(v).is_some_and(|s| !s.is_empty()));
-    if has_display {
-        serve::say(
-            "The desktop window is not part of this build yet — running headless (same as `roundtable serve`).\n",
-        );
-    } else {
-        serve::say("no display found — running headless (same as `roundtable serve`)\n");
+    if !crate::ui::has_display() {
+        serve::say("no display found (DISPLAY / WAYLAND_DISPLAY unset) — running headless (same as `roundtable serve`)\n");
+        return run_serve(args, data_dir);
     }
-    run_serve(args, data_dir)
+    match crate::ui::run_host_window(&args, data_dir)? {
+        Some(code) => Ok(code),
+        None => run_serve(args, data_dir),
+    }
 }
 
 /// `roundtable serve`: the headless host.
@@ -130,10 +132,17 @@ pub fn run_serve(args: ServeArgs, data_dir: Option<&Path>) -> anyhow::Result<Exi
     code
 }
 
-/// `roundtable connect`: the graphical client is not part of this build, so it runs `join`.
+/// `roundtable connect`: the graphical client; without a display (or when the window cannot
+/// open) it runs `join` in terminal line mode.
 pub fn run_connect(args: JoinArgs, data_dir: Option<&Path>) -> anyhow::Result<ExitCode> {
-    eprintln!("The graphical client is not part of this build yet — joining in terminal line mode (same as `roundtable join`).");
-    run_join(args, data_dir)
+    if !crate::ui::has_display() {
+        eprintln!("no display found (DISPLAY / WAYLAND_DISPLAY unset) — joining in terminal line mode (same as `roundtable join`).");
+        return run_join(args, data_dir);
+    }
+    match crate::ui::run_connect_window(&args, data_dir)? {
+        Some(code) => Ok(code),
+        None => run_join(args, data_dir),
+    }
 }
 
 /// `roundtable join`: the terminal client.

@@ -328,7 +328,11 @@ impl Renderer {
         let deciders = match v.decided_by {
             DecidedBy::Consensus => {
                 let names: Vec<String> = v.required.iter().map(|p| self.name_you(p)).collect();
-                format!("needs everyone: {}", names.join(", "))
+                if names.is_empty() {
+                    "nobody else can vote: waits for the host".to_string()
+                } else {
+                    format!("needs everyone: {}", names.join(", "))
+                }
             }
             DecidedBy::Holder => {
                 let names: Vec<String> = v.required.iter().map(|p| self.name_you(p)).collect();
@@ -439,6 +443,21 @@ mod tests {
             presence: PresenceState::Connected,
             you,
         }
+    }
+
+    #[test]
+    fn a_consensus_vote_with_no_required_voter_says_the_host_decides() {
+        let r = Renderer::new(true);
+        let v = VoteOpened {
+            vote_id: crate::ids::VoteId::nth(1),
+            subject: crate::protocol::VoteSubject::Plan { plan: "p".into() },
+            decided_by: DecidedBy::Consensus,
+            required: vec![],
+            deadline_ms: None,
+        };
+        let card = r.vote_card(&v);
+        assert!(card.contains("waits for the host"), "{card}");
+        assert!(!card.contains("needs everyone: )"), "{card}");
     }
 
     #[test]

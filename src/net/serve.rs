@@ -4,11 +4,14 @@
 //! in-process connection — the same protocol a remote speaks, with host rights — to make the
 //! host usable at once: register the current directory as a demo workspace when none exists,
 //! open a "Session 1" in every workspace without a session, optionally mint a link (`--mint`),
-//! and follow every session to print a readable activity log. Ctrl-C (or SIGTERM) shuts down
+//! and follow every session to print a readable activity log. Lines typed on stdin go to the
+//! host console ([`crate::net::console`]): chat as the host, moderate, vote, manage sessions and
+//! shares. End of stdin only turns the console off. Ctrl-C, SIGTERM or `/quit` shut down
 //! gracefully: every client gets a `closing` event and a close frame, and the engine commits a
 //! last tick.
 
 use crate::net::client::{Client, ClientEvent, Events};
+use crate::net::console::{host_roster, stdin_lines, Console};
 use crate::net::host::{write_serve_json, Host, HostOptions};
 use crate::net::render::Renderer;
 use crate::net::ServeArgs;
@@ -63,27 +66,55 @@ pub async fn serve(args: ServeArgs, data_dir: PathBuf) -> anyhow::Result<ExitCod
         ));
     }
 
-    let outcome = watch(&mut host, &mut events, &mut log).await;
+    let current = setup.sessions.first().map(|s| s.id.clone());
+    let mut console = Console::new(host.client.clone(), current);
+    let outcome = watch(&mut host, &mut events, &mut log, &mut console).await;
     say("shutting down: closing connections and saving state…\n");
     host.shutdown().await;
     say("stopped.\n");
     outcome
 }
 
-/// Prints activity until a stop signal; returns the exit code.
-async fn watch(host: &mut Host, events: &mut Events, log: &mut Renderer) -> anyhow::Result<ExitCode> {
+/// Prints activity and runs console lines until a stop signal or `/quit`; returns the exit code.
+async fn watch(
+    host: &mut Host,
+    events: &mut Events,
+    log: &mut Renderer,
+    console: &mut Console,
+) -> anyhow::Result<ExitCode> {
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("cannot install the SIGTERM handler")?;
+    let mut stdin = stdin_lines();
+    let mut reading = true;
     loop {
         tokio::select! {
             _ = &mut ctrl_c => return Ok(ExitCode::SUCCESS),
             _ = term.recv() => return Ok(ExitCode::SUCCESS),
             _ = host.engine_stopped() => anyhow::bail!("the engine stopped unexpectedly (see the log above)"),
+            line = stdin.recv(), if reading => match line {
+                Some(line) => {
+                    let reply = console.line(&line, log).await;
+                    say(&reply.text);
+                    if reply.quit {
+                        return Ok(ExitCode::SUCCESS);
+                    }
+                }
+                None => {
+                    // No more input (`< /dev/null`, a closed pipe, CI): keep serving.
+                    reading = false;
+                    say("* stdin closed: the host console is off; the host keeps running (stop it with Ctrl-C)\n");
+                }
+            },
             ev = events.recv() => match ev {
-                Some(ClientEvent::Event { frame, .. }) => {
+                Some(ClientEvent::Event { mut frame, .. }) => {
+                    if let Event::Snapshot(snapshot) = &mut frame.body {
+                        // The host's row is marked `you`; the activity log speaks of nobody as "you".
+                        snapshot.roster.iter_mut().for_each(|r| r.you = false);
+                    }
                     say(&log.event(&frame));
+                    say(&console.after_event(&frame).await);
                 }
                 Some(ClientEvent::Closed { reason }) => {
                     anyhow::bail!("the engine closed the host connection ({})", reason.unwrap_or_default())
@@ -148,10 +179,11 @@ async fn setup(client: &Client, log: &mut Renderer, args: &ServeArgs) -> anyhow:
         }
     }
     // The host is always present in its sessions and receives their events without joining;
-    // the renderer only needs the titles.
+    // the renderer learns titles and who is in (restored participants included), for names.
     let sessions = list_sessions(client).await?;
     for s in &sessions {
-        log.joined(s, &[]);
+        let joined = host_roster(client, &s.id).await?;
+        log.joined(&joined.session, &joined.roster);
     }
 
     let minted = if args.mint && !workspaces.is_empty() {
@@ -220,6 +252,11 @@ fn print_banner(host: &Host, data_dir: &std::path::Path, args: &ServeArgs, setup
             let _ = writeln!(out, "mint a share link with: roundtable share mint   (or restart with --mint)");
         }
     }
-    let _ = writeln!(out, "activity follows; stop with Ctrl-C");
+    if let Some(s) = setup.sessions.first() {
+        let _ = writeln!(out, "host console: type a line to chat in {} \"{}\", or /help for commands", s.id, s.title);
+    } else {
+        let _ = writeln!(out, "host console: type /help for commands");
+    }
+    let _ = writeln!(out, "activity follows; stop with /quit or Ctrl-C");
     say(&out);
 }
