@@ -22,3 +22,4 @@ pub mod store;
 pub mod systems;
 pub mod testkit;
 pub mod token;
+pub mod ui;

@@ -50,8 +50,8 @@ pub const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 /// Longest wait between reconnect attempts.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-/// Closing reasons after which reconnecting is pointless.
-const FINAL_REASONS: [&str; 6] = ["revoked", "kicked", "expired", "refused", "rate_limited", "auth_timeout"];
+/// Closing reasons after which reconnecting is pointless (shared with the remote window).
+pub const FINAL_REASONS: [&str; 6] = ["revoked", "kicked", "expired", "refused", "rate_limited", "auth_timeout"];
 
 /// Runs `join` until `/quit`, end of input, or a final disconnect.
 pub async fn join(args: JoinArgs, data_dir: PathBuf) -> anyhow::Result<ExitCode> {

@@ -25,8 +25,8 @@ use std::process::ExitCode;
 /// Title of the session `serve` opens in a workspace that has none.
 pub const FIRST_SESSION_TITLE: &str = "Session 1";
 
-/// Runs the headless host until Ctrl-C / SIGTERM.
-pub async fn serve(args: ServeArgs, data_dir: PathBuf) -> anyhow::Result<ExitCode> {
+/// Host options from the command line (shared by `serve` and the host window).
+pub fn host_options(args: &ServeArgs, data_dir: &std::path::Path) -> anyhow::Result<HostOptions> {
     if args.insecure && !args.bind.ip().is_loopback() {
         anyhow::bail!(
             "--insecure serves plain ws:// without encryption, so it is only allowed on a loopback address \
@@ -34,17 +34,88 @@ pub async fn serve(args: ServeArgs, data_dir: PathBuf) -> anyhow::Result<ExitCod
             args.bind
         );
     }
-    let mut options = HostOptions::new(data_dir.clone(), args.bind);
-    options.public_host = args.public_host.clone();
-    options.insecure = args.insecure;
-    options.engine.mask_patterns = args.mask.clone();
     if let Err(e) = crate::agent::mask::Masker::new(&args.mask) {
         anyhow::bail!("invalid --mask pattern: {e}");
     }
+    let mut options = HostOptions::new(data_dir.to_path_buf(), args.bind);
+    options.public_host = args.public_host.clone();
+    options.insecure = args.insecure;
+    options.engine.mask_patterns = args.mask.clone();
     options.engine.default_vote_deadline_ms = args.vote_deadline.map(|s| s * 1000);
     options.agents.claude_binary = args.claude_bin.clone();
     options.agents.allowed_tools = args.allowed_tool.clone();
     options.agents.hang_timeout = std::time::Duration::from_secs(args.agent_timeout);
+    Ok(options)
+}
+
+/// What [`prepare_host`] did.
+pub struct Prepared {
+    pub workspaces: Vec<WorkspaceInfo>,
+    /// The directory registered as a demo workspace because there was none.
+    pub demo_registered: Option<String>,
+    /// The share minted on request.
+    pub minted: Option<MintShareResult>,
+}
+
+/// Makes a fresh host usable (shared by `serve` and the host window): registers the current
+/// directory as a demo workspace when none exists, opens a first session in every workspace
+/// without one, and with `mint` mints a link to every workspace.
+pub async fn prepare_host(client: &Client, mint: bool, label: &str) -> anyhow::Result<Prepared> {
+    let mut workspaces = client.call::<ListWorkspacesResult>(Method::ListWorkspaces(Empty {})).await?.workspaces;
+    let mut demo_registered = None;
+    if workspaces.is_empty() {
+        let dir = std::env::current_dir().context("cannot read the current directory")?;
+        let dir = dir.canonicalize().unwrap_or(dir);
+        let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "workspace".into());
+        client
+            .request(Method::AddWorkspace(AddWorkspaceParams {
+                name,
+                dir: dir.to_string_lossy().into_owned(),
+                agent: Some(AgentSpec::demo()),
+            }))
+            .await
+            .context("cannot register the current directory as a workspace")?;
+        demo_registered = Some(dir.display().to_string());
+        workspaces = client.call::<ListWorkspacesResult>(Method::ListWorkspaces(Empty {})).await?.workspaces;
+    }
+    let sessions = list_sessions(client).await?;
+    for w in &workspaces {
+        if !sessions.iter().any(|s| s.workspace_id == w.id) {
+            client
+                .request(Method::CreateSession(CreateSessionParams {
+                    workspace_id: w.id.clone(),
+                    title: FIRST_SESSION_TITLE.into(),
+                    vote_deadline_ms: None,
+                }))
+                .await
+                .with_context(|| format!("cannot open a session in workspace {}", w.id))?;
+        }
+    }
+    let minted = if mint && !workspaces.is_empty() {
+        let result: MintShareResult = client
+            .call(Method::MintShare(MintShareParams {
+                label: label.into(),
+                workspaces: workspaces.iter().map(|w| w.id.clone()).collect(),
+                collaborative: true,
+                consensus_required: true,
+                admission_required: false,
+                role: Role::Participant,
+                expires_in_ms: None,
+                max_uses: None,
+                vote_deadline_ms: None,
+            }))
+            .await
+            .context("cannot mint a share link")?;
+        Some(result)
+    } else {
+        None
+    };
+    Ok(Prepared { workspaces, demo_registered, minted })
+}
+
+/// Runs the headless host until Ctrl-C / SIGTERM.
+pub async fn serve(args: ServeArgs, data_dir: PathBuf) -> anyhow::Result<ExitCode> {
+    let options = host_options(&args, &data_dir)?;
     let (mut host, mut events) = Host::start(options).await?;
     write_serve_json(&data_dir, &host.link_authority, args.insecure)?;
 
@@ -147,37 +218,7 @@ struct Setup {
 /// Makes a fresh host usable: a workspace, a session per workspace, an optional link; then
 /// follows every session for the activity log.
 async fn setup(client: &Client, log: &mut Renderer, args: &ServeArgs) -> anyhow::Result<Setup> {
-    let mut workspaces = client.call::<ListWorkspacesResult>(Method::ListWorkspaces(Empty {})).await?.workspaces;
-    let mut demo_registered = None;
-    if workspaces.is_empty() {
-        let dir = std::env::current_dir().context("cannot read the current directory")?;
-        let dir = dir.canonicalize().unwrap_or(dir);
-        let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "workspace".into());
-        client
-            .request(Method::AddWorkspace(AddWorkspaceParams {
-                name,
-                dir: dir.to_string_lossy().into_owned(),
-                agent: Some(AgentSpec::demo()),
-            }))
-            .await
-            .context("cannot register the current directory as a workspace")?;
-        demo_registered = Some(dir.display().to_string());
-        workspaces = client.call::<ListWorkspacesResult>(Method::ListWorkspaces(Empty {})).await?.workspaces;
-    }
-
-    let sessions = list_sessions(client).await?;
-    for w in &workspaces {
-        if !sessions.iter().any(|s| s.workspace_id == w.id) {
-            client
-                .request(Method::CreateSession(CreateSessionParams {
-                    workspace_id: w.id.clone(),
-                    title: FIRST_SESSION_TITLE.into(),
-                    vote_deadline_ms: None,
-                }))
-                .await
-                .with_context(|| format!("cannot open a session in workspace {}", w.id))?;
-        }
-    }
+    let prepared = prepare_host(client, args.mint, "serve --mint").await?;
     // The host is always present in its sessions and receives their events without joining;
     // the renderer learns titles and who is in (restored participants included), for names.
     let sessions = list_sessions(client).await?;
@@ -185,27 +226,12 @@ async fn setup(client: &Client, log: &mut Renderer, args: &ServeArgs) -> anyhow:
         let joined = host_roster(client, &s.id).await?;
         log.joined(&joined.session, &joined.roster);
     }
-
-    let minted = if args.mint && !workspaces.is_empty() {
-        let result: MintShareResult = client
-            .call(Method::MintShare(MintShareParams {
-                label: "serve --mint".into(),
-                workspaces: workspaces.iter().map(|w| w.id.clone()).collect(),
-                collaborative: true,
-                consensus_required: true,
-                admission_required: false,
-                role: Role::Participant,
-                expires_in_ms: None,
-                max_uses: None,
-                vote_deadline_ms: None,
-            }))
-            .await
-            .context("cannot mint a share link")?;
-        result.link
-    } else {
-        None
-    };
-    Ok(Setup { workspaces, sessions, demo_registered, minted })
+    Ok(Setup {
+        workspaces: prepared.workspaces,
+        sessions,
+        demo_registered: prepared.demo_registered,
+        minted: prepared.minted.and_then(|m| m.link),
+    })
 }
 
 async fn list_sessions(client: &Client) -> anyhow::Result<Vec<SessionInfo>> {

@@ -81,7 +81,7 @@ pub fn fanout_scenario(clients: usize, ticks: u64) -> Scenario {
 
 /// Runs a scenario and returns (ticks per second, frames delivered).
 fn measure(sc: &Scenario) -> anyhow::Result<(f64, usize)> {
-    let report = run_scenario(sc, &RunOptions { seed: None, ignore_expectations: true });
+    let report = run_scenario(sc, &RunOptions { seed: None, ignore_expectations: true, ..Default::default() });
     if report.crashed() {
         anyhow::bail!("benchmark run failed: {}", report.failures.first().map(|f| f.to_string()).unwrap_or_default());
     }

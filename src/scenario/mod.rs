@@ -1,8 +1,10 @@
 //! Scenario runner, simulator and benchmarks: QA's headless, deterministic view of the engine.
 //!
 //! - [`format`]: the TOML scenario format (docs/SCENARIOS.md documents it for scenario writers).
-//! - [`runner`]: drives one engine through one scenario on a virtual clock over the in-memory
-//!   transport ([`transport`]); [`expect`] checks the outcome.
+//! - [`runner`]: drives one engine through one scenario on a virtual clock; [`expect`] checks
+//!   the outcome.
+//! - [`transport`]: how the runner's clients reach the engine — in memory, or over real TLS
+//!   WebSockets through the production server ([`ws`]), with the same per-participant events.
 //! - [`simulate`]: VOPR-style random flows from a seed, with shrinking to a minimal scenario.
 //! - [`bench`]: fan-out throughput as a ratio against a one-client reference.
 //!
@@ -15,9 +17,11 @@ pub mod format;
 pub mod runner;
 pub mod simulate;
 pub mod transport;
+pub mod ws;
 
 pub use format::{expand_paths, Scenario, ScenarioError};
 pub use runner::{run_scenario, Failure, RunOptions, RunReport};
+pub use transport::TransportKind;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -37,20 +41,14 @@ pub enum ScenarioCmd {
         /// Write the transcript (every frame to every participant, then the state digest) here.
         #[arg(long, value_name = "FILE")]
         transcript: Option<PathBuf>,
-        /// Transport: `memory` (in-process) or `ws` (real sockets on loopback).
+        /// Transport: `memory` (in-process) or `ws` (real TLS WebSockets on loopback, through the
+        /// production server; every participant gets the same events as in memory).
         #[arg(long, value_enum, default_value_t = TransportKind::Memory)]
         transport: TransportKind,
         /// Print every unmet expectation, not only the first.
         #[arg(long)]
         all_failures: bool,
     },
-}
-
-/// Which transport carries the frames.
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TransportKind {
-    Memory,
-    Ws,
 }
 
 /// `roundtable simulate`
@@ -92,16 +90,6 @@ pub fn load_all(paths: &[PathBuf]) -> Result<Vec<(PathBuf, Scenario)>, ScenarioE
     expand_paths(paths)?.into_iter().map(|p| Scenario::load(&p).map(|s| (p, s))).collect()
 }
 
-/// Runs one scenario over the chosen transport.
-pub fn run_with(scenario: &Scenario, options: &RunOptions, transport: TransportKind) -> anyhow::Result<RunReport> {
-    match transport {
-        TransportKind::Memory => Ok(run_scenario(scenario, options)),
-        TransportKind::Ws => {
-            anyhow::bail!("the ws transport for scenarios is not available in this build; use --transport memory")
-        }
-    }
-}
-
 /// `roundtable scenario run`.
 pub fn run_cli(cmd: ScenarioCmd) -> anyhow::Result<ExitCode> {
     let ScenarioCmd::Run { paths, seed, transcript, transport, all_failures } = cmd;
@@ -109,7 +97,7 @@ pub fn run_cli(cmd: ScenarioCmd) -> anyhow::Result<ExitCode> {
     if scenarios.is_empty() {
         anyhow::bail!("no scenario files found in {paths:?}");
     }
-    let options = RunOptions { seed, ..Default::default() };
+    let options = RunOptions { seed, transport, ..Default::default() };
     let mut transcript_file = match &transcript {
         Some(p) => Some(std::io::BufWriter::new(
             std::fs::File::create(p).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", p.display()))?,
@@ -118,7 +106,7 @@ pub fn run_cli(cmd: ScenarioCmd) -> anyhow::Result<ExitCode> {
     };
     let (mut passed, mut failed) = (0, 0);
     for (path, scenario) in &scenarios {
-        let report = run_with(scenario, &options, transport)?;
+        let report = run_scenario(scenario, &options);
         if report.passed() {
             passed += 1;
             println!("PASS {} ({} ms)", report.name, report.wall.as_millis());

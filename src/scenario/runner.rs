@@ -5,10 +5,15 @@
 //! ```text
 //! setup (ticks at t=0): host connection → workspaces → sessions + shares → participants
 //!                       authenticate → join
-//! loop every tick_ms:   run due steps (requests, faults) → engine.tick(now) → read every sink
+//! loop every tick_ms:   run due steps (requests, faults) → transport delivers the input →
+//!                       engine.tick(now) → transport delivers the output → every client reads
 //!                       (responses, events, auto-behaviours of well-behaved clients)
 //! end:                  check expectations, write the transcript
 //! ```
+//!
+//! The clients talk to the engine through a [`Transport`]: in memory, or over real WebSockets
+//! ([`super::ws`]). Either way the engine sees the same input in the same order and the clients
+//! read the same frames, so the per-participant event sequences are the same.
 //!
 //! Nothing here reads the wall clock or iterates a hash map, so the same scenario and seed give
 //! a byte-identical transcript. Clients are modelled as well-behaved programs: they rejoin with
@@ -17,13 +22,13 @@
 
 use super::expect::{self, json_subset};
 use super::format::*;
-use super::transport::{MemorySink, VirtualTime};
+use super::transport::{new_transport, ClientEnd, Transport, TransportKind, VirtualTime};
 use crate::agent::{AgentEvent, AgentOutput};
 use crate::components::{History, Participant, PendingVote, Session, Share, TurnLock};
-use crate::engine::{Engine, EngineConfig, FrameSink, Inbound};
+use crate::engine::{Engine, EngineConfig, Inbound};
 use crate::ids::{ConnId, SessionId};
+use crate::net::server::ConnIds;
 use crate::persist::Store;
-use crossbeam_channel::Sender;
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -38,6 +43,8 @@ pub struct RunOptions {
     pub seed: Option<u64>,
     /// Stop at the first invariant violation or panic only (the simulator ignores expectations).
     pub ignore_expectations: bool,
+    /// Which transport carries the frames.
+    pub transport: TransportKind,
 }
 
 /// One unmet expectation (or a crash), with where it happened.
@@ -83,6 +90,8 @@ pub struct RunReport {
     /// Per participant: every frame received that is not a response, in order (for comparing
     /// transports).
     pub events: BTreeMap<String, Vec<String>>,
+    /// The engine's state digest after the last tick (empty when there is no engine).
+    pub digest: String,
     pub ticks: u64,
     pub virtual_ms: u64,
     pub wall: Duration,
@@ -103,12 +112,14 @@ impl RunReport {
 pub fn run_scenario(scenario: &Scenario, options: &RunOptions) -> RunReport {
     let started = Instant::now();
     let seed = options.seed.or(scenario.seed).unwrap_or(1);
-    let mut runner = Runner::new(scenario, seed);
+    let mut runner = Runner::new(scenario, seed, options.transport);
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| runner.run()));
     let panic = match result {
         Ok(Ok(())) => None,
         Ok(Err(e)) => {
             runner.fail(None, e);
+            // Without an engine (it or its transport failed to start) there is nothing to check.
+            runner.stopped |= runner.engine.is_none();
             None
         }
         Err(payload) => {
@@ -127,7 +138,9 @@ pub fn run_scenario(scenario: &Scenario, options: &RunOptions) -> RunReport {
         let failures = expect::check_all(&mut runner);
         runner.failures.extend(failures);
     }
-    let transcript = runner.transcript(panic.as_deref());
+    let digest = runner.final_digest(panic.as_deref());
+    let has_digest = panic.is_none() && runner.engine.is_some();
+    let transcript = runner.transcript(&digest);
     let events = runner.event_sequences();
     RunReport {
         name: scenario.name.clone(),
@@ -137,6 +150,7 @@ pub fn run_scenario(scenario: &Scenario, options: &RunOptions) -> RunReport {
         panic,
         transcript,
         events,
+        digest: if has_digest { runner.normalise(&digest) } else { String::new() },
         ticks: runner.tick,
         virtual_ms: runner.now,
         wall: started.elapsed(),
@@ -198,14 +212,14 @@ struct Pending {
 /// One connection of a client.
 struct Conn {
     id: ConnId,
-    sink: Arc<MemorySink>,
+    end: Arc<dyn ClientEnd>,
     open: bool,
     authed: bool,
     /// Runner-chosen request ids, increasing per connection.
     next_req: u64,
     /// Pending requests by the JSON text of their id.
     pending: BTreeMap<String, Pending>,
-    /// Frames of the sink already read.
+    /// Frames of the client end already read.
     read: usize,
 }
 
@@ -284,13 +298,15 @@ pub(crate) struct Runner<'a> {
     pub seed: u64,
     config: EngineConfig,
     pub engine: Option<Engine>,
-    tx: Option<Sender<Inbound>>,
+    transport_kind: TransportKind,
+    /// Created with the engine (a transport failing to start fails the run, not the constructor).
+    transport: Option<Box<dyn Transport>>,
+    conn_ids: Arc<ConnIds>,
     clock: Arc<VirtualTime>,
     pub tick: u64,
     pub now: u64,
     tick_ms: u64,
     jump: u64,
-    next_conn: u64,
     pub clients: BTreeMap<String, Client>,
     pub tokens: BTreeMap<String, String>,
     old_tokens: BTreeMap<String, String>,
@@ -309,7 +325,7 @@ pub(crate) struct Runner<'a> {
 }
 
 impl<'a> Runner<'a> {
-    pub fn new(sc: &'a Scenario, seed: u64) -> Runner<'a> {
+    pub fn new(sc: &'a Scenario, seed: u64, transport: TransportKind) -> Runner<'a> {
         let h = &sc.host;
         let defaults = EngineConfig::default();
         let config = EngineConfig {
@@ -333,13 +349,14 @@ impl<'a> Runner<'a> {
             seed,
             config,
             engine: None,
-            tx: None,
+            transport_kind: transport,
+            transport: None,
+            conn_ids: ConnIds::new(),
             clock: Arc::new(VirtualTime::default()),
             tick: 0,
             now: 0,
             tick_ms: sc.tick_ms.unwrap_or(DEFAULT_TICK_MS),
             jump: 0,
-            next_conn: 1,
             clients: BTreeMap::new(),
             tokens: BTreeMap::new(),
             old_tokens: BTreeMap::new(),
@@ -404,26 +421,35 @@ impl<'a> Runner<'a> {
         self.engine.as_mut().expect("engine running")
     }
 
-    fn send(&self, inbound: Inbound) {
-        if let Some(tx) = &self.tx {
-            // The engine owns the receiver for as long as the runner holds the engine.
-            let _ = tx.send(inbound);
-        }
+    fn transport(&mut self) -> &mut dyn Transport {
+        self.transport.as_deref_mut().expect("transport running")
     }
 
     fn start_engine(&mut self) -> Result<(), String> {
         let engine = Engine::new(self.config.clone(), new_store()?).map_err(|e| format!("engine start: {e}"))?;
-        self.tx = Some(engine.sender());
+        let mut transport = new_transport(self.transport_kind, self.conn_ids.clone(), self.clock.clone())?;
+        transport.attach(engine.sender())?;
+        self.transport = Some(transport);
         self.engine = Some(engine);
         Ok(())
     }
 
-    /// One engine tick at the current virtual time, then every client reads its sinks.
+    /// One engine tick at the current virtual time, then every client reads what it received.
     pub fn do_tick(&mut self) {
         self.tick += 1;
+        if let Err(e) = self.transport().before_tick() {
+            self.fail(None, e);
+            self.stopped = true;
+            return;
+        }
         self.clock.set(self.tick, self.now);
         let now = self.now;
         self.engine().tick(now);
+        if let Err(e) = self.transport().after_tick() {
+            self.fail(None, e);
+            self.stopped = true;
+            return;
+        }
         self.collect();
         let v = self.engine().violations();
         if v.len() > self.violations.len() {
@@ -646,26 +672,20 @@ impl<'a> Runner<'a> {
     }
 
     fn open_host_conn(&mut self) {
-        let id = ConnId(self.next_conn);
-        self.next_conn += 1;
-        let sink = MemorySink::new(id, self.clock.clone());
-        self.send(Inbound::OpenedHost { conn: id, sink: sink.clone() as Arc<dyn FrameSink> });
+        let (id, end) = self.transport().open_host();
         let c = self.clients.get_mut("host").expect("host client");
         c.log.push(format!("t={} {id} ** opened (host)", self.now));
-        c.conns.push(Conn { id, sink, open: true, authed: true, next_req: 1, pending: BTreeMap::new(), read: 0 });
+        c.conns.push(Conn { id, end, open: true, authed: true, next_req: 1, pending: BTreeMap::new(), read: 0 });
     }
 
     /// Opens a new unauthenticated connection for `name`; returns its index.
     fn open_conn(&mut self, name: &str) -> usize {
-        let id = ConnId(self.next_conn);
-        self.next_conn += 1;
-        let sink = MemorySink::new(id, self.clock.clone());
-        let addr = format!("{}:{}", self.clients[name].ip, 40_000 + id.0);
-        self.send(Inbound::Opened { conn: id, addr: addr.clone(), sink: sink.clone() as Arc<dyn FrameSink> });
+        let ip = self.clients[name].ip.clone();
+        let (id, addr, end) = self.transport().open(&ip);
         let now = self.now;
         let c = self.clients.get_mut(name).expect("client");
         c.log.push(format!("t={now} {id} ** opened from {addr}"));
-        c.conns.push(Conn { id, sink, open: true, authed: false, next_req: 1, pending: BTreeMap::new(), read: 0 });
+        c.conns.push(Conn { id, end, open: true, authed: false, next_req: 1, pending: BTreeMap::new(), read: 0 });
         c.conns.len() - 1
     }
 
@@ -685,7 +705,7 @@ impl<'a> Runner<'a> {
         cn.pending.insert(json!(id).to_string(), p);
         let conn_id = cn.id;
         c.log.push(format!("t={now} {conn_id} > {text}"));
-        self.send(Inbound::Frame { conn: conn_id, text });
+        self.transport().send_frame(conn_id, text);
         true
     }
 
@@ -709,7 +729,7 @@ impl<'a> Runner<'a> {
             for index in 0..nconns {
                 let (frames, closed, was_open, conn_id) = {
                     let cn = &self.clients[&name].conns[index];
-                    (cn.sink.delivered_since(cn.read), cn.sink.closed_by_host(), cn.open, cn.id)
+                    (cn.end.delivered_since(cn.read), cn.end.closed_by_host(), cn.open, cn.id)
                 };
                 self.clients.get_mut(&name).expect("client").conns[index].read += frames.len();
                 for d in frames {
@@ -728,7 +748,7 @@ impl<'a> Runner<'a> {
                     c.conns[index].open = false;
                     c.log.push(format!("t={now} {conn_id} ** closed by host: {reason}"));
                     // The transport reports the socket as gone, like a real one would.
-                    self.send(Inbound::Closed { conn: conn_id });
+                    self.transport().report_closed(conn_id);
                 }
             }
         }
@@ -966,13 +986,12 @@ impl<'a> Runner<'a> {
                     let cn = c.conns.get_mut(n).ok_or(format!("{who} has no connection {n}"))?;
                     if cn.open {
                         cn.open = false;
-                        cn.sink.drop_client();
                         closed.push(cn.id);
                         c.log.push(format!("t={now} {} ** disconnected by client", cn.id));
                     }
                 }
                 for id in closed {
-                    self.send(Inbound::Closed { conn: id });
+                    self.transport().drop_client(id);
                 }
                 Ok(())
             }
@@ -997,7 +1016,7 @@ impl<'a> Runner<'a> {
                 c.conns
                     .get(n)
                     .ok_or(format!("{who} has no connection {n}"))?
-                    .sink
+                    .end
                     .set_slow(get_u64("capacity").unwrap_or(0) as usize);
                 Ok(())
             }
@@ -1009,7 +1028,7 @@ impl<'a> Runner<'a> {
                     None => (0..c.conns.len()).collect(),
                 };
                 for n in targets {
-                    c.conns.get(n).ok_or(format!("{who} has no connection {n}"))?.sink.release();
+                    c.conns.get(n).ok_or(format!("{who} has no connection {n}"))?.end.release();
                 }
                 Ok(())
             }
@@ -1028,7 +1047,7 @@ impl<'a> Runner<'a> {
                 let session = get_str("session").or(get_str("session_id")).unwrap_or_else(|| "s1".into());
                 let reason = get_str("reason").unwrap_or_else(|| "injected agent crash".into());
                 let turn_id = self.turn_id(&session).ok_or(format!("session {session} does not exist"))?;
-                self.send(Inbound::Agent(AgentOutput {
+                self.transport().send_local(Inbound::Agent(AgentOutput {
                     session: SessionId::from(session.as_str()),
                     turn_id,
                     event: AgentEvent::Failed(reason),
@@ -1054,7 +1073,7 @@ impl<'a> Runner<'a> {
                 cn.pending.insert(id.to_string(), pending("raw", Purpose::Step(i)));
                 let id = cn.id;
                 c.log.push(format!("t={} {id} > {text}", self.now));
-                self.send(Inbound::Frame { conn: id, text });
+                self.transport().send_frame(id, text);
                 Ok(())
             }
             method => {
@@ -1204,7 +1223,6 @@ impl<'a> Runner<'a> {
             let mut had_open = false;
             for cn in c.conns.iter_mut().filter(|cn| cn.open) {
                 cn.open = false;
-                cn.sink.drop_client();
                 had_open |= cn.authed;
                 c.log.push(format!("t={now} {} ** host restarted", cn.id));
             }
@@ -1213,7 +1231,9 @@ impl<'a> Runner<'a> {
             }
         }
         let engine = Engine::new(self.config.clone(), store).map_err(|e| format!("engine restart: {e}"))?;
-        self.tx = Some(engine.sender());
+        // The transport drops every connection of the old engine (a real restart also restarts
+        // the server) and carries the new ones to the new engine.
+        self.transport().attach(engine.sender())?;
         self.engine = Some(engine);
         self.open_host_conn();
         let host_sessions: Vec<(String, u64)> = {
@@ -1309,8 +1329,23 @@ impl<'a> Runner<'a> {
     // Output
     // ------------------------------------------------------------------------------------
 
+    /// The state digest for the transcript, or why there is none.
+    fn final_digest(&mut self, panic: Option<&str>) -> String {
+        match (panic, self.engine.as_mut()) {
+            (None, Some(e)) => {
+                let digest = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| e.state_digest()));
+                match digest {
+                    Ok(d) => d,
+                    Err(p) => format!("(state digest panicked: {})", panic_message(p.as_ref())),
+                }
+            }
+            (Some(p), _) => format!("(engine panicked: {p})"),
+            (None, None) => "(no engine)".into(),
+        }
+    }
+
     /// Every frame to every participant (by handle, then delivery order), then the digest.
-    fn transcript(&mut self, panic: Option<&str>) -> String {
+    fn transcript(&self, digest: &str) -> String {
         let mut out = format!("# scenario {} seed {}\n", self.sc.name, self.seed);
         for (name, c) in &self.clients {
             out.push_str(&format!("== {name}\n"));
@@ -1320,17 +1355,7 @@ impl<'a> Runner<'a> {
             }
         }
         out.push_str("== state\n");
-        match (panic, self.engine.as_mut()) {
-            (None, Some(e)) => {
-                let digest = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| e.state_digest()));
-                match digest {
-                    Ok(d) => out.push_str(&d),
-                    Err(p) => out.push_str(&format!("(state digest panicked: {})", panic_message(p.as_ref()))),
-                }
-            }
-            (Some(p), _) => out.push_str(&format!("(engine panicked: {p})")),
-            (None, None) => out.push_str("(no engine)"),
-        }
+        out.push_str(digest);
         if !out.ends_with('\n') {
             out.push('\n');
         }

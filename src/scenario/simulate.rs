@@ -286,7 +286,7 @@ fn step_at(at: u64, who: &str, action: &str) -> Step {
 }
 
 fn options() -> RunOptions {
-    RunOptions { seed: None, ignore_expectations: true }
+    RunOptions { seed: None, ignore_expectations: true, ..Default::default() }
 }
 
 /// Runs one seed.

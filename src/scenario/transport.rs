@@ -1,14 +1,93 @@
-//! The in-memory transport: a [`MemorySink`] per connection records every frame the engine
-//! delivers, stamped with the virtual tick and time of delivery.
+//! The runner's view of a transport, and the in-memory one.
+//!
+//! A [`Transport`] carries what the runner's modelled clients send into one engine's inbox and
+//! hands back, per connection, a [`ClientEnd`]: the frames that client received and whether the
+//! host closed it. Two implementations:
+//!
+//! - [`MemoryTransport`] (here): every connection is a [`MemorySink`] that records each frame
+//!   the engine delivers, stamped with the virtual tick and time of delivery; client frames go
+//!   straight into the engine's channel.
+//! - [`super::ws::WsTransport`]: every remote connection is a real TLS WebSocket on loopback,
+//!   accepted by the production server (`net::server`).
+//!
+//! Both keep the inbound order the runner issued and make every delivered frame visible before
+//! the runner reads, so a scenario gives the same per-participant event sequence on either.
 //!
 //! A sink can be made *slow* (it refuses frames, optionally after accepting a few more), which
-//! is how scenarios exercise the engine's bounded outbox, coalescing and `resync_required`
-//! without real sockets or real time.
+//! is how scenarios exercise the engine's bounded outbox, coalescing and `resync_required`.
 
-use crate::engine::{Frame, FrameSink};
+use crate::engine::{Frame, FrameSink, Inbound};
 use crate::ids::ConnId;
+use crate::net::server::ConnIds;
+use crossbeam_channel::Sender;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Which transport carries a scenario's frames.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TransportKind {
+    /// In-process: sinks record frames, client frames go straight into the engine's channel.
+    #[default]
+    Memory,
+    /// Real TLS WebSockets on loopback, through the production server.
+    Ws,
+}
+
+/// The client end of one connection, as the runner reads it.
+pub trait ClientEnd: Send + Sync {
+    /// Frames this client received, from index `from` on, in order.
+    fn delivered_since(&self, from: usize) -> Vec<Delivered>;
+    /// Why the host closed the connection, once the client has seen it closed.
+    fn closed_by_host(&self) -> Option<String>;
+    /// A slow consumer: accept `capacity` more frames, then refuse every frame until
+    /// [`ClientEnd::release`].
+    fn set_slow(&self, capacity: usize);
+    /// Accept frames again.
+    fn release(&self);
+}
+
+/// Carries a scenario's connections between the runner's modelled clients and one engine.
+///
+/// Inbound order is the order of the calls: whatever a transport does underneath, the engine
+/// must see `Opened`, frames, `Closed` and local input exactly in call order, all of it before
+/// the next tick ([`Transport::before_tick`]), and every frame the engine delivered during a
+/// tick must be readable from its [`ClientEnd`] once [`Transport::after_tick`] returns.
+pub trait Transport {
+    /// Connects the transport to a (new) engine's inbox. At a host restart everything of the
+    /// previous engine (connections, input not yet delivered) is dropped, as in a crash.
+    fn attach(&mut self, engine: Sender<Inbound>) -> Result<(), String>;
+    /// Opens the host's own in-process connection (authenticated as `host`).
+    fn open_host(&mut self) -> (ConnId, Arc<dyn ClientEnd>);
+    /// Opens a remote connection from source IP `ip`. Returns its id, the source address the
+    /// host sees (`ip:port`) and its client end. Failures surface at the next tick.
+    fn open(&mut self, ip: &str) -> (ConnId, String, Arc<dyn ClientEnd>);
+    /// The client sends a text frame on `conn`.
+    fn send_frame(&mut self, conn: ConnId, text: String);
+    /// The client goes away: the socket is dropped and the host learns it is closed.
+    fn drop_client(&mut self, conn: ConnId);
+    /// The client saw the host close `conn`; the transport reports the socket closed.
+    fn report_closed(&mut self, conn: ConnId);
+    /// Input from outside the network (an injected agent event).
+    fn send_local(&mut self, inbound: Inbound);
+    /// Called before each tick: returns once everything sent so far is in the engine's inbox.
+    fn before_tick(&mut self) -> Result<(), String>;
+    /// Called after each tick: returns once every frame the engine accepted for a connection
+    /// can be read from its client end.
+    fn after_tick(&mut self) -> Result<(), String>;
+}
+
+/// Builds the transport of a run.
+pub fn new_transport(
+    kind: TransportKind,
+    ids: Arc<ConnIds>,
+    clock: Arc<VirtualTime>,
+) -> Result<Box<dyn Transport>, String> {
+    Ok(match kind {
+        TransportKind::Memory => Box::new(MemoryTransport::new(ids, clock)),
+        TransportKind::Ws => Box::new(super::ws::WsTransport::new(ids, clock)?),
+    })
+}
 
 /// The runner's virtual clock, shared with the sinks so deliveries are stamped.
 #[derive(Debug, Default)]
@@ -30,7 +109,7 @@ impl VirtualTime {
     }
 }
 
-/// One frame handed to a connection, with when it arrived.
+/// One frame handed to a connection, with the virtual tick and time it arrived.
 #[derive(Clone, Debug)]
 pub struct Delivered {
     pub tick: u64,
@@ -100,6 +179,24 @@ impl MemorySink {
     }
 }
 
+impl ClientEnd for MemorySink {
+    fn delivered_since(&self, from: usize) -> Vec<Delivered> {
+        MemorySink::delivered_since(self, from)
+    }
+
+    fn closed_by_host(&self) -> Option<String> {
+        MemorySink::closed_by_host(self)
+    }
+
+    fn set_slow(&self, capacity: usize) {
+        MemorySink::set_slow(self, capacity)
+    }
+
+    fn release(&self) {
+        MemorySink::release(self)
+    }
+}
+
 impl FrameSink for MemorySink {
     fn try_send(&self, frame: &Frame) -> bool {
         let (tick, time) = self.clock.get();
@@ -124,6 +221,85 @@ impl FrameSink for MemorySink {
         if s.closed_by_host.is_none() {
             s.closed_by_host = Some(reason.to_string());
         }
+    }
+}
+
+/// The in-memory transport: every connection is a [`MemorySink`]; client frames go straight
+/// into the engine's channel.
+pub struct MemoryTransport {
+    ids: Arc<ConnIds>,
+    clock: Arc<VirtualTime>,
+    engine: Option<Sender<Inbound>>,
+    sinks: BTreeMap<ConnId, Arc<MemorySink>>,
+}
+
+impl MemoryTransport {
+    pub fn new(ids: Arc<ConnIds>, clock: Arc<VirtualTime>) -> MemoryTransport {
+        MemoryTransport { ids, clock, engine: None, sinks: BTreeMap::new() }
+    }
+
+    fn send(&self, inbound: Inbound) {
+        if let Some(tx) = &self.engine {
+            // The engine owns the receiver for as long as the runner holds the engine.
+            let _ = tx.send(inbound);
+        }
+    }
+
+    fn new_sink(&mut self) -> (ConnId, Arc<MemorySink>) {
+        let id = self.ids.next();
+        let sink = MemorySink::new(id, self.clock.clone());
+        self.sinks.insert(id, sink.clone());
+        (id, sink)
+    }
+}
+
+impl Transport for MemoryTransport {
+    fn attach(&mut self, engine: Sender<Inbound>) -> Result<(), String> {
+        for sink in std::mem::take(&mut self.sinks).into_values() {
+            sink.drop_client();
+        }
+        self.engine = Some(engine);
+        Ok(())
+    }
+
+    fn open_host(&mut self) -> (ConnId, Arc<dyn ClientEnd>) {
+        let (conn, sink) = self.new_sink();
+        self.send(Inbound::OpenedHost { conn, sink: sink.clone() });
+        (conn, sink)
+    }
+
+    fn open(&mut self, ip: &str) -> (ConnId, String, Arc<dyn ClientEnd>) {
+        let (conn, sink) = self.new_sink();
+        let addr = format!("{ip}:{}", 40_000 + conn.0);
+        self.send(Inbound::Opened { conn, addr: addr.clone(), sink: sink.clone() });
+        (conn, addr, sink)
+    }
+
+    fn send_frame(&mut self, conn: ConnId, text: String) {
+        self.send(Inbound::Frame { conn, text });
+    }
+
+    fn drop_client(&mut self, conn: ConnId) {
+        if let Some(sink) = self.sinks.get(&conn) {
+            sink.drop_client();
+        }
+        self.send(Inbound::Closed { conn });
+    }
+
+    fn report_closed(&mut self, conn: ConnId) {
+        self.send(Inbound::Closed { conn });
+    }
+
+    fn send_local(&mut self, inbound: Inbound) {
+        self.send(inbound);
+    }
+
+    fn before_tick(&mut self) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn after_tick(&mut self) -> Result<(), String> {
+        Ok(())
     }
 }
 

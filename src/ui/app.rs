@@ -1,0 +1,749 @@
+//! Rendering: the egui window drawn from the [`ViewModel`].
+//!
+//! [`RoundtableApp`] drains [`Update`]s into the model at the start of each frame, draws the model,
+//! and turns clicks into [`Action`]s on the backend's channel. It never waits for an answer:
+//! answers arrive later as updates. Layout: sessions by workspace and the lobby on the left, the
+//! roster on the right, and in the middle one of the tabs — chat (messages, streaming agent text,
+//! vote cards, composer), shares (host), settings, audit log (host).
+
+use super::model::*;
+use crate::ids::{ParticipantId, SessionId, VoteId, WorkspaceId};
+use crate::protocol::*;
+use eframe::egui;
+use egui::{Color32, RichText};
+use std::collections::BTreeMap;
+use tokio::sync::mpsc::UnboundedSender;
+
+/// A workspace in the sessions panel: id, name, and its sessions' ids with their row text.
+type SessionGroup = (WorkspaceId, String, Vec<(SessionId, String)>);
+
+/// The middle area's tabs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tab {
+    Chat,
+    Shares,
+    Settings,
+    Audit,
+}
+
+/// The share manager's mint form.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MintForm {
+    pub label: String,
+    /// Workspaces ticked, by id.
+    pub workspaces: BTreeMap<WorkspaceId, bool>,
+    pub collaborative: bool,
+    pub consensus_required: bool,
+    pub admission_required: bool,
+    pub observer: bool,
+    /// Expiry in minutes (0 = never).
+    pub expires_minutes: u64,
+    /// Most pairings (0 = unlimited).
+    pub max_uses: u32,
+    /// Vote deadline in seconds (0 = none).
+    pub vote_deadline_secs: u64,
+}
+
+impl Default for MintForm {
+    fn default() -> Self {
+        Self {
+            label: String::new(),
+            workspaces: BTreeMap::new(),
+            collaborative: true,
+            consensus_required: true,
+            admission_required: false,
+            observer: false,
+            expires_minutes: 0,
+            max_uses: 0,
+            vote_deadline_secs: 0,
+        }
+    }
+}
+
+impl MintForm {
+    /// The `mint_share` params the form describes, or why it cannot be sent.
+    pub fn params(&self) -> Result<MintShareParams, &'static str> {
+        let workspaces: Vec<WorkspaceId> =
+            self.workspaces.iter().filter(|(_, on)| **on).map(|(w, _)| w.clone()).collect();
+        if workspaces.is_empty() {
+            return Err("tick at least one workspace");
+        }
+        Ok(MintShareParams {
+            label: self.label.trim().to_string(),
+            workspaces,
+            collaborative: self.collaborative,
+            consensus_required: self.consensus_required,
+            admission_required: self.admission_required,
+            role: if self.observer { Role::Observer } else { Role::Participant },
+            expires_in_ms: (self.expires_minutes > 0).then_some(self.expires_minutes * 60_000),
+            max_uses: (self.max_uses > 0).then_some(self.max_uses),
+            vote_deadline_ms: (self.vote_deadline_secs > 0).then_some(self.vote_deadline_secs * 1000),
+        })
+    }
+}
+
+/// The window's state: the model plus what is being typed.
+pub struct RoundtableApp {
+    pub model: ViewModel,
+    pub tab: Tab,
+    /// The composer's text.
+    pub composer: String,
+    /// Deny reasons being typed, per vote.
+    pub deny_reasons: BTreeMap<VoteId, String>,
+    /// Answers being chosen, per vote (one per question).
+    pub answers: BTreeMap<VoteId, Vec<String>>,
+    pub mint: MintForm,
+    /// Title for the next session, per workspace (host).
+    pub new_titles: BTreeMap<WorkspaceId, String>,
+    actions: UnboundedSender<Action>,
+    updates: std::sync::mpsc::Receiver<Update>,
+    /// Prefix of this window's `client_msg_id`s.
+    tag: String,
+    sent: u64,
+}
+
+impl RoundtableApp {
+    /// A window over `model`, sending actions to `actions` and reading updates from `updates`.
+    pub fn new(model: ViewModel, actions: UnboundedSender<Action>, updates: std::sync::mpsc::Receiver<Update>) -> Self {
+        Self {
+            model,
+            tab: Tab::Chat,
+            composer: String::new(),
+            deny_reasons: BTreeMap::new(),
+            answers: BTreeMap::new(),
+            mint: MintForm::default(),
+            new_titles: BTreeMap::new(),
+            actions,
+            updates,
+            tag: format!("ui-{:08x}", rand::random::<u32>()),
+            sent: 0,
+        }
+    }
+
+    /// Applies every pending update; follow-ups (rejoins) become actions.
+    pub fn pump(&mut self) {
+        while let Ok(update) = self.updates.try_recv() {
+            for follow in self.model.apply(update) {
+                let action = match follow {
+                    Follow::Rejoin { session_id, since_seq } => Action::Join { session_id, since_seq: Some(since_seq) },
+                    Follow::Refetch(session_id) => Action::Join { session_id, since_seq: None },
+                };
+                self.send(action);
+            }
+        }
+        let known: Vec<WorkspaceId> = self.model.workspaces.iter().map(|w| w.id.clone()).collect();
+        for w in known {
+            self.mint.workspaces.entry(w).or_insert(false);
+        }
+    }
+
+    fn send(&self, action: Action) {
+        if self.actions.send(action).is_err() {
+            tracing::debug!("the backend is gone; action dropped");
+        }
+    }
+
+    fn call(&self, method: Method) {
+        self.send(Action::Call(method));
+    }
+
+    /// Draws the whole window into `ui`.
+    pub fn show(&mut self, ui: &mut egui::Ui) {
+        egui::Panel::top("top").show(ui, |ui| self.top_bar(ui));
+        egui::Panel::left("sessions").default_size(240.0).min_size(200.0).show(ui, |ui| {
+            egui::ScrollArea::vertical().id_salt("sessions_scroll").show(ui, |ui| {
+                self.sessions_panel(ui);
+                if self.model.is_host {
+                    self.lobby_panel(ui);
+                }
+            });
+        });
+        egui::Panel::right("roster").default_size(230.0).min_size(200.0).show(ui, |ui| self.roster_panel(ui));
+        egui::CentralPanel::default_margins().show(ui, |ui| match self.tab {
+            Tab::Chat => self.chat(ui),
+            Tab::Shares => self.shares(ui),
+            Tab::Settings => self.settings(ui),
+            Tab::Audit => self.audit(ui),
+        });
+    }
+
+    fn top_bar(&mut self, ui: &mut egui::Ui) {
+        ui.horizontal(|ui| {
+            let who = if self.model.is_host { "host".to_string() } else { "remote".to_string() };
+            ui.heading(format!("roundtable — {who}"));
+            ui.separator();
+            let (text, color) = match &self.model.connection {
+                ConnectionState::Connecting => ("connecting…".to_string(), Color32::YELLOW),
+                ConnectionState::Connected => ("connected".to_string(), Color32::GREEN),
+                ConnectionState::Lobby => ("waiting in the lobby for the host".to_string(), Color32::YELLOW),
+                ConnectionState::Reconnecting => ("reconnecting…".to_string(), Color32::YELLOW),
+                ConnectionState::Closed(why) => (why.clone(), Color32::LIGHT_RED),
+            };
+            ui.label(RichText::new(text).color(color));
+            ui.separator();
+            ui.selectable_value(&mut self.tab, Tab::Chat, "Chat");
+            if self.model.is_host && ui.selectable_value(&mut self.tab, Tab::Shares, "Shares").clicked() {
+                self.send(Action::RefreshShares);
+            }
+            ui.selectable_value(&mut self.tab, Tab::Settings, "Settings");
+            if self.model.is_host && ui.selectable_value(&mut self.tab, Tab::Audit, "Audit log").clicked() {
+                self.send(Action::LoadAudit);
+            }
+        });
+        if let Some(status) = self.model.status.clone() {
+            ui.horizontal(|ui| {
+                ui.label(RichText::new(status).color(Color32::LIGHT_RED));
+                if ui.small_button("Dismiss").clicked() {
+                    self.model.status = None;
+                }
+            });
+        }
+    }
+
+    fn sessions_panel(&mut self, ui: &mut egui::Ui) {
+        ui.heading("Sessions");
+        let mut switch: Option<SessionId> = None;
+        let mut create: Option<(WorkspaceId, String)> = None;
+        let groups: Vec<SessionGroup> = self
+            .model
+            .sessions_by_workspace()
+            .into_iter()
+            .map(|(w, name, sessions)| {
+                let rows = sessions
+                    .into_iter()
+                    .filter_map(|s| s.info.as_ref())
+                    .map(|i| {
+                        let status = match i.status {
+                            SessionStatus::Idle => "idle",
+                            SessionStatus::Running => "running",
+                            SessionStatus::AwaitingVote => "awaiting vote",
+                        };
+                        (i.id.clone(), format!("{} — {status}, {} present", i.title, i.participant_count))
+                    })
+                    .collect();
+                (w, name, rows)
+            })
+            .collect();
+        for (workspace, name, rows) in groups {
+            ui.add_space(4.0);
+            ui.label(RichText::new(format!("Workspace: {name}")).strong());
+            for (id, text) in rows {
+                let selected = self.model.current.as_ref() == Some(&id);
+                if ui.selectable_label(selected, text).clicked() && !selected {
+                    switch = Some(id);
+                }
+            }
+            if self.model.is_host {
+                ui.horizontal(|ui| {
+                    let title = self.new_titles.entry(workspace.clone()).or_default();
+                    ui.add(egui::TextEdit::singleline(title).hint_text("new session title").desired_width(130.0));
+                    if ui.small_button("New session").clicked() {
+                        create = Some((workspace.clone(), std::mem::take(title)));
+                    }
+                });
+            }
+        }
+        if let Some(id) = switch {
+            let followed = self.model.sessions.get(&id).is_some_and(|s| s.loaded);
+            if !followed {
+                self.send(Action::Join { session_id: id.clone(), since_seq: None });
+            }
+            self.model.current = Some(id);
+            self.tab = Tab::Chat;
+        }
+        if let Some((workspace_id, title)) = create {
+            self.call(Method::CreateSession(CreateSessionParams { workspace_id, title, vote_deadline_ms: None }));
+        }
+    }
+
+    fn lobby_panel(&mut self, ui: &mut egui::Ui) {
+        ui.add_space(8.0);
+        ui.separator();
+        ui.heading("Lobby");
+        if self.model.lobby.is_empty() {
+            ui.label(RichText::new("nobody is waiting").weak());
+        }
+        let mut act: Option<Method> = None;
+        for entry in self.model.lobby.values() {
+            ui.horizontal(|ui| {
+                ui.label(format!("{} (via {})", entry.display_name, entry.share_id));
+                let who = ParticipantRef { participant_id: entry.participant_id.clone() };
+                if ui.button("Admit").clicked() {
+                    act = Some(Method::Admit(who.clone()));
+                }
+                if ui.button("Refuse").clicked() {
+                    act = Some(Method::Refuse(who));
+                }
+            });
+        }
+        if let Some(m) = act {
+            self.call(m);
+        }
+    }
+
+    fn roster_panel(&mut self, ui: &mut egui::Ui) {
+        ui.heading("People");
+        let Some(session) = self.model.current_session() else {
+            ui.label(RichText::new("no session").weak());
+            return;
+        };
+        let mut act: Option<Method> = None;
+        for r in session.roster.values() {
+            ui.horizontal_wrapped(|ui| {
+                author_chip(ui, &r.display_name, r.participant_id.as_str());
+                if self.model.is_me(r.participant_id.as_str()) {
+                    ui.label("(you)");
+                }
+                if r.role == Role::Host {
+                    ui.label(RichText::new("host").small().background_color(Color32::DARK_BLUE).color(Color32::WHITE));
+                }
+                if r.role == Role::Observer {
+                    ui.label(RichText::new("observer").small().weak());
+                }
+                if r.muted {
+                    ui.label(RichText::new("muted").small().color(Color32::LIGHT_RED));
+                }
+                match r.presence {
+                    PresenceState::Reconnecting => {
+                        ui.label(RichText::new("reconnecting…").small().color(Color32::YELLOW));
+                    }
+                    PresenceState::Gone => {
+                        ui.label(RichText::new("gone").small().weak());
+                    }
+                    PresenceState::Connected => {}
+                }
+                if session.holder() == Some(&r.participant_id) {
+                    ui.label(RichText::new("has the turn").small().color(Color32::LIGHT_GREEN));
+                }
+            });
+            if self.model.is_host && r.role != Role::Host {
+                ui.horizontal(|ui| {
+                    let who = r.participant_id.clone();
+                    if ui.small_button(if r.muted { "Unmute" } else { "Mute" }).clicked() {
+                        act = Some(Method::Mute(MuteParams { participant_id: who.clone(), muted: !r.muted }));
+                    }
+                    if ui.small_button("Kick").clicked() {
+                        act = Some(Method::Kick(ParticipantRef { participant_id: who }));
+                    }
+                });
+            }
+            ui.add_space(2.0);
+        }
+        if let Some(m) = act {
+            self.call(m);
+        }
+    }
+
+    fn chat(&mut self, ui: &mut egui::Ui) {
+        let Some(session_id) = self.model.current.clone() else {
+            ui.label(match self.model.connection {
+                ConnectionState::Lobby => "You are in the lobby. The host will let you in.",
+                _ => "No session yet.",
+            });
+            return;
+        };
+        let Some(session) = self.model.sessions.get(&session_id) else { return };
+        if let Some(info) = &session.info {
+            ui.heading(&info.title);
+        }
+        // Composer and cards at the bottom, messages fill the rest.
+        egui::Panel::bottom("composer").show(ui, |ui| {
+            self.vote_cards(ui, &session_id);
+            ui.add_space(4.0);
+            self.composer(ui, &session_id);
+        });
+        let session = &self.model.sessions[&session_id];
+        egui::ScrollArea::vertical().id_salt("chat_scroll").stick_to_bottom(true).auto_shrink([false, false]).show(
+            ui,
+            |ui| {
+                if !session.loaded {
+                    ui.label(RichText::new("loading…").weak());
+                }
+                for entry in &session.timeline {
+                    match entry {
+                        Entry::Message(m) => {
+                            ui.horizontal_wrapped(|ui| {
+                                author_chip(ui, &m.author_name, &m.author_id);
+                                if self.model.is_me(&m.author_id) {
+                                    ui.label(RichText::new("(you)").weak());
+                                }
+                            });
+                            ui.label(&m.text);
+                            ui.add_space(6.0);
+                        }
+                        Entry::Note(text) => {
+                            ui.label(RichText::new(format!("· {text}")).italics().weak());
+                        }
+                    }
+                }
+                if !session.streaming.is_empty() {
+                    ui.horizontal(|ui| {
+                        author_chip(ui, "Agent", AGENT_ID);
+                        ui.label(RichText::new("streaming…").weak());
+                    });
+                    ui.label(&session.streaming);
+                }
+            },
+        );
+    }
+
+    fn composer(&mut self, ui: &mut egui::Ui, session_id: &SessionId) {
+        let lock = self.model.composer_lock();
+        let can_cancel = self.model.can_cancel();
+        ui.horizontal(|ui| match &lock {
+            Some(lock) => {
+                ui.label(RichText::new(lock.text()).strong());
+                if can_cancel && ui.button("Cancel turn").clicked() {
+                    self.call(Method::CancelTurn(SessionRef { session_id: session_id.clone() }));
+                }
+            }
+            None => {
+                let edit = ui.add(
+                    egui::TextEdit::singleline(&mut self.composer)
+                        .hint_text("Message (starts an agent turn)")
+                        .desired_width(ui.available_width() - 170.0),
+                );
+                let enter = edit.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
+                if (ui.button("Send").clicked() || enter) && !self.composer.trim().is_empty() {
+                    self.sent += 1;
+                    let text = std::mem::take(&mut self.composer);
+                    self.call(Method::SendMessage(SendMessageParams {
+                        session_id: session_id.clone(),
+                        text,
+                        client_msg_id: format!("{}-{}", self.tag, self.sent),
+                    }));
+                    edit.request_focus();
+                }
+                if can_cancel && ui.button("Cancel turn").clicked() {
+                    self.call(Method::CancelTurn(SessionRef { session_id: session_id.clone() }));
+                }
+            }
+        });
+    }
+
+    fn vote_cards(&mut self, ui: &mut egui::Ui, session_id: &SessionId) {
+        let Some(session) = self.model.sessions.get(session_id) else { return };
+        // Open votes, and the newest resolved one so its outcome stays visible.
+        let mut cards: Vec<VoteCard> = session.votes.values().filter(|c| c.is_open()).cloned().collect();
+        if cards.is_empty() {
+            if let Some(last) = session.votes.values().rev().find(|c| !c.is_open()) {
+                cards.push(last.clone());
+            }
+        }
+        let session = session.clone();
+        for card in cards {
+            egui::Frame::group(ui.style()).show(ui, |ui| {
+                ui.set_width(ui.available_width());
+                self.vote_card(ui, &session, &card);
+            });
+        }
+    }
+
+    fn vote_card(&mut self, ui: &mut egui::Ui, session: &SessionState, card: &VoteCard) {
+        let id = card.opened.vote_id.clone();
+        let names = |ids: &[ParticipantId]| -> String {
+            if ids.is_empty() {
+                "—".into()
+            } else {
+                ids.iter().map(|p| session.name(p)).collect::<Vec<_>>().join(", ")
+            }
+        };
+        let decided = match card.opened.decided_by {
+            DecidedBy::Consensus => "everyone required must agree",
+            DecidedBy::Holder => "the turn holder decides",
+            DecidedBy::Host => "the host decides",
+        };
+        match &card.opened.subject {
+            VoteSubject::Plan { plan } => {
+                ui.label(RichText::new(format!("Plan ({id}) — {decided}")).strong());
+                ui.label(plan);
+            }
+            VoteSubject::Tool { tool, input } => {
+                ui.label(RichText::new(format!("Tool use ({id}): {tool} — {decided}")).strong());
+                ui.label(RichText::new(input).monospace());
+            }
+            VoteSubject::Question { questions } => {
+                ui.label(RichText::new(format!("Question ({id}) — {decided}")).strong());
+                for q in questions {
+                    ui.label(&q.question);
+                }
+            }
+        }
+        let question = matches!(card.opened.subject, VoteSubject::Question { .. });
+        ui.label(format!("{}: {}", if question { "Answered" } else { "Approved" }, names(card.approved())));
+        if !question {
+            ui.label(format!("Denied: {}", names(card.denied())));
+        }
+        ui.label(format!("Pending: {}", names(&card.pending())));
+        if let Some(deadline) = card.opened.deadline_ms {
+            ui.label(RichText::new(format!("deadline at {deadline} ms (engine clock)")).weak());
+        }
+        if let Some(r) = &card.resolved {
+            let mut text = format!("Resolved: {} (by {})", outcome_text(r.outcome), r.resolved_by);
+            if let Some(reason) = &r.reason {
+                text.push_str(&format!(" — {reason}"));
+            }
+            if !r.answers.is_empty() {
+                text.push_str(&format!(" — {}", r.answers.join("; ")));
+            }
+            ui.label(RichText::new(text).strong());
+            return;
+        }
+        if !self.model.can_vote(card) {
+            let me_required = self.model.me.as_ref().is_some_and(|m| card.opened.required.contains(m));
+            if !me_required {
+                ui.label(RichText::new("You are not a required voter of this vote.").weak());
+            }
+            return;
+        }
+        match &card.opened.subject {
+            VoteSubject::Question { questions } => {
+                let answers = self.answers.entry(id.clone()).or_insert_with(|| vec![String::new(); questions.len()]);
+                answers.resize(questions.len(), String::new());
+                for (i, q) in questions.iter().enumerate() {
+                    ui.horizontal_wrapped(|ui| {
+                        for option in &q.options {
+                            if ui.selectable_label(answers[i] == *option, option).clicked() {
+                                answers[i] = option.clone();
+                            }
+                        }
+                        ui.add(egui::TextEdit::singleline(&mut answers[i]).hint_text("answer").desired_width(160.0));
+                    });
+                }
+                let ready = answers.iter().all(|a| !a.trim().is_empty());
+                if ui.add_enabled(ready, egui::Button::new("Answer")).clicked() {
+                    let answers = answers.iter().map(|a| a.trim().to_string()).collect();
+                    self.call(Method::AnswerQuestion(AnswerQuestionParams { vote_id: id, answers }));
+                }
+            }
+            _ => {
+                let reason = self.deny_reasons.entry(id.clone()).or_default();
+                let mut vote: Option<(bool, Option<String>)> = None;
+                ui.horizontal(|ui| {
+                    if ui.button("Approve").clicked() {
+                        vote = Some((true, None));
+                    }
+                    ui.add(egui::TextEdit::singleline(reason).hint_text("reason for denying").desired_width(180.0));
+                    if ui.button("Deny").clicked() {
+                        let r = reason.trim();
+                        vote = Some((false, (!r.is_empty()).then(|| r.to_string())));
+                    }
+                });
+                if let Some((approve, reason)) = vote {
+                    self.call(Method::VotePlan(VotePlanParams { vote_id: id, approve, reason }));
+                }
+            }
+        }
+    }
+
+    fn shares(&mut self, ui: &mut egui::Ui) {
+        egui::ScrollArea::vertical().id_salt("shares_scroll").show(ui, |ui| {
+            ui.heading("Mint a share link");
+            self.mint_form(ui);
+            if let Some(minted) = self.model.minted.clone() {
+                ui.add_space(6.0);
+                egui::Frame::group(ui.style()).show(ui, |ui| {
+                    ui.label(RichText::new(format!("Link for {} — shown once:", minted.share.share_id)).strong());
+                    let link = minted.link.clone().unwrap_or_else(|| minted.token.clone());
+                    ui.label(RichText::new(&link).monospace());
+                    ui.horizontal(|ui| {
+                        if ui.button("Copy").clicked() {
+                            ui.ctx().copy_text(link.clone());
+                            self.model.status = Some("link copied".into());
+                        }
+                        if ui.button("Hide link").clicked() {
+                            self.model.minted = None;
+                        }
+                    });
+                    ui.label(RichText::new("They run: roundtable connect 'LINK' --name THEIR_NAME").weak());
+                });
+            }
+            ui.add_space(10.0);
+            ui.horizontal(|ui| {
+                ui.heading("Shares");
+                if ui.small_button("Refresh").clicked() {
+                    self.send(Action::RefreshShares);
+                }
+            });
+            self.share_list(ui);
+        });
+    }
+
+    fn mint_form(&mut self, ui: &mut egui::Ui) {
+        let names: BTreeMap<WorkspaceId, String> =
+            self.model.workspaces.iter().map(|w| (w.id.clone(), w.name.clone())).collect();
+        let form = &mut self.mint;
+        ui.horizontal(|ui| {
+            ui.label("Label");
+            ui.text_edit_singleline(&mut form.label);
+        });
+        ui.horizontal_wrapped(|ui| {
+            ui.label("Workspaces:");
+            for (w, on) in form.workspaces.iter_mut() {
+                let name = names.get(w).cloned().unwrap_or_else(|| w.to_string());
+                ui.checkbox(on, name);
+            }
+        });
+        ui.checkbox(&mut form.collaborative, "Collaborative (off: 1:1 remote control)");
+        ui.checkbox(&mut form.consensus_required, "Consensus required");
+        ui.checkbox(&mut form.admission_required, "Admission required (lobby)");
+        ui.checkbox(&mut form.observer, "Observers only (read, no send or vote)");
+        ui.horizontal(|ui| {
+            ui.label("Expires after (minutes, 0 = never)");
+            ui.add(egui::DragValue::new(&mut form.expires_minutes).range(0..=525_600));
+        });
+        ui.horizontal(|ui| {
+            ui.label("Max uses (0 = unlimited)");
+            ui.add(egui::DragValue::new(&mut form.max_uses).range(0..=10_000));
+        });
+        ui.horizontal(|ui| {
+            ui.label("Vote deadline (seconds, 0 = none)");
+            ui.add(egui::DragValue::new(&mut form.vote_deadline_secs).range(0..=86_400));
+        });
+        let params = form.params();
+        let clicked = ui.add_enabled(params.is_ok(), egui::Button::new("Mint")).clicked();
+        if let Err(why) = &params {
+            ui.label(RichText::new(*why).weak());
+        }
+        if let (true, Ok(params)) = (clicked, params) {
+            self.call(Method::MintShare(params));
+        }
+    }
+
+    fn share_list(&mut self, ui: &mut egui::Ui) {
+        let mut act: Option<Method> = None;
+        egui::Grid::new("share_grid").striped(true).num_columns(7).show(ui, |ui| {
+            for h in ["share", "label", "scope", "settings", "usage", "state", ""] {
+                ui.label(RichText::new(h).strong());
+            }
+            ui.end_row();
+            for s in &self.model.shares {
+                ui.label(s.share_id.to_string());
+                ui.label(&s.label);
+                ui.label(s.workspaces.iter().map(|w| w.to_string()).collect::<Vec<_>>().join(", "));
+                let mut settings = vec![if s.collaborative { "collaborative" } else { "1:1" }];
+                if s.consensus_required {
+                    settings.push("consensus");
+                }
+                if s.admission_required {
+                    settings.push("lobby");
+                }
+                settings.push(s.role.as_str());
+                ui.label(settings.join(", "));
+                let max = s.max_uses.map(|m| format!("/{m}")).unwrap_or_default();
+                ui.label(format!("{}{max} uses, {} live", s.uses, s.connections));
+                ui.label(match (s.revoked, s.expires_at) {
+                    (true, _) => "revoked".to_string(),
+                    (false, Some(at)) => format!("expires at {at}"),
+                    (false, None) => "active".to_string(),
+                });
+                ui.horizontal(|ui| {
+                    if !s.revoked {
+                        let share = ShareRef { share_id: s.share_id.clone() };
+                        if ui.small_button("Rotate").on_hover_text("new link; the old one stops working").clicked() {
+                            act = Some(Method::RotateShare(share.clone()));
+                        }
+                        if ui.small_button("Revoke").clicked() {
+                            act = Some(Method::RevokeShare(share));
+                        }
+                    }
+                });
+                ui.end_row();
+            }
+        });
+        if let Some(m) = act {
+            self.call(m);
+        }
+    }
+
+    fn settings(&mut self, ui: &mut egui::Ui) {
+        ui.heading("Settings");
+        let m = &self.model;
+        egui::Grid::new("settings_grid").num_columns(2).show(ui, |ui| {
+            ui.label("Display name");
+            ui.label(if m.my_name.is_empty() { "—".to_string() } else { m.my_name.clone() });
+            ui.end_row();
+            ui.label("Role");
+            ui.label(m.role.map(|r| r.as_str()).unwrap_or("—"));
+            ui.end_row();
+            if let Some(address) = &m.settings.address {
+                ui.label("Host address");
+                ui.label(address);
+                ui.end_row();
+            }
+            ui.label("Default consensus (host's own turns)");
+            ui.label(match m.settings.default_consensus {
+                Some(true) => "required",
+                Some(false) => "not required",
+                None => "set by the host",
+            });
+            ui.end_row();
+            ui.label("Default vote deadline");
+            ui.label(match (m.is_host, m.settings.vote_deadline_ms) {
+                (_, Some(ms)) => format!("{} s", ms / 1000),
+                (true, None) => "none".to_string(),
+                (false, None) => "set by the host".to_string(),
+            });
+            ui.end_row();
+        });
+        ui.add_space(6.0);
+        ui.label(
+            RichText::new(
+                "These are fixed when the host starts (roundtable host --vote-deadline SECS). Shares carry their \
+                 own consensus and deadline, chosen when minting.",
+            )
+            .weak(),
+        );
+    }
+
+    fn audit(&mut self, ui: &mut egui::Ui) {
+        ui.horizontal(|ui| {
+            ui.heading("Audit log");
+            if ui.small_button("Refresh").clicked() {
+                self.send(Action::LoadAudit);
+            }
+        });
+        egui::ScrollArea::vertical().id_salt("audit_scroll").stick_to_bottom(true).show(ui, |ui| {
+            egui::Grid::new("audit_grid").striped(true).num_columns(5).show(ui, |ui| {
+                for h in ["time (ms)", "who", "action", "target", "detail"] {
+                    ui.label(RichText::new(h).strong());
+                }
+                ui.end_row();
+                for row in &self.model.audit {
+                    ui.label(row.at.to_string());
+                    ui.label(&row.actor);
+                    ui.label(&row.action);
+                    ui.label(&row.target);
+                    ui.label(&row.detail);
+                    ui.end_row();
+                }
+            });
+        });
+    }
+}
+
+/// A coloured name chip; the colour is stable per participant id.
+fn author_chip(ui: &mut egui::Ui, name: &str, id: &str) {
+    let palette = [
+        Color32::from_rgb(66, 133, 244),
+        Color32::from_rgb(219, 68, 55),
+        Color32::from_rgb(15, 157, 88),
+        Color32::from_rgb(171, 71, 188),
+        Color32::from_rgb(255, 112, 67),
+        Color32::from_rgb(0, 172, 193),
+    ];
+    let color = if id == AGENT_ID {
+        Color32::from_rgb(90, 90, 90)
+    } else {
+        let hash = id.bytes().fold(7u32, |h, b| h.wrapping_mul(31).wrapping_add(b as u32));
+        palette[hash as usize % palette.len()]
+    };
+    ui.label(RichText::new(format!(" {name} ")).strong().color(Color32::WHITE).background_color(color));
+}
+
+impl eframe::App for RoundtableApp {
+    fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
+        self.pump();
+        self.show(ui);
+    }
+}

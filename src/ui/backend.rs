@@ -1,0 +1,489 @@
+//! The window's network side: a tokio task that owns a protocol [`Client`] and connects the UI
+//! thread to the host through two channels.
+//!
+//! - UI → backend: [`Action`]s on an unbounded tokio channel (sending never blocks the UI).
+//! - backend → UI: [`Update`]s on a std channel the UI drains each frame; every update also
+//!   wakes the UI (`request_repaint`) through a [`Waker`].
+//!
+//! [`run_host`] drives the host's own in-process connection (host-only methods allowed).
+//! [`run_remote`] drives a remote's network connection: it authenticates with the link's token,
+//! waits in the lobby when asked to, and — like `roundtable join` — reconnects with backoff when
+//! the connection drops, resumes with its resume token, rejoins its sessions with `since_seq`, and
+//! resends messages whose answer was lost (same `client_msg_id`, so the host treats them
+//! idempotently). Each request runs on its own task so a slow answer never holds up the others.
+
+use super::model::{Action, ConnectionState, Update};
+use crate::ids::{ParticipantId, SessionId};
+use crate::net::client::{Client, ClientError, ClientEvent, Events};
+use crate::net::join::{FIRST_BACKOFF, MAX_BACKOFF};
+use crate::net::link::Link;
+use crate::protocol::*;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// How often session and share lists are refreshed (status and counts of sessions the window
+/// does not follow, share usage).
+pub const REFRESH_PERIOD: Duration = Duration::from_secs(5);
+
+/// How many audit rows the audit view loads.
+pub const AUDIT_ROWS: usize = 500;
+
+use crate::net::join::FINAL_REASONS;
+
+/// Wakes the UI thread after an update (normally `egui::Context::request_repaint`).
+pub type Waker = Arc<dyn Fn() + Send + Sync>;
+
+/// The sending half of the UI's update channel, with its waker.
+#[derive(Clone)]
+pub struct Outbox {
+    tx: std::sync::mpsc::Sender<Update>,
+    wake: Waker,
+}
+
+impl Outbox {
+    /// An outbox over `tx` that calls `wake` after each update.
+    pub fn new(tx: std::sync::mpsc::Sender<Update>, wake: Waker) -> Self {
+        Self { tx, wake }
+    }
+
+    /// Sends an update and wakes the UI. A closed window is ignored.
+    pub fn send(&self, update: Update) {
+        let _ = self.tx.send(update);
+        (self.wake)();
+    }
+
+    fn failed(&self, method: &str, error: &ClientError) {
+        let message = match error {
+            ClientError::Protocol(p) => p.message.clone(),
+            other => other.to_string(),
+        };
+        self.send(Update::Failed { method: method.to_string(), message });
+    }
+}
+
+/// Where the audit log is read from (the host's database file, read-only use).
+#[derive(Clone, Debug)]
+pub struct HostContext {
+    /// The host's SQLite database.
+    pub database: PathBuf,
+}
+
+/// Drives the host's own connection until the UI drops its action sender or the engine closes
+/// the connection.
+pub async fn run_host(
+    client: Client,
+    mut events: Events,
+    mut actions: mpsc::UnboundedReceiver<Action>,
+    out: Outbox,
+    host: HostContext,
+) {
+    let worker = Worker { client: client.clone(), out: out.clone(), unsent: None, seqs: Arc::default() };
+    out.send(Update::Identity { me: ParticipantId::host(), name: "Host".into(), role: Role::Host });
+    out.send(Update::Connection(ConnectionState::Connected));
+    worker.refresh(true).await;
+    worker.refresh_shares().await;
+    let mut refresh = tokio::time::interval(REFRESH_PERIOD);
+    refresh.tick().await;
+    loop {
+        tokio::select! {
+            action = actions.recv() => match action {
+                Some(Action::LoadAudit) => {
+                    let (out, db) = (out.clone(), host.database.clone());
+                    tokio::task::spawn_blocking(move || load_audit(&out, &db));
+                }
+                Some(action) => worker.spawn(action),
+                None => return,
+            },
+            ev = events.recv() => match ev {
+                Some(ClientEvent::Event { frame, .. }) => worker.forward(*frame),
+                Some(ClientEvent::Closed { reason }) => {
+                    let why = reason.unwrap_or_else(|| "the engine stopped".into());
+                    out.send(Update::Connection(ConnectionState::Closed(format!("host connection closed: {why}"))));
+                    return;
+                }
+                None => {
+                    let why = "the engine stopped";
+                    out.send(Update::Connection(ConnectionState::Closed(format!("host connection closed: {why}"))));
+                    return;
+                }
+                Some(_) => {}
+            },
+            _ = refresh.tick() => {
+                let w = worker.clone();
+                tokio::spawn(async move {
+                    w.refresh(true).await;
+                    w.refresh_shares().await;
+                });
+            }
+        }
+    }
+}
+
+fn load_audit(out: &Outbox, db: &std::path::Path) {
+    let rows = crate::store::Admin::open(db)
+        .map_err(|e| e.to_string())
+        .and_then(|admin| admin.audit(AUDIT_ROWS).map_err(|e| e.to_string()));
+    match rows {
+        Ok(rows) => out.send(Update::Audit(rows)),
+        Err(e) => out.send(Update::Failed { method: "audit".into(), message: e }),
+    }
+}
+
+/// Shared by the host and remote loops: runs actions as protocol requests.
+#[derive(Clone)]
+struct Worker {
+    client: Client,
+    out: Outbox,
+    /// Remote only: messages whose answer was lost with the connection (resent after reconnect).
+    unsent: Option<Arc<Mutex<Vec<SendMessageParams>>>>,
+    /// Last contiguous seq forwarded per joined session (to rejoin with `since_seq`).
+    seqs: Arc<Mutex<BTreeMap<SessionId, u64>>>,
+}
+
+impl Worker {
+    fn spawn(&self, action: Action) {
+        let w = self.clone();
+        tokio::spawn(async move { w.run(action).await });
+    }
+
+    async fn run(&self, action: Action) {
+        match action {
+            Action::Call(method) => self.call(method).await,
+            Action::Join { session_id, since_seq } => self.join(session_id, since_seq).await,
+            Action::RefreshSessions => {
+                self.refresh(false).await;
+            }
+            Action::RefreshShares => self.refresh_shares().await,
+            Action::LoadAudit => {}
+        }
+    }
+
+    /// Forwards an event to the UI, tracking the last contiguous seq of each session.
+    fn forward(&self, frame: EventFrame) {
+        if let Some(session) = &frame.session_id {
+            let mut seqs = self.seqs.lock().expect("seqs lock");
+            match (&frame.body, frame.seq) {
+                (Event::Snapshot(s), _) => {
+                    seqs.insert(session.clone(), s.last_seq);
+                }
+                (_, Some(seq)) => {
+                    if let Some(last) = seqs.get_mut(session) {
+                        if seq == *last + 1 {
+                            *last = seq;
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.out.send(Update::Event(Box::new(frame)));
+    }
+
+    async fn call(&self, method: Method) {
+        let name = method.name();
+        let result = self.client.request(method.clone()).await;
+        let value = match result {
+            Ok(v) => v,
+            Err(e) => {
+                if let (Method::SendMessage(msg), Some(unsent)) = (&method, &self.unsent) {
+                    if !matches!(e, ClientError::Protocol(_)) {
+                        unsent.lock().expect("unsent lock").push(msg.clone());
+                        self.out.send(Update::Notice(
+                            "not delivered yet; it will be sent when the connection is back".into(),
+                        ));
+                        return;
+                    }
+                }
+                return self.out.failed(name, &e);
+            }
+        };
+        match method {
+            Method::MintShare(_) | Method::RotateShare(_) => {
+                match serde_json::from_value::<MintShareResult>(value) {
+                    Ok(m) => self.out.send(Update::Minted(m)),
+                    Err(e) => self.out.send(Update::Failed { method: name.into(), message: e.to_string() }),
+                }
+                self.refresh_shares().await;
+            }
+            Method::RevokeShare(_) => self.refresh_shares().await,
+            Method::CreateSession(_) | Method::ForkSession(_) => {
+                if let Ok(info) = serde_json::from_value::<SessionInfo>(value) {
+                    self.refresh(false).await;
+                    self.join(info.id, None).await;
+                }
+            }
+            Method::AddWorkspace(_) => {
+                self.refresh(false).await;
+            }
+            _ => {}
+        }
+    }
+
+    async fn join(&self, session_id: SessionId, since_seq: Option<u64>) {
+        let params = JoinSessionParams { session_id: session_id.clone(), since_seq: since_seq.filter(|s| *s > 0) };
+        match self.client.call::<JoinSessionResult>(Method::JoinSession(params)).await {
+            Ok(result) => {
+                self.seqs.lock().expect("seqs lock").entry(session_id).or_insert(since_seq.unwrap_or(0));
+                self.out.send(Update::Joined(result));
+            }
+            Err(e) => self.out.failed("join_session", &e),
+        }
+    }
+
+    /// Lists workspaces and sessions; with `join_all`, joins (for a snapshot) every session
+    /// not followed yet — the host's window follows all of them.
+    async fn refresh(&self, join_all: bool) -> Option<Vec<SessionInfo>> {
+        match self.client.call::<ListWorkspacesResult>(Method::ListWorkspaces(Empty {})).await {
+            Ok(w) => self.out.send(Update::Workspaces(w.workspaces)),
+            Err(e) => self.out.failed("list_workspaces", &e),
+        }
+        let params = ListSessionsParams { workspace_id: None };
+        let sessions = match self.client.call::<ListSessionsResult>(Method::ListSessions(params)).await {
+            Ok(s) => s.sessions,
+            Err(e) => {
+                self.out.failed("list_sessions", &e);
+                return None;
+            }
+        };
+        self.out.send(Update::Sessions(sessions.clone()));
+        if join_all {
+            let new: Vec<SessionId> = {
+                let seqs = self.seqs.lock().expect("seqs lock");
+                sessions.iter().filter(|s| !seqs.contains_key(&s.id)).map(|s| s.id.clone()).collect()
+            };
+            for id in new {
+                self.join(id, None).await;
+            }
+        }
+        Some(sessions)
+    }
+
+    async fn refresh_shares(&self) {
+        match self.client.call::<ListSharesResult>(Method::ListShares(Empty {})).await {
+            Ok(s) => self.out.send(Update::Shares(s.shares)),
+            Err(e) => self.out.failed("list_shares", &e),
+        }
+    }
+}
+
+/// What a remote window connects with.
+#[derive(Clone, Debug)]
+pub struct RemoteOptions {
+    pub link: Link,
+    /// Requested display name.
+    pub name: String,
+    /// Session to open first (default: the first one shared).
+    pub session: Option<SessionId>,
+}
+
+/// Why a connection attempt failed, and whether trying again can help.
+enum Failure {
+    Retry(String),
+    Final(String),
+}
+
+/// Drives a remote's connection until the UI drops its action sender.
+pub async fn run_remote(options: RemoteOptions, mut actions: mpsc::UnboundedReceiver<Action>, out: Outbox) {
+    let mut remote = Remote { options, resume_token: None, unsent: Arc::default(), seqs: Arc::default() };
+    let mut first = true;
+    let mut delay = FIRST_BACKOFF;
+    loop {
+        out.send(Update::Connection(if first { ConnectionState::Connecting } else { ConnectionState::Reconnecting }));
+        match remote.connect(&out).await {
+            Ok((client, events, admission)) => {
+                delay = FIRST_BACKOFF;
+                first = false;
+                match remote.serve(client, events, admission, &mut actions, &out).await {
+                    Some(final_reason) => {
+                        out.send(Update::Connection(ConnectionState::Closed(final_reason)));
+                        return refuse_all(actions, out).await;
+                    }
+                    None if actions.is_closed() => return,
+                    None => {}
+                }
+            }
+            Err(Failure::Final(why)) => {
+                out.send(Update::Connection(ConnectionState::Closed(why)));
+                return refuse_all(actions, out).await;
+            }
+            Err(Failure::Retry(why)) if first => {
+                out.send(Update::Connection(ConnectionState::Closed(format!("cannot connect: {why}"))));
+                return refuse_all(actions, out).await;
+            }
+            Err(Failure::Retry(why)) => {
+                tracing::debug!("reconnect failed: {why}");
+            }
+        }
+        // Wait before the next attempt, keeping the UI's actions flowing.
+        let sleep = tokio::time::sleep(delay);
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                _ = &mut sleep => break,
+                action = actions.recv() => match action {
+                    None => return,
+                    Some(Action::Call(Method::SendMessage(msg))) => {
+                        remote.unsent.lock().expect("unsent lock").push(msg);
+                        out.send(Update::Notice("not delivered yet; it will be sent when the connection is back".into()));
+                    }
+                    Some(_) => out.send(Update::Notice("not connected; reconnecting…".into())),
+                },
+            }
+        }
+        delay = (delay * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// After a final disconnect: answer every action with a note until the window closes.
+async fn refuse_all(mut actions: mpsc::UnboundedReceiver<Action>, out: Outbox) {
+    while actions.recv().await.is_some() {
+        out.send(Update::Notice("disconnected from the host".into()));
+    }
+}
+
+struct Remote {
+    options: RemoteOptions,
+    resume_token: Option<String>,
+    unsent: Arc<Mutex<Vec<SendMessageParams>>>,
+    seqs: Arc<Mutex<BTreeMap<SessionId, u64>>>,
+}
+
+impl Remote {
+    async fn connect(&mut self, out: &Outbox) -> Result<(Client, Events, Admission), Failure> {
+        let (client, events) = Client::connect(&self.options.link).await.map_err(|e| match e {
+            ClientError::FingerprintMismatch { .. } | ClientError::TlsSetup(_) => Failure::Final(e.to_string()),
+            e => Failure::Retry(e.to_string()),
+        })?;
+        let params = AuthenticateParams {
+            token: self.options.link.token.clone(),
+            display_name: self.options.name.clone(),
+            resume_token: self.resume_token.clone(),
+        };
+        let auth: AuthenticateResult = match client.call(Method::Authenticate(params)).await {
+            Ok(a) => a,
+            Err(ClientError::Protocol(e)) => {
+                return Err(Failure::Final(format!("the host refused the link: {}", e.message)))
+            }
+            Err(e) => return Err(Failure::Retry(e.to_string())),
+        };
+        if self.resume_token.is_some() && !auth.resumed {
+            // Away too long: a new participant, whose sessions must be joined afresh.
+            self.seqs.lock().expect("seqs lock").clear();
+            out.send(Update::Notice(format!("you were away too long and are back as {}", auth.display_name)));
+        }
+        self.resume_token = Some(auth.resume_token.clone());
+        out.send(Update::Identity { me: auth.participant_id, name: auth.display_name, role: auth.role });
+        Ok((client, events, auth.admission))
+    }
+
+    fn worker(&self, client: &Client, out: &Outbox) -> Worker {
+        Worker { client: client.clone(), out: out.clone(), unsent: Some(self.unsent.clone()), seqs: self.seqs.clone() }
+    }
+
+    /// Runs one connection. `Some(reason)`: disconnected for good; `None`: reconnect (or the UI
+    /// closed, when the action channel is closed).
+    async fn serve(
+        &mut self,
+        client: Client,
+        mut events: Events,
+        admission: Admission,
+        actions: &mut mpsc::UnboundedReceiver<Action>,
+        out: &Outbox,
+    ) -> Option<String> {
+        let worker = self.worker(&client, out);
+        // A pending participant waits for an `admission` event before entering.
+        let mut admitted = admission == Admission::Admitted;
+        let mut closing: Option<String> = None;
+        let mut refresh = tokio::time::interval(REFRESH_PERIOD);
+        refresh.tick().await;
+        if admitted {
+            out.send(Update::Connection(ConnectionState::Connected));
+            self.enter(&worker).await;
+        } else {
+            out.send(Update::Connection(ConnectionState::Lobby));
+        }
+        loop {
+            tokio::select! {
+                action = actions.recv() => match action {
+                    Some(action) => worker.spawn(action),
+                    None => {
+                        self.leave(&client, &mut events).await;
+                        return None;
+                    }
+                },
+                ev = events.recv() => match ev {
+                    Some(ClientEvent::Event { frame, .. }) => {
+                        let enter = matches!(&frame.body, Event::Admission(a) if a.admission == Admission::Admitted)
+                            && !admitted;
+                        if let Event::Closing(c) = &frame.body {
+                            closing = Some(c.reason.clone());
+                        }
+                        worker.forward(*frame);
+                        if enter {
+                            admitted = true;
+                            self.enter(&worker).await;
+                        }
+                    }
+                    Some(ClientEvent::Closed { reason }) => {
+                        return self.closed(closing.or(reason));
+                    }
+                    None => return self.closed(closing),
+                    Some(_) => {}
+                },
+                _ = refresh.tick(), if admitted => {
+                    let w = worker.clone();
+                    tokio::spawn(async move { w.refresh(false).await; });
+                }
+            }
+        }
+    }
+
+    /// The window closed: leave every followed session (like `join`'s `/quit`) so the others
+    /// see a departure rather than a lost connection, then close politely.
+    async fn leave(&self, client: &Client, events: &mut Events) {
+        let followed: Vec<SessionId> = self.seqs.lock().expect("seqs lock").keys().cloned().collect();
+        for session_id in followed {
+            let leave = client.request(Method::LeaveSession(SessionRef { session_id }));
+            let _ = tokio::time::timeout(Duration::from_secs(2), leave).await;
+        }
+        client.close();
+        let closed = async { while !matches!(events.recv().await, Some(ClientEvent::Closed { .. }) | None) {} };
+        let _ = tokio::time::timeout(Duration::from_secs(2), closed).await;
+    }
+
+    fn closed(&self, reason: Option<String>) -> Option<String> {
+        let reason = reason?;
+        FINAL_REASONS
+            .contains(&reason.as_str())
+            .then(|| format!("disconnected: {}", crate::net::render::closing_text(&reason)))
+    }
+
+    /// After admission: list what is shared, join the chosen session (first time) or rejoin every
+    /// followed session from its last seq, then resend unconfirmed messages.
+    async fn enter(&self, worker: &Worker) {
+        let sessions = worker.refresh(false).await.unwrap_or_default();
+        let followed: Vec<(SessionId, u64)> =
+            worker.seqs.lock().expect("seqs lock").iter().map(|(s, q)| (s.clone(), *q)).collect();
+        if followed.is_empty() {
+            let pick = match &self.options.session {
+                Some(w) => sessions.iter().find(|s| &s.id == w),
+                None => sessions.first(),
+            };
+            match pick {
+                Some(s) => worker.join(s.id.clone(), None).await,
+                None => worker.out.send(Update::Notice("no session is shared with you yet".into())),
+            }
+        } else {
+            for (session, last) in followed {
+                worker.join(session, Some(last)).await;
+            }
+        }
+        let unsent = std::mem::take(&mut *self.unsent.lock().expect("unsent lock"));
+        for msg in unsent {
+            worker.call(Method::SendMessage(msg)).await;
+        }
+    }
+}

@@ -1,0 +1,672 @@
+//! The window's view model: plain data built from protocol events and responses.
+//!
+//! The UI thread never touches the engine. A backend task (see [`super::backend`]) talks to the
+//! host through a protocol [`crate::net::client::Client`] and hands the UI [`Update`]s; the UI
+//! applies them to the [`ViewModel`] with [`ViewModel::apply`] and turns clicks into
+//! [`Action`]s for the backend. Everything here is deterministic and free of I/O, so the rules
+//! (turn lock → "Waiting for NAME", vote progress, seq deduplication, …) are unit-testable.
+//!
+//! Session events are applied in seq order: an event whose seq was already seen is ignored, and a
+//! gap (a seq beyond last+1) makes the model ask for a rejoin with `since_seq` (a [`Follow`]), as
+//! docs/PROTOCOL.md §7.2 recommends. Events of a session arrive only after its first snapshot is
+//! applied; earlier ones are covered by that snapshot.
+
+use crate::ids::{ParticipantId, SessionId, VoteId, WorkspaceId};
+use crate::persist::AuditRow;
+use crate::protocol::*;
+use std::collections::BTreeMap;
+
+/// Agent messages carry this author id.
+pub const AGENT_ID: &str = "agent";
+
+/// Timeline entries kept per session (older ones are dropped from the view).
+pub const MAX_TIMELINE: usize = 2000;
+
+/// What the UI asks the backend to do.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// Send a protocol request (its answer comes back as an [`Update`]).
+    Call(Method),
+    /// Join (or rejoin) a session; `since_seq` = last seq seen, `None` for a snapshot.
+    Join { session_id: SessionId, since_seq: Option<u64> },
+    /// Fetch the session and workspace lists again.
+    RefreshSessions,
+    /// Fetch the share list again (host only).
+    RefreshShares,
+    /// Read the newest audit rows from the database (host only).
+    LoadAudit,
+}
+
+/// What the backend tells the UI.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Update {
+    /// The connection's state changed.
+    Connection(ConnectionState),
+    /// Who this window is.
+    Identity { me: ParticipantId, name: String, role: Role },
+    /// Workspaces in scope.
+    Workspaces(Vec<WorkspaceInfo>),
+    /// Sessions in scope.
+    Sessions(Vec<SessionInfo>),
+    /// A `join_session` result.
+    Joined(JoinSessionResult),
+    /// An event from the host.
+    Event(Box<EventFrame>),
+    /// The host's shares.
+    Shares(Vec<ShareInfo>),
+    /// A share was minted or rotated: its link (or token) is shown once.
+    Minted(MintShareResult),
+    /// The newest audit rows, oldest first.
+    Audit(Vec<AuditRow>),
+    /// A request failed; `message` is for the person.
+    Failed { method: String, message: String },
+    /// A neutral note for the status line.
+    Notice(String),
+}
+
+/// The connection to the host, as shown in the window.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub enum ConnectionState {
+    /// Not connected yet.
+    #[default]
+    Connecting,
+    /// Connected and admitted.
+    Connected,
+    /// Waiting in the host's lobby.
+    Lobby,
+    /// Lost; trying again.
+    Reconnecting,
+    /// Over for good; the text says why.
+    Closed(String),
+}
+
+/// Something the model needs the backend to do after an update.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Follow {
+    /// Rejoin the session from this seq (gap or `resync_required`).
+    Rejoin { session_id: SessionId, since_seq: u64 },
+    /// Drop the session's state and fetch a snapshot (`history_replaced`).
+    Refetch(SessionId),
+}
+
+/// Window-wide settings shown read-only in the settings panel.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Settings {
+    /// Whether votes in the host's own turns need consensus (`None` for remotes: not known).
+    pub default_consensus: Option<bool>,
+    /// Default vote deadline (ms), when the host has one.
+    pub vote_deadline_ms: Option<u64>,
+    /// The host's address, as written into links.
+    pub address: Option<String>,
+}
+
+/// One chat line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Entry {
+    /// A message from a participant or the agent.
+    Message(MessageEvent),
+    /// Something that happened (turn ended, vote resolved, someone joined…).
+    Note(String),
+}
+
+/// A vote as the cards show it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VoteCard {
+    pub opened: VoteOpened,
+    pub progress: Option<VoteProgress>,
+    pub resolved: Option<VoteResolved>,
+}
+
+impl VoteCard {
+    /// Required voters who approved (or answered, for questions).
+    pub fn approved(&self) -> &[ParticipantId] {
+        match &self.progress {
+            Some(p) if matches!(self.opened.subject, VoteSubject::Question { .. }) => &p.answered,
+            Some(p) => &p.approved,
+            None => &[],
+        }
+    }
+
+    /// Required voters who denied.
+    pub fn denied(&self) -> &[ParticipantId] {
+        self.progress.as_ref().map(|p| p.denied.as_slice()).unwrap_or(&[])
+    }
+
+    /// Required voters who have not voted yet.
+    pub fn pending(&self) -> Vec<ParticipantId> {
+        match &self.progress {
+            Some(p) => p.pending.clone(),
+            None => self.opened.required.clone(),
+        }
+    }
+
+    /// Whether the vote is still open.
+    pub fn is_open(&self) -> bool {
+        self.resolved.is_none()
+    }
+}
+
+/// What the window knows of one session.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SessionState {
+    /// Info from `list_sessions` / `join_session` / snapshots, kept current by events.
+    pub info: Option<SessionInfo>,
+    /// Whether a snapshot or join result was applied (events are applied only then).
+    pub loaded: bool,
+    /// Last seq applied.
+    pub last_seq: u64,
+    /// A rejoin was asked for and has not answered yet.
+    pub resync_pending: bool,
+    /// Present participants, by id.
+    pub roster: BTreeMap<ParticipantId, RosterEntry>,
+    /// Messages and notes, oldest first.
+    pub timeline: Vec<Entry>,
+    /// Text the agent streamed in the running turn (replaced by the final message).
+    pub streaming: String,
+    /// Name of the current turn holder.
+    pub holder_name: Option<String>,
+    /// Votes by id (open and resolved).
+    pub votes: BTreeMap<VoteId, VoteCard>,
+    /// Display names of everyone seen in this session (for people who left).
+    pub names: BTreeMap<ParticipantId, String>,
+}
+
+impl SessionState {
+    /// The turn holder, if a turn runs.
+    pub fn holder(&self) -> Option<&ParticipantId> {
+        self.info.as_ref().and_then(|i| i.turn_holder.as_ref())
+    }
+
+    /// A participant's display name (its id when unknown).
+    pub fn name(&self, id: &ParticipantId) -> String {
+        self.roster
+            .get(id)
+            .map(|r| r.display_name.clone())
+            .or_else(|| self.names.get(id).cloned())
+            .unwrap_or_else(|| id.to_string())
+    }
+
+    fn note(&mut self, text: String) {
+        self.push(Entry::Note(text));
+    }
+
+    fn push(&mut self, entry: Entry) {
+        self.timeline.push(entry);
+        if self.timeline.len() > MAX_TIMELINE {
+            let extra = self.timeline.len() - MAX_TIMELINE;
+            self.timeline.drain(..extra);
+        }
+    }
+
+    fn set_status(&mut self, status: SessionStatus) {
+        if let Some(info) = &mut self.info {
+            info.status = status;
+        }
+    }
+
+    fn recount(&mut self) {
+        let present = self.roster.values().filter(|r| r.presence != PresenceState::Gone).count() as u32;
+        if let Some(info) = &mut self.info {
+            info.participant_count = present;
+        }
+    }
+
+    fn set_roster(&mut self, roster: &[RosterEntry]) {
+        self.roster = roster.iter().map(|r| (r.participant_id.clone(), r.clone())).collect();
+        for r in roster {
+            self.names.insert(r.participant_id.clone(), r.display_name.clone());
+        }
+        self.recount();
+    }
+}
+
+/// Someone waiting in the host's lobby.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LobbyEntry {
+    pub participant_id: ParticipantId,
+    pub display_name: String,
+    pub share_id: crate::ids::ShareId,
+}
+
+/// Everything the window shows.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ViewModel {
+    /// True in the host's window (host-only controls are shown).
+    pub is_host: bool,
+    /// This window's participant id.
+    pub me: Option<ParticipantId>,
+    /// This window's display name.
+    pub my_name: String,
+    /// This window's role.
+    pub role: Option<Role>,
+    pub connection: ConnectionState,
+    pub workspaces: Vec<WorkspaceInfo>,
+    /// Sessions by id.
+    pub sessions: BTreeMap<SessionId, SessionState>,
+    /// The session shown in the middle.
+    pub current: Option<SessionId>,
+    /// Lobby (host only), by participant id.
+    pub lobby: BTreeMap<ParticipantId, LobbyEntry>,
+    /// Shares (host only).
+    pub shares: Vec<ShareInfo>,
+    /// The link of the share just minted or rotated, shown until dismissed.
+    pub minted: Option<MintShareResult>,
+    /// Audit rows (host only), oldest first.
+    pub audit: Vec<AuditRow>,
+    /// Read-only settings.
+    pub settings: Settings,
+    /// The latest error or notice for the status line.
+    pub status: Option<String>,
+}
+
+/// Why the composer is locked, if it is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ComposerLock {
+    /// Someone else holds the turn.
+    WaitingFor(String),
+    /// Observers read only.
+    Observer,
+    /// Muted by the host.
+    Muted,
+    /// Not connected or in the lobby.
+    Offline,
+}
+
+impl ComposerLock {
+    /// The text shown in place of the composer.
+    pub fn text(&self) -> String {
+        match self {
+            ComposerLock::WaitingFor(name) => format!("Waiting for {name}"),
+            ComposerLock::Observer => "Observers can read but not send".into(),
+            ComposerLock::Muted => "You are muted by the host".into(),
+            ComposerLock::Offline => "Not connected".into(),
+        }
+    }
+}
+
+impl ViewModel {
+    /// An empty model for the host's window (`is_host`) or a remote's.
+    pub fn new(is_host: bool) -> Self {
+        Self { is_host, ..Self::default() }
+    }
+
+    /// The session shown, if any.
+    pub fn current_session(&self) -> Option<&SessionState> {
+        self.current.as_ref().and_then(|s| self.sessions.get(s))
+    }
+
+    /// Whether `id` is this window's participant.
+    pub fn is_me(&self, id: &str) -> bool {
+        self.me.as_ref().is_some_and(|m| m.as_str() == id)
+    }
+
+    /// Sessions grouped by workspace (workspaces in id order; sessions without a known workspace
+    /// at the end under their workspace id).
+    pub fn sessions_by_workspace(&self) -> Vec<(WorkspaceId, String, Vec<&SessionState>)> {
+        let mut groups: Vec<(WorkspaceId, String, Vec<&SessionState>)> =
+            self.workspaces.iter().map(|w| (w.id.clone(), w.name.clone(), Vec::new())).collect();
+        for s in self.sessions.values() {
+            let Some(info) = &s.info else { continue };
+            match groups.iter_mut().find(|g| g.0 == info.workspace_id) {
+                Some(g) => g.2.push(s),
+                None => groups.push((info.workspace_id.clone(), info.workspace_id.to_string(), vec![s])),
+            }
+        }
+        groups
+    }
+
+    /// Why the composer of the current session is locked, if it is.
+    pub fn composer_lock(&self) -> Option<ComposerLock> {
+        if self.connection != ConnectionState::Connected {
+            return Some(ComposerLock::Offline);
+        }
+        if self.role == Some(Role::Observer) {
+            return Some(ComposerLock::Observer);
+        }
+        let session = self.current_session()?;
+        if let Some(me) = &self.me {
+            if session.roster.get(me).is_some_and(|r| r.muted) {
+                return Some(ComposerLock::Muted);
+            }
+        }
+        match session.holder() {
+            Some(holder) if Some(holder) != self.me.as_ref() => {
+                let name = session.holder_name.clone().unwrap_or_else(|| session.name(holder));
+                Some(ComposerLock::WaitingFor(name))
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether this window may cancel the current session's turn (holder or host, turn running).
+    pub fn can_cancel(&self) -> bool {
+        let Some(holder) = self.current_session().and_then(|s| s.holder()) else { return false };
+        self.is_host || Some(holder) == self.me.as_ref()
+    }
+
+    /// Whether this window may vote on `card` now: open, not an observer, and a required voter
+    /// (the host may always decide).
+    pub fn can_vote(&self, card: &VoteCard) -> bool {
+        if !card.is_open() || self.role == Some(Role::Observer) {
+            return false;
+        }
+        if self.is_host {
+            return true;
+        }
+        let tool = matches!(card.opened.subject, VoteSubject::Tool { .. });
+        !tool && self.me.as_ref().is_some_and(|m| card.opened.required.contains(m))
+    }
+
+    /// Applies one update; returns what the backend must do next.
+    pub fn apply(&mut self, update: Update) -> Vec<Follow> {
+        match update {
+            Update::Connection(state) => self.connection = state,
+            Update::Identity { me, name, role } => {
+                self.me = Some(me);
+                self.my_name = name;
+                self.role = Some(role);
+            }
+            Update::Workspaces(w) => self.workspaces = w,
+            Update::Sessions(list) => {
+                for info in list {
+                    let state = self.sessions.entry(info.id.clone()).or_default();
+                    // A loaded session's info is kept current by its events; take only what
+                    // events do not carry.
+                    match (&mut state.info, state.loaded) {
+                        (Some(mine), true) => mine.agent = info.agent,
+                        _ => state.info = Some(info),
+                    }
+                }
+                if self.current.is_none() {
+                    self.current = self.sessions.keys().next().cloned();
+                }
+            }
+            Update::Joined(result) => self.joined(result),
+            Update::Event(frame) => return self.event(*frame),
+            Update::Shares(s) => self.shares = s,
+            Update::Minted(m) => {
+                match self.shares.iter_mut().find(|s| s.share_id == m.share.share_id) {
+                    Some(s) => *s = m.share.clone(),
+                    None => self.shares.push(m.share.clone()),
+                }
+                self.minted = Some(m);
+            }
+            Update::Audit(rows) => self.audit = rows,
+            Update::Failed { method, message } => self.status = Some(format!("{method}: {message}")),
+            Update::Notice(text) => self.status = Some(text),
+        }
+        Vec::new()
+    }
+
+    fn joined(&mut self, result: JoinSessionResult) {
+        let id = result.session.id.clone();
+        self.me.get_or_insert_with(|| result.you.clone());
+        if let Some(mine) = result.roster.iter().find(|r| r.you || r.participant_id == result.you) {
+            self.my_name = mine.display_name.clone();
+        }
+        let state = self.sessions.entry(id.clone()).or_default();
+        state.resync_pending = false;
+        state.set_roster(&result.roster);
+        if result.catch_up != CatchUp::Snapshot {
+            // Events follow (or none were missed): the session is live from `last_seq` on.
+            state.loaded = true;
+            let mut info = result.session;
+            info.participant_count = state.roster.len() as u32;
+            state.info = Some(info);
+        } else if state.info.is_none() {
+            state.info = Some(result.session);
+        }
+        if self.current.is_none() {
+            self.current = Some(id);
+        }
+    }
+
+    fn event(&mut self, frame: EventFrame) -> Vec<Follow> {
+        let session_id = frame.session_id.clone();
+        match frame.body {
+            Event::Lobby(l) => {
+                match l.admission {
+                    Admission::Pending => {
+                        self.lobby.insert(
+                            l.participant_id.clone(),
+                            LobbyEntry {
+                                participant_id: l.participant_id,
+                                display_name: l.display_name,
+                                share_id: l.share_id,
+                            },
+                        );
+                    }
+                    Admission::Admitted | Admission::Refused => {
+                        self.lobby.remove(&l.participant_id);
+                    }
+                }
+                return Vec::new();
+            }
+            Event::Admission(a) => {
+                match a.admission {
+                    Admission::Admitted => {
+                        if let Some(role) = a.role {
+                            self.role = Some(role);
+                        }
+                        self.connection = ConnectionState::Connected;
+                    }
+                    Admission::Refused => {
+                        self.connection = ConnectionState::Closed("the host refused to let you in".into());
+                    }
+                    Admission::Pending => self.connection = ConnectionState::Lobby,
+                }
+                return Vec::new();
+            }
+            Event::Closing(c) => {
+                self.status = Some(format!("disconnected: {}", crate::net::render::closing_text(&c.reason)));
+                return Vec::new();
+            }
+            _ => {}
+        }
+        let Some(session_id) = session_id else { return Vec::new() };
+        let state = self.sessions.entry(session_id.clone()).or_default();
+        let me = self.me.clone();
+        match frame.body {
+            Event::Snapshot(snap) => {
+                apply_snapshot(state, snap);
+                if self.current.is_none() {
+                    self.current = Some(session_id);
+                }
+                return Vec::new();
+            }
+            Event::ResyncRequired(r) => {
+                state.resync_pending = true;
+                return vec![Follow::Rejoin { session_id, since_seq: r.last_seq.max(state.last_seq) }];
+            }
+            Event::AgentDelta(d) => {
+                if state.loaded {
+                    state.streaming.push_str(&d.text);
+                }
+                return Vec::new();
+            }
+            _ => {}
+        }
+        let Some(seq) = frame.seq else { return Vec::new() };
+        if !state.loaded {
+            // Covered by the snapshot that follows our join; just keep the list's status right.
+            status_hint(state, &frame.body);
+            return Vec::new();
+        }
+        if seq <= state.last_seq {
+            return Vec::new();
+        }
+        if seq > state.last_seq + 1 {
+            if state.resync_pending {
+                return Vec::new();
+            }
+            state.resync_pending = true;
+            return vec![Follow::Rejoin { session_id, since_seq: state.last_seq }];
+        }
+        state.last_seq = seq;
+        state.resync_pending = false;
+        if let Some(info) = &mut state.info {
+            info.last_seq = seq;
+        }
+        apply_session_event(state, frame.body, me.as_ref(), &session_id)
+    }
+}
+
+/// Keeps an unloaded session's status right from the events the host receives anyway.
+fn status_hint(state: &mut SessionState, body: &Event) {
+    match body {
+        Event::TurnStarted(t) => {
+            if let Some(info) = &mut state.info {
+                info.turn_holder = Some(t.holder_id.clone());
+                info.status = SessionStatus::Running;
+            }
+        }
+        Event::TurnEnded(_) => {
+            if let Some(info) = &mut state.info {
+                info.turn_holder = None;
+                info.status = SessionStatus::Idle;
+            }
+        }
+        Event::VoteOpened(_) => state.set_status(SessionStatus::AwaitingVote),
+        Event::VoteResolved(_) => state.set_status(SessionStatus::Running),
+        Event::SessionUpdated(u) => {
+            if let Some(info) = &mut state.info {
+                info.title = u.title.clone();
+                info.status = u.status;
+            }
+        }
+        _ => {}
+    }
+}
+
+fn apply_snapshot(state: &mut SessionState, snap: Snapshot) {
+    state.loaded = true;
+    state.resync_pending = false;
+    state.last_seq = snap.last_seq;
+    state.set_roster(&snap.roster);
+    state.holder_name = snap.session.turn_holder.as_ref().map(|h| state.name(h));
+    let mut info = snap.session;
+    info.participant_count = state.roster.len() as u32;
+    state.info = Some(info);
+    state.timeline = snap.messages.into_iter().map(Entry::Message).collect();
+    state.streaming = snap.streaming_text;
+    state.votes = snap
+        .votes
+        .into_iter()
+        .map(|v| (v.vote_id.clone(), VoteCard { opened: v, progress: None, resolved: None }))
+        .collect();
+}
+
+fn apply_session_event(
+    state: &mut SessionState,
+    body: Event,
+    me: Option<&ParticipantId>,
+    session_id: &SessionId,
+) -> Vec<Follow> {
+    match body {
+        Event::Message(m) => {
+            if m.author_id == AGENT_ID {
+                state.streaming.clear();
+            }
+            state.push(Entry::Message(m));
+        }
+        Event::TurnStarted(t) => {
+            if let Some(info) = &mut state.info {
+                info.turn_holder = Some(t.holder_id.clone());
+                info.status = SessionStatus::Running;
+            }
+            state.names.insert(t.holder_id, t.holder_name.clone());
+            state.holder_name = Some(t.holder_name);
+            state.streaming.clear();
+        }
+        Event::TurnEnded(t) => {
+            if let Some(info) = &mut state.info {
+                info.turn_holder = None;
+                info.status = SessionStatus::Idle;
+            }
+            state.holder_name = None;
+            state.streaming.clear();
+            let who = state.name(&t.holder_id);
+            match t.reason {
+                TurnEndReason::Completed => {}
+                reason => {
+                    let detail = t.error.map(|e| format!(": {e}")).unwrap_or_default();
+                    state.note(format!("{who}'s turn ended ({}){detail}", reason.as_str().replace('_', " ")));
+                }
+            }
+        }
+        Event::ParticipantJoined(entry) => {
+            state.names.insert(entry.participant_id.clone(), entry.display_name.clone());
+            let you = me == Some(&entry.participant_id);
+            if !state.roster.contains_key(&entry.participant_id) {
+                state.note(format!("{} joined", entry.display_name));
+            }
+            state.roster.insert(entry.participant_id.clone(), RosterEntry { you, ..entry });
+            state.recount();
+        }
+        Event::ParticipantLeft(l) => {
+            let name = state.name(&l.participant_id);
+            state.roster.remove(&l.participant_id);
+            state.recount();
+            state.note(format!("{name} left ({})", l.reason));
+        }
+        Event::PresenceChanged(p) => {
+            if let Some(r) = state.roster.get_mut(&p.participant_id) {
+                r.presence = p.presence;
+            }
+            state.recount();
+        }
+        Event::ParticipantMuted(m) => {
+            if let Some(r) = state.roster.get_mut(&m.participant_id) {
+                r.muted = m.muted;
+            }
+        }
+        Event::VoteOpened(v) => {
+            state.set_status(SessionStatus::AwaitingVote);
+            state.votes.insert(v.vote_id.clone(), VoteCard { opened: v, progress: None, resolved: None });
+        }
+        Event::VoteProgress(p) => {
+            if let Some(card) = state.votes.get_mut(&p.vote_id) {
+                card.progress = Some(p);
+            }
+        }
+        Event::VoteResolved(r) => {
+            state.set_status(SessionStatus::Running);
+            let mut text = format!("vote {} {}", r.vote_id, outcome_text(r.outcome));
+            if let Some(reason) = &r.reason {
+                text.push_str(&format!(" — {reason}"));
+            }
+            if !r.answers.is_empty() {
+                text.push_str(&format!(" — {}", r.answers.join("; ")));
+            }
+            text.push_str(&format!(" (by {})", r.resolved_by));
+            state.note(text);
+            if let Some(card) = state.votes.get_mut(&r.vote_id) {
+                card.resolved = Some(r);
+            }
+        }
+        Event::SessionUpdated(u) => {
+            if let Some(info) = &mut state.info {
+                info.title = u.title;
+                info.status = u.status;
+            }
+        }
+        Event::HistoryReplaced(_) => {
+            state.loaded = false;
+            state.timeline.clear();
+            state.votes.clear();
+            state.streaming.clear();
+            return vec![Follow::Refetch(session_id.clone())];
+        }
+        _ => {}
+    }
+    Vec::new()
+}
+
+/// Human text for a vote outcome.
+pub fn outcome_text(outcome: VoteOutcome) -> &'static str {
+    match outcome {
+        VoteOutcome::Approved => "approved",
+        VoteOutcome::Denied => "denied",
+        VoteOutcome::Answered => "answered",
+    }
+}

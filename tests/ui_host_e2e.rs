@@ -1,0 +1,175 @@
+//! The window's backend against a real host (engine thread, TLS WebSocket server, SQLite): the
+//! host window's model follows the host's in-process connection, and a remote window's model
+//! follows a network connection made from a share link.
+
+mod support;
+
+use roundtable::ids::{ParticipantId, SessionId};
+use roundtable::net::client::ClientEvent;
+use roundtable::net::link::Link;
+use roundtable::protocol::*;
+use roundtable::ui::app::RoundtableApp;
+use roundtable::ui::backend::{self, HostContext, Outbox, RemoteOptions};
+use roundtable::ui::model::*;
+use std::sync::Arc;
+use std::time::Duration;
+use support::{remote, TestHost, WAIT};
+
+type ActionTx = tokio::sync::mpsc::UnboundedSender<Action>;
+type ActionRx = tokio::sync::mpsc::UnboundedReceiver<Action>;
+
+/// A window without pixels: the app (model + channels) as the UI thread would hold it, the
+/// backend's ends of the channels, and a sender for the test's own "clicks".
+fn window(is_host: bool) -> (RoundtableApp, ActionTx, ActionRx, Outbox) {
+    let (actions_tx, actions_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (updates_tx, updates_rx) = std::sync::mpsc::channel();
+    let app = RoundtableApp::new(ViewModel::new(is_host), actions_tx.clone(), updates_rx);
+    (app, actions_tx, actions_rx, Outbox::new(updates_tx, Arc::new(|| {})))
+}
+
+/// Pumps updates into the app until `check` holds.
+async fn until(app: &mut RoundtableApp, what: &str, check: impl Fn(&ViewModel) -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        app.pump();
+        if check(&app.model) {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting until {what}; model: {:#?}", app.model);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn has_message(m: &ViewModel, session: &SessionId, author: &str, text: &str) -> bool {
+    m.sessions.get(session).is_some_and(|s| {
+        s.timeline.iter().any(|e| matches!(e, Entry::Message(msg) if msg.author_name == author && msg.text == text))
+    })
+}
+
+/// Sends an action as a click in the window would.
+fn act(tx: &ActionTx, action: Action) {
+    tx.send(action).expect("the backend is running");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_window_mints_a_share_shows_a_remote_message_and_decides_a_plan() {
+    let mut t = TestHost::start().await;
+    let events = std::mem::replace(&mut t.events, tokio::sync::mpsc::unbounded_channel().1);
+    let (mut app, tx, rx, out) = window(true);
+    let context = HostContext { database: roundtable::paths::database(&t.dir) };
+    let task = tokio::spawn(backend::run_host(t.host.client.clone(), events, rx, out, context));
+    let session = t.session.clone();
+
+    until(&mut app, "the host window shows its session", |m| m.sessions.get(&session).is_some_and(|s| s.loaded)).await;
+    assert_eq!(app.model.me, Some(ParticipantId::host()));
+
+    // Mint through the window's path: action → mint_share → the link is shown once.
+    let params = MintShareParams {
+        label: "ui".into(),
+        workspaces: vec![t.workspace.clone()],
+        collaborative: true,
+        consensus_required: true,
+        admission_required: false,
+        role: Role::Participant,
+        expires_in_ms: None,
+        max_uses: Some(5),
+        vote_deadline_ms: None,
+    };
+    act(&tx, Action::Call(Method::MintShare(params)));
+    until(&mut app, "the minted link is shown", |m| m.minted.as_ref().is_some_and(|r| r.link.is_some())).await;
+    let link = Link::parse(app.model.minted.as_ref().unwrap().link.as_deref().unwrap()).expect("a valid link");
+    until(&mut app, "the share list has the share", |m| m.shares.iter().any(|s| s.max_uses == Some(5))).await;
+
+    // A remote joins with it and talks; the host window shows her and her message.
+    let ann = remote(&link, "Ann").await;
+    ann.join(&session, None).await;
+    until(&mut app, "Ann is in the roster", |m| m.sessions[&session].roster.values().any(|r| r.display_name == "Ann"))
+        .await;
+    ann.say(&session, "hello from Ann").await.expect("sent");
+    until(&mut app, "Ann's message is shown", |m| has_message(m, &session, "Ann", "hello from Ann")).await;
+    until(&mut app, "the agent's reply replaced the stream", |m| {
+        let s = &m.sessions[&session];
+        s.timeline.iter().any(|e| matches!(e, Entry::Message(msg) if msg.author_id == AGENT_ID)) && s.holder().is_none()
+    })
+    .await;
+
+    // Ann asks for a plan; the host window sees the vote and decides it alone.
+    ann.say(&session, "/plan tidy up").await.expect("sent");
+    until(&mut app, "the plan vote is open", |m| m.sessions[&session].votes.values().any(|c| c.is_open())).await;
+    assert_eq!(app.model.composer_lock(), Some(ComposerLock::WaitingFor("Ann".into())));
+    let vote_id = app.model.sessions[&session].votes.values().find(|c| c.is_open()).unwrap().opened.vote_id.clone();
+    act(&tx, Action::Call(Method::VotePlan(VotePlanParams { vote_id: vote_id.clone(), approve: true, reason: None })));
+    until(&mut app, "the vote resolved approved by the host", |m| {
+        m.sessions[&session].votes[&vote_id]
+            .resolved
+            .as_ref()
+            .is_some_and(|r| r.outcome == VoteOutcome::Approved && r.resolved_by == "host")
+    })
+    .await;
+
+    // The audit log is readable from the window.
+    act(&tx, Action::LoadAudit);
+    until(&mut app, "the audit log is loaded", |m| !m.audit.is_empty()).await;
+
+    drop((tx, app));
+    tokio::time::timeout(WAIT, task).await.expect("the backend stops when the window closes").unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_window_connects_from_a_link_and_chats_with_the_host() {
+    let mut t = TestHost::start().await;
+    let (link, _) = t.mint(|_| {}).await;
+    let (mut app, tx, rx, out) = window(false);
+    let options = RemoteOptions { link, name: "Bob".into(), session: None };
+    let task = tokio::spawn(backend::run_remote(options, rx, out));
+    let session = t.session.clone();
+
+    until(&mut app, "the remote window joined the shared session", |m| {
+        m.connection == ConnectionState::Connected && m.sessions.get(&session).is_some_and(|s| s.loaded)
+    })
+    .await;
+    assert_eq!(app.model.my_name, "Bob");
+    assert!(app.model.sessions[&session].roster.values().any(|r| r.role == Role::Host), "the host is listed");
+
+    // The host says something; the remote window shows it.
+    t.call::<serde_json::Value>(Method::SendMessage(SendMessageParams {
+        session_id: session.clone(),
+        text: "welcome, Bob".into(),
+        client_msg_id: "h-1".into(),
+    }))
+    .await;
+    until(&mut app, "the host's message is shown", |m| has_message(m, &session, "Host", "welcome, Bob")).await;
+    until(&mut app, "the host's turn ended", |m| m.sessions[&session].holder().is_none()).await;
+
+    // The remote window sends; its own message comes back as Bob's.
+    act(
+        &tx,
+        Action::Call(Method::SendMessage(SendMessageParams {
+            session_id: session.clone(),
+            text: "thanks".into(),
+            client_msg_id: "b-1".into(),
+        })),
+    );
+    until(&mut app, "Bob's message is shown", |m| has_message(m, &session, "Bob", "thanks")).await;
+    let me = app.model.me.clone().expect("identity known");
+    assert!(app.model.is_me(me.as_str()));
+
+    // A host-only method from the remote window is refused and reported.
+    act(&tx, Action::Call(Method::ListShares(Empty {})));
+    until(&mut app, "the refusal is reported", |m| m.status.as_deref().is_some_and(|s| s.contains("host-only"))).await;
+
+    // Closing the window leaves the session (a departure, not a lost connection).
+    drop((tx, app));
+    tokio::time::timeout(WAIT, task).await.expect("the backend stops when the window closes").unwrap();
+    let left = async {
+        while let Some(ev) = t.events.recv().await {
+            if let ClientEvent::Event { frame, .. } = ev {
+                if matches!(&frame.body, Event::ParticipantLeft(l) if l.participant_id == me && l.reason == "left") {
+                    return;
+                }
+            }
+        }
+        panic!("the host connection ended");
+    };
+    tokio::time::timeout(WAIT, left).await.expect("the host sees Bob leave");
+}

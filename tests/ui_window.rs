@@ -1,0 +1,414 @@
+//! The desktop window: view-model rules (events → state) and rendering checked headlessly with
+//! egui_kittest through the AccessKit tree (no GPU, no display).
+
+use egui_kittest::kittest::Queryable;
+use egui_kittest::Harness;
+use roundtable::ids::{ParticipantId, SessionId, VoteId, WorkspaceId};
+use roundtable::protocol::*;
+use roundtable::ui::app::{RoundtableApp, Tab};
+use roundtable::ui::model::*;
+use serde_json::json;
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+
+fn ev(frame: serde_json::Value) -> Update {
+    Update::Event(Box::new(serde_json::from_value(frame).expect("a valid event frame")))
+}
+
+fn roster(you: &str) -> serde_json::Value {
+    let row = |id: &str, name: &str, role: &str| {
+        let mut r =
+            json!({"participant_id": id, "display_name": name, "role": role, "muted": false, "presence": "connected"});
+        if id == you {
+            r["you"] = json!(true);
+        }
+        r
+    };
+    json!([row("host", "Host", "host"), row("p1", "Ann", "participant"), row("p2", "Bob", "participant")])
+}
+
+fn session_info(last_seq: u64) -> serde_json::Value {
+    json!({"id": "s1", "workspace_id": "w1", "title": "Fix login", "status": "idle", "turn_holder": null,
+           "participant_count": 3, "agent": "demo", "last_seq": last_seq})
+}
+
+/// Updates that put a window into session s1 (Host, Ann p1, Bob p2) as `me`, up to seq 4.
+fn joined_as(me: &str, name: &str, role: Role) -> Vec<Update> {
+    vec![
+        Update::Identity { me: me.into(), name: name.into(), role },
+        Update::Connection(ConnectionState::Connected),
+        Update::Workspaces(vec![WorkspaceInfo {
+            id: WorkspaceId::from("w1"),
+            name: "api".into(),
+            agent: "demo".into(),
+        }]),
+        Update::Sessions(vec![serde_json::from_value(session_info(4)).unwrap()]),
+        Update::Joined(
+            serde_json::from_value(
+                json!({"session": session_info(4), "roster": roster(me), "you": me, "catch_up": "snapshot"}),
+            )
+            .unwrap(),
+        ),
+        ev(
+            json!({"event": "snapshot", "session_id": "s1", "payload": {"session": session_info(4), "roster": roster(me),
+            "messages": [], "votes": [], "last_seq": 4}}),
+        ),
+    ]
+}
+
+fn ann_takes_the_turn() -> Vec<Update> {
+    vec![
+        ev(json!({"event": "message", "session_id": "s1", "seq": 5, "payload": {"message_id": "m1", "author_id": "p1",
+            "author_name": "Ann", "text": "/plan login fix", "client_msg_id": "c-1"}})),
+        ev(
+            json!({"event": "turn_started", "session_id": "s1", "seq": 6, "payload": {"turn_id": 1, "holder_id": "p1", "holder_name": "Ann"}}),
+        ),
+    ]
+}
+
+fn plan_vote() -> Vec<Update> {
+    vec![
+        ev(json!({"event": "vote_opened", "session_id": "s1", "seq": 7, "payload": {"vote_id": "v1", "kind": "plan",
+            "plan": "1. Read the code\n2. Fix it", "decided_by": "consensus", "required": ["p1", "p2"]}})),
+        ev(
+            json!({"event": "vote_progress", "session_id": "s1", "seq": 8, "payload": {"vote_id": "v1", "required": ["p1", "p2"],
+            "approved": ["p1"], "denied": [], "answered": [], "pending": ["p2"]}}),
+        ),
+    ]
+}
+
+fn model_with(updates: Vec<Update>, is_host: bool) -> (ViewModel, Vec<Follow>) {
+    let mut m = ViewModel::new(is_host);
+    let mut follows = Vec::new();
+    for u in updates {
+        follows.extend(m.apply(u));
+    }
+    (m, follows)
+}
+
+fn s1() -> SessionId {
+    SessionId::from("s1")
+}
+
+#[test]
+fn turn_held_by_someone_else_locks_the_composer_naming_the_holder() {
+    let (m, _) = model_with([joined_as("p2", "Bob", Role::Participant), ann_takes_the_turn()].concat(), false);
+    assert_eq!(m.composer_lock(), Some(ComposerLock::WaitingFor("Ann".into())));
+    assert_eq!(m.composer_lock().unwrap().text(), "Waiting for Ann");
+    assert!(!m.can_cancel(), "only the holder or the host may cancel");
+
+    let (host, _) = model_with([joined_as("host", "Host", Role::Host), ann_takes_the_turn()].concat(), true);
+    assert!(host.can_cancel(), "the host may cancel anyone's turn");
+
+    let (ann, _) = model_with([joined_as("p1", "Ann", Role::Participant), ann_takes_the_turn()].concat(), false);
+    assert_eq!(ann.composer_lock(), None, "the holder keeps the composer");
+    assert!(ann.can_cancel());
+}
+
+#[test]
+fn streamed_agent_text_is_replaced_by_the_final_message_and_the_turn_end_unlocks() {
+    let mut updates = [joined_as("p2", "Bob", Role::Participant), ann_takes_the_turn()].concat();
+    updates.push(ev(
+        json!({"event": "agent_delta", "session_id": "s1", "payload": {"turn_id": 1, "text": "You said: he"}}),
+    ));
+    updates.push(ev(json!({"event": "agent_delta", "session_id": "s1", "payload": {"turn_id": 1, "text": "llo"}})));
+    let (mut m, _) = model_with(updates, false);
+    assert_eq!(m.sessions[&s1()].streaming, "You said: hello");
+    m.apply(ev(json!({"event": "message", "session_id": "s1", "seq": 7, "payload": {"message_id": "m2",
+        "author_id": "agent", "author_name": "Agent", "text": "You said: hello"}})));
+    let s = &m.sessions[&s1()];
+    assert_eq!(s.streaming, "");
+    assert!(
+        matches!(s.timeline.last(), Some(Entry::Message(msg)) if msg.text == "You said: hello" && msg.author_id == "agent")
+    );
+    m.apply(ev(json!({"event": "turn_ended", "session_id": "s1", "seq": 8, "payload": {"turn_id": 1, "holder_id": "p1", "reason": "completed"}})));
+    assert_eq!(m.composer_lock(), None);
+    assert_eq!(m.sessions[&s1()].info.as_ref().unwrap().status, SessionStatus::Idle);
+}
+
+#[test]
+fn plan_card_shows_who_approved_who_is_pending_and_the_deny_reason() {
+    let (mut m, _) =
+        model_with([joined_as("p2", "Bob", Role::Participant), ann_takes_the_turn(), plan_vote()].concat(), false);
+    let card = m.sessions[&s1()].votes[&VoteId::from("v1")].clone();
+    assert_eq!(card.approved(), &[ParticipantId::from("p1")]);
+    assert_eq!(card.pending(), vec![ParticipantId::from("p2")]);
+    assert!(m.can_vote(&card), "Bob is a required voter");
+    assert_eq!(m.sessions[&s1()].info.as_ref().unwrap().status, SessionStatus::AwaitingVote);
+
+    // A replayed seq is ignored (no double application).
+    m.apply(ev(json!({"event": "vote_progress", "session_id": "s1", "seq": 8, "payload": {"vote_id": "v1",
+        "required": ["p1", "p2"], "approved": [], "denied": [], "answered": [], "pending": ["p1", "p2"]}})));
+    assert_eq!(m.sessions[&s1()].votes[&VoteId::from("v1")].approved(), &[ParticipantId::from("p1")]);
+
+    m.apply(ev(json!({"event": "vote_progress", "session_id": "s1", "seq": 9, "payload": {"vote_id": "v1",
+        "required": ["p1", "p2"], "approved": ["p1"], "denied": ["p2"], "answered": [], "pending": []}})));
+    m.apply(ev(json!({"event": "vote_resolved", "session_id": "s1", "seq": 10, "payload": {"vote_id": "v1",
+        "outcome": "denied", "reason": "Bob: needs tests", "resolved_by": "consensus"}})));
+    let card = &m.sessions[&s1()].votes[&VoteId::from("v1")];
+    assert_eq!(card.denied(), &[ParticipantId::from("p2")]);
+    let resolved = card.resolved.as_ref().expect("resolved");
+    assert_eq!(resolved.reason.as_deref(), Some("Bob: needs tests"));
+    assert!(!m.can_vote(card), "a resolved vote takes no ballots");
+}
+
+#[test]
+fn question_card_keeps_the_options_and_late_joiners_cannot_vote() {
+    let mut updates = [joined_as("p2", "Bob", Role::Participant), ann_takes_the_turn()].concat();
+    updates.push(ev(
+        json!({"event": "vote_opened", "session_id": "s1", "seq": 7, "payload": {"vote_id": "v2", "kind": "question",
+        "questions": [{"question": "Go ahead with the migration?", "options": ["yes", "no"]}],
+        "decided_by": "consensus", "required": ["p1"]}}),
+    ));
+    let (m, _) = model_with(updates, false);
+    let card = &m.sessions[&s1()].votes[&VoteId::from("v2")];
+    match &card.opened.subject {
+        VoteSubject::Question { questions } => assert_eq!(questions[0].options, vec!["yes", "no"]),
+        other => panic!("expected a question, got {other:?}"),
+    }
+    assert!(!m.can_vote(card), "Bob is not in the required set");
+    let (host, _) = model_with(
+        [
+            joined_as("host", "Host", Role::Host),
+            ann_takes_the_turn(),
+            vec![ev(json!({"event": "vote_opened",
+            "session_id": "s1", "seq": 7, "payload": {"vote_id": "v2", "kind": "question",
+            "questions": [{"question": "Go?", "options": []}], "decided_by": "consensus", "required": ["p1"]}}))],
+        ]
+        .concat(),
+        true,
+    );
+    assert!(host.can_vote(&host.sessions[&s1()].votes[&VoteId::from("v2")]), "the host may always decide");
+}
+
+#[test]
+fn roster_tracks_reconnecting_muted_and_departures() {
+    let mut updates = joined_as("host", "Host", Role::Host);
+    updates.push(ev(json!({"event": "presence_changed", "session_id": "s1", "seq": 5, "payload": {"participant_id": "p1", "presence": "reconnecting", "connections": 0}})));
+    updates.push(ev(json!({"event": "participant_muted", "session_id": "s1", "seq": 6, "payload": {"participant_id": "p2", "muted": true}})));
+    let (mut m, _) = model_with(updates, true);
+    let s = &m.sessions[&s1()];
+    assert_eq!(s.roster[&ParticipantId::from("p1")].presence, PresenceState::Reconnecting);
+    assert!(s.roster[&ParticipantId::from("p2")].muted);
+    m.apply(ev(json!({"event": "participant_left", "session_id": "s1", "seq": 7, "payload": {"participant_id": "p1", "reason": "gone"}})));
+    let s = &m.sessions[&s1()];
+    assert!(!s.roster.contains_key(&ParticipantId::from("p1")));
+    assert_eq!(s.info.as_ref().unwrap().participant_count, 2);
+    assert!(matches!(s.timeline.last(), Some(Entry::Note(n)) if n == "Ann left (gone)"));
+}
+
+#[test]
+fn a_muted_participant_and_an_observer_cannot_type() {
+    let mut updates = joined_as("p2", "Bob", Role::Participant);
+    updates.push(ev(json!({"event": "participant_muted", "session_id": "s1", "seq": 5, "payload": {"participant_id": "p2", "muted": true}})));
+    let (m, _) = model_with(updates, false);
+    assert_eq!(m.composer_lock(), Some(ComposerLock::Muted));
+    let (o, _) = model_with(joined_as("p2", "Bob", Role::Observer), false);
+    assert_eq!(o.composer_lock(), Some(ComposerLock::Observer));
+}
+
+#[test]
+fn a_seq_gap_asks_for_a_rejoin_from_the_last_seq_once() {
+    let mut updates = joined_as("p2", "Bob", Role::Participant);
+    updates.push(ev(json!({"event": "turn_started", "session_id": "s1", "seq": 9, "payload": {"turn_id": 1, "holder_id": "p1", "holder_name": "Ann"}})));
+    updates.push(ev(json!({"event": "turn_ended", "session_id": "s1", "seq": 10, "payload": {"turn_id": 1, "holder_id": "p1", "reason": "completed"}})));
+    let (m, follows) = model_with(updates, false);
+    assert_eq!(follows, vec![Follow::Rejoin { session_id: s1(), since_seq: 4 }]);
+    assert_eq!(m.sessions[&s1()].last_seq, 4, "nothing past the gap is applied");
+}
+
+#[test]
+fn history_replaced_drops_the_messages_and_refetches_a_snapshot() {
+    let mut updates = [joined_as("p2", "Bob", Role::Participant), ann_takes_the_turn()].concat();
+    updates.push(ev(json!({"event": "history_replaced", "session_id": "s1", "seq": 7, "payload": {"reason": "cleared by the host"}})));
+    let (m, follows) = model_with(updates, false);
+    assert_eq!(follows, vec![Follow::Refetch(s1())]);
+    assert!(m.sessions[&s1()].timeline.is_empty());
+}
+
+#[test]
+fn lobby_lists_waiting_people_until_admitted_or_refused() {
+    let lobby = |id: &str, admission: &str| {
+        ev(
+            json!({"event": "lobby", "payload": {"participant_id": id, "display_name": "Dan", "share_id": "sh2", "admission": admission}}),
+        )
+    };
+    let (mut m, _) = model_with(vec![lobby("p4", "pending"), lobby("p5", "pending")], true);
+    assert_eq!(m.lobby.len(), 2);
+    m.apply(lobby("p4", "admitted"));
+    m.apply(lobby("p5", "refused"));
+    assert!(m.lobby.is_empty());
+}
+
+// ------------------------------------------------------------------------------------------
+// Rendering (egui_kittest, AccessKit queries)
+// ------------------------------------------------------------------------------------------
+
+struct Window {
+    harness: Harness<'static, RoundtableApp>,
+    actions: UnboundedReceiver<Action>,
+    updates: std::sync::mpsc::Sender<Update>,
+}
+
+impl Window {
+    fn new(is_host: bool, updates: Vec<Update>) -> Window {
+        let (actions_tx, actions) = unbounded_channel();
+        let (updates_tx, updates_rx) = std::sync::mpsc::channel();
+        for u in updates {
+            updates_tx.send(u).unwrap();
+        }
+        let app = RoundtableApp::new(ViewModel::new(is_host), actions_tx, updates_rx);
+        let harness = Harness::builder().with_size(egui::vec2(1400.0, 1000.0)).build_ui_state(
+            |ui, app: &mut RoundtableApp| {
+                app.pump();
+                app.show(ui);
+            },
+            app,
+        );
+        let mut w = Window { harness, actions, updates: updates_tx };
+        w.settle();
+        w
+    }
+
+    fn settle(&mut self) {
+        self.harness.run_steps(3);
+    }
+
+    fn push(&mut self, update: Update) {
+        self.updates.send(update).unwrap();
+        self.settle();
+    }
+
+    fn click(&mut self, label: &str) {
+        self.harness.get_by_label(label).click();
+        self.settle();
+    }
+
+    /// Protocol requests sent so far (other actions are skipped).
+    fn calls(&mut self) -> Vec<Method> {
+        let mut out = Vec::new();
+        while let Ok(a) = self.actions.try_recv() {
+            if let Action::Call(m) = a {
+                out.push(m);
+            }
+        }
+        out
+    }
+}
+
+use eframe::egui;
+
+#[test]
+fn composer_shows_waiting_for_the_holder() {
+    let mut w = Window::new(false, [joined_as("p2", "Bob", Role::Participant), ann_takes_the_turn()].concat());
+    assert!(w.harness.query_by_label("Waiting for Ann").is_some(), "the composer names the holder");
+    assert!(w.harness.query_by_label("Send").is_none(), "no send button while locked");
+    assert!(w.harness.query_by_label("Cancel turn").is_none(), "Bob cannot cancel Ann's turn");
+    w.push(ev(json!({"event": "turn_ended", "session_id": "s1", "seq": 7, "payload": {"turn_id": 1, "holder_id": "p1", "reason": "completed"}})));
+    assert!(w.harness.query_by_label("Waiting for Ann").is_none());
+    assert!(w.harness.query_by_label("Send").is_some());
+}
+
+#[test]
+fn own_messages_are_marked_you() {
+    let mut updates = joined_as("p2", "Bob", Role::Participant);
+    updates.push(ev(json!({"event": "message", "session_id": "s1", "seq": 5, "payload": {"message_id": "m1",
+        "author_id": "p2", "author_name": "Bob", "text": "hi from bob", "client_msg_id": "x-1"}})));
+    let w = Window::new(false, updates);
+    assert!(w.harness.query_by_label("hi from bob").is_some());
+    // One "(you)" on Bob's roster row and one on his message.
+    assert_eq!(w.harness.query_all_by_label("(you)").count(), 2);
+}
+
+#[test]
+fn clicking_approve_on_a_plan_card_sends_vote_plan() {
+    let mut w =
+        Window::new(false, [joined_as("p2", "Bob", Role::Participant), ann_takes_the_turn(), plan_vote()].concat());
+    assert!(w.harness.query_by_label("Approved: Ann").is_some());
+    assert!(w.harness.query_by_label("Pending: Bob").is_some());
+    w.calls();
+    w.click("Approve");
+    assert_eq!(
+        w.calls(),
+        vec![Method::VotePlan(VotePlanParams { vote_id: VoteId::from("v1"), approve: true, reason: None })]
+    );
+}
+
+#[test]
+fn clicking_an_option_then_answer_sends_answer_question() {
+    let mut updates = [joined_as("p2", "Bob", Role::Participant), ann_takes_the_turn()].concat();
+    updates.push(ev(
+        json!({"event": "vote_opened", "session_id": "s1", "seq": 7, "payload": {"vote_id": "v2", "kind": "question",
+        "questions": [{"question": "Go ahead with the migration?", "options": ["yes", "no"]}],
+        "decided_by": "consensus", "required": ["p1", "p2"]}}),
+    ));
+    let mut w = Window::new(false, updates);
+    w.calls();
+    w.click("no");
+    w.click("Answer");
+    assert_eq!(
+        w.calls(),
+        vec![Method::AnswerQuestion(AnswerQuestionParams { vote_id: VoteId::from("v2"), answers: vec!["no".into()] })]
+    );
+}
+
+#[test]
+fn host_roster_has_kick_and_mute_for_remotes_and_the_remote_roster_has_none() {
+    let mut host = Window::new(true, joined_as("host", "Host", Role::Host));
+    // Ann and Bob get moderation buttons; the host's own row does not.
+    assert_eq!(host.harness.query_all_by_label("Kick").count(), 2);
+    assert_eq!(host.harness.query_all_by_label("Mute").count(), 2);
+    host.calls();
+    host.harness.get_all_by_label("Kick").next().unwrap().click();
+    host.settle();
+    assert_eq!(host.calls(), vec![Method::Kick(ParticipantRef { participant_id: ParticipantId::from("p1") })]);
+
+    let remote = Window::new(false, joined_as("p2", "Bob", Role::Participant));
+    assert_eq!(remote.harness.query_all_by_label("Kick").count(), 0);
+    assert_eq!(remote.harness.query_all_by_label("Mute").count(), 0);
+    assert!(remote.harness.query_by_label("Shares").is_none(), "no share manager for remotes");
+}
+
+#[test]
+fn share_manager_mint_sends_the_chosen_settings_and_then_shows_the_link_once() {
+    let mut updates = joined_as("host", "Host", Role::Host);
+    updates.push(Update::Workspaces(vec![
+        WorkspaceInfo { id: WorkspaceId::from("w1"), name: "api".into(), agent: "demo".into() },
+        WorkspaceInfo { id: WorkspaceId::from("w2"), name: "web".into(), agent: "demo".into() },
+    ]));
+    let mut w = Window::new(true, updates);
+    w.click("Shares");
+    assert_eq!(w.harness.state().tab, Tab::Shares);
+    w.click("web");
+    w.click("Admission required (lobby)");
+    w.click("Consensus required");
+    w.harness.state_mut().mint.max_uses = 3;
+    w.harness.state_mut().mint.expires_minutes = 60;
+    w.settle();
+    w.calls();
+    w.click("Mint");
+    let expected = MintShareParams {
+        label: String::new(),
+        workspaces: vec![WorkspaceId::from("w2")],
+        collaborative: true,
+        consensus_required: false,
+        admission_required: true,
+        role: Role::Participant,
+        expires_in_ms: Some(3_600_000),
+        max_uses: Some(3),
+        vote_deadline_ms: None,
+    };
+    assert_eq!(w.calls(), vec![Method::MintShare(expected)]);
+
+    let link = "roundtable://127.0.0.1:7447/abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQ#sha256=00ff";
+    let result: MintShareResult = serde_json::from_value(json!({"share": {"share_id": "sh1", "label": "",
+        "workspaces": ["w2"], "collaborative": true, "consensus_required": false, "admission_required": true,
+        "role": "participant", "expires_at": 3600000, "max_uses": 3, "uses": 0, "revoked": false, "created_at": 0,
+        "connections": 0}, "token": "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQ", "link": link}))
+    .unwrap();
+    w.push(Update::Minted(result));
+    assert!(w.harness.query_by_label(link).is_some(), "the link is shown");
+    assert!(w.harness.query_by_label("Copy").is_some());
+    assert!(w.harness.query_by_label("0/3 uses, 0 live").is_some(), "the list shows usage");
+    w.click("Hide link");
+    assert!(w.harness.query_by_label(link).is_none(), "hidden for good once dismissed");
+}
