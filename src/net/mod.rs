@@ -29,7 +29,9 @@ pub const DEFAULT_BIND: &str = "127.0.0.1:7447";
 
 /// Arguments of `roundtable serve` / `roundtable host`.
 #[derive(clap::Args, Debug, Clone)]
-#[command(after_help = "Host console (when headless): type on stdin — plain text chats as the host; /help lists the host console's commands (/who, /kick, /approve, /mint, /quit…).")]
+#[command(
+    after_help = "Host console (when headless): type on stdin — plain text chats as the host; /help lists the host console's commands (/who, /kick, /approve, /mint, /quit…)."
+)]
 pub struct ServeArgs {
     /// Address to listen on. The default only accepts connections from this machine;
     /// `--bind 0.0.0.0:7447` exposes the host on your LAN, and then links need
@@ -114,7 +116,9 @@ pub struct JoinArgs {
 /// cannot open) it runs headless, like `roundtable serve`.
 pub fn run_host(args: ServeArgs, data_dir: Option<&Path>) -> anyhow::Result<ExitCode> {
     if !crate::ui::has_display() {
-        serve::say("no display found (DISPLAY / WAYLAND_DISPLAY unset) — running headless (same as `roundtable serve`)\n");
+        serve::say(
+            "no display found (DISPLAY / WAYLAND_DISPLAY unset) — running headless (same as `roundtable serve`)\n",
+        );
         return run_serve(args, data_dir);
     }
     match crate::ui::run_host_window(&args, data_dir)? {
