@@ -60,6 +60,9 @@ pub struct SessionRow {
     /// Text the agent streamed so far in the running turn (empty when idle).
     #[serde(default)]
     pub streamed: String,
+    /// Tools the host allowed "always" in this session (sorted).
+    #[serde(default)]
+    pub allowed_tools: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -737,3 +737,33 @@ fn a_withdrawn_agent_request_closes_its_vote_without_approving() {
     assert_eq!(r["outcome"], "denied");
     assert_eq!(r["reason"], "withdrawn by the agent");
 }
+
+#[test]
+fn host_can_allow_a_tool_for_the_rest_of_the_session() {
+    use roundtable::agent::{AgentEvent, AgentOutput};
+    use roundtable::engine::Inbound;
+    let (mut h, w, s) = setup();
+    let tok = h.mint(&[&w], json!({}));
+    let (ann, _) = h.join(&tok, "Ann", &s);
+    h.call(ann, "send_message", json!({"session_id": s, "text": "/ask x", "client_msg_id": "q"})).unwrap();
+    h.run(50);
+    let tool = |h: &mut Harness, request: &str, tool: &str| {
+        let event = AgentEvent::ToolRequest { request_id: request.into(), tool: tool.into(), input: "{}".into() };
+        h.engine.sender().send(Inbound::Agent(AgentOutput { session: s.as_str().into(), turn_id: 1, event })).unwrap();
+        h.tick();
+        h.events_named(HOST, "vote_opened").last().unwrap()["payload"]["vote_id"].as_str().unwrap().to_string()
+    };
+    let v1 = tool(&mut h, "t1", "Bash");
+    assert_eq!(
+        code(h.call(ann, "vote_plan", json!({"vote_id": v1, "approve": true, "always": true}))),
+        "invalid_params"
+    );
+    h.host("vote_plan", json!({"vote_id": v1, "approve": true, "always": true}));
+    assert_eq!(resolved(&h).unwrap()["resolved_by"], "host");
+    let v2 = tool(&mut h, "t2", "Bash");
+    let r = resolved(&h).unwrap();
+    assert_eq!((r["vote_id"].as_str().unwrap(), r["outcome"].as_str().unwrap()), (v2.as_str(), "approved"));
+    assert_eq!(r["resolved_by"], "allow_list");
+    let v3 = tool(&mut h, "t3", "Write");
+    assert_ne!(resolved(&h).unwrap()["vote_id"], json!(v3), "other tools still ask");
+}

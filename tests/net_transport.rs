@@ -273,7 +273,12 @@ async fn reconnecting_within_grace_keeps_the_turn_and_the_ballot() {
         v
     });
     ann.client
-        .call::<Value>(Method::VotePlan(VotePlanParams { vote_id: vote.vote_id.clone(), approve: true, reason: None }))
+        .call::<Value>(Method::VotePlan(VotePlanParams {
+            vote_id: vote.vote_id.clone(),
+            approve: true,
+            reason: None,
+            always: false,
+        }))
         .await
         .unwrap();
     bob.expect("Ann's ballot", |f| matches!(&f.body, Event::VoteProgress(p) if p.approved == vec![ann.me.clone()]))
@@ -298,7 +303,12 @@ async fn reconnecting_within_grace_keeps_the_turn_and_the_ballot() {
 
     // Bob's approval completes the vote: Ann's ballot survived her reconnect.
     bob.client
-        .call::<Value>(Method::VotePlan(VotePlanParams { vote_id: vote.vote_id.clone(), approve: true, reason: None }))
+        .call::<Value>(Method::VotePlan(VotePlanParams {
+            vote_id: vote.vote_id.clone(),
+            approve: true,
+            reason: None,
+            always: false,
+        }))
         .await
         .unwrap();
     let resolved = bob.expect("the outcome", |f| matches!(f.body, Event::VoteResolved(_))).await;

@@ -39,6 +39,7 @@ fn session(n: u64, ws: u64) -> SessionRow {
         vote_deadline_ms: Some(120_000),
         created_at: 1_700_000_000_000,
         streamed: "half a reply".into(),
+        allowed_tools: vec!["Bash".into(), "Read".into()],
     }
 }
 

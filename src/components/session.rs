@@ -16,6 +16,8 @@ pub struct Session {
     pub agent: AgentSpec,
     pub vote_deadline_ms: Option<u64>,
     pub created_at: u64,
+    /// Tools the host allowed "always": their requests are approved without asking.
+    pub allowed_tools: std::collections::BTreeSet<String>,
 }
 
 /// The turn lock. `holder` is `Some` exactly while a turn runs.
@@ -79,6 +81,7 @@ impl Session {
             vote_deadline_ms: self.vote_deadline_ms,
             created_at: self.created_at,
             streamed: lock.streamed.clone(),
+            allowed_tools: self.allowed_tools.iter().cloned().collect(),
         }
     }
 }

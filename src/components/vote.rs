@@ -28,6 +28,8 @@ pub struct PendingVote {
     pub opened_at: u64,
     /// The host's decision (the host may always decide alone).
     pub host_decision: Option<Ballot>,
+    /// Approved at once by the session's tool allow-list.
+    pub allow_listed: bool,
     /// Set once, when the vote resolves.
     pub outcome: Option<Resolved>,
 }

@@ -41,6 +41,7 @@ host console — type a line to send it to the current session as the host, or a
   /kick WHO                  remove someone for good (their connections close)
   /mute WHO, /unmute WHO     stop / allow someone sending and voting
   /approve [VOTE]            approve a plan or tool request (your ballot decides alone)
+  /allow [VOTE]              approve a tool request and allow that tool for the rest of the session
   /deny [VOTE] [REASON]      deny it, with a reason everyone sees
   /answer [VOTE] A[|B...]    answer the agent's question(s), one answer per question
   /cancel                    stop the running turn of the current session
@@ -75,6 +76,8 @@ pub enum Command {
     /// Admit, refuse, kick, mute or unmute someone named by id or display name.
     Moderate(Moderation, String),
     Approve(Option<VoteId>),
+    /// Approve a tool request and allow that tool for the rest of the session.
+    Allow(Option<VoteId>),
     Deny {
         vote: Option<VoteId>,
         reason: Option<String>,
@@ -205,6 +208,10 @@ pub fn parse(line: &str) -> Result<Option<Command>, ParseError> {
         "approve" => match split_vote(rest) {
             (vote, "") => Command::Approve(vote),
             _ => return Err(ParseError::Usage("/approve [VOTE_ID]")),
+        },
+        "allow" => match split_vote(rest) {
+            (vote, "") => Command::Allow(vote),
+            _ => return Err(ParseError::Usage("/allow [VOTE_ID]")),
         },
         "deny" => {
             let (vote, reason) = split_vote(rest);
@@ -395,6 +402,14 @@ impl Console {
         }
     }
 
+    /// Approves a vote as the host; `always` also allows the tool for the rest of the session.
+    async fn approve(&mut self, vote: Option<VoteId>, always: bool, log: &Renderer) -> Result<String, ConsoleError> {
+        let vote_id = self.pick_vote(vote, log, false)?;
+        let params = VotePlanParams { vote_id, approve: true, reason: None, always };
+        self.client.request(Method::VotePlan(params)).await?;
+        Ok(String::new()) // `vote_resolved` shows the outcome
+    }
+
     async fn run(&mut self, command: Command, log: &mut Renderer) -> Result<String, ConsoleError> {
         match command {
             Command::Quit => Ok(String::new()),
@@ -461,15 +476,11 @@ impl Console {
                 result?;
                 Ok(format!("* {} {}\n", action.done(), self.describe(&id, log)))
             }
-            Command::Approve(vote) => {
-                let vote_id = self.pick_vote(vote, log, false)?;
-                let params = VotePlanParams { vote_id, approve: true, reason: None };
-                self.client.request(Method::VotePlan(params)).await?;
-                Ok(String::new()) // `vote_resolved` shows the outcome
-            }
+            Command::Approve(vote) => self.approve(vote, false, log).await,
+            Command::Allow(vote) => self.approve(vote, true, log).await,
             Command::Deny { vote, reason } => {
                 let vote_id = self.pick_vote(vote, log, false)?;
-                let params = VotePlanParams { vote_id, approve: false, reason };
+                let params = VotePlanParams { vote_id, approve: false, reason, always: false };
                 self.client.request(Method::VotePlan(params)).await?;
                 Ok(String::new())
             }
@@ -894,6 +905,7 @@ mod tests {
     fn votes_default_to_none_and_a_leading_vote_id_names_one() {
         assert_eq!(cmd("/approve"), Command::Approve(None));
         assert_eq!(cmd("/approve v3"), Command::Approve(Some(VoteId::from("v3"))));
+        assert_eq!(cmd("/allow v4"), Command::Allow(Some(VoteId::from("v4"))));
         assert_eq!(cmd("/deny too risky"), Command::Deny { vote: None, reason: Some("too risky".into()) });
         assert_eq!(cmd("/deny v2 no"), Command::Deny { vote: Some(VoteId::from("v2")), reason: Some("no".into()) });
         assert_eq!(cmd("/deny"), Command::Deny { vote: None, reason: None });

@@ -57,7 +57,9 @@ pub const FINAL_REASONS: [&str; 6] = ["revoked", "kicked", "expired", "refused",
 pub async fn join(args: JoinArgs, data_dir: PathBuf) -> anyhow::Result<ExitCode> {
     let link = Link::parse(&args.link)?;
     let out = Out { json: args.json };
-    remember_host(&data_dir, &link, &out);
+    for note in remember_host(&data_dir, &link) {
+        out.note(&note);
+    }
     let name = args
         .name
         .clone()
@@ -90,22 +92,27 @@ pub async fn join(args: JoinArgs, data_dir: PathBuf) -> anyhow::Result<ExitCode>
     joiner.run(client, events, &mut stdin).await
 }
 
-/// Records the link's fingerprint in known_hosts.json and mentions a change.
-fn remember_host(data_dir: &std::path::Path, link: &Link, out: &Out) {
-    let Some(fp) = &link.fingerprint else { return };
+/// Records the link's fingerprint in `DATA_DIR/known_hosts.json` (shared with the remote
+/// window). Returns notes for the person: a host that presented another certificate before, or a
+/// known_hosts file that could not be read or written (never fatal: the link's fingerprint is
+/// what is pinned).
+pub fn remember_host(data_dir: &std::path::Path, link: &Link) -> Vec<String> {
+    let Some(fp) = &link.fingerprint else { return Vec::new() };
     let mut known = match KnownHosts::load(data_dir) {
         Ok(k) => k,
-        Err(e) => return out.note(&format!("warning: {e}")),
+        Err(e) => return vec![format!("warning: {e}")],
     };
+    let mut notes = Vec::new();
     if let Pairing::Changed { previous } = known.pair(&link.authority(), fp) {
-        out.note(&format!(
+        notes.push(format!(
             "note: {} presented another certificate before (sha256={previous}); this link pins sha256={fp}",
             link.authority()
         ));
     }
     if let Err(e) = known.save() {
-        out.note(&format!("warning: {e}"));
+        notes.push(format!("warning: {e}"));
     }
+    notes
 }
 
 /// Reads stdin lines on a plain thread (a blocking read must not hold up the runtime).
@@ -609,7 +616,9 @@ impl Joiner {
         let Some(vote_id) = self.open_vote(true) else {
             return self.out.note("! no plan is waiting for a vote in this session");
         };
-        if let Err(e) = self.request(client, Method::VotePlan(VotePlanParams { vote_id, approve, reason })).await {
+        if let Err(e) =
+            self.request(client, Method::VotePlan(VotePlanParams { vote_id, approve, reason, always: false })).await
+        {
             self.out.note(&format!("! {}", error_text(&e)));
         }
     }

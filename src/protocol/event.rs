@@ -242,7 +242,7 @@ pub struct VoteResolved {
     /// Merged answers of a question vote, one per question.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub answers: Vec<String>,
-    /// Who resolved it: `consensus`, `holder`, `host`, `deadline` or `system`.
+    /// Who resolved it: `consensus`, `holder`, `host`, `allow_list`, `deadline` or `system`.
     pub resolved_by: String,
 }
 

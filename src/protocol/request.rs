@@ -276,6 +276,10 @@ pub struct VotePlanParams {
     /// Why you deny (shown to everyone and sent to the agent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Host only, tool votes only: approve and allow this tool for the rest of the session
+    /// (later requests for it are approved without a vote).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub always: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -72,6 +72,7 @@ pub fn restore_world(world: &mut World, r: Restored) {
             agent: s.agent,
             vote_deadline_ms: s.vote_deadline_ms,
             created_at: s.created_at,
+            allowed_tools: s.allowed_tools.into_iter().collect(),
         };
         index.sessions.insert(s.id, world.spawn((session, lock, log, history)).id());
     }
@@ -151,6 +152,7 @@ pub fn restore_world(world: &mut World, r: Restored) {
             deadline: v.deadline,
             opened_at: v.opened_at,
             host_decision: None,
+            allow_listed: false,
             outcome,
         };
         for b in ballots.remove(&v.id).unwrap_or_default() {

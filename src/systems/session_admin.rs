@@ -190,6 +190,7 @@ fn new_session(
         agent: agent.clone(),
         vote_deadline_ms,
         created_at: now,
+        allowed_tools: Default::default(),
     };
     (session, TurnLock::default(), EventLog { next_seq: 1, tail: Default::default() })
 }

@@ -40,17 +40,17 @@ pub fn cast_ballot(
     participants: Query<&Participant>,
     shares: Query<&Share>,
     mut votes: Query<&mut PendingVote>,
-    mut sessions: Query<(&Session, &mut EventLog)>,
+    mut sessions: Query<(&mut Session, &TurnLock, &mut EventLog)>,
     mut staged: ResMut<Staged>,
     mut batch: ResMut<PersistBatch>,
 ) {
     for req in requests.read() {
-        let (vote_id, ballot) = match &req.method {
+        let (vote_id, ballot, always) = match &req.method {
             Method::VotePlan(p) => {
                 let b = if p.approve { Ballot::Approve } else { Ballot::Deny(p.reason.clone().unwrap_or_default()) };
-                (&p.vote_id, b)
+                (&p.vote_id, b, p.always)
             }
-            Method::AnswerQuestion(p) => (&p.vote_id, Ballot::Answer(p.answers.clone())),
+            Method::AnswerQuestion(p) => (&p.vote_id, Ballot::Answer(p.answers.clone()), false),
             _ => continue,
         };
         let Some((me, share)) = caller(&index, &conns, &participants, &shares, req.conn) else { continue };
@@ -59,7 +59,7 @@ pub fn cast_ballot(
                 .sessions
                 .get(&v.session)
                 .and_then(|&e| sessions.get(e).ok())
-                .is_some_and(|(s, _)| in_scope(me, share, &s.workspace))
+                .is_some_and(|(s, ..)| in_scope(me, share, &s.workspace))
         }) else {
             reply_err(&mut staged, req.conn, &req.id, ErrorCode::NotFound, format!("no vote {vote_id}"));
             continue;
@@ -120,8 +120,32 @@ pub fn cast_ballot(
             }
             _ => {}
         }
+        let tool = match &vote.subject {
+            VoteSubject::Tool { tool, .. } => Some(tool.clone()),
+            _ => None,
+        };
+        if always && (!me.id.is_host() || tool.is_none() || ballot != Ballot::Approve) {
+            let msg = "`always` is only for the host approving a tool request";
+            reply_err(&mut staged, req.conn, &req.id, ErrorCode::InvalidParams, msg);
+            continue;
+        }
         if me.id.is_host() {
             vote.host_decision = Some(ballot.clone());
+            if let (true, Some(tool)) = (always, tool) {
+                if let Some((mut session, lock, log)) =
+                    index.sessions.get(&vote.session).and_then(|&e| sessions.get_mut(e).ok())
+                {
+                    session.allowed_tools.insert(tool.clone());
+                    batch.push(StoreOp::PutSession(session.row(lock, &log)));
+                    batch.push(StoreOp::Audit(AuditRow {
+                        at: clock.now,
+                        actor: "host".into(),
+                        action: "tool_allowed".into(),
+                        target: vote.session.to_string(),
+                        detail: tool,
+                    }));
+                }
+            }
         } else if vote.required.contains(&me.id) {
             vote.ballots.insert(me.id.clone(), ballot.clone());
         } else {
@@ -153,7 +177,7 @@ pub fn cast_ballot(
             target: vote.id.to_string(),
             detail: choice.into(),
         }));
-        if let Some((_, mut log)) = index.sessions.get(&vote.session).and_then(|&e| sessions.get_mut(e).ok()) {
+        if let Some((_, _, mut log)) = index.sessions.get(&vote.session).and_then(|&e| sessions.get_mut(e).ok()) {
             emit(&mut log, &vote.session, Event::VoteProgress(progress(&vote)), &mut batch, &mut staged);
         }
         reply_ok(&mut staged, req.conn, &req.id, Ack { ok: true });

@@ -18,7 +18,7 @@ pub fn evaluate(vote: &PendingVote, names: &BTreeMap<ParticipantId, String>) -> 
         return None;
     }
     if let Some(decision) = &vote.host_decision {
-        return Some(from_single(decision, "host"));
+        return Some(from_single(decision, if vote.allow_listed { "allow_list" } else { "host" }));
     }
     if vote.required.is_empty() {
         return None;
@@ -134,6 +134,7 @@ mod tests {
             deadline: None,
             opened_at: 0,
             host_decision: None,
+            allow_listed: false,
             outcome: None,
         }
     }

@@ -72,8 +72,17 @@ pub fn open_vote(
             deadline: deadline_ms.map(|d| now + d),
             opened_at: now,
             host_decision: None,
+            allow_listed: false,
             outcome: None,
         };
+        // A tool the host allowed "always" in this session is approved at once, in the open.
+        let mut vote = vote;
+        if let VoteSubject::Tool { tool, .. } = &vote.subject {
+            if session.allowed_tools.contains(tool) {
+                vote.allow_listed = true;
+                vote.host_decision = Some(Ballot::Approve);
+            }
+        }
         session.status = SessionStatus::AwaitingVote;
         emit(
             &mut log,
