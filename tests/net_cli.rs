@@ -435,3 +435,82 @@ fn serve_help_mentions_the_host_console() {
     let help = String::from_utf8_lossy(&out.stdout);
     assert!(help.contains("/help lists the host console's commands"), "{help}");
 }
+
+/// Issue C's finish line: a real `serve` with a workspace on the `claude` backend (the fake CLI
+/// replaying a recorded ExitPlanMode transcript); a remote's message drives the CLI, its plan
+/// approval goes through a consensus vote of both remotes, and the approval reaches the CLI.
+#[test]
+fn a_remote_drives_the_claude_backend_and_its_plan_goes_through_a_consensus_vote() {
+    let data = tempfile::tempdir().unwrap();
+    let workspace = tempfile::tempdir().unwrap();
+    let data_arg = data.path().join("host").display().to_string();
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/claude/plan.jsonl");
+    let log = data.path().join("fake_claude.log");
+    let ws = workspace.path().display().to_string();
+    let log_arg = log.display().to_string();
+    let added = Command::new(BIN)
+        .args(["--data-dir", &data_arg, "workspace", "add", &ws, "--agent", "claude"])
+        .args(["--agent-cmd", env!("CARGO_BIN_EXE_fake_claude")])
+        .args([
+            "--agent-arg",
+            "--fake-script",
+            "--agent-arg",
+            fixture,
+            "--agent-arg",
+            "--fake-log",
+            "--agent-arg",
+            &log_arg,
+        ])
+        .output()
+        .unwrap();
+    assert!(added.status.success(), "{}", String::from_utf8_lossy(&added.stderr));
+
+    let mut serve =
+        Proc::spawn("serve", &["--data-dir", &data_arg, "serve", "--bind", "127.0.0.1:0", "--mint"], workspace.path());
+    let link = serve.expect("a share link", |l| l.trim_start().starts_with("roundtable://")).trim().to_string();
+    let join = |name: &str| {
+        let dir = data.path().join(name).display().to_string();
+        Proc::spawn(name, &["--data-dir", &dir, "join", &link, "--name", name, "--json"], workspace.path())
+    };
+    let mut ann = join("Ann");
+    ann.expect_json("Ann's snapshot", |v| is_event(v, "snapshot"));
+    let mut bob = join("Bob");
+    bob.expect_json("Bob's snapshot", |v| is_event(v, "snapshot"));
+    ann.expect_json("Bob joining", |v| is_event(v, "participant_joined") && v["payload"]["display_name"] == "Bob");
+
+    ann.send("add a --verbose flag");
+    let opened = bob.expect_json("the plan vote", |v| is_event(v, "vote_opened"));
+    assert_eq!(opened["payload"]["kind"], "plan");
+    assert!(opened["payload"]["plan"].as_str().unwrap().contains("Add the --verbose flag"));
+    assert_eq!(opened["payload"]["decided_by"], "consensus");
+    assert_eq!(opened["payload"]["required"].as_array().unwrap().len(), 2, "both remotes must agree");
+    ann.expect_json("streamed text from the CLI", |v| is_event(v, "agent_delta"));
+    ann.expect_json("the plan vote", |v| is_event(v, "vote_opened"));
+    ann.send("/approve");
+    let progress = bob.expect_json("Ann's ballot", |v| is_event(v, "vote_progress"));
+    assert_eq!(progress["payload"]["pending"].as_array().unwrap().len(), 1, "still waits for Bob");
+    bob.send("/approve");
+    for p in [&mut ann, &mut bob] {
+        let resolved = p.expect_json("the outcome", |v| is_event(v, "vote_resolved"));
+        assert_eq!(resolved["payload"]["outcome"], "approved");
+        assert_eq!(resolved["payload"]["resolved_by"], "consensus");
+        p.expect_json("the agent's reply", |v| {
+            is_event(v, "message")
+                && v["payload"]["author_id"] == "agent"
+                && v["payload"]["text"] == "I'll make a plan.\n\nDone."
+        });
+        let ended = p.expect_json("the end of the turn", |v| is_event(v, "turn_ended"));
+        assert_eq!(ended["payload"]["reason"], "completed", "the lock is released normally");
+    }
+    // The CLI got the prompt and an allow for its ExitPlanMode request, with the input echoed.
+    let sent = std::fs::read_to_string(&log).unwrap();
+    assert!(sent.contains("add a --verbose flag"), "the prompt reached the CLI:\n{sent}");
+    assert!(
+        sent.contains(r#""behavior":"allow""#) && sent.contains("updatedInput"),
+        "approval reached the CLI:\n{sent}"
+    );
+    assert!(
+        sent.contains(&format!(r#""cwd":"{}"#, workspace.path().canonicalize().unwrap().display()))
+            || sent.contains(&ws)
+    );
+}

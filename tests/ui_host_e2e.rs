@@ -98,7 +98,15 @@ async fn host_window_mints_a_share_shows_a_remote_message_and_decides_a_plan() {
     until(&mut app, "the plan vote is open", |m| m.sessions[&session].votes.values().any(|c| c.is_open())).await;
     assert_eq!(app.model.composer_lock(), Some(ComposerLock::WaitingFor("Ann".into())));
     let vote_id = app.model.sessions[&session].votes.values().find(|c| c.is_open()).unwrap().opened.vote_id.clone();
-    act(&tx, Action::Call(Method::VotePlan(VotePlanParams { vote_id: vote_id.clone(), approve: true, reason: None })));
+    act(
+        &tx,
+        Action::Call(Method::VotePlan(VotePlanParams {
+            vote_id: vote_id.clone(),
+            approve: true,
+            reason: None,
+            always: false,
+        })),
+    );
     until(&mut app, "the vote resolved approved by the host", |m| {
         m.sessions[&session].votes[&vote_id]
             .resolved
@@ -172,4 +180,136 @@ async fn remote_window_connects_from_a_link_and_chats_with_the_host() {
         panic!("the host connection ended");
     };
     tokio::time::timeout(WAIT, left).await.expect("the host sees Bob leave");
+}
+
+/// Starts the host window's backend on `t`'s host connection, with its own event stream.
+fn host_window(t: &mut TestHost) -> (RoundtableApp, ActionTx, tokio::task::JoinHandle<()>) {
+    let events = std::mem::replace(&mut t.events, tokio::sync::mpsc::unbounded_channel().1);
+    let (app, tx, rx, out) = window(true);
+    let context = HostContext { database: roundtable::paths::database(&t.dir) };
+    let task = tokio::spawn(backend::run_host(t.host.client.clone(), events, rx, out, context));
+    (app, tx, task)
+}
+
+fn messages(m: &ViewModel, session: &SessionId) -> Vec<String> {
+    m.sessions[session]
+        .timeline
+        .iter()
+        .filter_map(|e| match e {
+            Entry::Message(msg) => Some(msg.text.clone()),
+            Entry::Note(_) => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_window_shows_people_already_waiting_from_the_database_and_admits_them() {
+    let mut t = TestHost::start().await;
+    let (link, minted) = t.mint(|p| p.admission_required = true).await;
+    let mut dan = remote(&link, "Dan").await;
+    // The host connection saw the live `lobby` event before the window opened; drop it so the
+    // window can only learn of Dan from the database.
+    let seen = async {
+        while let Some(ev) = t.events.recv().await {
+            if matches!(&ev, ClientEvent::Event { frame, .. } if matches!(frame.body, Event::Lobby(_))) {
+                return;
+            }
+        }
+    };
+    tokio::time::timeout(WAIT, seen).await.expect("the host saw Dan arrive");
+    let stored = backend::pending_lobby(&roundtable::paths::database(&t.dir)).expect("read-only lobby query");
+    assert_eq!(stored.len(), 1);
+    assert_eq!((stored[0].display_name.as_str(), &stored[0].share_id), ("Dan", &minted.share.share_id));
+
+    let (mut app, tx, task) = host_window(&mut t);
+    until(&mut app, "Dan is listed in the lobby", |m| m.lobby.contains_key(&dan.me)).await;
+    act(&tx, Action::Call(Method::Admit(ParticipantRef { participant_id: dan.me.clone() })));
+    dan.expect("Dan is admitted", |f| matches!(&f.body, Event::Admission(a) if a.admission == Admission::Admitted))
+        .await;
+    until(&mut app, "the live lobby event removes Dan", |m| m.lobby.is_empty()).await;
+
+    drop((tx, app));
+    tokio::time::timeout(WAIT, task).await.expect("the backend stops").unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_window_fork_switches_to_the_copy_and_clear_refetches_an_empty_chat() {
+    let mut t = TestHost::start().await;
+    let (mut app, tx, task) = host_window(&mut t);
+    let session = t.session.clone();
+    until(&mut app, "the session is loaded", |m| m.sessions.get(&session).is_some_and(|s| s.loaded)).await;
+    act(
+        &tx,
+        Action::Call(Method::SendMessage(SendMessageParams {
+            session_id: session.clone(),
+            text: "keep this".into(),
+            client_msg_id: "h-1".into(),
+        })),
+    );
+    until(&mut app, "the agent answered", |m| {
+        messages(m, &session).len() == 2 && m.sessions[&session].holder().is_none()
+    })
+    .await;
+
+    act(&tx, Action::Call(Method::ForkSession(ForkSessionParams { session_id: session.clone(), title: None })));
+    until(&mut app, "the window shows the loaded fork", |m| {
+        m.current.as_ref().is_some_and(|c| c != &session && m.sessions[c].loaded)
+    })
+    .await;
+    let fork = app.model.current.clone().unwrap();
+    assert_eq!(messages(&app.model, &fork), messages(&app.model, &session), "the fork copies the chat");
+    assert!(app.model.sessions[&fork].info.as_ref().unwrap().title.ends_with("(fork)"));
+
+    act(&tx, Action::Call(Method::ClearSession(SessionRef { session_id: session.clone() })));
+    // history_replaced empties and unloads the session; only the refetched snapshot loads it again.
+    until(&mut app, "the cleared session is refetched without messages", |m| {
+        m.sessions[&session].loaded && messages(m, &session).is_empty()
+    })
+    .await;
+    assert_eq!(messages(&app.model, &fork).len(), 2, "the fork keeps its copy");
+
+    drop((tx, app));
+    tokio::time::timeout(WAIT, task).await.expect("the backend stops").unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_window_adds_a_workspace_and_reads_files_named_by_plans() {
+    let mut t = TestHost::start().await;
+    let (mut app, tx, task) = host_window(&mut t);
+    let session = t.session.clone();
+    until(&mut app, "the session is loaded", |m| m.sessions.get(&session).is_some_and(|s| s.loaded)).await;
+
+    // A workspace file, and one the host must refuse.
+    std::fs::write(t.dir.join("ws-alpha").join("notes.txt"), "hello notes\n").unwrap();
+    let read = |path: &str| {
+        Action::Call(Method::ReadWorkspaceFile(ReadFileParams { session_id: session.clone(), path: path.into() }))
+    };
+    act(&tx, read("notes.txt"));
+    until(&mut app, "the file is shown", |m| {
+        m.file_view.as_ref().is_some_and(|v| v.result.as_ref().is_ok_and(|f| f.content == "hello notes\n"))
+    })
+    .await;
+    act(&tx, read("../roundtable.db"));
+    until(&mut app, "the refusal is shown", |m| {
+        m.file_view.as_ref().is_some_and(|v| v.result.as_ref().is_err_and(|e| e.starts_with("file_refused")))
+    })
+    .await;
+
+    let dir = t.dir.join("ws-beta");
+    std::fs::create_dir_all(&dir).unwrap();
+    let params = AddWorkspaceParams { name: "beta".into(), dir: dir.display().to_string(), agent: None };
+    act(&tx, Action::Call(Method::AddWorkspace(params)));
+    until(&mut app, "the first session is offered", |m| m.added_workspace.as_ref().is_some_and(|w| w.name == "beta"))
+        .await;
+    let beta = app.model.added_workspace.clone().unwrap().id;
+    assert!(app.model.workspaces.iter().any(|w| w.id == beta));
+    let create = CreateSessionParams { workspace_id: beta.clone(), title: "first".into(), vote_deadline_ms: None };
+    act(&tx, Action::Call(Method::CreateSession(create)));
+    until(&mut app, "the new session is shown", |m| {
+        m.current_session().and_then(|s| s.info.as_ref()).is_some_and(|i| i.workspace_id == beta && i.title == "first")
+    })
+    .await;
+
+    drop((tx, app));
+    tokio::time::timeout(WAIT, task).await.expect("the backend stops").unwrap();
 }

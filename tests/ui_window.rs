@@ -329,7 +329,12 @@ fn clicking_approve_on_a_plan_card_sends_vote_plan() {
     w.click("Approve");
     assert_eq!(
         w.calls(),
-        vec![Method::VotePlan(VotePlanParams { vote_id: VoteId::from("v1"), approve: true, reason: None })]
+        vec![Method::VotePlan(VotePlanParams {
+            vote_id: VoteId::from("v1"),
+            approve: true,
+            reason: None,
+            always: false
+        })]
     );
 }
 
@@ -411,4 +416,316 @@ fn share_manager_mint_sends_the_chosen_settings_and_then_shows_the_link_once() {
     assert!(w.harness.query_by_label("0/3 uses, 0 live").is_some(), "the list shows usage");
     w.click("Hide link");
     assert!(w.harness.query_by_label(link).is_none(), "hidden for good once dismissed");
+}
+
+// ------------------------------------------------------------------------------------------
+// Host session admin, workspaces, lobby seed, deadlines, plan files, known hosts
+// ------------------------------------------------------------------------------------------
+
+fn host_window() -> Window {
+    let mut w = Window::new(true, joined_as("host", "Host", Role::Host));
+    w.calls();
+    w
+}
+
+#[test]
+fn rename_edits_the_title_inline_and_sends_rename_session() {
+    let mut w = host_window();
+    w.click("Rename");
+    assert_eq!(w.harness.state().renaming, Some((s1(), "Fix login".to_string())), "prefilled with the title");
+    w.harness.state_mut().renaming.as_mut().unwrap().1 = "Fix login bug".into();
+    w.settle();
+    w.click("Save title");
+    assert_eq!(
+        w.calls(),
+        vec![Method::RenameSession(RenameSessionParams { session_id: s1(), title: "Fix login bug".into() })]
+    );
+    assert!(w.harness.query_by_label("Save title").is_none(), "the inline editor closes");
+
+    // The title changes when the host's session_updated arrives.
+    w.push(ev(json!({"event": "session_updated", "session_id": "s1", "seq": 5,
+        "payload": {"title": "Fix login bug", "status": "idle"}})));
+    assert!(w.harness.query_by_label("Fix login bug").is_some());
+
+    // Cancelling sends nothing.
+    w.click("Rename");
+    w.click("Cancel rename");
+    assert!(w.calls().is_empty());
+}
+
+#[test]
+fn clear_sends_clear_session_only_after_confirmation() {
+    let mut w = host_window();
+    w.click("Clear");
+    assert!(w.calls().is_empty(), "the first click only asks");
+    assert!(w.harness.query_by_label_contains("This cannot be undone").is_some());
+    w.click("Keep messages");
+    assert!(w.calls().is_empty());
+    assert!(w.harness.query_by_label("Yes, clear").is_none());
+
+    w.click("Clear");
+    w.click("Yes, clear");
+    assert_eq!(w.calls(), vec![Method::ClearSession(SessionRef { session_id: s1() })]);
+}
+
+#[test]
+fn history_replaced_in_the_window_rejoins_without_since_seq_for_a_snapshot() {
+    let mut w = host_window();
+    w.push(ev(json!({"event": "history_replaced", "session_id": "s1", "seq": 5,
+        "payload": {"reason": "cleared by the host"}})));
+    let mut actions = Vec::new();
+    while let Ok(a) = w.actions.try_recv() {
+        actions.push(a);
+    }
+    assert_eq!(actions, vec![Action::Join { session_id: s1(), since_seq: None }]);
+    assert!(w.harness.query_by_label("loading…").is_some(), "the chat waits for the snapshot");
+}
+
+#[test]
+fn fork_sends_fork_session_and_the_window_switches_to_the_fork() {
+    let mut w = host_window();
+    w.click("Fork");
+    assert_eq!(w.calls(), vec![Method::ForkSession(ForkSessionParams { session_id: s1(), title: None })]);
+
+    // What the backend sends once the fork exists and is joined.
+    let fork = json!({"id": "s2", "workspace_id": "w1", "title": "Fix login (fork)", "status": "idle",
+        "turn_holder": null, "participant_count": 1, "agent": "demo", "last_seq": 0});
+    w.push(Update::Sessions(vec![
+        serde_json::from_value(session_info(4)).unwrap(),
+        serde_json::from_value(fork.clone()).unwrap(),
+    ]));
+    w.push(Update::Joined(
+        serde_json::from_value(json!({"session": fork, "roster": [{"participant_id": "host", "display_name": "Host",
+            "role": "host", "muted": false, "presence": "connected", "you": true}], "you": "host", "catch_up": "none"}))
+        .unwrap(),
+    ));
+    w.push(Update::Open(SessionId::from("s2")));
+    assert_eq!(w.harness.state().model.current, Some(SessionId::from("s2")));
+    assert!(w.harness.query_by_label("Fix login (fork)").is_some(), "the fork's title heads the chat");
+}
+
+#[test]
+fn add_workspace_form_sends_add_workspace_and_then_offers_a_first_session() {
+    let mut w = host_window();
+    w.click("Add workspace…");
+    w.click("Add");
+    assert!(w.calls().is_empty(), "an empty form sends nothing");
+    {
+        let form = &mut w.harness.state_mut().workspace_form;
+        form.name = "web".into();
+        form.dir = "/home/ann/web".into();
+    }
+    w.settle();
+    w.click("command");
+    w.click("Add");
+    assert!(w.calls().is_empty(), "the command agent needs a path");
+    assert!(w.harness.query_by_label("the command agent needs the executable's path").is_some());
+    w.harness.state_mut().workspace_form.command = "/usr/local/bin/my-agent".into();
+    w.settle();
+    w.click("Add");
+    assert_eq!(
+        w.calls(),
+        vec![Method::AddWorkspace(AddWorkspaceParams {
+            name: "web".into(),
+            dir: "/home/ann/web".into(),
+            agent: Some(roundtable::persist::AgentSpec {
+                kind: "command".into(),
+                command: Some("/usr/local/bin/my-agent".into()),
+                args: vec![],
+            }),
+        })]
+    );
+
+    w.push(Update::WorkspaceAdded(WorkspaceInfo {
+        id: WorkspaceId::from("w2"),
+        name: "web".into(),
+        agent: "command".into(),
+    }));
+    assert!(w.harness.query_by_label("Workspace web added.").is_some());
+    w.harness.state_mut().first_session_title = "Landing page".into();
+    w.settle();
+    w.click("Create first session");
+    assert_eq!(
+        w.calls(),
+        vec![Method::CreateSession(CreateSessionParams {
+            workspace_id: WorkspaceId::from("w2"),
+            title: "Landing page".into(),
+            vote_deadline_ms: None,
+        })]
+    );
+    assert!(w.harness.query_by_label("Workspace web added.").is_none(), "the offer is done");
+}
+
+#[test]
+fn workspace_form_defaults_to_the_demo_agent_and_claude_takes_an_optional_binary() {
+    use roundtable::ui::app::{AgentChoice, WorkspaceForm};
+    let mut form = WorkspaceForm { name: " api ".into(), dir: "/srv/api".into(), ..WorkspaceForm::default() };
+    let p = form.params().unwrap();
+    assert_eq!((p.name.as_str(), p.agent), ("api", None));
+    form.agent = AgentChoice::Claude;
+    assert_eq!(form.params().unwrap().agent.unwrap().command, None);
+    form.dir = "  ".into();
+    assert!(form.params().is_err(), "a directory is required");
+}
+
+#[test]
+fn lobby_seed_from_the_database_merges_with_live_lobby_events() {
+    let entry = |id: &str, name: &str| LobbyEntry {
+        participant_id: ParticipantId::from(id),
+        display_name: name.into(),
+        share_id: roundtable::ids::ShareId::from("sh2"),
+    };
+    let lobby = |id: &str, admission: &str| {
+        ev(json!({"event": "lobby", "payload": {"participant_id": id, "display_name": "X", "share_id": "sh2",
+            "admission": admission}}))
+    };
+    // p4 was admitted live before the (older) database read arrived; p7 is waiting live.
+    let (mut m, _) = model_with(vec![lobby("p4", "pending"), lobby("p4", "admitted"), lobby("p7", "pending")], true);
+    m.apply(Update::LobbySeed(vec![entry("p4", "Dan"), entry("p6", "Eve")]));
+    let waiting: Vec<&str> = m.lobby.keys().map(|p| p.as_str()).collect();
+    assert_eq!(waiting, vec!["p6", "p7"], "settled people stay out; seeded and live ones merge");
+    m.apply(lobby("p6", "refused"));
+    assert!(!m.lobby.contains_key(&ParticipantId::from("p6")));
+}
+
+#[test]
+fn host_window_shows_people_waiting_from_the_seed_with_admit_buttons() {
+    let mut w = host_window();
+    w.push(Update::LobbySeed(vec![LobbyEntry {
+        participant_id: ParticipantId::from("p4"),
+        display_name: "Dan".into(),
+        share_id: roundtable::ids::ShareId::from("sh2"),
+    }]));
+    assert!(w.harness.query_by_label("Dan (via sh2)").is_some());
+    w.click("Admit");
+    assert_eq!(w.calls(), vec![Method::Admit(ParticipantRef { participant_id: ParticipantId::from("p4") })]);
+}
+
+fn vote_with_deadline(deadline_ms: u64) -> Update {
+    ev(json!({"event": "vote_opened", "session_id": "s1", "seq": 7, "payload": {"vote_id": "v1", "kind": "plan",
+        "plan": "1. Edit src/login.rs\n2. Update Cargo.toml, e.g. the version", "decided_by": "consensus",
+        "required": ["p1", "p2"], "deadline_ms": deadline_ms}}))
+}
+
+#[test]
+fn a_vote_deadline_counts_down_on_the_local_clock() {
+    let t0 = 1_700_000_000_000;
+    let mut host = ViewModel::new(true);
+    for u in [joined_as("host", "Host", Role::Host), ann_takes_the_turn()].concat() {
+        host.apply_at(u, t0);
+    }
+    host.apply_at(vote_with_deadline(t0 + 83_000), t0);
+    let card = host.sessions[&s1()].votes[&VoteId::from("v1")].clone();
+    assert_eq!(host.deadline_text(&card, t0).as_deref(), Some("closes in 1:23"));
+    assert_eq!(host.deadline_text(&card, t0 + 82_500).as_deref(), Some("closes in 0:01"));
+    assert_eq!(host.deadline_text(&card, t0 + 83_000).as_deref(), Some("closing…"));
+    host.apply_at(
+        ev(json!({"event": "vote_resolved", "session_id": "s1", "seq": 8, "payload": {"vote_id": "v1",
+        "outcome": "denied", "reason": "timed out", "resolved_by": "deadline"}})),
+        t0 + 83_100,
+    );
+    let card = host.sessions[&s1()].votes[&VoteId::from("v1")].clone();
+    assert_eq!(host.deadline_text(&card, t0 + 83_100), None, "a resolved vote has no countdown");
+}
+
+#[test]
+fn a_remote_whose_clock_disagrees_with_the_host_gets_no_false_countdown() {
+    let t0 = 1_700_000_000_000;
+    let remote_at = |now: u64| {
+        let mut m = ViewModel::new(false);
+        for u in [joined_as("p2", "Bob", Role::Participant), ann_takes_the_turn()].concat() {
+            m.apply_at(u, now);
+        }
+        m.apply_at(vote_with_deadline(t0 + 60_000), now);
+        m
+    };
+    // Clocks agree: a countdown.
+    let m = remote_at(t0);
+    let card = &m.sessions[&s1()].votes[&VoteId::from("v1")];
+    assert_eq!(m.deadline_text(card, t0 + 1_000).as_deref(), Some("closes in 0:59"));
+    // This computer is 10 minutes ahead: a just-opened vote cannot already be past its deadline.
+    let m = remote_at(t0 + 600_000);
+    let card = &m.sessions[&s1()].votes[&VoteId::from("v1")];
+    assert!(m.deadline_text(card, t0 + 600_000).unwrap().contains("clock differs"));
+    // This computer is a month behind: a deadline weeks away is not believable either.
+    let m = remote_at(t0 - 30 * 24 * 3600 * 1000);
+    let card = &m.sessions[&s1()].votes[&VoteId::from("v1")];
+    assert!(m.deadline_text(card, t0).unwrap().contains("no countdown"));
+}
+
+#[test]
+fn clock_text_rounds_up_to_whole_seconds() {
+    assert_eq!(clock_text(83_000), "1:23");
+    assert_eq!(clock_text(82_001), "1:23");
+    assert_eq!(clock_text(1), "0:01");
+    assert_eq!(clock_text(3_723_000), "1:02:03");
+}
+
+#[test]
+fn file_refs_finds_relative_paths_named_in_a_plan() {
+    let plan = "1. Read `src/login.rs` and src/login.rs:42.\n2. Update Cargo.toml (e.g. bump v1.2).\n\
+                3. Leave /etc/passwd, ../secret.txt and https://x.io/a.rs alone; see docs/README.md, i.e. done.\n\
+                4. Run scripts/check";
+    assert_eq!(file_refs(plan), vec!["src/login.rs", "Cargo.toml", "docs/README.md", "scripts/check"]);
+    let many: String = (0..20).map(|i| format!("f{i}.rs ")).collect();
+    assert_eq!(file_refs(&many).len(), MAX_FILE_REFS);
+}
+
+#[test]
+fn plan_card_shows_a_countdown_and_view_buttons_that_read_the_named_files() {
+    let mut updates = [joined_as("p2", "Bob", Role::Participant), ann_takes_the_turn()].concat();
+    updates.push(vote_with_deadline(wall_ms() + 83_900));
+    let mut w = Window::new(false, updates);
+    assert!(w.harness.query_by_label_contains("closes in 1:2").is_some(), "a countdown, not engine-clock ms");
+    assert!(w.harness.query_by_label("View Cargo.toml").is_some());
+    w.calls();
+    w.click("View src/login.rs");
+    assert_eq!(
+        w.calls(),
+        vec![Method::ReadWorkspaceFile(ReadFileParams { session_id: s1(), path: "src/login.rs".into() })]
+    );
+
+    // A refusal is shown plainly in the file window.
+    w.push(Update::FileRead {
+        session_id: s1(),
+        path: "src/login.rs".into(),
+        result: Err("file_refused: no such file in the workspace".into()),
+    });
+    assert!(w.harness.query_by_label_contains("Cannot show src/login.rs: file_refused").is_some());
+
+    // The content, in a scrollable window that closes.
+    w.push(Update::FileRead {
+        session_id: s1(),
+        path: "Cargo.toml".into(),
+        result: Ok(ReadFileResult { path: "Cargo.toml".into(), size: 20, content: "[package]\nname = \"x\"\n".into() }),
+    });
+    assert!(w.harness.query_by_label("[package]\nname = \"x\"\n").is_some());
+    w.click("Close file");
+    assert!(w.harness.query_by_label_contains("[package]").is_none());
+    assert_eq!(w.harness.state().model.file_view, None);
+}
+
+#[test]
+fn the_remote_window_records_the_host_in_known_hosts_like_join() {
+    use roundtable::net::known_hosts::KnownHosts;
+    use roundtable::net::link::Link;
+    let dir = tempfile::tempdir().unwrap();
+    let token = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQ";
+    let link =
+        |fp: char| Link::parse(&format!("roundtable://127.0.0.1:7447/{token}#sha256={}", fp.to_string().repeat(64)));
+    let first = roundtable::ui::remote_model(&link('a').unwrap(), dir.path());
+    assert_eq!(first.status, None, "a new host is recorded silently");
+    assert_eq!(KnownHosts::load(dir.path()).unwrap().hosts["127.0.0.1:7447"], "a".repeat(64));
+
+    let changed = roundtable::ui::remote_model(&link('b').unwrap(), dir.path());
+    assert!(changed.status.unwrap().contains("presented another certificate before"));
+    assert_eq!(KnownHosts::load(dir.path()).unwrap().hosts["127.0.0.1:7447"], "b".repeat(64));
+}
+
+#[test]
+fn audit_times_are_shown_as_utc_dates() {
+    use roundtable::ui::app::utc_text;
+    assert_eq!(utc_text(0), "1970-01-01 00:00:00");
+    assert_eq!(utc_text(951_782_400_000), "2000-02-29 00:00:00");
+    assert_eq!(utc_text(1_700_000_000_123), "2023-11-14 22:13:20");
 }

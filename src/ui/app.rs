@@ -8,6 +8,7 @@
 
 use super::model::*;
 use crate::ids::{ParticipantId, SessionId, VoteId, WorkspaceId};
+use crate::persist::AgentSpec;
 use crate::protocol::*;
 use eframe::egui;
 use egui::{Color32, RichText};
@@ -82,6 +83,57 @@ impl MintForm {
     }
 }
 
+/// The agent a new workspace runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AgentChoice {
+    /// The built-in demo agent.
+    Demo,
+    /// Claude Code (`claude`, or the binary given as the command path).
+    Claude,
+    /// Any executable speaking the agent protocol (command path required).
+    Command,
+}
+
+/// The add-workspace form (host).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkspaceForm {
+    pub name: String,
+    /// Directory the agent works in, on the host.
+    pub dir: String,
+    pub agent: AgentChoice,
+    /// Executable for `command`; optional binary path for `claude`.
+    pub command: String,
+}
+
+impl Default for WorkspaceForm {
+    fn default() -> Self {
+        Self { name: String::new(), dir: String::new(), agent: AgentChoice::Demo, command: String::new() }
+    }
+}
+
+impl WorkspaceForm {
+    /// The `add_workspace` params the form describes, or why it cannot be sent.
+    pub fn params(&self) -> Result<AddWorkspaceParams, &'static str> {
+        let (name, dir, command) = (self.name.trim(), self.dir.trim(), self.command.trim());
+        if name.is_empty() {
+            return Err("give the workspace a name");
+        }
+        if dir.is_empty() {
+            return Err("give the directory the agent works in");
+        }
+        let command = (!command.is_empty()).then(|| command.to_string());
+        let agent = match self.agent {
+            AgentChoice::Demo => None,
+            AgentChoice::Claude => Some(AgentSpec { kind: "claude".into(), command, args: Vec::new() }),
+            AgentChoice::Command => {
+                let Some(command) = command else { return Err("the command agent needs the executable's path") };
+                Some(AgentSpec { kind: "command".into(), command: Some(command), args: Vec::new() })
+            }
+        };
+        Ok(AddWorkspaceParams { name: name.to_string(), dir: dir.to_string(), agent })
+    }
+}
+
 /// The window's state: the model plus what is being typed.
 pub struct RoundtableApp {
     pub model: ViewModel,
@@ -95,6 +147,15 @@ pub struct RoundtableApp {
     pub mint: MintForm,
     /// Title for the next session, per workspace (host).
     pub new_titles: BTreeMap<WorkspaceId, String>,
+    /// The session being renamed and the title typed so far (host).
+    pub renaming: Option<(SessionId, String)>,
+    /// The session whose Clear waits for confirmation (host).
+    pub confirm_clear: Option<SessionId>,
+    /// Whether the add-workspace form is open (host).
+    pub workspace_form_open: bool,
+    pub workspace_form: WorkspaceForm,
+    /// Title of the first session offered after adding a workspace.
+    pub first_session_title: String,
     actions: UnboundedSender<Action>,
     updates: std::sync::mpsc::Receiver<Update>,
     /// Prefix of this window's `client_msg_id`s.
@@ -113,6 +174,11 @@ impl RoundtableApp {
             answers: BTreeMap::new(),
             mint: MintForm::default(),
             new_titles: BTreeMap::new(),
+            renaming: None,
+            confirm_clear: None,
+            workspace_form_open: false,
+            workspace_form: WorkspaceForm::default(),
+            first_session_title: String::new(),
             actions,
             updates,
             tag: format!("ui-{:08x}", rand::random::<u32>()),
@@ -165,6 +231,51 @@ impl RoundtableApp {
             Tab::Settings => self.settings(ui),
             Tab::Audit => self.audit(ui),
         });
+        self.file_window(ui);
+        // Countdowns tick without any update arriving.
+        let counting = self
+            .model
+            .sessions
+            .values()
+            .flat_map(|s| s.votes.values())
+            .any(|c| c.is_open() && c.closes_at_local_ms.is_some());
+        if counting {
+            ui.ctx().request_repaint_after(std::time::Duration::from_millis(500));
+        }
+    }
+
+    /// The file opened from a plan card, in its own scrollable window.
+    fn file_window(&mut self, ui: &mut egui::Ui) {
+        let Some(view) = &self.model.file_view else { return };
+        let mut open = true;
+        let mut close = false;
+        egui::Window::new(format!("File: {}", view.path))
+            .open(&mut open)
+            .default_size([640.0, 480.0])
+            .resizable(true)
+            .show(ui.ctx(), |ui| {
+                match &view.result {
+                    Ok(file) => {
+                        ui.label(RichText::new(format!("{} — {} bytes", file.path, file.size)).weak());
+                        egui::ScrollArea::both().id_salt("file_scroll").max_height(420.0).show(ui, |ui| {
+                            ui.label(RichText::new(&file.content).monospace());
+                        });
+                    }
+                    Err(why) => {
+                        ui.label(
+                            RichText::new(format!("Cannot show {}: {why}", view.path))
+                                .color(Color32::LIGHT_RED)
+                                .strong(),
+                        );
+                    }
+                }
+                if ui.button("Close file").clicked() {
+                    close = true;
+                }
+            });
+        if !open || close {
+            self.model.file_view = None;
+        }
     }
 
     fn top_bar(&mut self, ui: &mut egui::Ui) {
@@ -202,6 +313,9 @@ impl RoundtableApp {
 
     fn sessions_panel(&mut self, ui: &mut egui::Ui) {
         ui.heading("Sessions");
+        if self.model.is_host {
+            self.first_session_offer(ui);
+        }
         let mut switch: Option<SessionId> = None;
         let mut create: Option<(WorkspaceId, String)> = None;
         let groups: Vec<SessionGroup> = self
@@ -253,6 +367,148 @@ impl RoundtableApp {
         }
         if let Some((workspace_id, title)) = create {
             self.call(Method::CreateSession(CreateSessionParams { workspace_id, title, vote_deadline_ms: None }));
+        }
+        if self.model.is_host {
+            ui.add_space(8.0);
+            if !self.workspace_form_open {
+                if ui.button("Add workspace…").clicked() {
+                    self.workspace_form_open = true;
+                }
+            } else {
+                self.workspace_form(ui);
+            }
+        }
+    }
+
+    /// After a workspace was added here: offer to create its first session.
+    fn first_session_offer(&mut self, ui: &mut egui::Ui) {
+        let Some(workspace) = self.model.added_workspace.clone() else { return };
+        let mut create = false;
+        egui::Frame::group(ui.style()).show(ui, |ui| {
+            ui.label(RichText::new(format!("Workspace {} added.", workspace.name)).strong());
+            ui.label("Create its first session:");
+            ui.add(
+                egui::TextEdit::singleline(&mut self.first_session_title)
+                    .hint_text("first session title")
+                    .desired_width(180.0),
+            );
+            ui.horizontal(|ui| {
+                if ui.button("Create first session").clicked() {
+                    create = true;
+                }
+                if ui.button("Not now").clicked() {
+                    self.model.added_workspace = None;
+                }
+            });
+        });
+        if create {
+            let title = std::mem::take(&mut self.first_session_title);
+            self.model.added_workspace = None;
+            self.call(Method::CreateSession(CreateSessionParams {
+                workspace_id: workspace.id,
+                title,
+                vote_deadline_ms: None,
+            }));
+        }
+    }
+
+    fn workspace_form(&mut self, ui: &mut egui::Ui) {
+        let mut send: Option<AddWorkspaceParams> = None;
+        egui::Frame::group(ui.style()).show(ui, |ui| {
+            ui.label(RichText::new("Add a workspace").strong());
+            let form = &mut self.workspace_form;
+            ui.add(egui::TextEdit::singleline(&mut form.name).hint_text("name").desired_width(200.0));
+            ui.add(
+                egui::TextEdit::singleline(&mut form.dir).hint_text("directory on this computer").desired_width(200.0),
+            );
+            ui.horizontal(|ui| {
+                ui.label("Agent:");
+                ui.radio_value(&mut form.agent, AgentChoice::Demo, "demo");
+                ui.radio_value(&mut form.agent, AgentChoice::Claude, "claude");
+                ui.radio_value(&mut form.agent, AgentChoice::Command, "command");
+            });
+            if form.agent != AgentChoice::Demo {
+                let hint = match form.agent {
+                    AgentChoice::Command => "command path (required)",
+                    _ => "claude binary (optional)",
+                };
+                ui.add(egui::TextEdit::singleline(&mut form.command).hint_text(hint).desired_width(200.0));
+            }
+            let params = form.params();
+            ui.horizontal(|ui| {
+                if ui.add_enabled(params.is_ok(), egui::Button::new("Add")).clicked() {
+                    send = params.clone().ok();
+                }
+                if ui.button("Cancel").clicked() {
+                    self.workspace_form_open = false;
+                }
+            });
+            if let Err(why) = &params {
+                ui.label(RichText::new(*why).weak());
+            }
+        });
+        if let Some(params) = send {
+            self.workspace_form = WorkspaceForm::default();
+            self.workspace_form_open = false;
+            self.call(Method::AddWorkspace(params));
+        }
+    }
+
+    /// The current session's title, with the host's Rename / Clear / Fork controls.
+    fn session_header(&mut self, ui: &mut egui::Ui, session_id: &SessionId, title: &str) {
+        if !self.model.is_host {
+            ui.heading(title);
+            return;
+        }
+        let mut act: Option<Method> = None;
+        let renaming = self.renaming.as_ref().is_some_and(|(s, _)| s == session_id);
+        if renaming {
+            ui.horizontal(|ui| {
+                let (_, text) = self.renaming.as_mut().expect("renaming");
+                let edit = ui.add(egui::TextEdit::singleline(text).hint_text("new title").desired_width(300.0));
+                let enter = edit.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
+                if ui.button("Save title").clicked() || enter {
+                    let title = text.trim().to_string();
+                    if !title.is_empty() {
+                        act =
+                            Some(Method::RenameSession(RenameSessionParams { session_id: session_id.clone(), title }));
+                    }
+                    self.renaming = None;
+                } else if ui.button("Cancel rename").clicked() {
+                    self.renaming = None;
+                }
+            });
+        } else {
+            ui.horizontal(|ui| {
+                ui.heading(title);
+                if ui.small_button("Rename").clicked() {
+                    self.renaming = Some((session_id.clone(), title.to_string()));
+                }
+                if ui.small_button("Clear").on_hover_text("delete every message, for everyone").clicked() {
+                    self.confirm_clear = Some(session_id.clone());
+                }
+                if ui.small_button("Fork").on_hover_text("copy the messages into a new session").clicked() {
+                    act = Some(Method::ForkSession(ForkSessionParams { session_id: session_id.clone(), title: None }));
+                }
+            });
+        }
+        if self.confirm_clear.as_ref() == Some(session_id) {
+            ui.horizontal(|ui| {
+                ui.label(
+                    RichText::new(format!("Delete every message of \"{title}\" for everyone? This cannot be undone."))
+                        .color(Color32::LIGHT_RED),
+                );
+                if ui.button("Yes, clear").clicked() {
+                    act = Some(Method::ClearSession(SessionRef { session_id: session_id.clone() }));
+                    self.confirm_clear = None;
+                }
+                if ui.button("Keep messages").clicked() {
+                    self.confirm_clear = None;
+                }
+            });
+        }
+        if let Some(m) = act {
+            self.call(m);
         }
     }
 
@@ -343,8 +599,8 @@ impl RoundtableApp {
             return;
         };
         let Some(session) = self.model.sessions.get(&session_id) else { return };
-        if let Some(info) = &session.info {
-            ui.heading(&info.title);
+        if let Some(title) = session.info.as_ref().map(|i| i.title.clone()) {
+            self.session_header(ui, &session_id, &title);
         }
         // Composer and cards at the bottom, messages fill the rest.
         egui::Panel::bottom("composer").show(ui, |ui| {
@@ -457,6 +713,21 @@ impl RoundtableApp {
             VoteSubject::Plan { plan } => {
                 ui.label(RichText::new(format!("Plan ({id}) — {decided}")).strong());
                 ui.label(plan);
+                let files = file_refs(plan);
+                if !files.is_empty() {
+                    let mut view: Option<String> = None;
+                    ui.horizontal_wrapped(|ui| {
+                        ui.label(RichText::new("Files:").weak());
+                        for f in files {
+                            if ui.small_button(format!("View {f}")).clicked() {
+                                view = Some(f);
+                            }
+                        }
+                    });
+                    if let (Some(path), Some(session_id)) = (view, session.info.as_ref().map(|i| i.id.clone())) {
+                        self.call(Method::ReadWorkspaceFile(ReadFileParams { session_id, path }));
+                    }
+                }
             }
             VoteSubject::Tool { tool, input } => {
                 ui.label(RichText::new(format!("Tool use ({id}): {tool} — {decided}")).strong());
@@ -475,8 +746,8 @@ impl RoundtableApp {
             ui.label(format!("Denied: {}", names(card.denied())));
         }
         ui.label(format!("Pending: {}", names(&card.pending())));
-        if let Some(deadline) = card.opened.deadline_ms {
-            ui.label(RichText::new(format!("deadline at {deadline} ms (engine clock)")).weak());
+        if let Some(text) = self.model.deadline_text(card, wall_ms()) {
+            ui.label(RichText::new(text).color(Color32::YELLOW));
         }
         if let Some(r) = &card.resolved {
             let mut text = format!("Resolved: {} (by {})", outcome_text(r.outcome), r.resolved_by);
@@ -530,7 +801,7 @@ impl RoundtableApp {
                     }
                 });
                 if let Some((approve, reason)) = vote {
-                    self.call(Method::VotePlan(VotePlanParams { vote_id: id, approve, reason }));
+                    self.call(Method::VotePlan(VotePlanParams { vote_id: id, approve, reason, always: false }));
                 }
             }
         }
@@ -612,6 +883,7 @@ impl RoundtableApp {
 
     fn share_list(&mut self, ui: &mut egui::Ui) {
         let mut act: Option<Method> = None;
+        let now = wall_ms();
         egui::Grid::new("share_grid").striped(true).num_columns(7).show(ui, |ui| {
             for h in ["share", "label", "scope", "settings", "usage", "state", ""] {
                 ui.label(RichText::new(h).strong());
@@ -632,9 +904,11 @@ impl RoundtableApp {
                 ui.label(settings.join(", "));
                 let max = s.max_uses.map(|m| format!("/{m}")).unwrap_or_default();
                 ui.label(format!("{}{max} uses, {} live", s.uses, s.connections));
-                ui.label(match (s.revoked, s.expires_at) {
+                // The host's engine clock is its wall clock, and share lists are host-only.
+                ui.label(match (s.revoked, s.expires_at.map(|at| at.saturating_sub(now))) {
                     (true, _) => "revoked".to_string(),
-                    (false, Some(at)) => format!("expires at {at}"),
+                    (false, Some(0)) => "expired".to_string(),
+                    (false, Some(left)) => format!("expires in {}", span_text(left)),
                     (false, None) => "active".to_string(),
                 });
                 ui.horizontal(|ui| {
@@ -705,12 +979,12 @@ impl RoundtableApp {
         });
         egui::ScrollArea::vertical().id_salt("audit_scroll").stick_to_bottom(true).show(ui, |ui| {
             egui::Grid::new("audit_grid").striped(true).num_columns(5).show(ui, |ui| {
-                for h in ["time (ms)", "who", "action", "target", "detail"] {
+                for h in ["time (UTC)", "who", "action", "target", "detail"] {
                     ui.label(RichText::new(h).strong());
                 }
                 ui.end_row();
                 for row in &self.model.audit {
-                    ui.label(row.at.to_string());
+                    ui.label(utc_text(row.at));
                     ui.label(&row.actor);
                     ui.label(&row.action);
                     ui.label(&row.target);
@@ -719,6 +993,33 @@ impl RoundtableApp {
                 }
             });
         });
+    }
+}
+
+/// A wall-clock time (ms since the Unix epoch) as `YYYY-MM-DD HH:MM:SS` in UTC.
+pub fn utc_text(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rest) = ((secs / 86_400) as i64, secs % 86_400);
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}", rest / 3600, rest / 60 % 60, rest % 60)
+}
+
+/// A long duration in words: `3 d 4 h`, `2 h 5 min`, or a clock under an hour (`4:05`).
+fn span_text(ms: u64) -> String {
+    let mins = ms.div_ceil(60_000);
+    match (mins / (24 * 60), mins / 60 % 24, mins % 60) {
+        (0, 0, _) => clock_text(ms),
+        (0, h, m) => format!("{h} h {m} min"),
+        (d, h, _) => format!("{d} d {h} h"),
     }
 }
 

@@ -12,8 +12,8 @@
 //! resends messages whose answer was lost (same `client_msg_id`, so the host treats them
 //! idempotently). Each request runs on its own task so a slow answer never holds up the others.
 
-use super::model::{Action, ConnectionState, Update};
-use crate::ids::{ParticipantId, SessionId};
+use super::model::{Action, ConnectionState, LobbyEntry, Update};
+use crate::ids::{ParticipantId, SessionId, ShareId};
 use crate::net::client::{Client, ClientError, ClientEvent, Events};
 use crate::net::join::{FIRST_BACKOFF, MAX_BACKOFF};
 use crate::net::link::Link;
@@ -83,6 +83,15 @@ pub async fn run_host(
     let worker = Worker { client: client.clone(), out: out.clone(), unsent: None, seqs: Arc::default() };
     out.send(Update::Identity { me: ParticipantId::host(), name: "Host".into(), role: Role::Host });
     out.send(Update::Connection(ConnectionState::Connected));
+    {
+        // People already waiting when the window opens: the protocol announces the lobby only
+        // as events, so read it once from the database (live events take precedence).
+        let (out, db) = (out.clone(), host.database.clone());
+        tokio::task::spawn_blocking(move || match pending_lobby(&db) {
+            Ok(entries) => out.send(Update::LobbySeed(entries)),
+            Err(e) => out.send(Update::Failed { method: "lobby".into(), message: e.to_string() }),
+        });
+    }
     worker.refresh(true).await;
     worker.refresh_shares().await;
     let mut refresh = tokio::time::interval(REFRESH_PERIOD);
@@ -130,6 +139,42 @@ fn load_audit(out: &Outbox, db: &std::path::Path) {
         Ok(rows) => out.send(Update::Audit(rows)),
         Err(e) => out.send(Update::Failed { method: "audit".into(), message: e }),
     }
+}
+
+/// Reading the host's database directly (read-only) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DbReadError {
+    #[error("cannot open {path} read-only: {source}")]
+    Open { path: String, source: rusqlite::Error },
+    #[error("cannot read the lobby from {path}: {source}")]
+    Query { path: String, source: rusqlite::Error },
+}
+
+/// Participants waiting in the lobby according to the database at `db`: admission `pending`
+/// and not gone, by id. Opens the file read-only (the engine owns writes; WAL lets this read
+/// run beside them).
+pub fn pending_lobby(db: &std::path::Path) -> Result<Vec<LobbyEntry>, DbReadError> {
+    use rusqlite::{Connection, OpenFlags};
+    let path = db.display().to_string();
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
+    let conn =
+        Connection::open_with_flags(db, flags).map_err(|source| DbReadError::Open { path: path.clone(), source })?;
+    let query = |conn: &Connection| -> rusqlite::Result<Vec<LobbyEntry>> {
+        conn.busy_timeout(Duration::from_secs(2))?;
+        let mut stmt = conn.prepare(
+            "SELECT id, display_name, share FROM participants \
+             WHERE admission = 'pending' AND gone = 0 ORDER BY id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(LobbyEntry {
+                participant_id: ParticipantId::from(r.get::<_, String>(0)?.as_str()),
+                display_name: r.get(1)?,
+                share_id: ShareId::from(r.get::<_, Option<String>>(2)?.unwrap_or_default().as_str()),
+            })
+        })?;
+        rows.collect()
+    };
+    query(&conn).map_err(|source| DbReadError::Query { path, source })
 }
 
 /// Shared by the host and remote loops: runs actions as protocol requests.
@@ -185,6 +230,9 @@ impl Worker {
     async fn call(&self, method: Method) {
         let name = method.name();
         let result = self.client.request(method.clone()).await;
+        if let Method::ReadWorkspaceFile(params) = &method {
+            return self.file_read(params, result);
+        }
         let value = match result {
             Ok(v) => v,
             Err(e) => {
@@ -209,17 +257,35 @@ impl Worker {
                 self.refresh_shares().await;
             }
             Method::RevokeShare(_) => self.refresh_shares().await,
-            Method::CreateSession(_) | Method::ForkSession(_) => {
-                if let Ok(info) = serde_json::from_value::<SessionInfo>(value) {
+            Method::CreateSession(_) | Method::ForkSession(_) => match serde_json::from_value::<SessionInfo>(value) {
+                Ok(info) => {
                     self.refresh(false).await;
-                    self.join(info.id, None).await;
+                    self.join(info.id.clone(), None).await;
+                    // A new session (or the fork) is what the person wants to see next.
+                    self.out.send(Update::Open(info.id));
                 }
-            }
+                Err(e) => self.out.send(Update::Failed { method: name.into(), message: e.to_string() }),
+            },
             Method::AddWorkspace(_) => {
+                match serde_json::from_value::<WorkspaceInfo>(value) {
+                    Ok(info) => self.out.send(Update::WorkspaceAdded(info)),
+                    Err(e) => self.out.send(Update::Failed { method: name.into(), message: e.to_string() }),
+                }
                 self.refresh(false).await;
             }
             _ => {}
         }
+    }
+
+    /// A `read_workspace_file` answer goes to the file viewer, refusals included, with the
+    /// error code so `file_refused` is recognisable.
+    fn file_read(&self, params: &ReadFileParams, result: Result<serde_json::Value, ClientError>) {
+        let result = match result {
+            Ok(value) => serde_json::from_value::<ReadFileResult>(value).map_err(|e| format!("bad answer: {e}")),
+            Err(ClientError::Protocol(p)) => Err(format!("{}: {}", p.code.as_str(), p.message)),
+            Err(e) => Err(e.to_string()),
+        };
+        self.out.send(Update::FileRead { session_id: params.session_id.clone(), path: params.path.clone(), result });
     }
 
     async fn join(&self, session_id: SessionId, since_seq: Option<u64>) {

@@ -26,8 +26,6 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::sync::{Arc, OnceLock};
 
-/// Title of the session opened in a workspace that has none (as `serve` does).
-
 /// Whether a graphical display is available (X11 `DISPLAY` or `WAYLAND_DISPLAY`).
 pub fn has_display() -> bool {
     ["DISPLAY", "WAYLAND_DISPLAY"].iter().any(|v| std::env::var_os(v).is_some_and(|s| !s.is_empty()))
@@ -168,12 +166,26 @@ pub fn run_host_window(args: &ServeArgs, data_dir: Option<&Path>) -> anyhow::Res
     }
 }
 
+/// The remote window's starting model: records the host's fingerprint in `known_hosts.json` as
+/// `join` does, and puts any note about it (another certificate than last time, an unreadable
+/// file) on the status line.
+pub fn remote_model(link: &Link, data_dir: &Path) -> model::ViewModel {
+    let mut model = model::ViewModel::new(false);
+    model.settings.address = Some(link.authority());
+    let notes = crate::net::join::remember_host(data_dir, link);
+    if !notes.is_empty() {
+        model.status = Some(notes.join("\n"));
+    }
+    model
+}
+
 /// A remote's window. `Ok(None)`: no window could be opened (the caller falls back to `join`).
-pub fn run_connect_window(args: &JoinArgs, _data_dir: Option<&Path>) -> anyhow::Result<Option<ExitCode>> {
+pub fn run_connect_window(args: &JoinArgs, data_dir: Option<&Path>) -> anyhow::Result<Option<ExitCode>> {
     if !has_display() {
         return Ok(None);
     }
     let link = Link::parse(&args.link)?;
+    let data_dir = crate::paths::data_dir(data_dir)?;
     let name = args
         .name
         .clone()
@@ -191,8 +203,7 @@ pub fn run_connect_window(args: &JoinArgs, _data_dir: Option<&Path>) -> anyhow::
     let out = wiring.outbox();
     let ctx = wiring.ctx.clone();
     close_on_signal(&runtime, ctx.clone());
-    let mut model = model::ViewModel::new(false);
-    model.settings.address = Some(link.authority());
+    let model = remote_model(&link, &data_dir);
     let title = format!("roundtable — {}", link.authority());
     // Connect only once the window exists: a failed window then falls back to `join` without
     // having paired (which would make the terminal client "NAME (2)").

@@ -14,13 +14,26 @@
 use crate::ids::{ParticipantId, SessionId, VoteId, WorkspaceId};
 use crate::persist::AuditRow;
 use crate::protocol::*;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Agent messages carry this author id.
 pub const AGENT_ID: &str = "agent";
 
 /// Timeline entries kept per session (older ones are dropped from the view).
 pub const MAX_TIMELINE: usize = 2000;
+
+/// A remote trusts a vote deadline as a countdown only if, when the vote reaches it, the deadline
+/// is in the future and at most this far away (see [`ViewModel::deadline_text`]).
+pub const MAX_PLAUSIBLE_DEADLINE_MS: u64 = 7 * 24 * 3600 * 1000;
+
+/// File references offered per plan card at most.
+pub const MAX_FILE_REFS: usize = 8;
+
+/// This computer's wall clock, in ms since the Unix epoch (the host's engine clock is the same
+/// kind of clock, see `net::host`).
+pub fn wall_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
 
 /// What the UI asks the backend to do.
 #[derive(Clone, Debug, PartialEq)]
@@ -58,6 +71,15 @@ pub enum Update {
     Minted(MintShareResult),
     /// The newest audit rows, oldest first.
     Audit(Vec<AuditRow>),
+    /// People waiting in the lobby as stored in the host's database when the window opened
+    /// (live `lobby` events take precedence).
+    LobbySeed(Vec<LobbyEntry>),
+    /// A `read_workspace_file` answer: the file, or why it was refused.
+    FileRead { session_id: SessionId, path: String, result: Result<ReadFileResult, String> },
+    /// A workspace was added from this window (offer to create its first session).
+    WorkspaceAdded(WorkspaceInfo),
+    /// Show this session (a session created or forked from this window, once joined).
+    Open(SessionId),
     /// A request failed; `message` is for the person.
     Failed { method: String, message: String },
     /// A neutral note for the status line.
@@ -115,6 +137,9 @@ pub struct VoteCard {
     pub opened: VoteOpened,
     pub progress: Option<VoteProgress>,
     pub resolved: Option<VoteResolved>,
+    /// When the vote closes on this computer's wall clock, if it has a deadline this window can
+    /// count down to (see [`ViewModel::deadline_text`]).
+    pub closes_at_local_ms: Option<u64>,
 }
 
 impl VoteCard {
@@ -247,6 +272,13 @@ pub struct ViewModel {
     pub current: Option<SessionId>,
     /// Lobby (host only), by participant id.
     pub lobby: BTreeMap<ParticipantId, LobbyEntry>,
+    /// Participants a live `lobby` event admitted or refused: a database seed read earlier must
+    /// not bring them back.
+    pub lobby_settled: BTreeSet<ParticipantId>,
+    /// The file opened from a plan card, shown until closed.
+    pub file_view: Option<FileView>,
+    /// A workspace just added from this window, whose first session the window offers to create.
+    pub added_workspace: Option<WorkspaceInfo>,
     /// Shares (host only).
     pub shares: Vec<ShareInfo>,
     /// The link of the share just minted or rotated, shown until dismissed.
@@ -257,6 +289,15 @@ pub struct ViewModel {
     pub settings: Settings,
     /// The latest error or notice for the status line.
     pub status: Option<String>,
+}
+
+/// A workspace file opened from a plan card.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileView {
+    pub session_id: SessionId,
+    pub path: String,
+    /// The file, or why the host refused it (e.g. `file_refused: …`).
+    pub result: Result<ReadFileResult, String>,
 }
 
 /// Why the composer is locked, if it is.
@@ -357,8 +398,55 @@ impl ViewModel {
         !tool && self.me.as_ref().is_some_and(|m| card.opened.required.contains(m))
     }
 
-    /// Applies one update; returns what the backend must do next.
+    /// Text for an open vote's deadline at local wall time `now_ms`: "closes in 1:23", or `None`
+    /// when the vote has no deadline or is resolved.
+    ///
+    /// Deadlines are absolute times on the host's engine clock, which is the host's wall clock
+    /// (ms since the Unix epoch). The host's window shares that clock, so its countdown is exact.
+    /// A remote cannot read the host's clock: no frame it receives carries the host's current
+    /// time (`vote_opened` has only the absolute deadline, not when the vote opened). So when a
+    /// vote reaches a remote, the window estimates the clock offset as zero — both machines
+    /// normally follow NTP — and checks that estimate against the one thing it knows: the vote
+    /// was sent about now, so its deadline must be in the future and no further away than
+    /// [`MAX_PLAUSIBLE_DEADLINE_MS`]. If it is not, the clocks disagree by an unknown amount and
+    /// the card says the host's clock decides instead of showing a wrong countdown. A small skew
+    /// (seconds) goes undetected and shifts the countdown by that much; the host's deadline,
+    /// not this text, closes the vote.
+    pub fn deadline_text(&self, card: &VoteCard, now_ms: u64) -> Option<String> {
+        card.opened.deadline_ms?;
+        if !card.is_open() {
+            return None;
+        }
+        let Some(closes_at) = card.closes_at_local_ms else {
+            return Some("has a deadline on the host's clock (this computer's clock differs; no countdown)".into());
+        };
+        Some(match closes_at.checked_sub(now_ms).filter(|ms| *ms > 0) {
+            Some(left) => format!("closes in {}", clock_text(left)),
+            None => "closing…".into(),
+        })
+    }
+
+    /// Where a vote opened (or shown in a snapshot) at local time `now_ms` closes on this
+    /// computer's clock; see [`ViewModel::deadline_text`] for the approximation.
+    fn local_deadline(&self, opened: &VoteOpened, now_ms: u64) -> Option<u64> {
+        let deadline = opened.deadline_ms?;
+        if self.is_host {
+            // Same wall clock as the engine.
+            return Some(deadline);
+        }
+        // Offset estimate: 0. Sent about now, so the deadline must lie ahead, not absurdly far.
+        let ahead = deadline.checked_sub(now_ms)?;
+        (ahead <= MAX_PLAUSIBLE_DEADLINE_MS).then_some(deadline)
+    }
+
+    /// Applies one update at this computer's current time; returns what the backend must do
+    /// next.
     pub fn apply(&mut self, update: Update) -> Vec<Follow> {
+        self.apply_at(update, wall_ms())
+    }
+
+    /// Applies one update received at local wall time `now_ms` (ms since the Unix epoch).
+    pub fn apply_at(&mut self, update: Update, now_ms: u64) -> Vec<Follow> {
         match update {
             Update::Connection(state) => self.connection = state,
             Update::Identity { me, name, role } => {
@@ -382,7 +470,7 @@ impl ViewModel {
                 }
             }
             Update::Joined(result) => self.joined(result),
-            Update::Event(frame) => return self.event(*frame),
+            Update::Event(frame) => return self.event(*frame, now_ms),
             Update::Shares(s) => self.shares = s,
             Update::Minted(m) => {
                 match self.shares.iter_mut().find(|s| s.share_id == m.share.share_id) {
@@ -392,6 +480,27 @@ impl ViewModel {
                 self.minted = Some(m);
             }
             Update::Audit(rows) => self.audit = rows,
+            Update::LobbySeed(entries) => {
+                for entry in entries {
+                    if !self.lobby_settled.contains(&entry.participant_id) {
+                        self.lobby.entry(entry.participant_id.clone()).or_insert(entry);
+                    }
+                }
+            }
+            Update::FileRead { session_id, path, result } => {
+                self.file_view = Some(FileView { session_id, path, result });
+            }
+            Update::WorkspaceAdded(info) => {
+                if !self.workspaces.iter().any(|w| w.id == info.id) {
+                    self.workspaces.push(info.clone());
+                }
+                self.added_workspace = Some(info);
+            }
+            Update::Open(session_id) => {
+                if self.sessions.contains_key(&session_id) {
+                    self.current = Some(session_id);
+                }
+            }
             Update::Failed { method, message } => self.status = Some(format!("{method}: {message}")),
             Update::Notice(text) => self.status = Some(text),
         }
@@ -421,7 +530,7 @@ impl ViewModel {
         }
     }
 
-    fn event(&mut self, frame: EventFrame) -> Vec<Follow> {
+    fn event(&mut self, frame: EventFrame, now_ms: u64) -> Vec<Follow> {
         let session_id = frame.session_id.clone();
         match frame.body {
             Event::Lobby(l) => {
@@ -438,6 +547,7 @@ impl ViewModel {
                     }
                     Admission::Admitted | Admission::Refused => {
                         self.lobby.remove(&l.participant_id);
+                        self.lobby_settled.insert(l.participant_id);
                     }
                 }
                 return Vec::new();
@@ -464,11 +574,18 @@ impl ViewModel {
             _ => {}
         }
         let Some(session_id) = session_id else { return Vec::new() };
+        let deadlines: BTreeMap<VoteId, Option<u64>> = match &frame.body {
+            Event::Snapshot(snap) => {
+                snap.votes.iter().map(|v| (v.vote_id.clone(), self.local_deadline(v, now_ms))).collect()
+            }
+            Event::VoteOpened(v) => [(v.vote_id.clone(), self.local_deadline(v, now_ms))].into(),
+            _ => BTreeMap::new(),
+        };
         let state = self.sessions.entry(session_id.clone()).or_default();
         let me = self.me.clone();
         match frame.body {
             Event::Snapshot(snap) => {
-                apply_snapshot(state, snap);
+                apply_snapshot(state, snap, &deadlines);
                 if self.current.is_none() {
                     self.current = Some(session_id);
                 }
@@ -507,7 +624,7 @@ impl ViewModel {
         if let Some(info) = &mut state.info {
             info.last_seq = seq;
         }
-        apply_session_event(state, frame.body, me.as_ref(), &session_id)
+        apply_session_event(state, frame.body, me.as_ref(), &session_id, &deadlines)
     }
 }
 
@@ -538,7 +655,7 @@ fn status_hint(state: &mut SessionState, body: &Event) {
     }
 }
 
-fn apply_snapshot(state: &mut SessionState, snap: Snapshot) {
+fn apply_snapshot(state: &mut SessionState, snap: Snapshot, deadlines: &BTreeMap<VoteId, Option<u64>>) {
     state.loaded = true;
     state.resync_pending = false;
     state.last_seq = snap.last_seq;
@@ -552,7 +669,10 @@ fn apply_snapshot(state: &mut SessionState, snap: Snapshot) {
     state.votes = snap
         .votes
         .into_iter()
-        .map(|v| (v.vote_id.clone(), VoteCard { opened: v, progress: None, resolved: None }))
+        .map(|v| {
+            let closes_at_local_ms = deadlines.get(&v.vote_id).copied().flatten();
+            (v.vote_id.clone(), VoteCard { opened: v, progress: None, resolved: None, closes_at_local_ms })
+        })
         .collect();
 }
 
@@ -561,6 +681,7 @@ fn apply_session_event(
     body: Event,
     me: Option<&ParticipantId>,
     session_id: &SessionId,
+    deadlines: &BTreeMap<VoteId, Option<u64>>,
 ) -> Vec<Follow> {
     match body {
         Event::Message(m) => {
@@ -622,7 +743,10 @@ fn apply_session_event(
         }
         Event::VoteOpened(v) => {
             state.set_status(SessionStatus::AwaitingVote);
-            state.votes.insert(v.vote_id.clone(), VoteCard { opened: v, progress: None, resolved: None });
+            let closes_at_local_ms = deadlines.get(&v.vote_id).copied().flatten();
+            state
+                .votes
+                .insert(v.vote_id.clone(), VoteCard { opened: v, progress: None, resolved: None, closes_at_local_ms });
         }
         Event::VoteProgress(p) => {
             if let Some(card) = state.votes.get_mut(&p.vote_id) {
@@ -669,4 +793,66 @@ pub fn outcome_text(outcome: VoteOutcome) -> &'static str {
         VoteOutcome::Denied => "denied",
         VoteOutcome::Answered => "answered",
     }
+}
+
+/// A duration as a clock: `1:23`, or `1:02:03` from an hour on; partial seconds round up, so a
+/// countdown shows `0:01` until the very end.
+pub fn clock_text(ms: u64) -> String {
+    let secs = ms.div_ceil(1000);
+    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    if h > 0 {
+        format!("{h}:{m:02}:{s:02}")
+    } else {
+        format!("{m}:{s:02}")
+    }
+}
+
+/// Workspace files a plan names: words that look like relative file paths (`src/login.rs`,
+/// `Cargo.toml`, `src/login.rs:42` → `src/login.rs`), in order of first mention, at most
+/// [`MAX_FILE_REFS`]. Paths are single words (no spaces). Absolute paths, `..`, URLs, numbers
+/// (`1.`, `2.5`) and abbreviations (`e.g.`) are not offered; the host checks every path again
+/// (`file_refused`).
+pub fn file_refs(plan: &str) -> Vec<String> {
+    let mut found: Vec<String> = Vec::new();
+    for word in plan.split_whitespace() {
+        let word = word.trim_matches(|c: char| "`'\"()[]{}<>,;!?*".contains(c));
+        let word = word.trim_end_matches(['.', ':']);
+        // A `path:line` or `path:line:col` reference names the file.
+        let word = match word.split_once(':') {
+            Some((path, rest)) if rest.split(':').all(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit())) => {
+                path
+            }
+            _ => word,
+        };
+        if found.len() >= MAX_FILE_REFS {
+            break;
+        }
+        if looks_like_file(word) && !found.iter().any(|f| f == word) {
+            found.push(word.to_string());
+        }
+    }
+    found
+}
+
+fn looks_like_file(word: &str) -> bool {
+    if word.is_empty() || word.starts_with('/') || word.starts_with('~') || word.contains("://") {
+        return false;
+    }
+    let allowed = |c: char| c.is_alphanumeric() || "._-/+@".contains(c);
+    if !word.chars().all(allowed) || word.split('/').any(|part| part.is_empty() || part == "..") {
+        return false;
+    }
+    let name = word.rsplit('/').next().unwrap_or(word);
+    let Some((stem, ext)) = name.rsplit_once('.') else {
+        // Extension-less names count only inside a directory path (`src/bin/tool`).
+        return word.contains('/') && name.chars().any(char::is_alphabetic);
+    };
+    let stem = stem.trim_start_matches('.');
+    // `e.g`, `i.e`, `v1.2`: a real extension is short and has a letter, the stem has a letter.
+    !stem.is_empty()
+        && stem.chars().any(char::is_alphabetic)
+        && (1..=10).contains(&ext.len())
+        && ext.chars().all(char::is_alphanumeric)
+        && ext.chars().any(char::is_alphabetic)
+        && !(stem.len() == 1 && ext.len() == 1)
 }
