@@ -1,5 +1,7 @@
 //! A few seeds of the VOPR-style simulator: random multi-user flows with faults must never
-//! panic the engine or violate an invariant. On failure the shrunk replay scenario is printed.
+//! panic the engine, violate an invariant, or break what a client sees (duplicate, reordered or
+//! missing seq'd events — the runner's client-side checks). On failure the shrunk replay
+//! scenario is printed.
 
 use roundtable::scenario::simulate::{run_seed, shrink};
 

@@ -30,6 +30,8 @@ pub fn fanout_scenario(clients: usize, ticks: u64) -> Scenario {
             outside_files: Default::default(),
             symlinks: Default::default(),
             agent: None,
+            agent_cmd: None,
+            agent_args: Vec::new(),
         }],
         sessions: vec![SessionDef { workspace: "app".into(), title: "bench".into(), vote_deadline_ms: None }],
         shares: vec![ShareDef {

@@ -22,8 +22,9 @@ pub const DEFAULT_SETTLE_MS: u64 = 1_000;
 /// Why a scenario file could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ScenarioError {
-    #[error("cannot read {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    /// (The I/O error is part of the message, not a `source`, so it is not printed twice.)
+    #[error("cannot read {path}: {error}")]
+    Io { path: PathBuf, error: std::io::Error },
     #[error("{path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("scenario {name}: {message}")]
@@ -68,6 +69,9 @@ pub struct Scenario {
     /// Final state (`[final]`).
     #[serde(default, rename = "final", skip_serializing_if = "FinalState::is_empty")]
     pub final_state: FinalState,
+    /// The file the scenario was loaded from (for `${scenario_dir}`); not part of the format.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
 }
 
 /// `[host]`: the host's settings (engine configuration).
@@ -130,10 +134,23 @@ pub struct WorkspaceDef {
     /// Symbolic links inside the workspace: link path → target (Unix only).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub symlinks: BTreeMap<String, String>,
-    /// Agent backend (`demo`, default; `command` and `claude` are not available in scenarios and
-    /// fail their turns).
+    /// Agent backend: `demo` (default), `command` or `claude`. Without `agent_cmd` the external
+    /// backends are not available and their turns fail; with it they run as real processes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<String>,
+    /// The external agent's executable (`${bin.echo_agent}`, `${bin.fake_claude}`, a path).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_cmd: Option<String>,
+    /// Extra arguments of the external agent (placeholders resolved).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub agent_args: Vec<String>,
+}
+
+impl WorkspaceDef {
+    /// Whether this workspace runs a real external agent process.
+    pub fn runs_external_agent(&self) -> bool {
+        self.agent_cmd.is_some() && matches!(self.agent.as_deref(), Some("command" | "claude"))
+    }
 }
 
 /// `[[sessions]]`: a session, created at setup; the n-th declared session is `sN`.
@@ -501,8 +518,15 @@ impl Scenario {
     /// Reads and parses a file.
     pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
         let text =
-            std::fs::read_to_string(path).map_err(|source| ScenarioError::Io { path: path.to_path_buf(), source })?;
-        Scenario::parse(&text, path)
+            std::fs::read_to_string(path).map_err(|error| ScenarioError::Io { path: path.to_path_buf(), error })?;
+        let mut scenario = Scenario::parse(&text, path)?;
+        scenario.source = Some(path.to_path_buf());
+        Ok(scenario)
+    }
+
+    /// Whether any workspace runs a real external agent (`agent_cmd` set).
+    pub fn uses_external_agents(&self) -> bool {
+        self.workspaces.iter().any(WorkspaceDef::runs_external_agent)
     }
 
     /// Serialises the scenario back to TOML (the simulator writes replays with it).
@@ -528,6 +552,21 @@ impl Scenario {
                 if !self.shares.iter().any(|s| &s.label == share) {
                     return Err(bad(format!("participant `{}` uses unknown share `{share}`", p.name)));
                 }
+            }
+        }
+        for w in &self.workspaces {
+            let agent = w.agent.as_deref().unwrap_or("demo");
+            if !["demo", "command", "claude"].contains(&agent) {
+                return Err(bad(format!(
+                    "workspace `{}`: agent must be demo, command or claude, not `{agent}`",
+                    w.name
+                )));
+            }
+            if (w.agent_cmd.is_some() || !w.agent_args.is_empty()) && agent == "demo" {
+                return Err(bad(format!(
+                    "workspace `{}`: agent_cmd and agent_args need agent = command or claude",
+                    w.name
+                )));
             }
         }
         let mut labels = std::collections::BTreeSet::new();
@@ -660,7 +699,7 @@ pub fn expand_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ScenarioError> {
     let mut out = Vec::new();
     for p in paths {
         if p.is_dir() {
-            let entries = std::fs::read_dir(p).map_err(|source| ScenarioError::Io { path: p.clone(), source })?;
+            let entries = std::fs::read_dir(p).map_err(|error| ScenarioError::Io { path: p.clone(), error })?;
             let mut files: Vec<PathBuf> = entries
                 .filter_map(|e| e.ok().map(|e| e.path()))
                 .filter(|f| f.extension().is_some_and(|x| x == "toml"))

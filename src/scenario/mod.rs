@@ -5,12 +5,15 @@
 //!   the outcome.
 //! - [`transport`]: how the runner's clients reach the engine — in memory, or over real TLS
 //!   WebSockets through the production server ([`ws`]), with the same per-participant events.
+//! - [`agents`]: real `command` / `claude` agent processes in scenarios, kept in step with the
+//!   virtual clock.
 //! - [`simulate`]: VOPR-style random flows from a seed, with shrinking to a minimal scenario.
 //! - [`bench`]: fan-out throughput as a ratio against a one-client reference.
 //!
 //! Everything here is deterministic: one seed drives every random choice, time moves only when
 //! the runner ticks, and transcripts of the same file and seed are byte-identical.
 
+pub mod agents;
 pub mod bench;
 pub mod expect;
 pub mod format;

@@ -20,6 +20,7 @@
 //! `since_seq` after `resync_required`, refetch after `history_replaced`, join their sessions
 //! once admitted, and resume with their resume token when reconnecting.
 
+use super::agents::{find_bin, scenario_dir, AgentPump};
 use super::expect::{self, json_subset};
 use super::format::*;
 use super::transport::{new_transport, ClientEnd, Transport, TransportKind, VirtualTime};
@@ -84,6 +85,9 @@ pub struct RunReport {
     pub failures: Vec<Failure>,
     /// Engine invariant violations (also listed in `failures`).
     pub violations: Vec<String>,
+    /// What clients saw that the delivery guarantees forbid — duplicate, reordered or missing
+    /// seq'd events (also listed in `failures`).
+    pub client_violations: Vec<String>,
     /// Panic message, if the engine (or runner) panicked.
     pub panic: Option<String>,
     pub transcript: String,
@@ -102,9 +106,10 @@ impl RunReport {
         self.failures.is_empty()
     }
 
-    /// Whether the engine itself failed (panic or invariant violation), as the simulator counts.
+    /// Whether the engine itself failed (panic, invariant violation, or a client saw a delivery
+    /// guarantee broken), as the simulator counts.
     pub fn crashed(&self) -> bool {
-        self.panic.is_some() || !self.violations.is_empty()
+        self.panic.is_some() || !self.violations.is_empty() || !self.client_violations.is_empty()
     }
 }
 
@@ -134,6 +139,9 @@ pub fn run_scenario(scenario: &Scenario, options: &RunOptions) -> RunReport {
             Some(msg)
         }
     };
+    if panic.is_none() && !runner.stopped {
+        runner.check_delivery_at_end();
+    }
     if panic.is_none() && !options.ignore_expectations && !runner.stopped {
         let failures = expect::check_all(&mut runner);
         runner.failures.extend(failures);
@@ -147,6 +155,7 @@ pub fn run_scenario(scenario: &Scenario, options: &RunOptions) -> RunReport {
         seed,
         failures: runner.failures.clone(),
         violations: runner.violations.clone(),
+        client_violations: runner.client_violations.clone(),
         panic,
         transcript,
         events,
@@ -207,6 +216,24 @@ struct Pending {
     setup: bool,
     /// A reconnect: once authenticated, rejoin every session with `since_seq`.
     rejoin: bool,
+    /// For join: the `since_seq` sent, and the highest seq the connection had received then.
+    join_since: Option<u64>,
+    join_seen: u64,
+}
+
+/// What one connection received of one session's seq'd events: the client-side delivery checks
+/// (docs/SCENARIOS.md, "Client-side checks").
+#[derive(Clone, Debug, Default)]
+struct SeqTrack {
+    /// Highest seq received on this connection (0: none yet).
+    last: u64,
+    /// The seq the next event must carry, while the connection is in the session and in sync
+    /// (`None` before the join's catch-up, after `resync_required` or leaving).
+    next: Option<u64>,
+    /// A join answered `catch_up: "snapshot"`: the `snapshot` event sets `next`.
+    awaiting_snapshot: bool,
+    /// A violation was reported for this connection and session (one is enough).
+    reported: bool,
 }
 
 /// One connection of a client.
@@ -221,6 +248,13 @@ struct Conn {
     pending: BTreeMap<String, Pending>,
     /// Frames of the client end already read.
     read: usize,
+    /// Per session: what this connection received (client-side checks).
+    streams: BTreeMap<String, SeqTrack>,
+    /// Made slow by a `slow` step and not released since.
+    slow: bool,
+    /// The host's first connection, open before any session existed: it receives every session's
+    /// events from seq 1 without joining.
+    sees_all: bool,
 }
 
 /// A participant as the runner models its client program.
@@ -318,10 +352,14 @@ pub(crate) struct Runner<'a> {
     pub records: Vec<StepRecord>,
     pub failures: Vec<Failure>,
     pub violations: Vec<String>,
+    /// Client-side delivery violations (also in `failures`).
+    pub client_violations: Vec<String>,
     /// Set when the run cannot continue meaningfully (setup failed, engine crashed).
     pub stopped: bool,
     tmp: TempRoot,
     restarts: u32,
+    /// Output of the real external agents, when the scenario runs any (see [`super::agents`]).
+    agents: Option<AgentPump>,
 }
 
 impl<'a> Runner<'a> {
@@ -368,9 +406,11 @@ impl<'a> Runner<'a> {
             records,
             failures: Vec::new(),
             violations: Vec::new(),
+            client_violations: Vec::new(),
             stopped: false,
             tmp: TempRoot(tmp),
             restarts: 0,
+            agents: None,
         }
     }
 
@@ -425,8 +465,19 @@ impl<'a> Runner<'a> {
         self.transport.as_deref_mut().expect("transport running")
     }
 
+    /// Installs the real external agents in a (new) engine when the scenario runs any.
+    fn install_agents(&mut self, engine: &mut Engine) {
+        self.agents = None;
+        if self.sc.uses_external_agents() {
+            let (pump, runtime) = AgentPump::new();
+            engine.set_agent_runtime(Box::new(runtime));
+            self.agents = Some(pump);
+        }
+    }
+
     fn start_engine(&mut self) -> Result<(), String> {
-        let engine = Engine::new(self.config.clone(), new_store()?).map_err(|e| format!("engine start: {e}"))?;
+        let mut engine = Engine::new(self.config.clone(), new_store()?).map_err(|e| format!("engine start: {e}"))?;
+        self.install_agents(&mut engine);
         let mut transport = new_transport(self.transport_kind, self.conn_ids.clone(), self.clock.clone())?;
         transport.attach(engine.sender())?;
         self.transport = Some(transport);
@@ -437,6 +488,22 @@ impl<'a> Runner<'a> {
     /// One engine tick at the current virtual time, then every client reads what it received.
     pub fn do_tick(&mut self) {
         self.tick += 1;
+        // Agent output enters like any other input, after this tick's steps, once every working
+        // agent has paused (see `super::agents`).
+        if let Some(pump) = self.agents.as_mut() {
+            match pump.collect() {
+                Ok(outputs) => {
+                    for out in outputs {
+                        self.transport().send_local(Inbound::Agent(out));
+                    }
+                }
+                Err(e) => {
+                    self.fail(None, e);
+                    self.stopped = true;
+                    return;
+                }
+            }
+        }
         if let Err(e) = self.transport().before_tick() {
             self.fail(None, e);
             self.stopped = true;
@@ -500,11 +567,18 @@ impl<'a> Runner<'a> {
         self.open_host_conn();
         for ws in &self.sc.workspaces {
             let dir = self.workspace_dirs[&ws.name].display().to_string();
-            let agent = match ws.agent.as_deref().unwrap_or("demo") {
+            let mut agent = match ws.agent.as_deref().unwrap_or("demo") {
                 "demo" => json!({"kind": "demo"}),
                 "command" => json!({"kind": "command", "command": "/bin/false"}),
                 other => json!({"kind": other}),
             };
+            if let Some(cmd) = &ws.agent_cmd {
+                agent["command"] = json!(self.resolve_str(cmd)?);
+            }
+            if !ws.agent_args.is_empty() {
+                let args: Vec<String> = ws.agent_args.iter().map(|a| self.resolve_str(a)).collect::<Result<_, _>>()?;
+                agent["args"] = json!(args);
+            }
             let params = json!({"name": ws.name, "dir": dir, "agent": agent});
             let p = Pending { workspace: Some(ws.name.clone()), ..pending("add_workspace", Purpose::Auto) };
             self.request("host", None, "add_workspace", params, p);
@@ -672,10 +746,22 @@ impl<'a> Runner<'a> {
     }
 
     fn open_host_conn(&mut self) {
+        let first = self.restarts == 0 && self.tick == 0;
         let (id, end) = self.transport().open_host();
         let c = self.clients.get_mut("host").expect("host client");
         c.log.push(format!("t={} {id} ** opened (host)", self.now));
-        c.conns.push(Conn { id, end, open: true, authed: true, next_req: 1, pending: BTreeMap::new(), read: 0 });
+        c.conns.push(Conn {
+            id,
+            end,
+            open: true,
+            authed: true,
+            next_req: 1,
+            pending: BTreeMap::new(),
+            read: 0,
+            streams: BTreeMap::new(),
+            slow: false,
+            sees_all: first,
+        });
     }
 
     /// Opens a new unauthenticated connection for `name`; returns its index.
@@ -685,7 +771,18 @@ impl<'a> Runner<'a> {
         let now = self.now;
         let c = self.clients.get_mut(name).expect("client");
         c.log.push(format!("t={now} {id} ** opened from {addr}"));
-        c.conns.push(Conn { id, end, open: true, authed: false, next_req: 1, pending: BTreeMap::new(), read: 0 });
+        c.conns.push(Conn {
+            id,
+            end,
+            open: true,
+            authed: false,
+            next_req: 1,
+            pending: BTreeMap::new(),
+            read: 0,
+            streams: BTreeMap::new(),
+            slow: false,
+            sees_all: false,
+        });
         c.conns.len() - 1
     }
 
@@ -701,6 +798,12 @@ impl<'a> Runner<'a> {
         }
         let id = cn.next_req;
         cn.next_req += 1;
+        let mut p = p;
+        if method == "join_session" {
+            let session = params.get("session_id").and_then(Value::as_str).unwrap_or_default();
+            p.join_since = params.get("since_seq").and_then(Value::as_u64);
+            p.join_seen = cn.streams.get(session).map_or(0, |t| t.last);
+        }
         let text = json!({"id": id, "method": method, "params": params}).to_string();
         cn.pending.insert(json!(id).to_string(), p);
         let conn_id = cn.id;
@@ -786,6 +889,7 @@ impl<'a> Runner<'a> {
         if let (Some(s), Some(seq)) = (&session, json.get("seq").and_then(Value::as_u64)) {
             let c = self.clients.get_mut(name).expect("client");
             c.seqs.entry(s.clone()).or_default().insert(seq);
+            self.check_seq(name, index, s, seq, event);
         }
         let def = self.clients[name].def.clone();
         let auto_resync = def.as_ref().is_none_or(|d| d.auto_resync);
@@ -800,11 +904,26 @@ impl<'a> Runner<'a> {
                 let s = session.or_else(|| payload.pointer("/session/id").and_then(Value::as_str).map(str::to_string));
                 if let (Some(s), Some(last)) = (s, payload.get("last_seq").and_then(Value::as_u64)) {
                     let c = self.clients.get_mut(name).expect("client");
+                    let t = c.conns[index].streams.entry(s.clone()).or_default();
+                    if t.awaiting_snapshot {
+                        t.awaiting_snapshot = false;
+                        t.next = Some(t.last.max(last) + 1);
+                    }
                     let e = c.covered_to.entry(s).or_insert(0);
                     *e = (*e).max(last);
                 }
             }
-            "resync_required" if auto_resync => {
+            "resync_required" => {
+                // Events of the session stop on this connection until it rejoins.
+                let c = self.clients.get_mut(name).expect("client");
+                let streams = &mut c.conns[index].streams;
+                match &session {
+                    Some(s) => streams.entry(s.clone()).or_default().next = None,
+                    None => streams.values_mut().for_each(|t| t.next = None),
+                }
+                if !auto_resync {
+                    return;
+                }
                 let sessions: Vec<String> = match session {
                     Some(s) => vec![s],
                     None => self.clients[name].joined.iter().cloned().collect(),
@@ -888,7 +1007,8 @@ impl<'a> Runner<'a> {
                 }
             }
             "join_session" => {
-                if let Some(s) = p.session {
+                if let Some(s) = p.session.clone() {
+                    self.on_joined(name, index, &s, &p, result);
                     let c = self.clients.get_mut(name).expect("client");
                     c.joined.insert(s.clone());
                     if result.get("catch_up").and_then(Value::as_str) == Some("none") {
@@ -901,7 +1021,15 @@ impl<'a> Runner<'a> {
             }
             "leave_session" => {
                 if let Some(s) = p.session {
-                    self.clients.get_mut(name).expect("client").joined.remove(&s);
+                    // The participant leaves: every one of its connections stops receiving it.
+                    let c = self.clients.get_mut(name).expect("client");
+                    for cn in c.conns.iter_mut() {
+                        if let Some(t) = cn.streams.get_mut(&s) {
+                            t.next = None;
+                            t.awaiting_snapshot = false;
+                        }
+                    }
+                    c.joined.remove(&s);
                 }
             }
             "add_workspace" => {
@@ -922,6 +1050,120 @@ impl<'a> Runner<'a> {
                 }
             }
             _ => {}
+        }
+    }
+
+    // ------------------------------------------------------------------------------------
+    // Client-side checks: what each connection received of each session's seq'd events
+    // ------------------------------------------------------------------------------------
+
+    /// Records a client-side delivery violation (once per connection and session).
+    fn client_violation(&mut self, name: &str, index: usize, session: &str, what: String) {
+        let c = self.clients.get_mut(name).expect("client");
+        let conn_id = c.conns[index].id;
+        let t = c.conns[index].streams.entry(session.to_string()).or_default();
+        if std::mem::replace(&mut t.reported, true) {
+            return;
+        }
+        let msg = format!("client check: {name} on {conn_id}, {session}: {what}");
+        self.client_violations.push(format!("[tick {}, t={}ms, {name}] {msg}", self.tick, self.now));
+        self.fail(Some(name), msg);
+    }
+
+    /// A seq'd event on a connection: seqs strictly increase, and while the connection is in
+    /// sync (after its join's catch-up) each one is the next.
+    fn check_seq(&mut self, name: &str, index: usize, session: &str, seq: u64, event: &str) {
+        let c = self.clients.get_mut(name).expect("client");
+        let cn = &mut c.conns[index];
+        let sees_all = cn.sees_all;
+        let t = cn
+            .streams
+            .entry(session.to_string())
+            .or_insert_with(|| SeqTrack { next: sees_all.then_some(1), ..SeqTrack::default() });
+        let (last, next) = (t.last, t.next);
+        t.last = t.last.max(seq);
+        if t.next.is_some() {
+            t.next = Some(seq + 1);
+        }
+        if seq <= last {
+            let what = if seq == last { "a duplicate" } else { "out of order" };
+            let msg = format!("`{event}` seq {seq} is {what}: this connection already received seq {last}");
+            self.client_violation(name, index, session, msg);
+        } else if let Some(want) = next.filter(|&n| n != seq) {
+            let msg = format!("`{event}` seq {seq} leaves a gap: the next event should have been seq {want}");
+            self.client_violation(name, index, session, msg);
+        }
+    }
+
+    /// A join's result: where the catch-up leaves this connection.
+    fn on_joined(&mut self, name: &str, index: usize, session: &str, p: &Pending, result: &Value) {
+        let catch_up = result.get("catch_up").and_then(Value::as_str).unwrap_or_default().to_string();
+        let session_last = result.pointer("/session/last_seq").and_then(Value::as_u64).unwrap_or(0);
+        let c = self.clients.get_mut(name).expect("client");
+        let t = c.conns[index].streams.entry(session.to_string()).or_default();
+        t.awaiting_snapshot = false;
+        // The client asked for everything after `since`: seqs it received on this connection after
+        // that may legitimately come again (it asked for them), those received after it sent the
+        // join may not.
+        if let Some(since) = p.join_since {
+            if since < p.join_seen {
+                t.last = since;
+            }
+        }
+        let mut problem = None;
+        match (catch_up.as_str(), p.join_since) {
+            ("events", Some(since)) => t.next = Some(t.last.max(since) + 1),
+            ("none", since) => {
+                if since.is_some_and(|s| s < session_last) {
+                    problem = Some(format!(
+                        "join with since_seq {} answered catch_up none, but the session is at seq {session_last}",
+                        since.unwrap_or(0)
+                    ));
+                }
+                t.next = Some(t.last.max(session_last) + 1);
+            }
+            ("snapshot", _) => {
+                t.next = None;
+                t.awaiting_snapshot = true;
+            }
+            (other, since) => {
+                t.next = None;
+                problem = Some(format!("join (since_seq {since:?}) answered with unexpected catch_up `{other}`"));
+            }
+        }
+        if let Some(what) = problem {
+            self.client_violation(name, index, session, what);
+        }
+    }
+
+    /// At the end: every open, authenticated connection that is in a session and not held back
+    /// as a slow consumer has received every committed event of that session.
+    fn check_delivery_at_end(&mut self) {
+        let mut targets = Vec::new();
+        for (name, c) in &self.clients {
+            for (index, cn) in c.conns.iter().enumerate() {
+                if !cn.open || !cn.authed || cn.slow {
+                    continue;
+                }
+                for (session, t) in &cn.streams {
+                    if t.awaiting_snapshot || t.next.is_some() {
+                        targets.push((name.clone(), index, session.clone(), t.clone()));
+                    }
+                }
+            }
+        }
+        for (name, index, session, t) in targets {
+            let committed = self.last_seq_of(&session);
+            if t.awaiting_snapshot {
+                let msg = "joined with a snapshot catch-up but never received the snapshot".to_string();
+                self.client_violation(&name, index, &session, msg);
+            } else if let Some(next) = t.next.filter(|&n| n <= committed) {
+                let msg = format!(
+                    "ended the run in the session having received up to seq {} of {committed} committed",
+                    next - 1
+                );
+                self.client_violation(&name, index, &session, msg);
+            }
         }
     }
 
@@ -1018,6 +1260,7 @@ impl<'a> Runner<'a> {
                     .ok_or(format!("{who} has no connection {n}"))?
                     .end
                     .set_slow(get_u64("capacity").unwrap_or(0) as usize);
+                self.clients.get_mut(who).expect("client").conns[n].slow = true;
                 Ok(())
             }
             "release" => {
@@ -1029,6 +1272,12 @@ impl<'a> Runner<'a> {
                 };
                 for n in targets {
                     c.conns.get(n).ok_or(format!("{who} has no connection {n}"))?.end.release();
+                }
+                let c = self.clients.get_mut(who).expect("client");
+                for (n, cn) in c.conns.iter_mut().enumerate() {
+                    if conn.is_none_or(|want| want == n) {
+                        cn.slow = false;
+                    }
                 }
                 Ok(())
             }
@@ -1230,7 +1479,8 @@ impl<'a> Runner<'a> {
                 to_reconnect.push(name.clone());
             }
         }
-        let engine = Engine::new(self.config.clone(), store).map_err(|e| format!("engine restart: {e}"))?;
+        let mut engine = Engine::new(self.config.clone(), store).map_err(|e| format!("engine restart: {e}"))?;
+        self.install_agents(&mut engine);
         // The transport drops every connection of the old engine (a real restart also restarts
         // the server) and carries the new ones to the new engine.
         self.transport().attach(engine.sender())?;
@@ -1308,6 +1558,11 @@ impl<'a> Runner<'a> {
 
     fn lookup(&self, key: &str) -> Result<String, String> {
         let (kind, arg) = key.split_once('.').unwrap_or((key, ""));
+        match (kind, arg) {
+            ("bin", name) => return find_bin(name).map(|p| p.display().to_string()),
+            ("scenario_dir", "") => return scenario_dir(self.sc.source.as_deref()),
+            _ => {}
+        }
         let found = match (kind, arg) {
             ("vote", "") => self.latest_vote.clone(),
             ("tmp", "") => Some(self.tmp.0.display().to_string()),
@@ -1464,6 +1719,8 @@ fn pending(method: &str, purpose: Purpose) -> Pending {
         workspace: None,
         setup: false,
         rejoin: false,
+        join_since: None,
+        join_seen: 0,
     }
 }
 

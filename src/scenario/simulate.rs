@@ -5,7 +5,9 @@
 //! random requests and faults), which the ordinary runner executes with invariant checks on.
 //! The engine's RNG gets the same seed, so a seed alone reproduces a run.
 //!
-//! A run fails when the engine panics or reports an invariant violation. The failing flow is
+//! A run fails when the engine panics or reports an invariant violation, or when a client sees a
+//! delivery guarantee broken (the runner's client-side checks: seq'd events duplicated,
+//! reordered, or missing for a client still connected and joined at the end). The failing flow is
 //! shrunk (steps dropped, chunk by chunk, while it still fails) and written as a scenario file
 //! that replays it with `roundtable scenario run`.
 
@@ -57,10 +59,11 @@ impl SeedOutcome {
 
     /// One line describing the failure.
     pub fn failure(&self) -> String {
-        match (&self.report.panic, self.report.violations.first()) {
-            (Some(p), _) => format!("panic: {p}"),
-            (None, Some(v)) => format!("invariant violated: {v}"),
-            (None, None) => "ok".into(),
+        match (&self.report.panic, self.report.violations.first(), self.report.client_violations.first()) {
+            (Some(p), _, _) => format!("panic: {p}"),
+            (None, Some(v), _) => format!("invariant violated: {v}"),
+            (None, None, Some(c)) => c.clone(),
+            (None, None, None) => "ok".into(),
         }
     }
 }
@@ -85,6 +88,8 @@ pub fn generate(seed: u64, steps: u64) -> Scenario {
             outside_files: outside,
             symlinks: BTreeMap::new(),
             agent: None,
+            agent_cmd: None,
+            agent_args: Vec::new(),
         });
     }
     let nsessions = rng.random_range(1..=3);
