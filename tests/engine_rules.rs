@@ -767,3 +767,23 @@ fn host_can_allow_a_tool_for_the_rest_of_the_session() {
     let v3 = tool(&mut h, "t3", "Write");
     assert_ne!(resolved(&h).unwrap()["vote_id"], json!(v3), "other tools still ask");
 }
+
+#[test]
+fn a_slow_consumer_gets_coalesced_deltas_with_the_same_text() {
+    let (mut h, w, s) = setup();
+    let tok = h.mint(&[&w], json!({}));
+    let (ann, _) = h.join(&tok, "Ann", &s);
+    let (bob, _) = h.join(&tok, "Bob", &s);
+    *h.sinks[&bob].capacity.lock().unwrap() = Some(0);
+    let text = "a fairly long message so that the demo agent streams it over many ticks";
+    h.call(ann, "send_message", json!({"session_id": s, "text": text, "client_msg_id": "c"})).unwrap();
+    h.run(40);
+    *h.sinks[&bob].capacity.lock().unwrap() = None;
+    h.run(400);
+    let deltas = |h: &Harness, c| -> Vec<String> {
+        h.events_named(c, "agent_delta").iter().map(|d| d["payload"]["text"].as_str().unwrap().to_string()).collect()
+    };
+    let (fast, slow) = (deltas(&h, ann), deltas(&h, bob));
+    assert_eq!(fast.concat(), slow.concat(), "same text either way");
+    assert!(slow.len() < fast.len(), "the slow consumer's deltas were merged: {} vs {}", slow.len(), fast.len());
+}

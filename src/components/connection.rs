@@ -55,8 +55,9 @@ pub enum OutKind {
     Direct,
     /// A seq'd session event.
     Session { session: SessionId, seq: u64 },
-    /// A streamed agent text delta (may be merged with the next one).
-    Delta { session: SessionId, turn_id: u64, text: String },
+    /// A streamed agent text delta (may be merged with the next one). `stale` is set when text
+    /// was merged in: the frame is rebuilt once, when it is offered to the transport.
+    Delta { session: SessionId, turn_id: u64, text: String, stale: bool },
 }
 
 #[derive(Clone, Debug)]

@@ -89,15 +89,13 @@ fn enqueue_delta(outbox: &mut Outbox, session: &SessionId, turn_id: u64, text: &
     if outbox.resync.contains_key(session) {
         return;
     }
-    if let Some(OutFrame { kind: OutKind::Delta { session: s, turn_id: t, text: prev }, frame: f }) =
+    if let Some(OutFrame { kind: OutKind::Delta { session: s, turn_id: t, text: prev, stale }, .. }) =
         outbox.queue.back_mut()
     {
         if s == session && *t == turn_id {
+            // Only the text grows here; re-serialising on every merge would be quadratic.
             prev.push_str(text);
-            *f = event_frame(
-                Some(session.clone()),
-                Event::AgentDelta(crate::protocol::AgentDelta { turn_id, text: prev.clone() }),
-            );
+            *stale = true;
             return;
         }
     }
@@ -107,7 +105,7 @@ fn enqueue_delta(outbox: &mut Outbox, session: &SessionId, turn_id: u64, text: &
     }
     outbox.queue.push_back(OutFrame {
         frame: frame.clone(),
-        kind: OutKind::Delta { session: session.clone(), turn_id, text: text.to_string() },
+        kind: OutKind::Delta { session: session.clone(), turn_id, text: text.to_string(), stale: false },
     });
 }
 
@@ -209,7 +207,12 @@ pub fn broadcast(
     for (_, &ce) in index.conns.iter() {
         let Ok(mut c) = conns.get_mut(ce) else { continue };
         let c = &mut *c;
-        while let Some(front) = c.outbox.queue.front() {
+        while let Some(front) = c.outbox.queue.front_mut() {
+            if let OutKind::Delta { session, turn_id, text, stale: stale @ true } = &mut front.kind {
+                let body = Event::AgentDelta(crate::protocol::AgentDelta { turn_id: *turn_id, text: text.clone() });
+                front.frame = event_frame(Some(session.clone()), body);
+                *stale = false;
+            }
             if !c.sink.try_send(&front.frame) {
                 break;
             }
