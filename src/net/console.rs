@@ -762,14 +762,7 @@ fn describe_share(s: &ShareInfo) -> String {
 }
 
 fn share_flags(s: &ShareInfo) -> String {
-    let mut f = vec![if s.collaborative { "collab" } else { "1:1" }];
-    if s.consensus_required {
-        f.push("consensus");
-    }
-    if s.admission_required {
-        f.push("admission");
-    }
-    f.join(",")
+    crate::store::cli::share_flags(s.collaborative, s.consensus_required, s.admission_required)
 }
 
 /// The `/shares` table. `now` is the engine clock (wall ms on a real host).
@@ -777,15 +770,7 @@ pub fn shares_table(shares: &[ShareInfo], now: u64) -> String {
     let rows = shares
         .iter()
         .map(|s| {
-            let status = if s.revoked {
-                "revoked"
-            } else if s.expires_at.is_some_and(|t| t <= now) {
-                "expired"
-            } else if s.max_uses.is_some_and(|m| s.uses >= m) {
-                "used up"
-            } else {
-                "active"
-            };
+            let status = crate::store::cli::share_status(s.revoked, s.expires_at, s.max_uses, s.uses, now);
             let expires = match s.expires_at {
                 None => "never".to_string(),
                 Some(t) if t > now => format!("in {}", human_duration(t - now)),

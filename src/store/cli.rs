@@ -341,22 +341,38 @@ fn agent_label(agent: &AgentSpec) -> String {
 }
 
 fn flags(s: &ShareRow) -> String {
-    let mut f = vec![if s.collaborative { "collab" } else { "1:1" }];
-    if s.consensus_required {
+    share_flags(s.collaborative, s.consensus_required, s.admission_required)
+}
+
+/// A share's flags as listed by `share list` and the host console: `collab,consensus,admission`.
+pub fn share_flags(collaborative: bool, consensus: bool, admission: bool) -> String {
+    let mut f = vec![if collaborative { "collab" } else { "1:1" }];
+    if consensus {
         f.push("consensus");
     }
-    if s.admission_required {
+    if admission {
         f.push("admission");
     }
     f.join(",")
 }
 
 fn status(s: &ShareRow, now: u64) -> &'static str {
-    if s.revoked {
+    share_status(s.revoked, s.expires_at, s.max_uses, s.uses, now)
+}
+
+/// A share's status at `now`: `revoked`, `expired`, `used up` or `active`.
+pub fn share_status(
+    revoked: bool,
+    expires_at: Option<u64>,
+    max_uses: Option<u32>,
+    uses: u32,
+    now: u64,
+) -> &'static str {
+    if revoked {
         "revoked"
-    } else if s.expires_at.is_some_and(|t| t <= now) {
+    } else if expires_at.is_some_and(|t| t <= now) {
         "expired"
-    } else if s.max_uses.is_some_and(|m| s.uses >= m) {
+    } else if max_uses.is_some_and(|m| uses >= m) {
         "used up"
     } else {
         "active"
