@@ -57,7 +57,8 @@ impl Harness {
     }
 
     pub fn with_store(config: EngineConfig, store: Box<dyn Store>) -> Harness {
-        let engine = Engine::new(EngineConfig { check_invariants: true, ..config }, store).expect("engine starts");
+        let mut engine = Engine::new(EngineConfig { check_invariants: true, ..config }, store).expect("engine starts");
+        crate::agent::install_builtin(&mut engine);
         let mut h =
             Harness { engine, now: 1_000, sinks: BTreeMap::new(), next_conn: 1, next_id: 1, cursor: BTreeMap::new() };
         let sink = Arc::new(RecordingSink::default());

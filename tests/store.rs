@@ -791,7 +791,7 @@ fn the_cli_mints_a_pinned_link_once_and_stores_only_its_hash() {
     let stderr = text(&out.stderr);
     assert!(stderr.contains("shown only once") && stderr.contains("roundtable share rotate sh1"), "{stderr}");
 
-    let shares = Admin::open(&roundtable::paths::database(&data)).unwrap().list_shares().unwrap();
+    let shares = Admin::open(&roundtable::app::paths::database(&data)).unwrap().list_shares().unwrap();
     assert!(token::matches(&link.token, &shares[0].token_hash));
 
     let out = cli(&data, &["share", "list"]);

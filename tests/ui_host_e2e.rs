@@ -56,7 +56,7 @@ async fn host_window_mints_a_share_shows_a_remote_message_and_decides_a_plan() {
     let mut t = TestHost::start().await;
     let events = std::mem::replace(&mut t.events, tokio::sync::mpsc::unbounded_channel().1);
     let (mut app, tx, rx, out) = window(true);
-    let context = HostContext { database: roundtable::paths::database(&t.dir) };
+    let context = HostContext { database: roundtable::app::paths::database(&t.dir) };
     let task = tokio::spawn(backend::run_host(t.host.client.clone(), events, rx, out, context));
     let session = t.session.clone();
 
@@ -186,7 +186,7 @@ async fn remote_window_connects_from_a_link_and_chats_with_the_host() {
 fn host_window(t: &mut TestHost) -> (RoundtableApp, ActionTx, tokio::task::JoinHandle<()>) {
     let events = std::mem::replace(&mut t.events, tokio::sync::mpsc::unbounded_channel().1);
     let (app, tx, rx, out) = window(true);
-    let context = HostContext { database: roundtable::paths::database(&t.dir) };
+    let context = HostContext { database: roundtable::app::paths::database(&t.dir) };
     let task = tokio::spawn(backend::run_host(t.host.client.clone(), events, rx, out, context));
     (app, tx, task)
 }
@@ -217,7 +217,7 @@ async fn host_window_shows_people_already_waiting_from_the_database_and_admits_t
         }
     };
     tokio::time::timeout(WAIT, seen).await.expect("the host saw Dan arrive");
-    let stored = backend::pending_lobby(&roundtable::paths::database(&t.dir)).expect("read-only lobby query");
+    let stored = backend::pending_lobby(&roundtable::app::paths::database(&t.dir)).expect("read-only lobby query");
     assert_eq!(stored.len(), 1);
     assert_eq!((stored[0].display_name.as_str(), &stored[0].share_id), ("Dan", &minted.share.share_id));
 

@@ -6,10 +6,13 @@
 //! - `/ask TEXT`: asks one question with options `yes` / `no` and echoes the merged answer;
 //! - `/fail`: streams one chunk, then fails.
 
-use super::{AgentCommand, AgentEvent, AgentOutput, Resolution};
+use super::{AgentCommand, AgentEvent, AgentOutput, InTickAgent, Resolution};
 use crate::ids::SessionId;
 use crate::protocol::Question;
 use std::collections::{BTreeMap, VecDeque};
+
+/// The backend kind sessions name in their agent spec.
+pub const KIND: &str = "demo";
 
 /// Characters per streamed chunk.
 pub const CHUNK_CHARS: usize = 12;
@@ -160,6 +163,16 @@ impl DemoAgent {
     /// Whether a turn is running for the session.
     pub fn is_running(&self, session: &SessionId) -> bool {
         self.turns.contains_key(session)
+    }
+}
+
+impl InTickAgent for DemoAgent {
+    fn handle(&mut self, cmd: AgentCommand) {
+        DemoAgent::handle(self, cmd);
+    }
+
+    fn step(&mut self) -> Vec<AgentOutput> {
+        DemoAgent::step(self)
     }
 }
 

@@ -6,11 +6,10 @@
 
 use super::format::*;
 use super::runner::{run_scenario, RunOptions};
-use super::BenchArgs;
-use std::process::ExitCode;
+use std::io::Write;
 
 /// Available benchmarks.
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BenchKind {
     /// Ticks per second with N clients in one session, against one client.
     Fanout,
@@ -91,21 +90,32 @@ fn measure(sc: &Scenario) -> anyhow::Result<(f64, usize)> {
     Ok((report.ticks as f64 / report.wall.as_secs_f64().max(1e-9), frames))
 }
 
-/// `roundtable bench`.
-pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
-    match args.kind {
+/// What a bench run measures.
+#[derive(Clone, Copy, Debug)]
+pub struct BenchOptions {
+    pub kind: BenchKind,
+    /// Clients in the measured run.
+    pub clients: usize,
+    /// Ticks per run.
+    pub ticks: u64,
+}
+
+/// Runs a benchmark and writes its report (figures and the ratio) to `out`.
+pub fn run(options: &BenchOptions, out: &mut dyn Write) -> anyhow::Result<()> {
+    match options.kind {
         BenchKind::Fanout => {
-            let clients = args.clients.max(1);
-            let (reference, ref_frames) = measure(&fanout_scenario(1, args.ticks))?;
-            let (measured, frames) = measure(&fanout_scenario(clients, args.ticks))?;
-            println!("fanout reference (1 client):   {reference:>10.0} ticks/s, {ref_frames} events delivered");
-            println!("fanout measured ({clients} clients): {measured:>10.0} ticks/s, {frames} events delivered");
-            println!(
+            let clients = options.clients.max(1);
+            let (reference, ref_frames) = measure(&fanout_scenario(1, options.ticks))?;
+            let (measured, frames) = measure(&fanout_scenario(clients, options.ticks))?;
+            writeln!(out, "fanout reference (1 client):   {reference:>10.0} ticks/s, {ref_frames} events delivered")?;
+            writeln!(out, "fanout measured ({clients} clients): {measured:>10.0} ticks/s, {frames} events delivered")?;
+            writeln!(
+                out,
                 "ratio: {:.3} of the reference tick rate for {clients}x the clients ({:.1}x the events)",
                 measured / reference,
                 frames as f64 / ref_frames.max(1) as f64
-            );
-            Ok(ExitCode::SUCCESS)
+            )?;
+            Ok(())
         }
     }
 }

@@ -25,7 +25,7 @@ use super::expect::{self, json_subset};
 use super::format::*;
 use super::transport::{new_transport, ClientEnd, Transport, TransportKind, VirtualTime};
 use crate::agent::{AgentEvent, AgentOutput};
-use crate::components::{History, Participant, PendingVote, Session, Share, TurnLock};
+use crate::engine::components::{History, Participant, PendingVote, Session, Share, TurnLock};
 use crate::engine::{Engine, EngineConfig, Inbound};
 use crate::ids::{ConnId, SessionId};
 use crate::net::server::ConnIds;
@@ -465,8 +465,10 @@ impl<'a> Runner<'a> {
         self.transport.as_deref_mut().expect("transport running")
     }
 
-    /// Installs the real external agents in a (new) engine when the scenario runs any.
+    /// Installs the built-in demo agent, and the real external agents when the scenario runs
+    /// any, in a (new) engine.
     fn install_agents(&mut self, engine: &mut Engine) {
+        crate::agent::install_builtin(engine);
         self.agents = None;
         if self.sc.uses_external_agents() {
             let (pump, runtime) = AgentPump::new();
@@ -1666,7 +1668,7 @@ impl<'a> Runner<'a> {
     /// Last seq of a session's event log (0 when it does not exist).
     pub fn last_seq_of(&mut self, id: &str) -> u64 {
         let world = &mut self.engine().world;
-        let mut q = world.query::<(&Session, &crate::components::EventLog)>();
+        let mut q = world.query::<(&Session, &crate::engine::components::EventLog)>();
         q.iter(world).find(|(s, _)| s.id.as_str() == id).map(|(_, l)| l.last_seq()).unwrap_or(0)
     }
 

@@ -13,12 +13,12 @@
 
 use super::format::*;
 use super::runner::{run_scenario, RunOptions, RunReport};
-use super::SimulateArgs;
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::BTreeMap;
-use std::process::ExitCode;
+use std::io::Write;
+use std::path::PathBuf;
 use std::time::Instant;
 
 /// Names the simulator gives participants.
@@ -372,12 +372,36 @@ pub fn write_replay(
     Ok(path)
 }
 
-/// `roundtable simulate`.
-pub fn run(args: &SimulateArgs) -> anyhow::Result<ExitCode> {
+/// What a simulation run covers.
+#[derive(Clone, Debug)]
+pub struct SimulateOptions {
+    /// Number of seeds to run.
+    pub seeds: u64,
+    /// First seed.
+    pub start_seed: u64,
+    /// Steps per flow are `ticks / 3`.
+    pub ticks: u64,
+    /// Directory for minimal scenarios of failing seeds.
+    pub out: PathBuf,
+    /// Do not shrink failing flows (faster).
+    pub no_shrink: bool,
+}
+
+/// Runs the seeds, writing progress (at least every 2 s), each failure with its replay file,
+/// and a summary to `report`. Returns the number of failed seeds.
+pub fn run(args: &SimulateOptions, report: &mut dyn Write) -> anyhow::Result<u64> {
     let started = Instant::now();
     // Panics are caught and reported per seed; keep the default hook from spamming stderr.
     let hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
+    let result = run_seeds(args, report, started);
+    std::panic::set_hook(hook);
+    let failed = result?;
+    writeln!(report, "{} seeds, {} passed, {} failed", args.seeds, args.seeds - failed, failed)?;
+    Ok(failed)
+}
+
+fn run_seeds(args: &SimulateOptions, report: &mut dyn Write, started: Instant) -> anyhow::Result<u64> {
     let steps = (args.ticks / 3).max(1);
     let mut failed = 0u64;
     let mut ticks = 0u64;
@@ -387,26 +411,25 @@ pub fn run(args: &SimulateArgs) -> anyhow::Result<ExitCode> {
         ticks += outcome.report.ticks;
         if outcome.failed() {
             failed += 1;
-            println!("FAIL seed {seed}: {}", outcome.failure());
+            writeln!(report, "FAIL seed {seed}: {}", outcome.failure())?;
             let minimal = if args.no_shrink { outcome.scenario.clone() } else { shrink(&outcome.scenario, 200) };
             let path = write_replay(&args.out, &outcome, &minimal)?;
-            println!("     replay: roundtable scenario run {}", path.display());
+            writeln!(report, "     replay: roundtable scenario run {}", path.display())?;
         }
         if last_progress.elapsed().as_secs() >= 2 || n as u64 + 1 == args.seeds {
             last_progress = Instant::now();
-            println!(
+            writeln!(
+                report,
                 "simulated {}/{} seeds, {} failed, {} ticks, {:.1} s",
                 n + 1,
                 args.seeds,
                 failed,
                 ticks,
                 started.elapsed().as_secs_f64()
-            );
+            )?;
         }
     }
-    std::panic::set_hook(hook);
-    println!("{} seeds, {} passed, {} failed", args.seeds, args.seeds - failed, failed);
-    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(failed)
 }
 
 #[cfg(test)]

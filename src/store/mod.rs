@@ -7,7 +7,9 @@
 //!   `BEGIN IMMEDIATE` transaction with an audit row.
 //! - [`migrate`]: numbered migrations from `migrations/`, embedded in the binary.
 //! - `rows`: the mapping between row types and SQL.
-//! - [`cli`]: the `roundtable workspace ...` and `roundtable share ...` commands.
+//!
+//! The `roundtable workspace ...` / `roundtable share ...` commands that drive [`Admin`] live in
+//! `crate::app::admin`: this layer knows no command line and no link.
 //!
 //! Concurrency model: SQLite in WAL mode lets the host keep writing while the CLI reads; writers
 //! serialise on the database lock (`busy_timeout` makes them wait instead of failing). A running
@@ -15,7 +17,6 @@
 //! `shares_changed_externally`), so they take effect within one tick.
 
 pub mod admin;
-pub mod cli;
 pub mod migrate;
 mod rows;
 pub mod sqlite;

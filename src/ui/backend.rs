@@ -13,9 +13,9 @@
 //! idempotently). Each request runs on its own task so a slow answer never holds up the others.
 
 use super::model::{Action, ConnectionState, LobbyEntry, Update};
+use crate::app::join::{FIRST_BACKOFF, MAX_BACKOFF};
 use crate::ids::{ParticipantId, SessionId, ShareId};
 use crate::net::client::{Client, ClientError, ClientEvent, Events};
-use crate::net::join::{FIRST_BACKOFF, MAX_BACKOFF};
 use crate::net::link::Link;
 use crate::protocol::*;
 use std::collections::BTreeMap;
@@ -31,7 +31,7 @@ pub const REFRESH_PERIOD: Duration = Duration::from_secs(5);
 /// How many audit rows the audit view loads.
 pub const AUDIT_ROWS: usize = 500;
 
-use crate::net::join::FINAL_REASONS;
+use crate::app::join::FINAL_REASONS;
 
 /// Wakes the UI thread after an update (normally `egui::Context::request_repaint`).
 pub type Waker = Arc<dyn Fn() + Send + Sync>;
@@ -524,7 +524,7 @@ impl Remote {
         let reason = reason?;
         FINAL_REASONS
             .contains(&reason.as_str())
-            .then(|| format!("disconnected: {}", crate::net::render::closing_text(&reason)))
+            .then(|| format!("disconnected: {}", crate::app::render::closing_text(&reason)))
     }
 
     /// After admission: list what is shared, join the chosen session (first time) or rejoin every

@@ -18,9 +18,9 @@ pub mod app;
 pub mod backend;
 pub mod model;
 
-use crate::net::host::{write_serve_json, Host};
+use crate::app::host::{write_serve_json, Host};
+use crate::app::{JoinArgs, ServeArgs};
 use crate::net::link::Link;
-use crate::net::{JoinArgs, ServeArgs};
 use eframe::egui;
 use std::path::Path;
 use std::process::ExitCode;
@@ -112,15 +112,15 @@ pub fn run_host_window(args: &ServeArgs, data_dir: Option<&Path>) -> anyhow::Res
     if !has_display() {
         return Ok(None);
     }
-    let data_dir = crate::paths::data_dir(data_dir)?;
-    let options = crate::net::serve::host_options(args, &data_dir)?;
+    let data_dir = crate::app::paths::data_dir(data_dir)?;
+    let options = crate::app::serve::host_options(args, &data_dir)?;
     let default_consensus = options.engine.default_consensus;
     let vote_deadline_ms = options.engine.default_vote_deadline_ms;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("net").build()?;
     let (host, events, minted) = runtime.block_on(async {
         let (host, events) = Host::start(options).await?;
         write_serve_json(&data_dir, &host.link_authority, args.insecure)?;
-        match crate::net::serve::prepare_host(&host.client, args.mint, "host --mint").await.map(|p| p.minted) {
+        match crate::app::serve::prepare_host(&host.client, args.mint, "host --mint").await.map(|p| p.minted) {
             Ok(minted) => Ok((host, events, minted)),
             Err(e) => {
                 host.shutdown().await;
@@ -135,7 +135,7 @@ pub fn run_host_window(args: &ServeArgs, data_dir: Option<&Path>) -> anyhow::Res
     if let Some(m) = minted {
         out.send(model::Update::Minted(m));
     }
-    let context = backend::HostContext { database: crate::paths::database(&data_dir) };
+    let context = backend::HostContext { database: crate::app::paths::database(&data_dir) };
     let ctx = wiring.ctx.clone();
     let backend = runtime.spawn(backend::run_host(host.client.clone(), events, wiring.actions_rx, out, context));
     close_on_signal(&runtime, ctx.clone());
@@ -172,7 +172,7 @@ pub fn run_host_window(args: &ServeArgs, data_dir: Option<&Path>) -> anyhow::Res
 pub fn remote_model(link: &Link, data_dir: &Path) -> model::ViewModel {
     let mut model = model::ViewModel::new(false);
     model.settings.address = Some(link.authority());
-    let notes = crate::net::join::remember_host(data_dir, link);
+    let notes = crate::app::join::remember_host(data_dir, link);
     if !notes.is_empty() {
         model.status = Some(notes.join("\n"));
     }
@@ -185,7 +185,7 @@ pub fn run_connect_window(args: &JoinArgs, data_dir: Option<&Path>) -> anyhow::R
         return Ok(None);
     }
     let link = Link::parse(&args.link)?;
-    let data_dir = crate::paths::data_dir(data_dir)?;
+    let data_dir = crate::app::paths::data_dir(data_dir)?;
     let name = args
         .name
         .clone()
@@ -227,5 +227,33 @@ pub fn run_connect_window(args: &JoinArgs, data_dir: Option<&Path>) -> anyhow::R
             eprintln!("cannot open the window ({e}); joining in terminal line mode instead");
             Ok(None)
         }
+    }
+}
+
+/// `roundtable host`: the host with its desktop window; without a display (or when the window
+/// cannot open) it runs headless, like `roundtable serve`.
+pub fn run_host(args: ServeArgs, data_dir: Option<&Path>) -> anyhow::Result<ExitCode> {
+    if !has_display() {
+        crate::app::serve::say(
+            "no display found (DISPLAY / WAYLAND_DISPLAY unset) — running headless (same as `roundtable serve`)\n",
+        );
+        return crate::app::run_serve(args, data_dir);
+    }
+    match run_host_window(&args, data_dir)? {
+        Some(code) => Ok(code),
+        None => crate::app::run_serve(args, data_dir),
+    }
+}
+
+/// `roundtable connect`: the graphical client; without a display (or when the window cannot
+/// open) it runs `join` in terminal line mode.
+pub fn run_connect(args: JoinArgs, data_dir: Option<&Path>) -> anyhow::Result<ExitCode> {
+    if !has_display() {
+        eprintln!("no display found (DISPLAY / WAYLAND_DISPLAY unset) — joining in terminal line mode (same as `roundtable join`).");
+        return crate::app::run_join(args, data_dir);
+    }
+    match run_connect_window(&args, data_dir)? {
+        Some(code) => Ok(code),
+        None => crate::app::run_join(args, data_dir),
     }
 }

@@ -568,7 +568,7 @@ impl ViewModel {
                 return Vec::new();
             }
             Event::Closing(c) => {
-                self.status = Some(format!("disconnected: {}", crate::net::render::closing_text(&c.reason)));
+                self.status = Some(format!("disconnected: {}", crate::app::render::closing_text(&c.reason)));
                 return Vec::new();
             }
             _ => {}

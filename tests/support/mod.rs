@@ -4,9 +4,9 @@
 
 #![allow(dead_code)]
 
+use roundtable::app::host::{Host, HostOptions};
 use roundtable::ids::{ParticipantId, SessionId, WorkspaceId};
 use roundtable::net::client::{Client, ClientError, ClientEvent, Events};
-use roundtable::net::host::{Host, HostOptions};
 use roundtable::net::link::Link;
 use roundtable::protocol::*;
 use std::path::{Path, PathBuf};

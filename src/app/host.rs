@@ -1,0 +1,336 @@
+//! The host process: the engine driver thread, the WebSocket server and the host's own
+//! in-process connection, started and stopped together.
+//!
+//! ```text
+//!   tokio runtime                        engine thread (owns the World)
+//!   ─────────────                        ──────────────────────────────
+//!   accept loop ─┐                       loop {
+//!   conn tasks ──┼─ Inbound ──────────►    wait_for_input(until next 50 ms deadline)
+//!   host Client ─┘  (crossbeam)            tick(wall clock ms)   // drains every queued input
+//!        ▲                               }
+//!        └──────── FrameSink queues ◄──── broadcast
+//! ```
+//!
+//! The driver is the only place wall-clock time enters the engine: it reads `SystemTime` at the
+//! start of each tick. A tick runs as soon as input arrives (a burst is coalesced, because one tick
+//! drains everything queued) and at least every 50 ms, so deadlines, grace periods and agent
+//! streaming advance even when nobody talks.
+
+use crate::engine::{Engine, EngineConfig, Inbound};
+use crate::net::client::{Client, Events};
+use crate::net::link::Link;
+use crate::net::server::{self, ConnIds, ServerHandle, ServerOptions};
+use crate::net::tls;
+use crate::persist::Store;
+use anyhow::Context;
+use crossbeam_channel::Sender;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::oneshot;
+use tracing::{error, info};
+
+/// The longest the engine goes without a tick.
+pub const TICK_PERIOD: Duration = Duration::from_millis(50);
+
+/// Milliseconds since the UNIX epoch: the engine clock of a real host.
+pub fn wall_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// Settings of a host.
+#[derive(Clone, Debug)]
+pub struct HostOptions {
+    /// Data directory: database, TLS identity, `serve.json`.
+    pub data_dir: PathBuf,
+    /// Address to listen on (port 0 picks a free port).
+    pub bind: SocketAddr,
+    /// `HOST[:PORT]` written into links; defaults to the bound address.
+    pub public_host: Option<String>,
+    /// Plain `ws://` without TLS (the caller checks that `bind` is loopback).
+    pub insecure: bool,
+    /// Engine settings. `link_prefix`/`link_suffix` are filled in by [`Host::start`].
+    pub engine: EngineConfig,
+    /// Server tuning. `tls` is filled in by [`Host::start`].
+    pub server: ServerOptions,
+    /// The `claude` and `command` agent backends (processes run outside the engine thread).
+    pub agents: crate::agent::ExternalConfig,
+}
+
+impl HostOptions {
+    /// Production defaults: engine seeded from the OS, no invariant checks.
+    pub fn new(data_dir: PathBuf, bind: SocketAddr) -> Self {
+        let engine = EngineConfig { seed: rand::random(), check_invariants: false, ..EngineConfig::default() };
+        Self {
+            data_dir,
+            bind,
+            public_host: None,
+            insecure: false,
+            engine,
+            server: ServerOptions::default(),
+            agents: crate::agent::ExternalConfig::default(),
+        }
+    }
+}
+
+/// A running host.
+pub struct Host {
+    /// Where the server listens.
+    pub local_addr: SocketAddr,
+    /// `HOST:PORT` as written in links.
+    pub link_authority: String,
+    /// SHA-256 fingerprint of the TLS certificate; `None` when insecure.
+    pub fingerprint: Option<String>,
+    /// The host's own connection (participant `host`, may call host-only methods).
+    pub client: Client,
+    /// Sender into the engine's inbox.
+    pub inbound: Sender<Inbound>,
+    /// Connection id allocator shared with the server (for more in-process connections).
+    pub conn_ids: Arc<ConnIds>,
+    server: ServerHandle,
+    engine: EngineThread,
+}
+
+impl Host {
+    /// Opens the SQLite database and TLS identity in `options.data_dir`, starts the engine thread
+    /// and the server on the current tokio runtime, and opens the host's own connection.
+    /// Returns the host and the event stream of its own connection.
+    pub async fn start(options: HostOptions) -> anyhow::Result<(Host, Events)> {
+        let db = crate::app::paths::database(&options.data_dir);
+        let store = crate::store::SqliteStore::open(&db).with_context(|| format!("cannot open {}", db.display()))?;
+        Self::start_with_store(options, Box::new(store)).await
+    }
+
+    /// Like [`Host::start`] with a store of the caller's choice.
+    pub async fn start_with_store(mut options: HostOptions, store: Box<dyn Store>) -> anyhow::Result<(Host, Events)> {
+        let listener = tokio::net::TcpListener::bind(options.bind)
+            .await
+            .with_context(|| format!("cannot listen on {}", options.bind))?;
+        let local_addr = listener.local_addr()?;
+        let link_authority = link_authority(options.public_host.as_deref(), local_addr);
+        let fingerprint = if options.insecure {
+            options.server.tls = None;
+            None
+        } else {
+            let identity = tls::load_or_create(&options.data_dir)?;
+            options.server.tls = Some(tls::server_config(&identity)?);
+            Some(identity.fingerprint)
+        };
+        options.engine.link_prefix = Some(format!("{}{link_authority}/", crate::net::link::SCHEME));
+        options.engine.link_suffix = Some(match &fingerprint {
+            Some(fp) => format!("#sha256={fp}"),
+            None => "#insecure".to_string(),
+        });
+
+        let (engine, inbound) = EngineThread::spawn(options.engine.clone(), options.agents.clone(), store)?;
+        let conn_ids = ConnIds::new();
+        let server = server::start_server(listener, options.server.clone(), inbound.clone(), conn_ids.clone())?;
+        let (client, events) = Client::in_process(inbound.clone(), conn_ids.next());
+        let host = Host { local_addr, link_authority, fingerprint, client, inbound, conn_ids, server, engine };
+        Ok((host, events))
+    }
+
+    /// The share link for `token` on this host.
+    pub fn link(&self, token: &str) -> Link {
+        let (host, port) = split_authority(&self.link_authority, self.local_addr.port());
+        Link { host, port, token: token.to_string(), fingerprint: self.fingerprint.clone() }
+    }
+
+    /// Resolves when the engine thread has stopped (it should only stop when asked; otherwise it
+    /// panicked and the host must exit).
+    pub fn engine_stopped(&mut self) -> impl std::future::Future<Output = ()> + '_ {
+        let rx = &mut self.engine.exited;
+        async move {
+            let _ = rx.await;
+        }
+    }
+
+    /// Graceful stop: no new connections; every socket gets a `closing` event and a close frame;
+    /// the engine sees them close, runs a last tick (committing it) and stops.
+    pub async fn shutdown(self) {
+        self.client.close();
+        self.server.shutdown().await;
+        self.engine.stop(false).await;
+    }
+
+    /// Crash simulation: sockets are dropped without a close frame and the engine stops without
+    /// another tick. Whatever was committed is all a restart will find.
+    pub async fn kill(self) {
+        self.server.abort().await;
+        self.engine.stop(true).await;
+    }
+}
+
+/// `HOST:PORT` for links: `--public-host` (with the bound port when it has none), else the bound
+/// address (a wildcard bind falls back to 127.0.0.1, only reachable locally).
+pub fn link_authority(public_host: Option<&str>, local: SocketAddr) -> String {
+    match public_host {
+        Some(h) if has_port(h) => h.to_string(),
+        Some(h) if h.contains(':') && !h.starts_with('[') => format!("[{h}]:{}", local.port()),
+        Some(h) => format!("{h}:{}", local.port()),
+        None if local.ip().is_unspecified() => format!("127.0.0.1:{}", local.port()),
+        None => local.to_string(),
+    }
+}
+
+fn has_port(h: &str) -> bool {
+    if let Some(rest) = h.strip_prefix('[') {
+        return rest.split_once("]:").is_some();
+    }
+    matches!(h.rsplit_once(':'), Some((host, port)) if !host.contains(':') && port.parse::<u16>().is_ok())
+}
+
+fn split_authority(authority: &str, default_port: u16) -> (String, u16) {
+    if let Some(rest) = authority.strip_prefix('[') {
+        if let Some((h, p)) = rest.split_once("]:") {
+            return (h.to_string(), p.parse().unwrap_or(default_port));
+        }
+    }
+    match authority.rsplit_once(':') {
+        Some((h, p)) => (h.to_string(), p.parse().unwrap_or(default_port)),
+        None => (authority.to_string(), default_port),
+    }
+}
+
+/// Writes `serve.json` (`{"addr":"HOST:PORT","insecure":bool}`) so the `share` CLI can format
+/// links for the running host.
+pub fn write_serve_json(data_dir: &Path, addr: &str, insecure: bool) -> anyhow::Result<()> {
+    let path = data_dir.join("serve.json");
+    let text = serde_json::json!({ "addr": addr, "insecure": insecure }).to_string();
+    std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// The dedicated thread that owns the engine.
+struct EngineThread {
+    stop: Arc<AtomicBool>,
+    kill: Arc<AtomicBool>,
+    join: Option<std::thread::JoinHandle<()>>,
+    exited: oneshot::Receiver<()>,
+}
+
+/// Fires when dropped, so the host learns about the engine thread ending even by panic.
+struct ExitSignal(Option<oneshot::Sender<()>>);
+
+impl Drop for ExitSignal {
+    fn drop(&mut self) {
+        if let Some(tx) = self.0.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+impl EngineThread {
+    /// Builds the engine on its own thread (so nothing else ever touches the World) and starts
+    /// the drive loop. Returns once the engine is built, with its inbound sender.
+    fn spawn(
+        config: EngineConfig,
+        agents: crate::agent::ExternalConfig,
+        store: Box<dyn Store>,
+    ) -> anyhow::Result<(EngineThread, Sender<Inbound>)> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let kill = Arc::new(AtomicBool::new(false));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (exit_tx, exited) = oneshot::channel();
+        let (stop2, kill2) = (stop.clone(), kill.clone());
+        let join = std::thread::Builder::new()
+            .name("engine".into())
+            .spawn(move || {
+                let _signal = ExitSignal(Some(exit_tx));
+                let mut engine = match Engine::new(config, store) {
+                    Ok(engine) => engine,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                crate::agent::install_builtin(&mut engine);
+                let runtime = crate::agent::ExternalAgents::new(engine.sender(), agents);
+                engine.set_agent_runtime(Box::new(runtime));
+                let _ = ready_tx.send(Ok(engine.sender()));
+                drive(engine, &stop2, &kill2);
+            })
+            .context("cannot start the engine thread")?;
+        let inbound = match ready_rx.recv() {
+            Ok(Ok(tx)) => tx,
+            Ok(Err(e)) => return Err(anyhow::Error::new(e).context("cannot restore the engine from the database")),
+            Err(_) => anyhow::bail!("the engine thread panicked while starting (see the log above)"),
+        };
+        Ok((EngineThread { stop, kill, join: Some(join), exited }, inbound))
+    }
+
+    async fn stop(mut self, kill: bool) {
+        if kill {
+            self.kill.store(true, Ordering::SeqCst);
+        }
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(join) = self.join.take() {
+            let joined = tokio::task::spawn_blocking(move || join.join()).await;
+            if !matches!(joined, Ok(Ok(()))) {
+                error!("the engine thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for EngineThread {
+    fn drop(&mut self) {
+        // A host dropped without `shutdown` must not leave a thread ticking forever.
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// The drive loop: tick when input arrives, and at least every [`TICK_PERIOD`].
+fn drive(mut engine: Engine, stop: &AtomicBool, kill: &AtomicBool) {
+    info!("engine running");
+    let mut deadline = Instant::now() + TICK_PERIOD;
+    loop {
+        if kill.load(Ordering::SeqCst) {
+            info!("engine killed");
+            return;
+        }
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
+        engine.wait_for_input(deadline.saturating_duration_since(Instant::now()));
+        if kill.load(Ordering::SeqCst) {
+            info!("engine killed");
+            return;
+        }
+        engine.tick(wall_ms());
+        deadline = Instant::now() + TICK_PERIOD;
+    }
+    // The last tick sees the connections the server just closed and commits their state.
+    engine.tick(wall_ms());
+    info!("engine stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn links_use_the_public_host_with_the_bound_port_when_it_has_none() {
+        assert_eq!(link_authority(Some("example.org"), addr("0.0.0.0:7447")), "example.org:7447");
+        assert_eq!(link_authority(Some("example.org:9000"), addr("0.0.0.0:7447")), "example.org:9000");
+        assert_eq!(link_authority(Some("::1"), addr("[::]:7447")), "[::1]:7447");
+        assert_eq!(link_authority(Some("[::1]:80"), addr("[::]:7447")), "[::1]:80");
+    }
+
+    #[test]
+    fn links_use_the_bound_address_without_a_public_host() {
+        assert_eq!(link_authority(None, addr("127.0.0.1:7447")), "127.0.0.1:7447");
+        assert_eq!(link_authority(None, addr("0.0.0.0:7447")), "127.0.0.1:7447");
+    }
+
+    #[test]
+    fn authorities_split_back_into_host_and_port() {
+        assert_eq!(split_authority("example.org:9000", 1), ("example.org".into(), 9000));
+        assert_eq!(split_authority("[::1]:80", 1), ("::1".into(), 80));
+    }
+}

@@ -1,0 +1,705 @@
+//! `roundtable join LINK --name NAME`: the terminal client.
+//!
+//! Authenticates with the link's token, joins the first shared session (or `--session`), and
+//! prints chat, streamed agent text, roster changes, turns, votes and lobby state. Each stdin line
+//! is a message, except the commands listed in [`HELP`] (unknown `/words` such as the demo agent's
+//! `/plan` are sent as messages; `//x` sends `/x`).
+//!
+//! Resilience: when the connection drops, the client reconnects on its own with exponential
+//! backoff (capped at 5 s), authenticates with its resume token (so it keeps its participant id,
+//! turn and ballots within the grace period), and rejoins every session with `since_seq` = the last
+//! seq it saw. Session events are deduplicated by seq, so nothing is shown twice and nothing is
+//! missed. Messages typed while disconnected are sent after reconnecting with the same
+//! `client_msg_id`, which the host treats idempotently.
+//!
+//! `--json` prints every frame from the host (events and responses) as one JSON object per line
+//! and accepts raw JSON requests on stdin (lines starting with `{`); human notes go to stderr.
+
+use crate::app::render::{closing_text, Renderer};
+use crate::app::JoinArgs;
+use crate::ids::{SessionId, VoteId};
+use crate::net::client::{Client, ClientError, ClientEvent, Events, Response};
+use crate::net::known_hosts::{KnownHosts, Pairing};
+use crate::net::link::Link;
+use crate::protocol::*;
+use std::collections::BTreeMap;
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Command help, printed by `/help`.
+pub const HELP: &str = "\
+commands:
+  TEXT              send a message (it starts an agent turn if nobody holds the turn)
+  /approve          approve the plan waiting for a vote
+  /deny REASON      deny the plan, with a reason everyone sees
+  /answer A[|B...]  answer the agent's question(s), one answer per question
+  /cancel           cancel the running turn (turn holder or host)
+  /who              who is in this session
+  /sessions         sessions shared with you
+  /switch ID        join another session and make it current
+  /leave            leave the current session
+  /quit             leave and exit
+  /help             this help
+  //TEXT            send a message starting with /";
+
+/// First reconnect delay; doubles up to [`MAX_BACKOFF`].
+pub const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+/// Longest wait between reconnect attempts.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Closing reasons after which reconnecting is pointless (shared with the remote window).
+pub const FINAL_REASONS: [&str; 6] = ["revoked", "kicked", "expired", "refused", "rate_limited", "auth_timeout"];
+
+/// Runs `join` until `/quit`, end of input, or a final disconnect.
+pub async fn join(args: JoinArgs, data_dir: PathBuf) -> anyhow::Result<ExitCode> {
+    let link = Link::parse(&args.link)?;
+    let out = Out { json: args.json };
+    for note in remember_host(&data_dir, &link) {
+        out.note(&note);
+    }
+    let name = args
+        .name
+        .clone()
+        .or_else(|| std::env::var("USER").ok())
+        .or_else(|| std::env::var("USERNAME").ok())
+        .filter(|n| !n.trim().is_empty())
+        .unwrap_or_else(|| "guest".into());
+    let mut joiner = Joiner {
+        link,
+        name,
+        wanted: args.session.as_deref().map(SessionId::from),
+        out,
+        renderer: Renderer::new(!args.json),
+        resume_token: None,
+        admitted: false,
+        sessions: BTreeMap::new(),
+        rejoining: BTreeMap::new(),
+        current: None,
+        unsent: Vec::new(),
+        closing: None,
+        tag: format!("{:08x}", rand::random::<u32>()),
+        sent: 0,
+    };
+    let mut stdin = stdin_lines();
+    // The first connection's failures are reported, not retried: the link is probably wrong.
+    let (client, events) = match joiner.connect().await {
+        Ok(c) => c,
+        Err(Failure::Final(e) | Failure::Retry(e)) => return Err(e),
+    };
+    joiner.run(client, events, &mut stdin).await
+}
+
+/// Records the link's fingerprint in `DATA_DIR/known_hosts.json` (shared with the remote
+/// window). Returns notes for the person: a host that presented another certificate before, or a
+/// known_hosts file that could not be read or written (never fatal: the link's fingerprint is
+/// what is pinned).
+pub fn remember_host(data_dir: &std::path::Path, link: &Link) -> Vec<String> {
+    let Some(fp) = &link.fingerprint else { return Vec::new() };
+    let mut known = match KnownHosts::load(data_dir) {
+        Ok(k) => k,
+        Err(e) => return vec![format!("warning: {e}")],
+    };
+    let mut notes = Vec::new();
+    if let Pairing::Changed { previous } = known.pair(&link.authority(), fp) {
+        notes.push(format!(
+            "note: {} presented another certificate before (sha256={previous}); this link pins sha256={fp}",
+            link.authority()
+        ));
+    }
+    if let Err(e) = known.save() {
+        notes.push(format!("warning: {e}"));
+    }
+    notes
+}
+
+/// Reads stdin lines on a plain thread (a blocking read must not hold up the runtime).
+fn stdin_lines() -> mpsc::UnboundedReceiver<String> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let spawned = std::thread::Builder::new().name("stdin".into()).spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    if let Err(e) = spawned {
+        tracing::error!("cannot read stdin: {e}");
+    }
+    rx
+}
+
+/// Where output goes: stdout for the user's content; notes to stdout (human) or stderr (json).
+struct Out {
+    json: bool,
+}
+
+impl Out {
+    /// A frame as received (json mode only).
+    fn raw(&self, raw: &str) {
+        if self.json {
+            let mut o = std::io::stdout().lock();
+            let _ = writeln!(o, "{raw}");
+            let _ = o.flush();
+        }
+    }
+
+    /// Rendered text (human mode only), printed as is.
+    fn text(&self, text: &str) {
+        if !self.json && !text.is_empty() {
+            let mut o = std::io::stdout().lock();
+            let _ = o.write_all(text.as_bytes());
+            let _ = o.flush();
+        }
+    }
+
+    /// A note for the person (status, errors).
+    fn note(&self, text: &str) {
+        if self.json {
+            eprintln!("{text}");
+        } else {
+            let mut o = std::io::stdout().lock();
+            let _ = writeln!(o, "{text}");
+            let _ = o.flush();
+        }
+    }
+}
+
+/// Why connecting failed, and whether trying again can help.
+enum Failure {
+    Retry(anyhow::Error),
+    Final(anyhow::Error),
+}
+
+/// What to do after an event.
+enum Follow {
+    Nothing,
+    /// Rejoin every session from its last seq.
+    Resync,
+    /// Drop what we have of a session and fetch a snapshot.
+    Refetch(SessionId),
+    /// The host admitted us from the lobby.
+    Enter,
+    Exit(ExitCode),
+}
+
+/// Whether the loop goes on.
+enum Flow {
+    Continue,
+    Quit,
+}
+
+struct Joiner {
+    link: Link,
+    name: String,
+    wanted: Option<SessionId>,
+    out: Out,
+    renderer: Renderer,
+    resume_token: Option<String>,
+    admitted: bool,
+    /// Joined sessions → last seq seen.
+    sessions: BTreeMap<SessionId, u64>,
+    /// Sessions being (re)joined → id of the `join_session` request. Until its response is
+    /// reached in the event stream, their live events are dropped: the replay or snapshot that
+    /// follows the response covers them (a resumed connection receives broadcasts before it
+    /// rejoins, possibly ahead of older events the replay will bring).
+    rejoining: BTreeMap<SessionId, serde_json::Value>,
+    current: Option<SessionId>,
+    /// Messages not confirmed because the connection dropped; resent after reconnecting.
+    unsent: Vec<SendMessageParams>,
+    /// Reason of the last `closing` event.
+    closing: Option<String>,
+    /// Random prefix of our client_msg_ids.
+    tag: String,
+    sent: u64,
+}
+
+impl Joiner {
+    async fn run(
+        mut self,
+        mut client: Client,
+        mut events: Events,
+        stdin: &mut mpsc::UnboundedReceiver<String>,
+    ) -> anyhow::Result<ExitCode> {
+        loop {
+            tokio::select! {
+                line = stdin.recv() => {
+                    let flow = match line {
+                        Some(line) => self.on_line(&client, &line).await,
+                        None => Flow::Quit,
+                    };
+                    if let Flow::Quit = flow {
+                        self.quit(&client, &mut events).await;
+                        return Ok(ExitCode::SUCCESS);
+                    }
+                }
+                ev = events.recv() => match ev {
+                    Some(ClientEvent::Event { frame, raw }) => {
+                        match self.on_event(&frame, &raw) {
+                            Follow::Nothing => {}
+                            Follow::Resync => self.rejoin_all(&client).await,
+                            Follow::Refetch(s) => {
+                                self.sessions.insert(s.clone(), 0);
+                                self.join_session(&client, &s, None).await;
+                            }
+                            Follow::Enter => self.enter(&client).await,
+                            Follow::Exit(code) => {
+                                client.close();
+                                return Ok(code);
+                            }
+                        }
+                    }
+                    Some(ClientEvent::Answered { id }) => self.rejoining.retain(|_, pending| *pending != id),
+                    Some(ClientEvent::Response { raw }) => self.on_unsolicited(&raw),
+                    Some(ClientEvent::Other { raw }) => self.out.raw(&raw),
+                    closed @ (Some(ClientEvent::Closed { .. }) | None) => {
+                        let close_frame_reason = match closed {
+                            Some(ClientEvent::Closed { reason }) => reason,
+                            _ => None,
+                        };
+                        let reason = self.closing.take().or(close_frame_reason);
+                        self.rejoining.clear();
+                        if let Some(r) = reason.as_deref().filter(|r| FINAL_REASONS.contains(r)) {
+                            self.out.note(&format!("disconnected: {}", closing_text(r)));
+                            return Ok(ExitCode::FAILURE);
+                        }
+                        match self.reconnect(stdin).await? {
+                            Some((c, e)) => {
+                                client = c;
+                                events = e;
+                            }
+                            None => return Ok(ExitCode::SUCCESS),
+                        }
+                    }
+                },
+            }
+        }
+    }
+
+    /// Connects, authenticates (resuming when we have a resume token) and enters the sessions.
+    async fn connect(&mut self) -> Result<(Client, Events), Failure> {
+        let (client, events) = Client::connect(&self.link).await.map_err(|e| match e {
+            ClientError::FingerprintMismatch { .. } | ClientError::TlsSetup(_) => Failure::Final(e.into()),
+            e => Failure::Retry(e.into()),
+        })?;
+        let resuming = self.resume_token.is_some();
+        let auth = match self.authenticate(&client).await {
+            Ok(a) => a,
+            Err(e @ ClientError::Protocol(_)) => {
+                return Err(Failure::Final(anyhow::anyhow!("the host refused the link: {e}")));
+            }
+            Err(e) => return Err(Failure::Retry(e.into())),
+        };
+        self.resume_token = Some(auth.resume_token.clone());
+        self.renderer.me = Some(auth.participant_id.clone());
+        if resuming && auth.resumed {
+            self.out.note(&format!("* reconnected as {}", auth.display_name));
+        } else if resuming {
+            self.out.note(&format!(
+                "* reconnected, but you were away too long: you are back as a new participant, {} ({})",
+                auth.display_name, auth.participant_id
+            ));
+        } else {
+            self.out.note(&format!(
+                "connected to {} as {} ({}, {}). Type /help for commands.",
+                self.link.authority(),
+                auth.display_name,
+                auth.participant_id,
+                auth.role.as_str()
+            ));
+        }
+        match auth.admission {
+            Admission::Admitted => {
+                self.admitted = true;
+                self.enter(&client).await;
+            }
+            Admission::Pending => {
+                self.admitted = false;
+                self.out.note("* waiting in the lobby until the host lets you in…");
+            }
+            Admission::Refused => return Err(Failure::Final(anyhow::anyhow!("the host refused to let you in"))),
+        }
+        Ok((client, events))
+    }
+
+    async fn authenticate(&mut self, client: &Client) -> Result<AuthenticateResult, ClientError> {
+        let params = AuthenticateParams {
+            token: self.link.token.clone(),
+            display_name: self.name.clone(),
+            resume_token: self.resume_token.clone(),
+        };
+        let value = self.request(client, Method::Authenticate(params)).await?;
+        serde_json::from_value(value)
+            .map_err(|e| ClientError::BadResult { method: "authenticate", detail: e.to_string() })
+    }
+
+    /// Sends a request, printing the raw response in json mode.
+    async fn request(&self, client: &Client, method: Method) -> Result<serde_json::Value, ClientError> {
+        let Response { outcome, raw, .. } = client.request_full(method).await?;
+        self.out.raw(&raw);
+        outcome.map_err(ClientError::Protocol)
+    }
+
+    /// After admission: join the chosen session (first time) or rejoin every session from its
+    /// last seq (after a reconnect), then resend unconfirmed messages.
+    async fn enter(&mut self, client: &Client) {
+        if self.sessions.is_empty() {
+            let Some(list) = self.list_sessions(client, false).await else { return };
+            let pick = match &self.wanted {
+                Some(w) => list.iter().find(|s| &s.id == w).map(|s| s.id.clone()),
+                None => list.first().map(|s| s.id.clone()),
+            };
+            match pick {
+                Some(id) => self.join_session(client, &id, None).await,
+                None if self.wanted.is_some() => self.out.note(&format!(
+                    "! no session {} is shared with you; type /sessions",
+                    self.wanted.as_ref().unwrap()
+                )),
+                None => self.out.note("* no session is shared with you yet; type /sessions to look again"),
+            }
+        } else {
+            self.rejoin_all(client).await;
+        }
+        for msg in std::mem::take(&mut self.unsent) {
+            self.send_message(client, msg).await;
+        }
+    }
+
+    async fn rejoin_all(&mut self, client: &Client) {
+        let joined: Vec<(SessionId, u64)> = self.sessions.iter().map(|(s, q)| (s.clone(), *q)).collect();
+        for (session, last) in joined {
+            self.join_session(client, &session, Some(last)).await;
+        }
+    }
+
+    async fn join_session(&mut self, client: &Client, session: &SessionId, since: Option<u64>) {
+        let params = JoinSessionParams { session_id: session.clone(), since_seq: since.filter(|&s| s > 0) };
+        let response = client.request_full(Method::JoinSession(params)).await;
+        if let Ok(r) = &response {
+            self.out.raw(&r.raw);
+            self.rejoining.insert(session.clone(), r.id.clone());
+        }
+        match response.and_then(|r| r.outcome.map_err(ClientError::Protocol)) {
+            Ok(value) => {
+                let Ok(result) = serde_json::from_value::<JoinSessionResult>(value) else {
+                    return self.out.note("! unexpected join_session result");
+                };
+                let first = !self.sessions.contains_key(session);
+                self.sessions.entry(session.clone()).or_insert(0);
+                if self.current.is_none() {
+                    self.current = Some(session.clone());
+                }
+                self.renderer.prefix_sessions = self.sessions.len() > 1;
+                let text = self.renderer.joined(&result.session, &result.roster);
+                // A snapshot follows and prints the session itself; otherwise show it on first join.
+                if first && result.catch_up != CatchUp::Snapshot {
+                    self.out.text(&text);
+                }
+            }
+            Err(ClientError::Protocol(e)) => self.out.note(&format!("! cannot join {session}: {}", e.message)),
+            Err(e) => tracing::debug!("join_session {session}: {e}"),
+        }
+    }
+
+    async fn list_sessions(&self, client: &Client, print: bool) -> Option<Vec<SessionInfo>> {
+        let params = ListSessionsParams { workspace_id: None };
+        match self.request(client, Method::ListSessions(params)).await {
+            Ok(v) => {
+                let list: Vec<SessionInfo> = serde_json::from_value::<ListSessionsResult>(v).ok()?.sessions;
+                if print {
+                    if list.is_empty() {
+                        self.out.note("* no sessions are shared with you");
+                    }
+                    for s in &list {
+                        let marker = if self.current.as_ref() == Some(&s.id) { " (current)" } else { "" };
+                        self.out.note(&format!(
+                            "  {} \"{}\" — {}, {} present{marker}",
+                            s.id,
+                            s.title,
+                            s.status.as_str(),
+                            s.participant_count
+                        ));
+                    }
+                }
+                Some(list)
+            }
+            Err(e) => {
+                self.out.note(&format!("! cannot list sessions: {e}"));
+                None
+            }
+        }
+    }
+
+    /// Deduplicates by seq, tracks state, prints; says what must follow.
+    fn on_event(&mut self, frame: &EventFrame, raw: &str) -> Follow {
+        let live = frame.seq.is_some() || matches!(frame.body, Event::AgentDelta(_));
+        if live && frame.session_id.as_ref().is_some_and(|s| self.rejoining.contains_key(s)) {
+            return Follow::Nothing; // covered by the catch-up that follows the join response
+        }
+        if let (Some(session), Some(seq)) = (&frame.session_id, frame.seq) {
+            let last = self.sessions.entry(session.clone()).or_insert(0);
+            if seq <= *last {
+                return Follow::Nothing; // already seen (replay overlap after a reconnect)
+            }
+            *last = seq;
+        }
+        self.out.raw(raw);
+        let text = self.renderer.event(frame);
+        self.out.text(&text);
+        match &frame.body {
+            Event::Snapshot(s) => {
+                self.sessions.insert(s.session.id.clone(), s.last_seq);
+                Follow::Nothing
+            }
+            Event::ResyncRequired(_) => Follow::Resync,
+            Event::HistoryReplaced(_) => match &frame.session_id {
+                Some(s) => Follow::Refetch(s.clone()),
+                None => Follow::Nothing,
+            },
+            Event::Admission(a) => match a.admission {
+                Admission::Admitted if !self.admitted => {
+                    self.admitted = true;
+                    Follow::Enter
+                }
+                Admission::Refused => Follow::Exit(ExitCode::FAILURE),
+                _ => Follow::Nothing,
+            },
+            Event::Closing(c) => {
+                self.closing = Some(c.reason.clone());
+                Follow::Nothing
+            }
+            _ => Follow::Nothing,
+        }
+    }
+
+    /// A response to a raw JSON request from stdin.
+    fn on_unsolicited(&self, raw: &str) {
+        if self.out.json {
+            return self.out.raw(raw);
+        }
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(raw) {
+            if let Some(msg) = v.pointer("/error/message").and_then(|m| m.as_str()) {
+                self.out.note(&format!("! {msg}"));
+            }
+        }
+    }
+
+    async fn on_line(&mut self, client: &Client, line: &str) -> Flow {
+        let line = line.trim_end_matches(['\r', '\n']);
+        if line.trim().is_empty() {
+            return Flow::Continue;
+        }
+        if line.trim_start().starts_with('{') && self.out.json {
+            if let Err(e) = client.send_raw(line.trim().to_string()) {
+                self.out.note(&format!("! not sent: {e}"));
+            }
+            return Flow::Continue;
+        }
+        let (word, rest) = match line.strip_prefix('/') {
+            Some(cmd) if !cmd.starts_with('/') => {
+                let (w, r) = cmd.split_once(' ').unwrap_or((cmd, ""));
+                (Some(w), r.trim())
+            }
+            _ => (None, ""),
+        };
+        match word {
+            Some("quit" | "exit") => return Flow::Quit,
+            Some("help" | "?") => self.out.note(HELP),
+            Some("who") => match &self.current {
+                Some(s) => {
+                    let who = self.renderer.who(s);
+                    self.out.note(who.trim_end());
+                }
+                None => self.out.note("* you are not in a session"),
+            },
+            Some("sessions") => {
+                self.list_sessions(client, true).await;
+            }
+            _ if !self.admitted => self.out.note("! you are waiting in the lobby; the host has not let you in yet"),
+            Some("approve") => self.vote_plan(client, true, None).await,
+            Some("deny") => {
+                let reason = (!rest.is_empty()).then(|| rest.to_string());
+                self.vote_plan(client, false, reason).await;
+            }
+            Some("answer") => self.answer(client, rest).await,
+            Some("cancel") => {
+                if let Some(session) = self.current_or_note() {
+                    if let Err(e) = self.request(client, Method::CancelTurn(SessionRef { session_id: session })).await {
+                        self.out.note(&format!("! {}", error_text(&e)));
+                    }
+                }
+            }
+            Some("switch") => {
+                if rest.is_empty() {
+                    self.out.note("usage: /switch SESSION_ID (see /sessions)");
+                } else {
+                    let id = SessionId::from(rest);
+                    if !self.sessions.contains_key(&id) {
+                        self.join_session(client, &id, None).await;
+                    }
+                    if self.sessions.contains_key(&id) {
+                        self.out.note(&format!("* now in {id}"));
+                        self.current = Some(id);
+                    }
+                }
+            }
+            Some("leave") => {
+                if let Some(session) = self.current_or_note() {
+                    let r =
+                        self.request(client, Method::LeaveSession(SessionRef { session_id: session.clone() })).await;
+                    match r {
+                        Ok(_) => {
+                            self.sessions.remove(&session);
+                            self.renderer.forget(&session);
+                            self.current = self.sessions.keys().next().cloned();
+                            self.renderer.prefix_sessions = self.sessions.len() > 1;
+                            match &self.current {
+                                Some(c) => self.out.note(&format!("* left {session}; now in {c}")),
+                                None => self.out.note(&format!("* left {session}; /sessions to join another")),
+                            }
+                        }
+                        Err(e) => self.out.note(&format!("! {}", error_text(&e))),
+                    }
+                }
+            }
+            _ => {
+                // A message (including `/plan ...` and other words the agent understands).
+                let text = line.strip_prefix('/').filter(|t| t.starts_with('/')).unwrap_or(line);
+                let Some(session) = self.current_or_note() else { return Flow::Continue };
+                self.sent += 1;
+                let msg = SendMessageParams {
+                    session_id: session,
+                    text: text.to_string(),
+                    client_msg_id: format!("{}-{}", self.tag, self.sent),
+                };
+                self.send_message(client, msg).await;
+            }
+        }
+        Flow::Continue
+    }
+
+    fn current_or_note(&self) -> Option<SessionId> {
+        if self.current.is_none() {
+            self.out.note("! you are not in a session; /sessions lists them, /switch ID joins one");
+        }
+        self.current.clone()
+    }
+
+    async fn send_message(&mut self, client: &Client, msg: SendMessageParams) {
+        match self.request(client, Method::SendMessage(msg.clone())).await {
+            Ok(_) => {}
+            Err(ClientError::Protocol(e)) => self.out.note(&format!("! {}", e.message)),
+            Err(_) => {
+                self.out.note("* not delivered yet; it will be sent when the connection is back");
+                self.unsent.push(msg);
+            }
+        }
+    }
+
+    /// The newest open vote of the current session whose subject matches `plan` / question.
+    fn open_vote(&self, plan: bool) -> Option<VoteId> {
+        let session = self.current.as_ref()?;
+        let view = self.renderer.session(session)?;
+        view.votes
+            .values()
+            .rev()
+            .find(|v| {
+                matches!(v.subject, VoteSubject::Plan { .. }) == plan && !matches!(v.subject, VoteSubject::Tool { .. })
+            })
+            .map(|v| v.vote_id.clone())
+    }
+
+    async fn vote_plan(&mut self, client: &Client, approve: bool, reason: Option<String>) {
+        let Some(vote_id) = self.open_vote(true) else {
+            return self.out.note("! no plan is waiting for a vote in this session");
+        };
+        if let Err(e) =
+            self.request(client, Method::VotePlan(VotePlanParams { vote_id, approve, reason, always: false })).await
+        {
+            self.out.note(&format!("! {}", error_text(&e)));
+        }
+    }
+
+    async fn answer(&mut self, client: &Client, rest: &str) {
+        if rest.is_empty() {
+            return self.out.note("usage: /answer ANSWER (several questions: /answer A|B)");
+        }
+        let Some(vote_id) = self.open_vote(false) else {
+            return self.out.note("! no question is waiting for an answer in this session");
+        };
+        let answers = rest.split('|').map(|a| a.trim().to_string()).collect();
+        let params = AnswerQuestionParams { vote_id, answers };
+        if let Err(e) = self.request(client, Method::AnswerQuestion(params)).await {
+            self.out.note(&format!("! {}", error_text(&e)));
+        }
+    }
+
+    /// Leaves every session and closes the connection cleanly.
+    async fn quit(&mut self, client: &Client, events: &mut Events) {
+        let sessions: Vec<SessionId> = self.sessions.keys().cloned().collect();
+        for session in sessions {
+            let _ = tokio::time::timeout(
+                Duration::from_secs(2),
+                client.request(Method::LeaveSession(SessionRef { session_id: session })),
+            )
+            .await;
+        }
+        client.close();
+        // Wait (briefly) for the close handshake so the host sees a clean goodbye.
+        let closed = async {
+            while let Some(ev) = events.recv().await {
+                if matches!(ev, ClientEvent::Closed { .. }) {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(2), closed).await;
+    }
+
+    /// Reconnects with backoff. `Ok(None)`: the user quit meanwhile.
+    async fn reconnect(
+        &mut self,
+        stdin: &mut mpsc::UnboundedReceiver<String>,
+    ) -> anyhow::Result<Option<(Client, Events)>> {
+        let mut delay = FIRST_BACKOFF;
+        let mut typed: Vec<String> = Vec::new();
+        loop {
+            self.out.note(&format!("* connection lost; reconnecting in {:.1}s…", delay.as_secs_f32()));
+            let sleep = tokio::time::sleep(delay);
+            tokio::pin!(sleep);
+            loop {
+                tokio::select! {
+                    _ = &mut sleep => break,
+                    line = stdin.recv() => match line {
+                        None => return Ok(None),
+                        Some(l) if matches!(l.trim(), "/quit" | "/exit") => return Ok(None),
+                        Some(l) => typed.push(l),
+                    },
+                }
+            }
+            match self.connect().await {
+                Ok((client, events)) => {
+                    for line in typed {
+                        self.on_line(&client, &line).await;
+                    }
+                    return Ok(Some((client, events)));
+                }
+                Err(Failure::Final(e)) => return Err(e),
+                Err(Failure::Retry(e)) => {
+                    tracing::debug!("reconnect failed: {e:#}");
+                    delay = (delay * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+    }
+}
+
+fn error_text(e: &ClientError) -> String {
+    match e {
+        ClientError::Protocol(p) => p.message.clone(),
+        other => other.to_string(),
+    }
+}

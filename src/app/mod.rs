@@ -1,0 +1,218 @@
+//! The application layer: everything a person runs. `main.rs` parses [`Cli`] and dispatches
+//! here (and to `crate::ui` for the two windowed commands).
+//!
+//! - [`Cli`], [`Command`]: the whole command line (clap).
+//! - [`host`]: the host as one unit — engine driver thread, agents, server, the host's
+//!   in-process connection ([`host::Host`]); used by `serve` and by the host window.
+//! - [`serve`]: `roundtable serve` — setup, links, activity log, the [`console`] on stdin.
+//! - [`join`]: `roundtable join`, the terminal client with reconnect and resume.
+//! - [`render`]: human-readable lines for events (shared by `serve`, `join` and the windows).
+//! - [`admin`]: `roundtable workspace ...` / `roundtable share ...` and link printing.
+//! - [`qa`]: `roundtable scenario ...`, `simulate` and `bench` front-ends.
+//! - [`paths`]: where the data directory is.
+
+pub mod admin;
+pub mod console;
+pub mod host;
+pub mod join;
+pub mod paths;
+pub mod qa;
+pub mod render;
+pub mod serve;
+
+use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Run an AI coding agent on your machine and invite others into the same live sessions.
+///
+/// With no subcommand, runs the host (`roundtable host`).
+#[derive(Parser, Debug)]
+#[command(name = "roundtable", version, about, long_about = None)]
+pub struct Cli {
+    /// Data directory (database, TLS certificate, known hosts).
+    #[arg(long, global = true, env = "ROUNDTABLE_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// More log output (-v info, -vv debug, -vvv trace). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Every subcommand. `main.rs` hands `host` and `connect` to `crate::ui` (they open windows
+/// when there is a display) and everything else to [`run`].
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the host (falls back to headless `serve` when there is no display).
+    Host(ServeArgs),
+    /// Run the host headless: no window, same engine, prints share links and activity.
+    Serve(ServeArgs),
+    /// Open a share link as a remote (graphical client; falls back to `join` line mode).
+    Connect(JoinArgs),
+    /// Join a share link in terminal line mode (`--json` for scripts).
+    Join(JoinArgs),
+    /// Register and list workspaces (directories the agent works in).
+    #[command(subcommand)]
+    Workspace(admin::WorkspaceCmd),
+    /// Mint, list, revoke and rotate share links. Takes effect on a running host within one tick.
+    #[command(subcommand)]
+    Share(admin::ShareCmd),
+    /// Run scenario files headlessly and deterministically.
+    #[command(subcommand)]
+    Scenario(qa::ScenarioCmd),
+    /// Random multi-user flows with injected faults and invariant checks.
+    Simulate(qa::SimulateArgs),
+    /// Benchmarks, reported as ratios against a reference measured in the same run.
+    Bench(qa::BenchArgs),
+}
+
+/// Logs go to stderr through `tracing` (`-v` levels; `RUST_LOG` overrides).
+pub fn init_tracing(verbose: u8) {
+    use tracing_subscriber::EnvFilter;
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+/// Runs a command that needs no window. `host` and `connect` run headless here (as `serve` and
+/// `join`); `crate::ui` calls these as its fallbacks.
+pub fn run(command: Command, data_dir: Option<&Path>) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Host(args) | Command::Serve(args) => run_serve(args, data_dir),
+        Command::Connect(args) | Command::Join(args) => run_join(args, data_dir),
+        Command::Workspace(cmd) => admin::run_workspace(cmd, data_dir),
+        Command::Share(cmd) => admin::run_share(cmd, data_dir),
+        Command::Scenario(cmd) => qa::run_cli(cmd),
+        Command::Simulate(args) => qa::run_simulate(args),
+        Command::Bench(args) => qa::run_bench(args),
+    }
+}
+
+/// The process exit code for a command's result; errors are printed once, with their causes.
+pub fn exit_code(result: anyhow::Result<ExitCode>) -> ExitCode {
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Default listen address: this machine only.
+pub const DEFAULT_BIND: &str = "127.0.0.1:7447";
+
+/// Arguments of `roundtable serve` / `roundtable host`.
+#[derive(clap::Args, Debug, Clone)]
+#[command(
+    after_help = "Host console (when headless): type on stdin — plain text chats as the host; /help lists the host console's commands (/who, /kick, /approve, /mint, /quit…)."
+)]
+pub struct ServeArgs {
+    /// Address to listen on. The default only accepts connections from this machine;
+    /// `--bind 0.0.0.0:7447` exposes the host on your LAN, and then links need
+    /// `--public-host` naming an address the others can reach (e.g. your LAN IP).
+    #[arg(long, value_name = "ADDR", default_value = DEFAULT_BIND)]
+    pub bind: SocketAddr,
+
+    /// Host name or address (optionally with :PORT) written into share links, when it differs
+    /// from the bind address (e.g. `--public-host 192.168.1.20` or `--public-host me.example.org:443`).
+    #[arg(long, value_name = "HOST[:PORT]")]
+    pub public_host: Option<String>,
+
+    /// Serve plain `ws://` without TLS. Only allowed when binding a loopback address.
+    #[arg(long)]
+    pub insecure: bool,
+
+    /// Mint a share link at startup (all workspaces, collaborative, consensus) and print it.
+    #[arg(long)]
+    pub mint: bool,
+
+    /// The Claude Code CLI used by workspaces with `--agent claude` (name on PATH or a path).
+    #[arg(long, value_name = "PATH", default_value = "claude")]
+    pub claude_bin: String,
+
+    /// A tool the `claude` agent may use without asking (repeatable), e.g. `--allowed-tool Read`.
+    /// Other tool uses become host decisions shown to everyone.
+    #[arg(long, value_name = "TOOL")]
+    pub allowed_tool: Vec<String>,
+
+    /// Seconds an external agent may stay silent mid-turn before it is stopped and the turn fails.
+    #[arg(long, value_name = "SECS", default_value_t = 600)]
+    pub agent_timeout: u64,
+
+    /// Default vote deadline in seconds (a vote still open then is denied "timed out").
+    #[arg(long, value_name = "SECS")]
+    pub vote_deadline: Option<u64>,
+
+    /// Extra secret pattern (a regex) masked in text sent to remotes, besides the built-in ones
+    /// (private keys, common API key prefixes, password=... pairs). Repeatable.
+    #[arg(long, value_name = "REGEX")]
+    pub mask: Vec<String>,
+}
+
+impl Default for ServeArgs {
+    fn default() -> Self {
+        Self {
+            bind: DEFAULT_BIND.parse().expect("valid default"),
+            public_host: None,
+            insecure: false,
+            mint: false,
+            claude_bin: "claude".into(),
+            allowed_tool: Vec::new(),
+            agent_timeout: 600,
+            vote_deadline: None,
+            mask: Vec::new(),
+        }
+    }
+}
+
+/// Arguments of `roundtable join` / `roundtable connect`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct JoinArgs {
+    /// The share link (`roundtable://HOST:PORT/TOKEN#sha256=FINGERPRINT`).
+    pub link: String,
+
+    /// Your display name (made unique by the host: a second "Ann" becomes "Ann (2)").
+    /// Defaults to $USER.
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+
+    /// Join this session instead of the first one shared with you.
+    #[arg(long, value_name = "ID")]
+    pub session: Option<String>,
+
+    /// Machine mode: print every frame from the host as one JSON object per line, and accept
+    /// raw JSON requests on stdin (lines starting with `{`). Human messages go to stderr.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `roundtable serve`: the headless host.
+pub fn run_serve(args: ServeArgs, data_dir: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let data_dir = paths::data_dir(data_dir)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("net").build()?;
+    let code = runtime.block_on(serve::serve(args, data_dir));
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    code
+}
+
+/// `roundtable join`: the terminal client.
+pub fn run_join(args: JoinArgs, data_dir: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let data_dir = paths::data_dir(data_dir)?;
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().enable_all().worker_threads(2).thread_name("net").build()?;
+    let code = runtime.block_on(join::join(args, data_dir));
+    // stdin is read on a detached thread that may still be blocked in `read`; don't wait for it.
+    runtime.shutdown_background();
+    code
+}

@@ -1,0 +1,165 @@
+//! `roundtable scenario run`, `roundtable simulate` and `roundtable bench`: the command-line
+//! front-ends of the scenario layer (argument parsing and printing; the work is in
+//! `crate::scenario`).
+
+use crate::scenario::bench::{self, BenchKind, BenchOptions};
+use crate::scenario::simulate::{self, SimulateOptions};
+use crate::scenario::{load_all, run_scenario, RunOptions, TransportKind};
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// `roundtable scenario ...`
+#[derive(clap::Subcommand, Debug)]
+pub enum ScenarioCmd {
+    /// Run scenario files (directories expand to their *.toml files).
+    Run {
+        /// Scenario files or directories.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Override every scenario's seed.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Write the transcript (every frame to every participant, then the state digest) here.
+        #[arg(long, value_name = "FILE")]
+        transcript: Option<PathBuf>,
+        /// Transport: `memory` (in-process) or `ws` (real TLS WebSockets on loopback, through the
+        /// production server; every participant gets the same events as in memory).
+        #[arg(long, value_enum, default_value_t = TransportArg::Memory)]
+        transport: TransportArg,
+        /// Print every unmet expectation, not only the first.
+        #[arg(long)]
+        all_failures: bool,
+    },
+}
+
+/// `--transport` values.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TransportArg {
+    /// In-process: sinks record frames, client frames go straight into the engine's channel.
+    #[default]
+    Memory,
+    /// Real TLS WebSockets on loopback, through the production server.
+    Ws,
+}
+
+impl From<TransportArg> for TransportKind {
+    fn from(t: TransportArg) -> Self {
+        match t {
+            TransportArg::Memory => TransportKind::Memory,
+            TransportArg::Ws => TransportKind::Ws,
+        }
+    }
+}
+
+/// `roundtable simulate`
+#[derive(clap::Args, Debug, Clone)]
+pub struct SimulateArgs {
+    /// Number of seeds to run.
+    #[arg(long, default_value_t = 100)]
+    pub seeds: u64,
+    /// First seed.
+    #[arg(long, default_value_t = 1)]
+    pub start_seed: u64,
+    /// Steps per flow (roughly one step per 3 ticks).
+    #[arg(long, default_value_t = 300)]
+    pub ticks: u64,
+    /// Directory for minimal scenarios of failing seeds.
+    #[arg(long, default_value = ".", value_name = "DIR")]
+    pub out: PathBuf,
+    /// Do not shrink failing flows (faster).
+    #[arg(long)]
+    pub no_shrink: bool,
+}
+
+/// `roundtable bench`
+#[derive(clap::Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// Which benchmark.
+    #[arg(value_enum, default_value_t = BenchArg::Fanout)]
+    pub kind: BenchArg,
+    /// Clients in the measured run.
+    #[arg(long, default_value_t = 50)]
+    pub clients: usize,
+    /// Ticks per run.
+    #[arg(long, default_value_t = 2000)]
+    pub ticks: u64,
+}
+
+/// Available benchmarks.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BenchArg {
+    /// Ticks per second with N clients in one session, against one client.
+    Fanout,
+}
+
+impl From<BenchArg> for BenchKind {
+    fn from(b: BenchArg) -> Self {
+        match b {
+            BenchArg::Fanout => BenchKind::Fanout,
+        }
+    }
+}
+
+/// `roundtable scenario run`.
+pub fn run_cli(cmd: ScenarioCmd) -> anyhow::Result<ExitCode> {
+    let ScenarioCmd::Run { paths, seed, transcript, transport, all_failures } = cmd;
+    let scenarios = load_all(&paths)?;
+    if scenarios.is_empty() {
+        anyhow::bail!("no scenario files found in {paths:?}");
+    }
+    let options = RunOptions { seed, transport: transport.into(), ..Default::default() };
+    let mut transcript_file = match &transcript {
+        Some(p) => Some(std::io::BufWriter::new(
+            std::fs::File::create(p).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", p.display()))?,
+        )),
+        None => None,
+    };
+    let (mut passed, mut failed) = (0, 0);
+    for (path, scenario) in &scenarios {
+        let report = run_scenario(scenario, &options);
+        if report.passed() {
+            passed += 1;
+            println!("PASS {} ({} ms)", report.name, report.wall.as_millis());
+        } else {
+            failed += 1;
+            let extra = report.failures.len() - 1;
+            let more = if extra > 0 { format!(" (+{extra} more)") } else { String::new() };
+            println!("FAIL {} ({}){more}", report.name, report.failures[0]);
+            println!("     file {}, seed {}", path.display(), report.seed);
+            if all_failures {
+                for f in &report.failures[1..] {
+                    println!("     {f}");
+                }
+            }
+        }
+        if let Some(w) = transcript_file.as_mut() {
+            w.write_all(report.transcript.as_bytes())?;
+        }
+    }
+    if let Some(mut w) = transcript_file {
+        w.flush()?;
+    }
+    println!("{passed} passed, {failed} failed");
+    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// `roundtable simulate`.
+pub fn run_simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
+    let options = SimulateOptions {
+        seeds: args.seeds,
+        start_seed: args.start_seed,
+        ticks: args.ticks,
+        out: args.out,
+        no_shrink: args.no_shrink,
+    };
+    let failed = simulate::run(&options, &mut std::io::stdout().lock())?;
+    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// `roundtable bench`.
+pub fn run_bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    let options = BenchOptions { kind: args.kind.into(), clients: args.clients, ticks: args.ticks };
+    bench::run(&options, &mut std::io::stdout().lock())?;
+    Ok(ExitCode::SUCCESS)
+}

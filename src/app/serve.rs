@@ -1,0 +1,288 @@
+//! `roundtable serve`: the headless host.
+//!
+//! Starts the [`Host`] (engine thread + TLS WebSocket server), then uses the host's own
+//! in-process connection — the same protocol a remote speaks, with host rights — to make the
+//! host usable at once: register the current directory as a demo workspace when none exists,
+//! open a "Session 1" in every workspace without a session, optionally mint a link (`--mint`),
+//! and follow every session to print a readable activity log. Lines typed on stdin go to the
+//! host console ([`crate::app::console`]): chat as the host, moderate, vote, manage sessions and
+//! shares. End of stdin only turns the console off. Ctrl-C, SIGTERM or `/quit` shut down
+//! gracefully: every client gets a `closing` event and a close frame, and the engine commits a
+//! last tick.
+
+use crate::app::console::{host_roster, stdin_lines, Console};
+use crate::app::host::{write_serve_json, Host, HostOptions};
+use crate::app::render::Renderer;
+use crate::app::ServeArgs;
+use crate::net::client::{Client, ClientEvent, Events};
+use crate::persist::AgentSpec;
+use crate::protocol::*;
+use anyhow::Context;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Title of the session `serve` opens in a workspace that has none.
+pub const FIRST_SESSION_TITLE: &str = "Session 1";
+
+/// Host options from the command line (shared by `serve` and the host window).
+pub fn host_options(args: &ServeArgs, data_dir: &std::path::Path) -> anyhow::Result<HostOptions> {
+    if args.insecure && !args.bind.ip().is_loopback() {
+        anyhow::bail!(
+            "--insecure serves plain ws:// without encryption, so it is only allowed on a loopback address \
+             (e.g. --bind 127.0.0.1:7447); {} is not loopback. Drop --insecure to serve TLS (the default).",
+            args.bind
+        );
+    }
+    if let Err(e) = crate::engine::mask::Masker::new(&args.mask) {
+        anyhow::bail!("invalid --mask pattern: {e}");
+    }
+    let mut options = HostOptions::new(data_dir.to_path_buf(), args.bind);
+    options.public_host = args.public_host.clone();
+    options.insecure = args.insecure;
+    options.engine.mask_patterns = args.mask.clone();
+    options.engine.default_vote_deadline_ms = args.vote_deadline.map(|s| s * 1000);
+    options.agents.claude_binary = args.claude_bin.clone();
+    options.agents.allowed_tools = args.allowed_tool.clone();
+    options.agents.hang_timeout = std::time::Duration::from_secs(args.agent_timeout);
+    Ok(options)
+}
+
+/// What [`prepare_host`] did.
+pub struct Prepared {
+    pub workspaces: Vec<WorkspaceInfo>,
+    /// The directory registered as a demo workspace because there was none.
+    pub demo_registered: Option<String>,
+    /// The share minted on request.
+    pub minted: Option<MintShareResult>,
+}
+
+/// Makes a fresh host usable (shared by `serve` and the host window): registers the current
+/// directory as a demo workspace when none exists, opens a first session in every workspace
+/// without one, and with `mint` mints a link to every workspace.
+pub async fn prepare_host(client: &Client, mint: bool, label: &str) -> anyhow::Result<Prepared> {
+    let mut workspaces = client.call::<ListWorkspacesResult>(Method::ListWorkspaces(Empty {})).await?.workspaces;
+    let mut demo_registered = None;
+    if workspaces.is_empty() {
+        let dir = std::env::current_dir().context("cannot read the current directory")?;
+        let dir = dir.canonicalize().unwrap_or(dir);
+        let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "workspace".into());
+        client
+            .request(Method::AddWorkspace(AddWorkspaceParams {
+                name,
+                dir: dir.to_string_lossy().into_owned(),
+                agent: Some(AgentSpec::demo()),
+            }))
+            .await
+            .context("cannot register the current directory as a workspace")?;
+        demo_registered = Some(dir.display().to_string());
+        workspaces = client.call::<ListWorkspacesResult>(Method::ListWorkspaces(Empty {})).await?.workspaces;
+    }
+    let sessions = list_sessions(client).await?;
+    for w in &workspaces {
+        if !sessions.iter().any(|s| s.workspace_id == w.id) {
+            client
+                .request(Method::CreateSession(CreateSessionParams {
+                    workspace_id: w.id.clone(),
+                    title: FIRST_SESSION_TITLE.into(),
+                    vote_deadline_ms: None,
+                }))
+                .await
+                .with_context(|| format!("cannot open a session in workspace {}", w.id))?;
+        }
+    }
+    let minted = if mint && !workspaces.is_empty() {
+        let result: MintShareResult = client
+            .call(Method::MintShare(MintShareParams {
+                label: label.into(),
+                workspaces: workspaces.iter().map(|w| w.id.clone()).collect(),
+                collaborative: true,
+                consensus_required: true,
+                admission_required: false,
+                role: Role::Participant,
+                expires_in_ms: None,
+                max_uses: None,
+                vote_deadline_ms: None,
+            }))
+            .await
+            .context("cannot mint a share link")?;
+        Some(result)
+    } else {
+        None
+    };
+    Ok(Prepared { workspaces, demo_registered, minted })
+}
+
+/// Runs the headless host until Ctrl-C / SIGTERM.
+pub async fn serve(args: ServeArgs, data_dir: PathBuf) -> anyhow::Result<ExitCode> {
+    let options = host_options(&args, &data_dir)?;
+    let (mut host, mut events) = Host::start(options).await?;
+    write_serve_json(&data_dir, &host.link_authority, args.insecure)?;
+
+    let mut log = Renderer::new(false);
+    log.prefix_sessions = true;
+    let setup = setup(&host.client, &mut log, &args).await;
+    let setup = match setup {
+        Ok(s) => s,
+        Err(e) => {
+            host.shutdown().await;
+            return Err(e);
+        }
+    };
+    print_banner(&host, &data_dir, &args, &setup);
+    if args.bind.ip().is_unspecified() && args.public_host.is_none() {
+        say(&format!(
+            "note: listening on every interface, but links name {}; pass --public-host with an address the others can reach\n",
+            host.link_authority
+        ));
+    }
+
+    let current = setup.sessions.first().map(|s| s.id.clone());
+    let mut console = Console::new(host.client.clone(), current);
+    let outcome = watch(&mut host, &mut events, &mut log, &mut console).await;
+    say("shutting down: closing connections and saving state…\n");
+    host.shutdown().await;
+    say("stopped.\n");
+    outcome
+}
+
+/// Prints activity and runs console lines until a stop signal or `/quit`; returns the exit code.
+async fn watch(
+    host: &mut Host,
+    events: &mut Events,
+    log: &mut Renderer,
+    console: &mut Console,
+) -> anyhow::Result<ExitCode> {
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot install the SIGTERM handler")?;
+    let mut stdin = stdin_lines();
+    let mut reading = true;
+    loop {
+        tokio::select! {
+            _ = &mut ctrl_c => return Ok(ExitCode::SUCCESS),
+            _ = term.recv() => return Ok(ExitCode::SUCCESS),
+            _ = host.engine_stopped() => anyhow::bail!("the engine stopped unexpectedly (see the log above)"),
+            line = stdin.recv(), if reading => match line {
+                Some(line) => {
+                    let reply = console.line(&line, log).await;
+                    say(&reply.text);
+                    if reply.quit {
+                        return Ok(ExitCode::SUCCESS);
+                    }
+                }
+                None => {
+                    // No more input (`< /dev/null`, a closed pipe, CI): keep serving.
+                    reading = false;
+                    say("* stdin closed: the host console is off; the host keeps running (stop it with Ctrl-C)\n");
+                }
+            },
+            ev = events.recv() => match ev {
+                Some(ClientEvent::Event { mut frame, .. }) => {
+                    if let Event::Snapshot(snapshot) = &mut frame.body {
+                        // The host's row is marked `you`; the activity log speaks of nobody as "you".
+                        snapshot.roster.iter_mut().for_each(|r| r.you = false);
+                    }
+                    say(&log.event(&frame));
+                    say(&console.after_event(&frame).await);
+                }
+                Some(ClientEvent::Closed { reason }) => {
+                    anyhow::bail!("the engine closed the host connection ({})", reason.unwrap_or_default())
+                }
+                Some(_) => {}
+                None => anyhow::bail!("the host connection ended"),
+            },
+        }
+    }
+}
+
+/// Writes to stdout, ignoring failures: a closed pipe (`serve | head`) must not stop the host
+/// or interrupt its graceful shutdown.
+pub fn say(text: &str) {
+    if !text.is_empty() {
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(text.as_bytes());
+        let _ = out.flush();
+    }
+}
+
+/// What `setup` found and did, for the banner.
+struct Setup {
+    workspaces: Vec<WorkspaceInfo>,
+    sessions: Vec<SessionInfo>,
+    demo_registered: Option<String>,
+    minted: Option<String>,
+}
+
+/// Makes a fresh host usable: a workspace, a session per workspace, an optional link; then
+/// follows every session for the activity log.
+async fn setup(client: &Client, log: &mut Renderer, args: &ServeArgs) -> anyhow::Result<Setup> {
+    let prepared = prepare_host(client, args.mint, "serve --mint").await?;
+    // The host is always present in its sessions and receives their events without joining;
+    // the renderer learns titles and who is in (restored participants included), for names.
+    let sessions = list_sessions(client).await?;
+    for s in &sessions {
+        let joined = host_roster(client, &s.id).await?;
+        log.joined(&joined.session, &joined.roster);
+    }
+    Ok(Setup {
+        workspaces: prepared.workspaces,
+        sessions,
+        demo_registered: prepared.demo_registered,
+        minted: prepared.minted.and_then(|m| m.link),
+    })
+}
+
+async fn list_sessions(client: &Client) -> anyhow::Result<Vec<SessionInfo>> {
+    let params = ListSessionsParams { workspace_id: None };
+    Ok(client.call::<ListSessionsResult>(Method::ListSessions(params)).await?.sessions)
+}
+
+fn print_banner(host: &Host, data_dir: &std::path::Path, args: &ServeArgs, setup: &Setup) {
+    let mut out = String::new();
+    use std::fmt::Write as _;
+    let _ = writeln!(out, "roundtable host running (headless)");
+    match &host.fingerprint {
+        Some(fp) => {
+            let _ = writeln!(out, "  listening on {} — TLS, certificate sha256={fp}", host.local_addr);
+        }
+        None => {
+            let _ = writeln!(out, "  listening on {} — plain ws:// (--insecure, loopback only)", host.local_addr);
+        }
+    }
+    let _ = writeln!(out, "  data directory: {}", data_dir.display());
+    if let Some(dir) = &setup.demo_registered {
+        let _ = writeln!(
+            out,
+            "  no workspace was registered, so the current directory {dir} was registered with the built-in demo agent.\n  \
+             Register your own with: roundtable workspace add DIR"
+        );
+    }
+    for w in &setup.workspaces {
+        let sessions: Vec<String> = setup
+            .sessions
+            .iter()
+            .filter(|s| s.workspace_id == w.id)
+            .map(|s| format!("{} \"{}\"", s.id, s.title))
+            .collect();
+        let _ = writeln!(out, "  workspace {} \"{}\" ({} agent): {}", w.id, w.name, w.agent, sessions.join(", "));
+    }
+    match &setup.minted {
+        Some(link) => {
+            let _ = writeln!(out, "share link (shown once — send it to the people you invite):\n  {link}");
+            let _ = writeln!(out, "  they run: roundtable join '{link}' --name THEIR_NAME");
+        }
+        None if args.mint => {}
+        None => {
+            let _ = writeln!(out, "mint a share link with: roundtable share mint   (or restart with --mint)");
+        }
+    }
+    if let Some(s) = setup.sessions.first() {
+        let _ = writeln!(out, "host console: type a line to chat in {} \"{}\", or /help for commands", s.id, s.title);
+    } else {
+        let _ = writeln!(out, "host console: type /help for commands");
+    }
+    let _ = writeln!(out, "activity follows; stop with /quit or Ctrl-C");
+    say(&out);
+}

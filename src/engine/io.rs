@@ -1,0 +1,50 @@
+//! The engine's edges: what enters it ([`Inbound`]) and where its frames leave ([`FrameSink`]).
+//!
+//! Transports (the WebSocket server, the in-memory scenario transport, the test harness)
+//! implement [`FrameSink`] and send [`Inbound`]s; the core never sees a socket.
+
+use super::agent::AgentOutput;
+use crate::ids::ConnId;
+use std::sync::Arc;
+
+/// A serialised frame, shared by every recipient (serialised once per tick, not per recipient).
+pub type Frame = Arc<str>;
+
+/// Where the engine hands a connection's frames. Implemented by the transports (WebSocket,
+/// in-memory). Must never block.
+pub trait FrameSink: Send + Sync {
+    /// Offers a frame. Returns false when the transport's queue is full; the engine keeps the
+    /// frame in its outbox and offers it again next tick.
+    fn try_send(&self, frame: &Frame) -> bool;
+    /// Closes the connection after the frames already accepted (with a close reason).
+    fn close(&self, reason: &str);
+}
+
+/// Everything that enters the engine.
+pub enum Inbound {
+    /// A transport accepted a connection. `addr` is the source address (`ip:port`).
+    Opened { conn: ConnId, addr: String, sink: Arc<dyn FrameSink> },
+    /// The host's own in-process connection (UI, scenario runner): authenticated as `host`.
+    OpenedHost { conn: ConnId, sink: Arc<dyn FrameSink> },
+    /// A text frame from a connection.
+    Frame { conn: ConnId, text: String },
+    /// The transport closed (socket dropped, client went away).
+    Closed { conn: ConnId },
+    /// Output of an external agent backend.
+    Agent(AgentOutput),
+    /// Shares were edited outside the engine (CLI); reload them from the store.
+    SharesChanged,
+}
+
+impl std::fmt::Debug for Inbound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Inbound::Opened { conn, addr, .. } => write!(f, "Opened({conn}, {addr})"),
+            Inbound::OpenedHost { conn, .. } => write!(f, "OpenedHost({conn})"),
+            Inbound::Frame { conn, text } => write!(f, "Frame({conn}, {} bytes)", text.len()),
+            Inbound::Closed { conn } => write!(f, "Closed({conn})"),
+            Inbound::Agent(o) => write!(f, "Agent({o:?})"),
+            Inbound::SharesChanged => write!(f, "SharesChanged"),
+        }
+    }
+}

@@ -1,0 +1,188 @@
+//! The engine: one `World`, one `Schedule`, one tick.
+//!
+//! ```text
+//! Ingest → Access → Presence → Moderation → Turn → Agent → Votes → Persist → Broadcast → Check
+//! ```
+//!
+//! Everything inbound (frames, connection open/close, agent output, share edits from the CLI)
+//! arrives as an [`Inbound`] on a crossbeam channel and is drained by the ingest system at the
+//! start of a tick. Frames leave through each connection's bounded outbox into its
+//! [`FrameSink`] after the tick's writes were committed by the persist system. Time is the
+//! [`Clock`] resource, advanced only by the driver ([`Engine::tick`]).
+//!
+//! The installers at the bottom of this file list every system in one place.
+//!
+//! This folder is the core layer (docs/ARCHITECTURE.md): it depends only on `protocol`, `ids`,
+//! `token` and the `persist` contract. Its parts:
+//!
+//! - [`config`]: [`EngineConfig`], the settings every system may read.
+//! - [`io`]: [`Inbound`] and [`FrameSink`], the edges transports plug into.
+//! - [`agent`]: the agent contract ([`AgentRuntime`], [`InTickAgent`]) backends implement.
+//! - [`mask`]: the secret-masking rules applied to everything sent to remotes.
+//! - [`schedule`]: [`TickSet`] and the [`Installer`] contract.
+//! - [`components`], [`systems`]: the domain data and one system per rule.
+
+pub mod agent;
+pub mod components;
+pub mod config;
+pub mod io;
+pub mod mask;
+pub mod schedule;
+pub mod systems;
+
+pub use agent::{AgentRuntime, InTickAgent};
+pub use config::EngineConfig;
+pub use io::{Frame, FrameSink, Inbound};
+pub use schedule::{Installer, TickSet};
+pub use systems::resources::*;
+
+use crate::persist::{PersistBatch, Store, StoreError};
+use agent::NoExternalAgents;
+use bevy_ecs::prelude::*;
+use bevy_ecs::schedule::{LogLevel, ScheduleBuildSettings, SingleThreadedExecutor};
+use crossbeam_channel::{Receiver, Sender};
+use rand::SeedableRng;
+
+/// The engine: a world, its schedule, the inbound channel and the store.
+pub struct Engine {
+    pub world: World,
+    schedule: Schedule,
+    tx: Sender<Inbound>,
+}
+
+impl Engine {
+    /// Builds an engine, restoring state from `store`. Turns and votes left open by a previous
+    /// run (whose agent is gone) are closed with a reason in the first tick.
+    pub fn new(config: EngineConfig, mut store: Box<dyn Store>) -> Result<Engine, StoreError> {
+        let restored = store.load()?;
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let mut world = World::new();
+        world.insert_resource(Clock::default());
+        world.insert_resource(EngineRng(rand_chacha::ChaCha20Rng::seed_from_u64(config.seed)));
+        world.insert_resource(Inbox(rx));
+        world.insert_resource(InboxSender(tx.clone()));
+        world.insert_resource(PersistBatch::default());
+        world.insert_resource(StoreRes(std::sync::Mutex::new(store)));
+        world.insert_resource(Agents {
+            in_tick: Default::default(),
+            external: std::sync::Mutex::new(Box::new(NoExternalAgents { tx: tx.clone() })),
+            queued: Vec::new(),
+        });
+        world.insert_resource(config);
+        let mut schedule = Schedule::default();
+        schedule.set_executor(SingleThreadedExecutor::new());
+        // In tests and scenarios an unordered pair of conflicting systems is an error, not a
+        // heisenbug waiting to happen.
+        let ambiguity =
+            if world.resource::<EngineConfig>().check_invariants { LogLevel::Error } else { LogLevel::Ignore };
+        schedule.set_build_settings(ScheduleBuildSettings { ambiguity_detection: ambiguity, ..Default::default() });
+        schedule.configure_sets(
+            (
+                TickSet::Ingest,
+                TickSet::Access,
+                TickSet::Presence,
+                TickSet::Moderation,
+                TickSet::Turn,
+                TickSet::Agent,
+                TickSet::Votes,
+                TickSet::Persist,
+                TickSet::Broadcast,
+                TickSet::Check,
+            )
+                .chain(),
+        );
+        for installer in installers() {
+            installer.install(&mut world, &mut schedule);
+        }
+        systems::restore::restore_world(&mut world, restored);
+        Ok(Engine { world, schedule, tx })
+    }
+
+    /// A sender for inbound commands (transports, agents, CLI watchers).
+    pub fn sender(&self) -> Sender<Inbound> {
+        self.tx.clone()
+    }
+
+    /// Replaces the external agent runtime (claude, command backends).
+    pub fn set_agent_runtime(&mut self, runtime: Box<dyn AgentRuntime>) {
+        self.world.resource_mut::<Agents>().external = std::sync::Mutex::new(runtime);
+    }
+
+    /// Registers an agent that runs inside the tick for sessions whose backend is `kind`
+    /// (the built-in `demo` agent: `crate::agent::install_builtin`).
+    pub fn add_in_tick_agent(&mut self, kind: &str, agent: Box<dyn InTickAgent>) {
+        self.world.resource_mut::<Agents>().in_tick.insert(kind.to_string(), agent);
+    }
+
+    /// Runs one tick at time `now_ms` (must not go backwards; a backwards clock is held).
+    pub fn tick(&mut self, now_ms: u64) {
+        {
+            let mut clock = self.world.resource_mut::<Clock>();
+            clock.now = clock.now.max(now_ms);
+            clock.tick += 1;
+        }
+        self.schedule.run(&mut self.world);
+        systems::resources::update_messages(&mut self.world);
+    }
+
+    /// Current engine time.
+    pub fn now(&self) -> u64 {
+        self.world.resource::<Clock>().now
+    }
+
+    /// Whether the engine has inbound work waiting.
+    pub fn has_input(&self) -> bool {
+        !self.world.resource::<Inbox>().0.is_empty() || !self.world.resource::<systems::ingest::Deferred>().0.is_empty()
+    }
+
+    /// Blocks until inbound work is waiting or `timeout` passed (does not consume anything).
+    /// Returns whether input is waiting. Real-time drivers call this between ticks.
+    pub fn wait_for_input(&self, timeout: std::time::Duration) -> bool {
+        if !self.world.resource::<systems::ingest::Deferred>().0.is_empty() {
+            return true;
+        }
+        let rx = &self.world.resource::<Inbox>().0;
+        let mut sel = crossbeam_channel::Select::new();
+        sel.recv(rx);
+        sel.ready_timeout(timeout).is_ok()
+    }
+
+    /// The inbound receiver.
+    pub fn inbox(&self) -> Receiver<Inbound> {
+        self.world.resource::<Inbox>().0.clone()
+    }
+
+    /// Takes the store back (the scenario runner uses this to simulate a host restart).
+    pub fn into_store(mut self) -> Box<dyn Store> {
+        self.world
+            .remove_resource::<StoreRes>()
+            .expect("store present")
+            .0
+            .into_inner()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Invariant violations seen so far (empty when healthy).
+    pub fn violations(&self) -> Vec<String> {
+        self.world.resource::<Violations>().0.clone()
+    }
+
+    /// A stable, human-readable digest of the domain state (for transcripts and tests).
+    pub fn state_digest(&mut self) -> String {
+        systems::digest::state_digest(&mut self.world)
+    }
+}
+
+/// Every installer, in one place.
+fn installers() -> Vec<Box<dyn Installer>> {
+    vec![
+        Box::new(systems::CoreInstaller),
+        Box::new(systems::AccessInstaller),
+        Box::new(systems::PresenceInstaller),
+        Box::new(systems::ModerationInstaller),
+        Box::new(systems::TurnInstaller),
+        Box::new(systems::AgentInstaller),
+        Box::new(systems::VotesInstaller),
+        Box::new(systems::DeliveryInstaller),
+    ]
+}

@@ -1,0 +1,143 @@
+//! Agent I/O: hands this tick's commands to the agents, steps the demo agent, and applies agent
+//! output: streamed text goes to everyone as `agent_delta`, requests open votes, the end of a
+//! turn posts the reply and releases the lock. Output for a turn that is no longer running
+//! (cancelled, holder gone) is ignored.
+
+use super::resources::*;
+use super::turn_lock::end_turn;
+use crate::engine::agent::{AgentCommand, AgentEvent, AgentOutput};
+use crate::engine::components::*;
+use crate::persist::PersistBatch;
+use crate::protocol::Event;
+use crate::protocol::*;
+use bevy_ecs::prelude::*;
+use std::sync::Arc;
+
+/// Dispatches queued commands: sessions whose backend runs in the tick to that agent, every
+/// other backend to the external runtime.
+pub fn dispatch_agent_commands(mut agents: ResMut<Agents>, index: Res<Index>, sessions: Query<&Session>) {
+    let queued = std::mem::take(&mut agents.queued);
+    for cmd in queued {
+        let session = match &cmd {
+            AgentCommand::StartTurn { session, .. }
+            | AgentCommand::Resolve { session, .. }
+            | AgentCommand::Cancel { session, .. } => session,
+        };
+        let Some(kind) = index.sessions.get(session).and_then(|&e| sessions.get(e).ok()).map(|s| s.agent.kind.clone())
+        else {
+            tracing::debug!(%session, "agent command for an unknown session dropped");
+            continue;
+        };
+        match agents.in_tick.get_mut(&kind) {
+            Some(agent) => agent.handle(cmd),
+            None => agents.external.get_mut().unwrap_or_else(|e| e.into_inner()).send(cmd),
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn apply_agent_output(
+    mut external: MessageReader<AgentMsg>,
+    clock: Res<Clock>,
+    index: Res<Index>,
+    mut agents: ResMut<Agents>,
+    mut counters: ResMut<Counters>,
+    mut sessions: Query<(&mut Session, &mut TurnLock, &mut EventLog, &mut History)>,
+    mut staged: ResMut<Staged>,
+    mut batch: ResMut<PersistBatch>,
+    mut votes: MessageWriter<VoteRequested>,
+    mut closed: MessageWriter<TurnClosed>,
+    mut withdrawn: MessageWriter<VoteWithdrawn>,
+) {
+    let mut outputs: Vec<AgentOutput> = external.read().map(|m| m.0.clone()).collect();
+    for agent in agents.in_tick.values_mut() {
+        outputs.extend(agent.step());
+    }
+    // Sessions whose streamed text grew: their row is saved once at the end of the tick, so a
+    // host killed mid-turn can still post what everyone already saw.
+    let mut streamed: std::collections::BTreeSet<crate::ids::SessionId> = Default::default();
+    for out in outputs {
+        let Some(&se) = index.sessions.get(&out.session) else { continue };
+        let Ok((mut session, mut lock, mut log, mut history)) = sessions.get_mut(se) else { continue };
+        if lock.holder.is_none() || lock.turn_id != out.turn_id {
+            tracing::debug!(session = %out.session, turn = out.turn_id, "stale agent output ignored");
+            continue;
+        }
+        match out.event {
+            AgentEvent::Delta(text) => {
+                if text.is_empty() {
+                    continue;
+                }
+                lock.streamed.push_str(&text);
+                streamed.insert(out.session.clone());
+                let body = Event::AgentDelta(AgentDelta { turn_id: out.turn_id, text: text.clone() });
+                let frame = Arc::from(EventFrame { session_id: Some(out.session.clone()), seq: None, body }.to_json());
+                staged.0.push(Outgoing::Delta { session: out.session.clone(), turn_id: out.turn_id, text, frame });
+            }
+            AgentEvent::Plan { request_id, plan } => {
+                votes.write(VoteRequested {
+                    session: out.session,
+                    turn_id: out.turn_id,
+                    request_id,
+                    subject: VoteSubject::Plan { plan },
+                });
+            }
+            AgentEvent::Question { request_id, questions } => {
+                votes.write(VoteRequested {
+                    session: out.session,
+                    turn_id: out.turn_id,
+                    request_id,
+                    subject: VoteSubject::Question { questions },
+                });
+            }
+            AgentEvent::ToolRequest { request_id, tool, input } => {
+                votes.write(VoteRequested {
+                    session: out.session,
+                    turn_id: out.turn_id,
+                    request_id,
+                    subject: VoteSubject::Tool { tool, input },
+                });
+            }
+            AgentEvent::Withdrawn { request_id } => {
+                withdrawn.write(VoteWithdrawn { session: out.session, turn_id: out.turn_id, request_id });
+            }
+            AgentEvent::Done => {
+                end_turn(
+                    &mut session,
+                    &mut lock,
+                    &mut log,
+                    &mut history,
+                    TurnEndReason::Completed,
+                    None,
+                    clock.now,
+                    &mut counters,
+                    &mut batch,
+                    &mut staged,
+                    &mut closed,
+                );
+            }
+            AgentEvent::Failed(reason) => {
+                end_turn(
+                    &mut session,
+                    &mut lock,
+                    &mut log,
+                    &mut history,
+                    TurnEndReason::Failed,
+                    Some(reason),
+                    clock.now,
+                    &mut counters,
+                    &mut batch,
+                    &mut staged,
+                    &mut closed,
+                );
+            }
+        }
+    }
+    for sid in streamed {
+        if let Some((session, lock, log, _)) = index.sessions.get(&sid).and_then(|&e| sessions.get(e).ok()) {
+            if lock.holder.is_some() {
+                batch.push(crate::persist::StoreOp::PutSession(session.row(lock, log)));
+            }
+        }
+    }
+}

@@ -1,0 +1,291 @@
+//! Rule: pairing. A token authenticates against exactly one usable share (hash compared in
+//! constant time); expired, exhausted, revoked and wrong tokens fail identically; 5 failures per
+//! source address per minute lead to `rate_limited`; a resume token within grace keeps the
+//! participant; 1:1 shares admit one remote at a time; admission shares park newcomers in a lobby.
+
+use super::resources::*;
+use super::util::{addr_key, emit, reply_err, reply_ok, send_direct, valid_display_name};
+use crate::engine::components::{AuthState, Connection, EventLog, Participant, Presence, Share};
+use crate::engine::config::EngineConfig;
+use crate::ids::{ConnId, ParticipantId};
+use crate::persist::{AuditRow, PersistBatch, StoreOp};
+use crate::protocol::Event;
+use crate::protocol::*;
+use crate::token;
+use bevy_ecs::prelude::*;
+use std::collections::BTreeSet;
+
+/// How long a failed attempt counts against its address.
+pub const FAILURE_WINDOW_MS: u64 = 60_000;
+
+#[allow(clippy::too_many_arguments)]
+pub fn authenticate(
+    mut requests: MessageReader<Incoming>,
+    clock: Res<Clock>,
+    config: Res<EngineConfig>,
+    mut rng: ResMut<EngineRng>,
+    mut index: ResMut<Index>,
+    mut counters: ResMut<Counters>,
+    mut failures: ResMut<AuthFailures>,
+    mut conns: Query<&mut Connection>,
+    mut participants: Query<&mut Participant>,
+    mut shares: Query<&mut Share>,
+    mut logs: Query<&mut EventLog>,
+    mut commands: Commands,
+    mut staged: ResMut<Staged>,
+    mut batch: ResMut<PersistBatch>,
+) {
+    let now = clock.now;
+    // Participants created earlier in this same tick (their entities appear after the system).
+    let mut fresh: Vec<(String, crate::ids::ShareId)> = Vec::new();
+    for req in requests.read() {
+        let Method::Authenticate(params) = &req.method else { continue };
+        let Some(&ce) = index.conns.get(&req.conn) else { continue };
+        let Ok(addr) = conns.get(ce).map(|c| addr_key(&c.addr)) else { continue };
+
+        let window = failures.0.entry(addr.clone()).or_default();
+        while window.front().is_some_and(|&t| t + FAILURE_WINDOW_MS <= now) {
+            window.pop_front();
+        }
+        if window.len() >= config.auth_failures_per_minute {
+            reply_err(
+                &mut staged,
+                req.conn,
+                &req.id,
+                ErrorCode::RateLimited,
+                "too many failed authentications from your address; wait a minute",
+            );
+            continue;
+        }
+        let name = match valid_display_name(&params.display_name) {
+            Ok(n) => n,
+            Err(m) => {
+                reply_err(&mut staged, req.conn, &req.id, ErrorCode::InvalidParams, m);
+                continue;
+            }
+        };
+
+        // 1. Resume an existing participant.
+        if let Some(resume) = &params.resume_token {
+            let found = index.participants.iter().find_map(|(id, &pe)| {
+                let p = participants.get(pe).ok()?;
+                let ok = p.role != Role::Host && p.resume_hash.is_some_and(|h| token::matches(resume, &h));
+                ok.then(|| (id.clone(), pe))
+            });
+            if let Some((pid, pe)) = found {
+                let share_alive = participants
+                    .get(pe)
+                    .ok()
+                    .and_then(|p| p.share.clone())
+                    .and_then(|s| index.shares.get(&s).copied())
+                    .and_then(|se| shares.get(se).ok())
+                    .is_some_and(|s| !s.dead(now));
+                if share_alive {
+                    let mut p = participants.get_mut(pe).expect("indexed participant");
+                    let was_grace = matches!(p.presence, Presence::Grace { .. });
+                    p.presence = match p.presence {
+                        Presence::Connected(n) => Presence::Connected(n + 1),
+                        _ => Presence::Connected(1),
+                    };
+                    if let Ok(mut c) = conns.get_mut(ce) {
+                        c.auth = AuthState::Authenticated(pid.clone());
+                    }
+                    let connections = match p.presence {
+                        Presence::Connected(n) => n,
+                        _ => 0,
+                    };
+                    if was_grace {
+                        for s in p.sessions.clone() {
+                            if let Some(mut log) = index.sessions.get(&s).and_then(|&e| logs.get_mut(e).ok()) {
+                                emit(
+                                    &mut log,
+                                    &s,
+                                    Event::PresenceChanged(PresenceChanged {
+                                        participant_id: pid.clone(),
+                                        presence: PresenceState::Connected,
+                                        connections,
+                                    }),
+                                    &mut batch,
+                                    &mut staged,
+                                );
+                            }
+                        }
+                    }
+                    reply_ok(
+                        &mut staged,
+                        req.conn,
+                        &req.id,
+                        AuthenticateResult {
+                            participant_id: pid.clone(),
+                            display_name: p.display_name.clone(),
+                            role: p.role,
+                            resume_token: resume.clone(),
+                            admission: p.admission,
+                            protocol_version: PROTOCOL_VERSION,
+                            resumed: true,
+                        },
+                    );
+                    continue;
+                }
+            }
+        }
+
+        // 2. A pairing token.
+        let share_entity =
+            index.shares.values().copied().find(|&se| {
+                shares.get(se).is_ok_and(|s| token::matches(&params.token, &s.token_hash) && s.usable(now))
+            });
+        let Some(se) = share_entity else {
+            failures.0.entry(addr.clone()).or_default().push_back(now);
+            tracing::info!(%addr, "authentication failed");
+            reply_err(&mut staged, req.conn, &req.id, ErrorCode::Unauthenticated, "invalid, expired or revoked token");
+            continue;
+        };
+        let share = shares.get(se).expect("found above").clone();
+        let live: Vec<&Participant> = participants
+            .iter()
+            .filter(|p| p.share.as_ref() == Some(&share.id) && !matches!(p.presence, Presence::Gone))
+            .collect();
+        let fresh_on_share = fresh.iter().filter(|(_, s)| *s == share.id).count();
+        if !share.collaborative && (!live.is_empty() || fresh_on_share > 0) {
+            reply_err(
+                &mut staged,
+                req.conn,
+                &req.id,
+                ErrorCode::ShareInUse,
+                "this 1:1 share is in use by another person",
+            );
+            continue;
+        }
+        let live_conns: u32 = live
+            .iter()
+            .map(|p| match p.presence {
+                Presence::Connected(n) => n,
+                _ => 0,
+            })
+            .sum();
+        if live_conns as usize + fresh_on_share >= config.max_connections_per_share {
+            reply_err(&mut staged, req.conn, &req.id, ErrorCode::ShareInUse, "this share has too many connections");
+            continue;
+        }
+
+        // Display names are unique among everyone present: "Ann", "Ann (2)", ...
+        let taken: BTreeSet<String> = participants
+            .iter()
+            .filter(|p| !matches!(p.presence, Presence::Gone))
+            .map(|p| p.display_name.to_lowercase())
+            .chain(fresh.iter().map(|(n, _)| n.clone()))
+            .collect();
+        let display_name = unique_name(&name, &taken);
+        fresh.push((display_name.to_lowercase(), share.id.clone()));
+
+        counters.participant += 1;
+        let pid = ParticipantId::nth(counters.participant);
+        let resume_token = token::generate(&mut rng.0);
+        let admission = if share.admission_required { Admission::Pending } else { Admission::Admitted };
+        let participant = Participant {
+            id: pid.clone(),
+            display_name: display_name.clone(),
+            role: share.role,
+            share: Some(share.id.clone()),
+            muted: false,
+            admission,
+            sessions: BTreeSet::new(),
+            presence: Presence::Connected(1),
+            resume_hash: Some(token::hash(&resume_token)),
+        };
+        batch.push(StoreOp::PutParticipant(participant.row()));
+        let pe = commands.spawn(participant).id();
+        index.participants.insert(pid.clone(), pe);
+        {
+            let mut s = shares.get_mut(se).expect("found above");
+            s.uses += 1;
+            batch.push(StoreOp::PutShare(s.row()));
+        }
+        if let Ok(mut c) = conns.get_mut(ce) {
+            c.auth = AuthState::Authenticated(pid.clone());
+        }
+        batch.push(StoreOp::Audit(AuditRow {
+            at: now,
+            actor: pid.to_string(),
+            action: "authenticated".into(),
+            target: share.id.to_string(),
+            detail: format!("{display_name} ({})", admission_str(admission)),
+        }));
+        if admission == Admission::Pending {
+            notify_host_lobby(&index, &conns, &mut staged, &pid, &display_name, &share.id, Admission::Pending);
+        }
+        reply_ok(
+            &mut staged,
+            req.conn,
+            &req.id,
+            AuthenticateResult {
+                participant_id: pid,
+                display_name,
+                role: share.role,
+                resume_token,
+                admission,
+                protocol_version: PROTOCOL_VERSION,
+                resumed: false,
+            },
+        );
+    }
+}
+
+fn admission_str(a: Admission) -> &'static str {
+    match a {
+        Admission::Admitted => "admitted",
+        Admission::Pending => "waiting in lobby",
+        Admission::Refused => "refused",
+    }
+}
+
+/// `name`, or `name (2)`, `name (3)`, ... — the first not in `taken` (compared case-insensitively).
+pub fn unique_name(name: &str, taken: &BTreeSet<String>) -> String {
+    if !taken.contains(&name.to_lowercase()) {
+        return name.to_string();
+    }
+    (2..).map(|n| format!("{name} ({n})")).find(|c| !taken.contains(&c.to_lowercase())).expect("unbounded")
+}
+
+/// Tells every host connection about a lobby change.
+pub fn notify_host_lobby(
+    index: &Index,
+    conns: &Query<&mut Connection>,
+    staged: &mut Staged,
+    pid: &ParticipantId,
+    name: &str,
+    share: &crate::ids::ShareId,
+    admission: Admission,
+) {
+    let host_conns: Vec<ConnId> =
+        index.conns.values().filter_map(|&e| conns.get(e).ok()).filter(|c| c.is_host).map(|c| c.id).collect();
+    for conn in host_conns {
+        send_direct(
+            staged,
+            conn,
+            None,
+            Event::Lobby(LobbyEvent {
+                participant_id: pid.clone(),
+                display_name: name.to_string(),
+                share_id: share.clone(),
+                admission,
+            }),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn second_ann_becomes_ann_2() {
+        let mut taken = BTreeSet::new();
+        assert_eq!(unique_name("Ann", &taken), "Ann");
+        taken.insert("ann".to_string());
+        assert_eq!(unique_name("Ann", &taken), "Ann (2)");
+        taken.insert("ann (2)".to_string());
+        assert_eq!(unique_name("ann", &taken), "ann (3)");
+    }
+}

@@ -1,0 +1,240 @@
+//! Broadcast: releases the tick's staged frames into per-connection bounded outboxes and offers
+//! them to the transports.
+//!
+//! Each event was serialised once (an `Arc<str>` shared by every recipient). A slow consumer
+//! never slows the tick or other clients: frames the transport refuses stay in that connection's
+//! outbox; consecutive agent deltas there are coalesced; when the outbox still overflows, the
+//! session's queued events are dropped and the client gets `resync_required` with its last
+//! delivered seq, then catches up with `join_session(since_seq)` — nothing is lost.
+//!
+//! Secret masking: every frame sent to a remote (live, replayed or in a snapshot) has common
+//! secret shapes masked in its strings; the host's own connection gets the original. The masked
+//! copy is also made once per frame per tick. Streamed deltas go through a per-turn
+//! `StreamMasker`, so a secret split across chunks is still masked.
+
+use super::resources::*;
+use crate::engine::components::*;
+use crate::engine::io::Frame;
+use crate::engine::mask::{Masker, StreamMasker};
+use crate::ids::{ConnId, SessionId};
+use crate::protocol::{Closing, Event, EventFrame, ResyncRequired};
+use bevy_ecs::prelude::*;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// The masker and the per-turn stream maskers for agent deltas sent to remotes.
+#[derive(Resource)]
+pub struct SecretMask {
+    pub masker: Masker,
+    pub streams: BTreeMap<SessionId, (u64, StreamMasker)>,
+}
+
+/// Masks every string in a frame; `None` when nothing needed masking.
+pub fn mask_frame(masker: &Masker, frame: &str) -> Option<Frame> {
+    fn walk(v: &mut Value, masker: &Masker, changed: &mut bool) {
+        match v {
+            Value::String(s) => {
+                let m = masker.mask(s);
+                if m != *s {
+                    *s = m;
+                    *changed = true;
+                }
+            }
+            Value::Array(a) => a.iter_mut().for_each(|x| walk(x, masker, changed)),
+            Value::Object(o) => o.values_mut().for_each(|x| walk(x, masker, changed)),
+            _ => {}
+        }
+    }
+    let mut value: Value = serde_json::from_str(frame).ok()?;
+    let mut changed = false;
+    walk(&mut value, masker, &mut changed);
+    changed.then(|| Arc::from(value.to_string()))
+}
+
+/// The remote copy of a frame, computed once per frame (keyed by its allocation).
+fn remote_copy(cache: &mut BTreeMap<usize, Frame>, masker: &Masker, frame: &Frame) -> Frame {
+    let key = Arc::as_ptr(frame) as *const u8 as usize;
+    cache.entry(key).or_insert_with(|| mask_frame(masker, frame).unwrap_or_else(|| frame.clone())).clone()
+}
+
+fn event_frame(session: Option<SessionId>, body: Event) -> Frame {
+    Arc::from(EventFrame { session_id: session, seq: None, body }.to_json())
+}
+
+/// Queues a seq'd session event, entering resync on overflow.
+fn enqueue_session(outbox: &mut Outbox, session: &SessionId, seq: u64, frame: &Frame) {
+    if outbox.resync.contains_key(session) || outbox.queued.get(session).is_some_and(|&q| seq <= q) {
+        return;
+    }
+    outbox.queued.insert(session.clone(), seq);
+    if outbox.queue.len() >= Outbox::CAPACITY {
+        let last = outbox.delivered.get(session).copied().unwrap_or(0);
+        outbox.queue.retain(|f| match &f.kind {
+            OutKind::Session { session: s, .. } | OutKind::Delta { session: s, .. } => s != session,
+            OutKind::Direct => true,
+        });
+        outbox.resync.insert(session.clone(), last);
+        outbox.queue.push_back(OutFrame {
+            frame: event_frame(Some(session.clone()), Event::ResyncRequired(ResyncRequired { last_seq: last })),
+            kind: OutKind::Direct,
+        });
+        return;
+    }
+    outbox.queue.push_back(OutFrame { frame: frame.clone(), kind: OutKind::Session { session: session.clone(), seq } });
+}
+
+/// Queues a delta, merging it into a waiting delta of the same turn (the consumer is behind).
+fn enqueue_delta(outbox: &mut Outbox, session: &SessionId, turn_id: u64, text: &str, frame: &Frame) {
+    if outbox.resync.contains_key(session) {
+        return;
+    }
+    if let Some(OutFrame { kind: OutKind::Delta { session: s, turn_id: t, text: prev, stale }, .. }) =
+        outbox.queue.back_mut()
+    {
+        if s == session && *t == turn_id {
+            // Only the text grows here; re-serialising on every merge would be quadratic.
+            prev.push_str(text);
+            *stale = true;
+            return;
+        }
+    }
+    if outbox.queue.len() >= Outbox::CAPACITY {
+        // Deltas are previews; the authoritative text arrives in the agent's message.
+        return;
+    }
+    outbox.queue.push_back(OutFrame {
+        frame: frame.clone(),
+        kind: OutKind::Delta { session: session.clone(), turn_id, text: text.to_string(), stale: false },
+    });
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn broadcast(
+    mut staged: ResMut<Staged>,
+    index: Res<Index>,
+    participants: Query<&Participant>,
+    mut conns: Query<&mut Connection>,
+    mut closed: MessageWriter<ConnClosed>,
+    mut mask: ResMut<SecretMask>,
+) {
+    let staged = std::mem::take(&mut staged.0);
+    let mask = &mut *mask;
+    let mut cache: BTreeMap<usize, Frame> = BTreeMap::new();
+    // Session membership → connections, in connection-id order.
+    let mut members: BTreeMap<SessionId, Vec<Entity>> = BTreeMap::new();
+    let mut by_participant: BTreeMap<crate::ids::ParticipantId, Vec<Entity>> = BTreeMap::new();
+    for (_, &ce) in index.conns.iter() {
+        let Ok(c) = conns.get(ce) else { continue };
+        if c.auth == AuthState::Closing {
+            continue;
+        }
+        let Some(pid) = c.participant() else { continue };
+        by_participant.entry(pid.clone()).or_default().push(ce);
+        let Some(p) = index.participants.get(pid).and_then(|&e| participants.get(e).ok()) else { continue };
+        if !p.presence.is_present() {
+            continue;
+        }
+        for s in p.sessions.iter().filter(|s| c.is_host || c.joined.contains(*s)) {
+            members.entry(s.clone()).or_default().push(ce);
+        }
+    }
+    let mut closes: Vec<(ConnId, String)> = Vec::new();
+    for out in staged {
+        match out {
+            Outgoing::Direct { conn, frame, session, seq } => {
+                let Some(mut c) = index.conns.get(&conn).and_then(|&e| conns.get_mut(e).ok()) else { continue };
+                let frame = if c.is_host { frame } else { remote_copy(&mut cache, &mask.masker, &frame) };
+                let kind = match (session, seq) {
+                    (Some(session), Some(seq)) => OutKind::Session { session, seq },
+                    _ => OutKind::Direct,
+                };
+                c.outbox.queue.push_back(OutFrame { frame, kind });
+            }
+            Outgoing::Session { session, seq, frame } => {
+                for &ce in members.get(&session).map(Vec::as_slice).unwrap_or(&[]) {
+                    if let Ok(mut c) = conns.get_mut(ce) {
+                        let frame =
+                            if c.is_host { frame.clone() } else { remote_copy(&mut cache, &mask.masker, &frame) };
+                        enqueue_session(&mut c.outbox, &session, seq, &frame);
+                    }
+                }
+            }
+            Outgoing::Delta { session, turn_id, text, frame } => {
+                let stream = mask.streams.entry(session.clone()).or_insert_with(|| (turn_id, mask.masker.stream()));
+                if stream.0 != turn_id {
+                    *stream = (turn_id, mask.masker.stream());
+                }
+                // Held-back text (a possible secret prefix) reaches remotes in the final message.
+                let remote_text = stream.1.feed(&text);
+                let remote_frame = if remote_text == text {
+                    frame.clone()
+                } else {
+                    event_frame(
+                        Some(session.clone()),
+                        Event::AgentDelta(crate::protocol::AgentDelta { turn_id, text: remote_text.clone() }),
+                    )
+                };
+                for &ce in members.get(&session).map(Vec::as_slice).unwrap_or(&[]) {
+                    if let Ok(mut c) = conns.get_mut(ce) {
+                        if c.is_host {
+                            enqueue_delta(&mut c.outbox, &session, turn_id, &text, &frame);
+                        } else if !remote_text.is_empty() {
+                            enqueue_delta(&mut c.outbox, &session, turn_id, &remote_text, &remote_frame);
+                        }
+                    }
+                }
+            }
+            Outgoing::Participant { participant, frame } => {
+                for &ce in by_participant.get(&participant).map(Vec::as_slice).unwrap_or(&[]) {
+                    if let Ok(mut c) = conns.get_mut(ce) {
+                        let frame =
+                            if c.is_host { frame.clone() } else { remote_copy(&mut cache, &mask.masker, &frame) };
+                        c.outbox.queue.push_back(OutFrame { frame, kind: OutKind::Direct });
+                    }
+                }
+            }
+            Outgoing::Close { conn, reason } => {
+                if let Some(mut c) = index.conns.get(&conn).and_then(|&e| conns.get_mut(e).ok()) {
+                    let frame = event_frame(None, Event::Closing(Closing { reason: reason.clone() }));
+                    c.outbox.queue.push_back(OutFrame { frame, kind: OutKind::Direct });
+                    closes.push((conn, reason));
+                }
+            }
+        }
+    }
+    // Offer queued frames to the transports, oldest first.
+    for (_, &ce) in index.conns.iter() {
+        let Ok(mut c) = conns.get_mut(ce) else { continue };
+        let c = &mut *c;
+        while let Some(front) = c.outbox.queue.front_mut() {
+            if let OutKind::Delta { session, turn_id, text, stale: stale @ true } = &mut front.kind {
+                let body = Event::AgentDelta(crate::protocol::AgentDelta { turn_id: *turn_id, text: text.clone() });
+                front.frame = event_frame(Some(session.clone()), body);
+                *stale = false;
+            }
+            if !c.sink.try_send(&front.frame) {
+                break;
+            }
+            let sent = c.outbox.queue.pop_front().expect("front exists");
+            if let OutKind::Session { session, seq } = sent.kind {
+                let d = c.outbox.delivered.entry(session).or_insert(0);
+                *d = (*d).max(seq);
+            }
+        }
+        if c.outbox.queue.len() > 2 * Outbox::CAPACITY && c.auth != AuthState::Closing {
+            // Not even reading responses: give up on this connection (it may resume).
+            c.auth = AuthState::Closing;
+            closes.push((c.id, "too_slow".into()));
+        }
+    }
+    // The close frame follows what was already accepted; presence is updated next tick by the
+    // connection_closed system, exactly as if the transport had reported the close.
+    for (conn, reason) in closes {
+        if let Some(mut c) = index.conns.get(&conn).and_then(|&e| conns.get_mut(e).ok()) {
+            c.auth = AuthState::Closing;
+            c.sink.close(&reason);
+            closed.write(ConnClosed { conn });
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! Invariant checks (SPEC §4), run every tick in tests, scenarios and simulation. A violation is
+//! recorded with the tick and, when `check_invariants` is on, fails loudly (panics).
+
+use super::resources::*;
+use super::util::in_scope;
+use crate::engine::components::*;
+use crate::engine::config::EngineConfig;
+use bevy_ecs::prelude::*;
+
+#[allow(clippy::too_many_arguments)]
+pub fn check_invariants(
+    clock: Res<Clock>,
+    config: Res<EngineConfig>,
+    index: Res<Index>,
+    participants: Query<&Participant>,
+    shares: Query<&Share>,
+    conns: Query<&Connection>,
+    sessions: Query<(&Session, &TurnLock, &EventLog)>,
+    votes: Query<&PendingVote>,
+    mut violations: ResMut<Violations>,
+) {
+    let mut found: Vec<String> = Vec::new();
+    let participant =
+        |id: &crate::ids::ParticipantId| index.participants.get(id).and_then(|&e| participants.get(e).ok());
+    for (sid, &se) in index.sessions.iter() {
+        let Ok((_, lock, log)) = sessions.get(se) else { continue };
+        if let Some(h) = &lock.holder {
+            if !participant(h).is_some_and(|p| p.presence.is_present()) {
+                found.push(format!("session {sid}: turn holder {h} is neither present nor within grace"));
+            }
+        }
+        let mut expected = log.tail.front().map(|(s, _)| *s).unwrap_or(log.next_seq);
+        for (seq, _) in &log.tail {
+            if *seq != expected {
+                found.push(format!("session {sid}: seq {seq} follows {} (not contiguous)", expected - 1));
+                break;
+            }
+            expected += 1;
+        }
+        if !log.tail.is_empty() && expected != log.next_seq {
+            found.push(format!("session {sid}: log ends at {} but next_seq is {}", expected - 1, log.next_seq));
+        }
+    }
+    for (vid, &ve) in index.votes.iter() {
+        let Ok(v) = votes.get(ve) else { continue };
+        if v.outcome.is_some() {
+            continue;
+        }
+        for r in &v.required {
+            if !participant(r).is_some_and(|p| p.presence.is_present() && p.sessions.contains(&v.session)) {
+                found.push(format!("vote {vid}: required voter {r} is not a participant of {}", v.session));
+            }
+        }
+    }
+    for (pid, &pe) in index.participants.iter() {
+        let Ok(p) = participants.get(pe) else { continue };
+        let share = p.share.as_ref().and_then(|s| index.shares.get(s)).and_then(|&e| shares.get(e).ok());
+        for s in &p.sessions {
+            let Some(ws) = index.sessions.get(s).and_then(|&e| sessions.get(e).ok()).map(|(s, ..)| s.workspace.clone())
+            else {
+                found.push(format!("participant {pid}: joined unknown session {s}"));
+                continue;
+            };
+            if !in_scope(p, share, &ws) {
+                found.push(format!("participant {pid}: in session {s} outside its share scope"));
+            }
+        }
+    }
+    for (cid, &ce) in index.conns.iter() {
+        let Ok(c) = conns.get(ce) else { continue };
+        if c.auth == AuthState::Closing {
+            continue;
+        }
+        let Some(p) = c.participant().and_then(participant) else { continue };
+        if let Some(share) = p.share.as_ref().and_then(|s| index.shares.get(s)).and_then(|&e| shares.get(e).ok()) {
+            if share.revoked {
+                found.push(format!("connection {cid}: still open on revoked share {}", share.id));
+            }
+        }
+    }
+    if found.is_empty() {
+        return;
+    }
+    for f in &found {
+        tracing::error!(tick = clock.tick, now = clock.now, "invariant violated: {f}");
+        violations.0.push(format!("tick {} (t={} ms): {f}", clock.tick, clock.now));
+    }
+    if config.check_invariants {
+        panic!("invariant violated at tick {} (t={} ms): {}", clock.tick, clock.now, found.join("; "));
+    }
+}

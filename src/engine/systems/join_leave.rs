@@ -1,0 +1,210 @@
+//! Rules: joining and leaving sessions, and catching up.
+//!
+//! `join_session` with `since_seq` replays exactly the missed events (the same bytes that were
+//! broadcast), or sends a `snapshot` when they are too old (or `since_seq` is absent). The
+//! roster is sent with the caller's own row marked `you`.
+
+use super::queries::session_info;
+use super::resources::*;
+use super::util::{emit, in_scope, reply_err, reply_ok, send_direct};
+use crate::engine::components::*;
+use crate::ids::{ParticipantId, SessionId};
+use crate::persist::{PersistBatch, StoreOp};
+use crate::protocol::Event;
+use crate::protocol::*;
+use bevy_ecs::prelude::*;
+
+/// Roster of a session: present members, sorted by id.
+pub fn roster(
+    session: &SessionId,
+    participants: &mut dyn Iterator<Item = &Participant>,
+    me: Option<&ParticipantId>,
+) -> Vec<RosterEntry> {
+    let mut rows: Vec<RosterEntry> = participants
+        .filter(|p| p.presence.is_present() && p.sessions.contains(session))
+        .map(|p| {
+            let mut r = p.roster_entry();
+            r.you = me == Some(&p.id);
+            r
+        })
+        .collect();
+    rows.sort_by(|a, b| a.participant_id.cmp(&b.participant_id));
+    rows
+}
+
+/// Open votes of a session as `VoteOpened` payloads, by vote id.
+pub fn open_votes(
+    index: &crate::engine::systems::resources::Index,
+    votes: &Query<&PendingVote>,
+    session: &SessionId,
+) -> Vec<VoteOpened> {
+    index
+        .votes
+        .values()
+        .filter_map(|&e| votes.get(e).ok())
+        .filter(|v| v.session == *session && v.outcome.is_none())
+        .map(|v| VoteOpened {
+            vote_id: v.id.clone(),
+            subject: v.subject.clone(),
+            decided_by: v.decided_by,
+            required: v.required.iter().cloned().collect(),
+            deadline_ms: v.deadline,
+        })
+        .collect()
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn join_leave(
+    mut requests: MessageReader<Incoming>,
+    index: Res<Index>,
+    mut conns: Query<&mut Connection>,
+    mut participants: Query<&mut Participant>,
+    shares: Query<&Share>,
+    mut sessions: Query<(&Session, &TurnLock, &mut EventLog, &History)>,
+    votes: Query<&PendingVote>,
+    mut staged: ResMut<Staged>,
+    mut batch: ResMut<PersistBatch>,
+    mut dropped: MessageWriter<VoterDropped>,
+) {
+    for req in requests.read() {
+        let (session_id, since) = match &req.method {
+            Method::JoinSession(p) => (p.session_id.clone(), Some(p.since_seq)),
+            Method::LeaveSession(p) => (p.session_id.clone(), None),
+            _ => continue,
+        };
+        let Some(&ce) = index.conns.get(&req.conn) else { continue };
+        let Some(pid) = conns.get(ce).ok().and_then(|c| c.participant().cloned()) else { continue };
+        let Some(&pe) = index.participants.get(&pid) else { continue };
+        let visible = {
+            let me = participants.get(pe).expect("indexed");
+            let share = me.share.as_ref().and_then(|s| index.shares.get(s)).and_then(|&e| shares.get(e).ok());
+            index
+                .sessions
+                .get(&session_id)
+                .and_then(|&e| sessions.get(e).ok())
+                .is_some_and(|(s, ..)| in_scope(me, share, &s.workspace))
+        };
+        if !visible {
+            reply_err(&mut staged, req.conn, &req.id, ErrorCode::NotFound, format!("no session {session_id}"));
+            continue;
+        }
+        let se = index.sessions[&session_id];
+        match since {
+            Some(since_seq) => {
+                let joined_now = {
+                    let mut me = participants.get_mut(pe).expect("indexed");
+                    let fresh = me.sessions.insert(session_id.clone());
+                    if fresh {
+                        batch.push(StoreOp::PutParticipant(me.row()));
+                    }
+                    fresh.then(|| me.roster_entry())
+                };
+                let (session, lock, mut log, history) = sessions.get_mut(se).expect("indexed");
+                if let Some(entry) = joined_now {
+                    emit(&mut log, &session_id, Event::ParticipantJoined(entry), &mut batch, &mut staged);
+                }
+                let last_seq = log.last_seq();
+                let replay = since_seq.and_then(|s| log.since(s)).filter(|ev| ev.len() <= Outbox::CAPACITY / 2);
+                let catch_up = match &replay {
+                    Some(ev) if ev.is_empty() => CatchUp::None,
+                    Some(_) => CatchUp::Events,
+                    None => CatchUp::Snapshot,
+                };
+                let info = session_info(session, lock, &log, &mut participants.iter(), &session.agent.kind);
+                let rows = roster(&session_id, &mut participants.iter(), Some(&pid));
+                reply_ok(
+                    &mut staged,
+                    req.conn,
+                    &req.id,
+                    JoinSessionResult { session: info.clone(), roster: rows.clone(), you: pid.clone(), catch_up },
+                );
+                match replay {
+                    Some(events) => {
+                        for (seq, frame) in events {
+                            staged.0.push(Outgoing::Direct {
+                                conn: req.conn,
+                                frame,
+                                session: Some(session_id.clone()),
+                                seq: Some(seq),
+                            });
+                        }
+                    }
+                    None => {
+                        let messages = history
+                            .messages
+                            .iter()
+                            .map(|m| MessageEvent {
+                                message_id: m.id.clone(),
+                                author_id: m.author_id.clone(),
+                                author_name: m.author_name.clone(),
+                                text: m.text.clone(),
+                                client_msg_id: m.client_msg_id.clone(),
+                            })
+                            .collect();
+                        send_direct(
+                            &mut staged,
+                            req.conn,
+                            Some(session_id.clone()),
+                            Event::Snapshot(Snapshot {
+                                session: info,
+                                roster: rows,
+                                messages,
+                                votes: open_votes(&index, &votes, &session_id),
+                                streaming_text: lock.streamed.clone(),
+                                last_seq,
+                            }),
+                        );
+                    }
+                }
+                if let Ok(mut c) = conns.get_mut(ce) {
+                    c.joined.insert(session_id.clone());
+                    c.outbox.resync.remove(&session_id);
+                    c.outbox.queued.insert(session_id.clone(), last_seq);
+                }
+            }
+            None => {
+                if pid.is_host() {
+                    reply_err(
+                        &mut staged,
+                        req.conn,
+                        &req.id,
+                        ErrorCode::Forbidden,
+                        "the host is always present in its sessions",
+                    );
+                    continue;
+                }
+                let mut me = participants.get_mut(pe).expect("indexed");
+                if !me.sessions.contains(&session_id) {
+                    reply_err(
+                        &mut staged,
+                        req.conn,
+                        &req.id,
+                        ErrorCode::NotJoined,
+                        format!("you have not joined {session_id}"),
+                    );
+                    continue;
+                }
+                let (_, _, mut log, _) = sessions.get_mut(se).expect("indexed");
+                emit(
+                    &mut log,
+                    &session_id,
+                    Event::ParticipantLeft(ParticipantLeft { participant_id: pid.clone(), reason: "left".into() }),
+                    &mut batch,
+                    &mut staged,
+                );
+                me.sessions.remove(&session_id);
+                // Every connection of this participant stops receiving the session.
+                for (_, &other) in index.conns.iter() {
+                    if let Ok(mut c) = conns.get_mut(other) {
+                        if c.participant() == Some(&pid) {
+                            c.joined.remove(&session_id);
+                        }
+                    }
+                }
+                batch.push(StoreOp::PutParticipant(me.row()));
+                dropped.write(VoterDropped { participant: pid.clone(), session: Some(session_id.clone()) });
+                reply_ok(&mut staged, req.conn, &req.id, Ack { ok: true });
+            }
+        }
+    }
+}

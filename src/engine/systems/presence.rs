@@ -1,0 +1,97 @@
+//! Rules: presence. A participant may have several connections; losing the last one starts the
+//! grace period (default 30 s) during which a resume keeps id, roster entry, votes and turn.
+//! Past grace the participant is gone (implicit abstain, turn released).
+
+use super::departure::depart;
+use super::resources::*;
+use super::util::emit;
+use crate::engine::components::{Connection, EventLog, Participant, Presence};
+use crate::engine::config::EngineConfig;
+use crate::persist::{PersistBatch, StoreOp};
+use crate::protocol::{Event, PresenceChanged, PresenceState};
+use bevy_ecs::prelude::*;
+
+/// The transport closed a connection: drop it; the participant's last connection starts grace.
+#[allow(clippy::too_many_arguments)]
+pub fn connection_closed(
+    mut closed: MessageReader<ConnClosed>,
+    clock: Res<Clock>,
+    config: Res<EngineConfig>,
+    mut index: ResMut<Index>,
+    conns: Query<&Connection>,
+    mut participants: Query<&mut Participant>,
+    mut logs: Query<&mut EventLog>,
+    mut commands: Commands,
+    mut staged: ResMut<Staged>,
+    mut batch: ResMut<PersistBatch>,
+) {
+    for ev in closed.read() {
+        let Some(ce) = index.conns.remove(&ev.conn) else { continue };
+        let pid = conns.get(ce).ok().and_then(|c| c.participant().cloned());
+        commands.entity(ce).despawn();
+        let Some(pid) = pid else { continue };
+        let Some(mut p) = index.participants.get(&pid).and_then(|&e| participants.get_mut(e).ok()) else { continue };
+        match p.presence {
+            Presence::Connected(n) if n > 1 => {
+                p.presence = Presence::Connected(n - 1);
+            }
+            Presence::Connected(_) => {
+                if p.id.is_host() {
+                    // The host never leaves its own sessions.
+                    p.presence = Presence::Connected(0);
+                    continue;
+                }
+                p.presence = Presence::Grace { until: clock.now + config.grace_ms };
+                for s in p.sessions.clone() {
+                    if let Some(mut log) = index.sessions.get(&s).and_then(|&e| logs.get_mut(e).ok()) {
+                        emit(
+                            &mut log,
+                            &s,
+                            Event::PresenceChanged(PresenceChanged {
+                                participant_id: pid.clone(),
+                                presence: PresenceState::Reconnecting,
+                                connections: 0,
+                            }),
+                            &mut batch,
+                            &mut staged,
+                        );
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Past the grace period a participant is gone.
+#[allow(clippy::too_many_arguments)]
+pub fn grace_expiry(
+    clock: Res<Clock>,
+    index: Res<Index>,
+    mut participants: Query<&mut Participant>,
+    mut logs: Query<&mut EventLog>,
+    mut staged: ResMut<Staged>,
+    mut batch: ResMut<PersistBatch>,
+    mut departed: MessageWriter<Departed>,
+) {
+    for (_, &pe) in index.participants.iter() {
+        let Ok(mut p) = participants.get_mut(pe) else { continue };
+        if !matches!(p.presence, Presence::Grace { until } if until <= clock.now) {
+            continue;
+        }
+        let mut events = Vec::new();
+        depart(&mut p, "gone", |s, ev| events.push((s.clone(), ev)), &mut batch, &mut departed);
+        for (s, ev) in events {
+            if let Some(mut log) = index.sessions.get(&s).and_then(|&e| logs.get_mut(e).ok()) {
+                emit(&mut log, &s, ev, &mut batch, &mut staged);
+            }
+        }
+        batch.push(StoreOp::Audit(crate::persist::AuditRow {
+            at: clock.now,
+            actor: "system".into(),
+            action: "gone".into(),
+            target: p.id.to_string(),
+            detail: "grace period over".into(),
+        }));
+    }
+}

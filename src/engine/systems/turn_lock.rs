@@ -1,0 +1,362 @@
+//! Rules: the turn lock.
+//!
+//! Sending while nobody holds the turn acquires it atomically and starts an agent turn. Anyone
+//! sending during the turn gets `turn_locked` naming the holder, and nothing is persisted or
+//! broadcast for the rejected message. Message ids are assigned here; a retry with the same
+//! `client_msg_id` returns the original result without a duplicate.
+
+use super::resources::*;
+use super::util::{caller, emit, in_scope, reply_err, reply_ok};
+use crate::engine::agent::AgentCommand;
+use crate::engine::components::*;
+use crate::engine::config::EngineConfig;
+use crate::ids::{MessageId, ParticipantId, SessionId};
+use crate::persist::{MessageRow, PersistBatch, StoreOp};
+use crate::protocol::Event;
+use crate::protocol::*;
+use bevy_ecs::prelude::*;
+
+/// Longest accepted message text, in bytes.
+pub const MAX_TEXT_BYTES: usize = 32 * 1024;
+
+/// Ends the running turn (every path goes through here, so every path releases the lock).
+#[allow(clippy::too_many_arguments)]
+pub fn end_turn(
+    session: &mut Session,
+    lock: &mut TurnLock,
+    log: &mut EventLog,
+    history: &mut History,
+    reason: TurnEndReason,
+    error: Option<String>,
+    now: u64,
+    counters: &mut Counters,
+    batch: &mut PersistBatch,
+    staged: &mut Staged,
+    closed: &mut MessageWriter<TurnClosed>,
+) {
+    let Some(holder) = lock.holder.take() else { return };
+    // What the agent streamed is kept: nothing the room saw is lost.
+    let text = std::mem::take(&mut lock.streamed);
+    if !text.is_empty() {
+        post_agent_message(session, log, history, text, now, counters, batch, staged);
+    }
+    session.status = SessionStatus::Idle;
+    emit(
+        log,
+        &session.id,
+        Event::TurnEnded(TurnEnded { turn_id: lock.turn_id, holder_id: holder, reason, error }),
+        batch,
+        staged,
+    );
+    batch.push(StoreOp::PutSession(session.row(lock, log)));
+    closed.write(TurnClosed {
+        session: session.id.clone(),
+        turn_id: lock.turn_id,
+        reason: format!("turn ended ({})", reason.as_str()),
+    });
+}
+
+/// Posts the agent's reply as a message authored by `agent`.
+#[allow(clippy::too_many_arguments)]
+pub fn post_agent_message(
+    session: &Session,
+    log: &mut EventLog,
+    history: &mut History,
+    text: String,
+    now: u64,
+    counters: &mut Counters,
+    batch: &mut PersistBatch,
+    staged: &mut Staged,
+) {
+    counters.message += 1;
+    let id = MessageId::nth(counters.message);
+    let body = Event::Message(MessageEvent {
+        message_id: id.clone(),
+        author_id: "agent".into(),
+        author_name: "Agent".into(),
+        text: text.clone(),
+        client_msg_id: None,
+    });
+    let seq = emit(log, &session.id, body, batch, staged);
+    let row = MessageRow {
+        id,
+        session: session.id.clone(),
+        seq,
+        author_id: "agent".into(),
+        author_name: "Agent".into(),
+        text,
+        client_msg_id: None,
+        created_at: now,
+    };
+    batch.push(StoreOp::PutMessage(row.clone()));
+    history.messages.push(row);
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn send_message(
+    mut requests: MessageReader<Incoming>,
+    clock: Res<Clock>,
+    config: Res<EngineConfig>,
+    index: Res<Index>,
+    mut counters: ResMut<Counters>,
+    mut agents: ResMut<Agents>,
+    conns: Query<&Connection>,
+    participants: Query<&Participant>,
+    shares: Query<&Share>,
+    workspaces: Query<&Workspace>,
+    mut sessions: Query<(&mut Session, &mut TurnLock, &mut EventLog, &mut History)>,
+    mut staged: ResMut<Staged>,
+    mut batch: ResMut<PersistBatch>,
+) {
+    for req in requests.read() {
+        let Method::SendMessage(p) = &req.method else { continue };
+        let Some((me, share)) = caller(&index, &conns, &participants, &shares, req.conn) else { continue };
+        let Some((mut session, mut lock, mut log, mut history)) = index
+            .sessions
+            .get(&p.session_id)
+            .and_then(|&e| sessions.get_mut(e).ok())
+            .filter(|(s, ..)| in_scope(me, share, &s.workspace))
+        else {
+            reply_err(&mut staged, req.conn, &req.id, ErrorCode::NotFound, format!("no session {}", p.session_id));
+            continue;
+        };
+        if !me.can_write() {
+            reply_err(&mut staged, req.conn, &req.id, ErrorCode::Forbidden, "observers can read but not send");
+            continue;
+        }
+        if me.muted {
+            reply_err(&mut staged, req.conn, &req.id, ErrorCode::Forbidden, "you are muted by the host");
+            continue;
+        }
+        if !me.sessions.contains(&session.id) {
+            reply_err(&mut staged, req.conn, &req.id, ErrorCode::NotJoined, format!("join {} first", session.id));
+            continue;
+        }
+        if p.client_msg_id.is_empty() || p.client_msg_id.chars().count() > 128 {
+            reply_err(
+                &mut staged,
+                req.conn,
+                &req.id,
+                ErrorCode::InvalidParams,
+                "client_msg_id must be 1-128 characters",
+            );
+            continue;
+        }
+        if p.text.trim().is_empty() || p.text.len() > MAX_TEXT_BYTES {
+            reply_err(
+                &mut staged,
+                req.conn,
+                &req.id,
+                ErrorCode::InvalidParams,
+                format!("text must be non-empty and at most {MAX_TEXT_BYTES} bytes"),
+            );
+            continue;
+        }
+        // Idempotent retry: same author + client_msg_id → same result, nothing new.
+        if let Some((mid, seq, text)) = history.client_ids.get(&(me.id.clone(), p.client_msg_id.clone())) {
+            if *text == p.text {
+                reply_ok(
+                    &mut staged,
+                    req.conn,
+                    &req.id,
+                    SendMessageResult { message_id: mid.clone(), seq: *seq, duplicate: true },
+                );
+            } else {
+                reply_err(
+                    &mut staged,
+                    req.conn,
+                    &req.id,
+                    ErrorCode::DuplicateClientMsgId,
+                    "this client_msg_id was already used for a different message",
+                );
+            }
+            continue;
+        }
+        if let Some(holder) = &lock.holder {
+            let name = index
+                .participants
+                .get(holder)
+                .and_then(|&e| participants.get(e).ok())
+                .map(|p| p.display_name.clone())
+                .unwrap_or_else(|| holder.to_string());
+            reply_err(
+                &mut staged,
+                req.conn,
+                &req.id,
+                ErrorCode::TurnLocked,
+                format!("{name} ({holder}) holds the turn; wait until the agent finishes"),
+            );
+            continue;
+        }
+        // Acquire the turn and post the message.
+        let now = clock.now;
+        counters.message += 1;
+        let mid = MessageId::nth(counters.message);
+        let seq = emit(
+            &mut log,
+            &session.id.clone(),
+            Event::Message(MessageEvent {
+                message_id: mid.clone(),
+                author_id: me.id.to_string(),
+                author_name: me.display_name.clone(),
+                text: p.text.clone(),
+                client_msg_id: Some(p.client_msg_id.clone()),
+            }),
+            &mut batch,
+            &mut staged,
+        );
+        let row = MessageRow {
+            id: mid.clone(),
+            session: session.id.clone(),
+            seq,
+            author_id: me.id.to_string(),
+            author_name: me.display_name.clone(),
+            text: p.text.clone(),
+            client_msg_id: Some(p.client_msg_id.clone()),
+            created_at: now,
+        };
+        batch.push(StoreOp::PutMessage(row.clone()));
+        history.messages.push(row);
+        history.client_ids.insert((me.id.clone(), p.client_msg_id.clone()), (mid.clone(), seq, p.text.clone()));
+
+        lock.turn_id += 1;
+        lock.holder = Some(me.id.clone());
+        lock.streamed.clear();
+        lock.consensus = match share {
+            Some(s) => s.consensus_required && s.collaborative,
+            None => config.default_consensus,
+        };
+        session.status = SessionStatus::Running;
+        emit(
+            &mut log,
+            &session.id.clone(),
+            Event::TurnStarted(TurnStarted {
+                turn_id: lock.turn_id,
+                holder_id: me.id.clone(),
+                holder_name: me.display_name.clone(),
+            }),
+            &mut batch,
+            &mut staged,
+        );
+        batch.push(StoreOp::PutSession(session.row(&lock, &log)));
+        let dir = index
+            .workspaces
+            .get(&session.workspace)
+            .and_then(|&e| workspaces.get(e).ok())
+            .map(|w| w.dir.clone())
+            .unwrap_or_default();
+        agents.queued.push(AgentCommand::StartTurn {
+            session: session.id.clone(),
+            turn_id: lock.turn_id,
+            workspace_dir: dir,
+            spec: session.agent.clone(),
+            prompt: p.text.clone(),
+            author_name: me.display_name.clone(),
+        });
+        reply_ok(&mut staged, req.conn, &req.id, SendMessageResult { message_id: mid, seq, duplicate: false });
+    }
+}
+
+/// `cancel_turn`: the holder or the host stops the running turn.
+#[allow(clippy::too_many_arguments)]
+pub fn cancel_turn(
+    mut requests: MessageReader<Incoming>,
+    clock: Res<Clock>,
+    index: Res<Index>,
+    mut counters: ResMut<Counters>,
+    mut agents: ResMut<Agents>,
+    conns: Query<&Connection>,
+    participants: Query<&Participant>,
+    shares: Query<&Share>,
+    mut sessions: Query<(&mut Session, &mut TurnLock, &mut EventLog, &mut History)>,
+    mut staged: ResMut<Staged>,
+    mut batch: ResMut<PersistBatch>,
+    mut closed: MessageWriter<TurnClosed>,
+) {
+    for req in requests.read() {
+        let Method::CancelTurn(p) = &req.method else { continue };
+        let Some((me, share)) = caller(&index, &conns, &participants, &shares, req.conn) else { continue };
+        let Some((mut session, mut lock, mut log, mut history)) = index
+            .sessions
+            .get(&p.session_id)
+            .and_then(|&e| sessions.get_mut(e).ok())
+            .filter(|(s, ..)| in_scope(me, share, &s.workspace))
+        else {
+            reply_err(&mut staged, req.conn, &req.id, ErrorCode::NotFound, format!("no session {}", p.session_id));
+            continue;
+        };
+        let Some(holder) = lock.holder.clone() else {
+            reply_err(&mut staged, req.conn, &req.id, ErrorCode::NoTurn, "no turn is running");
+            continue;
+        };
+        if holder != me.id && !me.id.is_host() {
+            reply_err(
+                &mut staged,
+                req.conn,
+                &req.id,
+                ErrorCode::Forbidden,
+                "only the turn holder or the host can cancel",
+            );
+            continue;
+        }
+        let turn_id = lock.turn_id;
+        end_turn(
+            &mut session,
+            &mut lock,
+            &mut log,
+            &mut history,
+            TurnEndReason::Cancelled,
+            None,
+            clock.now,
+            &mut counters,
+            &mut batch,
+            &mut staged,
+            &mut closed,
+        );
+        agents.queued.push(AgentCommand::Cancel { session: p.session_id.clone(), turn_id });
+        reply_ok(&mut staged, req.conn, &req.id, Ack { ok: true });
+    }
+}
+
+/// The holder gone past grace (or kicked) releases the turn.
+#[allow(clippy::too_many_arguments)]
+pub fn release_on_departure(
+    mut departed: MessageReader<Departed>,
+    clock: Res<Clock>,
+    index: Res<Index>,
+    mut counters: ResMut<Counters>,
+    mut agents: ResMut<Agents>,
+    mut sessions: Query<(&mut Session, &mut TurnLock, &mut EventLog, &mut History)>,
+    mut staged: ResMut<Staged>,
+    mut batch: ResMut<PersistBatch>,
+    mut closed: MessageWriter<TurnClosed>,
+) {
+    let gone: Vec<ParticipantId> = departed.read().map(|d| d.participant.clone()).collect();
+    if gone.is_empty() {
+        return;
+    }
+    let ids: Vec<SessionId> = index.sessions.keys().cloned().collect();
+    for sid in ids {
+        let Ok((mut session, mut lock, mut log, mut history)) = sessions.get_mut(index.sessions[&sid]) else {
+            continue;
+        };
+        if !lock.holder.as_ref().is_some_and(|h| gone.contains(h)) {
+            continue;
+        }
+        let turn_id = lock.turn_id;
+        end_turn(
+            &mut session,
+            &mut lock,
+            &mut log,
+            &mut history,
+            TurnEndReason::HolderGone,
+            Some("the turn holder left".into()),
+            clock.now,
+            &mut counters,
+            &mut batch,
+            &mut staged,
+            &mut closed,
+        );
+        agents.queued.push(AgentCommand::Cancel { session: sid, turn_id });
+    }
+}

@@ -1,0 +1,105 @@
+//! Small helpers shared by systems: replies, event emission, scope checks.
+
+use super::resources::{Outgoing, Staged};
+use crate::engine::components::{EventLog, Participant, Share};
+use crate::engine::io::Frame;
+use crate::ids::{ConnId, SessionId};
+use crate::persist::{EventRow, PersistBatch, StoreOp};
+use crate::protocol::{ErrorCode, Event, EventFrame, Role};
+use bevy_ecs::prelude::Query;
+use serde::Serialize;
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+/// Stages `{"id": id, "result": result}` for `conn`.
+pub fn reply_ok(staged: &mut Staged, conn: ConnId, id: &Value, result: impl Serialize) {
+    let frame: Frame = Arc::from(json!({ "id": id, "result": result }).to_string());
+    staged.0.push(Outgoing::Direct { conn, frame, session: None, seq: None });
+}
+
+/// Stages `{"id": id, "error": {"code", "message"}}` for `conn`.
+pub fn reply_err(staged: &mut Staged, conn: ConnId, id: &Value, code: ErrorCode, message: impl Into<String>) {
+    let frame: Frame = Arc::from(json!({ "id": id, "error": { "code": code, "message": message.into() } }).to_string());
+    staged.0.push(Outgoing::Direct { conn, frame, session: None, seq: None });
+}
+
+/// Stages a connection-level event (no seq) for one connection.
+pub fn send_direct(staged: &mut Staged, conn: ConnId, session: Option<SessionId>, body: Event) {
+    let frame: Frame = Arc::from(EventFrame { session_id: session, seq: None, body }.to_json());
+    staged.0.push(Outgoing::Direct { conn, frame, session: None, seq: None });
+}
+
+/// Emits a session event: assigns the next seq, logs it, persists it and stages it for every
+/// member of the session. Returns the seq.
+pub fn emit(
+    log: &mut EventLog,
+    session: &SessionId,
+    body: Event,
+    batch: &mut PersistBatch,
+    staged: &mut Staged,
+) -> u64 {
+    if log.next_seq == 0 {
+        log.next_seq = 1;
+    }
+    let seq = log.next_seq;
+    log.next_seq += 1;
+    let text = EventFrame { session_id: Some(session.clone()), seq: Some(seq), body }.to_json();
+    let frame: Frame = Arc::from(text.as_str());
+    log.tail.push_back((seq, frame.clone()));
+    while log.tail.len() > crate::persist::EVENT_TAIL {
+        log.tail.pop_front();
+    }
+    batch.push(StoreOp::AppendEvent(EventRow { session: session.clone(), seq, frame: text }));
+    staged.0.push(Outgoing::Session { session: session.clone(), seq, frame });
+    seq
+}
+
+/// Whether `participant` may see a session of `workspace`: the host sees everything; a remote
+/// only what its share allows, and nothing while waiting in the lobby.
+pub fn in_scope(participant: &Participant, share: Option<&Share>, workspace: &crate::ids::WorkspaceId) -> bool {
+    if participant.role == Role::Host {
+        return true;
+    }
+    if participant.admission != crate::protocol::Admission::Admitted {
+        return false;
+    }
+    share.is_some_and(|s| s.workspaces.contains(workspace))
+}
+
+/// The participant behind a connection, and its share (none for the host).
+pub fn caller<'a>(
+    index: &super::resources::Index,
+    conns: &'a Query<&crate::engine::components::Connection>,
+    participants: &'a Query<&Participant>,
+    shares: &'a Query<&Share>,
+    conn: crate::ids::ConnId,
+) -> Option<(&'a Participant, Option<&'a Share>)> {
+    let c = conns.get(*index.conns.get(&conn)?).ok()?;
+    let pid: &crate::ids::ParticipantId = c.participant()?;
+    let p = participants.get(*index.participants.get(pid)?).ok()?;
+    let share = p.share.as_ref().and_then(|s| index.shares.get(s)).and_then(|&e| shares.get(e).ok());
+    Some((p, share))
+}
+
+/// Source address without the port (rate limits are per address).
+pub fn addr_key(addr: &str) -> String {
+    if let Ok(sa) = addr.parse::<std::net::SocketAddr>() {
+        return sa.ip().to_string();
+    }
+    addr.to_string()
+}
+
+/// Display names: trimmed, 1–64 characters, no control characters.
+pub fn valid_display_name(name: &str) -> Result<String, String> {
+    let name = name.trim();
+    if name.is_empty() {
+        return Err("display_name must not be empty".into());
+    }
+    if name.chars().count() > 64 {
+        return Err("display_name must be at most 64 characters".into());
+    }
+    if name.chars().any(char::is_control) {
+        return Err("display_name must not contain control characters".into());
+    }
+    Ok(name.to_string())
+}
