@@ -382,11 +382,17 @@ fn violations(src: &Path) -> Vec<String> {
                     ));
                 }
             }
+            if layer == Layer::Core && code.contains("clippy::too_many_arguments") {
+                found.push(format!(
+                    "{shown}:{line}: [{layer}] silences too_many_arguments; bundle the parameters with \
+                     #[derive(SystemParam)] (engine/systems/params.rs) instead: {}",
+                    raw.trim()
+                ));
+            }
             if !may_print(layer) {
                 for mac in ["println!", "eprintln!", "print!", "eprint!"] {
-                    let hit = code
-                        .match_indices(mac)
-                        .any(|(i, _)| !code[..i].chars().last().is_some_and(is_ident_char));
+                    let hit =
+                        code.match_indices(mac).any(|(i, _)| !code[..i].chars().last().is_some_and(is_ident_char));
                     if hit {
                         found.push(format!(
                             "{shown}:{line}: [{layer}] must not print (`{mac}`; log with tracing or return the text): {}",
@@ -519,6 +525,13 @@ fn a_system_importing_the_engine_driver_back_is_caught() {
         found[0].contains("src/engine/systems/x.rs:1: [core (engine)] names `EngineConfig` from engine/mod.rs"),
         "{found:?}"
     );
+}
+
+#[test]
+fn a_core_system_silencing_too_many_arguments_is_caught() {
+    let found = plant(&[("engine/systems/x.rs", "#[allow(clippy::too_many_arguments)]\npub fn f() {}\n")]);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].contains("src/engine/systems/x.rs:1: [core (engine)] silences too_many_arguments"), "{found:?}");
 }
 
 #[test]

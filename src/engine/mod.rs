@@ -4,13 +4,15 @@
 //! Ingest → Access → Presence → Moderation → Turn → Agent → Votes → Persist → Broadcast → Check
 //! ```
 //!
-//! Everything inbound (frames, connection open/close, agent output, share edits from the CLI)
-//! arrives as an [`Inbound`] on a crossbeam channel and is drained by the ingest system at the
-//! start of a tick. Frames leave through each connection's bounded outbox into its
+//! Everything inbound (frames, connection open/close, agent output) arrives as an [`Inbound`] on
+//! a crossbeam channel and is drained by the ingest system at the start of a tick; share edits
+//! made by the CLI on the database are noticed by the `reload_shares` system, which asks the
+//! store every tick. Frames leave through each connection's bounded outbox into its
 //! [`FrameSink`] after the tick's writes were committed by the persist system. Time is the
 //! [`Clock`] resource, advanced only by the driver ([`Engine::tick`]).
 //!
-//! The installers at the bottom of this file list every system in one place.
+//! The installers listed at the bottom of this file register every system (`systems/mod.rs`
+//! defines them, one per concern, each naming its systems in tick order).
 //!
 //! This folder is the core layer (docs/ARCHITECTURE.md): it depends only on `protocol`, `ids`,
 //! `token` and the `persist` contract. Its parts:

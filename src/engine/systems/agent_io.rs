@@ -4,14 +4,21 @@
 //! (cancelled, holder gone) is ignored.
 
 use super::resources::*;
-use super::turn_lock::end_turn;
+use super::turn_lock::TurnEnds;
 use crate::engine::agent::{AgentCommand, AgentEvent, AgentOutput};
 use crate::engine::components::*;
-use crate::persist::PersistBatch;
 use crate::protocol::Event;
 use crate::protocol::*;
 use bevy_ecs::prelude::*;
+use bevy_ecs::system::SystemParam;
 use std::sync::Arc;
+
+/// What an agent's requests turn into: votes to open, and votes to close when it withdraws one.
+#[derive(SystemParam)]
+pub struct AgentRequests<'w> {
+    pub votes: MessageWriter<'w, VoteRequested>,
+    pub withdrawn: MessageWriter<'w, VoteWithdrawn>,
+}
 
 /// Dispatches queued commands: sessions whose backend runs in the tick to that agent, every
 /// other backend to the external runtime.
@@ -35,19 +42,13 @@ pub fn dispatch_agent_commands(mut agents: ResMut<Agents>, index: Res<Index>, se
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 pub fn apply_agent_output(
     mut external: MessageReader<AgentMsg>,
-    clock: Res<Clock>,
     index: Res<Index>,
     mut agents: ResMut<Agents>,
-    mut counters: ResMut<Counters>,
     mut sessions: Query<(&mut Session, &mut TurnLock, &mut EventLog, &mut History)>,
-    mut staged: ResMut<Staged>,
-    mut batch: ResMut<PersistBatch>,
-    mut votes: MessageWriter<VoteRequested>,
-    mut closed: MessageWriter<TurnClosed>,
-    mut withdrawn: MessageWriter<VoteWithdrawn>,
+    mut requests: AgentRequests,
+    mut turns: TurnEnds,
 ) {
     let mut outputs: Vec<AgentOutput> = external.read().map(|m| m.0.clone()).collect();
     for agent in agents.in_tick.values_mut() {
@@ -72,10 +73,15 @@ pub fn apply_agent_output(
                 streamed.insert(out.session.clone());
                 let body = Event::AgentDelta(AgentDelta { turn_id: out.turn_id, text: text.clone() });
                 let frame = Arc::from(EventFrame { session_id: Some(out.session.clone()), seq: None, body }.to_json());
-                staged.0.push(Outgoing::Delta { session: out.session.clone(), turn_id: out.turn_id, text, frame });
+                turns.fx.staged.0.push(Outgoing::Delta {
+                    session: out.session.clone(),
+                    turn_id: out.turn_id,
+                    text,
+                    frame,
+                });
             }
             AgentEvent::Plan { request_id, plan } => {
-                votes.write(VoteRequested {
+                requests.votes.write(VoteRequested {
                     session: out.session,
                     turn_id: out.turn_id,
                     request_id,
@@ -83,7 +89,7 @@ pub fn apply_agent_output(
                 });
             }
             AgentEvent::Question { request_id, questions } => {
-                votes.write(VoteRequested {
+                requests.votes.write(VoteRequested {
                     session: out.session,
                     turn_id: out.turn_id,
                     request_id,
@@ -91,7 +97,7 @@ pub fn apply_agent_output(
                 });
             }
             AgentEvent::ToolRequest { request_id, tool, input } => {
-                votes.write(VoteRequested {
+                requests.votes.write(VoteRequested {
                     session: out.session,
                     turn_id: out.turn_id,
                     request_id,
@@ -99,44 +105,20 @@ pub fn apply_agent_output(
                 });
             }
             AgentEvent::Withdrawn { request_id } => {
-                withdrawn.write(VoteWithdrawn { session: out.session, turn_id: out.turn_id, request_id });
+                requests.withdrawn.write(VoteWithdrawn { session: out.session, turn_id: out.turn_id, request_id });
             }
             AgentEvent::Done => {
-                end_turn(
-                    &mut session,
-                    &mut lock,
-                    &mut log,
-                    &mut history,
-                    TurnEndReason::Completed,
-                    None,
-                    clock.now,
-                    &mut counters,
-                    &mut batch,
-                    &mut staged,
-                    &mut closed,
-                );
+                turns.end_turn(&mut session, &mut lock, &mut log, &mut history, TurnEndReason::Completed, None);
             }
             AgentEvent::Failed(reason) => {
-                end_turn(
-                    &mut session,
-                    &mut lock,
-                    &mut log,
-                    &mut history,
-                    TurnEndReason::Failed,
-                    Some(reason),
-                    clock.now,
-                    &mut counters,
-                    &mut batch,
-                    &mut staged,
-                    &mut closed,
-                );
+                turns.end_turn(&mut session, &mut lock, &mut log, &mut history, TurnEndReason::Failed, Some(reason));
             }
         }
     }
     for sid in streamed {
         if let Some((session, lock, log, _)) = index.sessions.get(&sid).and_then(|&e| sessions.get(e).ok()) {
             if lock.holder.is_some() {
-                batch.push(crate::persist::StoreOp::PutSession(session.row(lock, log)));
+                turns.fx.persist(crate::persist::StoreOp::PutSession(session.row(lock, log)));
             }
         }
     }

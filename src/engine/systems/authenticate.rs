@@ -3,38 +3,44 @@
 //! source address per minute lead to `rate_limited`; a resume token within grace keeps the
 //! participant; 1:1 shares admit one remote at a time; admission shares park newcomers in a lobby.
 
+use super::params::*;
 use super::resources::*;
 use super::util::{addr_key, emit, reply_err, reply_ok, send_direct, valid_display_name};
-use crate::engine::components::{AuthState, Connection, EventLog, Participant, Presence, Share};
-use crate::engine::config::EngineConfig;
+use crate::engine::components::{AuthState, Connection, EventLog, Participant, Presence};
 use crate::ids::{ConnId, ParticipantId};
-use crate::persist::{AuditRow, PersistBatch, StoreOp};
+use crate::persist::{AuditRow, StoreOp};
 use crate::protocol::Event;
 use crate::protocol::*;
 use crate::token;
 use bevy_ecs::prelude::*;
+use bevy_ecs::system::SystemParam;
 use std::collections::BTreeSet;
+
+/// What pairing keeps besides the domain: the RNG for resume tokens and the failed attempts
+/// per source address (rate limit).
+#[derive(SystemParam)]
+pub struct Pairing<'w> {
+    pub rng: ResMut<'w, EngineRng>,
+    pub failures: ResMut<'w, AuthFailures>,
+}
 
 /// How long a failed attempt counts against its address.
 pub const FAILURE_WINDOW_MS: u64 = 60_000;
 
-#[allow(clippy::too_many_arguments)]
 pub fn authenticate(
     mut requests: MessageReader<Incoming>,
-    clock: Res<Clock>,
-    config: Res<EngineConfig>,
-    mut rng: ResMut<EngineRng>,
-    mut index: ResMut<Index>,
-    mut counters: ResMut<Counters>,
-    mut failures: ResMut<AuthFailures>,
-    mut conns: Query<&mut Connection>,
-    mut participants: Query<&mut Participant>,
-    mut shares: Query<&mut Share>,
+    env: TickEnv,
+    mut pairing: Pairing,
+    registry: Registry,
+    people: People,
     mut logs: Query<&mut EventLog>,
-    mut commands: Commands,
-    mut staged: ResMut<Staged>,
-    mut batch: ResMut<PersistBatch>,
+    fx: Effects,
 ) {
+    let TickEnv { clock, config } = env;
+    let Registry { mut index, mut counters, mut commands } = registry;
+    let People { mut conns, mut participants, mut shares } = people;
+    let (rng, failures) = (&mut pairing.rng, &mut pairing.failures);
+    let Effects { mut staged, mut batch } = fx;
     let now = clock.now;
     // Participants created earlier in this same tick (their entities appear after the system).
     let mut fresh: Vec<(String, crate::ids::ShareId)> = Vec::new();

@@ -109,7 +109,6 @@ fn enqueue_delta(outbox: &mut Outbox, session: &SessionId, turn_id: u64, text: &
     });
 }
 
-#[allow(clippy::too_many_arguments)]
 pub fn broadcast(
     mut staged: ResMut<Staged>,
     index: Res<Index>,

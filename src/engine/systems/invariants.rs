@@ -1,24 +1,21 @@
 //! Invariant checks (SPEC §4), run every tick in tests, scenarios and simulation. A violation is
 //! recorded with the tick and, when `check_invariants` is on, fails loudly (panics).
 
+use super::params::*;
 use super::resources::*;
 use super::util::in_scope;
 use crate::engine::components::*;
-use crate::engine::config::EngineConfig;
 use bevy_ecs::prelude::*;
 
-#[allow(clippy::too_many_arguments)]
 pub fn check_invariants(
-    clock: Res<Clock>,
-    config: Res<EngineConfig>,
-    index: Res<Index>,
-    participants: Query<&Participant>,
-    shares: Query<&Share>,
-    conns: Query<&Connection>,
+    env: TickEnv,
+    dir: Directory,
     sessions: Query<(&Session, &TurnLock, &EventLog)>,
     votes: Query<&PendingVote>,
     mut violations: ResMut<Violations>,
 ) {
+    let TickEnv { clock, config } = env;
+    let Directory { index, conns, participants, shares } = dir;
     let mut found: Vec<String> = Vec::new();
     let participant =
         |id: &crate::ids::ParticipantId| index.participants.get(id).and_then(|&e| participants.get(e).ok());

@@ -4,12 +4,13 @@
 //! broadcast), or sends a `snapshot` when they are too old (or `since_seq` is absent). The
 //! roster is sent with the caller's own row marked `you`.
 
+use super::params::*;
 use super::queries::session_info;
 use super::resources::*;
 use super::util::{emit, in_scope, reply_err, reply_ok, send_direct};
 use crate::engine::components::*;
 use crate::ids::{ParticipantId, SessionId};
-use crate::persist::{PersistBatch, StoreOp};
+use crate::persist::StoreOp;
 use crate::protocol::Event;
 use crate::protocol::*;
 use bevy_ecs::prelude::*;
@@ -53,19 +54,17 @@ pub fn open_votes(
         .collect()
 }
 
-#[allow(clippy::too_many_arguments)]
 pub fn join_leave(
     mut requests: MessageReader<Incoming>,
     index: Res<Index>,
-    mut conns: Query<&mut Connection>,
-    mut participants: Query<&mut Participant>,
-    shares: Query<&Share>,
+    people: People,
     mut sessions: Query<(&Session, &TurnLock, &mut EventLog, &History)>,
     votes: Query<&PendingVote>,
-    mut staged: ResMut<Staged>,
-    mut batch: ResMut<PersistBatch>,
+    fx: Effects,
     mut dropped: MessageWriter<VoterDropped>,
 ) {
+    let People { mut conns, mut participants, shares } = people;
+    let Effects { mut staged, mut batch } = fx;
     for req in requests.read() {
         let (session_id, since) = match &req.method {
             Method::JoinSession(p) => (p.session_id.clone(), Some(p.since_seq)),

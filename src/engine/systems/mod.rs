@@ -1,5 +1,6 @@
-//! Systems: one plain function per rule, grouped by installer. `engine.rs` lists the installers;
+//! Systems: one plain function per rule, grouped by installer. `engine/mod.rs` lists the installers;
 //! each installer says which [`TickSet`] its systems run in and chains them there.
+//! Parameter bundles shared by many systems are in [`params`].
 
 pub mod agent_io;
 pub mod auth_timeout;
@@ -11,6 +12,7 @@ pub mod ingest;
 pub mod invariants;
 pub mod join_leave;
 pub mod moderation;
+pub mod params;
 pub mod persist_tick;
 pub mod presence;
 pub mod queries;

@@ -3,28 +3,28 @@
 
 use super::authenticate::notify_host_lobby;
 use super::departure::depart;
+use super::params::*;
 use super::resources::*;
 use super::util::{emit, reply_err, reply_ok};
 use crate::engine::components::*;
-use crate::persist::{AuditRow, PersistBatch, StoreOp};
+use crate::persist::{AuditRow, StoreOp};
 use crate::protocol::Event;
 use crate::protocol::*;
 use bevy_ecs::prelude::*;
 use std::sync::Arc;
 
-#[allow(clippy::too_many_arguments)]
 pub fn moderation(
     mut requests: MessageReader<Incoming>,
     clock: Res<Clock>,
     index: Res<Index>,
-    conns: Query<&mut Connection>,
-    mut participants: Query<&mut Participant>,
+    people: People,
     mut logs: Query<&mut EventLog>,
-    mut staged: ResMut<Staged>,
-    mut batch: ResMut<PersistBatch>,
-    mut departed: MessageWriter<Departed>,
-    mut dropped: MessageWriter<VoterDropped>,
+    fx: Effects,
+    leaving: Leaving,
 ) {
+    let People { conns, mut participants, .. } = people;
+    let Effects { mut staged, mut batch } = fx;
+    let Leaving { mut departed, mut dropped } = leaving;
     for req in requests.read() {
         let target = match &req.method {
             Method::Kick(p) | Method::Admit(p) | Method::Refuse(p) => &p.participant_id,

@@ -3,28 +3,27 @@
 //! Past grace the participant is gone (implicit abstain, turn released).
 
 use super::departure::depart;
+use super::params::*;
 use super::resources::*;
 use super::util::emit;
-use crate::engine::components::{Connection, EventLog, Participant, Presence};
-use crate::engine::config::EngineConfig;
-use crate::persist::{PersistBatch, StoreOp};
+use crate::engine::components::{EventLog, Participant, Presence};
+use crate::persist::StoreOp;
 use crate::protocol::{Event, PresenceChanged, PresenceState};
 use bevy_ecs::prelude::*;
 
 /// The transport closed a connection: drop it; the participant's last connection starts grace.
-#[allow(clippy::too_many_arguments)]
 pub fn connection_closed(
     mut closed: MessageReader<ConnClosed>,
-    clock: Res<Clock>,
-    config: Res<EngineConfig>,
-    mut index: ResMut<Index>,
-    conns: Query<&Connection>,
-    mut participants: Query<&mut Participant>,
+    env: TickEnv,
+    registry: Registry,
+    people: People,
     mut logs: Query<&mut EventLog>,
-    mut commands: Commands,
-    mut staged: ResMut<Staged>,
-    mut batch: ResMut<PersistBatch>,
+    fx: Effects,
 ) {
+    let TickEnv { clock, config } = env;
+    let Registry { mut index, mut commands, .. } = registry;
+    let People { conns, mut participants, .. } = people;
+    let Effects { mut staged, mut batch } = fx;
     for ev in closed.read() {
         let Some(ce) = index.conns.remove(&ev.conn) else { continue };
         let pid = conns.get(ce).ok().and_then(|c| c.participant().cloned());
@@ -64,16 +63,15 @@ pub fn connection_closed(
 }
 
 /// Past the grace period a participant is gone.
-#[allow(clippy::too_many_arguments)]
 pub fn grace_expiry(
     clock: Res<Clock>,
     index: Res<Index>,
     mut participants: Query<&mut Participant>,
     mut logs: Query<&mut EventLog>,
-    mut staged: ResMut<Staged>,
-    mut batch: ResMut<PersistBatch>,
+    fx: Effects,
     mut departed: MessageWriter<Departed>,
 ) {
+    let Effects { mut staged, mut batch } = fx;
     for (_, &pe) in index.participants.iter() {
         let Ok(mut p) = participants.get_mut(pe) else { continue };
         if !matches!(p.presence, Presence::Grace { until } if until <= clock.now) {

@@ -4,9 +4,10 @@
 //! exactly as if it did not exist. File reads are confined to the workspace directory after
 //! canonicalisation (no `..`, no symlink escape) and capped in size.
 
+use super::params::*;
 use super::resources::*;
 use super::util::{caller, in_scope, reply_err, reply_ok};
-use crate::engine::components::{Connection, EventLog, Participant, Presence, Session, Share, TurnLock, Workspace};
+use crate::engine::components::{EventLog, Participant, Presence, Session, Share, TurnLock, Workspace};
 use crate::engine::config::EngineConfig;
 use crate::ids::SessionId;
 use crate::protocol::*;
@@ -35,18 +36,15 @@ pub fn session_info(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 pub fn queries(
     mut requests: MessageReader<Incoming>,
-    index: Res<Index>,
+    dir: Directory,
     config: Res<EngineConfig>,
-    conns: Query<&Connection>,
-    participants: Query<&Participant>,
-    shares: Query<&Share>,
     workspaces: Query<&Workspace>,
     sessions: Query<(&Session, &TurnLock, &EventLog)>,
     mut staged: ResMut<Staged>,
 ) {
+    let Directory { index, conns, participants, shares } = dir;
     for req in requests.read() {
         match &req.method {
             Method::Ping(p) => {

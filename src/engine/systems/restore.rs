@@ -3,8 +3,7 @@
 //! denied ("host restarted"), and remotes get a fresh grace period to reconnect.
 
 use super::resources::*;
-use super::turn_lock::end_turn;
-use super::util::emit;
+use super::turn_lock::TurnEnds;
 use crate::engine::components::*;
 use crate::engine::config::EngineConfig;
 use crate::ids::ParticipantId;
@@ -175,19 +174,14 @@ pub fn restore_world(world: &mut World, r: Restored) {
 }
 
 /// First tick after start: give remotes a fresh grace period and close what the dead agent left.
-#[allow(clippy::too_many_arguments)]
 pub fn recover(
     mut recovery: ResMut<Recovery>,
-    clock: Res<Clock>,
     config: Res<EngineConfig>,
     index: Res<Index>,
-    mut counters: ResMut<Counters>,
     mut participants: Query<&mut Participant>,
     mut votes: Query<&mut PendingVote>,
     mut sessions: Query<(&mut Session, &mut TurnLock, &mut EventLog, &mut History)>,
-    mut staged: ResMut<Staged>,
-    mut batch: ResMut<PersistBatch>,
-    mut closed: MessageWriter<TurnClosed>,
+    mut turns: TurnEnds,
 ) {
     if !std::mem::take(&mut recovery.pending) {
         return;
@@ -195,7 +189,7 @@ pub fn recover(
     for (_, &pe) in index.participants.iter() {
         if let Ok(mut p) = participants.get_mut(pe) {
             if matches!(p.presence, Presence::Grace { .. }) {
-                p.presence = Presence::Grace { until: clock.now + config.grace_ms };
+                p.presence = Presence::Grace { until: turns.clock.now + config.grace_ms };
             }
         }
     }
@@ -211,9 +205,9 @@ pub fn recover(
             answers: vec![],
             resolved_by: "system".into(),
         });
-        batch.push(StoreOp::PutVote(super::vote_open::vote_row(&v)));
+        turns.fx.persist(StoreOp::PutVote(super::vote_open::vote_row(&v)));
         if let Some((_, _, mut log, _)) = index.sessions.get(&v.session).and_then(|&e| sessions.get_mut(e).ok()) {
-            emit(
+            turns.fx.emit(
                 &mut log,
                 &v.session,
                 Event::VoteResolved(VoteResolved {
@@ -223,29 +217,22 @@ pub fn recover(
                     answers: vec![],
                     resolved_by: "system".into(),
                 }),
-                &mut batch,
-                &mut staged,
             );
         }
     }
     for (sid, &se) in index.sessions.iter() {
         let Ok((mut session, mut lock, mut log, mut history)) = sessions.get_mut(se) else { continue };
         if lock.holder.is_some() {
-            end_turn(
+            turns.end_turn(
                 &mut session,
                 &mut lock,
                 &mut log,
                 &mut history,
                 TurnEndReason::AgentDied,
                 Some("the host restarted while the agent was working".into()),
-                clock.now,
-                &mut counters,
-                &mut batch,
-                &mut staged,
-                &mut closed,
             );
-            batch.push(StoreOp::Audit(AuditRow {
-                at: clock.now,
+            turns.fx.persist(StoreOp::Audit(AuditRow {
+                at: turns.clock.now,
                 actor: "system".into(),
                 action: "turn_closed".into(),
                 target: sid.to_string(),
@@ -253,7 +240,7 @@ pub fn recover(
             }));
         } else if session.status != SessionStatus::Idle {
             session.status = SessionStatus::Idle;
-            batch.push(StoreOp::PutSession(session.row(&lock, &log)));
+            turns.fx.persist(StoreOp::PutSession(session.row(&lock, &log)));
         }
     }
 }

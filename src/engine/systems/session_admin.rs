@@ -1,6 +1,7 @@
 //! Host session management: add workspaces, create, rename, clear and fork sessions.
 //! Clearing sends `history_replaced` (clients refetch); a fork keeps message authors.
 
+use super::params::*;
 use super::queries::session_info;
 use super::resources::*;
 use super::util::{emit, reply_err, reply_ok};
@@ -11,19 +12,17 @@ use crate::protocol::Event;
 use crate::protocol::*;
 use bevy_ecs::prelude::*;
 
-#[allow(clippy::too_many_arguments)]
 pub fn session_admin(
     mut requests: MessageReader<Incoming>,
     clock: Res<Clock>,
-    mut index: ResMut<Index>,
-    mut counters: ResMut<Counters>,
+    registry: Registry,
     workspaces: Query<&Workspace>,
     mut participants: Query<&mut Participant>,
     mut sessions: Query<(&mut Session, &TurnLock, &mut EventLog, &mut History)>,
-    mut commands: Commands,
-    mut staged: ResMut<Staged>,
-    mut batch: ResMut<PersistBatch>,
+    fx: Effects,
 ) {
+    let Registry { mut index, mut counters, mut commands } = registry;
+    let Effects { mut staged, mut batch } = fx;
     let now = clock.now;
     for req in requests.read() {
         match &req.method {

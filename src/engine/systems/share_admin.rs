@@ -1,12 +1,13 @@
 //! Host share management: mint, list, revoke, rotate. The token is returned once and only its
 //! hash is kept; rotating replaces the hash (old token refused, live connections stay).
 
+use super::params::*;
 use super::resources::*;
 use super::util::{reply_err, reply_ok};
 use crate::engine::components::{Participant, Presence, Share};
 use crate::engine::config::EngineConfig;
 use crate::ids::ShareId;
-use crate::persist::{AuditRow, PersistBatch, StoreOp};
+use crate::persist::{AuditRow, StoreOp};
 use crate::protocol::*;
 use crate::token;
 use bevy_ecs::prelude::*;
@@ -41,20 +42,18 @@ fn link(config: &EngineConfig, token: &str) -> Option<String> {
     Some(format!("{}{}{}", config.link_prefix.as_ref()?, token, config.link_suffix.as_deref().unwrap_or("")))
 }
 
-#[allow(clippy::too_many_arguments)]
 pub fn share_admin(
     mut requests: MessageReader<Incoming>,
-    clock: Res<Clock>,
-    config: Res<EngineConfig>,
+    env: TickEnv,
     mut rng: ResMut<EngineRng>,
-    mut index: ResMut<Index>,
-    mut counters: ResMut<Counters>,
+    registry: Registry,
     mut shares: Query<&mut Share>,
     participants: Query<&Participant>,
-    mut commands: Commands,
-    mut staged: ResMut<Staged>,
-    mut batch: ResMut<PersistBatch>,
+    fx: Effects,
 ) {
+    let TickEnv { clock, config } = env;
+    let Registry { mut index, mut counters, mut commands } = registry;
+    let Effects { mut staged, mut batch } = fx;
     let now = clock.now;
     for req in requests.read() {
         match &req.method {

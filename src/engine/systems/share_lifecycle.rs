@@ -4,10 +4,11 @@
 
 use super::departure::depart;
 use super::ingest::ReloadShares;
+use super::params::*;
 use super::resources::*;
 use super::util::emit;
-use crate::engine::components::{Connection, EventLog, Participant, Presence, Share, Workspace};
-use crate::persist::{AuditRow, PersistBatch, StoreOp};
+use crate::engine::components::{EventLog, Presence, Share, Workspace};
+use crate::persist::{AuditRow, StoreOp};
 use bevy_ecs::prelude::*;
 
 /// Picks up share rows written by another process (the `share` CLI).
@@ -71,18 +72,16 @@ pub fn reload_shares(
 }
 
 /// Closes connections of participants whose share is revoked or expired; they are gone for good.
-#[allow(clippy::too_many_arguments)]
 pub fn close_dead_shares(
     clock: Res<Clock>,
     index: Res<Index>,
-    shares: Query<&Share>,
-    mut participants: Query<&mut Participant>,
-    conns: Query<&Connection>,
+    people: People,
     mut logs: Query<&mut EventLog>,
-    mut staged: ResMut<Staged>,
-    mut batch: ResMut<PersistBatch>,
+    fx: Effects,
     mut departed: MessageWriter<Departed>,
 ) {
+    let People { conns, mut participants, shares } = people;
+    let Effects { mut staged, mut batch } = fx;
     let now = clock.now;
     for (_, &se) in index.shares.iter() {
         let Ok(share) = shares.get(se) else { continue };

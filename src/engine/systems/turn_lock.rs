@@ -5,146 +5,138 @@
 //! broadcast for the rejected message. Message ids are assigned here; a retry with the same
 //! `client_msg_id` returns the original result without a duplicate.
 
+use super::params::{Directory, Effects, TickEnv};
 use super::resources::*;
-use super::util::{caller, emit, in_scope, reply_err, reply_ok};
+use super::util::in_scope;
 use crate::engine::agent::AgentCommand;
 use crate::engine::components::*;
-use crate::engine::config::EngineConfig;
 use crate::ids::{MessageId, ParticipantId, SessionId};
-use crate::persist::{MessageRow, PersistBatch, StoreOp};
+use crate::persist::{MessageRow, StoreOp};
 use crate::protocol::Event;
 use crate::protocol::*;
 use bevy_ecs::prelude::*;
+use bevy_ecs::system::SystemParam;
 
 /// Longest accepted message text, in bytes.
 pub const MAX_TEXT_BYTES: usize = 32 * 1024;
 
-/// Ends the running turn (every path goes through here, so every path releases the lock).
-#[allow(clippy::too_many_arguments)]
-pub fn end_turn(
-    session: &mut Session,
-    lock: &mut TurnLock,
-    log: &mut EventLog,
-    history: &mut History,
-    reason: TurnEndReason,
-    error: Option<String>,
-    now: u64,
-    counters: &mut Counters,
-    batch: &mut PersistBatch,
-    staged: &mut Staged,
-    closed: &mut MessageWriter<TurnClosed>,
-) {
-    let Some(holder) = lock.holder.take() else { return };
-    // What the agent streamed is kept: nothing the room saw is lost.
-    let text = std::mem::take(&mut lock.streamed);
-    if !text.is_empty() {
-        post_agent_message(session, log, history, text, now, counters, batch, staged);
+/// What starting an agent turn needs: the workspace's directory and the agent command queue.
+#[derive(SystemParam)]
+pub struct TurnStarts<'w, 's> {
+    pub agents: ResMut<'w, Agents>,
+    pub workspaces: Query<'w, 's, &'static Workspace>,
+}
+
+/// Everything ending a turn writes to: the clock, the message counter (the agent's reply is a
+/// message), the tick's effects, and the `TurnClosed` message that closes the turn's votes.
+#[derive(SystemParam)]
+pub struct TurnEnds<'w> {
+    pub clock: Res<'w, Clock>,
+    pub counters: ResMut<'w, Counters>,
+    pub fx: Effects<'w>,
+    pub closed: MessageWriter<'w, TurnClosed>,
+}
+
+impl TurnEnds<'_> {
+    /// Ends the running turn (every path goes through here, so every path releases the lock).
+    pub fn end_turn(
+        &mut self,
+        session: &mut Session,
+        lock: &mut TurnLock,
+        log: &mut EventLog,
+        history: &mut History,
+        reason: TurnEndReason,
+        error: Option<String>,
+    ) {
+        let Some(holder) = lock.holder.take() else { return };
+        // What the agent streamed is kept: nothing the room saw is lost.
+        let text = std::mem::take(&mut lock.streamed);
+        if !text.is_empty() {
+            self.post_agent_message(session, log, history, text);
+        }
+        session.status = SessionStatus::Idle;
+        self.fx.emit(
+            log,
+            &session.id,
+            Event::TurnEnded(TurnEnded { turn_id: lock.turn_id, holder_id: holder, reason, error }),
+        );
+        self.fx.persist(StoreOp::PutSession(session.row(lock, log)));
+        self.closed.write(TurnClosed {
+            session: session.id.clone(),
+            turn_id: lock.turn_id,
+            reason: format!("turn ended ({})", reason.as_str()),
+        });
     }
-    session.status = SessionStatus::Idle;
-    emit(
-        log,
-        &session.id,
-        Event::TurnEnded(TurnEnded { turn_id: lock.turn_id, holder_id: holder, reason, error }),
-        batch,
-        staged,
-    );
-    batch.push(StoreOp::PutSession(session.row(lock, log)));
-    closed.write(TurnClosed {
-        session: session.id.clone(),
-        turn_id: lock.turn_id,
-        reason: format!("turn ended ({})", reason.as_str()),
-    });
+
+    /// Posts the agent's reply as a message authored by `agent`.
+    fn post_agent_message(&mut self, session: &Session, log: &mut EventLog, history: &mut History, text: String) {
+        self.counters.message += 1;
+        let id = MessageId::nth(self.counters.message);
+        let body = Event::Message(MessageEvent {
+            message_id: id.clone(),
+            author_id: "agent".into(),
+            author_name: "Agent".into(),
+            text: text.clone(),
+            client_msg_id: None,
+        });
+        let seq = self.fx.emit(log, &session.id, body);
+        let row = MessageRow {
+            id,
+            session: session.id.clone(),
+            seq,
+            author_id: "agent".into(),
+            author_name: "Agent".into(),
+            text,
+            client_msg_id: None,
+            created_at: self.clock.now,
+        };
+        self.fx.persist(StoreOp::PutMessage(row.clone()));
+        history.messages.push(row);
+    }
 }
 
-/// Posts the agent's reply as a message authored by `agent`.
-#[allow(clippy::too_many_arguments)]
-pub fn post_agent_message(
-    session: &Session,
-    log: &mut EventLog,
-    history: &mut History,
-    text: String,
-    now: u64,
-    counters: &mut Counters,
-    batch: &mut PersistBatch,
-    staged: &mut Staged,
-) {
-    counters.message += 1;
-    let id = MessageId::nth(counters.message);
-    let body = Event::Message(MessageEvent {
-        message_id: id.clone(),
-        author_id: "agent".into(),
-        author_name: "Agent".into(),
-        text: text.clone(),
-        client_msg_id: None,
-    });
-    let seq = emit(log, &session.id, body, batch, staged);
-    let row = MessageRow {
-        id,
-        session: session.id.clone(),
-        seq,
-        author_id: "agent".into(),
-        author_name: "Agent".into(),
-        text,
-        client_msg_id: None,
-        created_at: now,
-    };
-    batch.push(StoreOp::PutMessage(row.clone()));
-    history.messages.push(row);
-}
-
-#[allow(clippy::too_many_arguments)]
 pub fn send_message(
     mut requests: MessageReader<Incoming>,
-    clock: Res<Clock>,
-    config: Res<EngineConfig>,
-    index: Res<Index>,
+    env: TickEnv,
+    dir: Directory,
     mut counters: ResMut<Counters>,
-    mut agents: ResMut<Agents>,
-    conns: Query<&Connection>,
-    participants: Query<&Participant>,
-    shares: Query<&Share>,
-    workspaces: Query<&Workspace>,
+    starts: TurnStarts,
     mut sessions: Query<(&mut Session, &mut TurnLock, &mut EventLog, &mut History)>,
-    mut staged: ResMut<Staged>,
-    mut batch: ResMut<PersistBatch>,
+    mut fx: Effects,
 ) {
+    let TickEnv { clock, config } = env;
+    let TurnStarts { mut agents, workspaces } = starts;
     for req in requests.read() {
         let Method::SendMessage(p) = &req.method else { continue };
-        let Some((me, share)) = caller(&index, &conns, &participants, &shares, req.conn) else { continue };
-        let Some((mut session, mut lock, mut log, mut history)) = index
+        let Some((me, share)) = dir.get(req.conn) else { continue };
+        let Some((mut session, mut lock, mut log, mut history)) = dir
+            .index
             .sessions
             .get(&p.session_id)
             .and_then(|&e| sessions.get_mut(e).ok())
             .filter(|(s, ..)| in_scope(me, share, &s.workspace))
         else {
-            reply_err(&mut staged, req.conn, &req.id, ErrorCode::NotFound, format!("no session {}", p.session_id));
+            fx.reply_err(req.conn, &req.id, ErrorCode::NotFound, format!("no session {}", p.session_id));
             continue;
         };
         if !me.can_write() {
-            reply_err(&mut staged, req.conn, &req.id, ErrorCode::Forbidden, "observers can read but not send");
+            fx.reply_err(req.conn, &req.id, ErrorCode::Forbidden, "observers can read but not send");
             continue;
         }
         if me.muted {
-            reply_err(&mut staged, req.conn, &req.id, ErrorCode::Forbidden, "you are muted by the host");
+            fx.reply_err(req.conn, &req.id, ErrorCode::Forbidden, "you are muted by the host");
             continue;
         }
         if !me.sessions.contains(&session.id) {
-            reply_err(&mut staged, req.conn, &req.id, ErrorCode::NotJoined, format!("join {} first", session.id));
+            fx.reply_err(req.conn, &req.id, ErrorCode::NotJoined, format!("join {} first", session.id));
             continue;
         }
         if p.client_msg_id.is_empty() || p.client_msg_id.chars().count() > 128 {
-            reply_err(
-                &mut staged,
-                req.conn,
-                &req.id,
-                ErrorCode::InvalidParams,
-                "client_msg_id must be 1-128 characters",
-            );
+            fx.reply_err(req.conn, &req.id, ErrorCode::InvalidParams, "client_msg_id must be 1-128 characters");
             continue;
         }
         if p.text.trim().is_empty() || p.text.len() > MAX_TEXT_BYTES {
-            reply_err(
-                &mut staged,
+            fx.reply_err(
                 req.conn,
                 &req.id,
                 ErrorCode::InvalidParams,
@@ -155,15 +147,13 @@ pub fn send_message(
         // Idempotent retry: same author + client_msg_id → same result, nothing new.
         if let Some((mid, seq, text)) = history.client_ids.get(&(me.id.clone(), p.client_msg_id.clone())) {
             if *text == p.text {
-                reply_ok(
-                    &mut staged,
+                fx.reply_ok(
                     req.conn,
                     &req.id,
                     SendMessageResult { message_id: mid.clone(), seq: *seq, duplicate: true },
                 );
             } else {
-                reply_err(
-                    &mut staged,
+                fx.reply_err(
                     req.conn,
                     &req.id,
                     ErrorCode::DuplicateClientMsgId,
@@ -173,14 +163,14 @@ pub fn send_message(
             continue;
         }
         if let Some(holder) = &lock.holder {
-            let name = index
+            let name = dir
+                .index
                 .participants
                 .get(holder)
-                .and_then(|&e| participants.get(e).ok())
+                .and_then(|&e| dir.participants.get(e).ok())
                 .map(|p| p.display_name.clone())
                 .unwrap_or_else(|| holder.to_string());
-            reply_err(
-                &mut staged,
+            fx.reply_err(
                 req.conn,
                 &req.id,
                 ErrorCode::TurnLocked,
@@ -192,7 +182,7 @@ pub fn send_message(
         let now = clock.now;
         counters.message += 1;
         let mid = MessageId::nth(counters.message);
-        let seq = emit(
+        let seq = fx.emit(
             &mut log,
             &session.id.clone(),
             Event::Message(MessageEvent {
@@ -202,8 +192,6 @@ pub fn send_message(
                 text: p.text.clone(),
                 client_msg_id: Some(p.client_msg_id.clone()),
             }),
-            &mut batch,
-            &mut staged,
         );
         let row = MessageRow {
             id: mid.clone(),
@@ -215,7 +203,7 @@ pub fn send_message(
             client_msg_id: Some(p.client_msg_id.clone()),
             created_at: now,
         };
-        batch.push(StoreOp::PutMessage(row.clone()));
+        fx.persist(StoreOp::PutMessage(row.clone()));
         history.messages.push(row);
         history.client_ids.insert((me.id.clone(), p.client_msg_id.clone()), (mid.clone(), seq, p.text.clone()));
 
@@ -227,7 +215,7 @@ pub fn send_message(
             None => config.default_consensus,
         };
         session.status = SessionStatus::Running;
-        emit(
+        fx.emit(
             &mut log,
             &session.id.clone(),
             Event::TurnStarted(TurnStarted {
@@ -235,11 +223,10 @@ pub fn send_message(
                 holder_id: me.id.clone(),
                 holder_name: me.display_name.clone(),
             }),
-            &mut batch,
-            &mut staged,
         );
-        batch.push(StoreOp::PutSession(session.row(&lock, &log)));
-        let dir = index
+        fx.persist(StoreOp::PutSession(session.row(&lock, &log)));
+        let dir = dir
+            .index
             .workspaces
             .get(&session.workspace)
             .and_then(|&e| workspaces.get(e).ok())
@@ -253,83 +240,53 @@ pub fn send_message(
             prompt: p.text.clone(),
             author_name: me.display_name.clone(),
         });
-        reply_ok(&mut staged, req.conn, &req.id, SendMessageResult { message_id: mid, seq, duplicate: false });
+        fx.reply_ok(req.conn, &req.id, SendMessageResult { message_id: mid, seq, duplicate: false });
     }
 }
 
 /// `cancel_turn`: the holder or the host stops the running turn.
-#[allow(clippy::too_many_arguments)]
 pub fn cancel_turn(
     mut requests: MessageReader<Incoming>,
-    clock: Res<Clock>,
-    index: Res<Index>,
-    mut counters: ResMut<Counters>,
+    dir: Directory,
     mut agents: ResMut<Agents>,
-    conns: Query<&Connection>,
-    participants: Query<&Participant>,
-    shares: Query<&Share>,
     mut sessions: Query<(&mut Session, &mut TurnLock, &mut EventLog, &mut History)>,
-    mut staged: ResMut<Staged>,
-    mut batch: ResMut<PersistBatch>,
-    mut closed: MessageWriter<TurnClosed>,
+    mut turns: TurnEnds,
 ) {
     for req in requests.read() {
         let Method::CancelTurn(p) = &req.method else { continue };
-        let Some((me, share)) = caller(&index, &conns, &participants, &shares, req.conn) else { continue };
-        let Some((mut session, mut lock, mut log, mut history)) = index
+        let Some((me, share)) = dir.get(req.conn) else { continue };
+        let Some((mut session, mut lock, mut log, mut history)) = dir
+            .index
             .sessions
             .get(&p.session_id)
             .and_then(|&e| sessions.get_mut(e).ok())
             .filter(|(s, ..)| in_scope(me, share, &s.workspace))
         else {
-            reply_err(&mut staged, req.conn, &req.id, ErrorCode::NotFound, format!("no session {}", p.session_id));
+            turns.fx.reply_err(req.conn, &req.id, ErrorCode::NotFound, format!("no session {}", p.session_id));
             continue;
         };
         let Some(holder) = lock.holder.clone() else {
-            reply_err(&mut staged, req.conn, &req.id, ErrorCode::NoTurn, "no turn is running");
+            turns.fx.reply_err(req.conn, &req.id, ErrorCode::NoTurn, "no turn is running");
             continue;
         };
         if holder != me.id && !me.id.is_host() {
-            reply_err(
-                &mut staged,
-                req.conn,
-                &req.id,
-                ErrorCode::Forbidden,
-                "only the turn holder or the host can cancel",
-            );
+            turns.fx.reply_err(req.conn, &req.id, ErrorCode::Forbidden, "only the turn holder or the host can cancel");
             continue;
         }
         let turn_id = lock.turn_id;
-        end_turn(
-            &mut session,
-            &mut lock,
-            &mut log,
-            &mut history,
-            TurnEndReason::Cancelled,
-            None,
-            clock.now,
-            &mut counters,
-            &mut batch,
-            &mut staged,
-            &mut closed,
-        );
+        turns.end_turn(&mut session, &mut lock, &mut log, &mut history, TurnEndReason::Cancelled, None);
         agents.queued.push(AgentCommand::Cancel { session: p.session_id.clone(), turn_id });
-        reply_ok(&mut staged, req.conn, &req.id, Ack { ok: true });
+        turns.fx.reply_ok(req.conn, &req.id, Ack { ok: true });
     }
 }
 
 /// The holder gone past grace (or kicked) releases the turn.
-#[allow(clippy::too_many_arguments)]
 pub fn release_on_departure(
     mut departed: MessageReader<Departed>,
-    clock: Res<Clock>,
     index: Res<Index>,
-    mut counters: ResMut<Counters>,
     mut agents: ResMut<Agents>,
     mut sessions: Query<(&mut Session, &mut TurnLock, &mut EventLog, &mut History)>,
-    mut staged: ResMut<Staged>,
-    mut batch: ResMut<PersistBatch>,
-    mut closed: MessageWriter<TurnClosed>,
+    mut turns: TurnEnds,
 ) {
     let gone: Vec<ParticipantId> = departed.read().map(|d| d.participant.clone()).collect();
     if gone.is_empty() {
@@ -344,18 +301,13 @@ pub fn release_on_departure(
             continue;
         }
         let turn_id = lock.turn_id;
-        end_turn(
+        turns.end_turn(
             &mut session,
             &mut lock,
             &mut log,
             &mut history,
             TurnEndReason::HolderGone,
             Some("the turn holder left".into()),
-            clock.now,
-            &mut counters,
-            &mut batch,
-            &mut staged,
-            &mut closed,
         );
         agents.queued.push(AgentCommand::Cancel { session: sid, turn_id });
     }

@@ -2,10 +2,11 @@
 //! votes are rejected (`not_a_voter`, `stale_vote`); observers are `forbidden`; the host may
 //! always decide alone.
 
+use super::params::*;
 use super::resources::*;
 use super::util::{caller, emit, in_scope, reply_err, reply_ok};
 use crate::engine::components::*;
-use crate::persist::{AuditRow, BallotRow, PersistBatch, StoreOp};
+use crate::persist::{AuditRow, BallotRow, StoreOp};
 use crate::protocol::Event;
 use crate::protocol::*;
 use bevy_ecs::prelude::*;
@@ -31,19 +32,16 @@ pub fn progress(v: &PendingVote) -> VoteProgress {
     p
 }
 
-#[allow(clippy::too_many_arguments)]
 pub fn cast_ballot(
     mut requests: MessageReader<Incoming>,
     clock: Res<Clock>,
-    index: Res<Index>,
-    conns: Query<&Connection>,
-    participants: Query<&Participant>,
-    shares: Query<&Share>,
+    dir: Directory,
     mut votes: Query<&mut PendingVote>,
     mut sessions: Query<(&mut Session, &TurnLock, &mut EventLog)>,
-    mut staged: ResMut<Staged>,
-    mut batch: ResMut<PersistBatch>,
+    fx: Effects,
 ) {
+    let Directory { index, conns, participants, shares } = dir;
+    let Effects { mut staged, mut batch } = fx;
     for req in requests.read() {
         let (vote_id, ballot, always) = match &req.method {
             Method::VotePlan(p) => {

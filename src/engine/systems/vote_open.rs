@@ -2,31 +2,29 @@
 //! participants of the session (the host decides separately and may always decide alone).
 //! Without consensus (share not consensus_required, or 1:1) the turn holder alone decides.
 
+use super::params::*;
 use super::resources::*;
 use super::util::emit;
 use crate::engine::components::*;
-use crate::engine::config::EngineConfig;
 use crate::ids::VoteId;
-use crate::persist::{AuditRow, PersistBatch, StoreOp, VoteRow};
+use crate::persist::{AuditRow, StoreOp, VoteRow};
 use crate::protocol::Event;
 use crate::protocol::*;
 use bevy_ecs::prelude::*;
 use std::collections::BTreeSet;
 
-#[allow(clippy::too_many_arguments)]
 pub fn open_vote(
     mut requests: MessageReader<VoteRequested>,
-    clock: Res<Clock>,
-    config: Res<EngineConfig>,
-    mut index: ResMut<Index>,
-    mut counters: ResMut<Counters>,
+    env: TickEnv,
+    registry: Registry,
     participants: Query<&Participant>,
     shares: Query<&Share>,
     mut sessions: Query<(&mut Session, &TurnLock, &mut EventLog)>,
-    mut commands: Commands,
-    mut staged: ResMut<Staged>,
-    mut batch: ResMut<PersistBatch>,
+    fx: Effects,
 ) {
+    let TickEnv { clock, config } = env;
+    let Registry { mut index, mut counters, mut commands } = registry;
+    let Effects { mut staged, mut batch } = fx;
     let now = clock.now;
     for req in requests.read() {
         let Some(&se) = index.sessions.get(&req.session) else { continue };

@@ -1,24 +1,24 @@
 //! Rule: departure (gone past grace), mute, kick or leaving the session removes a voter from the
 //! required set, so nobody can stall a vote by leaving. Resolution is re-evaluated the same tick.
 
+use super::params::*;
 use super::resources::*;
 use super::util::emit;
 use super::vote_cast::progress;
 use crate::engine::components::*;
-use crate::persist::{PersistBatch, StoreOp};
+use crate::persist::StoreOp;
 use crate::protocol::Event;
 use bevy_ecs::prelude::*;
 
-#[allow(clippy::too_many_arguments)]
 pub fn prune_voters(
     mut departed: MessageReader<Departed>,
     mut dropped: MessageReader<VoterDropped>,
     index: Res<Index>,
     mut votes: Query<&mut PendingVote>,
     mut logs: Query<&mut EventLog>,
-    mut staged: ResMut<Staged>,
-    mut batch: ResMut<PersistBatch>,
+    fx: Effects,
 ) {
+    let Effects { mut staged, mut batch } = fx;
     let mut removals: Vec<(crate::ids::ParticipantId, Option<crate::ids::SessionId>)> =
         departed.read().map(|d| (d.participant.clone(), None)).collect();
     removals.extend(dropped.read().map(|d| (d.participant.clone(), d.session.clone())));

@@ -2,31 +2,40 @@
 //! approved. A vote whose turn ended resolves denied. Otherwise the pure [`evaluate`] decides.
 //! Every outcome is emitted once, persisted, audited and sent back to the agent.
 
+use super::params::*;
 use super::resources::*;
 use super::util::emit;
 use super::vote_logic::evaluate;
 use crate::engine::agent::{AgentCommand, Resolution};
 use crate::engine::components::*;
 use crate::ids::ParticipantId;
-use crate::persist::{AuditRow, PersistBatch, StoreOp};
+use crate::persist::{AuditRow, StoreOp};
 use crate::protocol::Event;
 use crate::protocol::*;
 use bevy_ecs::prelude::*;
+use bevy_ecs::system::SystemParam;
 use std::collections::BTreeMap;
 
-#[allow(clippy::too_many_arguments)]
+/// What closes a vote besides its ballots: its turn ended, or the agent withdrew its request.
+#[derive(SystemParam)]
+pub struct VoteEndings<'w, 's> {
+    pub turn_closed: MessageReader<'w, 's, TurnClosed>,
+    pub withdrawn: MessageReader<'w, 's, VoteWithdrawn>,
+}
+
+/// Resolves votes: deadlines, ended turns, withdrawn requests, and the ballots cast this tick.
 pub fn resolve_votes(
-    mut turn_closed: MessageReader<TurnClosed>,
-    mut withdrawn: MessageReader<VoteWithdrawn>,
+    mut ended: VoteEndings,
     clock: Res<Clock>,
-    index: Res<Index>,
+    dir: Directory,
     mut agents: ResMut<Agents>,
-    participants: Query<&Participant>,
     mut votes: Query<&mut PendingVote>,
     mut sessions: Query<(&mut Session, &TurnLock, &mut EventLog)>,
-    mut staged: ResMut<Staged>,
-    mut batch: ResMut<PersistBatch>,
+    fx: Effects,
 ) {
+    let VoteEndings { turn_closed, withdrawn } = &mut ended;
+    let Directory { index, participants, .. } = dir;
+    let Effects { mut staged, mut batch } = fx;
     let now = clock.now;
     let closed: Vec<TurnClosed> = turn_closed.read().cloned().collect();
     let withdrawn: Vec<VoteWithdrawn> = withdrawn.read().cloned().collect();

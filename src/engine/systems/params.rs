@@ -1,0 +1,104 @@
+//! System parameter bundles shared by many rules (as bevy's own code does with
+//! `#[derive(SystemParam)]`): each names what it serves, so a system's signature says what the
+//! rule reads and writes without a dozen loose parameters.
+//!
+//! - [`Effects`]: what a rule produces in a tick — frames staged for clients (released by the
+//!   broadcast system only after the store committed) and store operations (one commit per tick).
+//! - [`Directory`]: read access to who is who — the id index, connections, participants,
+//!   shares — and the connection → participant → share lookup of a request's sender.
+//! - [`People`]: write access to connections, participants and shares (pairing, presence,
+//!   moderation).
+//! - [`TickEnv`]: the clock and the engine settings.
+//! - [`Registry`]: what creating entities needs — the id index, the id counters, `Commands`.
+//! - [`Leaving`]: the messages that announce a participant leaving a vote or the host.
+//!
+//! Systems with many parameters destructure these at the top (`let Effects { mut staged, mut
+//! batch } = fx;`), so their rule reads exactly as before.
+
+use super::resources::{Clock, Counters, Departed, Index, Staged, VoterDropped};
+use super::util;
+use crate::engine::components::{Connection, EventLog, Participant, Share};
+use crate::engine::config::EngineConfig;
+use crate::ids::{ConnId, SessionId};
+use crate::persist::{PersistBatch, StoreOp};
+use crate::protocol::{ErrorCode, Event};
+use bevy_ecs::prelude::*;
+use bevy_ecs::system::SystemParam;
+use serde::Serialize;
+use serde_json::Value;
+
+/// A rule's output for this tick: staged frames and store operations.
+#[derive(SystemParam)]
+pub struct Effects<'w> {
+    pub staged: ResMut<'w, Staged>,
+    pub batch: ResMut<'w, PersistBatch>,
+}
+
+impl Effects<'_> {
+    /// Replies `{"id", "result"}` to a request.
+    pub fn reply_ok(&mut self, conn: ConnId, id: &Value, result: impl Serialize) {
+        util::reply_ok(&mut self.staged, conn, id, result);
+    }
+
+    /// Replies `{"id", "error": {"code", "message"}}` to a request.
+    pub fn reply_err(&mut self, conn: ConnId, id: &Value, code: ErrorCode, message: impl Into<String>) {
+        util::reply_err(&mut self.staged, conn, id, code, message);
+    }
+
+    /// Emits a seq'd session event (logged, persisted, staged for every member). Returns the seq.
+    pub fn emit(&mut self, log: &mut EventLog, session: &SessionId, body: Event) -> u64 {
+        util::emit(log, session, body, &mut self.batch, &mut self.staged)
+    }
+
+    /// Adds a store operation to this tick's commit.
+    pub fn persist(&mut self, op: StoreOp) {
+        self.batch.push(op);
+    }
+}
+
+/// Read access to who is behind a connection.
+#[derive(SystemParam)]
+pub struct Directory<'w, 's> {
+    pub index: Res<'w, Index>,
+    pub conns: Query<'w, 's, &'static Connection>,
+    pub participants: Query<'w, 's, &'static Participant>,
+    pub shares: Query<'w, 's, &'static Share>,
+}
+
+impl Directory<'_, '_> {
+    /// The participant behind `conn` and its share (none for the host), if authenticated.
+    pub fn get(&self, conn: ConnId) -> Option<(&Participant, Option<&Share>)> {
+        util::caller(&self.index, &self.conns, &self.participants, &self.shares, conn)
+    }
+}
+
+/// Write access to connections, participants and shares.
+#[derive(SystemParam)]
+pub struct People<'w, 's> {
+    pub conns: Query<'w, 's, &'static mut Connection>,
+    pub participants: Query<'w, 's, &'static mut Participant>,
+    pub shares: Query<'w, 's, &'static mut Share>,
+}
+
+/// The engine clock and settings.
+#[derive(SystemParam)]
+pub struct TickEnv<'w> {
+    pub clock: Res<'w, Clock>,
+    pub config: Res<'w, EngineConfig>,
+}
+
+/// What creating (or forgetting) entities needs: the id → entity index, the id counters and
+/// `Commands` to spawn.
+#[derive(SystemParam)]
+pub struct Registry<'w, 's> {
+    pub index: ResMut<'w, Index>,
+    pub counters: ResMut<'w, Counters>,
+    pub commands: Commands<'w, 's>,
+}
+
+/// A participant leaving: gone for good ([`Departed`]) or no longer a voter ([`VoterDropped`]).
+#[derive(SystemParam)]
+pub struct Leaving<'w> {
+    pub departed: MessageWriter<'w, Departed>,
+    pub dropped: MessageWriter<'w, VoterDropped>,
+}
