@@ -189,6 +189,25 @@ async fn an_insecure_loopback_host_speaks_plain_websocket_with_insecure_links() 
 // ---- frames ----------------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_many_times_the_read_buffer_arrives_whole_over_tls() {
+    // The server reads in small steps (ServerOptions::read_buffer_bytes, 4 KiB, so idle
+    // connections stay cheap); a message close to the 32 KiB text limit must still arrive whole.
+    assert!(roundtable::net::server::ServerOptions::default().read_buffer_bytes <= 8 * 1024);
+    let h = TestHost::start().await;
+    let (link, _) = h.mint(|_| {}).await;
+    let ann = remote(&link, "Ann").await;
+    let mut bob = remote(&link, "Bob").await;
+    ann.join(&h.session, None).await;
+    bob.join(&h.session, None).await;
+    let text: String = (0..31 * 1024).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+    ann.say(&h.session, &text).await.unwrap();
+    let got =
+        bob.expect("Ann's long message", |f| matches!(&f.body, Event::Message(m) if m.author_name == "Ann")).await;
+    let Event::Message(m) = got.body else { unreachable!() };
+    assert_eq!(m.text, text);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversize_frame_gets_frame_too_large_and_the_connection_keeps_working() {
     let h = TestHost::start().await;
     let (link, _) = h.mint(|_| {}).await;

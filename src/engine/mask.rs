@@ -95,7 +95,7 @@ pub struct Masker {
 impl Default for Masker {
     /// The built-in patterns only.
     fn default() -> Self {
-        Masker::new(&[]).expect("the built-in mask patterns are valid")
+        Masker::shared(&[]).expect("the built-in mask patterns are valid")
     }
 }
 
@@ -105,6 +105,22 @@ impl Masker {
     pub fn new(extra: &[String]) -> Result<Masker, MaskError> {
         let all: Vec<&str> = DEFAULT_PATTERNS.iter().map(|(_, p)| *p).chain(extra.iter().map(String::as_str)).collect();
         Masker::with_patterns(&all)
+    }
+
+    /// Like [`Masker::new`], but compiled once per process for each distinct pattern list and
+    /// shared afterwards (compiling the patterns' regexes and DFAs dominated building an engine:
+    /// the simulator and the scenario runner build thousands). Maskers are immutable, so sharing
+    /// changes nothing but the cost.
+    pub fn shared(extra: &[String]) -> Result<Masker, MaskError> {
+        static CACHE: std::sync::OnceLock<std::sync::Mutex<std::collections::BTreeMap<Vec<String>, Masker>>> =
+            std::sync::OnceLock::new();
+        let cache = CACHE.get_or_init(Default::default);
+        if let Some(m) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(extra) {
+            return Ok(m.clone());
+        }
+        let masker = Masker::new(extra)?;
+        cache.lock().unwrap_or_else(|e| e.into_inner()).insert(extra.to_vec(), masker.clone());
+        Ok(masker)
     }
 
     /// A masker using exactly `patterns` (no built-in ones).
@@ -385,6 +401,20 @@ mod tests {
     fn host_patterns_are_added_to_the_defaults() {
         let m = Masker::new(&["internal-[0-9]{6}".to_string(), r"pin=(?P<secret>\d{4})".to_string()]).unwrap();
         assert_eq!(m.mask("id internal-123456 pin=1234 sk-abcdefghijklmnopqrstu"), "id [masked] pin=[masked] [masked]");
+    }
+
+    #[test]
+    fn shared_maskers_are_compiled_once_per_pattern_list_and_mask_the_same() {
+        let a = vec!["shared-test-[0-9]{4}".to_string()];
+        let b = vec!["other-test-[0-9]{4}".to_string()];
+        let (m1, m2, m3) = (Masker::shared(&a).unwrap(), Masker::shared(&a).unwrap(), Masker::shared(&b).unwrap());
+        assert!(Arc::ptr_eq(&m1.inner, &m2.inner), "the same list is compiled once");
+        assert!(!Arc::ptr_eq(&m1.inner, &m3.inner), "a different list gets its own masker");
+        let text = "shared-test-1234 other-test-5678 sk-abcdefghijklmnopqrstu";
+        assert_eq!(m1.mask(text), Masker::new(&a).unwrap().mask(text));
+        assert_eq!(m1.mask(text), "[masked] other-test-5678 [masked]");
+        assert_eq!(m3.mask(text), "shared-test-1234 [masked] [masked]");
+        assert!(matches!(Masker::shared(&["(".to_string()]), Err(MaskError::Invalid { .. })));
     }
 
     #[test]

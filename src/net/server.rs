@@ -70,6 +70,11 @@ pub struct ServerOptions {
     /// Frames are flushed whenever the queue runs empty anyway; tests set 0 so a slow
     /// consumer's backlog shows up in the bounded queue instead of this buffer.
     pub write_buffer_bytes: usize,
+    /// Bytes tungstenite reads from the socket at a time (its `read_buffer_size`), allocated
+    /// for every connection up front: small, so idle connections stay cheap (tungstenite's
+    /// default, 128 KiB, made every idle connection cost ~144 KiB). A larger message still
+    /// arrives whole; it is read in several steps.
+    pub read_buffer_bytes: usize,
 }
 
 impl Default for ServerOptions {
@@ -81,6 +86,7 @@ impl Default for ServerOptions {
             handshake_timeout: Duration::from_secs(10),
             send_buffer_bytes: None,
             write_buffer_bytes: 128 * 1024,
+            read_buffer_bytes: 4 * 1024,
         }
     }
 }
@@ -245,7 +251,8 @@ impl ConnCtx {
         let config = WebSocketConfig::default()
             .max_message_size(Some(self.options.max_message_bytes))
             .max_frame_size(Some(self.options.max_message_bytes))
-            .write_buffer_size(self.options.write_buffer_bytes);
+            .write_buffer_size(self.options.write_buffer_bytes)
+            .read_buffer_size(self.options.read_buffer_bytes);
         let accept = tokio_tungstenite::accept_async_with_config(stream, Some(config));
         let ws = match tokio::time::timeout(self.options.handshake_timeout, accept).await {
             Ok(Ok(ws)) => ws,

@@ -1,5 +1,6 @@
-//! Invariant checks (SPEC §4), run every tick in tests, scenarios and simulation. A violation is
-//! recorded with the tick and, when `check_invariants` is on, fails loudly (panics).
+//! Invariant checks (SPEC §4), run every tick in tests, scenarios and simulation (only when
+//! `check_invariants` is on; production skips the system). A violation is recorded with the
+//! tick and fails loudly (panics).
 
 use super::params::*;
 use super::resources::*;

@@ -131,13 +131,19 @@ impl Installer for DeliveryInstaller {
     fn install(&self, world: &mut World, schedule: &mut Schedule) {
         world.init_resource::<persist_tick::CommitFailed>();
         let patterns = world.resource::<crate::engine::config::EngineConfig>().mask_patterns.clone();
-        let masker = crate::engine::mask::Masker::new(&patterns).unwrap_or_else(|e| {
+        let masker = crate::engine::mask::Masker::shared(&patterns).unwrap_or_else(|e| {
             tracing::error!("ignoring the configured mask patterns: {e}");
             crate::engine::mask::Masker::default()
         });
         world.insert_resource(broadcast::SecretMask { masker, streams: Default::default() });
         schedule.add_systems(persist_tick::persist.in_set(TickSet::Persist));
         schedule.add_systems(broadcast::broadcast.in_set(TickSet::Broadcast));
-        schedule.add_systems(invariants::check_invariants.in_set(TickSet::Check));
+        // Off in production (the host sets `check_invariants: false`): then the checker does not
+        // run at all, so it costs nothing per tick; tests, scenarios and simulation turn it on.
+        schedule.add_systems(
+            invariants::check_invariants
+                .run_if(|config: Res<crate::engine::config::EngineConfig>| config.check_invariants)
+                .in_set(TickSet::Check),
+        );
     }
 }
