@@ -8,10 +8,12 @@
 //! - [`join`]: `roundtable join`, the terminal client with reconnect and resume.
 //! - [`render`]: human-readable lines for events (shared by `serve`, `join` and the windows).
 //! - [`admin`]: `roundtable workspace ...` / `roundtable share ...` and link printing.
-//! - [`qa`]: `roundtable scenario ...`, `simulate` and `bench` front-ends.
+//! - [`qa`]: `roundtable scenario ...`, `simulate` and `bench` front-ends; [`bench_idle`]:
+//!   `bench idle`, the memory of idle connections to a real `serve`.
 //! - [`paths`]: where the data directory is.
 
 pub mod admin;
+pub mod bench_idle;
 pub mod console;
 pub mod host;
 pub mod join;

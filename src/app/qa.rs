@@ -81,9 +81,18 @@ pub struct BenchArgs {
     /// Clients in the measured run.
     #[arg(long, default_value_t = 50)]
     pub clients: usize,
-    /// Ticks per run.
+    /// Ticks per run (fanout).
     #[arg(long, default_value_t = 2000)]
     pub ticks: u64,
+    /// Connections to open (idle).
+    #[arg(long, default_value_t = 1000)]
+    pub connections: usize,
+    /// Plain `ws://` instead of TLS (idle).
+    #[arg(long)]
+    pub insecure: bool,
+    /// Print the result as one JSON object (idle).
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Available benchmarks.
@@ -91,14 +100,8 @@ pub struct BenchArgs {
 pub enum BenchArg {
     /// Ticks per second with N clients in one session, against one client.
     Fanout,
-}
-
-impl From<BenchArg> for BenchKind {
-    fn from(b: BenchArg) -> Self {
-        match b {
-            BenchArg::Fanout => BenchKind::Fanout,
-        }
-    }
+    /// Resident memory of a real `serve` per idle WebSocket connection (`--connections N`).
+    Idle,
 }
 
 /// `roundtable scenario run`.
@@ -159,7 +162,17 @@ pub fn run_simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
 
 /// `roundtable bench`.
 pub fn run_bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
-    let options = BenchOptions { kind: args.kind.into(), clients: args.clients, ticks: args.ticks };
-    bench::run(&options, &mut std::io::stdout().lock())?;
+    match args.kind {
+        BenchArg::Idle => {
+            super::bench_idle::run(args.connections, args.insecure, args.json, &mut std::io::stdout().lock())?;
+        }
+        BenchArg::Fanout => {
+            if args.json || args.insecure {
+                anyhow::bail!("--json and --insecure apply to `bench idle` only");
+            }
+            let options = BenchOptions { kind: BenchKind::Fanout, clients: args.clients, ticks: args.ticks };
+            bench::run(&options, &mut std::io::stdout().lock())?;
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }

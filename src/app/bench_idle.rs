@@ -1,0 +1,160 @@
+//! `roundtable bench idle`: what an idle connection costs the host, in resident memory.
+//!
+//! Starts a real `roundtable serve` (this executable) as a child process on a fresh data
+//! directory and a free loopback port, opens `--connections N` WebSocket connections to it (TLS
+//! with the pinned certificate by default, plain `ws://` with `--insecure`), lets them sit, and
+//! reads the child's `VmRSS` from `/proc` before and after: (after − before) / N is the cost of
+//! one idle connection. The connections do not authenticate, so they must all be open within
+//! the host's authentication timeout (10 s); the bench says so if they were not. Linux only.
+
+use crate::net::client::connect_ws;
+use crate::net::link::Link;
+use crate::net::tls;
+use std::io::Write;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// What `bench idle` measured.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct IdleReport {
+    pub connections: usize,
+    pub tls: bool,
+    /// Host RSS with the listener up and no connection, KiB.
+    pub rss_before_kib: u64,
+    /// Host RSS with every connection open and idle, KiB.
+    pub rss_after_kib: u64,
+    /// (after − before) / connections.
+    pub kib_per_connection: f64,
+    /// Seconds it took to open every connection.
+    pub open_seconds: f64,
+}
+
+/// Kills the child host when the bench ends, however it ends.
+struct HostProcess(Child);
+
+impl Drop for HostProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map_err(|e| anyhow::anyhow!("cannot read the host's memory use from /proc (Linux only): {e}"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no VmRSS line in /proc/{pid}/status"))
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn start_host(data_dir: &Path, port: u16, insecure: bool) -> anyhow::Result<HostProcess> {
+    let exe = std::env::current_exe()?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("serve").arg("--data-dir").arg(data_dir).arg("--bind").arg(format!("127.0.0.1:{port}"));
+    if insecure {
+        cmd.arg("--insecure");
+    }
+    cmd.current_dir(data_dir).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    Ok(HostProcess(cmd.spawn().map_err(|e| anyhow::anyhow!("cannot start `roundtable serve`: {e}"))?))
+}
+
+/// Runs the bench, writing progress and the result to `out` (JSON when `json`).
+pub fn run(connections: usize, insecure: bool, json: bool, out: &mut dyn Write) -> anyhow::Result<IdleReport> {
+    let connections = connections.max(1);
+    let dir = tempfile_dir()?;
+    // The host's certificate is created here first so the links can pin it.
+    let fingerprint = if insecure { None } else { Some(tls::load_or_create(dir.path())?.fingerprint) };
+    let port = free_port()?;
+    let host = start_host(dir.path(), port, insecure)?;
+    let pid = host.0.id();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().worker_threads(2).build()?;
+    let link = Link { host: "127.0.0.1".into(), port, token: "bench".into(), fingerprint };
+    // Wait for the listener (the host creates its database and first session first).
+    let started = Instant::now();
+    loop {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            anyhow::bail!("the host did not start listening on 127.0.0.1:{port} within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let before = rss_kib(pid)?;
+    let opening = Instant::now();
+    let mut sockets = Vec::with_capacity(connections);
+    runtime.block_on(async {
+        for i in 0..connections {
+            let ws = connect_ws(&link).await.map_err(|e| anyhow::anyhow!("connection {} failed: {e}", i + 1))?;
+            sockets.push(ws);
+            if !json && (i + 1) % 500 == 0 {
+                let _ = writeln!(out, "  opened {}/{connections}", i + 1);
+            }
+        }
+        anyhow::Ok(())
+    })?;
+    let open_seconds = opening.elapsed().as_secs_f64();
+    std::thread::sleep(Duration::from_millis(500));
+    let after = rss_kib(pid)?;
+    if opening.elapsed() > Duration::from_secs(9) {
+        writeln!(
+            out,
+            "warning: opening took {open_seconds:.1} s; unauthenticated connections are closed after 10 s, \
+             so some may have been closed before the measurement (use fewer connections)"
+        )?;
+    }
+    drop(sockets);
+    drop(host);
+    let report = IdleReport {
+        connections,
+        tls: !insecure,
+        rss_before_kib: before,
+        rss_after_kib: after,
+        kib_per_connection: after.saturating_sub(before) as f64 / connections as f64,
+        open_seconds,
+    };
+    if json {
+        writeln!(out, "{}", serde_json::to_string(&report)?)?;
+    } else {
+        writeln!(
+            out,
+            "idle {} connections ({}): host RSS {} KiB → {} KiB, {:.1} KiB per connection (opened in {:.1} s)",
+            connections,
+            if insecure { "ws" } else { "TLS" },
+            before,
+            after,
+            report.kib_per_connection,
+            open_seconds
+        )?;
+    }
+    Ok(report)
+}
+
+/// A temporary data directory, removed when dropped.
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn tempfile_dir() -> anyhow::Result<TempDir> {
+    let dir = std::env::temp_dir().join(format!("roundtable-bench-idle-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(TempDir(dir))
+}
