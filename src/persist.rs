@@ -182,8 +182,11 @@ pub struct Restored {
     pub sessions: Vec<SessionRow>,
     pub shares: Vec<ShareRow>,
     pub participants: Vec<ParticipantRow>,
-    /// All messages, ordered by (session, seq).
+    /// The latest [`HISTORY_TAIL`] messages of each session, ordered by (session, seq). Older
+    /// ones stay in the store and are read page by page ([`Store::messages_before`]).
     pub messages: Vec<MessageRow>,
+    /// Sessions that have messages older than the ones in `messages`.
+    pub older_messages: std::collections::BTreeSet<SessionId>,
     /// Tail of each session's event log (the last `EVENT_TAIL` events), ordered by (session, seq).
     pub events: Vec<EventRow>,
     /// Votes, ordered by id.
@@ -193,6 +196,11 @@ pub struct Restored {
     /// Largest audit id (only for information).
     pub audit_count: u64,
 }
+
+/// How many messages per session the engine keeps in memory: enough for a snapshot's first
+/// page (`protocol::HISTORY_PAGE_MESSAGES`). Everything older is read from the store on demand,
+/// so the host's memory does not grow with history.
+pub const HISTORY_TAIL: usize = crate::protocol::HISTORY_PAGE_MESSAGES;
 
 /// How many events per session the engine keeps for `since_seq` replay.
 pub const EVENT_TAIL: usize = 1000;
@@ -223,6 +231,22 @@ pub trait Store: Send {
     fn workspaces(&mut self) -> Result<Vec<WorkspaceRow>, StoreError> {
         Ok(Vec::new())
     }
+    /// Up to `limit` committed messages of `session` with a seq below `before_seq`, oldest
+    /// first, and whether older ones exist (history pages, forks).
+    fn messages_before(
+        &mut self,
+        session: &SessionId,
+        before_seq: u64,
+        limit: usize,
+    ) -> Result<(Vec<MessageRow>, bool), StoreError>;
+    /// The committed message `author_id` sent to `session` with `client_msg_id` (idempotent
+    /// retries of messages older than the in-memory tail).
+    fn message_by_client_id(
+        &mut self,
+        session: &SessionId,
+        author_id: &str,
+        client_msg_id: &str,
+    ) -> Result<Option<MessageRow>, StoreError>;
 }
 
 /// A store that keeps the ops in memory (unit tests). `load` replays them.
@@ -244,6 +268,49 @@ impl Store for MemoryStore {
 
     fn load(&mut self) -> Result<Restored, StoreError> {
         Ok(Restored::default())
+    }
+
+    fn messages_before(
+        &mut self,
+        session: &SessionId,
+        before_seq: u64,
+        limit: usize,
+    ) -> Result<(Vec<MessageRow>, bool), StoreError> {
+        let mut older: Vec<MessageRow> = self.messages_of(session).into_iter().filter(|m| m.seq < before_seq).collect();
+        let has_older = older.len() > limit;
+        let first = older.len().saturating_sub(limit);
+        Ok((older.split_off(first), has_older))
+    }
+
+    fn message_by_client_id(
+        &mut self,
+        session: &SessionId,
+        author_id: &str,
+        client_msg_id: &str,
+    ) -> Result<Option<MessageRow>, StoreError> {
+        Ok(self
+            .messages_of(session)
+            .into_iter()
+            .find(|m| m.author_id == author_id && m.client_msg_id.as_deref() == Some(client_msg_id)))
+    }
+}
+
+impl MemoryStore {
+    /// The committed messages of a session (after its last clear), in seq order.
+    fn messages_of(&self, session: &SessionId) -> Vec<MessageRow> {
+        let mut by_id: std::collections::BTreeMap<crate::ids::MessageId, MessageRow> = Default::default();
+        for op in self.committed.iter().flatten() {
+            match op {
+                StoreOp::PutMessage(m) if &m.session == session => {
+                    by_id.insert(m.id.clone(), m.clone());
+                }
+                StoreOp::ClearSession(s) if s == session => by_id.clear(),
+                _ => {}
+            }
+        }
+        let mut rows: Vec<MessageRow> = by_id.into_values().collect();
+        rows.sort_by_key(|m| m.seq);
+        rows
     }
 }
 

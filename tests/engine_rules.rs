@@ -472,13 +472,27 @@ fn slow_consumer_gets_resync_and_catches_up_with_nothing_lost() {
     assert_eq!(resync.len(), 1, "one resync notice");
     let last = resync[0]["payload"]["last_seq"].as_u64().unwrap();
     let joined = h.call(bob, "join_session", json!({"session_id": s, "since_seq": last})).unwrap();
-    // Too far behind for replay: a snapshot carries every message; either way nothing is lost.
+    // Too far behind for replay: a snapshot carries the latest page, and older pages come from
+    // fetch_history; either way nothing is lost.
     assert_eq!(joined["catch_up"], "snapshot");
     let snapshot = h.events_named(bob, "snapshot");
-    // Messages seen live before the overflow, then the snapshot's full history (which repeats
-    // them): dedup of the sorted-by-arrival list must give every message exactly once, in order.
+    let payload = &snapshot.last().unwrap()["payload"];
+    let mut snap: Vec<Value> = payload["messages"].as_array().unwrap().clone();
+    assert_eq!(snap.len(), 200, "the snapshot's first page is bounded");
+    let mut has_older = payload["has_older"].as_bool().unwrap();
+    assert!(has_older, "300 messages do not fit one page");
+    while has_older {
+        let before = snap[0]["seq"].as_u64().unwrap();
+        let page = h.call(bob, "fetch_history", json!({"session_id": s, "before_seq": before})).unwrap();
+        let mut older = page["messages"].as_array().unwrap().clone();
+        assert!(!older.is_empty() && older.last().unwrap()["seq"].as_u64().unwrap() < before);
+        older.extend(snap);
+        snap = older;
+        has_older = page["has_older"].as_bool().unwrap();
+    }
+    // Messages seen live before the overflow, then the paged history (which repeats them):
+    // dedup of the sorted-by-arrival list must give every message exactly once, in order.
     let live: Vec<Value> = h.events_named(bob, "message").into_iter().map(|m| m["payload"].clone()).collect();
-    let snap: Vec<Value> = snapshot.last().unwrap()["payload"]["messages"].as_array().unwrap().clone();
     let snap_ids: Vec<&Value> = snap.iter().map(|m| &m["message_id"]).collect();
     let mut texts: Vec<String> = live
         .iter()
@@ -786,4 +800,150 @@ fn a_slow_consumer_gets_coalesced_deltas_with_the_same_text() {
     let (fast, slow) = (deltas(&h, ann), deltas(&h, bob));
     assert_eq!(fast.concat(), slow.concat(), "same text either way");
     assert!(slow.len() < fast.len(), "the slow consumer's deltas were merged: {} vs {}", slow.len(), fast.len());
+}
+
+// ---- history paging: memory bounded by the tail, older pages from the store ----------------
+
+/// Ann chats `n` times with the demo agent (each message gets a reply): 2n messages.
+fn chat(h: &mut Harness, ann: roundtable::ids::ConnId, s: &str, n: usize) {
+    chat_from(h, ann, s, 0, n);
+}
+
+/// Every message of `s` as `conn` sees it: the snapshot's page, then `fetch_history` pages back
+/// to the start. Returns (seq, text) oldest first and the number of pages fetched.
+fn page_back(h: &mut Harness, conn: roundtable::ids::ConnId, s: &str, limit: u64) -> (Vec<(u64, String)>, usize) {
+    h.call(conn, "join_session", json!({"session_id": s})).unwrap();
+    let snap = h.events_named(conn, "snapshot").pop().expect("a snapshot");
+    let entry = |m: &Value| (m["seq"].as_u64().unwrap(), m["text"].as_str().unwrap().to_string());
+    let mut all: Vec<(u64, String)> = snap["payload"]["messages"].as_array().unwrap().iter().map(entry).collect();
+    let mut has_older = snap["payload"]["has_older"].as_bool().unwrap();
+    let mut pages = 0;
+    while has_older {
+        let page =
+            h.call(conn, "fetch_history", json!({"session_id": s, "before_seq": all[0].0, "limit": limit})).unwrap();
+        let older: Vec<(u64, String)> = page["messages"].as_array().unwrap().iter().map(entry).collect();
+        assert!(!older.is_empty() && older.len() as u64 <= limit, "a page holds 1..=limit messages");
+        all.splice(0..0, older);
+        has_older = page["has_older"].as_bool().unwrap();
+        pages += 1;
+    }
+    (all, pages)
+}
+
+fn history_len(h: &mut Harness) -> Vec<usize> {
+    let mut q = h.engine.world.query::<&roundtable::engine::components::History>();
+    q.iter(&h.engine.world).map(|hist| hist.messages.len()).collect()
+}
+
+#[test]
+fn a_long_session_keeps_only_its_tail_in_memory_and_pages_the_rest_from_the_store() {
+    let (mut h, w, s) = setup();
+    let tok = h.mint(&[&w], json!({}));
+    let (ann, _) = h.join(&tok, "Ann", &s);
+    chat(&mut h, ann, &s, 130);
+    assert!(history_len(&mut h).iter().all(|&n| n <= roundtable::persist::HISTORY_TAIL), "memory is bounded");
+
+    let (bob, _) = h.join(&tok, "Bob", &s);
+    let snap = h.events_named(bob, "snapshot").pop().unwrap();
+    assert_eq!(snap["payload"]["messages"].as_array().unwrap().len(), 200, "the first page is bounded");
+    assert_eq!(snap["payload"]["has_older"], true);
+    let (all, pages) = page_back(&mut h, bob, &s, 25);
+    assert_eq!(pages, 3, "60 older messages in pages of 25");
+    assert_eq!(all.len(), 260, "every message exactly once");
+    assert!(all.windows(2).all(|w| w[0].0 < w[1].0), "in seq order, no duplicates");
+    assert_eq!(all[0].1, "q0");
+    assert_eq!(all[1].1, "You said: q0");
+    assert_eq!(all[259].1, "You said: q129");
+}
+
+#[test]
+fn fetch_history_checks_its_limit_and_scope() {
+    let (mut h, w, s) = setup();
+    let tok = h.mint(&[&w], json!({}));
+    let (ann, _) = h.join(&tok, "Ann", &s);
+    chat(&mut h, ann, &s, 2);
+    assert_eq!(code(h.call(ann, "fetch_history", json!({"session_id": s, "limit": 0}))), "invalid_params");
+    assert_eq!(code(h.call(ann, "fetch_history", json!({"session_id": s, "limit": 201}))), "invalid_params");
+    assert_eq!(code(h.call(ann, "fetch_history", json!({"session_id": "s99"}))), "not_found");
+    let (_w2, s2) = h.workspace_and_session("/tmp");
+    assert_eq!(code(h.call(ann, "fetch_history", json!({"session_id": s2}))), "not_found", "out of scope");
+    // Without before_seq: the latest page; before the first message: nothing.
+    let page = h.call(ann, "fetch_history", json!({"session_id": s, "limit": 3})).unwrap();
+    let seqs: Vec<u64> = page["messages"].as_array().unwrap().iter().map(|m| m["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs.len(), 3);
+    assert_eq!(page["has_older"], true);
+    let first = h.call(ann, "fetch_history", json!({"session_id": s})).unwrap()["messages"][0]["seq"].as_u64().unwrap();
+    let none = h.call(ann, "fetch_history", json!({"session_id": s, "before_seq": first})).unwrap();
+    assert_eq!(none, json!({"messages": [], "has_older": false}));
+}
+
+#[test]
+fn a_page_is_bounded_in_bytes_too() {
+    let (mut h, w, s) = setup();
+    let tok = h.mint(&[&w], json!({}));
+    let (ann, _) = h.join(&tok, "Ann", &s);
+    // 20 messages of 30 KB (plus the agent's replies of the same size): far over 256 KiB.
+    for i in 0..20 {
+        let text = format!("{i:02}{}", "x".repeat(30_000));
+        h.call(ann, "send_message", json!({"session_id": s, "text": text, "client_msg_id": format!("b{i}")})).unwrap();
+        h.run(30_000);
+    }
+    let page = h.call(ann, "fetch_history", json!({"session_id": s, "limit": 200})).unwrap();
+    let bytes: usize = page["messages"].as_array().unwrap().iter().map(|m| m["text"].as_str().unwrap().len()).sum();
+    assert!(bytes <= 256 * 1024, "{bytes} bytes of text in one page");
+    assert!(page["messages"].as_array().unwrap().len() >= 8);
+    assert_eq!(page["has_older"], true);
+    let (all, _) = page_back(&mut h, ann, &s, 200);
+    assert_eq!(all.len(), 40, "byte-bounded pages still reach every message");
+}
+
+#[test]
+fn history_paging_and_old_retries_survive_a_restart() {
+    use roundtable::store::SqliteStore;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("roundtable.db");
+    let (tok, s, before) = {
+        let mut h = Harness::with_store(EngineConfig::default(), Box::new(SqliteStore::open(&db).unwrap()));
+        let (w, s) = h.workspace_and_session(".");
+        let tok = h.mint(&[&w], json!({}));
+        let (ann, _) = h.join(&tok, "Ann", &s);
+        chat(&mut h, ann, &s, 110);
+        let (all, _) = page_back(&mut h, ann, &s, 200);
+        (tok, s, all)
+    };
+    let mut h = Harness::with_store(EngineConfig::default(), Box::new(SqliteStore::open(&db).unwrap()));
+    h.run(50);
+    assert!(history_len(&mut h).iter().all(|&n| n <= roundtable::persist::HISTORY_TAIL), "only the tail is loaded");
+    let c = h.open("10.40.0.1:1");
+    h.call(c, "authenticate", json!({"token": tok, "display_name": "Cy"})).unwrap();
+    let (after, _) = page_back(&mut h, c, &s, 200);
+    assert_eq!(after, before, "the same history, page by page, after a restart");
+}
+
+#[test]
+fn a_retry_of_a_message_older_than_the_tail_is_still_a_duplicate() {
+    let (mut h, w, s) = setup();
+    let tok = h.mint(&[&w], json!({}));
+    let (ann, _) = h.join(&tok, "Ann", &s);
+    let first = h.call(ann, "send_message", json!({"session_id": s, "text": "q0", "client_msg_id": "c0"})).unwrap();
+    h.run(100);
+    chat_from(&mut h, ann, &s, 1, 120);
+    let retry = h.call(ann, "send_message", json!({"session_id": s, "text": "q0", "client_msg_id": "c0"})).unwrap();
+    assert_eq!(retry["duplicate"], true, "found in the store, not posted again");
+    assert_eq!((&retry["message_id"], &retry["seq"]), (&first["message_id"], &first["seq"]));
+    let other = h.call(ann, "send_message", json!({"session_id": s, "text": "changed", "client_msg_id": "c0"}));
+    assert_eq!(code(other), "duplicate_client_msg_id");
+}
+
+/// Like [`chat`], numbering from `from`.
+fn chat_from(h: &mut Harness, ann: roundtable::ids::ConnId, s: &str, from: usize, n: usize) {
+    for i in from..from + n {
+        h.call(
+            ann,
+            "send_message",
+            json!({"session_id": s, "text": format!("q{i}"), "client_msg_id": format!("c{i}")}),
+        )
+        .unwrap();
+        h.run(100);
+    }
 }

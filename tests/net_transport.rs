@@ -389,6 +389,9 @@ struct View {
     /// (message id, first two words of the text)
     messages: Vec<(String, String)>,
     resync: Option<u64>,
+    /// From the last snapshot: the seq of its first message, and whether older ones exist.
+    oldest: Option<u64>,
+    has_older: bool,
 }
 
 impl View {
@@ -403,6 +406,8 @@ impl View {
                 self.last_seq = payload["last_seq"].as_u64().unwrap();
                 let msgs = payload["messages"].as_array().unwrap();
                 self.messages = msgs.iter().map(|m| (m["message_id"].to_string(), short(m))).collect();
+                self.oldest = msgs.first().map(|m| m["seq"].as_u64().unwrap());
+                self.has_older = payload["has_older"].as_bool().unwrap();
             }
             Some("resync_required") => self.resync = Some(payload["last_seq"].as_u64().unwrap()),
             Some(event) => {
@@ -469,6 +474,20 @@ async fn a_slow_client_gets_resync_required_then_catches_up_with_nothing_lost_or
     slow.send(Method::JoinSession(JoinSessionParams { session_id: h.session.clone(), since_seq: Some(since) })).await;
     while view.last_seq < final_seq {
         view.apply(&slow.next().await);
+    }
+    // A snapshot carries the latest page; the rest comes page by page.
+    while view.has_older {
+        let before = view.oldest.expect("a snapshot with older messages has a first one");
+        let params = FetchHistoryParams { session_id: h.session.clone(), before_seq: Some(before), limit: Some(50) };
+        let id = slow.send(Method::FetchHistory(params)).await;
+        let page = slow.until_response(&id, &mut early).await;
+        let page = &page["result"];
+        let msgs = page["messages"].as_array().unwrap();
+        let short = |m: &Value| m["text"].as_str().unwrap().split(' ').take(2).collect::<Vec<_>>().join(" ");
+        let older: Vec<(String, String)> = msgs.iter().map(|m| (m["message_id"].to_string(), short(m))).collect();
+        view.messages.splice(0..0, older);
+        view.oldest = msgs.first().map(|m| m["seq"].as_u64().unwrap());
+        view.has_older = page["has_older"].as_bool().unwrap();
     }
     let ids: std::collections::BTreeSet<&String> = view.messages.iter().map(|(id, _)| id).collect();
     assert_eq!(ids.len(), view.messages.len(), "no message twice");

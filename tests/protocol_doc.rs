@@ -129,6 +129,7 @@ fn check_result(method: &str, result: &Value) -> Result<(), String> {
         "list_workspaces" => round_trips::<ListWorkspacesResult>(result),
         "list_sessions" => round_trips::<ListSessionsResult>(result),
         "join_session" => round_trips::<JoinSessionResult>(result),
+        "fetch_history" => round_trips::<FetchHistoryResult>(result),
         "send_message" => round_trips::<SendMessageResult>(result),
         "read_workspace_file" => round_trips::<ReadFileResult>(result),
         "add_workspace" => round_trips::<WorkspaceInfo>(result),

@@ -4,7 +4,7 @@
 use roundtable::ids::{MessageId, ParticipantId, SessionId, ShareId, VoteId, WorkspaceId};
 use roundtable::persist::{
     AgentSpec, AuditRow, BallotRow, EventRow, MessageRow, ParticipantRow, Restored, SessionRow, ShareRow, Store,
-    StoreError, StoreOp, VoteRow, WorkspaceRow, EVENT_TAIL,
+    StoreError, StoreOp, VoteRow, WorkspaceRow, EVENT_TAIL, HISTORY_TAIL,
 };
 use roundtable::protocol::{Admission, MintShareParams, Role, SessionStatus};
 use roundtable::store::{migrate, Admin, AdminError, SqliteStore};
@@ -178,6 +178,7 @@ fn full_restored() -> Restored {
         shares: vec![share(1, "tok-1")],
         participants,
         messages: vec![MessageRow { client_msg_id: None, ..message(3, 1, 1) }, message(1, 1, 2), message(2, 10, 1)],
+        older_messages: Default::default(),
         events: vec![event(1, 1), event(1, 2), event(10, 1)],
         votes: vec![vote(1, 1)],
         ballots: vec![ballot(1, "host"), ballot(1, "p1")],
@@ -353,6 +354,46 @@ fn load_returns_only_the_last_event_tail_of_each_session_in_seq_order() {
     assert_eq!(&events[..3], &[event(2, 1), event(2, 2), event(2, 3)], "s2 sorts before s10");
     let s10: Vec<u64> = events[3..].iter().map(|e| e.seq).collect();
     assert_eq!(s10, (extra + 1..=EVENT_TAIL as u64 + extra).collect::<Vec<_>>());
+}
+
+#[test]
+fn load_returns_only_the_latest_messages_of_each_session_and_older_pages_come_from_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = SqliteStore::open(&db_in(&dir)).unwrap();
+    let total = HISTORY_TAIL as u64 + 50;
+    let mut ops = vec![
+        StoreOp::PutWorkspace(workspace(1)),
+        StoreOp::PutSession(session(2, 1)),
+        StoreOp::PutSession(session(10, 1)),
+    ];
+    // s10 has more than the tail; s2 has three messages. Written newest first: order comes from seq.
+    ops.extend((1..=total).rev().map(|n| StoreOp::PutMessage(message(100 + n, 10, n))));
+    ops.extend((1..=3).map(|n| StoreOp::PutMessage(message(n, 2, n))));
+    store.commit(&ops).unwrap();
+
+    let r = store.load().unwrap();
+    assert_eq!(r.messages.len(), HISTORY_TAIL + 3);
+    assert_eq!(r.messages[..3].iter().map(|m| m.seq).collect::<Vec<_>>(), vec![1, 2, 3], "s2 sorts before s10");
+    let s10: Vec<u64> = r.messages[3..].iter().map(|m| m.seq).collect();
+    assert_eq!(s10, (total - HISTORY_TAIL as u64 + 1..=total).collect::<Vec<_>>());
+    assert_eq!(r.older_messages, [SessionId::nth(10)].into_iter().collect(), "only s10 has older messages");
+
+    // Paging back from the tail reaches the first message, each page oldest first.
+    let (page, more) = store.messages_before(&SessionId::nth(10), 51, 20).unwrap();
+    assert_eq!(page.iter().map(|m| m.seq).collect::<Vec<_>>(), (31..=50).collect::<Vec<_>>());
+    assert!(more);
+    let (page, more) = store.messages_before(&SessionId::nth(10), 31, 100).unwrap();
+    assert_eq!(page.iter().map(|m| m.seq).collect::<Vec<_>>(), (1..=30).collect::<Vec<_>>());
+    assert!(!more, "nothing before seq 1");
+    let (page, more) = store.messages_before(&SessionId::nth(2), u64::MAX, 3).unwrap();
+    assert_eq!(page.len(), 3);
+    assert!(!more);
+
+    // Idempotency keys of old messages are found in the store, per session and author.
+    let found = store.message_by_client_id(&SessionId::nth(10), "p1", "c105").unwrap().unwrap();
+    assert_eq!((found.id, found.seq), (MessageId::nth(105), 5));
+    assert_eq!(store.message_by_client_id(&SessionId::nth(2), "p1", "c105").unwrap(), None);
+    assert_eq!(store.message_by_client_id(&SessionId::nth(10), "p2", "c105").unwrap(), None);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -37,6 +37,7 @@ commands:
   /deny REASON      deny the plan, with a reason everyone sees
   /answer A[|B...]  answer the agent's question(s), one answer per question
   /cancel           cancel the running turn (turn holder or host)
+  /older            show earlier messages of this session (a page at a time)
   /who              who is in this session
   /sessions         sessions shared with you
   /switch ID        join another session and make it current
@@ -519,6 +520,8 @@ impl Joiner {
                 self.list_sessions(client, true).await;
             }
             _ if !self.admitted => self.out.note("! you are waiting in the lobby; the host has not let you in yet"),
+            Some("older") => self.older(client).await,
+            _ if !self.admitted => self.out.note("! you are waiting in the lobby; the host has not let you in yet"),
             Some("approve") => self.vote_plan(client, true, None).await,
             Some("deny") => {
                 let reason = (!rest.is_empty()).then(|| rest.to_string());
@@ -579,6 +582,26 @@ impl Joiner {
             }
         }
         Flow::Continue
+    }
+
+    /// `/older`: the page of messages before the oldest one shown.
+    async fn older(&mut self, client: &Client) {
+        let Some(session) = self.current_or_note() else { return };
+        let Some(before) = self.renderer.older_from(&session) else {
+            self.out.note("* this is the start of the session: there are no earlier messages");
+            return;
+        };
+        let params = FetchHistoryParams { session_id: session.clone(), before_seq: Some(before), limit: None };
+        match self.request(client, Method::FetchHistory(params)).await {
+            Ok(v) => match serde_json::from_value::<FetchHistoryResult>(v) {
+                Ok(page) => {
+                    let text = self.renderer.older_page(&session, &page);
+                    self.out.text(&format!("{text}\n"));
+                }
+                Err(e) => self.out.note(&format!("! unexpected history page from the host: {e}")),
+            },
+            Err(e) => self.out.note(&format!("! {}", error_text(&e))),
+        }
     }
 
     fn current_or_note(&self) -> Option<SessionId> {

@@ -23,6 +23,9 @@ pub struct SessionView {
     /// Agent text streamed in the running turn (and already printed when streaming inline).
     pub streamed: String,
     pub turn_holder: Option<ParticipantId>,
+    /// Seq of the oldest message shown, and whether older ones exist (`/older` pages back).
+    pub oldest_shown: Option<u64>,
+    pub has_older: bool,
 }
 
 /// Turns events into text.
@@ -383,6 +386,31 @@ impl Renderer {
         s
     }
 
+    /// Where `/older` continues for a session: the seq of the oldest message shown, if older
+    /// messages exist.
+    pub fn older_from(&self, session: &SessionId) -> Option<u64> {
+        self.sessions.get(session).filter(|v| v.has_older).and_then(|v| v.oldest_shown)
+    }
+
+    /// A page of older messages (from `fetch_history`), printed oldest first under a header.
+    pub fn older_page(&mut self, session: &SessionId, page: &FetchHistoryResult) -> String {
+        let view = self.sessions.entry(session.clone()).or_default();
+        view.has_older = page.has_older;
+        if let Some(first) = page.messages.first() {
+            view.oldest_shown = Some(first.seq);
+        }
+        let mut out = format!("--- {} earlier messages ---\n", page.messages.len());
+        for m in &page.messages {
+            let _ = writeln!(out, "[{}] {}", m.message.author_name, m.message.text);
+        }
+        out.push_str(if page.has_older {
+            "--- end of page (/older for more) ---"
+        } else {
+            "--- start of the session ---"
+        });
+        out
+    }
+
     fn snapshot(&mut self, snap: &Snapshot) -> String {
         let sid = snap.session.id.clone();
         let mut out = self.joined(&snap.session, &snap.roster);
@@ -390,11 +418,13 @@ impl Renderer {
         view.votes = snap.votes.iter().map(|v| (v.vote_id.clone(), v.clone())).collect();
         view.streamed = snap.streaming_text.clone();
         let skipped = snap.messages.len().saturating_sub(SNAPSHOT_TAIL);
-        if skipped > 0 {
-            let _ = writeln!(out, "({skipped} earlier messages)");
+        view.oldest_shown = snap.messages.get(skipped).map(|m| m.seq);
+        view.has_older = skipped > 0 || snap.has_older;
+        if view.has_older {
+            let _ = writeln!(out, "(earlier messages: /older shows them)");
         }
         for m in &snap.messages[skipped..] {
-            let _ = writeln!(out, "[{}] {}", m.author_name, m.text);
+            let _ = writeln!(out, "[{}] {}", m.message.author_name, m.message.text);
         }
         for v in &snap.votes {
             let _ = writeln!(out, "{}", self.vote_card(v));

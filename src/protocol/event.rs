@@ -267,8 +267,12 @@ pub struct AgentDelta {
 pub struct Snapshot {
     pub session: SessionInfo,
     pub roster: Vec<RosterEntry>,
-    /// Every message of the session, oldest first.
-    pub messages: Vec<MessageEvent>,
+    /// The latest messages of the session (at most 200 and 256 KiB of text), oldest first,
+    /// each with its seq. Older ones: `fetch_history` with `before_seq` = the first one's seq.
+    pub messages: Vec<HistoryMessage>,
+    /// Whether the session has messages older than the first one here.
+    #[serde(default)]
+    pub has_older: bool,
     /// Open votes.
     pub votes: Vec<VoteOpened>,
     /// Text the agent has streamed so far in the running turn.
@@ -276,6 +280,14 @@ pub struct Snapshot {
     pub streaming_text: String,
     /// Seq of the last event reflected in this snapshot.
     pub last_seq: u64,
+}
+
+/// A message in a snapshot or a history page: the `message` event's body plus its seq.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryMessage {
+    pub seq: u64,
+    #[serde(flatten)]
+    pub message: MessageEvent,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -31,6 +31,7 @@ pub enum Method {
     ListWorkspaces(Empty),
     ListSessions(ListSessionsParams),
     JoinSession(JoinSessionParams),
+    FetchHistory(FetchHistoryParams),
     LeaveSession(SessionRef),
     SendMessage(SendMessageParams),
     CancelTurn(SessionRef),
@@ -55,12 +56,13 @@ pub enum Method {
 
 impl Method {
     /// Every method name, in documentation order.
-    pub const NAMES: [&'static str; 24] = [
+    pub const NAMES: [&'static str; 25] = [
         "authenticate",
         "ping",
         "list_workspaces",
         "list_sessions",
         "join_session",
+        "fetch_history",
         "leave_session",
         "send_message",
         "cancel_turn",
@@ -110,6 +112,7 @@ impl Method {
             Method::ListWorkspaces(_) => "list_workspaces",
             Method::ListSessions(_) => "list_sessions",
             Method::JoinSession(_) => "join_session",
+            Method::FetchHistory(_) => "fetch_history",
             Method::LeaveSession(_) => "leave_session",
             Method::SendMessage(_) => "send_message",
             Method::CancelTurn(_) => "cancel_turn",
@@ -251,6 +254,25 @@ pub struct JoinSessionParams {
     /// Last seq the client has seen; events after it are replayed. Absent: a snapshot is sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since_seq: Option<u64>,
+}
+
+/// Most messages one `fetch_history` page (or a snapshot) carries.
+pub const HISTORY_PAGE_MESSAGES: usize = 200;
+/// Most message text (bytes of `text`, summed) one page carries; a page always has at least one
+/// message when older ones exist (a message is at most 32 KiB).
+pub const HISTORY_PAGE_BYTES: usize = 256 * 1024;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FetchHistoryParams {
+    pub session_id: SessionId,
+    /// Messages with a seq below this one (the oldest seq you have). Absent: the latest page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before_seq: Option<u64>,
+    /// Most messages wanted (1–200, default 100); the page may hold fewer to stay within
+    /// 256 KiB of text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -547,6 +569,15 @@ pub struct ReadFileResult {
     pub path: String,
     pub size: u64,
     pub content: String,
+}
+
+/// A page of a session's history.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FetchHistoryResult {
+    /// Messages oldest first, each with its seq.
+    pub messages: Vec<crate::protocol::HistoryMessage>,
+    /// Whether messages older than the first one of this page exist.
+    pub has_older: bool,
 }
 
 /// `{}` result for methods that only acknowledge.

@@ -13,6 +13,7 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0001_init", include_str!("../../migrations/0001_init.sql")),
     ("0002_streamed_text", include_str!("../../migrations/0002_streamed_text.sql")),
     ("0003_session_allowed_tools", include_str!("../../migrations/0003_session_allowed_tools.sql")),
+    ("0004_history_paging", include_str!("../../migrations/0004_history_paging.sql")),
 ];
 
 /// The schema version this binary writes.

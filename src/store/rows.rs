@@ -391,40 +391,99 @@ pub(crate) fn participants(conn: &Connection) -> Result<Vec<ParticipantRow>, Sto
     Ok(rows)
 }
 
-pub(crate) fn messages(conn: &Connection) -> Result<Vec<MessageRow>, StoreError> {
-    let mut rows = read_all(
-        conn,
-        "SELECT id, session, seq, author_id, author_name, text, client_msg_id, created_at FROM messages",
-        |r| {
-            Ok(MessageRow {
-                id: MessageId(r.get(0)?),
-                session: SessionId(r.get(1)?),
-                seq: get_u64(r, 2)?,
-                author_id: r.get(3)?,
-                author_name: r.get(4)?,
-                text: r.get(5)?,
-                client_msg_id: r.get(6)?,
-                created_at: get_u64(r, 7)?,
-            })
-        },
-    )?;
-    rows.sort_by(|a, b| (&a.session, a.seq, &a.id).cmp(&(&b.session, b.seq, &b.id)));
-    Ok(rows)
+const MESSAGE_COLUMNS: &str = "id, session, seq, author_id, author_name, text, client_msg_id, created_at";
+
+fn message_row(r: &Row<'_>) -> rusqlite::Result<MessageRow> {
+    Ok(MessageRow {
+        id: MessageId(r.get(0)?),
+        session: SessionId(r.get(1)?),
+        seq: get_u64(r, 2)?,
+        author_id: r.get(3)?,
+        author_name: r.get(4)?,
+        text: r.get(5)?,
+        client_msg_id: r.get(6)?,
+        created_at: get_u64(r, 7)?,
+    })
 }
 
-/// The last [`EVENT_TAIL`] events of every session, ordered by (session, seq).
-pub(crate) fn event_tails(conn: &Connection) -> Result<Vec<EventRow>, StoreError> {
+/// Session ids, in id order (`s2` before `s10`).
+fn session_ids(conn: &Connection) -> Result<Vec<SessionId>, StoreError> {
+    let mut ids = read_all(conn, "SELECT id FROM sessions", |r| Ok(SessionId(r.get(0)?)))?;
+    ids.sort();
+    Ok(ids)
+}
+
+/// Up to `limit` messages of `session` with a seq below `before_seq`, oldest first, and whether
+/// older ones exist. One indexed range scan (`messages_by_session_seq`), newest first.
+pub(crate) fn messages_before(
+    conn: &Connection,
+    session: &SessionId,
+    before_seq: u64,
+    limit: usize,
+) -> Result<(Vec<MessageRow>, bool), StoreError> {
+    let sql =
+        format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE session = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3");
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let want = i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX);
+    let before = i64::try_from(before_seq).unwrap_or(i64::MAX);
+    let mut rows: Vec<MessageRow> =
+        stmt.query_map(rusqlite::params![session.0, before, want], message_row)?.collect::<Result<_, _>>()?;
+    let has_older = rows.len() > limit;
+    rows.truncate(limit);
+    rows.reverse();
+    Ok((rows, has_older))
+}
+
+/// The latest `tail` messages of every session (ordered by session, seq) and the sessions
+/// that have older ones. Reads `tail + 1` rows per session through the index, never the table.
+pub(crate) fn message_tails(
+    conn: &Connection,
+    tail: usize,
+) -> Result<(Vec<MessageRow>, std::collections::BTreeSet<SessionId>), StoreError> {
+    let mut all = Vec::new();
+    let mut older = std::collections::BTreeSet::new();
+    for session in session_ids(conn)? {
+        let (rows, has_older) = messages_before(conn, &session, u64::MAX, tail)?;
+        if has_older {
+            older.insert(session);
+        }
+        all.extend(rows);
+    }
+    Ok((all, older))
+}
+
+/// The message `author_id` sent to `session` with `client_msg_id`, if any.
+pub(crate) fn message_by_client_id(
+    conn: &Connection,
+    session: &SessionId,
+    author_id: &str,
+    client_msg_id: &str,
+) -> Result<Option<MessageRow>, StoreError> {
     let sql = format!(
-        "SELECT session, seq, frame FROM (
-             SELECT session, seq, frame, row_number() OVER (PARTITION BY session ORDER BY seq DESC) AS age
-             FROM events)
-         WHERE age <= {EVENT_TAIL}"
+        "SELECT {MESSAGE_COLUMNS} FROM messages
+         WHERE session = ?1 AND author_id = ?2 AND client_msg_id = ?3 ORDER BY seq LIMIT 1"
     );
-    let mut rows = read_all(conn, &sql, |r| {
-        Ok(EventRow { session: SessionId(r.get(0)?), seq: get_u64(r, 1)?, frame: r.get(2)? })
-    })?;
-    rows.sort_by(|a, b| (&a.session, a.seq).cmp(&(&b.session, b.seq)));
-    Ok(rows)
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut rows = stmt.query_map(rusqlite::params![session.0, author_id, client_msg_id], message_row)?;
+    Ok(rows.next().transpose()?)
+}
+
+/// The last [`EVENT_TAIL`] events of every session, ordered by (session, seq): one indexed
+/// range scan per session (the primary key), never the whole table.
+pub(crate) fn event_tails(conn: &Connection) -> Result<Vec<EventRow>, StoreError> {
+    let mut stmt =
+        conn.prepare_cached("SELECT session, seq, frame FROM events WHERE session = ?1 ORDER BY seq DESC LIMIT ?2")?;
+    let mut all = Vec::new();
+    for session in session_ids(conn)? {
+        let mut rows: Vec<EventRow> = stmt
+            .query_map(rusqlite::params![session.0, EVENT_TAIL as i64], |r| {
+                Ok(EventRow { session: SessionId(r.get(0)?), seq: get_u64(r, 1)?, frame: r.get(2)? })
+            })?
+            .collect::<Result<_, _>>()?;
+        rows.reverse();
+        all.extend(rows);
+    }
+    Ok(all)
 }
 
 pub(crate) fn votes(conn: &Connection) -> Result<Vec<VoteRow>, StoreError> {

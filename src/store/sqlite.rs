@@ -7,7 +7,8 @@
 //! broadcast system send frames right after.
 
 use super::{migrate, rows};
-use crate::persist::{Restored, ShareRow, Store, StoreError, StoreOp, WorkspaceRow};
+use crate::ids::SessionId;
+use crate::persist::{MessageRow, Restored, ShareRow, Store, StoreError, StoreOp, WorkspaceRow, HISTORY_TAIL};
 use rusqlite::{Connection, TransactionBehavior};
 use std::path::Path;
 use std::time::Duration;
@@ -134,14 +135,34 @@ impl Store for SqliteStore {
             sessions: rows::sessions(&tx)?,
             shares: rows::shares(&tx)?,
             participants: rows::participants(&tx)?,
-            messages: rows::messages(&tx)?,
+            messages: Vec::new(),
+            older_messages: Default::default(),
             events: rows::event_tails(&tx)?,
             votes: rows::votes(&tx)?,
             ballots: rows::ballots(&tx)?,
             audit_count: rows::audit_count(&tx)?,
         };
+        let (messages, older) = rows::message_tails(&tx, HISTORY_TAIL)?;
         tx.commit()?;
-        Ok(restored)
+        Ok(Restored { messages, older_messages: older, ..restored })
+    }
+
+    fn messages_before(
+        &mut self,
+        session: &SessionId,
+        before_seq: u64,
+        limit: usize,
+    ) -> Result<(Vec<MessageRow>, bool), StoreError> {
+        rows::messages_before(&self.conn, session, before_seq, limit)
+    }
+
+    fn message_by_client_id(
+        &mut self,
+        session: &SessionId,
+        author_id: &str,
+        client_msg_id: &str,
+    ) -> Result<Option<MessageRow>, StoreError> {
+        rows::message_by_client_id(&self.conn, session, author_id, client_msg_id)
     }
 
     /// `PRAGMA data_version` changes only when *another* connection commits (the CLI), never for

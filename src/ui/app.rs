@@ -608,12 +608,20 @@ impl RoundtableApp {
             ui.add_space(4.0);
             self.composer(ui, &session_id);
         });
+        let mut want_older = false;
         let session = &self.model.sessions[&session_id];
-        egui::ScrollArea::vertical().id_salt("chat_scroll").stick_to_bottom(true).auto_shrink([false, false]).show(
-            ui,
-            |ui| {
+        let scroll = egui::ScrollArea::vertical()
+            .id_salt("chat_scroll")
+            .stick_to_bottom(true)
+            .auto_shrink([false, false])
+            .show(ui, |ui| {
                 if !session.loaded {
                     ui.label(RichText::new("loading…").weak());
+                }
+                if session.loading_older {
+                    ui.label(RichText::new("loading earlier messages…").weak());
+                } else if session.has_older && ui.button("Load earlier messages").clicked() {
+                    want_older = true;
                 }
                 for entry in &session.timeline {
                     match entry {
@@ -639,8 +647,14 @@ impl RoundtableApp {
                     });
                     ui.label(&session.streaming);
                 }
-            },
-        );
+            });
+        // Scrolling up to the top of a long conversation loads the page before it.
+        let at_top = scroll.state.clamped_offset().y <= 0.0 && scroll.content_size.y > scroll.inner_rect.height();
+        if want_older || (at_top && session.has_older) {
+            if let Some(method) = self.model.request_older(&session_id) {
+                self.call(method);
+            }
+        }
     }
 
     fn composer(&mut self, ui: &mut egui::Ui, session_id: &SessionId) {

@@ -257,6 +257,10 @@ impl Worker {
                 self.refresh_shares().await;
             }
             Method::RevokeShare(_) => self.refresh_shares().await,
+            Method::FetchHistory(params) => match serde_json::from_value::<FetchHistoryResult>(value) {
+                Ok(page) => self.out.send(Update::HistoryPage { session_id: params.session_id, page }),
+                Err(e) => self.out.send(Update::Failed { method: name.into(), message: e.to_string() }),
+            },
             Method::CreateSession(_) | Method::ForkSession(_) => match serde_json::from_value::<SessionInfo>(value) {
                 Ok(info) => {
                     self.refresh(false).await;

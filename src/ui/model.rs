@@ -80,6 +80,8 @@ pub enum Update {
     WorkspaceAdded(WorkspaceInfo),
     /// Show this session (a session created or forked from this window, once joined).
     Open(SessionId),
+    /// A page of earlier messages (`fetch_history`), to put above the timeline.
+    HistoryPage { session_id: SessionId, page: FetchHistoryResult },
     /// A request failed; `message` is for the person.
     Failed { method: String, message: String },
     /// A neutral note for the status line.
@@ -194,6 +196,11 @@ pub struct SessionState {
     pub votes: BTreeMap<VoteId, VoteCard>,
     /// Display names of everyone seen in this session (for people who left).
     pub names: BTreeMap<ParticipantId, String>,
+    /// Seq of the oldest message in the timeline, and whether the host has older ones.
+    pub oldest_seq: Option<u64>,
+    pub has_older: bool,
+    /// An earlier page was asked for and has not arrived yet.
+    pub loading_older: bool,
 }
 
 impl SessionState {
@@ -501,10 +508,41 @@ impl ViewModel {
                     self.current = Some(session_id);
                 }
             }
+            Update::HistoryPage { session_id, page } => {
+                if let Some(state) = self.sessions.get_mut(&session_id) {
+                    state.loading_older = false;
+                    // A page older than what we show (a snapshot in between replaced the
+                    // timeline, or a page arrived twice) is ignored: never show a message twice.
+                    let fits = page.messages.last().is_some_and(|m| state.oldest_seq.is_none_or(|o| m.seq < o));
+                    if fits {
+                        state.oldest_seq = page.messages.first().map(|m| m.seq);
+                        state.has_older = page.has_older;
+                        let older = page.messages.into_iter().map(|m| Entry::Message(m.message));
+                        state.timeline.splice(0..0, older);
+                    } else if page.messages.is_empty() {
+                        state.has_older = false;
+                    }
+                }
+            }
             Update::Failed { method, message } => self.status = Some(format!("{method}: {message}")),
             Update::Notice(text) => self.status = Some(text),
         }
         Vec::new()
+    }
+
+    /// The request for the page before the oldest message shown in `session`, when there is
+    /// one and none is on its way (marks it on its way).
+    pub fn request_older(&mut self, session: &SessionId) -> Option<Method> {
+        let state = self.sessions.get_mut(session)?;
+        if !state.has_older || state.loading_older {
+            return None;
+        }
+        state.loading_older = true;
+        Some(Method::FetchHistory(FetchHistoryParams {
+            session_id: session.clone(),
+            before_seq: state.oldest_seq,
+            limit: None,
+        }))
     }
 
     fn joined(&mut self, result: JoinSessionResult) {
@@ -664,7 +702,10 @@ fn apply_snapshot(state: &mut SessionState, snap: Snapshot, deadlines: &BTreeMap
     let mut info = snap.session;
     info.participant_count = state.roster.len() as u32;
     state.info = Some(info);
-    state.timeline = snap.messages.into_iter().map(Entry::Message).collect();
+    state.oldest_seq = snap.messages.first().map(|m| m.seq);
+    state.has_older = snap.has_older;
+    state.loading_older = false;
+    state.timeline = snap.messages.into_iter().map(|m| Entry::Message(m.message)).collect();
     state.streaming = snap.streaming_text;
     state.votes = snap
         .votes

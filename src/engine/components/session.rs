@@ -1,7 +1,7 @@
 //! Session: one agent conversation inside a workspace, with its turn lock and event log.
 
 use crate::ids::{MessageId, ParticipantId, SessionId, WorkspaceId};
-use crate::persist::{AgentSpec, MessageRow, SessionRow};
+use crate::persist::{AgentSpec, MessageRow, SessionRow, HISTORY_TAIL};
 use crate::protocol::SessionStatus;
 use bevy_ecs::prelude::Component;
 use std::collections::{BTreeMap, VecDeque};
@@ -59,12 +59,49 @@ impl EventLog {
     }
 }
 
-/// The session's chat history and idempotency keys.
+/// The latest messages of the session (at most [`HISTORY_TAIL`]) and their idempotency keys.
+/// Older messages live only in the store and are read page by page, so memory stays bounded
+/// however long the session gets.
 #[derive(Component, Clone, Debug, Default)]
 pub struct History {
-    pub messages: Vec<MessageRow>,
-    /// (author, client_msg_id) → (message id, seq, text) for idempotent retries.
+    /// The tail, oldest first.
+    pub messages: VecDeque<MessageRow>,
+    /// Whether the store has messages older than the tail.
+    pub has_older: bool,
+    /// (author, client_msg_id) → (message id, seq, text) for idempotent retries of the tail's
+    /// messages; a retry of an older one is looked up in the store.
     pub client_ids: BTreeMap<(ParticipantId, String), (MessageId, u64, String)>,
+}
+
+impl History {
+    /// Appends a message, dropping the oldest one (and its idempotency key) past the tail size.
+    pub fn push(&mut self, row: MessageRow) {
+        if let Some(cmid) = &row.client_msg_id {
+            self.client_ids.insert(
+                (ParticipantId(row.author_id.clone()), cmid.clone()),
+                (row.id.clone(), row.seq, row.text.clone()),
+            );
+        }
+        self.messages.push_back(row);
+        while self.messages.len() > HISTORY_TAIL {
+            if let Some(old) = self.messages.pop_front() {
+                if let Some(cmid) = old.client_msg_id {
+                    self.client_ids.remove(&(ParticipantId(old.author_id), cmid));
+                }
+            }
+            self.has_older = true;
+        }
+    }
+
+    /// Seq of the oldest message in memory.
+    pub fn first_seq(&self) -> Option<u64> {
+        self.messages.front().map(|m| m.seq)
+    }
+
+    /// Forgets everything (the session was cleared).
+    pub fn clear(&mut self) {
+        *self = History::default();
+    }
 }
 
 impl Session {

@@ -129,17 +129,7 @@ pub fn join_leave(
                         }
                     }
                     None => {
-                        let messages = history
-                            .messages
-                            .iter()
-                            .map(|m| MessageEvent {
-                                message_id: m.id.clone(),
-                                author_id: m.author_id.clone(),
-                                author_name: m.author_name.clone(),
-                                text: m.text.clone(),
-                                client_msg_id: m.client_msg_id.clone(),
-                            })
-                            .collect();
+                        let (messages, has_older) = super::history::latest_page(history);
                         send_direct(
                             &mut staged,
                             req.conn,
@@ -148,6 +138,7 @@ pub fn join_leave(
                                 session: info,
                                 roster: rows,
                                 messages,
+                                has_older,
                                 votes: open_votes(&index, &votes, &session_id),
                                 streaming_text: lock.streamed.clone(),
                                 last_seq,

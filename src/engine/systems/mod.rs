@@ -8,6 +8,7 @@ pub mod authenticate;
 pub mod broadcast;
 pub mod departure;
 pub mod digest;
+pub mod history;
 pub mod ingest;
 pub mod invariants;
 pub mod join_leave;
@@ -63,6 +64,7 @@ impl Installer for AccessInstaller {
                 share_admin::share_admin,
                 share_lifecycle::close_dead_shares,
                 queries::queries,
+                history::fetch_history,
             )
                 .chain()
                 .in_set(TickSet::Access),
@@ -86,8 +88,11 @@ impl Installer for PresenceInstaller {
 pub struct ModerationInstaller;
 impl Installer for ModerationInstaller {
     fn install(&self, _world: &mut World, schedule: &mut Schedule) {
-        schedule
-            .add_systems((moderation::moderation, session_admin::session_admin).chain().in_set(TickSet::Moderation));
+        schedule.add_systems(
+            (moderation::moderation, session_admin::session_admin, session_admin::fork_session)
+                .chain()
+                .in_set(TickSet::Moderation),
+        );
     }
 }
 

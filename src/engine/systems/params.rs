@@ -11,16 +11,17 @@
 //! - [`TickEnv`]: the clock and the engine settings.
 //! - [`Registry`]: what creating entities needs — the id index, the id counters, `Commands`.
 //! - [`Leaving`]: the messages that announce a participant leaving a vote or the host.
+//! - [`Archive`]: what only the store keeps — history older than the in-memory tail.
 //!
 //! Systems with many parameters destructure these at the top (`let Effects { mut staged, mut
 //! batch } = fx;`), so their rule reads exactly as before.
 
-use super::resources::{Clock, Counters, Departed, Index, Staged, VoterDropped};
+use super::resources::{Clock, Counters, Departed, Index, Staged, StoreRes, VoterDropped};
 use super::util;
 use crate::engine::components::{Connection, EventLog, Participant, Share};
 use crate::engine::config::EngineConfig;
 use crate::ids::{ConnId, SessionId};
-use crate::persist::{PersistBatch, StoreOp};
+use crate::persist::{MessageRow, PersistBatch, StoreError, StoreOp};
 use crate::protocol::{ErrorCode, Event};
 use bevy_ecs::prelude::*;
 use bevy_ecs::system::SystemParam;
@@ -101,4 +102,34 @@ pub struct Registry<'w, 's> {
 pub struct Leaving<'w> {
     pub departed: MessageWriter<'w, Departed>,
     pub dropped: MessageWriter<'w, VoterDropped>,
+}
+
+/// Reads of committed history the engine no longer holds in memory (paging, forks, idempotent
+/// retries of old messages). Synchronous indexed reads on the engine thread's connection.
+#[derive(SystemParam)]
+pub struct Archive<'w> {
+    pub store: ResMut<'w, StoreRes>,
+}
+
+impl Archive<'_> {
+    /// Up to `limit` committed messages of `session` below `before_seq`, oldest first, and
+    /// whether older ones exist.
+    pub fn messages_before(
+        &mut self,
+        session: &SessionId,
+        before_seq: u64,
+        limit: usize,
+    ) -> Result<(Vec<MessageRow>, bool), StoreError> {
+        self.store.get().messages_before(session, before_seq, limit)
+    }
+
+    /// The committed message `author_id` sent with `client_msg_id`.
+    pub fn message_by_client_id(
+        &mut self,
+        session: &SessionId,
+        author_id: &str,
+        client_msg_id: &str,
+    ) -> Result<Option<MessageRow>, StoreError> {
+        self.store.get().message_by_client_id(session, author_id, client_msg_id)
+    }
 }

@@ -45,13 +45,9 @@ pub fn restore_world(world: &mut World, r: Restored) {
         counters.session = counters.session.max(num(s.id.number()));
         let mut history = History::default();
         for m in messages.remove(&s.id).unwrap_or_default() {
-            if let Some(c) = &m.client_msg_id {
-                history
-                    .client_ids
-                    .insert((ParticipantId(m.author_id.clone()), c.clone()), (m.id.clone(), m.seq, m.text.clone()));
-            }
-            history.messages.push(m);
+            history.push(m);
         }
+        history.has_older |= r.older_messages.contains(&s.id);
         let tail: std::collections::VecDeque<(u64, Arc<str>)> =
             events.remove(&s.id).unwrap_or_default().into_iter().map(|e| (e.seq, Arc::<str>::from(e.frame))).collect();
         // The event log is authoritative: the session row is not rewritten on every event.

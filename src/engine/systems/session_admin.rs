@@ -103,8 +103,7 @@ pub fn session_admin(
                     );
                     continue;
                 };
-                history.messages.clear();
-                history.client_ids.clear();
+                history.clear();
                 log.tail.clear();
                 batch.push(StoreOp::ClearSession(p.session_id.clone()));
                 emit(
@@ -123,48 +122,6 @@ pub fn session_admin(
                     detail: String::new(),
                 }));
                 reply_ok(&mut staged, req.conn, &req.id, Ack { ok: true });
-            }
-            Method::ForkSession(p) => {
-                let Some((src, _, _, history)) = index.sessions.get(&p.session_id).and_then(|&e| sessions.get(e).ok())
-                else {
-                    reply_err(
-                        &mut staged,
-                        req.conn,
-                        &req.id,
-                        ErrorCode::NotFound,
-                        format!("no session {}", p.session_id),
-                    );
-                    continue;
-                };
-                let title =
-                    p.title.as_deref().map(|t| title_or(t, "Fork")).unwrap_or_else(|| format!("{} (fork)", src.title));
-                let (session, lock, mut log) =
-                    new_session(&mut counters, &src.workspace, title, &src.agent, src.vote_deadline_ms, now);
-                let id = session.id.clone();
-                let mut copy = History::default();
-                // Commit the session row before its messages (messages reference the session).
-                batch.push(StoreOp::PutSession(session.row(&lock, &log)));
-                for m in history.messages.clone() {
-                    counters.message += 1;
-                    let mid = MessageId::nth(counters.message);
-                    let body = Event::Message(MessageEvent {
-                        message_id: mid.clone(),
-                        author_id: m.author_id.clone(),
-                        author_name: m.author_name.clone(),
-                        text: m.text.clone(),
-                        client_msg_id: None,
-                    });
-                    let seq = emit(&mut log, &id, body, &mut batch, &mut staged);
-                    let row =
-                        MessageRow { id: mid, session: id.clone(), seq, client_msg_id: None, created_at: now, ..m };
-                    batch.push(StoreOp::PutMessage(row.clone()));
-                    copy.messages.push(row);
-                }
-                batch.push(StoreOp::PutSession(session.row(&lock, &log)));
-                let info = host_joins(&index, &mut participants, &session, &lock, &log, &mut batch);
-                let e = commands.spawn((session, lock, log, copy)).id();
-                index.sessions.insert(id, e);
-                reply_ok(&mut staged, req.conn, &req.id, info);
             }
             _ => {}
         }
@@ -219,4 +176,73 @@ fn host_joins(
     let mut info = session_info(session, lock, log, &mut std::iter::empty(), &session.agent.kind);
     info.participant_count = 1;
     info
+}
+
+/// `fork_session`: a new session holding a copy of the source's whole history (authors kept,
+/// new message ids and seqs); the host joins it.
+pub fn fork_session(
+    mut requests: MessageReader<Incoming>,
+    clock: Res<Clock>,
+    registry: Registry,
+    mut participants: Query<&mut Participant>,
+    sessions: Query<(&Session, &History)>,
+    fx: Effects,
+    mut archive: Archive,
+) {
+    let Registry { mut index, mut counters, mut commands } = registry;
+    let Effects { mut staged, mut batch } = fx;
+    let now = clock.now;
+    for req in requests.read() {
+        let Method::ForkSession(p) = &req.method else { continue };
+        let Some((src, history)) = index.sessions.get(&p.session_id).and_then(|&e| sessions.get(e).ok()) else {
+            reply_err(&mut staged, req.conn, &req.id, ErrorCode::NotFound, format!("no session {}", p.session_id));
+            continue;
+        };
+        let title = p.title.as_deref().map(|t| title_or(t, "Fork")).unwrap_or_else(|| format!("{} (fork)", src.title));
+        let (session, lock, mut log) =
+            new_session(&mut counters, &src.workspace, title, &src.agent, src.vote_deadline_ms, now);
+        let id = session.id.clone();
+        // The source's whole history: the store's part older than the in-memory tail,
+        // then the tail (which may hold messages of this very tick, not committed yet).
+        let older = match history.first_seq().filter(|_| history.has_older) {
+            Some(first) => match archive.messages_before(&p.session_id, first, usize::MAX) {
+                Ok((rows, _)) => rows,
+                Err(e) => {
+                    tracing::error!("fork of {}: cannot read its history: {e}", p.session_id);
+                    reply_err(
+                        &mut staged,
+                        req.conn,
+                        &req.id,
+                        ErrorCode::Internal,
+                        format!("cannot read the history of {}: {e}", p.session_id),
+                    );
+                    continue;
+                }
+            },
+            None => Vec::new(),
+        };
+        let mut copy = History::default();
+        // Commit the session row before its messages (messages reference the session).
+        batch.push(StoreOp::PutSession(session.row(&lock, &log)));
+        for m in older.into_iter().chain(history.messages.iter().cloned()) {
+            counters.message += 1;
+            let mid = MessageId::nth(counters.message);
+            let body = Event::Message(MessageEvent {
+                message_id: mid.clone(),
+                author_id: m.author_id.clone(),
+                author_name: m.author_name.clone(),
+                text: m.text.clone(),
+                client_msg_id: None,
+            });
+            let seq = emit(&mut log, &id, body, &mut batch, &mut staged);
+            let row = MessageRow { id: mid, session: id.clone(), seq, client_msg_id: None, created_at: now, ..m };
+            batch.push(StoreOp::PutMessage(row.clone()));
+            copy.push(row);
+        }
+        batch.push(StoreOp::PutSession(session.row(&lock, &log)));
+        let info = host_joins(&index, &mut participants, &session, &lock, &log, &mut batch);
+        let e = commands.spawn((session, lock, log, copy)).id();
+        index.sessions.insert(id, e);
+        reply_ok(&mut staged, req.conn, &req.id, info);
+    }
 }

@@ -5,7 +5,7 @@
 //! broadcast for the rejected message. Message ids are assigned here; a retry with the same
 //! `client_msg_id` returns the original result without a duplicate.
 
-use super::params::{Directory, Effects, TickEnv};
+use super::params::{Archive, Directory, Effects, TickEnv};
 use super::resources::*;
 use super::util::in_scope;
 use crate::engine::agent::AgentCommand;
@@ -20,9 +20,11 @@ use bevy_ecs::system::SystemParam;
 /// Longest accepted message text, in bytes.
 pub const MAX_TEXT_BYTES: usize = 32 * 1024;
 
-/// What starting an agent turn needs: the workspace's directory and the agent command queue.
+/// What starting an agent turn needs: message ids, the workspace's directory and the agent
+/// command queue.
 #[derive(SystemParam)]
 pub struct TurnStarts<'w, 's> {
+    pub counters: ResMut<'w, Counters>,
     pub agents: ResMut<'w, Agents>,
     pub workspaces: Query<'w, 's, &'static Workspace>,
 }
@@ -91,7 +93,7 @@ impl TurnEnds<'_> {
             created_at: self.clock.now,
         };
         self.fx.persist(StoreOp::PutMessage(row.clone()));
-        history.messages.push(row);
+        history.push(row);
     }
 }
 
@@ -99,13 +101,13 @@ pub fn send_message(
     mut requests: MessageReader<Incoming>,
     env: TickEnv,
     dir: Directory,
-    mut counters: ResMut<Counters>,
     starts: TurnStarts,
     mut sessions: Query<(&mut Session, &mut TurnLock, &mut EventLog, &mut History)>,
     mut fx: Effects,
+    mut archive: Archive,
 ) {
     let TickEnv { clock, config } = env;
-    let TurnStarts { mut agents, workspaces } = starts;
+    let TurnStarts { mut counters, mut agents, workspaces } = starts;
     for req in requests.read() {
         let Method::SendMessage(p) = &req.method else { continue };
         let Some((me, share)) = dir.get(req.conn) else { continue };
@@ -144,14 +146,30 @@ pub fn send_message(
             );
             continue;
         }
-        // Idempotent retry: same author + client_msg_id → same result, nothing new.
-        if let Some((mid, seq, text)) = history.client_ids.get(&(me.id.clone(), p.client_msg_id.clone())) {
-            if *text == p.text {
-                fx.reply_ok(
-                    req.conn,
-                    &req.id,
-                    SendMessageResult { message_id: mid.clone(), seq: *seq, duplicate: true },
-                );
+        // Idempotent retry: same author + client_msg_id → same result, nothing new. The tail's
+        // keys are in memory; an older message is looked up in the store.
+        let earlier = match history.client_ids.get(&(me.id.clone(), p.client_msg_id.clone())) {
+            Some((mid, seq, text)) => Some((mid.clone(), *seq, text.clone())),
+            None if history.has_older => {
+                match archive.message_by_client_id(&p.session_id, me.id.as_str(), &p.client_msg_id) {
+                    Ok(found) => found.map(|m| (m.id, m.seq, m.text)),
+                    Err(e) => {
+                        tracing::error!("send_message to {}: cannot check for a retry: {e}", p.session_id);
+                        fx.reply_err(
+                            req.conn,
+                            &req.id,
+                            ErrorCode::Internal,
+                            format!("cannot check whether this message was already sent: {e}"),
+                        );
+                        continue;
+                    }
+                }
+            }
+            None => None,
+        };
+        if let Some((mid, seq, text)) = earlier {
+            if text == p.text {
+                fx.reply_ok(req.conn, &req.id, SendMessageResult { message_id: mid, seq, duplicate: true });
             } else {
                 fx.reply_err(
                     req.conn,
@@ -204,8 +222,7 @@ pub fn send_message(
             created_at: now,
         };
         fx.persist(StoreOp::PutMessage(row.clone()));
-        history.messages.push(row);
-        history.client_ids.insert((me.id.clone(), p.client_msg_id.clone()), (mid.clone(), seq, p.text.clone()));
+        history.push(row);
 
         lock.turn_id += 1;
         lock.holder = Some(me.id.clone());

@@ -1,0 +1,140 @@
+//! Rule: history is paged. The engine keeps only a session's latest messages
+//! ([`crate::persist::HISTORY_TAIL`]); a snapshot carries the latest page and `fetch_history`
+//! returns older pages, read from the tail while it covers them and from the store beyond it.
+//! Every page is bounded in count (`limit`, at most [`HISTORY_PAGE_MESSAGES`]) and in bytes of
+//! text ([`HISTORY_PAGE_BYTES`]; a page holds at least one message when one exists).
+
+use super::params::{Archive, Directory};
+use super::resources::*;
+use super::util::{in_scope, reply_err, reply_ok};
+use crate::engine::components::{History, Session};
+use crate::persist::MessageRow;
+use crate::protocol::*;
+use bevy_ecs::prelude::*;
+
+/// Default page size of `fetch_history`.
+pub const DEFAULT_PAGE: usize = 100;
+
+/// A stored message as a page entry.
+pub fn history_message(m: &MessageRow) -> HistoryMessage {
+    HistoryMessage {
+        seq: m.seq,
+        message: MessageEvent {
+            message_id: m.id.clone(),
+            author_id: m.author_id.clone(),
+            author_name: m.author_name.clone(),
+            text: m.text.clone(),
+            client_msg_id: m.client_msg_id.clone(),
+        },
+    }
+}
+
+/// A page being filled newest first, within the count and byte bounds.
+struct Page {
+    newest_first: Vec<HistoryMessage>,
+    bytes: usize,
+    limit: usize,
+}
+
+impl Page {
+    fn new(limit: usize) -> Page {
+        Page { newest_first: Vec::new(), bytes: 0, limit }
+    }
+
+    /// Adds `m` unless the page is full; returns whether it was added.
+    fn offer(&mut self, m: &MessageRow) -> bool {
+        let full = self.newest_first.len() >= self.limit
+            || (!self.newest_first.is_empty() && self.bytes + m.text.len() > HISTORY_PAGE_BYTES);
+        if full {
+            return false;
+        }
+        self.bytes += m.text.len();
+        self.newest_first.push(history_message(m));
+        true
+    }
+
+    fn room(&self) -> usize {
+        self.limit - self.newest_first.len()
+    }
+
+    fn oldest_first(mut self) -> Vec<HistoryMessage> {
+        self.newest_first.reverse();
+        self.newest_first
+    }
+}
+
+/// Fills `page` from the in-memory tail with messages below `before`; returns whether the
+/// page filled up before the tail ran out (older messages remain in the tail).
+fn fill_from_tail(page: &mut Page, history: &History, before: u64) -> bool {
+    history.messages.iter().rev().filter(|m| m.seq < before).any(|m| !page.offer(m))
+}
+
+/// The latest page of a session, for its snapshot: `(messages oldest first, has_older)`.
+pub fn latest_page(history: &History) -> (Vec<HistoryMessage>, bool) {
+    let mut page = Page::new(HISTORY_PAGE_MESSAGES);
+    let stopped = fill_from_tail(&mut page, history, u64::MAX);
+    (page.oldest_first(), stopped || history.has_older)
+}
+
+/// `fetch_history`: a page of messages older than `before_seq` (the latest page without it).
+pub fn fetch_history(
+    mut requests: MessageReader<Incoming>,
+    dir: Directory,
+    sessions: Query<(&Session, &History)>,
+    mut staged: ResMut<Staged>,
+    mut archive: Archive,
+) {
+    for req in requests.read() {
+        let Method::FetchHistory(p) = &req.method else { continue };
+        let Some((me, share)) = dir.get(req.conn) else { continue };
+        let Some((_, history)) = dir
+            .index
+            .sessions
+            .get(&p.session_id)
+            .and_then(|&e| sessions.get(e).ok())
+            .filter(|(s, _)| in_scope(me, share, &s.workspace))
+        else {
+            reply_err(&mut staged, req.conn, &req.id, ErrorCode::NotFound, format!("no session {}", p.session_id));
+            continue;
+        };
+        let limit = p.limit.map(|l| l as usize).unwrap_or(DEFAULT_PAGE);
+        if limit == 0 || limit > HISTORY_PAGE_MESSAGES {
+            reply_err(
+                &mut staged,
+                req.conn,
+                &req.id,
+                ErrorCode::InvalidParams,
+                format!("limit must be 1-{HISTORY_PAGE_MESSAGES}"),
+            );
+            continue;
+        }
+        let before = p.before_seq.unwrap_or(u64::MAX);
+        let mut page = Page::new(limit);
+        let has_older = if fill_from_tail(&mut page, history, before) {
+            true
+        } else if history.has_older && page.room() > 0 {
+            // Beyond the tail: the store, below both `before` and the tail's first message.
+            let below = history.first_seq().map_or(before, |first| first.min(before));
+            match archive.messages_before(&p.session_id, below, page.room()) {
+                Ok((rows, more)) => {
+                    let cut = rows.iter().rev().any(|m| !page.offer(m));
+                    more || cut
+                }
+                Err(e) => {
+                    tracing::error!("fetch_history of {}: {e}", p.session_id);
+                    reply_err(
+                        &mut staged,
+                        req.conn,
+                        &req.id,
+                        ErrorCode::Internal,
+                        format!("cannot read the history of {}: {e}", p.session_id),
+                    );
+                    continue;
+                }
+            }
+        } else {
+            history.has_older
+        };
+        reply_ok(&mut staged, req.conn, &req.id, FetchHistoryResult { messages: page.oldest_first(), has_older });
+    }
+}

@@ -1,0 +1,29 @@
+//! `roundtable bench idle` runs end to end against a real `serve` child and reports a result a
+//! script can read. (Figures are for docs/PERFORMANCE.md; this test asserts behaviour only.)
+
+use std::process::Command;
+
+#[test]
+fn bench_idle_reports_json_for_a_real_host() {
+    let out = Command::new(env!("CARGO_BIN_EXE_roundtable"))
+        .args(["bench", "idle", "--connections", "8", "--insecure", "--json"])
+        .output()
+        .expect("run roundtable");
+    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8(out.stdout).expect("utf-8");
+    let report: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
+    assert_eq!(report["connections"], 8);
+    assert_eq!(report["tls"], false);
+    assert!(report["rss_before_kib"].as_u64().unwrap() > 0, "{report}");
+    assert!(report["rss_after_kib"].as_u64().unwrap() > 0, "{report}");
+}
+
+#[test]
+fn json_is_refused_where_it_is_not_supported() {
+    let out = Command::new(env!("CARGO_BIN_EXE_roundtable"))
+        .args(["bench", "fanout", "--json"])
+        .output()
+        .expect("run roundtable");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("apply to `bench idle` only"));
+}
