@@ -514,3 +514,47 @@ fn a_remote_drives_the_claude_backend_and_its_plan_goes_through_a_consensus_vote
             || sent.contains(&ws)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_pages_back_through_a_long_history_with_older() {
+    use roundtable::protocol::{SendMessageParams, SessionRef};
+    const N: usize = 230;
+    let h = TestHost::start().await;
+    for i in 0..N {
+        h.call::<Value>(Method::SendMessage(SendMessageParams {
+            session_id: h.session.clone(),
+            text: format!("flood {i}"),
+            client_msg_id: format!("f-{i}"),
+        }))
+        .await;
+        h.call::<Value>(Method::CancelTurn(SessionRef { session_id: h.session.clone() })).await;
+    }
+    let (link, _) = h.mint(|_| {}).await;
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().display().to_string();
+    let link_text = link.to_string();
+    tokio::task::spawn_blocking(move || {
+        let mut zed = Proc::spawn("Zed", &["--data-dir", &dir, "join", &link_text, "--name", "Zed"], Path::new("."));
+        zed.expect("the hint that earlier messages exist", |l| l.contains("/older shows them"));
+        zed.expect("the latest message", |l| l == &format!("[Host] flood {}", N - 1));
+        // 460 messages (each flood and the agent's cut-off reply): the snapshot shows the last
+        // 20, then pages of 100 back to the start.
+        for _ in 0..10 {
+            zed.send("/older");
+            let end =
+                zed.expect("the end of a page", |l| l.starts_with("--- end of page") || l.starts_with("--- start"));
+            if end.starts_with("--- start of the session") {
+                break;
+            }
+        }
+        zed.send("/older");
+        zed.expect("the note that nothing is older", |l| l.contains("no earlier messages"));
+        for i in 0..N {
+            let line = format!("[Host] flood {i}");
+            let n = zed.seen.iter().filter(|l| **l == line).count();
+            assert_eq!(n, 1, "{line} shown {n} times");
+        }
+    })
+    .await
+    .unwrap();
+}

@@ -729,3 +729,64 @@ fn audit_times_are_shown_as_utc_dates() {
     assert_eq!(utc_text(951_782_400_000), "2000-02-29 00:00:00");
     assert_eq!(utc_text(1_700_000_000_123), "2023-11-14 22:13:20");
 }
+
+/// A snapshot holding the latest page (seqs 10 and 11) of a longer history.
+fn joined_with_older_history() -> Vec<Update> {
+    let mut updates = joined_as("p2", "Bob", Role::Participant);
+    updates.pop();
+    updates.push(ev(json!({"event": "snapshot", "session_id": "s1", "payload": {"session": session_info(11),
+        "roster": roster("p2"), "messages": [
+            {"seq": 10, "message_id": "m5", "author_id": "p1", "author_name": "Ann", "text": "newer question"},
+            {"seq": 11, "message_id": "m6", "author_id": "agent", "author_name": "Agent", "text": "newer answer"}],
+        "has_older": true, "votes": [], "last_seq": 11}})));
+    updates
+}
+
+#[test]
+fn earlier_messages_load_above_the_timeline_a_page_at_a_time() {
+    let (mut m, _) = model_with(joined_with_older_history(), false);
+    let Some(Method::FetchHistory(p)) = m.request_older(&s1()) else { panic!("a fetch_history request") };
+    assert_eq!(p.before_seq, Some(10), "pages back from the oldest message shown");
+    assert!(m.request_older(&s1()).is_none(), "one page at a time");
+    let page: FetchHistoryResult = serde_json::from_value(json!({"messages": [
+        {"seq": 3, "message_id": "m1", "author_id": "p1", "author_name": "Ann", "text": "first question"}],
+        "has_older": false}))
+    .unwrap();
+    m.apply(Update::HistoryPage { session_id: s1(), page: page.clone() });
+    let texts: Vec<String> = m.sessions[&s1()]
+        .timeline
+        .iter()
+        .filter_map(|e| match e {
+            Entry::Message(msg) => Some(msg.text.clone()),
+            Entry::Note(_) => None,
+        })
+        .collect();
+    assert_eq!(texts, vec!["first question", "newer question", "newer answer"]);
+    assert!(m.request_older(&s1()).is_none(), "the start of the session was reached");
+    // The same page again (a duplicate answer) never shows a message twice.
+    m.apply(Update::HistoryPage { session_id: s1(), page });
+    assert_eq!(m.sessions[&s1()].timeline.len(), 3);
+}
+
+#[test]
+fn the_window_offers_earlier_messages_and_asks_for_them() {
+    let mut w = Window::new(false, joined_with_older_history());
+    assert!(w.harness.query_by_label("newer question").is_some());
+    w.calls();
+    w.click("Load earlier messages");
+    let calls = w.calls();
+    assert!(
+        matches!(calls.as_slice(), [Method::FetchHistory(p)] if p.before_seq == Some(10)),
+        "one fetch_history before seq 10: {calls:?}"
+    );
+    assert!(w.harness.query_by_label("loading earlier messages…").is_some());
+    w.push(Update::HistoryPage {
+        session_id: s1(),
+        page: serde_json::from_value(json!({"messages": [
+            {"seq": 3, "message_id": "m1", "author_id": "p1", "author_name": "Ann", "text": "first question"}],
+            "has_older": false}))
+        .unwrap(),
+    });
+    assert!(w.harness.query_by_label("first question").is_some());
+    assert!(w.harness.query_by_label("Load earlier messages").is_none(), "nothing older is left");
+}
