@@ -536,7 +536,7 @@ async fn join_pages_back_through_a_long_history_with_older() {
     tokio::task::spawn_blocking(move || {
         let mut zed = Proc::spawn("Zed", &["--data-dir", &dir, "join", &link_text, "--name", "Zed"], Path::new("."));
         zed.expect("the hint that earlier messages exist", |l| l.contains("/older shows them"));
-        zed.expect("the latest message", |l| l == &format!("[Host] flood {}", N - 1));
+        zed.expect("the latest message", |l| l == format!("[Host] flood {}", N - 1));
         // 460 messages (each flood and the agent's cut-off reply): the snapshot shows the last
         // 20, then pages of 100 back to the start.
         for _ in 0..10 {
