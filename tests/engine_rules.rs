@@ -947,3 +947,58 @@ fn chat_from(h: &mut Harness, ann: roundtable::ids::ConnId, s: &str, from: usize
         h.run(100);
     }
 }
+
+// ---- outboxes bounded in bytes -----------------------------------------------------------------
+
+fn outbox_bytes(h: &mut Harness, conn: roundtable::ids::ConnId) -> usize {
+    let mut q = h.engine.world.query::<&roundtable::engine::components::Connection>();
+    q.iter(&h.engine.world).find(|c| c.id == conn).map(|c| c.outbox.bytes).unwrap_or(0)
+}
+
+#[test]
+fn a_client_that_never_reads_holds_a_bounded_number_of_bytes_then_resyncs() {
+    const MAX: usize = 256 * 1024;
+    let mut h = Harness::new(EngineConfig { outbox_max_bytes: MAX, ..EngineConfig::default() });
+    let (w, s) = h.workspace_and_session(".");
+    let tok = h.mint(&[&w], json!({}));
+    let (ann, _) = h.join(&tok, "Ann", &s);
+    let (bob, _) = h.join(&tok, "Bob", &s);
+    *h.sinks[&bob].capacity.lock().unwrap() = Some(0);
+    let mut peak = 0;
+    for i in 0..40 {
+        let text = format!("{i:02}{}", "x".repeat(30_000));
+        h.call(ann, "send_message", json!({"session_id": s, "text": text, "client_msg_id": format!("b{i}")})).unwrap();
+        h.call(ann, "cancel_turn", json!({"session_id": s})).unwrap();
+        h.run(100); // within Ann's request rate
+        peak = peak.max(outbox_bytes(&mut h, bob));
+    }
+    assert!(peak <= MAX, "{peak} bytes queued for a client that reads nothing");
+    assert!(peak > MAX - 40_000, "the byte bound was what stopped it ({peak})");
+    *h.sinks[&bob].capacity.lock().unwrap() = None;
+    h.tick();
+    assert_eq!(h.events_named(bob, "resync_required").len(), 1, "told to resync, nothing silently lost");
+}
+
+#[test]
+fn repeated_snapshots_to_a_client_that_never_reads_close_it_instead_of_growing() {
+    use roundtable::engine::components::Outbox;
+    let (mut h, w, s) = setup();
+    let tok = h.mint(&[&w], json!({}));
+    let (ann, _) = h.join(&tok, "Ann", &s);
+    for i in 0..12 {
+        let text = format!("{i:02}{}", "x".repeat(30_000));
+        h.call(ann, "send_message", json!({"session_id": s, "text": text, "client_msg_id": format!("b{i}")})).unwrap();
+        h.call(ann, "cancel_turn", json!({"session_id": s})).unwrap();
+    }
+    let (bob, _) = h.join(&tok, "Bob", &s);
+    *h.sinks[&bob].capacity.lock().unwrap() = Some(0);
+    let mut peak = 0;
+    for _ in 0..40 {
+        h.send(bob, "join_session", json!({"session_id": s}));
+        h.tick();
+        peak = peak.max(outbox_bytes(&mut h, bob));
+    }
+    assert!(peak <= 2 * Outbox::MAX_BYTES + 512 * 1024, "{peak} bytes: bounded by twice the limit plus one frame");
+    assert_eq!(h.sinks[&bob].closed.lock().unwrap().as_deref(), Some("too_slow"));
+    h.call(ann, "ping", json!({})).unwrap();
+}

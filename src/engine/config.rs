@@ -29,6 +29,9 @@ pub struct EngineConfig {
     pub max_connections_per_share: usize,
     /// Run the invariant checker every tick and panic on a violation (tests, scenarios).
     pub check_invariants: bool,
+    /// Bytes of session traffic queued for one connection before it must resync (twice this,
+    /// responses included, closes it as `too_slow`).
+    pub outbox_max_bytes: usize,
     /// Extra secret patterns (regexes) masked in text sent to remotes, besides the built-in ones.
     pub mask_patterns: Vec<String>,
 }
@@ -48,6 +51,7 @@ impl Default for EngineConfig {
             max_file_bytes: 256 * 1024,
             max_connections_per_share: 64,
             check_invariants: cfg!(debug_assertions),
+            outbox_max_bytes: crate::engine::components::Outbox::MAX_BYTES,
             mask_patterns: Vec::new(),
         }
     }

@@ -8,9 +8,13 @@
 //!
 //! One tokio task per connection multiplexes reading, writing and shutdown with `select!`.
 //! The engine never waits for a socket: [`WsSink::try_send`] refuses a frame when the
-//! connection's queue already holds [`ServerOptions::queue_frames`] frames, and the engine keeps
-//! it in its own bounded outbox (coalescing agent deltas, and finally sending `resync_required`).
-//! That bounded queue is what keeps one slow consumer from slowing the tick or anyone else.
+//! connection's queue already holds [`ServerOptions::queue_frames`] frames or
+//! [`ServerOptions::queue_bytes`] bytes, and the engine keeps it in its own bounded outbox
+//! (coalescing agent deltas, and finally sending `resync_required`). That bounded queue is what
+//! keeps one slow consumer from slowing the tick or anyone else.
+//!
+//! Frames are shared, not copied: every recipient's WebSocket message points at the one
+//! serialised `Frame` the engine made ([`ws_text`]).
 //!
 //! Frame size: the protocol caps frames at 64 KiB, but the socket accepts up to
 //! [`ServerOptions::max_message_bytes`] (1 MiB by default) so that an oversize frame reaches the
@@ -61,6 +65,9 @@ pub struct ServerOptions {
     pub max_message_bytes: usize,
     /// Frames a connection's transport queue holds before `try_send` refuses.
     pub queue_frames: usize,
+    /// Bytes a connection's transport queue holds before `try_send` refuses (one larger frame
+    /// is still taken when the queue is empty).
+    pub queue_bytes: usize,
     /// Time a client gets for the TLS and WebSocket handshakes.
     pub handshake_timeout: Duration,
     /// Kernel send buffer per accepted socket (`SO_SNDBUF`); `None` keeps the system default.
@@ -83,6 +90,7 @@ impl Default for ServerOptions {
             tls: None,
             max_message_bytes: 1024 * 1024,
             queue_frames: 64,
+            queue_bytes: 1024 * 1024,
             handshake_timeout: Duration::from_secs(10),
             send_buffer_bytes: None,
             write_buffer_bytes: 128 * 1024,
@@ -199,23 +207,58 @@ enum Out {
     Close(String),
 }
 
+/// What a connection's transport queue holds; shared by its [`WsSink`] and its socket task.
+#[derive(Default, Debug)]
+struct Queued {
+    frames: AtomicUsize,
+    bytes: AtomicUsize,
+}
+
+impl Queued {
+    fn release(&self, frame: &Frame) {
+        self.frames.fetch_sub(1, Ordering::AcqRel);
+        self.bytes.fetch_sub(frame.len(), Ordering::AcqRel);
+    }
+}
+
+/// A frame's bytes, kept alive by the shared frame itself.
+struct FrameBytes(Frame);
+
+impl AsRef<[u8]> for FrameBytes {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+/// The WebSocket text message for a frame, pointing at the frame's own memory: one serialised
+/// frame serves every recipient, with no copy per connection.
+pub fn ws_text(frame: &Frame) -> Message {
+    let bytes = bytes::Bytes::from_owner(FrameBytes(frame.clone()));
+    // SAFETY: the bytes are exactly those of a `str`, so they are valid UTF-8.
+    Message::Text(unsafe { tokio_tungstenite::tungstenite::Utf8Bytes::from_bytes_unchecked(bytes) })
+}
+
 /// The engine's handle on one WebSocket connection. Never blocks.
 pub struct WsSink {
     tx: mpsc::UnboundedSender<Out>,
-    queued: Arc<AtomicUsize>,
+    queued: Arc<Queued>,
     capacity: usize,
+    max_bytes: usize,
 }
 
 impl FrameSink for WsSink {
     fn try_send(&self, frame: &Frame) -> bool {
-        // Reserve a slot first so concurrent callers cannot overshoot the bound.
-        if self.queued.fetch_add(1, Ordering::AcqRel) >= self.capacity {
-            self.queued.fetch_sub(1, Ordering::AcqRel);
+        // Reserve first so concurrent callers cannot overshoot the bounds. One frame larger
+        // than the byte bound still goes through when the queue is empty.
+        let frames_before = self.queued.frames.fetch_add(1, Ordering::AcqRel);
+        let bytes_before = self.queued.bytes.fetch_add(frame.len(), Ordering::AcqRel);
+        if frames_before >= self.capacity || (frames_before > 0 && bytes_before + frame.len() > self.max_bytes) {
+            self.queued.release(frame);
             return false;
         }
         if self.tx.send(Out::Frame(frame.clone())).is_err() {
             // The connection is gone; accept and drop (the engine learns through `Closed`).
-            self.queued.fetch_sub(1, Ordering::AcqRel);
+            self.queued.release(frame);
         }
         true
     }
@@ -261,8 +304,13 @@ impl ConnCtx {
         };
         let conn = self.ids.next();
         let (tx, rx) = mpsc::unbounded_channel();
-        let queued = Arc::new(AtomicUsize::new(0));
-        let sink = Arc::new(WsSink { tx, queued: queued.clone(), capacity: self.options.queue_frames });
+        let queued = Arc::new(Queued::default());
+        let sink = Arc::new(WsSink {
+            tx,
+            queued: queued.clone(),
+            capacity: self.options.queue_frames,
+            max_bytes: self.options.queue_bytes,
+        });
         debug!("{conn} opened from {}", self.peer);
         if self.inbound.send(Inbound::Opened { conn, addr: self.peer.to_string(), sink }).is_err() {
             return; // engine stopped
@@ -279,7 +327,7 @@ async fn pump<S: AsyncRead + AsyncWrite + Unpin>(
     conn: ConnId,
     inbound: &Sender<Inbound>,
     mut rx: mpsc::UnboundedReceiver<Out>,
-    queued: &AtomicUsize,
+    queued: &Queued,
     mut shutdown: watch::Receiver<bool>,
 ) -> String {
     let (mut write, mut read) = ws.split();
@@ -294,7 +342,7 @@ async fn pump<S: AsyncRead + AsyncWrite + Unpin>(
                 };
                 // Flush what the engine already handed us, then say goodbye.
                 while let Ok(Out::Frame(f)) = rx.try_recv() {
-                    if write.feed(Message::text(f.to_string())).await.is_err() {
+                    if write.feed(ws_text(&f)).await.is_err() {
                         return "write failed during shutdown".into();
                     }
                 }
@@ -305,8 +353,8 @@ async fn pump<S: AsyncRead + AsyncWrite + Unpin>(
             }
             out = rx.recv() => match out {
                 Some(Out::Frame(frame)) => {
-                    queued.fetch_sub(1, Ordering::AcqRel);
-                    let res = write.feed(Message::text(frame.to_string())).await;
+                    queued.release(&frame);
+                    let res = write.feed(ws_text(&frame)).await;
                     // Batch: flush only when nothing else is waiting.
                     let res = match res {
                         Ok(()) if rx.is_empty() => write.flush().await,
@@ -393,4 +441,39 @@ async fn discard_input<S: AsyncRead + Unpin>(mut stream: S) {
 async fn linger<S: futures_util::Stream<Item = Result<Message, WsError>> + Unpin>(read: &mut S) {
     let drain = async { while let Some(Ok(_)) = read.next().await {} };
     let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_recipients_message_shares_the_one_serialised_frame() {
+        let frame: Frame = Arc::from(r#"{"event":"message","payload":{"text":"hello"}}"#);
+        let (a, b) = (ws_text(&frame), ws_text(&frame));
+        for m in [&a, &b] {
+            let Message::Text(t) = m else { panic!("a text message") };
+            assert_eq!(t.as_str(), &*frame);
+            assert_eq!(t.as_str().as_ptr(), frame.as_ptr(), "no copy per recipient");
+        }
+    }
+
+    #[test]
+    fn the_transport_queue_is_bounded_in_frames_and_in_bytes() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let queued = Arc::new(Queued::default());
+        let sink = WsSink { tx, queued: queued.clone(), capacity: 4, max_bytes: 1000 };
+        let big: Frame = Arc::from("x".repeat(1500).as_str());
+        let small: Frame = Arc::from("y".repeat(300).as_str());
+        assert!(sink.try_send(&big), "one frame over the byte bound goes through an empty queue");
+        assert!(!sink.try_send(&small), "nothing more while it waits");
+        let Some(Out::Frame(f)) = rx.try_recv().ok() else { panic!("queued") };
+        queued.release(&f);
+        assert!(sink.try_send(&small) && sink.try_send(&small) && sink.try_send(&small));
+        assert!(!sink.try_send(&small), "1 200 bytes would exceed 1 000");
+        assert_eq!(queued.bytes.load(Ordering::Acquire), 900);
+        let tiny: Frame = Arc::from("z");
+        assert!(sink.try_send(&tiny));
+        assert!(!sink.try_send(&tiny), "four frames is the frame bound");
+    }
 }

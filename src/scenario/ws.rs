@@ -134,6 +134,9 @@ impl WsTransport {
             tls: Some(tls),
             max_message_bytes: MAX_MESSAGE_BYTES,
             queue_frames: QUEUE_FRAMES,
+            // The memory transport bounds frames only; so must this one, for the per-frame
+            // transcripts of both to be equal (the engine's own outbox bounds bytes for both).
+            queue_bytes: usize::MAX,
             ..ServerOptions::default()
         };
         Ok(WsTransport {

@@ -66,10 +66,26 @@ pub struct OutFrame {
     pub kind: OutKind,
 }
 
-/// Frames waiting to be taken by the transport. Bounded: see [`Outbox::CAPACITY`].
+impl OutFrame {
+    /// Bytes this entry holds for its connection (a waiting delta: its merged text too).
+    pub fn bytes(&self) -> usize {
+        match &self.kind {
+            OutKind::Delta { text, stale: true, .. } => self.frame.len() + text.len(),
+            _ => self.frame.len(),
+        }
+    }
+}
+
+/// Frames waiting to be taken by the transport. Bounded in frames ([`Outbox::CAPACITY`]) and in
+/// bytes ([`Outbox::MAX_BYTES`]): a client that stops reading costs the host a bounded amount of
+/// memory, however large the frames.
 #[derive(Clone, Debug, Default)]
 pub struct Outbox {
+    /// Read it freely; change it only through [`Outbox::push`], [`Outbox::pop_front`],
+    /// [`Outbox::retain`] and [`Outbox::grow_back_delta`], which keep [`Outbox::bytes`] right.
     pub queue: VecDeque<OutFrame>,
+    /// Bytes held by `queue`.
+    pub bytes: usize,
     /// Sessions whose events are suspended until the client rejoins; value = last delivered seq.
     pub resync: BTreeMap<SessionId, u64>,
     /// Last seq handed to the transport, per session.
@@ -81,6 +97,63 @@ pub struct Outbox {
 impl Outbox {
     /// Most frames queued for one connection before it must resync.
     pub const CAPACITY: usize = 256;
+    /// Default for `EngineConfig::outbox_max_bytes`: most bytes of session events and deltas
+    /// queued for one connection before it must resync. Responses may take it up to twice this;
+    /// beyond, the connection is closed (`too_slow`).
+    pub const MAX_BYTES: usize = 4 * 1024 * 1024;
+
+    /// Whether `extra` more bytes of session traffic still fit under `max_bytes`.
+    pub fn fits(&self, extra: usize, max_bytes: usize) -> bool {
+        self.queue.len() < Self::CAPACITY && self.bytes + extra <= max_bytes
+    }
+
+    /// Whether the connection stopped reading even its responses (frames or bytes at twice the
+    /// bounds): it is closed.
+    pub fn hopeless(&self, max_bytes: usize) -> bool {
+        self.queue.len() > 2 * Self::CAPACITY || self.bytes > 2 * max_bytes
+    }
+
+    pub fn push(&mut self, out: OutFrame) {
+        self.bytes += out.bytes();
+        self.queue.push_back(out);
+    }
+
+    pub fn pop_front(&mut self) -> Option<OutFrame> {
+        let out = self.queue.pop_front()?;
+        self.bytes -= out.bytes();
+        Some(out)
+    }
+
+    pub fn retain(&mut self, keep: impl FnMut(&OutFrame) -> bool) {
+        self.queue.retain(keep);
+        self.bytes = self.queue.iter().map(OutFrame::bytes).sum();
+    }
+
+    /// Appends `more` to the delta at the back of the queue if it is one of `session`'s turn
+    /// `turn_id`; returns whether it did.
+    pub fn grow_back_delta(&mut self, session: &SessionId, turn_id: u64, more: &str) -> bool {
+        let Some(back) = self.queue.back_mut() else { return false };
+        let before = back.bytes();
+        let OutKind::Delta { session: s, turn_id: t, text, stale } = &mut back.kind else { return false };
+        if s != session || *t != turn_id {
+            return false;
+        }
+        text.push_str(more);
+        *stale = true;
+        self.bytes = self.bytes - before + back.bytes();
+        true
+    }
+
+    /// Rebuilds the front delta's frame from its merged text (once, when it is offered).
+    pub fn refresh_front(&mut self, rebuild: impl FnOnce(&SessionId, u64, &str) -> Frame) {
+        let Some(front) = self.queue.front_mut() else { return };
+        let before = front.bytes();
+        if let OutKind::Delta { session, turn_id, text, stale: stale @ true } = &mut front.kind {
+            front.frame = rebuild(session, *turn_id, text);
+            *stale = false;
+            self.bytes = self.bytes - before + front.bytes();
+        }
+    }
 }
 
 #[derive(Component)]

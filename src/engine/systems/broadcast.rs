@@ -14,6 +14,7 @@
 
 use super::resources::*;
 use crate::engine::components::*;
+use crate::engine::config::EngineConfig;
 use crate::engine::io::Frame;
 use crate::engine::mask::{Masker, StreamMasker};
 use crate::ids::{ConnId, SessionId};
@@ -63,47 +64,41 @@ fn event_frame(session: Option<SessionId>, body: Event) -> Frame {
 }
 
 /// Queues a seq'd session event, entering resync on overflow.
-fn enqueue_session(outbox: &mut Outbox, session: &SessionId, seq: u64, frame: &Frame) {
+fn enqueue_session(outbox: &mut Outbox, max_bytes: usize, session: &SessionId, seq: u64, frame: &Frame) {
     if outbox.resync.contains_key(session) || outbox.queued.get(session).is_some_and(|&q| seq <= q) {
         return;
     }
     outbox.queued.insert(session.clone(), seq);
-    if outbox.queue.len() >= Outbox::CAPACITY {
+    if !outbox.fits(frame.len(), max_bytes) {
         let last = outbox.delivered.get(session).copied().unwrap_or(0);
-        outbox.queue.retain(|f| match &f.kind {
+        outbox.retain(|f| match &f.kind {
             OutKind::Session { session: s, .. } | OutKind::Delta { session: s, .. } => s != session,
             OutKind::Direct => true,
         });
         outbox.resync.insert(session.clone(), last);
-        outbox.queue.push_back(OutFrame {
+        outbox.push(OutFrame {
             frame: event_frame(Some(session.clone()), Event::ResyncRequired(ResyncRequired { last_seq: last })),
             kind: OutKind::Direct,
         });
         return;
     }
-    outbox.queue.push_back(OutFrame { frame: frame.clone(), kind: OutKind::Session { session: session.clone(), seq } });
+    outbox.push(OutFrame { frame: frame.clone(), kind: OutKind::Session { session: session.clone(), seq } });
 }
 
 /// Queues a delta, merging it into a waiting delta of the same turn (the consumer is behind).
-fn enqueue_delta(outbox: &mut Outbox, session: &SessionId, turn_id: u64, text: &str, frame: &Frame) {
+fn enqueue_delta(outbox: &mut Outbox, max_bytes: usize, session: &SessionId, turn_id: u64, text: &str, frame: &Frame) {
     if outbox.resync.contains_key(session) {
         return;
     }
-    if let Some(OutFrame { kind: OutKind::Delta { session: s, turn_id: t, text: prev, stale }, .. }) =
-        outbox.queue.back_mut()
-    {
-        if s == session && *t == turn_id {
-            // Only the text grows here; re-serialising on every merge would be quadratic.
-            prev.push_str(text);
-            *stale = true;
-            return;
-        }
+    // Only the text grows here; re-serialising on every merge would be quadratic.
+    if outbox.fits(text.len(), max_bytes) && outbox.grow_back_delta(session, turn_id, text) {
+        return;
     }
-    if outbox.queue.len() >= Outbox::CAPACITY {
+    if !outbox.fits(frame.len(), max_bytes) {
         // Deltas are previews; the authoritative text arrives in the agent's message.
         return;
     }
-    outbox.queue.push_back(OutFrame {
+    outbox.push(OutFrame {
         frame: frame.clone(),
         kind: OutKind::Delta { session: session.clone(), turn_id, text: text.to_string(), stale: false },
     });
@@ -116,7 +111,9 @@ pub fn broadcast(
     mut conns: Query<&mut Connection>,
     mut closed: MessageWriter<ConnClosed>,
     mut mask: ResMut<SecretMask>,
+    config: Res<EngineConfig>,
 ) {
+    let max_bytes = config.outbox_max_bytes;
     let staged = std::mem::take(&mut staged.0);
     let mask = &mut *mask;
     let mut cache: BTreeMap<usize, Frame> = BTreeMap::new();
@@ -148,14 +145,14 @@ pub fn broadcast(
                     (Some(session), Some(seq)) => OutKind::Session { session, seq },
                     _ => OutKind::Direct,
                 };
-                c.outbox.queue.push_back(OutFrame { frame, kind });
+                c.outbox.push(OutFrame { frame, kind });
             }
             Outgoing::Session { session, seq, frame } => {
                 for &ce in members.get(&session).map(Vec::as_slice).unwrap_or(&[]) {
                     if let Ok(mut c) = conns.get_mut(ce) {
                         let frame =
                             if c.is_host { frame.clone() } else { remote_copy(&mut cache, &mask.masker, &frame) };
-                        enqueue_session(&mut c.outbox, &session, seq, &frame);
+                        enqueue_session(&mut c.outbox, max_bytes, &session, seq, &frame);
                     }
                 }
             }
@@ -177,9 +174,9 @@ pub fn broadcast(
                 for &ce in members.get(&session).map(Vec::as_slice).unwrap_or(&[]) {
                     if let Ok(mut c) = conns.get_mut(ce) {
                         if c.is_host {
-                            enqueue_delta(&mut c.outbox, &session, turn_id, &text, &frame);
+                            enqueue_delta(&mut c.outbox, max_bytes, &session, turn_id, &text, &frame);
                         } else if !remote_text.is_empty() {
-                            enqueue_delta(&mut c.outbox, &session, turn_id, &remote_text, &remote_frame);
+                            enqueue_delta(&mut c.outbox, max_bytes, &session, turn_id, &remote_text, &remote_frame);
                         }
                     }
                 }
@@ -189,14 +186,14 @@ pub fn broadcast(
                     if let Ok(mut c) = conns.get_mut(ce) {
                         let frame =
                             if c.is_host { frame.clone() } else { remote_copy(&mut cache, &mask.masker, &frame) };
-                        c.outbox.queue.push_back(OutFrame { frame, kind: OutKind::Direct });
+                        c.outbox.push(OutFrame { frame, kind: OutKind::Direct });
                     }
                 }
             }
             Outgoing::Close { conn, reason } => {
                 if let Some(mut c) = index.conns.get(&conn).and_then(|&e| conns.get_mut(e).ok()) {
                     let frame = event_frame(None, Event::Closing(Closing { reason: reason.clone() }));
-                    c.outbox.queue.push_back(OutFrame { frame, kind: OutKind::Direct });
+                    c.outbox.push(OutFrame { frame, kind: OutKind::Direct });
                     closes.push((conn, reason));
                 }
             }
@@ -206,22 +203,22 @@ pub fn broadcast(
     for (_, &ce) in index.conns.iter() {
         let Ok(mut c) = conns.get_mut(ce) else { continue };
         let c = &mut *c;
-        while let Some(front) = c.outbox.queue.front_mut() {
-            if let OutKind::Delta { session, turn_id, text, stale: stale @ true } = &mut front.kind {
-                let body = Event::AgentDelta(crate::protocol::AgentDelta { turn_id: *turn_id, text: text.clone() });
-                front.frame = event_frame(Some(session.clone()), body);
-                *stale = false;
-            }
+        while !c.outbox.queue.is_empty() {
+            c.outbox.refresh_front(|session, turn_id, text| {
+                let body = Event::AgentDelta(crate::protocol::AgentDelta { turn_id, text: text.to_string() });
+                event_frame(Some(session.clone()), body)
+            });
+            let front = c.outbox.queue.front().expect("not empty");
             if !c.sink.try_send(&front.frame) {
                 break;
             }
-            let sent = c.outbox.queue.pop_front().expect("front exists");
+            let sent = c.outbox.pop_front().expect("front exists");
             if let OutKind::Session { session, seq } = sent.kind {
                 let d = c.outbox.delivered.entry(session).or_insert(0);
                 *d = (*d).max(seq);
             }
         }
-        if c.outbox.queue.len() > 2 * Outbox::CAPACITY && c.auth != AuthState::Closing {
+        if c.outbox.hopeless(max_bytes) && c.auth != AuthState::Closing {
             // Not even reading responses: give up on this connection (it may resume).
             c.auth = AuthState::Closing;
             closes.push((c.id, "too_slow".into()));
