@@ -170,6 +170,15 @@ pub enum StoreOp {
     /// Clear a session's history (messages and event log).
     ClearSession(SessionId),
     AppendEvent(EventRow),
+    /// Text the agent streamed this tick in the running turn, at byte `offset` of the turn's
+    /// text (appended, never rewritten: saving costs what was streamed).
+    AppendStreamed {
+        session: SessionId,
+        offset: u64,
+        text: String,
+    },
+    /// The running turn ended: its streamed text is a message now (or gone with it).
+    ClearStreamed(SessionId),
     PutVote(VoteRow),
     PutBallot(BallotRow),
     Audit(AuditRow),

@@ -1002,3 +1002,51 @@ fn repeated_snapshots_to_a_client_that_never_reads_close_it_instead_of_growing()
     assert_eq!(h.sinks[&bob].closed.lock().unwrap().as_deref(), Some("too_slow"));
     h.call(ann, "ping", json!({})).unwrap();
 }
+
+// ---- streamed text: appended as it grows, posted after a crash ---------------------------------
+
+#[test]
+fn streamed_text_is_appended_tick_by_tick_and_a_killed_host_posts_it_after_restart() {
+    use roundtable::store::SqliteStore;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("roundtable.db");
+    let text = "tell me about the quarterly numbers please";
+    let (s, seen) = {
+        let mut h = Harness::with_store(EngineConfig::default(), Box::new(SqliteStore::open(&db).unwrap()));
+        let (_w, s) = h.workspace_and_session(".");
+        h.host("send_message", json!({"session_id": s, "text": text, "client_msg_id": "k1"}));
+        h.run(30); // a few ticks: part of the reply is streamed, the turn still runs
+        let seen: String =
+            h.events_named(HOST, "agent_delta").iter().map(|d| d["payload"]["text"].as_str().unwrap()).collect();
+        assert!(!seen.is_empty() && seen.len() < format!("You said: {text}").len(), "mid-turn: {seen:?}");
+        (s, seen)
+    }; // the host is killed here
+
+    // What the store holds: one chunk per tick with only that tick's text; the row is not rewritten.
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let chunks: Vec<(i64, String)> = conn
+        .prepare("SELECT offset, text FROM streamed_chunks WHERE session = ?1 ORDER BY offset")
+        .unwrap()
+        .query_map([&s], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert!(chunks.len() >= 2, "several ticks streamed: {chunks:?}");
+    let mut offset = 0;
+    for (o, t) in &chunks {
+        assert_eq!(*o, offset, "chunks are contiguous");
+        offset += t.len() as i64;
+    }
+    assert_eq!(chunks.iter().map(|(_, t)| t.as_str()).collect::<String>(), seen, "exactly what everyone saw");
+    let column: String = conn.query_row("SELECT streamed FROM sessions WHERE id = ?1", [&s], |r| r.get(0)).unwrap();
+    assert_eq!(column, "", "the growing text is never rewritten with the session row");
+    drop(conn);
+
+    let mut h = Harness::with_store(EngineConfig::default(), Box::new(SqliteStore::open(&db).unwrap()));
+    h.run(50);
+    let posted = h.events_named(HOST, "message");
+    assert!(posted.iter().any(|m| m["payload"]["author_id"] == "agent" && m["payload"]["text"] == seen.as_str()));
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let left: i64 = conn.query_row("SELECT count(*) FROM streamed_chunks", [], |r| r.get(0)).unwrap();
+    assert_eq!(left, 0, "the ended turn's chunks are gone: its text is a message now");
+}

@@ -14,6 +14,7 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0002_streamed_text", include_str!("../../migrations/0002_streamed_text.sql")),
     ("0003_session_allowed_tools", include_str!("../../migrations/0003_session_allowed_tools.sql")),
     ("0004_history_paging", include_str!("../../migrations/0004_history_paging.sql")),
+    ("0005_streamed_chunks", include_str!("../../migrations/0005_streamed_chunks.sql")),
 ];
 
 /// The schema version this binary writes.

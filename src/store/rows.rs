@@ -227,7 +227,33 @@ pub(crate) fn put_message(conn: &Connection, m: &MessageRow) -> Result<(), Store
 pub(crate) fn clear_session(conn: &Connection, session: &SessionId) -> Result<(), StoreError> {
     conn.prepare_cached("DELETE FROM messages WHERE session = ?1")?.execute([session.as_str()])?;
     conn.prepare_cached("DELETE FROM events WHERE session = ?1")?.execute([session.as_str()])?;
+    clear_streamed(conn, session)
+}
+
+pub(crate) fn append_streamed(
+    conn: &Connection,
+    session: &SessionId,
+    offset: u64,
+    text: &str,
+) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO streamed_chunks (session, offset, text) VALUES (?1, ?2, ?3)
+         ON CONFLICT (session, offset) DO UPDATE SET text = excluded.text",
+    )?
+    .execute(params![session.as_str(), int(offset), text])?;
     Ok(())
+}
+
+pub(crate) fn clear_streamed(conn: &Connection, session: &SessionId) -> Result<(), StoreError> {
+    conn.prepare_cached("DELETE FROM streamed_chunks WHERE session = ?1")?.execute([session.as_str()])?;
+    Ok(())
+}
+
+/// The streamed text of a session's running turn: its chunks in offset order.
+fn streamed_chunks(conn: &Connection, session: &SessionId) -> Result<String, StoreError> {
+    let mut stmt = conn.prepare_cached("SELECT text FROM streamed_chunks WHERE session = ?1 ORDER BY offset")?;
+    let chunks: Vec<String> = stmt.query_map([session.as_str()], |r| r.get(0))?.collect::<Result<_, _>>()?;
+    Ok(chunks.concat())
 }
 
 pub(crate) fn append_event(conn: &Connection, e: &EventRow) -> Result<(), StoreError> {
@@ -337,6 +363,10 @@ pub(crate) fn sessions(conn: &Connection) -> Result<Vec<SessionRow>, StoreError>
         },
     )?;
     rows.sort_by(|a, b| a.id.cmp(&b.id));
+    // The running turn's text: the (legacy) column, then the chunks appended since.
+    for row in &mut rows {
+        row.streamed.push_str(&streamed_chunks(conn, &row.id)?);
+    }
     Ok(rows)
 }
 

@@ -117,7 +117,9 @@ impl Session {
             agent: self.agent.clone(),
             vote_deadline_ms: self.vote_deadline_ms,
             created_at: self.created_at,
-            streamed: lock.streamed.clone(),
+            // The streamed text is saved as it grows (`StoreOp::AppendStreamed`), never with
+            // the row: rewriting it on every save made a long reply cost quadratic time.
+            streamed: String::new(),
             allowed_tools: self.allowed_tools.iter().cloned().collect(),
         }
     }

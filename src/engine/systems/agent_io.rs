@@ -54,9 +54,10 @@ pub fn apply_agent_output(
     for agent in agents.in_tick.values_mut() {
         outputs.extend(agent.step());
     }
-    // Sessions whose streamed text grew: their row is saved once at the end of the tick, so a
-    // host killed mid-turn can still post what everyone already saw.
-    let mut streamed: std::collections::BTreeSet<crate::ids::SessionId> = Default::default();
+    // Text each session streamed this tick, with its offset in the turn's text: appended to
+    // the store once at the end of the tick, so a host killed mid-turn can still post what
+    // everyone already saw — at the cost of the new text only.
+    let mut streamed: std::collections::BTreeMap<crate::ids::SessionId, (u64, String)> = Default::default();
     for out in outputs {
         let Some(&se) = index.sessions.get(&out.session) else { continue };
         let Ok((mut session, mut lock, mut log, mut history)) = sessions.get_mut(se) else { continue };
@@ -69,8 +70,9 @@ pub fn apply_agent_output(
                 if text.is_empty() {
                     continue;
                 }
+                let offset = lock.streamed.len() as u64;
                 lock.streamed.push_str(&text);
-                streamed.insert(out.session.clone());
+                streamed.entry(out.session.clone()).or_insert_with(|| (offset, String::new())).1.push_str(&text);
                 let body = Event::AgentDelta(AgentDelta { turn_id: out.turn_id, text: text.clone() });
                 let frame = Arc::from(EventFrame { session_id: Some(out.session.clone()), seq: None, body }.to_json());
                 turns.fx.staged.0.push(Outgoing::Delta {
@@ -115,11 +117,13 @@ pub fn apply_agent_output(
             }
         }
     }
-    for sid in streamed {
-        if let Some((session, lock, log, _)) = index.sessions.get(&sid).and_then(|&e| sessions.get(e).ok()) {
-            if lock.holder.is_some() {
-                turns.fx.persist(crate::persist::StoreOp::PutSession(session.row(lock, log)));
-            }
+    for (sid, (offset, text)) in streamed {
+        let running = index.sessions.get(&sid).and_then(|&e| sessions.get(e).ok()).is_some_and(|(_, lock, ..)| {
+            // Same turn still running, and this text is where the turn's text says it is.
+            lock.holder.is_some() && lock.streamed.len() as u64 == offset + text.len() as u64
+        });
+        if running {
+            turns.fx.persist(crate::persist::StoreOp::AppendStreamed { session: sid, offset, text });
         }
     }
 }

@@ -63,6 +63,7 @@ impl TurnEnds<'_> {
             Event::TurnEnded(TurnEnded { turn_id: lock.turn_id, holder_id: holder, reason, error }),
         );
         self.fx.persist(StoreOp::PutSession(session.row(lock, log)));
+        self.fx.persist(StoreOp::ClearStreamed(session.id.clone()));
         self.closed.write(TurnClosed {
             session: session.id.clone(),
             turn_id: lock.turn_id,
