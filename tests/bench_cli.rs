@@ -25,5 +25,18 @@ fn json_is_refused_where_it_is_not_supported() {
         .output()
         .expect("run roundtable");
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("apply to `bench idle` only"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("apply to `bench idle`"));
+}
+
+#[test]
+fn bench_history_pages_every_message_of_a_long_session() {
+    let out = Command::new(env!("CARGO_BIN_EXE_roundtable"))
+        .args(["bench", "history", "--messages", "1000", "--json"])
+        .output()
+        .expect("run roundtable");
+    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_str(String::from_utf8(out.stdout).unwrap().trim()).unwrap();
+    assert_eq!(report["messages"], 1000);
+    assert_eq!(report["paged_messages"], 1000, "snapshot + pages = every message: {report}");
+    assert_eq!(report["pages"], 4, "200 in the snapshot, then 4 pages of 200: {report}");
 }

@@ -84,13 +84,16 @@ pub struct BenchArgs {
     /// Ticks per run (fanout).
     #[arg(long, default_value_t = 2000)]
     pub ticks: u64,
+    /// Messages in the long session (history).
+    #[arg(long, default_value_t = 100_000)]
+    pub messages: usize,
     /// Connections to open (idle).
     #[arg(long, default_value_t = 1000)]
     pub connections: usize,
     /// Plain `ws://` instead of TLS (idle).
     #[arg(long)]
     pub insecure: bool,
-    /// Print the result as one JSON object (idle).
+    /// Print the result as one JSON object (idle, history).
     #[arg(long)]
     pub json: bool,
 }
@@ -102,6 +105,9 @@ pub enum BenchArg {
     Fanout,
     /// Resident memory of a real `serve` per idle WebSocket connection (`--connections N`).
     Idle,
+    /// Engine start, first screen and paging of a long session (`--messages N`), against a
+    /// one-page session in the same engine.
+    History,
 }
 
 /// `roundtable scenario run`.
@@ -166,9 +172,12 @@ pub fn run_bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         BenchArg::Idle => {
             super::bench_idle::run(args.connections, args.insecure, args.json, &mut std::io::stdout().lock())?;
         }
+        BenchArg::History => {
+            bench::history(args.messages, &mut std::io::stdout().lock(), args.json)?;
+        }
         BenchArg::Fanout => {
             if args.json || args.insecure {
-                anyhow::bail!("--json and --insecure apply to `bench idle` only");
+                anyhow::bail!("--json and --insecure apply to `bench idle` and `bench history` only");
             }
             let options = BenchOptions { kind: BenchKind::Fanout, clients: args.clients, ticks: args.ticks };
             bench::run(&options, &mut std::io::stdout().lock())?;

@@ -119,3 +119,197 @@ pub fn run(options: &BenchOptions, out: &mut dyn Write) -> anyhow::Result<()> {
         }
     }
 }
+
+/// What `bench history` measured.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct HistoryReport {
+    /// Messages in the long session.
+    pub messages: usize,
+    /// Messages in the reference session (one page).
+    pub reference_messages: usize,
+    /// Engine start on the database (load + restore), ms.
+    pub start_ms: f64,
+    /// `join_session` → snapshot of the long session, ms (one tick, in process).
+    pub join_ms: f64,
+    /// The same for the reference session.
+    pub reference_join_ms: f64,
+    /// join_ms / reference_join_ms: the first screen should not cost more for a longer history.
+    pub join_ratio: f64,
+    /// Bytes of the long session's snapshot frame.
+    pub snapshot_bytes: usize,
+    /// `fetch_history` pages (200 messages) to reach the first message.
+    pub pages: usize,
+    /// Mean time per page, ms.
+    pub page_ms: f64,
+    /// Messages seen on the way (snapshot + pages); equals `messages` when nothing is lost.
+    pub paged_messages: usize,
+}
+
+/// Keeps the frames the engine hands the bench's host connection.
+#[derive(Default)]
+struct KeepFrames(std::sync::Mutex<Vec<crate::engine::Frame>>);
+
+impl crate::engine::FrameSink for KeepFrames {
+    fn try_send(&self, frame: &crate::engine::Frame) -> bool {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(frame.clone());
+        true
+    }
+    fn close(&self, _reason: &str) {}
+}
+
+/// Builds a database with a `messages`-message session (s1) and a one-page session (s2).
+fn build_history_db(path: &std::path::Path, messages: usize, reference: usize) -> anyhow::Result<()> {
+    use crate::ids::{MessageId, SessionId, WorkspaceId};
+    use crate::persist::{AgentSpec, MessageRow, SessionRow, Store, StoreOp, WorkspaceRow};
+    let mut store = crate::store::SqliteStore::open(path)?;
+    let ws = WorkspaceId::nth(1);
+    let session = |n: u64, next_seq: u64| SessionRow {
+        id: SessionId::nth(n),
+        workspace: ws.clone(),
+        title: format!("session {n}"),
+        status: crate::protocol::SessionStatus::Idle,
+        turn_holder: None,
+        turn_id: 0,
+        next_seq,
+        agent: AgentSpec::demo(),
+        vote_deadline_ms: None,
+        created_at: 0,
+        streamed: String::new(),
+        allowed_tools: Vec::new(),
+    };
+    store.commit(&[
+        StoreOp::PutWorkspace(WorkspaceRow {
+            id: ws.clone(),
+            name: "bench".into(),
+            dir: ".".into(),
+            agent: AgentSpec::demo(),
+        }),
+        StoreOp::PutSession(session(1, messages as u64 + 1)),
+        StoreOp::PutSession(session(2, reference as u64 + 1)),
+    ])?;
+    let mut id = 0u64;
+    for (sid, count) in [(1u64, messages), (2, reference)] {
+        let mut batch = Vec::with_capacity(20_000);
+        for seq in 1..=count as u64 {
+            id += 1;
+            batch.push(StoreOp::PutMessage(MessageRow {
+                id: MessageId::nth(id),
+                session: SessionId::nth(sid),
+                seq,
+                author_id: if seq % 2 == 1 { "host".into() } else { "agent".into() },
+                author_name: if seq % 2 == 1 { "Host".into() } else { "Agent".into() },
+                text: format!("message {seq}: the quick brown fox jumps over the lazy dog, then checks the tests"),
+                client_msg_id: (seq % 2 == 1).then(|| format!("c{seq}")),
+                created_at: seq,
+            }));
+            if batch.len() == 20_000 {
+                store.commit(&batch)?;
+                batch.clear();
+            }
+        }
+        store.commit(&batch)?;
+    }
+    Ok(())
+}
+
+/// Measures start, first screen and paging for a `messages`-message session against a
+/// one-page reference session in the same engine.
+pub fn history(messages: usize, out: &mut dyn Write, json: bool) -> anyhow::Result<HistoryReport> {
+    use crate::engine::{Engine, EngineConfig, Inbound};
+    use crate::ids::ConnId;
+    use std::time::Instant;
+    let reference = crate::protocol::HISTORY_PAGE_MESSAGES;
+    let dir = std::env::temp_dir().join(format!("roundtable-bench-history-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let _cleanup = RemoveOnDrop(dir.clone());
+    let db = dir.join("roundtable.db");
+    if !json {
+        writeln!(out, "building a database with {messages} messages…")?;
+    }
+    build_history_db(&db, messages, reference)?;
+
+    let started = Instant::now();
+    let store = crate::store::SqliteStore::open(&db)?;
+    let config = EngineConfig { check_invariants: false, ..EngineConfig::default() };
+    let mut engine = Engine::new(config, Box::new(store))?;
+    crate::agent::install_builtin(&mut engine);
+    let start_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let sink = std::sync::Arc::new(KeepFrames::default());
+    let conn = ConnId(0);
+    let tx = engine.sender();
+    tx.send(Inbound::OpenedHost { conn, sink: sink.clone() })?;
+    let mut now = 1_000;
+    engine.tick(now);
+    let mut request = |engine: &mut Engine,
+                       id: u64,
+                       method: &str,
+                       params: serde_json::Value|
+     -> anyhow::Result<(f64, Vec<serde_json::Value>)> {
+        sink.0.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        let frame = serde_json::json!({"id": id, "method": method, "params": params}).to_string();
+        tx.send(Inbound::Frame { conn, text: frame })?;
+        now += 10;
+        let t = Instant::now();
+        engine.tick(now);
+        let ms = t.elapsed().as_secs_f64() * 1000.0;
+        let frames = sink.0.lock().unwrap_or_else(|e| e.into_inner()).drain(..).collect::<Vec<_>>();
+        Ok((ms, frames.iter().map(|f| serde_json::from_str(f)).collect::<Result<_, _>>()?))
+    };
+    let snapshot_of = |frames: &[serde_json::Value]| frames.iter().find(|f| f["event"] == "snapshot").cloned();
+    let (join_ms, frames) = request(&mut engine, 1, "join_session", serde_json::json!({"session_id": "s1"}))?;
+    let snap = snapshot_of(&frames).ok_or_else(|| anyhow::anyhow!("no snapshot for s1"))?;
+    let snapshot_bytes = snap.to_string().len();
+    let (reference_join_ms, _) = request(&mut engine, 2, "join_session", serde_json::json!({"session_id": "s2"}))?;
+    let mut seen = snap["payload"]["messages"].as_array().map_or(0, Vec::len);
+    let mut oldest = snap["payload"]["messages"][0]["seq"].as_u64();
+    let mut has_older = snap["payload"]["has_older"].as_bool().unwrap_or(false);
+    let (mut pages, mut page_total) = (0usize, 0.0);
+    while has_older {
+        let params = serde_json::json!({"session_id": "s1", "before_seq": oldest, "limit": 200});
+        let (ms, frames) = request(&mut engine, 10 + pages as u64, "fetch_history", params)?;
+        let result = frames.iter().find(|f| f.get("result").is_some()).ok_or_else(|| anyhow::anyhow!("no page"))?;
+        let page = result["result"]["messages"].as_array().cloned().unwrap_or_default();
+        seen += page.len();
+        oldest = page.first().and_then(|m| m["seq"].as_u64());
+        has_older = result["result"]["has_older"].as_bool().unwrap_or(false) && oldest.is_some();
+        pages += 1;
+        page_total += ms;
+        if !json && pages % 100 == 0 {
+            writeln!(out, "  paged {seen}/{messages} messages")?;
+        }
+    }
+    let report = HistoryReport {
+        messages,
+        reference_messages: reference,
+        start_ms,
+        join_ms,
+        reference_join_ms,
+        join_ratio: join_ms / reference_join_ms.max(1e-6),
+        snapshot_bytes,
+        pages,
+        page_ms: page_total / pages.max(1) as f64,
+        paged_messages: seen,
+    };
+    if json {
+        writeln!(out, "{}", serde_json::to_string(&report)?)?;
+    } else {
+        writeln!(out, "engine start with {messages} stored messages: {start_ms:.1} ms")?;
+        writeln!(
+            out,
+            "first screen (join_session → snapshot, {} KiB): {join_ms:.2} ms; reference session of {reference} messages: {reference_join_ms:.2} ms (ratio {:.2})",
+            snapshot_bytes / 1024,
+            report.join_ratio
+        )?;
+        writeln!(out, "paging back: {pages} pages of 200, {:.2} ms per page, {seen} messages seen", report.page_ms)?;
+    }
+    Ok(report)
+}
+
+/// Removes a directory when dropped.
+struct RemoveOnDrop(std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
