@@ -1050,3 +1050,17 @@ fn streamed_text_is_appended_tick_by_tick_and_a_killed_host_posts_it_after_resta
     let left: i64 = conn.query_row("SELECT count(*) FROM streamed_chunks", [], |r| r.get(0)).unwrap();
     assert_eq!(left, 0, "the ended turn's chunks are gone: its text is a message now");
 }
+
+#[test]
+fn a_remote_cannot_take_the_hosts_or_the_agents_name_or_hide_characters_in_its_own() {
+    let (mut h, w, _s) = setup();
+    let tok = h.mint(&[&w], json!({}));
+    for (i, name) in ["Host", "agent", "Host\u{200B}", "Bob\u{202E}boB"].iter().enumerate() {
+        let c = h.open(&format!("10.50.0.{i}:1"));
+        let err = h.call(c, "authenticate", json!({"token": tok, "display_name": name})).unwrap_err();
+        assert_eq!(err["code"], "invalid_params", "{name:?}: {err}");
+    }
+    let c = h.open("10.50.1.1:1");
+    let ok = h.call(c, "authenticate", json!({"token": tok, "display_name": "Hostess"})).unwrap();
+    assert_eq!(ok["display_name"], "Hostess");
+}

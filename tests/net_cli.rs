@@ -558,3 +558,19 @@ async fn join_pages_back_through_a_long_history_with_older() {
     .await
     .unwrap();
 }
+
+#[test]
+fn a_second_host_on_the_same_data_dir_refuses_to_start_naming_the_first() {
+    let data = tempfile::tempdir().unwrap();
+    let first = serve_with_console(data.path(), data.path());
+    let data_arg = data.path().join("host").display().to_string();
+    let args = ["--data-dir", &data_arg, "serve", "--bind", "127.0.0.1:0", "--insecure"];
+    let mut second = Proc::spawn("second serve", &args, data.path());
+    assert!(!second.wait(), "the second host must fail");
+    let err = second.stderr.lock().unwrap().clone();
+    assert!(err.contains("already running"), "{err}");
+    assert!(err.contains(&format!("PID {}", first.child.id())), "names the first host's PID: {err}");
+    // The share CLI keeps working beside the running host.
+    let out = Command::new(BIN).args(["--data-dir", &data_arg, "share", "list"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}

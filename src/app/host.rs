@@ -91,6 +91,8 @@ pub struct Host {
     pub conn_ids: Arc<ConnIds>,
     server: ServerHandle,
     engine: EngineThread,
+    /// Held for the host's lifetime: one host per data directory.
+    _lock: crate::app::lock::DataDirLock,
 }
 
 impl Host {
@@ -98,13 +100,24 @@ impl Host {
     /// and the server on the current tokio runtime, and opens the host's own connection.
     /// Returns the host and the event stream of its own connection.
     pub async fn start(options: HostOptions) -> anyhow::Result<(Host, Events)> {
+        // Before the database is even opened: a second host must not touch it.
+        let lock = crate::app::lock::DataDirLock::acquire(&options.data_dir)?;
         let db = crate::app::paths::database(&options.data_dir);
         let store = crate::store::SqliteStore::open(&db).with_context(|| format!("cannot open {}", db.display()))?;
-        Self::start_with_store(options, Box::new(store)).await
+        Self::start_locked(options, Box::new(store), lock).await
     }
 
     /// Like [`Host::start`] with a store of the caller's choice.
-    pub async fn start_with_store(mut options: HostOptions, store: Box<dyn Store>) -> anyhow::Result<(Host, Events)> {
+    pub async fn start_with_store(options: HostOptions, store: Box<dyn Store>) -> anyhow::Result<(Host, Events)> {
+        let lock = crate::app::lock::DataDirLock::acquire(&options.data_dir)?;
+        Self::start_locked(options, store, lock).await
+    }
+
+    async fn start_locked(
+        mut options: HostOptions,
+        store: Box<dyn Store>,
+        lock: crate::app::lock::DataDirLock,
+    ) -> anyhow::Result<(Host, Events)> {
         let listener = tokio::net::TcpListener::bind(options.bind)
             .await
             .with_context(|| format!("cannot listen on {}", options.bind))?;
@@ -128,7 +141,8 @@ impl Host {
         let conn_ids = ConnIds::new();
         let server = server::start_server(listener, options.server.clone(), inbound.clone(), conn_ids.clone())?;
         let (client, events) = Client::in_process(inbound.clone(), conn_ids.next());
-        let host = Host { local_addr, link_authority, fingerprint, client, inbound, conn_ids, server, engine };
+        let host =
+            Host { local_addr, link_authority, fingerprint, client, inbound, conn_ids, server, engine, _lock: lock };
         Ok((host, events))
     }
 

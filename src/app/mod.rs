@@ -10,13 +10,14 @@
 //! - [`admin`]: `roundtable workspace ...` / `roundtable share ...` and link printing.
 //! - [`qa`]: `roundtable scenario ...`, `simulate` and `bench` front-ends; [`bench_idle`]:
 //!   `bench idle`, the memory of idle connections to a real `serve`.
-//! - [`paths`]: where the data directory is.
+//! - [`paths`]: where the data directory is; [`lock`]: one host per data directory.
 
 pub mod admin;
 pub mod bench_idle;
 pub mod console;
 pub mod host;
 pub mod join;
+pub mod lock;
 pub mod paths;
 pub mod qa;
 pub mod render;

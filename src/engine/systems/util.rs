@@ -89,7 +89,23 @@ pub fn addr_key(addr: &str) -> String {
     addr.to_string()
 }
 
-/// Display names: trimmed, 1–64 characters, no control characters.
+/// Whether `c` is an invisible formatting character (Unicode general category Cf: zero-width
+/// spaces and joiners, bidi overrides and isolates, word joiners, the BOM, tag characters…) or a
+/// line/paragraph separator (U+2028, U+2029). Such characters make one name look like another
+/// ("Host\u{200B}" shows as "Host"; U+202E reverses what follows).
+pub fn is_invisible_format(c: char) -> bool {
+    matches!(c as u32,
+        0x00AD | 0x0600..=0x0605 | 0x061C | 0x06DD | 0x070F | 0x0890..=0x0891 | 0x08E2 | 0x180E
+        | 0x200B..=0x200F | 0x2028..=0x202E | 0x2060..=0x2064 | 0x2066..=0x206F | 0xFEFF
+        | 0xFFF9..=0xFFFB | 0x110BD | 0x110CD | 0x13430..=0x1343F | 0x1BCA0..=0x1BCA3
+        | 0x1D173..=0x1D17A | 0xE0001 | 0xE0020..=0xE007F)
+}
+
+/// Names only the host and the agent may carry (compared case-insensitively, after trimming).
+pub const RESERVED_NAMES: [&str; 2] = ["host", "agent"];
+
+/// Display names of remotes: trimmed, 1–64 characters, no control or invisible formatting
+/// characters, and not a name reserved for the host or the agent.
 pub fn valid_display_name(name: &str) -> Result<String, String> {
     let name = name.trim();
     if name.is_empty() {
@@ -101,5 +117,31 @@ pub fn valid_display_name(name: &str) -> Result<String, String> {
     if name.chars().any(char::is_control) {
         return Err("display_name must not contain control characters".into());
     }
+    if let Some(c) = name.chars().find(|&c| is_invisible_format(c)) {
+        return Err(format!(
+            "display_name must not contain invisible formatting characters (found U+{:04X})",
+            c as u32
+        ));
+    }
+    if RESERVED_NAMES.contains(&name.to_lowercase().as_str()) {
+        return Err(format!("\"{name}\" is reserved for the host and the agent; choose another display_name"));
+    }
     Ok(name.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_that_would_impersonate_are_refused() {
+        for name in ["Host", " host ", "AGENT", "Agent", "Host\u{200B}", "Ann\u{202E}nnA", "A\u{2060}nn", "\u{FEFF}Bob"]
+        {
+            assert!(valid_display_name(name).is_err(), "{name:?} must be refused");
+        }
+        assert!(valid_display_name("Host\u{200B}").unwrap_err().contains("U+200B"));
+        for name in ["Ann", "Hostess", "Agent Smith", "Zoë", "李雷", "Ann (2)"] {
+            assert_eq!(valid_display_name(name).as_deref(), Ok(name), "{name:?} is a fine name");
+        }
+    }
 }
