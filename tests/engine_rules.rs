@@ -1064,3 +1064,66 @@ fn a_remote_cannot_take_the_hosts_or_the_agents_name_or_hide_characters_in_its_o
     let ok = h.call(c, "authenticate", json!({"token": tok, "display_name": "Hostess"})).unwrap();
     assert_eq!(ok["display_name"], "Hostess");
 }
+
+// ---- resync and replay windows -------------------------------------------------------------------
+
+/// Bob sends and cancels `n` times (about four session events each), within his request rate.
+fn churn(h: &mut Harness, bob: roundtable::ids::ConnId, s: &str, n: usize) {
+    for _ in 0..n {
+        let i = h.now; // unique per call: the virtual clock only moves forward
+        h.call(
+            bob,
+            "send_message",
+            json!({"session_id": s, "text": format!("churn {i}"), "client_msg_id": format!("ch{i}")}),
+        )
+        .unwrap();
+        h.call(bob, "cancel_turn", json!({"session_id": s})).unwrap();
+        h.run(100);
+    }
+}
+
+#[test]
+fn resync_after_a_snapshot_join_names_the_snapshots_seq_not_zero() {
+    let (mut h, w, s) = setup();
+    let tok = h.mint(&[&w], json!({}));
+    let (_bob, _) = h.join(&tok, "Bob", &s);
+    let (bob, _) = h.join(&tok, "Bob2", &s);
+    churn(&mut h, bob, &s, 3);
+    // Ann's second connection (resumed) joins with a snapshot and hears nothing live before it
+    // stops reading.
+    let c1 = h.open("10.60.0.1:1");
+    let auth = h.call(c1, "authenticate", json!({"token": tok, "display_name": "Ann"})).unwrap();
+    let c2 = h.open("10.60.0.1:2");
+    let resume = json!({"token": tok, "display_name": "Ann", "resume_token": auth["resume_token"]});
+    h.call(c2, "authenticate", resume).unwrap();
+    h.call(c1, "join_session", json!({"session_id": s})).unwrap();
+    h.call(c2, "join_session", json!({"session_id": s})).unwrap();
+    let snap_seq = h.events_named(c2, "snapshot").pop().unwrap()["payload"]["last_seq"].as_u64().unwrap();
+    *h.sinks[&c2].capacity.lock().unwrap() = Some(0);
+    churn(&mut h, bob, &s, 70);
+    *h.sinks[&c2].capacity.lock().unwrap() = None;
+    h.tick();
+    let resync = h.events_named(c2, "resync_required");
+    assert_eq!(resync.len(), 1);
+    assert_eq!(resync[0]["payload"]["last_seq"].as_u64().unwrap(), snap_seq, "the snapshot's seq, not 0");
+}
+
+#[test]
+fn a_client_that_missed_more_than_128_events_still_gets_a_replay() {
+    let (mut h, w, s) = setup();
+    let tok = h.mint(&[&w], json!({}));
+    let (bob, _) = h.join(&tok, "Bob", &s);
+    churn(&mut h, bob, &s, 60);
+    let last = h.frames(bob).iter().filter_map(|f| f.get("seq").and_then(Value::as_u64)).max().unwrap();
+    let (cy, _) = {
+        let c = h.open("10.61.0.1:1");
+        let a = h.call(c, "authenticate", json!({"token": tok, "display_name": "Cy"})).unwrap();
+        (c, a)
+    };
+    let since = last - 200;
+    let r = h.call(cy, "join_session", json!({"session_id": s, "since_seq": since})).unwrap();
+    assert_eq!(r["catch_up"], "events", "200 missed events fit one outbox: replayed, not a snapshot");
+    let seqs: Vec<u64> = h.frames(cy).iter().filter_map(|f| f.get("seq").and_then(Value::as_u64)).collect();
+    assert_eq!(seqs.first().copied(), Some(since + 1));
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "contiguous");
+}

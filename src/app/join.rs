@@ -445,6 +445,12 @@ impl Joiner {
             if seq <= *last {
                 return Follow::Nothing; // already seen (replay overlap after a reconnect)
             }
+            if *last > 0 && seq > *last + 1 {
+                // A gap: events were missed. Rejoin from the last one seen (PROTOCOL §7.2); the
+                // replay brings this event again, in order.
+                tracing::debug!(%session, last = *last, seq, "seq gap; rejoining");
+                return Follow::Resync;
+            }
             *last = seq;
         }
         self.out.raw(raw);
@@ -724,5 +730,49 @@ fn error_text(e: &ClientError) -> String {
     match e {
         ClientError::Protocol(p) => p.message.clone(),
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn joiner() -> Joiner {
+        Joiner {
+            link: Link::parse("roundtable://127.0.0.1:7447/tok#insecure").expect("a link"),
+            name: "Ann".into(),
+            wanted: None,
+            out: Out { json: true },
+            renderer: Renderer::new(false),
+            resume_token: None,
+            admitted: true,
+            sessions: BTreeMap::new(),
+            rejoining: BTreeMap::new(),
+            current: None,
+            unsent: Vec::new(),
+            closing: None,
+            tag: "t".into(),
+            sent: 0,
+        }
+    }
+
+    fn message(seq: u64) -> (EventFrame, String) {
+        let raw = format!(
+            r#"{{"event":"message","session_id":"s1","seq":{seq},"payload":{{"message_id":"m{seq}","author_id":"p2","author_name":"Bob","text":"hi {seq}"}}}}"#
+        );
+        (serde_json::from_str(&raw).expect("an event frame"), raw)
+    }
+
+    #[test]
+    fn a_seq_gap_makes_join_rejoin_from_the_last_seq_it_has() {
+        let mut j = joiner();
+        j.sessions.insert(SessionId::from("s1"), 1);
+        let (f, raw) = message(2);
+        assert!(matches!(j.on_event(&f, &raw), Follow::Nothing));
+        let (f, raw) = message(5);
+        assert!(matches!(j.on_event(&f, &raw), Follow::Resync), "3 and 4 are missing");
+        assert_eq!(j.sessions[&SessionId::from("s1")], 2, "rejoins with since_seq 2: the replay brings 3, 4, 5");
+        let (f, raw) = message(2);
+        assert!(matches!(j.on_event(&f, &raw), Follow::Nothing), "a duplicate is dropped");
     }
 }

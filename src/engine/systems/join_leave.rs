@@ -103,7 +103,11 @@ pub fn join_leave(
                     emit(&mut log, &session_id, Event::ParticipantJoined(entry), &mut batch, &mut staged);
                 }
                 let last_seq = log.last_seq();
-                let replay = since_seq.and_then(|s| log.since(s)).filter(|ev| ev.len() <= Outbox::CAPACITY / 2);
+                // Replay what fits one outbox (in frames and in bytes); beyond that a snapshot is
+                // cheaper for everyone.
+                let replay = since_seq.and_then(|s| log.since(s)).filter(|ev| {
+                    ev.len() <= Outbox::CAPACITY && ev.iter().map(|(_, f)| f.len()).sum::<usize>() <= Outbox::MAX_BYTES
+                });
                 let catch_up = match &replay {
                     Some(ev) if ev.is_empty() => CatchUp::None,
                     Some(_) => CatchUp::Events,
@@ -150,6 +154,14 @@ pub fn join_leave(
                     c.joined.insert(session_id.clone());
                     c.outbox.resync.remove(&session_id);
                     c.outbox.queued.insert(session_id.clone(), last_seq);
+                    // After a snapshot (never dropped; a later resync_required is queued behind
+                    // it) or with nothing missed, the client has everything up to `last_seq`: a
+                    // resync must name that, not an older seq. (A replay's frames count as they
+                    // are handed over, like live events: they can still be dropped on overflow.)
+                    if catch_up != CatchUp::Events {
+                        let delivered = c.outbox.delivered.entry(session_id.clone()).or_insert(0);
+                        *delivered = (*delivered).max(last_seq);
+                    }
                 }
             }
             None => {
