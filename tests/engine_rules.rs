@@ -1127,3 +1127,46 @@ fn a_client_that_missed_more_than_128_events_still_gets_a_replay() {
     assert_eq!(seqs.first().copied(), Some(since + 1));
     assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "contiguous");
 }
+
+#[test]
+fn a_resume_token_cannot_open_more_connections_than_the_caps_allow() {
+    let mut h = Harness::new(EngineConfig { max_connections_per_share: 6, ..EngineConfig::default() });
+    let (w, _s) = h.workspace_and_session(".");
+    let tok = h.mint(&[&w], json!({}));
+    let c = h.open("10.70.0.1:1");
+    let auth = h.call(c, "authenticate", json!({"token": tok, "display_name": "Ann"})).unwrap();
+    let resume = json!({"token": tok, "display_name": "Ann", "resume_token": auth["resume_token"]});
+    // One person: 8 connections at most (the first plus 7 resumed).
+    let mut codes = Vec::new();
+    for i in 0..9 {
+        let c = h.open(&format!("10.70.0.1:{}", i + 2));
+        codes.push(h.call(c, "authenticate", resume.clone()).map(|_| "ok".to_string()).unwrap_or_else(|e| {
+            assert!(e["message"].as_str().unwrap().contains("too many connections"), "{e}");
+            e["code"].as_str().unwrap().to_string()
+        }));
+    }
+    // The share's cap (6 here) comes first: 5 resumed connections join the first one.
+    assert_eq!(codes.iter().filter(|c| *c == "ok").count(), 5, "{codes:?}");
+    assert!(codes[5..].iter().all(|c| c == "share_in_use"), "{codes:?}");
+}
+
+#[test]
+fn one_participant_cannot_hold_more_than_eight_connections() {
+    let (mut h, w, _s) = setup();
+    let tok = h.mint(&[&w], json!({}));
+    let c = h.open("10.71.0.1:1");
+    let auth = h.call(c, "authenticate", json!({"token": tok, "display_name": "Ann"})).unwrap();
+    let resume = json!({"token": tok, "display_name": "Ann", "resume_token": auth["resume_token"]});
+    let mut ok = 1;
+    for i in 0..10 {
+        let c = h.open(&format!("10.71.0.1:{}", i + 2));
+        match h.call(c, "authenticate", resume.clone()) {
+            Ok(_) => ok += 1,
+            Err(e) => {
+                assert_eq!(e["code"], "share_in_use");
+                assert!(e["message"].as_str().unwrap().contains("at most 8"), "{e}");
+            }
+        }
+    }
+    assert_eq!(ok, 8);
+}

@@ -27,6 +27,8 @@ pub struct EngineConfig {
     pub max_file_bytes: u64,
     /// Most live connections per share.
     pub max_connections_per_share: usize,
+    /// Most live connections of one participant (resumed connections included).
+    pub max_connections_per_participant: usize,
     /// Run the invariant checker every tick and panic on a violation (tests, scenarios).
     pub check_invariants: bool,
     /// Bytes of session traffic queued for one connection before it must resync (twice this,
@@ -50,6 +52,7 @@ impl Default for EngineConfig {
             link_suffix: None,
             max_file_bytes: 256 * 1024,
             max_connections_per_share: 64,
+            max_connections_per_participant: 8,
             check_invariants: cfg!(debug_assertions),
             outbox_max_bytes: crate::engine::components::Outbox::MAX_BYTES,
             mask_patterns: Vec::new(),

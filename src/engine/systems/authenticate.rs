@@ -86,6 +86,34 @@ pub fn authenticate(
                     .and_then(|s| index.shares.get(&s).copied())
                     .and_then(|se| shares.get(se).ok())
                     .is_some_and(|s| !s.dead(now));
+                // Caps count every connection, resumed or not: a resume token must not open more
+                // connections than the share (or one person) may hold.
+                let connected = |p: &Participant| match p.presence {
+                    Presence::Connected(n) => n as usize,
+                    _ => 0,
+                };
+                let share_id = participants.get(pe).ok().and_then(|p| p.share.clone());
+                let mine = participants.get(pe).map(connected).unwrap_or(0);
+                let on_share: usize = participants.iter().filter(|p| p.share == share_id).map(connected).sum::<usize>()
+                    + fresh.iter().filter(|(_, s)| Some(s) == share_id.as_ref()).count();
+                if share_alive && on_share >= config.max_connections_per_share {
+                    reply_err(
+                        &mut staged,
+                        req.conn,
+                        &req.id,
+                        ErrorCode::ShareInUse,
+                        "this share has too many connections",
+                    );
+                    continue;
+                }
+                if share_alive && mine >= config.max_connections_per_participant {
+                    let message = format!(
+                        "you already have {mine} connections open (at most {}); close one first",
+                        config.max_connections_per_participant
+                    );
+                    reply_err(&mut staged, req.conn, &req.id, ErrorCode::ShareInUse, message);
+                    continue;
+                }
                 if share_alive {
                     let mut p = participants.get_mut(pe).expect("indexed participant");
                     let was_grace = matches!(p.presence, Presence::Grace { .. });
