@@ -10,6 +10,9 @@ pub struct EngineConfig {
     pub seed: u64,
     /// Reconnect grace period.
     pub grace_ms: u64,
+    /// A tick coming this much later than the previous one means the host was suspended:
+    /// everyone within their grace period gets a fresh one.
+    pub suspend_gap_ms: u64,
     /// Time allowed to authenticate.
     pub auth_timeout_ms: u64,
     /// Failed authentications per source address per minute before `rate_limited`.
@@ -43,6 +46,7 @@ impl Default for EngineConfig {
         Self {
             seed: 0,
             grace_ms: 30_000,
+            suspend_gap_ms: 5_000,
             auth_timeout_ms: 10_000,
             auth_failures_per_minute: 5,
             host_name: "Host".into(),

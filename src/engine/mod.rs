@@ -119,9 +119,15 @@ impl Engine {
     /// Runs one tick at time `now_ms` (must not go backwards; a backwards clock is held).
     pub fn tick(&mut self, now_ms: u64) {
         {
+            let suspend_gap = self.world.resource::<EngineConfig>().suspend_gap_ms;
             let mut clock = self.world.resource_mut::<Clock>();
+            let gap = now_ms.saturating_sub(clock.now);
+            let resumed = clock.tick > 0 && gap > suspend_gap;
             clock.now = clock.now.max(now_ms);
             clock.tick += 1;
+            if resumed {
+                self.world.resource_mut::<ClockGap>().0 = Some(gap);
+            }
         }
         self.schedule.run(&mut self.world);
         systems::resources::update_messages(&mut self.world);

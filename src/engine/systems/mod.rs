@@ -42,6 +42,7 @@ impl Installer for CoreInstaller {
         world.init_resource::<Counters>();
         world.init_resource::<Staged>();
         world.init_resource::<Violations>();
+        world.init_resource::<ClockGap>();
         world.init_resource::<ingest::ReloadShares>();
         world.init_resource::<ingest::Deferred>();
         world.init_resource::<restore::Recovery>();
@@ -77,7 +78,12 @@ pub struct PresenceInstaller;
 impl Installer for PresenceInstaller {
     fn install(&self, _world: &mut World, schedule: &mut Schedule) {
         schedule.add_systems(
-            (presence::connection_closed, presence::grace_expiry, join_leave::join_leave)
+            (
+                presence::connection_closed,
+                presence::fresh_grace_after_gap,
+                presence::grace_expiry,
+                join_leave::join_leave,
+            )
                 .chain()
                 .in_set(TickSet::Presence),
         );

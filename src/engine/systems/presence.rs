@@ -7,6 +7,7 @@ use super::params::*;
 use super::resources::*;
 use super::util::emit;
 use crate::engine::components::{EventLog, Participant, Presence};
+use crate::engine::config::EngineConfig;
 use crate::persist::StoreOp;
 use crate::protocol::{Event, PresenceChanged, PresenceState};
 use bevy_ecs::prelude::*;
@@ -58,6 +59,28 @@ pub fn connection_closed(
                 }
             }
             _ => {}
+        }
+    }
+}
+
+/// After a gap in the ticks longer than `EngineConfig::suspend_gap_ms` (the host was
+/// suspended, or stopped with SIGSTOP), everyone within their grace period gets a fresh one, as
+/// after a restart: the remotes could not reconnect to a host that was not running, and their
+/// reconnections are only now arriving.
+pub fn fresh_grace_after_gap(
+    mut gap: ResMut<ClockGap>,
+    clock: Res<Clock>,
+    config: Res<EngineConfig>,
+    index: Res<Index>,
+    mut participants: Query<&mut Participant>,
+) {
+    let Some(ms) = gap.0.take() else { return };
+    tracing::info!("no tick for {ms} ms (host suspended?): everyone reconnecting gets a fresh grace period");
+    for (_, &pe) in index.participants.iter() {
+        if let Ok(mut p) = participants.get_mut(pe) {
+            if matches!(p.presence, Presence::Grace { .. }) {
+                p.presence = Presence::Grace { until: clock.now + config.grace_ms };
+            }
         }
     }
 }

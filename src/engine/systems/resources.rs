@@ -18,6 +18,11 @@ pub struct Clock {
     pub tick: u64,
 }
 
+/// Set by the driver when a tick comes much later than the previous one (the host was
+/// suspended): the gap in ms. Taken by `presence::fresh_grace_after_gap`.
+#[derive(Resource, Default, Debug)]
+pub struct ClockGap(pub Option<u64>);
+
 /// The engine's seeded RNG (tokens). ChaCha20: cryptographically strong when seeded from the OS.
 #[derive(Resource)]
 pub struct EngineRng(pub rand_chacha::ChaCha20Rng);
