@@ -546,3 +546,97 @@ async fn a_killed_and_restarted_host_resumes_clients_with_no_gap_and_no_duplicat
         .collect();
     assert_eq!(texts, vec!["before the crash", "after the restart"]);
 }
+
+// ---- keepalive and WebSocket-level errors ------------------------------------------------------
+
+fn quick_keepalive() -> roundtable::net::keepalive::Keepalive {
+    roundtable::net::keepalive::Keepalive {
+        every: Duration::from_millis(100),
+        silent_after: Duration::from_millis(350),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_answering_pings_is_disconnected_and_enters_grace() {
+    let h = TestHost::start_with(|o| o.server.keepalive = quick_keepalive()).await;
+    let (link, _) = h.mint(|_| {}).await;
+    let mut watcher = remote(&link, "Wes").await;
+    watcher.join(&h.session, None).await;
+    // A raw client that authenticates and joins, then never reads again: no pongs leave it.
+    let mut silent = RawWs::connect(&h, &link, 64 * 1024).await;
+    let mut seen = Vec::new();
+    let id = silent.send(auth(&link.token, "Sid")).await;
+    let me = silent.until_response(&id, &mut seen).await["result"]["participant_id"].as_str().unwrap().to_string();
+    let id =
+        silent.send(Method::JoinSession(JoinSessionParams { session_id: h.session.clone(), since_seq: None })).await;
+    silent.until_response(&id, &mut seen).await;
+    let went = watcher
+        .expect("Sid's grace period", |f| {
+            matches!(&f.body, Event::PresenceChanged(p) if p.participant_id.as_str() == me && p.presence == PresenceState::Reconnecting)
+        })
+        .await;
+    assert!(went.seq.is_some());
+    // A well-behaved client (its reader answers pings) stays connected meanwhile.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    watcher.client.call::<PingResult>(Method::Ping(PingParams { nonce: None })).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_gives_up_on_a_host_that_stops_answering() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    // A "host" that completes the handshake and then never reads (so never answers a ping).
+    let server = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        drop(ws);
+    });
+    let link = roundtable::net::link::Link {
+        host: "127.0.0.1".into(),
+        port: addr.port(),
+        token: "t".into(),
+        fingerprint: None,
+    };
+    let ws = client::connect_ws(&link).await.unwrap();
+    let (_client, mut events) = Client::over_with(ws, quick_keepalive());
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match events.recv().await {
+                Some(client::ClientEvent::Closed { reason }) => return reason,
+                Some(_) => continue,
+                None => return None,
+            }
+        }
+    })
+    .await
+    .expect("closed within the silence limit");
+    assert_eq!(closed.as_deref(), Some("the host stopped answering"));
+    server.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_utf8_in_a_text_frame_gets_close_1007_with_a_reason() {
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    let h = TestHost::start().await;
+    let (link, _) = h.mint(|_| {}).await;
+    let mut raw = RawWs::connect(&h, &link, 64 * 1024).await;
+    let bad = Frame::message(vec![b'{', 0xff, 0xfe, b'}'], OpCode::Data(Data::Text), true);
+    raw.write.send(Message::Frame(bad)).await.unwrap();
+    let close = tokio::time::timeout(WAIT, async {
+        loop {
+            match raw.read.next().await {
+                Some(Ok(Message::Close(frame))) => return frame,
+                Some(Ok(_)) => continue,
+                other => panic!("expected a close frame, got {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("a close frame");
+    let close = close.expect("with a code");
+    assert_eq!(close.code, CloseCode::Invalid);
+    assert!(close.reason.as_str().contains("UTF-8"), "{close:?}");
+    remote(&link, "Ok").await; // the host is fine
+}

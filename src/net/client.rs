@@ -9,6 +9,7 @@
 
 use crate::engine::{Frame, FrameSink, Inbound};
 use crate::ids::ConnId;
+use crate::net::keepalive::{Due, Keepalive, Watch};
 use crate::net::link::Link;
 use crate::net::tls;
 use crate::protocol::{ErrorCode, EventFrame, Method, ProtocolError, Request};
@@ -236,13 +237,19 @@ impl Client {
         Ok(Client::over(connect_ws(link).await?))
     }
 
-    /// Runs the protocol over an established WebSocket.
+    /// Runs the protocol over an established WebSocket (pinging the host; a host silent for
+    /// 45 s ends the connection, so the caller reconnects).
     pub fn over(ws: WsStream) -> (Client, Events) {
+        Client::over_with(ws, Keepalive::default())
+    }
+
+    /// [`Client::over`] with a keepalive of the caller's choice.
+    pub fn over_with(ws: WsStream, keepalive: Keepalive) -> (Client, Events) {
         let (events_tx, events) = mpsc::unbounded_channel();
         let pending: Pending = Arc::default();
         let dispatch = Dispatch { pending: pending.clone(), events: events_tx };
         let (out_tx, out_rx) = mpsc::unbounded_channel();
-        tokio::spawn(socket_task(ws, out_rx, dispatch));
+        tokio::spawn(socket_task(ws, out_rx, dispatch, Watch::new(keepalive)));
         (Client { outlet: Outlet::Socket(out_tx), pending, next_id: Arc::new(AtomicU64::new(0)) }, events)
     }
 
@@ -336,12 +343,30 @@ impl Client {
     }
 }
 
-async fn socket_task(ws: WsStream, mut out: mpsc::UnboundedReceiver<Outgoing>, dispatch: Dispatch) {
+async fn socket_task(
+    ws: WsStream,
+    mut out: mpsc::UnboundedReceiver<Outgoing>,
+    dispatch: Dispatch,
+    mut keepalive: Watch,
+) {
     let (mut write, mut read) = ws.split();
     let mut close_reason = None;
     loop {
         tokio::select! {
-            msg = read.next() => match msg {
+            due = keepalive.due() => match due {
+                Due::Ping => {
+                    if let Err(e) = write.send(Message::Ping(Default::default())).await {
+                        debug!("connection write failed: {e}");
+                        break;
+                    }
+                }
+                Due::Silent => {
+                    debug!("the host did not answer for {:?}; closing", keepalive.silent_after());
+                    close_reason = Some("the host stopped answering".to_string());
+                    break;
+                }
+            },
+            msg = read.next() => match msg.inspect(|m| if m.is_ok() { keepalive.heard() }) {
                 Some(Ok(Message::Text(text))) => dispatch.frame(text.as_str().to_string()),
                 Some(Ok(Message::Binary(bytes))) => {
                     if let Ok(text) = String::from_utf8(bytes.to_vec()) {

@@ -5,10 +5,12 @@
 //! - [`server`]: accept loop, TLS, WebSocket, and the bounded per-connection queues that feed
 //!   the engine's [`crate::engine::Inbound`] channel.
 //! - [`client`]: connect from a link (pinned TLS), request/response matching, events.
+//! - [`keepalive`]: pings both ways; a silent peer is gone.
 //! - [`known_hosts`]: remembered host fingerprints.
 //! - [`tls`], [`link`]: the host's certificate and the share link format.
 
 pub mod client;
+pub mod keepalive;
 pub mod known_hosts;
 pub mod link;
 pub mod server;

@@ -82,6 +82,8 @@ pub struct ServerOptions {
     /// default, 128 KiB, made every idle connection cost ~144 KiB). A larger message still
     /// arrives whole; it is read in several steps.
     pub read_buffer_bytes: usize,
+    /// Pings to each client and how long a silent client is kept.
+    pub keepalive: crate::net::keepalive::Keepalive,
 }
 
 impl Default for ServerOptions {
@@ -95,6 +97,7 @@ impl Default for ServerOptions {
             send_buffer_bytes: None,
             write_buffer_bytes: 128 * 1024,
             read_buffer_bytes: 4 * 1024,
+            keepalive: Default::default(),
         }
     }
 }
@@ -315,7 +318,8 @@ impl ConnCtx {
         if self.inbound.send(Inbound::Opened { conn, addr: self.peer.to_string(), sink }).is_err() {
             return; // engine stopped
         }
-        let end = pump(ws, conn, &self.inbound, rx, &queued, self.shutdown.clone()).await;
+        let watch = crate::net::keepalive::Watch::new(self.options.keepalive);
+        let end = pump(ws, conn, &self.inbound, rx, &queued, self.shutdown.clone(), watch).await;
         debug!("{conn} closed: {end}");
         let _ = self.inbound.send(Inbound::Closed { conn });
     }
@@ -329,7 +333,9 @@ async fn pump<S: AsyncRead + AsyncWrite + Unpin>(
     mut rx: mpsc::UnboundedReceiver<Out>,
     queued: &Queued,
     mut shutdown: watch::Receiver<bool>,
+    mut keepalive: crate::net::keepalive::Watch,
 ) -> String {
+    use crate::net::keepalive::Due;
     let (mut write, mut read) = ws.split();
     loop {
         tokio::select! {
@@ -371,44 +377,69 @@ async fn pump<S: AsyncRead + AsyncWrite + Unpin>(
                 }
                 None => return "engine dropped the connection".into(),
             },
-            msg = read.next() => match msg {
-                Some(Ok(Message::Text(text))) => {
-                    if inbound.send(Inbound::Frame { conn, text: text.as_str().to_string() }).is_err() {
-                        return "engine stopped".into();
-                    }
-                }
-                Some(Ok(Message::Binary(bytes))) => match String::from_utf8(bytes.to_vec()) {
-                    // Lenient: a UTF-8 binary frame is treated as text; the engine validates it.
-                    Ok(text) => {
-                        if inbound.send(Inbound::Frame { conn, text }).is_err() {
-                            return "engine stopped".into();
-                        }
-                    }
-                    Err(_) => debug!("{conn}: ignoring a binary frame that is not UTF-8"),
-                },
-                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {
-                    // tungstenite queues the pong; make sure it leaves.
-                    if let Err(e) = write.flush().await {
+            due = keepalive.due() => match due {
+                Due::Ping => {
+                    if let Err(e) = write.send(Message::Ping(Default::default())).await {
                         return format!("write failed: {e}");
                     }
                 }
-                Some(Ok(Message::Close(_))) => {
-                    let _ = write.flush().await;
-                    return "client closed".into();
+                Due::Silent => {
+                    let _ = write.send(close_message(CloseCode::Away, "no answer to pings")).await;
+                    return format!("client silent for {:?}", keepalive.silent_after());
                 }
-                Some(Err(WsError::Capacity(e))) => {
-                    let _ = write.send(close_message(CloseCode::Size, "message too big")).await;
-                    // The rest of the oversize message is still arriving. Swallow it (briefly)
-                    // so the client can finish writing and read our close frame; closing the
-                    // socket with unread data would reset the connection and lose the frame.
-                    if let Ok(ws) = read.reunite(write) {
-                        discard_input(ws.into_inner()).await;
-                    }
-                    return format!("client sent an oversize message: {e}");
-                }
-                Some(Err(e)) => return format!("read failed: {e}"),
-                None => return "client went away".into(),
             },
+            msg = read.next() => {
+                if let Some(Ok(_)) = &msg {
+                    keepalive.heard();
+                }
+                match msg {
+                    Some(Ok(Message::Text(text))) => {
+                        if inbound.send(Inbound::Frame { conn, text: text.as_str().to_string() }).is_err() {
+                            return "engine stopped".into();
+                        }
+                    }
+                    Some(Ok(Message::Binary(bytes))) => match String::from_utf8(bytes.to_vec()) {
+                        // Lenient: a UTF-8 binary frame is treated as text; the engine validates it.
+                        Ok(text) => {
+                            if inbound.send(Inbound::Frame { conn, text }).is_err() {
+                                return "engine stopped".into();
+                            }
+                        }
+                        Err(_) => debug!("{conn}: ignoring a binary frame that is not UTF-8"),
+                    },
+                    Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {
+                        // tungstenite queues the pong; make sure it leaves.
+                        if let Err(e) = write.flush().await {
+                            return format!("write failed: {e}");
+                        }
+                    }
+                    Some(Ok(Message::Close(_))) => {
+                        let _ = write.flush().await;
+                        return "client closed".into();
+                    }
+                    Some(Err(WsError::Capacity(e))) => {
+                        let _ = write.send(close_message(CloseCode::Size, "message too big")).await;
+                        // The rest of the oversize message is still arriving. Swallow it (briefly)
+                        // so the client can finish writing and read our close frame; closing the
+                        // socket with unread data would reset the connection and lose the frame.
+                        if let Ok(ws) = read.reunite(write) {
+                            discard_input(ws.into_inner()).await;
+                        }
+                        return format!("client sent an oversize message: {e}");
+                    }
+                    Some(Err(WsError::Utf8(e))) => {
+                        let _ = write.send(close_message(CloseCode::Invalid, "invalid UTF-8 in a text frame")).await;
+                        return format!("client sent invalid UTF-8: {e}");
+                    }
+                    Some(Err(WsError::Protocol(e))) => {
+                        let reason = format!("WebSocket protocol error: {e}");
+                        let _ = write.send(close_message(CloseCode::Protocol, &reason)).await;
+                        return reason;
+                    }
+                    Some(Err(e)) => return format!("read failed: {e}"),
+                    None => return "client went away".into(),
+                }
+            }
         }
     }
 }
