@@ -177,3 +177,59 @@ impl Harness {
         (conn, pid)
     }
 }
+
+/// A store whose commits fail while its switch is on (a full disk, a read-only database):
+/// storage-fault tests wrap a real store in it. Reads still work.
+pub struct FaultyStore {
+    pub inner: Box<dyn Store>,
+    pub failing: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl FaultyStore {
+    /// Wraps `inner`; returns the store and its switch.
+    pub fn new(inner: Box<dyn Store>) -> (FaultyStore, Arc<std::sync::atomic::AtomicBool>) {
+        let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        (FaultyStore { inner, failing: failing.clone() }, failing)
+    }
+}
+
+impl Store for FaultyStore {
+    fn commit(&mut self, ops: &[crate::persist::StoreOp]) -> Result<(), crate::persist::StoreError> {
+        if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(crate::persist::StoreError::Db("database or disk is full (injected)".into()));
+        }
+        self.inner.commit(ops)
+    }
+
+    fn load(&mut self) -> Result<crate::persist::Restored, crate::persist::StoreError> {
+        self.inner.load()
+    }
+
+    fn shares_changed_externally(
+        &mut self,
+    ) -> Result<Option<Vec<crate::persist::ShareRow>>, crate::persist::StoreError> {
+        self.inner.shares_changed_externally()
+    }
+
+    fn workspaces(&mut self) -> Result<Vec<crate::persist::WorkspaceRow>, crate::persist::StoreError> {
+        self.inner.workspaces()
+    }
+
+    fn messages_before(
+        &mut self,
+        session: &crate::ids::SessionId,
+        before_seq: u64,
+        limit: usize,
+    ) -> Result<(Vec<crate::persist::MessageRow>, bool), crate::persist::StoreError> {
+        self.inner.messages_before(session, before_seq, limit)
+    }
+
+    fn message_by_client_id(
+        &mut self,
+        session: &crate::ids::SessionId,
+        author_id: &str,
+        client_msg_id: &str,
+    ) -> Result<Option<crate::persist::MessageRow>, crate::persist::StoreError> {
+        self.inner.message_by_client_id(session, author_id, client_msg_id)
+    }
+}

@@ -1170,3 +1170,55 @@ fn one_participant_cannot_hold_more_than_eight_connections() {
     }
     assert_eq!(ok, 8);
 }
+
+// ---- nothing acknowledged that is not stored --------------------------------------------------
+
+#[test]
+fn a_failed_commit_acknowledges_nothing_and_everything_lands_once_the_store_works_again() {
+    use roundtable::store::SqliteStore;
+    use roundtable::testkit::FaultyStore;
+    use std::sync::atomic::Ordering;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("roundtable.db");
+    let (store, failing) = FaultyStore::new(Box::new(SqliteStore::open(&db).unwrap()));
+    let mut h = Harness::with_store(EngineConfig::default(), Box::new(store));
+    let (w, s) = h.workspace_and_session(".");
+    let tok = h.mint(&[&w], json!({}));
+    let (ann, _) = h.join(&tok, "Ann", &s);
+    let (bob, _) = h.join(&tok, "Bob", &s);
+    let stored = |text: &str| -> i64 {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.query_row("SELECT count(*) FROM messages WHERE text = ?1", [text], |r| r.get(0)).unwrap()
+    };
+    h.take(bob);
+
+    failing.store(true, Ordering::SeqCst);
+    let err = h.call(ann, "send_message", json!({"session_id": s, "text": "kept or not?", "client_msg_id": "k1"}));
+    let err = err.unwrap_err();
+    assert_eq!(err["code"], "storage_unavailable", "{err}");
+    assert_eq!(err["retry_after_ms"], 1000);
+    let storage = h.events_named(bob, "storage");
+    assert_eq!(storage.last().unwrap()["payload"]["available"], false, "everyone is told");
+    h.run(300);
+    let seen = names(&h.take(bob));
+    assert!(!seen.iter().any(|e| e == "message" || e == "turn_started" || e == "agent_delta"), "{seen:?}");
+    assert_eq!(stored("kept or not?"), 0);
+    // While it fails: changes and reads of unstored state are refused, harmless reads work.
+    let refused = h.call(bob, "send_message", json!({"session_id": s, "text": "me too", "client_msg_id": "b1"}));
+    assert_eq!(code(refused), "storage_unavailable");
+    assert_eq!(code(h.call(bob, "join_session", json!({"session_id": s, "since_seq": 0}))), "storage_unavailable");
+    h.call(bob, "list_sessions", json!({})).unwrap();
+
+    failing.store(false, Ordering::SeqCst);
+    h.run(1_500);
+    assert_eq!(h.events_named(bob, "storage").last().unwrap()["payload"]["available"], true);
+    assert_eq!(stored("kept or not?"), 1, "stored once the store works");
+    let released: Vec<Value> = h.events_named(bob, "message");
+    assert!(released.iter().any(|m| m["payload"]["text"] == "kept or not?"), "released after the commit");
+    // The retry learns the outcome: the same message, not a second one.
+    let retry = h.call(ann, "send_message", json!({"session_id": s, "text": "kept or not?", "client_msg_id": "k1"}));
+    assert_eq!(retry.unwrap()["duplicate"], true);
+    assert_eq!(stored("kept or not?"), 1);
+    let seqs: Vec<u64> = h.frames(bob).iter().filter_map(|f| f.get("seq").and_then(Value::as_u64)).collect();
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "no gap, no duplicate: {seqs:?}");
+}

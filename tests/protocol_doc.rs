@@ -82,6 +82,7 @@ fn event_names() -> Vec<&'static str> {
             Event::Admission(_) => "admission",
             Event::Closing(_) => "closing",
             Event::Lobby(_) => "lobby",
+            Event::Storage(_) => "storage",
         }
     }
     let _ = guard;
@@ -104,11 +105,13 @@ fn event_names() -> Vec<&'static str> {
         "admission",
         "closing",
         "lobby",
+        "storage",
     ]
 }
 
 /// Connection-level events: never carry `seq`.
-const UNSEQUENCED: [&str; 6] = ["agent_delta", "snapshot", "resync_required", "admission", "closing", "lobby"];
+const UNSEQUENCED: [&str; 7] =
+    ["agent_delta", "snapshot", "resync_required", "admission", "closing", "lobby", "storage"];
 
 /// Deserialises `v` as `T` and checks it serialises back to the same JSON.
 fn round_trips<T: DeserializeOwned + Serialize>(v: &Value) -> Result<(), String> {
@@ -205,13 +208,23 @@ fn every_json_example_in_the_protocol_doc_matches_the_wire_types() {
                 continue;
             }
             if let Some(err) = obj.get("error") {
+                // `retry_after_ms` (a number) comes with `storage_unavailable` only.
                 let ok = err.as_object().is_some_and(|e| {
-                    e.len() == 2
+                    let retry = e.get("retry_after_ms");
+                    let code = e.get("code").and_then(Value::as_str);
+                    let retry_ok = match retry {
+                        None => code != Some("storage_unavailable"),
+                        Some(r) => r.is_u64() && code == Some("storage_unavailable"),
+                    };
+                    e.len() == 2 + usize::from(retry.is_some())
+                        && retry_ok
                         && e.get("message").is_some_and(Value::is_string)
-                        && e.get("code").and_then(Value::as_str).is_some_and(|c| codes.contains(c))
+                        && code.is_some_and(|c| codes.contains(c))
                 });
                 if !ok {
-                    failures.push(format!("{at}: error must be {{code, message}} with a documented code: {err}"));
+                    failures.push(format!(
+                        "{at}: error must be {{code, message}} (plus retry_after_ms for storage_unavailable) with a documented code: {err}"
+                    ));
                 }
             } else if let Some(method) = last_request.get(&id.to_string()) {
                 if let Err(e) = check_result(method, &obj["result"]) {

@@ -323,6 +323,7 @@ impl Renderer {
                 })
             }
             Event::AgentDelta(_) => None,
+            Event::Storage(st) => Some(storage_text(st)),
         }
     }
 
@@ -452,6 +453,18 @@ pub fn closing_text(reason: &str) -> &str {
         "refused" => "the host refused you",
         "rate_limited" => "too many failed attempts",
         other => other,
+    }
+}
+
+/// A `storage` event for people.
+pub fn storage_text(st: &StorageStatus) -> String {
+    if st.available {
+        "* the host can store again: messages are accepted".to_string()
+    } else {
+        format!(
+            "!!! the host cannot store anything ({}): nothing new is accepted until it can; retrying",
+            if st.message.is_empty() { "storage unavailable" } else { st.message.as_str() }
+        )
     }
 }
 

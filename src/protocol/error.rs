@@ -44,11 +44,15 @@ pub enum ErrorCode {
     DuplicateClientMsgId,
     /// The host failed internally; the request had no effect.
     Internal,
+    /// The host cannot store right now (disk full, database unavailable): nothing of this
+    /// request is acknowledged. Retry after `retry_after_ms` (a retried `send_message` with the
+    /// same `client_msg_id` is idempotent).
+    StorageUnavailable,
 }
 
 impl ErrorCode {
     /// Every code, in documentation order.
-    pub const ALL: [ErrorCode; 19] = [
+    pub const ALL: [ErrorCode; 20] = [
         ErrorCode::BadFrame,
         ErrorCode::FrameTooLarge,
         ErrorCode::UnknownMethod,
@@ -68,6 +72,7 @@ impl ErrorCode {
         ErrorCode::FileRefused,
         ErrorCode::DuplicateClientMsgId,
         ErrorCode::Internal,
+        ErrorCode::StorageUnavailable,
     ];
 
     /// The wire string, e.g. `turn_locked`.
@@ -92,21 +97,26 @@ impl ErrorCode {
             ErrorCode::FileRefused => "file_refused",
             ErrorCode::DuplicateClientMsgId => "duplicate_client_msg_id",
             ErrorCode::Internal => "internal",
+            ErrorCode::StorageUnavailable => "storage_unavailable",
         }
     }
 }
 
-/// An error returned to a client: `{"code": "...", "message": "..."}`.
+/// An error returned to a client: `{"code": "...", "message": "..."}` (plus `retry_after_ms`
+/// with `storage_unavailable`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[error("{code:?}: {message}")]
 pub struct ProtocolError {
     pub code: ErrorCode,
     pub message: String,
+    /// When to retry (`storage_unavailable`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
 }
 
 impl ProtocolError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into() }
+        Self { code, message: message.into(), retry_after_ms: None }
     }
 }
 

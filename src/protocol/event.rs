@@ -69,6 +69,9 @@ pub enum Event {
     Closing(Closing),
     /// To the host: someone is waiting in the lobby, or was admitted/refused.
     Lobby(LobbyEvent),
+    /// The host cannot store (`available: false`): nothing new is acknowledged until it can
+    /// again (`available: true`).
+    Storage(StorageStatus),
 }
 
 impl Event {
@@ -93,6 +96,7 @@ impl Event {
             Event::Admission(_) => "admission",
             Event::Closing(_) => "closing",
             Event::Lobby(_) => "lobby",
+            Event::Storage(_) => "storage",
         }
     }
 }
@@ -309,6 +313,18 @@ pub struct LobbyEvent {
     pub display_name: String,
     pub share_id: crate::ids::ShareId,
     pub admission: super::Admission,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StorageStatus {
+    /// Whether the host can store (and so acknowledge) again.
+    pub available: bool,
+    /// What went wrong, for people (empty when available).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    /// When to try again, while unavailable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

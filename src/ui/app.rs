@@ -301,6 +301,11 @@ impl RoundtableApp {
                 self.send(Action::LoadAudit);
             }
         });
+        if let Some(failing) = self.model.storage_failing.clone() {
+            ui.horizontal(|ui| {
+                ui.label(RichText::new(failing).strong().color(Color32::WHITE).background_color(Color32::DARK_RED));
+            });
+        }
         if let Some(status) = self.model.status.clone() {
             ui.horizontal(|ui| {
                 ui.label(RichText::new(status).color(Color32::LIGHT_RED));

@@ -272,6 +272,8 @@ pub struct ViewModel {
     /// This window's role.
     pub role: Option<Role>,
     pub connection: ConnectionState,
+    /// Set while the host says it cannot store: shown prominently until it can again.
+    pub storage_failing: Option<String>,
     pub workspaces: Vec<WorkspaceInfo>,
     /// Sessions by id.
     pub sessions: BTreeMap<SessionId, SessionState>,
@@ -607,6 +609,11 @@ impl ViewModel {
             }
             Event::Closing(c) => {
                 self.status = Some(format!("disconnected: {}", crate::app::render::closing_text(&c.reason)));
+                return Vec::new();
+            }
+            Event::Storage(st) => {
+                self.storage_failing = (!st.available).then(|| crate::app::render::storage_text(&st));
+                self.status = Some(crate::app::render::storage_text(&st));
                 return Vec::new();
             }
             _ => {}

@@ -5,6 +5,7 @@
 //! requests they should handle. Every refused frame gets a typed error; nothing is dropped
 //! silently and a bad frame never affects other connections.
 
+use super::persist_tick::{allowed_while_failing, storage_gate, StorageHealth};
 use super::resources::*;
 use super::util::reply_err;
 use crate::engine::components::{AuthState, Connection, Outbox, Participant, Presence, RateBucket};
@@ -153,6 +154,13 @@ fn handle_frame(world: &mut World, conn: crate::ids::ConnId, text: String, now: 
     };
     if let Some((code, message)) = gate {
         reply_err(&mut world.resource_mut::<Staged>(), conn, &req.id, code, message);
+        return false;
+    }
+    // Nothing that changes state (or shows unstored state) runs while the store fails.
+    if world.resource::<StorageHealth>().is_failing() && !allowed_while_failing(&req.method) {
+        world.resource_scope(|world, mut staged: Mut<Staged>| {
+            storage_gate(&mut staged, world.resource::<StorageHealth>(), conn, &req.id);
+        });
         return false;
     }
     let is_auth = matches!(req.method, Method::Authenticate(_));

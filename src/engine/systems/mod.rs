@@ -140,7 +140,7 @@ impl Installer for VotesInstaller {
 pub struct DeliveryInstaller;
 impl Installer for DeliveryInstaller {
     fn install(&self, world: &mut World, schedule: &mut Schedule) {
-        world.init_resource::<persist_tick::CommitFailed>();
+        world.init_resource::<persist_tick::StorageHealth>();
         let patterns = world.resource::<crate::engine::config::EngineConfig>().mask_patterns.clone();
         let masker = crate::engine::mask::Masker::shared(&patterns).unwrap_or_else(|e| {
             tracing::error!("ignoring the configured mask patterns: {e}");

@@ -1,31 +1,183 @@
 //! Persist: one transaction per tick, committed before the broadcast releases the tick's frames,
 //! so no client ever sees what a crash could lose.
+//!
+//! Rule: **nothing acknowledged that is not stored.** When a tick's commit fails (disk full, the
+//! database gone read-only, a corrupt page), nothing of that tick becomes visible:
+//!
+//! - its replies turn into `storage_unavailable` errors (with `retry_after_ms`); its session
+//!   events, replays, snapshots and deltas are withheld;
+//! - its writes are kept, with the world that made them, and retried (at most once a second) until
+//!   the store takes them; only then are the withheld session events released, in order. The
+//!   world is never rolled back, so seqs and message ids are never issued twice;
+//! - every connection gets a `storage` event (`available: false`), and `available: true` when
+//!   writing works again;
+//! - meanwhile, requests that would change anything — and reads that would reveal unstored state
+//!   (`join_session`, `fetch_history`) — are refused with `storage_unavailable` by the ingest
+//!   gate ([`storage_gate`]); agent output and presence changes still happen and wait with the
+//!   rest.
+//!
+//! A retried `send_message` with the same `client_msg_id` is idempotent, so a client learns the
+//! outcome by retrying once the host can store again.
 
-use super::resources::{Staged, StoreRes, Violations};
-use crate::persist::PersistBatch;
+use super::resources::{Clock, Index, Outgoing, Staged, StoreRes};
+use crate::engine::io::Frame;
+use crate::ids::ConnId;
+use crate::persist::{PersistBatch, StoreOp};
+use crate::protocol::{ErrorCode, Event, EventFrame, Method, StorageStatus};
 use bevy_ecs::prelude::*;
+use std::sync::Arc;
 
-/// Set when this tick's commit failed: the broadcast then withholds the tick's session events.
-#[derive(Resource, Default)]
-pub struct CommitFailed(pub bool);
+/// How long clients are told to wait before retrying, and how often the commit is retried.
+pub const RETRY_AFTER_MS: u64 = 1_000;
+
+/// The store's health, as the last commit found it.
+#[derive(Resource, Default, Debug)]
+pub struct StorageHealth {
+    /// Set while commits fail.
+    pub failing: Option<Failing>,
+}
+
+/// What waits for the store to work again.
+#[derive(Debug)]
+pub struct Failing {
+    /// The last error, for people.
+    pub error: String,
+    /// When the commit was last tried.
+    pub last_try_ms: u64,
+    /// Every write made since the first failure, in order.
+    pub pending: Vec<StoreOp>,
+    /// Session and participant frames made since the first failure, released once stored.
+    pub withheld: Vec<Outgoing>,
+}
+
+impl StorageHealth {
+    pub fn is_failing(&self) -> bool {
+        self.failing.is_some()
+    }
+}
+
+/// Whether a method may run while the store fails: only requests that neither change anything
+/// nor reveal what is not stored.
+pub fn allowed_while_failing(method: &Method) -> bool {
+    matches!(
+        method,
+        Method::Ping(_) | Method::ListWorkspaces(_) | Method::ListSessions(_) | Method::ReadWorkspaceFile(_)
+    )
+}
+
+/// The error a request gets while the store fails (used by the ingest gate and for the replies
+/// of a failed tick).
+pub fn storage_error(id: &serde_json::Value, detail: &str) -> Frame {
+    let message = format!(
+        "the host cannot store anything right now ({detail}); nothing of this request was kept — retry in a \
+         moment (a send_message retried with the same client_msg_id is idempotent)"
+    );
+    Arc::from(
+        serde_json::json!({
+            "id": id,
+            "error": {"code": ErrorCode::StorageUnavailable, "message": message, "retry_after_ms": RETRY_AFTER_MS}
+        })
+        .to_string(),
+    )
+}
+
+/// Replies `storage_unavailable` to a request refused by the gate.
+pub fn storage_gate(staged: &mut Staged, health: &StorageHealth, conn: ConnId, id: &serde_json::Value) {
+    let detail = health.failing.as_ref().map_or("storage unavailable", |f| f.error.as_str());
+    staged.0.push(Outgoing::Direct { conn, frame: storage_error(id, detail), session: None, seq: None });
+}
+
+/// The `storage` event for every connection.
+fn tell_everyone(staged: &mut Staged, index: &Index, status: StorageStatus) {
+    let frame: Frame = Arc::from(EventFrame { session_id: None, seq: None, body: Event::Storage(status) }.to_json());
+    for &conn in index.conns.keys() {
+        staged.0.push(Outgoing::Direct { conn, frame: frame.clone(), session: None, seq: None });
+    }
+}
+
+/// The frames of a tick whose writes are not stored: session and participant frames are kept
+/// for later; previews, replays and snapshots dropped; with `refuse_replies` (the tick whose
+/// commit failed) successful replies become `storage_unavailable`. Later ticks only answer what
+/// the gate let through: reads that reveal nothing unstored.
+fn withhold(staged: Vec<Outgoing>, detail: &str, refuse_replies: bool, withheld: &mut Vec<Outgoing>) -> Vec<Outgoing> {
+    let mut now = Vec::new();
+    for out in staged {
+        match out {
+            Outgoing::Direct { conn, frame, session: None, seq: None } => {
+                let reply: Option<serde_json::Value> = serde_json::from_str(&frame).ok();
+                match reply.filter(|v| refuse_replies && v.get("result").is_some()) {
+                    Some(v) => now.push(Outgoing::Direct {
+                        conn,
+                        frame: storage_error(&v["id"], detail),
+                        session: None,
+                        seq: None,
+                    }),
+                    // Errors (nothing happened) and connection events go out as they are.
+                    None => now.push(Outgoing::Direct { conn, frame, session: None, seq: None }),
+                }
+            }
+            // A replay or a snapshot would show unstored events; the join was refused.
+            Outgoing::Direct { .. } | Outgoing::Delta { .. } => {}
+            Outgoing::Session { .. } | Outgoing::Participant { .. } => withheld.push(out),
+            Outgoing::Close { .. } => now.push(out),
+        }
+    }
+    now
+}
 
 pub fn persist(
     mut batch: ResMut<PersistBatch>,
     mut store: ResMut<StoreRes>,
-    mut failed: ResMut<CommitFailed>,
+    mut health: ResMut<StorageHealth>,
     mut staged: ResMut<Staged>,
-    mut violations: ResMut<Violations>,
+    clock: Res<Clock>,
+    index: Res<Index>,
 ) {
-    failed.0 = false;
-    if batch.ops.is_empty() {
+    let ops = std::mem::take(&mut batch.ops);
+    if let Some(failing) = health.failing.as_mut() {
+        failing.pending.extend(ops);
+        if clock.now.saturating_sub(failing.last_try_ms) >= RETRY_AFTER_MS && !failing.pending.is_empty() {
+            failing.last_try_ms = clock.now;
+            match store.get().commit(&failing.pending) {
+                Ok(()) => {
+                    let failing = health.failing.take().expect("failing");
+                    tracing::warn!("the store works again: {} writes committed", failing.pending.len());
+                    // Withheld frames first (they are older), then this tick's.
+                    let this_tick = std::mem::take(&mut staged.0);
+                    staged.0 = failing.withheld;
+                    staged.0.extend(this_tick);
+                    tell_everyone(
+                        &mut staged,
+                        &index,
+                        StorageStatus { available: true, message: String::new(), retry_after_ms: None },
+                    );
+                    return;
+                }
+                Err(e) => {
+                    tracing::error!("the store still fails: {e}");
+                    failing.error = e.to_string();
+                }
+            }
+        }
+        let failing = health.failing.as_mut().expect("still failing");
+        let this_tick = std::mem::take(&mut staged.0);
+        staged.0 = withhold(this_tick, &failing.error, false, &mut failing.withheld);
         return;
     }
-    let ops = std::mem::take(&mut batch.ops);
+    if ops.is_empty() {
+        return;
+    }
     if let Err(e) = store.get().commit(&ops) {
-        tracing::error!("commit of {} writes failed: {e}; this tick's events are withheld", ops.len());
-        failed.0 = true;
-        // Frames describing uncommitted state must not leave; replies and closes still go.
-        staged.0.retain(|o| !matches!(o, super::resources::Outgoing::Session { .. }));
-        violations.0.push(format!("store commit failed: {e}"));
+        let error = e.to_string();
+        tracing::error!("commit of {} writes failed: {error}; nothing of this tick is acknowledged", ops.len());
+        let mut withheld = Vec::new();
+        let this_tick = std::mem::take(&mut staged.0);
+        staged.0 = withhold(this_tick, &error, true, &mut withheld);
+        tell_everyone(
+            &mut staged,
+            &index,
+            StorageStatus { available: false, message: error.clone(), retry_after_ms: Some(RETRY_AFTER_MS) },
+        );
+        health.failing = Some(Failing { error, last_try_ms: clock.now, pending: ops, withheld });
     }
 }
