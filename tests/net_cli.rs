@@ -574,3 +574,21 @@ fn a_second_host_on_the_same_data_dir_refuses_to_start_naming_the_first() {
     let out = Command::new(BIN).args(["--data-dir", &data_arg, "share", "list"]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn a_host_refuses_to_replace_a_missing_database_with_an_empty_one_unless_told_fresh() {
+    let data = tempfile::tempdir().unwrap();
+    let host_dir = data.path().join("host");
+    drop(serve_with_console(data.path(), data.path())); // creates the certificate and the database
+    std::fs::remove_file(host_dir.join("roundtable.db")).unwrap();
+    let data_arg = host_dir.display().to_string();
+    let args = ["--data-dir", &data_arg, "serve", "--bind", "127.0.0.1:0", "--insecure"];
+    let mut again = Proc::spawn("serve without its database", &args, data.path());
+    assert!(!again.wait(), "must refuse");
+    let err = again.stderr.lock().unwrap().clone();
+    assert!(err.contains("database") && err.contains("missing") && err.contains("--fresh"), "{err}");
+    assert!(!host_dir.join("roundtable.db").exists(), "no empty database was created");
+    let fresh = ["--data-dir", &data_arg, "serve", "--bind", "127.0.0.1:0", "--insecure", "--fresh"];
+    let mut started = Proc::spawn("serve --fresh", &fresh, data.path());
+    started.expect("the console banner", |l| l.starts_with("host console:"));
+}

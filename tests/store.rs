@@ -870,3 +870,27 @@ fn the_cli_uses_the_running_hosts_address_and_explains_errors() {
     let out = cli(&data, &["workspace", "add", dir.path().join("nope").to_str().unwrap()]);
     assert!(text(&out.stderr).contains("does not exist"), "{}", text(&out.stderr));
 }
+
+#[test]
+fn a_database_deleted_or_replaced_while_in_use_fails_the_next_commit_instead_of_writing_into_the_void() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_in(&dir);
+    let mut store = SqliteStore::open(&path).unwrap();
+    store.commit(&[StoreOp::PutWorkspace(workspace(1))]).unwrap();
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+    std::thread::sleep(Duration::from_millis(1100));
+    let err = store.commit(&[StoreOp::PutWorkspace(workspace(2))]).unwrap_err().to_string();
+    assert!(err.contains("was deleted while the host was running"), "{err}");
+
+    // Replaced by another file: also refused.
+    let mut store = SqliteStore::open(&path).unwrap();
+    store.commit(&[StoreOp::PutWorkspace(workspace(1))]).unwrap();
+    let other = dir.path().join("other.db");
+    drop(SqliteStore::open(&other).unwrap());
+    std::fs::rename(&other, &path).unwrap();
+    std::thread::sleep(Duration::from_millis(1100));
+    let err = store.commit(&[StoreOp::PutWorkspace(workspace(2))]).unwrap_err().to_string();
+    assert!(err.contains("was replaced"), "{err}");
+}

@@ -57,7 +57,8 @@ fn free_port() -> anyhow::Result<u16> {
 fn start_host(data_dir: &Path, port: u16, insecure: bool) -> anyhow::Result<HostProcess> {
     let exe = std::env::current_exe()?;
     let mut cmd = Command::new(exe);
-    cmd.arg("serve").arg("--data-dir").arg(data_dir).arg("--bind").arg(format!("127.0.0.1:{port}"));
+    // The certificate was made first (to pin it), so the data dir looks used: --fresh.
+    cmd.arg("serve").arg("--data-dir").arg(data_dir).arg("--bind").arg(format!("127.0.0.1:{port}")).arg("--fresh");
     if insecure {
         cmd.arg("--insecure");
     }

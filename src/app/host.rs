@@ -51,6 +51,8 @@ pub struct HostOptions {
     pub public_host: Option<String>,
     /// Plain `ws://` without TLS (the caller checks that `bind` is loopback).
     pub insecure: bool,
+    /// Start with an empty database although the data dir was used before (`--fresh`).
+    pub fresh: bool,
     /// Engine settings. `link_prefix`/`link_suffix` are filled in by [`Host::start`].
     pub engine: EngineConfig,
     /// Server tuning. `tls` is filled in by [`Host::start`].
@@ -68,6 +70,7 @@ impl HostOptions {
             bind,
             public_host: None,
             insecure: false,
+            fresh: false,
             engine,
             server: ServerOptions::default(),
             agents: crate::agent::ExternalConfig::default(),
@@ -103,6 +106,19 @@ impl Host {
         // Before the database is even opened: a second host must not touch it.
         let lock = crate::app::lock::DataDirLock::acquire(&options.data_dir)?;
         let db = crate::app::paths::database(&options.data_dir);
+        // A host leaves its certificate (TLS) and serve.json (every host) behind.
+        let used_before = options.data_dir.join(tls::CERT_FILE).exists()
+            || options.data_dir.join(crate::app::admin::SERVE_INFO_FILE).exists();
+        if used_before && !db.exists() && !options.fresh {
+            anyhow::bail!(
+                "{} was used by a host before (it has its certificate or serve.json) but its database {} is \
+                 missing: it was deleted or moved. Starting now would create an empty database and every \
+                 workspace, session, share and message would be gone. Put the database back, or start over on \
+                 purpose with --fresh.",
+                options.data_dir.display(),
+                db.display()
+            );
+        }
         let store = crate::store::SqliteStore::open(&db).with_context(|| format!("cannot open {}", db.display()))?;
         Self::start_locked(options, Box::new(store), lock).await
     }

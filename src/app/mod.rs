@@ -157,6 +157,12 @@ pub struct ServeArgs {
     #[arg(long, value_name = "SECS")]
     pub vote_deadline: Option<u64>,
 
+    /// Start with an empty database although this data directory was used before (it has the
+    /// host's certificate) and its database is missing. Without it the host refuses to start,
+    /// so a deleted or moved database is never silently replaced by an empty one.
+    #[arg(long)]
+    pub fresh: bool,
+
     /// Extra secret pattern (a regex) masked in text sent to remotes, besides the built-in ones
     /// (private keys, common API key prefixes, password=... pairs). Repeatable.
     #[arg(long, value_name = "REGEX")]
@@ -174,6 +180,7 @@ impl Default for ServeArgs {
             allowed_tool: Vec::new(),
             agent_timeout: 600,
             vote_deadline: None,
+            fresh: false,
             mask: Vec::new(),
         }
     }

@@ -40,6 +40,7 @@ pub fn host_options(args: &ServeArgs, data_dir: &std::path::Path) -> anyhow::Res
     let mut options = HostOptions::new(data_dir.to_path_buf(), args.bind);
     options.public_host = args.public_host.clone();
     options.insecure = args.insecure;
+    options.fresh = args.fresh;
     options.engine.mask_patterns = args.mask.clone();
     options.engine.default_vote_deadline_ms = args.vote_deadline.map(|s| s * 1000);
     options.agents.claude_binary = args.claude_bin.clone();

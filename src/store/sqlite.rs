@@ -40,6 +40,49 @@ pub struct SqliteStore {
     path: String,
     /// Last seen `PRAGMA data_version`; `None` until the first poll.
     data_version: Option<i64>,
+    /// The database file as opened, to notice it being deleted or replaced while in use.
+    file: Option<FileWatch>,
+}
+
+/// Identity of the database file (device and inode) and when it was last checked.
+struct FileWatch {
+    path: std::path::PathBuf,
+    id: (u64, u64),
+    checked: std::time::Instant,
+}
+
+impl FileWatch {
+    /// How often the file is checked (at most).
+    const EVERY: Duration = Duration::from_secs(1);
+
+    fn id_of(path: &Path) -> Option<(u64, u64)> {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+    }
+
+    fn open(path: &Path) -> Option<FileWatch> {
+        Some(FileWatch { path: path.to_path_buf(), id: Self::id_of(path)?, checked: std::time::Instant::now() })
+    }
+
+    /// An error when the file at the path is no longer the one we opened (checked at most once
+    /// a second): writes would go to an unlinked file and be lost at the next start.
+    fn check(&mut self) -> Result<(), StoreError> {
+        if self.checked.elapsed() < Self::EVERY {
+            return Ok(());
+        }
+        self.checked = std::time::Instant::now();
+        match Self::id_of(&self.path) {
+            Some(id) if id == self.id => Ok(()),
+            Some(_) => Err(StoreError::Db(format!(
+                "the database file {} was replaced while the host was running; stop the host and check which                  file is the right one",
+                self.path.display()
+            ))),
+            None => Err(StoreError::Db(format!(
+                "the database file {} was deleted while the host was running; stop the host and restore it",
+                self.path.display()
+            ))),
+        }
+    }
 }
 
 impl SqliteStore {
@@ -49,7 +92,7 @@ impl SqliteStore {
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
         let conn = open_connection(path)?;
         tracing::debug!(path = %path.display(), "opened database");
-        Ok(SqliteStore { conn, path: path.display().to_string(), data_version: None })
+        Ok(SqliteStore { conn, path: path.display().to_string(), data_version: None, file: FileWatch::open(path) })
     }
 
     /// A private in-memory database (tests, the simulator).
@@ -57,7 +100,7 @@ impl SqliteStore {
         let mut conn = Connection::open_in_memory()?;
         conn.pragma_update(None, "foreign_keys", true)?;
         migrate::migrate(&mut conn, ":memory:")?;
-        Ok(SqliteStore { conn, path: ":memory:".into(), data_version: None })
+        Ok(SqliteStore { conn, path: ":memory:".into(), data_version: None, file: None })
     }
 
     /// The database path (`:memory:` for an in-memory store).
@@ -116,6 +159,9 @@ impl Store for SqliteStore {
     fn commit(&mut self, ops: &[StoreOp]) -> Result<(), StoreError> {
         if ops.is_empty() {
             return Ok(());
+        }
+        if let Some(file) = self.file.as_mut() {
+            file.check()?;
         }
         // IMMEDIATE takes the write lock up front, so a concurrent CLI write makes us wait
         // (busy_timeout) rather than fail half-way. Dropping `tx` on error rolls everything back.
