@@ -894,3 +894,27 @@ fn a_database_deleted_or_replaced_while_in_use_fails_the_next_commit_instead_of_
     let err = store.commit(&[StoreOp::PutWorkspace(workspace(2))]).unwrap_err().to_string();
     assert!(err.contains("was replaced"), "{err}");
 }
+
+#[test]
+fn a_damaged_database_fails_its_integrity_check_with_a_clear_message() {
+    use std::io::{Seek, SeekFrom, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_in(&dir);
+    {
+        let mut store = SqliteStore::open(&path).unwrap();
+        let mut ops = vec![StoreOp::PutWorkspace(workspace(1)), StoreOp::PutSession(session(1, 1))];
+        ops.extend((1..=2000).map(|n| StoreOp::PutMessage(message(n, 1, n))));
+        store.commit(&ops).unwrap();
+        store.check_integrity().expect("a healthy database passes");
+    }
+    // Checkpoint the WAL into the main file, then scribble over pages in its middle.
+    drop(rusqlite::Connection::open(&path).unwrap().execute_batch("PRAGMA wal_checkpoint(TRUNCATE);"));
+    let len = std::fs::metadata(&path).unwrap().len();
+    let mut f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    f.seek(SeekFrom::Start(len / 2 / 4096 * 4096)).unwrap();
+    f.write_all(&vec![0xA5; 3 * 4096]).unwrap();
+    drop(f);
+    let store = SqliteStore::open(&path).unwrap();
+    let err = store.check_integrity().unwrap_err().to_string();
+    assert!(err.contains("fails its integrity check"), "{err}");
+}

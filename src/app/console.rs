@@ -38,7 +38,9 @@ host console — type a line to send it to the current session as the host, or a
   /who                       who is in the current session: ids, presence, muted
   /lobby                     who waits in the lobby for /admit or /refuse
   /admit WHO, /refuse WHO    let someone in from the lobby, or turn them away
-  /kick WHO                  remove someone for good (their connections close)
+  /kick WHO                  disconnect someone now: they leave every session, vote and turn;
+                             their link still works (they come back as someone new) unless
+                             you /revoke their share
   /mute WHO, /unmute WHO     stop / allow someone sending and voting
   /approve [VOTE]            approve a plan or tool request (your ballot decides alone)
   /allow [VOTE]              approve a tool request and allow that tool for the rest of the session

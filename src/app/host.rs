@@ -120,6 +120,7 @@ impl Host {
             );
         }
         let store = crate::store::SqliteStore::open(&db).with_context(|| format!("cannot open {}", db.display()))?;
+        store.check_integrity()?;
         Self::start_locked(options, Box::new(store), lock).await
     }
 

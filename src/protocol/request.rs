@@ -672,4 +672,60 @@ mod tests {
         };
         assert_eq!(Request::parse(&r.to_frame()).unwrap(), r);
     }
+
+    #[test]
+    fn nesting_deeper_than_the_documented_limit_is_a_bad_frame() {
+        let deep =
+            format!(r#"{{"id":1,"method":"ping","params":{{"nonce":{}1{}}}}}"#, "[".repeat(200), "]".repeat(200));
+        let err = Request::parse(&deep).unwrap_err();
+        assert_eq!(err.error.code, ErrorCode::BadFrame);
+        assert!(err.error.message.contains("recursion limit"), "{}", err.error.message);
+    }
+
+    mod decoder {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Frames that look like requests: real method names, params of any JSON shape.
+        fn near_requests() -> impl Strategy<Value = String> {
+            let json = prop::collection::vec(any::<u8>(), 0..40).prop_map(|b| String::from_utf8_lossy(&b).into_owned());
+            let leaf = prop_oneof![
+                Just("null".to_string()),
+                any::<i64>().prop_map(|n| n.to_string()),
+                any::<bool>().prop_map(|b| b.to_string()),
+                "[a-z_ ]{0,12}".prop_map(|s| format!("{s:?}")),
+            ];
+            let value = leaf.prop_recursive(4, 24, 4, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..4).prop_map(|v| format!("[{}]", v.join(","))),
+                    prop::collection::vec(("[a-z_]{1,12}", inner), 0..4).prop_map(|kv| {
+                        let fields: Vec<String> = kv.into_iter().map(|(k, v)| format!("{k:?}:{v}")).collect();
+                        format!("{{{}}}", fields.join(","))
+                    }),
+                ]
+            });
+            let method = prop::sample::select(Method::NAMES.to_vec());
+            prop_oneof![
+                json,
+                (value.clone(), method, value)
+                    .prop_map(|(id, m, params)| { format!(r#"{{"id":{id},"method":"{m}","params":{params}}}"#) }),
+            ]
+        }
+
+        proptest! {
+            /// The decoder never panics: every input is a request or a typed error, and a
+            /// failure's id is the frame's own id when it had a usable one.
+            #[test]
+            fn every_frame_decodes_or_gets_a_typed_error(text in near_requests()) {
+                match Request::parse(&text) {
+                    Ok(r) => prop_assert!(r.id.is_number() || r.id.is_string()),
+                    Err(f) => {
+                        prop_assert!(ErrorCode::ALL.contains(&f.error.code));
+                        prop_assert!(!f.error.message.is_empty());
+                        prop_assert!(f.id.is_null() || f.id.is_number() || f.id.is_string());
+                    }
+                }
+            }
+        }
+    }
 }

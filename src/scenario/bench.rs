@@ -127,6 +127,8 @@ pub struct HistoryReport {
     pub messages: usize,
     /// Messages in the reference session (one page).
     pub reference_messages: usize,
+    /// `PRAGMA quick_check` of the database, as the host runs it at start, ms.
+    pub integrity_check_ms: f64,
     /// Engine start on the database (load + restore), ms.
     pub start_ms: f64,
     /// `join_session` → snapshot of the long session, ms (one tick, in process; median of 21).
@@ -228,6 +230,9 @@ pub fn history(messages: usize, out: &mut dyn Write, json: bool) -> anyhow::Resu
     }
     build_history_db(&db, messages, reference)?;
 
+    let checked = Instant::now();
+    crate::store::SqliteStore::open(&db)?.check_integrity()?;
+    let integrity_check_ms = checked.elapsed().as_secs_f64() * 1000.0;
     let started = Instant::now();
     let store = crate::store::SqliteStore::open(&db)?;
     let config = EngineConfig { check_invariants: false, ..EngineConfig::default() };
@@ -295,6 +300,7 @@ pub fn history(messages: usize, out: &mut dyn Write, json: bool) -> anyhow::Resu
     let report = HistoryReport {
         messages,
         reference_messages: reference,
+        integrity_check_ms,
         start_ms,
         join_ms,
         reference_join_ms,
@@ -307,6 +313,7 @@ pub fn history(messages: usize, out: &mut dyn Write, json: bool) -> anyhow::Resu
     if json {
         writeln!(out, "{}", serde_json::to_string(&report)?)?;
     } else {
+        writeln!(out, "integrity check (PRAGMA quick_check) of the database: {integrity_check_ms:.1} ms")?;
         writeln!(out, "engine start with {messages} stored messages: {start_ms:.1} ms")?;
         writeln!(
             out,

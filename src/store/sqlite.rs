@@ -113,6 +113,25 @@ impl SqliteStore {
         migrate::version(&self.conn)
     }
 
+    /// `PRAGMA quick_check`: an error naming the first problems when the file is damaged (a
+    /// corrupt page would otherwise start fine and then fail every write). Reads every page
+    /// once, so it takes time proportional to the file (see docs/PERFORMANCE.md).
+    pub fn check_integrity(&self) -> Result<(), StoreError> {
+        let mut stmt = self.conn.prepare("PRAGMA quick_check(5)")?;
+        let problems: Vec<String> = stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+        if problems.len() == 1 && problems[0] == "ok" {
+            return Ok(());
+        }
+        Err(StoreError::Corrupt {
+            table: "database",
+            detail: format!(
+                "{} fails its integrity check ({}); restore a backup or move it away and start with --fresh",
+                self.path,
+                problems.join("; ")
+            ),
+        })
+    }
+
     /// All shares, ordered by id.
     pub fn shares(&self) -> Result<Vec<ShareRow>, StoreError> {
         rows::shares(&self.conn)
