@@ -1222,3 +1222,32 @@ fn a_failed_commit_acknowledges_nothing_and_everything_lands_once_the_store_work
     let seqs: Vec<u64> = h.frames(bob).iter().filter_map(|f| f.get("seq").and_then(Value::as_u64)).collect();
     assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "no gap, no duplicate: {seqs:?}");
 }
+
+#[test]
+fn a_rejected_message_never_reaches_the_database() {
+    use roundtable::store::SqliteStore;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("roundtable.db");
+    let mut h = Harness::with_store(EngineConfig::default(), Box::new(SqliteStore::open(&db).unwrap()));
+    let (w, s) = h.workspace_and_session(".");
+    let tok = h.mint(&[&w], json!({}));
+    let (ann, _) = h.join(&tok, "Ann", &s);
+    let (bob, _) = h.join(&tok, "Bob", &s);
+    h.call(ann, "send_message", json!({"session_id": s, "text": "/plan the work", "client_msg_id": "a1"})).unwrap();
+    let err = h.call(bob, "send_message", json!({"session_id": s, "text": "SECRET-REJECTED", "client_msg_id": "b1"}));
+    assert_eq!(code(err), "turn_locked");
+    h.run(500);
+    // Checked where the promise is kept: nothing in any table mentions it.
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    for (table, column) in [("messages", "text"), ("events", "frame"), ("sessions", "streamed"), ("audit", "detail")] {
+        let n: i64 = conn
+            .query_row(&format!("SELECT count(*) FROM {table} WHERE {column} LIKE '%SECRET-REJECTED%'"), [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(n, 0, "{table}.{column} holds the rejected message");
+    }
+    let kept: i64 =
+        conn.query_row("SELECT count(*) FROM messages WHERE text = '/plan the work'", [], |r| r.get(0)).unwrap();
+    assert_eq!(kept, 1, "the accepted one is there (the check can see messages)");
+}
