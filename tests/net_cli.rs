@@ -517,18 +517,9 @@ fn a_remote_drives_the_claude_backend_and_its_plan_goes_through_a_consensus_vote
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn join_pages_back_through_a_long_history_with_older() {
-    use roundtable::protocol::{SendMessageParams, SessionRef};
     const N: usize = 230;
     let h = TestHost::start().await;
-    for i in 0..N {
-        h.call::<Value>(Method::SendMessage(SendMessageParams {
-            session_id: h.session.clone(),
-            text: format!("flood {i}"),
-            client_msg_id: format!("f-{i}"),
-        }))
-        .await;
-        h.call::<Value>(Method::CancelTurn(SessionRef { session_id: h.session.clone() })).await;
-    }
+    h.flood(N, |i| format!("flood {i}")).await;
     let (link, _) = h.mint(|_| {}).await;
     let data = tempfile::tempdir().unwrap();
     let dir = data.path().display().to_string();

@@ -450,15 +450,7 @@ async fn a_slow_client_gets_resync_required_then_catches_up_with_nothing_lost_or
     // The slow client stops reading while the host talks a lot.
     const N: usize = 150;
     let filler = "y".repeat(1000);
-    for i in 0..N {
-        h.call::<Value>(Method::SendMessage(SendMessageParams {
-            session_id: h.session.clone(),
-            text: format!("flood {i} {filler}"),
-            client_msg_id: format!("flood-{i}"),
-        }))
-        .await;
-        h.call::<Value>(Method::CancelTurn(SessionRef { session_id: h.session.clone() })).await;
-    }
+    h.flood(N, |i| format!("flood {i} {filler}")).await;
     let info: ListSessionsResult = h.call(Method::ListSessions(ListSessionsParams::default())).await;
     let final_seq = info.sessions.iter().find(|s| s.id == h.session).unwrap().last_seq;
 

@@ -118,6 +118,20 @@ impl TestHost {
             .collect()
     }
 
+    /// The host sends `n` messages to its session (`text(i)`), cancelling each turn at once: a
+    /// long history, quickly.
+    pub async fn flood(&self, n: usize, text: impl Fn(usize) -> String) {
+        for i in 0..n {
+            self.call::<serde_json::Value>(Method::SendMessage(SendMessageParams {
+                session_id: self.session.clone(),
+                text: text(i),
+                client_msg_id: format!("flood-{i}"),
+            }))
+            .await;
+            self.call::<serde_json::Value>(Method::CancelTurn(SessionRef { session_id: self.session.clone() })).await;
+        }
+    }
+
     /// A host-only request that must succeed.
     pub async fn call<T: serde::de::DeserializeOwned>(&self, method: Method) -> T {
         host_call(&self.host.client, method).await

@@ -6,7 +6,7 @@
 
 use super::params::{Archive, Directory};
 use super::resources::*;
-use super::util::{in_scope, reply_err, reply_ok};
+use super::util::{in_scope, reply_err, reply_history_unreadable, reply_ok};
 use crate::engine::components::{History, Session};
 use crate::persist::MessageRow;
 use crate::protocol::*;
@@ -121,14 +121,7 @@ pub fn fetch_history(
                     more || cut
                 }
                 Err(e) => {
-                    tracing::error!("fetch_history of {}: {e}", p.session_id);
-                    reply_err(
-                        &mut staged,
-                        req.conn,
-                        &req.id,
-                        ErrorCode::Internal,
-                        format!("cannot read the history of {}: {e}", p.session_id),
-                    );
+                    reply_history_unreadable(&mut staged, req.conn, &req.id, &p.session_id, &e);
                     continue;
                 }
             }

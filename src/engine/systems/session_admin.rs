@@ -4,7 +4,7 @@
 use super::params::*;
 use super::queries::session_info;
 use super::resources::*;
-use super::util::{emit, reply_err, reply_ok};
+use super::util::{emit, reply_err, reply_history_unreadable, reply_ok};
 use crate::engine::components::*;
 use crate::ids::{MessageId, ParticipantId, SessionId, WorkspaceId};
 use crate::persist::{AuditRow, MessageRow, PersistBatch, StoreOp};
@@ -208,14 +208,7 @@ pub fn fork_session(
             Some(first) => match archive.messages_before(&p.session_id, first, usize::MAX) {
                 Ok((rows, _)) => rows,
                 Err(e) => {
-                    tracing::error!("fork of {}: cannot read its history: {e}", p.session_id);
-                    reply_err(
-                        &mut staged,
-                        req.conn,
-                        &req.id,
-                        ErrorCode::Internal,
-                        format!("cannot read the history of {}: {e}", p.session_id),
-                    );
+                    reply_history_unreadable(&mut staged, req.conn, &req.id, &p.session_id, &e);
                     continue;
                 }
             },

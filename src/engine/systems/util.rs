@@ -23,6 +23,18 @@ pub fn reply_err(staged: &mut Staged, conn: ConnId, id: &Value, code: ErrorCode,
     staged.0.push(Outgoing::Direct { conn, frame, session: None, seq: None });
 }
 
+/// Answers `internal` when the store could not read a session's older history (logged too).
+pub fn reply_history_unreadable(
+    staged: &mut Staged,
+    conn: ConnId,
+    id: &Value,
+    session: &SessionId,
+    error: &crate::persist::StoreError,
+) {
+    tracing::error!("cannot read the history of {session}: {error}");
+    reply_err(staged, conn, id, ErrorCode::Internal, format!("cannot read the history of {session}: {error}"));
+}
+
 /// Stages a connection-level event (no seq) for one connection.
 pub fn send_direct(staged: &mut Staged, conn: ConnId, session: Option<SessionId>, body: Event) {
     let frame: Frame = Arc::from(EventFrame { session_id: session, seq: None, body }.to_json());
