@@ -40,3 +40,22 @@ fn bench_history_pages_every_message_of_a_long_session() {
     assert_eq!(report["paged_messages"], 1000, "snapshot + pages = every message: {report}");
     assert_eq!(report["pages"], 4, "200 in the snapshot, then 4 pages of 200: {report}");
 }
+
+#[test]
+fn bench_soak_kills_the_host_and_proves_nothing_acknowledged_was_lost() {
+    let out = Command::new(env!("CARGO_BIN_EXE_roundtable"))
+        .args(["bench", "soak", "--clients", "3", "--seconds", "4", "--kill-every", "700", "--json"])
+        .output()
+        .expect("run roundtable");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "stdout: {stdout}\nstderr: {}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
+    assert!(report["kills"].as_u64().unwrap() >= 2, "{report}");
+    let acked = report["acknowledged"].as_u64().unwrap();
+    assert!(acked > 0, "{report}");
+    assert_eq!(report["stored"].as_u64().unwrap(), acked, "{report}");
+    assert_eq!(report["delivered"].as_u64().unwrap(), acked * 3, "{report}");
+    for zero in ["lost", "duplicated", "undelivered", "delivered_twice", "seq_gaps"] {
+        assert_eq!(report[zero], 0, "{zero}: {report}");
+    }
+}

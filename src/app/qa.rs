@@ -78,12 +78,21 @@ pub struct BenchArgs {
     /// Which benchmark.
     #[arg(value_enum, default_value_t = BenchArg::Fanout)]
     pub kind: BenchArg,
-    /// Clients in the measured run.
+    /// Clients in the measured run (fanout; soak: people talking).
     #[arg(long, default_value_t = 50)]
     pub clients: usize,
     /// Ticks per run (fanout).
     #[arg(long, default_value_t = 2000)]
     pub ticks: u64,
+    /// Seconds to run (soak).
+    #[arg(long, default_value_t = 30)]
+    pub seconds: u64,
+    /// Mean milliseconds between kills of the host (soak).
+    #[arg(long, value_name = "MS", default_value_t = 1000)]
+    pub kill_every: u64,
+    /// Seed of the soak's random choices (kill times, pauses).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
     /// Messages in the long session (history).
     #[arg(long, default_value_t = 100_000)]
     pub messages: usize,
@@ -108,6 +117,9 @@ pub enum BenchArg {
     /// Engine start, first screen and paging of a long session (`--messages N`), against a
     /// one-page session in the same engine.
     History,
+    /// Kill the host (SIGKILL) every `--kill-every` ms for `--seconds` while `--clients` people
+    /// talk; then prove every acknowledged message is stored once and delivered once to all.
+    Soak,
 }
 
 /// `roundtable scenario run`.
@@ -171,6 +183,18 @@ pub fn run_bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     match args.kind {
         BenchArg::Idle => {
             super::bench_idle::run(args.connections, args.insecure, args.json, &mut std::io::stdout().lock())?;
+        }
+        BenchArg::Soak => {
+            let options = super::bench_soak::SoakOptions {
+                clients: args.clients,
+                seconds: args.seconds,
+                kill_every_ms: args.kill_every.max(50),
+                seed: args.seed,
+            };
+            let report = super::bench_soak::run(&options, args.json, &mut std::io::stdout().lock())?;
+            if !report.passed() {
+                return Ok(ExitCode::FAILURE);
+            }
         }
         BenchArg::History => {
             bench::history(args.messages, &mut std::io::stdout().lock(), args.json)?;

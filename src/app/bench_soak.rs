@@ -1,0 +1,420 @@
+//! `roundtable bench soak`: kill the host again and again while people talk, then prove that
+//! nothing acknowledged was lost or duplicated.
+//!
+//! A real `roundtable serve` (this executable, plain ws on loopback) runs on a fresh data dir.
+//! `--clients N` remotes (the production client) take turns sending messages, each with its own
+//! `client_msg_id` (and cancelling the turn so the next can send). Every `--kill-every` ms the
+//! host is killed with SIGKILL and started again on the same data dir and port; the clients
+//! reconnect with their resume token, rejoin with `since_seq` and send again whatever was not
+//! acknowledged (same `client_msg_id`, so a message that was stored is not stored twice).
+//!
+//! At the end it checks, against the SQLite file itself and against what every client received:
+//! every acknowledged message is stored exactly once, reached every client exactly once, and
+//! each client's seqs are contiguous. The report counts kills, acknowledged, stored, delivered,
+//! lost and duplicated.
+
+use crate::ids::SessionId;
+use crate::net::client::{Client, ClientError, ClientEvent};
+use crate::net::link::Link;
+use crate::protocol::*;
+use rand::{Rng, SeedableRng};
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// What a soak run does.
+#[derive(Clone, Debug)]
+pub struct SoakOptions {
+    pub clients: usize,
+    pub seconds: u64,
+    /// Mean time between kills (each wait is drawn between half and one and a half of it).
+    pub kill_every_ms: u64,
+    pub seed: u64,
+}
+
+/// What a soak run found.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct SoakReport {
+    pub clients: usize,
+    pub seconds: u64,
+    pub kills: u64,
+    /// Messages the host acknowledged (a `send_message` result).
+    pub acknowledged: usize,
+    /// Acknowledged messages found in the database exactly once.
+    pub stored: usize,
+    /// Acknowledged messages missing from the database.
+    pub lost: usize,
+    /// Acknowledged messages stored more than once.
+    pub duplicated: usize,
+    /// Acknowledged messages × clients that received them.
+    pub delivered: usize,
+    /// Acknowledged messages a client never received.
+    pub undelivered: usize,
+    /// Messages a client received under two different seqs.
+    pub delivered_twice: usize,
+    /// Gaps in a client's seqs.
+    pub seq_gaps: usize,
+    /// Sends refused because someone else held the turn (expected: they are retried).
+    pub turn_locked: usize,
+}
+
+impl SoakReport {
+    /// Whether the run proved the promise.
+    pub fn passed(&self) -> bool {
+        self.lost == 0
+            && self.duplicated == 0
+            && self.undelivered == 0
+            && self.delivered_twice == 0
+            && self.seq_gaps == 0
+    }
+}
+
+/// What one client knows at the end.
+#[derive(Default, Debug)]
+struct Seen {
+    participant: String,
+    /// seq → message id of every `message` event received for the session.
+    messages: BTreeMap<u64, String>,
+    /// Last seq applied.
+    last_seq: u64,
+    gaps: usize,
+    /// (client_msg_id, message id) of this client's acknowledged messages.
+    acked: Vec<(String, String)>,
+    turn_locked: usize,
+}
+
+struct HostProcess {
+    child: Child,
+}
+
+impl HostProcess {
+    fn start(data_dir: &Path, port: u16) -> anyhow::Result<HostProcess> {
+        let child = Command::new(std::env::current_exe()?)
+            .args(["--data-dir"])
+            .arg(data_dir)
+            .args(["serve", "--insecure", "--bind", &format!("127.0.0.1:{port}")])
+            .current_dir(data_dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| anyhow::anyhow!("cannot start `roundtable serve`: {e}"))?;
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if started.elapsed() > Duration::from_secs(30) {
+                anyhow::bail!("the host did not listen on 127.0.0.1:{port} within 30 s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(HostProcess { child })
+    }
+
+    /// SIGKILL: no last tick, no goodbye.
+    fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for HostProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Mints a share with the `share` command beside the running host and returns its link (once
+/// the host has registered its first workspace).
+fn mint(data_dir: &Path) -> anyhow::Result<Link> {
+    let started = Instant::now();
+    loop {
+        let out = Command::new(std::env::current_exe()?)
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["share", "mint", "--workspace", "w1", "--label", "soak"])
+            .output()?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        if let Some(line) = stdout.lines().find(|l| l.trim_start().starts_with("roundtable://")) {
+            return Ok(Link::parse(line.trim())?);
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            anyhow::bail!("`share mint` printed no link: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Applies one event to what the client has seen; returns false on a seq gap (rejoin).
+fn apply(seen: &Mutex<Seen>, frame: &EventFrame) -> bool {
+    let Some(seq) = frame.seq else { return true };
+    let mut s = seen.lock().unwrap_or_else(|e| e.into_inner());
+    if seq <= s.last_seq {
+        return true; // a replay overlapping what we have: ignored, as the protocol says
+    }
+    if s.last_seq > 0 && seq > s.last_seq + 1 {
+        s.gaps += 1;
+        return false;
+    }
+    s.last_seq = seq;
+    if let Event::Message(m) = &frame.body {
+        s.messages.insert(seq, m.message_id.to_string());
+    }
+    true
+}
+
+/// One remote: connects (again and again), sends until told to stop, then catches up.
+async fn client(
+    index: usize,
+    link: Link,
+    stop: Arc<AtomicBool>,
+    done: Arc<AtomicBool>,
+    seen: Arc<Mutex<Seen>>,
+    seed: u64,
+) {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ index as u64);
+    let session = SessionId::from("s1");
+    let name = format!("soak{index}");
+    let mut resume: Option<String> = None;
+    let mut pending: Option<String> = None;
+    let mut sent = 0u64;
+    'connection: while !done.load(Ordering::SeqCst) {
+        let Ok((c, mut events)) = Client::connect(&link).await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let auth =
+            AuthenticateParams { token: link.token.clone(), display_name: name.clone(), resume_token: resume.clone() };
+        let Ok(a) = c.call::<AuthenticateResult>(Method::Authenticate(auth)).await else { continue };
+        resume = Some(a.resume_token.clone());
+        seen.lock().unwrap_or_else(|e| e.into_inner()).participant = a.participant_id.to_string();
+        let since = seen.lock().unwrap_or_else(|e| e.into_inner()).last_seq;
+        let join = JoinSessionParams { session_id: session.clone(), since_seq: (since > 0).then_some(since) };
+        if c.request(Method::JoinSession(join)).await.is_err() {
+            continue;
+        }
+        // Events are applied on their own task; a gap or the end of the connection ends it.
+        let (alive_tx, mut alive) = tokio::sync::watch::channel(true);
+        let reader_seen = seen.clone();
+        let pager = c.clone();
+        let reader = tokio::spawn(async move {
+            while let Some(ev) = events.recv().await {
+                match ev {
+                    ClientEvent::Event { frame, .. } => {
+                        if let Event::Snapshot(snap) = &frame.body {
+                            let known = reader_seen.lock().unwrap_or_else(|e| e.into_inner()).last_seq;
+                            let mut messages: Vec<HistoryMessage> = snap.messages.clone();
+                            // Page back to what we already had: a snapshot holds the latest page only.
+                            let mut has_older = snap.has_older;
+                            while has_older && messages.first().is_some_and(|m| m.seq > known + 1) {
+                                let before = messages.first().map(|m| m.seq);
+                                let params = FetchHistoryParams {
+                                    session_id: snap.session.id.clone(),
+                                    before_seq: before,
+                                    limit: Some(200),
+                                };
+                                let Ok(page) = pager.call::<FetchHistoryResult>(Method::FetchHistory(params)).await
+                                else {
+                                    break;
+                                };
+                                has_older = page.has_older;
+                                messages.splice(0..0, page.messages);
+                            }
+                            let mut s = reader_seen.lock().unwrap_or_else(|e| e.into_inner());
+                            for m in messages.iter().filter(|m| m.seq > known) {
+                                s.messages.insert(m.seq, m.message.message_id.to_string());
+                            }
+                            s.last_seq = s.last_seq.max(snap.last_seq);
+                        } else if !apply(&reader_seen, &frame) {
+                            break;
+                        }
+                    }
+                    ClientEvent::Closed { .. } => break,
+                    _ => {}
+                }
+            }
+            let _ = alive_tx.send(false);
+        });
+        loop {
+            if !*alive.borrow() {
+                reader.abort();
+                continue 'connection;
+            }
+            if stop.load(Ordering::SeqCst) && pending.is_none() {
+                if done.load(Ordering::SeqCst) {
+                    reader.abort();
+                    c.close();
+                    return;
+                }
+                let _ = tokio::time::timeout(Duration::from_millis(50), alive.changed()).await;
+                continue;
+            }
+            let cmid = pending.get_or_insert_with(|| {
+                sent += 1;
+                format!("{name}-{sent}")
+            });
+            let params = SendMessageParams {
+                session_id: session.clone(),
+                text: format!("soak {cmid}"),
+                client_msg_id: cmid.clone(),
+            };
+            match c.call::<SendMessageResult>(Method::SendMessage(params)).await {
+                Ok(r) => {
+                    let acked = (cmid.clone(), r.message_id.to_string());
+                    seen.lock().unwrap_or_else(|e| e.into_inner()).acked.push(acked);
+                    pending = None;
+                    let _ = c.request(Method::CancelTurn(SessionRef { session_id: session.clone() })).await;
+                }
+                Err(ClientError::Protocol(e)) if e.code == ErrorCode::TurnLocked => {
+                    seen.lock().unwrap_or_else(|e| e.into_inner()).turn_locked += 1;
+                    tokio::time::sleep(Duration::from_millis(rng.random_range(5..30))).await;
+                }
+                Err(ClientError::Protocol(_)) => tokio::time::sleep(Duration::from_millis(50)).await,
+                Err(_) => {
+                    reader.abort();
+                    continue 'connection; // the host went away: reconnect and send it again
+                }
+            }
+        }
+    }
+}
+
+/// Runs the soak and reports (JSON with `json`).
+pub fn run(options: &SoakOptions, json: bool, out: &mut dyn Write) -> anyhow::Result<SoakReport> {
+    let dir: PathBuf = std::env::temp_dir().join(format!("roundtable-bench-soak-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let mut host = Some(HostProcess::start(&dir, port)?);
+    let link = mint(&dir)?;
+    std::thread::sleep(Duration::from_millis(200)); // the host picks the share up within a tick
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().worker_threads(2).build()?;
+    let (stop, done) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+    let seen: Vec<Arc<Mutex<Seen>>> = (0..options.clients.max(1)).map(|_| Arc::default()).collect();
+    let tasks: Vec<_> = seen
+        .iter()
+        .enumerate()
+        .map(|(i, s)| runtime.spawn(client(i, link.clone(), stop.clone(), done.clone(), s.clone(), options.seed)))
+        .collect();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(options.seed);
+    let started = Instant::now();
+    let mut kills = 0u64;
+    while started.elapsed() < Duration::from_secs(options.seconds) {
+        let wait = rng.random_range(options.kill_every_ms / 2..=options.kill_every_ms * 3 / 2);
+        std::thread::sleep(Duration::from_millis(wait));
+        if started.elapsed() >= Duration::from_secs(options.seconds) {
+            break;
+        }
+        if let Some(h) = host.take() {
+            h.kill();
+        }
+        kills += 1;
+        host = Some(HostProcess::start(&dir, port)?);
+        if !json {
+            let acked: usize = seen.iter().map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).acked.len()).sum();
+            writeln!(
+                out,
+                "  {:>4.1} s: kill {kills}, {acked} messages acknowledged so far",
+                started.elapsed().as_secs_f64()
+            )?;
+        }
+    }
+    // Stop sending; once every unacknowledged message is through, let everyone catch up.
+    stop.store(true, Ordering::SeqCst);
+    let settle = Instant::now();
+    let final_seq = runtime.block_on(async {
+        let c = loop {
+            if let Ok((c, _events)) = Client::connect(&link).await {
+                let auth = AuthenticateParams {
+                    token: link.token.clone(),
+                    display_name: "checker".into(),
+                    resume_token: None,
+                };
+                if c.call::<AuthenticateResult>(Method::Authenticate(auth)).await.is_ok() {
+                    break c;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let list: ListSessionsResult = c.call(Method::ListSessions(ListSessionsParams::default())).await?;
+        anyhow::Ok(list.sessions.iter().find(|s| s.id.as_str() == "s1").map_or(0, |s| s.last_seq))
+    })?;
+    while settle.elapsed() < Duration::from_secs(30)
+        && seen.iter().any(|s| s.lock().unwrap_or_else(|e| e.into_inner()).last_seq < final_seq)
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    done.store(true, Ordering::SeqCst);
+    runtime.block_on(async {
+        for t in tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+        }
+    });
+    drop(host);
+
+    // Check against the database file itself.
+    let db = rusqlite::Connection::open(dir.join("roundtable.db"))?;
+    let mut stored_count: BTreeMap<(String, String), usize> = BTreeMap::new();
+    let mut stmt = db.prepare("SELECT author_id, client_msg_id FROM messages WHERE client_msg_id IS NOT NULL")?;
+    for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))? {
+        *stored_count.entry(row?).or_default() += 1;
+    }
+    let mut report = SoakReport { clients: seen.len(), seconds: options.seconds, kills, ..SoakReport::default() };
+    let mut all_acked: BTreeSet<String> = BTreeSet::new();
+    for s in &seen {
+        let s = s.lock().unwrap_or_else(|e| e.into_inner());
+        report.turn_locked += s.turn_locked;
+        report.seq_gaps += s.gaps;
+        for (cmid, id) in &s.acked {
+            report.acknowledged += 1;
+            all_acked.insert(id.clone());
+            match stored_count.get(&(s.participant.clone(), cmid.clone())).copied().unwrap_or(0) {
+                0 => report.lost += 1,
+                1 => report.stored += 1,
+                _ => report.duplicated += 1,
+            }
+        }
+    }
+    for s in &seen {
+        let s = s.lock().unwrap_or_else(|e| e.into_inner());
+        let mut by_id: BTreeMap<&str, usize> = BTreeMap::new();
+        for id in s.messages.values() {
+            *by_id.entry(id.as_str()).or_default() += 1;
+        }
+        for id in &all_acked {
+            match by_id.get(id.as_str()).copied().unwrap_or(0) {
+                0 => report.undelivered += 1,
+                1 => report.delivered += 1,
+                _ => report.delivered_twice += 1,
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    if json {
+        writeln!(out, "{}", serde_json::to_string(&report)?)?;
+    } else {
+        writeln!(
+            out,
+            "soak: {} clients, {} s, {} kills: {} acknowledged, {} stored once, {} lost, {} duplicated; delivered {} \
+             (acknowledged × clients), {} undelivered, {} delivered twice, {} seq gaps ({} sends refused by the turn lock \
+             and retried) — {}",
+            report.clients,
+            report.seconds,
+            report.kills,
+            report.acknowledged,
+            report.stored,
+            report.lost,
+            report.duplicated,
+            report.delivered,
+            report.undelivered,
+            report.delivered_twice,
+            report.seq_gaps,
+            report.turn_locked,
+            if report.passed() { "PASS" } else { "FAIL" }
+        )?;
+    }
+    Ok(report)
+}
