@@ -1251,3 +1251,16 @@ fn a_rejected_message_never_reaches_the_database() {
         conn.query_row("SELECT count(*) FROM messages WHERE text = '/plan the work'", [], |r| r.get(0)).unwrap();
     assert_eq!(kept, 1, "the accepted one is there (the check can see messages)");
 }
+
+#[test]
+fn kick_with_revoke_share_keeps_the_person_out() {
+    let (mut h, w, s) = setup();
+    let tok = h.mint(&[&w], json!({}));
+    let (ann, ann_id) = h.join(&tok, "Ann", &s);
+    let (bob, _) = h.join(&tok, "Bob", &s);
+    h.host("kick", json!({"participant_id": ann_id, "revoke_share": true}));
+    assert_eq!(h.sinks[&ann].closed.lock().unwrap().as_deref(), Some("kicked"));
+    assert_eq!(h.sinks[&bob].closed.lock().unwrap().as_deref(), Some("revoked"), "the share's other people go too");
+    let again = h.open("10.80.0.1:1");
+    assert_eq!(code(h.call(again, "authenticate", json!({"token": tok, "display_name": "Ann"}))), "unauthenticated");
+}

@@ -128,7 +128,7 @@ async fn kicking_closes_the_socket_and_kills_the_resume_token() {
     let (link, _) = h.mint(|_| {}).await;
     let mut ann = remote(&link, "Ann").await;
     ann.join(&h.session, None).await;
-    h.call::<Value>(Method::Kick(ParticipantRef { participant_id: ann.me.clone() })).await;
+    h.call::<Value>(Method::Kick(KickParams { participant_id: ann.me.clone(), revoke_share: false })).await;
     let (closing, _) = ann.expect_closed().await;
     assert_eq!(closing.as_deref(), Some("kicked"));
 

@@ -365,7 +365,10 @@ fn host_roster_has_kick_and_mute_for_remotes_and_the_remote_roster_has_none() {
     host.calls();
     host.harness.get_all_by_label("Kick").next().unwrap().click();
     host.settle();
-    assert_eq!(host.calls(), vec![Method::Kick(ParticipantRef { participant_id: ParticipantId::from("p1") })]);
+    assert_eq!(
+        host.calls(),
+        vec![Method::Kick(KickParams { participant_id: ParticipantId::from("p1"), revoke_share: false })]
+    );
 
     let remote = Window::new(false, joined_as("p2", "Bob", Role::Participant));
     assert_eq!(remote.harness.query_all_by_label("Kick").count(), 0);

@@ -41,6 +41,8 @@ host console — type a line to send it to the current session as the host, or a
   /kick WHO                  disconnect someone now: they leave every session, vote and turn;
                              their link still works (they come back as someone new) unless
                              you /revoke their share
+  /ban WHO                   /kick, and revoke the share they came with (its link stops working
+                             and everyone still using it is disconnected)
   /mute WHO, /unmute WHO     stop / allow someone sending and voting
   /approve [VOTE]            approve a plan or tool request (your ballot decides alone)
   /allow [VOTE]              approve a tool request and allow that tool for the rest of the session
@@ -102,6 +104,8 @@ pub enum Moderation {
     Admit,
     Refuse,
     Kick,
+    /// Kick and revoke the share they came with.
+    Ban,
     Mute,
     Unmute,
 }
@@ -113,6 +117,7 @@ impl Moderation {
             Moderation::Admit => "admitted",
             Moderation::Refuse => "refused",
             Moderation::Kick => "kicked",
+            Moderation::Ban => "kicked (their share is revoked)",
             Moderation::Mute => "muted",
             Moderation::Unmute => "unmuted",
         }
@@ -122,7 +127,8 @@ impl Moderation {
         match self {
             Moderation::Admit => Method::Admit(ParticipantRef { participant_id }),
             Moderation::Refuse => Method::Refuse(ParticipantRef { participant_id }),
-            Moderation::Kick => Method::Kick(ParticipantRef { participant_id }),
+            Moderation::Kick => Method::Kick(KickParams { participant_id, revoke_share: false }),
+            Moderation::Ban => Method::Kick(KickParams { participant_id, revoke_share: true }),
             Moderation::Mute => Method::Mute(MuteParams { participant_id, muted: true }),
             Moderation::Unmute => Method::Mute(MuteParams { participant_id, muted: false }),
         }
@@ -205,6 +211,7 @@ pub fn parse(line: &str) -> Result<Option<Command>, ParseError> {
         "admit" => who(Moderation::Admit, "/admit ID|NAME (see /lobby)")?,
         "refuse" => who(Moderation::Refuse, "/refuse ID|NAME (see /lobby)")?,
         "kick" => who(Moderation::Kick, "/kick ID|NAME (see /who)")?,
+        "ban" => who(Moderation::Ban, "/ban ID|NAME (see /who)")?,
         "mute" => who(Moderation::Mute, "/mute ID|NAME (see /who)")?,
         "unmute" => who(Moderation::Unmute, "/unmute ID|NAME (see /who)")?,
         "approve" => match split_vote(rest) {
@@ -910,6 +917,7 @@ mod tests {
     #[test]
     fn moderation_takes_an_id_or_a_whole_display_name() {
         assert_eq!(cmd("/kick p2"), Command::Moderate(Moderation::Kick, "p2".into()));
+        assert_eq!(cmd("/ban Ann"), Command::Moderate(Moderation::Ban, "Ann".into()));
         assert_eq!(cmd("/mute Ann (2)"), Command::Moderate(Moderation::Mute, "Ann (2)".into()));
         assert!(matches!(parse("/admit"), Err(ParseError::Usage(_))));
     }

@@ -44,7 +44,7 @@ pub enum Method {
     RenameSession(RenameSessionParams),
     ClearSession(SessionRef),
     ForkSession(ForkSessionParams),
-    Kick(ParticipantRef),
+    Kick(KickParams),
     Mute(MuteParams),
     Admit(ParticipantRef),
     Refuse(ParticipantRef),
@@ -273,6 +273,16 @@ pub struct FetchHistoryParams {
     /// 256 KiB of text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<u32>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KickParams {
+    pub participant_id: ParticipantId,
+    /// Also revoke the share the participant joined with: its link stops working and everyone
+    /// connected through it is disconnected (so the person cannot simply come back).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub revoke_share: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

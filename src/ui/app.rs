@@ -584,7 +584,7 @@ impl RoundtableApp {
                         act = Some(Method::Mute(MuteParams { participant_id: who.clone(), muted: !r.muted }));
                     }
                     if ui.small_button("Kick").clicked() {
-                        act = Some(Method::Kick(ParticipantRef { participant_id: who }));
+                        act = Some(Method::Kick(KickParams { participant_id: who, revoke_share: false }));
                     }
                 });
             }

@@ -95,7 +95,14 @@ pub struct ModerationInstaller;
 impl Installer for ModerationInstaller {
     fn install(&self, _world: &mut World, schedule: &mut Schedule) {
         schedule.add_systems(
-            (moderation::moderation, session_admin::session_admin, session_admin::fork_session)
+            (
+                moderation::moderation,
+                // Again after moderation: a kick with `revoke_share` closes the share's other
+                // connections in the same tick, as `revoke_share` does.
+                share_lifecycle::close_dead_shares,
+                session_admin::session_admin,
+                session_admin::fork_session,
+            )
                 .chain()
                 .in_set(TickSet::Moderation),
         );

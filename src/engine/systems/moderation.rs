@@ -1,5 +1,6 @@
 //! Rules: moderation by the host. Kick closes the participant's sockets within the tick and kills
-//! its resume token; mute removes it from voters; admit/refuse decide the lobby.
+//! its resume token (with `revoke_share`, its share's link stops working too); mute removes it
+//! from voters; admit/refuse decide the lobby.
 
 use super::authenticate::notify_host_lobby;
 use super::departure::depart;
@@ -22,12 +23,13 @@ pub fn moderation(
     fx: Effects,
     leaving: Leaving,
 ) {
-    let People { conns, mut participants, .. } = people;
+    let People { conns, mut participants, mut shares } = people;
     let Effects { mut staged, mut batch } = fx;
     let Leaving { mut departed, mut dropped } = leaving;
     for req in requests.read() {
         let target = match &req.method {
-            Method::Kick(p) | Method::Admit(p) | Method::Refuse(p) => &p.participant_id,
+            Method::Kick(KickParams { participant_id, .. }) => participant_id,
+            Method::Admit(p) | Method::Refuse(p) => &p.participant_id,
             Method::Mute(p) => &p.participant_id,
             _ => continue,
         };
@@ -48,10 +50,16 @@ pub fn moderation(
         let action;
         let mut events: Vec<(crate::ids::SessionId, Event)> = Vec::new();
         match &req.method {
-            Method::Kick(_) => {
-                action = "kicked";
+            Method::Kick(k) => {
+                action = if k.revoke_share { "kicked_and_share_revoked" } else { "kicked" };
                 close_reason = Some("kicked");
                 depart(&mut p, "kicked", |s, ev| events.push((s.clone(), ev)), &mut batch, &mut departed);
+                // The share's other connections close within a tick (`close_dead_shares`).
+                let share = p.share.as_ref().and_then(|s| index.shares.get(s)).and_then(|&e| shares.get_mut(e).ok());
+                if let (true, Some(mut share)) = (k.revoke_share, share) {
+                    share.revoked = true;
+                    batch.push(StoreOp::PutShare(share.row()));
+                }
             }
             Method::Mute(m) => {
                 action = if m.muted { "muted" } else { "unmuted" };
