@@ -324,9 +324,16 @@ fn check_final(r: &mut Runner) -> Vec<Failure> {
         |what: String, who: Option<String>| out.push(Failure { what, who, tick: Some(tick), time: Some(now) });
     let participants = r.participants_state();
     for (sid, want) in &fin.sessions {
-        let Some((s, lock, history)) = r.session_state(sid) else {
-            fail(format!("final: session {sid} does not exist"), None);
-            continue;
+        let (s, lock, stored) = match r.session_state(sid) {
+            Some(Ok(state)) => state,
+            Some(Err(e)) => {
+                fail(format!("final: session {sid}: cannot read its messages from the store: {e}"), None);
+                continue;
+            }
+            None => {
+                fail(format!("final: session {sid} does not exist"), None);
+                continue;
+            }
         };
         let got = |what: &str, g: String, w: String| format!("final: session {sid} {what} is {g}, expected {w}");
         if let Some(w) = &want.status {
@@ -345,7 +352,7 @@ fn check_final(r: &mut Runner) -> Vec<Failure> {
                 fail(got("title", format!("{:?}", s.title), format!("{w:?}")), None);
             }
         }
-        let texts: Vec<String> = history.messages.iter().map(|m| m.text.clone()).collect();
+        let texts: Vec<String> = stored.iter().map(|m| m.text.clone()).collect();
         if let Some(w) = want.messages {
             if texts.len() != w {
                 fail(got("message count", texts.len().to_string(), format!("{w} (texts: {texts:?})")), None);
@@ -358,7 +365,7 @@ fn check_final(r: &mut Runner) -> Vec<Failure> {
             }
         }
         if let Some(w) = &want.authors {
-            let authors: Vec<String> = history.messages.iter().map(|m| m.author_name.clone()).collect();
+            let authors: Vec<String> = stored.iter().map(|m| m.author_name.clone()).collect();
             if !(authors.len() == w.len() && w.iter().zip(&authors).all(|(e, a)| str_matches(e, a))) {
                 fail(got("authors", format!("{authors:?}"), format!("{w:?}")), None);
             }

@@ -25,7 +25,8 @@ use super::expect::{self, json_subset};
 use super::format::*;
 use super::transport::{new_transport, ClientEnd, Transport, TransportKind, VirtualTime};
 use crate::agent::{AgentEvent, AgentOutput};
-use crate::engine::components::{History, Participant, PendingVote, Session, Share, TurnLock};
+use crate::engine::components::{Participant, PendingVote, Session, Share, TurnLock};
+use crate::persist::MessageRow;
 use crate::engine::{Engine, EngineConfig, Inbound};
 use crate::ids::{ConnId, SessionId};
 use crate::net::server::ConnIds;
@@ -1659,10 +1660,15 @@ impl<'a> Runner<'a> {
         self.engine().state_digest()
     }
 
-    pub fn session_state(&mut self, id: &str) -> Option<(Session, TurnLock, History)> {
+    /// A session for `[final]`: the engine's session and turn lock, and its messages **as the
+    /// store holds them** (what survives a crash; a durability rule is checked where it is kept),
+    /// oldest first. `Err` when the store cannot be read.
+    pub fn session_state(&mut self, id: &str) -> Option<Result<(Session, TurnLock, Vec<MessageRow>), String>> {
         let world = &mut self.engine().world;
-        let mut q = world.query::<(&Session, &TurnLock, &History)>();
-        q.iter(world).find(|(s, _, _)| s.id.as_str() == id).map(|(s, t, h)| (s.clone(), t.clone(), h.clone()))
+        let mut q = world.query::<(&Session, &TurnLock)>();
+        let (s, t) = q.iter(world).find(|(s, _)| s.id.as_str() == id).map(|(s, t)| (s.clone(), t.clone()))?;
+        let stored = world.resource_mut::<crate::engine::StoreRes>().get().messages_before(&s.id, u64::MAX, usize::MAX);
+        Some(stored.map(|(rows, _)| (s, t, rows)).map_err(|e| e.to_string()))
     }
 
     /// Last seq of a session's event log (0 when it does not exist).
