@@ -325,7 +325,7 @@ fn check_final(r: &mut Runner) -> Vec<Failure> {
     let participants = r.participants_state();
     for (sid, want) in &fin.sessions {
         let (s, lock, stored) = match r.session_state(sid) {
-            Some(Ok(state)) => state,
+            Some(Ok(state)) => (state.session, state.lock, state.stored),
             Some(Err(e)) => {
                 fail(format!("final: session {sid}: cannot read its messages from the store: {e}"), None);
                 continue;

@@ -26,10 +26,10 @@ use super::format::*;
 use super::transport::{new_transport, ClientEnd, Transport, TransportKind, VirtualTime};
 use crate::agent::{AgentEvent, AgentOutput};
 use crate::engine::components::{Participant, PendingVote, Session, Share, TurnLock};
-use crate::persist::MessageRow;
 use crate::engine::{Engine, EngineConfig, Inbound};
 use crate::ids::{ConnId, SessionId};
 use crate::net::server::ConnIds;
+use crate::persist::MessageRow;
 use crate::persist::Store;
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -183,6 +183,14 @@ fn new_store() -> Result<Box<dyn Store>, String> {
     let store =
         crate::store::SqliteStore::open_in_memory().map_err(|e| format!("cannot open the in-memory store: {e}"))?;
     Ok(Box::new(store))
+}
+
+/// A session as `[final]` checks it.
+pub struct SessionAtEnd {
+    pub session: Session,
+    pub lock: TurnLock,
+    /// Its messages as the store committed them, oldest first.
+    pub stored: Vec<MessageRow>,
 }
 
 /// A frame a client received, parsed.
@@ -1660,15 +1668,15 @@ impl<'a> Runner<'a> {
         self.engine().state_digest()
     }
 
-    /// A session for `[final]`: the engine's session and turn lock, and its messages **as the
+    /// A session for `[final]` (see [`SessionAtEnd`]): the engine's session and turn lock, and its messages **as the
     /// store holds them** (what survives a crash; a durability rule is checked where it is kept),
     /// oldest first. `Err` when the store cannot be read.
-    pub fn session_state(&mut self, id: &str) -> Option<Result<(Session, TurnLock, Vec<MessageRow>), String>> {
+    pub fn session_state(&mut self, id: &str) -> Option<Result<SessionAtEnd, String>> {
         let world = &mut self.engine().world;
         let mut q = world.query::<(&Session, &TurnLock)>();
         let (s, t) = q.iter(world).find(|(s, _)| s.id.as_str() == id).map(|(s, t)| (s.clone(), t.clone()))?;
         let stored = world.resource_mut::<crate::engine::StoreRes>().get().messages_before(&s.id, u64::MAX, usize::MAX);
-        Some(stored.map(|(rows, _)| (s, t, rows)).map_err(|e| e.to_string()))
+        Some(stored.map(|(stored, _)| SessionAtEnd { session: s, lock: t, stored }).map_err(|e| e.to_string()))
     }
 
     /// Last seq of a session's event log (0 when it does not exist).
