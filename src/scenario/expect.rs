@@ -395,6 +395,42 @@ fn check_final(r: &mut Runner) -> Vec<Failure> {
         }
     }
     for (handle, want) in &fin.participants {
+        // What the client saw and how its connections ended (also for one never authenticated).
+        if let Some(c) = r.clients.get(handle) {
+            if let Some(w) = &want.closed_by_host {
+                let ok = if w == "none" { c.closed_by_host.is_empty() } else { c.closed_by_host.contains(w) };
+                if !ok {
+                    fail(
+                        format!("final: {handle} was closed by the host with {:?}, expected {w:?}", c.closed_by_host),
+                        Some(handle.clone()),
+                    );
+                }
+            }
+            for sid in &want.saw_no_event_of {
+                let got: Vec<String> = c
+                    .seen
+                    .iter()
+                    .filter(|f| {
+                        f.json.get("event").is_some() && f.json.get("session_id").and_then(Value::as_str) == Some(sid)
+                    })
+                    .filter_map(|f| f.json.get("event").and_then(Value::as_str).map(str::to_string))
+                    .collect();
+                if !got.is_empty() {
+                    fail(
+                        format!("final: {handle} received events of {sid} but must not: {got:?}"),
+                        Some(handle.clone()),
+                    );
+                }
+            }
+        }
+        let only_connection_checks = crate::scenario::format::ParticipantFinal {
+            closed_by_host: want.closed_by_host.clone(),
+            saw_no_event_of: want.saw_no_event_of.clone(),
+            ..Default::default()
+        };
+        if *want == only_connection_checks {
+            continue; // the client need not have become a participant
+        }
         let pid = r.clients.get(handle).and_then(|c| c.pid.clone());
         let Some(p) = pid.as_ref().and_then(|pid| participants.iter().find(|p| p.id.as_str() == pid)) else {
             fail(format!("final: {handle} never became a participant"), Some(handle.clone()));

@@ -445,6 +445,13 @@ pub struct ParticipantFinal {
     /// Sessions whose every event (seq 1..=last) this participant received, by replay or snapshot.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub saw_every_event_of: Vec<String>,
+    /// Sessions of which this client received no event of any kind (seq'd or not).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub saw_no_event_of: Vec<String>,
+    /// A reason the host closed one of this client's connections with (`kicked`, `revoked`,
+    /// `refused`, `auth_timeout`…), or `none`: the host closed none of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closed_by_host: Option<String>,
 }
 
 /// `[final.votes.vN]`.

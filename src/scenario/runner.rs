@@ -290,6 +290,8 @@ pub(crate) struct Client {
     log: Vec<String>,
     /// Frames received, in order.
     pub seen: Vec<Seen>,
+    /// Reasons the host closed this client's connections with, in order.
+    pub closed_by_host: Vec<String>,
 }
 
 impl Client {
@@ -677,6 +679,7 @@ impl<'a> Runner<'a> {
             msg_counter: 0,
             log: Vec::new(),
             seen: Vec::new(),
+            closed_by_host: Vec::new(),
         }
     }
 
@@ -861,6 +864,7 @@ impl<'a> Runner<'a> {
                     let c = self.clients.get_mut(&name).expect("client");
                     c.conns[index].open = false;
                     c.log.push(format!("t={now} {conn_id} ** closed by host: {reason}"));
+                    c.closed_by_host.push(reason.clone());
                     // The transport reports the socket as gone, like a real one would.
                     self.transport().report_closed(conn_id);
                 }
