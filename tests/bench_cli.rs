@@ -59,3 +59,17 @@ fn bench_soak_kills_the_host_and_proves_nothing_acknowledged_was_lost() {
         assert_eq!(report[zero], 0, "{zero}: {report}");
     }
 }
+
+#[test]
+fn bench_wire_delivers_every_message_to_every_client_and_reports_both_sides() {
+    let out = Command::new(env!("CARGO_BIN_EXE_roundtable"))
+        .args(["bench", "wire", "--clients", "3", "--sends", "20", "--every-ms", "10", "--json"])
+        .output()
+        .expect("run roundtable");
+    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_str(String::from_utf8(out.stdout).unwrap().trim()).unwrap();
+    assert_eq!(report["missing"], 0, "{report}");
+    assert_eq!(report["roundtable"]["samples"], 60, "{report}");
+    assert_eq!(report["reference"]["samples"], 60, "{report}");
+    assert!(report["p99_ratio"].as_f64().unwrap() > 0.0, "{report}");
+}

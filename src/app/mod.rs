@@ -10,12 +10,14 @@
 //! - [`admin`]: `roundtable workspace ...` / `roundtable share ...` and link printing.
 //! - [`qa`]: `roundtable scenario ...`, `simulate` and `bench` front-ends; [`bench_idle`]:
 //!   `bench idle`, the memory of idle connections to a real `serve`; [`bench_soak`]: `bench soak`,
-//!   kills of a real `serve` while people talk, checked against its database.
+//!   kills of a real `serve` while people talk, checked against its database; [`bench_wire`]:
+//!   `bench wire`, latency over real sockets against a raw broadcast server.
 //! - [`paths`]: where the data directory is; [`lock`]: one host per data directory.
 
 pub mod admin;
 pub mod bench_idle;
 pub mod bench_soak;
+pub mod bench_wire;
 pub mod console;
 pub mod host;
 pub mod join;

@@ -84,6 +84,15 @@ pub struct BenchArgs {
     /// Ticks per run (fanout).
     #[arg(long, default_value_t = 2000)]
     pub ticks: u64,
+    /// Messages the host sends (wire).
+    #[arg(long, default_value_t = 400)]
+    pub sends: usize,
+    /// Milliseconds between the host's messages (wire).
+    #[arg(long, value_name = "MS", default_value_t = 20)]
+    pub every_ms: u64,
+    /// Roundtable over TLS (wire; the reference is plain ws, so compare without it).
+    #[arg(long)]
+    pub tls: bool,
     /// Seconds to run (soak).
     #[arg(long, default_value_t = 30)]
     pub seconds: u64,
@@ -117,6 +126,9 @@ pub enum BenchArg {
     /// Engine start, first screen and paging of a long session (`--messages N`), against a
     /// one-page session in the same engine.
     History,
+    /// Send→receive latency over real WebSockets (`--clients`, `--sends`, `--every-ms`, `--tls`)
+    /// against a raw tokio-tungstenite broadcast server in the same run.
+    Wire,
     /// Kill the host (SIGKILL) every `--kill-every` ms for `--seconds` while `--clients` people
     /// talk; then prove every acknowledged message is stored once and delivered once to all.
     Soak,
@@ -183,6 +195,15 @@ pub fn run_bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     match args.kind {
         BenchArg::Idle => {
             super::bench_idle::run(args.connections, args.insecure, args.json, &mut std::io::stdout().lock())?;
+        }
+        BenchArg::Wire => {
+            let options = super::bench_wire::WireOptions {
+                clients: args.clients,
+                messages: args.sends,
+                every_ms: args.every_ms,
+                tls: args.tls,
+            };
+            super::bench_wire::run(&options, args.json, &mut std::io::stdout().lock())?;
         }
         BenchArg::Soak => {
             let options = super::bench_soak::SoakOptions {

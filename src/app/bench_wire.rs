@@ -1,0 +1,275 @@
+//! `roundtable bench wire`: send→receive latency and throughput over real WebSockets, against a
+//! raw tokio-tungstenite broadcast server measured in the same run.
+//!
+//! Roundtable: an in-process host (engine thread, production server, TLS unless `--insecure`)
+//! with `--clients N` remotes (the production client) joined to one session. The host sends
+//! `--messages M` chat messages, one every `--every-ms` ms (cancelling each agent turn at once,
+//! so the next message is not turn-locked); every client timestamps the `message` event.
+//! Reference: a minimal server that serialises each frame once and writes it to N plain
+//! WebSocket clients, driven at the same rate with frames of the same shape.
+//! Latency = receive time − send time, over every (message, client) pair; the report gives
+//! p50/p99/max for both and the ratio of the p99s.
+
+use crate::app::host::{Host, HostOptions};
+use crate::net::client::{Client, ClientEvent};
+use crate::protocol::*;
+use futures_util::{SinkExt, StreamExt};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio_tungstenite::tungstenite::Message;
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct WireOptions {
+    pub clients: usize,
+    pub messages: usize,
+    pub every_ms: u64,
+    pub tls: bool,
+}
+
+/// Latency figures of one side, in ms.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Latency {
+    pub samples: usize,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+/// What `bench wire` measured.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct WireReport {
+    pub clients: usize,
+    pub messages: usize,
+    pub every_ms: u64,
+    pub tls: bool,
+    pub roundtable: Latency,
+    pub reference: Latency,
+    /// roundtable p99 / reference p99.
+    pub p99_ratio: f64,
+    /// (message, client) pairs that never arrived at roundtable's clients.
+    pub missing: usize,
+}
+
+fn latency(mut samples: Vec<f64>) -> Latency {
+    if samples.is_empty() {
+        return Latency::default();
+    }
+    samples.sort_by(f64::total_cmp);
+    let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
+    Latency { samples: samples.len(), p50_ms: at(0.5), p99_ms: at(0.99), max_ms: *samples.last().expect("not empty") }
+}
+
+/// Send instants by message number, shared with the readers.
+type Sent = Arc<Mutex<BTreeMap<usize, Instant>>>;
+
+/// The message number in a `bench N` text.
+fn number(text: &str) -> Option<usize> {
+    text.strip_prefix("bench ")?.parse().ok()
+}
+
+async fn roundtable_side(o: &WireOptions) -> anyhow::Result<(Vec<f64>, usize)> {
+    let dir = std::env::temp_dir().join(format!("roundtable-bench-wire-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let mut options = HostOptions::new(dir.clone(), "127.0.0.1:0".parse()?);
+    options.insecure = !o.tls;
+    options.fresh = true;
+    let (host, _events) = Host::start(options).await?;
+    let ws: WorkspaceInfo = host
+        .client
+        .call(Method::AddWorkspace(AddWorkspaceParams {
+            name: "bench".into(),
+            dir: dir.display().to_string(),
+            agent: None,
+        }))
+        .await?;
+    let session: SessionInfo = host
+        .client
+        .call(Method::CreateSession(CreateSessionParams {
+            workspace_id: ws.id.clone(),
+            title: "bench".into(),
+            vote_deadline_ms: None,
+        }))
+        .await?;
+    let minted: MintShareResult = host
+        .client
+        .call(Method::MintShare(MintShareParams {
+            label: "bench".into(),
+            workspaces: vec![ws.id.clone()],
+            collaborative: true,
+            consensus_required: true,
+            admission_required: false,
+            role: Role::Participant,
+            expires_in_ms: None,
+            max_uses: None,
+            vote_deadline_ms: None,
+        }))
+        .await?;
+    let link = host.link(&minted.token);
+    let sent: Sent = Arc::default();
+    let samples = Arc::new(Mutex::new(Vec::new()));
+    let mut readers = Vec::new();
+    for i in 0..o.clients {
+        let (c, mut events) = Client::connect(&link).await?;
+        let auth = AuthenticateParams { token: link.token.clone(), display_name: format!("b{i}"), resume_token: None };
+        c.call::<AuthenticateResult>(Method::Authenticate(auth)).await?;
+        c.request(Method::JoinSession(JoinSessionParams { session_id: session.id.clone(), since_seq: Some(0) }))
+            .await?;
+        let (sent, samples) = (sent.clone(), samples.clone());
+        readers.push(tokio::spawn(async move {
+            let _keep = c;
+            while let Some(ev) = events.recv().await {
+                if let ClientEvent::Event { frame, .. } = ev {
+                    if let Event::Message(m) = &frame.body {
+                        let at = Instant::now();
+                        if let Some(t) = number(&m.text).and_then(|n| sent.lock().expect("sent").get(&n).copied()) {
+                            samples.lock().expect("samples").push(at.duration_since(t).as_secs_f64() * 1000.0);
+                        }
+                    }
+                }
+            }
+        }));
+    }
+    let mut tick = tokio::time::interval(Duration::from_millis(o.every_ms.max(1)));
+    for n in 0..o.messages {
+        tick.tick().await;
+        sent.lock().expect("sent").insert(n, Instant::now());
+        let params = SendMessageParams {
+            session_id: session.id.clone(),
+            text: format!("bench {n}"),
+            client_msg_id: format!("w{n}"),
+        };
+        host.client.request(Method::SendMessage(params)).await?;
+        let _ = host.client.request(Method::CancelTurn(SessionRef { session_id: session.id.clone() })).await;
+    }
+    let expected = o.messages * o.clients;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while samples.lock().expect("samples").len() < expected && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let got = std::mem::take(&mut *samples.lock().expect("samples"));
+    for r in readers {
+        r.abort();
+    }
+    host.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    let missing = expected.saturating_sub(got.len());
+    Ok((got, missing))
+}
+
+async fn reference_side(o: &WireOptions) -> anyhow::Result<Vec<f64>> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let clients = o.clients;
+    let (tx, _) = tokio::sync::broadcast::channel::<Arc<str>>(4096);
+    let tx2 = tx.clone();
+    let acceptor = tokio::spawn(async move {
+        for _ in 0..clients {
+            let Ok((tcp, _)) = listener.accept().await else { return };
+            let mut rx = tx2.subscribe();
+            tokio::spawn(async move {
+                let Ok(ws) = tokio_tungstenite::accept_async(tcp).await else { return };
+                let (mut write, mut read) = ws.split();
+                tokio::spawn(async move { while let Some(Ok(_)) = read.next().await {} });
+                while let Ok(frame) = rx.recv().await {
+                    if write.send(crate::net::server::ws_text(&frame)).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let sent: Sent = Arc::default();
+    let samples = Arc::new(Mutex::new(Vec::new()));
+    let mut readers = Vec::new();
+    for _ in 0..clients {
+        let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/")).await?;
+        let (sent, samples) = (sent.clone(), samples.clone());
+        readers.push(tokio::spawn(async move {
+            let (_write, mut read) = ws.split();
+            while let Some(Ok(Message::Text(t))) = read.next().await {
+                let at = Instant::now();
+                let frame: EventFrame = match serde_json::from_str(t.as_str()) {
+                    Ok(f) => f,
+                    Err(_) => continue,
+                };
+                if let Event::Message(m) = &frame.body {
+                    if let Some(t) = number(&m.text).and_then(|n| sent.lock().expect("sent").get(&n).copied()) {
+                        samples.lock().expect("samples").push(at.duration_since(t).as_secs_f64() * 1000.0);
+                    }
+                }
+            }
+        }));
+    }
+    let _ = acceptor.await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut tick = tokio::time::interval(Duration::from_millis(o.every_ms.max(1)));
+    for n in 0..o.messages {
+        tick.tick().await;
+        sent.lock().expect("sent").insert(n, Instant::now());
+        // Serialised once, like roundtable's engine does, with the same shape.
+        let body = Event::Message(MessageEvent {
+            message_id: crate::ids::MessageId::nth(n as u64 + 1),
+            author_id: "host".into(),
+            author_name: "Host".into(),
+            text: format!("bench {n}"),
+            client_msg_id: Some(format!("w{n}")),
+        });
+        let frame: Arc<str> = Arc::from(
+            EventFrame { session_id: Some(crate::ids::SessionId::nth(1)), seq: Some(n as u64 + 1), body }.to_json(),
+        );
+        let _ = tx.send(frame);
+    }
+    let expected = o.messages * o.clients;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while samples.lock().expect("samples").len() < expected && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for r in readers {
+        r.abort();
+    }
+    let got = std::mem::take(&mut *samples.lock().expect("samples"));
+    Ok(got)
+}
+
+/// Runs both sides and reports (JSON with `json`).
+pub fn run(o: &WireOptions, json: bool, out: &mut dyn Write) -> anyhow::Result<WireReport> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().worker_threads(2).build()?;
+    if !json {
+        writeln!(out, "roundtable: {} clients, {} messages every {} ms…", o.clients, o.messages, o.every_ms)?;
+    }
+    let (ours, missing) = runtime.block_on(roundtable_side(o))?;
+    if !json {
+        writeln!(out, "reference (raw tokio-tungstenite broadcast, same rate and frames)…")?;
+    }
+    let theirs = runtime.block_on(reference_side(o))?;
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    let (roundtable, reference) = (latency(ours), latency(theirs));
+    let report = WireReport {
+        clients: o.clients,
+        messages: o.messages,
+        every_ms: o.every_ms,
+        tls: o.tls,
+        p99_ratio: roundtable.p99_ms / reference.p99_ms.max(1e-6),
+        roundtable,
+        reference,
+        missing,
+    };
+    if json {
+        writeln!(out, "{}", serde_json::to_string(&report)?)?;
+    } else {
+        let show = |l: &Latency| {
+            format!("p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} samples)", l.p50_ms, l.p99_ms, l.max_ms, l.samples)
+        };
+        writeln!(out, "roundtable ({}): {}", if o.tls { "TLS" } else { "ws" }, show(&report.roundtable))?;
+        writeln!(out, "reference (ws):  {}", show(&report.reference))?;
+        writeln!(
+            out,
+            "p99 ratio: {:.2} (roundtable / reference); {} deliveries missing",
+            report.p99_ratio, report.missing
+        )?;
+    }
+    Ok(report)
+}
