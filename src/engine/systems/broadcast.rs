@@ -117,10 +117,15 @@ pub fn broadcast(
     let staged = std::mem::take(&mut staged.0);
     let mask = &mut *mask;
     let mut cache: BTreeMap<usize, Frame> = BTreeMap::new();
-    // Session membership → connections, in connection-id order.
+    // Session membership → connections, in connection-id order. Built only in ticks that have
+    // something for a session or a participant: a tick of replies alone (or an idle one) does
+    // not walk every connection.
     let mut members: BTreeMap<SessionId, Vec<Entity>> = BTreeMap::new();
     let mut by_participant: BTreeMap<crate::ids::ParticipantId, Vec<Entity>> = BTreeMap::new();
-    for (_, &ce) in index.conns.iter() {
+    let fan_out = staged
+        .iter()
+        .any(|o| matches!(o, Outgoing::Session { .. } | Outgoing::Delta { .. } | Outgoing::Participant { .. }));
+    for (_, &ce) in index.conns.iter().filter(|_| fan_out) {
         let Ok(c) = conns.get(ce) else { continue };
         if c.auth == AuthState::Closing {
             continue;
