@@ -100,6 +100,8 @@ pub struct RunReport {
     pub ticks: u64,
     pub virtual_ms: u64,
     pub wall: Duration,
+    /// Wall time spent inside `Engine::tick` (the engine's share of `wall`; benchmarks).
+    pub engine_wall: Duration,
 }
 
 impl RunReport {
@@ -164,6 +166,7 @@ pub fn run_scenario(scenario: &Scenario, options: &RunOptions) -> RunReport {
         ticks: runner.tick,
         virtual_ms: runner.now,
         wall: started.elapsed(),
+        engine_wall: runner.engine_wall,
     }
 }
 
@@ -331,6 +334,17 @@ static RUN_COUNTER: AtomicU64 = AtomicU64::new(0);
 /// A temporary directory holding the scenario's workspaces, removed when the run ends.
 struct TempRoot(PathBuf);
 
+/// `text` with each of `names` (a temporary directory's spellings) replaced by `$TMP`.
+fn normalise_with(names: &[String], text: &str) -> String {
+    let mut out = text.to_string();
+    for name in names {
+        if out.contains(name.as_str()) {
+            out = out.replace(name.as_str(), "$TMP");
+        }
+    }
+    out
+}
+
 impl Drop for TempRoot {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
@@ -368,6 +382,8 @@ pub(crate) struct Runner<'a> {
     /// Set when the run cannot continue meaningfully (setup failed, engine crashed).
     pub stopped: bool,
     tmp: TempRoot,
+    /// Wall time spent inside `Engine::tick`.
+    engine_wall: Duration,
     restarts: u32,
     /// Output of the real external agents, when the scenario runs any (see [`super::agents`]).
     agents: Option<AgentPump>,
@@ -422,6 +438,7 @@ impl<'a> Runner<'a> {
             tmp: TempRoot(tmp),
             restarts: 0,
             agents: None,
+            engine_wall: Duration::ZERO,
         }
     }
 
@@ -524,7 +541,9 @@ impl<'a> Runner<'a> {
         }
         self.clock.set(self.tick, self.now);
         let now = self.now;
+        let ticking = Instant::now();
         self.engine().tick(now);
+        self.engine_wall += ticking.elapsed();
         if let Err(e) = self.transport().after_tick() {
             self.fail(None, e);
             self.stopped = true;
@@ -1640,16 +1659,22 @@ impl<'a> Runner<'a> {
 
     /// Replaces the temporary directory (which differs between runs) with `$TMP`.
     fn normalise(&self, text: &str) -> String {
-        let root = self.tmp.0.display().to_string();
-        let mut out = text.replace(&root, "$TMP");
+        normalise_with(&self.tmp_names(), text)
+    }
+
+    /// The temporary directory as written, and canonicalised (resolved once: a transcript
+    /// normalises every frame of every client).
+    fn tmp_names(&self) -> Vec<String> {
+        let mut names = vec![self.tmp.0.display().to_string()];
         if let Ok(canon) = self.tmp.0.canonicalize() {
-            out = out.replace(&canon.display().to_string(), "$TMP");
+            names.push(canon.display().to_string());
         }
-        out
+        names
     }
 
     /// Per participant, the non-response frames received, in order.
     fn event_sequences(&self) -> BTreeMap<String, Vec<String>> {
+        let tmp = self.tmp_names();
         self.clients
             .iter()
             .map(|(name, c)| {
@@ -1657,7 +1682,7 @@ impl<'a> Runner<'a> {
                     .seen
                     .iter()
                     .filter(|s| s.json.get("event").is_some())
-                    .map(|s| self.normalise(&s.json.to_string()))
+                    .map(|s| normalise_with(&tmp, &s.json.to_string()))
                     .collect();
                 (name.clone(), evs)
             })
