@@ -37,6 +37,33 @@ pub fn str_matches(expected: &str, actual: &str) -> bool {
     }
 }
 
+/// `[final]` with its placeholders (`$ann`, `${name.ann}`, `${share.team}`…) expanded; a string
+/// whose placeholder is unknown is kept as written (and then fails its check visibly).
+fn resolve_final(r: &Runner, fin: &crate::scenario::format::FinalState) -> crate::scenario::format::FinalState {
+    let one = |s: &String| r.resolve_str(s).unwrap_or_else(|_| s.clone());
+    let all = |v: &Vec<String>| v.iter().map(one).collect::<Vec<_>>();
+    let mut fin = fin.clone();
+    for want in fin.sessions.values_mut() {
+        want.title = want.title.as_ref().map(one);
+        want.texts = want.texts.as_ref().map(all);
+        want.authors = want.authors.as_ref().map(all);
+        want.roster = want.roster.as_ref().map(all);
+        want.has_texts = all(&want.has_texts);
+        want.lacks_texts = all(&want.lacks_texts);
+    }
+    for want in fin.participants.values_mut() {
+        want.display_name = want.display_name.as_ref().map(one);
+        want.id = want.id.as_ref().map(one);
+    }
+    for want in fin.votes.values_mut() {
+        want.reason = want.reason.as_ref().map(one);
+        want.answers = want.answers.as_ref().map(all);
+    }
+    fin.digest_contains = all(&fin.digest_contains);
+    fin.digest_lacks = all(&fin.digest_lacks);
+    fin
+}
+
 /// Every check of a finished run, in file order: steps (and their `then`), `[[expect]]`,
 /// `[[expect_order]]`, `[final]`.
 pub(crate) fn check_all(r: &mut Runner) -> Vec<Failure> {
@@ -318,7 +345,7 @@ fn check_final(r: &mut Runner) -> Vec<Failure> {
     if r.engine.is_none() {
         return out;
     }
-    let fin = r.sc.final_state.clone();
+    let fin = resolve_final(r, &r.sc.final_state.clone());
     let (tick, now) = (r.tick, r.now);
     let mut fail =
         |what: String, who: Option<String>| out.push(Failure { what, who, tick: Some(tick), time: Some(now) });
