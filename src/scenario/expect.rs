@@ -72,6 +72,8 @@ pub(crate) fn check_all(r: &mut Runner) -> Vec<Failure> {
     for (i, (orig, step)) in steps.iter().enumerate() {
         out.extend(check_step(r, i, *orig, step));
         if let Some((_, at)) = r.records[i].executed {
+            // `$ann` in a `then` is who `ann` was when the step ran.
+            r.bound_pids = Some(r.records[i].pids.clone());
             for e in &step.then {
                 let mut e = e.clone();
                 e.after = Some(e.after.unwrap_or(at));
@@ -80,6 +82,7 @@ pub(crate) fn check_all(r: &mut Runner) -> Vec<Failure> {
                 }
                 out.extend(check_expect(r, &e, &format!("`then` of step {} (at {})", orig + 1, step.at)));
             }
+            r.bound_pids = None;
         }
     }
     for (n, e) in r.sc.expect.clone().iter().enumerate() {

@@ -327,6 +327,9 @@ pub(crate) struct StepRecord {
     pub executed: Option<(u64, u64)>,
     pub response: Option<(u64, u64, Value)>,
     pub error: Option<String>,
+    /// Participant id of every handle when the step ran: `$ann` in the step's `then` means who
+    /// `ann` was then, even if `ann` later came back as a new participant.
+    pub pids: BTreeMap<String, String>,
 }
 
 static RUN_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -384,6 +387,8 @@ pub(crate) struct Runner<'a> {
     tmp: TempRoot,
     /// Wall time spent inside `Engine::tick`.
     engine_wall: Duration,
+    /// While a step's `then` is checked: the handles' participant ids when the step ran.
+    pub(crate) bound_pids: Option<BTreeMap<String, String>>,
     restarts: u32,
     /// Output of the real external agents, when the scenario runs any (see [`super::agents`]).
     agents: Option<AgentPump>,
@@ -439,6 +444,7 @@ impl<'a> Runner<'a> {
             restarts: 0,
             agents: None,
             engine_wall: Duration::ZERO,
+            bound_pids: None,
         }
     }
 
@@ -1209,10 +1215,18 @@ impl<'a> Runner<'a> {
         let step = self.steps[i].1.clone();
         self.records[i].executed = Some((self.tick + 1, self.now));
         if let Err(e) = self.try_step(i, &step) {
+            self.records[i].pids = self.current_pids();
             self.records[i].error = Some(e.clone());
             let who = step.who.clone();
             self.fail(Some(&who), format!("step {} `{}` at {}: {e}", self.steps[i].0 + 1, step.action, step.at));
+        } else {
+            self.records[i].pids = self.current_pids();
         }
+    }
+
+    /// Every handle's participant id now.
+    fn current_pids(&self) -> BTreeMap<String, String> {
+        self.clients.iter().filter_map(|(h, c)| c.pid.clone().map(|p| (h.clone(), p))).collect()
     }
 
     fn try_step(&mut self, i: usize, step: &Step) -> Result<(), String> {
@@ -1608,7 +1622,10 @@ impl<'a> Runner<'a> {
             ("pad", n) => n.parse::<usize>().ok().filter(|n| *n <= 1 << 24).map(|n| "x".repeat(n)),
             ("resume", h) => self.clients.get(h).and_then(|c| c.resume.clone()),
             ("name", h) => self.clients.get(h).and_then(|c| c.assigned_name.clone().or(Some(c.display_name.clone()))),
-            (h, "") => self.clients.get(h).and_then(|c| c.pid.clone()),
+            (h, "") => match &self.bound_pids {
+                Some(bound) if bound.contains_key(h) => bound.get(h).cloned(),
+                _ => self.clients.get(h).and_then(|c| c.pid.clone()),
+            },
             _ => None,
         };
         found.ok_or(format!("`${key}` is unknown here (see docs/SCENARIOS.md, Placeholders)"))
