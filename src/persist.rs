@@ -256,6 +256,10 @@ pub trait Store: Send {
         author_id: &str,
         client_msg_id: &str,
     ) -> Result<Option<MessageRow>, StoreError>;
+    /// The whole audit log, oldest first (checks and tools; not used by the engine).
+    fn audit_log(&mut self) -> Result<Vec<AuditRow>, StoreError>;
+    /// The committed ballots of a vote, by voter.
+    fn ballots_of(&mut self, vote: &VoteId) -> Result<Vec<BallotRow>, StoreError>;
 }
 
 /// A store that keeps the ops in memory (unit tests). `load` replays them.
@@ -302,9 +306,40 @@ impl Store for MemoryStore {
             .into_iter()
             .find(|m| m.author_id == author_id && m.client_msg_id.as_deref() == Some(client_msg_id)))
     }
+
+    fn audit_log(&mut self) -> Result<Vec<AuditRow>, StoreError> {
+        Ok(self.committed_audit())
+    }
+
+    fn ballots_of(&mut self, vote: &VoteId) -> Result<Vec<BallotRow>, StoreError> {
+        Ok(self.committed_ballots(vote))
+    }
 }
 
 impl MemoryStore {
+    fn committed_audit(&self) -> Vec<AuditRow> {
+        self.committed
+            .iter()
+            .flatten()
+            .filter_map(|op| match op {
+                StoreOp::Audit(a) => Some(a.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn committed_ballots(&self, vote: &VoteId) -> Vec<BallotRow> {
+        let mut by_voter: std::collections::BTreeMap<ParticipantId, BallotRow> = Default::default();
+        for op in self.committed.iter().flatten() {
+            if let StoreOp::PutBallot(b) = op {
+                if &b.vote == vote {
+                    by_voter.insert(b.voter.clone(), b.clone());
+                }
+            }
+        }
+        by_voter.into_values().collect()
+    }
+
     /// The committed messages of a session (after its last clear), in seq order.
     fn messages_of(&self, session: &SessionId) -> Vec<MessageRow> {
         let mut by_id: std::collections::BTreeMap<crate::ids::MessageId, MessageRow> = Default::default();

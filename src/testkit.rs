@@ -232,4 +232,15 @@ impl Store for FaultyStore {
     ) -> Result<Option<crate::persist::MessageRow>, crate::persist::StoreError> {
         self.inner.message_by_client_id(session, author_id, client_msg_id)
     }
+
+    fn audit_log(&mut self) -> Result<Vec<crate::persist::AuditRow>, crate::persist::StoreError> {
+        self.inner.audit_log()
+    }
+
+    fn ballots_of(
+        &mut self,
+        vote: &crate::ids::VoteId,
+    ) -> Result<Vec<crate::persist::BallotRow>, crate::persist::StoreError> {
+        self.inner.ballots_of(vote)
+    }
 }

@@ -58,8 +58,10 @@ fn resolve_final(r: &Runner, fin: &crate::scenario::format::FinalState) -> crate
     for want in fin.votes.values_mut() {
         want.reason = want.reason.as_ref().map(one);
         want.answers = want.answers.as_ref().map(all);
+        want.ballots = want.ballots.as_ref().map(all);
     }
     fin.digest_contains = all(&fin.digest_contains);
+    fin.audit = all(&fin.audit);
     fin.digest_lacks = all(&fin.digest_lacks);
     fin
 }
@@ -564,6 +566,28 @@ fn check_final(r: &mut Runner) -> Vec<Failure> {
             if share.uses != w {
                 fail(format!("final: share {label} uses is {}, expected {w}", share.uses), None);
             }
+        }
+    }
+    for (vid, want) in &fin.votes {
+        let Some(w) = &want.ballots else { continue };
+        let mut w = w.clone();
+        w.sort();
+        match r.stored_ballots(vid) {
+            Ok(got) if got == w => {}
+            Ok(got) => fail(format!("final: vote {vid} stored ballots are {got:?}, expected {w:?}"), None),
+            Err(e) => fail(format!("final: vote {vid}: cannot read its ballots from the store: {e}"), None),
+        }
+    }
+    if !fin.audit.is_empty() {
+        match r.stored_audit() {
+            Ok(got) => {
+                for w in &fin.audit {
+                    if !got.contains(w) {
+                        fail(format!("final: the stored audit log has no {w:?} (it has {got:?})"), None);
+                    }
+                }
+            }
+            Err(e) => fail(format!("final: cannot read the audit log from the store: {e}"), None),
         }
     }
     if !fin.digest_contains.is_empty() || !fin.digest_lacks.is_empty() {

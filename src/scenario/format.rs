@@ -385,6 +385,10 @@ pub struct FinalState {
     /// Substrings that must not appear in the digest.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub digest_lacks: Vec<String>,
+    /// Audit entries the store must hold, each `"ACTION TARGET"` (`"kicked ${bob}"`,
+    /// `"share_revoked ${share.team}"`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub audit: Vec<String>,
 }
 
 impl FinalState {
@@ -468,6 +472,10 @@ pub struct VoteFinal {
     pub answers: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolved_by: Option<String>,
+    /// The ballots the store holds for the vote, each `"VOTER:CHOICE"` (`"${ann}:approve"`), in
+    /// any order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ballots: Option<Vec<String>>,
 }
 
 /// `[final.shares.LABEL]`.

@@ -1725,6 +1725,22 @@ impl<'a> Runner<'a> {
         Some(stored.map(|(stored, _)| SessionAtEnd { session: s, lock: t, stored }).map_err(|e| e.to_string()))
     }
 
+    /// The audit log as the store holds it, as `"ACTION TARGET"` lines.
+    pub fn stored_audit(&mut self) -> Result<Vec<String>, String> {
+        let store = &mut self.engine().world.resource_mut::<crate::engine::StoreRes>();
+        let rows = store.get().audit_log().map_err(|e| e.to_string())?;
+        Ok(rows.into_iter().map(|a| format!("{} {}", a.action, a.target)).collect())
+    }
+
+    /// A vote's ballots as the store holds them, as `"VOTER:CHOICE"`, sorted.
+    pub fn stored_ballots(&mut self, vote: &str) -> Result<Vec<String>, String> {
+        let store = &mut self.engine().world.resource_mut::<crate::engine::StoreRes>();
+        let rows = store.get().ballots_of(&crate::ids::VoteId::from(vote)).map_err(|e| e.to_string())?;
+        let mut out: Vec<String> = rows.into_iter().map(|b| format!("{}:{}", b.voter, b.choice)).collect();
+        out.sort();
+        Ok(out)
+    }
+
     /// Last seq of a session's event log (0 when it does not exist).
     pub fn last_seq_of(&mut self, id: &str) -> u64 {
         let world = &mut self.engine().world;

@@ -7,8 +7,10 @@
 //! broadcast system send frames right after.
 
 use super::{migrate, rows};
-use crate::ids::SessionId;
-use crate::persist::{MessageRow, Restored, ShareRow, Store, StoreError, StoreOp, WorkspaceRow, HISTORY_TAIL};
+use crate::ids::{SessionId, VoteId};
+use crate::persist::{
+    AuditRow, BallotRow, MessageRow, Restored, ShareRow, Store, StoreError, StoreOp, WorkspaceRow, HISTORY_TAIL,
+};
 use rusqlite::{Connection, TransactionBehavior};
 use std::path::Path;
 use std::time::Duration;
@@ -232,6 +234,14 @@ impl Store for SqliteStore {
         client_msg_id: &str,
     ) -> Result<Option<MessageRow>, StoreError> {
         rows::message_by_client_id(&self.conn, session, author_id, client_msg_id)
+    }
+
+    fn audit_log(&mut self) -> Result<Vec<AuditRow>, StoreError> {
+        rows::audit_tail(&self.conn, usize::MAX)
+    }
+
+    fn ballots_of(&mut self, vote: &VoteId) -> Result<Vec<BallotRow>, StoreError> {
+        Ok(rows::ballots(&self.conn)?.into_iter().filter(|b| &b.vote == vote).collect())
     }
 
     /// `PRAGMA data_version` changes only when *another* connection commits (the CLI), never for
