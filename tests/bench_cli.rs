@@ -44,13 +44,14 @@ fn bench_history_pages_every_message_of_a_long_session() {
 #[test]
 fn bench_soak_kills_the_host_and_proves_nothing_acknowledged_was_lost() {
     let out = Command::new(env!("CARGO_BIN_EXE_roundtable"))
-        .args(["bench", "soak", "--clients", "3", "--seconds", "4", "--kill-every", "700", "--json"])
+        .args(["bench", "soak", "--clients", "3", "--seconds", "4", "--kill-every", "700", "--flaky", "--json"])
         .output()
         .expect("run roundtable");
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(out.status.success(), "stdout: {stdout}\nstderr: {}", String::from_utf8_lossy(&out.stderr));
     let report: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
     assert!(report["kills"].as_u64().unwrap() >= 2, "{report}");
+    assert!(report["cuts"].as_u64().unwrap() >= 1, "the flaky proxy cut connections: {report}");
     let acked = report["acknowledged"].as_u64().unwrap();
     assert!(acked > 0, "{report}");
     assert_eq!(report["stored"].as_u64().unwrap(), acked, "{report}");

@@ -34,6 +34,9 @@ pub struct SoakOptions {
     /// Mean time between kills (each wait is drawn between half and one and a half of it).
     pub kill_every_ms: u64,
     pub seed: u64,
+    /// Put a flaky TCP proxy between the clients and the host: it cuts connections at random
+    /// (about every `kill_every_ms / 3`, each connection with probability ½).
+    pub flaky: bool,
 }
 
 /// What a soak run found.
@@ -42,6 +45,8 @@ pub struct SoakReport {
     pub clients: usize,
     pub seconds: u64,
     pub kills: u64,
+    /// Connections the flaky proxy cut (0 without `--flaky`).
+    pub cuts: u64,
     /// Messages the host acknowledged (a `send_message` result).
     pub acknowledged: usize,
     /// Acknowledged messages found in the database exactly once.
@@ -146,6 +151,58 @@ fn mint(data_dir: &Path) -> anyhow::Result<Link> {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// A TCP proxy that forwards to `target` and cuts connections at random. Returns its port and
+/// a counter of cuts.
+async fn flaky_proxy(
+    target: u16,
+    every_ms: u64,
+    seed: u64,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<(u16, Arc<std::sync::atomic::AtomicU64>)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    let cuts = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let (cut_tx, _) = tokio::sync::broadcast::channel::<u64>(64);
+    let next_id = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let accept_cut = cut_tx.clone();
+    let accept_cuts = cuts.clone();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(host) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await else { continue };
+            let id = next_id.fetch_add(1, Ordering::SeqCst);
+            let mut cut = accept_cut.subscribe();
+            let cuts = accept_cuts.clone();
+            tokio::spawn(async move {
+                let (mut c, mut h) = (client, host);
+                let copy = tokio::io::copy_bidirectional(&mut c, &mut h);
+                tokio::pin!(copy);
+                loop {
+                    tokio::select! {
+                        _ = &mut copy => return,
+                        which = cut.recv() => match which {
+                            Ok(n) if n % 2 == id % 2 => {
+                                cuts.fetch_add(1, Ordering::SeqCst);
+                                return; // both sockets dropped: a cut network
+                            }
+                            Ok(_) => {}
+                            Err(_) => return,
+                        },
+                    }
+                }
+            });
+        }
+    });
+    tokio::spawn(async move {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ 0xF1A4);
+        while !stop.load(Ordering::SeqCst) {
+            let wait = rng.random_range((every_ms / 6).max(1)..=(every_ms / 2).max(2));
+            tokio::time::sleep(Duration::from_millis(wait)).await;
+            let _ = cut_tx.send(rng.random_range(0..2));
+        }
+    });
+    Ok((port, cuts))
 }
 
 /// Applies one event to what the client has seen; returns false on a seq gap (rejoin).
@@ -292,11 +349,23 @@ pub fn run(options: &SoakOptions, json: bool, out: &mut dyn Write) -> anyhow::Re
     std::thread::sleep(Duration::from_millis(200)); // the host picks the share up within a tick
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().worker_threads(2).build()?;
     let (stop, done) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+    // With --flaky the clients reach the host through a proxy that cuts them at random.
+    let mut client_link = link.clone();
+    let cuts = if options.flaky {
+        let (port, cuts) =
+            runtime.block_on(flaky_proxy(link.port, options.kill_every_ms, options.seed, stop.clone()))?;
+        client_link.port = port;
+        Some(cuts)
+    } else {
+        None
+    };
     let seen: Vec<Arc<Mutex<Seen>>> = (0..options.clients.max(1)).map(|_| Arc::default()).collect();
     let tasks: Vec<_> = seen
         .iter()
         .enumerate()
-        .map(|(i, s)| runtime.spawn(client(i, link.clone(), stop.clone(), done.clone(), s.clone(), options.seed)))
+        .map(|(i, s)| {
+            runtime.spawn(client(i, client_link.clone(), stop.clone(), done.clone(), s.clone(), options.seed))
+        })
         .collect();
     let mut rng = rand::rngs::StdRng::seed_from_u64(options.seed);
     let started = Instant::now();
@@ -362,7 +431,13 @@ pub fn run(options: &SoakOptions, json: bool, out: &mut dyn Write) -> anyhow::Re
     for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))? {
         *stored_count.entry(row?).or_default() += 1;
     }
-    let mut report = SoakReport { clients: seen.len(), seconds: options.seconds, kills, ..SoakReport::default() };
+    let mut report = SoakReport {
+        clients: seen.len(),
+        seconds: options.seconds,
+        kills,
+        cuts: cuts.map_or(0, |c| c.load(Ordering::SeqCst)),
+        ..SoakReport::default()
+    };
     let mut all_acked: BTreeSet<String> = BTreeSet::new();
     for s in &seen {
         let s = s.lock().unwrap_or_else(|e| e.into_inner());
@@ -398,12 +473,13 @@ pub fn run(options: &SoakOptions, json: bool, out: &mut dyn Write) -> anyhow::Re
     } else {
         writeln!(
             out,
-            "soak: {} clients, {} s, {} kills: {} acknowledged, {} stored once, {} lost, {} duplicated; delivered {} \
+            "soak: {} clients, {} s, {} kills, {} network cuts: {} acknowledged, {} stored once, {} lost, {} duplicated; delivered {} \
              (acknowledged × clients), {} undelivered, {} delivered twice, {} seq gaps ({} sends refused by the turn lock \
              and retried) — {}",
             report.clients,
             report.seconds,
             report.kills,
+            report.cuts,
             report.acknowledged,
             report.stored,
             report.lost,

@@ -99,6 +99,9 @@ pub struct BenchArgs {
     /// Mean milliseconds between kills of the host (soak).
     #[arg(long, value_name = "MS", default_value_t = 1000)]
     pub kill_every: u64,
+    /// Soak through a flaky TCP proxy that also cuts connections at random.
+    #[arg(long)]
+    pub flaky: bool,
     /// Seed of the soak's random choices (kill times, pauses).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -211,6 +214,7 @@ pub fn run_bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
                 seconds: args.seconds,
                 kill_every_ms: args.kill_every.max(50),
                 seed: args.seed,
+                flaky: args.flaky,
             };
             let report = super::bench_soak::run(&options, args.json, &mut std::io::stdout().lock())?;
             if !report.passed() {
