@@ -26,6 +26,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// How long one step of a client (connect, a request) may take before it reconnects.
+const STEP: Duration = Duration::from_secs(3);
+
 /// What a soak run does.
 #[derive(Clone, Debug)]
 pub struct SoakOptions {
@@ -87,8 +90,9 @@ struct Seen {
     /// Last seq applied.
     last_seq: u64,
     gaps: usize,
-    /// (client_msg_id, message id) of this client's acknowledged messages.
-    acked: Vec<(String, String)>,
+    /// (participant id, client_msg_id, message id) of this client's acknowledged messages (a
+    /// client away longer than the grace period comes back as a new participant).
+    acked: Vec<(String, String, String)>,
     turn_locked: usize,
 }
 
@@ -239,18 +243,23 @@ async fn client(
     let mut pending: Option<String> = None;
     let mut sent = 0u64;
     'connection: while !done.load(Ordering::SeqCst) {
-        let Ok((c, mut events)) = Client::connect(&link).await else {
+        // Every step has a deadline: a request lost in a cut or a kill must not stall the run.
+        let Ok(Ok((c, mut events))) = tokio::time::timeout(STEP, Client::connect(&link)).await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
         let auth =
             AuthenticateParams { token: link.token.clone(), display_name: name.clone(), resume_token: resume.clone() };
-        let Ok(a) = c.call::<AuthenticateResult>(Method::Authenticate(auth)).await else { continue };
+        let Ok(Ok(a)) = tokio::time::timeout(STEP, c.call::<AuthenticateResult>(Method::Authenticate(auth))).await
+        else {
+            continue;
+        };
         resume = Some(a.resume_token.clone());
-        seen.lock().unwrap_or_else(|e| e.into_inner()).participant = a.participant_id.to_string();
+        let pid = a.participant_id.to_string();
+        seen.lock().unwrap_or_else(|e| e.into_inner()).participant = pid.clone();
         let since = seen.lock().unwrap_or_else(|e| e.into_inner()).last_seq;
         let join = JoinSessionParams { session_id: session.clone(), since_seq: (since > 0).then_some(since) };
-        if c.request(Method::JoinSession(join)).await.is_err() {
+        if !matches!(tokio::time::timeout(STEP, c.request(Method::JoinSession(join))).await, Ok(Ok(_))) {
             continue;
         }
         // Events are applied on their own task; a gap or the end of the connection ends it.
@@ -318,19 +327,20 @@ async fn client(
                 text: format!("soak {cmid}"),
                 client_msg_id: cmid.clone(),
             };
-            match c.call::<SendMessageResult>(Method::SendMessage(params)).await {
-                Ok(r) => {
-                    let acked = (cmid.clone(), r.message_id.to_string());
+            match tokio::time::timeout(STEP, c.call::<SendMessageResult>(Method::SendMessage(params))).await {
+                Ok(Ok(r)) => {
+                    let acked = (pid.clone(), cmid.clone(), r.message_id.to_string());
                     seen.lock().unwrap_or_else(|e| e.into_inner()).acked.push(acked);
                     pending = None;
-                    let _ = c.request(Method::CancelTurn(SessionRef { session_id: session.clone() })).await;
+                    let cancel = c.request(Method::CancelTurn(SessionRef { session_id: session.clone() }));
+                    let _ = tokio::time::timeout(STEP, cancel).await;
                 }
-                Err(ClientError::Protocol(e)) if e.code == ErrorCode::TurnLocked => {
+                Ok(Err(ClientError::Protocol(e))) if e.code == ErrorCode::TurnLocked => {
                     seen.lock().unwrap_or_else(|e| e.into_inner()).turn_locked += 1;
                     tokio::time::sleep(Duration::from_millis(rng.random_range(5..30))).await;
                 }
-                Err(ClientError::Protocol(_)) => tokio::time::sleep(Duration::from_millis(50)).await,
-                Err(_) => {
+                Ok(Err(ClientError::Protocol(_))) => tokio::time::sleep(Duration::from_millis(50)).await,
+                Ok(Err(_)) | Err(_) => {
                     reader.abort();
                     continue 'connection; // the host went away: reconnect and send it again
                 }
@@ -443,10 +453,10 @@ pub fn run(options: &SoakOptions, json: bool, out: &mut dyn Write) -> anyhow::Re
         let s = s.lock().unwrap_or_else(|e| e.into_inner());
         report.turn_locked += s.turn_locked;
         report.seq_gaps += s.gaps;
-        for (cmid, id) in &s.acked {
+        for (pid, cmid, id) in &s.acked {
             report.acknowledged += 1;
             all_acked.insert(id.clone());
-            match stored_count.get(&(s.participant.clone(), cmid.clone())).copied().unwrap_or(0) {
+            match stored_count.get(&(pid.clone(), cmid.clone())).copied().unwrap_or(0) {
                 0 => report.lost += 1,
                 1 => report.stored += 1,
                 _ => report.duplicated += 1,
