@@ -275,6 +275,7 @@ async fn client(
                             let mut messages: Vec<HistoryMessage> = snap.messages.clone();
                             // Page back to what we already had: a snapshot holds the latest page only.
                             let mut has_older = snap.has_older;
+                            let mut complete = true;
                             while has_older && messages.first().is_some_and(|m| m.seq > known + 1) {
                                 let before = messages.first().map(|m| m.seq);
                                 let params = FetchHistoryParams {
@@ -282,12 +283,16 @@ async fn client(
                                     before_seq: before,
                                     limit: Some(200),
                                 };
-                                let Ok(page) = pager.call::<FetchHistoryResult>(Method::FetchHistory(params)).await
-                                else {
+                                let page = pager.call::<FetchHistoryResult>(Method::FetchHistory(params));
+                                let Ok(Ok(page)) = tokio::time::timeout(STEP, page).await else {
+                                    complete = false;
                                     break;
                                 };
                                 has_older = page.has_older;
                                 messages.splice(0..0, page.messages);
+                            }
+                            if !complete {
+                                break; // catch up again from what we had, on a new connection
                             }
                             let mut s = reader_seen.lock().unwrap_or_else(|e| e.into_inner());
                             for m in messages.iter().filter(|m| m.seq > known) {
