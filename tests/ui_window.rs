@@ -370,8 +370,17 @@ fn host_roster_has_kick_and_mute_for_remotes_and_the_remote_roster_has_none() {
         vec![Method::Kick(KickParams { participant_id: ParticipantId::from("p1"), revoke_share: false })]
     );
 
+    host.harness.get_all_by_label("Kick and revoke link").nth(1).unwrap().click();
+    host.settle();
+    assert_eq!(
+        host.calls(),
+        vec![Method::Kick(KickParams { participant_id: ParticipantId::from("p2"), revoke_share: true })],
+        "the second row (Bob) is kicked and his share revoked"
+    );
+
     let remote = Window::new(false, joined_as("p2", "Bob", Role::Participant));
     assert_eq!(remote.harness.query_all_by_label("Kick").count(), 0);
+    assert_eq!(remote.harness.query_all_by_label("Kick and revoke link").count(), 0);
     assert_eq!(remote.harness.query_all_by_label("Mute").count(), 0);
     assert!(remote.harness.query_by_label("Shares").is_none(), "no share manager for remotes");
 }

@@ -583,8 +583,15 @@ impl RoundtableApp {
                     if ui.small_button(if r.muted { "Unmute" } else { "Mute" }).clicked() {
                         act = Some(Method::Mute(MuteParams { participant_id: who.clone(), muted: !r.muted }));
                     }
-                    if ui.small_button("Kick").clicked() {
-                        act = Some(Method::Kick(KickParams { participant_id: who, revoke_share: false }));
+                    if ui.small_button("Kick").on_hover_text("Disconnect now; their link still works").clicked() {
+                        act = Some(Method::Kick(KickParams { participant_id: who.clone(), revoke_share: false }));
+                    }
+                    if ui
+                        .small_button("Kick and revoke link")
+                        .on_hover_text("Disconnect now and revoke the share they came with: its link stops working for everyone who has it")
+                        .clicked()
+                    {
+                        act = Some(Method::Kick(KickParams { participant_id: who, revoke_share: true }));
                     }
                 });
             }
