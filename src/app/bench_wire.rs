@@ -93,20 +93,8 @@ async fn roundtable_side(o: &WireOptions) -> anyhow::Result<(Vec<f64>, usize)> {
             vote_deadline_ms: None,
         }))
         .await?;
-    let minted: MintShareResult = host
-        .client
-        .call(Method::MintShare(MintShareParams {
-            label: "bench".into(),
-            workspaces: vec![ws.id.clone()],
-            collaborative: true,
-            consensus_required: true,
-            admission_required: false,
-            role: Role::Participant,
-            expires_in_ms: None,
-            max_uses: None,
-            vote_deadline_ms: None,
-        }))
-        .await?;
+    let minted: MintShareResult =
+        host.client.call(Method::MintShare(MintShareParams::team("bench", vec![ws.id.clone()]))).await?;
     let link = host.link(&minted.token);
     let sent: Sent = Arc::default();
     let samples = Arc::new(Mutex::new(Vec::new()));

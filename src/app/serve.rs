@@ -94,17 +94,7 @@ pub async fn prepare_host(client: &Client, mint: bool, label: &str) -> anyhow::R
     }
     let minted = if mint && !workspaces.is_empty() {
         let result: MintShareResult = client
-            .call(Method::MintShare(MintShareParams {
-                label: label.into(),
-                workspaces: workspaces.iter().map(|w| w.id.clone()).collect(),
-                collaborative: true,
-                consensus_required: true,
-                admission_required: false,
-                role: Role::Participant,
-                expires_in_ms: None,
-                max_uses: None,
-                vote_deadline_ms: None,
-            }))
+            .call(Method::MintShare(MintShareParams::team(label, workspaces.iter().map(|w| w.id.clone()).collect())))
             .await
             .context("cannot mint a share link")?;
         Some(result)

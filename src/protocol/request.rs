@@ -414,6 +414,24 @@ pub struct MintShareParams {
     pub vote_deadline_ms: Option<u64>,
 }
 
+impl MintShareParams {
+    /// A collaborative share for `workspaces` where plans need consensus, with no lobby, expiry
+    /// or use limit: what `serve --mint` gives.
+    pub fn team(label: impl Into<String>, workspaces: Vec<WorkspaceId>) -> Self {
+        MintShareParams {
+            label: label.into(),
+            workspaces,
+            collaborative: true,
+            consensus_required: true,
+            admission_required: false,
+            role: Role::Participant,
+            expires_in_ms: None,
+            max_uses: None,
+            vote_deadline_ms: None,
+        }
+    }
+}
+
 fn yes() -> bool {
     true
 }

@@ -144,17 +144,7 @@ impl TestHost {
 
     /// Mints a share for the first workspace; `tweak` adjusts the defaults.
     pub async fn mint(&self, tweak: impl FnOnce(&mut MintShareParams)) -> (Link, MintShareResult) {
-        let mut params = MintShareParams {
-            label: "test".into(),
-            workspaces: vec![self.workspace.clone()],
-            collaborative: true,
-            consensus_required: true,
-            admission_required: false,
-            role: Role::Participant,
-            expires_in_ms: None,
-            max_uses: None,
-            vote_deadline_ms: None,
-        };
+        let mut params = MintShareParams::team("test", vec![self.workspace.clone()]);
         tweak(&mut params);
         let result: MintShareResult = self.call(Method::MintShare(params)).await;
         let link = Link::parse(result.link.as_deref().expect("the host formats links")).expect("a valid link");
