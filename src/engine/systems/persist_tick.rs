@@ -104,8 +104,10 @@ fn withhold(staged: Vec<Outgoing>, detail: &str, refuse_replies: bool, withheld:
     for out in staged {
         match out {
             Outgoing::Direct { conn, frame, session: None, seq: None } => {
-                let reply: Option<serde_json::Value> = serde_json::from_str(&frame).ok();
-                match reply.filter(|v| refuse_replies && v.get("result").is_some()) {
+                // Only the failed tick's replies are looked into (parsed); later ticks pass theirs.
+                let reply: Option<serde_json::Value> =
+                    if refuse_replies { serde_json::from_str(&frame).ok() } else { None };
+                match reply.filter(|v| v.get("result").is_some()) {
                     Some(v) => now.push(Outgoing::Direct {
                         conn,
                         frame: storage_error(&v["id"], detail),

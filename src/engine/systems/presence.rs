@@ -76,10 +76,16 @@ pub fn fresh_grace_after_gap(
 ) {
     let Some(ms) = gap.0.take() else { return };
     tracing::info!("no tick for {ms} ms (host suspended?): everyone reconnecting gets a fresh grace period");
+    fresh_grace(&index, &mut participants, clock.now + config.grace_ms);
+}
+
+/// Everyone within their grace period gets a new one ending at `until` (after a restart, or a
+/// suspended host: they could not reconnect to a host that was not running).
+pub fn fresh_grace(index: &Index, participants: &mut Query<&mut Participant>, until: u64) {
     for (_, &pe) in index.participants.iter() {
         if let Ok(mut p) = participants.get_mut(pe) {
             if matches!(p.presence, Presence::Grace { .. }) {
-                p.presence = Presence::Grace { until: clock.now + config.grace_ms };
+                p.presence = Presence::Grace { until };
             }
         }
     }

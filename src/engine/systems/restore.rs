@@ -182,13 +182,7 @@ pub fn recover(
     if !std::mem::take(&mut recovery.pending) {
         return;
     }
-    for (_, &pe) in index.participants.iter() {
-        if let Ok(mut p) = participants.get_mut(pe) {
-            if matches!(p.presence, Presence::Grace { .. }) {
-                p.presence = Presence::Grace { until: turns.clock.now + config.grace_ms };
-            }
-        }
-    }
+    super::presence::fresh_grace(&index, &mut participants, turns.clock.now + config.grace_ms);
     for (vid, &ve) in index.votes.iter() {
         let Ok(mut v) = votes.get_mut(ve) else { continue };
         if v.outcome.is_some() {
