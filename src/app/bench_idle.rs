@@ -7,12 +7,11 @@
 //! one idle connection. The connections do not authenticate, so they must all be open within
 //! the host's authentication timeout (10 s); the bench says so if they were not. Linux only.
 
+use crate::app::serve_child::{free_port, scratch_dir, ServeChild};
 use crate::net::client::connect_ws;
 use crate::net::link::Link;
 use crate::net::tls;
 use std::io::Write;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// What `bench idle` measured.
@@ -30,16 +29,6 @@ pub struct IdleReport {
     pub open_seconds: f64,
 }
 
-/// Kills the child host when the bench ends, however it ends.
-struct HostProcess(Child);
-
-impl Drop for HostProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn rss_kib(pid: u32) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .map_err(|e| anyhow::anyhow!("cannot read the host's memory use from /proc (Linux only): {e}"))?;
@@ -50,44 +39,20 @@ fn rss_kib(pid: u32) -> anyhow::Result<u64> {
         .ok_or_else(|| anyhow::anyhow!("no VmRSS line in /proc/{pid}/status"))
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-fn start_host(data_dir: &Path, port: u16, insecure: bool) -> anyhow::Result<HostProcess> {
-    let exe = std::env::current_exe()?;
-    let mut cmd = Command::new(exe);
-    // The certificate was made first (to pin it), so the data dir looks used: --fresh.
-    cmd.arg("serve").arg("--data-dir").arg(data_dir).arg("--bind").arg(format!("127.0.0.1:{port}")).arg("--fresh");
-    if insecure {
-        cmd.arg("--insecure");
-    }
-    cmd.current_dir(data_dir).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
-    Ok(HostProcess(cmd.spawn().map_err(|e| anyhow::anyhow!("cannot start `roundtable serve`: {e}"))?))
-}
-
 /// Runs the bench, writing progress and the result to `out` (JSON when `json`).
 pub fn run(connections: usize, insecure: bool, json: bool, out: &mut dyn Write) -> anyhow::Result<IdleReport> {
     let connections = connections.max(1);
-    let dir = tempfile_dir()?;
-    // The host's certificate is created here first so the links can pin it.
+    let dir = scratch_dir("idle")?;
+    // The host's certificate is created here first so the links can pin it (so the data dir
+    // looks used: --fresh).
     let fingerprint = if insecure { None } else { Some(tls::load_or_create(dir.path())?.fingerprint) };
     let port = free_port()?;
-    let host = start_host(dir.path(), port, insecure)?;
-    let pid = host.0.id();
+    let extra: &[&str] = if insecure { &["--fresh", "--insecure"] } else { &["--fresh"] };
+    let host = ServeChild::start(dir.path(), port, extra)?;
+    let pid = host.pid();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().worker_threads(2).build()?;
     let link = Link { host: "127.0.0.1".into(), port, token: "bench".into(), fingerprint };
-    // Wait for the listener (the host creates its database and first session first).
-    let started = Instant::now();
-    loop {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            break;
-        }
-        if started.elapsed() > Duration::from_secs(30) {
-            anyhow::bail!("the host did not start listening on 127.0.0.1:{port} within 30 s");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    // Let the host finish its start (database, first session) before the baseline.
     std::thread::sleep(Duration::from_millis(500));
     let before = rss_kib(pid)?;
     let opening = Instant::now();
@@ -137,25 +102,4 @@ pub fn run(connections: usize, insecure: bool, json: bool, out: &mut dyn Write) 
         )?;
     }
     Ok(report)
-}
-
-/// A temporary data directory, removed when dropped.
-struct TempDir(std::path::PathBuf);
-
-impl TempDir {
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn tempfile_dir() -> anyhow::Result<TempDir> {
-    let dir = std::env::temp_dir().join(format!("roundtable-bench-idle-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    Ok(TempDir(dir))
 }

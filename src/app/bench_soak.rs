@@ -13,6 +13,7 @@
 //! each client's seqs are contiguous. The report counts kills, acknowledged, stored, delivered,
 //! lost and duplicated.
 
+use crate::app::serve_child::{free_port, scratch_dir, ServeChild};
 use crate::ids::SessionId;
 use crate::net::client::{Client, ClientError, ClientEvent};
 use crate::net::link::Link;
@@ -21,7 +22,7 @@ use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -94,46 +95,6 @@ struct Seen {
     /// client away longer than the grace period comes back as a new participant).
     acked: Vec<(String, String, String)>,
     turn_locked: usize,
-}
-
-struct HostProcess {
-    child: Child,
-}
-
-impl HostProcess {
-    fn start(data_dir: &Path, port: u16) -> anyhow::Result<HostProcess> {
-        let child = Command::new(std::env::current_exe()?)
-            .args(["--data-dir"])
-            .arg(data_dir)
-            .args(["serve", "--insecure", "--bind", &format!("127.0.0.1:{port}")])
-            .current_dir(data_dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| anyhow::anyhow!("cannot start `roundtable serve`: {e}"))?;
-        let started = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if started.elapsed() > Duration::from_secs(30) {
-                anyhow::bail!("the host did not listen on 127.0.0.1:{port} within 30 s");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Ok(HostProcess { child })
-    }
-
-    /// SIGKILL: no last tick, no goodbye.
-    fn kill(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for HostProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Mints a share with the `share` command beside the running host and returns its link (once
@@ -356,10 +317,10 @@ async fn client(
 
 /// Runs the soak and reports (JSON with `json`).
 pub fn run(options: &SoakOptions, json: bool, out: &mut dyn Write) -> anyhow::Result<SoakReport> {
-    let dir: PathBuf = std::env::temp_dir().join(format!("roundtable-bench-soak-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let mut host = Some(HostProcess::start(&dir, port)?);
+    let scratch = scratch_dir("soak")?;
+    let dir: PathBuf = scratch.to_path_buf();
+    let port = free_port()?;
+    let mut host = Some(ServeChild::start(&dir, port, &["--insecure"])?);
     let link = mint(&dir)?;
     std::thread::sleep(Duration::from_millis(200)); // the host picks the share up within a tick
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().worker_threads(2).build()?;
@@ -395,7 +356,7 @@ pub fn run(options: &SoakOptions, json: bool, out: &mut dyn Write) -> anyhow::Re
             h.kill();
         }
         kills += 1;
-        host = Some(HostProcess::start(&dir, port)?);
+        host = Some(ServeChild::start(&dir, port, &["--insecure"])?);
         if !json {
             let acked: usize = seen.iter().map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).acked.len()).sum();
             writeln!(
@@ -482,7 +443,7 @@ pub fn run(options: &SoakOptions, json: bool, out: &mut dyn Write) -> anyhow::Re
             }
         }
     }
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(scratch);
     if json {
         writeln!(out, "{}", serde_json::to_string(&report)?)?;
     } else {

@@ -71,8 +71,8 @@ fn number(text: &str) -> Option<usize> {
 }
 
 async fn roundtable_side(o: &WireOptions) -> anyhow::Result<(Vec<f64>, usize)> {
-    let dir = std::env::temp_dir().join(format!("roundtable-bench-wire-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
+    let scratch = crate::app::serve_child::scratch_dir("wire")?;
+    let dir = scratch.to_path_buf();
     let mut options = HostOptions::new(dir.clone(), "127.0.0.1:0".parse()?);
     options.insecure = !o.tls;
     options.fresh = true;
@@ -142,7 +142,7 @@ async fn roundtable_side(o: &WireOptions) -> anyhow::Result<(Vec<f64>, usize)> {
         r.abort();
     }
     host.shutdown().await;
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(scratch);
     let missing = expected.saturating_sub(got.len());
     Ok((got, missing))
 }

@@ -26,6 +26,7 @@ pub mod paths;
 pub mod qa;
 pub mod render;
 pub mod serve;
+pub mod serve_child;
 
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;

@@ -336,7 +336,17 @@ pub fn history(messages: usize, out: &mut dyn Write, json: bool) -> anyhow::Resu
 }
 
 /// Removes a directory when dropped.
-struct RemoveOnDrop(std::path::PathBuf);
+pub struct RemoveOnDrop(pub std::path::PathBuf);
+
+impl RemoveOnDrop {
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+
+    pub fn to_path_buf(&self) -> std::path::PathBuf {
+        self.0.clone()
+    }
+}
 
 impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
