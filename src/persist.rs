@@ -231,6 +231,12 @@ pub trait Store: Send {
     fn commit(&mut self, ops: &[StoreOp]) -> Result<(), StoreError>;
     /// Loads everything needed to rebuild the world.
     fn load(&mut self) -> Result<Restored, StoreError>;
+    /// A cheap check, called about once a second while nothing is written, that the store
+    /// could still take a commit (e.g. the database file was not deleted or replaced), so an
+    /// idle host notices a lost database before anyone's next message.
+    fn check_health(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
     /// If shares were changed by another process since the last call, returns all shares.
     fn shares_changed_externally(&mut self) -> Result<Option<Vec<ShareRow>>, StoreError> {
         Ok(None)

@@ -62,6 +62,36 @@ fn bench_soak_kills_the_host_and_proves_nothing_acknowledged_was_lost() {
 }
 
 #[test]
+fn bench_soak_with_storage_faults_acknowledges_and_shows_only_what_was_stored() {
+    let out = Command::new(env!("CARGO_BIN_EXE_roundtable"))
+        .args([
+            "bench",
+            "soak",
+            "--clients",
+            "3",
+            "--seconds",
+            "5",
+            "--kill-every",
+            "600",
+            "--storage-faults",
+            "--json",
+        ])
+        .output()
+        .expect("run roundtable");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "stdout: {stdout}\nstderr: {}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
+    assert!(report["fault_windows"].as_u64().unwrap() >= 1, "commits failed for a while: {report}");
+    let acked = report["acknowledged"].as_u64().unwrap();
+    assert!(acked > 0, "{report}");
+    assert_eq!(report["stored"].as_u64().unwrap(), acked, "{report}");
+    assert_eq!(report["delivered"].as_u64().unwrap(), acked * 3, "{report}");
+    for zero in ["lost", "duplicated", "undelivered", "delivered_twice", "seq_gaps", "delivered_unstored"] {
+        assert_eq!(report[zero], 0, "{zero}: {report}");
+    }
+}
+
+#[test]
 fn bench_wire_delivers_every_message_to_every_client_and_reports_both_sides() {
     let out = Command::new(env!("CARGO_BIN_EXE_roundtable"))
         .args(["bench", "wire", "--clients", "3", "--sends", "20", "--every-ms", "10", "--json"])

@@ -632,3 +632,23 @@ async fn invalid_utf8_in_a_text_frame_gets_close_1007_with_a_reason() {
     assert!(close.reason.as_str().contains("UTF-8"), "{close:?}");
     remote(&link, "Ok").await; // the host is fine
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_deleted_while_the_host_is_idle_is_noticed_without_anyone_writing() {
+    let h = TestHost::start().await;
+    let (link, _) = h.mint(|_| {}).await;
+    let mut ann = remote(&link, "Ann").await;
+    ann.join(&h.session, None).await;
+    std::fs::remove_file(h.dir.join("roundtable.db")).unwrap();
+    // Nobody sends anything: the host's idle check finds the file gone (within about a second)
+    // and tells everyone, instead of acknowledging the next message into an unlinked file.
+    let told = ann.expect("the storage event", |f| matches!(&f.body, Event::Storage(s) if !s.available)).await;
+    let Event::Storage(status) = &told.body else { unreachable!() };
+    assert!(status.message.contains("was deleted while the host was running"), "{status:?}");
+    let refused = ann.say(&h.session, "into the void?").await;
+    assert_eq!(code(refused), ErrorCode::StorageUnavailable);
+    // Putting a file back at the path does not make the host write into the wrong file.
+    std::fs::write(h.dir.join("roundtable.db"), b"").unwrap();
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(code(ann.say(&h.session, "still refused").await), ErrorCode::StorageUnavailable);
+}

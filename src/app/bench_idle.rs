@@ -48,7 +48,7 @@ pub fn run(connections: usize, insecure: bool, json: bool, out: &mut dyn Write) 
     let fingerprint = if insecure { None } else { Some(tls::load_or_create(dir.path())?.fingerprint) };
     let port = free_port()?;
     let extra: &[&str] = if insecure { &["--fresh", "--insecure"] } else { &["--fresh"] };
-    let host = ServeChild::start(dir.path(), port, extra)?;
+    let host = ServeChild::start(dir.path(), &dir.path().join("serve.log"), port, extra)?;
     let pid = host.pid();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().worker_threads(2).build()?;
     let link = Link { host: "127.0.0.1".into(), port, token: "bench".into(), fingerprint };

@@ -8,6 +8,11 @@
 //! reconnect with their resume token, rejoin with `since_seq` and send again whatever was not
 //! acknowledged (same `client_msg_id`, so a message that was stored is not stored twice).
 //!
+//! With `--storage-faults` the host runs with `--inject-storage-faults`, and about every other
+//! `--kill-every` period, instead of a plain kill, the harness makes every commit fail for
+//! 0.3–1.5 s (as a full disk would), sometimes killing the host in the middle of it. Sends are
+//! then refused with `storage_unavailable` and retried with the same `client_msg_id`.
+//!
 //! At the end it checks, against the SQLite file itself and against what every client received:
 //! every acknowledged message is stored exactly once, reached every client exactly once, and
 //! each client's seqs are contiguous. The report counts kills, acknowledged, stored, delivered,
@@ -41,6 +46,8 @@ pub struct SoakOptions {
     /// Put a flaky TCP proxy between the clients and the host: it cuts connections at random
     /// (about every `kill_every_ms / 3`, each connection with probability ½).
     pub flaky: bool,
+    /// Make commits fail for short windows (through `serve --inject-storage-faults`).
+    pub storage_faults: bool,
 }
 
 /// What a soak run found.
@@ -69,6 +76,16 @@ pub struct SoakReport {
     pub seq_gaps: usize,
     /// Sends refused because someone else held the turn (expected: they are retried).
     pub turn_locked: usize,
+    /// Windows in which the disk was full or commits were made to fail (0 without
+    /// `--storage-faults`).
+    pub fault_windows: u64,
+    /// How storage faults were made: a full tmpfs, injected, or none.
+    pub storage_faults: String,
+    /// Requests refused with `storage_unavailable` (expected during fault windows; retried).
+    pub refused_by_storage: usize,
+    /// Messages a client received that are not in the database (must be 0: nothing unstored
+    /// is ever shown).
+    pub delivered_unstored: usize,
 }
 
 impl SoakReport {
@@ -79,6 +96,7 @@ impl SoakReport {
             && self.undelivered == 0
             && self.delivered_twice == 0
             && self.seq_gaps == 0
+            && self.delivered_unstored == 0
     }
 }
 
@@ -95,6 +113,49 @@ struct Seen {
     /// client away longer than the grace period comes back as a new participant).
     acked: Vec<(String, String, String)>,
     turn_locked: usize,
+    refused_by_storage: usize,
+}
+
+/// A small tmpfs the host's data dir lives on, unmounted when dropped; `fill` makes it full.
+struct SmallDisk {
+    path: PathBuf,
+}
+
+impl SmallDisk {
+    const FILLER: &'static str = "filler";
+
+    /// Mounts a 64 MiB tmpfs at `path`; `None` when not permitted (not root, no mount).
+    fn mount(path: &Path) -> Option<SmallDisk> {
+        std::fs::create_dir_all(path).ok()?;
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=64m", "tmpfs"])
+            .arg(path)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| SmallDisk { path: path.to_path_buf() })
+    }
+
+    /// Writes a file until the disk has no byte left.
+    fn fill(&self) -> std::io::Result<()> {
+        let mut file = std::fs::File::create(self.path.join(Self::FILLER))?;
+        for chunk in [1 << 20, 4096, 1] {
+            let zeros = vec![0u8; chunk];
+            while file.write_all(&zeros).is_ok() {}
+        }
+        Ok(())
+    }
+
+    /// Frees what `fill` took.
+    fn free(&self) {
+        let _ = std::fs::remove_file(self.path.join(Self::FILLER));
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
 }
 
 /// Mints a share with the `share` command beside the running host and returns its link (once
@@ -220,8 +281,14 @@ async fn client(
         seen.lock().unwrap_or_else(|e| e.into_inner()).participant = pid.clone();
         let since = seen.lock().unwrap_or_else(|e| e.into_inner()).last_seq;
         let join = JoinSessionParams { session_id: session.clone(), since_seq: (since > 0).then_some(since) };
-        if !matches!(tokio::time::timeout(STEP, c.request(Method::JoinSession(join))).await, Ok(Ok(_))) {
-            continue;
+        match tokio::time::timeout(STEP, c.request(Method::JoinSession(join))).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(ClientError::Protocol(e))) if e.code == ErrorCode::StorageUnavailable => {
+                seen.lock().unwrap_or_else(|e| e.into_inner()).refused_by_storage += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+            _ => continue,
         }
         // Events are applied on their own task; a gap or the end of the connection ends it.
         let (alive_tx, mut alive) = tokio::sync::watch::channel(true);
@@ -301,6 +368,11 @@ async fn client(
                     let cancel = c.request(Method::CancelTurn(SessionRef { session_id: session.clone() }));
                     let _ = tokio::time::timeout(STEP, cancel).await;
                 }
+                Ok(Err(ClientError::Protocol(e))) if e.code == ErrorCode::StorageUnavailable => {
+                    // Nothing was kept: the same client_msg_id again, a moment later.
+                    seen.lock().unwrap_or_else(|e| e.into_inner()).refused_by_storage += 1;
+                    tokio::time::sleep(Duration::from_millis(rng.random_range(50..150))).await;
+                }
                 Ok(Err(ClientError::Protocol(e))) if e.code == ErrorCode::TurnLocked => {
                     seen.lock().unwrap_or_else(|e| e.into_inner()).turn_locked += 1;
                     tokio::time::sleep(Duration::from_millis(rng.random_range(5..30))).await;
@@ -318,9 +390,32 @@ async fn client(
 /// Runs the soak and reports (JSON with `json`).
 pub fn run(options: &SoakOptions, json: bool, out: &mut dyn Write) -> anyhow::Result<SoakReport> {
     let scratch = scratch_dir("soak")?;
-    let dir: PathBuf = scratch.to_path_buf();
+    // Storage faults: a real full disk (a small tmpfs) where mounting is permitted, otherwise
+    // commits made to fail from outside (`serve --inject-storage-faults`).
+    let disk = if options.storage_faults { SmallDisk::mount(&scratch.0.join("disk")) } else { None };
+    let dir: PathBuf = match &disk {
+        Some(disk) => disk.path.join("data"),
+        None => scratch.to_path_buf(),
+    };
+    std::fs::create_dir_all(&dir)?;
+    let log = scratch.0.join("serve.log"); // not on the disk that fills up
     let port = free_port()?;
-    let mut host = Some(ServeChild::start(&dir, port, &["--insecure"])?);
+    let fault_file = scratch.0.join("storage-fault");
+    let fault_arg = fault_file.display().to_string();
+    let serve_args: Vec<&str> = if options.storage_faults && disk.is_none() {
+        vec!["--insecure", "--inject-storage-faults", &fault_arg]
+    } else {
+        vec!["--insecure"]
+    };
+    let fault_kind = match (&disk, options.storage_faults) {
+        (Some(_), _) => "full disk (a 64 MiB tmpfs filled up)",
+        (None, true) => "injected (serve --inject-storage-faults; mounting a tmpfs is not permitted here)",
+        (None, false) => "none",
+    };
+    if !json && options.storage_faults {
+        writeln!(out, "storage faults: {fault_kind}")?;
+    }
+    let mut host = Some(ServeChild::start(&dir, &log, port, &serve_args)?);
     let link = mint(&dir)?;
     std::thread::sleep(Duration::from_millis(200)); // the host picks the share up within a tick
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().worker_threads(2).build()?;
@@ -345,23 +440,62 @@ pub fn run(options: &SoakOptions, json: bool, out: &mut dyn Write) -> anyhow::Re
         .collect();
     let mut rng = rand::rngs::StdRng::seed_from_u64(options.seed);
     let started = Instant::now();
-    let mut kills = 0u64;
+    let (mut kills, mut fault_windows) = (0u64, 0u64);
+    let restart = |host: &mut Option<ServeChild>| -> anyhow::Result<()> {
+        if let Some(h) = host.take() {
+            h.kill();
+        }
+        *host = Some(ServeChild::start(&dir, &log, port, &serve_args)?);
+        Ok(())
+    };
     while started.elapsed() < Duration::from_secs(options.seconds) {
         let wait = rng.random_range(options.kill_every_ms / 2..=options.kill_every_ms * 3 / 2);
         std::thread::sleep(Duration::from_millis(wait));
         if started.elapsed() >= Duration::from_secs(options.seconds) {
             break;
         }
-        if let Some(h) = host.take() {
-            h.kill();
+        let what = if options.storage_faults && rng.random_bool(0.5) {
+            // A full disk for a while: commits fail; sometimes the host dies meanwhile.
+            match &disk {
+                Some(disk) => disk.fill()?,
+                None => std::fs::write(&fault_file, b"")?,
+            }
+            fault_windows += 1;
+            let length = rng.random_range(300..=1500);
+            if rng.random_bool(0.3) {
+                std::thread::sleep(Duration::from_millis(length / 2));
+                kills += 1;
+                if let Some(disk) = &disk {
+                    // SQLite cannot even open a database on a full disk: the host comes back
+                    // once there is room again.
+                    drop(host.take());
+                    std::thread::sleep(Duration::from_millis(length / 2));
+                    disk.free();
+                    restart(&mut host)?;
+                } else {
+                    // Injected faults let the host start while commits fail.
+                    restart(&mut host)?;
+                    std::thread::sleep(Duration::from_millis(length / 2));
+                }
+                format!("storage fault {fault_windows} ({length} ms, killed in the middle)")
+            } else {
+                std::thread::sleep(Duration::from_millis(length));
+                format!("storage fault {fault_windows} ({length} ms)")
+            }
+        } else {
+            restart(&mut host)?;
+            kills += 1;
+            format!("kill {kills}")
+        };
+        let _ = std::fs::remove_file(&fault_file);
+        if let Some(disk) = &disk {
+            disk.free();
         }
-        kills += 1;
-        host = Some(ServeChild::start(&dir, port, &["--insecure"])?);
         if !json {
             let acked: usize = seen.iter().map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).acked.len()).sum();
             writeln!(
                 out,
-                "  {:>4.1} s: kill {kills}, {acked} messages acknowledged so far",
+                "  {:>4.1} s: {what}, {acked} messages acknowledged so far",
                 started.elapsed().as_secs_f64()
             )?;
         }
@@ -402,6 +536,8 @@ pub fn run(options: &SoakOptions, json: bool, out: &mut dyn Write) -> anyhow::Re
 
     // Check against the database file itself.
     let db = rusqlite::Connection::open(dir.join("roundtable.db"))?;
+    let stored_ids: BTreeSet<String> =
+        db.prepare("SELECT id FROM messages")?.query_map([], |r| r.get::<_, String>(0))?.collect::<Result<_, _>>()?;
     let mut stored_count: BTreeMap<(String, String), usize> = BTreeMap::new();
     let mut stmt = db.prepare("SELECT author_id, client_msg_id FROM messages WHERE client_msg_id IS NOT NULL")?;
     for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))? {
@@ -411,6 +547,8 @@ pub fn run(options: &SoakOptions, json: bool, out: &mut dyn Write) -> anyhow::Re
         clients: seen.len(),
         seconds: options.seconds,
         kills,
+        fault_windows,
+        storage_faults: fault_kind.into(),
         cuts: cuts.map_or(0, |c| c.load(Ordering::SeqCst)),
         ..SoakReport::default()
     };
@@ -418,6 +556,8 @@ pub fn run(options: &SoakOptions, json: bool, out: &mut dyn Write) -> anyhow::Re
     for s in &seen {
         let s = s.lock().unwrap_or_else(|e| e.into_inner());
         report.turn_locked += s.turn_locked;
+        report.refused_by_storage += s.refused_by_storage;
+        report.delivered_unstored += s.messages.values().filter(|id| !stored_ids.contains(*id)).count();
         report.seq_gaps += s.gaps;
         for (pid, cmid, id) in &s.acked {
             report.acknowledged += 1;
@@ -443,19 +583,21 @@ pub fn run(options: &SoakOptions, json: bool, out: &mut dyn Write) -> anyhow::Re
             }
         }
     }
+    drop(disk);
     drop(scratch);
     if json {
         writeln!(out, "{}", serde_json::to_string(&report)?)?;
     } else {
         writeln!(
             out,
-            "soak: {} clients, {} s, {} kills, {} network cuts: {} acknowledged, {} stored once, {} lost, {} duplicated; delivered {} \
+            "soak: {} clients, {} s, {} kills, {} network cuts, {} storage faults: {} acknowledged, {} stored once, {} lost, {} duplicated; delivered {} \
              (acknowledged × clients), {} undelivered, {} delivered twice, {} seq gaps ({} sends refused by the turn lock \
-             and retried) — {}",
+             and {} by the storage, retried; {} received but not stored) — {}",
             report.clients,
             report.seconds,
             report.kills,
             report.cuts,
+            report.fault_windows,
             report.acknowledged,
             report.stored,
             report.lost,
@@ -465,6 +607,8 @@ pub fn run(options: &SoakOptions, json: bool, out: &mut dyn Write) -> anyhow::Re
             report.delivered_twice,
             report.seq_gaps,
             report.turn_locked,
+            report.refused_by_storage,
+            report.delivered_unstored,
             if report.passed() { "PASS" } else { "FAIL" }
         )?;
     }

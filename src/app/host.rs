@@ -59,6 +59,8 @@ pub struct HostOptions {
     pub server: ServerOptions,
     /// The `claude` and `command` agent backends (processes run outside the engine thread).
     pub agents: crate::agent::ExternalConfig,
+    /// Testing aid: while this file exists every commit fails (`serve --inject-storage-faults`).
+    pub inject_storage_faults: Option<PathBuf>,
 }
 
 impl HostOptions {
@@ -74,6 +76,7 @@ impl HostOptions {
             engine,
             server: ServerOptions::default(),
             agents: crate::agent::ExternalConfig::default(),
+            inject_storage_faults: None,
         }
     }
 }
@@ -121,7 +124,14 @@ impl Host {
         }
         let store = crate::store::SqliteStore::open(&db).with_context(|| format!("cannot open {}", db.display()))?;
         store.check_integrity()?;
-        Self::start_locked(options, Box::new(store), lock).await
+        let store: Box<dyn Store> = match &options.inject_storage_faults {
+            Some(file) => {
+                tracing::warn!("commits fail while {} exists (--inject-storage-faults)", file.display());
+                Box::new(crate::store::fault::FaultyStore::while_file_exists(Box::new(store), file.clone()))
+            }
+            None => Box::new(store),
+        };
+        Self::start_locked(options, store, lock).await
     }
 
     /// Like [`Host::start`] with a store of the caller's choice.

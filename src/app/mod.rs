@@ -111,7 +111,10 @@ pub fn exit_code(result: anyhow::Result<ExitCode>) -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // Not eprintln!: a stderr that cannot be written (a full disk) must not turn the
+            // error into a panic.
+            use std::io::Write as _;
+            let _ = writeln!(std::io::stderr(), "error: {e:#}");
             ExitCode::FAILURE
         }
     }
@@ -172,6 +175,11 @@ pub struct ServeArgs {
     /// (private keys, common API key prefixes, password=... pairs). Repeatable.
     #[arg(long, value_name = "REGEX")]
     pub mask: Vec<String>,
+
+    /// Testing aid (docs/RELIABILITY.md): while FILE exists every commit fails as on a full
+    /// disk, so `bench soak --storage-faults` can prove nothing unstored is acknowledged.
+    #[arg(long, value_name = "FILE", hide = true)]
+    pub inject_storage_faults: Option<PathBuf>,
 }
 
 impl Default for ServeArgs {
@@ -187,6 +195,7 @@ impl Default for ServeArgs {
             vote_deadline: None,
             fresh: false,
             mask: Vec::new(),
+            inject_storage_faults: None,
         }
     }
 }

@@ -102,6 +102,9 @@ pub struct BenchArgs {
     /// Soak through a flaky TCP proxy that also cuts connections at random.
     #[arg(long)]
     pub flaky: bool,
+    /// Soak with storage faults too: windows in which every commit fails, as on a full disk.
+    #[arg(long)]
+    pub storage_faults: bool,
     /// Seed of the soak's random choices (kill times, pauses).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -215,6 +218,7 @@ pub fn run_bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
                 kill_every_ms: args.kill_every.max(50),
                 seed: args.seed,
                 flaky: args.flaky,
+                storage_faults: args.storage_faults,
             };
             let report = super::bench_soak::run(&options, args.json, &mut std::io::stdout().lock())?;
             if !report.passed() {

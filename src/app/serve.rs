@@ -14,6 +14,7 @@ use crate::app::console::{host_roster, stdin_lines, Console};
 use crate::app::host::{write_serve_json, Host, HostOptions};
 use crate::app::render::Renderer;
 use crate::app::ServeArgs;
+use crate::net::client::ClientError;
 use crate::net::client::{Client, ClientEvent, Events};
 use crate::persist::AgentSpec;
 use crate::protocol::*;
@@ -41,6 +42,7 @@ pub fn host_options(args: &ServeArgs, data_dir: &std::path::Path) -> anyhow::Res
     options.public_host = args.public_host.clone();
     options.insecure = args.insecure;
     options.fresh = args.fresh;
+    options.inject_storage_faults = args.inject_storage_faults.clone();
     options.engine.mask_patterns = args.mask.clone();
     options.engine.default_vote_deadline_ms = args.vote_deadline.map(|s| s * 1000);
     options.agents.claude_binary = args.claude_bin.clone();
@@ -58,43 +60,62 @@ pub struct Prepared {
     pub minted: Option<MintShareResult>,
 }
 
+/// Runs `request` again while the host refuses it with `storage_unavailable` (a full disk at
+/// start-up), saying once what it waits for; any other outcome is returned.
+pub async fn patiently<T, F, Fut>(what: &str, mut request: F) -> Result<T, ClientError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ClientError>>,
+{
+    let mut told = false;
+    loop {
+        match request().await {
+            Err(ClientError::Protocol(e)) if e.code == ErrorCode::StorageUnavailable => {
+                if !told {
+                    tracing::warn!("{what}: waiting for the database to take writes again: {}", e.message);
+                    told = true;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(e.retry_after_ms.unwrap_or(1_000))).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Makes a fresh host usable (shared by `serve` and the host window): registers the current
 /// directory as a demo workspace when none exists, opens a first session in every workspace
 /// without one, and with `mint` mints a link to every workspace.
 pub async fn prepare_host(client: &Client, mint: bool, label: &str) -> anyhow::Result<Prepared> {
-    let mut workspaces = client.call::<ListWorkspacesResult>(Method::ListWorkspaces(Empty {})).await?.workspaces;
+    let mut workspaces = list_workspaces(client).await?;
     let mut demo_registered = None;
     if workspaces.is_empty() {
         let dir = std::env::current_dir().context("cannot read the current directory")?;
         let dir = dir.canonicalize().unwrap_or(dir);
         let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "workspace".into());
-        client
-            .request(Method::AddWorkspace(AddWorkspaceParams {
-                name,
-                dir: dir.to_string_lossy().into_owned(),
-                agent: Some(AgentSpec::demo()),
-            }))
+        let params =
+            AddWorkspaceParams { name, dir: dir.to_string_lossy().into_owned(), agent: Some(AgentSpec::demo()) };
+        patiently("registering a workspace", || client.request(Method::AddWorkspace(params.clone())))
             .await
             .context("cannot register the current directory as a workspace")?;
         demo_registered = Some(dir.display().to_string());
-        workspaces = client.call::<ListWorkspacesResult>(Method::ListWorkspaces(Empty {})).await?.workspaces;
+        workspaces = list_workspaces(client).await?;
     }
     let sessions = list_sessions(client).await?;
     for w in &workspaces {
         if !sessions.iter().any(|s| s.workspace_id == w.id) {
-            client
-                .request(Method::CreateSession(CreateSessionParams {
-                    workspace_id: w.id.clone(),
-                    title: FIRST_SESSION_TITLE.into(),
-                    vote_deadline_ms: None,
-                }))
+            let params = CreateSessionParams {
+                workspace_id: w.id.clone(),
+                title: FIRST_SESSION_TITLE.into(),
+                vote_deadline_ms: None,
+            };
+            patiently("opening a session", || client.request(Method::CreateSession(params.clone())))
                 .await
                 .with_context(|| format!("cannot open a session in workspace {}", w.id))?;
         }
     }
     let minted = if mint && !workspaces.is_empty() {
-        let result: MintShareResult = client
-            .call(Method::MintShare(MintShareParams::team(label, workspaces.iter().map(|w| w.id.clone()).collect())))
+        let params = MintShareParams::team(label, workspaces.iter().map(|w| w.id.clone()).collect());
+        let result: MintShareResult = patiently("minting a link", || client.call(Method::MintShare(params.clone())))
             .await
             .context("cannot mint a share link")?;
         Some(result)
@@ -108,7 +129,10 @@ pub async fn prepare_host(client: &Client, mint: bool, label: &str) -> anyhow::R
 pub async fn serve(args: ServeArgs, data_dir: PathBuf) -> anyhow::Result<ExitCode> {
     let options = host_options(&args, &data_dir)?;
     let (mut host, mut events) = Host::start(options).await?;
-    write_serve_json(&data_dir, &host.link_authority, args.insecure)?;
+    if let Err(e) = write_serve_json(&data_dir, &host.link_authority, args.insecure) {
+        // Only `share mint`'s link printing reads it; a full disk must not stop the host.
+        tracing::warn!("{e:#}; `roundtable share mint` will not know this host's address");
+    }
 
     let mut log = Renderer::new(false);
     log.prefix_sessions = true;
@@ -214,7 +238,7 @@ async fn setup(client: &Client, log: &mut Renderer, args: &ServeArgs) -> anyhow:
     // the renderer learns titles and who is in (restored participants included), for names.
     let sessions = list_sessions(client).await?;
     for s in &sessions {
-        let joined = host_roster(client, &s.id).await?;
+        let joined = patiently("following a session", || host_roster(client, &s.id)).await?;
         log.joined(&joined.session, &joined.roster);
     }
     Ok(Setup {
@@ -225,9 +249,15 @@ async fn setup(client: &Client, log: &mut Renderer, args: &ServeArgs) -> anyhow:
     })
 }
 
+// Reads too are retried: the replies of the tick whose commit failed are all refused.
 async fn list_sessions(client: &Client) -> anyhow::Result<Vec<SessionInfo>> {
-    let params = ListSessionsParams { workspace_id: None };
-    Ok(client.call::<ListSessionsResult>(Method::ListSessions(params)).await?.sessions)
+    let list = || client.call::<ListSessionsResult>(Method::ListSessions(ListSessionsParams { workspace_id: None }));
+    Ok(patiently("listing sessions", list).await?.sessions)
+}
+
+async fn list_workspaces(client: &Client) -> anyhow::Result<Vec<WorkspaceInfo>> {
+    let list = || client.call::<ListWorkspacesResult>(Method::ListWorkspaces(Empty {}));
+    Ok(patiently("listing workspaces", list).await?.workspaces)
 }
 
 fn print_banner(host: &Host, data_dir: &std::path::Path, args: &ServeArgs, setup: &Setup) {

@@ -27,9 +27,11 @@ pub struct ServeChild {
 
 impl ServeChild {
     /// Starts `serve --data-dir DATA_DIR --bind 127.0.0.1:PORT EXTRA…` (console off, output
-    /// discarded) and waits until it listens (30 s at most).
-    pub fn start(data_dir: &Path, port: u16, extra: &[&str]) -> anyhow::Result<ServeChild> {
-        let child = Command::new(std::env::current_exe()?)
+    /// discarded, its log appended to `log_path`) and waits until it listens (30 s at most);
+    /// if it exits first, the error names the end of its log.
+    pub fn start(data_dir: &Path, log_path: &Path, port: u16, extra: &[&str]) -> anyhow::Result<ServeChild> {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(log_path)?;
+        let mut child = Command::new(std::env::current_exe()?)
             .arg("--data-dir")
             .arg(data_dir)
             .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
@@ -37,11 +39,17 @@ impl ServeChild {
             .current_dir(data_dir)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
+            .env("NO_COLOR", "1")
             .spawn()
             .map_err(|e| anyhow::anyhow!("cannot start `roundtable serve`: {e}"))?;
         let started = Instant::now();
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Some(status) = child.try_wait()? {
+                let log = std::fs::read_to_string(log_path).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect();
+                anyhow::bail!("`roundtable serve` exited ({status}) before listening:\n{}", tail.join("\n"));
+            }
             if started.elapsed() > Duration::from_secs(30) {
                 anyhow::bail!("the host did not listen on 127.0.0.1:{port} within 30 s");
             }

@@ -603,6 +603,103 @@ fn check_final(r: &mut Runner) -> Vec<Failure> {
             }
         }
     }
+    out.extend(check_final_stored(r, &fin));
+    out
+}
+
+/// The persisted fields of `[final]` checked once more against what the store holds (what a
+/// restart would see): a rule is kept only if it is kept where it survives a crash. Presence,
+/// rosters and the digest are runtime state and were checked against the engine only.
+fn check_final_stored(r: &mut Runner, fin: &crate::scenario::format::FinalState) -> Vec<Failure> {
+    let (tick, now) = (r.tick, r.now);
+    let mut out = Vec::new();
+    let mut fail = |what: String| out.push(Failure { what, who: None, tick: Some(tick), time: Some(now) });
+    let stored = match r.stored_state() {
+        Ok(stored) => stored,
+        Err(e) => {
+            fail(format!("final: cannot read the store: {e}"));
+            return out;
+        }
+    };
+    for (sid, want) in &fin.sessions {
+        let Some(row) = stored.sessions.iter().find(|s| s.id.as_str() == sid) else {
+            fail(format!("final: session {sid} is not in the store"));
+            continue;
+        };
+        let got =
+            |what: &str, g: String, w: &str| format!("final: the store holds session {sid} {what} {g}, expected {w}");
+        if let Some(w) = &want.status {
+            if row.status.as_str() != w {
+                fail(got("status", row.status.as_str().into(), w));
+            }
+        }
+        if let Some(w) = &want.turn_holder {
+            let g = row.turn_holder.as_ref().map(|h| r.handle_of(h.as_str())).unwrap_or("none".into());
+            if &g != w {
+                fail(got("turn holder", g, w));
+            }
+        }
+        if let Some(w) = &want.title {
+            if !str_matches(w, &row.title) {
+                fail(got("title", format!("{:?}", row.title), &format!("{w:?}")));
+            }
+        }
+    }
+    for (handle, want) in &fin.participants {
+        let Some(pid) = r.clients.get(handle).and_then(|c| c.pid.clone()) else { continue };
+        let Some(row) = stored.participants.iter().find(|p| p.id.as_str() == pid) else {
+            if want.muted.is_some() || want.display_name.is_some() || want.admission.is_some() {
+                fail(format!("final: {handle} ({pid}) is not in the store"));
+            }
+            continue;
+        };
+        let got =
+            |what: &str, g: String, w: String| format!("final: the store holds {handle}'s {what} {g}, expected {w}");
+        if want.muted.is_some_and(|w| w != row.muted) {
+            fail(got("muted", row.muted.to_string(), (!row.muted).to_string()));
+        }
+        if let Some(w) = &want.display_name {
+            if &row.display_name != w {
+                fail(got("display name", format!("{:?}", row.display_name), format!("{w:?}")));
+            }
+        }
+        if let Some(w) = &want.admission {
+            let g = enum_str(&row.admission);
+            if &g != w {
+                fail(got("admission", g, w.clone()));
+            }
+        }
+    }
+    for (vid, want) in &fin.votes {
+        let Some(row) = stored.votes.iter().find(|v| v.id.as_str() == vid) else {
+            fail(format!("final: vote {vid} is not in the store"));
+            continue;
+        };
+        if let Some(w) = &want.outcome {
+            let g = row.outcome.clone().unwrap_or_else(|| "open".into());
+            if &g != w {
+                fail(format!("final: the store holds vote {vid} outcome {g}, expected {w}"));
+            }
+        }
+        if let Some(w) = &want.reason {
+            if !row.reason.as_deref().is_some_and(|g| str_matches(w, g)) {
+                fail(format!("final: the store holds vote {vid} reason {:?}, expected {w:?}", row.reason));
+            }
+        }
+    }
+    for (label, want) in &fin.shares {
+        let Some(id) = r.share_ids.get(label).cloned() else { continue };
+        let Some(row) = stored.shares.iter().find(|s| s.id.as_str() == id) else {
+            fail(format!("final: share {label} is not in the store"));
+            continue;
+        };
+        if want.revoked.is_some_and(|w| w != row.revoked) {
+            fail(format!("final: the store holds share {label} revoked {}, expected {}", row.revoked, !row.revoked));
+        }
+        if want.uses.is_some_and(|w| w != row.uses) {
+            fail(format!("final: the store holds share {label} uses {}, expected {:?}", row.uses, want.uses));
+        }
+    }
     out
 }
 

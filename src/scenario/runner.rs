@@ -1725,6 +1725,12 @@ impl<'a> Runner<'a> {
         Some(stored.map(|(stored, _)| SessionAtEnd { session: s, lock: t, stored }).map_err(|e| e.to_string()))
     }
 
+    /// Everything the store holds (what a restart would load), for `[final]`.
+    pub fn stored_state(&mut self) -> Result<crate::persist::Restored, String> {
+        let store = &mut self.engine().world.resource_mut::<crate::engine::StoreRes>();
+        store.get().load().map_err(|e| e.to_string())
+    }
+
     /// The audit log as the store holds it, as `"ACTION TARGET"` lines.
     pub fn stored_audit(&mut self) -> Result<Vec<String>, String> {
         let store = &mut self.engine().world.resource_mut::<crate::engine::StoreRes>();

@@ -17,6 +17,7 @@
 //! `shares_changed_externally`), so they take effect within one tick.
 
 pub mod admin;
+pub mod fault;
 pub mod migrate;
 mod rows;
 pub mod sqlite;

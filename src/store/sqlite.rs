@@ -51,6 +51,9 @@ struct FileWatch {
     path: std::path::PathBuf,
     id: (u64, u64),
     checked: std::time::Instant,
+    /// Set for good once the file was found deleted or replaced: a file put back at the path is
+    /// still not the one this connection writes to.
+    lost: Option<String>,
 }
 
 impl FileWatch {
@@ -63,27 +66,37 @@ impl FileWatch {
     }
 
     fn open(path: &Path) -> Option<FileWatch> {
-        Some(FileWatch { path: path.to_path_buf(), id: Self::id_of(path)?, checked: std::time::Instant::now() })
+        Some(FileWatch {
+            path: path.to_path_buf(),
+            id: Self::id_of(path)?,
+            checked: std::time::Instant::now(),
+            lost: None,
+        })
     }
 
     /// An error when the file at the path is no longer the one we opened (checked at most once
     /// a second): writes would go to an unlinked file and be lost at the next start.
     fn check(&mut self) -> Result<(), StoreError> {
+        if let Some(lost) = &self.lost {
+            return Err(StoreError::Db(lost.clone()));
+        }
         if self.checked.elapsed() < Self::EVERY {
             return Ok(());
         }
         self.checked = std::time::Instant::now();
-        match Self::id_of(&self.path) {
-            Some(id) if id == self.id => Ok(()),
-            Some(_) => Err(StoreError::Db(format!(
-                "the database file {} was replaced while the host was running; stop the host and check which                  file is the right one",
+        let lost = match Self::id_of(&self.path) {
+            Some(id) if id == self.id => return Ok(()),
+            Some(_) => format!(
+                "the database file {} was replaced while the host was running; stop the host and check which file is the right one",
                 self.path.display()
-            ))),
-            None => Err(StoreError::Db(format!(
+            ),
+            None => format!(
                 "the database file {} was deleted while the host was running; stop the host and restore it",
                 self.path.display()
-            ))),
-        }
+            ),
+        };
+        self.lost = Some(lost.clone());
+        Err(StoreError::Db(lost))
     }
 }
 
@@ -177,6 +190,13 @@ fn describe(op: &StoreOp) -> String {
 }
 
 impl Store for SqliteStore {
+    fn check_health(&mut self) -> Result<(), StoreError> {
+        match self.file.as_mut() {
+            Some(file) => file.check(),
+            None => Ok(()),
+        }
+    }
+
     fn commit(&mut self, ops: &[StoreOp]) -> Result<(), StoreError> {
         if ops.is_empty() {
             return Ok(());

@@ -138,9 +138,15 @@ pub fn persist(
     let ops = std::mem::take(&mut batch.ops);
     if let Some(failing) = health.failing.as_mut() {
         failing.pending.extend(ops);
-        if clock.now.saturating_sub(failing.last_try_ms) >= RETRY_AFTER_MS && !failing.pending.is_empty() {
+        if clock.now.saturating_sub(failing.last_try_ms) >= RETRY_AFTER_MS {
             failing.last_try_ms = clock.now;
-            match store.get().commit(&failing.pending) {
+            // With nothing to write (the failure was found by the idle check), the check again.
+            let retried = if failing.pending.is_empty() {
+                store.get().check_health()
+            } else {
+                store.get().commit(&failing.pending)
+            };
+            match retried {
                 Ok(()) => {
                     let failing = health.failing.take().expect("failing");
                     tracing::warn!("the store works again: {} writes committed", failing.pending.len());
@@ -166,12 +172,14 @@ pub fn persist(
         staged.0 = withhold(this_tick, &failing.error, false, &mut failing.withheld);
         return;
     }
-    if ops.is_empty() {
-        return;
-    }
-    if let Err(e) = store.get().commit(&ops) {
+    let outcome = if ops.is_empty() { store.get().check_health() } else { store.get().commit(&ops) };
+    if let Err(e) = outcome {
         let error = e.to_string();
-        tracing::error!("commit of {} writes failed: {error}; nothing of this tick is acknowledged", ops.len());
+        if ops.is_empty() {
+            tracing::error!("the store cannot take writes: {error}; refusing changes until it can");
+        } else {
+            tracing::error!("commit of {} writes failed: {error}; nothing of this tick is acknowledged", ops.len());
+        }
         let mut withheld = Vec::new();
         let this_tick = std::mem::take(&mut staged.0);
         staged.0 = withhold(this_tick, &error, true, &mut withheld);

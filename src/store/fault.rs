@@ -1,0 +1,97 @@
+//! Fault injection: a store whose commits fail while a switch is on, as on a full disk or a
+//! database gone read-only. Reads still work. Used by the storage-fault tests (an in-process
+//! flag) and by `serve --inject-storage-faults FILE` (the switch is on while FILE exists), which
+//! `roundtable bench soak --storage-faults` drives from outside the host.
+
+use crate::ids::{SessionId, VoteId};
+use crate::persist::{AuditRow, BallotRow, MessageRow, Restored, ShareRow, Store, StoreError, StoreOp, WorkspaceRow};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// What turns the faults on.
+enum Switch {
+    /// Set and cleared by the test that holds the other end.
+    Flag(Arc<AtomicBool>),
+    /// On while this file exists.
+    File(PathBuf),
+}
+
+/// A store wrapper whose commits fail while its switch is on.
+pub struct FaultyStore {
+    inner: Box<dyn Store>,
+    switch: Switch,
+}
+
+impl FaultyStore {
+    /// Wraps `inner`; returns the store and its switch (initially off).
+    pub fn new(inner: Box<dyn Store>) -> (FaultyStore, Arc<AtomicBool>) {
+        let failing = Arc::new(AtomicBool::new(false));
+        (FaultyStore { inner, switch: Switch::Flag(failing.clone()) }, failing)
+    }
+
+    /// Wraps `inner`; commits fail while `file` exists.
+    pub fn while_file_exists(inner: Box<dyn Store>, file: PathBuf) -> FaultyStore {
+        FaultyStore { inner, switch: Switch::File(file) }
+    }
+
+    fn injected(&self) -> Result<(), StoreError> {
+        let on = match &self.switch {
+            Switch::Flag(flag) => flag.load(Ordering::SeqCst),
+            Switch::File(file) => file.exists(),
+        };
+        if on {
+            return Err(StoreError::Db("database or disk is full (injected)".into()));
+        }
+        Ok(())
+    }
+}
+
+impl Store for FaultyStore {
+    fn commit(&mut self, ops: &[StoreOp]) -> Result<(), StoreError> {
+        self.injected()?;
+        self.inner.commit(ops)
+    }
+
+    fn load(&mut self) -> Result<Restored, StoreError> {
+        self.inner.load()
+    }
+
+    fn check_health(&mut self) -> Result<(), StoreError> {
+        self.inner.check_health()
+    }
+
+    fn shares_changed_externally(&mut self) -> Result<Option<Vec<ShareRow>>, StoreError> {
+        self.inner.shares_changed_externally()
+    }
+
+    fn workspaces(&mut self) -> Result<Vec<WorkspaceRow>, StoreError> {
+        self.inner.workspaces()
+    }
+
+    fn messages_before(
+        &mut self,
+        session: &SessionId,
+        before_seq: u64,
+        limit: usize,
+    ) -> Result<(Vec<MessageRow>, bool), StoreError> {
+        self.inner.messages_before(session, before_seq, limit)
+    }
+
+    fn message_by_client_id(
+        &mut self,
+        session: &SessionId,
+        author_id: &str,
+        client_msg_id: &str,
+    ) -> Result<Option<MessageRow>, StoreError> {
+        self.inner.message_by_client_id(session, author_id, client_msg_id)
+    }
+
+    fn audit_log(&mut self) -> Result<Vec<AuditRow>, StoreError> {
+        self.inner.audit_log()
+    }
+
+    fn ballots_of(&mut self, vote: &VoteId) -> Result<Vec<BallotRow>, StoreError> {
+        self.inner.ballots_of(vote)
+    }
+}
