@@ -104,3 +104,36 @@ fn bench_wire_delivers_every_message_to_every_client_and_reports_both_sides() {
     assert_eq!(report["reference"]["samples"], 60, "{report}");
     assert!(report["p99_ratio"].as_f64().unwrap() > 0.0, "{report}");
 }
+
+#[test]
+fn bench_startup_reaches_the_first_page_of_a_stored_history_over_a_real_socket() {
+    let out = Command::new(env!("CARGO_BIN_EXE_roundtable"))
+        .args(["bench", "startup", "--messages", "3000", "--json"])
+        .output()
+        .expect("run roundtable");
+    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(report["measured"]["messages"], 3000, "{report}");
+    assert_eq!(report["measured"]["first_page_messages"], 200, "the latest page, not everything: {report}");
+    assert_eq!(report["reference"]["first_page_messages"], 1, "{report}");
+    let m = &report["measured"];
+    assert!(m["listen_ms"].as_f64() <= m["authenticated_ms"].as_f64(), "{report}");
+    assert!(m["authenticated_ms"].as_f64() <= m["first_page_ms"].as_f64(), "{report}");
+    assert!(m["rss_kib"].as_u64().unwrap() > 0, "{report}");
+}
+
+#[test]
+fn bench_tick_builds_every_session_with_its_remotes_and_reports_both_worlds() {
+    let out = Command::new(env!("CARGO_BIN_EXE_roundtable"))
+        .args(["bench", "tick", "--sessions", "20", "--per-session", "3", "--ticks", "30", "--json"])
+        .output()
+        .expect("run roundtable");
+    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(report["sessions"], 20, "{report}");
+    assert_eq!(report["participants_per_session"], 3, "{report}");
+    assert_eq!(report["busy_sessions"], 10, "{report}");
+    for key in ["idle_tick_us", "reference_idle_tick_us", "busy_tick_us", "reference_busy_tick_us"] {
+        assert!(report[key].as_f64().unwrap() > 0.0, "{key}: {report}");
+    }
+}

@@ -1264,3 +1264,66 @@ fn kick_with_revoke_share_keeps_the_person_out() {
     let again = h.open("10.80.0.1:1");
     assert_eq!(code(h.call(again, "authenticate", json!({"token": tok, "display_name": "Ann"}))), "unauthenticated");
 }
+
+#[test]
+fn no_frame_the_host_sends_exceeds_the_wire_bound_and_a_huge_turn_loses_nothing() {
+    use roundtable::agent::{AgentEvent, AgentOutput};
+    use roundtable::engine::Inbound;
+    use roundtable::protocol::MAX_HOST_FRAME_BYTES;
+    let config = EngineConfig { check_invariants: true, ..EngineConfig::default() };
+    let mut h = Harness::new(config);
+    let (w, s) = h.workspace_and_session(".");
+    let tok = h.mint(&[&w], json!({}));
+    let (ann, _) = h.join(&tok, "Ann", &s);
+    let (bob, _) = h.join(&tok, "Bob", &s);
+    // A turn that waits (the demo agent asks a question), so the injected output belongs to it.
+    h.call(ann, "send_message", json!({"session_id": s, "text": "/ask x", "client_msg_id": "q"})).unwrap();
+    h.run(100);
+    let agent = |h: &mut Harness, event: AgentEvent| {
+        h.engine.sender().send(Inbound::Agent(AgentOutput { session: s.as_str().into(), turn_id: 1, event })).unwrap();
+    };
+    // Bob stops reading while 3 MB stream in (quotes and control characters are six times
+    // bigger on the wire): his waiting deltas are merged, but never beyond the delta bound.
+    *h.sinks[&bob].capacity.lock().unwrap() = Some(0);
+    let chunk: String = "line \"quoted\" \u{1}\u{2} and é 漢\n".repeat(25_000);
+    for _ in 0..3 {
+        agent(&mut h, AgentEvent::Delta(chunk.clone()));
+        h.tick();
+    }
+    *h.sinks[&bob].capacity.lock().unwrap() = None;
+    h.run(200);
+    let huge = "x\u{1}".repeat(1_000_000);
+    agent(&mut h, AgentEvent::Plan { request_id: "p".into(), plan: huge.clone() });
+    agent(&mut h, AgentEvent::ToolRequest { request_id: "t".into(), tool: "Write".into(), input: huge });
+    h.tick();
+    let (cara, _) = h.join(&tok, "Cara", &s); // a snapshot while the long turn runs
+    agent(&mut h, AgentEvent::Done);
+    h.run(100);
+    let page = h.call(cara, "fetch_history", json!({"session_id": s, "limit": 200})).unwrap();
+    assert!(page.to_string().len() <= MAX_HOST_FRAME_BYTES);
+    for conn in [HOST, ann, bob, cara] {
+        for f in h.frames(conn) {
+            let n = f.to_string().len();
+            assert!(n <= MAX_HOST_FRAME_BYTES, "a {n}-byte {} frame", f["event"]);
+        }
+    }
+    // Nothing was lost: the agent's messages, in order, are everything it streamed.
+    let streamed: String = h
+        .events_named(HOST, "agent_delta")
+        .iter()
+        .map(|d| d["payload"]["text"].as_str().unwrap().to_string())
+        .collect();
+    assert!(streamed.len() >= 3 * chunk.len(), "the host saw every delta: {} of {}", streamed.len(), 3 * chunk.len());
+    for conn in [ann, bob] {
+        let posted: String = h
+            .events_named(conn, "message")
+            .iter()
+            .filter(|m| m["payload"]["author_id"] == "agent")
+            .map(|m| m["payload"]["text"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(posted, streamed, "the whole turn, split into bounded messages");
+    }
+    assert!(h.events_named(ann, "message").iter().filter(|m| m["payload"]["author_id"] == "agent").count() > 3);
+    let opened = h.events_named(ann, "vote_opened");
+    assert!(opened.iter().any(|v| v.to_string().contains("more bytes not shown")), "clipped subjects say so");
+}

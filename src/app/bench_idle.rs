@@ -29,7 +29,7 @@ pub struct IdleReport {
     pub open_seconds: f64,
 }
 
-fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+pub(crate) fn rss_kib(pid: u32) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .map_err(|e| anyhow::anyhow!("cannot read the host's memory use from /proc (Linux only): {e}"))?;
     status

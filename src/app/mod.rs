@@ -17,12 +17,14 @@
 pub mod admin;
 pub mod bench_idle;
 pub mod bench_soak;
+pub mod bench_startup;
 pub mod bench_wire;
 pub mod console;
 pub mod host;
 pub mod join;
 pub mod lock;
 pub mod paths;
+pub mod progress;
 pub mod qa;
 pub mod render;
 pub mod serve;

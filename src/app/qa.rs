@@ -108,16 +108,22 @@ pub struct BenchArgs {
     /// Seed of the soak's random choices (kill times, pauses).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Messages in the long session (history).
+    /// Messages in the long session (history); stored messages (startup).
     #[arg(long, default_value_t = 100_000)]
     pub messages: usize,
+    /// Sessions in the world (tick).
+    #[arg(long, default_value_t = 1000)]
+    pub sessions: usize,
+    /// Connected remotes per session (tick).
+    #[arg(long, default_value_t = 8)]
+    pub per_session: usize,
     /// Connections to open (idle).
     #[arg(long, default_value_t = 1000)]
     pub connections: usize,
-    /// Plain `ws://` instead of TLS (idle).
+    /// Plain `ws://` instead of TLS (idle, startup).
     #[arg(long)]
     pub insecure: bool,
-    /// Print the result as one JSON object (idle, history).
+    /// Print the result as one JSON object (idle, history, startup, wire, soak).
     #[arg(long)]
     pub json: bool,
 }
@@ -138,6 +144,13 @@ pub enum BenchArg {
     /// Kill the host (SIGKILL) every `--kill-every` ms for `--seconds` while `--clients` people
     /// talk; then prove every acknowledged message is stored once and delivered once to all.
     Soak,
+    /// Spawn → listening → authenticated → first page of a host with `--messages N` stored
+    /// messages in 10 sessions, and its memory, against 10 stored messages (TLS; `--insecure`
+    /// for plain ws).
+    Startup,
+    /// Engine time per tick with `--sessions` sessions × `--per-session` connected remotes, idle
+    /// and busy, against one session in the same run.
+    Tick,
 }
 
 /// `roundtable scenario run`.
@@ -224,6 +237,24 @@ pub fn run_bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
             if !report.passed() {
                 return Ok(ExitCode::FAILURE);
             }
+        }
+        BenchArg::Tick => {
+            let mut bar: Option<super::progress::Progress> = None;
+            let mut progress = |what: &str, done: usize, total: usize| {
+                let bar = bar.get_or_insert_with(|| super::progress::Progress::new(what, total as u64, args.json));
+                bar.set(done as u64);
+            };
+            bench::tick(
+                args.sessions,
+                args.per_session,
+                args.ticks.min(2_000),
+                &mut std::io::stdout().lock(),
+                args.json,
+                &mut progress,
+            )?;
+        }
+        BenchArg::Startup => {
+            super::bench_startup::run(args.messages, !args.insecure, args.json, &mut std::io::stdout().lock())?;
         }
         BenchArg::History => {
             bench::history(args.messages, &mut std::io::stdout().lock(), args.json)?;

@@ -8,10 +8,12 @@
 //! Parsing is two-step so that every bad frame gets a precise, typed error: first the envelope
 //! (`RawRequest`), then the params for the named method (`Request::parse`).
 
+mod bounds;
 mod error;
 mod event;
 mod request;
 
+pub use bounds::*;
 pub use error::{ErrorCode, ProtocolError};
 pub use event::*;
 pub use request::*;

@@ -170,8 +170,19 @@ impl crate::engine::FrameSink for KeepFrames {
 
 /// Builds a database with a `messages`-message session (s1) and a one-page session (s2).
 fn build_history_db(path: &std::path::Path, messages: usize, reference: usize) -> anyhow::Result<()> {
+    build_sessions_db(path, &[messages, reference], &mut |_| {})
+}
+
+/// Writes a database with one workspace (`w1`, demo agent) and one session per entry of
+/// `counts` (`s1`, `s2`, …), each with that many messages and their `message` events, as a host
+/// would have stored them. `progress` gets the number of messages written so far.
+pub fn build_sessions_db(
+    path: &std::path::Path,
+    counts: &[usize],
+    progress: &mut dyn FnMut(usize),
+) -> anyhow::Result<()> {
     use crate::ids::{MessageId, SessionId, WorkspaceId};
-    use crate::persist::{AgentSpec, MessageRow, SessionRow, Store, StoreOp, WorkspaceRow};
+    use crate::persist::{AgentSpec, EventRow, MessageRow, SessionRow, Store, StoreOp, WorkspaceRow};
     let mut store = crate::store::SqliteStore::open(path)?;
     let ws = WorkspaceId::nth(1);
     let session = |n: u64, next_seq: u64| SessionRow {
@@ -188,37 +199,54 @@ fn build_history_db(path: &std::path::Path, messages: usize, reference: usize) -
         streamed: String::new(),
         allowed_tools: Vec::new(),
     };
-    store.commit(&[
-        StoreOp::PutWorkspace(WorkspaceRow {
-            id: ws.clone(),
-            name: "bench".into(),
-            dir: ".".into(),
-            agent: AgentSpec::demo(),
-        }),
-        StoreOp::PutSession(session(1, messages as u64 + 1)),
-        StoreOp::PutSession(session(2, reference as u64 + 1)),
-    ])?;
-    let mut id = 0u64;
-    for (sid, count) in [(1u64, messages), (2, reference)] {
+    let mut setup = vec![StoreOp::PutWorkspace(WorkspaceRow {
+        id: ws.clone(),
+        name: "bench".into(),
+        dir: ".".into(),
+        agent: AgentSpec::demo(),
+    })];
+    for (i, &count) in counts.iter().enumerate() {
+        setup.push(StoreOp::PutSession(session(i as u64 + 1, count as u64 + 1)));
+    }
+    store.commit(&setup)?;
+    let (mut id, mut written) = (0u64, 0usize);
+    for (i, &count) in counts.iter().enumerate() {
+        let sid = SessionId::nth(i as u64 + 1);
         let mut batch = Vec::with_capacity(20_000);
         for seq in 1..=count as u64 {
             id += 1;
+            let (author_id, author_name) = if seq % 2 == 1 { ("host", "Host") } else { ("agent", "Agent") };
+            let text = format!("message {seq}: the quick brown fox jumps over the lazy dog, then checks the tests");
+            let client_msg_id = (seq % 2 == 1).then(|| format!("c{seq}"));
+            let body = crate::protocol::Event::Message(crate::protocol::MessageEvent {
+                message_id: MessageId::nth(id),
+                author_id: author_id.into(),
+                author_name: author_name.into(),
+                text: text.clone(),
+                client_msg_id: client_msg_id.clone(),
+            });
+            let frame = crate::protocol::EventFrame { session_id: Some(sid.clone()), seq: Some(seq), body }.to_json();
             batch.push(StoreOp::PutMessage(MessageRow {
                 id: MessageId::nth(id),
-                session: SessionId::nth(sid),
+                session: sid.clone(),
                 seq,
-                author_id: if seq % 2 == 1 { "host".into() } else { "agent".into() },
-                author_name: if seq % 2 == 1 { "Host".into() } else { "Agent".into() },
-                text: format!("message {seq}: the quick brown fox jumps over the lazy dog, then checks the tests"),
-                client_msg_id: (seq % 2 == 1).then(|| format!("c{seq}")),
+                author_id: author_id.into(),
+                author_name: author_name.into(),
+                text,
+                client_msg_id,
                 created_at: seq,
             }));
-            if batch.len() == 20_000 {
+            batch.push(StoreOp::AppendEvent(EventRow { session: sid.clone(), seq, frame }));
+            if batch.len() >= 20_000 {
                 store.commit(&batch)?;
+                written += batch.len() / 2;
+                progress(written);
                 batch.clear();
             }
         }
         store.commit(&batch)?;
+        written += batch.len() / 2;
+        progress(written);
     }
     Ok(())
 }
@@ -352,4 +380,210 @@ impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// What `bench tick` measured.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct TickReport {
+    pub sessions: usize,
+    pub participants_per_session: usize,
+    /// Mean engine time of an idle tick (nothing arrives), microseconds: measured world and the
+    /// one-session reference.
+    pub idle_tick_us: f64,
+    pub reference_idle_tick_us: f64,
+    /// Mean engine time of a busy tick (one chat message in each of `busy_sessions` sessions
+    /// per tick, the demo agent answering), microseconds: measured world and the reference (the
+    /// same traffic, all of it in the reference's one session).
+    pub busy_tick_us: f64,
+    pub reference_busy_tick_us: f64,
+    pub busy_sessions: usize,
+    /// idle_tick_us / reference_idle_tick_us (1.0: idle sessions cost nothing).
+    pub idle_ratio: f64,
+    /// busy_tick_us / reference_busy_tick_us.
+    pub busy_ratio: f64,
+}
+
+/// A world of `sessions` sessions with `per_session` connected remotes each, driven tick by tick
+/// on the in-memory transport.
+struct TickWorld {
+    engine: crate::engine::Engine,
+    now: u64,
+    next_id: u64,
+    host: crate::ids::ConnId,
+    sink: std::sync::Arc<DropFrames>,
+}
+
+/// A sink that counts and forgets (a client that keeps up).
+#[derive(Default)]
+struct DropFrames(std::sync::atomic::AtomicU64);
+
+impl crate::engine::FrameSink for DropFrames {
+    fn try_send(&self, _frame: &crate::engine::Frame) -> bool {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        true
+    }
+    fn close(&self, _reason: &str) {}
+}
+
+impl TickWorld {
+    fn build(sessions: usize, per_session: usize, progress: &mut dyn FnMut(usize)) -> anyhow::Result<TickWorld> {
+        use crate::engine::{Engine, EngineConfig, Inbound};
+        use crate::ids::ConnId;
+        let config =
+            EngineConfig { check_invariants: false, max_connections_per_share: usize::MAX, ..EngineConfig::default() };
+        let mut engine = Engine::new(config, Box::new(crate::store::SqliteStore::open_in_memory()?))?;
+        crate::agent::install_builtin(&mut engine);
+        let sink = std::sync::Arc::new(DropFrames::default());
+        let host = ConnId(0);
+        engine.sender().send(Inbound::OpenedHost { conn: host, sink: sink.clone() })?;
+        let mut w = TickWorld { engine, now: 1_000, next_id: 1, host, sink };
+        w.tick();
+        w.send(host, "add_workspace", serde_json::json!({"name": "bench", "dir": "."}))?;
+        w.tick();
+        let mint = serde_json::json!({"workspaces": ["w1"], "label": "bench", "collaborative": true});
+        let token = w.call_host("mint_share", mint)?["token"].as_str().unwrap_or_default().to_string();
+        let mut conn = 1u64;
+        for s in 1..=sessions {
+            w.send(host, "create_session", serde_json::json!({"workspace_id": "w1", "title": format!("s{s}")}))?;
+            let first = conn;
+            for p in 0..per_session {
+                let c = ConnId(conn);
+                conn += 1;
+                let addr = format!("10.{}.{}.{}:5000", conn >> 16 & 255, conn >> 8 & 255, conn & 255);
+                w.engine.sender().send(Inbound::Opened { conn: c, addr, sink: w.sink.clone() })?;
+                let auth = serde_json::json!({"token": token, "display_name": format!("p{s}-{p}")});
+                w.send(c, "authenticate", auth)?;
+            }
+            w.tick();
+            for c in first..conn {
+                w.send(ConnId(c), "join_session", serde_json::json!({"session_id": format!("s{s}")}))?;
+            }
+            w.tick();
+            progress(s);
+        }
+        w.tick();
+        // Honest figures only: every remote must be in its session.
+        let list = w.call_host("list_sessions", serde_json::json!({}))?;
+        let present: u64 =
+            list["sessions"].as_array().map_or(0, |a| a.iter().filter_map(|s| s["participant_count"].as_u64()).sum());
+        let wanted = (sessions * per_session) as u64;
+        if present < wanted {
+            anyhow::bail!("only {present} of {wanted} remotes joined their sessions");
+        }
+        Ok(w)
+    }
+
+    fn tick(&mut self) {
+        self.now += DEFAULT_TICK_MS;
+        self.engine.tick(self.now);
+    }
+
+    fn send(&mut self, conn: crate::ids::ConnId, method: &str, params: serde_json::Value) -> anyhow::Result<()> {
+        self.next_id += 1;
+        let text = serde_json::json!({"id": self.next_id, "method": method, "params": params}).to_string();
+        self.engine.sender().send(crate::engine::Inbound::Frame { conn, text })?;
+        Ok(())
+    }
+
+    /// A host request answered within one tick, with its result.
+    fn call_host(&mut self, method: &str, params: serde_json::Value) -> anyhow::Result<serde_json::Value> {
+        let keep = std::sync::Arc::new(KeepFrames::default());
+        let conn = crate::ids::ConnId(u64::MAX);
+        self.engine.sender().send(crate::engine::Inbound::OpenedHost { conn, sink: keep.clone() })?;
+        self.send(conn, method, params)?;
+        self.tick();
+        self.engine.sender().send(crate::engine::Inbound::Closed { conn })?;
+        let frames = keep.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        for f in frames {
+            let v: serde_json::Value = serde_json::from_str(&f)?;
+            if let Some(result) = v.get("result") {
+                return Ok(result.clone());
+            }
+            if let Some(e) = v.get("error") {
+                anyhow::bail!("{method} failed: {e}");
+            }
+        }
+        anyhow::bail!("{method} got no answer")
+    }
+
+    /// Mean engine time of `ticks` ticks, microseconds; `each` queues the tick's input.
+    fn measure(&mut self, ticks: u64, each: &mut dyn FnMut(&mut TickWorld, u64)) -> f64 {
+        let mut total = std::time::Duration::ZERO;
+        for i in 0..ticks {
+            each(self, i);
+            self.now += DEFAULT_TICK_MS;
+            let t = std::time::Instant::now();
+            self.engine.tick(self.now);
+            total += t.elapsed();
+        }
+        total.as_secs_f64() * 1e6 / ticks as f64
+    }
+}
+
+/// `bench tick`: the engine's cost per tick with `sessions` × `per_session` connected remotes,
+/// idle and busy, against one session of `per_session` in the same process.
+pub fn tick(
+    sessions: usize,
+    per_session: usize,
+    ticks: u64,
+    out: &mut dyn Write,
+    json: bool,
+    progress: &mut dyn FnMut(&str, usize, usize),
+) -> anyhow::Result<TickReport> {
+    let (sessions, per_session, ticks) = (sessions.max(1), per_session.max(1), ticks.max(10));
+    let busy_sessions = sessions.min(10);
+    let mut world = TickWorld::build(sessions, per_session, &mut |n| progress("building sessions", n, sessions))?;
+    let mut reference = TickWorld::build(1, per_session, &mut |_| {})?;
+    // Let joins, snapshots and the demo agent's greetings settle.
+    for _ in 0..50 {
+        world.tick();
+        reference.tick();
+    }
+    let idle_tick_us = world.measure(ticks, &mut |_, _| {});
+    let reference_idle_tick_us = reference.measure(ticks, &mut |_, _| {});
+    // Busy: every tick, a message in `busy_sessions` sessions (spread over the world), from the
+    // host; the demo agent's replies stream back. The reference gets the same number of
+    // messages per tick in its one session.
+    let stride = (sessions / busy_sessions).max(1);
+    let busy = |sessions_used: Vec<usize>| {
+        move |w: &mut TickWorld, i: u64| {
+            for (k, &s) in sessions_used.iter().enumerate() {
+                let params =
+                    serde_json::json!({"session_id": format!("s{s}"), "text": format!("tick {i} message {k}")});
+                let host = w.host;
+                let _ = w.send(host, "send_message", params);
+            }
+        }
+    };
+    let chosen: Vec<usize> = (0..busy_sessions).map(|k| 1 + k * stride).collect();
+    let busy_tick_us = world.measure(ticks, &mut busy(chosen));
+    let reference_busy_tick_us = reference.measure(ticks, &mut busy(vec![1; busy_sessions]));
+    progress("done", sessions, sessions);
+    let report = TickReport {
+        sessions,
+        participants_per_session: per_session,
+        idle_tick_us,
+        reference_idle_tick_us,
+        busy_tick_us,
+        reference_busy_tick_us,
+        busy_sessions,
+        idle_ratio: idle_tick_us / reference_idle_tick_us.max(1e-9),
+        busy_ratio: busy_tick_us / reference_busy_tick_us.max(1e-9),
+    };
+    if json {
+        writeln!(out, "{}", serde_json::to_string(&report)?)?;
+    } else {
+        writeln!(
+            out,
+            "tick: {sessions} sessions × {per_session} remotes — idle {:.1} µs/tick vs {:.1} µs for one session ({:.2}×); \
+             busy ({busy_sessions} messages per tick) {:.1} µs vs {:.1} µs ({:.2}×)",
+            report.idle_tick_us,
+            report.reference_idle_tick_us,
+            report.idle_ratio,
+            report.busy_tick_us,
+            report.reference_busy_tick_us,
+            report.busy_ratio
+        )?;
+    }
+    Ok(report)
 }

@@ -135,7 +135,11 @@ impl Outbox {
         let Some(back) = self.queue.back_mut() else { return false };
         let before = back.bytes();
         let OutKind::Delta { session: s, turn_id: t, text, stale } = &mut back.kind else { return false };
-        if s != session || *t != turn_id {
+        // A merged delta stays within the delta bound (docs/PROTOCOL.md §1.3).
+        let fits = || {
+            crate::protocol::json_len(text) + crate::protocol::json_len(more) <= crate::protocol::MAX_DELTA_JSON_BYTES
+        };
+        if s != session || *t != turn_id || !fits() {
             return false;
         }
         text.push_str(more);

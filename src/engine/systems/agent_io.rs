@@ -73,21 +73,25 @@ pub fn apply_agent_output(
                 let offset = lock.streamed.len() as u64;
                 lock.streamed.push_str(&text);
                 streamed.entry(out.session.clone()).or_insert_with(|| (offset, String::new())).1.push_str(&text);
-                let body = Event::AgentDelta(AgentDelta { turn_id: out.turn_id, text: text.clone() });
-                let frame = Arc::from(EventFrame { session_id: Some(out.session.clone()), seq: None, body }.to_json());
-                turns.fx.staged.0.push(Outgoing::Delta {
-                    session: out.session.clone(),
-                    turn_id: out.turn_id,
-                    text,
-                    frame,
-                });
+                // A delta frame stays within the wire bound: a long chunk goes out in pieces.
+                for piece in crate::protocol::split_json(&text, crate::protocol::MAX_DELTA_JSON_BYTES) {
+                    let body = Event::AgentDelta(AgentDelta { turn_id: out.turn_id, text: piece.to_string() });
+                    let frame =
+                        Arc::from(EventFrame { session_id: Some(out.session.clone()), seq: None, body }.to_json());
+                    turns.fx.staged.0.push(Outgoing::Delta {
+                        session: out.session.clone(),
+                        turn_id: out.turn_id,
+                        text: piece.to_string(),
+                        frame,
+                    });
+                }
             }
             AgentEvent::Plan { request_id, plan } => {
                 requests.votes.write(VoteRequested {
                     session: out.session,
                     turn_id: out.turn_id,
                     request_id,
-                    subject: VoteSubject::Plan { plan },
+                    subject: VoteSubject::Plan { plan: clip_json(&plan, MAX_SUBJECT_JSON_BYTES) },
                 });
             }
             AgentEvent::Question { request_id, questions } => {
@@ -95,7 +99,9 @@ pub fn apply_agent_output(
                     session: out.session,
                     turn_id: out.turn_id,
                     request_id,
-                    subject: VoteSubject::Question { questions },
+                    subject: VoteSubject::Question {
+                        questions: questions.into_iter().take(MAX_QUESTIONS).map(bounded_question).collect(),
+                    },
                 });
             }
             AgentEvent::ToolRequest { request_id, tool, input } => {
@@ -103,7 +109,10 @@ pub fn apply_agent_output(
                     session: out.session,
                     turn_id: out.turn_id,
                     request_id,
-                    subject: VoteSubject::Tool { tool, input },
+                    subject: VoteSubject::Tool {
+                        tool: clip_json(&tool, 1024),
+                        input: clip_json(&input, MAX_SUBJECT_JSON_BYTES),
+                    },
                 });
             }
             AgentEvent::Withdrawn { request_id } => {
@@ -127,3 +136,17 @@ pub fn apply_agent_output(
         }
     }
 }
+
+/// A question as it may go on the wire: its text and options clipped, at most 32 options.
+/// (With at most [`MAX_QUESTIONS`] questions, a question vote stays far below the frame bound.)
+fn bounded_question(q: Question) -> Question {
+    Question {
+        question: clip_json(&q.question, 4 * 1024),
+        options: q.options.iter().take(32).map(|o| clip_json(o, 1024)).collect(),
+        multi_select: q.multi_select,
+    }
+}
+
+/// Most questions one question vote carries; more are left out (the agent gets no answer for
+/// them, as if nobody had answered).
+pub const MAX_QUESTIONS: usize = 16;

@@ -110,8 +110,8 @@ pub fn broadcast(
     participants: Query<&Participant>,
     mut conns: Query<&mut Connection>,
     mut closed: MessageWriter<ConnClosed>,
-    mut mask: ResMut<SecretMask>,
-    config: Res<EngineConfig>,
+    (mut mask, config): (ResMut<SecretMask>, Res<EngineConfig>),
+    mut backlog: Local<std::collections::BTreeSet<ConnId>>,
 ) {
     let max_bytes = config.outbox_max_bytes;
     let staged = std::mem::take(&mut staged.0);
@@ -141,11 +141,15 @@ pub fn broadcast(
         }
     }
     let mut closes: Vec<(ConnId, String)> = Vec::new();
+    // Connections given something this tick; with those still holding frames from earlier
+    // ticks (`backlog`), the only ones offered frames below: an idle tick touches none.
+    let mut touched = std::mem::take(&mut *backlog);
     for out in staged {
         match out {
             Outgoing::Direct { conn, frame, session, seq } => {
                 let Some(mut c) = index.conns.get(&conn).and_then(|&e| conns.get_mut(e).ok()) else { continue };
                 let frame = if c.is_host { frame } else { remote_copy(&mut cache, &mask.masker, &frame) };
+                touched.insert(c.id);
                 let kind = match (session, seq) {
                     (Some(session), Some(seq)) => OutKind::Session { session, seq },
                     _ => OutKind::Direct,
@@ -157,6 +161,7 @@ pub fn broadcast(
                     if let Ok(mut c) = conns.get_mut(ce) {
                         let frame =
                             if c.is_host { frame.clone() } else { remote_copy(&mut cache, &mask.masker, &frame) };
+                        touched.insert(c.id);
                         enqueue_session(&mut c.outbox, max_bytes, &session, seq, &frame);
                     }
                 }
@@ -178,6 +183,7 @@ pub fn broadcast(
                 };
                 for &ce in members.get(&session).map(Vec::as_slice).unwrap_or(&[]) {
                     if let Ok(mut c) = conns.get_mut(ce) {
+                        touched.insert(c.id);
                         if c.is_host {
                             enqueue_delta(&mut c.outbox, max_bytes, &session, turn_id, &text, &frame);
                         } else if !remote_text.is_empty() {
@@ -191,6 +197,7 @@ pub fn broadcast(
                     if let Ok(mut c) = conns.get_mut(ce) {
                         let frame =
                             if c.is_host { frame.clone() } else { remote_copy(&mut cache, &mask.masker, &frame) };
+                        touched.insert(c.id);
                         c.outbox.push(OutFrame { frame, kind: OutKind::Direct });
                     }
                 }
@@ -199,14 +206,15 @@ pub fn broadcast(
                 if let Some(mut c) = index.conns.get(&conn).and_then(|&e| conns.get_mut(e).ok()) {
                     let frame = event_frame(None, Event::Closing(Closing { reason: reason.clone() }));
                     c.outbox.push(OutFrame { frame, kind: OutKind::Direct });
+                    touched.insert(conn);
                     closes.push((conn, reason));
                 }
             }
         }
     }
     // Offer queued frames to the transports, oldest first.
-    for (_, &ce) in index.conns.iter() {
-        let Ok(mut c) = conns.get_mut(ce) else { continue };
+    for conn in touched {
+        let Some(mut c) = index.conns.get(&conn).and_then(|&ce| conns.get_mut(ce).ok()) else { continue };
         let c = &mut *c;
         while !c.outbox.queue.is_empty() {
             c.outbox.refresh_front(|session, turn_id, text| {
@@ -214,6 +222,11 @@ pub fn broadcast(
                 event_frame(Some(session.clone()), body)
             });
             let front = c.outbox.queue.front().expect("not empty");
+            if front.frame.len() > crate::protocol::MAX_HOST_FRAME_BYTES {
+                // Every producer bounds its text (protocol::bounds); this is the proof in tests.
+                assert!(!config.check_invariants, "a {}-byte frame exceeds the wire bound", front.frame.len());
+                tracing::error!(bytes = front.frame.len(), "a frame exceeds the documented bound");
+            }
             if !c.sink.try_send(&front.frame) {
                 break;
             }
@@ -227,6 +240,9 @@ pub fn broadcast(
             // Not even reading responses: give up on this connection (it may resume).
             c.auth = AuthState::Closing;
             closes.push((c.id, "too_slow".into()));
+        }
+        if !c.outbox.queue.is_empty() {
+            backlog.insert(c.id);
         }
     }
     // The close frame follows what was already accepted; presence is updated next tick by the

@@ -44,11 +44,11 @@ impl Page {
     /// Adds `m` unless the page is full; returns whether it was added.
     fn offer(&mut self, m: &MessageRow) -> bool {
         let full = self.newest_first.len() >= self.limit
-            || (!self.newest_first.is_empty() && self.bytes + m.text.len() > HISTORY_PAGE_BYTES);
+            || (!self.newest_first.is_empty() && self.bytes + json_len(&m.text) > HISTORY_PAGE_BYTES);
         if full {
             return false;
         }
-        self.bytes += m.text.len();
+        self.bytes += json_len(&m.text);
         self.newest_first.push(history_message(m));
         true
     }

@@ -144,7 +144,7 @@ pub fn join_leave(
                                 messages,
                                 has_older,
                                 votes: open_votes(&index, &votes, &session_id),
-                                streaming_text: lock.streamed.clone(),
+                                streaming_text: crate::protocol::snapshot_streaming_text(&lock.streamed),
                                 last_seq,
                             }),
                         );

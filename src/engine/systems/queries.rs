@@ -101,6 +101,18 @@ pub fn queries(
                     continue;
                 };
                 match read_confined(Path::new(&w.dir), &p.path, config.max_file_bytes) {
+                    // Control characters take six bytes each on the wire: the frame bound holds.
+                    Ok((_, content))
+                        if crate::protocol::json_len(&content) > crate::protocol::MAX_HOST_FRAME_BYTES / 2 =>
+                    {
+                        reply_err(
+                            &mut staged,
+                            req.conn,
+                            &req.id,
+                            ErrorCode::FileRefused,
+                            "the file is mostly control characters and too large to send as text",
+                        )
+                    }
                     Ok((size, content)) => {
                         reply_ok(&mut staged, req.conn, &req.id, ReadFileResult { path: p.path.clone(), size, content })
                     }

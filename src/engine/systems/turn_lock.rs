@@ -71,8 +71,18 @@ impl TurnEnds<'_> {
         });
     }
 
-    /// Posts the agent's reply as a message authored by `agent`.
+    /// Posts the agent's reply as messages authored by `agent`: one, or several in order when it
+    /// is longer than a message may be on the wire ([`crate::protocol::MAX_MESSAGE_JSON_BYTES`]).
     fn post_agent_message(&mut self, session: &Session, log: &mut EventLog, history: &mut History, text: String) {
+        if crate::protocol::json_len(&text) <= crate::protocol::MAX_MESSAGE_JSON_BYTES {
+            return self.post_agent_piece(session, log, history, text);
+        }
+        for piece in crate::protocol::split_json(&text, crate::protocol::MAX_MESSAGE_JSON_BYTES) {
+            self.post_agent_piece(session, log, history, piece.to_string());
+        }
+    }
+
+    fn post_agent_piece(&mut self, session: &Session, log: &mut EventLog, history: &mut History, text: String) {
         self.counters.message += 1;
         let id = MessageId::nth(self.counters.message);
         let body = Event::Message(MessageEvent {

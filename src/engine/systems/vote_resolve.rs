@@ -39,8 +39,14 @@ pub fn resolve_votes(
     let now = clock.now;
     let closed: Vec<TurnClosed> = turn_closed.read().cloned().collect();
     let withdrawn: Vec<VoteWithdrawn> = withdrawn.read().cloned().collect();
-    let names: BTreeMap<ParticipantId, String> =
-        participants.iter().map(|p| (p.id.clone(), p.display_name.clone())).collect();
+    // Names of a vote's voters, looked up when it is evaluated (not every participant every tick).
+    let names_of = |vote: &PendingVote| -> BTreeMap<ParticipantId, String> {
+        vote.required
+            .iter()
+            .filter_map(|p| index.participants.get(p).and_then(|&e| participants.get(e).ok()))
+            .map(|p| (p.id.clone(), p.display_name.clone()))
+            .collect()
+    };
     for (_, &ve) in index.votes.iter() {
         let Ok(mut vote) = votes.get_mut(ve) else { continue };
         if vote.outcome.is_some() {
@@ -70,7 +76,7 @@ pub fn resolve_votes(
                 },
                 false,
             )
-        } else if let Some(mut r) = evaluate(&vote, &names) {
+        } else if let Some(mut r) = evaluate(&vote, &names_of(&vote)) {
             if vote.decided_by == DecidedBy::Holder && r.resolved_by == "consensus" {
                 r.resolved_by = "holder".into();
             }

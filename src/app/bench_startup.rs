@@ -1,0 +1,146 @@
+//! `roundtable bench startup --messages N`: how long a host with a long history takes to be
+//! usable, and what that history costs it in memory.
+//!
+//! Builds a database with N messages spread over 10 sessions (and their events, as a host stores
+//! them), mints a link with the `share` machinery, then starts a real `roundtable serve` (this
+//! executable) on it and times, from the moment the process is spawned: the listener accepting,
+//! a remote authenticating, and the first page of session `s1` (its snapshot) arriving. It then
+//! reads the host's resident memory. The reference is the same run on a database of 10 sessions
+//! with one message each, in the same process; the report gives both and their ratio.
+
+use crate::app::bench_idle::rss_kib;
+use crate::app::progress::Progress;
+use crate::app::serve_child::{free_port, scratch_dir, ServeChild};
+use crate::ids::{SessionId, WorkspaceId};
+use crate::net::client::{Client, ClientEvent};
+use crate::net::link::Link;
+use crate::net::tls;
+use crate::protocol::*;
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+/// Sessions the messages are spread over.
+const SESSIONS: usize = 10;
+
+/// One start of a host.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct StartupRun {
+    pub messages: usize,
+    /// Spawn → the listener accepts a TCP connection.
+    pub listen_ms: f64,
+    /// Spawn → `authenticate` answered.
+    pub authenticated_ms: f64,
+    /// Spawn → the snapshot (first page) of `s1` received.
+    pub first_page_ms: f64,
+    /// Messages in that first page.
+    pub first_page_messages: usize,
+    /// Host resident memory after the join, KiB.
+    pub rss_kib: u64,
+}
+
+/// What `bench startup` measured.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StartupReport {
+    pub tls: bool,
+    pub sessions: usize,
+    pub measured: StartupRun,
+    pub reference: StartupRun,
+    /// measured.first_page_ms / reference.first_page_ms.
+    pub first_page_ratio: f64,
+    /// Seconds spent building the measured database (not part of the figures).
+    pub build_seconds: f64,
+}
+
+/// Builds the database, starts a host on it and times the first screen.
+fn one_run(messages: usize, tls_on: bool, json: bool) -> anyhow::Result<(StartupRun, f64)> {
+    let scratch = scratch_dir(&format!("startup-{messages}"))?;
+    let dir = scratch.0.clone();
+    let db = crate::app::paths::database(&dir);
+    let per_session = messages.div_ceil(SESSIONS).max(1);
+    let counts: Vec<usize> =
+        (0..SESSIONS).map(|i| per_session.min(messages.saturating_sub(i * per_session)).max(1)).collect();
+    let total: usize = counts.iter().sum();
+    let building = Instant::now();
+    let mut bar = Progress::new(format!("building {total} messages"), total as u64, json || total < 50_000);
+    crate::scenario::bench::build_sessions_db(&db, &counts, &mut |n| bar.set(n as u64))?;
+    bar.finish();
+    let build_seconds = building.elapsed().as_secs_f64();
+    let mut admin = crate::store::Admin::open(&db)?;
+    let (_, token) = admin.mint_share(&MintShareParams::team("bench", vec![WorkspaceId::nth(1)]), 0)?;
+    drop(admin);
+    let fingerprint = if tls_on { Some(tls::load_or_create(&dir)?.fingerprint) } else { None };
+    let port = free_port()?;
+    let link = Link { host: "127.0.0.1".into(), port, token: token.clone(), fingerprint };
+    let extra: &[&str] = if tls_on { &[] } else { &["--insecure"] };
+
+    let spawned = Instant::now();
+    let host = ServeChild::start(&dir, &dir.join("serve.log"), port, extra)?;
+    let listen_ms = spawned.elapsed().as_secs_f64() * 1000.0;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let (authenticated_ms, first_page_ms, first_page_messages) = runtime.block_on(async {
+        let (client, mut events) = Client::connect(&link).await?;
+        let auth = AuthenticateParams { token, display_name: "Bench".into(), resume_token: None };
+        client.call::<AuthenticateResult>(Method::Authenticate(auth)).await?;
+        let authenticated_ms = spawned.elapsed().as_secs_f64() * 1000.0;
+        client
+            .request(Method::JoinSession(JoinSessionParams { session_id: SessionId::nth(1), since_seq: None }))
+            .await?;
+        let snapshot = tokio::time::timeout(Duration::from_secs(60), async {
+            while let Some(ev) = events.recv().await {
+                if let ClientEvent::Event { frame, .. } = ev {
+                    if let Event::Snapshot(s) = frame.body {
+                        return Some(s);
+                    }
+                }
+            }
+            None
+        })
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("the connection ended before the snapshot"))?;
+        let first_page_ms = spawned.elapsed().as_secs_f64() * 1000.0;
+        client.close();
+        anyhow::Ok((authenticated_ms, first_page_ms, snapshot.messages.len()))
+    })?;
+    let rss = rss_kib(host.pid())?;
+    drop(host);
+    let run =
+        StartupRun { messages: total, listen_ms, authenticated_ms, first_page_ms, first_page_messages, rss_kib: rss };
+    Ok((run, build_seconds))
+}
+
+/// Runs the bench, writing progress and the result to `out` (JSON when `json`).
+pub fn run(messages: usize, tls_on: bool, json: bool, out: &mut dyn Write) -> anyhow::Result<StartupReport> {
+    if !json {
+        writeln!(out, "startup with {messages} stored messages in {SESSIONS} sessions, against {SESSIONS} messages")?;
+    }
+    let (reference, _) = one_run(SESSIONS, tls_on, json)?;
+    let (measured, build_seconds) = one_run(messages, tls_on, json)?;
+    let report = StartupReport {
+        tls: tls_on,
+        sessions: SESSIONS,
+        first_page_ratio: measured.first_page_ms / reference.first_page_ms.max(0.001),
+        measured,
+        reference,
+        build_seconds,
+    };
+    if json {
+        writeln!(out, "{}", serde_json::to_string(&report)?)?;
+    } else {
+        for (name, r) in [("reference", &report.reference), ("measured", &report.measured)] {
+            writeln!(
+                out,
+                "  {name:>9}: {:>8} messages — listening {:>6.1} ms, authenticated {:>6.1} ms, first page ({} messages) \
+                 {:>6.1} ms after spawn; host RSS {} KiB",
+                r.messages, r.listen_ms, r.authenticated_ms, r.first_page_messages, r.first_page_ms, r.rss_kib
+            )?;
+        }
+        writeln!(
+            out,
+            "first page {:.2}× the reference ({}; building the database took {:.1} s)",
+            report.first_page_ratio,
+            if tls_on { "TLS" } else { "ws" },
+            build_seconds
+        )?;
+    }
+    Ok(report)
+}
