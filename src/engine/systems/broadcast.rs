@@ -104,6 +104,63 @@ fn enqueue_delta(outbox: &mut Outbox, max_bytes: usize, session: &SessionId, tur
     });
 }
 
+/// Who receives what: session → its members' connections and participant → its connections,
+/// in connection-id order.
+#[derive(Default, PartialEq, Debug)]
+pub struct Members {
+    pub sessions: BTreeMap<SessionId, Vec<Entity>>,
+    pub participants: BTreeMap<crate::ids::ParticipantId, Vec<Entity>>,
+}
+
+impl Members {
+    /// Built from every connection (what the cache must equal).
+    fn build(index: &Index, conns: &Query<&mut Connection>, participants: &Query<&Participant>) -> Members {
+        let mut m = Members::default();
+        for (_, &ce) in index.conns.iter() {
+            let Ok(c) = conns.get(ce) else { continue };
+            if c.auth == AuthState::Closing {
+                continue;
+            }
+            let Some(pid) = c.participant() else { continue };
+            m.participants.entry(pid.clone()).or_default().push(ce);
+            let Some(p) = index.participants.get(pid).and_then(|&e| participants.get(e).ok()) else { continue };
+            if !p.presence.is_present() {
+                continue;
+            }
+            for s in p.sessions.iter().filter(|s| c.is_host || c.joined.contains(*s)) {
+                m.sessions.entry(s.clone()).or_default().push(ce);
+            }
+        }
+        m
+    }
+}
+
+/// [`Members`] kept from tick to tick, rebuilt only after a membership input changed: a
+/// connection or participant added or changed (its outbox and rate bucket are written without
+/// change detection), or broadcast itself closing connections. With `check_invariants` every
+/// use is compared with a fresh build.
+#[derive(Default)]
+pub struct MemberCache {
+    members: Members,
+    stale: bool,
+    built: bool,
+}
+
+/// What tells broadcast that membership may have changed since its last run.
+#[derive(bevy_ecs::system::SystemParam)]
+pub struct MembershipChanges<'w, 's> {
+    participants: Query<'w, 's, (), Or<(Changed<Participant>, Added<Participant>)>>,
+    removed_conns: RemovedComponents<'w, 's, Connection>,
+    removed_participants: RemovedComponents<'w, 's, Participant>,
+}
+
+impl MembershipChanges<'_, '_> {
+    fn any(&mut self) -> bool {
+        let removed = self.removed_conns.read().count() + self.removed_participants.read().count() > 0;
+        removed || !self.participants.is_empty()
+    }
+}
+
 pub fn broadcast(
     mut staged: ResMut<Staged>,
     index: Res<Index>,
@@ -111,35 +168,37 @@ pub fn broadcast(
     mut conns: Query<&mut Connection>,
     mut closed: MessageWriter<ConnClosed>,
     (mut mask, config): (ResMut<SecretMask>, Res<EngineConfig>),
-    mut backlog: Local<std::collections::BTreeSet<ConnId>>,
+    (mut backlog, mut cache_members, mut changes): (
+        Local<std::collections::BTreeSet<ConnId>>,
+        Local<MemberCache>,
+        MembershipChanges,
+    ),
 ) {
     let max_bytes = config.outbox_max_bytes;
     let staged = std::mem::take(&mut staged.0);
     let mask = &mut *mask;
     let mut cache: BTreeMap<usize, Frame> = BTreeMap::new();
-    // Session membership → connections, in connection-id order. Built only in ticks that have
-    // something for a session or a participant: a tick of replies alone (or an idle one) does
-    // not walk every connection.
-    let mut members: BTreeMap<SessionId, Vec<Entity>> = BTreeMap::new();
-    let mut by_participant: BTreeMap<crate::ids::ParticipantId, Vec<Entity>> = BTreeMap::new();
+    // Session membership → connections, in connection-id order: rebuilt (walking every
+    // connection) only when something it depends on changed and this tick has something for a
+    // session or a participant.
+    // (`is_changed` through the mutable query itself: a second query on connections would
+    // conflict with it.)
+    if changes.any() || conns.iter_mut().any(|c| c.is_changed()) {
+        cache_members.stale = true;
+    }
     let fan_out = staged
         .iter()
         .any(|o| matches!(o, Outgoing::Session { .. } | Outgoing::Delta { .. } | Outgoing::Participant { .. }));
-    for (_, &ce) in index.conns.iter().filter(|_| fan_out) {
-        let Ok(c) = conns.get(ce) else { continue };
-        if c.auth == AuthState::Closing {
-            continue;
-        }
-        let Some(pid) = c.participant() else { continue };
-        by_participant.entry(pid.clone()).or_default().push(ce);
-        let Some(p) = index.participants.get(pid).and_then(|&e| participants.get(e).ok()) else { continue };
-        if !p.presence.is_present() {
-            continue;
-        }
-        for s in p.sessions.iter().filter(|s| c.is_host || c.joined.contains(*s)) {
-            members.entry(s.clone()).or_default().push(ce);
-        }
+    if fan_out && (cache_members.stale || !cache_members.built) {
+        cache_members.members = Members::build(&index, &conns, &participants);
+        cache_members.stale = false;
+        cache_members.built = true;
+    } else if fan_out && config.check_invariants {
+        let fresh = Members::build(&index, &conns, &participants);
+        assert_eq!(cache_members.members, fresh, "broadcast's cached membership is stale");
     }
+    let members = &cache_members.members.sessions;
+    let by_participant = &cache_members.members.participants;
     let mut closes: Vec<(ConnId, String)> = Vec::new();
     // Connections given something this tick; with those still holding frames from earlier
     // ticks (`backlog`), the only ones offered frames below: an idle tick touches none.
@@ -148,6 +207,7 @@ pub fn broadcast(
         match out {
             Outgoing::Direct { conn, frame, session, seq } => {
                 let Some(mut c) = index.conns.get(&conn).and_then(|&e| conns.get_mut(e).ok()) else { continue };
+                let c = c.bypass_change_detection();
                 let frame = if c.is_host { frame } else { remote_copy(&mut cache, &mask.masker, &frame) };
                 touched.insert(c.id);
                 let kind = match (session, seq) {
@@ -159,6 +219,7 @@ pub fn broadcast(
             Outgoing::Session { session, seq, frame } => {
                 for &ce in members.get(&session).map(Vec::as_slice).unwrap_or(&[]) {
                     if let Ok(mut c) = conns.get_mut(ce) {
+                        let c = c.bypass_change_detection();
                         let frame =
                             if c.is_host { frame.clone() } else { remote_copy(&mut cache, &mask.masker, &frame) };
                         touched.insert(c.id);
@@ -183,6 +244,7 @@ pub fn broadcast(
                 };
                 for &ce in members.get(&session).map(Vec::as_slice).unwrap_or(&[]) {
                     if let Ok(mut c) = conns.get_mut(ce) {
+                        let c = c.bypass_change_detection();
                         touched.insert(c.id);
                         if c.is_host {
                             enqueue_delta(&mut c.outbox, max_bytes, &session, turn_id, &text, &frame);
@@ -195,6 +257,7 @@ pub fn broadcast(
             Outgoing::Participant { participant, frame } => {
                 for &ce in by_participant.get(&participant).map(Vec::as_slice).unwrap_or(&[]) {
                     if let Ok(mut c) = conns.get_mut(ce) {
+                        let c = c.bypass_change_detection();
                         let frame =
                             if c.is_host { frame.clone() } else { remote_copy(&mut cache, &mask.masker, &frame) };
                         touched.insert(c.id);
@@ -204,6 +267,7 @@ pub fn broadcast(
             }
             Outgoing::Close { conn, reason } => {
                 if let Some(mut c) = index.conns.get(&conn).and_then(|&e| conns.get_mut(e).ok()) {
+                    let c = c.bypass_change_detection();
                     let frame = event_frame(None, Event::Closing(Closing { reason: reason.clone() }));
                     c.outbox.push(OutFrame { frame, kind: OutKind::Direct });
                     touched.insert(conn);
@@ -215,7 +279,7 @@ pub fn broadcast(
     // Offer queued frames to the transports, oldest first.
     for conn in touched {
         let Some(mut c) = index.conns.get(&conn).and_then(|&ce| conns.get_mut(ce).ok()) else { continue };
-        let c = &mut *c;
+        let c = c.bypass_change_detection();
         while !c.outbox.queue.is_empty() {
             c.outbox.refresh_front(|session, turn_id, text| {
                 let body = Event::AgentDelta(crate::protocol::AgentDelta { turn_id, text: text.to_string() });
@@ -247,6 +311,9 @@ pub fn broadcast(
     }
     // The close frame follows what was already accepted; presence is updated next tick by the
     // connection_closed system, exactly as if the transport had reported the close.
+    if !closes.is_empty() {
+        cache_members.stale = true; // our own changes are not seen by the change queries
+    }
     for (conn, reason) in closes {
         if let Some(mut c) = index.conns.get(&conn).and_then(|&e| conns.get_mut(e).ok()) {
             c.auth = AuthState::Closing;

@@ -100,7 +100,9 @@ fn handle_frame(world: &mut World, conn: crate::ids::ConnId, text: String, now: 
     };
     let (auth, is_host, allowed) = {
         let Some(mut c) = world.get_mut::<Connection>(e) else { return false };
-        let allowed = c.is_host || c.bucket.take(now);
+        // The rate bucket is not membership: a request must not look like a membership change
+        // to broadcast's cached session → connections map.
+        let allowed = c.is_host || c.bypass_change_detection().bucket.take(now);
         (c.auth.clone(), c.is_host, allowed)
     };
     if auth == AuthState::Closing {
