@@ -1327,3 +1327,33 @@ fn no_frame_the_host_sends_exceeds_the_wire_bound_and_a_huge_turn_loses_nothing(
     let opened = h.events_named(ann, "vote_opened");
     assert!(opened.iter().any(|v| v.to_string().contains("more bytes not shown")), "clipped subjects say so");
 }
+
+#[test]
+fn secrets_stay_masked_in_history_pages_and_in_replays_after_a_restart() {
+    use roundtable::store::SqliteStore;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("roundtable.db");
+    let secret = "ghp_abcdefghijklmnopqrstuvwxyz0123456789";
+    let config = EngineConfig { seed: 3, ..EngineConfig::default() };
+    let (tok, s) = {
+        let mut h = Harness::with_store(config.clone(), Box::new(SqliteStore::open(&db).unwrap()));
+        let (w, s) = h.workspace_and_session(".");
+        let tok = h.mint(&[&w], json!({}));
+        let (ann, _) = h.join(&tok, "Ann", &s);
+        let text = format!("use token {secret} please");
+        h.call(ann, "send_message", json!({"session_id": s, "text": text, "client_msg_id": "s"})).unwrap();
+        h.run(600);
+        (tok, s)
+    };
+    // A new engine on the same database: the tail is restored from stored (host) frames.
+    let mut h = Harness::with_store(config, Box::new(SqliteStore::open(&db).unwrap()));
+    let c = h.open("10.13.0.1:1");
+    h.call(c, "authenticate", json!({"token": tok, "display_name": "Late"})).unwrap();
+    h.call(c, "join_session", json!({"session_id": s, "since_seq": 0})).unwrap();
+    let page = h.call(c, "fetch_history", json!({"session_id": s, "limit": 50})).unwrap();
+    let all = serde_json::to_string(&h.frames(c)).unwrap() + &page.to_string();
+    assert!(all.contains("use token"), "the message was replayed and paged: {all}");
+    assert!(!all.contains("ghp_abcdef"), "a remote saw the secret after the restart");
+    let host = h.call(HOST, "fetch_history", json!({"session_id": s, "limit": 50})).unwrap();
+    assert!(host.to_string().contains(secret), "the host still sees the original");
+}

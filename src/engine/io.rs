@@ -21,6 +21,45 @@ pub trait FrameSink: Send + Sync {
 }
 
 /// Everything that enters the engine.
+/// A frame as the host's own connection gets it and as remotes get it (secrets masked, see
+/// [`crate::engine::mask_json`]); the same allocation when nothing needed masking.
+#[derive(Clone, Debug)]
+pub struct Framed {
+    pub host: Frame,
+    pub remote: Frame,
+}
+
+impl Framed {
+    /// A frame with nothing to mask (no text from people or the agent in it).
+    pub fn same(frame: Frame) -> Framed {
+        Framed { host: frame.clone(), remote: frame }
+    }
+
+    /// `value` serialised for the host and, masked while serialising, for remotes.
+    pub fn of<T: serde::Serialize + ?Sized>(value: &T, masker: &crate::engine::mask::Masker) -> Framed {
+        let (host, remote) = crate::engine::mask_json::to_json_pair(value, masker);
+        Framed { host, remote }
+    }
+
+    /// The copy for a connection.
+    pub fn for_conn(&self, is_host: bool) -> &Frame {
+        if is_host {
+            &self.host
+        } else {
+            &self.remote
+        }
+    }
+
+    /// Bytes of the host's copy.
+    pub fn len(&self) -> usize {
+        self.host.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.host.is_empty()
+    }
+}
+
 pub enum Inbound {
     /// A transport accepted a connection. `addr` is the source address (`ip:port`).
     Opened { conn: ConnId, addr: String, sink: Arc<dyn FrameSink> },

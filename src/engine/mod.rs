@@ -29,6 +29,7 @@ pub mod components;
 pub mod config;
 pub mod io;
 pub mod mask;
+pub mod mask_json;
 pub mod schedule;
 pub mod systems;
 

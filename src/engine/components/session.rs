@@ -5,7 +5,6 @@ use crate::persist::{AgentSpec, MessageRow, SessionRow, HISTORY_TAIL};
 use crate::protocol::SessionStatus;
 use bevy_ecs::prelude::Component;
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::Arc;
 
 #[derive(Component, Clone, Debug)]
 pub struct Session {
@@ -37,8 +36,9 @@ pub struct TurnLock {
 pub struct EventLog {
     /// Seq of the next event (first event is 1).
     pub next_seq: u64,
-    /// Most recent events `(seq, frame)`, at most `persist::EVENT_TAIL`.
-    pub tail: VecDeque<(u64, Arc<str>)>,
+    /// Most recent events `(seq, frame)`, at most `persist::EVENT_TAIL`, each already masked
+    /// for remotes.
+    pub tail: VecDeque<(u64, crate::engine::io::Framed)>,
 }
 
 impl EventLog {
@@ -47,7 +47,7 @@ impl EventLog {
     }
 
     /// Events after `since`, or `None` when some were dropped from the tail (snapshot needed).
-    pub fn since(&self, since: u64) -> Option<Vec<(u64, Arc<str>)>> {
+    pub fn since(&self, since: u64) -> Option<Vec<(u64, crate::engine::io::Framed)>> {
         if since >= self.last_seq() {
             return Some(Vec::new());
         }

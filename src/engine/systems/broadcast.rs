@@ -8,9 +8,10 @@
 //! delivered seq, then catches up with `join_session(since_seq)` — nothing is lost.
 //!
 //! Secret masking: every frame sent to a remote (live, replayed or in a snapshot) has common
-//! secret shapes masked in its strings; the host's own connection gets the original. The masked
-//! copy is also made once per frame per tick. Streamed deltas go through a per-turn
-//! `StreamMasker`, so a secret split across chunks is still masked.
+//! secret shapes masked in its strings; the host's own connection gets the original. Both copies
+//! are made when the frame is made (`Framed`, `engine::mask_json`: masked while serialising, one
+//! allocation when nothing needed masking), so broadcast only picks one. Streamed deltas go
+//! through a per-turn `StreamMasker`, so a secret split across chunks is still masked.
 
 use super::resources::*;
 use crate::engine::components::*;
@@ -20,7 +21,6 @@ use crate::engine::mask::{Masker, StreamMasker};
 use crate::ids::{ConnId, SessionId};
 use crate::protocol::{Closing, Event, EventFrame, ResyncRequired};
 use bevy_ecs::prelude::*;
-use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -29,34 +29,6 @@ use std::sync::Arc;
 pub struct SecretMask {
     pub masker: Masker,
     pub streams: BTreeMap<SessionId, (u64, StreamMasker)>,
-}
-
-/// Masks every string in a frame; `None` when nothing needed masking.
-pub fn mask_frame(masker: &Masker, frame: &str) -> Option<Frame> {
-    fn walk(v: &mut Value, masker: &Masker, changed: &mut bool) {
-        match v {
-            Value::String(s) => {
-                let m = masker.mask(s);
-                if m != *s {
-                    *s = m;
-                    *changed = true;
-                }
-            }
-            Value::Array(a) => a.iter_mut().for_each(|x| walk(x, masker, changed)),
-            Value::Object(o) => o.values_mut().for_each(|x| walk(x, masker, changed)),
-            _ => {}
-        }
-    }
-    let mut value: Value = serde_json::from_str(frame).ok()?;
-    let mut changed = false;
-    walk(&mut value, masker, &mut changed);
-    changed.then(|| Arc::from(value.to_string()))
-}
-
-/// The remote copy of a frame, computed once per frame (keyed by its allocation).
-fn remote_copy(cache: &mut BTreeMap<usize, Frame>, masker: &Masker, frame: &Frame) -> Frame {
-    let key = Arc::as_ptr(frame) as *const u8 as usize;
-    cache.entry(key).or_insert_with(|| mask_frame(masker, frame).unwrap_or_else(|| frame.clone())).clone()
 }
 
 fn event_frame(session: Option<SessionId>, body: Event) -> Frame {
@@ -149,7 +121,7 @@ pub struct MemberCache {
 /// What tells broadcast that membership may have changed since its last run.
 #[derive(bevy_ecs::system::SystemParam)]
 pub struct MembershipChanges<'w, 's> {
-    participants: Query<'w, 's, (), Or<(Changed<Participant>, Added<Participant>)>>,
+    participants: Query<'w, 's, (), Changed<Participant>>, // an added one counts as changed
     removed_conns: RemovedComponents<'w, 's, Connection>,
     removed_participants: RemovedComponents<'w, 's, Participant>,
 }
@@ -177,7 +149,6 @@ pub fn broadcast(
     let max_bytes = config.outbox_max_bytes;
     let staged = std::mem::take(&mut staged.0);
     let mask = &mut *mask;
-    let mut cache: BTreeMap<usize, Frame> = BTreeMap::new();
     // Session membership → connections, in connection-id order: rebuilt (walking every
     // connection) only when something it depends on changed and this tick has something for a
     // session or a participant.
@@ -208,7 +179,7 @@ pub fn broadcast(
             Outgoing::Direct { conn, frame, session, seq } => {
                 let Some(mut c) = index.conns.get(&conn).and_then(|&e| conns.get_mut(e).ok()) else { continue };
                 let c = c.bypass_change_detection();
-                let frame = if c.is_host { frame } else { remote_copy(&mut cache, &mask.masker, &frame) };
+                let frame = frame.for_conn(c.is_host).clone();
                 touched.insert(c.id);
                 let kind = match (session, seq) {
                     (Some(session), Some(seq)) => OutKind::Session { session, seq },
@@ -220,10 +191,9 @@ pub fn broadcast(
                 for &ce in members.get(&session).map(Vec::as_slice).unwrap_or(&[]) {
                     if let Ok(mut c) = conns.get_mut(ce) {
                         let c = c.bypass_change_detection();
-                        let frame =
-                            if c.is_host { frame.clone() } else { remote_copy(&mut cache, &mask.masker, &frame) };
+                        let frame = frame.for_conn(c.is_host);
                         touched.insert(c.id);
-                        enqueue_session(&mut c.outbox, max_bytes, &session, seq, &frame);
+                        enqueue_session(&mut c.outbox, max_bytes, &session, seq, frame);
                     }
                 }
             }
@@ -258,8 +228,7 @@ pub fn broadcast(
                 for &ce in by_participant.get(&participant).map(Vec::as_slice).unwrap_or(&[]) {
                     if let Ok(mut c) = conns.get_mut(ce) {
                         let c = c.bypass_change_detection();
-                        let frame =
-                            if c.is_host { frame.clone() } else { remote_copy(&mut cache, &mask.masker, &frame) };
+                        let frame = frame.for_conn(c.is_host).clone();
                         touched.insert(c.id);
                         c.outbox.push(OutFrame { frame, kind: OutKind::Direct });
                     }

@@ -153,6 +153,7 @@ impl Installer for DeliveryInstaller {
             tracing::error!("ignoring the configured mask patterns: {e}");
             crate::engine::mask::Masker::default()
         });
+        world.resource_mut::<Staged>().1 = masker.clone();
         world.insert_resource(broadcast::SecretMask { masker, streams: Default::default() });
         schedule.add_systems(persist_tick::persist.in_set(TickSet::Persist));
         schedule.add_systems(broadcast::broadcast.in_set(TickSet::Broadcast));

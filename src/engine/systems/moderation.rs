@@ -12,7 +12,6 @@ use crate::persist::{AuditRow, StoreOp};
 use crate::protocol::Event;
 use crate::protocol::*;
 use bevy_ecs::prelude::*;
-use std::sync::Arc;
 
 pub fn moderation(
     mut requests: MessageReader<Incoming>,
@@ -92,8 +91,7 @@ pub fn moderation(
                 action = if admit { "admitted" } else { "refused" };
                 p.admission = if admit { Admission::Admitted } else { Admission::Refused };
                 let body = Event::Admission(AdmissionEvent { admission: p.admission, role: Some(p.role) });
-                let frame: crate::engine::io::Frame =
-                    Arc::from(EventFrame { session_id: None, seq: None, body }.to_json());
+                let frame = staged.framed(&EventFrame { session_id: None, seq: None, body });
                 staged.0.push(Outgoing::Participant { participant: p.id.clone(), frame });
                 if let Some(share) = p.share.clone() {
                     notify_host_lobby(&index, &conns, &mut staged, &p.id, &p.display_name, &share, p.admission);

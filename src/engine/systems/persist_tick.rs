@@ -20,7 +20,7 @@
 //! outcome by retrying once the host can store again.
 
 use super::resources::{Clock, Index, Outgoing, Staged, StoreRes};
-use crate::engine::io::Frame;
+use crate::engine::io::{Frame, Framed};
 use crate::ids::ConnId;
 use crate::persist::{PersistBatch, StoreOp};
 use crate::protocol::{ErrorCode, Event, EventFrame, Method, StorageStatus};
@@ -84,12 +84,14 @@ pub fn storage_error(id: &serde_json::Value, detail: &str) -> Frame {
 /// Replies `storage_unavailable` to a request refused by the gate.
 pub fn storage_gate(staged: &mut Staged, health: &StorageHealth, conn: ConnId, id: &serde_json::Value) {
     let detail = health.failing.as_ref().map_or("storage unavailable", |f| f.error.as_str());
-    staged.0.push(Outgoing::Direct { conn, frame: storage_error(id, detail), session: None, seq: None });
+    let frame = Framed::same(storage_error(id, detail));
+    staged.0.push(Outgoing::Direct { conn, frame, session: None, seq: None });
 }
 
 /// The `storage` event for every connection.
 fn tell_everyone(staged: &mut Staged, index: &Index, status: StorageStatus) {
-    let frame: Frame = Arc::from(EventFrame { session_id: None, seq: None, body: Event::Storage(status) }.to_json());
+    let frame =
+        Framed::same(Arc::from(EventFrame { session_id: None, seq: None, body: Event::Storage(status) }.to_json()));
     for &conn in index.conns.keys() {
         staged.0.push(Outgoing::Direct { conn, frame: frame.clone(), session: None, seq: None });
     }
@@ -106,11 +108,11 @@ fn withhold(staged: Vec<Outgoing>, detail: &str, refuse_replies: bool, withheld:
             Outgoing::Direct { conn, frame, session: None, seq: None } => {
                 // Only the failed tick's replies are looked into (parsed); later ticks pass theirs.
                 let reply: Option<serde_json::Value> =
-                    if refuse_replies { serde_json::from_str(&frame).ok() } else { None };
+                    if refuse_replies { serde_json::from_str(&frame.host).ok() } else { None };
                 match reply.filter(|v| v.get("result").is_some()) {
                     Some(v) => now.push(Outgoing::Direct {
                         conn,
-                        frame: storage_error(&v["id"], detail),
+                        frame: Framed::same(storage_error(&v["id"], detail)),
                         session: None,
                         seq: None,
                     }),

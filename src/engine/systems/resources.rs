@@ -1,7 +1,7 @@
 //! Resources and messages shared by the systems.
 
 use crate::engine::agent::{AgentCommand, AgentOutput, AgentRuntime, InTickAgent};
-use crate::engine::io::{Frame, Inbound};
+use crate::engine::io::{Frame, Framed, Inbound};
 use crate::ids::{ConnId, ParticipantId, SessionId, ShareId, VoteId, WorkspaceId};
 use crate::persist::Store;
 use crate::protocol::{Method, VoteSubject};
@@ -88,22 +88,30 @@ pub struct AuthFailures(pub BTreeMap<String, VecDeque<u64>>);
 #[derive(Resource, Default, Debug)]
 pub struct Violations(pub Vec<String>);
 
-/// Outgoing frames staged during the tick; released by broadcast after the commit.
+/// Outgoing frames staged during the tick; released by broadcast after the commit. Carries the
+/// masker, so every frame is masked for remotes when it is made (`Framed`).
 #[derive(Resource, Default, Debug)]
-pub struct Staged(pub Vec<Outgoing>);
+pub struct Staged(pub Vec<Outgoing>, pub crate::engine::mask::Masker);
+
+impl Staged {
+    /// `value` as a frame for the host and for remotes.
+    pub fn framed<T: serde::Serialize + ?Sized>(&self, value: &T) -> crate::engine::io::Framed {
+        crate::engine::io::Framed::of(value, &self.1)
+    }
+}
 
 /// One staged output.
 #[derive(Debug, Clone)]
 pub enum Outgoing {
     /// A response or connection-level event for one connection. `seq` is set for replayed
     /// session events (so the outbox can track delivery).
-    Direct { conn: ConnId, frame: Frame, session: Option<SessionId>, seq: Option<u64> },
+    Direct { conn: ConnId, frame: Framed, session: Option<SessionId>, seq: Option<u64> },
     /// A seq'd session event for every member of the session.
-    Session { session: SessionId, seq: u64, frame: Frame },
+    Session { session: SessionId, seq: u64, frame: Framed },
     /// Streamed agent text for every member of the session.
     Delta { session: SessionId, turn_id: u64, text: String, frame: Frame },
     /// A frame for every connection of a participant.
-    Participant { participant: ParticipantId, frame: Frame },
+    Participant { participant: ParticipantId, frame: Framed },
     /// Close a connection (after a `closing` event).
     Close { conn: ConnId, reason: String },
 }

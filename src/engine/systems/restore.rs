@@ -22,6 +22,8 @@ pub struct Recovery {
 
 /// Spawns every restored entity and sets the id counters. Always creates the host participant.
 pub fn restore_world(world: &mut World, r: Restored) {
+    let masker = world.resource::<super::resources::Staged>().1.clone();
+    let masker = &masker;
     let host_name = world.resource::<EngineConfig>().host_name.clone();
     let mut index = Index::default();
     let mut counters = Counters::default();
@@ -48,8 +50,13 @@ pub fn restore_world(world: &mut World, r: Restored) {
             history.push(m);
         }
         history.has_older |= r.older_messages.contains(&s.id);
-        let tail: std::collections::VecDeque<(u64, Arc<str>)> =
-            events.remove(&s.id).unwrap_or_default().into_iter().map(|e| (e.seq, Arc::<str>::from(e.frame))).collect();
+        // Stored frames are the host's copies: the remotes' copies are masked once, here.
+        let tail: std::collections::VecDeque<(u64, crate::engine::io::Framed)> = events
+            .remove(&s.id)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|e| (e.seq, crate::engine::mask_json::framed_from_stored(Arc::<str>::from(e.frame), masker)))
+            .collect();
         // The event log is authoritative: the session row is not rewritten on every event.
         let after_tail = tail.back().map(|(seq, _)| seq + 1).unwrap_or(1);
         let log = EventLog { next_seq: s.next_seq.max(after_tail), tail };

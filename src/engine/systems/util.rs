@@ -2,24 +2,27 @@
 
 use super::resources::{Outgoing, Staged};
 use crate::engine::components::{EventLog, Participant, Share};
-use crate::engine::io::Frame;
 use crate::ids::{ConnId, SessionId};
 use crate::persist::{EventRow, PersistBatch, StoreOp};
 use crate::protocol::{ErrorCode, Event, EventFrame, Role};
 use bevy_ecs::prelude::Query;
 use serde::Serialize;
 use serde_json::{json, Value};
-use std::sync::Arc;
 
 /// Stages `{"id": id, "result": result}` for `conn`.
 pub fn reply_ok(staged: &mut Staged, conn: ConnId, id: &Value, result: impl Serialize) {
-    let frame: Frame = Arc::from(json!({ "id": id, "result": result }).to_string());
+    #[derive(Serialize)]
+    struct Reply<'a, T> {
+        id: &'a Value,
+        result: T,
+    }
+    let frame = staged.framed(&Reply { id, result });
     staged.0.push(Outgoing::Direct { conn, frame, session: None, seq: None });
 }
 
 /// Stages `{"id": id, "error": {"code", "message"}}` for `conn`.
 pub fn reply_err(staged: &mut Staged, conn: ConnId, id: &Value, code: ErrorCode, message: impl Into<String>) {
-    let frame: Frame = Arc::from(json!({ "id": id, "error": { "code": code, "message": message.into() } }).to_string());
+    let frame = staged.framed(&json!({ "id": id, "error": { "code": code, "message": message.into() } }));
     staged.0.push(Outgoing::Direct { conn, frame, session: None, seq: None });
 }
 
@@ -37,7 +40,7 @@ pub fn reply_history_unreadable(
 
 /// Stages a connection-level event (no seq) for one connection.
 pub fn send_direct(staged: &mut Staged, conn: ConnId, session: Option<SessionId>, body: Event) {
-    let frame: Frame = Arc::from(EventFrame { session_id: session, seq: None, body }.to_json());
+    let frame = staged.framed(&EventFrame { session_id: session, seq: None, body });
     staged.0.push(Outgoing::Direct { conn, frame, session: None, seq: None });
 }
 
@@ -55,8 +58,8 @@ pub fn emit(
     }
     let seq = log.next_seq;
     log.next_seq += 1;
-    let text = EventFrame { session_id: Some(session.clone()), seq: Some(seq), body }.to_json();
-    let frame: Frame = Arc::from(text.as_str());
+    let frame = staged.framed(&EventFrame { session_id: Some(session.clone()), seq: Some(seq), body });
+    let text = frame.host.to_string();
     log.tail.push_back((seq, frame.clone()));
     while log.tail.len() > crate::persist::EVENT_TAIL {
         log.tail.pop_front();
