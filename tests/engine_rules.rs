@@ -1357,3 +1357,31 @@ fn secrets_stay_masked_in_history_pages_and_in_replays_after_a_restart() {
     let host = h.call(HOST, "fetch_history", json!({"session_id": s, "limit": 50})).unwrap();
     assert!(host.to_string().contains(secret), "the host still sees the original");
 }
+
+#[test]
+fn deltas_of_one_tick_go_out_as_one_frame_in_order_before_the_turn_ends() {
+    use roundtable::agent::{AgentEvent, AgentOutput};
+    use roundtable::engine::Inbound;
+    let (mut h, w, s) = setup();
+    let tok = h.mint(&[&w], json!({}));
+    let (ann, _) = h.join(&tok, "Ann", &s);
+    h.call(ann, "send_message", json!({"session_id": s, "text": "/ask x", "client_msg_id": "q"})).unwrap();
+    h.run(100);
+    h.take(ann);
+    for event in [
+        AgentEvent::Delta("one ".into()),
+        AgentEvent::Delta("two ".into()),
+        AgentEvent::Delta("three".into()),
+        AgentEvent::Done,
+    ] {
+        h.engine.sender().send(Inbound::Agent(AgentOutput { session: s.as_str().into(), turn_id: 1, event })).unwrap();
+    }
+    h.tick();
+    let frames = h.take(ann);
+    let names: Vec<&str> = frames.iter().filter_map(|f| f["event"].as_str()).collect();
+    let deltas: Vec<&Value> = frames.iter().filter(|f| f["event"] == "agent_delta").collect();
+    assert_eq!(deltas.len(), 1, "one merged delta, serialised once: {names:?}");
+    assert_eq!(deltas[0]["payload"]["text"], "one two three");
+    let at = |name: &str| names.iter().position(|n| *n == name).unwrap_or_else(|| panic!("no {name} in {names:?}"));
+    assert!(at("agent_delta") < at("turn_ended"), "the preview comes before the turn ends: {names:?}");
+}

@@ -260,10 +260,11 @@ pub fn run_bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
             bench::history(args.messages, &mut std::io::stdout().lock(), args.json)?;
         }
         BenchArg::Fanout => {
-            if args.json || args.insecure {
-                anyhow::bail!("--json and --insecure apply to `bench idle` and `bench history` only");
+            if args.insecure {
+                anyhow::bail!("--insecure applies to `bench idle` and `bench startup` only");
             }
-            let options = BenchOptions { kind: BenchKind::Fanout, clients: args.clients, ticks: args.ticks };
+            let options =
+                BenchOptions { kind: BenchKind::Fanout, clients: args.clients, ticks: args.ticks, json: args.json };
             bench::run(&options, &mut std::io::stdout().lock())?;
         }
     }

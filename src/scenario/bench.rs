@@ -83,7 +83,8 @@ pub fn fanout_scenario(clients: usize, ticks: u64) -> Scenario {
 /// Runs a scenario and returns (ticks per second of the whole run, ticks per second of engine
 /// time alone, frames delivered).
 fn measure(sc: &Scenario) -> anyhow::Result<(f64, f64, usize)> {
-    let report = run_scenario(sc, &RunOptions { seed: None, ignore_expectations: true, ..Default::default() });
+    let options = RunOptions { seed: None, ignore_expectations: true, no_invariants: true, ..Default::default() };
+    let report = run_scenario(sc, &options);
     if report.crashed() {
         anyhow::bail!("benchmark run failed: {}", report.failures.first().map(|f| f.to_string()).unwrap_or_default());
     }
@@ -100,6 +101,24 @@ pub struct BenchOptions {
     pub clients: usize,
     /// Ticks per run.
     pub ticks: u64,
+    /// Print one JSON object instead of text.
+    pub json: bool,
+}
+
+/// What `bench fanout` measured.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct FanoutReport {
+    pub clients: usize,
+    pub ticks: u64,
+    /// Whole-run tick rate (runner included) and engine-only tick rate, reference (1 client).
+    pub reference_ticks_per_s: f64,
+    pub reference_engine_ticks_per_s: f64,
+    pub reference_events: usize,
+    pub ticks_per_s: f64,
+    pub engine_ticks_per_s: f64,
+    pub events: usize,
+    pub ratio: f64,
+    pub engine_ratio: f64,
 }
 
 /// Runs a benchmark and writes its report (figures and the ratio) to `out`.
@@ -109,6 +128,22 @@ pub fn run(options: &BenchOptions, out: &mut dyn Write) -> anyhow::Result<()> {
             let clients = options.clients.max(1);
             let (reference, ref_engine, ref_frames) = measure(&fanout_scenario(1, options.ticks))?;
             let (measured, engine, frames) = measure(&fanout_scenario(clients, options.ticks))?;
+            if options.json {
+                let report = FanoutReport {
+                    clients,
+                    ticks: options.ticks,
+                    reference_ticks_per_s: reference,
+                    reference_engine_ticks_per_s: ref_engine,
+                    reference_events: ref_frames,
+                    ticks_per_s: measured,
+                    engine_ticks_per_s: engine,
+                    events: frames,
+                    ratio: measured / reference,
+                    engine_ratio: engine / ref_engine,
+                };
+                writeln!(out, "{}", serde_json::to_string(&report)?)?;
+                return Ok(());
+            }
             writeln!(
                 out,
                 "fanout reference (1 client):   {reference:>10.0} ticks/s ({ref_engine:>10.0} in engine time), {ref_frames} events delivered"

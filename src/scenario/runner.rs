@@ -47,6 +47,8 @@ pub struct RunOptions {
     pub ignore_expectations: bool,
     /// Which transport carries the frames.
     pub transport: TransportKind,
+    /// Run the engine as a host does: no invariant checker (benchmarks measure production work).
+    pub no_invariants: bool,
 }
 
 /// One unmet expectation (or a crash), with where it happened.
@@ -120,7 +122,7 @@ impl RunReport {
 pub fn run_scenario(scenario: &Scenario, options: &RunOptions) -> RunReport {
     let started = Instant::now();
     let seed = options.seed.or(scenario.seed).unwrap_or(1);
-    let mut runner = Runner::new(scenario, seed, options.transport);
+    let mut runner = Runner::new(scenario, seed, options.transport, !options.no_invariants);
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| runner.run()));
     let panic = match result {
         Ok(Ok(())) => None,
@@ -395,7 +397,7 @@ pub(crate) struct Runner<'a> {
 }
 
 impl<'a> Runner<'a> {
-    pub fn new(sc: &'a Scenario, seed: u64, transport: TransportKind) -> Runner<'a> {
+    pub fn new(sc: &'a Scenario, seed: u64, transport: TransportKind, check_invariants: bool) -> Runner<'a> {
         let h = &sc.host;
         let defaults = EngineConfig::default();
         let config = EngineConfig {
@@ -407,7 +409,7 @@ impl<'a> Runner<'a> {
             default_consensus: h.default_consensus,
             default_vote_deadline_ms: h.vote_deadline_ms,
             max_file_bytes: h.max_file_bytes.unwrap_or(defaults.max_file_bytes),
-            check_invariants: true,
+            check_invariants,
             ..defaults
         };
         let n = RUN_COUNTER.fetch_add(1, Ordering::SeqCst);

@@ -404,11 +404,12 @@ pub fn run(args: &SimulateOptions, report: &mut dyn Write) -> anyhow::Result<u64
 fn run_seeds(args: &SimulateOptions, report: &mut dyn Write, started: Instant) -> anyhow::Result<u64> {
     let steps = (args.ticks / 3).max(1);
     let mut failed = 0u64;
-    let mut ticks = 0u64;
+    let (mut ticks, mut events) = (0u64, 0usize);
     let mut last_progress = Instant::now();
     for (n, seed) in (args.start_seed..args.start_seed.saturating_add(args.seeds)).enumerate() {
         let outcome = run_seed(seed, steps);
         ticks += outcome.report.ticks;
+        events += outcome.report.events.values().map(Vec::len).sum::<usize>();
         if outcome.failed() {
             failed += 1;
             writeln!(report, "FAIL seed {seed}: {}", outcome.failure())?;
@@ -420,12 +421,14 @@ fn run_seeds(args: &SimulateOptions, report: &mut dyn Write, started: Instant) -
             last_progress = Instant::now();
             writeln!(
                 report,
-                "simulated {}/{} seeds, {} failed, {} ticks, {:.1} s",
+                "simulated {}/{} seeds, {} failed, {} ticks, {} events delivered, {:.1} s ({:.0} events/s)",
                 n + 1,
                 args.seeds,
                 failed,
                 ticks,
-                started.elapsed().as_secs_f64()
+                events,
+                started.elapsed().as_secs_f64(),
+                events as f64 / started.elapsed().as_secs_f64().max(1e-9)
             )?;
         }
     }

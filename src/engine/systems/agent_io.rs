@@ -58,7 +58,15 @@ pub fn apply_agent_output(
     // the store once at the end of the tick, so a host killed mid-turn can still post what
     // everyone already saw — at the cost of the new text only.
     let mut streamed: std::collections::BTreeMap<crate::ids::SessionId, (u64, String)> = Default::default();
+    // Deltas are merged per session within the tick and staged once (serialised and masked once
+    // for everyone), before anything else the session's agent output stages, so order holds.
+    let mut deltas: std::collections::BTreeMap<crate::ids::SessionId, (u64, String)> = Default::default();
     for out in outputs {
+        if !matches!(out.event, AgentEvent::Delta(_)) {
+            if let Some((turn_id, text)) = deltas.remove(&out.session) {
+                stage_delta(&mut turns.fx.staged, &out.session, turn_id, &text);
+            }
+        }
         let Some(&se) = index.sessions.get(&out.session) else { continue };
         let Ok((mut session, mut lock, mut log, mut history)) = sessions.get_mut(se) else { continue };
         if lock.holder.is_none() || lock.turn_id != out.turn_id {
@@ -73,18 +81,13 @@ pub fn apply_agent_output(
                 let offset = lock.streamed.len() as u64;
                 lock.streamed.push_str(&text);
                 streamed.entry(out.session.clone()).or_insert_with(|| (offset, String::new())).1.push_str(&text);
-                // A delta frame stays within the wire bound: a long chunk goes out in pieces.
-                for piece in crate::protocol::split_json(&text, crate::protocol::MAX_DELTA_JSON_BYTES) {
-                    let body = Event::AgentDelta(AgentDelta { turn_id: out.turn_id, text: piece.to_string() });
-                    let frame =
-                        Arc::from(EventFrame { session_id: Some(out.session.clone()), seq: None, body }.to_json());
-                    turns.fx.staged.0.push(Outgoing::Delta {
-                        session: out.session.clone(),
-                        turn_id: out.turn_id,
-                        text: piece.to_string(),
-                        frame,
-                    });
+                let pending = deltas.entry(out.session.clone()).or_insert_with(|| (out.turn_id, String::new()));
+                if pending.0 != out.turn_id {
+                    // (Cannot happen within one tick: a new turn starts in a later tick.)
+                    let (turn_id, text) = std::mem::replace(pending, (out.turn_id, String::new()));
+                    stage_delta(&mut turns.fx.staged, &out.session, turn_id, &text);
                 }
+                deltas.get_mut(&out.session).expect("just inserted").1.push_str(&text);
             }
             AgentEvent::Plan { request_id, plan } => {
                 requests.votes.write(VoteRequested {
@@ -126,6 +129,9 @@ pub fn apply_agent_output(
             }
         }
     }
+    for (sid, (turn_id, text)) in deltas {
+        stage_delta(&mut turns.fx.staged, &sid, turn_id, &text);
+    }
     for (sid, (offset, text)) in streamed {
         let running = index.sessions.get(&sid).and_then(|&e| sessions.get(e).ok()).is_some_and(|(_, lock, ..)| {
             // Same turn still running, and this text is where the turn's text says it is.
@@ -150,3 +156,12 @@ fn bounded_question(q: Question) -> Question {
 /// Most questions one question vote carries; more are left out (the agent gets no answer for
 /// them, as if nobody had answered).
 pub const MAX_QUESTIONS: usize = 16;
+
+/// Stages a session's merged delta text, in pieces within the wire bound (PROTOCOL §1.3).
+fn stage_delta(staged: &mut Staged, session: &crate::ids::SessionId, turn_id: u64, text: &str) {
+    for piece in crate::protocol::split_json(text, crate::protocol::MAX_DELTA_JSON_BYTES) {
+        let body = Event::AgentDelta(AgentDelta { turn_id, text: piece.to_string() });
+        let frame = Arc::from(EventFrame { session_id: Some(session.clone()), seq: None, body }.to_json());
+        staged.0.push(Outgoing::Delta { session: session.clone(), turn_id, text: piece.to_string(), frame });
+    }
+}
