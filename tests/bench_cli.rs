@@ -19,13 +19,13 @@ fn bench_idle_reports_json_for_a_real_host() {
 }
 
 #[test]
-fn json_is_refused_where_it_is_not_supported() {
+fn insecure_is_refused_where_it_means_nothing() {
     let out = Command::new(env!("CARGO_BIN_EXE_roundtable"))
-        .args(["bench", "fanout", "--json"])
+        .args(["bench", "fanout", "--insecure"])
         .output()
         .expect("run roundtable");
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("apply to `bench idle`"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("applies to `bench idle` and `bench startup`"));
 }
 
 #[test]
@@ -136,4 +136,20 @@ fn bench_tick_builds_every_session_with_its_remotes_and_reports_both_worlds() {
     for key in ["idle_tick_us", "reference_idle_tick_us", "busy_tick_us", "reference_busy_tick_us"] {
         assert!(report[key].as_f64().unwrap() > 0.0, "{key}: {report}");
     }
+}
+
+#[test]
+fn bench_hostile_keeps_never_reading_clients_cheap_and_reports_both_phases() {
+    let out = Command::new(env!("CARGO_BIN_EXE_roundtable"))
+        .args(["bench", "hostile", "--messages", "20", "--clients", "2", "--seconds", "2", "--json"])
+        .output()
+        .expect("run roundtable");
+    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(report["snapshots_asked"], 80, "{report}");
+    assert!(report["big_messages"].as_u64().unwrap() > 0, "{report}");
+    let growth = report["rss_during_kib"].as_u64().unwrap().saturating_sub(report["rss_before_kib"].as_u64().unwrap());
+    // Behaviour, not timing: 80 queued snapshots of a 640 KB session would be tens of MB; one
+    // waiting snapshot per connection is well under this (without it: ~8 MiB per connection).
+    assert!(growth < 6 * 1024, "host RSS grew {growth} KiB: {report}");
 }

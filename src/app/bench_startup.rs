@@ -62,7 +62,7 @@ fn one_run(messages: usize, tls_on: bool, json: bool) -> anyhow::Result<(Startup
     let total: usize = counts.iter().sum();
     let building = Instant::now();
     let mut bar = Progress::new(format!("building {total} messages"), total as u64, json || total < 50_000);
-    crate::scenario::bench::build_sessions_db(&db, &counts, &mut |n| bar.set(n as u64))?;
+    crate::scenario::bench::build_sessions_db(&db, &counts, 0, &mut |n| bar.set(n as u64))?;
     bar.finish();
     let build_seconds = building.elapsed().as_secs_f64();
     let mut admin = crate::store::Admin::open(&db)?;

@@ -15,6 +15,7 @@
 //! - [`paths`]: where the data directory is; [`lock`]: one host per data directory.
 
 pub mod admin;
+pub mod bench_hostile;
 pub mod bench_idle;
 pub mod bench_soak;
 pub mod bench_startup;

@@ -108,9 +108,10 @@ pub struct BenchArgs {
     /// Seed of the soak's random choices (kill times, pauses).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Messages in the long session (history); stored messages (startup).
-    #[arg(long, default_value_t = 100_000)]
-    pub messages: usize,
+    /// Messages in the long session (history, default 100 000); stored messages (startup,
+    /// default 1 000 000); 32 KB messages in the large session (hostile, default 288: 9 MB).
+    #[arg(long, value_name = "N")]
+    pub messages: Option<usize>,
     /// Sessions in the world (tick).
     #[arg(long, default_value_t = 1000)]
     pub sessions: usize,
@@ -151,6 +152,10 @@ pub enum BenchArg {
     /// Engine time per tick with `--sessions` sessions × `--per-session` connected remotes, idle
     /// and busy, against one session in the same run.
     Tick,
+    /// What misbehaving clients cost a real `serve`: `--clients` remotes that ask for snapshots
+    /// of a `--messages` × 32 KB session and never read, then a remote repeating 32 KB messages
+    /// for `--seconds`; host RSS and a well-behaved remote's worst ping.
+    Hostile,
 }
 
 /// `roundtable scenario run`.
@@ -238,6 +243,10 @@ pub fn run_bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::FAILURE);
             }
         }
+        BenchArg::Hostile => {
+            let out = &mut std::io::stdout().lock();
+            super::bench_hostile::run(args.messages.unwrap_or(288), args.clients, args.seconds, args.json, out)?;
+        }
         BenchArg::Tick => {
             let mut bar: Option<super::progress::Progress> = None;
             let mut progress = |what: &str, done: usize, total: usize| {
@@ -254,10 +263,15 @@ pub fn run_bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
             )?;
         }
         BenchArg::Startup => {
-            super::bench_startup::run(args.messages, !args.insecure, args.json, &mut std::io::stdout().lock())?;
+            super::bench_startup::run(
+                args.messages.unwrap_or(1_000_000),
+                !args.insecure,
+                args.json,
+                &mut std::io::stdout().lock(),
+            )?;
         }
         BenchArg::History => {
-            bench::history(args.messages, &mut std::io::stdout().lock(), args.json)?;
+            bench::history(args.messages.unwrap_or(100_000), &mut std::io::stdout().lock(), args.json)?;
         }
         BenchArg::Fanout => {
             if args.insecure {

@@ -205,15 +205,17 @@ impl crate::engine::FrameSink for KeepFrames {
 
 /// Builds a database with a `messages`-message session (s1) and a one-page session (s2).
 fn build_history_db(path: &std::path::Path, messages: usize, reference: usize) -> anyhow::Result<()> {
-    build_sessions_db(path, &[messages, reference], &mut |_| {})
+    build_sessions_db(path, &[messages, reference], 0, &mut |_| {})
 }
 
 /// Writes a database with one workspace (`w1`, demo agent) and one session per entry of
 /// `counts` (`s1`, `s2`, …), each with that many messages and their `message` events, as a host
-/// would have stored them. `progress` gets the number of messages written so far.
+/// would have stored them; with `text_bytes` > 0 every message is that long. `progress` gets the
+/// number of messages written so far.
 pub fn build_sessions_db(
     path: &std::path::Path,
     counts: &[usize],
+    text_bytes: usize,
     progress: &mut dyn FnMut(usize),
 ) -> anyhow::Result<()> {
     use crate::ids::{MessageId, SessionId, WorkspaceId};
@@ -251,7 +253,13 @@ pub fn build_sessions_db(
         for seq in 1..=count as u64 {
             id += 1;
             let (author_id, author_name) = if seq % 2 == 1 { ("host", "Host") } else { ("agent", "Agent") };
-            let text = format!("message {seq}: the quick brown fox jumps over the lazy dog, then checks the tests");
+            let mut text = format!("message {seq}: the quick brown fox jumps over the lazy dog, then checks the tests");
+            if text_bytes > 0 {
+                while text.len() < text_bytes {
+                    text.push_str(" and then some more text");
+                }
+                text.truncate(text_bytes);
+            }
             let client_msg_id = (seq % 2 == 1).then(|| format!("c{seq}"));
             let body = crate::protocol::Event::Message(crate::protocol::MessageEvent {
                 message_id: MessageId::nth(id),

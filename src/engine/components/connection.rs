@@ -55,6 +55,9 @@ pub enum OutKind {
     Direct,
     /// A seq'd session event.
     Session { session: SessionId, seq: u64 },
+    /// A session's snapshot: a newer one for the same session replaces it while it waits, so
+    /// repeated joins from a connection that does not read cannot pile snapshots up.
+    Snapshot { session: SessionId },
     /// A streamed agent text delta (may be merged with the next one). `stale` is set when text
     /// was merged in: the frame is rebuilt once, when it is offered to the transport.
     Delta { session: SessionId, turn_id: u64, text: String, stale: bool },

@@ -45,7 +45,7 @@ fn enqueue_session(outbox: &mut Outbox, max_bytes: usize, session: &SessionId, s
         let last = outbox.delivered.get(session).copied().unwrap_or(0);
         outbox.retain(|f| match &f.kind {
             OutKind::Session { session: s, .. } | OutKind::Delta { session: s, .. } => s != session,
-            OutKind::Direct => true,
+            OutKind::Direct | OutKind::Snapshot { .. } => true,
         });
         outbox.resync.insert(session.clone(), last);
         outbox.push(OutFrame {
@@ -183,6 +183,11 @@ pub fn broadcast(
                 touched.insert(c.id);
                 let kind = match (session, seq) {
                     (Some(session), Some(seq)) => OutKind::Session { session, seq },
+                    (Some(session), None) => {
+                        // One waiting snapshot per session: an older one still queued is stale.
+                        c.outbox.retain(|f| !matches!(&f.kind, OutKind::Snapshot { session: s } if *s == session));
+                        OutKind::Snapshot { session }
+                    }
                     _ => OutKind::Direct,
                 };
                 c.outbox.push(OutFrame { frame, kind });

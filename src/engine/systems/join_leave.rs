@@ -7,7 +7,7 @@
 use super::params::*;
 use super::queries::session_info;
 use super::resources::*;
-use super::util::{emit, in_scope, reply_err, reply_ok, send_direct};
+use super::util::{emit, in_scope, reply_err, reply_ok, send_snapshot};
 use crate::engine::components::*;
 use crate::ids::{ParticipantId, SessionId};
 use crate::persist::StoreOp;
@@ -65,6 +65,8 @@ pub fn join_leave(
 ) {
     let People { mut conns, mut participants, shares } = people;
     let Effects { mut staged, mut batch } = fx;
+    let mut snapshots: std::collections::BTreeMap<(SessionId, ParticipantId, u64), crate::engine::io::Framed> =
+        Default::default();
     for req in requests.read() {
         let (session_id, since) = match &req.method {
             Method::JoinSession(p) => (p.session_id.clone(), Some(p.since_seq)),
@@ -133,21 +135,32 @@ pub fn join_leave(
                         }
                     }
                     None => {
-                        let (messages, has_older) = super::history::latest_page(history);
-                        send_direct(
-                            &mut staged,
-                            req.conn,
-                            Some(session_id.clone()),
-                            Event::Snapshot(Snapshot {
-                                session: info,
-                                roster: rows,
-                                messages,
-                                has_older,
-                                votes: open_votes(&index, &votes, &session_id),
-                                streaming_text: crate::protocol::snapshot_streaming_text(&lock.streamed),
-                                last_seq,
-                            }),
-                        );
+                        // Built once per (session, participant, last_seq) in a tick: forty joins
+                        // in one burst cost one snapshot.
+                        let key = (session_id.clone(), pid.clone(), last_seq);
+                        let frame = match snapshots.get(&key) {
+                            Some(frame) => frame.clone(),
+                            None => {
+                                let (messages, has_older) = super::history::latest_page(history);
+                                let body = Event::Snapshot(Snapshot {
+                                    session: info,
+                                    roster: rows,
+                                    messages,
+                                    has_older,
+                                    votes: open_votes(&index, &votes, &session_id),
+                                    streaming_text: crate::protocol::snapshot_streaming_text(&lock.streamed),
+                                    last_seq,
+                                });
+                                let frame = staged.framed(&EventFrame {
+                                    session_id: Some(session_id.clone()),
+                                    seq: None,
+                                    body,
+                                });
+                                snapshots.insert(key, frame.clone());
+                                frame
+                            }
+                        };
+                        send_snapshot(&mut staged, req.conn, session_id.clone(), frame);
                     }
                 }
                 if let Ok(mut c) = conns.get_mut(ce) {

@@ -44,6 +44,11 @@ pub fn send_direct(staged: &mut Staged, conn: ConnId, session: Option<SessionId>
     staged.0.push(Outgoing::Direct { conn, frame, session: None, seq: None });
 }
 
+/// Stages a prepared snapshot frame of `session` for one connection (see `OutKind::Snapshot`).
+pub fn send_snapshot(staged: &mut Staged, conn: ConnId, session: SessionId, frame: crate::engine::io::Framed) {
+    staged.0.push(Outgoing::Direct { conn, frame, session: Some(session), seq: None });
+}
+
 /// Emits a session event: assigns the next seq, logs it, persists it and stages it for every
 /// member of the session. Returns the seq.
 pub fn emit(
