@@ -981,7 +981,6 @@ fn a_client_that_never_reads_holds_a_bounded_number_of_bytes_then_resyncs() {
 
 #[test]
 fn repeated_snapshots_to_a_client_that_never_reads_replace_each_other_instead_of_piling_up() {
-    use roundtable::engine::components::Outbox;
     let (mut h, w, s) = setup();
     let tok = h.mint(&[&w], json!({}));
     let (ann, _) = h.join(&tok, "Ann", &s);
