@@ -153,3 +153,17 @@ fn bench_hostile_keeps_never_reading_clients_cheap_and_reports_both_phases() {
     // waiting snapshot per connection is well under this (without it: ~8 MiB per connection).
     assert!(growth < 6 * 1024, "host RSS grew {growth} KiB: {report}");
 }
+
+#[test]
+fn bench_stream_runs_one_long_turn_and_compares_its_start_with_its_end() {
+    let out = Command::new(env!("CARGO_BIN_EXE_roundtable"))
+        .args(["bench", "stream", "--megabytes", "1", "--deltas-per-second", "2000", "--clients", "3", "--json"])
+        .output()
+        .expect("run roundtable");
+    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert!(report["turn_bytes"].as_u64().unwrap() >= 1024 * 1024, "{report}");
+    assert_eq!(report["remotes"], 3, "{report}");
+    assert!(report["first_tenth_tick_us"].as_f64().unwrap() > 0.0, "{report}");
+    assert!(report["last_tenth_tick_us"].as_f64().unwrap() > 0.0, "{report}");
+}

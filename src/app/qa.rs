@@ -112,6 +112,12 @@ pub struct BenchArgs {
     /// default 1 000 000); 32 KB messages in the large session (hostile, default 288: 9 MB).
     #[arg(long, value_name = "N")]
     pub messages: Option<usize>,
+    /// Size of the agent turn (stream).
+    #[arg(long, value_name = "MB", default_value_t = 10)]
+    pub megabytes: usize,
+    /// Agent deltas per second (stream).
+    #[arg(long, value_name = "N", default_value_t = 5000)]
+    pub deltas_per_second: u64,
     /// Sessions in the world (tick).
     #[arg(long, default_value_t = 1000)]
     pub sessions: usize,
@@ -156,6 +162,9 @@ pub enum BenchArg {
     /// of a `--messages` × 32 KB session and never read, then a remote repeating 32 KB messages
     /// for `--seconds`; host RSS and a well-behaved remote's worst ping.
     Hostile,
+    /// Engine time per tick at the start and at the end of one long agent turn (`--megabytes`,
+    /// `--deltas-per-second`, `--clients` remotes), on a SQLite file.
+    Stream,
 }
 
 /// `roundtable scenario run`.
@@ -242,6 +251,16 @@ pub fn run_bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
             if !report.passed() {
                 return Ok(ExitCode::FAILURE);
             }
+        }
+        BenchArg::Stream => {
+            let mut bar: Option<super::progress::Progress> = None;
+            let mut progress = |done: usize, total: usize| {
+                let bar =
+                    bar.get_or_insert_with(|| super::progress::Progress::new("streaming", total as u64, args.json));
+                bar.set(done as u64);
+            };
+            let out = &mut std::io::stdout().lock();
+            bench::stream(args.megabytes, args.deltas_per_second, args.clients, out, args.json, &mut progress)?;
         }
         BenchArg::Hostile => {
             let out = &mut std::io::stdout().lock();

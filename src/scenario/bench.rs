@@ -431,12 +431,12 @@ pub struct TickReport {
     pub sessions: usize,
     pub participants_per_session: usize,
     /// Mean engine time of an idle tick (nothing arrives), microseconds: measured world and the
-    /// one-session reference.
+    /// reference world (only the `busy_sessions` sessions).
     pub idle_tick_us: f64,
     pub reference_idle_tick_us: f64,
-    /// Mean engine time of a busy tick (one chat message in each of `busy_sessions` sessions
-    /// per tick, the demo agent answering), microseconds: measured world and the reference (the
-    /// same traffic, all of it in the reference's one session).
+    /// Mean engine time of a busy tick (an agent turn streaming one delta per tick in each of
+    /// `busy_sessions` sessions, to everyone in them), microseconds: measured world and the
+    /// reference (the same deltas, all of them in the reference's one session).
     pub busy_tick_us: f64,
     pub reference_busy_tick_us: f64,
     pub busy_sessions: usize,
@@ -470,11 +470,20 @@ impl crate::engine::FrameSink for DropFrames {
 
 impl TickWorld {
     fn build(sessions: usize, per_session: usize, progress: &mut dyn FnMut(usize)) -> anyhow::Result<TickWorld> {
+        Self::build_on(Box::new(crate::store::SqliteStore::open_in_memory()?), sessions, per_session, progress)
+    }
+
+    fn build_on(
+        store: Box<dyn crate::persist::Store>,
+        sessions: usize,
+        per_session: usize,
+        progress: &mut dyn FnMut(usize),
+    ) -> anyhow::Result<TickWorld> {
         use crate::engine::{Engine, EngineConfig, Inbound};
         use crate::ids::ConnId;
         let config =
             EngineConfig { check_invariants: false, max_connections_per_share: usize::MAX, ..EngineConfig::default() };
-        let mut engine = Engine::new(config, Box::new(crate::store::SqliteStore::open_in_memory()?))?;
+        let mut engine = Engine::new(config, store)?;
         crate::agent::install_builtin(&mut engine);
         let sink = std::sync::Arc::new(DropFrames::default());
         let host = ConnId(0);
@@ -549,6 +558,28 @@ impl TickWorld {
         anyhow::bail!("{method} got no answer")
     }
 
+    /// Opens an agent turn in each of `sessions` (the host asks; the demo agent's question keeps
+    /// the turn open), so deltas can stream into them.
+    fn open_turns(&mut self, sessions: &[usize]) -> anyhow::Result<()> {
+        let host = self.host;
+        for &s in sessions {
+            let params = serde_json::json!({"session_id": format!("s{s}"), "text": "/ask go on", "client_msg_id": format!("turn-s{s}")});
+            self.send(host, "send_message", params)?;
+        }
+        for _ in 0..20 {
+            self.tick();
+        }
+        Ok(())
+    }
+
+    /// Queues agent output for the running turn (turn 1) of `session`.
+    fn delta(&mut self, session: &str, text: &str) {
+        use crate::engine::agent::{AgentEvent, AgentOutput};
+        let event = AgentEvent::Delta(text.to_string());
+        let out = AgentOutput { session: session.into(), turn_id: 1, event };
+        let _ = self.engine.sender().send(crate::engine::Inbound::Agent(out));
+    }
+
     /// Mean engine time of `ticks` ticks, microseconds; `each` queues the tick's input.
     fn measure(&mut self, ticks: u64, each: &mut dyn FnMut(&mut TickWorld, u64)) -> f64 {
         let mut total = std::time::Duration::ZERO;
@@ -564,7 +595,7 @@ impl TickWorld {
 }
 
 /// `bench tick`: the engine's cost per tick with `sessions` × `per_session` connected remotes,
-/// idle and busy, against one session of `per_session` in the same process.
+/// idle and busy, against a world of only the 10 busy sessions in the same process.
 pub fn tick(
     sessions: usize,
     per_session: usize,
@@ -576,7 +607,7 @@ pub fn tick(
     let (sessions, per_session, ticks) = (sessions.max(1), per_session.max(1), ticks.max(10));
     let busy_sessions = sessions.min(10);
     let mut world = TickWorld::build(sessions, per_session, &mut |n| progress("building sessions", n, sessions))?;
-    let mut reference = TickWorld::build(1, per_session, &mut |_| {})?;
+    let mut reference = TickWorld::build(busy_sessions, per_session, &mut |_| {})?;
     // Let joins, snapshots and the demo agent's greetings settle.
     for _ in 0..50 {
         world.tick();
@@ -584,23 +615,30 @@ pub fn tick(
     }
     let idle_tick_us = world.measure(ticks, &mut |_, _| {});
     let reference_idle_tick_us = reference.measure(ticks, &mut |_, _| {});
-    // Busy: every tick, a message in `busy_sessions` sessions (spread over the world), from the
-    // host; the demo agent's replies stream back. The reference gets the same number of
-    // messages per tick in its one session.
+    // Busy: an agent turn streams in `busy_sessions` sessions (spread over the world), one delta
+    // per session per tick, to everyone in them. The reference is a world of just those
+    // sessions streaming the same way: the difference is what the idle sessions cost.
     let stride = (sessions / busy_sessions).max(1);
+    let chosen: Vec<usize> = (0..busy_sessions).map(|k| 1 + k * stride).collect();
+    world.open_turns(&chosen)?;
+    let all_reference: Vec<usize> = (1..=busy_sessions).collect();
+    reference.open_turns(&all_reference)?;
     let busy = |sessions_used: Vec<usize>| {
         move |w: &mut TickWorld, i: u64| {
-            for (k, &s) in sessions_used.iter().enumerate() {
-                let params =
-                    serde_json::json!({"session_id": format!("s{s}"), "text": format!("tick {i} message {k}")});
-                let host = w.host;
-                let _ = w.send(host, "send_message", params);
+            for &s in &sessions_used {
+                w.delta(&format!("s{s}"), &format!("tick {i}: some streamed text of the agent\n"));
             }
         }
     };
-    let chosen: Vec<usize> = (0..busy_sessions).map(|k| 1 + k * stride).collect();
+    let delivered = world.sink.0.load(std::sync::atomic::Ordering::Relaxed);
     let busy_tick_us = world.measure(ticks, &mut busy(chosen));
-    let reference_busy_tick_us = reference.measure(ticks, &mut busy(vec![1; busy_sessions]));
+    // Honest figures only: the deltas must have reached everyone in the streaming sessions.
+    let delivered = world.sink.0.load(std::sync::atomic::Ordering::Relaxed) - delivered;
+    let expected = ticks * (busy_sessions * per_session) as u64;
+    if delivered < expected {
+        anyhow::bail!("only {delivered} of {expected} deltas were delivered: the turns did not stream");
+    }
+    let reference_busy_tick_us = reference.measure(ticks, &mut busy(all_reference));
     progress("done", sessions, sessions);
     let report = TickReport {
         sessions,
@@ -618,14 +656,91 @@ pub fn tick(
     } else {
         writeln!(
             out,
-            "tick: {sessions} sessions × {per_session} remotes — idle {:.1} µs/tick vs {:.1} µs for one session ({:.2}×); \
-             busy ({busy_sessions} messages per tick) {:.1} µs vs {:.1} µs ({:.2}×)",
+            "tick: {sessions} sessions × {per_session} remotes — idle {:.1} µs/tick vs {:.1} µs for {busy_sessions} sessions ({:.2}×); \
+             busy ({busy_sessions} streaming sessions) {:.1} µs vs {:.1} µs ({:.2}×)",
             report.idle_tick_us,
             report.reference_idle_tick_us,
             report.idle_ratio,
             report.busy_tick_us,
             report.reference_busy_tick_us,
             report.busy_ratio
+        )?;
+    }
+    Ok(report)
+}
+
+/// What `bench stream` measured.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct StreamReport {
+    pub remotes: usize,
+    pub deltas_per_second: u64,
+    /// Bytes the agent streamed in the turn.
+    pub turn_bytes: usize,
+    /// Mean engine time per tick over the turn's first and last tenth, microseconds.
+    pub first_tenth_tick_us: f64,
+    pub last_tenth_tick_us: f64,
+    /// last / first: 1.0 when a tick costs the same however long the turn already is.
+    pub ratio: f64,
+}
+
+/// `bench stream`: one agent turn of `megabytes` MB streamed at `deltas_per_second` (40-byte
+/// deltas) to `remotes` connected remotes, on a SQLite file (each tick's commit included);
+/// compares the engine time per tick at the start and at the end of the turn.
+pub fn stream(
+    megabytes: usize,
+    deltas_per_second: u64,
+    remotes: usize,
+    out: &mut dyn Write,
+    json: bool,
+    progress: &mut dyn FnMut(usize, usize),
+) -> anyhow::Result<StreamReport> {
+    const DELTA: &str = "streamed text of the agent's long turn.\n"; // 40 bytes
+    let dir = std::env::temp_dir().join(format!("roundtable-bench-stream-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let _cleanup = RemoveOnDrop(dir.clone());
+    let store = crate::store::SqliteStore::open(&dir.join("roundtable.db"))?;
+    let mut w = TickWorld::build_on(Box::new(store), 1, remotes.max(1), &mut |_| {})?;
+    // A turn that waits for an answer: the demo agent asks, so the turn stays open while the
+    // bench streams into it.
+    w.open_turns(&[1])?;
+    let per_tick = (deltas_per_second * DEFAULT_TICK_MS / 1000).max(1) as usize;
+    let total = megabytes.max(1) * 1024 * 1024;
+    let ticks = total.div_ceil(per_tick * DELTA.len());
+    let mut times = Vec::with_capacity(ticks);
+    for t in 0..ticks {
+        for _ in 0..per_tick {
+            w.delta("s1", DELTA);
+        }
+        w.now += DEFAULT_TICK_MS;
+        let started = std::time::Instant::now();
+        w.engine.tick(w.now);
+        times.push(started.elapsed().as_secs_f64() * 1e6);
+        progress(t + 1, ticks);
+    }
+    let tenth = (ticks / 10).max(1);
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    let (first, last) = (mean(&times[..tenth]), mean(&times[ticks - tenth..]));
+    let report = StreamReport {
+        remotes: remotes.max(1),
+        deltas_per_second,
+        turn_bytes: ticks * per_tick * DELTA.len(),
+        first_tenth_tick_us: first,
+        last_tenth_tick_us: last,
+        ratio: last / first.max(1e-9),
+    };
+    if json {
+        writeln!(out, "{}", serde_json::to_string(&report)?)?;
+    } else {
+        writeln!(
+            out,
+            "stream: a {:.1} MB turn at {} deltas/s to {} remotes — {:.1} µs per tick in its first tenth, {:.1} µs in its \
+             last ({:.2}×)",
+            report.turn_bytes as f64 / 1e6,
+            deltas_per_second,
+            report.remotes,
+            first,
+            last,
+            report.ratio
         )?;
     }
     Ok(report)
