@@ -59,33 +59,35 @@ fn json_blocks() -> Vec<Block> {
     blocks
 }
 
-/// Every event name, with an exhaustive match so that a new event variant breaks this test until
-/// it is added here (and therefore to the document).
-fn event_names() -> Vec<&'static str> {
-    fn guard(e: &Event) -> &'static str {
-        match e {
-            Event::Message(_) => "message",
-            Event::TurnStarted(_) => "turn_started",
-            Event::TurnEnded(_) => "turn_ended",
-            Event::ParticipantJoined(_) => "participant_joined",
-            Event::ParticipantLeft(_) => "participant_left",
-            Event::PresenceChanged(_) => "presence_changed",
-            Event::ParticipantMuted(_) => "participant_muted",
-            Event::VoteOpened(_) => "vote_opened",
-            Event::VoteProgress(_) => "vote_progress",
-            Event::VoteResolved(_) => "vote_resolved",
-            Event::SessionUpdated(_) => "session_updated",
-            Event::HistoryReplaced(_) => "history_replaced",
-            Event::AgentDelta(_) => "agent_delta",
-            Event::Snapshot(_) => "snapshot",
-            Event::ResyncRequired(_) => "resync_required",
-            Event::Admission(_) => "admission",
-            Event::Closing(_) => "closing",
-            Event::Lobby(_) => "lobby",
-            Event::Storage(_) => "storage",
-        }
+/// The wire name of an event, by an exhaustive match: a new event variant breaks the build until
+/// it is named here; the example test then checks every documented example against it and
+/// `event_names` against the examples.
+fn event_name(e: &Event) -> &'static str {
+    match e {
+        Event::Message(_) => "message",
+        Event::TurnStarted(_) => "turn_started",
+        Event::TurnEnded(_) => "turn_ended",
+        Event::ParticipantJoined(_) => "participant_joined",
+        Event::ParticipantLeft(_) => "participant_left",
+        Event::PresenceChanged(_) => "presence_changed",
+        Event::ParticipantMuted(_) => "participant_muted",
+        Event::VoteOpened(_) => "vote_opened",
+        Event::VoteProgress(_) => "vote_progress",
+        Event::VoteResolved(_) => "vote_resolved",
+        Event::SessionUpdated(_) => "session_updated",
+        Event::HistoryReplaced(_) => "history_replaced",
+        Event::AgentDelta(_) => "agent_delta",
+        Event::Snapshot(_) => "snapshot",
+        Event::ResyncRequired(_) => "resync_required",
+        Event::Admission(_) => "admission",
+        Event::Closing(_) => "closing",
+        Event::Lobby(_) => "lobby",
+        Event::Storage(_) => "storage",
     }
-    let _ = guard;
+}
+
+/// Every event name (the documented list; checked against `event_name` through the examples).
+fn event_names() -> Vec<&'static str> {
     vec![
         "message",
         "turn_started",
@@ -265,6 +267,7 @@ fn protocol_doc_names_every_method_event_and_error_code() {
 fn protocol_doc_shows_an_example_of_every_method_and_event() {
     let mut methods = BTreeSet::new();
     let mut events = BTreeSet::new();
+    let mut named: BTreeSet<&'static str> = BTreeSet::new();
     for b in json_blocks().iter().filter(|b| b.invalid.is_none()) {
         let Ok(v) = serde_json::from_str::<Value>(&b.text) else { continue };
         if let Ok(r) = Request::parse(&b.text) {
@@ -272,8 +275,14 @@ fn protocol_doc_shows_an_example_of_every_method_and_event() {
         }
         if let Some(e) = v.get("event").and_then(Value::as_str) {
             events.insert(e.to_string());
+            if let Ok(frame) = serde_json::from_value::<EventFrame>(v.clone()) {
+                assert_eq!(event_name(&frame.body), e, "the example's tag and the variant's name agree");
+                named.insert(event_name(&frame.body));
+            }
         }
     }
+    let listed: BTreeSet<&str> = event_names().into_iter().collect();
+    assert_eq!(named, listed, "every event variant has an example, and event_names lists exactly those");
     let no_request: Vec<&str> = Method::NAMES.iter().copied().filter(|m| !methods.contains(*m)).collect();
     let no_event: Vec<&str> = event_names().into_iter().filter(|e| !events.contains(*e)).collect();
     assert!(no_request.is_empty(), "methods without a request example: {no_request:?}");

@@ -5,20 +5,37 @@
 
 use roundtable::scenario::simulate::{run_seed, shrink};
 
-#[test]
-fn random_flows_never_break_engine_invariants() {
-    let hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
+/// Seeds 1..=200, 300 steps each (the count README.md quotes), in four parallel tests.
+fn seeds(range: std::ops::RangeInclusive<u64>) {
     let mut failures = Vec::new();
-    for seed in 1..=8 {
-        let outcome = run_seed(seed, 120);
+    for seed in range {
+        let outcome = run_seed(seed, 300);
         if outcome.failed() {
             let minimal = shrink(&outcome.scenario, 60);
             failures.push(format!("seed {seed}: {}\nreplay:\n{}", outcome.failure(), minimal.to_toml()));
         }
     }
-    std::panic::set_hook(hook);
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+#[test]
+fn random_flows_never_break_engine_invariants_seeds_1_to_50() {
+    seeds(1..=50);
+}
+
+#[test]
+fn random_flows_never_break_engine_invariants_seeds_51_to_100() {
+    seeds(51..=100);
+}
+
+#[test]
+fn random_flows_never_break_engine_invariants_seeds_101_to_150() {
+    seeds(101..=150);
+}
+
+#[test]
+fn random_flows_never_break_engine_invariants_seeds_151_to_200() {
+    seeds(151..=200);
 }
 
 #[test]

@@ -14,6 +14,7 @@ pub fn check_invariants(
     sessions: Query<(&Session, &TurnLock, &EventLog)>,
     votes: Query<&PendingVote>,
     mut violations: ResMut<Violations>,
+    mut turns_seen: Local<std::collections::BTreeMap<crate::ids::SessionId, (u64, crate::ids::ParticipantId)>>,
 ) {
     let TickEnv { clock, config } = env;
     let Directory { index, conns, participants, shares } = dir;
@@ -21,7 +22,38 @@ pub fn check_invariants(
     let participant =
         |id: &crate::ids::ParticipantId| index.participants.get(id).and_then(|&e| participants.get(e).ok());
     for (sid, &se) in index.sessions.iter() {
-        let Ok((_, lock, log)) = sessions.get(se) else { continue };
+        let Ok((session, lock, log)) = sessions.get(se) else { continue };
+        // The turn lock and the session's status tell the same story.
+        use crate::protocol::SessionStatus;
+        match (&lock.holder, session.status) {
+            (None, SessionStatus::Idle) | (Some(_), SessionStatus::Running | SessionStatus::AwaitingVote) => {}
+            (holder, status) => {
+                found.push(format!("session {sid}: status {} with turn holder {holder:?}", status.as_str()))
+            }
+        }
+        if session.status == SessionStatus::AwaitingVote {
+            let open = index
+                .votes
+                .values()
+                .filter_map(|&e| votes.get(e).ok())
+                .any(|v| v.outcome.is_none() && v.session == *sid && v.turn_id == lock.turn_id);
+            if !open {
+                found.push(format!("session {sid}: awaiting a vote but turn {} has no open vote", lock.turn_id));
+            }
+        }
+        // One holder per turn: a turn's holder never changes hands (a new holder means a new
+        // turn, after the old one ended).
+        if let Some(h) = &lock.holder {
+            if let Some((turn, before)) = turns_seen.get(sid) {
+                if *turn == lock.turn_id && before != h {
+                    found.push(format!("session {sid}: turn {turn} changed holder from {before} to {h}"));
+                }
+                if lock.turn_id < *turn {
+                    found.push(format!("session {sid}: turn id went back from {turn} to {}", lock.turn_id));
+                }
+            }
+            turns_seen.insert(sid.clone(), (lock.turn_id, h.clone()));
+        }
         if let Some(h) = &lock.holder {
             if !participant(h).is_some_and(|p| p.presence.is_present()) {
                 found.push(format!("session {sid}: turn holder {h} is neither present nor within grace"));
