@@ -209,7 +209,13 @@ pub fn generate(seed: u64, steps: u64) -> Scenario {
                 (who, "clock_jump")
             }
             71..=73 => {
-                set("text", (*BAD_FRAMES.choose(&mut rng).expect("non-empty")).into());
+                if rng.random_bool(0.1) {
+                    // Over the 64 KiB frame cap: refused with frame_too_large, connection kept.
+                    let nonce = "x".repeat(crate::protocol::MAX_FRAME_BYTES);
+                    set("text", format!(r#"{{"id":5,"method":"ping","params":{{"nonce":"{nonce}"}}}}"#).into());
+                } else {
+                    set("text", (*BAD_FRAMES.choose(&mut rng).expect("non-empty")).into());
+                }
                 (who, "raw")
             }
             74 => ("host".into(), "restart_host"),
@@ -225,7 +231,17 @@ pub fn generate(seed: u64, steps: u64) -> Scenario {
                 );
                 (who, "read_workspace_file")
             }
-            78..=81 => (who, *["ping", "list_workspaces", "list_sessions"].choose(&mut rng).expect("non-empty")),
+            78..=80 => {
+                (who, *["ping", "list_workspaces", "list_sessions", "list_shares"].choose(&mut rng).expect("non-empty"))
+            }
+            81 => {
+                set("session", session.into());
+                if rng.random_bool(0.5) {
+                    set("before_seq", toml::Value::Integer(rng.random_range(1..40)));
+                }
+                set("limit", toml::Value::Integer(rng.random_range(1..5)));
+                (who, "fetch_history")
+            }
             82 => {
                 set("session", session.into());
                 set("title", format!("renamed {n}").into());
@@ -405,11 +421,13 @@ fn run_seeds(args: &SimulateOptions, report: &mut dyn Write, started: Instant) -
     let steps = (args.ticks / 3).max(1);
     let mut failed = 0u64;
     let (mut ticks, mut events) = (0u64, 0usize);
+    let mut coverage = Coverage::default();
     let mut last_progress = Instant::now();
     for (n, seed) in (args.start_seed..args.start_seed.saturating_add(args.seeds)).enumerate() {
         let outcome = run_seed(seed, steps);
         ticks += outcome.report.ticks;
         events += outcome.report.events.values().map(Vec::len).sum::<usize>();
+        coverage.add(&outcome.report.transcript);
         if outcome.failed() {
             failed += 1;
             writeln!(report, "FAIL seed {seed}: {}", outcome.failure())?;
@@ -432,6 +450,7 @@ fn run_seeds(args: &SimulateOptions, report: &mut dyn Write, started: Instant) -
             )?;
         }
     }
+    coverage.write(report)?;
     Ok(failed)
 }
 
@@ -453,5 +472,85 @@ mod tests {
             let back = Scenario::parse(&s.to_toml(), std::path::Path::new("sim.toml")).unwrap();
             assert_eq!(back, s);
         }
+    }
+}
+
+/// How often each method, error code, event and vote outcome occurred over a simulation run:
+/// a rule random flows never reach shows up as a zero.
+#[derive(Default, Debug)]
+pub struct Coverage {
+    pub methods: std::collections::BTreeMap<String, u64>,
+    pub errors: std::collections::BTreeMap<String, u64>,
+    pub events: std::collections::BTreeMap<String, u64>,
+    /// "outcome by resolved_by" of every `vote_resolved` the host saw.
+    pub votes: std::collections::BTreeMap<String, u64>,
+}
+
+/// The string value of `"key":"…"` in a JSON line, without parsing it.
+fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    let start = line.find(key)? + key.len();
+    let rest = &line[start..];
+    Some(&rest[..rest.find('"')?])
+}
+
+impl Coverage {
+    /// Counts what one flow's transcript shows (requests `>` and frames `<`).
+    pub fn add(&mut self, transcript: &str) {
+        let mut host = false;
+        for line in transcript.lines() {
+            if let Some(handle) = line.strip_prefix("== ") {
+                host = handle == "host";
+            } else if line.contains(" > {") {
+                if let Some(m) = field(line, "\"method\":\"") {
+                    *self.methods.entry(m.to_string()).or_default() += 1;
+                }
+            } else if line.contains(" < {") {
+                if let Some(code) = field(line, "\"error\":{\"code\":\"") {
+                    *self.errors.entry(code.to_string()).or_default() += 1;
+                }
+                if let Some(event) = field(line, "\"event\":\"") {
+                    *self.events.entry(event.to_string()).or_default() += 1;
+                    if event == "vote_resolved" && host {
+                        let outcome = field(line, "\"outcome\":\"").unwrap_or("?");
+                        let by = field(line, "\"resolved_by\":\"").unwrap_or("?");
+                        let by = if by.starts_with('p') { "participant" } else { by };
+                        *self.votes.entry(format!("{outcome} by {by}")).or_default() += 1;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The report: every method and error code of the protocol (zeros included), every event
+    /// and vote outcome seen.
+    pub fn write(&self, out: &mut dyn Write) -> std::io::Result<()> {
+        let line = |out: &mut dyn Write, title: &str, items: Vec<(String, u64)>| -> std::io::Result<()> {
+            let never: Vec<&str> = items.iter().filter(|(_, n)| *n == 0).map(|(k, _)| k.as_str()).collect();
+            let seen: Vec<String> = items.iter().filter(|(_, n)| *n > 0).map(|(k, n)| format!("{k} {n}")).collect();
+            writeln!(out, "  {title}: {}", seen.join(", "))?;
+            if !never.is_empty() {
+                writeln!(out, "  {title} never exercised: {}", never.join(", "))?;
+            }
+            Ok(())
+        };
+        writeln!(out, "coverage:")?;
+        let methods = crate::protocol::Method::NAMES
+            .iter()
+            .map(|m| (m.to_string(), self.methods.get(*m).copied().unwrap_or(0)))
+            .collect();
+        line(out, "methods", methods)?;
+        let errors = crate::protocol::ErrorCode::ALL
+            .iter()
+            .map(|c| {
+                let name =
+                    serde_json::to_value(c).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+                let n = self.errors.get(&name).copied().unwrap_or(0);
+                (name, n)
+            })
+            .collect();
+        line(out, "error codes", errors)?;
+        line(out, "events", self.events.iter().map(|(k, n)| (k.clone(), *n)).collect())?;
+        line(out, "vote outcomes", self.votes.iter().map(|(k, n)| (k.clone(), *n)).collect())?;
+        Ok(())
     }
 }
