@@ -2,13 +2,19 @@
 //! script can read. (Figures are for docs/PERFORMANCE.md; this test asserts behaviour only.)
 
 use std::process::Command;
+use std::sync::Mutex;
+
+/// Runs `roundtable ARGS`, one bench at a time: they measure a real host on a 2-core machine, and
+/// several soaks at once would starve each other's hosts into timeouts.
+fn roundtable(args: &[&str]) -> std::process::Output {
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    Command::new(env!("CARGO_BIN_EXE_roundtable")).args(args).output().expect("run roundtable")
+}
 
 #[test]
 fn bench_idle_reports_json_for_a_real_host() {
-    let out = Command::new(env!("CARGO_BIN_EXE_roundtable"))
-        .args(["bench", "idle", "--connections", "8", "--insecure", "--json"])
-        .output()
-        .expect("run roundtable");
+    let out = roundtable(&["bench", "idle", "--connections", "8", "--insecure", "--json"]);
     assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8(out.stdout).expect("utf-8");
     let report: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
@@ -20,20 +26,14 @@ fn bench_idle_reports_json_for_a_real_host() {
 
 #[test]
 fn insecure_is_refused_where_it_means_nothing() {
-    let out = Command::new(env!("CARGO_BIN_EXE_roundtable"))
-        .args(["bench", "fanout", "--insecure"])
-        .output()
-        .expect("run roundtable");
+    let out = roundtable(&["bench", "fanout", "--insecure"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("applies to `bench idle` and `bench startup`"));
 }
 
 #[test]
 fn bench_history_pages_every_message_of_a_long_session() {
-    let out = Command::new(env!("CARGO_BIN_EXE_roundtable"))
-        .args(["bench", "history", "--messages", "1000", "--json"])
-        .output()
-        .expect("run roundtable");
+    let out = roundtable(&["bench", "history", "--messages", "1000", "--json"]);
     assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
     let report: serde_json::Value = serde_json::from_str(String::from_utf8(out.stdout).unwrap().trim()).unwrap();
     assert_eq!(report["messages"], 1000);
@@ -43,10 +43,8 @@ fn bench_history_pages_every_message_of_a_long_session() {
 
 #[test]
 fn bench_soak_kills_the_host_and_proves_nothing_acknowledged_was_lost() {
-    let out = Command::new(env!("CARGO_BIN_EXE_roundtable"))
-        .args(["bench", "soak", "--clients", "3", "--seconds", "4", "--kill-every", "700", "--flaky", "--json"])
-        .output()
-        .expect("run roundtable");
+    let out =
+        roundtable(&["bench", "soak", "--clients", "3", "--seconds", "4", "--kill-every", "700", "--flaky", "--json"]);
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(out.status.success(), "stdout: {stdout}\nstderr: {}", String::from_utf8_lossy(&out.stderr));
     let report: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
@@ -63,21 +61,18 @@ fn bench_soak_kills_the_host_and_proves_nothing_acknowledged_was_lost() {
 
 #[test]
 fn bench_soak_with_storage_faults_acknowledges_and_shows_only_what_was_stored() {
-    let out = Command::new(env!("CARGO_BIN_EXE_roundtable"))
-        .args([
-            "bench",
-            "soak",
-            "--clients",
-            "3",
-            "--seconds",
-            "5",
-            "--kill-every",
-            "600",
-            "--storage-faults",
-            "--json",
-        ])
-        .output()
-        .expect("run roundtable");
+    let out = roundtable(&[
+        "bench",
+        "soak",
+        "--clients",
+        "3",
+        "--seconds",
+        "5",
+        "--kill-every",
+        "600",
+        "--storage-faults",
+        "--json",
+    ]);
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(out.status.success(), "stdout: {stdout}\nstderr: {}", String::from_utf8_lossy(&out.stderr));
     let report: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
@@ -93,10 +88,7 @@ fn bench_soak_with_storage_faults_acknowledges_and_shows_only_what_was_stored() 
 
 #[test]
 fn bench_wire_delivers_every_message_to_every_client_and_reports_both_sides() {
-    let out = Command::new(env!("CARGO_BIN_EXE_roundtable"))
-        .args(["bench", "wire", "--clients", "3", "--sends", "20", "--every-ms", "10", "--json"])
-        .output()
-        .expect("run roundtable");
+    let out = roundtable(&["bench", "wire", "--clients", "3", "--sends", "20", "--every-ms", "10", "--json"]);
     assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
     let report: serde_json::Value = serde_json::from_str(String::from_utf8(out.stdout).unwrap().trim()).unwrap();
     assert_eq!(report["missing"], 0, "{report}");
@@ -107,10 +99,7 @@ fn bench_wire_delivers_every_message_to_every_client_and_reports_both_sides() {
 
 #[test]
 fn bench_startup_reaches_the_first_page_of_a_stored_history_over_a_real_socket() {
-    let out = Command::new(env!("CARGO_BIN_EXE_roundtable"))
-        .args(["bench", "startup", "--messages", "3000", "--json"])
-        .output()
-        .expect("run roundtable");
+    let out = roundtable(&["bench", "startup", "--messages", "3000", "--json"]);
     assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
     assert_eq!(report["measured"]["messages"], 3000, "{report}");
@@ -124,10 +113,7 @@ fn bench_startup_reaches_the_first_page_of_a_stored_history_over_a_real_socket()
 
 #[test]
 fn bench_tick_builds_every_session_with_its_remotes_and_reports_both_worlds() {
-    let out = Command::new(env!("CARGO_BIN_EXE_roundtable"))
-        .args(["bench", "tick", "--sessions", "20", "--per-session", "3", "--ticks", "30", "--json"])
-        .output()
-        .expect("run roundtable");
+    let out = roundtable(&["bench", "tick", "--sessions", "20", "--per-session", "3", "--ticks", "30", "--json"]);
     assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
     assert_eq!(report["sessions"], 20, "{report}");
@@ -140,10 +126,7 @@ fn bench_tick_builds_every_session_with_its_remotes_and_reports_both_worlds() {
 
 #[test]
 fn bench_hostile_keeps_never_reading_clients_cheap_and_reports_both_phases() {
-    let out = Command::new(env!("CARGO_BIN_EXE_roundtable"))
-        .args(["bench", "hostile", "--messages", "20", "--clients", "2", "--seconds", "2", "--json"])
-        .output()
-        .expect("run roundtable");
+    let out = roundtable(&["bench", "hostile", "--messages", "20", "--clients", "2", "--seconds", "2", "--json"]);
     assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
     assert_eq!(report["snapshots_asked"], 80, "{report}");
@@ -156,10 +139,8 @@ fn bench_hostile_keeps_never_reading_clients_cheap_and_reports_both_phases() {
 
 #[test]
 fn bench_stream_runs_one_long_turn_and_compares_its_start_with_its_end() {
-    let out = Command::new(env!("CARGO_BIN_EXE_roundtable"))
-        .args(["bench", "stream", "--megabytes", "1", "--deltas-per-second", "2000", "--clients", "3", "--json"])
-        .output()
-        .expect("run roundtable");
+    let out =
+        roundtable(&["bench", "stream", "--megabytes", "1", "--deltas-per-second", "2000", "--clients", "3", "--json"]);
     assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
     assert!(report["turn_bytes"].as_u64().unwrap() >= 1024 * 1024, "{report}");
