@@ -59,34 +59,8 @@ fn json_blocks() -> Vec<Block> {
     blocks
 }
 
-/// The wire name of an event, by an exhaustive match: a new event variant breaks the build until
-/// it is named here; the example test then checks every documented example against it and
-/// `event_names` against the examples.
-fn event_name(e: &Event) -> &'static str {
-    match e {
-        Event::Message(_) => "message",
-        Event::TurnStarted(_) => "turn_started",
-        Event::TurnEnded(_) => "turn_ended",
-        Event::ParticipantJoined(_) => "participant_joined",
-        Event::ParticipantLeft(_) => "participant_left",
-        Event::PresenceChanged(_) => "presence_changed",
-        Event::ParticipantMuted(_) => "participant_muted",
-        Event::VoteOpened(_) => "vote_opened",
-        Event::VoteProgress(_) => "vote_progress",
-        Event::VoteResolved(_) => "vote_resolved",
-        Event::SessionUpdated(_) => "session_updated",
-        Event::HistoryReplaced(_) => "history_replaced",
-        Event::AgentDelta(_) => "agent_delta",
-        Event::Snapshot(_) => "snapshot",
-        Event::ResyncRequired(_) => "resync_required",
-        Event::Admission(_) => "admission",
-        Event::Closing(_) => "closing",
-        Event::Lobby(_) => "lobby",
-        Event::Storage(_) => "storage",
-    }
-}
-
-/// Every event name (the documented list; checked against `event_name` through the examples).
+/// Every event name (the documented list; checked against `Event::name` — an exhaustive match,
+/// so a new variant must be named there — through the examples).
 fn event_names() -> Vec<&'static str> {
     vec![
         "message",
@@ -276,8 +250,8 @@ fn protocol_doc_shows_an_example_of_every_method_and_event() {
         if let Some(e) = v.get("event").and_then(Value::as_str) {
             events.insert(e.to_string());
             if let Ok(frame) = serde_json::from_value::<EventFrame>(v.clone()) {
-                assert_eq!(event_name(&frame.body), e, "the example's tag and the variant's name agree");
-                named.insert(event_name(&frame.body));
+                assert_eq!(frame.body.name(), e, "the example's tag and the variant's name agree");
+                named.insert(frame.body.name());
             }
         }
     }
