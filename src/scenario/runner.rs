@@ -146,6 +146,7 @@ pub fn run_scenario(scenario: &Scenario, options: &RunOptions) -> RunReport {
     };
     if panic.is_none() && !runner.stopped {
         runner.check_delivery_at_end();
+        runner.check_acknowledged_are_stored();
     }
     if panic.is_none() && !options.ignore_expectations && !runner.stopped {
         let failures = expect::check_all(&mut runner);
@@ -384,6 +385,9 @@ pub(crate) struct Runner<'a> {
     pub violations: Vec<String>,
     /// Client-side delivery violations (also in `failures`).
     pub client_violations: Vec<String>,
+    /// Acknowledged `send_message`s: message id → (session, seq), to check against the store at
+    /// the end (stored exactly once, ids never reused, even across host restarts).
+    acked: BTreeMap<String, (String, u64)>,
     /// Set when the run cannot continue meaningfully (setup failed, engine crashed).
     pub stopped: bool,
     tmp: TempRoot,
@@ -441,6 +445,7 @@ impl<'a> Runner<'a> {
             failures: Vec::new(),
             violations: Vec::new(),
             client_violations: Vec::new(),
+            acked: BTreeMap::new(),
             stopped: false,
             tmp: TempRoot(tmp),
             restarts: 0,
@@ -1000,6 +1005,7 @@ impl<'a> Runner<'a> {
             self.records[i].response = Some((tick, time, json.clone()));
         }
         let Some(result) = json.get("result") else { return };
+        self.note_acknowledged(name, &p, result);
         match p.method.as_str() {
             "authenticate" => {
                 let first_auth = self.clients[name].pid.is_none();
@@ -1100,6 +1106,13 @@ impl<'a> Runner<'a> {
     // ------------------------------------------------------------------------------------
 
     /// Records a client-side delivery violation (once per connection and session).
+    /// A durability violation (not tied to one connection's stream).
+    fn store_violation(&mut self, name: &str, what: String) {
+        let msg = format!("store check: {what}");
+        self.client_violations.push(format!("[tick {}, t={}ms, {name}] {msg}", self.tick, self.now));
+        self.fail(Some(name), msg);
+    }
+
     fn client_violation(&mut self, name: &str, index: usize, session: &str, what: String) {
         let c = self.clients.get_mut(name).expect("client");
         let conn_id = c.conns[index].id;
@@ -1180,6 +1193,69 @@ impl<'a> Runner<'a> {
 
     /// At the end: every open, authenticated connection that is in a session and not held back
     /// as a slow consumer has received every committed event of that session.
+    /// Records what the host acknowledged: a sent message (its id must never be issued again
+    /// for another message), or a cleared session (its acknowledged messages are gone on purpose).
+    fn note_acknowledged(&mut self, name: &str, p: &Pending, result: &Value) {
+        match p.method.as_str() {
+            "send_message" => {
+                let (Some(id), Some(seq), Some(session)) = (
+                    result.get("message_id").and_then(Value::as_str),
+                    result.get("seq").and_then(Value::as_u64),
+                    p.session.clone(),
+                ) else {
+                    return;
+                };
+                match self.acked.get(id) {
+                    Some((s, q)) if *s != session || *q != seq => {
+                        let msg =
+                            format!("message id {id} acknowledged twice: {s}#{q} and {session}#{seq} (ids reused)");
+                        self.store_violation(name, msg);
+                    }
+                    _ => {
+                        self.acked.insert(id.to_string(), (session, seq));
+                    }
+                }
+            }
+            "clear_session" => {
+                if let Some(session) = &p.session {
+                    self.acked.retain(|_, (s, _)| s != session);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Every acknowledged message is in the store exactly once, with the seq it was acknowledged
+    /// with (what survives a crash: checked where it is kept).
+    fn check_acknowledged_are_stored(&mut self) {
+        let sessions: std::collections::BTreeSet<String> = self.acked.values().map(|(s, _)| s.clone()).collect();
+        let mut stored: BTreeMap<String, Vec<(String, u64)>> = BTreeMap::new();
+        for session in &sessions {
+            let rows = {
+                let store = &mut self.engine().world.resource_mut::<crate::engine::StoreRes>();
+                store.get().messages_before(&crate::ids::SessionId::from(session.as_str()), u64::MAX, usize::MAX)
+            };
+            match rows {
+                Ok((rows, _)) => {
+                    for m in rows {
+                        stored.entry(m.id.to_string()).or_default().push((m.session.to_string(), m.seq));
+                    }
+                }
+                Err(e) => self.store_violation("host", format!("cannot read the messages of {session}: {e}")),
+            }
+        }
+        let acked = std::mem::take(&mut self.acked);
+        for (id, (session, seq)) in &acked {
+            let found = stored.get(id).map(Vec::as_slice).unwrap_or(&[]);
+            if found != [(session.clone(), *seq)] {
+                let msg =
+                    format!("acknowledged message {id} ({session}#{seq}) is stored as {found:?}, not exactly once");
+                self.store_violation("host", msg);
+            }
+        }
+        self.acked = acked;
+    }
+
     fn check_delivery_at_end(&mut self) {
         let mut targets = Vec::new();
         for (name, c) in &self.clients {

@@ -1,0 +1,94 @@
+#!/usr/bin/env python3
+"""Plants one known bug at a time in the engine's rules and reports which check catches it.
+
+For each mutant: apply it to a scratch copy of the repository (`git worktree`, so the working
+tree is untouched), build, then run (1) `roundtable simulate --seeds 200 --ticks 900 --no-shrink`
+and (2) `roundtable scenario run scenarios/`. A mutant is caught by a layer when that layer fails.
+Usage: python3 scripts/mutants.py [--only NAME] [--keep]   (needs git and cargo; ~1 min a mutant)
+"""
+import argparse, os, subprocess, sys, tempfile
+
+# (name, file, original text, planted text). Each original must occur in the file; the first
+# occurrence is replaced.
+MUTANTS = [
+    ("second sender through the turn lock", "src/engine/systems/turn_lock.rs",
+     "        if let Some(holder) = &lock.holder {\n            let name = dir",
+     "        if let Some(holder) = lock.holder.as_ref().filter(|_| false) {\n            let name = dir"),
+    ("empty required set auto-approves", "src/engine/systems/vote_logic.rs",
+     "    if vote.required.is_empty() {", "    if false {"),
+    ("no short-circuit on deny", "src/engine/systems/vote_logic.rs",
+     "            if !denials.is_empty() {", "            if !denials.is_empty() && ballots.len() == vote.required.len() {"),
+    ("replay off by one", "src/engine/components/session.rs",
+     "filter(|(s, _)| *s > since)", "filter(|(s, _)| *s >= since)"),
+    ("deadline approves", "src/engine/systems/vote_resolve.rs",
+     "                    outcome: VoteOutcome::Denied,\n                    reason: Some(\"timed out\".into()),",
+     "                    outcome: VoteOutcome::Approved,\n                    reason: Some(\"timed out\".into()),"),
+    ("grace halved", "src/engine/systems/presence.rs",
+     "Presence::Grace { until: clock.now + config.grace_ms }", "Presence::Grace { until: clock.now + config.grace_ms / 2 }"),
+    ("forbidden instead of not_found", "src/engine/systems/turn_lock.rs",
+     "fx.reply_err(req.conn, &req.id, ErrorCode::NotFound, format!(\"no session {}\", p.session_id));",
+     "fx.reply_err(req.conn, &req.id, ErrorCode::Forbidden, format!(\"no session {}\", p.session_id));"),
+    ("a dropped event", "src/engine/systems/util.rs",
+     "    staged.0.push(Outgoing::Session { session: session.clone(), seq, frame });",
+     "    if seq % 13 != 0 {\n        staged.0.push(Outgoing::Session { session: session.clone(), seq, frame });\n    }"),
+    ("dropped agent_delta frames", "src/engine/systems/broadcast.rs",
+     "                        } else if !remote_text.is_empty() {",
+     "                        } else if !remote_text.is_empty() && remote_text.len() % 7 != 3 {"),
+    ("rate limit off by one", "src/engine/components/connection.rs",
+     "        if self.tokens >= 1.0 {", "        if self.tokens >= 0.0 {"),
+]
+
+
+def run(cmd, cwd, env=None):
+    return subprocess.run(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--only")
+    ap.add_argument("--keep", action="store_true", help="keep the scratch worktree")
+    args = ap.parse_args()
+    repo = subprocess.check_output(["git", "rev-parse", "--show-toplevel"], text=True).strip()
+    scratch = tempfile.mkdtemp(prefix="roundtable-mutants-")
+    tree = os.path.join(scratch, "tree")
+    run(["git", "worktree", "add", "--detach", tree, "HEAD"], repo).check_returncode()
+    shared = os.path.join(os.path.dirname(repo), "shared")
+    if os.path.isdir(shared) and not os.path.exists(os.path.join(scratch, "shared")):
+        os.symlink(shared, os.path.join(scratch, "shared"))
+    env = dict(os.environ, CARGO_TARGET_DIR=os.path.join(scratch, "target"))
+    binary = os.path.join(scratch, "target", "debug", "roundtable")
+    rows = []
+    try:
+        for name, path, old, new in MUTANTS:
+            if args.only and args.only not in name:
+                continue
+            file = os.path.join(tree, path)
+            original = open(file).read()
+            if old not in original:
+                rows.append((name, "not applied (the code changed: update scripts/mutants.py)", "", ""))
+                continue
+            open(file, "w").write(original.replace(old, new, 1))
+            try:
+                built = run(["cargo", "build", "--locked", "--quiet", "--bin", "roundtable"], tree, env)
+                if built.returncode != 0:
+                    rows.append((name, "does not build", "", ""))
+                    continue
+                sim = run([binary, "simulate", "--seeds", "200", "--ticks", "900", "--no-shrink", "--out", scratch], tree, env)
+                sc = run([binary, "scenario", "run", "scenarios/"], tree, env)
+                caught_sim = "caught" if sim.returncode != 0 else "missed"
+                fails = [l.split()[1] for l in sc.stdout.splitlines() if l.startswith("FAIL ")]
+                caught_sc = f"caught ({len(fails)}: {', '.join(fails[:2])}{', …' if len(fails) > 2 else ''})" if fails else "missed"
+                rows.append((name, "applied", caught_sim, caught_sc))
+                print(f"{name}: simulate {caught_sim}; scenarios {caught_sc}", flush=True)
+            finally:
+                open(file, "w").write(original)
+    finally:
+        if not args.keep:
+            run(["git", "worktree", "remove", "--force", tree], repo)
+    print("\n| planted bug | simulate (200 seeds × 300 steps) | scenarios |\n|---|---|---|")
+    for name, state, sim, sc in rows:
+        print(f"| {name} | {sim or state} | {sc} |")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
