@@ -4,7 +4,9 @@
 For each mutant: apply it to a scratch copy of the repository (`git worktree`, so the working
 tree is untouched), build, then run (1) `roundtable simulate --seeds 200 --ticks 900 --no-shrink`
 and (2) `roundtable scenario run scenarios/`. A mutant is caught by a layer when that layer fails.
-Usage: python3 scripts/mutants.py [--only NAME] [--keep]   (needs git and cargo; ~1 min a mutant)
+A scenario counts as catching a mutant only if it passes on the unmutated tree (a baseline run
+comes first). Usage: python3 scripts/mutants.py [--only NAME] [--keep] [--target-dir DIR]
+(needs git and cargo; a first build, then about a minute a mutant)
 """
 import argparse, os, subprocess, sys, tempfile
 
@@ -47,6 +49,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--only")
     ap.add_argument("--keep", action="store_true", help="keep the scratch worktree")
+    ap.add_argument("--target-dir", help="cargo target dir to reuse between runs")
     args = ap.parse_args()
     repo = subprocess.check_output(["git", "rev-parse", "--show-toplevel"], text=True).strip()
     scratch = tempfile.mkdtemp(prefix="roundtable-mutants-")
@@ -55,9 +58,20 @@ def main():
     shared = os.path.join(os.path.dirname(repo), "shared")
     if os.path.isdir(shared) and not os.path.exists(os.path.join(scratch, "shared")):
         os.symlink(shared, os.path.join(scratch, "shared"))
-    env = dict(os.environ, CARGO_TARGET_DIR=os.path.join(scratch, "target"))
-    binary = os.path.join(scratch, "target", "debug", "roundtable")
+    target = args.target_dir or os.path.join(scratch, "target")
+    env = dict(os.environ, CARGO_TARGET_DIR=target)
+    binary = os.path.join(target, "debug", "roundtable")
     rows = []
+
+    def scenario_failures():
+        sc = run([binary, "scenario", "run", "scenarios/"], tree, env)
+        return {l.split()[1] for l in sc.stdout.splitlines() if l.startswith("FAIL ")}
+
+    # The helper binaries (fake agents) are needed by some scenarios: build every binary.
+    run(["cargo", "build", "--locked", "--quiet", "--bins"], tree, env).check_returncode()
+    baseline = scenario_failures()
+    if baseline:
+        print(f"baseline: {len(baseline)} scenarios fail without any mutant; they are not counted", flush=True)
     try:
         for name, path, old, new in MUTANTS:
             if args.only and args.only not in name:
@@ -69,14 +83,13 @@ def main():
                 continue
             open(file, "w").write(original.replace(old, new, 1))
             try:
-                built = run(["cargo", "build", "--locked", "--quiet", "--bin", "roundtable"], tree, env)
+                built = run(["cargo", "build", "--locked", "--quiet", "--bins"], tree, env)
                 if built.returncode != 0:
                     rows.append((name, "does not build", "", ""))
                     continue
                 sim = run([binary, "simulate", "--seeds", "200", "--ticks", "900", "--no-shrink", "--out", scratch], tree, env)
-                sc = run([binary, "scenario", "run", "scenarios/"], tree, env)
                 caught_sim = "caught" if sim.returncode != 0 else "missed"
-                fails = [l.split()[1] for l in sc.stdout.splitlines() if l.startswith("FAIL ")]
+                fails = sorted(scenario_failures() - baseline)
                 caught_sc = f"caught ({len(fails)}: {', '.join(fails[:2])}{', …' if len(fails) > 2 else ''})" if fails else "missed"
                 rows.append((name, "applied", caught_sim, caught_sc))
                 print(f"{name}: simulate {caught_sim}; scenarios {caught_sc}", flush=True)

@@ -117,6 +117,14 @@ impl Engine {
         self.world.resource_mut::<Agents>().in_tick.insert(kind.to_string(), agent);
     }
 
+    /// Testing (the simulator's crash points): runs one tick whose writes are committed but
+    /// whose frames are never sent, as if the process died between the commit and the send.
+    /// The engine must not be ticked again: take its store (`into_store`) and start anew.
+    pub fn tick_and_crash_after_commit(&mut self, now_ms: u64) {
+        self.world.resource_mut::<systems::broadcast::CrashAfterCommit>().0 = true;
+        self.tick(now_ms);
+    }
+
     /// Runs one tick at time `now_ms` (must not go backwards; a backwards clock is held).
     pub fn tick(&mut self, now_ms: u64) {
         {

@@ -508,13 +508,14 @@ fn default_who() -> String {
 }
 
 /// The faults a step can inject (everything else in `do` is a protocol method).
-pub const FAULTS: [&str; 10] = [
+pub const FAULTS: [&str; 11] = [
     "connect",
     "disconnect",
     "reconnect",
     "slow",
     "release",
     "restart_host",
+    "crash_after_commit",
     "agent_fail",
     "clock_jump",
     "raw",

@@ -396,6 +396,8 @@ pub(crate) struct Runner<'a> {
     /// While a step's `then` is checked: the handles' participant ids when the step ran.
     pub(crate) bound_pids: Option<BTreeMap<String, String>>,
     restarts: u32,
+    /// The next tick commits and then "dies" before sending (a `crash_after_commit` step).
+    crash_next_tick: bool,
     /// Output of the real external agents, when the scenario runs any (see [`super::agents`]).
     agents: Option<AgentPump>,
 }
@@ -449,6 +451,7 @@ impl<'a> Runner<'a> {
             stopped: false,
             tmp: TempRoot(tmp),
             restarts: 0,
+            crash_next_tick: false,
             agents: None,
             engine_wall: Duration::ZERO,
             bound_pids: None,
@@ -555,6 +558,17 @@ impl<'a> Runner<'a> {
         self.clock.set(self.tick, self.now);
         let now = self.now;
         let ticking = Instant::now();
+        if std::mem::take(&mut self.crash_next_tick) {
+            // Committed, never sent; then the host comes back from its store and everyone
+            // reconnects (a crash between the commit and the send).
+            self.engine().tick_and_crash_after_commit(now);
+            self.engine_wall += ticking.elapsed();
+            if let Err(e) = self.restart_host(true) {
+                self.fail(None, e);
+                self.stopped = true;
+            }
+            return;
+        }
         self.engine().tick(now);
         self.engine_wall += ticking.elapsed();
         if let Err(e) = self.transport().after_tick() {
@@ -1225,6 +1239,16 @@ impl<'a> Runner<'a> {
         }
     }
 
+    /// A `clear_session` the host sent may have been committed even if its answer never came (a
+    /// crash between the commit and the send): its session's acknowledged messages may be gone.
+    fn note_clear_sent(&mut self, method: &str, params: &Map<String, Value>) {
+        if method == "clear_session" {
+            if let Some(session) = params.get("session_id").and_then(Value::as_str) {
+                self.acked.retain(|_, (s, _)| s != session);
+            }
+        }
+    }
+
     /// Every acknowledged message is in the store exactly once, with the seq it was acknowledged
     /// with (what survives a crash: checked where it is kept).
     fn check_acknowledged_are_stored(&mut self) {
@@ -1412,6 +1436,11 @@ impl<'a> Runner<'a> {
                 self.jump += get_u64("by").ok_or("clock_jump needs `by` (ms)")?;
                 Ok(())
             }
+            "crash_after_commit" => {
+                allow(&[])?;
+                self.crash_next_tick = true;
+                Ok(())
+            }
             "restart_host" => {
                 allow(&["reconnect"])?;
                 let reconnect = params.get("reconnect").and_then(Value::as_bool).unwrap_or(true);
@@ -1504,6 +1533,7 @@ impl<'a> Runner<'a> {
                 params.insert("workspace_id".into(), json!(id));
             }
         }
+        self.note_clear_sent(method, &params);
         let mut p = pending(method, Purpose::Step(i));
         p.session = params.get("session_id").and_then(Value::as_str).map(str::to_string);
         match method {

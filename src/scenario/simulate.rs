@@ -218,7 +218,9 @@ pub fn generate(seed: u64, steps: u64) -> Scenario {
                 }
                 (who, "raw")
             }
-            74 => ("host".into(), "restart_host"),
+            // Crash points: at a tick boundary (mid-turn, after a rejected message, …) or
+            // between a tick's commit and its send.
+            74 => ("host".into(), if rng.random_bool(0.5) { "restart_host" } else { "crash_after_commit" }),
             75 => {
                 set("session", session.into());
                 ("host".into(), "agent_fail")

@@ -76,6 +76,11 @@ fn enqueue_delta(outbox: &mut Outbox, max_bytes: usize, session: &SessionId, tur
     });
 }
 
+/// Testing: when set, the tick's frames are dropped instead of sent — as if the process died
+/// right after its commit (`Engine::tick_and_crash_after_commit`).
+#[derive(Resource, Default)]
+pub struct CrashAfterCommit(pub bool);
+
 /// Who receives what: session → its members' connections and participant → its connections,
 /// in connection-id order.
 #[derive(Default, PartialEq, Debug)]
@@ -139,7 +144,7 @@ pub fn broadcast(
     participants: Query<&Participant>,
     mut conns: Query<&mut Connection>,
     mut closed: MessageWriter<ConnClosed>,
-    (mut mask, config): (ResMut<SecretMask>, Res<EngineConfig>),
+    (mut mask, config, crash): (ResMut<SecretMask>, Res<EngineConfig>, Res<CrashAfterCommit>),
     (mut backlog, mut cache_members, mut changes): (
         Local<std::collections::BTreeSet<ConnId>>,
         Local<MemberCache>,
@@ -148,6 +153,9 @@ pub fn broadcast(
 ) {
     let max_bytes = config.outbox_max_bytes;
     let staged = std::mem::take(&mut staged.0);
+    if crash.0 {
+        return; // committed, never sent: the process "died" here
+    }
     let mask = &mut *mask;
     // Session membership → connections, in connection-id order: rebuilt (walking every
     // connection) only when something it depends on changed and this tick has something for a

@@ -155,13 +155,17 @@ impl Installer for DeliveryInstaller {
         });
         world.resource_mut::<Staged>().1 = masker.clone();
         world.insert_resource(broadcast::SecretMask { masker, streams: Default::default() });
+        world.init_resource::<broadcast::CrashAfterCommit>();
         schedule.add_systems(persist_tick::persist.in_set(TickSet::Persist));
         schedule.add_systems(broadcast::broadcast.in_set(TickSet::Broadcast));
         // Off in production (the host sets `check_invariants: false`): then the checker does not
         // run at all, so it costs nothing per tick; tests, scenarios and simulation turn it on.
         schedule.add_systems(
             invariants::check_invariants
-                .run_if(|config: Res<crate::engine::config::EngineConfig>| config.check_invariants)
+                // (Not in a tick that "dies" after its commit: nothing of it happened for anyone.)
+                .run_if(|config: Res<crate::engine::config::EngineConfig>, crash: Res<broadcast::CrashAfterCommit>| {
+                    config.check_invariants && !crash.0
+                })
                 .in_set(TickSet::Check),
         );
     }
