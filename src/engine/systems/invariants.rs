@@ -15,6 +15,7 @@ pub fn check_invariants(
     votes: Query<&PendingVote>,
     mut violations: ResMut<Violations>,
     mut turns_seen: Local<std::collections::BTreeMap<crate::ids::SessionId, (u64, crate::ids::ParticipantId)>>,
+    mut turn_events: Local<std::collections::BTreeMap<crate::ids::SessionId, (u64, Option<u64>)>>,
 ) {
     let TickEnv { clock, config } = env;
     let Directory { index, conns, participants, shares } = dir;
@@ -57,6 +58,25 @@ pub fn check_invariants(
         if let Some(h) = &lock.holder {
             if !participant(h).is_some_and(|p| p.presence.is_present()) {
                 found.push(format!("session {sid}: turn holder {h} is neither present nor within grace"));
+            }
+        }
+        // In the event log, a turn starts only after the previous one ended (checked on the
+        // events appended since the last tick: each frame is read once).
+        let (checked, open) = turn_events.entry(sid.clone()).or_insert((0, None));
+        let from = *checked;
+        for (seq, frame) in log.tail.iter().filter(|(seq, _)| *seq > from) {
+            *checked = *seq;
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(&frame.host) else { continue };
+            let turn = v["payload"]["turn_id"].as_u64();
+            match v["event"].as_str() {
+                Some("turn_started") => {
+                    if let (Some(running), Some(turn)) = (*open, turn) {
+                        found.push(format!("session {sid}: turn {turn} started (seq {seq}) while turn {running} runs"));
+                    }
+                    *open = turn;
+                }
+                Some("turn_ended") => *open = None,
+                _ => {}
             }
         }
         let mut expected = log.tail.front().map(|(s, _)| *s).unwrap_or(log.next_seq);
