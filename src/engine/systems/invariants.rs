@@ -93,6 +93,9 @@ pub fn check_invariants(
     }
     for (vid, &ve) in index.votes.iter() {
         let Ok(v) = votes.get(ve) else { continue };
+        if let Some(problem) = vote_rule_broken(v, clock.now) {
+            found.push(format!("vote {vid}: {problem}"));
+        }
         if v.outcome.is_some() {
             continue;
         }
@@ -138,4 +141,48 @@ pub fn check_invariants(
     if config.check_invariants {
         panic!("invariant violated at tick {} (t={} ms): {}", clock.tick, clock.now, found.join("; "));
     }
+}
+
+/// The vote rules (SPEC: consensus, deny short-circuits, deadline denies, the host decides alone)
+/// checked on a vote's state at the end of a tick: what it resolved to must follow from its
+/// ballots, and a vote whose outcome is already determined must not be open.
+fn vote_rule_broken(v: &PendingVote, now: u64) -> Option<String> {
+    use crate::protocol::{VoteOutcome, VoteSubject};
+    let ballot = |p| v.ballots.get(p);
+    let denied = v.required.iter().any(|p| matches!(ballot(p), Some(Ballot::Deny(_))));
+    let all_approved = !v.required.is_empty() && v.required.iter().all(|p| matches!(ballot(p), Some(Ballot::Approve)));
+    let all_answered =
+        !v.required.is_empty() && v.required.iter().all(|p| matches!(ballot(p), Some(Ballot::Answer(_))));
+    let yes_no = !matches!(v.subject, VoteSubject::Question { .. });
+    let Some(r) = &v.outcome else {
+        return if v.host_decision.is_some() {
+            Some("the host decided but it is still open".into())
+        } else if yes_no && denied {
+            Some("a required voter denied but it did not resolve at once".into())
+        } else if yes_no && all_approved {
+            Some("every required voter approved but it is still open".into())
+        } else if !yes_no && all_answered {
+            Some("every required voter answered but it is still open".into())
+        } else if v.deadline.is_some_and(|d| d <= now) {
+            Some("its deadline passed but it is still open".into())
+        } else {
+            None
+        };
+    };
+    let ok = match r.resolved_by.as_str() {
+        "consensus" | "holder" => match r.outcome {
+            VoteOutcome::Approved => all_approved && !denied,
+            VoteOutcome::Denied => denied,
+            VoteOutcome::Answered => all_answered,
+        },
+        "deadline" => r.outcome == VoteOutcome::Denied,
+        "host" | "allow_list" => matches!(
+            (&v.host_decision, r.outcome),
+            (Some(Ballot::Approve), VoteOutcome::Approved)
+                | (Some(Ballot::Deny(_)), VoteOutcome::Denied)
+                | (Some(Ballot::Answer(_)), VoteOutcome::Answered)
+        ),
+        _ => true, // system (turn ended, withdrawn) and participant ids: no ballot rule applies
+    };
+    (!ok).then(|| format!("resolved {:?} by {} against its ballots", r.outcome, r.resolved_by))
 }
