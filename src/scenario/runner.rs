@@ -267,9 +267,23 @@ struct Conn {
     streams: BTreeMap<String, SeqTrack>,
     /// Made slow by a `slow` step and not released since.
     slow: bool,
+    /// Per session: the running turn's preview as this connection saw it from its start (agent
+    /// deltas) and the agent's messages posted in it, to check that the deltas add up to a
+    /// prefix of the reply. `None` when it cannot be checked (joined mid-turn, was slow, resynced).
+    previews: BTreeMap<String, Option<Preview>>,
+    /// Per session: the `last_seq` its latest join answered; events up to it are a replay.
+    replayed_until: BTreeMap<String, u64>,
     /// The host's first connection, open before any session existed: it receives every session's
     /// events from seq 1 without joining.
     sees_all: bool,
+}
+
+/// One turn's streamed preview and posted reply on one connection.
+#[derive(Clone, Debug, Default)]
+struct Preview {
+    turn: u64,
+    deltas: String,
+    posted: String,
 }
 
 /// A participant as the runner models its client program.
@@ -820,6 +834,8 @@ impl<'a> Runner<'a> {
             read: 0,
             streams: BTreeMap::new(),
             slow: false,
+            previews: BTreeMap::new(),
+            replayed_until: BTreeMap::new(),
             sees_all: first,
         });
     }
@@ -841,6 +857,8 @@ impl<'a> Runner<'a> {
             read: 0,
             streams: BTreeMap::new(),
             slow: false,
+            previews: BTreeMap::new(),
+            replayed_until: BTreeMap::new(),
             sees_all: false,
         });
         c.conns.len() - 1
@@ -952,6 +970,10 @@ impl<'a> Runner<'a> {
             c.seqs.entry(s.clone()).or_default().insert(seq);
             self.check_seq(name, index, s, seq, event);
         }
+        if let Some(s) = &session {
+            let seq = json.get("seq").and_then(Value::as_u64);
+            self.track_preview(name, index, s, event, seq, &payload);
+        }
         let def = self.clients[name].def.clone();
         let auto_resync = def.as_ref().is_none_or(|d| d.auto_resync);
         let auto_refetch = def.as_ref().is_none_or(|d| d.auto_refetch);
@@ -1007,6 +1029,62 @@ impl<'a> Runner<'a> {
                 for i in authed {
                     for s in &joins {
                         self.join(name, Some(i), s, None, Purpose::Auto);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The deltas a connection received in a turn it saw from the start, joined, are a prefix of
+    /// the agent's reply posted at its end (a dropped or doubled delta breaks that). Connections
+    /// that were slow or resynced (deltas may be dropped there by design) are not checked.
+    fn track_preview(
+        &mut self,
+        name: &str,
+        index: usize,
+        session: &str,
+        event: &str,
+        seq: Option<u64>,
+        payload: &Value,
+    ) {
+        let cn = &mut self.clients.get_mut(name).expect("client").conns[index];
+        // A replayed turn start: the deltas sent before this connection joined never reach it.
+        let replayed = seq.is_some_and(|q| q <= cn.replayed_until.get(session).copied().unwrap_or(0));
+        let slow = cn.slow || replayed;
+        let entry = cn.previews.entry(session.to_string()).or_insert(None);
+        match event {
+            "turn_started" => {
+                let turn = payload.get("turn_id").and_then(Value::as_u64).unwrap_or(0);
+                *entry = (!slow).then(|| Preview { turn, ..Preview::default() });
+            }
+            "agent_delta" => {
+                let turn = payload.get("turn_id").and_then(Value::as_u64).unwrap_or(0);
+                if slow || entry.as_ref().is_some_and(|p| p.turn != turn) {
+                    *entry = None;
+                } else if let Some(p) = entry.as_mut() {
+                    p.deltas.push_str(payload.get("text").and_then(Value::as_str).unwrap_or(""));
+                }
+            }
+            "message" if payload.get("author_id").and_then(Value::as_str) == Some("agent") => {
+                if let Some(p) = entry.as_mut() {
+                    p.posted.push_str(payload.get("text").and_then(Value::as_str).unwrap_or(""));
+                }
+            }
+            "snapshot" | "resync_required" | "history_replaced" => *entry = None,
+            "turn_ended" => {
+                let turn = payload.get("turn_id").and_then(Value::as_u64).unwrap_or(0);
+                if let Some(p) = entry.take().filter(|p| p.turn == turn && !slow) {
+                    // Secrets are masked differently in a stream than in a whole text.
+                    let masked =
+                        p.posted.contains(crate::engine::mask::MASK) || p.deltas.contains(crate::engine::mask::MASK);
+                    if !masked && !p.posted.starts_with(&p.deltas) {
+                        let what = format!(
+                            "turn {turn}: the agent_delta texts ({} bytes) are not a prefix of the agent's reply ({} bytes)",
+                            p.deltas.len(),
+                            p.posted.len()
+                        );
+                        self.client_violation(name, index, session, what);
                     }
                 }
             }
@@ -1070,6 +1148,10 @@ impl<'a> Runner<'a> {
             }
             "join_session" => {
                 if let Some(s) = p.session.clone() {
+                    if let Some(last) = result.pointer("/session/last_seq").and_then(Value::as_u64) {
+                        let cn = &mut self.clients.get_mut(name).expect("client").conns[index];
+                        cn.replayed_until.insert(s.clone(), last);
+                    }
                     self.on_joined(name, index, &s, &p, result);
                     let c = self.clients.get_mut(name).expect("client");
                     c.joined.insert(s.clone());
