@@ -16,6 +16,7 @@ pub fn check_invariants(
     mut violations: ResMut<Violations>,
     mut turns_seen: Local<std::collections::BTreeMap<crate::ids::SessionId, (u64, crate::ids::ParticipantId)>>,
     mut turn_events: Local<std::collections::BTreeMap<crate::ids::SessionId, (u64, Option<u64>)>>,
+    mut graces: Local<std::collections::BTreeMap<crate::ids::ParticipantId, u64>>,
 ) {
     let TickEnv { clock, config } = env;
     let Directory { index, conns, participants, shares } = dir;
@@ -105,6 +106,22 @@ pub fn check_invariants(
             }
         }
     }
+    // A grace period, when it starts (a connection lost, a restart, a suspension), is the
+    // configured length from now.
+    let mut in_grace = std::collections::BTreeMap::new();
+    for (pid, &pe) in index.participants.iter() {
+        let Ok(p) = participants.get(pe) else { continue };
+        if let crate::engine::components::Presence::Grace { until } = p.presence {
+            if graces.get(pid) != Some(&until) && until != clock.now + config.grace_ms {
+                found.push(format!(
+                    "participant {pid}: grace until {until} set at {}, not {} ms from now",
+                    clock.now, config.grace_ms
+                ));
+            }
+            in_grace.insert(pid.clone(), until);
+        }
+    }
+    *graces = in_grace;
     for (pid, &pe) in index.participants.iter() {
         let Ok(p) = participants.get(pe) else { continue };
         let share = p.share.as_ref().and_then(|s| index.shares.get(s)).and_then(|&e| shares.get(e).ok());
