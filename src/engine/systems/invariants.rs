@@ -8,16 +8,26 @@ use super::util::in_scope;
 use crate::engine::components::*;
 use bevy_ecs::prelude::*;
 
+/// What the checker remembers from tick to tick.
+#[derive(Default)]
+pub struct Seen {
+    /// Per session: the turn id and holder last seen.
+    turns: std::collections::BTreeMap<crate::ids::SessionId, (u64, crate::ids::ParticipantId)>,
+    /// Per session: the last seq read from the event log and the turn it left running.
+    turn_events: std::collections::BTreeMap<crate::ids::SessionId, (u64, Option<u64>)>,
+    /// Participants in grace and until when.
+    graces: std::collections::BTreeMap<crate::ids::ParticipantId, u64>,
+}
+
 pub fn check_invariants(
     env: TickEnv,
     dir: Directory,
     sessions: Query<(&Session, &TurnLock, &EventLog)>,
     votes: Query<&PendingVote>,
     mut violations: ResMut<Violations>,
-    mut turns_seen: Local<std::collections::BTreeMap<crate::ids::SessionId, (u64, crate::ids::ParticipantId)>>,
-    mut turn_events: Local<std::collections::BTreeMap<crate::ids::SessionId, (u64, Option<u64>)>>,
-    mut graces: Local<std::collections::BTreeMap<crate::ids::ParticipantId, u64>>,
+    mut seen: Local<Seen>,
 ) {
+    let Seen { turns: turns_seen, turn_events, graces } = &mut *seen;
     let TickEnv { clock, config } = env;
     let Directory { index, conns, participants, shares } = dir;
     let mut found: Vec<String> = Vec::new();
