@@ -70,6 +70,9 @@ struct TurnState {
     wrote_text: bool,
     /// A new text block started: separate it from earlier text with a blank line.
     block_break: bool,
+    /// The kind of an API error the CLI reported as an `assistant` message (`authentication_failed`,
+    /// …): its text is not the agent's reply; the turn fails once, with a hint, at the `result`.
+    api_error: Option<String>,
 }
 
 /// The `claude` backend for one roundtable session.
@@ -172,11 +175,17 @@ impl ClaudeBackend {
                 line["errors"].as_array().map(|e| e.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
             (!errors.is_empty()).then(|| errors.join("; "))
         });
-        let reason = match (subtype, text) {
+        let mut reason = match (subtype, text) {
             ("error_max_turns", _) => "claude stopped: it reached the maximum number of turns".to_string(),
             (_, Some(text)) => format!("claude: {text}"),
             (subtype, None) => format!("claude ended the turn with '{subtype}'"),
         };
+        if self.turn.api_error.as_deref() == Some("authentication_failed") {
+            reason.push_str(
+                " — the claude CLI has no working credentials: set ANTHROPIC_API_KEY for the host, or run \
+                 `claude /login` as the user running the host",
+            );
+        }
         Reaction::end(TurnEnd::Failed(reason))
     }
 
@@ -286,7 +295,8 @@ impl Backend for ClaudeBackend {
         vec![json!({
             "type": "control_request",
             "request_id": init,
-            "request": {"subtype": "initialize", "hooks": null},
+            // (No `hooks` field: the SDK's type has none to send when there are no hooks.)
+            "request": {"subtype": "initialize"},
         })]
     }
 
@@ -316,7 +326,15 @@ impl Backend for ClaudeBackend {
                 Reaction::default()
             }
             Some("stream_event") => self.on_stream_event(&value["event"]),
-            Some("assistant") => self.on_assistant(&value["message"]),
+            Some("assistant") => {
+                // An API error dressed as an assistant message (e.g. no credentials): not a reply.
+                let error = value["error"].as_str().or_else(|| value["message"]["error"].as_str());
+                if let Some(kind) = error {
+                    self.turn.api_error = Some(kind.to_string());
+                    return Reaction::default();
+                }
+                self.on_assistant(&value["message"])
+            }
             Some("result") => self.on_result(&value),
             Some("control_request") => self.on_control_request(&value),
             Some("control_response") => self.on_control_response(&value),
@@ -503,6 +521,29 @@ mod tests {
         assert_eq!(r.end, Some(TurnEnd::Failed("claude: API Error: 529 overloaded".into())));
         let r = b.on_line(r#"{"type":"result","subtype":"error_during_execution","is_error":false,"errors":["boom"]}"#);
         assert_eq!(r.end, Some(TurnEnd::Failed("claude: boom".into())));
+    }
+
+    #[test]
+    fn an_api_error_sent_as_an_assistant_message_fails_the_turn_once_with_a_hint() {
+        let mut b = started();
+        let r = b.on_line(
+            r#"{"type":"assistant","message":{"id":"m1","content":[{"type":"text","text":"Invalid API key · Please run /login"}]},"error":"authentication_failed"}"#,
+        );
+        assert!(r.events.is_empty(), "the error text is not streamed as the agent's reply: {:?}", r.events);
+        let r = b.on_line(
+            r#"{"type":"result","subtype":"success","is_error":true,"result":"Invalid API key · Please run /login"}"#,
+        );
+        let Some(TurnEnd::Failed(reason)) = r.end else { panic!("the turn fails: {:?}", r.end) };
+        assert!(reason.starts_with("claude: Invalid API key"), "{reason}");
+        assert!(reason.contains("ANTHROPIC_API_KEY") && reason.contains("claude /login"), "{reason}");
+    }
+
+    #[test]
+    fn the_initialize_request_carries_no_hooks_field() {
+        let mut b = ClaudeBackend::new("claude".into(), vec![], vec![]);
+        let lines = b.begin_turn(&turn("/tmp"), true);
+        let init = lines.iter().find(|l| l["request"]["subtype"] == "initialize").expect("an initialize request");
+        assert!(init["request"].get("hooks").is_none(), "{init}");
     }
 
     #[test]
