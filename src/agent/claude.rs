@@ -85,13 +85,42 @@ pub struct ClaudeBackend {
     cli_session: Option<String>,
     next_request: u64,
     turn: TurnState,
+    /// The CLI's plans folder (`$CLAUDE_CONFIG_DIR/plans`, else `~/.claude/plans`): recent CLIs
+    /// write the plan there and send only its path with `ExitPlanMode`.
+    plans_dir: Option<PathBuf>,
 }
+
+/// Where the CLI run by this user keeps its plans.
+fn cli_plans_dir() -> Option<PathBuf> {
+    let config = std::env::var_os("CLAUDE_CONFIG_DIR")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".claude")))?;
+    Some(config.join("plans"))
+}
+
+/// What the model is told when it leaves plan mode without a plan (nobody votes on nothing).
+pub const NO_PLAN_MESSAGE: &str =
+    "there is no plan to vote on: write your plan (in the plan file or the `plan` field) before calling ExitPlanMode";
 
 impl ClaudeBackend {
     /// `binary` is used unless the workspace's spec names another; `args` are added to every run;
     /// `allowed_tools` are passed as `--allowedTools`.
     pub fn new(binary: String, args: Vec<String>, allowed_tools: Vec<String>) -> ClaudeBackend {
-        ClaudeBackend { binary, args, allowed_tools, cli_session: None, next_request: 0, turn: TurnState::default() }
+        ClaudeBackend {
+            binary,
+            args,
+            allowed_tools,
+            cli_session: None,
+            next_request: 0,
+            turn: TurnState::default(),
+            plans_dir: cli_plans_dir(),
+        }
+    }
+
+    /// Reads plan files from `dir` instead of the CLI's own plans folder (tests).
+    pub fn with_plans_dir(mut self, dir: Option<PathBuf>) -> ClaudeBackend {
+        self.plans_dir = dir;
+        self
     }
 
     /// The CLI session the next turn resumes, if any.
@@ -210,7 +239,18 @@ impl ClaudeBackend {
             other => other.clone(),
         };
         let event = match tool.as_str() {
-            "ExitPlanMode" => Some(AgentEvent::Plan { request_id: request_id.clone(), plan: self.plan_text(&input) }),
+            "ExitPlanMode" => match self.plan_text(&input) {
+                Some(plan) => Some(AgentEvent::Plan { request_id: request_id.clone(), plan }),
+                None => {
+                    tracing::info!("claude left plan mode without a plan; denied without a vote");
+                    return Reaction::reply(json!({
+                        "type": "control_response",
+                        "response": {"subtype": "success", "request_id": request_id, "response": {
+                            "behavior": "deny", "message": NO_PLAN_MESSAGE, "interrupt": false,
+                        }},
+                    }));
+                }
+            },
             "AskUserQuestion" => parse_questions(&input["questions"])
                 .map(|questions| AgentEvent::Question { request_id: request_id.clone(), questions }),
             _ => None,
@@ -224,14 +264,15 @@ impl ClaudeBackend {
         Reaction::event(event)
     }
 
-    fn plan_text(&self, input: &Value) -> String {
+    /// The plan of an `ExitPlanMode` request: its `plan` field, else the file `planFilePath` when it
+    /// lies in the workspace or in the CLI's plans folder; `None` when there is none.
+    fn plan_text(&self, input: &Value) -> Option<String> {
         if let Some(plan) = input["plan"].as_str().filter(|p| !p.trim().is_empty()) {
-            return plan.to_string();
+            return Some(plan.to_string());
         }
-        if let Some(plan) = input["planFilePath"].as_str().and_then(|p| read_plan_file(&self.turn.workspace_dir, p)) {
-            return plan;
-        }
-        "(claude asked to leave plan mode without sending a plan)".to_string()
+        let path = input["planFilePath"].as_str()?;
+        let roots = std::iter::once(self.turn.workspace_dir.as_path()).chain(self.plans_dir.as_deref());
+        roots.filter_map(|root| read_plan_file(root, path)).find(|plan| !plan.trim().is_empty())
     }
 
     fn on_control_response(&mut self, line: &Value) -> Reaction {
@@ -434,9 +475,10 @@ fn parse_questions(value: &Value) -> Option<Vec<Question>> {
     (!questions.is_empty()).then_some(questions)
 }
 
-/// Reads a plan file named by `ExitPlanMode`, only if it lies inside the workspace.
-fn read_plan_file(workspace: &Path, path: &str) -> Option<String> {
-    let root = workspace.canonicalize().ok()?;
+/// Reads a plan file named by `ExitPlanMode`, only if it lies inside `root` (symlinks resolved
+/// first, so none leads out) and is at most [`MAX_PLAN_FILE_BYTES`].
+fn read_plan_file(root: &Path, path: &str) -> Option<String> {
+    let root = root.canonicalize().ok()?;
     let file = root.join(path).canonicalize().ok()?;
     if !file.starts_with(&root) || std::fs::metadata(&file).ok()?.len() > MAX_PLAN_FILE_BYTES {
         return None;
@@ -574,7 +616,39 @@ mod tests {
         let r = b.on_line(r#"{"type":"control_request","request_id":"p1","request":{"subtype":"can_use_tool","tool_name":"ExitPlanMode","input":{"planFilePath":"plan.md"}}}"#);
         assert_eq!(r.events, vec![AgentEvent::Plan { request_id: "p1".into(), plan: "1. do it".into() }]);
         let r = b.on_line(r#"{"type":"control_request","request_id":"p2","request":{"subtype":"can_use_tool","tool_name":"ExitPlanMode","input":{"planFilePath":"/etc/passwd"}}}"#);
-        assert!(matches!(&r.events[0], AgentEvent::Plan { plan, .. } if !plan.contains("root")));
+        assert!(r.events.is_empty(), "no vote on a file outside the workspace and the plans folder");
+        assert!(r.replies[0].to_string().contains("there is no plan to vote on"), "{:?}", r.replies);
+    }
+
+    #[test]
+    fn a_plan_file_in_the_clis_plans_folder_is_read_and_no_plan_is_denied_without_a_vote() {
+        let home = tempfile::tempdir().unwrap();
+        let plans = home.path().join("plans");
+        std::fs::create_dir_all(&plans).unwrap();
+        std::fs::write(plans.join("calm-fox.md"), "1. read\n2. change\n3. test").unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", plans.join("escape.md")).unwrap();
+        let mut b = ClaudeBackend::new("claude".into(), vec![], vec![]).with_plans_dir(Some(plans.clone()));
+        b.begin_turn(&turn("/tmp"), true);
+        let path = plans.join("calm-fox.md").display().to_string();
+        // The 2.1.332 shape: the plan text may be missing; the file is what counts.
+        let line = json!({"type":"control_request","request_id":"p1","request":{"subtype":"can_use_tool",
+            "tool_name":"ExitPlanMode","input":{"planFilePath": path}}});
+        let r = b.on_line(&line.to_string());
+        assert_eq!(
+            r.events,
+            vec![AgentEvent::Plan { request_id: "p1".into(), plan: "1. read\n2. change\n3. test".into() }]
+        );
+        let escape = plans.join("escape.md").display().to_string();
+        let line = json!({"type":"control_request","request_id":"p2","request":{"subtype":"can_use_tool",
+            "tool_name":"ExitPlanMode","input":{"planFilePath": escape}}});
+        let r = b.on_line(&line.to_string());
+        assert!(r.events.is_empty(), "a symlink out of the plans folder is not followed");
+        let r = b.on_line(r#"{"type":"control_request","request_id":"p3","request":{"subtype":"can_use_tool","tool_name":"ExitPlanMode","input":{}}}"#);
+        assert!(r.events.is_empty(), "no vote on nothing");
+        let reply = &r.replies[0]["response"];
+        assert_eq!(reply["request_id"], "p3");
+        assert_eq!(reply["response"]["behavior"], "deny");
+        assert_eq!(reply["response"]["message"], NO_PLAN_MESSAGE);
     }
 
     #[test]
