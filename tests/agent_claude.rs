@@ -235,7 +235,7 @@ fn complete_messages_are_used_when_no_partial_deltas_arrive() {
 }
 
 #[test]
-fn an_approved_plan_is_allowed_with_the_original_input() {
+fn an_approved_plan_is_allowed_with_the_original_input_and_switches_to_accept_edits() {
     let mut h = harness(fast());
     h.start(1, "plan");
     let events = h.until_pause(1);
@@ -255,7 +255,8 @@ fn an_approved_plan_is_allowed_with_the_original_input() {
     assert_eq!(
         answer["response"],
         json!({"subtype":"success","request_id":request_id,"response":{"behavior":"allow","updatedInput":{
-            "plan":"1. Read src/lib.rs\n2. Add the --verbose flag\n3. Run cargo test"}}})
+            "plan":"1. Read src/lib.rs\n2. Add the --verbose flag\n3. Run cargo test"},
+            "updatedPermissions":[{"type":"setMode","mode":"acceptEdits","destination":"session"}]}})
     );
 }
 

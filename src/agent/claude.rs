@@ -88,6 +88,18 @@ pub struct ClaudeBackend {
     /// The CLI's plans folder (`$CLAUDE_CONFIG_DIR/plans`, else `~/.claude/plans`): recent CLIs
     /// write the plan there and send only its path with `ExitPlanMode`.
     plans_dir: Option<PathBuf>,
+    after_plan: AfterPlan,
+}
+
+/// What a consensus approval of a plan lets the CLI do next.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum AfterPlan {
+    /// Carry out the plan, accepting file edits without asking again (the CLI's own "approve
+    /// and auto-accept edits"): the allow answer switches the CLI's session to `acceptEdits`.
+    #[default]
+    AcceptEdits,
+    /// Return to the CLI's default mode: every edit and command asks the host again.
+    AskEachTool,
 }
 
 /// Where the CLI run by this user keeps its plans.
@@ -114,7 +126,14 @@ impl ClaudeBackend {
             next_request: 0,
             turn: TurnState::default(),
             plans_dir: cli_plans_dir(),
+            after_plan: AfterPlan::default(),
         }
+    }
+
+    /// What an approved plan lets the CLI do next.
+    pub fn with_after_plan(mut self, after_plan: AfterPlan) -> ClaudeBackend {
+        self.after_plan = after_plan;
+        self
     }
 
     /// Reads plan files from `dir` instead of the CLI's own plans folder (tests).
@@ -400,6 +419,12 @@ impl Backend for ClaudeBackend {
         let allow = |updated: Value| json!({"behavior": "allow", "updatedInput": updated});
         let deny = |message: String| json!({"behavior": "deny", "message": message, "interrupt": false});
         let decision = match resolution {
+            Resolution::Approved if tool == "ExitPlanMode" && self.after_plan == AfterPlan::AcceptEdits => {
+                let mut decision = allow(input);
+                decision["updatedPermissions"] =
+                    json!([{"type": "setMode", "mode": "acceptEdits", "destination": "session"}]);
+                decision
+            }
             Resolution::Approved => allow(input),
             Resolution::Denied(reason) => {
                 deny(if reason.trim().is_empty() { "denied by the participants".to_string() } else { reason })
@@ -649,6 +674,29 @@ mod tests {
         assert_eq!(reply["request_id"], "p3");
         assert_eq!(reply["response"]["behavior"], "deny");
         assert_eq!(reply["response"]["message"], NO_PLAN_MESSAGE);
+    }
+
+    #[test]
+    fn an_approved_plan_switches_the_cli_to_accept_edits_unless_told_to_ask_for_each_tool() {
+        let plan = r#"{"type":"control_request","request_id":"p1","request":{"subtype":"can_use_tool","tool_name":"ExitPlanMode","input":{"plan":"1. do it"}}}"#;
+        let mut b = started();
+        b.on_line(plan);
+        let r = b.resolve("p1", Resolution::Approved);
+        let decision = &r.replies[0]["response"]["response"];
+        assert_eq!(decision["behavior"], "allow");
+        assert_eq!(
+            decision["updatedPermissions"],
+            json!([{"type": "setMode", "mode": "acceptEdits", "destination": "session"}])
+        );
+        let mut b = ClaudeBackend::new("claude".into(), vec![], vec![]).with_after_plan(AfterPlan::AskEachTool);
+        b.begin_turn(&turn("/tmp"), true);
+        b.on_line(plan);
+        let r = b.resolve("p1", Resolution::Approved);
+        assert!(r.replies[0]["response"]["response"].get("updatedPermissions").is_none(), "{:?}", r.replies);
+        // A denied plan and other tools never change the mode.
+        b.on_line(plan);
+        let r = b.resolve("p1", Resolution::Denied("no".into()));
+        assert!(r.replies[0]["response"]["response"].get("updatedPermissions").is_none());
     }
 
     #[test]

@@ -53,6 +53,8 @@ pub struct ExternalConfig {
     pub exit_grace: Duration,
     /// Longest accepted stdout line; a longer one fails the turn.
     pub max_line_bytes: usize,
+    /// What a plan approved by consensus lets the `claude` CLI do next.
+    pub after_plan: crate::agent::claude::AfterPlan,
 }
 
 impl Default for ExternalConfig {
@@ -65,6 +67,7 @@ impl Default for ExternalConfig {
             cancel_grace: Duration::from_secs(5),
             exit_grace: Duration::from_secs(3),
             max_line_bytes: 1024 * 1024,
+            after_plan: Default::default(),
         }
     }
 }
@@ -230,11 +233,10 @@ pub trait Backend: Send {
 
 fn make_backend(kind: &str, session: &SessionId, config: &ExternalConfig) -> Option<Box<dyn Backend>> {
     match kind {
-        "claude" => Some(Box::new(ClaudeBackend::new(
-            config.claude_binary.clone(),
-            config.claude_args.clone(),
-            config.allowed_tools.clone(),
-        ))),
+        "claude" => Some(Box::new(
+            ClaudeBackend::new(config.claude_binary.clone(), config.claude_args.clone(), config.allowed_tools.clone())
+                .with_after_plan(config.after_plan),
+        )),
         "command" => Some(Box::new(CommandBackend::new(session.clone()))),
         _ => None,
     }

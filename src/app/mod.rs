@@ -179,6 +179,17 @@ pub struct ServeArgs {
     #[arg(long, value_name = "REGEX")]
     pub mask: Vec<String>,
 
+    /// Extra argument for every `claude` run (repeatable), e.g. `--claude-arg --model
+    /// --claude-arg sonnet`, or `--claude-arg --permission-mode --claude-arg plan` so the agent
+    /// plans first and its plan goes to a vote (docs/AGENTS.md).
+    #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
+    pub claude_arg: Vec<String>,
+
+    /// What a plan approved by the participants lets the `claude` agent do next: carry it out
+    /// accepting file edits without asking again, or ask the host for every edit and command.
+    #[arg(long, value_enum, value_name = "MODE", default_value = "accept-edits")]
+    pub after_plan_approval: crate::agent::claude::AfterPlan,
+
     /// Testing aid (docs/RELIABILITY.md): while FILE exists every commit fails as on a full
     /// disk, so `bench soak --storage-faults` can prove nothing unstored is acknowledged.
     #[arg(long, value_name = "FILE", hide = true)]
@@ -199,6 +210,8 @@ impl Default for ServeArgs {
             fresh: false,
             mask: Vec::new(),
             inject_storage_faults: None,
+            claude_arg: Vec::new(),
+            after_plan_approval: Default::default(),
         }
     }
 }

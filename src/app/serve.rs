@@ -47,6 +47,8 @@ pub fn host_options(args: &ServeArgs, data_dir: &std::path::Path) -> anyhow::Res
     options.engine.default_vote_deadline_ms = args.vote_deadline.map(|s| s * 1000);
     options.agents.claude_binary = args.claude_bin.clone();
     options.agents.allowed_tools = args.allowed_tool.clone();
+    options.agents.claude_args = args.claude_arg.clone();
+    options.agents.after_plan = args.after_plan_approval;
     options.agents.hang_timeout = std::time::Duration::from_secs(args.agent_timeout);
     Ok(options)
 }
