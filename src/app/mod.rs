@@ -256,3 +256,29 @@ pub fn run_join(args: JoinArgs, data_dir: Option<&Path>) -> anyhow::Result<ExitC
     runtime.shutdown_background();
     code
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serve_passes_claude_arguments_that_look_like_flags_and_the_after_plan_mode() {
+        let cli = Cli::try_parse_from([
+            "roundtable",
+            "serve",
+            "--claude-arg",
+            "--permission-mode",
+            "--claude-arg",
+            "plan",
+            "--after-plan-approval",
+            "ask-each-tool",
+        ])
+        .expect("parses");
+        let Some(Command::Serve(args)) = cli.command else { panic!("serve") };
+        assert_eq!(args.claude_arg, ["--permission-mode", "plan"]);
+        assert_eq!(args.after_plan_approval, crate::agent::claude::AfterPlan::AskEachTool);
+        let cli = Cli::try_parse_from(["roundtable", "serve"]).expect("parses");
+        let Some(Command::Serve(args)) = cli.command else { panic!("serve") };
+        assert_eq!(args.after_plan_approval, crate::agent::claude::AfterPlan::AcceptEdits, "the default");
+    }
+}
