@@ -92,7 +92,7 @@ pub struct ClaudeBackend {
 }
 
 /// What a consensus approval of a plan lets the CLI do next.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum AfterPlan {
     /// Carry out the plan, accepting file edits without asking again (the CLI's own "approve
     /// and auto-accept edits"): the allow answer switches the CLI's session to `acceptEdits`.

@@ -188,12 +188,30 @@ pub struct ServeArgs {
     /// What a plan approved by the participants lets the `claude` agent do next: carry it out
     /// accepting file edits without asking again, or ask the host for every edit and command.
     #[arg(long, value_enum, value_name = "MODE", default_value = "accept-edits")]
-    pub after_plan_approval: crate::agent::claude::AfterPlan,
+    pub after_plan_approval: AfterPlanArg,
 
     /// Testing aid (docs/RELIABILITY.md): while FILE exists every commit fails as on a full
     /// disk, so `bench soak --storage-faults` can prove nothing unstored is acknowledged.
     #[arg(long, value_name = "FILE", hide = true)]
     pub inject_storage_faults: Option<PathBuf>,
+}
+
+/// `serve --after-plan-approval`: what an approved plan lets the `claude` agent do next.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AfterPlanArg {
+    /// Carry the plan out, accepting file edits without asking again.
+    AcceptEdits,
+    /// Ask the host for every edit and command, as before the plan.
+    AskEachTool,
+}
+
+impl From<AfterPlanArg> for crate::agent::claude::AfterPlan {
+    fn from(arg: AfterPlanArg) -> Self {
+        match arg {
+            AfterPlanArg::AcceptEdits => crate::agent::claude::AfterPlan::AcceptEdits,
+            AfterPlanArg::AskEachTool => crate::agent::claude::AfterPlan::AskEachTool,
+        }
+    }
 }
 
 impl Default for ServeArgs {
@@ -211,7 +229,7 @@ impl Default for ServeArgs {
             mask: Vec::new(),
             inject_storage_faults: None,
             claude_arg: Vec::new(),
-            after_plan_approval: Default::default(),
+            after_plan_approval: AfterPlanArg::AcceptEdits,
         }
     }
 }
@@ -276,9 +294,9 @@ mod tests {
         .expect("parses");
         let Some(Command::Serve(args)) = cli.command else { panic!("serve") };
         assert_eq!(args.claude_arg, ["--permission-mode", "plan"]);
-        assert_eq!(args.after_plan_approval, crate::agent::claude::AfterPlan::AskEachTool);
+        assert_eq!(args.after_plan_approval, AfterPlanArg::AskEachTool);
         let cli = Cli::try_parse_from(["roundtable", "serve"]).expect("parses");
         let Some(Command::Serve(args)) = cli.command else { panic!("serve") };
-        assert_eq!(args.after_plan_approval, crate::agent::claude::AfterPlan::AcceptEdits, "the default");
+        assert_eq!(args.after_plan_approval, AfterPlanArg::AcceptEdits, "the default");
     }
 }

@@ -48,7 +48,7 @@ pub fn host_options(args: &ServeArgs, data_dir: &std::path::Path) -> anyhow::Res
     options.agents.claude_binary = args.claude_bin.clone();
     options.agents.allowed_tools = args.allowed_tool.clone();
     options.agents.claude_args = args.claude_arg.clone();
-    options.agents.after_plan = args.after_plan_approval;
+    options.agents.after_plan = args.after_plan_approval.into();
     options.agents.hang_timeout = std::time::Duration::from_secs(args.agent_timeout);
     Ok(options)
 }
