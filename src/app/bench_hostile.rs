@@ -12,7 +12,7 @@
 //!    `--seconds`; host RSS is sampled every second (the last minus the first is the growth).
 
 use crate::app::bench_idle::rss_kib;
-use crate::app::serve_child::{free_port, scratch_dir, ServeChild};
+use crate::app::serve_child::{bench_remote, free_port, scratch_dir, ServeChild};
 use crate::ids::{SessionId, WorkspaceId};
 use crate::net::client::{connect_ws, Client};
 use crate::net::link::Link;
@@ -63,13 +63,6 @@ async fn pinger(client: Client, stop: Arc<AtomicBool>, worst_us: Arc<AtomicU64>)
     }
 }
 
-async fn remote(link: &Link, name: &str) -> anyhow::Result<Client> {
-    let (client, _events) = Client::connect(link).await?;
-    let auth = AuthenticateParams { token: link.token.clone(), display_name: name.into(), resume_token: None };
-    client.call::<AuthenticateResult>(Method::Authenticate(auth)).await?;
-    Ok(client)
-}
-
 /// Runs the bench, writing progress and the result to `out` (JSON when `json`).
 pub fn run(
     messages: usize,
@@ -93,7 +86,7 @@ pub fn run(
     let link = Link { host: "127.0.0.1".into(), port, token, fingerprint: None };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().worker_threads(2).build()?;
     let report = runtime.block_on(async {
-        let good = remote(&link, "Good").await?;
+        let good = bench_remote(&link, "Good").await?.0;
         good.request(Method::JoinSession(JoinSessionParams { session_id: SessionId::nth(1), since_seq: None })).await?;
         tokio::time::sleep(Duration::from_millis(500)).await;
         let rss_before_kib = rss_kib(pid)?;
@@ -131,7 +124,7 @@ pub fn run(
         }
         let (stop, worst) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
         let ping = tokio::spawn(pinger(good.clone(), stop.clone(), worst.clone()));
-        let talker = remote(&link, "Talker").await?;
+        let talker = bench_remote(&link, "Talker").await?.0;
         talker
             .request(Method::JoinSession(JoinSessionParams { session_id: SessionId::nth(1), since_seq: None }))
             .await?;

@@ -505,15 +505,8 @@ pub fn run(options: &SoakOptions, json: bool, out: &mut dyn Write) -> anyhow::Re
     let settle = Instant::now();
     let final_seq = runtime.block_on(async {
         let c = loop {
-            if let Ok((c, _events)) = Client::connect(&link).await {
-                let auth = AuthenticateParams {
-                    token: link.token.clone(),
-                    display_name: "checker".into(),
-                    resume_token: None,
-                };
-                if c.call::<AuthenticateResult>(Method::Authenticate(auth)).await.is_ok() {
-                    break c;
-                }
+            if let Ok((c, _events)) = crate::app::serve_child::bench_remote(&link, "checker").await {
+                break c;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         };

@@ -10,9 +10,9 @@
 
 use crate::app::bench_idle::rss_kib;
 use crate::app::progress::Progress;
-use crate::app::serve_child::{free_port, scratch_dir, ServeChild};
+use crate::app::serve_child::{bench_remote, free_port, scratch_dir, ServeChild};
 use crate::ids::{SessionId, WorkspaceId};
-use crate::net::client::{Client, ClientEvent};
+use crate::net::client::ClientEvent;
 use crate::net::link::Link;
 use crate::net::tls;
 use crate::protocol::*;
@@ -78,9 +78,7 @@ fn one_run(messages: usize, tls_on: bool, json: bool) -> anyhow::Result<(Startup
     let listen_ms = spawned.elapsed().as_secs_f64() * 1000.0;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let (authenticated_ms, first_page_ms, first_page_messages) = runtime.block_on(async {
-        let (client, mut events) = Client::connect(&link).await?;
-        let auth = AuthenticateParams { token, display_name: "Bench".into(), resume_token: None };
-        client.call::<AuthenticateResult>(Method::Authenticate(auth)).await?;
+        let (client, mut events) = bench_remote(&link, "Bench").await?;
         let authenticated_ms = spawned.elapsed().as_secs_f64() * 1000.0;
         client
             .request(Method::JoinSession(JoinSessionParams { session_id: SessionId::nth(1), since_seq: None }))

@@ -11,7 +11,7 @@
 //! p50/p99/max for both and the ratio of the p99s.
 
 use crate::app::host::{Host, HostOptions};
-use crate::net::client::{Client, ClientEvent};
+use crate::net::client::ClientEvent;
 use crate::protocol::*;
 use futures_util::{SinkExt, StreamExt};
 use std::collections::BTreeMap;
@@ -100,9 +100,7 @@ async fn roundtable_side(o: &WireOptions) -> anyhow::Result<(Vec<f64>, usize)> {
     let samples = Arc::new(Mutex::new(Vec::new()));
     let mut readers = Vec::new();
     for i in 0..o.clients {
-        let (c, mut events) = Client::connect(&link).await?;
-        let auth = AuthenticateParams { token: link.token.clone(), display_name: format!("b{i}"), resume_token: None };
-        c.call::<AuthenticateResult>(Method::Authenticate(auth)).await?;
+        let (c, mut events) = crate::app::serve_child::bench_remote(&link, &format!("b{i}")).await?;
         c.request(Method::JoinSession(JoinSessionParams { session_id: session.id.clone(), since_seq: Some(0) }))
             .await?;
         let (sent, samples) = (sent.clone(), samples.clone());

@@ -20,6 +20,19 @@ pub fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
+/// A remote of the benches: connects over `link` and authenticates as `name` (a new
+/// participant, no resume token). Returns the client and its events.
+pub async fn bench_remote(
+    link: &crate::net::link::Link,
+    name: &str,
+) -> Result<(crate::net::client::Client, crate::net::client::Events), crate::net::client::ClientError> {
+    use crate::protocol::{AuthenticateParams, AuthenticateResult, Method};
+    let (client, events) = crate::net::client::Client::connect(link).await?;
+    let auth = AuthenticateParams { token: link.token.clone(), display_name: name.into(), resume_token: None };
+    client.call::<AuthenticateResult>(Method::Authenticate(auth)).await?;
+    Ok((client, events))
+}
+
 /// `roundtable serve` on 127.0.0.1:`port`; killed (SIGKILL) when dropped.
 pub struct ServeChild {
     child: Child,
