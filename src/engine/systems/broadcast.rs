@@ -119,8 +119,8 @@ impl Members {
 #[derive(Default)]
 pub struct MemberCache {
     members: Members,
-    stale: bool,
-    built: bool,
+    /// The map matches the world (false at first: nothing built yet).
+    current: bool,
 }
 
 /// What tells broadcast that membership may have changed since its last run.
@@ -163,15 +163,14 @@ pub fn broadcast(
     // (`is_changed` through the mutable query itself: a second query on connections would
     // conflict with it.)
     if changes.any() || conns.iter_mut().any(|c| c.is_changed()) {
-        cache_members.stale = true;
+        cache_members.current = false;
     }
     let fan_out = staged
         .iter()
         .any(|o| matches!(o, Outgoing::Session { .. } | Outgoing::Delta { .. } | Outgoing::Participant { .. }));
-    if fan_out && (cache_members.stale || !cache_members.built) {
+    if fan_out && !cache_members.current {
         cache_members.members = Members::build(&index, &conns, &participants);
-        cache_members.stale = false;
-        cache_members.built = true;
+        cache_members.current = true;
     } else if fan_out && config.check_invariants {
         let fresh = Members::build(&index, &conns, &participants);
         assert_eq!(cache_members.members, fresh, "broadcast's cached membership is stale");
@@ -294,7 +293,7 @@ pub fn broadcast(
     // The close frame follows what was already accepted; presence is updated next tick by the
     // connection_closed system, exactly as if the transport had reported the close.
     if !closes.is_empty() {
-        cache_members.stale = true; // our own changes are not seen by the change queries
+        cache_members.current = false; // our own changes are not seen by the change queries
     }
     for (conn, reason) in closes {
         if let Some(mut c) = index.conns.get(&conn).and_then(|&e| conns.get_mut(e).ok()) {
