@@ -1289,35 +1289,28 @@ impl<'a> Runner<'a> {
 
     /// At the end: every open, authenticated connection that is in a session and not held back
     /// as a slow consumer has received every committed event of that session.
-    /// Records what the host acknowledged: a sent message (its id must never be issued again
-    /// for another message), or a cleared session (its acknowledged messages are gone on purpose).
+    /// Records a sent message the host acknowledged: its id must never be issued again for another
+    /// message.
     fn note_acknowledged(&mut self, name: &str, p: &Pending, result: &Value) {
-        match p.method.as_str() {
-            "send_message" => {
-                let (Some(id), Some(seq), Some(session)) = (
-                    result.get("message_id").and_then(Value::as_str),
-                    result.get("seq").and_then(Value::as_u64),
-                    p.session.clone(),
-                ) else {
-                    return;
-                };
-                match self.acked.get(id) {
-                    Some((s, q)) if *s != session || *q != seq => {
-                        let msg =
-                            format!("message id {id} acknowledged twice: {s}#{q} and {session}#{seq} (ids reused)");
-                        self.store_violation(name, msg);
-                    }
-                    _ => {
-                        self.acked.insert(id.to_string(), (session, seq));
-                    }
-                }
+        // (A clear is accounted for when it is sent: `note_clear_sent`.)
+        if p.method != "send_message" {
+            return;
+        }
+        let (Some(id), Some(seq), Some(session)) = (
+            result.get("message_id").and_then(Value::as_str),
+            result.get("seq").and_then(Value::as_u64),
+            p.session.clone(),
+        ) else {
+            return;
+        };
+        match self.acked.get(id) {
+            Some((s, q)) if *s != session || *q != seq => {
+                let msg = format!("message id {id} acknowledged twice: {s}#{q} and {session}#{seq} (ids reused)");
+                self.store_violation(name, msg);
             }
-            "clear_session" => {
-                if let Some(session) = &p.session {
-                    self.acked.retain(|_, (s, _)| s != session);
-                }
+            _ => {
+                self.acked.insert(id.to_string(), (session, seq));
             }
-            _ => {}
         }
     }
 
