@@ -174,7 +174,7 @@ pub fn run_cli(cmd: ScenarioCmd) -> anyhow::Result<ExitCode> {
     if scenarios.is_empty() {
         anyhow::bail!("no scenario files found in {paths:?}");
     }
-    let options = RunOptions { seed, transport: transport.into(), ..Default::default() };
+    let options = RunOptions { seed, transport: transport.into(), reference_model: true, ..Default::default() };
     let mut transcript_file = match &transcript {
         Some(p) => Some(std::io::BufWriter::new(
             std::fs::File::create(p).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", p.display()))?,

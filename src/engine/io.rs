@@ -75,6 +75,46 @@ pub enum Inbound {
     SharesChanged,
 }
 
+/// One input as the tick consumed it, in order: recorded (when [`Journal::on`]) so that a
+/// reference model can replay exactly what the engine saw (the simulator's oracle, see
+/// `scenario::model`). Frames are recorded when they are handled, so a frame held back behind an
+/// authentication appears in the tick that handles it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Journaled {
+    Opened {
+        conn: ConnId,
+        addr: String,
+    },
+    OpenedHost {
+        conn: ConnId,
+    },
+    Frame {
+        conn: ConnId,
+        text: String,
+    },
+    Closed {
+        conn: ConnId,
+    },
+    /// Agent output, as the agent system applies it (external and in-tick agents alike).
+    Agent(crate::engine::agent::AgentOutput),
+}
+
+/// The inputs of the ticks since it was last taken (testing; off in production, where nothing is
+/// recorded).
+#[derive(bevy_ecs::prelude::Resource, Default, Debug)]
+pub struct Journal {
+    pub on: bool,
+    pub entries: Vec<Journaled>,
+}
+
+impl Journal {
+    pub fn record(&mut self, entry: impl FnOnce() -> Journaled) {
+        if self.on {
+            self.entries.push(entry());
+        }
+    }
+}
+
 impl std::fmt::Debug for Inbound {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

@@ -65,6 +65,7 @@ impl Engine {
         world.insert_resource(Inbox(rx));
         world.insert_resource(InboxSender(tx.clone()));
         world.insert_resource(PersistBatch::default());
+        world.init_resource::<io::Journal>();
         world.insert_resource(StoreRes(std::sync::Mutex::new(store)));
         world.insert_resource(Agents {
             in_tick: Default::default(),
@@ -123,6 +124,16 @@ impl Engine {
     pub fn tick_and_crash_after_commit(&mut self, now_ms: u64) {
         self.world.resource_mut::<systems::broadcast::CrashAfterCommit>().0 = true;
         self.tick(now_ms);
+    }
+
+    /// Testing: records every input from now on (see [`io::Journal`]).
+    pub fn record_journal(&mut self) {
+        self.world.resource_mut::<io::Journal>().on = true;
+    }
+
+    /// The inputs recorded since the last call (empty unless [`Engine::record_journal`]).
+    pub fn take_journal(&mut self) -> Vec<io::Journaled> {
+        std::mem::take(&mut self.world.resource_mut::<io::Journal>().entries)
     }
 
     /// Runs one tick at time `now_ms` (must not go backwards; a backwards clock is held).

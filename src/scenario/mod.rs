@@ -7,6 +7,7 @@
 //!   WebSockets through the production server ([`ws`]), with the same per-participant events.
 //! - [`agents`]: real `command` / `claude` agent processes in scenarios, kept in step with the
 //!   virtual clock.
+//! - [`model`]: the reference model of the rules the simulator checks the engine against.
 //! - [`simulate`]: VOPR-style random flows from a seed, with shrinking to a minimal scenario.
 //! - [`bench`]: fan-out throughput as a ratio against a one-client reference.
 //!
@@ -20,6 +21,7 @@ pub mod agents;
 pub mod bench;
 pub mod expect;
 pub mod format;
+pub mod model;
 pub mod runner;
 pub mod simulate;
 pub mod transport;

@@ -23,6 +23,7 @@
 use super::agents::{find_bin, scenario_dir, AgentPump};
 use super::expect::{self, json_subset};
 use super::format::*;
+use super::model;
 use super::transport::{new_transport, ClientEnd, Transport, TransportKind, VirtualTime};
 use crate::agent::{AgentEvent, AgentOutput};
 use crate::engine::components::{Participant, PendingVote, Session, Share, TurnLock};
@@ -49,6 +50,8 @@ pub struct RunOptions {
     pub transport: TransportKind,
     /// Run the engine as a host does: no invariant checker (benchmarks measure production work).
     pub no_invariants: bool,
+    /// Check every tick and every response against the reference model ([`super::model`]).
+    pub reference_model: bool,
 }
 
 /// One unmet expectation (or a crash), with where it happened.
@@ -91,6 +94,8 @@ pub struct RunReport {
     /// What clients saw that the delivery guarantees forbid — duplicate, reordered or missing
     /// seq'd events (also listed in `failures`).
     pub client_violations: Vec<String>,
+    /// Where the engine disagreed with the reference model (also listed in `failures`).
+    pub model_violations: Vec<String>,
     /// Panic message, if the engine (or runner) panicked.
     pub panic: Option<String>,
     pub transcript: String,
@@ -114,7 +119,10 @@ impl RunReport {
     /// Whether the engine itself failed (panic, invariant violation, or a client saw a delivery
     /// guarantee broken), as the simulator counts.
     pub fn crashed(&self) -> bool {
-        self.panic.is_some() || !self.violations.is_empty() || !self.client_violations.is_empty()
+        self.panic.is_some()
+            || !self.violations.is_empty()
+            || !self.client_violations.is_empty()
+            || !self.model_violations.is_empty()
     }
 }
 
@@ -123,6 +131,9 @@ pub fn run_scenario(scenario: &Scenario, options: &RunOptions) -> RunReport {
     let started = Instant::now();
     let seed = options.seed.or(scenario.seed).unwrap_or(1);
     let mut runner = Runner::new(scenario, seed, options.transport, !options.no_invariants);
+    if options.reference_model {
+        runner.model = Some(ModelCheck::new(&runner.config));
+    }
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| runner.run()));
     let panic = match result {
         Ok(Ok(())) => None,
@@ -162,6 +173,7 @@ pub fn run_scenario(scenario: &Scenario, options: &RunOptions) -> RunReport {
         failures: runner.failures.clone(),
         violations: runner.violations.clone(),
         client_violations: runner.client_violations.clone(),
+        model_violations: runner.model.as_ref().map(|m| m.violations.clone()).unwrap_or_default(),
         panic,
         transcript,
         events,
@@ -414,6 +426,30 @@ pub(crate) struct Runner<'a> {
     crash_next_tick: bool,
     /// Output of the real external agents, when the scenario runs any (see [`super::agents`]).
     agents: Option<AgentPump>,
+    /// The reference model's check, when the run uses it.
+    model: Option<ModelCheck>,
+}
+
+/// The engine checked against the reference model ([`super::model`]) tick by tick.
+struct ModelCheck {
+    rules: model::Rules,
+    /// The engine's state after the previous tick (`None` right after an engine start: the
+    /// first tick of an engine is not predicted).
+    before: Option<model::State>,
+    /// Predicted responses not received yet, by (connection, request id).
+    expected: BTreeMap<(ConnId, String), model::Predicted>,
+    violations: Vec<String>,
+}
+
+impl ModelCheck {
+    fn new(config: &EngineConfig) -> ModelCheck {
+        ModelCheck {
+            rules: model::Rules::from_config(config),
+            before: None,
+            expected: BTreeMap::new(),
+            violations: Vec::new(),
+        }
+    }
 }
 
 impl<'a> Runner<'a> {
@@ -467,6 +503,7 @@ impl<'a> Runner<'a> {
             restarts: 0,
             crash_next_tick: false,
             agents: None,
+            model: None,
             engine_wall: Duration::ZERO,
             bound_pids: None,
         }
@@ -538,6 +575,9 @@ impl<'a> Runner<'a> {
     fn start_engine(&mut self) -> Result<(), String> {
         let mut engine = Engine::new(self.config.clone(), new_store()?).map_err(|e| format!("engine start: {e}"))?;
         self.install_agents(&mut engine);
+        if self.model.is_some() {
+            engine.record_journal();
+        }
         let mut transport = new_transport(self.transport_kind, self.conn_ids.clone(), self.clock.clone())?;
         transport.attach(engine.sender())?;
         self.transport = Some(transport);
@@ -585,6 +625,7 @@ impl<'a> Runner<'a> {
         }
         self.engine().tick(now);
         self.engine_wall += ticking.elapsed();
+        self.check_model(now);
         if let Err(e) = self.transport().after_tick() {
             self.fail(None, e);
             self.stopped = true;
@@ -600,6 +641,65 @@ impl<'a> Runner<'a> {
             self.violations = v;
             self.stopped = true;
         }
+    }
+
+    /// Replays the tick's inputs through the reference model from the state before the tick,
+    /// and compares the state after it; keeps the predicted responses for the clients' checks.
+    fn check_model(&mut self, now: u64) {
+        let Some(mut m) = self.model.take() else { return };
+        let engine = self.engine.as_mut().expect("engine running");
+        let journal = engine.take_journal();
+        let after = model::State::project(&mut engine.world);
+        if let Some(before) = m.before.take() {
+            let predicted = model::step(&before, &journal, now, &m.rules);
+            for d in predicted.state.differences(&after, &predicted.uncertain) {
+                self.model_violation(&mut m, d);
+            }
+            for mut p in predicted.responses {
+                // Two requests in flight with the same id on one connection (a raw frame can
+                // reuse an id): their answers cannot be told apart, so either is accepted.
+                if let Some(earlier) = m.expected.get(&(p.conn, p.id.clone())) {
+                    if earlier.code != p.code {
+                        p.code = model::ANY.to_string();
+                    }
+                }
+                m.expected.insert((p.conn, p.id.clone()), p);
+            }
+        }
+        m.before = Some(after);
+        self.model = Some(m);
+    }
+
+    fn model_violation(&mut self, m: &mut ModelCheck, what: String) {
+        // The first few are enough to diagnose; the run goes on (each tick is checked from the
+        // engine's own state).
+        if m.violations.len() < 5 {
+            let what = format!("the reference model disagrees: {what}");
+            self.fail(None, what.clone());
+            m.violations.push(format!("tick {}: {what}", self.tick));
+        }
+    }
+
+    /// A response against the model's prediction for it, if it made one.
+    fn check_response(&mut self, conn: ConnId, id: &Value, json: &Value) {
+        let Some(mut m) = self.model.take() else { return };
+        if let Some(p) = m.expected.remove(&(conn, id.to_string())) {
+            let code = match json.pointer("/error/code").and_then(Value::as_str) {
+                Some(c) => c.to_string(),
+                None => "ok".to_string(),
+            };
+            if code != p.code && p.code != model::ANY {
+                let detail = json.pointer("/error/message").and_then(Value::as_str).unwrap_or("");
+                self.model_violation(
+                    &mut m,
+                    format!(
+                        "{} on {conn} (id {}): model says {}, engine answered {code} {detail}",
+                        p.method, p.id, p.code
+                    ),
+                );
+            }
+        }
+        self.model = Some(m);
     }
 
     // ------------------------------------------------------------------------------------
@@ -939,6 +1039,8 @@ impl<'a> Runner<'a> {
     fn on_frame(&mut self, name: &str, index: usize, json: &Value, tick: u64, time: u64) {
         if let Some(id) = json.get("id") {
             if json.get("result").is_some() || json.get("error").is_some() {
+                let conn_id = self.clients[name].conns[index].id;
+                self.check_response(conn_id, id, json);
                 let key = id.to_string();
                 let cn = &mut self.clients.get_mut(name).expect("client").conns[index];
                 let mut p = cn.pending.remove(&key);
@@ -1712,6 +1814,11 @@ impl<'a> Runner<'a> {
         }
         let mut engine = Engine::new(self.config.clone(), store).map_err(|e| format!("engine restart: {e}"))?;
         self.install_agents(&mut engine);
+        if let Some(m) = self.model.as_mut() {
+            engine.record_journal();
+            m.before = None;
+            m.expected.clear();
+        }
         // The transport drops every connection of the old engine (a real restart also restarts
         // the server) and carries the new ones to the new engine.
         self.transport().attach(engine.sender())?;

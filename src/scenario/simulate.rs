@@ -59,11 +59,13 @@ impl SeedOutcome {
 
     /// One line describing the failure.
     pub fn failure(&self) -> String {
-        match (&self.report.panic, self.report.violations.first(), self.report.client_violations.first()) {
-            (Some(p), _, _) => format!("panic: {p}"),
-            (None, Some(v), _) => format!("invariant violated: {v}"),
-            (None, None, Some(c)) => c.clone(),
-            (None, None, None) => "ok".into(),
+        let r = &self.report;
+        match (&r.panic, r.violations.first(), r.client_violations.first(), r.model_violations.first()) {
+            (Some(p), ..) => format!("panic: {p}"),
+            (None, Some(v), ..) => format!("invariant violated: {v}"),
+            (None, None, Some(c), _) => c.clone(),
+            (None, None, None, Some(m)) => m.clone(),
+            (None, None, None, None) => "ok".into(),
         }
     }
 }
@@ -82,11 +84,16 @@ pub fn generate(seed: u64, steps: u64) -> Scenario {
         let name = ["app", "lib"][w].to_string();
         let files = BTreeMap::from([("README.md".to_string(), format!("# {name}\n"))]);
         let outside = BTreeMap::from([("secret.txt".to_string(), "outside\n".to_string())]);
+        // One link escapes the workspace (refused), one stays inside it (readable).
+        let symlinks = BTreeMap::from([
+            ("escape.md".to_string(), "../secret.txt".to_string()),
+            ("docs/inner.md".to_string(), "../README.md".to_string()),
+        ]);
         sc.workspaces.push(WorkspaceDef {
             name,
             files,
             outside_files: outside,
-            symlinks: BTreeMap::new(),
+            symlinks,
             agent: None,
             agent_cmd: None,
             agent_args: Vec::new(),
@@ -146,6 +153,7 @@ pub fn generate(seed: u64, steps: u64) -> Scenario {
         let remote = remotes.choose(&mut rng).expect("non-empty").clone();
         let session = session_ids.choose(&mut rng).expect("non-empty").clone();
         let mut params = toml::Table::new();
+        let mut repeat = None;
         let mut set = |k: &str, v: toml::Value| {
             params.insert(k.to_string(), v);
         };
@@ -229,7 +237,10 @@ pub fn generate(seed: u64, steps: u64) -> Scenario {
                 set("session", session.into());
                 set(
                     "path",
-                    (*["README.md", "../secret.txt", "missing.md"].choose(&mut rng).expect("non-empty")).into(),
+                    (*["README.md", "../secret.txt", "missing.md", "escape.md", "docs/inner.md", "docs"]
+                        .choose(&mut rng)
+                        .expect("non-empty"))
+                    .into(),
                 );
                 (who, "read_workspace_file")
             }
@@ -261,7 +272,12 @@ pub fn generate(seed: u64, steps: u64) -> Scenario {
                 set("share", (*labels.choose(&mut rng).expect("non-empty")).clone().into());
                 ("host".into(), if rng.random_bool(0.5) { "rotate_share" } else { "revoke_share" })
             }
-            86..=89 => (remote, "connect"),
+            86..=88 => (remote, "connect"),
+            89 => {
+                // A burst in one tick, around the per-connection request budget (40).
+                repeat = Some(rng.random_range(30..50));
+                (who, "ping")
+            }
             _ => {
                 set("session", session.into());
                 set("text", format!("chat {n}").into());
@@ -277,8 +293,8 @@ pub fn generate(seed: u64, steps: u64) -> Scenario {
             expect_error: None,
             error_contains: None,
             expect_result: None,
-            repeat: None,
-            every: None,
+            repeat,
+            every: repeat.map(|_| 0),
             then: Vec::new(),
             params,
         });
@@ -309,7 +325,7 @@ fn step_at(at: u64, who: &str, action: &str) -> Step {
 }
 
 fn options() -> RunOptions {
-    RunOptions { seed: None, ignore_expectations: true, ..Default::default() }
+    RunOptions { seed: None, ignore_expectations: true, reference_model: true, ..Default::default() }
 }
 
 /// Runs one seed.

@@ -7,6 +7,7 @@ use super::resources::*;
 use super::turn_lock::TurnEnds;
 use crate::engine::agent::{AgentCommand, AgentEvent, AgentOutput};
 use crate::engine::components::*;
+use crate::engine::io::{Journal, Journaled};
 use crate::protocol::Event;
 use crate::protocol::*;
 use bevy_ecs::prelude::*;
@@ -49,10 +50,14 @@ pub fn apply_agent_output(
     mut sessions: Query<(&mut Session, &mut TurnLock, &mut EventLog, &mut History)>,
     mut requests: AgentRequests,
     mut turns: TurnEnds,
+    mut journal: ResMut<Journal>,
 ) {
     let mut outputs: Vec<AgentOutput> = external.read().map(|m| m.0.clone()).collect();
     for agent in agents.in_tick.values_mut() {
         outputs.extend(agent.step());
+    }
+    for out in &outputs {
+        journal.record(|| Journaled::Agent(out.clone()));
     }
     // Text each session streamed this tick, with its offset in the turn's text: appended to
     // the store once at the end of the tick, so a host killed mid-turn can still post what

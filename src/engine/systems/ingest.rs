@@ -10,7 +10,7 @@ use super::resources::*;
 use super::util::reply_err;
 use crate::engine::components::{AuthState, Connection, Outbox, Participant, Presence, RateBucket};
 use crate::engine::config::EngineConfig;
-use crate::engine::io::Inbound;
+use crate::engine::io::{Inbound, Journal, Journaled};
 use crate::ids::ParticipantId;
 use crate::protocol::{Admission, ErrorCode, Method, Request};
 use bevy_ecs::message::Messages;
@@ -35,6 +35,7 @@ pub fn ingest(world: &mut World) {
     for item in inbound {
         match item {
             Inbound::Opened { conn, addr, sink } => {
+                world.resource_mut::<Journal>().record(|| Journaled::Opened { conn, addr: addr.clone() });
                 let deadline = now + world.resource::<EngineConfig>().auth_timeout_ms;
                 tracing::debug!(%conn, %addr, "connection opened");
                 let e = world
@@ -52,6 +53,7 @@ pub fn ingest(world: &mut World) {
                 world.resource_mut::<Index>().conns.insert(conn, e);
             }
             Inbound::OpenedHost { conn, sink } => {
+                world.resource_mut::<Journal>().record(|| Journaled::OpenedHost { conn });
                 let e = world
                     .spawn(Connection {
                         id: conn,
@@ -82,6 +84,7 @@ pub fn ingest(world: &mut World) {
                 }
             }
             Inbound::Closed { conn } => {
+                world.resource_mut::<Journal>().record(|| Journaled::Closed { conn });
                 world.resource_mut::<Messages<ConnClosed>>().write(ConnClosed { conn });
             }
             Inbound::Agent(out) => {
@@ -94,6 +97,7 @@ pub fn ingest(world: &mut World) {
 
 /// Handles one frame; returns true when it was an `authenticate` passed on for decision.
 fn handle_frame(world: &mut World, conn: crate::ids::ConnId, text: String, now: u64) -> bool {
+    world.resource_mut::<Journal>().record(|| Journaled::Frame { conn, text: text.clone() });
     let Some(&e) = world.resource::<Index>().conns.get(&conn) else {
         tracing::debug!(%conn, "frame for unknown connection ignored");
         return false;
