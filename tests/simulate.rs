@@ -1,6 +1,7 @@
-//! A few seeds of the VOPR-style simulator: random multi-user flows with faults must never
-//! panic the engine, violate an invariant, or break what a client sees (duplicate, reordered or
-//! missing seq'd events — the runner's client-side checks). On failure the shrunk replay
+//! The VOPR-style simulator's CI seeds: random multi-user flows with faults must never panic the
+//! engine, violate an invariant, break what a client sees (duplicate, reordered or missing seq'd
+//! events — the runner's client-side checks), or disagree with the reference model
+//! (`scenario::model`) on any tick's outcome or any response code. On failure the shrunk replay
 //! scenario is printed.
 
 use roundtable::scenario::simulate::{run_seed, shrink};
@@ -10,6 +11,12 @@ fn seeds(range: std::ops::RangeInclusive<u64>) {
     let mut failures = Vec::new();
     for seed in range {
         let outcome = run_seed(seed, 300);
+        // The oracle ran: every tick after the first was predicted, and responses were compared.
+        let (ticks, responses) = outcome.report.model_checked;
+        // (Not predicted: an engine's first tick, i.e. the start and each restart.)
+        let all = outcome.report.ticks;
+        assert!(ticks * 10 >= all * 9, "seed {seed}: the reference model checked only {ticks} of {all} ticks");
+        assert!(responses > 20, "seed {seed}: the reference model compared only {responses} responses");
         if outcome.failed() {
             let minimal = shrink(&outcome.scenario, 60);
             failures.push(format!("seed {seed}: {}\nreplay:\n{}", outcome.failure(), minimal.to_toml()));

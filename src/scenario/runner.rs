@@ -96,6 +96,8 @@ pub struct RunReport {
     pub client_violations: Vec<String>,
     /// Where the engine disagreed with the reference model (also listed in `failures`).
     pub model_violations: Vec<String>,
+    /// Ticks and responses the reference model checked (zeros when it was off).
+    pub model_checked: (u64, u64),
     /// Panic message, if the engine (or runner) panicked.
     pub panic: Option<String>,
     pub transcript: String,
@@ -174,6 +176,7 @@ pub fn run_scenario(scenario: &Scenario, options: &RunOptions) -> RunReport {
         violations: runner.violations.clone(),
         client_violations: runner.client_violations.clone(),
         model_violations: runner.model.as_ref().map(|m| m.violations.clone()).unwrap_or_default(),
+        model_checked: runner.model.as_ref().map(|m| (m.ticks, m.responses)).unwrap_or_default(),
         panic,
         transcript,
         events,
@@ -414,6 +417,10 @@ pub(crate) struct Runner<'a> {
     /// Acknowledged `send_message`s: message id → (session, seq), to check against the store at
     /// the end (stored exactly once, ids never reused, even across host restarts).
     acked: BTreeMap<String, (String, u64)>,
+    /// Per session: the seq of the latest `history_replaced` any client saw. An acknowledgement
+    /// that arrives late (a slow client) for a message older than the clear is not expected in
+    /// the store.
+    cleared_at: BTreeMap<String, u64>,
     /// Set when the run cannot continue meaningfully (setup failed, engine crashed).
     pub stopped: bool,
     tmp: TempRoot,
@@ -439,6 +446,9 @@ struct ModelCheck {
     /// Predicted responses not received yet, by (connection, request id).
     expected: BTreeMap<(ConnId, String), model::Predicted>,
     violations: Vec<String>,
+    /// Ticks predicted and responses compared.
+    ticks: u64,
+    responses: u64,
 }
 
 impl ModelCheck {
@@ -448,6 +458,8 @@ impl ModelCheck {
             before: None,
             expected: BTreeMap::new(),
             violations: Vec::new(),
+            ticks: 0,
+            responses: 0,
         }
     }
 }
@@ -498,6 +510,7 @@ impl<'a> Runner<'a> {
             violations: Vec::new(),
             client_violations: Vec::new(),
             acked: BTreeMap::new(),
+            cleared_at: BTreeMap::new(),
             stopped: false,
             tmp: TempRoot(tmp),
             restarts: 0,
@@ -652,6 +665,7 @@ impl<'a> Runner<'a> {
         let after = model::State::project(&mut engine.world);
         if let Some(before) = m.before.take() {
             let predicted = model::step(&before, &journal, now, &m.rules);
+            m.ticks += 1;
             for d in predicted.state.differences(&after, &predicted.uncertain) {
                 self.model_violation(&mut m, d);
             }
@@ -683,12 +697,13 @@ impl<'a> Runner<'a> {
     /// A response against the model's prediction for it, if it made one.
     fn check_response(&mut self, conn: ConnId, id: &Value, json: &Value) {
         let Some(mut m) = self.model.take() else { return };
-        if let Some(p) = m.expected.remove(&(conn, id.to_string())) {
+        if let Some(p) = m.expected.remove(&(conn, id.to_string())).filter(|p| p.code != model::ANY) {
+            m.responses += 1;
             let code = match json.pointer("/error/code").and_then(Value::as_str) {
                 Some(c) => c.to_string(),
                 None => "ok".to_string(),
             };
-            if code != p.code && p.code != model::ANY {
+            if code != p.code {
                 let detail = json.pointer("/error/message").and_then(Value::as_str).unwrap_or("");
                 self.model_violation(
                     &mut m,
@@ -1119,6 +1134,10 @@ impl<'a> Runner<'a> {
                 }
             }
             "history_replaced" if auto_refetch => {
+                if let (Some(s), Some(seq)) = (&session, json.get("seq").and_then(Value::as_u64)) {
+                    let at = self.cleared_at.entry(s.clone()).or_insert(0);
+                    *at = (*at).max(seq);
+                }
                 if let Some(s) = session {
                     self.join(name, Some(index), &s, None, Purpose::Auto);
                 }
@@ -1447,6 +1466,9 @@ impl<'a> Runner<'a> {
         }
         let acked = std::mem::take(&mut self.acked);
         for (id, (session, seq)) in &acked {
+            if self.cleared_at.get(session).is_some_and(|c| seq < c) {
+                continue; // cleared after it was stored (the acknowledgement came late)
+            }
             let found = stored.get(id).map(Vec::as_slice).unwrap_or(&[]);
             if found != [(session.clone(), *seq)] {
                 let msg =

@@ -192,18 +192,22 @@ pub fn generate(seed: u64, steps: u64) -> Scenario {
                 set("session", session.into());
                 (who, "leave_session")
             }
+            // Moderation is host-only: now and then a remote tries it (`forbidden`).
             50..=52 => {
                 set("participant", remote.into());
                 set("muted", rng.random_bool(0.6).into());
-                ("host".into(), "mute")
+                (moderator(&mut rng, &who), "mute")
             }
             53 => {
                 set("participant", remote.into());
-                ("host".into(), "kick")
+                if rng.random_bool(0.2) {
+                    set("revoke_share", true.into());
+                }
+                (moderator(&mut rng, &who), "kick")
             }
             54..=55 => {
                 set("participant", remote.into());
-                ("host".into(), if rng.random_bool(0.7) { "admit" } else { "refuse" })
+                (moderator(&mut rng, &who), if rng.random_bool(0.7) { "admit" } else { "refuse" })
             }
             56..=59 => (remote, "disconnect"),
             60..=64 => (remote, "reconnect"),
@@ -305,6 +309,15 @@ pub fn generate(seed: u64, steps: u64) -> Scenario {
     }
     sc.settle_ms = Some(2_000);
     sc
+}
+
+/// Who sends a moderation request: the host, or (one time in ten) whoever the step drew.
+fn moderator(rng: &mut ChaCha8Rng, who: &str) -> String {
+    if rng.random_bool(0.1) {
+        who.to_string()
+    } else {
+        "host".to_string()
+    }
 }
 
 fn step_at(at: u64, who: &str, action: &str) -> Step {
@@ -439,11 +452,14 @@ fn run_seeds(args: &SimulateOptions, report: &mut dyn Write, started: Instant) -
     let steps = (args.ticks / 3).max(1);
     let mut failed = 0u64;
     let (mut ticks, mut events) = (0u64, 0usize);
+    let (mut model_ticks, mut model_responses) = (0u64, 0u64);
     let mut coverage = Coverage::default();
     let mut last_progress = Instant::now();
     for (n, seed) in (args.start_seed..args.start_seed.saturating_add(args.seeds)).enumerate() {
         let outcome = run_seed(seed, steps);
         ticks += outcome.report.ticks;
+        model_ticks += outcome.report.model_checked.0;
+        model_responses += outcome.report.model_checked.1;
         events += outcome.report.events.values().map(Vec::len).sum::<usize>();
         coverage.add(&outcome.report.transcript);
         if outcome.failed() {
@@ -468,6 +484,10 @@ fn run_seeds(args: &SimulateOptions, report: &mut dyn Write, started: Instant) -
             )?;
         }
     }
+    writeln!(
+        report,
+        "reference model: {model_ticks} ticks predicted and compared, {model_responses} response codes compared"
+    )?;
     coverage.write(report)?;
     Ok(failed)
 }
