@@ -558,6 +558,20 @@ fn the_engine_can_still_rotate_to_a_fresh_token() {
     assert_eq!(store.load().unwrap().shares[0].token_hash, token::hash("b"));
 }
 
+#[test]
+fn retiring_a_hash_that_is_already_retired_does_not_fail_the_commit() {
+    // (Found by the simulator: a share whose current hash had been retired by another share's
+    // rotation made every later commit fail with a UNIQUE constraint error.)
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = SqliteStore::open(&db_in(&dir)).unwrap();
+    store.commit(&[StoreOp::PutWorkspace(workspace(1)), StoreOp::PutShare(share(1, "a"))]).unwrap();
+    store.commit(&[StoreOp::PutShare(share(1, "b"))]).unwrap();
+    store.commit(&[StoreOp::PutShare(share(2, "a"))]).unwrap();
+    store.commit(&[StoreOp::PutShare(share(2, "c"))]).expect("rotating share 2 retires `a` a second time");
+    let shares = store.load().unwrap().shares;
+    assert_eq!(shares[1].token_hash, token::hash("c"));
+}
+
 // ---------------------------------------------------------------------------------------------
 // Admin operations
 // ---------------------------------------------------------------------------------------------

@@ -53,6 +53,22 @@ pub struct Engine {
     tx: Sender<Inbound>,
 }
 
+/// The RNG for tokens: the configured seed mixed with every token hash the store holds, so that
+/// an engine restarted with the same seed (scenarios, the simulator) never issues a token again
+/// that it issued before the restart (each issued token left its hash in the store).
+fn token_rng(seed: u64, restored: &crate::persist::Restored) -> rand_chacha::ChaCha20Rng {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(seed.to_le_bytes());
+    for s in &restored.shares {
+        h.update(s.token_hash);
+    }
+    for p in &restored.participants {
+        h.update(p.resume_hash.unwrap_or_default());
+    }
+    rand_chacha::ChaCha20Rng::from_seed(h.finalize().into())
+}
+
 impl Engine {
     /// Builds an engine, restoring state from `store`. Turns and votes left open by a previous
     /// run (whose agent is gone) are closed with a reason in the first tick.
@@ -61,7 +77,7 @@ impl Engine {
         let (tx, rx) = crossbeam_channel::unbounded();
         let mut world = World::new();
         world.insert_resource(Clock::default());
-        world.insert_resource(EngineRng(rand_chacha::ChaCha20Rng::seed_from_u64(config.seed)));
+        world.insert_resource(EngineRng(token_rng(config.seed, &restored)));
         world.insert_resource(Inbox(rx));
         world.insert_resource(InboxSender(tx.clone()));
         world.insert_resource(PersistBatch::default());

@@ -1358,3 +1358,17 @@ fn readable(root: &Path, rel: &str, max: u64) -> bool {
     let Ok(meta) = std::fs::metadata(&real) else { return false };
     inside && meta.is_file() && meta.len() <= max && std::fs::read(&real).is_ok_and(|b| std::str::from_utf8(&b).is_ok())
 }
+
+/// The (connection, request id) of every frame in a journal whose id can be read.
+pub fn request_ids(journal: &[Journaled]) -> Vec<(ConnId, String)> {
+    journal
+        .iter()
+        .filter_map(|j| match j {
+            Journaled::Frame { conn, text } => {
+                let v: serde_json::Value = serde_json::from_str(text).ok()?;
+                Some((*conn, v.get("id")?.to_string()))
+            }
+            _ => None,
+        })
+        .collect()
+}

@@ -679,6 +679,13 @@ impl<'a> Runner<'a> {
                 }
                 m.expected.insert((p.conn, p.id.clone()), p);
             }
+        } else {
+            // Not predicted (an engine's first tick): its requests may be answered anything,
+            // but their ids stay reserved so that a later request reusing one is told apart.
+            for (conn, id) in model::request_ids(&journal) {
+                let method = "(unpredicted)".to_string();
+                m.expected.insert((conn, id.clone()), model::Predicted { conn, id, method, code: model::ANY.into() });
+            }
         }
         m.before = Some(after);
         self.model = Some(m);

@@ -35,14 +35,15 @@ const TEXTS: [&str; 7] = [
     "ok",
 ];
 
-/// Frames that are not valid requests.
+/// Frames that are not valid requests. Their ids are strings, so they never collide with the
+/// runner's own (numeric) request ids on the connection (PROTOCOL §1: ids unique per connection).
 const BAD_FRAMES: [&str; 6] = [
     "{nope",
     "[]",
-    r#"{"id":1}"#,
-    r#"{"id":2,"method":"explode"}"#,
-    r#"{"id":3,"method":"vote_plan","params":{"vote_id":"v1","approve":"yes"}}"#,
-    r#"{"id":4,"method":"send_message","params":7}"#,
+    r#"{"id":"bad-1"}"#,
+    r#"{"id":"bad-2","method":"explode"}"#,
+    r#"{"id":"bad-3","method":"vote_plan","params":{"vote_id":"v1","approve":"yes"}}"#,
+    r#"{"id":"bad-4","method":"send_message","params":7}"#,
 ];
 
 /// The outcome of one seed.
@@ -224,7 +225,7 @@ pub fn generate(seed: u64, steps: u64) -> Scenario {
                 if rng.random_bool(0.1) {
                     // Over the 64 KiB frame cap: refused with frame_too_large, connection kept.
                     let nonce = "x".repeat(crate::protocol::MAX_FRAME_BYTES);
-                    set("text", format!(r#"{{"id":5,"method":"ping","params":{{"nonce":"{nonce}"}}}}"#).into());
+                    set("text", format!(r#"{{"id":"big","method":"ping","params":{{"nonce":"{nonce}"}}}}"#).into());
                 } else {
                     set("text", (*BAD_FRAMES.choose(&mut rng).expect("non-empty")).into());
                 }

@@ -15,6 +15,7 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0003_session_allowed_tools", include_str!("../../migrations/0003_session_allowed_tools.sql")),
     ("0004_history_paging", include_str!("../../migrations/0004_history_paging.sql")),
     ("0005_streamed_chunks", include_str!("../../migrations/0005_streamed_chunks.sql")),
+    ("0006_retire_token_hash_once", include_str!("../../migrations/0006_retire_token_hash_once.sql")),
 ];
 
 /// The schema version this binary writes.
