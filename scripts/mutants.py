@@ -69,6 +69,16 @@ MUTANTS = [
 ]
 
 
+def which_check(output):
+    """Which of the simulator's checks fired first (from its first FAIL line)."""
+    line = next((l for l in output.splitlines() if l.startswith("FAIL seed")), "")
+    for needle, name in [("reference model", "reference model"), ("invariant", "invariant"),
+                         ("store check", "store check"), ("client check", "client check"), ("panic", "panic")]:
+        if needle in line:
+            return f"{name}, {line.split(':')[0].removeprefix('FAIL ')}"
+    return line[:60]
+
+
 def run(cmd, cwd, env=None):
     return subprocess.run(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -116,7 +126,7 @@ def main():
                     rows.append((name, "does not build", "", ""))
                     continue
                 sim = run([binary, "simulate", "--seeds", "200", "--ticks", "900", "--no-shrink", "--out", scratch], tree, env)
-                caught_sim = "caught" if sim.returncode != 0 else "missed"
+                caught_sim = f"caught ({which_check(sim.stdout)})" if sim.returncode != 0 else "missed"
                 fails = sorted(scenario_failures() - baseline)
                 caught_sc = f"caught ({len(fails)}: {', '.join(fails[:2])}{', …' if len(fails) > 2 else ''})" if fails else "missed"
                 rows.append((name, "applied", caught_sim, caught_sc))

@@ -21,11 +21,21 @@ pub struct AgentSpec {
     /// Extra arguments.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub args: Vec<String>,
+    /// "Plan first": every turn starts the agent in plan mode, so its plan goes to a vote before
+    /// it changes anything (`claude`: `--permission-mode plan`). `None`: the backend's default,
+    /// on for `claude` (the consensus vote is the point), off for the others.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan_first: Option<bool>,
 }
 
 impl AgentSpec {
     pub fn demo() -> Self {
-        Self { kind: "demo".into(), command: None, args: Vec::new() }
+        Self { kind: "demo".into(), command: None, args: Vec::new(), plan_first: None }
+    }
+
+    /// Whether turns start in plan mode (see [`AgentSpec::plan_first`]).
+    pub fn plan_first(&self) -> bool {
+        self.plan_first.unwrap_or(self.kind == "claude")
     }
 }
 

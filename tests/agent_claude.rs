@@ -46,6 +46,7 @@ impl Harness {
             kind: "claude".into(),
             command: Some(FAKE.into()),
             args: vec!["--fake-script".into(), fixture(script), "--fake-log".into(), self.log.display().to_string()],
+            plan_first: None,
         }
     }
 
@@ -245,7 +246,8 @@ fn an_approved_plan_is_allowed_with_the_original_input_and_switches_to_accept_ed
         events.last(),
         Some(&AgentEvent::Plan {
             request_id: request_id.into(),
-            plan: "1. Read src/lib.rs\n2. Add the --verbose flag\n3. Run cargo test".into()
+            plan: "1. Read src/lib.rs\n2. Add the --verbose flag\n3. Run cargo test".into(),
+            on_approval: Some(roundtable::agent::claude::AfterPlan::AcceptEdits.on_approval().into()),
         })
     );
     h.resolve(1, request_id, Resolution::Approved);
@@ -437,7 +439,7 @@ fn an_error_result_fails_the_turn_with_its_text() {
 #[test]
 fn a_missing_binary_fails_with_a_clear_message() {
     let mut h = harness(ExternalConfig { claude_binary: "roundtable-test-no-such-claude".into(), ..fast() });
-    h.start_with(1, AgentSpec { kind: "claude".into(), command: None, args: vec![] }, "hi");
+    h.start_with(1, AgentSpec { kind: "claude".into(), command: None, args: vec![], plan_first: None }, "hi");
     assert_eq!(
         h.until_pause(1),
         vec![AgentEvent::Failed(
@@ -447,7 +449,12 @@ fn a_missing_binary_fails_with_a_clear_message() {
     );
     h.start_with(
         2,
-        AgentSpec { kind: "claude".into(), command: Some("/nonexistent/bin/claude".into()), args: vec![] },
+        AgentSpec {
+            kind: "claude".into(),
+            command: Some("/nonexistent/bin/claude".into()),
+            args: vec![],
+            plan_first: None,
+        },
         "hi",
     );
     assert_eq!(
@@ -496,6 +503,7 @@ fn sessions_run_their_turns_independently() {
             kind: "claude".into(),
             command: Some(FAKE.into()),
             args: vec!["--fake-script".into(), fixture("hang")],
+            plan_first: None,
         },
         prompt: "x".into(),
         author_name: "Bob".into(),

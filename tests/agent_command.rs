@@ -29,7 +29,7 @@ fn session() -> SessionId {
 }
 
 fn echo_spec() -> AgentSpec {
-    AgentSpec { kind: "command".into(), command: Some(ECHO.into()), args: vec![] }
+    AgentSpec { kind: "command".into(), command: Some(ECHO.into()), args: vec![], plan_first: None }
 }
 
 impl Harness {
@@ -124,7 +124,8 @@ fn a_plan_waits_for_the_vote_and_hears_the_outcome() {
         events.last(),
         Some(&AgentEvent::Plan {
             request_id: "plan-1".into(),
-            plan: "1. Read the code for refactor\n2. Make the change\n3. Run the tests".into()
+            plan: "1. Read the code for refactor\n2. Make the change\n3. Run the tests".into(),
+            on_approval: None,
         })
     );
     h.resolve(1, "plan-1", Resolution::Denied("Bob: too risky".into()));
@@ -229,7 +230,12 @@ fn a_missing_command_fails_with_a_clear_message() {
     let mut h = harness(ExternalConfig::default());
     h.start_with(
         1,
-        AgentSpec { kind: "command".into(), command: Some("/nonexistent/agent".into()), args: vec![] },
+        AgentSpec {
+            kind: "command".into(),
+            command: Some("/nonexistent/agent".into()),
+            args: vec![],
+            plan_first: None,
+        },
         "x",
     );
     assert_eq!(
@@ -238,7 +244,7 @@ fn a_missing_command_fails_with_a_clear_message() {
             "agent command not found at '/nonexistent/agent': check the workspace's --agent-cmd".into()
         )]
     );
-    h.start_with(2, AgentSpec { kind: "command".into(), command: None, args: vec![] }, "x");
+    h.start_with(2, AgentSpec { kind: "command".into(), command: None, args: vec![], plan_first: None }, "x");
     let events = h.until_pause(2);
     assert!(matches!(&events[0], AgentEvent::Failed(r) if r.contains("--agent-cmd")), "{events:?}");
 }
@@ -246,7 +252,7 @@ fn a_missing_command_fails_with_a_clear_message() {
 #[test]
 fn an_unknown_backend_fails_the_turn() {
     let mut h = harness(ExternalConfig::default());
-    h.start_with(1, AgentSpec { kind: "gpt".into(), command: None, args: vec![] }, "x");
+    h.start_with(1, AgentSpec { kind: "gpt".into(), command: None, args: vec![], plan_first: None }, "x");
     assert_eq!(
         h.until_pause(1),
         vec![AgentEvent::Failed("unknown agent backend 'gpt' (expected claude or command)".into())]

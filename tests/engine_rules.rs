@@ -1300,7 +1300,7 @@ fn no_frame_the_host_sends_exceeds_the_wire_bound_and_a_huge_turn_loses_nothing(
     *h.sinks[&bob].capacity.lock().unwrap() = None;
     h.run(200);
     let huge = "x\u{1}".repeat(1_000_000);
-    agent(&mut h, AgentEvent::Plan { request_id: "p".into(), plan: huge.clone() });
+    agent(&mut h, AgentEvent::Plan { request_id: "p".into(), plan: huge.clone(), on_approval: None });
     agent(&mut h, AgentEvent::ToolRequest { request_id: "t".into(), tool: "Write".into(), input: huge });
     h.tick();
     let (cara, _) = h.join(&tok, "Cara", &s); // a snapshot while the long turn runs

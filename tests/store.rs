@@ -22,7 +22,12 @@ fn workspace(n: u64) -> WorkspaceRow {
         id: WorkspaceId::nth(n),
         name: format!("ws {n}"),
         dir: format!("/tmp/ws{n}"),
-        agent: AgentSpec { kind: "command".into(), command: Some("/bin/agent".into()), args: vec!["-x".into()] },
+        agent: AgentSpec {
+            kind: "command".into(),
+            command: Some("/bin/agent".into()),
+            args: vec!["-x".into()],
+            plan_first: None,
+        },
     }
 }
 
@@ -764,11 +769,11 @@ fn workspaces_are_canonical_existing_unique_directories() {
     let file = dir.path().join("file.txt");
     std::fs::write(&file, "x").unwrap();
     assert!(matches!(admin.add_workspace(None, &file, AgentSpec::demo(), 0), Err(AdminError::NotADirectory(_))));
-    let no_cmd = AgentSpec { kind: "command".into(), command: None, args: vec![] };
+    let no_cmd = AgentSpec { kind: "command".into(), command: None, args: vec![], plan_first: None };
     let other = dir.path().join("other");
     std::fs::create_dir(&other).unwrap();
     assert!(matches!(admin.add_workspace(None, &other, no_cmd, 0), Err(AdminError::BadAgent(_))));
-    let unknown = AgentSpec { kind: "gpt".into(), command: None, args: vec![] };
+    let unknown = AgentSpec { kind: "gpt".into(), command: None, args: vec![], plan_first: None };
     assert!(matches!(admin.add_workspace(None, &other, unknown, 0), Err(AdminError::BadAgent(_))));
     assert_eq!(admin.list_workspaces().unwrap(), vec![row]);
 }

@@ -517,6 +517,39 @@ fn fork_sends_fork_session_and_the_window_switches_to_the_fork() {
 }
 
 #[test]
+fn a_claude_workspace_is_plan_first_unless_the_box_is_unticked() {
+    let mut w = host_window();
+    w.click("Add workspace…");
+    {
+        let form = &mut w.harness.state_mut().workspace_form;
+        form.name = "app".into();
+        form.dir = "/home/ann/app".into();
+    }
+    w.settle();
+    assert!(w.harness.query_by_label("Plan first").is_none(), "only offered for claude");
+    w.click("claude");
+    assert!(w.harness.query_by_label("Plan first").is_some(), "offered for claude");
+    w.click("Plan first");
+    w.click("Add");
+    let plan_first = |m: &Method| match m {
+        Method::AddWorkspace(p) => p.agent.as_ref().and_then(|a| a.plan_first),
+        _ => None,
+    };
+    assert_eq!(w.calls().iter().map(plan_first).collect::<Vec<_>>(), vec![Some(false)], "unticked: off");
+
+    w.click("Add workspace…");
+    {
+        let form = &mut w.harness.state_mut().workspace_form;
+        form.name = "lib".into();
+        form.dir = "/home/ann/lib".into();
+    }
+    w.settle();
+    w.click("claude");
+    w.click("Add");
+    assert_eq!(w.calls().iter().map(plan_first).collect::<Vec<_>>(), vec![Some(true)], "ticked by default");
+}
+
+#[test]
 fn add_workspace_form_sends_add_workspace_and_then_offers_a_first_session() {
     let mut w = host_window();
     w.click("Add workspace…");
@@ -544,6 +577,7 @@ fn add_workspace_form_sends_add_workspace_and_then_offers_a_first_session() {
                 kind: "command".into(),
                 command: Some("/usr/local/bin/my-agent".into()),
                 args: vec![],
+                plan_first: None,
             }),
         })]
     );

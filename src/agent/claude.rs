@@ -102,6 +102,21 @@ pub enum AfterPlan {
     AskEachTool,
 }
 
+impl AfterPlan {
+    /// What approving a plan means, for the vote card.
+    pub fn on_approval(self) -> &'static str {
+        match self {
+            AfterPlan::AcceptEdits => {
+                "Approving lets the agent carry out this plan and edit files without asking again \
+                 (accept-edits mode); other commands still ask the host."
+            }
+            AfterPlan::AskEachTool => {
+                "Approving lets the agent carry out this plan; each edit and command still asks the host."
+            }
+        }
+    }
+}
+
 /// Where the CLI run by this user keeps its plans.
 fn cli_plans_dir() -> Option<PathBuf> {
     let config = std::env::var_os("CLAUDE_CONFIG_DIR")
@@ -259,7 +274,10 @@ impl ClaudeBackend {
         };
         let event = match tool.as_str() {
             "ExitPlanMode" => match self.plan_text(&input) {
-                Some(plan) => Some(AgentEvent::Plan { request_id: request_id.clone(), plan }),
+                Some(plan) => {
+                    let on_approval = Some(self.after_plan.on_approval().to_string());
+                    Some(AgentEvent::Plan { request_id: request_id.clone(), plan, on_approval })
+                }
                 None => {
                     tracing::info!("claude left plan mode without a plan; denied without a vote");
                     return Reaction::reply(json!({
@@ -331,6 +349,12 @@ impl Backend for ClaudeBackend {
         }
         args.extend(self.args.iter().cloned());
         args.extend(turn.spec.args.iter().cloned());
+        // Plan first: unless a permission mode was chosen explicitly (serve --claude-arg, the
+        // workspace's agent args), every turn starts in plan mode, so the plan goes to a vote.
+        let explicit = args.iter().any(|a| a == "--permission-mode" || a.starts_with("--permission-mode="));
+        if turn.spec.plan_first() && !explicit {
+            args.extend(["--permission-mode".to_string(), "plan".to_string()]);
+        }
         Ok(SpawnSpec { program, args, cwd: PathBuf::from(&turn.workspace_dir), env: Vec::new() })
     }
 
@@ -522,7 +546,7 @@ mod tests {
             session: SessionId::nth(1),
             turn_id: 1,
             workspace_dir: dir.to_string(),
-            spec: AgentSpec { kind: "claude".into(), command: None, args: vec![] },
+            spec: AgentSpec { kind: "claude".into(), command: None, args: vec![], plan_first: None },
             prompt: "hi".into(),
             author_name: "Ann".into(),
         }
@@ -536,6 +560,30 @@ mod tests {
 
     fn deltas(r: &Reaction) -> String {
         r.events.iter().filter_map(|e| if let AgentEvent::Delta(t) = e { Some(t.as_str()) } else { None }).collect()
+    }
+
+    fn permission_mode(b: &ClaudeBackend, spec: AgentSpec) -> Option<String> {
+        let args = b.spawn_spec(&TurnInput { spec, ..turn("/tmp") }).unwrap().args;
+        let at = args.iter().position(|a| a == "--permission-mode")?;
+        Some(args[at + 1].clone())
+    }
+
+    #[test]
+    fn claude_turns_start_in_plan_mode_unless_told_otherwise() {
+        let claude = |plan_first, args: &[&str]| AgentSpec {
+            kind: "claude".into(),
+            command: None,
+            args: args.iter().map(|a| a.to_string()).collect(),
+            plan_first,
+        };
+        let b = ClaudeBackend::new("claude".into(), vec![], vec![]);
+        assert_eq!(permission_mode(&b, claude(None, &[])).as_deref(), Some("plan"), "on by default");
+        assert_eq!(permission_mode(&b, claude(Some(false), &[])), None, "workspace add --no-plan-first");
+        let explicit = claude(None, &["--permission-mode", "acceptEdits"]);
+        assert_eq!(permission_mode(&b, explicit).as_deref(), Some("acceptEdits"), "an explicit mode wins");
+        let serve_wide = ClaudeBackend::new("claude".into(), vec!["--permission-mode=default".into()], vec![]);
+        let args = serve_wide.spawn_spec(&turn("/tmp")).unwrap().args;
+        assert!(!args.iter().any(|a| a == "plan"), "serve --claude-arg wins too: {args:?}");
     }
 
     #[test]
@@ -639,7 +687,14 @@ mod tests {
         let mut b = ClaudeBackend::new("claude".into(), vec![], vec![]);
         b.begin_turn(&turn(dir.path().to_str().unwrap()), true);
         let r = b.on_line(r#"{"type":"control_request","request_id":"p1","request":{"subtype":"can_use_tool","tool_name":"ExitPlanMode","input":{"planFilePath":"plan.md"}}}"#);
-        assert_eq!(r.events, vec![AgentEvent::Plan { request_id: "p1".into(), plan: "1. do it".into() }]);
+        assert_eq!(
+            r.events,
+            vec![AgentEvent::Plan {
+                request_id: "p1".into(),
+                plan: "1. do it".into(),
+                on_approval: Some(AfterPlan::AcceptEdits.on_approval().into())
+            }]
+        );
         let r = b.on_line(r#"{"type":"control_request","request_id":"p2","request":{"subtype":"can_use_tool","tool_name":"ExitPlanMode","input":{"planFilePath":"/etc/passwd"}}}"#);
         assert!(r.events.is_empty(), "no vote on a file outside the workspace and the plans folder");
         assert!(r.replies[0].to_string().contains("there is no plan to vote on"), "{:?}", r.replies);
@@ -661,7 +716,11 @@ mod tests {
         let r = b.on_line(&line.to_string());
         assert_eq!(
             r.events,
-            vec![AgentEvent::Plan { request_id: "p1".into(), plan: "1. read\n2. change\n3. test".into() }]
+            vec![AgentEvent::Plan {
+                request_id: "p1".into(),
+                plan: "1. read\n2. change\n3. test".into(),
+                on_approval: Some(AfterPlan::AcceptEdits.on_approval().into())
+            }]
         );
         let escape = plans.join("escape.md").display().to_string();
         let line = json!({"type":"control_request","request_id":"p2","request":{"subtype":"can_use_tool",

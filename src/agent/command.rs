@@ -48,7 +48,7 @@ impl CommandBackend {
             "plan" => {
                 let request_id = text("request_id")?;
                 self.pending.insert(request_id.clone());
-                Reaction::event(AgentEvent::Plan { request_id, plan: text("plan")? })
+                Reaction::event(AgentEvent::Plan { request_id, plan: text("plan")?, on_approval: None })
             }
             "question" => {
                 let request_id = text("request_id")?;
@@ -304,7 +304,12 @@ mod tests {
             session: SessionId::nth(1),
             turn_id: 1,
             workspace_dir: "/tmp".into(),
-            spec: AgentSpec { kind: "command".into(), command: Some("python3 -u agent.py".into()), args: vec![] },
+            spec: AgentSpec {
+                kind: "command".into(),
+                command: Some("python3 -u agent.py".into()),
+                args: vec![],
+                plan_first: None,
+            },
             prompt: String::new(),
             author_name: String::new(),
         };

@@ -132,7 +132,7 @@ impl DemoAgent {
                         turn.spoke = true;
                         AgentEvent::Delta(t)
                     }
-                    Step::Propose { request_id, plan } => AgentEvent::Plan { request_id, plan },
+                    Step::Propose { request_id, plan } => AgentEvent::Plan { request_id, plan, on_approval: None },
                     Step::Ask { request_id, question } => AgentEvent::Question {
                         request_id,
                         questions: vec![Question {

@@ -89,6 +89,12 @@ pub enum WorkspaceCmd {
         /// Extra argument passed to the agent executable (repeat for several).
         #[arg(long = "agent-arg", value_name = "ARG", allow_hyphen_values = true)]
         agent_args: Vec<String>,
+        /// `--agent claude`: do not start turns in plan mode. By default every claude turn
+        /// starts in plan mode (`--permission-mode plan`), so the agent's plan goes to a
+        /// consensus vote before it changes anything; an explicit `--agent-arg
+        /// --permission-mode` also overrides it.
+        #[arg(long)]
+        no_plan_first: bool,
     },
     /// List registered workspaces with their agents and session counts.
     List,
@@ -166,10 +172,14 @@ pub fn run_workspace(cmd: WorkspaceCmd, data_dir: Option<&Path>) -> anyhow::Resu
     let dir = crate::app::paths::data_dir(data_dir)?;
     let mut admin = open_admin(&dir)?;
     match cmd {
-        WorkspaceCmd::Add { dir: work_dir, name, agent, agent_cmd, agent_args } => {
-            let spec = AgentSpec { kind: agent.as_str().into(), command: agent_cmd, args: agent_args };
+        WorkspaceCmd::Add { dir: work_dir, name, agent, agent_cmd, agent_args, no_plan_first } => {
+            let plan_first = no_plan_first.then_some(false);
+            let spec = AgentSpec { kind: agent.as_str().into(), command: agent_cmd, args: agent_args, plan_first };
             let row = admin.add_workspace(name.as_deref(), &work_dir, spec, now_ms())?;
-            println!("Added workspace {} \"{}\" ({}, agent {})", row.id, row.name, row.dir, row.agent.kind);
+            println!("Added workspace {} \"{}\" ({}, agent {})", row.id, row.name, row.dir, agent_label(&row.agent));
+            if row.agent.kind == "claude" && row.agent.plan_first() {
+                println!("Plan first: each turn starts in plan mode; the plan goes to a vote before the agent edits anything.");
+            }
             println!("Share it with: roundtable share mint --workspace {}", row.id);
         }
         WorkspaceCmd::List => {
@@ -334,10 +344,14 @@ fn print_link_once(link: &Link, id: &ShareId) {
 }
 
 fn agent_label(agent: &AgentSpec) -> String {
-    match &agent.command {
+    let mut label = match &agent.command {
         Some(cmd) => format!("{} ({cmd})", agent.kind),
         None => agent.kind.clone(),
+    };
+    if agent.plan_first() {
+        label.push_str(", plan first");
     }
+    label
 }
 
 fn flags(s: &ShareRow) -> String {

@@ -87,6 +87,9 @@ impl Renderer {
         }
         let mut out = self.break_line();
         let _ = writeln!(out, "== {} \"{}\" ({}) ==", info.id, info.title, info.status.as_str());
+        if info.plan_first {
+            out.push_str("(plan first: the agent's plan goes to a vote before it changes anything)\n");
+        }
         out.push_str(&self.who(&info.id));
         out
     }
@@ -348,10 +351,13 @@ impl Renderer {
         let mine = self.me.as_ref().map(|me| v.required.contains(me));
         let mut s = String::new();
         match &v.subject {
-            VoteSubject::Plan { plan } => {
+            VoteSubject::Plan { plan, on_approval } => {
                 let _ = writeln!(s, "-- plan awaiting approval (vote {}, {deciders}) --", v.vote_id);
                 for line in plan.lines() {
                     let _ = writeln!(s, "  {line}");
+                }
+                if let Some(note) = on_approval {
+                    let _ = writeln!(s, "  ({note})");
                 }
                 match mine {
                     Some(true) => s.push_str("Type /approve, or /deny REASON."),
@@ -493,7 +499,7 @@ mod tests {
         let r = Renderer::new(true);
         let v = VoteOpened {
             vote_id: crate::ids::VoteId::nth(1),
-            subject: crate::protocol::VoteSubject::Plan { plan: "p".into() },
+            subject: crate::protocol::VoteSubject::Plan { plan: "p".into(), on_approval: None },
             decided_by: DecidedBy::Consensus,
             required: vec![],
             deadline_ms: None,
@@ -544,9 +550,11 @@ mod tests {
             participant_count: 2,
             agent: "demo".into(),
             last_seq: 0,
+            plan_first: true,
         };
         let out = r.joined(&info, &[entry("host", "Host", false), entry("p1", "Ann", true)]);
         assert!(out.contains("Ann (you)"), "{out}");
+        assert!(out.contains("plan first"), "a plan-first session says so: {out}");
         assert!(out.contains("Host [host]"), "{out}");
         let joined = r.event(&frame(Event::ParticipantJoined(entry("p2", "Bob", false))));
         assert_eq!(joined, "* Bob joined\n");
@@ -558,11 +566,15 @@ mod tests {
         r.me = Some(ParticipantId::from("p1"));
         let out = r.event(&frame(Event::VoteOpened(VoteOpened {
             vote_id: VoteId::nth(1),
-            subject: VoteSubject::Plan { plan: "1. do it".into() },
+            subject: VoteSubject::Plan {
+                plan: "1. do it".into(),
+                on_approval: Some("Approving lets the agent edit files.".into()),
+            },
             decided_by: DecidedBy::Consensus,
             required: vec![ParticipantId::from("p1")],
             deadline_ms: None,
         })));
         assert!(out.contains("1. do it") && out.contains("/approve") && out.contains("/deny"), "{out}");
+        assert!(out.contains("(Approving lets the agent edit files.)"), "the card says what approval means: {out}");
     }
 }

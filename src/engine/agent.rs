@@ -52,8 +52,9 @@ pub struct AgentOutput {
 pub enum AgentEvent {
     /// More reply text.
     Delta(String),
-    /// The agent proposes a plan and waits for approval.
-    Plan { request_id: String, plan: String },
+    /// The agent proposes a plan and waits for approval; `on_approval` says what approving lets
+    /// it do next (shown on the vote card).
+    Plan { request_id: String, plan: String, on_approval: Option<String> },
     /// The agent asks questions and waits for answers.
     Question { request_id: String, questions: Vec<Question> },
     /// The agent wants to use a tool and waits for permission (host decides).

@@ -176,8 +176,13 @@ pub struct ParticipantMuted {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum VoteSubject {
-    /// Approve or deny the agent's plan.
-    Plan { plan: String },
+    /// Approve or deny the agent's plan. `on_approval`, when the agent says, is what approving
+    /// lets it do next (e.g. "carries out the plan and edits files without asking again").
+    Plan {
+        plan: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        on_approval: Option<String>,
+    },
     /// Answer the agent's questions.
     Question { questions: Vec<Question> },
     /// Allow or deny one tool use (decided by the host).
@@ -364,7 +369,7 @@ mod tests {
             seq: Some(9),
             body: Event::VoteOpened(VoteOpened {
                 vote_id: VoteId::nth(1),
-                subject: VoteSubject::Plan { plan: "1. do it".into() },
+                subject: VoteSubject::Plan { plan: "1. do it".into(), on_approval: None },
                 decided_by: DecidedBy::Consensus,
                 required: vec![ParticipantId::host()],
                 deadline_ms: None,

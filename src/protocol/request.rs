@@ -536,6 +536,10 @@ pub struct SessionInfo {
     pub participant_count: u32,
     pub agent: String,
     pub last_seq: u64,
+    /// Present (`true`) when every turn starts the agent in plan mode, so its plan goes to a
+    /// vote before it changes anything (`claude` workspaces by default).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub plan_first: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

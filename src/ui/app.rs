@@ -103,11 +103,19 @@ pub struct WorkspaceForm {
     pub agent: AgentChoice,
     /// Executable for `command`; optional binary path for `claude`.
     pub command: String,
+    /// `claude`: start every turn in plan mode, so the plan goes to a vote first (default on).
+    pub plan_first: bool,
 }
 
 impl Default for WorkspaceForm {
     fn default() -> Self {
-        Self { name: String::new(), dir: String::new(), agent: AgentChoice::Demo, command: String::new() }
+        Self {
+            name: String::new(),
+            dir: String::new(),
+            agent: AgentChoice::Demo,
+            command: String::new(),
+            plan_first: true,
+        }
     }
 }
 
@@ -124,10 +132,12 @@ impl WorkspaceForm {
         let command = (!command.is_empty()).then(|| command.to_string());
         let agent = match self.agent {
             AgentChoice::Demo => None,
-            AgentChoice::Claude => Some(AgentSpec { kind: "claude".into(), command, args: Vec::new() }),
+            AgentChoice::Claude => {
+                Some(AgentSpec { kind: "claude".into(), command, args: Vec::new(), plan_first: Some(self.plan_first) })
+            }
             AgentChoice::Command => {
                 let Some(command) = command else { return Err("the command agent needs the executable's path") };
-                Some(AgentSpec { kind: "command".into(), command: Some(command), args: Vec::new() })
+                Some(AgentSpec { kind: "command".into(), command: Some(command), args: Vec::new(), plan_first: None })
             }
         };
         Ok(AddWorkspaceParams { name: name.to_string(), dir: dir.to_string(), agent })
@@ -439,6 +449,11 @@ impl RoundtableApp {
                 };
                 ui.add(egui::TextEdit::singleline(&mut form.command).hint_text(hint).desired_width(200.0));
             }
+            if form.agent == AgentChoice::Claude {
+                ui.checkbox(&mut form.plan_first, "Plan first").on_hover_text(
+                    "Every turn starts in plan mode: the agent's plan goes to a vote before it changes anything",
+                );
+            }
             let params = form.params();
             ui.horizontal(|ui| {
                 if ui.add_enabled(params.is_ok(), egui::Button::new("Add")).clicked() {
@@ -611,8 +626,12 @@ impl RoundtableApp {
             return;
         };
         let Some(session) = self.model.sessions.get(&session_id) else { return };
+        let plan_first = session.info.as_ref().is_some_and(|i| i.plan_first);
         if let Some(title) = session.info.as_ref().map(|i| i.title.clone()) {
             self.session_header(ui, &session_id, &title);
+        }
+        if plan_first {
+            ui.label(RichText::new("Plan first: the agent's plan goes to a vote before it changes anything").weak());
         }
         // Composer and cards at the bottom, messages fill the rest.
         egui::Panel::bottom("composer").show(ui, |ui| {
@@ -736,9 +755,12 @@ impl RoundtableApp {
             DecidedBy::Host => "the host decides",
         };
         match &card.opened.subject {
-            VoteSubject::Plan { plan } => {
+            VoteSubject::Plan { plan, on_approval } => {
                 ui.label(RichText::new(format!("Plan ({id}) — {decided}")).strong());
                 ui.label(plan);
+                if let Some(note) = on_approval {
+                    ui.label(RichText::new(note).italics());
+                }
                 let files = file_refs(plan);
                 if !files.is_empty() {
                     let mut view: Option<String> = None;

@@ -94,12 +94,15 @@ pub fn apply_agent_output(
                 }
                 deltas.get_mut(&out.session).expect("just inserted").1.push_str(&text);
             }
-            AgentEvent::Plan { request_id, plan } => {
+            AgentEvent::Plan { request_id, plan, on_approval } => {
                 requests.votes.write(VoteRequested {
                     session: out.session,
                     turn_id: out.turn_id,
                     request_id,
-                    subject: VoteSubject::Plan { plan: clip_json(&plan, MAX_SUBJECT_JSON_BYTES) },
+                    subject: VoteSubject::Plan {
+                        plan: clip_json(&plan, MAX_SUBJECT_JSON_BYTES),
+                        on_approval: on_approval.map(|n| clip_json(&n, 1024)),
+                    },
                 });
             }
             AgentEvent::Question { request_id, questions } => {

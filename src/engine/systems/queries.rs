@@ -33,6 +33,7 @@ pub fn session_info(
         participant_count,
         agent: agent.to_string(),
         last_seq: log.last_seq(),
+        plan_first: s.agent.plan_first(),
     }
 }
 

@@ -140,7 +140,7 @@ mod tests {
     }
 
     fn plan() -> VoteSubject {
-        VoteSubject::Plan { plan: "p".into() }
+        VoteSubject::Plan { plan: "p".into(), on_approval: None }
     }
 
     fn names() -> BTreeMap<ParticipantId, String> {
