@@ -155,6 +155,7 @@ pub fn generate(seed: u64, steps: u64) -> Scenario {
         let session = session_ids.choose(&mut rng).expect("non-empty").clone();
         let mut params = toml::Table::new();
         let mut repeat = None;
+        let mut jumped = 0;
         let mut set = |k: &str, v: toml::Value| {
             params.insert(k.to_string(), v);
         };
@@ -218,7 +219,10 @@ pub fn generate(seed: u64, steps: u64) -> Scenario {
             }
             67..=68 => (remote, "release"),
             69..=70 => {
-                set("by", toml::Value::Integer(rng.random_range(1..40) * 1_000));
+                // Time moves on by `by`: later steps keep their spacing after the jump.
+                let by = rng.random_range(1..40) * 1_000;
+                set("by", toml::Value::Integer(by));
+                jumped = by as u64;
                 (who, "clock_jump")
             }
             71..=73 => {
@@ -303,6 +307,7 @@ pub fn generate(seed: u64, steps: u64) -> Scenario {
             then: Vec::new(),
             params,
         });
+        t += jumped;
     }
     // Let every slow consumer go at the end, so the flow can settle.
     for name in &remotes {
