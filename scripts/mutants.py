@@ -2,7 +2,7 @@
 """Plants one known bug at a time in the engine's rules and reports which check catches it.
 
 For each mutant: apply it to a scratch copy of the repository (`git worktree`, so the working
-tree is untouched), build, then run (1) `roundtable simulate --seeds 200 --ticks 900 --no-shrink`
+tree is untouched), build (release), then run (1) `roundtable simulate --seeds 200 --ticks 900 --no-shrink`
 and (2) `roundtable scenario run scenarios/`. A mutant is caught by a layer when that layer fails.
 A scenario counts as catching a mutant only if it passes on the unmutated tree (a baseline run
 comes first). Usage: python3 scripts/mutants.py [--only NAME] [--keep] [--target-dir DIR]
@@ -98,7 +98,7 @@ def main():
         os.symlink(shared, os.path.join(scratch, "shared"))
     target = args.target_dir or os.path.join(scratch, "target")
     env = dict(os.environ, CARGO_TARGET_DIR=target)
-    binary = os.path.join(target, "debug", "roundtable")
+    binary = os.path.join(target, "release", "roundtable")
     rows = []
 
     def scenario_failures():
@@ -106,7 +106,7 @@ def main():
         return {l.split()[1] for l in sc.stdout.splitlines() if l.startswith("FAIL ")}
 
     # The helper binaries (fake agents) are needed by some scenarios: build every binary.
-    run(["cargo", "build", "--locked", "--quiet", "--bins"], tree, env).check_returncode()
+    run(["cargo", "build", "--locked", "--quiet", "--release", "--bins"], tree, env).check_returncode()
     baseline = scenario_failures()
     if baseline:
         print(f"baseline: {len(baseline)} scenarios fail without any mutant; they are not counted", flush=True)
@@ -121,7 +121,7 @@ def main():
                 continue
             open(file, "w").write(original.replace(old, new, 1))
             try:
-                built = run(["cargo", "build", "--locked", "--quiet", "--bins"], tree, env)
+                built = run(["cargo", "build", "--locked", "--quiet", "--release", "--bins"], tree, env)
                 if built.returncode != 0:
                     rows.append((name, "does not build", "", ""))
                     continue
