@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod proc;
+
 use roundtable::app::host::{Host, HostOptions};
 use roundtable::ids::{ParticipantId, SessionId, WorkspaceId};
 use roundtable::net::client::{Client, ClientError, ClientEvent, Events};
