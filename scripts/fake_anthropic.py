@@ -9,6 +9,7 @@ The reply is chosen from the latest prompt of the conversation and the tool resu
                       ExitPlanMode (with `{}`: the CLI adds the plan and its path); once
                       approved, write NOTES.md in the working directory; then "Done." When
                       denied, the denial is echoed back ("Revised after: …").
+- contains NOPLAN-ME  ExitPlanMode without writing a plan first; then echo the answer.
 - contains ASK-ME     AskUserQuestion with two questions; then echo the answers.
 - contains TOOL-ME    Bash `touch made-by-tool.txt` (a command that asks permission); then "Ran it."
 - contains LONG-ME    a reply of about 300 KB.
@@ -68,7 +69,7 @@ def latest_prompt(messages):
         content = m.get("content")
         blocks = content if isinstance(content, list) else [{"type": "text", "text": content or ""}]
         for b in blocks:
-            if m.get("role") == "user" and b.get("type") == "text" and re.search(r"(PLAN|ASK|TOOL|LONG)-ME", b.get("text", "")):
+            if m.get("role") == "user" and b.get("type") == "text" and re.search(r"(PLAN|NOPLAN|ASK|TOOL|LONG)-ME", b.get("text", "")):
                 prompt = b["text"]
     mine = [r for r in tool_results(messages) if tag(prompt) in r[3]]
     return prompt, [r[:3] for r in mine]
@@ -94,6 +95,10 @@ def scenario(body):
     messages = body.get("messages", [])
     prompt, done = latest_prompt(messages)
     tools = [n for n, _, _ in done]
+    if "NOPLAN-ME" in prompt:
+        if not done:
+            return [{"type": "tool_use", "id": "toolu_exit_plan", "name": "ExitPlanMode", "input": {}}]
+        return [{"type": "text", "text": "Revised after: " + done[-1][1][:300]}]
     if "PLAN-ME" in prompt:
         if not done:
             everything = system_text(body) + "\n" + "\n".join(text_of(m.get("content")) for m in messages)

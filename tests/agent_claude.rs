@@ -262,6 +262,41 @@ fn an_approved_plan_is_allowed_with_the_original_input_and_switches_to_accept_ed
     );
 }
 
+/// Recorded from the real CLI 2.1.332 (`tests/real_claude.rs` drives it live): the model wrote
+/// its plan to the plans folder and called ExitPlanMode with `{}`; the CLI's request carries the
+/// file's text as `plan` with `planFilePath`, plus `display_name` and
+/// `requires_user_interaction`, and no `permission_suggestions`.
+#[test]
+fn a_2_1_332_plan_request_opens_a_vote_on_the_plan_files_text() {
+    let mut h = harness(fast());
+    h.start(1, "plan_2_1_332");
+    let events = h.until_pause(1);
+    let Some(AgentEvent::Plan { request_id, plan, on_approval }) = events.last() else { panic!("no plan: {events:?}") };
+    assert_eq!(plan, "# Plan\n1. Add NOTES.md with a greeting\n2. Done");
+    assert!(on_approval.as_deref().is_some_and(|n| n.contains("without asking again")));
+    let request_id = request_id.clone();
+    h.resolve(1, &request_id, Resolution::Denied("Bob: too risky".into()));
+    let rest = h.until_pause(1);
+    assert_eq!(rest.last(), Some(&AgentEvent::Done), "{rest:?}");
+    let answer = h.control_response_for(&request_id);
+    assert_eq!(answer["response"]["response"], json!({"behavior":"deny","message":"Bob: too risky","interrupt":false}));
+}
+
+/// Recorded from the real CLI 2.1.332: ExitPlanMode before any plan was written; the request's
+/// input is `{}`. Nobody is asked to vote on nothing: it is denied at once, telling the model.
+#[test]
+fn a_2_1_332_plan_request_without_any_plan_is_denied_without_a_vote() {
+    let mut h = harness(fast());
+    h.start(1, "plan_2_1_332_no_plan");
+    let events = h.until_pause(1);
+    assert!(!events.iter().any(|e| matches!(e, AgentEvent::Plan { .. })), "no vote: {events:?}");
+    assert_eq!(events.last(), Some(&AgentEvent::Done), "{events:?}");
+    let answer = h.control_response_for("2b3aac72-650c-4fc8-9c33-5c5eb7a0ceee");
+    assert_eq!(answer["response"]["response"]["behavior"], "deny");
+    let message = answer["response"]["response"]["message"].as_str().unwrap();
+    assert!(message.contains("write your plan"), "{message}");
+}
+
 #[test]
 fn a_denied_plan_is_denied_with_the_voters_reason() {
     let mut h = harness(fast());

@@ -7,6 +7,8 @@
 //!   the plan text and what approval means → approved → the CLI goes on and edits a file without
 //!   any further vote;
 //! - a plan denied → the voters' reason reaches the model;
+//! - `ExitPlanMode` without a plan (`{}`) → denied at once, without a vote, with a message the
+//!   model understands;
 //! - `AskUserQuestion` with two questions → both remotes answer → the answers reach the model;
 //! - a very long reply arrives complete;
 //! - a workspace without plan first: a command → a host tool vote → the holder cancels;
@@ -272,6 +274,17 @@ fn the_real_claude_cli_plans_asks_uses_tools_and_fails_cleanly_through_roundtabl
     let expected = ("The quick brown fox jumps over the lazy dog. ".repeat(7000)).trim().to_string();
     assert_eq!(text.len(), expected.len(), "the whole reply arrived");
     assert_eq!(text, expected);
+    drop(room);
+
+    // --- leaving plan mode without any plan (a new conversation: no plan file yet): the CLI
+    // sends `{}`; it is denied at once, without a vote, and the model is told why
+    let mut room = Room::open(&root, "noplan", &cli, &api, &[], Some("test-key"));
+    room.ann.send("NOPLAN-ME: just go");
+    let (text, ended) = agent_text_of_turn(&mut room.ann, 1);
+    assert_eq!(ended["payload"]["reason"], "completed", "{ended}");
+    assert!(text.contains("write your plan"), "the model was told to write its plan first: {text:?}");
+    let votes = room.ann.json_seen().iter().filter(|v| is_event(v, "vote_opened")).count();
+    assert_eq!(votes, 0, "nobody was asked to vote on nothing");
     drop(room);
 
     // --- without plan first: a command is a host tool vote; the holder cancels the turn
