@@ -1392,3 +1392,26 @@ fn deltas_of_one_tick_go_out_as_one_frame_in_order_before_the_turn_ends() {
     let at = |name: &str| names.iter().position(|n| *n == name).unwrap_or_else(|| panic!("no {name} in {names:?}"));
     assert!(at("agent_delta") < at("turn_ended"), "the preview comes before the turn ends: {names:?}");
 }
+
+#[test]
+fn claude_sessions_are_plan_first_unless_the_workspace_or_session_says_otherwise() {
+    let mut h = Harness::new(EngineConfig::default());
+    let dir = std::env::temp_dir().display().to_string();
+    let claude = h.host("add_workspace", json!({"name": "c", "dir": dir, "agent": {"kind": "claude"}}));
+    let demo = h.host("add_workspace", json!({"name": "d", "dir": dir}));
+    let off =
+        h.host("add_workspace", json!({"name": "o", "dir": dir, "agent": {"kind": "claude", "plan_first": false}}));
+    let session = |h: &mut Harness, w: &Value, extra: Value| {
+        let mut params = json!({"workspace_id": w["id"], "title": "t"});
+        params.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        h.host("create_session", params)
+    };
+    assert_eq!(session(&mut h, &claude, json!({}))["plan_first"], true, "claude: on by default");
+    assert!(session(&mut h, &demo, json!({})).get("plan_first").is_none(), "demo: off (absent)");
+    assert!(session(&mut h, &off, json!({})).get("plan_first").is_none(), "workspace --no-plan-first");
+    let one_off = session(&mut h, &claude, json!({"plan_first": false}));
+    assert!(one_off.get("plan_first").is_none(), "a session can differ from its workspace");
+    let listed = h.host("list_sessions", json!({}));
+    let flags: Vec<bool> = listed["sessions"].as_array().unwrap().iter().map(|s| s["plan_first"] == true).collect();
+    assert_eq!(flags, [true, false, false, false], "list_sessions reports it");
+}

@@ -303,7 +303,12 @@ async fn host_window_adds_a_workspace_and_reads_files_named_by_plans() {
         .await;
     let beta = app.model.added_workspace.clone().unwrap().id;
     assert!(app.model.workspaces.iter().any(|w| w.id == beta));
-    let create = CreateSessionParams { workspace_id: beta.clone(), title: "first".into(), vote_deadline_ms: None };
+    let create = CreateSessionParams {
+        workspace_id: beta.clone(),
+        title: "first".into(),
+        vote_deadline_ms: None,
+        plan_first: None,
+    };
     act(&tx, Action::Call(Method::CreateSession(create)));
     until(&mut app, "the new session is shown", |m| {
         m.current_session().and_then(|s| s.info.as_ref()).is_some_and(|i| i.workspace_id == beta && i.title == "first")

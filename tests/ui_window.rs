@@ -597,6 +597,7 @@ fn add_workspace_form_sends_add_workspace_and_then_offers_a_first_session() {
             workspace_id: WorkspaceId::from("w2"),
             title: "Landing page".into(),
             vote_deadline_ms: None,
+            plan_first: None,
         })]
     );
     assert!(w.harness.query_by_label("Workspace web added.").is_none(), "the offer is done");

@@ -91,6 +91,7 @@ async fn roundtable_side(o: &WireOptions) -> anyhow::Result<(Vec<f64>, usize)> {
             workspace_id: ws.id.clone(),
             title: "bench".into(),
             vote_deadline_ms: None,
+            plan_first: None,
         }))
         .await?;
     let minted: MintShareResult =

@@ -446,7 +446,12 @@ impl Console {
             }
             Command::New(title) => {
                 let workspace = self.current_workspace().await?;
-                let params = CreateSessionParams { workspace_id: workspace.clone(), title, vote_deadline_ms: None };
+                let params = CreateSessionParams {
+                    workspace_id: workspace.clone(),
+                    title,
+                    vote_deadline_ms: None,
+                    plan_first: None,
+                };
                 let info: SessionInfo = self.client.call(Method::CreateSession(params)).await?;
                 log.joined(&info, &[]);
                 self.current = Some(info.id.clone());

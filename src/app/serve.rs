@@ -109,6 +109,7 @@ pub async fn prepare_host(client: &Client, mint: bool, label: &str) -> anyhow::R
                 workspace_id: w.id.clone(),
                 title: FIRST_SESSION_TITLE.into(),
                 vote_deadline_ms: None,
+                plan_first: None,
             };
             patiently("opening a session", || client.request(Method::CreateSession(params.clone())))
                 .await

@@ -345,6 +345,9 @@ pub struct AddWorkspaceParams {
 pub struct CreateSessionParams {
     pub workspace_id: WorkspaceId,
     pub title: String,
+    /// Start every turn in plan mode (default: the workspace's setting; see `SessionInfo`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan_first: Option<bool>,
     /// Vote deadline for this session (ms), overriding the share's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vote_deadline_ms: Option<u64>,

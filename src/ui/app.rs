@@ -381,7 +381,12 @@ impl RoundtableApp {
             self.tab = Tab::Chat;
         }
         if let Some((workspace_id, title)) = create {
-            self.call(Method::CreateSession(CreateSessionParams { workspace_id, title, vote_deadline_ms: None }));
+            self.call(Method::CreateSession(CreateSessionParams {
+                workspace_id,
+                title,
+                vote_deadline_ms: None,
+                plan_first: None,
+            }));
         }
         if self.model.is_host {
             ui.add_space(8.0);
@@ -423,6 +428,7 @@ impl RoundtableApp {
                 workspace_id: workspace.id,
                 title,
                 vote_deadline_ms: None,
+                plan_first: None,
             }));
         }
     }

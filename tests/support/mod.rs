@@ -102,6 +102,7 @@ impl TestHost {
             workspace_id: w.clone(),
             title: format!("{name} session"),
             vote_deadline_ms: None,
+            plan_first: None,
         }))
         .await;
         let sessions = self

@@ -63,7 +63,10 @@ pub fn session_admin(
                     continue;
                 };
                 let title = title_or(&p.title, "Untitled");
-                let (session, lock, log) = new_session(&mut counters, &w.id, title, &w.agent, p.vote_deadline_ms, now);
+                // A session may start its turns in plan mode differently from its workspace.
+                let agent =
+                    crate::persist::AgentSpec { plan_first: p.plan_first.or(w.agent.plan_first), ..w.agent.clone() };
+                let (session, lock, log) = new_session(&mut counters, &w.id, title, &agent, p.vote_deadline_ms, now);
                 let id = session.id.clone();
                 batch.push(StoreOp::PutSession(session.row(&lock, &log)));
                 let info = host_joins(&index, &mut participants, &session, &lock, &log, &mut batch);
