@@ -119,6 +119,9 @@ pub struct MessageRow {
     pub text: String,
     pub client_msg_id: Option<String>,
     pub created_at: u64,
+    /// Room chat (to the people in the session, not to the agent).
+    #[serde(default)]
+    pub room: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

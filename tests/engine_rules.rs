@@ -1415,3 +1415,24 @@ fn claude_sessions_are_plan_first_unless_the_workspace_or_session_says_otherwise
     let flags: Vec<bool> = listed["sessions"].as_array().unwrap().iter().map(|s| s["plan_first"] == true).collect();
     assert_eq!(flags, [true, false, false, false], "list_sessions reports it");
 }
+
+#[test]
+fn room_chat_is_masked_for_remotes_and_in_history_pages() {
+    let (mut h, w, s) = setup();
+    let tok = h.mint(&[&w], json!({}));
+    let (ann, _) = h.join(&tok, "Ann", &s);
+    let (bob, _) = h.join(&tok, "Bob", &s);
+    let secret = "ghp_abcdefghijklmnopqrstuvwxyz0123456789";
+    let text = format!("the token is {secret}");
+    h.call(ann, "send_chat", json!({"session_id": s, "text": text, "client_msg_id": "r"})).unwrap();
+    h.run(100);
+    assert!(serde_json::to_string(&h.frames(HOST)).unwrap().contains(secret), "the host sees the original");
+    let chats = h.events_named(bob, "chat");
+    assert_eq!(chats.len(), 1, "{chats:?}");
+    assert_eq!(chats[0]["payload"]["room"], true);
+    assert!(!chats[0]["payload"]["text"].as_str().unwrap().contains("ghp_abcdef"), "{chats:?}");
+    let page = h.call(bob, "fetch_history", json!({"session_id": s})).unwrap();
+    let page_text = page.to_string();
+    assert!(page_text.contains("\"room\":true") && !page_text.contains("ghp_abcdef"), "{page_text}");
+    assert!(h.events_named(bob, "agent_delta").is_empty(), "room chat starts no agent turn");
+}

@@ -64,6 +64,7 @@ fn json_blocks() -> Vec<Block> {
 fn event_names() -> Vec<&'static str> {
     vec![
         "message",
+        "chat",
         "turn_started",
         "turn_ended",
         "participant_joined",
@@ -109,7 +110,7 @@ fn check_result(method: &str, result: &Value) -> Result<(), String> {
         "list_sessions" => round_trips::<ListSessionsResult>(result),
         "join_session" => round_trips::<JoinSessionResult>(result),
         "fetch_history" => round_trips::<FetchHistoryResult>(result),
-        "send_message" => round_trips::<SendMessageResult>(result),
+        "send_message" | "send_chat" => round_trips::<SendMessageResult>(result),
         "read_workspace_file" => round_trips::<ReadFileResult>(result),
         "add_workspace" => round_trips::<WorkspaceInfo>(result),
         "create_session" | "fork_session" => round_trips::<SessionInfo>(result),

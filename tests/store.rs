@@ -91,6 +91,7 @@ fn message(n: u64, session: u64, seq: u64) -> MessageRow {
         text: format!("hello {n} ✓"),
         client_msg_id: Some(format!("c{n}")),
         created_at: 1_700_000_000_000 + n,
+        room: false,
     }
 }
 

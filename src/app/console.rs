@@ -29,6 +29,7 @@ use tokio::sync::mpsc;
 /// Command help, printed by `/help`.
 pub const HELP: &str = "\
 host console — type a line to send it to the current session as the host, or a command:
+  /chat TEXT                 say something to the people in the session, not the agent (/c)
   /sessions                  list sessions (* marks the current one)
   /switch ID                 make session ID current
   /new TITLE                 open a session in the current session's workspace and switch to it
@@ -64,8 +65,10 @@ current session.";
 /// A line the console understood.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Command {
-    /// Chat to the current session.
+    /// A prompt to the current session's agent.
     Message(String),
+    /// Room chat to the people in the current session (never to the agent).
+    Chat(String),
     Help,
     Sessions,
     Switch(SessionId),
@@ -234,6 +237,8 @@ pub fn parse(line: &str) -> Result<Option<Command>, ParseError> {
             Command::Answer { vote, answers: answers.split('|').map(|a| a.trim().to_string()).collect() }
         }
         "cancel" => Command::Cancel,
+        "chat" | "c" if rest.is_empty() => return Err(ParseError::Usage("/chat TEXT")),
+        "chat" | "c" => Command::Chat(rest.to_string()),
         "shares" => Command::Shares,
         "mint" => Command::Mint(parse_mint(rest)?),
         "revoke" | "rotate" => {
@@ -420,10 +425,11 @@ impl Console {
     }
 
     async fn run(&mut self, command: Command, log: &mut Renderer) -> Result<String, ConsoleError> {
+        let room = matches!(command, Command::Chat(_));
         match command {
             Command::Quit => Ok(String::new()),
             Command::Help => Ok(format!("{HELP}\n")),
-            Command::Message(text) => {
+            Command::Message(text) | Command::Chat(text) => {
                 let session = self.need_current()?;
                 self.sent += 1;
                 let params = SendMessageParams {
@@ -431,8 +437,9 @@ impl Console {
                     text,
                     client_msg_id: format!("{}-{}", self.tag, self.sent),
                 };
-                self.client.request(Method::SendMessage(params)).await?;
-                // The `message` event shows it.
+                let method = if room { Method::SendChat(params) } else { Method::SendMessage(params) };
+                self.client.request(method).await?;
+                // The `message` (or `chat`) event shows it.
                 Ok(String::new())
             }
             Command::Sessions => self.sessions().await,

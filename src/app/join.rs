@@ -33,6 +33,8 @@ use tokio::sync::mpsc;
 pub const HELP: &str = "\
 commands:
   TEXT              send a message (it starts an agent turn if nobody holds the turn)
+  /chat TEXT        say something to the people in the session, not the agent (also while
+                    someone holds the turn; shown as \"(room) Name: TEXT\"); /c for short
   /approve          approve the plan waiting for a vote
   /deny REASON      deny the plan, with a reason everyone sees
   /answer A[|B...]  answer the agent's question(s), one answer per question
@@ -210,7 +212,8 @@ struct Joiner {
     rejoining: BTreeMap<SessionId, serde_json::Value>,
     current: Option<SessionId>,
     /// Messages not confirmed because the connection dropped; resent after reconnecting.
-    unsent: Vec<SendMessageParams>,
+    /// Messages (`false`) and room chat (`true`) not delivered yet, resent on reconnect.
+    unsent: Vec<(bool, SendMessageParams)>,
     /// Reason of the last `closing` event.
     closing: Option<String>,
     /// Random prefix of our client_msg_ids.
@@ -364,8 +367,8 @@ impl Joiner {
         } else {
             self.rejoin_all(client).await;
         }
-        for msg in std::mem::take(&mut self.unsent) {
-            self.send_message(client, msg).await;
+        for (room, msg) in std::mem::take(&mut self.unsent) {
+            self.send_message(client, room, msg).await;
         }
     }
 
@@ -574,6 +577,20 @@ impl Joiner {
                     }
                 }
             }
+            Some("chat" | "c") if rest.is_empty() => {
+                self.out.note("usage: /chat TEXT (to the people here, not the agent)")
+            }
+            Some("chat" | "c") => {
+                // Room chat: to the people in the session, never to the agent; fine mid-turn.
+                let Some(session) = self.current_or_note() else { return Flow::Continue };
+                self.sent += 1;
+                let msg = SendMessageParams {
+                    session_id: session,
+                    text: rest.to_string(),
+                    client_msg_id: format!("{}-{}", self.tag, self.sent),
+                };
+                self.send_message(client, true, msg).await;
+            }
             _ => {
                 // A message (including `/plan ...` and other words the agent understands).
                 let text = line.strip_prefix('/').filter(|t| t.starts_with('/')).unwrap_or(line);
@@ -584,7 +601,7 @@ impl Joiner {
                     text: text.to_string(),
                     client_msg_id: format!("{}-{}", self.tag, self.sent),
                 };
-                self.send_message(client, msg).await;
+                self.send_message(client, false, msg).await;
             }
         }
         Flow::Continue
@@ -617,13 +634,15 @@ impl Joiner {
         self.current.clone()
     }
 
-    async fn send_message(&mut self, client: &Client, msg: SendMessageParams) {
-        match self.request(client, Method::SendMessage(msg.clone())).await {
+    /// Sends a prompt, or room chat (`room`); kept for a resend when the connection is down.
+    async fn send_message(&mut self, client: &Client, room: bool, msg: SendMessageParams) {
+        let method = if room { Method::SendChat(msg.clone()) } else { Method::SendMessage(msg.clone()) };
+        match self.request(client, method).await {
             Ok(_) => {}
             Err(ClientError::Protocol(e)) => self.out.note(&format!("! {}", e.message)),
             Err(_) => {
                 self.out.note("* not delivered yet; it will be sent when the connection is back");
-                self.unsent.push(msg);
+                self.unsent.push((room, msg));
             }
         }
     }

@@ -183,6 +183,8 @@ impl Renderer {
                 }
                 Some(format!("[{}] {}", m.author_name, m.text))
             }
+            // Room chat stands apart from prompts and agent output.
+            Event::Chat(m) => Some(format!("(room) {}: {}", m.author_name, m.text)),
             Event::TurnStarted(t) => {
                 let view = self.sessions.entry(sid).or_default();
                 view.turn_holder = Some(t.holder_id.clone());
@@ -518,6 +520,7 @@ mod tests {
             author_name: "Ann".into(),
             text: "hello".into(),
             client_msg_id: None,
+            room: false,
         })));
         assert_eq!(text, "[Ann] hello\n");
     }
@@ -534,6 +537,7 @@ mod tests {
             author_name: "demo".into(),
             text: "You said: hi".into(),
             client_msg_id: None,
+            room: false,
         })));
         assert_eq!(out, "[agent] You said: hi\n");
     }

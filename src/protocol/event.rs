@@ -33,6 +33,8 @@ pub enum Event {
     // ---- session events (seq'd, persisted) ----
     /// A chat message from a participant, or the agent's reply (`author_id` = `agent`).
     Message(MessageEvent),
+    /// Room chat: a message to the people in the session, never to the agent (`room: true`).
+    Chat(MessageEvent),
     /// Someone took the turn; the agent starts working on their message.
     TurnStarted(TurnStarted),
     /// The turn is over and the lock is free.
@@ -79,6 +81,7 @@ impl Event {
     pub fn name(&self) -> &'static str {
         match self {
             Event::Message(_) => "message",
+            Event::Chat(_) => "chat",
             Event::TurnStarted(_) => "turn_started",
             Event::TurnEnded(_) => "turn_ended",
             Event::ParticipantJoined(_) => "participant_joined",
@@ -110,6 +113,9 @@ pub struct MessageEvent {
     pub text: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_msg_id: Option<String>,
+    /// Room chat (to the people, not the agent): present and `true` only then.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub room: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -34,6 +34,8 @@ pub enum Method {
     FetchHistory(FetchHistoryParams),
     LeaveSession(SessionRef),
     SendMessage(SendMessageParams),
+    /// Room chat: a message to the people in the session, never to the agent (no turn needed).
+    SendChat(SendMessageParams),
     CancelTurn(SessionRef),
     VotePlan(VotePlanParams),
     AnswerQuestion(AnswerQuestionParams),
@@ -56,7 +58,7 @@ pub enum Method {
 
 impl Method {
     /// Every method name, in documentation order.
-    pub const NAMES: [&'static str; 25] = [
+    pub const NAMES: [&'static str; 26] = [
         "authenticate",
         "ping",
         "list_workspaces",
@@ -65,6 +67,7 @@ impl Method {
         "fetch_history",
         "leave_session",
         "send_message",
+        "send_chat",
         "cancel_turn",
         "vote_plan",
         "answer_question",
@@ -115,6 +118,7 @@ impl Method {
             Method::FetchHistory(_) => "fetch_history",
             Method::LeaveSession(_) => "leave_session",
             Method::SendMessage(_) => "send_message",
+            Method::SendChat(_) => "send_chat",
             Method::CancelTurn(_) => "cancel_turn",
             Method::VotePlan(_) => "vote_plan",
             Method::AnswerQuestion(_) => "answer_question",

@@ -267,6 +267,7 @@ pub fn build_sessions_db(
                 author_name: author_name.into(),
                 text: text.clone(),
                 client_msg_id: client_msg_id.clone(),
+                room: false,
             });
             let frame = crate::protocol::EventFrame { session_id: Some(sid.clone()), seq: Some(seq), body }.to_json();
             batch.push(StoreOp::PutMessage(MessageRow {
@@ -278,6 +279,7 @@ pub fn build_sessions_db(
                 text,
                 client_msg_id,
                 created_at: seq,
+                room: false,
             }));
             batch.push(StoreOp::AppendEvent(EventRow { session: sid.clone(), seq, frame }));
             if batch.len() >= 20_000 {

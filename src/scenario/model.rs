@@ -578,7 +578,12 @@ pub fn step(before: &State, journal: &[Journaled], now: u64, rules: &Rules) -> S
     for r in &requests {
         t.fork(r);
     }
-    // Turn lock.
+    // Room chat, then the turn lock.
+    for r in &requests {
+        if let Method::SendChat(_) = r.method {
+            t.send_message(r);
+        }
+    }
     for r in &requests {
         if let Method::SendMessage(_) = r.method {
             t.send_message(r);
@@ -1061,8 +1066,13 @@ impl Tick<'_> {
         self.reply(r, "ok");
     }
 
+    /// A prompt (`send_message`) or room chat (`send_chat`: no turn needed or taken).
     fn send_message(&mut self, r: &Req) {
-        let Method::SendMessage(p) = &r.method else { return };
+        let (p, chat) = match &r.method {
+            Method::SendMessage(p) => (p, false),
+            Method::SendChat(p) => (p, true),
+            _ => return,
+        };
         if self.caller(r.conn).is_none() {
             return;
         }
@@ -1092,6 +1102,10 @@ impl Tick<'_> {
             // The original may be older than the tail: only the store knows.
             self.uncertain.insert(p.session_id.clone());
             return;
+        }
+        if chat {
+            session.client_ids.insert(key, p.text.clone());
+            return self.reply(r, "ok");
         }
         if session.holder.is_some() {
             return self.reply(r, "turn_locked");

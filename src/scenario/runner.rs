@@ -1421,7 +1421,7 @@ impl<'a> Runner<'a> {
     /// message.
     fn note_acknowledged(&mut self, name: &str, p: &Pending, result: &Value) {
         // (A clear is accounted for when it is sent: `note_clear_sent`.)
-        if p.method != "send_message" {
+        if p.method != "send_message" && p.method != "send_chat" {
             return;
         }
         let (Some(id), Some(seq), Some(session)) = (
@@ -1759,7 +1759,7 @@ impl<'a> Runner<'a> {
                     params.insert("resume_token".into(), json!(r));
                 }
             }
-            "send_message" if !params.contains_key("client_msg_id") => {
+            "send_message" | "send_chat" if !params.contains_key("client_msg_id") => {
                 let c = self.clients.get_mut(who).expect("client");
                 c.msg_counter += 1;
                 params.insert("client_msg_id".into(), json!(format!("{who}-{}", c.msg_counter)));

@@ -287,6 +287,15 @@ pub fn generate(seed: u64, steps: u64) -> Scenario {
                 repeat = Some(rng.random_range(30..50));
                 (who, "ping")
             }
+            90..=94 => {
+                // Room chat: to the people, never to the agent, fine while someone holds the turn.
+                set("session", session.into());
+                set("text", format!("room {n}").into());
+                if rng.random_bool(0.1) {
+                    set("client_msg_id", "retry-me".into());
+                }
+                (who, "send_chat")
+            }
             _ => {
                 set("session", session.into());
                 set("text", format!("chat {n}").into());

@@ -205,11 +205,11 @@ pub(crate) fn put_participant(conn: &Connection, p: &ParticipantRow) -> Result<(
 
 pub(crate) fn put_message(conn: &Connection, m: &MessageRow) -> Result<(), StoreError> {
     conn.prepare_cached(
-        "INSERT INTO messages (id, session, seq, author_id, author_name, text, client_msg_id, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+        "INSERT INTO messages (id, session, seq, author_id, author_name, text, client_msg_id, created_at, room)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
          ON CONFLICT (id) DO UPDATE SET session = excluded.session, seq = excluded.seq,
              author_id = excluded.author_id, author_name = excluded.author_name, text = excluded.text,
-             client_msg_id = excluded.client_msg_id, created_at = excluded.created_at",
+             client_msg_id = excluded.client_msg_id, created_at = excluded.created_at, room = excluded.room",
     )?
     .execute(params![
         m.id.as_str(),
@@ -220,6 +220,7 @@ pub(crate) fn put_message(conn: &Connection, m: &MessageRow) -> Result<(), Store
         m.text,
         m.client_msg_id,
         int(m.created_at),
+        m.room,
     ])?;
     Ok(())
 }
@@ -421,7 +422,7 @@ pub(crate) fn participants(conn: &Connection) -> Result<Vec<ParticipantRow>, Sto
     Ok(rows)
 }
 
-const MESSAGE_COLUMNS: &str = "id, session, seq, author_id, author_name, text, client_msg_id, created_at";
+const MESSAGE_COLUMNS: &str = "id, session, seq, author_id, author_name, text, client_msg_id, created_at, room";
 
 fn message_row(r: &Row<'_>) -> rusqlite::Result<MessageRow> {
     Ok(MessageRow {
@@ -433,6 +434,7 @@ fn message_row(r: &Row<'_>) -> rusqlite::Result<MessageRow> {
         text: r.get(5)?,
         client_msg_id: r.get(6)?,
         created_at: get_u64(r, 7)?,
+        room: r.get(8)?,
     })
 }
 

@@ -25,6 +25,7 @@ pub fn history_message(m: &MessageRow) -> HistoryMessage {
             author_name: m.author_name.clone(),
             text: m.text.clone(),
             client_msg_id: m.client_msg_id.clone(),
+            room: m.room,
         },
     }
 }

@@ -19,6 +19,7 @@ pub mod presence;
 pub mod queries;
 pub mod resources;
 pub mod restore;
+pub mod room_chat;
 pub mod session_admin;
 pub mod share_admin;
 pub mod share_lifecycle;
@@ -114,7 +115,7 @@ pub struct TurnInstaller;
 impl Installer for TurnInstaller {
     fn install(&self, _world: &mut World, schedule: &mut Schedule) {
         schedule.add_systems(
-            (turn_lock::send_message, turn_lock::cancel_turn, turn_lock::release_on_departure)
+            (room_chat::send_chat, turn_lock::send_message, turn_lock::cancel_turn, turn_lock::release_on_departure)
                 .chain()
                 .in_set(TickSet::Turn),
         );

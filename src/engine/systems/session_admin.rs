@@ -223,13 +223,15 @@ pub fn fork_session(
         for m in older.into_iter().chain(history.messages.iter().cloned()) {
             counters.message += 1;
             let mid = MessageId::nth(counters.message);
-            let body = Event::Message(MessageEvent {
+            let copied = MessageEvent {
                 message_id: mid.clone(),
                 author_id: m.author_id.clone(),
                 author_name: m.author_name.clone(),
                 text: m.text.clone(),
                 client_msg_id: None,
-            });
+                room: m.room,
+            };
+            let body = if m.room { Event::Chat(copied) } else { Event::Message(copied) };
             let seq = emit(&mut log, &id, body, &mut batch, &mut staged);
             let row = MessageRow { id: mid, session: id.clone(), seq, client_msg_id: None, created_at: now, ..m };
             batch.push(StoreOp::PutMessage(row.clone()));

@@ -91,6 +91,7 @@ impl TurnEnds<'_> {
             author_name: "Agent".into(),
             text: text.clone(),
             client_msg_id: None,
+            room: false,
         });
         let seq = self.fx.emit(log, &session.id, body);
         let row = MessageRow {
@@ -102,6 +103,7 @@ impl TurnEnds<'_> {
             text,
             client_msg_id: None,
             created_at: self.clock.now,
+            room: false,
         };
         self.fx.persist(StoreOp::PutMessage(row.clone()));
         history.push(row);
@@ -132,63 +134,7 @@ pub fn send_message(
             fx.reply_err(req.conn, &req.id, ErrorCode::NotFound, format!("no session {}", p.session_id));
             continue;
         };
-        if !me.can_write() {
-            fx.reply_err(req.conn, &req.id, ErrorCode::Forbidden, "observers can read but not send");
-            continue;
-        }
-        if me.muted {
-            fx.reply_err(req.conn, &req.id, ErrorCode::Forbidden, "you are muted by the host");
-            continue;
-        }
-        if !me.sessions.contains(&session.id) {
-            fx.reply_err(req.conn, &req.id, ErrorCode::NotJoined, format!("join {} first", session.id));
-            continue;
-        }
-        if p.client_msg_id.is_empty() || p.client_msg_id.chars().count() > 128 {
-            fx.reply_err(req.conn, &req.id, ErrorCode::InvalidParams, "client_msg_id must be 1-128 characters");
-            continue;
-        }
-        if p.text.trim().is_empty() || p.text.len() > MAX_TEXT_BYTES {
-            fx.reply_err(
-                req.conn,
-                &req.id,
-                ErrorCode::InvalidParams,
-                format!("text must be non-empty and at most {MAX_TEXT_BYTES} bytes"),
-            );
-            continue;
-        }
-        // Idempotent retry: same author + client_msg_id → same result, nothing new. The tail's
-        // keys are in memory; an older message is looked up in the store.
-        let earlier = match history.client_ids.get(&(me.id.clone(), p.client_msg_id.clone())) {
-            Some((mid, seq, text)) => Some((mid.clone(), *seq, text.clone())),
-            None if history.has_older => {
-                match archive.message_by_client_id(&p.session_id, me.id.as_str(), &p.client_msg_id) {
-                    Ok(found) => found.map(|m| (m.id, m.seq, m.text)),
-                    Err(e) => {
-                        tracing::error!("send_message to {}: cannot check for a retry: {e}", p.session_id);
-                        fx.reply_err(
-                            req.conn,
-                            &req.id,
-                            ErrorCode::Internal,
-                            format!("cannot check whether this message was already sent: {e}"),
-                        );
-                        continue;
-                    }
-                }
-            }
-            None => None,
-        };
-        if let Some((mid, seq, text)) = earlier {
-            if text == p.text {
-                fx.reply_ok(req.conn, &req.id, SendMessageResult { message_id: mid, seq, duplicate: true });
-            } else {
-                fx.reply_err(
-                    req.conn,
-                    &req.id,
-                    ErrorCode::DuplicateClientMsgId,
-                    "this client_msg_id was already used for a different message",
-                );
-            }
+        if admit_message(req, p, me, &session.id, &history, &mut archive, &mut fx) == Admit::Answered {
             continue;
         }
         if let Some(holder) = &lock.holder {
@@ -220,6 +166,7 @@ pub fn send_message(
                 author_name: me.display_name.clone(),
                 text: p.text.clone(),
                 client_msg_id: Some(p.client_msg_id.clone()),
+                room: false,
             }),
         );
         let row = MessageRow {
@@ -231,6 +178,7 @@ pub fn send_message(
             text: p.text.clone(),
             client_msg_id: Some(p.client_msg_id.clone()),
             created_at: now,
+            room: false,
         };
         fx.persist(StoreOp::PutMessage(row.clone()));
         history.push(row);
@@ -270,6 +218,74 @@ pub fn send_message(
         });
         fx.reply_ok(req.conn, &req.id, SendMessageResult { message_id: mid, seq, duplicate: false });
     }
+}
+
+/// What [`admit_message`] decided.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Admit {
+    /// Refused, or a retry answered with the original result: nothing more to do.
+    Answered,
+    /// A new message that passed every shared check.
+    New,
+}
+
+/// The checks a prompt (`send_message`) and a room chat message (`send_chat`) share, after the
+/// session was found in scope: write access (observers read only), mute, membership, the
+/// `client_msg_id` and the text; then an idempotent retry (same author and `client_msg_id`) is
+/// answered with the original result, nothing new. Replies to every refusal itself.
+pub fn admit_message(
+    req: &Incoming,
+    p: &SendMessageParams,
+    me: &Participant,
+    session: &SessionId,
+    history: &History,
+    archive: &mut Archive,
+    fx: &mut Effects,
+) -> Admit {
+    let refuse = |fx: &mut Effects, code: ErrorCode, message: String| {
+        fx.reply_err(req.conn, &req.id, code, message);
+        Admit::Answered
+    };
+    if !me.can_write() {
+        return refuse(fx, ErrorCode::Forbidden, "observers can read but not send".into());
+    }
+    if me.muted {
+        return refuse(fx, ErrorCode::Forbidden, "you are muted by the host".into());
+    }
+    if !me.sessions.contains(session) {
+        return refuse(fx, ErrorCode::NotJoined, format!("join {session} first"));
+    }
+    if p.client_msg_id.is_empty() || p.client_msg_id.chars().count() > 128 {
+        return refuse(fx, ErrorCode::InvalidParams, "client_msg_id must be 1-128 characters".into());
+    }
+    if p.text.trim().is_empty() || p.text.len() > MAX_TEXT_BYTES {
+        return refuse(
+            fx,
+            ErrorCode::InvalidParams,
+            format!("text must be non-empty and at most {MAX_TEXT_BYTES} bytes"),
+        );
+    }
+    // Idempotent retry: same author + client_msg_id → same result, nothing new. The tail's
+    // keys are in memory; an older message is looked up in the store.
+    let earlier = match history.client_ids.get(&(me.id.clone(), p.client_msg_id.clone())) {
+        Some((mid, seq, text)) => Some((mid.clone(), *seq, text.clone())),
+        None if history.has_older => match archive.message_by_client_id(session, me.id.as_str(), &p.client_msg_id) {
+            Ok(found) => found.map(|m| (m.id, m.seq, m.text)),
+            Err(e) => {
+                tracing::error!("message to {session}: cannot check for a retry: {e}");
+                let message = format!("cannot check whether this message was already sent: {e}");
+                return refuse(fx, ErrorCode::Internal, message);
+            }
+        },
+        None => None,
+    };
+    let Some((mid, seq, text)) = earlier else { return Admit::New };
+    if text == p.text {
+        fx.reply_ok(req.conn, &req.id, SendMessageResult { message_id: mid, seq, duplicate: true });
+        return Admit::Answered;
+    }
+    let message = "this client_msg_id was already used for a different message".to_string();
+    refuse(fx, ErrorCode::DuplicateClientMsgId, message)
 }
 
 /// `cancel_turn`: the holder or the host stops the running turn.
