@@ -93,7 +93,7 @@ fn s1() -> SessionId {
 fn turn_held_by_someone_else_locks_the_composer_naming_the_holder() {
     let (m, _) = model_with([joined_as("p2", "Bob", Role::Participant), ann_takes_the_turn()].concat(), false);
     assert_eq!(m.composer_lock(), Some(ComposerLock::WaitingFor("Ann".into())));
-    assert_eq!(m.composer_lock().unwrap().text(), "Waiting for Ann");
+    assert_eq!(m.composer_lock().unwrap().text(), "Waiting for Ann — chat with the room");
     assert!(!m.can_cancel(), "only the holder or the host may cancel");
 
     let (host, _) = model_with([joined_as("host", "Host", Role::Host), ann_takes_the_turn()].concat(), true);
@@ -298,14 +298,46 @@ impl Window {
 use eframe::egui;
 
 #[test]
-fn composer_shows_waiting_for_the_holder() {
+fn composer_offers_the_room_while_someone_else_holds_the_turn() {
     let mut w = Window::new(false, [joined_as("p2", "Bob", Role::Participant), ann_takes_the_turn()].concat());
-    assert!(w.harness.query_by_label("Waiting for Ann").is_some(), "the composer names the holder");
-    assert!(w.harness.query_by_label("Send").is_none(), "no send button while locked");
+    let waiting = "Waiting for Ann — chat with the room";
+    assert!(w.harness.query_by_label(waiting).is_some(), "the composer names the holder and offers the room");
     assert!(w.harness.query_by_label("Cancel turn").is_none(), "Bob cannot cancel Ann's turn");
+    assert!(w.harness.query_by_label("To the agent").is_none(), "no prompt while Ann holds the turn");
+    w.calls();
+    w.harness.state_mut().composer = "wait, don't touch the migrations".into();
+    w.settle();
+    w.click("Send");
+    let calls = w.calls();
+    assert!(
+        matches!(&calls[..], [Method::SendChat(p)] if p.session_id == s1() && p.text == "wait, don't touch the migrations"),
+        "mid-turn the composer talks to the room: {calls:?}"
+    );
     w.push(ev(json!({"event": "turn_ended", "session_id": "s1", "seq": 7, "payload": {"turn_id": 1, "holder_id": "p1", "reason": "completed"}})));
-    assert!(w.harness.query_by_label("Waiting for Ann").is_none());
-    assert!(w.harness.query_by_label("Send").is_some());
+    assert!(w.harness.query_by_label(waiting).is_none());
+    assert!(w.harness.query_by_label("To the agent").is_some(), "the switch is back once the turn is free");
+}
+
+#[test]
+fn the_composer_switch_sends_to_the_agent_or_to_the_room() {
+    let mut w = Window::new(false, joined_as("p2", "Bob", Role::Participant));
+    w.calls();
+    let send = |w: &mut Window, text: &str| {
+        w.harness.state_mut().composer = text.into();
+        w.settle();
+        w.click("Send");
+        w.calls()
+    };
+    assert!(matches!(&send(&mut w, "fix the bug")[..], [Method::SendMessage(p)] if p.text == "fix the bug"));
+    w.click("To the room");
+    assert!(matches!(&send(&mut w, "coffee?")[..], [Method::SendChat(p)] if p.text == "coffee?"));
+    w.click("To the agent");
+    assert!(matches!(&send(&mut w, "and the tests")[..], [Method::SendMessage(_)]));
+    // Room chat shows in the timeline, marked as such.
+    w.push(ev(json!({"event": "chat", "session_id": "s1", "seq": 5, "payload": {"message_id": "m9",
+        "author_id": "p1", "author_name": "Ann", "text": "coffee!", "room": true}})));
+    assert!(w.harness.query_by_label("coffee!").is_some());
+    assert!(w.harness.query_by_label("to the room").is_some(), "room chat is marked");
 }
 
 #[test]

@@ -150,6 +150,8 @@ pub struct RoundtableApp {
     pub tab: Tab,
     /// The composer's text.
     pub composer: String,
+    /// The composer sends to the room (people only) instead of the agent.
+    pub to_room: bool,
     /// Deny reasons being typed, per vote.
     pub deny_reasons: BTreeMap<VoteId, String>,
     /// Answers being chosen, per vote (one per question).
@@ -180,6 +182,7 @@ impl RoundtableApp {
             model,
             tab: Tab::Chat,
             composer: String::new(),
+            to_room: false,
             deny_reasons: BTreeMap::new(),
             answers: BTreeMap::new(),
             mint: MintForm::default(),
@@ -668,8 +671,15 @@ impl RoundtableApp {
                                 if self.model.is_me(&m.author_id) {
                                     ui.label(RichText::new("(you)").weak());
                                 }
+                                if m.room {
+                                    ui.label(RichText::new("to the room").weak().italics());
+                                }
                             });
-                            ui.label(&m.text);
+                            if m.room {
+                                ui.label(RichText::new(&m.text).italics());
+                            } else {
+                                ui.label(&m.text);
+                            }
                             ui.add_space(6.0);
                         }
                         Entry::Note(text) => {
@@ -694,36 +704,46 @@ impl RoundtableApp {
         }
     }
 
+    /// The composer: to the agent (a prompt, which takes the turn) or to the room (people only).
+    /// While someone else holds the turn it offers the room instead of going away; observers,
+    /// muted people and a window offline get only the reason.
     fn composer(&mut self, ui: &mut egui::Ui, session_id: &SessionId) {
         let lock = self.model.composer_lock();
         let can_cancel = self.model.can_cancel();
-        ui.horizontal(|ui| match &lock {
-            Some(lock) => {
+        let waiting = matches!(lock, Some(ComposerLock::WaitingFor(_)));
+        ui.horizontal(|ui| {
+            if let Some(lock) = &lock {
                 ui.label(RichText::new(lock.text()).strong());
-                if can_cancel && ui.button("Cancel turn").clicked() {
-                    self.call(Method::CancelTurn(SessionRef { session_id: session_id.clone() }));
-                }
             }
-            None => {
+            if lock.is_none() {
+                ui.selectable_value(&mut self.to_room, false, "To the agent")
+                    .on_hover_text("A prompt: it takes the turn and the agent works on it");
+                ui.selectable_value(&mut self.to_room, true, "To the room")
+                    .on_hover_text("Room chat: the people in this session read it; the agent never does");
+            }
+            if lock.is_none() || waiting {
+                let room = waiting || self.to_room;
+                let hint =
+                    if room { "Message to the room (not the agent)" } else { "Message to the agent (starts a turn)" };
                 let edit = ui.add(
                     egui::TextEdit::singleline(&mut self.composer)
-                        .hint_text("Message (starts an agent turn)")
-                        .desired_width(ui.available_width() - 170.0),
+                        .hint_text(hint)
+                        .desired_width((ui.available_width() - 170.0).max(120.0)),
                 );
                 let enter = edit.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
                 if (ui.button("Send").clicked() || enter) && !self.composer.trim().is_empty() {
                     self.sent += 1;
-                    let text = std::mem::take(&mut self.composer);
-                    self.call(Method::SendMessage(SendMessageParams {
+                    let params = SendMessageParams {
                         session_id: session_id.clone(),
-                        text,
+                        text: std::mem::take(&mut self.composer),
                         client_msg_id: format!("{}-{}", self.tag, self.sent),
-                    }));
+                    };
+                    self.call(if room { Method::SendChat(params) } else { Method::SendMessage(params) });
                     edit.request_focus();
                 }
-                if can_cancel && ui.button("Cancel turn").clicked() {
-                    self.call(Method::CancelTurn(SessionRef { session_id: session_id.clone() }));
-                }
+            }
+            if can_cancel && ui.button("Cancel turn").clicked() {
+                self.call(Method::CancelTurn(SessionRef { session_id: session_id.clone() }));
             }
         });
     }

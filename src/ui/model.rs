@@ -326,7 +326,7 @@ impl ComposerLock {
     /// The text shown in place of the composer.
     pub fn text(&self) -> String {
         match self {
-            ComposerLock::WaitingFor(name) => format!("Waiting for {name}"),
+            ComposerLock::WaitingFor(name) => format!("Waiting for {name} — chat with the room"),
             ComposerLock::Observer => "Observers can read but not send".into(),
             ComposerLock::Muted => "You are muted by the host".into(),
             ComposerLock::Offline => "Not connected".into(),
@@ -738,6 +738,8 @@ fn apply_session_event(
             }
             state.push(Entry::Message(m));
         }
+        // Room chat: in the timeline too, shown apart from prompts and agent output.
+        Event::Chat(m) => state.push(Entry::Message(m)),
         Event::TurnStarted(t) => {
             if let Some(info) = &mut state.info {
                 info.turn_holder = Some(t.holder_id.clone());
