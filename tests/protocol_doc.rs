@@ -83,12 +83,13 @@ fn event_names() -> Vec<&'static str> {
         "closing",
         "lobby",
         "storage",
+        "typing",
     ]
 }
 
 /// Connection-level events: never carry `seq`.
-const UNSEQUENCED: [&str; 7] =
-    ["agent_delta", "snapshot", "resync_required", "admission", "closing", "lobby", "storage"];
+const UNSEQUENCED: [&str; 8] =
+    ["agent_delta", "snapshot", "resync_required", "admission", "closing", "lobby", "storage", "typing"];
 
 /// Deserialises `v` as `T` and checks it serialises back to the same JSON.
 fn round_trips<T: DeserializeOwned + Serialize>(v: &Value) -> Result<(), String> {
@@ -116,8 +117,8 @@ fn check_result(method: &str, result: &Value) -> Result<(), String> {
         "create_session" | "fork_session" => round_trips::<SessionInfo>(result),
         "mint_share" | "rotate_share" => round_trips::<MintShareResult>(result),
         "list_shares" => round_trips::<ListSharesResult>(result),
-        "leave_session" | "cancel_turn" | "vote_plan" | "answer_question" | "rename_session" | "clear_session"
-        | "kick" | "mute" | "admit" | "refuse" | "revoke_share" => round_trips::<Ack>(result),
+        "leave_session" | "typing" | "cancel_turn" | "vote_plan" | "answer_question" | "rename_session"
+        | "clear_session" | "kick" | "mute" | "admit" | "refuse" | "revoke_share" => round_trips::<Ack>(result),
         other => Err(format!("no result type known for method {other}")),
     }
 }

@@ -185,6 +185,8 @@ impl Renderer {
             }
             // Room chat stands apart from prompts and agent output.
             Event::Chat(m) => Some(format!("(room) {}: {}", m.author_name, m.text)),
+            // A line per keystroke burst would drown the conversation; `--json` carries them.
+            Event::Typing(_) => None,
             Event::TurnStarted(t) => {
                 let view = self.sessions.entry(sid).or_default();
                 view.turn_holder = Some(t.holder_id.clone());

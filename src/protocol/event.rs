@@ -74,6 +74,10 @@ pub enum Event {
     /// The host cannot store (`available: false`): nothing new is acknowledged until it can
     /// again (`available: true`).
     Storage(StorageStatus),
+    /// Someone in the session is typing (a prompt or room chat). Ephemeral: never stored or
+    /// replayed; at most one per person per session every 2 s. Show "Ann is typing…" until a
+    /// message or chat from them arrives, or for a few seconds.
+    Typing(TypingEvent),
 }
 
 impl Event {
@@ -100,6 +104,7 @@ impl Event {
             Event::Closing(_) => "closing",
             Event::Lobby(_) => "lobby",
             Event::Storage(_) => "storage",
+            Event::Typing(_) => "typing",
         }
     }
 }
@@ -316,6 +321,12 @@ pub struct AdmissionEvent {
     pub admission: super::Admission,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<Role>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TypingEvent {
+    pub participant_id: ParticipantId,
+    pub display_name: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -36,6 +36,8 @@ pub enum Method {
     SendMessage(SendMessageParams),
     /// Room chat: a message to the people in the session, never to the agent (no turn needed).
     SendChat(SendMessageParams),
+    /// "I am typing" in a session (ephemeral; see the `typing` event).
+    Typing(SessionRef),
     CancelTurn(SessionRef),
     VotePlan(VotePlanParams),
     AnswerQuestion(AnswerQuestionParams),
@@ -58,7 +60,7 @@ pub enum Method {
 
 impl Method {
     /// Every method name, in documentation order.
-    pub const NAMES: [&'static str; 26] = [
+    pub const NAMES: [&'static str; 27] = [
         "authenticate",
         "ping",
         "list_workspaces",
@@ -68,6 +70,7 @@ impl Method {
         "leave_session",
         "send_message",
         "send_chat",
+        "typing",
         "cancel_turn",
         "vote_plan",
         "answer_question",
@@ -119,6 +122,7 @@ impl Method {
             Method::LeaveSession(_) => "leave_session",
             Method::SendMessage(_) => "send_message",
             Method::SendChat(_) => "send_chat",
+            Method::Typing(_) => "typing",
             Method::CancelTurn(_) => "cancel_turn",
             Method::VotePlan(_) => "vote_plan",
             Method::AnswerQuestion(_) => "answer_question",

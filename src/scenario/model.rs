@@ -585,6 +585,11 @@ pub fn step(before: &State, journal: &[Journaled], now: u64, rules: &Rules) -> S
         }
     }
     for r in &requests {
+        if let Method::Typing(p) = &r.method {
+            t.typing(r, &p.session_id);
+        }
+    }
+    for r in &requests {
         if let Method::SendMessage(_) = r.method {
             t.send_message(r);
         }
@@ -1116,6 +1121,24 @@ impl Tick<'_> {
         session.consensus = consensus;
         session.status = SessionStatus::Running;
         self.reply(r, "ok");
+    }
+
+    /// `typing`: answered for those who may send in a session they joined (the event itself is
+    /// ephemeral and throttled, and not part of the model's state).
+    fn typing(&mut self, r: &Req, session: &SessionId) {
+        if self.caller(r.conn).is_none() {
+            return;
+        }
+        let Some((pid, can_write)) = self.visible(r.conn, session) else { return self.reply(r, "not_found") };
+        let me = &self.s.participants[&pid];
+        let code = if !can_write || me.muted {
+            "forbidden"
+        } else if !me.sessions.contains(session) {
+            "not_joined"
+        } else {
+            "ok"
+        };
+        self.reply(r, code);
     }
 
     fn cancel_turn(&mut self, r: &Req, session: &SessionId) {

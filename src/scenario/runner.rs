@@ -249,6 +249,8 @@ struct Pending {
     /// For join: the `since_seq` sent, and the highest seq the connection had received then.
     join_since: Option<u64>,
     join_seen: u64,
+    /// When the client sent it, among all its requests (to order a late answer).
+    order: u64,
 }
 
 /// What one connection received of one session's seq'd events: the client-side delivery checks
@@ -313,6 +315,12 @@ pub(crate) struct Client {
     conns: Vec<Conn>,
     /// Sessions whose seqs up to N are covered by a snapshot or `none` catch-up.
     covered_to: BTreeMap<String, u64>,
+    /// Requests sent so far (every connection).
+    sent_requests: u64,
+    /// Per session: when (in [`Client::sent_requests`] order) the latest acknowledged
+    /// `leave_session` was sent. A join sent before it but answered after it (a slow connection)
+    /// does not make the client a member again.
+    left_at: BTreeMap<String, u64>,
     /// Seqs received, per session.
     seqs: BTreeMap<String, BTreeSet<u64>>,
     /// Sessions this client is in (rejoined on reconnect).
@@ -854,6 +862,8 @@ impl<'a> Runner<'a> {
             resume: None,
             conns: Vec::new(),
             covered_to: BTreeMap::new(),
+            sent_requests: 0,
+            left_at: BTreeMap::new(),
             seqs: BTreeMap::new(),
             joined: BTreeSet::new(),
             want_join: Vec::new(),
@@ -999,6 +1009,8 @@ impl<'a> Runner<'a> {
         let id = cn.next_req;
         cn.next_req += 1;
         let mut p = p;
+        c.sent_requests += 1;
+        p.order = c.sent_requests;
         if method == "join_session" {
             let session = params.get("session_id").and_then(Value::as_str).unwrap_or_default();
             p.join_since = params.get("since_seq").and_then(Value::as_u64);
@@ -1275,7 +1287,8 @@ impl<'a> Runner<'a> {
                 }
             }
             "join_session" => {
-                if let Some(s) = p.session.clone() {
+                let superseded = |s: &String| self.clients[name].left_at.get(s).is_some_and(|&left| left > p.order);
+                if let Some(s) = p.session.clone().filter(|s| !superseded(s)) {
                     if let Some(last) = result.pointer("/session/last_seq").and_then(Value::as_u64) {
                         let cn = &mut self.clients.get_mut(name).expect("client").conns[index];
                         cn.replayed_until.insert(s.clone(), last);
@@ -1302,6 +1315,7 @@ impl<'a> Runner<'a> {
                         }
                     }
                     c.joined.remove(&s);
+                    c.left_at.insert(s, p.order);
                 }
             }
             "add_workspace" => {
@@ -2124,6 +2138,7 @@ fn pending(method: &str, purpose: Purpose) -> Pending {
         rejoin: false,
         join_since: None,
         join_seen: 0,
+        order: 0,
     }
 }
 

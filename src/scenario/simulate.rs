@@ -287,6 +287,10 @@ pub fn generate(seed: u64, steps: u64) -> Scenario {
                 repeat = Some(rng.random_range(30..50));
                 (who, "ping")
             }
+            95 => {
+                set("session", session.into());
+                (who, "typing")
+            }
             90..=94 => {
                 // Room chat: to the people, never to the agent, fine while someone holds the turn.
                 set("session", session.into());

@@ -113,9 +113,16 @@ impl Installer for ModerationInstaller {
 /// The turn lock.
 pub struct TurnInstaller;
 impl Installer for TurnInstaller {
-    fn install(&self, _world: &mut World, schedule: &mut Schedule) {
+    fn install(&self, world: &mut World, schedule: &mut Schedule) {
+        world.init_resource::<room_chat::TypingThrottle>();
         schedule.add_systems(
-            (room_chat::send_chat, turn_lock::send_message, turn_lock::cancel_turn, turn_lock::release_on_departure)
+            (
+                room_chat::send_chat,
+                room_chat::typing,
+                turn_lock::send_message,
+                turn_lock::cancel_turn,
+                turn_lock::release_on_departure,
+            )
                 .chain()
                 .in_set(TickSet::Turn),
         );
