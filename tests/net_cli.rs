@@ -459,3 +459,45 @@ fn a_host_refuses_to_replace_a_missing_database_with_an_empty_one_unless_told_fr
     let mut started = Proc::spawn("serve --fresh", &fresh, data.path());
     started.expect("the console banner", |l| l.starts_with("host console:"));
 }
+
+/// Room chat through real processes: while Ann holds the turn, Bob's `/chat` reaches everyone as
+/// a `chat` event and never the agent; Ann then `/quote`s it into her next prompt, which says who
+/// said it.
+#[test]
+fn join_chats_with_the_room_mid_turn_and_quotes_it_into_the_next_prompt() {
+    let data = tempfile::tempdir().unwrap();
+    let workspace = tempfile::tempdir().unwrap();
+    let data_arg = data.path().join("host").display().to_string();
+    let mut serve =
+        Proc::spawn("serve", &["--data-dir", &data_arg, "serve", "--bind", "127.0.0.1:0", "--mint"], workspace.path());
+    let link = serve.expect("a share link", |l| l.trim_start().starts_with("roundtable://")).trim().to_string();
+    let mut ann = json_join(data.path(), &link, "Ann", workspace.path());
+    ann.expect_json("Ann's snapshot", |v| is_event(v, "snapshot"));
+    let mut bob = json_join(data.path(), &link, "Bob", workspace.path());
+    bob.expect_json("Bob's snapshot", |v| is_event(v, "snapshot"));
+    ann.expect_json("Bob joining", |v| is_event(v, "participant_joined") && v["payload"]["display_name"] == "Bob");
+
+    ann.send("a long message so the agent takes several ticks to answer it");
+    bob.expect_json("Ann's turn", |v| is_event(v, "turn_started"));
+    bob.send("/chat wait, don't touch the migrations");
+    for p in [&mut ann, &mut bob] {
+        let chat = p.expect_json("Bob's room chat", |v| is_event(v, "chat"));
+        assert_eq!(chat["payload"]["text"], "wait, don't touch the migrations");
+        assert_eq!(chat["payload"]["room"], true);
+        let reply =
+            p.expect_json("the agent's reply", |v| is_event(v, "message") && v["payload"]["author_id"] == "agent");
+        assert!(!reply["payload"]["text"].as_str().unwrap().contains("migrations"), "the agent never hears it");
+        p.expect_json("the end of Ann's turn", |v| is_event(v, "turn_ended"));
+    }
+    ann.send("/quote 1");
+    ann.send("then leave them alone");
+    let prompt = bob.expect_json("Ann's quoting prompt", |v| {
+        is_event(v, "message")
+            && v["payload"]["author_name"] == "Ann"
+            && v["payload"]["text"] != "a long message so the agent takes several ticks to answer it"
+    });
+    assert_eq!(
+        prompt["payload"]["text"], "> Bob (room chat): wait, don't touch the migrations\n\nthen leave them alone",
+        "the prompt says who said what"
+    );
+}

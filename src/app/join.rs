@@ -34,7 +34,8 @@ pub const HELP: &str = "\
 commands:
   TEXT              send a message (it starts an agent turn if nobody holds the turn)
   /chat TEXT        say something to the people in the session, not the agent (also while
-                    someone holds the turn; shown as \"(room) Name: TEXT\"); /c for short
+                    someone holds the turn; shown as \"(room N) Name: TEXT\"); /c for short
+  /quote N [M...]   put room chat lines N, M… (with who said them) in your next message
   /approve          approve the plan waiting for a vote
   /deny REASON      deny the plan, with a reason everyone sees
   /answer A[|B...]  answer the agent's question(s), one answer per question
@@ -47,6 +48,17 @@ commands:
   /quit             leave and exit
   /help             this help
   //TEXT            send a message starting with /";
+
+/// A prompt with quoted room chat lines ahead of it, each naming its author.
+pub fn quote_into(quoted: &[(String, String)], prompt: &str) -> String {
+    if quoted.is_empty() {
+        return prompt.to_string();
+    }
+    let mut text: String = quoted.iter().map(|(who, line)| format!("> {who} (room chat): {line}\n")).collect();
+    text.push('\n');
+    text.push_str(prompt);
+    text
+}
 
 /// First reconnect delay; doubles up to [`MAX_BACKOFF`].
 pub const FIRST_BACKOFF: Duration = Duration::from_millis(200);
@@ -85,6 +97,7 @@ pub async fn join(args: JoinArgs, data_dir: PathBuf) -> anyhow::Result<ExitCode>
         closing: None,
         tag: format!("{:08x}", rand::random::<u32>()),
         sent: 0,
+        quoted: Vec::new(),
     };
     let mut stdin = stdin_lines();
     // The first connection's failures are reported, not retried: the link is probably wrong.
@@ -219,6 +232,8 @@ struct Joiner {
     /// Random prefix of our client_msg_ids.
     tag: String,
     sent: u64,
+    /// Room chat lines `/quote` put into the next prompt: (author, text).
+    quoted: Vec<(String, String)>,
 }
 
 impl Joiner {
@@ -577,6 +592,22 @@ impl Joiner {
                     }
                 }
             }
+            Some("quote") => {
+                let Some(session) = self.current_or_note() else { return Flow::Continue };
+                let lines = self.renderer.session(&session).map(|v| v.room_lines.clone()).unwrap_or_default();
+                let picked: Option<Vec<(String, String)>> = rest
+                    .split_whitespace()
+                    .map(|n| n.parse::<usize>().ok().and_then(|n| n.checked_sub(1)).and_then(|i| lines.get(i).cloned()))
+                    .collect();
+                match picked {
+                    Some(picked) if !picked.is_empty() => {
+                        let who: Vec<&str> = picked.iter().map(|(a, _)| a.as_str()).collect();
+                        self.out.note(&format!("* your next message quotes {}", who.join(", ")));
+                        self.quoted.extend(picked);
+                    }
+                    _ => self.out.note("usage: /quote N [M…] — the numbers of room chat lines, as in \"(room N)\""),
+                }
+            }
             Some("chat" | "c") if rest.is_empty() => {
                 self.out.note("usage: /chat TEXT (to the people here, not the agent)")
             }
@@ -596,9 +627,12 @@ impl Joiner {
                 let text = line.strip_prefix('/').filter(|t| t.starts_with('/')).unwrap_or(line);
                 let Some(session) = self.current_or_note() else { return Flow::Continue };
                 self.sent += 1;
+                // Quoted room chat goes first, saying who said what: the agent sees only what
+                // the prompt's author chose to show it.
+                let text = quote_into(&std::mem::take(&mut self.quoted), text);
                 let msg = SendMessageParams {
                     session_id: session,
-                    text: text.to_string(),
+                    text,
                     client_msg_id: format!("{}-{}", self.tag, self.sent),
                 };
                 self.send_message(client, false, msg).await;
@@ -754,6 +788,14 @@ fn error_text(e: &ClientError) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn quoted_room_chat_goes_ahead_of_the_prompt_naming_who_said_it() {
+        assert_eq!(quote_into(&[], "fix it"), "fix it");
+        let quoted = [("Bob".to_string(), "don't touch the migrations".to_string())];
+        assert_eq!(quote_into(&quoted, "fix it"), "> Bob (room chat): don't touch the migrations\n\nfix it");
+    }
+
     use super::*;
 
     fn joiner() -> Joiner {
@@ -772,6 +814,7 @@ mod tests {
             closing: None,
             tag: "t".into(),
             sent: 0,
+            quoted: Vec::new(),
         }
     }
 

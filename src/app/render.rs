@@ -26,6 +26,8 @@ pub struct SessionView {
     /// Seq of the oldest message shown, and whether older ones exist (`/older` pages back).
     pub oldest_shown: Option<u64>,
     pub has_older: bool,
+    /// Room chat seen live, numbered from 1 as shown ("(room 3) Bob: …"), for `/quote N`.
+    pub room_lines: Vec<(String, String)>,
 }
 
 /// Turns events into text.
@@ -184,7 +186,11 @@ impl Renderer {
                 Some(format!("[{}] {}", m.author_name, m.text))
             }
             // Room chat stands apart from prompts and agent output.
-            Event::Chat(m) => Some(format!("(room) {}: {}", m.author_name, m.text)),
+            Event::Chat(m) => {
+                let view = self.sessions.entry(sid).or_default();
+                view.room_lines.push((m.author_name.clone(), m.text.clone()));
+                Some(format!("(room {}) {}: {}", view.room_lines.len(), m.author_name, m.text))
+            }
             // A line per keystroke burst would drown the conversation; `--json` carries them.
             Event::Typing(_) => None,
             Event::TurnStarted(t) => {
@@ -564,6 +570,23 @@ mod tests {
         assert!(out.contains("Host [host]"), "{out}");
         let joined = r.event(&frame(Event::ParticipantJoined(entry("p2", "Bob", false))));
         assert_eq!(joined, "* Bob joined\n");
+    }
+
+    #[test]
+    fn room_chat_is_numbered_and_set_apart_from_prompts() {
+        let mut r = Renderer::new(true);
+        let chat = |who: &str, text: &str| {
+            frame(Event::Chat(MessageEvent {
+                message_id: MessageId::nth(1),
+                author_id: "p2".into(),
+                author_name: who.into(),
+                text: text.into(),
+                client_msg_id: None,
+                room: true,
+            }))
+        };
+        assert_eq!(r.event(&chat("Bob", "wait")), "(room 1) Bob: wait\n");
+        assert_eq!(r.event(&chat("Ann", "ok")), "(room 2) Ann: ok\n");
     }
 
     #[test]
