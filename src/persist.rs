@@ -106,6 +106,9 @@ pub struct ParticipantRow {
     pub resume_hash: Option<[u8; 32]>,
     pub gone: bool,
     pub sessions: Vec<SessionId>,
+    /// Read markers: the last seq seen per session (`mark_read`).
+    #[serde(default)]
+    pub read: std::collections::BTreeMap<SessionId, u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -112,6 +112,7 @@ fn check_result(method: &str, result: &Value) -> Result<(), String> {
         "join_session" => round_trips::<JoinSessionResult>(result),
         "fetch_history" => round_trips::<FetchHistoryResult>(result),
         "send_message" | "send_chat" => round_trips::<SendMessageResult>(result),
+        "mark_read" => round_trips::<MarkReadResult>(result),
         "read_workspace_file" => round_trips::<ReadFileResult>(result),
         "add_workspace" => round_trips::<WorkspaceInfo>(result),
         "create_session" | "fork_session" => round_trips::<SessionInfo>(result),

@@ -78,6 +78,7 @@ fn participant(n: u64) -> ParticipantRow {
         resume_hash: Some(token::hash("resume")),
         gone: false,
         sessions: vec![SessionId::nth(1), SessionId::nth(10)],
+        read: Default::default(),
     }
 }
 
@@ -148,6 +149,7 @@ fn full_batch() -> Vec<StoreOp> {
             resume_hash: None,
             gone: false,
             sessions: vec![],
+            read: Default::default(),
         }),
         StoreOp::PutMessage(message(2, 10, 1)),
         StoreOp::PutMessage(message(1, 1, 2)),
@@ -175,6 +177,7 @@ fn full_restored() -> Restored {
         resume_hash: None,
         gone: false,
         sessions: vec![],
+        read: Default::default(),
     };
     let mut participants = vec![host, participant(1)];
     participants.sort_by(|a, b| a.id.cmp(&b.id));

@@ -563,6 +563,7 @@ mod tests {
             agent: "demo".into(),
             last_seq: 0,
             plan_first: true,
+            read_seq: None,
         };
         let out = r.joined(&info, &[entry("host", "Host", false), entry("p1", "Ann", true)]);
         assert!(out.contains("Ann (you)"), "{out}");

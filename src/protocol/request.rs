@@ -32,6 +32,8 @@ pub enum Method {
     ListSessions(ListSessionsParams),
     JoinSession(JoinSessionParams),
     FetchHistory(FetchHistoryParams),
+    /// Read marker: "I have seen this session up to `seq`".
+    MarkRead(MarkReadParams),
     LeaveSession(SessionRef),
     SendMessage(SendMessageParams),
     /// Room chat: a message to the people in the session, never to the agent (no turn needed).
@@ -60,13 +62,14 @@ pub enum Method {
 
 impl Method {
     /// Every method name, in documentation order.
-    pub const NAMES: [&'static str; 27] = [
+    pub const NAMES: [&'static str; 28] = [
         "authenticate",
         "ping",
         "list_workspaces",
         "list_sessions",
         "join_session",
         "fetch_history",
+        "mark_read",
         "leave_session",
         "send_message",
         "send_chat",
@@ -119,6 +122,7 @@ impl Method {
             Method::ListSessions(_) => "list_sessions",
             Method::JoinSession(_) => "join_session",
             Method::FetchHistory(_) => "fetch_history",
+            Method::MarkRead(_) => "mark_read",
             Method::LeaveSession(_) => "leave_session",
             Method::SendMessage(_) => "send_message",
             Method::SendChat(_) => "send_chat",
@@ -281,6 +285,20 @@ pub struct FetchHistoryParams {
     /// 256 KiB of text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<u32>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MarkReadParams {
+    pub session_id: SessionId,
+    /// The last seq seen. Markers only move forward.
+    pub seq: u64,
+}
+
+/// Result of `mark_read`: the marker now kept (never lower than before).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MarkReadResult {
+    pub read_seq: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -551,6 +569,10 @@ pub struct SessionInfo {
     /// vote before it changes anything (`claude` workspaces by default).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub plan_first: bool,
+    /// Your read marker in this session (`mark_read`), in `list_sessions` and `join_session`
+    /// results; absent when you never marked anything read there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_seq: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

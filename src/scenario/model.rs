@@ -27,7 +27,8 @@
 
 use crate::engine::agent::AgentEvent;
 use crate::engine::components::{
-    AuthState, Ballot, Connection, History, Participant, PendingVote, Presence, Session, Share, TurnLock, Workspace,
+    AuthState, Ballot, Connection, EventLog, History, Participant, PendingVote, Presence, Session, Share, TurnLock,
+    Workspace,
 };
 use crate::engine::config::EngineConfig;
 use crate::engine::io::Journaled;
@@ -69,6 +70,8 @@ pub struct MParticipant {
     pub presence: Presence,
     /// `None` also for a participant the model created this tick (its token is random).
     pub resume_hash: Option<[u8; 32]>,
+    /// Read markers per session.
+    pub read: BTreeMap<SessionId, u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -84,6 +87,8 @@ pub struct MSession {
     pub client_ids: BTreeMap<(ParticipantId, String), String>,
     /// Messages older than the tail exist (only in the store).
     pub has_older: bool,
+    /// The seq of the session's latest event when the tick started.
+    pub last_seq: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -241,14 +246,15 @@ impl State {
                         sessions: p.sessions.clone(),
                         presence: p.presence,
                         resume_hash: p.resume_hash,
+                        read: p.read.clone(),
                     },
                 )
             })
             .collect();
-        let mut q = world.query::<(&Session, &TurnLock, &History)>();
+        let mut q = world.query::<(&Session, &TurnLock, &History, &EventLog)>();
         let sessions = q
             .iter(world)
-            .map(|(s, l, h)| {
+            .map(|(s, l, h, log)| {
                 let client_ids = h
                     .messages
                     .iter()
@@ -269,6 +275,7 @@ impl State {
                         allowed_tools: s.allowed_tools.clone(),
                         client_ids,
                         has_older: h.has_older,
+                        last_seq: log.last_seq(),
                     },
                 )
             })
@@ -393,11 +400,12 @@ impl State {
         for (id, m) in &self.participants {
             let Some(e) = engine.participants.get(id) else { continue };
             let view = |p: &MParticipant| {
-                (p.display_name.clone(), p.role, p.share.clone(), p.muted, p.admission, p.sessions.clone(), p.presence)
+                let basics = (p.display_name.clone(), p.role, p.share.clone(), p.muted, p.admission);
+                (basics, p.sessions.clone(), p.presence, p.read.clone())
             };
             if view(m) != view(e) {
                 out.push(format!(
-                    "participant {id} (name, role, share, muted, admission, sessions, presence): model {:?}, engine {:?}",
+                    "participant {id} ((name, role, share, muted, admission), sessions, presence, read markers): model {:?}, engine {:?}",
                     view(m),
                     view(e)
                 ));
@@ -542,6 +550,11 @@ pub fn step(before: &State, journal: &[Journaled], now: u64, rules: &Rules) -> S
     t.close_dead_shares();
     for r in &requests {
         t.query(r);
+    }
+    for r in &requests {
+        if let Method::MarkRead(p) = &r.method {
+            t.mark_read(r, &p.session_id, p.seq);
+        }
     }
     // Presence.
     for conn in closed_conns {
@@ -843,6 +856,7 @@ impl Tick<'_> {
                     sessions: BTreeSet::new(),
                     presence: Presence::Connected(1),
                     resume_hash: None,
+                    read: BTreeMap::new(),
                 },
             );
             self.s.shares.get_mut(&share_id).expect("found").uses += 1;
@@ -926,6 +940,26 @@ impl Tick<'_> {
             }
             _ => {}
         }
+    }
+
+    /// `mark_read`: a member's marker moves forward, never past the session's last event.
+    fn mark_read(&mut self, r: &Req, session: &SessionId, seq: u64) {
+        if self.caller(r.conn).is_none() {
+            return;
+        }
+        let Some((pid, _)) = self.visible(r.conn, session) else { return self.reply(r, "not_found") };
+        let last = self.s.sessions[session].last_seq;
+        let me = self.s.participants.get_mut(&pid).expect("the caller exists");
+        if !me.sessions.contains(session) {
+            return self.reply(r, "not_joined");
+        }
+        if seq > last {
+            return self.reply(r, "invalid_params");
+        }
+        if seq > me.read.get(session).copied().unwrap_or(0) {
+            me.read.insert(session.clone(), seq);
+        }
+        self.reply(r, "ok");
     }
 
     fn connection_closed(&mut self, conn: ConnId) {
@@ -1033,6 +1067,7 @@ impl Tick<'_> {
                 allowed_tools: BTreeSet::new(),
                 client_ids: BTreeMap::new(),
                 has_older: false,
+                last_seq: 0,
             },
         );
         if let Some(h) = self.s.participants.get_mut(&ParticipantId::host()) {

@@ -289,7 +289,12 @@ pub fn generate(seed: u64, steps: u64) -> Scenario {
             }
             95 => {
                 set("session", session.into());
-                (who, "typing")
+                if rng.random_bool(0.5) {
+                    (who, "typing")
+                } else {
+                    set("seq", toml::Value::Integer(rng.random_range(0..30)));
+                    (who, "mark_read")
+                }
             }
             90..=94 => {
                 // Room chat: to the people, never to the agent, fine while someone holds the turn.

@@ -17,6 +17,7 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0005_streamed_chunks", include_str!("../../migrations/0005_streamed_chunks.sql")),
     ("0006_retire_token_hash_once", include_str!("../../migrations/0006_retire_token_hash_once.sql")),
     ("0007_room_chat", include_str!("../../migrations/0007_room_chat.sql")),
+    ("0008_read_markers", include_str!("../../migrations/0008_read_markers.sql")),
 ];
 
 /// The schema version this binary writes.

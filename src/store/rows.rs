@@ -183,11 +183,13 @@ pub(crate) fn put_share(conn: &Connection, s: &ShareRow) -> Result<(), StoreErro
 
 pub(crate) fn put_participant(conn: &Connection, p: &ParticipantRow) -> Result<(), StoreError> {
     conn.prepare_cached(
-        "INSERT INTO participants (id, display_name, role, share, muted, admission, resume_hash, gone, sessions_json)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+        "INSERT INTO participants (id, display_name, role, share, muted, admission, resume_hash, gone, sessions_json,
+                                   read_json)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
          ON CONFLICT (id) DO UPDATE SET display_name = excluded.display_name, role = excluded.role,
              share = excluded.share, muted = excluded.muted, admission = excluded.admission,
-             resume_hash = excluded.resume_hash, gone = excluded.gone, sessions_json = excluded.sessions_json",
+             resume_hash = excluded.resume_hash, gone = excluded.gone, sessions_json = excluded.sessions_json,
+             read_json = excluded.read_json",
     )?
     .execute(params![
         p.id.as_str(),
@@ -199,6 +201,7 @@ pub(crate) fn put_participant(conn: &Connection, p: &ParticipantRow) -> Result<(
         p.resume_hash.as_ref().map(|h| &h[..]),
         p.gone,
         json(&p.sessions),
+        json(&p.read),
     ])?;
     Ok(())
 }
@@ -403,7 +406,8 @@ pub(crate) fn shares(conn: &Connection) -> Result<Vec<ShareRow>, StoreError> {
 pub(crate) fn participants(conn: &Connection) -> Result<Vec<ParticipantRow>, StoreError> {
     let mut rows = read_all(
         conn,
-        "SELECT id, display_name, role, share, muted, admission, resume_hash, gone, sessions_json FROM participants",
+        "SELECT id, display_name, role, share, muted, admission, resume_hash, gone, sessions_json, read_json
+         FROM participants",
         |r| {
             Ok(ParticipantRow {
                 id: ParticipantId(r.get(0)?),
@@ -415,6 +419,7 @@ pub(crate) fn participants(conn: &Connection) -> Result<Vec<ParticipantRow>, Sto
                 resume_hash: r.get::<_, Option<Vec<u8>>>(6)?.map(|h| hash_from("participants", h)).transpose()?,
                 gone: r.get(7)?,
                 sessions: from_json("participants", &r.get::<_, String>(8)?)?,
+                read: from_json("participants", &r.get::<_, String>(9)?)?,
             })
         },
     )?;

@@ -44,6 +44,8 @@ pub struct Participant {
     pub presence: Presence,
     /// SHA-256 of the resume token; cleared when the participant is kicked or gone.
     pub resume_hash: Option<[u8; 32]>,
+    /// Read markers: the last seq this person has seen, per session (`mark_read`).
+    pub read: std::collections::BTreeMap<SessionId, u64>,
 }
 
 impl Participant {
@@ -69,6 +71,7 @@ impl Participant {
             resume_hash: self.resume_hash,
             gone: matches!(self.presence, Presence::Gone),
             sessions: self.sessions.iter().cloned().collect(),
+            read: self.read.clone(),
         }
     }
 

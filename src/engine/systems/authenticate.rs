@@ -227,6 +227,7 @@ pub fn authenticate(
             sessions: BTreeSet::new(),
             presence: Presence::Connected(1),
             resume_hash: Some(token::hash(&resume_token)),
+            read: Default::default(),
         };
         batch.push(StoreOp::PutParticipant(participant.row()));
         let pe = commands.spawn(participant).id();

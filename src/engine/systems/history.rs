@@ -132,3 +132,53 @@ pub fn fetch_history(
         reply_ok(&mut staged, req.conn, &req.id, FetchHistoryResult { messages: page.oldest_first(), has_older });
     }
 }
+
+/// `mark_read`: the caller has seen the session up to `seq`. The marker is kept per person and
+/// session, persisted, and only moves forward; it is reported back as `read_seq` by
+/// `list_sessions` and `join_session` (for the unread counts a client shows).
+pub fn mark_read(
+    mut requests: MessageReader<Incoming>,
+    index: Res<Index>,
+    mut participants: Query<&mut crate::engine::components::Participant>,
+    conns: Query<&crate::engine::components::Connection>,
+    shares: Query<&crate::engine::components::Share>,
+    sessions: Query<(&Session, &crate::engine::components::EventLog)>,
+    mut fx: super::params::Effects,
+) {
+    for req in requests.read() {
+        let Method::MarkRead(p) = &req.method else { continue };
+        let Some(pid) =
+            index.conns.get(&req.conn).and_then(|&e| conns.get(e).ok()).and_then(|c| c.participant().cloned())
+        else {
+            continue;
+        };
+        let Some(mut me) = index.participants.get(&pid).and_then(|&e| participants.get_mut(e).ok()) else { continue };
+        let share = me.share.as_ref().and_then(|s| index.shares.get(s)).and_then(|&e| shares.get(e).ok());
+        let Some((_, log)) = index
+            .sessions
+            .get(&p.session_id)
+            .and_then(|&e| sessions.get(e).ok())
+            .filter(|(s, _)| in_scope(&me, share, &s.workspace))
+        else {
+            fx.reply_err(req.conn, &req.id, ErrorCode::NotFound, format!("no session {}", p.session_id));
+            continue;
+        };
+        if !me.sessions.contains(&p.session_id) {
+            fx.reply_err(req.conn, &req.id, ErrorCode::NotJoined, format!("join {} first", p.session_id));
+            continue;
+        }
+        if p.seq > log.last_seq() {
+            let message = format!("seq {} is past the session's last event ({})", p.seq, log.last_seq());
+            fx.reply_err(req.conn, &req.id, ErrorCode::InvalidParams, message);
+            continue;
+        }
+        let before = me.read.get(&p.session_id).copied().unwrap_or(0);
+        if p.seq > before {
+            me.read.insert(p.session_id.clone(), p.seq);
+            let row = me.row();
+            fx.persist(crate::persist::StoreOp::PutParticipant(row));
+        }
+        let read_seq = before.max(p.seq);
+        fx.reply_ok(req.conn, &req.id, MarkReadResult { read_seq });
+    }
+}

@@ -115,7 +115,8 @@ pub fn join_leave(
                     Some(_) => CatchUp::Events,
                     None => CatchUp::Snapshot,
                 };
-                let info = session_info(session, lock, &log, &mut participants.iter(), &session.agent.kind);
+                let mut info = session_info(session, lock, &log, &mut participants.iter(), &session.agent.kind);
+                info.read_seq = participants.get(pe).ok().and_then(|me| me.read.get(&session_id).copied());
                 let rows = roster(&session_id, &mut participants.iter(), Some(&pid));
                 reply_ok(
                     &mut staged,

@@ -67,6 +67,7 @@ impl Installer for AccessInstaller {
                 share_lifecycle::close_dead_shares,
                 queries::queries,
                 history::fetch_history,
+                history::mark_read,
             )
                 .chain()
                 .in_set(TickSet::Access),

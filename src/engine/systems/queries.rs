@@ -34,6 +34,7 @@ pub fn session_info(
         agent: agent.to_string(),
         last_seq: log.last_seq(),
         plan_first: s.agent.plan_first(),
+        read_seq: None,
     }
 }
 
@@ -81,7 +82,10 @@ pub fn queries(
                     .filter_map(|&e| sessions.get(e).ok())
                     .filter(|(s, _, _)| in_scope(me, share, &s.workspace))
                     .filter(|(s, _, _)| p.workspace_id.as_ref().is_none_or(|w| *w == s.workspace))
-                    .map(|(s, l, g)| session_info(s, l, g, &mut participants.iter(), &s.agent.kind))
+                    .map(|(s, l, g)| SessionInfo {
+                        read_seq: me.read.get(&s.id).copied(),
+                        ..session_info(s, l, g, &mut participants.iter(), &s.agent.kind)
+                    })
                     .collect();
                 reply_ok(&mut staged, req.conn, &req.id, ListSessionsResult { sessions: list });
             }

@@ -106,6 +106,7 @@ pub fn restore_world(world: &mut World, r: Restored) {
             sessions: if is_host { all_sessions.clone() } else { p.sessions.into_iter().collect() },
             presence,
             resume_hash: p.resume_hash,
+            read: p.read,
         };
         index.participants.insert(p.id, world.spawn(participant).id());
     }
@@ -120,6 +121,7 @@ pub fn restore_world(world: &mut World, r: Restored) {
             sessions: all_sessions,
             presence: Presence::Connected(0),
             resume_hash: None,
+            read: Default::default(),
         };
         world.resource_mut::<PersistBatch>().push(StoreOp::PutParticipant(host.row()));
         index.participants.insert(ParticipantId::host(), world.spawn(host).id());
