@@ -19,24 +19,11 @@ fn seqs(lines: &[Value], session: &str) -> Vec<u64> {
 fn two_json_joins_chat_and_vote_through_a_real_serve_process() {
     let data = tempfile::tempdir().unwrap();
     let workspace = tempfile::tempdir().unwrap();
-    let data_arg = data.path().join("host").display().to_string();
-    let mut serve =
-        Proc::spawn("serve", &["--data-dir", &data_arg, "serve", "--bind", "127.0.0.1:0", "--mint"], workspace.path());
-    let link = serve.expect("a share link", |l| l.trim_start().starts_with("roundtable://")).trim().to_string();
+    let (mut serve, link, mut ann, mut bob) = serve_with_ann_and_bob(data.path(), workspace.path());
     let serve_json: Value =
         serde_json::from_str(&std::fs::read_to_string(data.path().join("host/serve.json")).unwrap()).unwrap();
     assert!(link.contains(serve_json["addr"].as_str().unwrap()), "serve.json names the link's address");
     assert_eq!(serve_json["insecure"], false);
-
-    let join = |name: &str| {
-        let dir = data.path().join(name).display().to_string();
-        Proc::spawn(name, &["--data-dir", &dir, "join", &link, "--name", name, "--json"], workspace.path())
-    };
-    let mut ann = join("Ann");
-    ann.expect_json("Ann's snapshot", |v| is_event(v, "snapshot"));
-    let mut bob = join("Bob");
-    bob.expect_json("Bob's snapshot", |v| is_event(v, "snapshot"));
-    ann.expect_json("Bob joining", |v| is_event(v, "participant_joined") && v["payload"]["display_name"] == "Bob");
 
     // Chat: a plain line is a message; both see it, and the demo agent answers.
     ann.send("hello from ann");
@@ -208,6 +195,21 @@ fn console_mint(serve: &mut Proc, options: &str) -> String {
 fn json_join(data: &Path, link: &str, name: &str, workspace: &Path) -> Proc {
     let dir = data.join(name).display().to_string();
     Proc::spawn(name, &["--data-dir", &dir, "join", link, "--name", name, "--json"], workspace)
+}
+
+/// A real `serve --mint` (demo agent) and two `join --json` remotes, Ann and Bob, in its session:
+/// (serve, link, Ann, Bob).
+fn serve_with_ann_and_bob(data: &Path, workspace: &Path) -> (Proc, String, Proc, Proc) {
+    let data_arg = data.join("host").display().to_string();
+    let mut serve =
+        Proc::spawn("serve", &["--data-dir", &data_arg, "serve", "--bind", "127.0.0.1:0", "--mint"], workspace);
+    let link = serve.expect("a share link", |l| l.trim_start().starts_with("roundtable://")).trim().to_string();
+    let mut ann = json_join(data, &link, "Ann", workspace);
+    ann.expect_json("Ann's snapshot", |v| is_event(v, "snapshot"));
+    let mut bob = json_join(data, &link, "Bob", workspace);
+    bob.expect_json("Bob's snapshot", |v| is_event(v, "snapshot"));
+    ann.expect_json("Bob joining", |v| is_event(v, "participant_joined") && v["payload"]["display_name"] == "Bob");
+    (serve, link, ann, bob)
 }
 
 /// Whether a line's words are exactly `words` (table rows, whatever the column widths).
@@ -467,15 +469,7 @@ fn a_host_refuses_to_replace_a_missing_database_with_an_empty_one_unless_told_fr
 fn join_chats_with_the_room_mid_turn_and_quotes_it_into_the_next_prompt() {
     let data = tempfile::tempdir().unwrap();
     let workspace = tempfile::tempdir().unwrap();
-    let data_arg = data.path().join("host").display().to_string();
-    let mut serve =
-        Proc::spawn("serve", &["--data-dir", &data_arg, "serve", "--bind", "127.0.0.1:0", "--mint"], workspace.path());
-    let link = serve.expect("a share link", |l| l.trim_start().starts_with("roundtable://")).trim().to_string();
-    let mut ann = json_join(data.path(), &link, "Ann", workspace.path());
-    ann.expect_json("Ann's snapshot", |v| is_event(v, "snapshot"));
-    let mut bob = json_join(data.path(), &link, "Bob", workspace.path());
-    bob.expect_json("Bob's snapshot", |v| is_event(v, "snapshot"));
-    ann.expect_json("Bob joining", |v| is_event(v, "participant_joined") && v["payload"]["display_name"] == "Bob");
+    let (_serve, _link, mut ann, mut bob) = serve_with_ann_and_bob(data.path(), workspace.path());
 
     ann.send("a long message so the agent takes several ticks to answer it");
     bob.expect_json("Ann's turn", |v| is_event(v, "turn_started"));
