@@ -15,19 +15,30 @@ use bevy_ecs::prelude::*;
 /// Default page size of `fetch_history`.
 pub const DEFAULT_PAGE: usize = 100;
 
+/// A message's payload, as its event and history pages carry it.
+pub fn message_payload(m: &MessageRow) -> MessageEvent {
+    MessageEvent {
+        message_id: m.id.clone(),
+        author_id: m.author_id.clone(),
+        author_name: m.author_name.clone(),
+        text: m.text.clone(),
+        client_msg_id: m.client_msg_id.clone(),
+        room: m.room,
+    }
+}
+
+/// The session event that posts a message: `chat` for room chat, else `message`.
+pub fn message_event(m: &MessageRow) -> crate::protocol::Event {
+    if m.room {
+        crate::protocol::Event::Chat(message_payload(m))
+    } else {
+        crate::protocol::Event::Message(message_payload(m))
+    }
+}
+
 /// A stored message as a page entry.
 pub fn history_message(m: &MessageRow) -> HistoryMessage {
-    HistoryMessage {
-        seq: m.seq,
-        message: MessageEvent {
-            message_id: m.id.clone(),
-            author_id: m.author_id.clone(),
-            author_name: m.author_name.clone(),
-            text: m.text.clone(),
-            client_msg_id: m.client_msg_id.clone(),
-            room: m.room,
-        },
-    }
+    HistoryMessage { seq: m.seq, message: message_payload(m) }
 }
 
 /// A page being filled newest first, within the count and byte bounds.

@@ -18,7 +18,7 @@
 
 use super::resources::{Clock, Counters, Departed, Index, Staged, StoreRes, VoterDropped};
 use super::util;
-use crate::engine::components::{Connection, EventLog, Participant, Share};
+use crate::engine::components::{Connection, EventLog, History, Participant, Share};
 use crate::engine::config::EngineConfig;
 use crate::ids::{ConnId, SessionId};
 use crate::persist::{MessageRow, PersistBatch, StoreError, StoreOp};
@@ -54,6 +54,16 @@ impl Effects<'_> {
     /// Adds a store operation to this tick's commit.
     pub fn persist(&mut self, op: StoreOp) {
         self.batch.push(op);
+    }
+
+    /// Posts a message (its `seq` is assigned here): the `message` or `chat` event, the stored
+    /// row, and the session's in-memory tail. Returns the seq.
+    pub fn post_message(&mut self, log: &mut EventLog, history: &mut History, row: MessageRow) -> u64 {
+        let seq = self.emit(log, &row.session.clone(), super::history::message_event(&row));
+        let row = MessageRow { seq, ..row };
+        self.persist(StoreOp::PutMessage(row.clone()));
+        history.push(row);
+        seq
     }
 }
 

@@ -11,7 +11,7 @@ use super::turn_lock::{admit_message, Admit};
 use super::util::in_scope;
 use crate::engine::components::*;
 use crate::ids::MessageId;
-use crate::persist::{MessageRow, StoreOp};
+use crate::persist::MessageRow;
 use crate::protocol::Event;
 use crate::protocol::*;
 use bevy_ecs::prelude::*;
@@ -53,19 +53,9 @@ pub fn send_chat(
             created_at: clock.now,
             room: true,
         };
-        let event = MessageEvent {
-            message_id: row.id.clone(),
-            author_id: row.author_id.clone(),
-            author_name: row.author_name.clone(),
-            text: row.text.clone(),
-            client_msg_id: row.client_msg_id.clone(),
-            room: true,
-        };
-        let seq = fx.emit(&mut log, &session.id, Event::Chat(event));
-        let row = MessageRow { seq, ..row };
-        fx.persist(StoreOp::PutMessage(row.clone()));
-        history.push(row.clone());
-        fx.reply_ok(req.conn, &req.id, SendMessageResult { message_id: row.id, seq, duplicate: false });
+        let message_id = row.id.clone();
+        let seq = fx.post_message(&mut log, &mut history, row);
+        fx.reply_ok(req.conn, &req.id, SendMessageResult { message_id, seq, duplicate: false });
     }
 }
 

@@ -223,17 +223,9 @@ pub fn fork_session(
         for m in older.into_iter().chain(history.messages.iter().cloned()) {
             counters.message += 1;
             let mid = MessageId::nth(counters.message);
-            let copied = MessageEvent {
-                message_id: mid.clone(),
-                author_id: m.author_id.clone(),
-                author_name: m.author_name.clone(),
-                text: m.text.clone(),
-                client_msg_id: None,
-                room: m.room,
-            };
-            let body = if m.room { Event::Chat(copied) } else { Event::Message(copied) };
-            let seq = emit(&mut log, &id, body, &mut batch, &mut staged);
-            let row = MessageRow { id: mid, session: id.clone(), seq, client_msg_id: None, created_at: now, ..m };
+            let row = MessageRow { id: mid, session: id.clone(), seq: 0, client_msg_id: None, created_at: now, ..m };
+            let seq = emit(&mut log, &id, super::history::message_event(&row), &mut batch, &mut staged);
+            let row = MessageRow { seq, ..row };
             batch.push(StoreOp::PutMessage(row.clone()));
             copy.push(row);
         }

@@ -84,20 +84,10 @@ impl TurnEnds<'_> {
 
     fn post_agent_piece(&mut self, session: &Session, log: &mut EventLog, history: &mut History, text: String) {
         self.counters.message += 1;
-        let id = MessageId::nth(self.counters.message);
-        let body = Event::Message(MessageEvent {
-            message_id: id.clone(),
-            author_id: "agent".into(),
-            author_name: "Agent".into(),
-            text: text.clone(),
-            client_msg_id: None,
-            room: false,
-        });
-        let seq = self.fx.emit(log, &session.id, body);
         let row = MessageRow {
-            id,
+            id: MessageId::nth(self.counters.message),
             session: session.id.clone(),
-            seq,
+            seq: 0,
             author_id: "agent".into(),
             author_name: "Agent".into(),
             text,
@@ -105,8 +95,7 @@ impl TurnEnds<'_> {
             created_at: self.clock.now,
             room: false,
         };
-        self.fx.persist(StoreOp::PutMessage(row.clone()));
-        history.push(row);
+        self.fx.post_message(log, history, row);
     }
 }
 
@@ -154,34 +143,20 @@ pub fn send_message(
             continue;
         }
         // Acquire the turn and post the message.
-        let now = clock.now;
         counters.message += 1;
         let mid = MessageId::nth(counters.message);
-        let seq = fx.emit(
-            &mut log,
-            &session.id.clone(),
-            Event::Message(MessageEvent {
-                message_id: mid.clone(),
-                author_id: me.id.to_string(),
-                author_name: me.display_name.clone(),
-                text: p.text.clone(),
-                client_msg_id: Some(p.client_msg_id.clone()),
-                room: false,
-            }),
-        );
         let row = MessageRow {
             id: mid.clone(),
             session: session.id.clone(),
-            seq,
+            seq: 0,
             author_id: me.id.to_string(),
             author_name: me.display_name.clone(),
             text: p.text.clone(),
             client_msg_id: Some(p.client_msg_id.clone()),
-            created_at: now,
+            created_at: clock.now,
             room: false,
         };
-        fx.persist(StoreOp::PutMessage(row.clone()));
-        history.push(row);
+        let seq = fx.post_message(&mut log, &mut history, row);
 
         lock.turn_id += 1;
         lock.holder = Some(me.id.clone());
