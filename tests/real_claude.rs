@@ -156,8 +156,8 @@ impl Room {
         if let Some(key) = key {
             env.push(("ANTHROPIC_API_KEY", key.to_string()));
         }
+        // Whatever credentials the machine has stay out; only `key` (if any) is set.
         let remove = ["ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN"];
-        let remove: Vec<&str> = remove.into_iter().filter(|k| key.is_none() || *k != "ANTHROPIC_API_KEY").collect();
         let args = ["--data-dir", &data_arg, "serve", "--bind", "127.0.0.1:0", "--mint"];
         let mut serve = Proc::spawn_env(&format!("serve ({name})"), &args, &workspace, &env, &remove);
         let link = serve.expect("a share link", |l| l.trim_start().starts_with("roundtable://")).trim().to_string();

@@ -614,28 +614,16 @@ impl Joiner {
             Some("chat" | "c") => {
                 // Room chat: to the people in the session, never to the agent; fine mid-turn.
                 let Some(session) = self.current_or_note() else { return Flow::Continue };
-                self.sent += 1;
-                let msg = SendMessageParams {
-                    session_id: session,
-                    text: rest.to_string(),
-                    client_msg_id: format!("{}-{}", self.tag, self.sent),
-                };
-                self.send_message(client, true, msg).await;
+                self.send_new(client, true, session, rest.to_string()).await;
             }
             _ => {
                 // A message (including `/plan ...` and other words the agent understands).
                 let text = line.strip_prefix('/').filter(|t| t.starts_with('/')).unwrap_or(line);
                 let Some(session) = self.current_or_note() else { return Flow::Continue };
-                self.sent += 1;
                 // Quoted room chat goes first, saying who said what: the agent sees only what
                 // the prompt's author chose to show it.
                 let text = quote_into(&std::mem::take(&mut self.quoted), text);
-                let msg = SendMessageParams {
-                    session_id: session,
-                    text,
-                    client_msg_id: format!("{}-{}", self.tag, self.sent),
-                };
-                self.send_message(client, false, msg).await;
+                self.send_new(client, false, session, text).await;
             }
         }
         Flow::Continue
@@ -666,6 +654,13 @@ impl Joiner {
             self.out.note("! you are not in a session; /sessions lists them, /switch ID joins one");
         }
         self.current.clone()
+    }
+
+    /// Sends a new prompt, or room chat (`room`), with the next `client_msg_id`.
+    async fn send_new(&mut self, client: &Client, room: bool, session_id: SessionId, text: String) {
+        self.sent += 1;
+        let msg = SendMessageParams { session_id, text, client_msg_id: format!("{}-{}", self.tag, self.sent) };
+        self.send_message(client, room, msg).await;
     }
 
     /// Sends a prompt, or room chat (`room`); kept for a resend when the connection is down.

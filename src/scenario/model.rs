@@ -933,9 +933,9 @@ impl Tick<'_> {
                 if self.visible(r.conn, &p.session_id).is_none() {
                     return self.reply(r, "not_found");
                 }
-                let limit = p.limit.unwrap_or(50) as usize;
-                let code =
-                    if limit == 0 || limit > crate::protocol::HISTORY_PAGE_MESSAGES { "invalid_params" } else { "ok" };
+                // Absent means the default page; a given limit must be 1–200.
+                let bad = p.limit.is_some_and(|l| l == 0 || l as usize > crate::protocol::HISTORY_PAGE_MESSAGES);
+                let code = if bad { "invalid_params" } else { "ok" };
                 self.reply(r, code);
             }
             _ => {}

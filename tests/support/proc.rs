@@ -27,14 +27,14 @@ impl Proc {
         Proc::spawn_env(name, args, cwd, &[], &[])
     }
 
-    /// [`Proc::spawn`] with extra environment variables set and others removed.
+    /// [`Proc::spawn`] with some inherited environment variables removed, then others set.
     pub fn spawn_env(name: &str, args: &[&str], cwd: &Path, set: &[(&str, String)], remove: &[&str]) -> Proc {
         let mut cmd = Command::new(BIN);
-        for (k, v) in set {
-            cmd.env(k, v);
-        }
         for k in remove {
             cmd.env_remove(k);
+        }
+        for (k, v) in set {
+            cmd.env(k, v);
         }
         let mut child = cmd
             .args(args)
