@@ -42,7 +42,9 @@ async fn until(app: &mut RoundtableApp, what: &str, check: impl Fn(&ViewModel) -
 
 fn has_message(m: &ViewModel, session: &SessionId, author: &str, text: &str) -> bool {
     m.sessions.get(session).is_some_and(|s| {
-        s.timeline.iter().any(|e| matches!(e, Entry::Message(msg) if msg.author_name == author && msg.text == text))
+        s.timeline
+            .iter()
+            .any(|e| matches!(e, Entry::Message(msg) if msg.message.author_name == author && msg.message.text == text))
     })
 }
 
@@ -89,7 +91,8 @@ async fn host_window_mints_a_share_shows_a_remote_message_and_decides_a_plan() {
     until(&mut app, "Ann's message is shown", |m| has_message(m, &session, "Ann", "hello from Ann")).await;
     until(&mut app, "the agent's reply replaced the stream", |m| {
         let s = &m.sessions[&session];
-        s.timeline.iter().any(|e| matches!(e, Entry::Message(msg) if msg.author_id == AGENT_ID)) && s.holder().is_none()
+        s.timeline.iter().any(|e| matches!(e, Entry::Message(msg) if msg.message.author_id == AGENT_ID))
+            && s.holder().is_none()
     })
     .await;
 
@@ -196,7 +199,7 @@ fn messages(m: &ViewModel, session: &SessionId) -> Vec<String> {
         .timeline
         .iter()
         .filter_map(|e| match e {
-            Entry::Message(msg) => Some(msg.text.clone()),
+            Entry::Message(msg) => Some(msg.message.text.clone()),
             Entry::Note(_) => None,
         })
         .collect()

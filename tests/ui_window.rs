@@ -118,7 +118,7 @@ fn streamed_agent_text_is_replaced_by_the_final_message_and_the_turn_end_unlocks
     let s = &m.sessions[&s1()];
     assert_eq!(s.streaming, "");
     assert!(
-        matches!(s.timeline.last(), Some(Entry::Message(msg)) if msg.text == "You said: hello" && msg.author_id == "agent")
+        matches!(s.timeline.last(), Some(Entry::Message(msg)) if msg.message.text == "You said: hello" && msg.message.author_id == "agent")
     );
     m.apply(ev(json!({"event": "turn_ended", "session_id": "s1", "seq": 8, "payload": {"turn_id": 1, "holder_id": "p1", "reason": "completed"}})));
     assert_eq!(m.composer_lock(), None);
@@ -283,8 +283,14 @@ impl Window {
         self.settle();
     }
 
-    /// Protocol requests sent so far (other actions are skipped).
+    /// Protocol requests sent so far, except the ones the window makes on its own (read
+    /// markers and "typing"); other actions are skipped.
     fn calls(&mut self) -> Vec<Method> {
+        self.all_calls().into_iter().filter(|m| !matches!(m, Method::MarkRead(_) | Method::Typing(_))).collect()
+    }
+
+    /// Every protocol request sent so far.
+    fn all_calls(&mut self) -> Vec<Method> {
         let mut out = Vec::new();
         while let Ok(a) = self.actions.try_recv() {
             if let Action::Call(m) = a {
@@ -836,7 +842,7 @@ fn earlier_messages_load_above_the_timeline_a_page_at_a_time() {
         .timeline
         .iter()
         .filter_map(|e| match e {
-            Entry::Message(msg) => Some(msg.text.clone()),
+            Entry::Message(msg) => Some(msg.message.text.clone()),
             Entry::Note(_) => None,
         })
         .collect();
@@ -868,4 +874,166 @@ fn the_window_offers_earlier_messages_and_asks_for_them() {
     });
     assert!(w.harness.query_by_label("first question").is_some());
     assert!(w.harness.query_by_label("Load earlier messages").is_none(), "nothing older is left");
+}
+
+fn chat(seq: u64, session: &str, author: (&str, &str), text: &str) -> Update {
+    ev(json!({"event": "chat", "session_id": session, "seq": seq, "payload": {"message_id": format!("m{seq}"),
+        "author_id": author.0, "author_name": author.1, "text": text, "room": true}}))
+}
+
+/// Bob's window in s1 (seq 4, read up to 2) and s2 "Deploy" (loaded in the background, seq 3,
+/// read up to 3).
+fn bob_in_two_sessions() -> Vec<Update> {
+    let mut updates = joined_as("p2", "Bob", Role::Participant);
+    let s2 = json!({"id": "s2", "workspace_id": "w1", "title": "Deploy", "status": "idle", "turn_holder": null,
+        "participant_count": 3, "agent": "demo", "last_seq": 3, "read_seq": 3});
+    let mut s1 = session_info(4);
+    s1["read_seq"] = json!(2);
+    updates.insert(
+        3,
+        Update::Sessions(vec![serde_json::from_value(s1).unwrap(), serde_json::from_value(s2.clone()).unwrap()]),
+    );
+    updates.push(Update::Joined(
+        serde_json::from_value(json!({"session": s2, "roster": roster("p2"), "you": "p2", "catch_up": "snapshot"}))
+            .unwrap(),
+    ));
+    updates
+        .push(ev(json!({"event": "snapshot", "session_id": "s2", "payload": {"session": s2, "roster": roster("p2"),
+        "messages": [], "votes": [], "last_seq": 3}})));
+    updates
+}
+
+#[test]
+fn unread_counts_messages_by_others_after_the_marker_and_mark_read_follows_what_is_shown() {
+    let (mut m, _) = model_with(bob_in_two_sessions(), false);
+    let me = m.me.clone();
+    let s2 = SessionId::from("s2");
+    assert_eq!(m.current, Some(s1()));
+    assert_eq!(m.sessions[&s1()].read_seq, 2, "the marker comes from the session list");
+    // Shown: s1 is marked read up to its last seq, once.
+    let now = 1_000_000;
+    assert_eq!(m.mark_read_call(now), Some(Method::MarkRead(MarkReadParams { session_id: s1(), seq: 4 })));
+    assert_eq!(m.mark_read_call(now + 5_000), None, "nothing new to mark");
+    // In the background s2 collects unread messages: others' chat and the agent, not Bob's own.
+    m.apply_at(chat(4, "s2", ("p1", "Ann"), "deploying at 5?"), now);
+    m.apply_at(chat(5, "s2", ("p2", "Bob"), "fine by me"), now);
+    m.apply_at(
+        ev(json!({"event": "message", "session_id": "s2", "seq": 6, "payload": {"message_id": "m6",
+        "author_id": "agent", "author_name": "Agent", "text": "done"}})),
+        now,
+    );
+    assert_eq!(m.sessions[&s2].unread(me.as_ref()), Some(2));
+    assert_eq!(m.sessions[&s1()].unread(me.as_ref()), Some(0));
+    assert_eq!(m.mark_read_call(now + 5_000), None, "s2 is not shown, so not read");
+    // Opening s2: the "new messages" line goes above Ann's chat and stays there while read.
+    m.open(s2.clone());
+    assert_eq!(m.sessions[&s2].first_new(me.as_ref()), Some(4));
+    assert_eq!(
+        m.mark_read_call(now + 5_000),
+        Some(Method::MarkRead(MarkReadParams { session_id: s2.clone(), seq: 6 }))
+    );
+    assert_eq!(m.sessions[&s2].unread(me.as_ref()), Some(0));
+    assert_eq!(m.sessions[&s2].first_new(me.as_ref()), Some(4), "the line stays until the session is opened again");
+    // At most one marker a second.
+    m.apply_at(chat(7, "s2", ("p1", "Ann"), "ok"), now);
+    assert_eq!(m.mark_read_call(now + 5_500), None);
+    assert_eq!(
+        m.mark_read_call(now + 6_000),
+        Some(Method::MarkRead(MarkReadParams { session_id: s2.clone(), seq: 7 }))
+    );
+    // A session never opened here: only "there is something new".
+    m.apply(Update::Sessions(vec![serde_json::from_value(json!({"id": "s3", "workspace_id": "w1", "title": "Docs",
+        "status": "idle", "turn_holder": null, "participant_count": 1, "agent": "demo", "last_seq": 9, "read_seq": 5}))
+    .unwrap()]));
+    assert_eq!(m.sessions[&SessionId::from("s3")].unread(me.as_ref()), None);
+    m.open(s2.clone());
+    assert_eq!(m.sessions[&s2].first_new(me.as_ref()), None, "reopened after reading: no line");
+}
+
+#[test]
+fn the_sessions_list_shows_unread_counts_and_opening_a_session_marks_it_read_under_a_new_messages_line() {
+    let mut w = Window::new(false, bob_in_two_sessions());
+    let marks = w.all_calls();
+    assert!(
+        marks.contains(&Method::MarkRead(MarkReadParams { session_id: s1(), seq: 4 })),
+        "the session shown is marked read: {marks:?}"
+    );
+    assert!(w.harness.query_by_label("Deploy — idle, 3 present").is_some());
+    w.push(chat(4, "s2", ("p1", "Ann"), "deploying at 5?"));
+    w.push(chat(5, "s2", ("p1", "Ann"), "anyone?"));
+    assert!(w.harness.query_by_label("Deploy — idle, 3 present · 2 unread").is_some(), "two unread in the list");
+    assert!(w.harness.query_by_label("— new messages —").is_none());
+    w.click("Deploy — idle, 3 present · 2 unread");
+    assert!(w.harness.query_by_label("deploying at 5?").is_some());
+    assert!(w.harness.query_by_label("— new messages —").is_some(), "a line above the first unread message");
+    assert!(w.harness.query_by_label("Deploy — idle, 3 present").is_some(), "read once shown");
+    let marks = w.all_calls();
+    assert!(
+        marks.contains(&Method::MarkRead(MarkReadParams { session_id: SessionId::from("s2"), seq: 5 })),
+        "opening marks it read: {marks:?}"
+    );
+}
+
+#[test]
+fn someone_typing_is_shown_until_their_message_arrives_and_typing_here_tells_the_host() {
+    let mut w = Window::new(false, joined_as("p2", "Bob", Role::Participant));
+    w.push(ev(
+        json!({"event": "typing", "session_id": "s1", "payload": {"participant_id": "p1", "display_name": "Ann"}}),
+    ));
+    assert!(w.harness.query_by_label("Ann is typing…").is_some());
+    w.push(chat(5, "s1", ("p1", "Ann"), "hello"));
+    assert!(w.harness.query_by_label("Ann is typing…").is_none(), "her message ends it");
+    // Bob's own typing note (echoed by nobody, but guard anyway) is never shown to him.
+    w.push(ev(
+        json!({"event": "typing", "session_id": "s1", "payload": {"participant_id": "p2", "display_name": "Bob"}}),
+    ));
+    assert!(w.harness.query_by_label("Bob is typing…").is_none());
+    w.all_calls();
+    w.harness.get_by_role(egui::accesskit::Role::TextInput).focus();
+    w.settle();
+    w.harness.get_by_role(egui::accesskit::Role::TextInput).type_text("wait");
+    w.settle();
+    w.harness.get_by_role(egui::accesskit::Role::TextInput).type_text(" a sec");
+    w.settle();
+    let typing: Vec<Method> = w.all_calls().into_iter().filter(|m| matches!(m, Method::Typing(_))).collect();
+    assert_eq!(typing, vec![Method::Typing(SessionRef { session_id: s1() })], "once per 2 s, not per key");
+}
+
+#[test]
+fn typing_notes_expire_and_name_several_people() {
+    let (mut m, _) = model_with(joined_as("p2", "Bob", Role::Participant), false);
+    let typing = |id: &str, name: &str| {
+        ev(json!({"event": "typing", "session_id": "s1", "payload": {"participant_id": id, "display_name": name}}))
+    };
+    m.apply_at(typing("p1", "Ann"), 10_000);
+    m.apply_at(typing("host", "Host"), 11_000);
+    let s = &m.sessions[&s1()];
+    assert_eq!(s.typing_text(11_000).as_deref(), Some("Host and Ann are typing…"));
+    assert_eq!(s.typing_text(10_000 + TYPING_SHOWN_MS).as_deref(), Some("Host is typing…"), "Ann's note expired");
+    assert_eq!(s.typing_text(11_000 + TYPING_SHOWN_MS), None);
+    assert_eq!(m.typing_call(0), Some(Method::Typing(SessionRef { session_id: s1() })));
+    assert_eq!(m.typing_call(TYPING_EVERY_MS - 1), None);
+    assert!(m.typing_call(TYPING_EVERY_MS).is_some());
+}
+
+#[test]
+fn quoting_room_chat_puts_the_lines_with_their_authors_in_the_next_prompt() {
+    let mut w = Window::new(false, joined_as("p2", "Bob", Role::Participant));
+    w.push(chat(5, "s1", ("p1", "Ann"), "don't touch the migrations"));
+    w.push(chat(6, "s1", ("host", "Host"), "and keep the API stable"));
+    let quotes: Vec<_> = w.harness.query_all_by_label("Quote").collect();
+    assert_eq!(quotes.len(), 2, "each room line can be quoted");
+    quotes[0].click();
+    w.settle();
+    w.harness.query_all_by_label("Quote").nth(1).unwrap().click();
+    w.settle();
+    assert!(w.harness.query_by_label("Quoted in your next prompt:").is_some());
+    w.calls();
+    w.harness.state_mut().composer = "refactor the login".into();
+    w.settle();
+    w.click("Send");
+    let calls = w.calls();
+    let want = "> Ann (room chat): don't touch the migrations\n> Host (room chat): and keep the API stable\n\nrefactor the login";
+    assert!(matches!(&calls[..], [Method::SendMessage(p)] if p.text == want), "{calls:?}");
+    assert!(w.harness.query_by_label("Quoted in your next prompt:").is_none(), "quotes go with that prompt");
 }

@@ -152,6 +152,8 @@ pub struct RoundtableApp {
     pub composer: String,
     /// The composer sends to the room (people only) instead of the agent.
     pub to_room: bool,
+    /// Room chat lines quoted into the next prompt: (author, text), in the order picked.
+    pub quoted: Vec<(String, String)>,
     /// Deny reasons being typed, per vote.
     pub deny_reasons: BTreeMap<VoteId, String>,
     /// Answers being chosen, per vote (one per question).
@@ -183,6 +185,7 @@ impl RoundtableApp {
             tab: Tab::Chat,
             composer: String::new(),
             to_room: false,
+            quoted: Vec::new(),
             deny_reasons: BTreeMap::new(),
             answers: BTreeMap::new(),
             mint: MintForm::default(),
@@ -245,14 +248,27 @@ impl RoundtableApp {
             Tab::Audit => self.audit(ui),
         });
         self.file_window(ui);
-        // Countdowns tick without any update arriving.
+        let now = wall_ms();
+        // What you see in the chat tab of a window in front of you counts as read.
+        let seen = self.tab == Tab::Chat && ui.ctx().input(|i| i.viewport().focused).unwrap_or(true);
+        if seen {
+            if let Some(method) = self.model.mark_read_call(now) {
+                self.call(method);
+            }
+        }
+        // Countdowns tick, "is typing…" goes away, and a held-back read marker is sent, without
+        // any update arriving.
         let counting = self
             .model
             .sessions
             .values()
             .flat_map(|s| s.votes.values())
             .any(|c| c.is_open() && c.closes_at_local_ms.is_some());
-        if counting {
+        let waiting = self
+            .model
+            .current_session()
+            .is_some_and(|s| s.typing_text(now).is_some() || (seen && s.loaded && s.last_seq > s.read_seq));
+        if counting || waiting {
             ui.ctx().request_repaint_after(std::time::Duration::from_millis(500));
         }
     }
@@ -343,14 +359,19 @@ impl RoundtableApp {
             .map(|(w, name, sessions)| {
                 let rows = sessions
                     .into_iter()
-                    .filter_map(|s| s.info.as_ref())
-                    .map(|i| {
+                    .filter_map(|s| s.info.as_ref().map(|i| (s, i)))
+                    .map(|(s, i)| {
                         let status = match i.status {
                             SessionStatus::Idle => "idle",
                             SessionStatus::Running => "running",
                             SessionStatus::AwaitingVote => "awaiting vote",
                         };
-                        (i.id.clone(), format!("{} — {status}, {} present", i.title, i.participant_count))
+                        let unread = match s.unread(self.model.me.as_ref()) {
+                            Some(0) => String::new(),
+                            Some(n) => format!(" · {n} unread"),
+                            None => " · new activity".into(),
+                        };
+                        (i.id.clone(), format!("{} — {status}, {} present{unread}", i.title, i.participant_count))
                     })
                     .collect();
                 (w, name, rows)
@@ -380,7 +401,8 @@ impl RoundtableApp {
             if !followed {
                 self.send(Action::Join { session_id: id.clone(), since_seq: None });
             }
-            self.model.current = Some(id);
+            self.model.open(id);
+            self.quoted.clear();
             self.tab = Tab::Chat;
         }
         if let Some((workspace_id, title)) = create {
@@ -649,6 +671,7 @@ impl RoundtableApp {
             self.composer(ui, &session_id);
         });
         let mut want_older = false;
+        let mut quote: Option<(String, String)> = None;
         let session = &self.model.sessions[&session_id];
         let scroll = egui::ScrollArea::vertical()
             .id_salt("chat_scroll")
@@ -663,9 +686,17 @@ impl RoundtableApp {
                 } else if session.has_older && ui.button("Load earlier messages").clicked() {
                     want_older = true;
                 }
+                let first_new = session.first_new(self.model.me.as_ref());
                 for entry in &session.timeline {
                     match entry {
-                        Entry::Message(m) => {
+                        Entry::Message(HistoryMessage { seq, message: m }) => {
+                            if first_new == Some(*seq) {
+                                ui.horizontal(|ui| {
+                                    ui.label(
+                                        RichText::new("— new messages —").strong().color(ui.visuals().warn_fg_color),
+                                    );
+                                });
+                            }
                             ui.horizontal_wrapped(|ui| {
                                 author_chip(ui, &m.author_name, &m.author_id);
                                 if self.model.is_me(&m.author_id) {
@@ -673,6 +704,15 @@ impl RoundtableApp {
                                 }
                                 if m.room {
                                     ui.label(RichText::new("to the room").weak().italics());
+                                    if ui
+                                        .small_button("Quote")
+                                        .on_hover_text(
+                                            "Put this line, with who said it, in your next prompt to the agent",
+                                        )
+                                        .clicked()
+                                    {
+                                        quote = Some((m.author_name.clone(), m.text.clone()));
+                                    }
                                 }
                             });
                             if m.room {
@@ -694,7 +734,16 @@ impl RoundtableApp {
                     });
                     ui.label(&session.streaming);
                 }
+                if let Some(typing) = session.typing_text(wall_ms()) {
+                    ui.label(RichText::new(typing).weak().italics());
+                }
             });
+        if let Some(line) = quote {
+            if !self.quoted.contains(&line) {
+                self.quoted.push(line);
+            }
+            self.to_room = false;
+        }
         // Scrolling up to the top of a long conversation loads the page before it.
         let at_top = scroll.state.clamped_offset().y <= 0.0 && scroll.content_size.y > scroll.inner_rect.height();
         if want_older || (at_top && session.has_older) {
@@ -711,6 +760,19 @@ impl RoundtableApp {
         let lock = self.model.composer_lock();
         let can_cancel = self.model.can_cancel();
         let waiting = matches!(lock, Some(ComposerLock::WaitingFor(_)));
+        if !self.quoted.is_empty() && lock.is_none() && !self.to_room {
+            let mut clear = false;
+            ui.horizontal_wrapped(|ui| {
+                ui.label(RichText::new("Quoted in your next prompt:").weak());
+                for (who, line) in &self.quoted {
+                    ui.label(RichText::new(format!("{who}: {line}")).italics());
+                }
+                clear = ui.small_button("Clear quotes").clicked();
+            });
+            if clear {
+                self.quoted.clear();
+            }
+        }
         ui.horizontal(|ui| {
             if let Some(lock) = &lock {
                 ui.label(RichText::new(lock.text()).strong());
@@ -730,12 +792,23 @@ impl RoundtableApp {
                         .hint_text(hint)
                         .desired_width((ui.available_width() - 170.0).max(120.0)),
                 );
+                if edit.changed() && !self.composer.trim().is_empty() {
+                    if let Some(method) = self.model.typing_call(wall_ms()) {
+                        self.call(method);
+                    }
+                }
                 let enter = edit.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
                 if (ui.button("Send").clicked() || enter) && !self.composer.trim().is_empty() {
                     self.sent += 1;
+                    let typed = std::mem::take(&mut self.composer);
+                    let text = if room {
+                        typed
+                    } else {
+                        crate::app::join::quote_into(&std::mem::take(&mut self.quoted), &typed)
+                    };
                     let params = SendMessageParams {
                         session_id: session_id.clone(),
-                        text: std::mem::take(&mut self.composer),
+                        text,
                         client_msg_id: format!("{}-{}", self.tag, self.sent),
                     };
                     self.call(if room { Method::SendChat(params) } else { Method::SendMessage(params) });

@@ -183,7 +183,7 @@ struct Worker {
     client: Client,
     out: Outbox,
     /// Remote only: messages whose answer was lost with the connection (resent after reconnect).
-    unsent: Option<Arc<Mutex<Vec<SendMessageParams>>>>,
+    unsent: Option<Arc<Mutex<Vec<Method>>>>,
     /// Last contiguous seq forwarded per joined session (to rejoin with `since_seq`).
     seqs: Arc<Mutex<BTreeMap<SessionId, u64>>>,
 }
@@ -236,14 +236,19 @@ impl Worker {
         let value = match result {
             Ok(v) => v,
             Err(e) => {
-                if let (Method::SendMessage(msg), Some(unsent)) = (&method, &self.unsent) {
+                if let (true, Some(unsent)) = (is_send(&method), &self.unsent) {
                     if !matches!(e, ClientError::Protocol(_)) {
-                        unsent.lock().expect("unsent lock").push(msg.clone());
+                        unsent.lock().expect("unsent lock").push(method);
                         self.out.send(Update::Notice(
                             "not delivered yet; it will be sent when the connection is back".into(),
                         ));
                         return;
                     }
+                }
+                if is_background(&method) {
+                    // Nothing the person asked for: a refused marker or typing note is not news.
+                    tracing::debug!("{name} failed: {e}");
+                    return;
                 }
                 return self.out.failed(name, &e);
             }
@@ -395,10 +400,11 @@ pub async fn run_remote(options: RemoteOptions, mut actions: mpsc::UnboundedRece
                 _ = &mut sleep => break,
                 action = actions.recv() => match action {
                     None => return,
-                    Some(Action::Call(Method::SendMessage(msg))) => {
-                        remote.unsent.lock().expect("unsent lock").push(msg);
+                    Some(Action::Call(method)) if is_send(&method) => {
+                        remote.unsent.lock().expect("unsent lock").push(method);
                         out.send(Update::Notice("not delivered yet; it will be sent when the connection is back".into()));
                     }
+                    Some(Action::Call(method)) if is_background(&method) => {}
                     Some(_) => out.send(Update::Notice("not connected; reconnecting…".into())),
                 },
             }
@@ -417,7 +423,7 @@ async fn refuse_all(mut actions: mpsc::UnboundedReceiver<Action>, out: Outbox) {
 struct Remote {
     options: RemoteOptions,
     resume_token: Option<String>,
-    unsent: Arc<Mutex<Vec<SendMessageParams>>>,
+    unsent: Arc<Mutex<Vec<Method>>>,
     seqs: Arc<Mutex<BTreeMap<SessionId, u64>>>,
 }
 
@@ -552,8 +558,20 @@ impl Remote {
             }
         }
         let unsent = std::mem::take(&mut *self.unsent.lock().expect("unsent lock"));
-        for msg in unsent {
-            worker.call(Method::SendMessage(msg)).await;
+        for method in unsent {
+            worker.call(method).await;
         }
     }
+}
+
+/// Messages kept and sent again once the connection is back (prompts and room chat; their
+/// `client_msg_id` makes a resend that did arrive the first time harmless).
+fn is_send(method: &Method) -> bool {
+    matches!(method, Method::SendMessage(_) | Method::SendChat(_))
+}
+
+/// Requests the window makes on its own (read markers, "typing"): dropped quietly when they fail
+/// or the host is away.
+fn is_background(method: &Method) -> bool {
+    matches!(method, Method::MarkRead(_) | Method::Typing(_))
 }

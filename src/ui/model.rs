@@ -29,6 +29,17 @@ pub const MAX_PLAUSIBLE_DEADLINE_MS: u64 = 7 * 24 * 3600 * 1000;
 /// File references offered per plan card at most.
 pub const MAX_FILE_REFS: usize = 8;
 
+/// "Ann is typing…" stays this long after Ann's last `typing` event (the host sends at most one
+/// per person every 2 s while they type), unless Ann's message arrives first.
+pub const TYPING_SHOWN_MS: u64 = 5_000;
+
+/// This window tells the host "I am typing" at most this often per session (the host's own
+/// throttle is the same).
+pub const TYPING_EVERY_MS: u64 = 2_000;
+
+/// This window moves its read marker at most this often (it costs a request).
+pub const MARK_READ_EVERY_MS: u64 = 1_000;
+
 /// This computer's wall clock, in ms since the Unix epoch (the host's engine clock is the same
 /// kind of clock, see `net::host`).
 pub fn wall_ms() -> u64 {
@@ -127,8 +138,8 @@ pub struct Settings {
 /// One chat line.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Entry {
-    /// A message from a participant or the agent.
-    Message(MessageEvent),
+    /// A message from a participant or the agent, with its seq.
+    Message(HistoryMessage),
     /// Something that happened (turn ended, vote resolved, someone joined…).
     Note(String),
 }
@@ -201,6 +212,17 @@ pub struct SessionState {
     pub has_older: bool,
     /// An earlier page was asked for and has not arrived yet.
     pub loading_older: bool,
+    /// Your read marker here: the last seq the host knows you have seen (`read_seq`).
+    pub read_seq: u64,
+    /// Where the "new messages" line goes: the read marker as it was when you opened the
+    /// session (it stays put while you read on; `None` until the session is opened).
+    pub new_line_after: Option<u64>,
+    /// When `mark_read` was last sent (local ms).
+    pub marked_at_ms: Option<u64>,
+    /// Who else is typing here, until when (local ms).
+    pub typing: BTreeMap<ParticipantId, (String, u64)>,
+    /// When this window last said it is typing here (local ms).
+    pub typing_sent_ms: Option<u64>,
 }
 
 impl SessionState {
@@ -216,6 +238,49 @@ impl SessionState {
             .map(|r| r.display_name.clone())
             .or_else(|| self.names.get(id).cloned())
             .unwrap_or_else(|| id.to_string())
+    }
+
+    /// Messages (prompts, replies, room chat) by other people or the agent after your read
+    /// marker, among those loaded; for a session not opened yet, `None` when the host has
+    /// events after your marker (count unknown until it is opened) and `Some(0)` otherwise.
+    pub fn unread(&self, me: Option<&ParticipantId>) -> Option<usize> {
+        if !self.loaded {
+            let last = self.info.as_ref().map_or(0, |i| i.last_seq);
+            return if last > self.read_seq { None } else { Some(0) };
+        }
+        let count = self
+            .timeline
+            .iter()
+            .filter(|e| matches!(e, Entry::Message(m) if m.seq > self.read_seq && !is_me(me, &m.message.author_id)))
+            .count();
+        Some(count)
+    }
+
+    /// The seq of the first message to show under the "new messages" line, if any: the first
+    /// message by someone else after the marker you had when you opened the session.
+    pub fn first_new(&self, me: Option<&ParticipantId>) -> Option<u64> {
+        let after = self.new_line_after?;
+        self.timeline.iter().find_map(|e| match e {
+            Entry::Message(m) if m.seq > after && !is_me(me, &m.message.author_id) => Some(m.seq),
+            _ => None,
+        })
+    }
+
+    /// "Ann is typing…", "Ann and Bob are typing…" or "3 people are typing…" at local time
+    /// `now_ms`.
+    pub fn typing_text(&self, now_ms: u64) -> Option<String> {
+        let names: Vec<&str> =
+            self.typing.values().filter(|(_, until)| *until > now_ms).map(|(name, _)| name.as_str()).collect();
+        match names.as_slice() {
+            [] => None,
+            [one] => Some(format!("{one} is typing…")),
+            [a, b] => Some(format!("{a} and {b} are typing…")),
+            more => Some(format!("{} people are typing…", more.len())),
+        }
+    }
+
+    fn take_read_seq(&mut self, info: &SessionInfo) {
+        self.read_seq = self.read_seq.max(info.read_seq.unwrap_or(0));
     }
 
     fn note(&mut self, text: String) {
@@ -365,6 +430,44 @@ impl ViewModel {
         groups
     }
 
+    /// Shows `session` in the middle: its "new messages" line goes after the marker you have
+    /// now.
+    pub fn open(&mut self, session: SessionId) {
+        if let Some(state) = self.sessions.get_mut(&session) {
+            state.new_line_after = Some(state.read_seq);
+        }
+        self.current = Some(session);
+    }
+
+    /// The `mark_read` request for the session shown, when it has events after your marker and
+    /// the last one was sent at least [`MARK_READ_EVERY_MS`] ago (`now_ms`, local); moves the
+    /// marker here at once.
+    pub fn mark_read_call(&mut self, now_ms: u64) -> Option<Method> {
+        let id = self.current.clone()?;
+        let state = self.sessions.get_mut(&id)?;
+        if !state.loaded || state.last_seq <= state.read_seq {
+            return None;
+        }
+        if state.marked_at_ms.is_some_and(|at| now_ms < at + MARK_READ_EVERY_MS) {
+            return None;
+        }
+        state.read_seq = state.last_seq;
+        state.marked_at_ms = Some(now_ms);
+        Some(Method::MarkRead(MarkReadParams { session_id: id, seq: state.last_seq }))
+    }
+
+    /// The `typing` request for the session shown when you type there, at most one every
+    /// [`TYPING_EVERY_MS`].
+    pub fn typing_call(&mut self, now_ms: u64) -> Option<Method> {
+        let id = self.current.clone()?;
+        let state = self.sessions.get_mut(&id)?;
+        if state.typing_sent_ms.is_some_and(|at| now_ms < at + TYPING_EVERY_MS) {
+            return None;
+        }
+        state.typing_sent_ms = Some(now_ms);
+        Some(Method::Typing(SessionRef { session_id: id }))
+    }
+
     /// Why the composer of the current session is locked, if it is.
     pub fn composer_lock(&self) -> Option<ComposerLock> {
         if self.connection != ConnectionState::Connected {
@@ -467,6 +570,7 @@ impl ViewModel {
             Update::Sessions(list) => {
                 for info in list {
                     let state = self.sessions.entry(info.id.clone()).or_default();
+                    state.take_read_seq(&info);
                     // A loaded session's info is kept current by its events; take only what
                     // events do not carry.
                     match (&mut state.info, state.loaded) {
@@ -507,7 +611,7 @@ impl ViewModel {
             }
             Update::Open(session_id) => {
                 if self.sessions.contains_key(&session_id) {
-                    self.current = Some(session_id);
+                    self.open(session_id);
                 }
             }
             Update::HistoryPage { session_id, page } => {
@@ -519,7 +623,7 @@ impl ViewModel {
                     if fits {
                         state.oldest_seq = page.messages.first().map(|m| m.seq);
                         state.has_older = page.has_older;
-                        let older = page.messages.into_iter().map(|m| Entry::Message(m.message));
+                        let older = page.messages.into_iter().map(Entry::Message);
                         state.timeline.splice(0..0, older);
                     } else if page.messages.is_empty() {
                         state.has_older = false;
@@ -555,6 +659,10 @@ impl ViewModel {
         }
         let state = self.sessions.entry(id.clone()).or_default();
         state.resync_pending = false;
+        state.take_read_seq(&result.session);
+        if self.current.as_ref().is_none_or(|c| *c == id) {
+            state.new_line_after.get_or_insert(state.read_seq);
+        }
         state.set_roster(&result.roster);
         if result.catch_up != CatchUp::Snapshot {
             // Events follow (or none were missed): the session is live from `last_seq` on.
@@ -631,7 +739,8 @@ impl ViewModel {
         match frame.body {
             Event::Snapshot(snap) => {
                 apply_snapshot(state, snap, &deadlines);
-                if self.current.is_none() {
+                if self.current.as_ref().is_none_or(|c| *c == session_id) {
+                    state.new_line_after.get_or_insert(state.read_seq);
                     self.current = Some(session_id);
                 }
                 return Vec::new();
@@ -643,6 +752,12 @@ impl ViewModel {
             Event::AgentDelta(d) => {
                 if state.loaded {
                     state.streaming.push_str(&d.text);
+                }
+                return Vec::new();
+            }
+            Event::Typing(t) => {
+                if me.as_ref() != Some(&t.participant_id) {
+                    state.typing.insert(t.participant_id, (t.display_name, now_ms + TYPING_SHOWN_MS));
                 }
                 return Vec::new();
             }
@@ -669,7 +784,7 @@ impl ViewModel {
         if let Some(info) = &mut state.info {
             info.last_seq = seq;
         }
-        apply_session_event(state, frame.body, me.as_ref(), &session_id, &deadlines)
+        apply_session_event(state, frame.body, seq, me.as_ref(), &session_id, &deadlines)
     }
 }
 
@@ -712,7 +827,7 @@ fn apply_snapshot(state: &mut SessionState, snap: Snapshot, deadlines: &BTreeMap
     state.oldest_seq = snap.messages.first().map(|m| m.seq);
     state.has_older = snap.has_older;
     state.loading_older = false;
-    state.timeline = snap.messages.into_iter().map(|m| Entry::Message(m.message)).collect();
+    state.timeline = snap.messages.into_iter().map(Entry::Message).collect();
     state.streaming = snap.streaming_text;
     state.votes = snap
         .votes
@@ -727,6 +842,7 @@ fn apply_snapshot(state: &mut SessionState, snap: Snapshot, deadlines: &BTreeMap
 fn apply_session_event(
     state: &mut SessionState,
     body: Event,
+    seq: u64,
     me: Option<&ParticipantId>,
     session_id: &SessionId,
     deadlines: &BTreeMap<VoteId, Option<u64>>,
@@ -736,10 +852,14 @@ fn apply_session_event(
             if m.author_id == AGENT_ID {
                 state.streaming.clear();
             }
-            state.push(Entry::Message(m));
+            state.typing.remove(&ParticipantId::from(m.author_id.as_str()));
+            state.push(Entry::Message(HistoryMessage { seq, message: m }));
         }
         // Room chat: in the timeline too, shown apart from prompts and agent output.
-        Event::Chat(m) => state.push(Entry::Message(m)),
+        Event::Chat(m) => {
+            state.typing.remove(&ParticipantId::from(m.author_id.as_str()));
+            state.push(Entry::Message(HistoryMessage { seq, message: m }));
+        }
         Event::TurnStarted(t) => {
             if let Some(info) = &mut state.info {
                 info.turn_holder = Some(t.holder_id.clone());
@@ -834,6 +954,11 @@ fn apply_session_event(
         _ => {}
     }
     Vec::new()
+}
+
+/// Whether `author` is `me`.
+fn is_me(me: Option<&ParticipantId>, author: &str) -> bool {
+    me.is_some_and(|m| m.as_str() == author)
 }
 
 /// Human text for a vote outcome.
