@@ -803,7 +803,7 @@ fn the_remote_window_records_the_host_in_known_hosts_like_join() {
     assert_eq!(KnownHosts::load(dir.path()).unwrap().hosts["127.0.0.1:7447"], "a".repeat(64));
 
     let changed = roundtable::ui::remote_model(&link('b').unwrap(), dir.path());
-    assert!(changed.status.unwrap().contains("presented another certificate before"));
+    assert!(changed.status.unwrap().text.contains("presented another certificate before"));
     assert_eq!(KnownHosts::load(dir.path()).unwrap().hosts["127.0.0.1:7447"], "b".repeat(64));
 }
 
@@ -1036,4 +1036,107 @@ fn quoting_room_chat_puts_the_lines_with_their_authors_in_the_next_prompt() {
     let want = "> Ann (room chat): don't touch the migrations\n> Host (room chat): and keep the API stable\n\nrefactor the login";
     assert!(matches!(&calls[..], [Method::SendMessage(p)] if p.text == want), "{calls:?}");
     assert!(w.harness.query_by_label("Quoted in your next prompt:").is_none(), "quotes go with that prompt");
+}
+
+fn turn_ended(seq: u64, reason: &str) -> Update {
+    ev(
+        json!({"event": "turn_ended", "session_id": "s1", "seq": seq, "payload": {"turn_id": 1, "holder_id": "p1", "reason": reason}}),
+    )
+}
+
+fn resolved(seq: u64, outcome: &str, by: &str) -> Update {
+    ev(json!({"event": "vote_resolved", "session_id": "s1", "seq": seq, "payload": {"vote_id": "v1",
+        "outcome": outcome, "resolved_by": by}}))
+}
+
+#[test]
+fn a_turn_cancelled_while_its_vote_was_open_leaves_the_session_idle_in_either_order() {
+    let start = [joined_as("p2", "Bob", Role::Participant), ann_takes_the_turn(), plan_vote()].concat();
+    for events in [
+        vec![turn_ended(9, "cancelled"), resolved(10, "denied", "system")],
+        vec![resolved(9, "denied", "system"), turn_ended(10, "cancelled")],
+    ] {
+        let (m, _) = model_with([start.clone(), events].concat(), false);
+        assert_eq!(m.sessions[&s1()].info.as_ref().unwrap().status, SessionStatus::Idle);
+    }
+    // Resolved while the turn goes on: running again.
+    let (m, _) = model_with([start.clone(), vec![resolved(9, "approved", "consensus")]].concat(), false);
+    assert_eq!(m.sessions[&s1()].info.as_ref().unwrap().status, SessionStatus::Running);
+    // The list of a window that never opened the session follows the same rule.
+    let mut m = ViewModel::new(false);
+    m.apply(Update::Sessions(vec![serde_json::from_value(session_info(4)).unwrap()]));
+    for u in
+        [ann_takes_the_turn(), plan_vote(), vec![turn_ended(9, "cancelled"), resolved(10, "denied", "system")]].concat()
+    {
+        m.apply(u);
+    }
+    assert_eq!(m.sessions[&s1()].info.as_ref().unwrap().status, SessionStatus::Idle);
+}
+
+#[test]
+fn a_card_the_host_decided_says_so_and_lists_no_one_as_pending() {
+    let mut w = Window::new(true, [joined_as("host", "Host", Role::Host), ann_takes_the_turn(), plan_vote()].concat());
+    assert!(w.harness.query_by_label("Plan (v1) — everyone required must agree").is_some());
+    assert!(
+        w.harness
+            .query_by_label("As the host, your answer decides for everyone; the others' ballots are then not needed.")
+            .is_some(),
+        "the host is told what the button does"
+    );
+    w.push(resolved(9, "approved", "host"));
+    assert!(w.harness.query_by_label("Resolved: approved — the host decided for everyone").is_some());
+    assert!(w.harness.query_by_label("Pending: Bob").is_none(), "no one is pending once decided");
+    assert!(w.harness.query_by_label("Plan (v1) — everyone required must agree").is_none());
+    assert!(w.harness.query_by_label("Plan (v1) — approved").is_some());
+    assert!(
+        w.harness.query_by_label("· plan approved — the host decided for everyone").is_some(),
+        "and the timeline notes it"
+    );
+    // Once the turn is over the card is no longer pinned above the composer.
+    w.push(turn_ended(10, "completed"));
+    assert!(w.harness.query_by_label("Plan (v1) — approved").is_none());
+}
+
+#[test]
+fn a_lost_connection_empties_the_roster_names_the_reason_once_and_reconnecting_clears_it() {
+    let mut w = Window::new(false, joined_as("p2", "Bob", Role::Participant));
+    assert_eq!(w.harness.state().model.sessions[&s1()].roster.len(), 3);
+    w.push(ev(json!({"event": "closing", "payload": {"reason": "host_shutdown"}})));
+    w.push(Update::Failed { method: "send_message".into(), message: "connection lost".into() });
+    w.push(Update::Connection(ConnectionState::Reconnecting));
+    let m = &w.harness.state().model;
+    assert!(m.sessions[&s1()].roster.is_empty(), "nobody is known to be present while disconnected");
+    assert_eq!(m.sessions[&s1()].info.as_ref().unwrap().participant_count, 0);
+    let reason = m.disconnect_reason.clone().expect("the host's reason is kept");
+    assert_eq!(w.harness.query_all_by_label_contains(&reason).count(), 1, "the reason is shown once");
+    // Back: the roster comes from the rejoin, the stale error goes.
+    w.push(Update::Connection(ConnectionState::Connected));
+    w.push(Update::Joined(
+        serde_json::from_value(
+            json!({"session": session_info(4), "roster": roster("p2"), "you": "p2", "catch_up": "events"}),
+        )
+        .unwrap(),
+    ));
+    let m = &w.harness.state().model;
+    assert_eq!(m.sessions[&s1()].roster.len(), 3);
+    assert_eq!(m.status, None, "no stale error beside \"connected\"");
+    assert_eq!(m.disconnect_reason, None);
+    assert!(w.harness.query_by_label("connected").is_some());
+    assert!(w.harness.query_all_by_label_contains(&reason).next().is_none());
+}
+
+#[test]
+fn notices_go_away_by_themselves_and_errors_stay_until_dismissed() {
+    let mut m = ViewModel::new(false);
+    m.apply_at(Update::Notice("link copied".into()), 1_000);
+    let n = m.status.clone().unwrap();
+    assert!(!n.error && n.shown(1_000) && !n.shown(1_000 + NOTICE_SHOWN_MS));
+    m.apply_at(Update::Failed { method: "rename_session".into(), message: "host-only".into() }, 1_000);
+    let n = m.status.clone().unwrap();
+    assert!(n.error && n.shown(1_000 + 100 * NOTICE_SHOWN_MS));
+    let mut w = Window::new(false, joined_as("p2", "Bob", Role::Participant));
+    w.push(Update::Failed { method: "rename_session".into(), message: "host-only".into() });
+    assert!(w.harness.query_by_label("rename_session: host-only").is_some());
+    w.click("Dismiss");
+    assert!(w.harness.query_by_label("rename_session: host-only").is_none());
 }

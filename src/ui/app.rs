@@ -316,7 +316,10 @@ impl RoundtableApp {
                 ConnectionState::Connecting => ("connecting…".to_string(), Color32::YELLOW),
                 ConnectionState::Connected => ("connected".to_string(), Color32::GREEN),
                 ConnectionState::Lobby => ("waiting in the lobby for the host".to_string(), Color32::YELLOW),
-                ConnectionState::Reconnecting => ("reconnecting…".to_string(), Color32::YELLOW),
+                ConnectionState::Reconnecting => match &self.model.disconnect_reason {
+                    Some(why) => (format!("reconnecting… ({why})"), Color32::YELLOW),
+                    None => ("reconnecting…".to_string(), Color32::YELLOW),
+                },
                 ConnectionState::Closed(why) => (why.clone(), Color32::LIGHT_RED),
             };
             ui.label(RichText::new(text).color(color));
@@ -335,14 +338,24 @@ impl RoundtableApp {
                 ui.label(RichText::new(failing).strong().color(Color32::WHITE).background_color(Color32::DARK_RED));
             });
         }
-        if let Some(status) = self.model.status.clone() {
-            ui.horizontal(|ui| {
-                ui.label(RichText::new(status).color(Color32::LIGHT_RED));
-                if ui.small_button("Dismiss").clicked() {
-                    self.model.status = None;
+        // One line, always there, so a notice coming or going never moves the layout.
+        let notice = self.model.status.clone().filter(|n| n.shown(wall_ms()));
+        ui.horizontal(|ui| {
+            ui.set_min_height(20.0);
+            match &notice {
+                Some(n) if n.error => {
+                    ui.label(RichText::new(&n.text).color(ui.visuals().error_fg_color));
+                    if ui.small_button("Dismiss").clicked() {
+                        self.model.status = None;
+                    }
                 }
-            });
-        }
+                Some(n) => {
+                    ui.label(RichText::new(&n.text).color(ui.visuals().weak_text_color()));
+                    ui.ctx().request_repaint_after(std::time::Duration::from_millis(500));
+                }
+                None => {}
+            }
+        });
     }
 
     fn sessions_panel(&mut self, ui: &mut egui::Ui) {
@@ -823,9 +836,10 @@ impl RoundtableApp {
 
     fn vote_cards(&mut self, ui: &mut egui::Ui, session_id: &SessionId) {
         let Some(session) = self.model.sessions.get(session_id) else { return };
-        // Open votes, and the newest resolved one so its outcome stays visible.
+        // Open votes, and while the turn goes on the newest resolved one, so its outcome stays
+        // visible while the agent acts on it (the timeline keeps a note of every outcome).
         let mut cards: Vec<VoteCard> = session.votes.values().filter(|c| c.is_open()).cloned().collect();
-        if cards.is_empty() {
+        if cards.is_empty() && session.holder().is_some() {
             if let Some(last) = session.votes.values().rev().find(|c| !c.is_open()) {
                 cards.push(last.clone());
             }
@@ -848,10 +862,11 @@ impl RoundtableApp {
                 ids.iter().map(|p| session.name(p)).collect::<Vec<_>>().join(", ")
             }
         };
-        let decided = match card.opened.decided_by {
-            DecidedBy::Consensus => "everyone required must agree",
-            DecidedBy::Holder => "the turn holder decides",
-            DecidedBy::Host => "the host decides",
+        let decided = match (&card.resolved, card.opened.decided_by) {
+            (Some(r), _) => outcome_text(r.outcome),
+            (None, DecidedBy::Consensus) => "everyone required must agree",
+            (None, DecidedBy::Holder) => "the turn holder decides",
+            (None, DecidedBy::Host) => "the host decides",
         };
         match &card.opened.subject {
             VoteSubject::Plan { plan, on_approval } => {
@@ -892,20 +907,22 @@ impl RoundtableApp {
         if !question {
             ui.label(format!("Denied: {}", names(card.denied())));
         }
+        if let Some(r) = &card.resolved {
+            ui.label(RichText::new(format!("Resolved: {}", resolution_text(r))).strong());
+            return;
+        }
         ui.label(format!("Pending: {}", names(&card.pending())));
         if let Some(text) = self.model.deadline_text(card, wall_ms()) {
-            ui.label(RichText::new(text).color(Color32::YELLOW));
+            ui.label(RichText::new(text).color(ui.visuals().warn_fg_color));
         }
-        if let Some(r) = &card.resolved {
-            let mut text = format!("Resolved: {} (by {})", outcome_text(r.outcome), r.resolved_by);
-            if let Some(reason) = &r.reason {
-                text.push_str(&format!(" — {reason}"));
-            }
-            if !r.answers.is_empty() {
-                text.push_str(&format!(" — {}", r.answers.join("; ")));
-            }
-            ui.label(RichText::new(text).strong());
-            return;
+        let tool = matches!(card.opened.subject, VoteSubject::Tool { .. });
+        if self.model.is_host && !tool && card.opened.decided_by != DecidedBy::Host {
+            ui.label(
+                RichText::new(
+                    "As the host, your answer decides for everyone; the others' ballots are then not needed.",
+                )
+                .italics(),
+            );
         }
         if !self.model.can_vote(card) {
             let me_required = self.model.me.as_ref().is_some_and(|m| card.opened.required.contains(m));
@@ -967,7 +984,7 @@ impl RoundtableApp {
                     ui.horizontal(|ui| {
                         if ui.button("Copy").clicked() {
                             ui.ctx().copy_text(link.clone());
-                            self.model.status = Some("link copied".into());
+                            self.model.notice("link copied".into(), wall_ms());
                         }
                         if ui.button("Hide link").clicked() {
                             self.model.minted = None;

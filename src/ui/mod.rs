@@ -174,7 +174,7 @@ pub fn remote_model(link: &Link, data_dir: &Path) -> model::ViewModel {
     model.settings.address = Some(link.authority());
     let notes = crate::app::join::remember_host(data_dir, link);
     if !notes.is_empty() {
-        model.status = Some(notes.join("\n"));
+        model.error(notes.join("\n"), model::wall_ms());
     }
     model
 }

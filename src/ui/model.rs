@@ -37,6 +37,9 @@ pub const TYPING_SHOWN_MS: u64 = 5_000;
 /// throttle is the same).
 pub const TYPING_EVERY_MS: u64 = 2_000;
 
+/// A neutral notice ("link copied") goes away after this long; errors stay until dismissed.
+pub const NOTICE_SHOWN_MS: u64 = 6_000;
+
 /// This window moves its read marker at most this often (it costs a request).
 pub const MARK_READ_EVERY_MS: u64 = 1_000;
 
@@ -362,7 +365,28 @@ pub struct ViewModel {
     /// Read-only settings.
     pub settings: Settings,
     /// The latest error or notice for the status line.
-    pub status: Option<String>,
+    pub status: Option<Notice>,
+    /// Why the connection was lost (the host's `closing` reason), shown beside "reconnecting…"
+    /// until connected again.
+    pub disconnect_reason: Option<String>,
+}
+
+/// A line on the status bar.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Notice {
+    pub text: String,
+    /// Errors are shown as errors and stay until dismissed; neutral notices go away after
+    /// [`NOTICE_SHOWN_MS`].
+    pub error: bool,
+    /// When it was shown (local ms).
+    pub at_ms: u64,
+}
+
+impl Notice {
+    /// Whether it is still shown at local time `now_ms`.
+    pub fn shown(&self, now_ms: u64) -> bool {
+        self.error || now_ms < self.at_ms + NOTICE_SHOWN_MS
+    }
 }
 
 /// A workspace file opened from a plan card.
@@ -428,6 +452,16 @@ impl ViewModel {
             }
         }
         groups
+    }
+
+    /// Shows an error on the status line until dismissed.
+    pub fn error(&mut self, text: String, now_ms: u64) {
+        self.status = Some(Notice { text, error: true, at_ms: now_ms });
+    }
+
+    /// Shows a neutral notice on the status line for [`NOTICE_SHOWN_MS`].
+    pub fn notice(&mut self, text: String, now_ms: u64) {
+        self.status = Some(Notice { text, error: false, at_ms: now_ms });
     }
 
     /// Shows `session` in the middle: its "new messages" line goes after the marker you have
@@ -560,7 +594,27 @@ impl ViewModel {
     /// Applies one update received at local wall time `now_ms` (ms since the Unix epoch).
     pub fn apply_at(&mut self, update: Update, now_ms: u64) -> Vec<Follow> {
         match update {
-            Update::Connection(state) => self.connection = state,
+            Update::Connection(state) => {
+                match &state {
+                    ConnectionState::Connected => {
+                        // Errors about the lost connection are over.
+                        self.disconnect_reason = None;
+                        if self.status.as_ref().is_some_and(|n| n.error) {
+                            self.status = None;
+                        }
+                    }
+                    ConnectionState::Reconnecting | ConnectionState::Closed(_) => {
+                        // Nobody is known to be present until the host says so again.
+                        for session in self.sessions.values_mut() {
+                            session.roster.clear();
+                            session.typing.clear();
+                            session.recount();
+                        }
+                    }
+                    ConnectionState::Connecting | ConnectionState::Lobby => {}
+                }
+                self.connection = state;
+            }
             Update::Identity { me, name, role } => {
                 self.me = Some(me);
                 self.my_name = name;
@@ -630,8 +684,8 @@ impl ViewModel {
                     }
                 }
             }
-            Update::Failed { method, message } => self.status = Some(format!("{method}: {message}")),
-            Update::Notice(text) => self.status = Some(text),
+            Update::Failed { method, message } => self.error(format!("{method}: {message}"), now_ms),
+            Update::Notice(text) => self.notice(text, now_ms),
         }
         Vec::new()
     }
@@ -716,12 +770,15 @@ impl ViewModel {
                 return Vec::new();
             }
             Event::Closing(c) => {
-                self.status = Some(format!("disconnected: {}", crate::app::render::closing_text(&c.reason)));
+                // Shown once, beside the connection state (see `disconnect_reason`).
+                self.disconnect_reason = Some(crate::app::render::closing_text(&c.reason).to_string());
                 return Vec::new();
             }
             Event::Storage(st) => {
                 self.storage_failing = (!st.available).then(|| crate::app::render::storage_text(&st));
-                self.status = Some(crate::app::render::storage_text(&st));
+                if st.available {
+                    self.notice(crate::app::render::storage_text(&st), now_ms);
+                }
                 return Vec::new();
             }
             _ => {}
@@ -804,7 +861,10 @@ fn status_hint(state: &mut SessionState, body: &Event) {
             }
         }
         Event::VoteOpened(_) => state.set_status(SessionStatus::AwaitingVote),
-        Event::VoteResolved(_) => state.set_status(SessionStatus::Running),
+        Event::VoteResolved(_) => {
+            let status = if state.holder().is_some() { SessionStatus::Running } else { SessionStatus::Idle };
+            state.set_status(status);
+        }
         Event::SessionUpdated(u) => {
             if let Some(info) = &mut state.info {
                 info.title = u.title.clone();
@@ -924,19 +984,18 @@ fn apply_session_event(
             }
         }
         Event::VoteResolved(r) => {
-            state.set_status(SessionStatus::Running);
-            let mut text = format!("vote {} {}", r.vote_id, outcome_text(r.outcome));
-            if let Some(reason) = &r.reason {
-                text.push_str(&format!(" — {reason}"));
-            }
-            if !r.answers.is_empty() {
-                text.push_str(&format!(" — {}", r.answers.join("; ")));
-            }
-            text.push_str(&format!(" (by {})", r.resolved_by));
-            state.note(text);
             if let Some(card) = state.votes.get_mut(&r.vote_id) {
-                card.resolved = Some(r);
+                card.resolved = Some(r.clone());
             }
+            // A turn cancelled or ended while the vote was open is not running again.
+            let status = match state.holder() {
+                None => SessionStatus::Idle,
+                Some(_) if state.votes.values().any(|c| c.is_open()) => SessionStatus::AwaitingVote,
+                Some(_) => SessionStatus::Running,
+            };
+            state.set_status(status);
+            let kind = state.votes.get(&r.vote_id).map_or("vote", |c| subject_noun(&c.opened.subject));
+            state.note(format!("{kind} {}", resolution_text(&r)));
         }
         Event::SessionUpdated(u) => {
             if let Some(info) = &mut state.info {
@@ -959,6 +1018,42 @@ fn apply_session_event(
 /// Whether `author` is `me`.
 fn is_me(me: Option<&ParticipantId>, author: &str) -> bool {
     me.is_some_and(|m| m.as_str() == author)
+}
+
+/// "plan", "tool use" or "question".
+pub fn subject_noun(subject: &VoteSubject) -> &'static str {
+    match subject {
+        VoteSubject::Plan { .. } => "plan",
+        VoteSubject::Tool { .. } => "tool use",
+        VoteSubject::Question { .. } => "question",
+    }
+}
+
+/// How a vote ended, for people: "approved — the host decided for everyone", "denied — the
+/// deadline passed — Bob: too risky", "answered: red; small".
+pub fn resolution_text(r: &VoteResolved) -> String {
+    let by = match r.resolved_by.as_str() {
+        "consensus" => "everyone required agreed".to_string(),
+        "holder" => "the turn holder decided".to_string(),
+        "host" => "the host decided for everyone".to_string(),
+        "allow_list" => "allowed by the host's allow list".to_string(),
+        "deadline" => "the deadline passed".to_string(),
+        "system" => "closed by the host".to_string(),
+        other => format!("by {other}"),
+    };
+    let by = match (r.outcome, r.resolved_by.as_str()) {
+        (VoteOutcome::Denied, "consensus") => "someone required denied".to_string(),
+        _ => by,
+    };
+    let mut text = outcome_text(r.outcome).to_string();
+    if !r.answers.is_empty() {
+        text.push_str(&format!(": {}", r.answers.join("; ")));
+    }
+    text.push_str(&format!(" — {by}"));
+    if let Some(reason) = &r.reason {
+        text.push_str(&format!(" — {reason}"));
+    }
+    text
 }
 
 /// Human text for a vote outcome.
