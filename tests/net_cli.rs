@@ -90,6 +90,67 @@ async fn join_refuses_a_link_with_the_wrong_fingerprint() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("certificate fingerprint mismatch"), "{err}");
+    let known = std::fs::read_to_string(data.path().join("known_hosts.json")).unwrap_or_default();
+    assert!(!known.contains(&"cd".repeat(32)), "a refused link's fingerprint is not remembered: {known}");
+}
+
+#[test]
+fn join_to_a_port_nobody_listens_on_asks_whether_the_host_is_running() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let data = tempfile::tempdir().unwrap();
+    let link = format!("roundtable://127.0.0.1:{port}/tok#insecure");
+    let out = Command::new(BIN)
+        .args(["--data-dir", &data.path().display().to_string(), "join", &link])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("nothing is listening at 127.0.0.1:{port}: is the host running")), "{err}");
+    assert_eq!(err.matches("refused").count(), 0, "one clear sentence, not the OS error twice: {err}");
+}
+
+/// Sends SIGINT (Ctrl-C) to a process.
+fn ctrl_c(p: &Proc) {
+    let status = Command::new("kill").args(["-INT", &p.child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn ctrl_c_leaves_cleanly_and_a_restart_within_grace_is_the_same_participant() {
+    let data = tempfile::tempdir().unwrap();
+    let workspace = tempfile::tempdir().unwrap();
+    let (_serve, link, mut ann, mut bob) = serve_with_ann_and_bob(data.path(), workspace.path());
+    let bob_id = bob.json_seen().iter().find_map(|v| v["result"]["participant_id"].as_str().map(String::from)).unwrap();
+    ctrl_c(&bob);
+    assert!(bob.wait(), "Ctrl-C is a normal way out");
+    let left = ann.expect_json("Bob leaving", |v| is_event(v, "participant_left") || is_event(v, "presence_changed"));
+    assert!(is_event(&left, "participant_left") && left["payload"]["reason"] == "left", "no ghost: {left}");
+    // Started again (link from the environment this time, so it is not in `ps`): the same Bob.
+    let dir = data.path().join("Bob").display().to_string();
+    let mut bob = Proc::spawn_env(
+        "Bob again",
+        &["--data-dir", &dir, "join", "--name", "Bob", "--json"],
+        workspace.path(),
+        &[("ROUNDTABLE_LINK", link.clone())],
+        &[],
+    );
+    let auth = bob.expect_json("the authentication", |v| v["result"]["resume_token"].is_string());
+    assert_eq!(auth["result"]["resumed"], true, "{auth}");
+    assert_eq!(auth["result"]["participant_id"], bob_id.as_str());
+    assert_eq!(auth["result"]["display_name"], "Bob", "not \"Bob (2)\"");
+    ann.expect_json("Bob back", |v| is_event(v, "participant_joined") && v["payload"]["display_name"] == "Bob");
+    // A third person gives the link on stdin.
+    let carol_dir = data.path().join("Carol").display().to_string();
+    let mut carol = Proc::spawn(
+        "Carol",
+        &["--data-dir", &carol_dir, "join", "--link-file", "-", "--name", "Carol", "--json"],
+        workspace.path(),
+    );
+    carol.send(&link);
+    carol.expect_json("Carol's snapshot", |v| is_event(v, "snapshot"));
+    carol.send("/quit");
+    assert!(carol.wait());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -131,7 +131,9 @@ async fn remote_window_connects_from_a_link_and_chats_with_the_host() {
     let mut t = TestHost::start().await;
     let (link, _) = t.mint(|_| {}).await;
     let (mut app, tx, rx, out) = window(false);
-    let options = RemoteOptions { link, name: "Bob".into(), session: None };
+    let known = tempfile::tempdir().unwrap();
+    let pinned = (link.authority(), link.fingerprint.clone());
+    let options = RemoteOptions { link, name: "Bob".into(), session: None, data_dir: Some(known.path().to_path_buf()) };
     let task = tokio::spawn(backend::run_remote(options, rx, out));
     let session = t.session.clone();
 
@@ -141,6 +143,10 @@ async fn remote_window_connects_from_a_link_and_chats_with_the_host() {
     .await;
     assert_eq!(app.model.my_name, "Bob");
     assert!(app.model.sessions[&session].roster.values().any(|r| r.role == Role::Host), "the host is listed");
+    if let (authority, Some(fp)) = pinned {
+        let hosts = roundtable::net::known_hosts::KnownHosts::load(known.path()).unwrap().hosts;
+        assert_eq!(hosts.get(&authority), Some(&fp), "a host that proved its certificate is remembered");
+    }
 
     // The host says something; the remote window shows it.
     t.call::<serde_json::Value>(Method::SendMessage(SendMessageParams {

@@ -798,13 +798,21 @@ fn the_remote_window_records_the_host_in_known_hosts_like_join() {
     let token = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQ";
     let link =
         |fp: char| Link::parse(&format!("roundtable://127.0.0.1:7447/{token}#sha256={}", fp.to_string().repeat(64)));
-    let first = roundtable::ui::remote_model(&link('a').unwrap(), dir.path());
-    assert_eq!(first.status, None, "a new host is recorded silently");
+    // Opening the window records nothing: the backend does, once the host proved it holds the
+    // pinned certificate (a wrong link must not become "presented before").
+    let model = roundtable::ui::remote_model(&link('a').unwrap());
+    assert_eq!(model.status, None);
+    assert!(KnownHosts::load(dir.path()).unwrap().hosts.is_empty());
+    // What the backend then calls, shared with `join`.
+    let remember = |fp| roundtable::app::join::remember_host(dir.path(), &link(fp).unwrap());
+    assert!(remember('a').is_empty(), "a new host is recorded silently");
     assert_eq!(KnownHosts::load(dir.path()).unwrap().hosts["127.0.0.1:7447"], "a".repeat(64));
-
-    let changed = roundtable::ui::remote_model(&link('b').unwrap(), dir.path());
-    assert!(changed.status.unwrap().text.contains("presented another certificate before"));
+    let notes = remember('b');
+    assert!(notes.concat().contains("presented another certificate before"), "{notes:?}");
     assert_eq!(KnownHosts::load(dir.path()).unwrap().hosts["127.0.0.1:7447"], "b".repeat(64));
+    let mut m = ViewModel::new(false);
+    m.apply(Update::Warning(notes.join("\n")));
+    assert!(m.status.is_some_and(|n| n.error), "shown until dismissed");
 }
 
 #[test]

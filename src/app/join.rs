@@ -12,6 +12,11 @@
 //! missed. Messages typed while disconnected are sent after reconnecting with the same
 //! `client_msg_id`, which the host treats idempotently.
 //!
+//! The resume token is also kept in `DATA_DIR/resume/` (one file per host and link, mode 0600),
+//! so a `join` restarted within the grace period — after Ctrl-C, a closed terminal or a crash —
+//! is the same participant again instead of "Ann (2)". Ctrl-C and `/quit` leave cleanly: the
+//! host is told (`leave_session`, then a close handshake), so nobody sees a ghost "reconnecting".
+//!
 //! `--json` prints every frame from the host (events and responses) as one JSON object per line
 //! and accepts raw JSON requests on stdin (lines starting with `{`); human notes go to stderr.
 
@@ -70,11 +75,8 @@ pub const FINAL_REASONS: [&str; 6] = ["revoked", "kicked", "expired", "refused",
 
 /// Runs `join` until `/quit`, end of input, or a final disconnect.
 pub async fn join(args: JoinArgs, data_dir: PathBuf) -> anyhow::Result<ExitCode> {
-    let link = Link::parse(&args.link)?;
+    let link = Link::parse(&args.link()?)?;
     let out = Out { json: args.json };
-    for note in remember_host(&data_dir, &link) {
-        out.note(&note);
-    }
     let name = args
         .name
         .clone()
@@ -82,13 +84,17 @@ pub async fn join(args: JoinArgs, data_dir: PathBuf) -> anyhow::Result<ExitCode>
         .or_else(|| std::env::var("USERNAME").ok())
         .filter(|n| !n.trim().is_empty())
         .unwrap_or_else(|| "guest".into());
+    let resume = ResumeStore::new(&data_dir, &link);
+    let resume_token = resume.load();
     let mut joiner = Joiner {
         link,
         name,
         wanted: args.session.as_deref().map(SessionId::from),
         out,
         renderer: Renderer::new(!args.json),
-        resume_token: None,
+        restored: resume_token.is_some(),
+        resume_token,
+        resume,
         admitted: false,
         sessions: BTreeMap::new(),
         rejoining: BTreeMap::new(),
@@ -103,8 +109,13 @@ pub async fn join(args: JoinArgs, data_dir: PathBuf) -> anyhow::Result<ExitCode>
     // The first connection's failures are reported, not retried: the link is probably wrong.
     let (client, events) = match joiner.connect().await {
         Ok(c) => c,
-        Err(Failure::Final(e) | Failure::Retry(e)) => return Err(e),
+        Err(Failure::Final(e) | Failure::Retry(e)) => return Err(connect_hint(e, &joiner.link)),
     };
+    // Only a host that proved it holds the pinned certificate is remembered (a wrong link must
+    // not become "presented before").
+    for note in remember_host(&data_dir, &joiner.link) {
+        joiner.out.note(&note);
+    }
     joiner.run(client, events, &mut stdin).await
 }
 
@@ -129,6 +140,64 @@ pub fn remember_host(data_dir: &std::path::Path, link: &Link) -> Vec<String> {
         notes.push(format!("warning: {e}"));
     }
     notes
+}
+
+/// The resume token of one host and link, kept in `DATA_DIR/resume/` between runs.
+struct ResumeStore {
+    path: PathBuf,
+}
+
+impl ResumeStore {
+    fn new(data_dir: &std::path::Path, link: &Link) -> Self {
+        use sha2::Digest as _;
+        let key = sha2::Sha256::digest(format!("{}/{}", link.authority(), link.token));
+        let name: String = key.iter().take(12).map(|b| format!("{b:02x}")).collect();
+        Self { path: data_dir.join("resume").join(name) }
+    }
+
+    fn load(&self) -> Option<String> {
+        let token = std::fs::read_to_string(&self.path).ok()?;
+        let token = token.trim();
+        (!token.is_empty()).then(|| token.to_string())
+    }
+
+    /// Keeps `token` (mode 0600: it lets its holder be you). Failures only cost the resume.
+    fn save(&self, token: &str) {
+        let write = || -> std::io::Result<()> {
+            if let Some(dir) = self.path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            let tmp = self.path.with_extension("tmp");
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create(true).truncate(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            options.open(&tmp)?.write_all(token.as_bytes())?;
+            std::fs::rename(&tmp, &self.path)
+        };
+        if let Err(e) = write() {
+            tracing::warn!("cannot keep the resume token in {}: {e}", self.path.display());
+        }
+    }
+
+    fn forget(&self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// A first connection that failed, with what to check.
+fn connect_hint(e: anyhow::Error, link: &Link) -> anyhow::Error {
+    let refused = e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+    }) || e.to_string().contains("Connection refused");
+    if refused {
+        anyhow::anyhow!(
+            "nothing is listening at {}: is the host running (`roundtable host` or `roundtable serve`), and is this its address and port?",
+            link.authority()
+        )
+    } else {
+        e
+    }
 }
 
 /// Reads stdin lines on a plain thread (a blocking read must not hold up the runtime).
@@ -215,6 +284,10 @@ struct Joiner {
     out: Out,
     renderer: Renderer,
     resume_token: Option<String>,
+    /// Where the resume token is kept between runs.
+    resume: ResumeStore,
+    /// The resume token came from an earlier run (not yet used on a connection).
+    restored: bool,
     admitted: bool,
     /// Joined sessions → last seq seen.
     sessions: BTreeMap<SessionId, u64>,
@@ -243,8 +316,15 @@ impl Joiner {
         mut events: Events,
         stdin: &mut mpsc::UnboundedReceiver<String>,
     ) -> anyhow::Result<ExitCode> {
+        let ctrl_c = tokio::signal::ctrl_c();
+        tokio::pin!(ctrl_c);
         loop {
             tokio::select! {
+                _ = &mut ctrl_c => {
+                    self.out.note("* leaving…");
+                    self.quit(&client, &mut events).await;
+                    return Ok(ExitCode::SUCCESS);
+                }
                 line = stdin.recv() => {
                     let flow = match line {
                         Some(line) => self.on_line(&client, &line).await,
@@ -282,6 +362,7 @@ impl Joiner {
                         let reason = self.closing.take().or(close_frame_reason);
                         self.rejoining.clear();
                         if let Some(r) = reason.as_deref().filter(|r| FINAL_REASONS.contains(r)) {
+                            self.resume.forget();
                             self.out.note(&format!("disconnected: {}", closing_text(r)));
                             return Ok(ExitCode::FAILURE);
                         }
@@ -305,16 +386,28 @@ impl Joiner {
             e => Failure::Retry(e.into()),
         })?;
         let resuming = self.resume_token.is_some();
+        let restored = std::mem::take(&mut self.restored);
         let auth = match self.authenticate(&client).await {
             Ok(a) => a,
             Err(e @ ClientError::Protocol(_)) => {
+                self.resume.forget();
                 return Err(Failure::Final(anyhow::anyhow!("the host refused the link: {e}")));
             }
             Err(e) => return Err(Failure::Retry(e.into())),
         };
         self.resume_token = Some(auth.resume_token.clone());
+        self.resume.save(&auth.resume_token);
         self.renderer.me = Some(auth.participant_id.clone());
-        if resuming && auth.resumed {
+        if restored {
+            let again = if auth.resumed { ", the same participant as before" } else { "" };
+            self.out.note(&format!(
+                "connected to {} as {} ({}, {}){again}. Type /help for commands.",
+                self.link.authority(),
+                auth.display_name,
+                auth.participant_id,
+                auth.role.as_str()
+            ));
+        } else if resuming && auth.resumed {
             self.out.note(&format!("* reconnected as {}", auth.display_name));
         } else if resuming {
             self.out.note(&format!(
@@ -750,6 +843,7 @@ impl Joiner {
             loop {
                 tokio::select! {
                     _ = &mut sleep => break,
+                    _ = tokio::signal::ctrl_c() => return Ok(None),
                     line = stdin.recv() => match line {
                         None => return Ok(None),
                         Some(l) if matches!(l.trim(), "/quit" | "/exit") => return Ok(None),
@@ -801,6 +895,8 @@ mod tests {
             out: Out { json: true },
             renderer: Renderer::new(false),
             resume_token: None,
+            resume: ResumeStore { path: std::env::temp_dir().join("roundtable-unit-test-resume-unused") },
+            restored: false,
             admitted: true,
             sessions: BTreeMap::new(),
             rejoining: BTreeMap::new(),

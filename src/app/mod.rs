@@ -237,8 +237,15 @@ impl Default for ServeArgs {
 /// Arguments of `roundtable join` / `roundtable connect`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct JoinArgs {
-    /// The share link (`roundtable://HOST:PORT/TOKEN#sha256=FINGERPRINT`).
-    pub link: String,
+    /// The share link (`roundtable://HOST:PORT/TOKEN#sha256=FINGERPRINT`). A link on the command
+    /// line is visible to other users of this computer (`ps`); `--link-file` or
+    /// `ROUNDTABLE_LINK` keep it out of sight.
+    #[arg(required_unless_present_any = ["link_file"], env = "ROUNDTABLE_LINK", hide_env_values = true)]
+    pub link: Option<String>,
+
+    /// Read the share link from this file (`-`: the first line of stdin).
+    #[arg(long, value_name = "FILE", conflicts_with = "link")]
+    pub link_file: Option<PathBuf>,
 
     /// Your display name (made unique by the host: a second "Ann" becomes "Ann (2)").
     /// Defaults to $USER.
@@ -253,6 +260,37 @@ pub struct JoinArgs {
     /// raw JSON requests on stdin (lines starting with `{`). Human messages go to stderr.
     #[arg(long)]
     pub json: bool,
+}
+
+impl JoinArgs {
+    /// The share link: from the command line, `ROUNDTABLE_LINK`, or `--link-file` (a file, or
+    /// `-` for the first line of stdin).
+    pub fn link(&self) -> anyhow::Result<String> {
+        use anyhow::Context as _;
+        if let Some(link) = &self.link {
+            return Ok(link.trim().to_string());
+        }
+        let Some(file) = &self.link_file else {
+            anyhow::bail!(
+                "give the share link: as an argument, with --link-file FILE (or - for stdin), or in ROUNDTABLE_LINK"
+            );
+        };
+        let text = if file.as_os_str() == "-" {
+            let mut line = String::new();
+            std::io::BufRead::read_line(&mut std::io::stdin().lock(), &mut line)
+                .context("cannot read the link from stdin")?;
+            line
+        } else {
+            std::fs::read_to_string(file).with_context(|| format!("cannot read the link from {}", file.display()))?
+        };
+        let link = text.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or_default();
+        anyhow::ensure!(
+            !link.is_empty(),
+            "{} holds no link",
+            if file.as_os_str() == "-" { "stdin".into() } else { file.display().to_string() }
+        );
+        Ok(link.to_string())
+    }
 }
 
 /// `roundtable serve`: the headless host.

@@ -44,6 +44,9 @@ pub struct Renderer {
     line_open: bool,
     /// Session prefixes (`[s2] `) are added when more than one session is followed.
     pub prefix_sessions: bool,
+    /// "Now" for vote deadlines, in ms since the Unix epoch (tests); `None`: this computer's
+    /// clock.
+    pub fixed_now_ms: Option<u64>,
 }
 
 impl Renderer {
@@ -398,7 +401,8 @@ impl Renderer {
             }
         }
         if let Some(d) = v.deadline_ms {
-            let _ = write!(s, "\n(deadline at {d} ms; no decision by then means denied)");
+            let now = self.fixed_now_ms.unwrap_or_else(wall_ms);
+            let _ = write!(s, "\n({}; no decision by then means denied)", deadline_text(d, now));
         }
         s
     }
@@ -484,6 +488,57 @@ pub fn storage_text(st: &StorageStatus) -> String {
     }
 }
 
+/// This computer's wall clock, in ms since the Unix epoch (the host's engine clock is the same
+/// kind of clock).
+pub fn wall_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// A vote deadline (host clock, ms since the Unix epoch) for people at local time `now_ms`:
+/// "closes at 14:03:20 UTC, in 1:59". The host's clock decides; when this computer's clock
+/// plainly disagrees with it (the deadline is past, or more than a week away, as a vote is
+/// received) only that there is one is said.
+pub fn deadline_text(deadline_ms: u64, now_ms: u64) -> String {
+    const WEEK_MS: u64 = 7 * 24 * 3600 * 1000;
+    match deadline_ms.checked_sub(now_ms).filter(|left| *left > 0 && *left <= WEEK_MS) {
+        Some(left) => {
+            let at = utc_text(deadline_ms);
+            let time = at.split_once(' ').map_or(at.as_str(), |(_, t)| t);
+            format!("closes at {time} UTC, in {}", clock_text(left))
+        }
+        None => "closes at a deadline on the host's clock".into(),
+    }
+}
+
+/// A duration as a clock: `1:23`, or `1:02:03` from an hour on; partial seconds round up, so a
+/// countdown shows `0:01` until the very end.
+pub fn clock_text(ms: u64) -> String {
+    let secs = ms.div_ceil(1000);
+    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    if h > 0 {
+        format!("{h}:{m:02}:{s:02}")
+    } else {
+        format!("{m}:{s:02}")
+    }
+}
+
+/// A wall-clock time (ms since the Unix epoch) as `YYYY-MM-DD HH:MM:SS` in UTC.
+pub fn utc_text(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rest) = ((secs / 86_400) as i64, secs % 86_400);
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}", rest / 3600, rest / 60 % 60, rest % 60)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -517,6 +572,31 @@ mod tests {
         let card = r.vote_card(&v);
         assert!(card.contains("waits for the host"), "{card}");
         assert!(!card.contains("needs everyone: )"), "{card}");
+    }
+
+    #[test]
+    fn a_vote_deadline_is_a_time_of_day_and_a_countdown_not_epoch_milliseconds() {
+        // 2026-11-30 14:03:20 UTC.
+        let deadline = 1_796_047_400_000;
+        let mut r = Renderer::new(true);
+        r.fixed_now_ms = Some(deadline - 119_500);
+        let v = VoteOpened {
+            vote_id: crate::ids::VoteId::nth(1),
+            subject: crate::protocol::VoteSubject::Plan { plan: "p".into(), on_approval: None },
+            decided_by: DecidedBy::Consensus,
+            required: vec![],
+            deadline_ms: Some(deadline),
+        };
+        let card = r.vote_card(&v);
+        assert!(card.contains("(closes at 14:03:20 UTC, in 2:00; no decision by then means denied)"), "{card}");
+        assert!(!card.contains(&deadline.to_string()), "{card}");
+        // This computer's clock is far off the host's: no made-up countdown.
+        assert_eq!(deadline_text(deadline, deadline + 5_000), "closes at a deadline on the host's clock");
+        assert_eq!(
+            deadline_text(deadline, deadline - 30 * 24 * 3600 * 1000),
+            "closes at a deadline on the host's clock"
+        );
+        assert_eq!(utc_text(deadline), "2026-11-30 14:03:20");
     }
 
     #[test]

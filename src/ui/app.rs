@@ -7,6 +7,7 @@
 //! vote cards, composer), shares (host), settings, audit log (host).
 
 use super::model::*;
+pub use crate::app::render::utc_text;
 use crate::ids::{ParticipantId, SessionId, VoteId, WorkspaceId};
 use crate::persist::AgentSpec;
 use crate::protocol::*;
@@ -1158,23 +1159,6 @@ impl RoundtableApp {
             });
         });
     }
-}
-
-/// A wall-clock time (ms since the Unix epoch) as `YYYY-MM-DD HH:MM:SS` in UTC.
-pub fn utc_text(ms: u64) -> String {
-    let secs = ms / 1000;
-    let (days, rest) = ((secs / 86_400) as i64, secs % 86_400);
-    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}", rest / 3600, rest / 60 % 60, rest % 60)
 }
 
 /// A long duration in words: `3 d 4 h`, `2 h 5 min`, or a clock under an hour (`4:05`).

@@ -352,6 +352,8 @@ pub struct RemoteOptions {
     pub name: String,
     /// Session to open first (default: the first one shared).
     pub session: Option<SessionId>,
+    /// Where `known_hosts.json` is kept (shared with `join`); `None`: nothing is recorded.
+    pub data_dir: Option<std::path::PathBuf>,
 }
 
 /// Why a connection attempt failed, and whether trying again can help.
@@ -433,6 +435,14 @@ impl Remote {
             ClientError::FingerprintMismatch { .. } | ClientError::TlsSetup(_) => Failure::Final(e.to_string()),
             e => Failure::Retry(e.to_string()),
         })?;
+        // The host proved it holds the pinned certificate: remember it (once per window), and
+        // say so if it presented another one before.
+        if let Some(dir) = self.options.data_dir.take() {
+            let notes = crate::app::join::remember_host(&dir, &self.options.link);
+            if !notes.is_empty() {
+                out.send(Update::Warning(notes.join("\n")));
+            }
+        }
         let params = AuthenticateParams {
             token: self.options.link.token.clone(),
             display_name: self.options.name.clone(),

@@ -166,16 +166,11 @@ pub fn run_host_window(args: &ServeArgs, data_dir: Option<&Path>) -> anyhow::Res
     }
 }
 
-/// The remote window's starting model: records the host's fingerprint in `known_hosts.json` as
-/// `join` does, and puts any note about it (another certificate than last time, an unreadable
-/// file) on the status line.
-pub fn remote_model(link: &Link, data_dir: &Path) -> model::ViewModel {
+/// The remote window's starting model. (The host's fingerprint is recorded in
+/// `known_hosts.json` by the backend once the host proved it holds the pinned certificate.)
+pub fn remote_model(link: &Link) -> model::ViewModel {
     let mut model = model::ViewModel::new(false);
     model.settings.address = Some(link.authority());
-    let notes = crate::app::join::remember_host(data_dir, link);
-    if !notes.is_empty() {
-        model.error(notes.join("\n"), model::wall_ms());
-    }
     model
 }
 
@@ -184,7 +179,7 @@ pub fn run_connect_window(args: &JoinArgs, data_dir: Option<&Path>) -> anyhow::R
     if !has_display() {
         return Ok(None);
     }
-    let link = Link::parse(&args.link)?;
+    let link = Link::parse(&args.link()?)?;
     let data_dir = crate::app::paths::data_dir(data_dir)?;
     let name = args
         .name
@@ -199,11 +194,12 @@ pub fn run_connect_window(args: &JoinArgs, data_dir: Option<&Path>) -> anyhow::R
         link: link.clone(),
         name,
         session: args.session.as_deref().map(crate::ids::SessionId::from),
+        data_dir: Some(data_dir.clone()),
     };
     let out = wiring.outbox();
     let ctx = wiring.ctx.clone();
     close_on_signal(&runtime, ctx.clone());
-    let model = remote_model(&link, &data_dir);
+    let model = remote_model(&link);
     let title = format!("roundtable — {}", link.authority());
     // Connect only once the window exists: a failed window then falls back to `join` without
     // having paired (which would make the terminal client "NAME (2)").
@@ -252,6 +248,10 @@ pub fn run_connect(args: JoinArgs, data_dir: Option<&Path>) -> anyhow::Result<Ex
         eprintln!("no display found (DISPLAY / WAYLAND_DISPLAY unset) — joining in terminal line mode (same as `roundtable join`).");
         return crate::app::run_join(args, data_dir);
     }
+    // Read once: a link from stdin is not there a second time for the fallback.
+    let mut args = args;
+    args.link = Some(args.link()?);
+    args.link_file = None;
     match run_connect_window(&args, data_dir)? {
         Some(code) => Ok(code),
         None => crate::app::run_join(args, data_dir),

@@ -11,6 +11,7 @@
 //! docs/PROTOCOL.md §7.2 recommends. Events of a session arrive only after its first snapshot is
 //! applied; earlier ones are covered by that snapshot.
 
+pub use crate::app::render::clock_text;
 use crate::ids::{ParticipantId, SessionId, VoteId, WorkspaceId};
 use crate::persist::AuditRow;
 use crate::protocol::*;
@@ -46,7 +47,7 @@ pub const MARK_READ_EVERY_MS: u64 = 1_000;
 /// This computer's wall clock, in ms since the Unix epoch (the host's engine clock is the same
 /// kind of clock, see `net::host`).
 pub fn wall_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    crate::app::render::wall_ms()
 }
 
 /// What the UI asks the backend to do.
@@ -100,6 +101,8 @@ pub enum Update {
     Failed { method: String, message: String },
     /// A neutral note for the status line.
     Notice(String),
+    /// Something the person should know and dismiss (not tied to one request).
+    Warning(String),
 }
 
 /// The connection to the host, as shown in the window.
@@ -686,6 +689,7 @@ impl ViewModel {
             }
             Update::Failed { method, message } => self.error(format!("{method}: {message}"), now_ms),
             Update::Notice(text) => self.notice(text, now_ms),
+            Update::Warning(text) => self.error(text, now_ms),
         }
         Vec::new()
     }
@@ -1062,18 +1066,6 @@ pub fn outcome_text(outcome: VoteOutcome) -> &'static str {
         VoteOutcome::Approved => "approved",
         VoteOutcome::Denied => "denied",
         VoteOutcome::Answered => "answered",
-    }
-}
-
-/// A duration as a clock: `1:23`, or `1:02:03` from an hour on; partial seconds round up, so a
-/// countdown shows `0:01` until the very end.
-pub fn clock_text(ms: u64) -> String {
-    let secs = ms.div_ceil(1000);
-    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
-    if h > 0 {
-        format!("{h}:{m:02}:{s:02}")
-    } else {
-        format!("{m}:{s:02}")
     }
 }
 
