@@ -556,3 +556,39 @@ fn join_chats_with_the_room_mid_turn_and_quotes_it_into_the_next_prompt() {
         "the prompt says who said what"
     );
 }
+
+#[test]
+fn host_mint_without_a_usable_window_mints_one_share_and_prints_its_link_and_the_mint_hint_names_a_workspace() {
+    let data = tempfile::tempdir().unwrap();
+    let workspace = tempfile::tempdir().unwrap();
+    let dir = data.path().join("host").display().to_string();
+    // A display that is not there: the window fails to open and the host falls back to headless.
+    let mut host = Proc::spawn_env(
+        "host",
+        &["--data-dir", &dir, "host", "--mint", "--bind", "127.0.0.1:0"],
+        workspace.path(),
+        &[("DISPLAY", ":4711".into())],
+        &["WAYLAND_DISPLAY"],
+    );
+    let link = host.expect("the link", |l| l.trim_start().starts_with("roundtable://")).trim().to_string();
+    host.expect("how to use it", |l| l.contains("they run: roundtable connect '"));
+    host.expect("the console", |l| l.starts_with("host console:"));
+    host.send("/quit");
+    assert!(host.wait());
+    let links = host.seen.iter().filter(|l| l.trim_start().starts_with("roundtable://")).count();
+    assert_eq!(links, 1, "one link printed: {:?}", host.seen);
+    let out = Command::new(BIN).args(["--data-dir", &dir, "share", "list"]).output().unwrap();
+    let list = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(list.lines().filter(|l| l.trim_start().starts_with("sh")).count(), 1, "one share minted:\n{list}");
+    assert!(link.contains('#'));
+    // Without --mint the banner says how to mint, with the workspace it needs.
+    let args = ["--data-dir", &dir, "serve", "--bind", "127.0.0.1:0"];
+    let mut serve = Proc::spawn_env("serve", &args, workspace.path(), &[("RUST_LOG", "info".into())], &["NO_COLOR"]);
+    serve.expect("the mint hint", |l| l.contains("/mint on this console, or: roundtable share mint --workspace w1"));
+    serve.send("/quit");
+    assert!(serve.wait());
+    // Its log went to a pipe: plain text, no terminal colour codes.
+    let log = serve.stderr.lock().unwrap().clone();
+    assert!(log.contains("INFO"), "{log}");
+    assert!(!log.contains('\x1b'), "no ANSI escapes in a piped log: {log:?}");
+}

@@ -887,7 +887,15 @@ fn the_cli_uses_the_running_hosts_address_and_explains_errors() {
 
     let out = cli(&data, &["share", "mint", "-w", "w9"]);
     assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("no workspace \"w9\" (existing workspaces: w1)"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("no workspace has the id or name \"w9\"; workspaces: w1 (w)"),
+        "{}",
+        text(&out.stderr)
+    );
+    // A workspace can be named by its name too.
+    let out = cli(&data, &["share", "mint", "-w", "w", "--label", "by name"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&cli(&data, &["share", "list"]).stdout).contains("by name"));
     let out = cli(&data, &["share", "revoke", "sh9"]);
     assert!(text(&out.stderr).contains("existing shares: sh1"), "{}", text(&out.stderr));
     let out = cli(&data, &["workspace", "add", dir.path().join("nope").to_str().unwrap()]);

@@ -121,8 +121,9 @@ pub enum ShareCmd {
     /// stdout (everything else goes to stderr, so `LINK=$(roundtable share mint ...)` works);
     /// roundtable keeps only a hash of its token. Lost it? `share rotate ID` prints a new one.
     Mint {
-        /// Workspace the share gives access to (repeat for several; see `workspace list`).
-        #[arg(long = "workspace", short = 'w', value_name = "ID", required = true)]
+        /// Workspace the share gives access to, by id or name (repeat for several; see
+        /// `workspace list`).
+        #[arg(long = "workspace", short = 'w', value_name = "ID|NAME", required = true)]
         workspaces: Vec<String>,
         /// A label to recognise the share by (e.g. who it is for).
         #[arg(long, value_name = "LABEL")]
@@ -222,9 +223,11 @@ pub fn run_share(cmd: ShareCmd, data_dir: Option<&Path>) -> anyhow::Result<ExitC
         } => {
             // Work out the link first, so a bad --host fails before anything is minted.
             let target = LinkTarget::resolve(&dir, &link)?;
+            let known = admin.list_workspaces()?;
+            let workspaces = workspaces.iter().map(|w| workspace_by_id_or_name(&known, w)).collect::<Result<_, _>>()?;
             let params = MintShareParams {
                 label: label.unwrap_or_default(),
-                workspaces: workspaces.iter().map(|w| WorkspaceId(w.trim().to_string())).collect(),
+                workspaces,
                 collaborative: !one_to_one,
                 consensus_required: !no_consensus && !one_to_one,
                 admission_required: admission,
@@ -264,6 +267,26 @@ pub fn run_share(cmd: ShareCmd, data_dir: Option<&Path>) -> anyhow::Result<ExitC
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A workspace named by id (`w1`) or by name (`proj`); a name two workspaces share is refused.
+fn workspace_by_id_or_name(known: &[crate::persist::WorkspaceRow], given: &str) -> anyhow::Result<WorkspaceId> {
+    let given = given.trim();
+    if let Some(w) = known.iter().find(|w| w.id.as_str() == given) {
+        return Ok(w.id.clone());
+    }
+    let named: Vec<&crate::persist::WorkspaceRow> = known.iter().filter(|w| w.name == given).collect();
+    match named[..] {
+        [w] => Ok(w.id.clone()),
+        [] => {
+            let list: Vec<String> = known.iter().map(|w| format!("{} ({})", w.id, w.name)).collect();
+            anyhow::bail!(
+                "no workspace has the id or name \"{given}\"; workspaces: {}",
+                if list.is_empty() { "none yet (roundtable workspace add DIR)".into() } else { list.join(", ") }
+            )
+        }
+        _ => anyhow::bail!("several workspaces are named \"{given}\"; give the id (see `roundtable workspace list`)"),
+    }
 }
 
 fn open_admin(data_dir: &Path) -> anyhow::Result<Admin> {

@@ -58,7 +58,9 @@ host console — type a line to send it to the current session as the host, or a
   /revoke SHARE              revoke a share: its link stops working, its people are disconnected
   /rotate SHARE              new link for a share (the old one stops working, people stay)
   /quit                      shut the host down (like Ctrl-C)
-  //TEXT                     send a message starting with /
+  /WORD ...                  any other /word (an agent's own command, e.g. /plan) is a message;
+                             a typo of a command above is refused instead
+  //TEXT                     send a message starting with / (even a command's name)
 WHO is a participant id (p3) or a display name; VOTE (v3) defaults to the newest open vote of the
 current session.";
 
@@ -256,9 +258,42 @@ pub fn parse(line: &str) -> Result<Option<Command>, ParseError> {
                 Command::Rotate(id)
             }
         }
-        other => return Err(ParseError::Unknown(other.to_string())),
+        // A typo of a console command is refused (a moderation command must not reach the
+        // agent as a prompt); any other `/word`, such as an agent's own `/plan`, is a message,
+        // as in `join`.
+        other if looks_like_command(other) => return Err(ParseError::Unknown(other.to_string())),
+        _ => Command::Message(line.to_string()),
     };
     Ok(Some(command))
+}
+
+/// The console's command words.
+const COMMAND_WORDS: &[&str] = &[
+    "help", "quit", "exit", "sessions", "switch", "new", "rename", "clear", "fork", "who", "lobby", "admit", "refuse",
+    "kick", "ban", "mute", "unmute", "approve", "allow", "deny", "answer", "cancel", "chat", "shares", "mint",
+    "revoke", "rotate",
+];
+
+/// Whether `word` is within two edits of a console command (a typo, not an agent's command).
+fn looks_like_command(word: &str) -> bool {
+    let word = word.to_lowercase();
+    COMMAND_WORDS.iter().any(|c| edit_distance(&word, c) <= 2.min(c.len() / 2))
+}
+
+/// Levenshtein distance between two short words.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
 }
 
 /// Splits an optional leading vote id (`v3`) off the arguments.
@@ -901,10 +936,17 @@ mod tests {
     }
 
     #[test]
-    fn unknown_commands_are_refused_not_sent_as_chat() {
+    fn typos_of_commands_are_refused_and_other_slash_words_go_to_the_agent_as_in_join() {
         let e = parse("/kik p1").unwrap_err();
         assert_eq!(e, ParseError::Unknown("kik".into()));
         assert!(e.to_string().contains("//kik"), "{e}");
+        for typo in ["/aprove", "/mut Ann", "/revok sh1", "/Kick Ann"] {
+            assert!(matches!(parse(typo), Err(ParseError::Unknown(_))), "{typo}");
+        }
+        // The demo agent's `/plan`, Claude Code's `/review`: prompts, no `//` needed.
+        assert_eq!(parse("/plan fix the login").unwrap(), Some(Command::Message("/plan fix the login".into())));
+        assert_eq!(parse("/review").unwrap(), Some(Command::Message("/review".into())));
+        assert_eq!(parse("//kick").unwrap(), Some(Command::Message("/kick".into())));
     }
 
     #[test]

@@ -225,6 +225,14 @@ pub fn say(text: &str) {
     }
 }
 
+/// A freshly minted link and how to use it, for the terminal.
+pub fn invite_text(link: &str) -> String {
+    format!(
+        "share link (shown once — send it to the people you invite):\n  {link}\n  \
+         they run: roundtable connect '{link}' --name THEIR_NAME   (a window; or `join` in a terminal)\n"
+    )
+}
+
 /// What `setup` found and did, for the banner.
 struct Setup {
     workspaces: Vec<WorkspaceInfo>,
@@ -293,13 +301,14 @@ fn print_banner(host: &Host, data_dir: &std::path::Path, args: &ServeArgs, setup
         let _ = writeln!(out, "  workspace {} \"{}\" ({} agent): {}", w.id, w.name, w.agent, sessions.join(", "));
     }
     match &setup.minted {
-        Some(link) => {
-            let _ = writeln!(out, "share link (shown once — send it to the people you invite):\n  {link}");
-            let _ = writeln!(out, "  they run: roundtable join '{link}' --name THEIR_NAME");
-        }
+        Some(link) => out.push_str(&invite_text(link)),
         None if args.mint => {}
         None => {
-            let _ = writeln!(out, "mint a share link with: roundtable share mint   (or restart with --mint)");
+            let workspace = setup.workspaces.first().map_or("ID".to_string(), |w| w.id.to_string());
+            let _ = writeln!(
+                out,
+                "mint a share link with /mint on this console, or: roundtable share mint --workspace {workspace}   (or restart with --mint)"
+            );
         }
     }
     if let Some(s) = setup.sessions.first() {

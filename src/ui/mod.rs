@@ -108,7 +108,10 @@ fn close_on_signal(runtime: &tokio::runtime::Runtime, ctx: Arc<OnceLock<egui::Co
 
 /// The host with its window. `Ok(None)`: no window could be opened (nothing is left running;
 /// the caller falls back to the headless host).
-pub fn run_host_window(args: &ServeArgs, data_dir: Option<&Path>) -> anyhow::Result<Option<ExitCode>> {
+///
+/// A share minted for `--mint` is printed on the terminal too, and `args.mint` is cleared, so a
+/// headless fallback does not mint a second one.
+pub fn run_host_window(args: &mut ServeArgs, data_dir: Option<&Path>) -> anyhow::Result<Option<ExitCode>> {
     if !has_display() {
         return Ok(None);
     }
@@ -133,6 +136,10 @@ pub fn run_host_window(args: &ServeArgs, data_dir: Option<&Path>) -> anyhow::Res
     let wiring = Wiring::new();
     let out = wiring.outbox();
     if let Some(m) = minted {
+        args.mint = false;
+        if let Some(link) = &m.link {
+            crate::app::serve::say(&crate::app::serve::invite_text(link));
+        }
         out.send(model::Update::Minted(m));
     }
     let context = backend::HostContext { database: crate::app::paths::database(&data_dir) };
@@ -235,7 +242,8 @@ pub fn run_host(args: ServeArgs, data_dir: Option<&Path>) -> anyhow::Result<Exit
         );
         return crate::app::run_serve(args, data_dir);
     }
-    match run_host_window(&args, data_dir)? {
+    let mut args = args;
+    match run_host_window(&mut args, data_dir)? {
         Some(code) => Ok(code),
         None => crate::app::run_serve(args, data_dir),
     }

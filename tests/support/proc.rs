@@ -30,6 +30,7 @@ impl Proc {
     /// [`Proc::spawn`] with some inherited environment variables removed, then others set.
     pub fn spawn_env(name: &str, args: &[&str], cwd: &Path, set: &[(&str, String)], remove: &[&str]) -> Proc {
         let mut cmd = Command::new(BIN);
+        cmd.env_remove("ROUNDTABLE_DATA_DIR").env("RUST_LOG", "warn");
         for k in remove {
             cmd.env_remove(k);
         }
@@ -39,8 +40,6 @@ impl Proc {
         let mut child = cmd
             .args(args)
             .current_dir(cwd)
-            .env_remove("ROUNDTABLE_DATA_DIR")
-            .env("RUST_LOG", "warn")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
