@@ -26,4 +26,5 @@ pub mod scenario;
 pub mod store;
 pub mod testkit;
 pub mod token;
+#[cfg(feature = "gui")]
 pub mod ui;

@@ -207,7 +207,7 @@ fn messages(m: &ViewModel, session: &SessionId) -> Vec<String> {
         .iter()
         .filter_map(|e| match e {
             Entry::Message(msg) => Some(msg.message.text.clone()),
-            Entry::Note(_) => None,
+            Entry::Note(_) | Entry::Failure(_) => None,
         })
         .collect()
 }

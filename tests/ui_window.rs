@@ -403,6 +403,13 @@ fn host_roster_has_kick_and_mute_for_remotes_and_the_remote_roster_has_none() {
     host.calls();
     host.harness.get_all_by_label("Kick").next().unwrap().click();
     host.settle();
+    assert!(host.calls().is_empty(), "a kick waits for confirmation");
+    assert!(host.harness.query_by_label("Kick Ann? Their link still works.").is_some());
+    host.click("Keep them");
+    assert!(host.calls().is_empty(), "and can be called off");
+    host.harness.get_all_by_label("Kick").next().unwrap().click();
+    host.settle();
+    host.click("Yes, kick");
     assert_eq!(
         host.calls(),
         vec![Method::Kick(KickParams { participant_id: ParticipantId::from("p1"), revoke_share: false })]
@@ -410,6 +417,11 @@ fn host_roster_has_kick_and_mute_for_remotes_and_the_remote_roster_has_none() {
 
     host.harness.get_all_by_label("Kick and revoke link").nth(1).unwrap().click();
     host.settle();
+    assert!(host
+        .harness
+        .query_by_label("Kick Bob and revoke their link? Everyone who has that link loses it.")
+        .is_some());
+    host.click("Yes, kick");
     assert_eq!(
         host.calls(),
         vec![Method::Kick(KickParams { participant_id: ParticipantId::from("p2"), revoke_share: true })],
@@ -433,6 +445,8 @@ fn share_manager_mint_sends_the_chosen_settings_and_then_shows_the_link_once() {
     let mut w = Window::new(true, updates);
     w.click("Shares");
     assert_eq!(w.harness.state().tab, Tab::Shares);
+    assert!(w.harness.state().mint.workspaces[&WorkspaceId::from("w1")], "the shown session's workspace is ticked");
+    w.click("api");
     w.click("web");
     w.click("Admission required (lobby)");
     w.click("Consensus required");
@@ -681,7 +695,13 @@ fn host_window_shows_people_waiting_from_the_seed_with_admit_buttons() {
         display_name: "Dan".into(),
         share_id: roundtable::ids::ShareId::from("sh2"),
     }]));
-    assert!(w.harness.query_by_label("Dan (via sh2)").is_some());
+    assert!(w.harness.query_by_label("Dan (via share sh2)").is_some());
+    // With the share list known, its label names it.
+    w.push(Update::Shares(vec![serde_json::from_value(json!({"share_id": "sh2", "label": "design review",
+        "workspaces": ["w1"], "collaborative": true, "consensus_required": true, "admission_required": true,
+        "role": "participant", "uses": 1, "revoked": false, "created_at": 0, "connections": 0}))
+    .unwrap()]));
+    assert!(w.harness.query_by_label("Dan (via \"design review\")").is_some());
     w.click("Admit");
     assert_eq!(w.calls(), vec![Method::Admit(ParticipantRef { participant_id: ParticipantId::from("p4") })]);
 }
@@ -851,7 +871,7 @@ fn earlier_messages_load_above_the_timeline_a_page_at_a_time() {
         .iter()
         .filter_map(|e| match e {
             Entry::Message(msg) => Some(msg.message.text.clone()),
-            Entry::Note(_) => None,
+            Entry::Note(_) | Entry::Failure(_) => None,
         })
         .collect();
     assert_eq!(texts, vec!["first question", "newer question", "newer answer"]);
@@ -1147,4 +1167,104 @@ fn notices_go_away_by_themselves_and_errors_stay_until_dismissed() {
     assert!(w.harness.query_by_label("rename_session: host-only").is_some());
     w.click("Dismiss");
     assert!(w.harness.query_by_label("rename_session: host-only").is_none());
+}
+
+#[test]
+fn an_agent_failure_is_shown_as_an_error_and_a_cancel_as_a_note() {
+    let mut updates = [joined_as("p2", "Bob", Role::Participant), ann_takes_the_turn()].concat();
+    updates.push(ev(json!({"event": "turn_ended", "session_id": "s1", "seq": 7, "payload": {"turn_id": 1,
+        "holder_id": "p1", "reason": "failed", "error": "agent command not found at './agent.py'"}})));
+    let w = Window::new(false, updates);
+    let failure = "Error: Ann's turn ended (failed): agent command not found at './agent.py'";
+    assert!(w.harness.query_by_label(failure).is_some());
+    assert!(matches!(w.harness.state().model.sessions[&s1()].timeline.last(), Some(Entry::Failure(_))));
+    let mut updates = [joined_as("p2", "Bob", Role::Participant), ann_takes_the_turn()].concat();
+    updates.push(turn_ended(7, "cancelled"));
+    let (m, _) = model_with(updates, false);
+    assert!(matches!(m.sessions[&s1()].timeline.last(), Some(Entry::Note(n)) if n == "Ann's turn ended (cancelled)"));
+}
+
+#[test]
+fn name_colours_differ_within_a_roster_and_stay_when_someone_comes_back_as_a_new_participant() {
+    let (m, _) = model_with(joined_as("p2", "Bob", Role::Participant), false);
+    let slots = m.sessions[&s1()].colour_slots(10);
+    let mut used: Vec<usize> = slots.values().copied().collect();
+    used.sort();
+    used.dedup();
+    assert_eq!(used.len(), 3, "Host, Ann and Bob each have their own colour: {slots:?}");
+    // Bob leaves and comes back as "Bob (2)", a new participant: same colour as before.
+    let bob = slots[&ParticipantId::from("p2")];
+    let mut updates = joined_as("host", "Host", Role::Host);
+    updates.push(ev(json!({"event": "participant_left", "session_id": "s1", "seq": 5, "payload": {"participant_id": "p2", "reason": "gone"}})));
+    updates.push(ev(
+        json!({"event": "participant_joined", "session_id": "s1", "seq": 6, "payload": {"participant_id": "p7",
+        "display_name": "Bob (2)", "role": "participant", "muted": false, "presence": "connected"}}),
+    ));
+    let (m, _) = model_with(updates, true);
+    assert_eq!(m.sessions[&s1()].colour_slots(10)[&ParticipantId::from("p7")], bob);
+    // More people than colours: everyone still gets one.
+    assert_eq!(m.sessions[&s1()].colour_slots(2).len(), 4);
+}
+
+#[test]
+fn question_options_are_buttons_and_timestamps_show_beside_names() {
+    let mut updates = [joined_as("p1", "Ann", Role::Participant), ann_takes_the_turn()].concat();
+    updates.push(ev(json!({"event": "vote_opened", "session_id": "s1", "seq": 7, "payload": {"vote_id": "v2", "kind": "question",
+        "questions": [{"question": "Which colour?", "options": ["red", "blue"]}], "decided_by": "consensus", "required": ["p1"]}})));
+    updates.push(ev(json!({"event": "chat", "session_id": "s1", "seq": 8, "payload": {"message_id": "m8",
+        "author_id": "p2", "author_name": "Bob", "text": "red please", "room": true, "at_ms": 1_796_047_400_000u64}})));
+    let mut w = Window::new(false, updates);
+    let red = w.harness.query_by_role_and_label(egui::accesskit::Role::Button, "red");
+    red.expect("an option is a button").click();
+    w.settle();
+    w.calls();
+    w.click("Answer");
+    assert_eq!(
+        w.calls(),
+        vec![Method::AnswerQuestion(AnswerQuestionParams { vote_id: VoteId::from("v2"), answers: vec!["red".into()] })]
+    );
+    let time = roundtable::app::render::local_time_text(1_796_047_400_000);
+    assert!(w.harness.query_by_label(&time).is_some(), "the message's time ({time}) is shown");
+}
+
+#[test]
+fn rename_puts_the_cursor_in_the_title_field() {
+    let mut w = host_window();
+    w.click("Rename");
+    w.settle();
+    let title = w
+        .harness
+        .query_all_by_role(egui::accesskit::Role::TextInput)
+        .find(|n| n.value().as_deref() == Some("Fix login"))
+        .expect("the title field");
+    assert!(title.is_focused(), "typing goes to the title at once");
+}
+
+#[test]
+fn shares_and_the_audit_log_name_workspaces_and_people_with_ids_on_hover_and_revoke_asks_first() {
+    let mut updates = joined_as("host", "Host", Role::Host);
+    updates.push(Update::Shares(vec![serde_json::from_value(json!({"share_id": "sh1", "label": "for Ann",
+        "workspaces": ["w1"], "collaborative": true, "consensus_required": true, "admission_required": false,
+        "role": "participant", "uses": 1, "revoked": false, "created_at": 0, "connections": 1}))
+    .unwrap()]));
+    updates.push(Update::Audit(vec![roundtable::persist::AuditRow {
+        at: 0,
+        actor: "host".into(),
+        action: "kicked".into(),
+        target: "p1".into(),
+        detail: String::new(),
+    }]));
+    let mut w = Window::new(true, updates);
+    w.click("Shares");
+    assert!(w.harness.query_all_by_label("api").count() >= 2, "the scope names workspace w1 by its name");
+    assert!(w.harness.query_by_label("w1").is_none(), "not by its id");
+    w.calls();
+    w.click("Revoke");
+    assert!(w.calls().is_empty(), "revoking asks first");
+    w.click("Yes, revoke");
+    assert_eq!(w.calls(), vec![Method::RevokeShare(ShareRef { share_id: roundtable::ids::ShareId::from("sh1") })]);
+    w.click("Audit log");
+    assert!(w.harness.query_by_label("Host").is_some());
+    assert!(w.harness.query_by_label("Ann").is_some(), "the kicked participant p1 is named");
+    assert!(w.harness.query_by_label("p1").is_none());
 }

@@ -204,6 +204,7 @@ async fn reference_side(o: &WireOptions) -> anyhow::Result<Vec<f64>> {
             text: format!("bench {n}"),
             client_msg_id: Some(format!("w{n}")),
             room: false,
+            at_ms: None,
         });
         let frame: Arc<str> = Arc::from(
             EventFrame { session_id: Some(crate::ids::SessionId::nth(1)), seq: Some(n as u64 + 1), body }.to_json(),

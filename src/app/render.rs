@@ -494,6 +494,22 @@ pub fn wall_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
+/// A time (ms since the Unix epoch) as `HH:MM` on this computer's local clock (UTC where the
+/// local time zone cannot be read).
+pub fn local_time_text(ms: u64) -> String {
+    #[cfg(unix)]
+    {
+        let secs = (ms / 1000) as libc::time_t;
+        // SAFETY: `localtime_r` only writes the `tm` we own; a null return leaves it unused.
+        let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+        if !unsafe { libc::localtime_r(&secs, &mut tm) }.is_null() {
+            return format!("{:02}:{:02}", tm.tm_hour, tm.tm_min);
+        }
+    }
+    let utc = utc_text(ms);
+    utc.get(11..16).unwrap_or(&utc).to_string()
+}
+
 /// A vote deadline (host clock, ms since the Unix epoch) for people at local time `now_ms`:
 /// "closes at 14:03:20 UTC, in 1:59". The host's clock decides; when this computer's clock
 /// plainly disagrees with it (the deadline is past, or more than a week away, as a vote is
@@ -609,6 +625,7 @@ mod tests {
             text: "hello".into(),
             client_msg_id: None,
             room: false,
+            at_ms: None,
         })));
         assert_eq!(text, "[Ann] hello\n");
     }
@@ -626,6 +643,7 @@ mod tests {
             text: "You said: hi".into(),
             client_msg_id: None,
             room: false,
+            at_ms: None,
         })));
         assert_eq!(out, "[agent] You said: hi\n");
     }
@@ -664,6 +682,7 @@ mod tests {
                 text: text.into(),
                 client_msg_id: None,
                 room: true,
+                at_ms: None,
             }))
         };
         assert_eq!(r.event(&chat("Bob", "wait")), "(room 1) Bob: wait\n");

@@ -121,6 +121,9 @@ pub struct MessageEvent {
     /// Room chat (to the people, not the agent): present and `true` only then.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub room: bool,
+    /// When the host stored it: ms since the Unix epoch on the host's clock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at_ms: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -268,6 +268,7 @@ pub fn build_sessions_db(
                 text: text.clone(),
                 client_msg_id: client_msg_id.clone(),
                 room: false,
+                at_ms: None,
             });
             let frame = crate::protocol::EventFrame { session_id: Some(sid.clone()), seq: Some(seq), body }.to_json();
             batch.push(StoreOp::PutMessage(MessageRow {

@@ -166,6 +166,12 @@ pub struct RoundtableApp {
     pub renaming: Option<(SessionId, String)>,
     /// The session whose Clear waits for confirmation (host).
     pub confirm_clear: Option<SessionId>,
+    /// The participant whose kick waits for confirmation, and whether it revokes their share.
+    pub confirm_kick: Option<(ParticipantId, bool)>,
+    /// The share whose revocation waits for confirmation (host).
+    pub confirm_revoke: Option<crate::ids::ShareId>,
+    /// The rename field wants the keyboard focus (set when Rename is clicked).
+    rename_focus: bool,
     /// Whether the add-workspace form is open (host).
     pub workspace_form_open: bool,
     pub workspace_form: WorkspaceForm,
@@ -193,6 +199,9 @@ impl RoundtableApp {
             new_titles: BTreeMap::new(),
             renaming: None,
             confirm_clear: None,
+            confirm_kick: None,
+            confirm_revoke: None,
+            rename_focus: false,
             workspace_form_open: false,
             workspace_form: WorkspaceForm::default(),
             first_session_title: String::new(),
@@ -214,9 +223,12 @@ impl RoundtableApp {
                 self.send(action);
             }
         }
+        // Ticked by default: the only workspace, or else the one of the session shown.
         let known: Vec<WorkspaceId> = self.model.workspaces.iter().map(|w| w.id.clone()).collect();
-        for w in known {
-            self.mint.workspaces.entry(w).or_insert(false);
+        let shown = self.model.current_session().and_then(|s| s.info.as_ref()).map(|i| i.workspace_id.clone());
+        for w in &known {
+            let tick = known.len() == 1 || shown.as_ref() == Some(w);
+            self.mint.workspaces.entry(w.clone()).or_insert(tick);
         }
     }
 
@@ -531,6 +543,9 @@ impl RoundtableApp {
             ui.horizontal(|ui| {
                 let (_, text) = self.renaming.as_mut().expect("renaming");
                 let edit = ui.add(egui::TextEdit::singleline(text).hint_text("new title").desired_width(300.0));
+                if std::mem::take(&mut self.rename_focus) {
+                    edit.request_focus();
+                }
                 let enter = edit.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
                 if ui.button("Save title").clicked() || enter {
                     let title = text.trim().to_string();
@@ -548,6 +563,7 @@ impl RoundtableApp {
                 ui.heading(title);
                 if ui.small_button("Rename").clicked() {
                     self.renaming = Some((session_id.clone(), title.to_string()));
+                    self.rename_focus = true;
                 }
                 if ui.small_button("Clear").on_hover_text("delete every message, for everyone").clicked() {
                     self.confirm_clear = Some(session_id.clone());
@@ -587,7 +603,8 @@ impl RoundtableApp {
         let mut act: Option<Method> = None;
         for entry in self.model.lobby.values() {
             ui.horizontal(|ui| {
-                ui.label(format!("{} (via {})", entry.display_name, entry.share_id));
+                ui.label(format!("{} (via {})", entry.display_name, self.model.share_name(&entry.share_id)))
+                    .on_hover_text(format!("{}, share {}", entry.participant_id, entry.share_id));
                 let who = ParticipantRef { participant_id: entry.participant_id.clone() };
                 if ui.button("Admit").clicked() {
                     act = Some(Method::Admit(who.clone()));
@@ -609,9 +626,12 @@ impl RoundtableApp {
             return;
         };
         let mut act: Option<Method> = None;
+        let mut confirm: Option<Option<(ParticipantId, bool)>> = None;
+        let colours = session.colour_slots(PALETTE.len());
         for r in session.roster.values() {
             ui.horizontal_wrapped(|ui| {
-                author_chip(ui, &r.display_name, r.participant_id.as_str());
+                author_chip(ui, &r.display_name, chip_colour(&colours, r.participant_id.as_str()))
+                    .on_hover_text(r.participant_id.to_string());
                 if self.model.is_me(r.participant_id.as_str()) {
                     ui.label("(you)");
                 }
@@ -638,24 +658,54 @@ impl RoundtableApp {
                 }
             });
             if self.model.is_host && r.role != Role::Host {
-                ui.horizontal(|ui| {
-                    let who = r.participant_id.clone();
-                    if ui.small_button(if r.muted { "Unmute" } else { "Mute" }).clicked() {
-                        act = Some(Method::Mute(MuteParams { participant_id: who.clone(), muted: !r.muted }));
+                let who = r.participant_id.clone();
+                match &self.confirm_kick {
+                    Some((p, revoke)) if *p == who => {
+                        let question = if *revoke {
+                            format!(
+                                "Kick {} and revoke their link? Everyone who has that link loses it.",
+                                r.display_name
+                            )
+                        } else {
+                            format!("Kick {}? Their link still works.", r.display_name)
+                        };
+                        ui.label(RichText::new(question).color(ui.visuals().warn_fg_color));
+                        ui.horizontal(|ui| {
+                            if ui.small_button("Yes, kick").clicked() {
+                                act = Some(Method::Kick(KickParams {
+                                    participant_id: who.clone(),
+                                    revoke_share: *revoke,
+                                }));
+                                confirm = Some(None);
+                            }
+                            if ui.small_button("Keep them").clicked() {
+                                confirm = Some(None);
+                            }
+                        });
                     }
-                    if ui.small_button("Kick").on_hover_text("Disconnect now; their link still works").clicked() {
-                        act = Some(Method::Kick(KickParams { participant_id: who.clone(), revoke_share: false }));
+                    _ => {
+                        ui.horizontal(|ui| {
+                            if ui.small_button(if r.muted { "Unmute" } else { "Mute" }).clicked() {
+                                act = Some(Method::Mute(MuteParams { participant_id: who.clone(), muted: !r.muted }));
+                            }
+                            if ui.small_button("Kick").on_hover_text("Disconnect now; their link still works").clicked() {
+                                confirm = Some(Some((who.clone(), false)));
+                            }
+                            if ui
+                                .small_button("Kick and revoke link")
+                                .on_hover_text("Disconnect now and revoke the share they came with: its link stops working for everyone who has it")
+                                .clicked()
+                            {
+                                confirm = Some(Some((who.clone(), true)));
+                            }
+                        });
                     }
-                    if ui
-                        .small_button("Kick and revoke link")
-                        .on_hover_text("Disconnect now and revoke the share they came with: its link stops working for everyone who has it")
-                        .clicked()
-                    {
-                        act = Some(Method::Kick(KickParams { participant_id: who, revoke_share: true }));
-                    }
-                });
+                }
             }
             ui.add_space(2.0);
+        }
+        if let Some(c) = confirm {
+            self.confirm_kick = c;
         }
         if let Some(m) = act {
             self.call(m);
@@ -701,6 +751,7 @@ impl RoundtableApp {
                     want_older = true;
                 }
                 let first_new = session.first_new(self.model.me.as_ref());
+                let colours = session.colour_slots(PALETTE.len());
                 for entry in &session.timeline {
                     match entry {
                         Entry::Message(HistoryMessage { seq, message: m }) => {
@@ -712,9 +763,14 @@ impl RoundtableApp {
                                 });
                             }
                             ui.horizontal_wrapped(|ui| {
-                                author_chip(ui, &m.author_name, &m.author_id);
+                                author_chip(ui, &m.author_name, chip_colour(&colours, &m.author_id))
+                                    .on_hover_text(m.author_id.as_str());
                                 if self.model.is_me(&m.author_id) {
                                     ui.label(RichText::new("(you)").weak());
+                                }
+                                if let Some(at) = m.at_ms {
+                                    ui.label(RichText::new(crate::app::render::local_time_text(at)).small().weak())
+                                        .on_hover_text(format!("{} UTC", utc_text(at)));
                                 }
                                 if m.room {
                                     ui.label(RichText::new("to the room").weak().italics());
@@ -739,11 +795,16 @@ impl RoundtableApp {
                         Entry::Note(text) => {
                             ui.label(RichText::new(format!("· {text}")).italics().weak());
                         }
+                        Entry::Failure(text) => {
+                            ui.label(
+                                RichText::new(format!("Error: {text}")).strong().color(ui.visuals().error_fg_color),
+                            );
+                        }
                     }
                 }
                 if !session.streaming.is_empty() {
                     ui.horizontal(|ui| {
-                        author_chip(ui, "Agent", AGENT_ID);
+                        author_chip(ui, "Agent", chip_colour(&colours, AGENT_ID));
                         ui.label(RichText::new("streaming…").weak());
                     });
                     ui.label(&session.streaming);
@@ -939,7 +1000,7 @@ impl RoundtableApp {
                 for (i, q) in questions.iter().enumerate() {
                     ui.horizontal_wrapped(|ui| {
                         for option in &q.options {
-                            if ui.selectable_label(answers[i] == *option, option).clicked() {
+                            if ui.add(egui::Button::new(option).selected(answers[i] == *option)).clicked() {
                                 answers[i] = option.clone();
                             }
                         }
@@ -973,7 +1034,8 @@ impl RoundtableApp {
     }
 
     fn shares(&mut self, ui: &mut egui::Ui) {
-        egui::ScrollArea::vertical().id_salt("shares_scroll").show(ui, |ui| {
+        // Both ways: the share table is wider than a small window.
+        egui::ScrollArea::both().id_salt("shares_scroll").show(ui, |ui| {
             ui.heading("Mint a share link");
             self.mint_form(ui);
             if let Some(minted) = self.model.minted.clone() {
@@ -1048,6 +1110,7 @@ impl RoundtableApp {
 
     fn share_list(&mut self, ui: &mut egui::Ui) {
         let mut act: Option<Method> = None;
+        let mut revoke_confirm: Option<Option<crate::ids::ShareId>> = None;
         let now = wall_ms();
         egui::Grid::new("share_grid").striped(true).num_columns(7).show(ui, |ui| {
             for h in ["share", "label", "scope", "settings", "usage", "state", ""] {
@@ -1057,7 +1120,9 @@ impl RoundtableApp {
             for s in &self.model.shares {
                 ui.label(s.share_id.to_string());
                 ui.label(&s.label);
-                ui.label(s.workspaces.iter().map(|w| w.to_string()).collect::<Vec<_>>().join(", "));
+                let scope: Vec<String> = s.workspaces.iter().map(|w| self.model.workspace_name(w)).collect();
+                let ids: Vec<String> = s.workspaces.iter().map(|w| w.to_string()).collect();
+                ui.label(scope.join(", ")).on_hover_text(ids.join(", "));
                 let mut settings = vec![if s.collaborative { "collaborative" } else { "1:1" }];
                 if s.consensus_required {
                     settings.push("consensus");
@@ -1082,14 +1147,28 @@ impl RoundtableApp {
                         if ui.small_button("Rotate").on_hover_text("new link; the old one stops working").clicked() {
                             act = Some(Method::RotateShare(share.clone()));
                         }
-                        if ui.small_button("Revoke").clicked() {
-                            act = Some(Method::RevokeShare(share));
+                        if self.confirm_revoke.as_ref() == Some(&s.share_id) {
+                            ui.label(RichText::new("Revoke?").color(ui.visuals().warn_fg_color)).on_hover_text(
+                                "Its link stops working and the people who came with it are disconnected",
+                            );
+                            if ui.small_button("Yes, revoke").clicked() {
+                                act = Some(Method::RevokeShare(share));
+                                revoke_confirm = Some(None);
+                            }
+                            if ui.small_button("Keep it").clicked() {
+                                revoke_confirm = Some(None);
+                            }
+                        } else if ui.small_button("Revoke").clicked() {
+                            revoke_confirm = Some(Some(s.share_id.clone()));
                         }
                     }
                 });
                 ui.end_row();
             }
         });
+        if let Some(c) = revoke_confirm {
+            self.confirm_revoke = c;
+        }
         if let Some(m) = act {
             self.call(m);
         }
@@ -1150,9 +1229,15 @@ impl RoundtableApp {
                 ui.end_row();
                 for row in &self.model.audit {
                     ui.label(utc_text(row.at));
-                    ui.label(&row.actor);
+                    match self.model.person_name(&row.actor) {
+                        Some(name) => ui.label(name).on_hover_text(row.actor.as_str()),
+                        None => ui.label(&row.actor),
+                    };
                     ui.label(&row.action);
-                    ui.label(&row.target);
+                    match self.model.person_name(&row.target) {
+                        Some(name) => ui.label(name).on_hover_text(row.target.as_str()),
+                        None => ui.label(&row.target),
+                    };
                     ui.label(&row.detail);
                     ui.end_row();
                 }
@@ -1172,22 +1257,34 @@ fn span_text(ms: u64) -> String {
 }
 
 /// A coloured name chip; the colour is stable per participant id.
-fn author_chip(ui: &mut egui::Ui, name: &str, id: &str) {
-    let palette = [
-        Color32::from_rgb(66, 133, 244),
-        Color32::from_rgb(219, 68, 55),
-        Color32::from_rgb(15, 157, 88),
-        Color32::from_rgb(171, 71, 188),
-        Color32::from_rgb(255, 112, 67),
-        Color32::from_rgb(0, 172, 193),
-    ];
-    let color = if id == AGENT_ID {
-        Color32::from_rgb(90, 90, 90)
-    } else {
-        let hash = id.bytes().fold(7u32, |h, b| h.wrapping_mul(31).wrapping_add(b as u32));
-        palette[hash as usize % palette.len()]
-    };
-    ui.label(RichText::new(format!(" {name} ")).strong().color(Color32::WHITE).background_color(color));
+/// Name chip colours: dark enough for white text, distinct from each other, in both themes.
+pub const PALETTE: [Color32; 10] = [
+    Color32::from_rgb(41, 98, 200),
+    Color32::from_rgb(196, 52, 40),
+    Color32::from_rgb(18, 130, 70),
+    Color32::from_rgb(140, 58, 170),
+    Color32::from_rgb(200, 90, 20),
+    Color32::from_rgb(0, 128, 150),
+    Color32::from_rgb(170, 40, 110),
+    Color32::from_rgb(100, 110, 20),
+    Color32::from_rgb(90, 80, 200),
+    Color32::from_rgb(130, 80, 40),
+];
+
+/// The agent's chip colour.
+const AGENT_COLOUR: Color32 = Color32::from_rgb(90, 90, 90);
+
+/// The chip colour of an author, from the session's [`SessionState::colour_slots`].
+fn chip_colour(slots: &BTreeMap<ParticipantId, usize>, id: &str) -> Color32 {
+    if id == AGENT_ID {
+        return AGENT_COLOUR;
+    }
+    slots.get(&ParticipantId::from(id)).map_or(Color32::GRAY, |s| PALETTE[*s % PALETTE.len()])
+}
+
+/// A name on a coloured chip.
+fn author_chip(ui: &mut egui::Ui, name: &str, colour: Color32) -> egui::Response {
+    ui.label(RichText::new(format!(" {name} ")).strong().color(Color32::WHITE).background_color(colour))
 }
 
 impl eframe::App for RoundtableApp {

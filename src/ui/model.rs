@@ -148,6 +148,8 @@ pub enum Entry {
     Message(HistoryMessage),
     /// Something that happened (turn ended, vote resolved, someone joined…).
     Note(String),
+    /// Something that went wrong (the agent failed or died): shown as an error.
+    Failure(String),
 }
 
 /// A vote as the cards show it.
@@ -283,6 +285,30 @@ impl SessionState {
             [a, b] => Some(format!("{a} and {b} are typing…")),
             more => Some(format!("{} people are typing…", more.len())),
         }
+    }
+
+    /// A colour slot (`0..slots`) per author: distinct among the people present (as long as
+    /// there are enough slots), and stable: each prefers the slot its name (without a " (2)"
+    /// suffix) hashes to, so someone keeps their colour when they come back, even as a new
+    /// participant. The people present choose first, in id order; then the others seen here.
+    pub fn colour_slots(&self, slots: usize) -> BTreeMap<ParticipantId, usize> {
+        let mut order: Vec<(&ParticipantId, &str)> =
+            self.roster.values().map(|r| (&r.participant_id, r.display_name.as_str())).collect();
+        order
+            .extend(self.names.iter().filter(|(id, _)| !self.roster.contains_key(*id)).map(|(id, n)| (id, n.as_str())));
+        let mut taken = vec![false; slots];
+        let mut out = BTreeMap::new();
+        for (id, name) in order {
+            let base = name.rsplit_once(" (").filter(|(_, n)| n.ends_with(')')).map_or(name, |(b, _)| b);
+            let preferred = base.bytes().fold(7u32, |h, b| h.wrapping_mul(31).wrapping_add(b as u32)) as usize % slots;
+            let slot = (0..slots).map(|i| (preferred + i) % slots).find(|s| !taken[*s]).unwrap_or(preferred);
+            taken[slot] = true;
+            if taken.iter().all(|t| *t) {
+                taken.iter_mut().for_each(|t| *t = false);
+            }
+            out.insert(id.clone(), slot);
+        }
+        out
     }
 
     fn take_read_seq(&mut self, info: &SessionInfo) {
@@ -455,6 +481,34 @@ impl ViewModel {
             }
         }
         groups
+    }
+
+    /// Someone's display name from anything this window has seen (sessions, the lobby), or
+    /// `None`.
+    pub fn person_name(&self, id: &str) -> Option<String> {
+        if self.is_me(id) && !self.my_name.is_empty() {
+            return Some(self.my_name.clone());
+        }
+        let pid = ParticipantId::from(id);
+        self.sessions
+            .values()
+            .find_map(|s| s.roster.get(&pid).map(|r| r.display_name.clone()).or_else(|| s.names.get(&pid).cloned()))
+            .or_else(|| self.lobby.get(&pid).map(|l| l.display_name.clone()))
+            .or_else(|| (id == "host").then(|| "Host".to_string()))
+    }
+
+    /// A workspace's name (its id when unknown).
+    pub fn workspace_name(&self, id: &WorkspaceId) -> String {
+        self.workspaces.iter().find(|w| &w.id == id).map_or_else(|| id.to_string(), |w| w.name.clone())
+    }
+
+    /// A share as people know it: its label, or its id when it has none.
+    pub fn share_name(&self, id: &crate::ids::ShareId) -> String {
+        self.shares
+            .iter()
+            .find(|s| &s.share_id == id)
+            .filter(|s| !s.label.trim().is_empty())
+            .map_or_else(|| format!("share {id}"), |s| format!("\"{}\"", s.label))
     }
 
     /// Shows an error on the status line until dismissed.
@@ -945,7 +999,11 @@ fn apply_session_event(
                 TurnEndReason::Completed => {}
                 reason => {
                     let detail = t.error.map(|e| format!(": {e}")).unwrap_or_default();
-                    state.note(format!("{who}'s turn ended ({}){detail}", reason.as_str().replace('_', " ")));
+                    let text = format!("{who}'s turn ended ({}){detail}", reason.as_str().replace('_', " "));
+                    match reason {
+                        TurnEndReason::Failed | TurnEndReason::AgentDied => state.push(Entry::Failure(text)),
+                        _ => state.note(text),
+                    }
                 }
             }
         }

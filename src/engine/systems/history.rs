@@ -24,6 +24,7 @@ pub fn message_payload(m: &MessageRow) -> MessageEvent {
         text: m.text.clone(),
         client_msg_id: m.client_msg_id.clone(),
         room: m.room,
+        at_ms: Some(m.created_at),
     }
 }
 
