@@ -198,6 +198,17 @@ pub enum StoreOp {
     PutVote(VoteRow),
     PutBallot(BallotRow),
     Audit(AuditRow),
+    /// The host's settings (`update_settings`).
+    PutSettings(SettingsRow),
+}
+
+/// The host's settings as saved (`update_settings`); they win over the built-in defaults.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SettingsRow {
+    pub host_name: String,
+    pub default_consensus: bool,
+    #[serde(default)]
+    pub default_vote_deadline_ms: Option<u64>,
 }
 
 /// Everything needed to rebuild the world at start.
@@ -220,6 +231,8 @@ pub struct Restored {
     pub ballots: Vec<BallotRow>,
     /// Largest audit id (only for information).
     pub audit_count: u64,
+    /// The host's saved settings.
+    pub settings: Option<SettingsRow>,
 }
 
 /// How many messages per session the engine keeps in memory: enough for a snapshot's first

@@ -1436,3 +1436,66 @@ fn room_chat_is_masked_for_remotes_and_in_history_pages() {
     assert!(page_text.contains("\"room\":true") && !page_text.contains("ghp_abcdef"), "{page_text}");
     assert!(h.events_named(bob, "agent_delta").is_empty(), "room chat starts no agent turn");
 }
+
+#[test]
+fn host_settings_apply_to_the_next_vote_rename_the_host_everywhere_and_survive_a_restart() {
+    use roundtable::store::SqliteStore;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("roundtable.db");
+    let tok;
+    {
+        let mut h = Harness::with_store(EngineConfig::default(), Box::new(SqliteStore::open(&db).unwrap()));
+        let (w, s) = h.workspace_and_session(".");
+        tok = h.mint(&[&w], json!({}));
+        let (ann, _) = h.join(&tok, "Ann", &s);
+        assert_eq!(
+            h.host("get_settings", json!({})),
+            json!({"host_name": "Host", "default_consensus": true}),
+            "the defaults"
+        );
+        // Remotes may neither read nor change them.
+        assert_eq!(code(h.call(ann, "get_settings", json!({}))), "forbidden");
+        assert_eq!(code(h.call(ann, "update_settings", json!({"default_consensus": false}))), "forbidden");
+        // Bad input is refused whole.
+        assert_eq!(code(h.call(HOST, "update_settings", json!({"host_name": " "}))), "invalid_params");
+        assert_eq!(code(h.call(HOST, "update_settings", json!({"host_name": "Agent"}))), "invalid_params");
+        assert_eq!(code(h.call(HOST, "update_settings", json!({"colour": "red"}))), "invalid_params");
+
+        let after = h.host(
+            "update_settings",
+            json!({"host_name": "Maya", "default_consensus": false, "default_vote_deadline_ms": 90_000}),
+        );
+        assert_eq!(after, json!({"host_name": "Maya", "default_consensus": false, "default_vote_deadline_ms": 90_000}));
+        h.run(50);
+        let renamed = h.events_named(ann, "participant_renamed");
+        assert_eq!(renamed.len(), 1, "the session learns the new name");
+        assert_eq!(renamed[0]["payload"], json!({"participant_id": "host", "display_name": "Maya"}));
+        h.host("send_message", json!({"session_id": s, "text": "hi", "client_msg_id": "h1"}));
+        h.run(100);
+        let msg = h.events_named(ann, "message").into_iter().find(|m| m["payload"]["text"] == "hi").unwrap();
+        assert_eq!(msg["payload"]["author_name"], "Maya");
+        h.run(2_000);
+        // The host's own plan vote: the holder (the host) decides now, and it has the new deadline.
+        let v = open_plan(&mut h, HOST, &s);
+        let opened =
+            h.events_named(ann, "vote_opened").into_iter().find(|e| e["payload"]["vote_id"] == v.as_str()).unwrap();
+        assert_eq!(opened["payload"]["decided_by"], "holder", "{opened}");
+        assert!(opened["payload"]["deadline_ms"].as_u64().is_some(), "{opened}");
+        let audit = h.host("get_settings", json!({}));
+        assert_eq!(audit["host_name"], "Maya");
+    }
+    let h = &mut Harness::with_store(EngineConfig::default(), Box::new(SqliteStore::open(&db).unwrap()));
+    h.run(50);
+    assert_eq!(
+        h.host("get_settings", json!({})),
+        json!({"host_name": "Maya", "default_consensus": false, "default_vote_deadline_ms": 90_000}),
+        "kept across a restart"
+    );
+    // A deadline given on the command line wins for that run, without changing what is saved.
+    let pinned =
+        EngineConfig { default_vote_deadline_ms: Some(5_000), vote_deadline_pinned: true, ..Default::default() };
+    drop(std::mem::replace(h, Harness::with_store(pinned, Box::new(SqliteStore::open(&db).unwrap()))));
+    h.run(50);
+    assert_eq!(h.host("get_settings", json!({}))["default_vote_deadline_ms"], 5_000);
+    assert_eq!(h.host("get_settings", json!({}))["host_name"], "Maya");
+}

@@ -71,6 +71,7 @@ fn event_names() -> Vec<&'static str> {
         "participant_left",
         "presence_changed",
         "participant_muted",
+        "participant_renamed",
         "vote_opened",
         "vote_progress",
         "vote_resolved",
@@ -117,6 +118,7 @@ fn check_result(method: &str, result: &Value) -> Result<(), String> {
         "add_workspace" => round_trips::<WorkspaceInfo>(result),
         "create_session" | "fork_session" => round_trips::<SessionInfo>(result),
         "mint_share" | "rotate_share" => round_trips::<MintShareResult>(result),
+        "get_settings" | "update_settings" => round_trips::<HostSettings>(result),
         "list_shares" => round_trips::<ListSharesResult>(result),
         "leave_session" | "typing" | "cancel_turn" | "vote_plan" | "answer_question" | "rename_session"
         | "clear_session" | "kick" | "mute" | "admit" | "refuse" | "revoke_share" => round_trips::<Ack>(result),

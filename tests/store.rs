@@ -162,7 +162,17 @@ fn full_batch() -> Vec<StoreOp> {
         StoreOp::PutBallot(ballot(1, "host")),
         StoreOp::Audit(audit("joined")),
         StoreOp::Audit(audit("voted")),
+        StoreOp::PutSettings(settings("Host")),
+        StoreOp::PutSettings(settings("Maya")),
     ]
+}
+
+fn settings(name: &str) -> roundtable::persist::SettingsRow {
+    roundtable::persist::SettingsRow {
+        host_name: name.into(),
+        default_consensus: false,
+        default_vote_deadline_ms: Some(60_000),
+    }
 }
 
 /// What `load` must return after [`full_batch`]: everything, in the documented order.
@@ -192,6 +202,7 @@ fn full_restored() -> Restored {
         votes: vec![vote(1, 1)],
         ballots: vec![ballot(1, "host"), ballot(1, "p1")],
         audit_count: 2,
+        settings: Some(settings("Maya")),
     }
 }
 

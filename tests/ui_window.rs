@@ -1268,3 +1268,63 @@ fn shares_and_the_audit_log_name_workspaces_and_people_with_ids_on_hover_and_rev
     assert!(w.harness.query_by_label("Ann").is_some(), "the kicked participant p1 is named");
     assert!(w.harness.query_by_label("p1").is_none());
 }
+
+#[test]
+fn the_host_edits_its_settings_in_the_window_and_the_theme_is_kept() {
+    let mut updates = joined_as("host", "Host", Role::Host);
+    updates.push(Update::HostSettings(HostSettings {
+        host_name: "Host".into(),
+        default_consensus: true,
+        default_vote_deadline_ms: None,
+    }));
+    let mut w = Window::new(true, updates);
+    let dir = tempfile::tempdir().unwrap();
+    let prefs = roundtable::ui::app::prefs_path(dir.path());
+    let ctx = w.harness.ctx.clone();
+    w.harness.state_mut().use_prefs(prefs.clone(), &ctx);
+    w.click("Settings");
+    assert!(w.harness.query_by_label("Save settings").is_some());
+    {
+        let form = w.harness.state_mut().settings_form.as_mut().expect("the form, filled from the host's settings");
+        assert_eq!(form.host_name, "Host");
+        form.host_name = "Maya".into();
+        form.default_consensus = false;
+        form.deadline_secs = 90;
+    }
+    w.settle();
+    w.calls();
+    w.click("Save settings");
+    assert_eq!(
+        w.calls(),
+        vec![Method::UpdateSettings(UpdateSettingsParams {
+            host_name: Some("Maya".into()),
+            default_consensus: Some(false),
+            default_vote_deadline_ms: Some(90_000),
+        })]
+    );
+    w.push(Update::HostSettings(HostSettings {
+        host_name: "Maya".into(),
+        default_consensus: false,
+        default_vote_deadline_ms: Some(90_000),
+    }));
+    assert_eq!(w.harness.state().model.my_name, "Maya");
+    assert_eq!(w.harness.state().settings_form.as_ref().unwrap().deadline_secs, 90);
+    // The theme: switched at once and kept for the next start.
+    w.click("Light");
+    assert_eq!(w.harness.ctx.theme(), egui::Theme::Light);
+    let kept = std::fs::read_to_string(&prefs).unwrap();
+    assert!(kept.contains("\"light\""), "{kept}");
+    w.click("Dark");
+    assert_eq!(w.harness.ctx.theme(), egui::Theme::Dark);
+}
+
+#[test]
+fn a_renamed_host_is_renamed_in_the_roster_and_the_timeline_says_so() {
+    let mut updates = joined_as("p2", "Bob", Role::Participant);
+    updates.push(ev(json!({"event": "participant_renamed", "session_id": "s1", "seq": 5,
+        "payload": {"participant_id": "host", "display_name": "Maya"}})));
+    let w = Window::new(false, updates);
+    let s = &w.harness.state().model.sessions[&s1()];
+    assert_eq!(s.roster[&ParticipantId::from("host")].display_name, "Maya");
+    assert!(w.harness.query_by_label("· Host is now called Maya").is_some());
+}

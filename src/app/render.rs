@@ -229,6 +229,14 @@ impl Renderer {
                 };
                 Some(format!("* {} joined{role}", self.name_you(&r.participant_id)))
             }
+            Event::ParticipantRenamed(r) => {
+                let before = self.name(&r.participant_id);
+                self.names.insert(r.participant_id.clone(), r.display_name.clone());
+                if let Some(row) = self.sessions.entry(sid).or_default().roster.get_mut(&r.participant_id) {
+                    row.display_name = r.display_name.clone();
+                }
+                Some(format!("* {before} is now called {}", r.display_name))
+            }
             Event::ParticipantLeft(l) => {
                 self.sessions.entry(sid).or_default().roster.remove(&l.participant_id);
                 let who = self.name_you(&l.participant_id);

@@ -23,6 +23,9 @@ pub struct EngineConfig {
     pub default_consensus: bool,
     /// Default vote deadline for sessions and shares without their own.
     pub default_vote_deadline_ms: Option<u64>,
+    /// The deadline above was given on the command line: for this run it wins over the one saved
+    /// with `update_settings`.
+    pub vote_deadline_pinned: bool,
     /// `roundtable://HOST:PORT/` and `#sha256=...` parts used to format links in `mint_share`.
     pub link_prefix: Option<String>,
     pub link_suffix: Option<String>,
@@ -52,6 +55,7 @@ impl Default for EngineConfig {
             host_name: "Host".into(),
             default_consensus: true,
             default_vote_deadline_ms: None,
+            vote_deadline_pinned: false,
             link_prefix: None,
             link_suffix: None,
             max_file_bytes: 256 * 1024,

@@ -47,6 +47,8 @@ pub enum Event {
     PresenceChanged(PresenceChanged),
     /// The host muted or unmuted someone.
     ParticipantMuted(ParticipantMuted),
+    /// Someone's display name changed (the host renamed itself in its settings).
+    ParticipantRenamed(ParticipantRenamed),
     /// A plan approval, question or tool permission vote opened.
     VoteOpened(VoteOpened),
     /// Someone voted; shows progress (answers of question votes stay hidden until resolution).
@@ -92,6 +94,7 @@ impl Event {
             Event::ParticipantLeft(_) => "participant_left",
             Event::PresenceChanged(_) => "presence_changed",
             Event::ParticipantMuted(_) => "participant_muted",
+            Event::ParticipantRenamed(_) => "participant_renamed",
             Event::VoteOpened(_) => "vote_opened",
             Event::VoteProgress(_) => "vote_progress",
             Event::VoteResolved(_) => "vote_resolved",
@@ -324,6 +327,12 @@ pub struct AdmissionEvent {
     pub admission: super::Admission,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<Role>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParticipantRenamed {
+    pub participant_id: ParticipantId,
+    pub display_name: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

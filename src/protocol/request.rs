@@ -58,11 +58,15 @@ pub enum Method {
     ListShares(Empty),
     RevokeShare(ShareRef),
     RotateShare(ShareRef),
+    /// The host's settings (name, default consensus, default vote deadline).
+    GetSettings(Empty),
+    /// Changes the host's settings; they apply at once and are kept across restarts.
+    UpdateSettings(UpdateSettingsParams),
 }
 
 impl Method {
     /// Every method name, in documentation order.
-    pub const NAMES: [&'static str; 28] = [
+    pub const NAMES: [&'static str; 30] = [
         "authenticate",
         "ping",
         "list_workspaces",
@@ -91,6 +95,8 @@ impl Method {
         "list_shares",
         "revoke_share",
         "rotate_share",
+        "get_settings",
+        "update_settings",
     ];
 
     /// Methods only the host may call.
@@ -110,6 +116,8 @@ impl Method {
                 | Method::ListShares(_)
                 | Method::RevokeShare(_)
                 | Method::RotateShare(_)
+                | Method::GetSettings(_)
+                | Method::UpdateSettings(_)
         )
     }
 
@@ -144,6 +152,8 @@ impl Method {
             Method::ListShares(_) => "list_shares",
             Method::RevokeShare(_) => "revoke_share",
             Method::RotateShare(_) => "rotate_share",
+            Method::GetSettings(_) => "get_settings",
+            Method::UpdateSettings(_) => "update_settings",
         }
     }
 }
@@ -649,6 +659,31 @@ pub struct FetchHistoryResult {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ack {
     pub ok: bool,
+}
+
+/// `update_settings`: only the fields given change.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateSettingsParams {
+    /// The host's display name (1–64 characters, no control or invisible characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_name: Option<String>,
+    /// Whether votes in the host's own turns need consensus.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_consensus: Option<bool>,
+    /// Vote deadline for sessions and shares without their own, in ms; `0`: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_vote_deadline_ms: Option<u64>,
+}
+
+/// The host's settings (`get_settings`, `update_settings`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostSettings {
+    pub host_name: String,
+    pub default_consensus: bool,
+    /// Absent: no default deadline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_vote_deadline_ms: Option<u64>,
 }
 
 /// One share as listed to the host (never includes the token).

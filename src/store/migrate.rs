@@ -18,6 +18,7 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0006_retire_token_hash_once", include_str!("../../migrations/0006_retire_token_hash_once.sql")),
     ("0007_room_chat", include_str!("../../migrations/0007_room_chat.sql")),
     ("0008_read_markers", include_str!("../../migrations/0008_read_markers.sql")),
+    ("0009_host_settings", include_str!("../../migrations/0009_host_settings.sql")),
 ];
 
 /// The schema version this binary writes.

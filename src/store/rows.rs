@@ -10,8 +10,8 @@
 
 use crate::ids::{MessageId, ParticipantId, SessionId, ShareId, VoteId, WorkspaceId};
 use crate::persist::{
-    AgentSpec, AuditRow, BallotRow, EventRow, MessageRow, ParticipantRow, SessionRow, ShareRow, StoreError, VoteRow,
-    WorkspaceRow, EVENT_TAIL,
+    AgentSpec, AuditRow, BallotRow, EventRow, MessageRow, ParticipantRow, SessionRow, SettingsRow, ShareRow,
+    StoreError, VoteRow, WorkspaceRow, EVENT_TAIL,
 };
 use crate::protocol::{Admission, Role, SessionStatus};
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSqlOutput, ValueRef};
@@ -305,6 +305,14 @@ pub(crate) fn put_ballot(conn: &Connection, b: &BallotRow) -> Result<(), StoreEr
     Ok(())
 }
 
+pub(crate) fn put_settings(conn: &Connection, s: &SettingsRow) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO settings (id, json) VALUES (1, ?1) ON CONFLICT (id) DO UPDATE SET json = excluded.json",
+    )?
+    .execute(params![json(s)])?;
+    Ok(())
+}
+
 pub(crate) fn audit(conn: &Connection, a: &AuditRow) -> Result<(), StoreError> {
     conn.prepare_cached("INSERT INTO audit (at, actor, action, target, detail) VALUES (?1, ?2, ?3, ?4, ?5)")?
         .execute(params![int(a.at), a.actor, a.action, a.target, a.detail])?;
@@ -564,6 +572,15 @@ pub(crate) fn ballots(conn: &Connection) -> Result<Vec<BallotRow>, StoreError> {
 }
 
 /// Largest audit id (0 when the log is empty).
+/// The host's saved settings, if it ever saved any.
+pub(crate) fn settings(conn: &Connection) -> Result<Option<SettingsRow>, StoreError> {
+    let text: Option<String> = conn
+        .query_row("SELECT json FROM settings WHERE id = 1", [], |r| r.get(0))
+        .map(Some)
+        .or_else(|e| if e == rusqlite::Error::QueryReturnedNoRows { Ok(None) } else { Err(e) })?;
+    text.map(|t| from_json("settings", &t)).transpose()
+}
+
 pub(crate) fn audit_count(conn: &Connection) -> Result<u64, StoreError> {
     Ok(conn.query_row("SELECT COALESCE(MAX(id), 0) FROM audit", [], |r| get_u64(r, 0))?)
 }

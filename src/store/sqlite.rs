@@ -168,6 +168,7 @@ fn apply(conn: &Connection, op: &StoreOp) -> Result<(), StoreError> {
         StoreOp::PutVote(v) => rows::put_vote(conn, v),
         StoreOp::PutBallot(b) => rows::put_ballot(conn, b),
         StoreOp::Audit(a) => rows::audit(conn, a),
+        StoreOp::PutSettings(s) => rows::put_settings(conn, s),
     }
 }
 
@@ -186,6 +187,7 @@ fn describe(op: &StoreOp) -> String {
         StoreOp::PutVote(v) => format!("vote {}", v.id),
         StoreOp::PutBallot(b) => format!("ballot of {} on {}", b.voter, b.vote),
         StoreOp::Audit(a) => format!("audit {}", a.action),
+        StoreOp::PutSettings(_) => "the host's settings".to_string(),
     }
 }
 
@@ -232,6 +234,7 @@ impl Store for SqliteStore {
             votes: rows::votes(&tx)?,
             ballots: rows::ballots(&tx)?,
             audit_count: rows::audit_count(&tx)?,
+            settings: rows::settings(&tx)?,
         };
         let (messages, older) = rows::message_tails(&tx, HISTORY_TAIL)?;
         tx.commit()?;

@@ -145,6 +145,63 @@ impl WorkspaceForm {
     }
 }
 
+/// The window's colours.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ThemeChoice {
+    /// Light or dark as the system says.
+    #[default]
+    System,
+    Light,
+    Dark,
+}
+
+impl ThemeChoice {
+    fn preference(self) -> egui::ThemePreference {
+        match self {
+            ThemeChoice::System => egui::ThemePreference::System,
+            ThemeChoice::Light => egui::ThemePreference::Light,
+            ThemeChoice::Dark => egui::ThemePreference::Dark,
+        }
+    }
+}
+
+/// This window's own preferences, kept in `DATA_DIR/window.json`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Prefs {
+    #[serde(default)]
+    pub theme: ThemeChoice,
+}
+
+/// Where the window keeps its preferences.
+pub fn prefs_path(data_dir: &std::path::Path) -> std::path::PathBuf {
+    data_dir.join("window.json")
+}
+
+/// The host's settings being edited (host window).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SettingsForm {
+    pub host_name: String,
+    pub default_consensus: bool,
+    /// 0 = no default deadline.
+    pub deadline_secs: u64,
+}
+
+impl SettingsForm {
+    /// The `update_settings` params, or why they cannot be sent.
+    pub fn params(&self) -> Result<UpdateSettingsParams, &'static str> {
+        let name = self.host_name.trim();
+        if name.is_empty() {
+            return Err("give the host a display name");
+        }
+        Ok(UpdateSettingsParams {
+            host_name: Some(name.to_string()),
+            default_consensus: Some(self.default_consensus),
+            default_vote_deadline_ms: Some(self.deadline_secs * 1000),
+        })
+    }
+}
+
 /// The window's state: the model plus what is being typed.
 pub struct RoundtableApp {
     pub model: ViewModel,
@@ -172,6 +229,13 @@ pub struct RoundtableApp {
     pub confirm_revoke: Option<crate::ids::ShareId>,
     /// The rename field wants the keyboard focus (set when Rename is clicked).
     rename_focus: bool,
+    /// The host's settings being edited; `None` until the host's settings arrive.
+    pub settings_form: Option<SettingsForm>,
+    /// The host's settings the form was last filled from.
+    settings_base: Option<SettingsForm>,
+    /// This window's preferences and where they are kept (`None`: not kept, e.g. in tests).
+    pub prefs: Prefs,
+    prefs_path: Option<std::path::PathBuf>,
     /// Whether the add-workspace form is open (host).
     pub workspace_form_open: bool,
     pub workspace_form: WorkspaceForm,
@@ -202,6 +266,10 @@ impl RoundtableApp {
             confirm_kick: None,
             confirm_revoke: None,
             rename_focus: false,
+            settings_form: None,
+            settings_base: None,
+            prefs: Prefs::default(),
+            prefs_path: None,
             workspace_form_open: false,
             workspace_form: WorkspaceForm::default(),
             first_session_title: String::new(),
@@ -209,6 +277,28 @@ impl RoundtableApp {
             updates,
             tag: format!("ui-{:08x}", rand::random::<u32>()),
             sent: 0,
+        }
+    }
+
+    /// Reads (and from now on keeps) this window's preferences in `path`, and applies them.
+    pub fn use_prefs(&mut self, path: std::path::PathBuf, ctx: &egui::Context) {
+        match std::fs::read_to_string(&path) {
+            Ok(text) => match serde_json::from_str(&text) {
+                Ok(p) => self.prefs = p,
+                Err(e) => tracing::warn!("ignoring {}: {e}", path.display()),
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!("cannot read {}: {e}", path.display()),
+        }
+        self.prefs_path = Some(path);
+        ctx.set_theme(self.prefs.theme.preference());
+    }
+
+    fn save_prefs(&mut self) {
+        let Some(path) = &self.prefs_path else { return };
+        let text = serde_json::to_string_pretty(&self.prefs).expect("prefs serialise");
+        if let Err(e) = std::fs::write(path, text) {
+            self.model.error(format!("cannot keep the window settings in {}: {e}", path.display()), wall_ms());
         }
     }
 
@@ -306,7 +396,7 @@ impl RoundtableApp {
                     Err(why) => {
                         ui.label(
                             RichText::new(format!("Cannot show {}: {why}", view.path))
-                                .color(Color32::LIGHT_RED)
+                                .color(ui.visuals().error_fg_color)
                                 .strong(),
                         );
                     }
@@ -325,15 +415,16 @@ impl RoundtableApp {
             let who = if self.model.is_host { "host".to_string() } else { "remote".to_string() };
             ui.heading(format!("roundtable — {who}"));
             ui.separator();
+            let warn = ui.visuals().warn_fg_color;
             let (text, color) = match &self.model.connection {
-                ConnectionState::Connecting => ("connecting…".to_string(), Color32::YELLOW),
-                ConnectionState::Connected => ("connected".to_string(), Color32::GREEN),
-                ConnectionState::Lobby => ("waiting in the lobby for the host".to_string(), Color32::YELLOW),
+                ConnectionState::Connecting => ("connecting…".to_string(), warn),
+                ConnectionState::Connected => ("connected".to_string(), good_colour(ui)),
+                ConnectionState::Lobby => ("waiting in the lobby for the host".to_string(), warn),
                 ConnectionState::Reconnecting => match &self.model.disconnect_reason {
-                    Some(why) => (format!("reconnecting… ({why})"), Color32::YELLOW),
-                    None => ("reconnecting…".to_string(), Color32::YELLOW),
+                    Some(why) => (format!("reconnecting… ({why})"), warn),
+                    None => ("reconnecting…".to_string(), warn),
                 },
-                ConnectionState::Closed(why) => (why.clone(), Color32::LIGHT_RED),
+                ConnectionState::Closed(why) => (why.clone(), ui.visuals().error_fg_color),
             };
             ui.label(RichText::new(text).color(color));
             ui.separator();
@@ -577,7 +668,7 @@ impl RoundtableApp {
             ui.horizontal(|ui| {
                 ui.label(
                     RichText::new(format!("Delete every message of \"{title}\" for everyone? This cannot be undone."))
-                        .color(Color32::LIGHT_RED),
+                        .color(ui.visuals().error_fg_color),
                 );
                 if ui.button("Yes, clear").clicked() {
                     act = Some(Method::ClearSession(SessionRef { session_id: session_id.clone() }));
@@ -642,11 +733,11 @@ impl RoundtableApp {
                     ui.label(RichText::new("observer").small().weak());
                 }
                 if r.muted {
-                    ui.label(RichText::new("muted").small().color(Color32::LIGHT_RED));
+                    ui.label(RichText::new("muted").small().color(ui.visuals().error_fg_color));
                 }
                 match r.presence {
                     PresenceState::Reconnecting => {
-                        ui.label(RichText::new("reconnecting…").small().color(Color32::YELLOW));
+                        ui.label(RichText::new("reconnecting…").small().color(ui.visuals().warn_fg_color));
                     }
                     PresenceState::Gone => {
                         ui.label(RichText::new("gone").small().weak());
@@ -654,7 +745,7 @@ impl RoundtableApp {
                     PresenceState::Connected => {}
                 }
                 if session.holder() == Some(&r.participant_id) {
-                    ui.label(RichText::new("has the turn").small().color(Color32::LIGHT_GREEN));
+                    ui.label(RichText::new("has the turn").small().color(good_colour(ui)));
                 }
             });
             if self.model.is_host && r.role != Role::Host {
@@ -1176,6 +1267,22 @@ impl RoundtableApp {
 
     fn settings(&mut self, ui: &mut egui::Ui) {
         ui.heading("Settings");
+        ui.horizontal(|ui| {
+            ui.label("Theme");
+            let before = self.prefs.theme;
+            ui.selectable_value(&mut self.prefs.theme, ThemeChoice::System, "Follow the system");
+            ui.selectable_value(&mut self.prefs.theme, ThemeChoice::Light, "Light");
+            ui.selectable_value(&mut self.prefs.theme, ThemeChoice::Dark, "Dark");
+            if self.prefs.theme != before {
+                ui.ctx().set_theme(self.prefs.theme.preference());
+                self.save_prefs();
+            }
+        });
+        ui.add_space(8.0);
+        if self.model.is_host {
+            self.host_settings(ui);
+            return;
+        }
         let m = &self.model;
         egui::Grid::new("settings_grid").num_columns(2).show(ui, |ui| {
             ui.label("Display name");
@@ -1205,13 +1312,74 @@ impl RoundtableApp {
             ui.end_row();
         });
         ui.add_space(6.0);
+        ui.label(RichText::new("The host sets these. Shares carry their own consensus and deadline.").weak());
+    }
+
+    /// The host's settings, editable: saved by the host (kept across restarts) and applied to
+    /// running sessions at once.
+    fn host_settings(&mut self, ui: &mut egui::Ui) {
+        let s = &self.model.settings;
+        let Some(name) = s.host_name.clone() else {
+            ui.label(RichText::new("loading the host's settings…").weak());
+            return;
+        };
+        let saved = SettingsForm {
+            host_name: name,
+            default_consensus: s.default_consensus.unwrap_or(true),
+            deadline_secs: s.vote_deadline_ms.map_or(0, |ms| ms / 1000),
+        };
+        let address = s.address.clone();
+        // The form follows the host's settings as they change, unless it holds unsaved edits.
+        if self.settings_base.as_ref() != Some(&saved) {
+            if self.settings_form.is_none() || self.settings_form == self.settings_base {
+                self.settings_form = Some(saved.clone());
+            }
+            self.settings_base = Some(saved.clone());
+        }
+        let form = self.settings_form.get_or_insert_with(|| saved.clone());
+        egui::Grid::new("host_settings_grid").num_columns(2).show(ui, |ui| {
+            ui.label("Your display name");
+            ui.add(egui::TextEdit::singleline(&mut form.host_name).desired_width(220.0));
+            ui.end_row();
+            ui.label("Votes in your own turns");
+            ui.checkbox(&mut form.default_consensus, "need everyone's consensus")
+                .on_hover_text("Off: you decide your own turns' plans and questions");
+            ui.end_row();
+            ui.label("Default vote deadline");
+            ui.horizontal(|ui| {
+                ui.add(egui::DragValue::new(&mut form.deadline_secs).range(0..=86_400).suffix(" s"));
+                ui.label(RichText::new("0 = none; no decision by then means denied").weak());
+            });
+            ui.end_row();
+            if let Some(address) = &address {
+                ui.label("Host address");
+                ui.label(address);
+                ui.end_row();
+            }
+        });
+        let changed = *form != saved;
+        let params = form.params();
+        let mut save = false;
+        let mut reset = false;
+        ui.horizontal(|ui| {
+            save = ui.add_enabled(changed && params.is_ok(), egui::Button::new("Save settings")).clicked();
+            reset = ui.add_enabled(changed, egui::Button::new("Undo changes")).clicked();
+            if let Err(why) = &params {
+                ui.label(RichText::new(*why).color(ui.visuals().warn_fg_color));
+            }
+        });
         ui.label(
             RichText::new(
-                "These are fixed when the host starts (roundtable host --vote-deadline SECS). Shares carry their \
-                 own consensus and deadline, chosen when minting.",
+                "Saved on this host and used from the next vote on, in every session. A --vote-deadline given on \
+                 the command line wins for that run.",
             )
             .weak(),
         );
+        if reset {
+            self.settings_form = Some(saved);
+        } else if let (true, Ok(params)) = (save, params) {
+            self.call(Method::UpdateSettings(params));
+        }
     }
 
     fn audit(&mut self, ui: &mut egui::Ui) {
@@ -1280,6 +1448,15 @@ fn chip_colour(slots: &BTreeMap<ParticipantId, usize>, id: &str) -> Color32 {
         return AGENT_COLOUR;
     }
     slots.get(&ParticipantId::from(id)).map_or(Color32::GRAY, |s| PALETTE[*s % PALETTE.len()])
+}
+
+/// "Good" text (connected, has the turn), readable on the current theme.
+fn good_colour(ui: &egui::Ui) -> Color32 {
+    if ui.visuals().dark_mode {
+        Color32::LIGHT_GREEN
+    } else {
+        Color32::from_rgb(0, 110, 40)
+    }
 }
 
 /// A name on a coloured chip.

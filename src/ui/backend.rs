@@ -94,6 +94,7 @@ pub async fn run_host(
     }
     worker.refresh(true).await;
     worker.refresh_shares().await;
+    worker.call(Method::GetSettings(Empty {})).await;
     let mut refresh = tokio::time::interval(REFRESH_PERIOD);
     refresh.tick().await;
     loop {
@@ -272,6 +273,15 @@ impl Worker {
                     self.join(info.id.clone(), None).await;
                     // A new session (or the fork) is what the person wants to see next.
                     self.out.send(Update::Open(info.id));
+                }
+                Err(e) => self.out.send(Update::Failed { method: name.into(), message: e.to_string() }),
+            },
+            Method::GetSettings(_) | Method::UpdateSettings(_) => match serde_json::from_value::<HostSettings>(value) {
+                Ok(s) => {
+                    if matches!(method, Method::UpdateSettings(_)) {
+                        self.out.send(Update::Notice("settings saved".into()));
+                    }
+                    self.out.send(Update::HostSettings(s));
                 }
                 Err(e) => self.out.send(Update::Failed { method: name.into(), message: e.to_string() }),
             },

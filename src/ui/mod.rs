@@ -67,6 +67,7 @@ fn open_window(
     actions: tokio::sync::mpsc::UnboundedSender<model::Action>,
     updates: std::sync::mpsc::Receiver<model::Update>,
     ctx_slot: Arc<OnceLock<egui::Context>>,
+    prefs: std::path::PathBuf,
     started: impl FnOnce() + 'static,
 ) -> Result<(), eframe::Error> {
     let options = eframe::NativeOptions {
@@ -79,7 +80,9 @@ fn open_window(
         Box::new(move |cc| {
             let _ = ctx_slot.set(cc.egui_ctx.clone());
             started();
-            Ok(Box::new(app::RoundtableApp::new(model, actions, updates)))
+            let mut app = app::RoundtableApp::new(model, actions, updates);
+            app.use_prefs(prefs, &cc.egui_ctx);
+            Ok(Box::new(app))
         }),
     )
 }
@@ -149,6 +152,7 @@ pub fn run_host_window(args: &mut ServeArgs, data_dir: Option<&Path>) -> anyhow:
 
     let mut model = model::ViewModel::new(true);
     model.settings = model::Settings {
+        host_name: None,
         default_consensus: Some(default_consensus),
         vote_deadline_ms,
         address: Some(format!(
@@ -160,7 +164,8 @@ pub fn run_host_window(args: &mut ServeArgs, data_dir: Option<&Path>) -> anyhow:
             }
         )),
     };
-    let opened = open_window("roundtable host", model, wiring.actions_tx, wiring.updates_rx, ctx, || {});
+    let prefs = app::prefs_path(&data_dir);
+    let opened = open_window("roundtable host", model, wiring.actions_tx, wiring.updates_rx, ctx, prefs, || {});
     backend.abort();
     runtime.block_on(host.shutdown());
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
@@ -216,7 +221,8 @@ pub fn run_connect_window(args: &JoinArgs, data_dir: Option<&Path>) -> anyhow::R
     let start = move || {
         let _ = backend_tx.send(handle.spawn(backend::run_remote(options, actions_rx, out)));
     };
-    let opened = open_window(&title, model, wiring.actions_tx, wiring.updates_rx, ctx, start);
+    let prefs = app::prefs_path(&data_dir);
+    let opened = open_window(&title, model, wiring.actions_tx, wiring.updates_rx, ctx, prefs, start);
     // Dropping the action sender made the backend close the connection; give it a moment.
     if let Ok(backend) = backend_rx.try_recv() {
         runtime.block_on(async {

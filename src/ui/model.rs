@@ -103,6 +103,8 @@ pub enum Update {
     Notice(String),
     /// Something the person should know and dismiss (not tied to one request).
     Warning(String),
+    /// The host's settings (`get_settings` / `update_settings`).
+    HostSettings(HostSettings),
 }
 
 /// The connection to the host, as shown in the window.
@@ -130,9 +132,11 @@ pub enum Follow {
     Refetch(SessionId),
 }
 
-/// Window-wide settings shown read-only in the settings panel.
+/// The host's settings as the window knows them (the host edits them in the settings panel).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Settings {
+    /// The host's display name (host window; `None` until the host says).
+    pub host_name: Option<String>,
     /// Whether votes in the host's own turns need consensus (`None` for remotes: not known).
     pub default_consensus: Option<bool>,
     /// Default vote deadline (ms), when the host has one.
@@ -744,6 +748,14 @@ impl ViewModel {
             Update::Failed { method, message } => self.error(format!("{method}: {message}"), now_ms),
             Update::Notice(text) => self.notice(text, now_ms),
             Update::Warning(text) => self.error(text, now_ms),
+            Update::HostSettings(s) => {
+                if self.is_host {
+                    self.my_name = s.host_name.clone();
+                }
+                self.settings.host_name = Some(s.host_name);
+                self.settings.default_consensus = Some(s.default_consensus);
+                self.settings.vote_deadline_ms = s.default_vote_deadline_ms;
+            }
         }
         Vec::new()
     }
@@ -1027,6 +1039,17 @@ fn apply_session_event(
                 r.presence = p.presence;
             }
             state.recount();
+        }
+        Event::ParticipantRenamed(r) => {
+            let before = state.name(&r.participant_id);
+            if let Some(row) = state.roster.get_mut(&r.participant_id) {
+                row.display_name = r.display_name.clone();
+            }
+            if state.holder() == Some(&r.participant_id) {
+                state.holder_name = Some(r.display_name.clone());
+            }
+            state.names.insert(r.participant_id, r.display_name.clone());
+            state.note(format!("{before} is now called {}", r.display_name));
         }
         Event::ParticipantMuted(m) => {
             if let Some(r) = state.roster.get_mut(&m.participant_id) {

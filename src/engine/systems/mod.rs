@@ -21,6 +21,7 @@ pub mod resources;
 pub mod restore;
 pub mod room_chat;
 pub mod session_admin;
+pub mod settings;
 pub mod share_admin;
 pub mod share_lifecycle;
 pub mod turn_lock;
@@ -104,6 +105,7 @@ impl Installer for ModerationInstaller {
                 share_lifecycle::close_dead_shares,
                 session_admin::session_admin,
                 session_admin::fork_session,
+                settings::settings,
             )
                 .chain()
                 .in_set(TickSet::Moderation),

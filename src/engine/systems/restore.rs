@@ -24,6 +24,14 @@ pub struct Recovery {
 pub fn restore_world(world: &mut World, r: Restored) {
     let masker = world.resource::<super::resources::Staged>().1.clone();
     let masker = &masker;
+    if let Some(saved) = &r.settings {
+        let mut config = world.resource_mut::<EngineConfig>();
+        config.host_name = saved.host_name.clone();
+        config.default_consensus = saved.default_consensus;
+        if !config.vote_deadline_pinned {
+            config.default_vote_deadline_ms = saved.default_vote_deadline_ms;
+        }
+    }
     let host_name = world.resource::<EngineConfig>().host_name.clone();
     let mut index = Index::default();
     let mut counters = Counters::default();
