@@ -1328,3 +1328,96 @@ fn a_renamed_host_is_renamed_in_the_roster_and_the_timeline_says_so() {
     assert_eq!(s.roster[&ParticipantId::from("host")].display_name, "Maya");
     assert!(w.harness.query_by_label("· Host is now called Maya").is_some());
 }
+
+impl Window {
+    /// A window of `size` points.
+    fn sized(is_host: bool, updates: Vec<Update>, size: egui::Vec2) -> Window {
+        let mut w = Window::new(is_host, updates);
+        w.harness.set_size(size);
+        w.settle();
+        w
+    }
+
+    /// Text the window put on the clipboard in its last frame.
+    fn copied(&self) -> Vec<String> {
+        self.harness
+            .output()
+            .platform_output
+            .commands
+            .iter()
+            .filter_map(|c| match c {
+                egui::OutputCommand::CopyText(t) => Some(t.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+fn one_share() -> Update {
+    Update::Shares(vec![serde_json::from_value(json!({"share_id": "sh1", "label": "for the design review team",
+        "workspaces": ["w1"], "collaborative": true, "consensus_required": true, "admission_required": true,
+        "role": "participant", "expires_at": 99_999_999_999_999u64, "max_uses": 10, "uses": 1, "revoked": false,
+        "created_at": 0, "connections": 1}))
+    .unwrap()])
+}
+
+#[test]
+fn at_800_by_600_the_side_panels_fold_away_and_every_share_button_is_reachable() {
+    let mut updates = joined_as("host", "Host", Role::Host);
+    updates.push(one_share());
+    let mut w = Window::sized(true, updates, egui::vec2(800.0, 600.0));
+    assert!(w.harness.query_by_label("Lobby").is_none(), "the sessions panel is folded away");
+    assert!(w.harness.query_by_label("Mute").is_none(), "and so is the roster");
+    w.click("People");
+    assert_eq!(w.harness.query_all_by_label("Mute").count(), 2, "opened on demand");
+    w.click("Sessions list");
+    assert!(w.harness.query_by_label("Lobby").is_some());
+    w.click("Shares");
+    let revoke = w.harness.get_by_label("Revoke");
+    assert!(revoke.rect().min.x > 800.0, "off to the right at first: {:?}", revoke.rect());
+    revoke.scroll_to_me();
+    w.harness.run_steps(30);
+    let r = w.harness.get_by_label("Revoke").rect();
+    assert!(r.max.x < 800.0 && r.max.y < 600.0, "scrolled into view: {r:?}");
+    w.harness.get_by_label("Revoke").click_accesskit();
+    w.settle();
+    assert!(w.harness.query_by_label("Yes, revoke").is_some(), "Revoke is reachable in a small window");
+    // Wide again: both panels come back.
+    w.harness.set_size(egui::vec2(1400.0, 900.0));
+    w.settle();
+    w.click("Chat");
+    assert!(w.harness.query_by_label("Lobby").is_some() && w.harness.query_all_by_label("Mute").count() == 2);
+}
+
+#[test]
+fn the_host_invites_from_the_chat_view_and_copies_the_link_and_commands() {
+    let mut w = host_window();
+    w.click("Invite people");
+    w.calls();
+    w.click("Create invite link");
+    let calls = w.calls();
+    assert!(
+        matches!(&calls[..], [Method::MintShare(p)] if p.workspaces == vec![WorkspaceId::from("w1")] && p.collaborative),
+        "{calls:?}"
+    );
+    let link = "roundtable://127.0.0.1:7447/abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQ#sha256=00ff";
+    w.push(Update::Minted(
+        serde_json::from_value(json!({"share": {"share_id": "sh1", "label": "invite Fix login",
+        "workspaces": ["w1"], "collaborative": true, "consensus_required": true, "admission_required": false,
+        "role": "participant", "uses": 0, "revoked": false, "created_at": 0, "connections": 0},
+        "token": "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQ", "link": link}))
+        .unwrap(),
+    ));
+    assert!(w.harness.query_by_label(link).is_some(), "the link is on the chat view");
+    w.harness.get_by_label("Copy link").click();
+    w.harness.step();
+    assert_eq!(w.copied(), vec![link.to_string()]);
+    w.settle();
+    assert!(w.harness.query_by_label("link copied to the clipboard").is_some());
+    w.harness.get_by_label("Copy command").click();
+    w.harness.step();
+    assert_eq!(w.copied(), vec![format!("roundtable connect '{link}' --name THEIR_NAME")]);
+    w.harness.get_by_label("Copy join command").click();
+    w.harness.step();
+    assert_eq!(w.copied(), vec![format!("ROUNDTABLE_LINK='{link}' roundtable join --name THEIR_NAME")]);
+}

@@ -233,6 +233,14 @@ pub struct RoundtableApp {
     pub settings_form: Option<SettingsForm>,
     /// The host's settings the form was last filled from.
     settings_base: Option<SettingsForm>,
+    /// Side panels shown (below [`NARROW_WIDTH`] they start folded away, with buttons to open
+    /// them).
+    pub show_sessions: bool,
+    pub show_people: bool,
+    /// Whether the last frame was narrow (`None` before the first frame).
+    narrow: Option<bool>,
+    /// The invite box on the chat view is open (host).
+    pub invite_open: bool,
     /// This window's preferences and where they are kept (`None`: not kept, e.g. in tests).
     pub prefs: Prefs,
     prefs_path: Option<std::path::PathBuf>,
@@ -268,6 +276,10 @@ impl RoundtableApp {
             rename_focus: false,
             settings_form: None,
             settings_base: None,
+            show_sessions: true,
+            show_people: true,
+            narrow: None,
+            invite_open: false,
             prefs: Prefs::default(),
             prefs_path: None,
             workspace_form_open: false,
@@ -305,6 +317,10 @@ impl RoundtableApp {
     /// Applies every pending update; follow-ups (rejoins) become actions.
     pub fn pump(&mut self) {
         while let Ok(update) = self.updates.try_recv() {
+            // A link just minted (`host --mint`, Mint, Rotate) is shown where people look.
+            if matches!(update, Update::Minted(_)) {
+                self.invite_open = true;
+            }
             for follow in self.model.apply(update) {
                 let action = match follow {
                     Follow::Rejoin { session_id, since_seq } => Action::Join { session_id, since_seq: Some(since_seq) },
@@ -334,16 +350,31 @@ impl RoundtableApp {
 
     /// Draws the whole window into `ui`.
     pub fn show(&mut self, ui: &mut egui::Ui) {
+        // Narrow windows fold the side panels away when they become narrow; buttons in the top
+        // bar open them again.
+        let narrow = ui.available_width() < NARROW_WIDTH;
+        if self.narrow != Some(narrow) {
+            self.show_sessions = !narrow;
+            self.show_people = !narrow;
+            self.narrow = Some(narrow);
+        }
         egui::Panel::top("top").show(ui, |ui| self.top_bar(ui));
-        egui::Panel::left("sessions").default_size(240.0).min_size(200.0).show(ui, |ui| {
-            egui::ScrollArea::vertical().id_salt("sessions_scroll").show(ui, |ui| {
-                self.sessions_panel(ui);
-                if self.model.is_host {
-                    self.lobby_panel(ui);
-                }
+        let side = if narrow { 180.0 } else { 240.0 };
+        if self.show_sessions {
+            egui::Panel::left("sessions").default_size(side).min_size(160.0).show(ui, |ui| {
+                egui::ScrollArea::vertical().id_salt("sessions_scroll").show(ui, |ui| {
+                    self.sessions_panel(ui);
+                    if self.model.is_host {
+                        self.lobby_panel(ui);
+                    }
+                });
             });
-        });
-        egui::Panel::right("roster").default_size(230.0).min_size(200.0).show(ui, |ui| self.roster_panel(ui));
+        }
+        if self.show_people {
+            egui::Panel::right("roster").default_size(side).min_size(160.0).show(ui, |ui| {
+                egui::ScrollArea::vertical().id_salt("roster_scroll").show(ui, |ui| self.roster_panel(ui));
+            });
+        }
         egui::CentralPanel::default_margins().show(ui, |ui| match self.tab {
             Tab::Chat => self.chat(ui),
             Tab::Shares => self.shares(ui),
@@ -428,6 +459,12 @@ impl RoundtableApp {
             };
             ui.label(RichText::new(text).color(color));
             ui.separator();
+            if self.narrow == Some(true) {
+                ui.toggle_value(&mut self.show_sessions, "Sessions list")
+                    .on_hover_text("Show or hide the sessions (and the lobby)");
+                ui.toggle_value(&mut self.show_people, "People").on_hover_text("Show or hide who is here");
+                ui.separator();
+            }
             ui.selectable_value(&mut self.tab, Tab::Chat, "Chat");
             if self.model.is_host && ui.selectable_value(&mut self.tab, Tab::Shares, "Shares").clicked() {
                 self.send(Action::RefreshShares);
@@ -819,6 +856,9 @@ impl RoundtableApp {
         if plan_first {
             ui.label(RichText::new("Plan first: the agent's plan goes to a vote before it changes anything").weak());
         }
+        if self.model.is_host {
+            self.invite_box(ui, &session_id);
+        }
         // Composer and cards at the bottom, messages fill the rest.
         egui::Panel::bottom("composer").show(ui, |ui| {
             self.vote_cards(ui, &session_id);
@@ -985,6 +1025,85 @@ impl RoundtableApp {
                 self.call(Method::CancelTurn(SessionRef { session_id: session_id.clone() }));
             }
         });
+    }
+
+    /// "Invite people": mint a link for this session's workspace, copy it, and the exact
+    /// commands the other person runs — without leaving the chat.
+    fn invite_box(&mut self, ui: &mut egui::Ui, session_id: &SessionId) {
+        let workspace =
+            self.model.sessions.get(session_id).and_then(|s| s.info.as_ref()).map(|i| i.workspace_id.clone());
+        let Some(workspace) = workspace else { return };
+        let minted = self.model.minted.clone().filter(|m| m.share.workspaces.contains(&workspace) && !m.share.revoked);
+        ui.horizontal(|ui| {
+            let label = if self.invite_open { "Hide invite" } else { "Invite people" };
+            if ui.button(label).on_hover_text("A share link for this session's workspace").clicked() {
+                self.invite_open = !self.invite_open;
+            }
+        });
+        if !self.invite_open {
+            return;
+        }
+        let mut mint = false;
+        let mut copy: Option<(String, &'static str)> = None;
+        egui::Frame::group(ui.style()).show(ui, |ui| {
+            ui.set_width(ui.available_width());
+            let Some(m) = &minted else {
+                ui.label(format!(
+                    "A new link to \"{}\": collaborative, with consensus on plans. More choices on the Shares tab.",
+                    self.model.workspace_name(&workspace)
+                ));
+                mint = ui.button("Create invite link").clicked();
+                return;
+            };
+            let link = m.link.clone().unwrap_or_else(|| m.token.clone());
+            ui.label(RichText::new("Share link (shown once — send it to the people you invite):").strong());
+            ui.horizontal_wrapped(|ui| {
+                ui.label(RichText::new(&link).monospace());
+                if ui.button("Copy link").clicked() {
+                    copy = Some((link.clone(), "link copied"));
+                }
+            });
+            let window = format!("roundtable connect '{link}' --name THEIR_NAME");
+            let terminal = format!("ROUNDTABLE_LINK='{link}' roundtable join --name THEIR_NAME");
+            ui.label("They run, for a window:");
+            ui.horizontal_wrapped(|ui| {
+                ui.label(RichText::new(&window).monospace().small());
+                if ui.small_button("Copy command").clicked() {
+                    copy = Some((window.clone(), "command copied"));
+                }
+            });
+            ui.label("or in a terminal (the link stays out of `ps`):");
+            ui.horizontal_wrapped(|ui| {
+                ui.label(RichText::new(&terminal).monospace().small());
+                if ui.small_button("Copy join command").clicked() {
+                    copy = Some((terminal.clone(), "command copied"));
+                }
+            });
+            ui.label(
+                RichText::new("They need roundtable installed: see the README, section Install (cargo install --path . --locked).")
+                    .weak(),
+            );
+        });
+        if let Some((text, note)) = copy {
+            ui.ctx().copy_text(text);
+            self.model.notice(format!("{note} to the clipboard"), wall_ms());
+        }
+        if mint {
+            self.call(Method::MintShare(MintShareParams {
+                label: format!(
+                    "invite {}",
+                    self.model.sessions[session_id].info.as_ref().map_or("", |i| i.title.as_str())
+                ),
+                workspaces: vec![workspace],
+                collaborative: true,
+                consensus_required: true,
+                admission_required: false,
+                role: Role::Participant,
+                expires_in_ms: None,
+                max_uses: None,
+                vote_deadline_ms: None,
+            }));
+        }
     }
 
     fn vote_cards(&mut self, ui: &mut egui::Ui, session_id: &SessionId) {
@@ -1425,6 +1544,9 @@ fn span_text(ms: u64) -> String {
 }
 
 /// A coloured name chip; the colour is stable per participant id.
+/// Below this width (points) the side panels start folded away.
+pub const NARROW_WIDTH: f32 = 1000.0;
+
 /// Name chip colours: dark enough for white text, distinct from each other, in both themes.
 pub const PALETTE: [Color32; 10] = [
     Color32::from_rgb(41, 98, 200),
