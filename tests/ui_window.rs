@@ -1421,3 +1421,16 @@ fn the_host_invites_from_the_chat_view_and_copies_the_link_and_commands() {
     w.harness.step();
     assert_eq!(w.copied(), vec![format!("ROUNDTABLE_LINK='{link}' roundtable join --name THEIR_NAME")]);
 }
+
+#[test]
+fn a_lobby_entry_with_an_unknown_share_makes_the_host_window_fetch_the_share_list() {
+    let mut w = host_window();
+    while w.actions.try_recv().is_ok() {}
+    w.push(ev(json!({"event": "lobby", "payload": {"participant_id": "p9", "display_name": "Dan", "share_id": "sh7",
+        "admission": "pending"}})));
+    let mut refreshed = false;
+    while let Ok(a) = w.actions.try_recv() {
+        refreshed |= a == Action::RefreshShares;
+    }
+    assert!(refreshed, "so the lobby can name the share by its label");
+}

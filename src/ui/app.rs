@@ -321,6 +321,15 @@ impl RoundtableApp {
             if matches!(update, Update::Minted(_)) {
                 self.invite_open = true;
             }
+            // Someone waiting with a share this window does not know yet (minted elsewhere, e.g.
+            // `roundtable share mint`): fetch the list so the lobby can name it.
+            if let Update::Event(frame) = &update {
+                if let Event::Lobby(l) = &frame.body {
+                    if self.model.is_host && !self.model.shares.iter().any(|s| s.share_id == l.share_id) {
+                        self.send(Action::RefreshShares);
+                    }
+                }
+            }
             for follow in self.model.apply(update) {
                 let action = match follow {
                     Follow::Rejoin { session_id, since_seq } => Action::Join { session_id, since_seq: Some(since_seq) },

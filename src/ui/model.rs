@@ -1123,7 +1123,7 @@ pub fn resolution_text(r: &VoteResolved) -> String {
         "host" => "the host decided for everyone".to_string(),
         "allow_list" => "allowed by the host's allow list".to_string(),
         "deadline" => "the deadline passed".to_string(),
-        "system" => "closed by the host".to_string(),
+        "system" => "closed without a decision".to_string(),
         other => format!("by {other}"),
     };
     let by = match (r.outcome, r.resolved_by.as_str()) {
