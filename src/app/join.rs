@@ -398,25 +398,20 @@ impl Joiner {
         self.resume_token = Some(auth.resume_token.clone());
         self.resume.save(&auth.resume_token);
         self.renderer.me = Some(auth.participant_id.clone());
-        if restored {
-            let again = if auth.resumed { ", the same participant as before" } else { "" };
+        if resuming && !restored {
+            if auth.resumed {
+                self.out.note(&format!("* reconnected as {}", auth.display_name));
+            } else {
+                self.out.note(&format!(
+                    "* reconnected, but you were away too long: you are back as a new participant, {} ({})",
+                    auth.display_name, auth.participant_id
+                ));
+            }
+        } else {
+            // A first connection (perhaps resuming the participant an earlier run left).
+            let again = if restored && auth.resumed { ", the same participant as before" } else { "" };
             self.out.note(&format!(
                 "connected to {} as {} ({}, {}){again}. Type /help for commands.",
-                self.link.authority(),
-                auth.display_name,
-                auth.participant_id,
-                auth.role.as_str()
-            ));
-        } else if resuming && auth.resumed {
-            self.out.note(&format!("* reconnected as {}", auth.display_name));
-        } else if resuming {
-            self.out.note(&format!(
-                "* reconnected, but you were away too long: you are back as a new participant, {} ({})",
-                auth.display_name, auth.participant_id
-            ));
-        } else {
-            self.out.note(&format!(
-                "connected to {} as {} ({}, {}). Type /help for commands.",
                 self.link.authority(),
                 auth.display_name,
                 auth.participant_id,

@@ -1098,20 +1098,8 @@ impl RoundtableApp {
             self.model.notice(format!("{note} to the clipboard"), wall_ms());
         }
         if mint {
-            self.call(Method::MintShare(MintShareParams {
-                label: format!(
-                    "invite {}",
-                    self.model.sessions[session_id].info.as_ref().map_or("", |i| i.title.as_str())
-                ),
-                workspaces: vec![workspace],
-                collaborative: true,
-                consensus_required: true,
-                admission_required: false,
-                role: Role::Participant,
-                expires_in_ms: None,
-                max_uses: None,
-                vote_deadline_ms: None,
-            }));
+            let title = self.model.sessions[session_id].info.as_ref().map_or("", |i| i.title.as_str());
+            self.call(Method::MintShare(MintShareParams::team(format!("invite {title}"), vec![workspace])));
         }
     }
 
