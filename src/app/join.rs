@@ -34,6 +34,20 @@ use std::process::ExitCode;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
+/// `join --help`: the line commands, after the options.
+pub const LINE_COMMANDS_HELP: &str = concat!(
+    "Once joined, type lines: a plain line is a prompt to the agent; these are commands:\n",
+    "  /chat TEXT (/c)    say something to the people in the session, never the agent\n",
+    "  /quote N [M...]    put room chat lines N, M... (with who said them) in your next prompt\n",
+    "  /approve           approve the plan waiting for a vote\n",
+    "  /deny REASON       deny the plan, with a reason everyone sees\n",
+    "  /answer A[|B...]   answer the agent's question(s), one answer per question\n",
+    "  /cancel            cancel the running turn (turn holder or host)\n",
+    "  /older  /who  /sessions  /switch ID  /leave  /help  /quit\n",
+    "Any other /word (e.g. /plan) goes to the agent; //TEXT sends a line starting with /.\n",
+    "Ctrl-C or /quit leaves cleanly; started again within 30 s you are the same participant."
+);
+
 /// Command help, printed by `/help`.
 pub const HELP: &str = "\
 commands:
@@ -542,6 +556,9 @@ impl Joiner {
 
     /// Deduplicates by seq, tracks state, prints; says what must follow.
     fn on_event(&mut self, frame: &EventFrame, raw: &str) -> Follow {
+        // `--json` prints every frame as received, replays and repeats included (documented:
+        // scripts deduplicate by seq); the human view below shows each event once.
+        self.out.raw(raw);
         let live = frame.seq.is_some() || matches!(frame.body, Event::AgentDelta(_));
         if live && frame.session_id.as_ref().is_some_and(|s| self.rejoining.contains_key(s)) {
             return Follow::Nothing; // covered by the catch-up that follows the join response
@@ -559,7 +576,6 @@ impl Joiner {
             }
             *last = seq;
         }
-        self.out.raw(raw);
         let text = self.renderer.event(frame);
         self.out.text(&text);
         match &frame.body {

@@ -66,6 +66,7 @@ pub enum Command {
     /// Open a share link as a remote (graphical client; falls back to `join` line mode).
     Connect(JoinArgs),
     /// Join a share link in terminal line mode (`--json` for scripts).
+    #[command(after_help = join::LINE_COMMANDS_HELP)]
     Join(JoinArgs),
     /// Register and list workspaces (directories the agent works in).
     #[command(subcommand)]
@@ -259,8 +260,10 @@ pub struct JoinArgs {
     #[arg(long, value_name = "ID")]
     pub session: Option<String>,
 
-    /// Machine mode: print every frame from the host as one JSON object per line, and accept
-    /// raw JSON requests on stdin (lines starting with `{`). Human messages go to stderr.
+    /// Machine mode: print every frame from the host as one JSON object per line, as received
+    /// (after a reconnect the replay may repeat events already printed: deduplicate by
+    /// `session_id` + `seq`), and accept raw JSON requests on stdin (lines starting with `{`).
+    /// Human messages go to stderr.
     #[arg(long)]
     pub json: bool,
 }
