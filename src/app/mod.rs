@@ -11,12 +11,14 @@
 //! - [`qa`]: `roundtable scenario ...`, `simulate` and `bench` front-ends; [`bench_idle`]:
 //!   `bench idle`, the memory of idle connections to a real `serve`; [`bench_soak`]: `bench soak`,
 //!   kills of a real `serve` while people talk, checked against its database; [`bench_wire`]:
-//!   `bench wire`, latency over real sockets against a raw broadcast server.
+//!   `bench wire`, latency over real sockets against a raw broadcast server; [`bench_mask`]:
+//!   `bench mask`, secret masking per streamed agent delta against copying the text.
 //! - [`paths`]: where the data directory is; [`lock`]: one host per data directory.
 
 pub mod admin;
 pub mod bench_hostile;
 pub mod bench_idle;
+pub mod bench_mask;
 pub mod bench_soak;
 pub mod bench_startup;
 pub mod bench_wire;
