@@ -1436,3 +1436,50 @@ fn room_chat_is_masked_for_remotes_and_in_history_pages() {
     assert!(page_text.contains("\"room\":true") && !page_text.contains("ghp_abcdef"), "{page_text}");
     assert!(h.events_named(bob, "agent_delta").is_empty(), "room chat starts no agent turn");
 }
+
+/// `ann`'s frames after `/ask x` opened a question vote in turn 1, and after `events` from the
+/// agent: the deltas' text before the first of `before`, and every event name.
+fn remote_view_after(events: Vec<roundtable::agent::AgentEvent>, before: &[&str]) -> (String, Vec<String>) {
+    use roundtable::agent::AgentOutput;
+    use roundtable::engine::Inbound;
+    let (mut h, w, s) = setup();
+    let tok = h.mint(&[&w], json!({}));
+    let (ann, _) = h.join(&tok, "Ann", &s);
+    h.call(ann, "send_message", json!({"session_id": s, "text": "/ask x", "client_msg_id": "q"})).unwrap();
+    h.run(100);
+    h.take(ann);
+    for event in events {
+        h.engine.sender().send(Inbound::Agent(AgentOutput { session: s.as_str().into(), turn_id: 1, event })).unwrap();
+    }
+    h.tick();
+    let frames = h.take(ann);
+    let names = names(&frames);
+    let end =
+        names.iter().position(|n| before.contains(&n.as_str())).unwrap_or_else(|| panic!("{before:?} in {names:?}"));
+    let streamed = frames[..end]
+        .iter()
+        .filter(|f| f["event"] == "agent_delta")
+        .map(|d| d["payload"]["text"].as_str().unwrap().to_string())
+        .collect();
+    (streamed, names)
+}
+
+#[test]
+fn text_held_back_for_masking_reaches_remotes_before_the_reply_and_turn_ended() {
+    use roundtable::agent::AgentEvent;
+    // `sk-an` could still become a key, so the stream masker holds it back until the turn ends.
+    let events = vec![AgentEvent::Delta("the key starts sk-an".into()), AgentEvent::Done];
+    let (streamed, names) = remote_view_after(events, &["message", "turn_ended"]);
+    assert_eq!(streamed, "the key starts sk-an", "{names:?}");
+    let last_delta = names.iter().rposition(|n| n == "agent_delta").unwrap();
+    assert!(last_delta < names.iter().position(|n| n == "message").unwrap(), "{names:?}");
+}
+
+#[test]
+fn text_held_back_for_masking_reaches_remotes_before_a_vote_opens_and_stays_masked() {
+    use roundtable::agent::AgentEvent;
+    let plan = AgentEvent::Plan { request_id: "p2".into(), plan: "1. do it".into(), on_approval: None };
+    let events = vec![AgentEvent::Delta("Plan below; my key is sk-ant-api03-AbCdEfGhIjKlMnOpQr".into()), plan];
+    let (streamed, names) = remote_view_after(events, &["vote_opened"]);
+    assert_eq!(streamed, "Plan below; my key is [masked]", "{names:?}");
+}
