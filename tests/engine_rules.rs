@@ -1483,3 +1483,31 @@ fn text_held_back_for_masking_reaches_remotes_before_a_vote_opens_and_stays_mask
     let (streamed, names) = remote_view_after(events, &["vote_opened"]);
     assert_eq!(streamed, "Plan below; my key is [masked]", "{names:?}");
 }
+
+#[test]
+fn add_workspace_stores_the_hosts_resolved_agent_command_or_refuses_it() {
+    fn resolve(spec: &roundtable::persist::AgentSpec) -> Result<roundtable::persist::AgentSpec, String> {
+        match spec.command.as_deref() {
+            Some("./agent.py") => {
+                Ok(roundtable::persist::AgentSpec { command: Some("/home/me/agent.py".into()), ..spec.clone() })
+            }
+            Some(other) => Err(format!("agent command not found at '/home/me/{other}'")),
+            None => Ok(spec.clone()),
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("roundtable.db");
+    let config = EngineConfig { resolve_agent: Some(resolve), ..EngineConfig::default() };
+    let store = roundtable::store::SqliteStore::open(&db).unwrap();
+    let mut h = Harness::with_store(config, Box::new(store));
+    let agent = |cmd: &str| json!({"kind": "command", "command": cmd});
+    let ok = h.call(HOST, "add_workspace", json!({"name": "a", "dir": "/w", "agent": agent("./agent.py")}));
+    assert!(ok.is_ok(), "{ok:?}");
+    let err = h.call(HOST, "add_workspace", json!({"name": "b", "dir": "/w2", "agent": agent("nope")})).unwrap_err();
+    assert_eq!(err["code"], "invalid_params");
+    assert_eq!(err["message"], "agent command not found at '/home/me/nope'");
+    drop(h);
+    let stored = roundtable::store::Admin::open(&db).unwrap().list_workspaces().unwrap();
+    let stored: Vec<_> = stored.iter().map(|w| (w.name.as_str(), w.agent.command.as_deref())).collect();
+    assert_eq!(stored, vec![("a", Some("/home/me/agent.py"))]);
+}

@@ -166,6 +166,19 @@ pub struct ServeArgs {
     #[arg(long, value_name = "SECS", default_value_t = 600)]
     pub agent_timeout: u64,
 
+    /// Milliseconds a cancelled external agent gets to stop on its own before it is killed.
+    #[arg(long, value_name = "MS", default_value_t = 5000)]
+    pub agent_cancel_grace: u64,
+
+    /// Milliseconds an external agent gets to exit after its stdin is closed (a finished
+    /// `claude` run; any agent at host shutdown, and again after SIGTERM) before the next step.
+    #[arg(long, value_name = "MS", default_value_t = 3000)]
+    pub agent_exit_grace: u64,
+
+    /// Longest line an external agent may write on stdout; a longer one fails the turn.
+    #[arg(long, value_name = "BYTES", default_value_t = 1024 * 1024)]
+    pub agent_max_line_bytes: usize,
+
     /// Default vote deadline in seconds (a vote still open then is denied "timed out").
     #[arg(long, value_name = "SECS")]
     pub vote_deadline: Option<u64>,
@@ -226,6 +239,9 @@ impl Default for ServeArgs {
             claude_bin: "claude".into(),
             allowed_tool: Vec::new(),
             agent_timeout: 600,
+            agent_cancel_grace: 5000,
+            agent_exit_grace: 3000,
+            agent_max_line_bytes: 1024 * 1024,
             vote_deadline: None,
             fresh: false,
             mask: Vec::new(),
