@@ -386,3 +386,19 @@ exec 0</dev/null
 while :; do sleep 0.05; done"#;
     assert_eq!(state_after_shutdown(body), "term\n");
 }
+
+#[test]
+fn wording_a_missing_workspace_directory() {
+    let mut h = harness(ExternalConfig::default());
+    let gone = h.dir.path().join("gone");
+    h.agents.send(AgentCommand::StartTurn {
+        session: session(),
+        turn_id: 1,
+        workspace_dir: gone.display().to_string(),
+        spec: echo_spec(),
+        prompt: "x".into(),
+        author_name: "Ann".into(),
+    });
+    let reason = format!("the workspace directory '{}' does not exist or is not a directory", gone.display());
+    assert_eq!(h.until_pause(1), vec![AgentEvent::Failed(reason)]);
+}

@@ -670,6 +670,14 @@ mod tests {
     }
 
     #[test]
+    fn the_protocol_docs_example_is_what_remotes_get() {
+        let text = "deploy with DB_PASSWORD=hunter2hunter2 and https://deploy:s3cret@git.example.com";
+        let doc = "deploy with DB_PASSWORD=[masked] and https://deploy:[masked]@git.example.com";
+        assert_eq!(mask(text), doc);
+        assert!(include_str!("../../docs/PROTOCOL.md").contains(doc));
+    }
+
+    #[test]
     fn well_known_api_keys_are_masked() {
         let cases = [
             "sk-ant-api03-AbCdEfGhIjKlMnOpQrStUvWxYz0123456789",
