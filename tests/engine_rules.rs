@@ -1511,3 +1511,49 @@ fn add_workspace_stores_the_hosts_resolved_agent_command_or_refuses_it() {
     let stored: Vec<_> = stored.iter().map(|w| (w.name.as_str(), w.agent.command.as_deref())).collect();
     assert_eq!(stored, vec![("a", Some("/home/me/agent.py"))]);
 }
+
+#[test]
+fn the_formats_issue_15_found_leaking_are_masked_for_remotes_live_streamed_and_in_deny_reasons() {
+    let secrets = [
+        "s3cr3t-Pa55word",
+        "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.c2lnbmF0dXJlLXNpZ25hdHVyZQ",
+        "sk_live_4eC39HqLyjWDarjtT1zdp7dc",
+        "glpat-xY3kP9mQ2vR7sT1uW4zA",
+        "npm_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789",
+        "pypi-AgEIcHlwaS5vcmcCJGI4YjQ2ZWY0LTk2NmEtNDVjNy04ZjZhLTc3ZDk1ZDIxNGQ0MAACKl",
+        "hf_AbCdEfGhIjKlMnOpQrStUvWxYzAbCdEfGh",
+        "d3pl0y-pw",
+    ];
+    let text = format!(
+        "[client]\npassword = {}\nAuthorization: Bearer {}\nkeys {} {} {} {} {}\nremote https://deploy:{}@git.example.com/app.git",
+        secrets[0], secrets[1], secrets[2], secrets[3], secrets[4], secrets[5], secrets[6], secrets[7]
+    );
+    let (mut h, w, s) = setup();
+    let tok = h.mint(&[&w], json!({}));
+    let (ann, _) = h.join(&tok, "Ann", &s);
+    let (bob, _) = h.join(&tok, "Bob", &s);
+    h.call(ann, "send_message", json!({"session_id": s, "text": text, "client_msg_id": "k"})).unwrap();
+    h.run(2000);
+    let v = open_plan(&mut h, ann, &s);
+    let reason = format!("use {} instead", secrets[2]);
+    h.call(bob, "vote_plan", json!({"vote_id": v, "approve": false, "reason": reason})).unwrap();
+    h.run(200);
+    let host_all = serde_json::to_string(&h.frames(HOST)).unwrap();
+    for conn in [ann, bob] {
+        let all = serde_json::to_string(&h.frames(conn)).unwrap();
+        for secret in secrets {
+            assert!(host_all.contains(secret), "the host sees {secret}");
+            assert!(!all.contains(secret), "remote {conn} saw {secret}");
+        }
+        assert!(
+            all.contains("password = [masked]") && all.contains("https://deploy:[masked]@git.example.com"),
+            "{all}"
+        );
+        let streamed: String = h
+            .events_named(conn, "agent_delta")
+            .iter()
+            .map(|d| d["payload"]["text"].as_str().unwrap().to_string())
+            .collect();
+        assert!(streamed.contains("Authorization: Bearer [masked]"), "the streamed echo is masked: {streamed}");
+    }
+}
