@@ -83,7 +83,10 @@ pub enum WorkspaceCmd {
         /// Agent backend for sessions in this workspace.
         #[arg(long, value_enum, default_value = "demo", value_name = "KIND")]
         agent: AgentKind,
-        /// Executable for `--agent command` (required) or `--agent claude` (default: `claude` on PATH).
+        /// Executable for `--agent command` (required) or `--agent claude` (default: `claude` on PATH),
+        /// with its arguments (`"python3 -u my_agent.py"`). Resolved now: a path relative to this
+        /// directory, a bare name on PATH; script arguments that are files here are made absolute
+        /// too. A missing or non-executable program is refused.
         #[arg(long, value_name = "PATH")]
         agent_cmd: Option<String>,
         /// Extra argument passed to the agent executable (repeat for several).

@@ -190,7 +190,8 @@ pub struct ServeArgs {
     pub fresh: bool,
 
     /// Extra secret pattern (a regex) masked in text sent to remotes, besides the built-in ones
-    /// (private keys, common API key prefixes, password=... pairs). Repeatable.
+    /// (private keys, provider tokens and keys, JWTs, Authorization headers, passwords in URLs,
+    /// password=... pairs: docs/AGENTS.md "Secret masking"). Repeatable.
     #[arg(long, value_name = "REGEX")]
     pub mask: Vec<String>,
 
