@@ -258,3 +258,147 @@ fn an_unknown_backend_fails_the_turn() {
         vec![AgentEvent::Failed("unknown agent backend 'gpt' (expected claude or command)".into())]
     );
 }
+
+/// A `command` agent that is a shell script (`body` after `#!/bin/sh`) in the workspace.
+fn script_spec(h: &Harness, body: &str) -> AgentSpec {
+    use std::os::unix::fs::PermissionsExt;
+    let path = h.dir.path().join("agent.sh");
+    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    AgentSpec { kind: "command".into(), command: Some(path.display().to_string()), args: vec![], plan_first: None }
+}
+
+/// Reads the greeting and the turn, says something, then runs `rest`.
+const TALKS_THEN: &str = r#"read hello; read turn; echo '{"type":"text","delta":"Working"}'"#;
+
+#[test]
+fn wording_an_agent_that_exits_before_any_output() {
+    let mut h = harness(ExternalConfig::default());
+    let spec = script_spec(&h, "echo boom >&2; exit 1");
+    h.start_with(1, spec, "x");
+    assert_eq!(
+        h.until_pause(1),
+        vec![AgentEvent::Failed("the agent command exited before producing any output (exit status: 1): boom".into())]
+    );
+}
+
+#[test]
+fn wording_an_agent_that_exits_during_the_turn() {
+    let mut h = harness(ExternalConfig::default());
+    let spec = script_spec(&h, &format!("{TALKS_THEN}; echo 'it broke' >&2; exit 3"));
+    h.start_with(1, spec, "x");
+    assert_eq!(
+        h.until_pause(1),
+        vec![
+            AgentEvent::Delta("Working".into()),
+            AgentEvent::Failed("the agent command exited during the turn (exit status: 3): it broke".into())
+        ]
+    );
+}
+
+#[test]
+fn wording_an_agent_that_stops_talking() {
+    let mut h = harness(ExternalConfig { hang_timeout: Duration::from_millis(1000), ..ExternalConfig::default() });
+    let spec = script_spec(&h, &format!("{TALKS_THEN}; sleep 30"));
+    h.start_with(1, spec, "x");
+    assert_eq!(
+        h.until_pause(1),
+        vec![
+            AgentEvent::Delta("Working".into()),
+            AgentEvent::Failed("the agent command produced no output for 1 s and was stopped (hang watchdog)".into())
+        ]
+    );
+}
+
+#[test]
+fn wording_an_agent_that_writes_an_over_long_line() {
+    let mut h = harness(ExternalConfig { max_line_bytes: 64, ..ExternalConfig::default() });
+    let long = "x".repeat(100);
+    let spec = script_spec(&h, &format!("{TALKS_THEN}; echo '{long}'; sleep 30"));
+    h.start_with(1, spec, "x");
+    assert_eq!(
+        h.until_pause(1),
+        vec![
+            AgentEvent::Delta("Working".into()),
+            AgentEvent::Failed(
+                "the agent command wrote an output line longer than 64 bytes; the turn was stopped".into()
+            )
+        ]
+    );
+}
+
+/// Counts its starts in `starts.log`, insists on the greeting, exits 3 on a prompt containing
+/// `crash`, answers every other turn with `ok`.
+const COUNTS_STARTS: &str = r#"echo started >> starts.log
+read hello
+case "$hello" in *'"hello"'*) ;; *) echo "no greeting: $hello" >&2; exit 9;; esac
+while read line; do
+  case "$line" in
+    *crash*) exit 3;;
+    *turn_start*) echo '{"type":"text","delta":"ok"}'; echo '{"type":"turn_end"}';;
+  esac
+done"#;
+
+#[test]
+fn a_crashed_agent_is_restarted_at_once_and_greeted_at_its_next_turn() {
+    let mut h = harness(ExternalConfig::default());
+    let spec = script_spec(&h, COUNTS_STARTS);
+    let log = h.dir.path().join("starts.log");
+    let starts = || std::fs::read_to_string(&log).unwrap_or_default().lines().count();
+    h.start_with(1, spec.clone(), "crash now");
+    let Some(AgentEvent::Failed(reason)) = h.until_pause(1).pop() else { panic!("turn 1 should fail") };
+    assert!(reason.contains("exit status: 3"), "{reason}");
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while starts() < 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(starts(), 2, "restarted without waiting for a turn");
+    h.start_with(2, spec, "hi");
+    assert_eq!(h.until_pause(2), vec![AgentEvent::Delta("ok".into()), AgentEvent::Done]);
+    assert_eq!(starts(), 2, "the next turn used the restarted agent");
+}
+
+/// Runs one turn of `body`'s agent, drops the runtime (host shutdown) and returns what the agent
+/// wrote to `state`.
+fn state_after_shutdown(body: &str) -> String {
+    let mut h = harness(ExternalConfig { exit_grace: Duration::from_millis(300), ..ExternalConfig::default() });
+    let spec = script_spec(&h, body);
+    h.start_with(1, spec, "x");
+    assert_eq!(h.until_pause(1).last(), Some(&AgentEvent::Done));
+    let Harness { agents, rx: _rx, dir } = h;
+    drop(agents);
+    std::fs::read_to_string(dir.path().join("state")).unwrap_or_default()
+}
+
+#[test]
+fn at_shutdown_an_agent_first_gets_end_of_input() {
+    let body = r#"read hello; read turn; echo '{"type":"turn_end"}'
+while read line; do :; done
+echo eof > state"#;
+    assert_eq!(state_after_shutdown(body), "eof\n");
+}
+
+#[test]
+fn at_shutdown_an_agent_that_ignores_end_of_input_gets_sigterm() {
+    let body = r#"trap 'echo term > state; exit 0' TERM
+read hello; read turn; echo '{"type":"turn_end"}'
+exec 0</dev/null
+while :; do sleep 0.05; done"#;
+    assert_eq!(state_after_shutdown(body), "term\n");
+}
+
+#[test]
+fn wording_a_missing_workspace_directory() {
+    let mut h = harness(ExternalConfig::default());
+    let gone = h.dir.path().join("gone");
+    h.agents.send(AgentCommand::StartTurn {
+        session: session(),
+        turn_id: 1,
+        workspace_dir: gone.display().to_string(),
+        spec: echo_spec(),
+        prompt: "x".into(),
+        author_name: "Ann".into(),
+    });
+    let reason = format!("the workspace directory '{}' does not exist or is not a directory", gone.display());
+    assert_eq!(h.until_pause(1), vec![AgentEvent::Failed(reason)]);
+}

@@ -148,3 +148,15 @@ fn bench_stream_runs_one_long_turn_and_compares_its_start_with_its_end() {
     assert!(report["first_tenth_tick_us"].as_f64().unwrap() > 0.0, "{report}");
     assert!(report["last_tenth_tick_us"].as_f64().unwrap() > 0.0, "{report}");
 }
+
+#[test]
+fn bench_mask_streams_deltas_through_the_masker_and_reports_both_sides() {
+    let out = roundtable(&["bench", "mask", "--megabytes", "1", "--delta-bytes", "100", "--json"]);
+    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_str(String::from_utf8(out.stdout).unwrap().trim()).unwrap();
+    assert_eq!(report["delta_bytes"], 100);
+    assert!(report["deltas"].as_u64().unwrap() >= 10_000, "{report}");
+    assert!(report["secrets"].as_u64().unwrap() > 100, "secrets are planted: {report}");
+    assert!(report["masker"]["ns_per_delta"].as_f64().unwrap() > 0.0, "{report}");
+    assert!(report["reference"]["mb_per_s"].as_f64().unwrap() > 0.0, "{report}");
+}

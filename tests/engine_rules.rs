@@ -1499,3 +1499,124 @@ fn host_settings_apply_to_the_next_vote_rename_the_host_everywhere_and_survive_a
     assert_eq!(h.host("get_settings", json!({}))["default_vote_deadline_ms"], 5_000);
     assert_eq!(h.host("get_settings", json!({}))["host_name"], "Maya");
 }
+
+/// `ann`'s frames after `/ask x` opened a question vote in turn 1, and after `events` from the
+/// agent: the deltas' text before the first of `before`, and every event name.
+fn remote_view_after(events: Vec<roundtable::agent::AgentEvent>, before: &[&str]) -> (String, Vec<String>) {
+    use roundtable::agent::AgentOutput;
+    use roundtable::engine::Inbound;
+    let (mut h, w, s) = setup();
+    let tok = h.mint(&[&w], json!({}));
+    let (ann, _) = h.join(&tok, "Ann", &s);
+    h.call(ann, "send_message", json!({"session_id": s, "text": "/ask x", "client_msg_id": "q"})).unwrap();
+    h.run(100);
+    h.take(ann);
+    for event in events {
+        h.engine.sender().send(Inbound::Agent(AgentOutput { session: s.as_str().into(), turn_id: 1, event })).unwrap();
+    }
+    h.tick();
+    let frames = h.take(ann);
+    let names = names(&frames);
+    let end =
+        names.iter().position(|n| before.contains(&n.as_str())).unwrap_or_else(|| panic!("{before:?} in {names:?}"));
+    let streamed = frames[..end]
+        .iter()
+        .filter(|f| f["event"] == "agent_delta")
+        .map(|d| d["payload"]["text"].as_str().unwrap().to_string())
+        .collect();
+    (streamed, names)
+}
+
+#[test]
+fn text_held_back_for_masking_reaches_remotes_before_the_reply_and_turn_ended() {
+    use roundtable::agent::AgentEvent;
+    // `sk-an` could still become a key, so the stream masker holds it back until the turn ends.
+    let events = vec![AgentEvent::Delta("the key starts sk-an".into()), AgentEvent::Done];
+    let (streamed, names) = remote_view_after(events, &["message", "turn_ended"]);
+    assert_eq!(streamed, "the key starts sk-an", "{names:?}");
+    let last_delta = names.iter().rposition(|n| n == "agent_delta").unwrap();
+    assert!(last_delta < names.iter().position(|n| n == "message").unwrap(), "{names:?}");
+}
+
+#[test]
+fn text_held_back_for_masking_reaches_remotes_before_a_vote_opens_and_stays_masked() {
+    use roundtable::agent::AgentEvent;
+    let plan = AgentEvent::Plan { request_id: "p2".into(), plan: "1. do it".into(), on_approval: None };
+    let events = vec![AgentEvent::Delta("Plan below; my key is sk-ant-api03-AbCdEfGhIjKlMnOpQr".into()), plan];
+    let (streamed, names) = remote_view_after(events, &["vote_opened"]);
+    assert_eq!(streamed, "Plan below; my key is [masked]", "{names:?}");
+}
+
+#[test]
+fn add_workspace_stores_the_hosts_resolved_agent_command_or_refuses_it() {
+    fn resolve(spec: &roundtable::persist::AgentSpec) -> Result<roundtable::persist::AgentSpec, String> {
+        match spec.command.as_deref() {
+            Some("./agent.py") => {
+                Ok(roundtable::persist::AgentSpec { command: Some("/home/me/agent.py".into()), ..spec.clone() })
+            }
+            Some(other) => Err(format!("agent command not found at '/home/me/{other}'")),
+            None => Ok(spec.clone()),
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("roundtable.db");
+    let config = EngineConfig { resolve_agent: Some(resolve), ..EngineConfig::default() };
+    let store = roundtable::store::SqliteStore::open(&db).unwrap();
+    let mut h = Harness::with_store(config, Box::new(store));
+    let agent = |cmd: &str| json!({"kind": "command", "command": cmd});
+    let ok = h.call(HOST, "add_workspace", json!({"name": "a", "dir": "/w", "agent": agent("./agent.py")}));
+    assert!(ok.is_ok(), "{ok:?}");
+    let err = h.call(HOST, "add_workspace", json!({"name": "b", "dir": "/w2", "agent": agent("nope")})).unwrap_err();
+    assert_eq!(err["code"], "invalid_params");
+    assert_eq!(err["message"], "agent command not found at '/home/me/nope'");
+    drop(h);
+    let stored = roundtable::store::Admin::open(&db).unwrap().list_workspaces().unwrap();
+    let stored: Vec<_> = stored.iter().map(|w| (w.name.as_str(), w.agent.command.as_deref())).collect();
+    assert_eq!(stored, vec![("a", Some("/home/me/agent.py"))]);
+}
+
+#[test]
+fn the_formats_issue_15_found_leaking_are_masked_for_remotes_live_streamed_and_in_deny_reasons() {
+    let secrets = [
+        "s3cr3t-Pa55word",
+        "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.c2lnbmF0dXJlLXNpZ25hdHVyZQ",
+        "sk_live_4eC39HqLyjWDarjtT1zdp7dc",
+        "glpat-xY3kP9mQ2vR7sT1uW4zA",
+        "npm_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789",
+        "pypi-AgEIcHlwaS5vcmcCJGI4YjQ2ZWY0LTk2NmEtNDVjNy04ZjZhLTc3ZDk1ZDIxNGQ0MAACKl",
+        "hf_AbCdEfGhIjKlMnOpQrStUvWxYzAbCdEfGh",
+        "d3pl0y-pw",
+    ];
+    let text = format!(
+        "[client]\npassword = {}\nAuthorization: Bearer {}\nkeys {} {} {} {} {}\nremote https://deploy:{}@git.example.com/app.git",
+        secrets[0], secrets[1], secrets[2], secrets[3], secrets[4], secrets[5], secrets[6], secrets[7]
+    );
+    let (mut h, w, s) = setup();
+    let tok = h.mint(&[&w], json!({}));
+    let (ann, _) = h.join(&tok, "Ann", &s);
+    let (bob, _) = h.join(&tok, "Bob", &s);
+    h.call(ann, "send_message", json!({"session_id": s, "text": text, "client_msg_id": "k"})).unwrap();
+    h.run(2000);
+    let v = open_plan(&mut h, ann, &s);
+    let reason = format!("use {} instead", secrets[2]);
+    h.call(bob, "vote_plan", json!({"vote_id": v, "approve": false, "reason": reason})).unwrap();
+    h.run(200);
+    let host_all = serde_json::to_string(&h.frames(HOST)).unwrap();
+    for conn in [ann, bob] {
+        let all = serde_json::to_string(&h.frames(conn)).unwrap();
+        for secret in secrets {
+            assert!(host_all.contains(secret), "the host sees {secret}");
+            assert!(!all.contains(secret), "remote {conn} saw {secret}");
+        }
+        assert!(
+            all.contains("password = [masked]") && all.contains("https://deploy:[masked]@git.example.com"),
+            "{all}"
+        );
+        let streamed: String = h
+            .events_named(conn, "agent_delta")
+            .iter()
+            .map(|d| d["payload"]["text"].as_str().unwrap().to_string())
+            .collect();
+        assert!(streamed.contains("Authorization: Bearer [masked]"), "the streamed echo is masked: {streamed}");
+    }
+}

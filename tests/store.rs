@@ -960,3 +960,48 @@ fn a_damaged_database_fails_its_integrity_check_with_a_clear_message() {
     let err = store.check_integrity().unwrap_err().to_string();
     assert!(err.contains("fails its integrity check"), "{err}");
 }
+
+#[test]
+fn workspace_add_resolves_the_agent_command_where_it_was_typed_and_refuses_a_missing_one() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let typed = dir.path().join("typed");
+    std::fs::create_dir(&typed).unwrap();
+    std::fs::write(typed.join("agent.py"), "#!/bin/sh\n").unwrap();
+    std::fs::set_permissions(typed.join("agent.py"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(typed.join("my_agent.sh"), "echo hi\n").unwrap();
+    let typed = typed.canonicalize().unwrap();
+    // Each registration in its own workspace directory (a directory is registered once).
+    let add = |name: &str, cmd: &str| {
+        let work = dir.path().join(name);
+        std::fs::create_dir_all(&work).unwrap();
+        std::process::Command::new(env!("CARGO_BIN_EXE_roundtable"))
+            .current_dir(&typed)
+            .arg("--data-dir")
+            .arg(&data)
+            .args(["workspace", "add", work.to_str().unwrap(), "--agent", "command", "--agent-cmd", cmd])
+            .env_remove("ROUNDTABLE_DATA_DIR")
+            .output()
+            .unwrap()
+    };
+    let out = add("w1", "./agent.py");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let agent = typed.join("agent.py").display().to_string();
+    assert!(text(&out.stdout).contains(&format!("agent command ({agent})")), "{}", text(&out.stdout));
+
+    let out = add("w2", "sh -e my_agent.sh");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let script = typed.join("my_agent.sh").display().to_string();
+    let listing = text(&cli(&data, &["workspace", "list"]).stdout);
+    assert!(listing.contains(&format!("({agent})")), "{listing}");
+    assert!(listing.contains(&format!("sh -e {script})")) && listing.contains("(/"), "absolute sh: {listing}");
+
+    let out = add("w3", "./missing.py");
+    assert!(!out.status.success());
+    let missing = typed.join("missing.py").display().to_string();
+    assert!(text(&out.stderr).contains(&format!("agent command not found at '{missing}'")), "{}", text(&out.stderr));
+    let out = add("w4", "./my_agent.sh");
+    assert!(text(&out.stderr).contains("is not executable"), "{}", text(&out.stderr));
+    assert_eq!(text(&cli(&data, &["workspace", "list"]).stdout).lines().count(), 3, "two workspaces were added");
+}

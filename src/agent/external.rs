@@ -74,8 +74,9 @@ impl Default for ExternalConfig {
 
 /// The agent runtime for the `claude` and `command` backends. See the module docs.
 ///
-/// Dropping it stops every agent process (each worker kills its process when its command
-/// channel closes) and waits briefly for the workers to finish.
+/// Dropping it stops every agent process (each worker, when its command channel closes, closes
+/// the agent's stdin, sends SIGTERM after `exit_grace`, SIGKILL after another) and waits for the
+/// workers to finish.
 pub struct ExternalAgents {
     tx: Sender<Inbound>,
     config: Arc<ExternalConfig>,
@@ -87,8 +88,9 @@ struct Worker {
     thread: std::thread::JoinHandle<()>,
 }
 
-/// How long dropping [`ExternalAgents`] waits for its workers to stop their processes.
-const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
+/// How long dropping [`ExternalAgents`] waits for its workers to stop their processes, beyond
+/// the two `exit_grace` waits of [`AgentProcess::stop`].
+const SHUTDOWN_SLACK: Duration = Duration::from_secs(2);
 
 impl ExternalAgents {
     /// A runtime that reports to the engine's inbound channel (`Engine::sender`).
@@ -112,7 +114,7 @@ impl Drop for ExternalAgents {
     fn drop(&mut self) {
         let workers = std::mem::take(&mut self.workers);
         let threads: Vec<_> = workers.into_values().map(|w| w.thread).collect();
-        let deadline = Instant::now() + SHUTDOWN_WAIT;
+        let deadline = Instant::now() + self.config.exit_grace * 2 + SHUTDOWN_SLACK;
         for thread in threads {
             while !thread.is_finished() && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(5));
@@ -262,6 +264,28 @@ struct Turn {
 struct Running {
     process: AgentProcess,
     spec: SpawnSpec,
+    /// The agent was sent its first turn (and with it the backend's greeting).
+    greeted: bool,
+}
+
+/// A long-lived agent that exited, to be started again before the next turn needs it.
+#[derive(Debug)]
+struct Restart {
+    at: Instant,
+    spec: SpawnSpec,
+}
+
+/// Consecutive exits after which a crashed agent is no longer restarted ahead of time (the
+/// next turn starts it, and reports why it cannot start).
+const MAX_EAGER_RESTARTS: u32 = 5;
+
+/// The wait before restarting an agent that exited `crashes` times in a row: at once, then 1 s,
+/// 2 s, 4 s, 8 s.
+fn restart_backoff(crashes: u32) -> Duration {
+    match crashes {
+        0 | 1 => Duration::ZERO,
+        n => Duration::from_secs(1 << (n - 2).min(5)),
+    }
 }
 
 /// One session's agent: its backend, process and current turn. Lives on its own thread.
@@ -274,11 +298,25 @@ struct SessionWorker {
     turn: Option<Turn>,
     /// A turn that arrived while a long-lived agent was still acknowledging a cancel.
     queued: Option<TurnInput>,
+    /// A long-lived agent that exited, waiting to be started again.
+    restart: Option<Restart>,
+    /// Exits of the long-lived agent since a turn last completed.
+    crashes: u32,
 }
 
 impl SessionWorker {
     fn new(session: SessionId, out: Sender<Inbound>, config: Arc<ExternalConfig>) -> SessionWorker {
-        SessionWorker { session, out, config, backend: None, running: None, turn: None, queued: None }
+        SessionWorker {
+            session,
+            out,
+            config,
+            backend: None,
+            running: None,
+            turn: None,
+            queued: None,
+            restart: None,
+            crashes: 0,
+        }
     }
 
     fn run(mut self, commands: Receiver<AgentCommand>) {
@@ -300,9 +338,9 @@ impl SessionWorker {
                 recv(timer) -> _ => self.on_timer(),
             }
         }
-        // The runtime was dropped (host shutting down): stop the agent.
+        // The runtime was dropped (host shutting down): end of input, SIGTERM, then SIGKILL.
         if let Some(mut running) = self.running.take() {
-            running.process.kill();
+            running.process.stop(self.config.exit_grace);
         }
     }
 
@@ -318,6 +356,15 @@ impl SessionWorker {
     }
 
     fn deadline(&self) -> Option<Instant> {
+        let restart = self.restart.as_ref().map(|r| r.at);
+        let turn = self.turn_deadline();
+        match (restart, turn) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn turn_deadline(&self) -> Option<Instant> {
         let turn = self.turn.as_ref()?;
         match turn.phase {
             Phase::Cancelling { kill_at } => Some(kill_at),
@@ -393,6 +440,7 @@ impl SessionWorker {
     }
 
     fn start_turn(&mut self, input: TurnInput) {
+        self.restart = None;
         let turn_id = input.turn_id;
         let kind = input.spec.kind.clone();
         if self.backend.as_ref().is_none_or(|(k, _)| *k != kind) {
@@ -425,7 +473,7 @@ impl SessionWorker {
                 old.process.kill();
             }
             match AgentProcess::spawn(&spec, self.config.max_line_bytes) {
-                Ok(process) => self.running = Some(Running { process, spec }),
+                Ok(process) => self.running = Some(Running { process, spec, greeted: false }),
                 Err(e) => {
                     let reason = match e {
                         SpawnError::NotFound { program } => backend.not_found(&program),
@@ -438,7 +486,12 @@ impl SessionWorker {
                 }
             }
         }
-        let lines = backend.begin_turn(&input, !reusable);
+        // A process started ahead of the turn (after a crash) still needs its greeting.
+        let fresh = !reusable || self.running.as_ref().is_some_and(|r| !r.greeted);
+        if let Some(running) = self.running.as_mut() {
+            running.greeted = true;
+        }
+        let lines = backend.begin_turn(&input, fresh);
         self.turn = Some(Turn { id: turn_id, phase: Phase::Running, last_output: Instant::now(), saw_output: false });
         for line in &lines {
             self.write(line);
@@ -482,6 +535,9 @@ impl SessionWorker {
     fn finish(&mut self, end: TurnEnd) {
         let Some(turn) = self.turn.take() else { return };
         let ok = end == TurnEnd::Done;
+        if ok {
+            self.crashes = 0;
+        }
         self.end_backend_turn(ok);
         self.emit(
             turn.id,
@@ -557,6 +613,7 @@ impl SessionWorker {
                     tracing::info!(session = %self.session, %reason, "agent process ended between turns");
                 }
                 self.fail_or_drop(reason);
+                self.schedule_restart(running.spec);
             }
         }
     }
@@ -574,8 +631,37 @@ impl SessionWorker {
         }
     }
 
+    /// A long-lived agent exited: start it again (at once, then backing off) so the next turn
+    /// does not wait for its start-up. Not when a turn already started a new process.
+    fn schedule_restart(&mut self, spec: SpawnSpec) {
+        let long_lived = self.backend.as_ref().is_some_and(|(_, b)| b.long_lived());
+        self.crashes += 1;
+        if !long_lived || self.running.is_some() || self.crashes > MAX_EAGER_RESTARTS {
+            return;
+        }
+        self.restart = Some(Restart { at: Instant::now() + restart_backoff(self.crashes), spec });
+    }
+
+    /// Starts the agent scheduled by [`schedule_restart`](Self::schedule_restart), if it is due.
+    fn restart_if_due(&mut self) {
+        if self.restart.as_ref().is_none_or(|r| Instant::now() < r.at) || self.running.is_some() {
+            return;
+        }
+        let Some(restart) = self.restart.take() else { return };
+        match AgentProcess::spawn(&restart.spec, self.config.max_line_bytes) {
+            Ok(process) => {
+                tracing::info!(session = %self.session, crashes = self.crashes, "agent restarted after it exited");
+                self.running = Some(Running { process, spec: restart.spec, greeted: false });
+            }
+            Err(e) => {
+                tracing::warn!(session = %self.session, error = %e, "agent could not be restarted; the next turn will try")
+            }
+        }
+    }
+
     fn on_timer(&mut self) {
-        let Some(deadline) = self.deadline() else { return };
+        self.restart_if_due();
+        let Some(deadline) = self.turn_deadline() else { return };
         if Instant::now() < deadline {
             return;
         }

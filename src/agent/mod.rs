@@ -11,6 +11,7 @@ pub mod command;
 pub mod demo;
 pub mod external;
 pub mod process;
+pub mod resolve;
 
 pub use external::{ExternalAgents, ExternalConfig};
 

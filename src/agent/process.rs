@@ -210,6 +210,30 @@ impl AgentProcess {
         self.status
     }
 
+    /// Stops the process politely (host shutdown): closes stdin (end of input), waits `grace`;
+    /// if it is still running sends SIGTERM to its process group and waits `grace` again; then
+    /// kills it (SIGKILL).
+    pub fn stop(&mut self, grace: Duration) -> Option<ExitStatus> {
+        self.close_stdin();
+        if let Some(status) = self.wait_timeout(grace) {
+            return Some(status);
+        }
+        #[cfg(unix)]
+        {
+            if let Ok(pgid) = libc::pid_t::try_from(self.child.id()) {
+                tracing::info!(program = %self.program, "agent did not exit at end of input; sending SIGTERM");
+                // SAFETY: kill(2) has no memory-safety preconditions. The group is not reaped
+                // yet (`wait_timeout` returned None), so its id cannot have been reused.
+                unsafe { libc::kill(-pgid, libc::SIGTERM) };
+            }
+            if let Some(status) = self.wait_timeout(grace) {
+                return Some(status);
+            }
+        }
+        tracing::warn!(program = %self.program, "agent did not stop; killing it");
+        self.kill()
+    }
+
     /// Closes stdin and gives the process `grace` to exit on its own, then kills it.
     pub fn retire(&mut self, grace: Duration) -> Option<ExitStatus> {
         self.close_stdin();

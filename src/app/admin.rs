@@ -83,7 +83,10 @@ pub enum WorkspaceCmd {
         /// Agent backend for sessions in this workspace.
         #[arg(long, value_enum, default_value = "demo", value_name = "KIND")]
         agent: AgentKind,
-        /// Executable for `--agent command` (required) or `--agent claude` (default: `claude` on PATH).
+        /// Executable for `--agent command` (required) or `--agent claude` (default: `claude` on PATH),
+        /// with its arguments (`"python3 -u my_agent.py"`). Resolved now: a path relative to this
+        /// directory, a bare name on PATH; script arguments that are files here are made absolute
+        /// too. A missing or non-executable program is refused.
         #[arg(long, value_name = "PATH")]
         agent_cmd: Option<String>,
         /// Extra argument passed to the agent executable (repeat for several).
@@ -176,6 +179,10 @@ pub fn run_workspace(cmd: WorkspaceCmd, data_dir: Option<&Path>) -> anyhow::Resu
         WorkspaceCmd::Add { dir: work_dir, name, agent, agent_cmd, agent_args, no_plan_first } => {
             let plan_first = no_plan_first.then_some(false);
             let spec = AgentSpec { kind: agent.as_str().into(), command: agent_cmd, args: agent_args, plan_first };
+            // Resolved here, where the command was typed (not in the workspace at turn time).
+            let here = std::env::current_dir()?;
+            let path = std::env::var_os("PATH");
+            let spec = crate::agent::resolve::resolve_spec(&spec, &here, path.as_deref())?;
             let row = admin.add_workspace(name.as_deref(), &work_dir, spec, now_ms())?;
             println!("Added workspace {} \"{}\" ({}, agent {})", row.id, row.name, row.dir, agent_label(&row.agent));
             if row.agent.kind == "claude" && row.agent.plan_first() {
@@ -366,15 +373,27 @@ fn print_link_once(link: &Link, id: &ShareId) {
     eprintln!("If you lose it, run `roundtable share rotate {id}` for a new link (the old one stops working).");
 }
 
+/// The backend and the command line it runs (`command (/usr/bin/python3 -u /home/me/agent.py)`).
 fn agent_label(agent: &AgentSpec) -> String {
     let mut label = match &agent.command {
-        Some(cmd) => format!("{} ({cmd})", agent.kind),
+        Some(cmd) => {
+            let line = std::iter::once(cmd).chain(&agent.args).map(|w| shell_word(w)).collect::<Vec<_>>().join(" ");
+            format!("{} ({line})", agent.kind)
+        }
         None => agent.kind.clone(),
     };
     if agent.plan_first() {
         label.push_str(", plan first");
     }
     label
+}
+
+/// `word` quoted when a shell would split it.
+fn shell_word(word: &str) -> String {
+    if !word.is_empty() && !word.chars().any(|c| c.is_whitespace() || "'\"\\$`".contains(c)) {
+        return word.to_string();
+    }
+    format!("'{}'", word.replace('\'', "'\\''"))
 }
 
 fn flags(s: &ShareRow) -> String {

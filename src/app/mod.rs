@@ -11,12 +11,14 @@
 //! - [`qa`]: `roundtable scenario ...`, `simulate` and `bench` front-ends; [`bench_idle`]:
 //!   `bench idle`, the memory of idle connections to a real `serve`; [`bench_soak`]: `bench soak`,
 //!   kills of a real `serve` while people talk, checked against its database; [`bench_wire`]:
-//!   `bench wire`, latency over real sockets against a raw broadcast server.
+//!   `bench wire`, latency over real sockets against a raw broadcast server; [`bench_mask`]:
+//!   `bench mask`, secret masking per streamed agent delta against copying the text.
 //! - [`paths`]: where the data directory is; [`lock`]: one host per data directory.
 
 pub mod admin;
 pub mod bench_hostile;
 pub mod bench_idle;
+pub mod bench_mask;
 pub mod bench_soak;
 pub mod bench_startup;
 pub mod bench_wire;
@@ -168,6 +170,19 @@ pub struct ServeArgs {
     #[arg(long, value_name = "SECS", default_value_t = 600)]
     pub agent_timeout: u64,
 
+    /// Milliseconds a cancelled external agent gets to stop on its own before it is killed.
+    #[arg(long, value_name = "MS", default_value_t = 5000)]
+    pub agent_cancel_grace: u64,
+
+    /// Milliseconds an external agent gets to exit after its stdin is closed (a finished
+    /// `claude` run; any agent at host shutdown, and again after SIGTERM) before the next step.
+    #[arg(long, value_name = "MS", default_value_t = 3000)]
+    pub agent_exit_grace: u64,
+
+    /// Longest line an external agent may write on stdout; a longer one fails the turn.
+    #[arg(long, value_name = "BYTES", default_value_t = 1024 * 1024)]
+    pub agent_max_line_bytes: usize,
+
     /// Default vote deadline in seconds (a vote still open then is denied "timed out").
     #[arg(long, value_name = "SECS")]
     pub vote_deadline: Option<u64>,
@@ -179,7 +194,8 @@ pub struct ServeArgs {
     pub fresh: bool,
 
     /// Extra secret pattern (a regex) masked in text sent to remotes, besides the built-in ones
-    /// (private keys, common API key prefixes, password=... pairs). Repeatable.
+    /// (private keys, provider tokens and keys, JWTs, Authorization headers, passwords in URLs,
+    /// password=... pairs: docs/AGENTS.md "Secret masking"). Repeatable.
     #[arg(long, value_name = "REGEX")]
     pub mask: Vec<String>,
 
@@ -228,6 +244,9 @@ impl Default for ServeArgs {
             claude_bin: "claude".into(),
             allowed_tool: Vec::new(),
             agent_timeout: 600,
+            agent_cancel_grace: 5000,
+            agent_exit_grace: 3000,
+            agent_max_line_bytes: 1024 * 1024,
             vote_deadline: None,
             fresh: false,
             mask: Vec::new(),

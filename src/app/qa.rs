@@ -112,9 +112,12 @@ pub struct BenchArgs {
     /// default 1 000 000); 32 KB messages in the large session (hostile, default 288: 9 MB).
     #[arg(long, value_name = "N")]
     pub messages: Option<usize>,
-    /// Size of the agent turn (stream).
+    /// Size of the agent turn (stream) or of the masked output (mask).
     #[arg(long, value_name = "MB", default_value_t = 10)]
     pub megabytes: usize,
+    /// Bytes per agent delta (mask).
+    #[arg(long, value_name = "BYTES", default_value_t = 100)]
+    pub delta_bytes: usize,
     /// Agent deltas per second (stream).
     #[arg(long, value_name = "N", default_value_t = 5000)]
     pub deltas_per_second: u64,
@@ -130,7 +133,7 @@ pub struct BenchArgs {
     /// Plain `ws://` instead of TLS (idle, startup).
     #[arg(long)]
     pub insecure: bool,
-    /// Print the result as one JSON object (idle, history, startup, wire, soak).
+    /// Print the result as one JSON object (idle, history, startup, wire, soak, mask).
     #[arg(long)]
     pub json: bool,
 }
@@ -165,6 +168,10 @@ pub enum BenchArg {
     /// Engine time per tick at the start and at the end of one long agent turn (`--megabytes`,
     /// `--deltas-per-second`, `--clients` remotes), on a SQLite file.
     Stream,
+    /// Secret masking per streamed agent delta (`--megabytes` of code and prose with occasional
+    /// secrets, `--delta-bytes` per delta) through a `StreamMasker`, against copying the same
+    /// deltas with `push_str`.
+    Mask,
 }
 
 /// `roundtable scenario run`.
@@ -288,6 +295,9 @@ pub fn run_bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
                 args.json,
                 &mut std::io::stdout().lock(),
             )?;
+        }
+        BenchArg::Mask => {
+            super::bench_mask::run(args.megabytes, args.delta_bytes, args.json, &mut std::io::stdout().lock())?;
         }
         BenchArg::History => {
             bench::history(args.messages.unwrap_or(100_000), &mut std::io::stdout().lock(), args.json)?;

@@ -51,7 +51,19 @@ pub fn host_options(args: &ServeArgs, data_dir: &std::path::Path) -> anyhow::Res
     options.agents.claude_args = args.claude_arg.clone();
     options.agents.after_plan = args.after_plan_approval.into();
     options.agents.hang_timeout = std::time::Duration::from_secs(args.agent_timeout);
+    options.agents.cancel_grace = std::time::Duration::from_millis(args.agent_cancel_grace);
+    options.agents.exit_grace = std::time::Duration::from_millis(args.agent_exit_grace);
+    options.agents.max_line_bytes = args.agent_max_line_bytes;
+    options.engine.resolve_agent = Some(resolve_in_host_dir);
     Ok(options)
+}
+
+/// `add_workspace`'s agent command resolved against the host's working directory and `PATH`
+/// (see `agent::resolve`).
+fn resolve_in_host_dir(spec: &AgentSpec) -> Result<AgentSpec, String> {
+    let here = std::env::current_dir().map_err(|e| format!("cannot read the host's working directory: {e}"))?;
+    let path = std::env::var_os("PATH");
+    crate::agent::resolve::resolve_spec(spec, &here, path.as_deref()).map_err(|e| e.to_string())
 }
 
 /// What [`prepare_host`] did.

@@ -42,7 +42,14 @@ pub struct EngineConfig {
     pub outbox_max_bytes: usize,
     /// Extra secret patterns (regexes) masked in text sent to remotes, besides the built-in ones.
     pub mask_patterns: Vec<String>,
+    /// Resolves an `add_workspace` agent command (to an absolute, executable path) or says why
+    /// it cannot run. Set by the host (it looks at the file system, which the core never does
+    /// itself); `None` stores the command as given (scenarios, simulations).
+    pub resolve_agent: Option<AgentResolver>,
 }
+
+/// See [`EngineConfig::resolve_agent`].
+pub type AgentResolver = fn(&crate::persist::AgentSpec) -> Result<crate::persist::AgentSpec, String>;
 
 impl Default for EngineConfig {
     fn default() -> Self {
@@ -64,6 +71,7 @@ impl Default for EngineConfig {
             check_invariants: cfg!(debug_assertions),
             outbox_max_bytes: crate::engine::components::Outbox::MAX_BYTES,
             mask_patterns: Vec::new(),
+            resolve_agent: None,
         }
     }
 }

@@ -1,8 +1,18 @@
 //! Secret masking for text that leaves the host.
 //!
 //! Agent output and chat text are streamed to remotes. A [`Masker`] replaces anything that looks
-//! like a secret (private keys, well-known API key formats, `password=…` style pairs, plus the
+//! like a secret (private keys, provider tokens and keys, JWTs, `password=…` style pairs,
+//! `Authorization:` headers, passwords in URLs — the list is [`BUILTIN_PATTERNS`] — plus the
 //! host's own patterns) with [`MASK`] before it is sent.
+//!
+//! Scanning only what can match: each built-in pattern names the literals (*triggers*) every
+//! match contains and how far after the match start they sit (`sk_live_` at 0; `:AA` 8–10 bytes
+//! into a Telegram token). One Aho-Corasick automaton of all triggers (ASCII-case-insensitive;
+//! case-sensitive triggers are compared exactly after a hit) finds, in a single pass, every
+//! position where a match can start, and a pattern's regex is run anchored only there. A host's
+//! pattern gets the prefix literals `regex-syntax` extracts from it, or, without usable ones, is
+//! searched everywhere as before. Per pattern the matches are exactly those a left-to-right
+//! search finds (a test compares the two on every sample and on random text).
 //!
 //! Streaming is the hard part: a key may arrive split across two deltas (`"sk-an"`, `"t-api03…"`),
 //! and neither half matches on its own. A [`StreamMasker`] therefore holds back the tail of the
@@ -11,55 +21,31 @@
 //! text is released up to the first position from which an anchored run of any pattern's DFA is
 //! still alive at the end of the buffer. (One DFA per pattern, not one for all: a multi-pattern
 //! leftmost-first DFA drops lower-priority patterns once a higher one matched, and would report
-//! a run as finished while another pattern could still extend it.) Everything before that position is fully determined by the
-//! text already seen, so the streamed output equals masking the whole text at once, however it
-//! was split (a property test checks this). In practice only the current word is held back, or a
-//! whole `-----BEGIN … PRIVATE KEY-----` block until its `END` line arrives.
+//! a run as finished while another pattern could still extend it.) The triggers bound where that
+//! position can be: a pattern's run can only be alive from a start its trigger hits give, or from
+//! a start so close to the end of the buffer that its trigger has not fully arrived (within
+//! `back` + the trigger's length); only those positions are tried, so a delta costs one
+//! Aho-Corasick pass plus a few DFA runs, however many patterns there are. Everything before that
+//! position is fully determined by the text already seen, so the streamed output equals masking
+//! the whole text at once, however it was split (a property test checks this, and in tests every
+//! fed chunk's cut is compared with trying every pattern at every position). In practice only the
+//! current word is held back, or a whole `-----BEGIN … PRIVATE KEY-----` block until its `END`
+//! line arrives.
 //!
 //! A pattern with a capture group named `secret` masks only that group (so `password=hunter22`
 //! becomes `password=[masked]`); otherwise the whole match is masked. Overlapping matches are
 //! merged into one `[masked]`.
 
-use regex::Regex;
+use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 use regex_automata::hybrid::dfa::{Cache, DFA};
+use regex_automata::meta::Regex;
 use regex_automata::{Anchored, Input};
 use std::sync::Arc;
 
+pub use super::mask_patterns::{BuiltinPattern, BUILTIN_PATTERNS};
+
 /// What a secret is replaced with.
 pub const MASK: &str = "[masked]";
-
-/// The built-in patterns as `(name, regex)`.
-///
-/// Word boundaries are written `(?-u:\b)` (ASCII): a Unicode `\b` would make the lazy DFA give up
-/// on non-ASCII text, which makes the stream masker hold text back conservatively.
-pub const DEFAULT_PATTERNS: &[(&str, &str)] = &[
-    (
-        // A PEM/PGP private key block. An unterminated block masks everything after BEGIN.
-        "private_key_block",
-        r"-----BEGIN[A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----(?:[\s\S]*?-----END[A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----|[\s\S]*)",
-    ),
-    // Anthropic (`sk-ant-…`) and OpenAI (`sk-…`, `sk-proj-…`) keys.
-    ("sk_api_key", r"(?-u:\b)sk-[A-Za-z0-9_-]{20,}"),
-    // GitHub tokens: personal (ghp_), OAuth (gho_), user/server (ghu_, ghs_), refresh (ghr_).
-    ("github_token", r"(?-u:\b)gh[pousr]_[A-Za-z0-9]{30,}"),
-    ("github_fine_grained_pat", r"(?-u:\b)github_pat_[A-Za-z0-9_]{30,}"),
-    ("aws_access_key_id", r"(?-u:\b)(?:AKIA|ASIA)[0-9A-Z]{16}"),
-    ("slack_token", r"(?-u:\b)xox[baprs]-[A-Za-z0-9-]{10,}"),
-    ("google_api_key", r"(?-u:\b)AIza[0-9A-Za-z_-]{35}"),
-    (
-        // `password: "x"`, `"token": "x"`, `API_KEY = 'x'`: a quoted value of any length. The key
-        // may end a longer name (`DB_PASSWORD`, `client_secret`); only the value is masked.
-        "quoted_secret_pair",
-        r#"(?i)(?:password|passwd|passphrase|secret|token|api[_-]?key|apikey|access[_-]?key|private[_-]?key|credentials?)["']?[ \t]{0,5}[:=][ \t]{0,5}(?P<secret>"[^"\r\n]+"|'[^'\r\n]+')"#,
-    ),
-    (
-        // `password=hunter22`, `DB_PASSWORD=…`, `secret: …` with an unquoted value of at least 8
-        // characters. `=` must be unspaced (so `let token = parse(x)` in code stays readable) and
-        // brackets end the value (so `token: Option<String>` is not a secret).
-        "bare_secret_pair",
-        r#"(?i)(?:password|passwd|passphrase|secret|token|api[_-]?key|apikey|access[_-]?key|private[_-]?key|credentials?)["']?(?:=|:[ \t]{0,5})(?P<secret>[^\s"'`,;(){}\[\]<>]{8,})"#,
-    ),
-];
 
 /// A pattern the masker cannot use.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -70,6 +56,9 @@ pub enum MaskError {
     MatchesEmpty { pattern: String },
 }
 
+/// A match: `(start, end)` of the whole match, then `(start, end)` of what is masked.
+type Found = (usize, usize, usize, usize);
+
 #[derive(Debug)]
 struct Pattern {
     regex: Regex,
@@ -77,13 +66,56 @@ struct Pattern {
     secret_group: Option<usize>,
 }
 
+/// One trigger literal of one pattern, as registered in the prefilter's automaton.
+#[derive(Debug)]
+struct Trigger {
+    pattern: usize,
+    /// Compared exactly after an ASCII-case-insensitive hit, unless the pattern ignores case.
+    literal: Option<Box<[u8]>>,
+    /// A match starts `back.0..=back.1` bytes before the trigger.
+    back: (usize, usize),
+}
+
+/// Finds where matches can start: one Aho-Corasick pass over every pattern's triggers.
+#[derive(Debug)]
+struct Prefilter {
+    /// All triggers, ASCII-case-insensitive, reporting overlapping hits.
+    automaton: AhoCorasick,
+    /// By the automaton's pattern id.
+    triggers: Vec<Trigger>,
+    /// Patterns without triggers (a host's pattern with no literal prefix): searched everywhere.
+    unfiltered: Vec<usize>,
+}
+
 #[derive(Debug)]
 struct Inner {
     patterns: Vec<Pattern>,
+    prefilter: Prefilter,
     /// The lazy DFA of each pattern, used to decide what a stream must hold back.
     dfas: Vec<DFA>,
     /// Per pattern, the bytes a match can start with (a cheap pre-check before running the DFA).
     first_bytes: Vec<[bool; 256]>,
+    /// Per byte, the patterns a match can start with it (`first_bytes` turned around).
+    starters: Vec<Vec<usize>>,
+    /// Per pattern, how close to the end of a stream's buffer a start must be for its trigger
+    /// to be still incomplete (`back.1` + the longest trigger − 1); `usize::MAX` for patterns
+    /// without triggers.
+    windows: Vec<usize>,
+    /// The largest finite window.
+    tail: usize,
+}
+
+/// A pattern to compile: its regex and, when known, the triggers that locate its matches.
+struct Spec<'a> {
+    regex: &'a str,
+    triggers: Option<Triggers>,
+}
+
+/// The literals that locate a pattern's matches (see [`BuiltinPattern`]).
+struct Triggers {
+    literals: Vec<Vec<u8>>,
+    ignore_case: bool,
+    back: (usize, usize),
 }
 
 /// Replaces secrets in text with [`MASK`]. Cheap to clone (shared, immutable).
@@ -100,11 +132,19 @@ impl Default for Masker {
 }
 
 impl Masker {
-    /// The built-in [`DEFAULT_PATTERNS`] plus the host's `extra` regexes (Rust `regex` syntax; a
+    /// The built-in [`BUILTIN_PATTERNS`] plus the host's `extra` regexes (Rust `regex` syntax; a
     /// group named `secret` masks only that group).
     pub fn new(extra: &[String]) -> Result<Masker, MaskError> {
-        let all: Vec<&str> = DEFAULT_PATTERNS.iter().map(|(_, p)| *p).chain(extra.iter().map(String::as_str)).collect();
-        Masker::with_patterns(&all)
+        let builtin = BUILTIN_PATTERNS.iter().map(|p| Spec {
+            regex: p.regex,
+            triggers: Some(Triggers {
+                literals: p.triggers.iter().map(|t| t.as_bytes().to_vec()).collect(),
+                ignore_case: p.ignore_case,
+                back: p.back,
+            }),
+        });
+        let extra = extra.iter().map(|p| Spec { regex: p, triggers: None });
+        Masker::build(builtin.chain(extra).collect(), true)
     }
 
     /// Like [`Masker::new`], but compiled once per process for each distinct pattern list and
@@ -125,33 +165,75 @@ impl Masker {
 
     /// A masker using exactly `patterns` (no built-in ones).
     pub fn with_patterns(patterns: &[&str]) -> Result<Masker, MaskError> {
+        Masker::build(patterns.iter().map(|p| Spec { regex: p, triggers: None }).collect(), true)
+    }
+
+    /// Compiles `specs`. Without `prefilter`, every pattern is searched everywhere (what the
+    /// prefilter must be equivalent to; tests compare the two).
+    fn build(specs: Vec<Spec<'_>>, prefilter: bool) -> Result<Masker, MaskError> {
         let invalid = |pattern: &str, e: &dyn std::fmt::Display| MaskError::Invalid {
             pattern: pattern.to_string(),
             message: e.to_string(),
         };
-        let mut compiled = Vec::with_capacity(patterns.len());
-        let mut dfas = Vec::with_capacity(patterns.len());
-        for &pattern in patterns {
+        let mut compiled = Vec::with_capacity(specs.len());
+        let mut dfas = Vec::with_capacity(specs.len());
+        let mut literals: Vec<Vec<u8>> = Vec::new();
+        let mut triggers = Vec::new();
+        let mut unfiltered = Vec::new();
+        let mut windows = Vec::with_capacity(specs.len());
+        for (index, spec) in specs.into_iter().enumerate() {
+            let pattern = spec.regex;
             let hir = regex_automata::util::syntax::parse(pattern).map_err(|e| invalid(pattern, &e))?;
             if hir.properties().minimum_len() == Some(0) {
                 return Err(MaskError::MatchesEmpty { pattern: pattern.to_string() });
             }
             let regex = Regex::new(pattern).map_err(|e| invalid(pattern, &e))?;
-            let secret_group = regex.capture_names().position(|n| n == Some("secret"));
+            let secret_group = regex.group_info().to_index(regex_automata::PatternID::ZERO, "secret");
             compiled.push(Pattern { regex, secret_group });
             let dfa = DFA::builder()
                 .configure(DFA::config().unicode_word_boundary(true))
                 .build(pattern)
                 .map_err(|e| invalid(pattern, &e))?;
             dfas.push(dfa);
+            let found = spec.triggers.or_else(|| {
+                prefix_literals(&hir).map(|literals| Triggers { literals, ignore_case: false, back: (0, 0) })
+            });
+            match found.filter(|_| prefilter) {
+                Some(found) => {
+                    let longest = found.literals.iter().map(Vec::len).max().unwrap_or(0);
+                    windows.push((found.back.1 + longest).saturating_sub(1));
+                    for lit in found.literals {
+                        let literal = (!found.ignore_case).then(|| lit.clone().into_boxed_slice());
+                        triggers.push(Trigger { pattern: index, literal, back: found.back });
+                        literals.push(lit);
+                    }
+                }
+                None => {
+                    windows.push(usize::MAX);
+                    unfiltered.push(index);
+                }
+            }
         }
-        let first_bytes = dfas.iter().map(first_bytes).collect();
-        Ok(Masker { inner: Arc::new(Inner { patterns: compiled, dfas, first_bytes }) })
+        let automaton = AhoCorasick::builder()
+            .ascii_case_insensitive(true)
+            .match_kind(MatchKind::Standard)
+            // A full DFA: the fastest scan (a few hundred trigger bytes make it small).
+            .kind(Some(AhoCorasickKind::DFA))
+            .build(&literals)
+            .map_err(|e| invalid("(triggers)", &e))?;
+        let first_bytes: Vec<[bool; 256]> = dfas.iter().map(first_bytes).collect();
+        let starters =
+            (0..256).map(|b| (0..first_bytes.len()).filter(|&p| first_bytes[p][b]).collect()).collect::<Vec<_>>();
+        let prefilter = Prefilter { automaton, triggers, unfiltered };
+        let tail = windows.iter().copied().filter(|&w| w != usize::MAX).max().unwrap_or(0);
+        let inner = Inner { patterns: compiled, prefilter, dfas, first_bytes, starters, windows, tail };
+        Ok(Masker { inner: Arc::new(inner) })
     }
 
     /// Masks every secret in `text`.
     pub fn mask(&self, text: &str) -> String {
-        self.render(text, 0, text.len())
+        let matches = self.matches(text, 0, text.len(), &self.starts(text, 0));
+        self.render(text, 0, text.len(), &matches)
     }
 
     /// A streaming masker for one stream of text (e.g. one agent turn).
@@ -165,22 +247,79 @@ impl Masker {
         }
     }
 
-    /// Every match `(start, end)` of every pattern that starts in `from..before`, scanning `hay`
-    /// from `from` (text before `from` is look-behind context only).
-    fn matches(&self, hay: &str, from: usize, before: usize) -> Vec<(usize, usize, usize, usize)> {
+    /// Pattern `index`'s match at `input`'s start (anchored) or after it (unanchored).
+    fn find(&self, index: usize, input: &Input<'_>) -> Option<Found> {
+        let pattern = &self.inner.patterns[index];
+        match pattern.secret_group {
+            None => pattern.regex.search(input).map(|m| (m.start(), m.end(), m.start(), m.end())),
+            Some(group) => {
+                let mut caps = pattern.regex.create_captures();
+                pattern.regex.search_captures(input, &mut caps);
+                let whole = caps.get_match()?;
+                let (s, e) = caps.get_group(group).map_or((whole.end(), whole.end()), |g| (g.start, g.end));
+                Some((whole.start(), whole.end(), s, e))
+            }
+        }
+    }
+
+    /// Where matches of pattern-with-triggers can start in `hay[from..]`, as sorted `(pattern,
+    /// start)` pairs: `back` bytes before each hit of one of the pattern's triggers (one
+    /// Aho-Corasick pass), where the pattern can begin with that byte. A match of such a pattern
+    /// starts nowhere else.
+    fn starts(&self, hay: &str, from: usize) -> Vec<(usize, usize)> {
+        let inner = &*self.inner;
+        let prefilter = &inner.prefilter;
+        let mut starts: Vec<(usize, usize)> = Vec::new();
+        for hit in prefilter.automaton.find_overlapping_iter(aho_corasick::Input::new(hay).range(from..)) {
+            let trigger = &prefilter.triggers[hit.pattern().as_usize()];
+            if trigger.literal.as_deref().is_some_and(|l| l != &hay.as_bytes()[hit.start()..hit.end()]) {
+                continue;
+            }
+            let firsts = &inner.first_bytes[trigger.pattern];
+            for back in trigger.back.0..=trigger.back.1 {
+                let Some(start) = hit.start().checked_sub(back) else { break };
+                if start >= from && hay.is_char_boundary(start) && firsts[usize::from(hay.as_bytes()[start])] {
+                    starts.push((trigger.pattern, start));
+                }
+            }
+        }
+        starts.sort_unstable();
+        starts.dedup();
+        starts
+    }
+
+    /// Every match of every pattern that starts in `from..before`, scanning `hay` from `from`
+    /// (text before `from` is look-behind context only), given the [`starts`](Self::starts) of
+    /// `hay[from..]`. Per pattern, the matches are the ones a left-to-right search finds
+    /// (leftmost-first, each search resuming at the previous end).
+    fn matches(&self, hay: &str, from: usize, before: usize, starts: &[(usize, usize)]) -> Vec<Found> {
         let mut out = Vec::new();
-        for pattern in &self.inner.patterns {
+        if from >= before {
+            return out;
+        }
+        // The leftmost match at or after `at` starts at the first candidate where an anchored
+        // search matches, since every match starts at a candidate.
+        let mut i = 0;
+        while i < starts.len() {
+            let index = starts[i].0;
+            let mut at = from;
+            while i < starts.len() && starts[i].0 == index {
+                let start = starts[i].1;
+                i += 1;
+                if start < at || start >= before {
+                    continue;
+                }
+                let input = Input::new(hay).range(start..).anchored(Anchored::Yes);
+                if let Some(m) = self.find(index, &input) {
+                    out.push(m);
+                    at = m.1;
+                }
+            }
+        }
+        for &index in &self.inner.prefilter.unfiltered {
             let mut at = from;
             while at < before {
-                let found = match pattern.secret_group {
-                    None => pattern.regex.find_at(hay, at).map(|m| (m.start(), m.end(), m.start(), m.end())),
-                    Some(group) => pattern.regex.captures_at(hay, at).map(|c| {
-                        let whole = c.get(0).expect("group 0 always participates");
-                        let (s, e) = c.get(group).map_or((whole.end(), whole.end()), |g| (g.start(), g.end()));
-                        (whole.start(), whole.end(), s, e)
-                    }),
-                };
-                let Some(m) = found else { break };
+                let Some(m) = self.find(index, &Input::new(hay).range(at..)) else { break };
                 if m.0 >= before {
                     break;
                 }
@@ -192,10 +331,10 @@ impl Masker {
         out
     }
 
-    /// Masks `hay[from..to]`, with `hay[..from]` as look-behind context.
-    fn render(&self, hay: &str, from: usize, to: usize) -> String {
+    /// Masks `hay[from..to]` given its `matches`, with `hay[..from]` as look-behind context.
+    fn render(&self, hay: &str, from: usize, to: usize, matches: &[Found]) -> String {
         let mut secrets: Vec<(usize, usize)> =
-            self.matches(hay, from, to).into_iter().map(|(_, _, s, e)| (s, e.min(to))).filter(|(s, e)| s < e).collect();
+            matches.iter().filter(|m| m.0 < to).map(|&(_, _, s, e)| (s, e.min(to))).filter(|(s, e)| s < e).collect();
         secrets.sort_unstable();
         let mut out = String::with_capacity(to - from);
         let mut pos = from;
@@ -217,17 +356,66 @@ impl Masker {
         out
     }
 
-    /// Whether an anchored run of any pattern from `start` is still alive at the end of `hay`,
-    /// i.e. text from `start` might still become (part of) a match.
-    fn alive_from(&self, caches: &mut [Cache], hay: &str, start: usize) -> bool {
-        let first = hay.as_bytes()[start];
-        let inner = &self.inner;
-        inner
-            .dfas
-            .iter()
-            .zip(&inner.first_bytes)
-            .zip(caches.iter_mut())
-            .any(|((dfa, firsts), cache)| firsts[usize::from(first)] && Self::dfa_alive_from(dfa, cache, hay, start))
+    /// The first position in `from..` (a stream's held-back text) from which an anchored run of
+    /// some pattern is still alive at the end of `hay`, i.e. where text might still become (part
+    /// of) a match; `hay.len()` when there is none.
+    ///
+    /// Only two kinds of position can be alive for a pattern with triggers: a start found from a
+    /// trigger hit ([`starts`](Self::starts)), or one so close to the end that its trigger is
+    /// not complete yet (within the pattern's window). Patterns without triggers are tried at
+    /// every position.
+    fn first_alive(&self, caches: &mut [Cache], hay: &str, from: usize, starts: &[(usize, usize)]) -> usize {
+        let inner = &*self.inner;
+        let end = hay.len();
+        let mut best = end;
+        let mut i = 0;
+        while i < starts.len() {
+            let pattern = starts[i].0;
+            while i < starts.len() && starts[i].0 == pattern {
+                let start = starts[i].1;
+                i += 1;
+                if start >= best {
+                    // Later starts of this pattern cannot be earlier.
+                    while i < starts.len() && starts[i].0 == pattern {
+                        i += 1;
+                    }
+                    break;
+                }
+                if start >= from && Self::dfa_alive_from(&inner.dfas[pattern], &mut caches[pattern], hay, start) {
+                    best = start;
+                }
+            }
+        }
+        let everywhere = !inner.prefilter.unfiltered.is_empty();
+        let first = if everywhere { from } else { from.max(end.saturating_sub(inner.tail)) };
+        for start in first..best {
+            if !hay.is_char_boundary(start) {
+                continue;
+            }
+            let near_end = end - start;
+            let alive = inner.starters[usize::from(hay.as_bytes()[start])].iter().any(|&p| {
+                near_end <= inner.windows[p] && Self::dfa_alive_from(&inner.dfas[p], &mut caches[p], hay, start)
+            });
+            if alive {
+                return start;
+            }
+        }
+        best
+    }
+
+    /// [`first_alive`](Self::first_alive) by trying every pattern at every position (what it
+    /// must equal; tests compare the two).
+    #[cfg(test)]
+    fn first_alive_everywhere(&self, caches: &mut [Cache], hay: &str, from: usize) -> usize {
+        let inner = &*self.inner;
+        (from..hay.len())
+            .find(|&start| {
+                hay.is_char_boundary(start)
+                    && inner.starters[usize::from(hay.as_bytes()[start])]
+                        .iter()
+                        .any(|&p| Self::dfa_alive_from(&inner.dfas[p], &mut caches[p], hay, start))
+            })
+            .unwrap_or(hay.len())
     }
 
     /// One pattern's anchored run from `start`: errors and quits count as alive (holding back
@@ -249,6 +437,19 @@ impl Masker {
         }
         !sid.is_dead()
     }
+}
+
+/// The literals every match of `hir` starts with, when they are few and long enough to be worth a
+/// prefilter (otherwise the pattern is searched everywhere).
+fn prefix_literals(hir: &regex_syntax::hir::Hir) -> Option<Vec<Vec<u8>>> {
+    use regex_syntax::hir::literal::{ExtractKind, Extractor};
+    let mut seq = Extractor::new().kind(ExtractKind::Prefix).extract(hir);
+    // Shortens and merges literals (`internal-00`…`internal-99` → `internal-`); the result still
+    // begins every match.
+    seq.optimize_for_prefix_by_preference();
+    let literals = seq.literals()?;
+    let usable = !literals.is_empty() && literals.len() <= 64 && literals.iter().all(|l| l.as_bytes().len() >= 2);
+    usable.then(|| literals.iter().map(|l| l.as_bytes().to_vec()).collect())
 }
 
 /// The bytes that can begin a match of `dfa`, whatever precedes them. All bytes when that cannot
@@ -299,18 +500,16 @@ impl StreamMasker {
 
         // The first position that may still start a match. Starts before it are dead within
         // the buffer, so their outcome no longer depends on future text.
-        let mut cut = self.dead_until.max(self.scan);
-        while cut < hay.len() {
-            if hay.is_char_boundary(cut) && masker.alive_from(&mut self.caches, hay, cut) {
-                break;
-            }
-            cut += 1;
-        }
+        let starts = masker.starts(hay, self.scan);
+        let from = self.dead_until.max(self.scan);
+        let mut cut = masker.first_alive(&mut self.caches, hay, from, &starts);
+        #[cfg(test)]
+        assert_eq!(cut, masker.first_alive_everywhere(&mut self.caches, hay, from), "held back from {hay:?}");
         self.dead_until = cut;
 
         // Never cut through a match: the next feed rescans from the cut, which must be a point
         // where every pattern's left-to-right scan is between matches.
-        let matches = masker.matches(hay, self.scan, cut);
+        let mut matches = masker.matches(hay, self.scan, cut, &starts);
         loop {
             let inside = matches.iter().filter(|m| m.0 < cut && cut < m.1).map(|m| m.0).min();
             match inside {
@@ -319,7 +518,9 @@ impl StreamMasker {
             }
         }
 
-        let out = masker.render(hay, self.scan, cut);
+        // The matches starting before the new cut are the same as a search up to it would find.
+        matches.retain(|m| m.0 < cut);
+        let out = masker.render(hay, self.scan, cut, &matches);
         // Keep one character before the cut as look-behind context.
         let keep_from = hay[..cut].char_indices().next_back().map_or(cut, |(i, _)| i);
         self.buf.drain(..keep_from);
@@ -330,7 +531,9 @@ impl StreamMasker {
 
     /// Ends the stream: returns the masked held-back text and resets the masker.
     pub fn finish(&mut self) -> String {
-        let out = self.masker.render(&self.buf, self.scan, self.buf.len());
+        let starts = self.masker.starts(&self.buf, self.scan);
+        let matches = self.masker.matches(&self.buf, self.scan, self.buf.len(), &starts);
+        let out = self.masker.render(&self.buf, self.scan, self.buf.len(), &matches);
         self.buf.clear();
         self.scan = 0;
         self.dead_until = 0;
@@ -350,6 +553,128 @@ mod tests {
 
     fn mask(text: &str) -> String {
         Masker::default().mask(text)
+    }
+
+    /// One test per provider or format: the sample is masked as shown, the near miss is left
+    /// alone. The samples also feed the streaming property test.
+    macro_rules! secret_formats {
+        ($($name:ident: $secret:expr => $masked:expr, near miss $near:expr;)*) => {
+            $(
+                #[test]
+                fn $name() {
+                    assert_eq!(mask($secret), $masked, "sample");
+                    assert_eq!(mask($near), $near, "near miss");
+                }
+            )*
+            const SAMPLES: &[&str] = &[$($secret),*];
+        };
+    }
+
+    secret_formats! {
+    ini_password_with_spaces: "[client]\nuser = app\npassword = s3cr3t-Pa55word\n" => "[client]\nuser = app\npassword = [masked]\n", near miss "let token = parse(x);\ntoken: Option<String>,\nlet password = prompt_password()?;";
+    pypirc_password: "[pypi]\nusername = __token__\npassword = pypi-AgEIcHlwaS5vcmcCJGI4YjQ2ZWY0LTk2NmEtNDVjNy04ZjZhLTc3ZDk1ZDIxNGQ0MAACKl\n" => "[pypi]\nusername = __token__\npassword = [masked]\n", near miss "password = input(\"Password: \")";
+    spaced_assignment_with_comment: "DB_PASSWORD = hunter2hunter2  # prod\r\n" => "DB_PASSWORD = [masked]  # prod\r\n", near miss "    let secret = generate_secret(&mut rng);";
+    authorization_bearer_header: "curl -H 'Authorization: Bearer abcdef0123456789ABCDEF' https://api.example.com" => "curl -H 'Authorization: Bearer [masked]' https://api.example.com", near miss "curl -H \"Authorization: Bearer $TOKEN\" and the Authorization header";
+    authorization_basic_header: "Authorization: Basic dXNlcjpwYXNzd29yZA==\r\n" => "Authorization: Basic [masked]\r\n", near miss "authorization: Option<String>,";
+    authorization_json_header: r#"{"Authorization": "token ghs_notlongenough"}"# => r#"{"Authorization": "token [masked]"}"#, near miss r#"headers.insert("Authorization", value);"#;
+    bearer_token_in_text: "use Bearer abcdefghijklmnopqrstuvwxyz0123 here" => "use Bearer [masked] here", near miss "the bearer of bad news";
+    url_credentials: "git clone https://deploy:gh0st-Pa55@git.example.com/x.git" => "git clone https://deploy:[masked]@git.example.com/x.git", near miss "see http://localhost:8080/path?a=b and git@github.com:org/repo.git";
+    url_credentials_without_user: "redis://:s3cret@cache:6379/0" => "redis://:[masked]@cache:6379/0", near miss "ssh://git@example.com/repo";
+    stripe_keys: "key sk_live_U8JZpDE0iGXlD6gNCFbaEPFj and rk_live_bD0kH8Oool8DklZDOCj2ISaJ and sk_test_iHkTj0rLGlkoMXGjtEkDnNfr" => "key [masked] and [masked] and [masked]", near miss "sk_live_ is the live prefix";
+    stripe_webhook_secret: "whsec_ibxUdl7dXTPyLsxPFkThf4VucSmEHgaK" => "[masked]", near miss "whsec_ prefix";
+    gitlab_tokens: "glpat-wVJ7faC9qEwjky40UVsW gldt-mflzdE1F8ResqEDusTpkr0cS glrt-tY4qWB8dWKnHfDNxSIvPZZ63 GR1348941fFKcZjR4I0b3jRtaWr4Y" => "[masked] [masked] [masked] [masked]", near miss "glpat- and gldt- are GitLab prefixes";
+    npm_token: "//registry.npmjs.org/:_authToken=npm_9OJFLJOqOAf1lLQSAJaiXnkU8Is2g8nprvDd" => "//registry.npmjs.org/:_authToken=[masked]", near miss "npm_config_cache=/tmp/npm";
+    pypi_token: "pypi-AgEIcHlwaS5vcmcyyzyN9zHYIa4UOrGNATMuDJawTgsu8PO_799nKSNrh9UCauSDmLhuVtcqcYe" => "[masked]", near miss "pypi-server and pypi-AgE";
+    huggingface_token: "HF token 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 and 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" => "HF token [masked] and [masked]", near miss "hf_hub_download(repo)";
+    groq_key: "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" => "[masked]", near miss "gsk_demo";
+    replicate_token: "r8_5dql05ha064gIiJhgB3cxLmAxzJLJenuHjDUr" => "[masked]", near miss "r8_model";
+    perplexity_key: "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" => "[masked]", near miss "pplx-api docs";
+    xai_key: "xai-7j58M1cIaHZcUEqPbENqTyH5xJ8tpqXJQ4I9dOv8GZ4fKq1OKtbgZVaMWUFuXBVjdctBYVhnSg9EH6yO" => "[masked]", near miss "xai-sdk";
+    openai_and_anthropic_keys: "sk-proj-4GFQRC5xLRwI0b26r08QZJi6gkfsUFRDzsLb5ER8 sk-ant-api03-BoFzQFm2OEQ3HdAVja76RnIChtP8HKQDLM7ToThw" => "[masked] [masked]", near miss "sk-learn and task-abcdefghijklmnopqrstuvwxyz";
+    aws_secret_access_key: "aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\n" => "aws_secret_access_key = [masked]\n", near miss "aws_secret_access_key is read from the environment";
+    aws_access_key_ids: "AKIAIOSFODNN7EXAMPLE ASIAY34FZKBOKMUTVV7A" => "[masked] [masked]", near miss "AKIA is the prefix of AWS key ids";
+    azure_connection_string: "DefaultEndpointsProtocol=https;AccountName=acct;AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;EndpointSuffix=core.windows.net" => "DefaultEndpointsProtocol=https;AccountName=acct;AccountKey=[masked];EndpointSuffix=core.windows.net", near miss "AccountKey=<your key>;";
+    azure_sas_signature: "https://acct.blob.core.windows.net/c?sv=2022-11-02&sig=NScgrLRWzBQCABugjMgeP7cGq0pbqfi14ZgTsNOV%3D" => "https://acct.blob.core.windows.net/c?sv=2022-11-02&sig=[masked]", near miss "the sig=abc parameter";
+    azure_ad_client_secret: "value abc8Q~ZRzsGQBJg3UHKwkflF6XUi5AhuqpfEnb end" => "value [masked] end", near miss "ascii art Q~Q~ here";
+    gcp_service_account_private_key: r#"{"type": "service_account", "private_key_id": "abc", "private_key": "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n-----END PRIVATE KEY-----\n", "client_email": "x@y.iam.gserviceaccount.com"}"# => r#"{"type": "service_account", "private_key_id": "abc", "private_key": [masked], "client_email": "x@y.iam.gserviceaccount.com"}"#, near miss r#"{"private_key_id": "abc"}"#;
+    google_oauth: "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 ya29.kSF2RCdKDFRuNw5GCf_hA6ILI8gJhead6-wJ9kFZJSqgmRB9H_iMb_lk777P" => "[masked] [masked]", near miss "ya29. is Google's prefix";
+    digitalocean_token: "dop_v1_692f09e2e8c662248b483b7ffc050fec94dbca3a0aac36098b2cc2bd81831947" => "[masked]", near miss "dop_v1_ prefix";
+    alibaba_access_key_id: "LTAIRbgUMxXy9b4BzwoZ648j" => "[masked]", near miss "LTAI prefix";
+    heroku_key: "HRKU-aKG05Rk_GQV81rkmghzem9yPVUJa-c5q52RYfLWrLoevhZC0x0awirH-juQb" => "[masked]", near miss "HRKU- prefix";
+    databricks_token: "dapi287cced9041dff02cee737443e210471" => "[masked]", near miss "dapi_version = 2";
+    doppler_token: "dp.pt.ptT9IoQhobswHGETh8lMYQOymAAiTdR9Up14PehPjPB" => "[masked]", near miss "dp.pt. prefix";
+    pulumi_token: "pul-d9106fd287db7f1adbc60926f6967e7893f57fd1" => "[masked]", near miss "pul-request";
+    vault_token: "hvs.SyGbDS1GHXy5oOKVqYX7Enwvq4VNAKjKs1Pawtn3LG8Zv5Ypu8D0fzFwE7IHgYIruiqFhojmAIDdN87xg3-Q-XBmTe" => "[masked]", near miss "hvs.example";
+    terraform_cloud_token: "U3UdXyymFgMZwK.atlasv1.f0IE9pU2NJhKaM1-5WdR16ePlljivghZ4fXfeTkYpIygfdM7ENA8d5vFldPGYYJvW5h" => "[masked]", near miss "x.atlasv1.y";
+    planetscale_token: "pscale_tkn_xxq8AGomtnWNCXVJCNQCmup6N0A0UarXLnTENCyfjeE" => "[masked]", near miss "pscale_tkn_ prefix";
+    supabase_key: "sbp_d3c425c8d99d19bdd0b6cc60d5d32cbe54014c2b" => "[masked]", near miss "sbp_ prefix";
+    grafana_token: "glsa_vgKJWSKhK7EGYfwzy9zMTI18C6eUDm7o_c257c6f5" => "[masked]", near miss "glsa_ prefix";
+    new_relic_key: "NRAK-NCZ7KYWHJPMC9CUHY39T0TP1YX2" => "[masked]", near miss "NRAK- prefix";
+    sentry_token: "sntrys_gcLBAnfdPcwnx0d1LzeZGEIWbXFzcggqCCoIF7uUxugFDwg5Yp8yIB2Enus0" => "[masked]", near miss "sntrys_ prefix";
+    github_tokens: "ghp_HMI4fS9z6yKryu7OE1WnwQKU5nR50dJQg96e 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" => "[masked] [masked]", near miss "ghp_ prefix";
+    atlassian_token: "ATATT3xFfGF0EcTl31uGQ_dFCGAtmNtc0mRau8URBfT5MISizhBHs4-fVAFHDzXeUHNBZS0Z1WnImG9Aw37K5WcNhdEPqhGi3hlbKBVheZUpYxqew88AD3dnbyJVSEDONUsSDDFRFIFIuZIxNfaaOEELk9MQMalor2hCsgkGvp8kD0D3Ms8GbLkV3AZkGAs_ ATBBGfsy0L9flW91gQk8KS0N8sOfKH8oxFfy" => "[masked] [masked]", near miss "ATATT3 prefix";
+    buildkite_token: "bkua_3ab3cc2d0b698d5c7e41ba4ea5ee874ae7689447" => "[masked]", near miss "bkua_ prefix";
+    docker_hub_token: "dckr_pat_psUepYhNVNZxTSmm3jZNNjax7EB" => "[masked]", near miss "dckr_pat_ prefix";
+    square_token: "sq0atp-z3cl7CSgzAf31ddXP63ohM" => "[masked]", near miss "sq0atp- prefix";
+    shopify_tokens: "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 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" => "[masked] [masked]", near miss "shpat_ prefix";
+    slack_tokens: "xoxb-1234567890-qo10y0adSwjpIx1eWy2ORtYr xapp-1-A0123-QbrLeAzuzRWPpTUefbno" => "[masked] [masked]", near miss "xoxb- prefix";
+    slack_webhook: "https://hooks.slack.com/services/T00000000/B00000000/Fq5XJ7T2YDF0k5Uy8Ih1WolA" => "https://hooks.slack.com/services/[masked]", near miss "hooks.slack.com/services/ is the base URL";
+    discord_webhook: "https://discord.com/api/webhooks/123456789012345678/BaJlgMSdX5sTazVLmZ-bK4OPh1dR8-H97S_f-VAUp7-l7v21JXuDCFqM9_SEb1QrMur8" => "https://discord.com/api/webhooks/123456789012345678/[masked]", near miss "discord.com/api/webhooks/ docs";
+    discord_bot_token: "MTk4NjIyNDgzNDcxOTI1MjQ4.Cl2FMQ.ZnCjm1XVW7vRze4b7Cq4se7kKWs" => "[masked]", near miss "Mr. Smith went to Washington. Then he left.";
+    telegram_bot_token: "bot 123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw" => "bot 123456789:[masked]", near miss "at 12:30:AA the train left";
+    twilio_api_key: "SK69dad8199bfca8b6f3a6a9421cc1c930" => "[masked]", near miss "SKU12345 and SKIP";
+    sendgrid_key: "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" => "[masked]", near miss "SG.com";
+    mailgun_key: "key-9fe8110102c995f1abef543b5dfce8a9" => "[masked]", near miss "a key-value store";
+    mailchimp_key: "81a049d7ccc7e90a88d519448fb2fc67-us6" => "[masked]", near miss "0123-us6";
+    linear_key: "lin_api_TmDrZdtN7QlwAyYdiFizWxEOZlh5Q41hUeglMMNM" => "[masked]", near miss "lin_api_key";
+    postman_key: "PMAK-259bbc471fb3be24a0b80316-f688d3e481a65c2011bef2c328a72c5e5b" => "[masked]", near miss "PMAK-1";
+    notion_token: "ntn_9PuOLC8Q8WD5j5B16DQygtvpweDGJUwA8MrvTllcwpGeUX" => "[masked]", near miss "ntn_ prefix";
+    figma_token: "figd_gxPv9wV4eSB7YEUcJvR5MxCJ5rpd9OuSqcHX5S4T" => "[masked]", near miss "figd_ prefix";
+    age_secret_key: "AGE-SECRET-KEY-13660FP3J42SLX5A78FRD7J8SVHMS00XCJ62RJFPU4GUQJTHMZ6D3TGTWTV" => "[masked]", near miss "AGE-SECRET-KEY-1 is the prefix";
+    jwt: "id eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.KL-jWaRYnZBI0Hsqk-LB09RifXuEUvAt5JPtfpwHlN- end" => "id [masked] end", near miss "eyJ is how base64 JSON starts";
+    }
+
+    #[test]
+    fn every_builtin_pattern_has_a_sample_that_it_masks() {
+        for p in BUILTIN_PATTERNS {
+            let alone = Masker::build(vec![Spec { regex: p.regex, triggers: None }], false).unwrap();
+            assert!(SAMPLES.iter().any(|s| alone.mask(s) != *s), "no sample for the built-in pattern {}", p.name);
+        }
+    }
+
+    /// Every built-in pattern searched everywhere: what the prefilter must be equivalent to.
+    fn unfiltered_masker() -> &'static Masker {
+        static MASKER: std::sync::OnceLock<Masker> = std::sync::OnceLock::new();
+        MASKER.get_or_init(|| {
+            let specs = BUILTIN_PATTERNS.iter().map(|p| Spec { regex: p.regex, triggers: None }).collect();
+            Masker::build(specs, false).unwrap()
+        })
+    }
+
+    #[test]
+    fn the_prefilter_finds_what_searching_everywhere_finds_in_every_sample() {
+        for sample in SAMPLES {
+            let text = format!("a {sample} b {sample}{sample}\n{}", sample.to_uppercase());
+            assert_eq!(mask(&text), unfiltered_masker().mask(&text), "{text}");
+        }
+    }
+
+    #[test]
+    fn host_patterns_with_a_literal_prefix_are_prefiltered_and_others_searched_everywhere() {
+        let m = Masker::new(&["internal-[0-9]{6}".to_string(), r"[0-9]{3}-secret".to_string()]).unwrap();
+        let host = &m.inner.prefilter;
+        let builtin = BUILTIN_PATTERNS.len();
+        assert!(host.triggers.iter().any(|t| t.pattern == builtin), "a literal prefix is a trigger");
+        assert_eq!(host.unfiltered, vec![builtin + 1], "a pattern without one is searched everywhere");
+        assert_eq!(m.mask("x internal-123456 y 123-secret"), "x [masked] y [masked]");
+    }
+
+    #[test]
+    fn the_protocol_docs_example_is_what_remotes_get() {
+        let text = "deploy with DB_PASSWORD=hunter2hunter2 and https://deploy:s3cret@git.example.com";
+        let doc = "deploy with DB_PASSWORD=[masked] and https://deploy:[masked]@git.example.com";
+        assert_eq!(mask(text), doc);
+        assert!(include_str!("../../docs/PROTOCOL.md").contains(doc));
     }
 
     #[test]
@@ -469,6 +794,12 @@ mod tests {
             Just("-----BEGIN PRIVATE KEY-----".to_string()),
             Just("xoxb-123-abcdefghijk".to_string()),
             Just("task-".to_string()),
+            proptest::sample::select(SAMPLES).prop_map(str::to_string),
+            proptest::sample::select(SAMPLES).prop_map(|s| s[..s.len() / 2].to_string()),
+            Just("Authorization: ".to_string()),
+            Just("password = ".to_string()),
+            Just("https://user:".to_string()),
+            Just("\r\n".to_string()),
             Just("sk-".to_string()),
             Just("é".to_string()),
             Just("日本".to_string()),
@@ -503,6 +834,12 @@ mod tests {
             out.push_str(&stream.feed(&text[last..]));
             out.push_str(&stream.finish());
             prop_assert_eq!(out, expected);
+        }
+
+        #[test]
+        fn the_prefilter_masks_what_searching_everywhere_masks(parts in proptest::collection::vec(fragment(), 0..12)) {
+            let text: String = parts.concat();
+            prop_assert_eq!(shared_masker().mask(&text), unfiltered_masker().mask(&text));
         }
     }
 }

@@ -20,7 +20,8 @@
 //! - [`config`]: [`EngineConfig`], the settings every system may read.
 //! - [`io`]: [`Inbound`] and [`FrameSink`], the edges transports plug into.
 //! - [`agent`]: the agent contract ([`AgentRuntime`], [`InTickAgent`]) backends implement.
-//! - [`mask`]: the secret-masking rules applied to everything sent to remotes.
+//! - [`mask`]: the secret-masking rules applied to everything sent to remotes; [`mask_patterns`]:
+//!   the built-in patterns and the literals that locate them.
 //! - [`schedule`]: [`TickSet`] and the [`Installer`] contract.
 //! - [`components`], [`systems`]: the domain data and one system per rule.
 
@@ -30,6 +31,7 @@ pub mod config;
 pub mod io;
 pub mod mask;
 pub mod mask_json;
+pub mod mask_patterns;
 pub mod schedule;
 pub mod systems;
 

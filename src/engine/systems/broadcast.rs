@@ -11,7 +11,9 @@
 //! secret shapes masked in its strings; the host's own connection gets the original. Both copies
 //! are made when the frame is made (`Framed`, `engine::mask_json`: masked while serialising, one
 //! allocation when nothing needed masking), so broadcast only picks one. Streamed deltas go
-//! through a per-turn `StreamMasker`, so a secret split across chunks is still masked.
+//! through a per-turn `StreamMasker`, so a secret split across chunks is still masked; what it
+//! holds back is flushed as a last (masked) delta before a vote opens and before the turn's reply
+//! and `turn_ended` (`Outgoing::FlushStream`), so a remote's screen never lags them.
 
 use super::resources::*;
 use crate::engine::components::*;
@@ -165,9 +167,15 @@ pub fn broadcast(
     if changes.any() || conns.iter_mut().any(|c| c.is_changed()) {
         cache_members.current = false;
     }
-    let fan_out = staged
-        .iter()
-        .any(|o| matches!(o, Outgoing::Session { .. } | Outgoing::Delta { .. } | Outgoing::Participant { .. }));
+    let fan_out = staged.iter().any(|o| {
+        matches!(
+            o,
+            Outgoing::Session { .. }
+                | Outgoing::Delta { .. }
+                | Outgoing::FlushStream { .. }
+                | Outgoing::Participant { .. }
+        )
+    });
     if fan_out && !cache_members.current {
         cache_members.members = Members::build(&index, &conns, &participants);
         cache_members.current = true;
@@ -214,7 +222,8 @@ pub fn broadcast(
                 if stream.0 != turn_id {
                     *stream = (turn_id, mask.masker.stream());
                 }
-                // Held-back text (a possible secret prefix) reaches remotes in the final message.
+                // Held-back text (a possible secret prefix) follows with the next delta, or is
+                // flushed (`FlushStream`) before a vote opens or the turn ends.
                 let remote_text = stream.1.feed(&text);
                 let remote_frame = if remote_text == text {
                     frame.clone()
@@ -232,6 +241,28 @@ pub fn broadcast(
                             enqueue_delta(&mut c.outbox, max_bytes, &session, turn_id, &text, &frame);
                         } else if !remote_text.is_empty() {
                             enqueue_delta(&mut c.outbox, max_bytes, &session, turn_id, &remote_text, &remote_frame);
+                        }
+                    }
+                }
+            }
+            Outgoing::FlushStream { session } => {
+                let Some((turn_id, mut stream)) = mask.streams.remove(&session) else { continue };
+                let rest = stream.finish();
+                if rest.is_empty() {
+                    continue;
+                }
+                // Remotes only: the host was sent the original text as it came.
+                let remotes = members.get(&session).map(Vec::as_slice).unwrap_or(&[]);
+                for piece in crate::protocol::split_json(&rest, crate::protocol::MAX_DELTA_JSON_BYTES) {
+                    let body = Event::AgentDelta(crate::protocol::AgentDelta { turn_id, text: piece.to_string() });
+                    let frame = event_frame(Some(session.clone()), body);
+                    for &ce in remotes {
+                        if let Ok(mut c) = conns.get_mut(ce) {
+                            let c = c.bypass_change_detection();
+                            if !c.is_host {
+                                touched.insert(c.id);
+                                enqueue_delta(&mut c.outbox, max_bytes, &session, turn_id, piece, &frame);
+                            }
                         }
                     }
                 }

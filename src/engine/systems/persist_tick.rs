@@ -122,7 +122,10 @@ fn withhold(staged: Vec<Outgoing>, detail: &str, refuse_replies: bool, withheld:
             }
             // A replay or a snapshot would show unstored events; the join was refused.
             Outgoing::Direct { .. } | Outgoing::Delta { .. } => {}
-            Outgoing::Session { .. } | Outgoing::Participant { .. } => withheld.push(out),
+            // (A flush stays before the withheld reply or vote it precedes.)
+            Outgoing::Session { .. } | Outgoing::Participant { .. } | Outgoing::FlushStream { .. } => {
+                withheld.push(out)
+            }
             Outgoing::Close { .. } => now.push(out),
         }
     }

@@ -110,6 +110,10 @@ pub enum Outgoing {
     Session { session: SessionId, seq: u64, frame: Framed },
     /// Streamed agent text for every member of the session.
     Delta { session: SessionId, turn_id: u64, text: String, frame: Frame },
+    /// The agent paused (a vote opens) or its turn ends: send remotes, masked, the text the
+    /// session's stream masker still holds back, and start a new stream. Staged before the
+    /// vote or the agent's reply, so a remote's screen never lags them.
+    FlushStream { session: SessionId },
     /// A frame for every connection of a participant.
     Participant { participant: ParticipantId, frame: Framed },
     /// Close a connection (after a `closing` event).

@@ -14,7 +14,7 @@ use bevy_ecs::prelude::*;
 
 pub fn session_admin(
     mut requests: MessageReader<Incoming>,
-    clock: Res<Clock>,
+    env: TickEnv,
     registry: Registry,
     workspaces: Query<&Workspace>,
     mut participants: Query<&mut Participant>,
@@ -23,6 +23,7 @@ pub fn session_admin(
 ) {
     let Registry { mut index, mut counters, mut commands } = registry;
     let Effects { mut staged, mut batch } = fx;
+    let TickEnv { clock, config } = env;
     let now = clock.now;
     for req in requests.read() {
         match &req.method {
@@ -37,12 +38,22 @@ pub fn session_admin(
                     );
                     continue;
                 }
+                let agent = p.agent.clone().unwrap_or_default();
+                // The host's resolver (absolute, executable agent command) when it set one.
+                let agent = match config.resolve_agent.map(|resolve| resolve(&agent)) {
+                    None => agent,
+                    Some(Ok(resolved)) => resolved,
+                    Some(Err(message)) => {
+                        reply_err(&mut staged, req.conn, &req.id, ErrorCode::InvalidParams, message);
+                        continue;
+                    }
+                };
                 counters.workspace += 1;
                 let w = Workspace {
                     id: WorkspaceId::nth(counters.workspace),
                     name: p.name.trim().to_string(),
                     dir: p.dir.clone(),
-                    agent: p.agent.clone().unwrap_or_default(),
+                    agent,
                 };
                 batch.push(StoreOp::PutWorkspace(w.row()));
                 let info = WorkspaceInfo { id: w.id.clone(), name: w.name.clone(), agent: w.agent.kind.clone() };

@@ -51,6 +51,8 @@ impl TurnEnds<'_> {
         error: Option<String>,
     ) {
         let Some(holder) = lock.holder.take() else { return };
+        // What remotes' stream masker held back goes out before the reply and `turn_ended`.
+        self.fx.staged.0.push(Outgoing::FlushStream { session: session.id.clone() });
         // What the agent streamed is kept: nothing the room saw is lost.
         let text = std::mem::take(&mut lock.streamed);
         if !text.is_empty() {
