@@ -1434,3 +1434,23 @@ fn a_lobby_entry_with_an_unknown_share_makes_the_host_window_fetch_the_share_lis
     }
     assert!(refreshed, "so the lobby can name the share by its label");
 }
+
+#[test]
+fn the_host_sees_each_workspaces_agent_as_registered_and_refreshes_it_after_adding_one() {
+    let mut w = host_window();
+    w.push(Update::WorkspaceAgents(
+        [(WorkspaceId::from("w1"), "command (/home/ann/bots/agent.py --fast)".to_string())].into(),
+    ));
+    assert!(w.harness.query_by_label("agent: command (/home/ann/bots/agent.py --fast)").is_some());
+    while w.actions.try_recv().is_ok() {}
+    w.push(Update::WorkspaceAdded(WorkspaceInfo {
+        id: WorkspaceId::from("w2"),
+        name: "web".into(),
+        agent: "command".into(),
+    }));
+    let mut asked = false;
+    while let Ok(a) = w.actions.try_recv() {
+        asked |= a == Action::LoadWorkspaceAgents;
+    }
+    assert!(asked, "the new workspace's resolved command is read back");
+}

@@ -374,7 +374,8 @@ fn print_link_once(link: &Link, id: &ShareId) {
 }
 
 /// The backend and the command line it runs (`command (/usr/bin/python3 -u /home/me/agent.py)`).
-fn agent_label(agent: &AgentSpec) -> String {
+/// A workspace's agent for people: `command (/abs/agent.py --fast)`, `claude, plan first`.
+pub fn agent_label(agent: &AgentSpec) -> String {
     let mut label = match &agent.command {
         Some(cmd) => {
             let line = std::iter::once(cmd).chain(&agent.args).map(|w| shell_word(w)).collect::<Vec<_>>().join(" ");

@@ -321,6 +321,10 @@ impl RoundtableApp {
             if matches!(update, Update::Minted(_)) {
                 self.invite_open = true;
             }
+            // A workspace added from this window: show its agent as the host resolved it.
+            if matches!(update, Update::WorkspaceAdded(_)) {
+                self.send(Action::LoadWorkspaceAgents);
+            }
             // Someone waiting with a share this window does not know yet (minted elsewhere, e.g.
             // `roundtable share mint`): fetch the list so the lobby can name it.
             if let Update::Event(frame) = &update {
@@ -543,6 +547,9 @@ impl RoundtableApp {
         for (workspace, name, rows) in groups {
             ui.add_space(4.0);
             ui.label(RichText::new(format!("Workspace: {name}")).strong());
+            if let Some(agent) = self.model.workspace_agents.get(&workspace) {
+                ui.label(RichText::new(format!("agent: {agent}")).small().weak());
+            }
             for (id, text) in rows {
                 let selected = self.model.current.as_ref() == Some(&id);
                 if ui.selectable_label(selected, text).clicked() && !selected {

@@ -95,6 +95,10 @@ pub async fn run_host(
     worker.refresh(true).await;
     worker.refresh_shares().await;
     worker.call(Method::GetSettings(Empty {})).await;
+    {
+        let (out, db) = (out.clone(), host.database.clone());
+        tokio::task::spawn_blocking(move || load_workspace_agents(&out, &db));
+    }
     let mut refresh = tokio::time::interval(REFRESH_PERIOD);
     refresh.tick().await;
     loop {
@@ -103,6 +107,10 @@ pub async fn run_host(
                 Some(Action::LoadAudit) => {
                     let (out, db) = (out.clone(), host.database.clone());
                     tokio::task::spawn_blocking(move || load_audit(&out, &db));
+                }
+                Some(Action::LoadWorkspaceAgents) => {
+                    let (out, db) = (out.clone(), host.database.clone());
+                    tokio::task::spawn_blocking(move || load_workspace_agents(&out, &db));
                 }
                 Some(action) => worker.spawn(action),
                 None => return,
@@ -129,6 +137,19 @@ pub async fn run_host(
                 });
             }
         }
+    }
+}
+
+/// Each workspace's agent command line as stored (resolved at registration).
+fn load_workspace_agents(out: &Outbox, db: &std::path::Path) {
+    let rows = crate::store::Admin::open(db)
+        .map_err(|e| e.to_string())
+        .and_then(|admin| admin.list_workspaces().map_err(|e| e.to_string()));
+    match rows {
+        Ok(rows) => out.send(Update::WorkspaceAgents(
+            rows.iter().map(|w| (w.id.clone(), crate::app::admin::agent_label(&w.agent))).collect(),
+        )),
+        Err(e) => out.send(Update::Failed { method: "workspaces".into(), message: e }),
     }
 }
 
@@ -203,7 +224,7 @@ impl Worker {
                 self.refresh(false).await;
             }
             Action::RefreshShares => self.refresh_shares().await,
-            Action::LoadAudit => {}
+            Action::LoadAudit | Action::LoadWorkspaceAgents => {}
         }
     }
 

@@ -63,6 +63,8 @@ pub enum Action {
     RefreshShares,
     /// Read the newest audit rows from the database (host only).
     LoadAudit,
+    /// Read each workspace's agent command line from the database (host only).
+    LoadWorkspaceAgents,
 }
 
 /// What the backend tells the UI.
@@ -105,6 +107,8 @@ pub enum Update {
     Warning(String),
     /// The host's settings (`get_settings` / `update_settings`).
     HostSettings(HostSettings),
+    /// Each workspace's agent as registered (host only): resolved command line and mode.
+    WorkspaceAgents(BTreeMap<WorkspaceId, String>),
 }
 
 /// The connection to the host, as shown in the window.
@@ -395,8 +399,10 @@ pub struct ViewModel {
     pub minted: Option<MintShareResult>,
     /// Audit rows (host only), oldest first.
     pub audit: Vec<AuditRow>,
-    /// Read-only settings.
+    /// The host's settings.
     pub settings: Settings,
+    /// Each workspace's agent as registered, e.g. `command (/home/ann/agent.py)` (host only).
+    pub workspace_agents: BTreeMap<WorkspaceId, String>,
     /// The latest error or notice for the status line.
     pub status: Option<Notice>,
     /// Why the connection was lost (the host's `closing` reason), shown beside "reconnecting…"
@@ -748,6 +754,7 @@ impl ViewModel {
             Update::Failed { method, message } => self.error(format!("{method}: {message}"), now_ms),
             Update::Notice(text) => self.notice(text, now_ms),
             Update::Warning(text) => self.error(text, now_ms),
+            Update::WorkspaceAgents(agents) => self.workspace_agents = agents,
             Update::HostSettings(s) => {
                 if self.is_host {
                     self.my_name = s.host_name.clone();
