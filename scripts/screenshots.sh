@@ -21,6 +21,7 @@ if [ -z "$BIN" ]; then
     cargo build --release --locked --quiet
     BIN=target/release/roundtable
 fi
+BIN=$(realpath "$BIN")
 
 work=$(mktemp -d)
 # One wide screen with the windows side by side (there is no window manager to stack them, and
