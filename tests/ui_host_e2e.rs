@@ -133,6 +133,7 @@ async fn remote_window_connects_from_a_link_and_chats_with_the_host() {
     let (mut app, tx, rx, out) = window(false);
     let known = tempfile::tempdir().unwrap();
     let pinned = (link.authority(), link.fingerprint.clone());
+    let relink = link.clone();
     let options = RemoteOptions { link, name: "Bob".into(), session: None, data_dir: Some(known.path().to_path_buf()) };
     let task = tokio::spawn(backend::run_remote(options, rx, out));
     let session = t.session.clone();
@@ -190,6 +191,18 @@ async fn remote_window_connects_from_a_link_and_chats_with_the_host() {
         panic!("the host connection ended");
     };
     tokio::time::timeout(WAIT, left).await.expect("the host sees Bob leave");
+
+    // Opened again within grace (the same data directory): the same participant, not "Bob (2)".
+    let (mut app, _tx, rx, out) = window(false);
+    let options =
+        RemoteOptions { link: relink, name: "Bob".into(), session: None, data_dir: Some(known.path().to_path_buf()) };
+    let _task = tokio::spawn(backend::run_remote(options, rx, out));
+    until(&mut app, "the reopened window is connected", |m| {
+        m.connection == ConnectionState::Connected && m.me.is_some()
+    })
+    .await;
+    assert_eq!(app.model.me.as_ref(), Some(&me), "resumed with the token the first window kept");
+    assert_eq!(app.model.my_name, "Bob");
 }
 
 /// Starts the host window's backend on `t`'s host connection, with its own event stream.

@@ -156,27 +156,30 @@ pub fn remember_host(data_dir: &std::path::Path, link: &Link) -> Vec<String> {
     notes
 }
 
-/// The resume token of one host and link, kept in `DATA_DIR/resume/` between runs.
-struct ResumeStore {
+/// The resume token of one host and link, kept in `DATA_DIR/resume/` between runs (shared by
+/// `join` and the remote window).
+pub struct ResumeStore {
     path: PathBuf,
 }
 
 impl ResumeStore {
-    fn new(data_dir: &std::path::Path, link: &Link) -> Self {
+    /// The store for `link` under `data_dir`.
+    pub fn new(data_dir: &std::path::Path, link: &Link) -> Self {
         use sha2::Digest as _;
         let key = sha2::Sha256::digest(format!("{}/{}", link.authority(), link.token));
         let name: String = key.iter().take(12).map(|b| format!("{b:02x}")).collect();
         Self { path: data_dir.join("resume").join(name) }
     }
 
-    fn load(&self) -> Option<String> {
+    /// The token an earlier run kept, if any.
+    pub fn load(&self) -> Option<String> {
         let token = std::fs::read_to_string(&self.path).ok()?;
         let token = token.trim();
         (!token.is_empty()).then(|| token.to_string())
     }
 
     /// Keeps `token` (mode 0600: it lets its holder be you). Failures only cost the resume.
-    fn save(&self, token: &str) {
+    pub fn save(&self, token: &str) {
         let write = || -> std::io::Result<()> {
             if let Some(dir) = self.path.parent() {
                 std::fs::create_dir_all(dir)?;
@@ -194,7 +197,8 @@ impl ResumeStore {
         }
     }
 
-    fn forget(&self) {
+    /// Drops the token (the host refused the link, or kicked or revoked us).
+    pub fn forget(&self) {
         let _ = std::fs::remove_file(&self.path);
     }
 }

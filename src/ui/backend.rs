@@ -395,7 +395,17 @@ enum Failure {
 
 /// Drives a remote's connection until the UI drops its action sender.
 pub async fn run_remote(options: RemoteOptions, mut actions: mpsc::UnboundedReceiver<Action>, out: Outbox) {
-    let mut remote = Remote { options, resume_token: None, unsent: Arc::default(), seqs: Arc::default() };
+    // A token kept by an earlier window or `join` for this link: within grace, the same participant.
+    let resume = options.data_dir.as_deref().map(|dir| crate::app::join::ResumeStore::new(dir, &options.link));
+    let resume_token = resume.as_ref().and_then(|r| r.load());
+    let mut remote = Remote {
+        options,
+        restored: resume_token.is_some(),
+        resume_token,
+        resume,
+        unsent: Arc::default(),
+        seqs: Arc::default(),
+    };
     let mut first = true;
     let mut delay = FIRST_BACKOFF;
     loop {
@@ -406,6 +416,7 @@ pub async fn run_remote(options: RemoteOptions, mut actions: mpsc::UnboundedRece
                 first = false;
                 match remote.serve(client, events, admission, &mut actions, &out).await {
                     Some(final_reason) => {
+                        remote.forget();
                         out.send(Update::Connection(ConnectionState::Closed(final_reason)));
                         return refuse_all(actions, out).await;
                     }
@@ -414,6 +425,7 @@ pub async fn run_remote(options: RemoteOptions, mut actions: mpsc::UnboundedRece
                 }
             }
             Err(Failure::Final(why)) => {
+                remote.forget();
                 out.send(Update::Connection(ConnectionState::Closed(why)));
                 return refuse_all(actions, out).await;
             }
@@ -456,6 +468,10 @@ async fn refuse_all(mut actions: mpsc::UnboundedReceiver<Action>, out: Outbox) {
 struct Remote {
     options: RemoteOptions,
     resume_token: Option<String>,
+    /// Where the resume token is kept between runs (`None`: not kept).
+    resume: Option<crate::app::join::ResumeStore>,
+    /// The token came from an earlier run and was not used yet.
+    restored: bool,
     unsent: Arc<Mutex<Vec<Method>>>,
     seqs: Arc<Mutex<BTreeMap<SessionId, u64>>>,
 }
@@ -486,14 +502,25 @@ impl Remote {
             }
             Err(e) => return Err(Failure::Retry(e.to_string())),
         };
-        if self.resume_token.is_some() && !auth.resumed {
+        let restored = std::mem::take(&mut self.restored);
+        if self.resume_token.is_some() && !auth.resumed && !restored {
             // Away too long: a new participant, whose sessions must be joined afresh.
             self.seqs.lock().expect("seqs lock").clear();
             out.send(Update::Notice(format!("you were away too long and are back as {}", auth.display_name)));
         }
         self.resume_token = Some(auth.resume_token.clone());
+        if let Some(store) = &self.resume {
+            store.save(&auth.resume_token);
+        }
         out.send(Update::Identity { me: auth.participant_id, name: auth.display_name, role: auth.role });
         Ok((client, events, auth.admission))
+    }
+
+    /// The host ended this participant for good: a later window starts afresh.
+    fn forget(&self) {
+        if let Some(store) = &self.resume {
+            store.forget();
+        }
     }
 
     fn worker(&self, client: &Client, out: &Outbox) -> Worker {
