@@ -780,7 +780,13 @@ impl RoundtableApp {
                     ui.label("(you)");
                 }
                 if r.role == Role::Host {
-                    ui.label(RichText::new("host").small().background_color(Color32::DARK_BLUE).color(Color32::WHITE));
+                    ui.label(
+                        RichText::new(" host ")
+                            .small()
+                            .strong()
+                            .background_color(Color32::from_rgb(30, 60, 140))
+                            .color(Color32::WHITE),
+                    );
                 }
                 if r.role == Role::Observer {
                     ui.label(RichText::new("observer").small().weak());
@@ -1083,14 +1089,14 @@ impl RoundtableApp {
             let terminal = format!("ROUNDTABLE_LINK='{link}' roundtable join --name THEIR_NAME");
             ui.label("They run, for a window:");
             ui.horizontal_wrapped(|ui| {
-                ui.label(RichText::new(&window).monospace().small());
+                ui.label(RichText::new(&window).monospace());
                 if ui.small_button("Copy command").clicked() {
                     copy = Some((window.clone(), "command copied"));
                 }
             });
             ui.label("or in a terminal (the link stays out of `ps`):");
             ui.horizontal_wrapped(|ui| {
-                ui.label(RichText::new(&terminal).monospace().small());
+                ui.label(RichText::new(&terminal).monospace());
                 if ui.small_button("Copy join command").clicked() {
                     copy = Some((terminal.clone(), "command copied"));
                 }
