@@ -1420,6 +1420,12 @@ fn the_host_invites_from_the_chat_view_and_copies_the_link_and_commands() {
     w.harness.get_by_label("Copy join command").click();
     w.harness.step();
     assert_eq!(w.copied(), vec![format!("ROUNDTABLE_LINK='{link}' roundtable join --name THEIR_NAME")]);
+    // Someone comes in: the box folds away, and opens again with the link still there.
+    w.push(ev(json!({"event": "participant_joined", "session_id": "s1", "seq": 5, "payload": {"participant_id": "p5",
+        "display_name": "Cy", "role": "participant", "muted": false, "presence": "connected"}})));
+    assert!(w.harness.query_by_label(link).is_none());
+    w.click("Invite people");
+    assert!(w.harness.query_by_label(link).is_some());
 }
 
 #[test]

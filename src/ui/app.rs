@@ -328,6 +328,11 @@ impl RoundtableApp {
             // Someone waiting with a share this window does not know yet (minted elsewhere, e.g.
             // `roundtable share mint`): fetch the list so the lobby can name it.
             if let Update::Event(frame) = &update {
+                // Someone came in: the invite box folds away to give the conversation room
+                // ("Invite people" opens it again, link included).
+                if matches!(&frame.body, Event::ParticipantJoined(r) if r.role != Role::Host) {
+                    self.invite_open = false;
+                }
                 if let Event::Lobby(l) = &frame.body {
                     if self.model.is_host && !self.model.shares.iter().any(|s| s.share_id == l.share_id) {
                         self.send(Action::RefreshShares);
