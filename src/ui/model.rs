@@ -475,7 +475,7 @@ impl ViewModel {
 
     /// Whether `id` is this window's participant.
     pub fn is_me(&self, id: &str) -> bool {
-        self.me.as_ref().is_some_and(|m| m.as_str() == id)
+        is_me(self.me.as_ref(), id)
     }
 
     /// Sessions grouped by workspace (workspaces in id order; sessions without a known workspace

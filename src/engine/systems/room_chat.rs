@@ -7,11 +7,9 @@
 
 use super::params::{Archive, Directory, Effects};
 use super::resources::*;
-use super::turn_lock::{admit_message, Admit};
+use super::turn_lock::{admit_message, new_message, Admit};
 use super::util::in_scope;
 use crate::engine::components::*;
-use crate::ids::MessageId;
-use crate::persist::MessageRow;
 use crate::protocol::Event;
 use crate::protocol::*;
 use bevy_ecs::prelude::*;
@@ -41,18 +39,7 @@ pub fn send_chat(
         if admit_message(req, p, me, &session.id, &history, &mut archive, &mut fx) == Admit::Answered {
             continue;
         }
-        counters.message += 1;
-        let row = MessageRow {
-            id: MessageId::nth(counters.message),
-            session: session.id.clone(),
-            seq: 0,
-            author_id: me.id.to_string(),
-            author_name: me.display_name.clone(),
-            text: p.text.clone(),
-            client_msg_id: Some(p.client_msg_id.clone()),
-            created_at: clock.now,
-            room: true,
-        };
+        let row = new_message(&mut counters, &session.id, me, p, clock.now, true);
         let message_id = row.id.clone();
         let seq = fx.post_message(&mut log, &mut history, row);
         fx.reply_ok(req.conn, &req.id, SendMessageResult { message_id, seq, duplicate: false });

@@ -145,19 +145,8 @@ pub fn send_message(
             continue;
         }
         // Acquire the turn and post the message.
-        counters.message += 1;
-        let mid = MessageId::nth(counters.message);
-        let row = MessageRow {
-            id: mid.clone(),
-            session: session.id.clone(),
-            seq: 0,
-            author_id: me.id.to_string(),
-            author_name: me.display_name.clone(),
-            text: p.text.clone(),
-            client_msg_id: Some(p.client_msg_id.clone()),
-            created_at: clock.now,
-            room: false,
-        };
+        let row = new_message(&mut counters, &session.id, me, p, clock.now, false);
+        let mid = row.id.clone();
         let seq = fx.post_message(&mut log, &mut history, row);
 
         lock.turn_id += 1;
@@ -194,6 +183,30 @@ pub fn send_message(
             author_name: me.display_name.clone(),
         });
         fx.reply_ok(req.conn, &req.id, SendMessageResult { message_id: mid, seq, duplicate: false });
+    }
+}
+
+/// A participant's admitted prompt (`room: false`) or room chat (`room: true`) as a new message
+/// row with the next message id (its seq is set when it is posted).
+pub fn new_message(
+    counters: &mut Counters,
+    session: &SessionId,
+    me: &Participant,
+    p: &SendMessageParams,
+    now: u64,
+    room: bool,
+) -> MessageRow {
+    counters.message += 1;
+    MessageRow {
+        id: MessageId::nth(counters.message),
+        session: session.clone(),
+        seq: 0,
+        author_id: me.id.to_string(),
+        author_name: me.display_name.clone(),
+        text: p.text.clone(),
+        client_msg_id: Some(p.client_msg_id.clone()),
+        created_at: now,
+        room,
     }
 }
 
