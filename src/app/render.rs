@@ -518,13 +518,16 @@ pub fn local_time_text(ms: u64) -> String {
     utc.get(11..16).unwrap_or(&utc).to_string()
 }
 
+/// A client trusts a vote deadline as a countdown only if, when the vote reaches it, the deadline
+/// is in the future and at most this far away (`join` and the remote window alike).
+pub const MAX_PLAUSIBLE_DEADLINE_MS: u64 = 7 * 24 * 3600 * 1000;
+
 /// A vote deadline (host clock, ms since the Unix epoch) for people at local time `now_ms`:
 /// "closes at 14:03:20 UTC, in 1:59". The host's clock decides; when this computer's clock
 /// plainly disagrees with it (the deadline is past, or more than a week away, as a vote is
 /// received) only that there is one is said.
 pub fn deadline_text(deadline_ms: u64, now_ms: u64) -> String {
-    const WEEK_MS: u64 = 7 * 24 * 3600 * 1000;
-    match deadline_ms.checked_sub(now_ms).filter(|left| *left > 0 && *left <= WEEK_MS) {
+    match deadline_ms.checked_sub(now_ms).filter(|left| *left > 0 && *left <= MAX_PLAUSIBLE_DEADLINE_MS) {
         Some(left) => {
             let at = utc_text(deadline_ms);
             let time = at.split_once(' ').map_or(at.as_str(), |(_, t)| t);

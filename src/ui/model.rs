@@ -24,8 +24,9 @@ pub const AGENT_ID: &str = "agent";
 pub const MAX_TIMELINE: usize = 2000;
 
 /// A remote trusts a vote deadline as a countdown only if, when the vote reaches it, the deadline
-/// is in the future and at most this far away (see [`ViewModel::deadline_text`]).
-pub const MAX_PLAUSIBLE_DEADLINE_MS: u64 = 7 * 24 * 3600 * 1000;
+/// is in the future and at most this far away (see [`ViewModel::deadline_text`]); shared with
+/// `join`.
+pub use crate::app::render::MAX_PLAUSIBLE_DEADLINE_MS;
 
 /// File references offered per plan card at most.
 pub const MAX_FILE_REFS: usize = 8;
