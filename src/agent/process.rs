@@ -76,6 +76,22 @@ impl std::fmt::Debug for AgentProcess {
     }
 }
 
+/// Spawns `cmd`, trying again for a moment while the program is "busy" (`ETXTBSY`): a script
+/// written just before (by a tool, an editor, a test) is still open for writing in a process
+/// another thread forked meanwhile, until that process execs. The race is Linux's, the wait
+/// is short (at most ~0.5 s), and any other error is returned at once.
+fn spawn_retrying_busy(cmd: &mut Command) -> std::io::Result<std::process::Child> {
+    let mut attempts = 0;
+    loop {
+        match cmd.spawn() {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && attempts < 50 => {
+                attempts += 1;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            result => return result,
+        }
+    }
+}
 impl AgentProcess {
     /// Starts `spec` with piped stdio. Lines longer than `max_line_bytes` end the output with
     /// [`ProcEvent::LineTooLong`].
@@ -97,7 +113,7 @@ impl AgentProcess {
             use std::os::unix::process::CommandExt;
             cmd.process_group(0);
         }
-        let mut child = cmd.spawn().map_err(|source| match source.kind() {
+        let mut child = spawn_retrying_busy(&mut cmd).map_err(|source| match source.kind() {
             std::io::ErrorKind::NotFound => SpawnError::NotFound { program: spec.program.clone() },
             _ => SpawnError::Io { program: spec.program.clone(), source },
         })?;
@@ -343,5 +359,32 @@ fn drain_stderr(mut stderr: impl Read, tail: &Mutex<Vec<u8>>, program: &str) {
             let excess = tail.len().saturating_sub(STDERR_TAIL_BYTES);
             tail.drain(..excess);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_program_still_open_for_writing_is_started_once_it_is_closed() {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.sh");
+        let mut file =
+            std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o755).open(&path).unwrap();
+        file.write_all(b"#!/bin/sh\nexit 0\n").unwrap();
+        // Open for writing right now: exec fails with ETXTBSY until the writer lets go.
+        let busy = Command::new(&path).spawn().map(|mut c| c.wait()).err().map(|e| e.kind());
+        assert_eq!(busy, Some(std::io::ErrorKind::ExecutableFileBusy));
+        let closer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(60));
+            drop(file);
+        });
+        let mut child = spawn_retrying_busy(&mut Command::new(&path)).expect("started once the file was closed");
+        assert!(child.wait().unwrap().success());
+        closer.join().unwrap();
     }
 }
