@@ -7,9 +7,67 @@ use std::sync::Mutex;
 /// Runs `roundtable ARGS`, one bench at a time: they measure a real host on a 2-core machine, and
 /// several soaks at once would starve each other's hosts into timeouts.
 fn roundtable(args: &[&str]) -> std::process::Output {
-    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _turn = one_at_a_time();
     Command::new(env!("CARGO_BIN_EXE_roundtable")).args(args).output().expect("run roundtable")
+}
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Processes whose command line mentions `text`.
+fn processes_mentioning(text: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if cmdline.contains(text) {
+                found.push(format!("{}: {cmdline}", entry.file_name().to_string_lossy()));
+            }
+        }
+    }
+    found
+}
+
+/// Issue 28: a soak killed from outside (SIGKILL: no destructor runs) leaves neither its hosts
+/// running nor its 64 MiB tmpfs mounted, and the next bench sweeps its scratch directory away.
+#[test]
+fn a_killed_storage_fault_soak_leaves_no_host_no_mount_and_no_scratch_dir() {
+    use std::io::{BufRead, BufReader};
+    let _turn = one_at_a_time();
+    let mut soak = Command::new(env!("CARGO_BIN_EXE_roundtable"))
+        .args(["bench", "soak", "--clients", "2", "--seconds", "60", "--kill-every", "300", "--storage-faults"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let scratch = format!("roundtable-bench-soak-{}", soak.id());
+    let mut lines = BufReader::new(soak.stdout.take().unwrap()).lines();
+    let kind = lines.next().expect("the soak says how it makes faults").unwrap();
+    let full_disk = kind.contains("full disk");
+    if !full_disk {
+        assert!(std::env::var_os("CI").is_none(), "CI runs as root and mounts a tmpfs: {kind}");
+    }
+    // Once the first kill or fault happened, kill the soak itself.
+    let first = lines.next().expect("a first progress line").unwrap();
+    assert!(first.contains(" s: "), "{first}");
+    assert!(!processes_mentioning(&scratch).is_empty(), "its host runs on its scratch dir");
+    soak.kill().unwrap();
+    soak.wait().unwrap();
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !processes_mentioning(&scratch).is_empty() {
+        assert!(std::time::Instant::now() < deadline, "hosts left behind: {:?}", processes_mentioning(&scratch));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(&scratch), "the tmpfs is still mounted:\n{mounts}");
+    let dir = std::env::temp_dir().join(&scratch);
+    assert!(dir.exists(), "SIGKILL leaves the scratch dir until the next bench");
+    let out = Command::new(env!("CARGO_BIN_EXE_roundtable")).args(["bench", "history", "--messages", "10"]).output();
+    assert!(out.unwrap().status.success());
+    assert!(!dir.exists(), "the next bench removed the dead soak's scratch dir");
 }
 
 #[test]

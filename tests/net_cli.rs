@@ -634,3 +634,51 @@ fn join_json_prints_every_frame_a_replay_included() {
     });
     assert_eq!(again, joined, "printed again, as received");
 }
+
+/// Readiness (issue 28): a remote that connects the moment `serve` starts — before it could have
+/// opened its first session — is not let in until the host is ready, so its join finds the
+/// session; and `serve.json`, the readiness signal, names the serving process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_the_moment_serve_starts_finds_its_session_and_serve_json_names_the_ready_host() {
+    use roundtable::net::client::{Client, ClientError};
+    use roundtable::net::link::Link;
+    use roundtable::protocol::{AuthenticateParams, AuthenticateResult, JoinSessionParams};
+    let data = tempfile::tempdir().unwrap();
+    let workspace = tempfile::tempdir().unwrap();
+    let data_arg = data.path().display().to_string();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let admin = |args: &[&str]| {
+        let out = Command::new(BIN).args(["--data-dir", &data_arg]).args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    // A workspace without a session and a link, made before the host ever ran.
+    admin(&["workspace", "add", &workspace.path().display().to_string()]);
+    let host_arg = format!("127.0.0.1:{port}");
+    let minted = admin(&["share", "mint", "--workspace", "w1", "--insecure", "--host", &host_arg]);
+    let link = Link::parse(minted.lines().find(|l| l.starts_with("roundtable://")).unwrap().trim()).unwrap();
+
+    let bind = format!("127.0.0.1:{port}");
+    let serve = Proc::spawn("serve", &["--data-dir", &data_arg, "serve", "--bind", &bind, "--insecure"], data.path());
+    let deadline = std::time::Instant::now() + WAIT;
+    let (client, _events) = loop {
+        // Refused until the port is bound; after that the connect waits until the host is ready.
+        match Client::connect(&link).await {
+            Ok(c) => break c,
+            Err(e) if std::time::Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            }
+            Err(e) => panic!("serve never accepted within {WAIT:?}: {e}"),
+        }
+    };
+    let auth = AuthenticateParams { token: link.token.clone(), display_name: "Ann".into(), resume_token: None };
+    let _: AuthenticateResult = client.call(Method::Authenticate(auth)).await.expect("authenticated");
+    let join = JoinSessionParams { session_id: "s1".into(), since_seq: None };
+    let joined: Result<Value, ClientError> = client.call(Method::JoinSession(join)).await;
+    joined.expect("the first session is open by the time anyone is let in");
+
+    let info: Value = serde_json::from_str(&std::fs::read_to_string(data.path().join("serve.json")).unwrap()).unwrap();
+    assert_eq!(info["pid"], serve.child.id(), "serve.json names the ready host: {info}");
+    assert_eq!(info["addr"], bind);
+}

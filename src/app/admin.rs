@@ -5,9 +5,11 @@
 //! tick (a revoked share's sockets are closed, a rotated share's old token is refused).
 //!
 //! Share links need the host's address and certificate fingerprint. The address comes from
-//! `--host`, else from `serve.json` in the data directory (written by `roundtable serve` at
-//! start), else `127.0.0.1:7447`; the fingerprint from the data directory's TLS certificate
-//! (created here if the host never ran).
+//! `--host`, else from `serve.json` in the data directory (written by a host once it is ready,
+//! just before it accepts anyone), else `127.0.0.1:7447`; the fingerprint from the data
+//! directory's TLS certificate (created here if the host never ran). Beside a host that is still
+//! starting (it holds the data dir's lock but has not written its `serve.json` yet) the command
+//! waits for it, saying so, rather than print a link with an address the host may not have.
 
 use crate::ids::{ShareId, WorkspaceId};
 use crate::net::link::{self, Link};
@@ -34,6 +36,44 @@ pub struct ServeInfo {
     /// Plain `ws://` (loopback only) instead of TLS.
     #[serde(default)]
     pub insecure: bool,
+    /// The process id of the host that wrote it (absent in files of older versions). Written
+    /// only once that host is ready: its sessions are open and it accepts connections.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+}
+
+/// How long `share mint` waits for a host that is starting to become ready.
+pub const STARTING_HOST_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// `serve.json` as it should be read for printing a link: waits while a host holds the data
+/// dir's lock but has not announced itself yet (it is starting), for at most `wait`.
+/// `Ok(None)`: no host is running and none ever announced itself.
+pub fn ready_serve_info(data_dir: &Path, wait: std::time::Duration) -> anyhow::Result<Option<ServeInfo>> {
+    let started = std::time::Instant::now();
+    let mut told = false;
+    loop {
+        let info = read_serve_info(data_dir);
+        let Some(holder) = crate::app::lock::running_host(data_dir) else {
+            return Ok(info); // nobody runs here: the last address a host announced, if any
+        };
+        if info.as_ref().is_some_and(|i| i.pid == Some(holder)) {
+            return Ok(info);
+        }
+        if started.elapsed() >= wait {
+            anyhow::bail!(
+                "the host on {} (PID {holder}) is still starting after {} s: it has not written its {} yet, so \
+                 its address is unknown. Try again in a moment, or pass --host HOST:PORT.",
+                data_dir.display(),
+                wait.as_secs(),
+                SERVE_INFO_FILE
+            );
+        }
+        if !told {
+            eprintln!("waiting for the host (PID {holder}) to finish starting…");
+            told = true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
 
 /// Reads `serve.json` from the data directory, if present and readable.
@@ -318,7 +358,14 @@ struct LinkTarget {
 
 impl LinkTarget {
     fn resolve(data_dir: &Path, args: &LinkArgs) -> anyhow::Result<LinkTarget> {
-        let serve = read_serve_info(data_dir);
+        Self::resolve_within(data_dir, args, STARTING_HOST_WAIT)
+    }
+
+    fn resolve_within(data_dir: &Path, args: &LinkArgs, wait: std::time::Duration) -> anyhow::Result<LinkTarget> {
+        let serve = match &args.host {
+            Some(_) => read_serve_info(data_dir),
+            None => ready_serve_info(data_dir, wait)?,
+        };
         let insecure = args.insecure || serve.as_ref().is_some_and(|s| s.insecure);
         let (host, port) = match (&args.host, &serve) {
             (Some(h), _) => link::parse_host_port(h).with_context(|| format!("invalid --host \"{h}\""))?,
@@ -601,6 +648,35 @@ mod tests {
         std::fs::write(dir.path().join(SERVE_INFO_FILE), r#"{"addr":"[::1]:9000","insecure":true}"#).unwrap();
         let target = LinkTarget::resolve(dir.path(), &LinkArgs::default()).unwrap();
         assert_eq!((target.host.as_str(), target.port, target.fingerprint), ("::1", 9000, None));
+    }
+
+    #[test]
+    fn a_link_beside_a_starting_host_waits_for_its_address_and_never_uses_a_stale_one() {
+        let dir = tempfile::tempdir().unwrap();
+        // A stale serve.json from an earlier host, and a host that holds the lock but is still
+        // starting (this process stands in for it).
+        std::fs::write(dir.path().join(SERVE_INFO_FILE), r#"{"addr":"127.0.0.1:1111","insecure":true,"pid":1}"#)
+            .unwrap();
+        let lock = crate::app::lock::DataDirLock::acquire(dir.path()).unwrap();
+        let err = LinkTarget::resolve_within(dir.path(), &LinkArgs::default(), std::time::Duration::ZERO)
+            .err()
+            .expect("a starting host's address is unknown")
+            .to_string();
+        assert!(err.contains("still starting") && err.contains("--host"), "{err}");
+
+        // It becomes ready while we wait: its own address is used.
+        let path = dir.path().to_path_buf();
+        let waiter = std::thread::spawn(move || {
+            LinkTarget::resolve_within(&path, &LinkArgs::default(), std::time::Duration::from_secs(30)).unwrap()
+        });
+        crate::app::host::write_serve_json(dir.path(), "127.0.0.1:2222", true).unwrap();
+        let target = waiter.join().unwrap();
+        assert_eq!((target.host.as_str(), target.port), ("127.0.0.1", 2222));
+
+        // Once no host runs, the last announced address is used without waiting.
+        drop(lock);
+        let target = LinkTarget::resolve_within(dir.path(), &LinkArgs::default(), std::time::Duration::ZERO).unwrap();
+        assert_eq!(target.port, 2222);
     }
 
     #[test]

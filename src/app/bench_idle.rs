@@ -52,8 +52,6 @@ pub fn run(connections: usize, insecure: bool, json: bool, out: &mut dyn Write) 
     let pid = host.pid();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().worker_threads(2).build()?;
     let link = Link { host: "127.0.0.1".into(), port, token: "bench".into(), fingerprint };
-    // Let the host finish its start (database, first session) before the baseline.
-    std::thread::sleep(Duration::from_millis(500));
     let before = rss_kib(pid)?;
     let opening = Instant::now();
     let mut sockets = Vec::with_capacity(connections);

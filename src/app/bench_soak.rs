@@ -125,8 +125,15 @@ impl SmallDisk {
     const FILLER: &'static str = "filler";
 
     /// Mounts a 64 MiB tmpfs at `path`; `None` when not permitted (not root, no mount).
+    ///
+    /// The mount lives in a private mount namespace of this thread (and of the hosts it starts,
+    /// which die with it), so however this process ends — a panic, SIGKILL — the tmpfs goes with
+    /// it and is never seen, let alone left mounted, by the rest of the machine.
     fn mount(path: &Path) -> Option<SmallDisk> {
         std::fs::create_dir_all(path).ok()?;
+        if !private_mount_namespace() {
+            return None;
+        }
         let ok = Command::new("mount")
             .args(["-t", "tmpfs", "-o", "size=64m", "tmpfs"])
             .arg(path)
@@ -155,6 +162,21 @@ impl SmallDisk {
 impl Drop for SmallDisk {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}
+
+/// Moves this thread (and what it starts from now on) into a mount namespace of its own whose
+/// mounts do not propagate back. False when not permitted.
+fn private_mount_namespace() -> bool {
+    // SAFETY: plain system calls with valid arguments; the null pointers are allowed for a
+    // propagation change.
+    unsafe {
+        if libc::unshare(libc::CLONE_NEWNS) != 0 {
+            return false;
+        }
+        let root = c"/";
+        let flags = libc::MS_REC | libc::MS_PRIVATE;
+        libc::mount(std::ptr::null(), root.as_ptr(), std::ptr::null(), flags, std::ptr::null()) == 0
     }
 }
 
@@ -387,6 +409,38 @@ async fn client(
     }
 }
 
+/// How long the final checker may try to reach the host once sending stopped.
+const CHECKER_WAIT: Duration = Duration::from_secs(30);
+
+/// The session's last seq as the host reports it once sending stopped: what every client must
+/// have caught up to. Gives up after [`CHECKER_WAIT`], saying on what.
+async fn final_seq(link: &Link) -> anyhow::Result<u64> {
+    let started = Instant::now();
+    let c = loop {
+        let last_error = match tokio::time::timeout(STEP, crate::app::serve_child::bench_remote(link, "checker")).await
+        {
+            Ok(Ok((c, _events))) => break c,
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no answer within {STEP:?}"),
+        };
+        if started.elapsed() > CHECKER_WAIT {
+            anyhow::bail!(
+                "the final check could not reach the host at {}:{} within {CHECKER_WAIT:?} (last error: {last_error})",
+                link.host,
+                link.port
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // Requests still in flight when sending stopped are answered within a few ticks.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let list = c.call::<ListSessionsResult>(Method::ListSessions(ListSessionsParams::default()));
+    let list = tokio::time::timeout(STEP, list)
+        .await
+        .map_err(|_| anyhow::anyhow!("the host did not list its sessions within {STEP:?}"))??;
+    Ok(list.sessions.iter().find(|s| s.id.as_str() == "s1").map_or(0, |s| s.last_seq))
+}
+
 /// Runs the soak and reports (JSON with `json`).
 pub fn run(options: &SoakOptions, json: bool, out: &mut dyn Write) -> anyhow::Result<SoakReport> {
     let scratch = scratch_dir("soak")?;
@@ -503,17 +557,14 @@ pub fn run(options: &SoakOptions, json: bool, out: &mut dyn Write) -> anyhow::Re
     // Stop sending; once every unacknowledged message is through, let everyone catch up.
     stop.store(true, Ordering::SeqCst);
     let settle = Instant::now();
-    let final_seq = runtime.block_on(async {
-        let c = loop {
-            if let Ok((c, _events)) = crate::app::serve_child::bench_remote(&link, "checker").await {
-                break c;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
-        tokio::time::sleep(Duration::from_millis(1500)).await;
-        let list: ListSessionsResult = c.call(Method::ListSessions(ListSessionsParams::default())).await?;
-        anyhow::Ok(list.sessions.iter().find(|s| s.id.as_str() == "s1").map_or(0, |s| s.last_seq))
-    })?;
+    let final_seq = runtime.block_on(final_seq(&link));
+    let final_seq = match final_seq {
+        Ok(seq) => seq,
+        Err(e) => {
+            done.store(true, Ordering::SeqCst);
+            return Err(e);
+        }
+    };
     while settle.elapsed() < Duration::from_secs(30)
         && seen.iter().any(|s| s.lock().unwrap_or_else(|e| e.into_inner()).last_seq < final_seq)
     {

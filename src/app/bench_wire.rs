@@ -97,6 +97,7 @@ async fn roundtable_side(o: &WireOptions) -> anyhow::Result<(Vec<f64>, usize)> {
     let minted: MintShareResult =
         host.client.call(Method::MintShare(MintShareParams::team("bench", vec![ws.id.clone()]))).await?;
     let link = host.link(&minted.token);
+    host.open();
     let sent: Sent = Arc::default();
     let samples = Arc::new(Mutex::new(Vec::new()));
     let mut readers = Vec::new();

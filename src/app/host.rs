@@ -105,6 +105,10 @@ impl Host {
     /// Opens the SQLite database and TLS identity in `options.data_dir`, starts the engine thread
     /// and the server on the current tokio runtime, and opens the host's own connection.
     /// Returns the host and the event stream of its own connection.
+    ///
+    /// The listener is bound (its address is in [`Host::local_addr`]) but accepts nobody until
+    /// [`Host::open`]: the caller first makes the host ready (sessions open, `serve.json`
+    /// written), so a remote never meets a host that is still starting.
     pub async fn start(options: HostOptions) -> anyhow::Result<(Host, Events)> {
         // Before the database is even opened: a second host must not touch it.
         let lock = crate::app::lock::DataDirLock::acquire(&options.data_dir)?;
@@ -173,6 +177,11 @@ impl Host {
         Ok((host, events))
     }
 
+    /// Starts accepting remotes (see [`Host::start`]).
+    pub fn open(&self) {
+        self.server.open();
+    }
+
     /// The share link for `token` on this host.
     pub fn link(&self, token: &str) -> Link {
         let (host, port) = split_authority(&self.link_authority, self.local_addr.port());
@@ -235,12 +244,21 @@ fn split_authority(authority: &str, default_port: u16) -> (String, u16) {
     }
 }
 
-/// Writes `serve.json` (`{"addr":"HOST:PORT","insecure":bool}`) so the `share` CLI can format
-/// links for the running host.
+/// Writes `serve.json` (`{"addr":"HOST:PORT","insecure":bool,"pid":N}`) so the `share` CLI can
+/// format links for the running host. It is the host's readiness signal: written once the host
+/// is ready, just before it accepts (tools wait for it with this process's pid). Written to a
+/// temporary file and renamed, so a reader never sees half of it.
 pub fn write_serve_json(data_dir: &Path, addr: &str, insecure: bool) -> anyhow::Result<()> {
-    let path = data_dir.join("serve.json");
-    let text = serde_json::json!({ "addr": addr, "insecure": insecure }).to_string();
-    std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))
+    let info = crate::app::admin::ServeInfo { addr: addr.to_string(), insecure, pid: Some(std::process::id()) };
+    let path = data_dir.join(crate::app::admin::SERVE_INFO_FILE);
+    let temp = data_dir.join(format!(".{}.{}", crate::app::admin::SERVE_INFO_FILE, std::process::id()));
+    let text = serde_json::to_string(&info)?;
+    std::fs::write(&temp, text)
+        .and_then(|()| std::fs::rename(&temp, &path))
+        .inspect_err(|_| {
+            let _ = std::fs::remove_file(&temp);
+        })
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// The dedicated thread that owns the engine.

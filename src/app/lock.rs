@@ -29,7 +29,19 @@ impl DataDirLock {
             .truncate(false)
             .open(&path)
             .map_err(|e| anyhow::anyhow!("cannot open the lock file {}: {e}", path.display()))?;
-        match file.try_lock() {
+        // `running_host` probes with a shared lock held for an instant: try a few times before
+        // concluding another host holds it.
+        let mut tries = 0;
+        let taken = loop {
+            match file.try_lock() {
+                Err(TryLockError::WouldBlock) if tries < 10 => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => break other,
+            }
+        };
+        match taken {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
                 let mut holder = String::new();
@@ -54,6 +66,25 @@ impl DataDirLock {
     }
 }
 
+/// The PID of the host running on `data_dir` right now (it holds the lock), if any. Probes with
+/// a shared lock released at once, so it never stops a host from starting.
+pub fn running_host(data_dir: &Path) -> Option<u32> {
+    let mut file = OpenOptions::new().read(true).open(lock_path(data_dir)).ok()?;
+    match file.try_lock_shared() {
+        Ok(()) => {
+            let _ = file.unlock();
+            None
+        }
+        Err(TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            file.read_to_string(&mut holder).ok()?;
+            // A host writes its PID right after taking the lock; an empty file is one starting.
+            Some(holder.trim().parse().unwrap_or(0))
+        }
+        Err(TryLockError::Error(_)) => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -67,7 +98,9 @@ mod tests {
         assert!(err.contains(&format!("PID {}", std::process::id())), "{err}");
         let other = tempfile::tempdir().unwrap();
         DataDirLock::acquire(other.path()).expect("another data dir is independent");
+        assert_eq!(running_host(dir.path()), Some(std::process::id()));
         drop(first);
+        assert_eq!(running_host(dir.path()), None);
         DataDirLock::acquire(dir.path()).expect("free again once the first host stopped");
     }
 }

@@ -75,16 +75,31 @@ pub struct Prepared {
     pub minted: Option<MintShareResult>,
 }
 
+/// How long the host's own start-up requests wait for a database that refuses writes.
+pub const PATIENCE: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// Runs `request` again while the host refuses it with `storage_unavailable` (a full disk at
-/// start-up), saying once what it waits for; any other outcome is returned.
+/// start-up), saying once what it waits for; any other outcome is returned. After
+/// [`PATIENCE`] the refusal itself is returned, with what was waited for.
 pub async fn patiently<T, F, Fut>(what: &str, mut request: F) -> Result<T, ClientError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, ClientError>>,
 {
     let mut told = false;
+    let started = std::time::Instant::now();
     loop {
         match request().await {
+            Err(ClientError::Protocol(mut e))
+                if e.code == ErrorCode::StorageUnavailable && started.elapsed() >= PATIENCE =>
+            {
+                e.message = format!(
+                    "{what}: gave up after {} s waiting for the database to take writes again: {}",
+                    PATIENCE.as_secs(),
+                    e.message
+                );
+                return Err(ClientError::Protocol(e));
+            }
             Err(ClientError::Protocol(e)) if e.code == ErrorCode::StorageUnavailable => {
                 if !told {
                     tracing::warn!("{what}: waiting for the database to take writes again: {}", e.message);
@@ -141,14 +156,20 @@ pub async fn prepare_host(client: &Client, mint: bool, label: &str) -> anyhow::R
     Ok(Prepared { workspaces, demo_registered, minted })
 }
 
+/// The host is ready (its sessions are open): `serve.json` names its address and pid — the
+/// readiness signal `share mint` and the benches wait for — and then it accepts remotes.
+pub fn announce_ready(host: &Host, data_dir: &std::path::Path, insecure: bool) {
+    if let Err(e) = write_serve_json(data_dir, &host.link_authority, insecure) {
+        // Only `share mint` and the benches read it; a full disk must not stop the host.
+        tracing::warn!("{e:#}; `roundtable share mint` will not know this host's address (pass it --host)");
+    }
+    host.open();
+}
+
 /// Runs the headless host until Ctrl-C / SIGTERM.
 pub async fn serve(args: ServeArgs, data_dir: PathBuf) -> anyhow::Result<ExitCode> {
     let options = host_options(&args, &data_dir)?;
     let (mut host, mut events) = Host::start(options).await?;
-    if let Err(e) = write_serve_json(&data_dir, &host.link_authority, args.insecure) {
-        // Only `share mint`'s link printing reads it; a full disk must not stop the host.
-        tracing::warn!("{e:#}; `roundtable share mint` will not know this host's address");
-    }
 
     let mut log = Renderer::new(false);
     log.prefix_sessions = true;
@@ -160,6 +181,7 @@ pub async fn serve(args: ServeArgs, data_dir: PathBuf) -> anyhow::Result<ExitCod
             return Err(e);
         }
     };
+    announce_ready(&host, &data_dir, args.insecure);
     print_banner(&host, &data_dir, &args, &setup);
     if args.bind.ip().is_unspecified() && args.public_host.is_none() {
         say(&format!(

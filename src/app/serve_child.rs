@@ -6,14 +6,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub use crate::scenario::bench::RemoveOnDrop;
-
-/// A fresh data directory under the system temp dir, removed when the returned guard drops.
-pub fn scratch_dir(tag: &str) -> anyhow::Result<RemoveOnDrop> {
-    let dir = std::env::temp_dir().join(format!("roundtable-bench-{tag}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    Ok(RemoveOnDrop(dir))
-}
+pub use crate::scenario::bench::{scratch_dir, RemoveOnDrop};
 
 /// A loopback port nobody listens on right now.
 pub fn free_port() -> anyhow::Result<u16> {
@@ -39,12 +32,19 @@ pub struct ServeChild {
 }
 
 impl ServeChild {
+    /// How long [`ServeChild::start`] waits for the host to become ready.
+    pub const READY_WITHIN: Duration = Duration::from_secs(30);
+
     /// Starts `serve --data-dir DATA_DIR --bind 127.0.0.1:PORT EXTRA…` (console off, output
-    /// discarded, its log appended to `log_path`) and waits until it listens (30 s at most);
-    /// if it exits first, the error names the end of its log.
+    /// discarded, its log appended to `log_path`) and waits until it is ready: its `serve.json`
+    /// names this child's pid, which the host writes once its sessions are open, just before it
+    /// accepts anyone (an open port alone is not ready). At most [`Self::READY_WITHIN`]; if it
+    /// exits first, the error names the end of its log. The child is killed if this process
+    /// dies, however it dies.
     pub fn start(data_dir: &Path, log_path: &Path, port: u16, extra: &[&str]) -> anyhow::Result<ServeChild> {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(log_path)?;
-        let mut child = Command::new(std::env::current_exe()?)
+        let mut command = Command::new(std::env::current_exe()?);
+        command
             .arg("--data-dir")
             .arg(data_dir)
             .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
@@ -53,22 +53,33 @@ impl ServeChild {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
-            .env("NO_COLOR", "1")
-            .spawn()
-            .map_err(|e| anyhow::anyhow!("cannot start `roundtable serve`: {e}"))?;
+            .env("NO_COLOR", "1");
+        die_with_parent(&mut command);
+        let child = command.spawn().map_err(|e| anyhow::anyhow!("cannot start `roundtable serve`: {e}"))?;
+        let mut child = ServeChild { child };
         let started = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Some(status) = child.try_wait()? {
+        loop {
+            let ready = crate::app::admin::read_serve_info(data_dir).is_some_and(|i| i.pid == Some(child.pid()));
+            if ready {
+                return Ok(child);
+            }
+            if let Some(status) = child.child.try_wait()? {
                 let log = std::fs::read_to_string(log_path).unwrap_or_default();
                 let tail: Vec<&str> = log.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect();
-                anyhow::bail!("`roundtable serve` exited ({status}) before listening:\n{}", tail.join("\n"));
+                anyhow::bail!("`roundtable serve` exited ({status}) before it was ready:\n{}", tail.join("\n"));
             }
-            if started.elapsed() > Duration::from_secs(30) {
-                anyhow::bail!("the host did not listen on 127.0.0.1:{port} within 30 s");
+            if started.elapsed() > Self::READY_WITHIN {
+                anyhow::bail!(
+                    "the host on 127.0.0.1:{port} was not ready within {:?} (no serve.json with its pid {} in {}); \
+                     its log is {}",
+                    Self::READY_WITHIN,
+                    child.pid(),
+                    data_dir.display(),
+                    log_path.display()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        Ok(ServeChild { child })
     }
 
     pub fn pid(&self) -> u32 {
@@ -78,6 +89,27 @@ impl ServeChild {
     /// SIGKILL: no last tick, no goodbye.
     pub fn kill(self) {
         drop(self);
+    }
+}
+
+/// Makes the child receive SIGKILL when the thread that started it ends (this process dying
+/// included), so a bench killed from outside leaves no host behind.
+pub fn die_with_parent(command: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    let parent = std::process::id();
+    // SAFETY: the closure runs in the forked child before exec and only makes async-signal-safe
+    // system calls (prctl, getppid, kill).
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent may have died before prctl took effect.
+            if libc::getppid() != parent as libc::pid_t {
+                libc::kill(libc::getpid(), libc::SIGKILL);
+            }
+            Ok(())
+        });
     }
 }
 

@@ -108,10 +108,18 @@ pub struct ServerHandle {
     /// The address the listener is bound to (useful with port 0).
     pub local_addr: SocketAddr,
     shutdown: watch::Sender<bool>,
+    open: watch::Sender<bool>,
     task: JoinHandle<()>,
 }
 
 impl ServerHandle {
+    /// Starts accepting connections. Until then the listener is bound (so its port is known and
+    /// connects wait in the kernel's backlog) but nobody is accepted: a host opens its doors only
+    /// once it is ready (sessions open, `serve.json` written), so nobody meets a half-started host.
+    pub fn open(&self) {
+        let _ = self.open.send(true);
+    }
+
     /// Stops accepting, sends every connection a `closing` event and a close frame (after the
     /// frames already queued), reports each as closed to the engine, and waits for that.
     pub async fn shutdown(self) {
@@ -132,7 +140,8 @@ impl ServerHandle {
 }
 
 /// Starts serving `listener` on the current tokio runtime. Every connection is announced to the
-/// engine through `inbound` with an id from `ids`.
+/// engine through `inbound` with an id from `ids`. Nothing is accepted before
+/// [`ServerHandle::open`].
 pub fn start_server(
     listener: TcpListener,
     options: ServerOptions,
@@ -141,9 +150,10 @@ pub fn start_server(
 ) -> std::io::Result<ServerHandle> {
     let local_addr = listener.local_addr()?;
     let (shutdown, shutdown_rx) = watch::channel(false);
-    let task = tokio::spawn(accept_loop(listener, options, inbound, ids, shutdown_rx));
-    info!("listening on {local_addr}");
-    Ok(ServerHandle { local_addr, shutdown, task })
+    let (open, open_rx) = watch::channel(false);
+    let task = tokio::spawn(accept_loop(listener, options, inbound, ids, open_rx, shutdown_rx));
+    info!("bound to {local_addr}; accepting once the host is ready");
+    Ok(ServerHandle { local_addr, shutdown, open, task })
 }
 
 /// How long graceful shutdown waits for connections to flush and close.
@@ -154,8 +164,18 @@ async fn accept_loop(
     options: ServerOptions,
     inbound: Sender<Inbound>,
     ids: Arc<ConnIds>,
+    mut open: watch::Receiver<bool>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    tokio::select! {
+        opened = open.wait_for(|open| *open) => {
+            if opened.is_err() {
+                return; // the handle is gone without ever opening
+            }
+        }
+        _ = shutdown.changed() => return,
+    }
+    info!("accepting connections on {:?}", listener.local_addr());
     // Connection tasks live in the set: aborting this task drops the set, which aborts them all.
     let mut conns = tokio::task::JoinSet::new();
     let acceptor = options.tls.clone().map(tokio_rustls::TlsAcceptor::from);

@@ -304,9 +304,8 @@ pub fn history(messages: usize, out: &mut dyn Write, json: bool) -> anyhow::Resu
     use crate::ids::ConnId;
     use std::time::Instant;
     let reference = crate::protocol::HISTORY_PAGE_MESSAGES;
-    let dir = std::env::temp_dir().join(format!("roundtable-bench-history-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let _cleanup = RemoveOnDrop(dir.clone());
+    let scratch = scratch_dir("history")?;
+    let dir = scratch.to_path_buf();
     let db = dir.join("roundtable.db");
     if !json {
         writeln!(out, "building a database with {messages} messages…")?;
@@ -407,6 +406,33 @@ pub fn history(messages: usize, out: &mut dyn Write, json: bool) -> anyhow::Resu
         writeln!(out, "paging back: {pages} pages of 200, {:.2} ms per page, {seen} messages seen", report.page_ms)?;
     }
     Ok(report)
+}
+
+/// Prefix of the benches' scratch directories in the system temp dir.
+const SCRATCH_PREFIX: &str = "roundtable-bench-";
+
+/// A fresh scratch directory `roundtable-bench-TAG-PID` under the system temp dir, removed when
+/// the returned guard drops. A bench killed from outside cannot remove its own, so first every
+/// scratch directory whose process is gone is removed.
+pub fn scratch_dir(tag: &str) -> anyhow::Result<RemoveOnDrop> {
+    sweep_dead_scratch_dirs(&std::env::temp_dir());
+    let dir = std::env::temp_dir().join(format!("{SCRATCH_PREFIX}{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(RemoveOnDrop(dir))
+}
+
+/// Removes `roundtable-bench-…-PID` directories in `temp` whose PID no longer runs.
+fn sweep_dead_scratch_dirs(temp: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(temp) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix(SCRATCH_PREFIX) else { continue };
+        let Some(pid) = rest.rsplit_once('-').and_then(|(_, pid)| pid.parse::<u32>().ok()) else { continue };
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            tracing::info!("removing {} (its bench, PID {pid}, is gone)", entry.path().display());
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// Removes a directory when dropped.
@@ -698,9 +724,8 @@ pub fn stream(
     progress: &mut dyn FnMut(usize, usize),
 ) -> anyhow::Result<StreamReport> {
     const DELTA: &str = "streamed text of the agent's long turn.\n"; // 40 bytes
-    let dir = std::env::temp_dir().join(format!("roundtable-bench-stream-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let _cleanup = RemoveOnDrop(dir.clone());
+    let scratch = scratch_dir("stream")?;
+    let dir = scratch.to_path_buf();
     let store = crate::store::SqliteStore::open(&dir.join("roundtable.db"))?;
     let mut w = TickWorld::build_on(Box::new(store), 1, remotes.max(1), &mut |_| {})?;
     // A turn that waits for an answer: the demo agent asks, so the turn stays open while the

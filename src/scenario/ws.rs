@@ -212,6 +212,7 @@ impl WsTransport {
             start_server(listener, self.options.clone(), relay_tx, self.ids.clone())
                 .map_err(|e| format!("ws transport: cannot start the server: {e}"))?
         };
+        server.open();
         self.addr = Some(server.local_addr);
         self.server = Some(server);
         self.relay = Some(relay_rx);

@@ -18,7 +18,7 @@ pub mod app;
 pub mod backend;
 pub mod model;
 
-use crate::app::host::{write_serve_json, Host};
+use crate::app::host::Host;
 use crate::app::{JoinArgs, ServeArgs};
 use crate::net::link::Link;
 use eframe::egui;
@@ -125,9 +125,11 @@ pub fn run_host_window(args: &mut ServeArgs, data_dir: Option<&Path>) -> anyhow:
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("net").build()?;
     let (host, events, minted) = runtime.block_on(async {
         let (host, events) = Host::start(options).await?;
-        write_serve_json(&data_dir, &host.link_authority, args.insecure)?;
         match crate::app::serve::prepare_host(&host.client, args.mint, "host --mint").await.map(|p| p.minted) {
-            Ok(minted) => Ok((host, events, minted)),
+            Ok(minted) => {
+                crate::app::serve::announce_ready(&host, &data_dir, args.insecure);
+                Ok((host, events, minted))
+            }
             Err(e) => {
                 host.shutdown().await;
                 Err(e)

@@ -48,6 +48,7 @@ impl TestHost {
         let mut o = options(&dir);
         tweak(&mut o);
         let (host, events) = Host::start(o).await.expect("host starts");
+        host.open();
         let mut t = TestHost {
             host,
             events,
@@ -67,6 +68,7 @@ impl TestHost {
         let mut o = options(&dir);
         o.bind = bind;
         let (host, events) = Host::start(o).await.expect("host restarts");
+        host.open();
         let sessions = host_call::<ListSessionsResult>(
             &host.client,
             Method::ListSessions(ListSessionsParams { workspace_id: None }),

@@ -19,6 +19,9 @@ pub struct Proc {
     pub stdin: Option<ChildStdin>,
     lines: mpsc::Receiver<String>,
     pub stderr: Arc<Mutex<String>>,
+    /// Fires when the stderr reader has read to the end (the child and everything it started
+    /// closed the pipe).
+    stderr_done: mpsc::Receiver<()>,
     pub seen: Vec<String>,
 }
 
@@ -56,15 +59,17 @@ impl Proc {
         });
         let stderr = Arc::new(Mutex::new(String::new()));
         let (err_pipe, err_buf) = (child.stderr.take().unwrap(), stderr.clone());
+        let (done_tx, stderr_done) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(err_pipe).lines().map_while(Result::ok) {
                 let mut b = err_buf.lock().unwrap();
                 b.push_str(&line);
                 b.push('\n');
             }
+            let _ = done_tx.send(());
         });
         let stdin = child.stdin.take();
-        Proc { name: name.into(), child, stdin, lines, stderr, seen: Vec::new() }
+        Proc { name: name.into(), child, stdin, lines, stderr, stderr_done, seen: Vec::new() }
     }
 
     /// Waits for a stdout line matching `pred`.
@@ -123,16 +128,28 @@ impl Proc {
         stdin.flush().unwrap();
     }
 
-    /// Waits for the process to exit; returns whether it succeeded.
+    /// Waits for the process to exit and for its stderr to be read to the end (so what it
+    /// printed last is in [`Proc::stderr`]); returns whether it succeeded.
     pub fn wait(&mut self) -> bool {
         let deadline = Instant::now() + WAIT;
-        while Instant::now() < deadline {
+        let status = loop {
             if let Some(status) = self.child.try_wait().unwrap() {
-                return status.success();
+                break status;
+            }
+            if Instant::now() >= deadline {
+                panic!("{} did not exit within {WAIT:?}; stderr:\n{}", self.name, self.stderr.lock().unwrap());
             }
             std::thread::sleep(Duration::from_millis(20));
+        };
+        let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
+        if self.stderr_done.recv_timeout(left).is_err() {
+            panic!(
+                "{} exited but its stderr stayed open for {left:?} (a process it started still holds it); stderr so far:\n{}",
+                self.name,
+                self.stderr.lock().unwrap()
+            );
         }
-        panic!("{} did not exit; stderr:\n{}", self.name, self.stderr.lock().unwrap());
+        status.success()
     }
 
     /// Every stdout line seen so far, parsed as JSON.
