@@ -8,7 +8,9 @@ The reply is chosen from the latest prompt of the conversation and the tool resu
 - contains PLAN-ME    plan mode: write the plan to the plan file the system prompt names, call
                       ExitPlanMode (with `{}`: the CLI adds the plan and its path); once
                       approved, write NOTES.md in the working directory; then "Done." When
-                      denied, the denial is echoed back ("Revised after: …").
+                      denied, the denial is echoed back ("Revised after: …"). With
+                      PLAN-ME-THEN-BASH, after NOTES.md it also runs the Bash command
+                      `echo from-bash > bash-wrote.txt`, then "Done. The shell said: …".
 - contains NOPLAN-ME  ExitPlanMode without writing a plan first; then echo the answer.
 - contains ASK-ME     AskUserQuestion with two questions; then echo the answers.
 - contains TOOL-ME    Bash `touch made-by-tool.txt` (a command that asks permission); then "Ran it."
@@ -115,6 +117,12 @@ def scenario(body):
             if is_error or "approved" not in result.lower():
                 return [{"type": "text", "text": "Revised after: " + result[:300]}]
             return [{"type": "tool_use", "id": "toolu_edit", "name": "Write", "input": {"file_path": "./NOTES.md", "content": "hello from the plan\n"}}]
+        if tools[-1] == "Write" and "PLAN-ME-THEN-BASH" in prompt:
+            # A shell command that writes a file: an approved plan does not grant it.
+            return [{"type": "tool_use", "id": "toolu_bash_after_plan", "name": "Bash",
+                     "input": {"command": "echo from-bash > bash-wrote.txt", "description": "Write a file from the shell"}}]
+        if tools[-1] == "Bash":
+            return [{"type": "text", "text": "Done. The shell said: " + done[-1][1][:300]}]
         return [{"type": "text", "text": "Done."}]
     if "ASK-ME" in prompt:
         if not done:

@@ -236,7 +236,7 @@ fn complete_messages_are_used_when_no_partial_deltas_arrive() {
 }
 
 #[test]
-fn an_approved_plan_is_allowed_with_the_original_input_and_switches_to_accept_edits() {
+fn an_approved_plan_is_allowed_with_the_original_input_and_returns_the_cli_to_default_mode() {
     let mut h = harness(fast());
     h.start(1, "plan");
     let events = h.until_pause(1);
@@ -247,7 +247,7 @@ fn an_approved_plan_is_allowed_with_the_original_input_and_switches_to_accept_ed
         Some(&AgentEvent::Plan {
             request_id: request_id.into(),
             plan: "1. Read src/lib.rs\n2. Add the --verbose flag\n3. Run cargo test".into(),
-            on_approval: Some(roundtable::agent::claude::AfterPlan::AcceptEdits.on_approval().into()),
+            on_approval: Some(roundtable::agent::claude::AfterPlan::EditWorkspace.on_approval()),
         })
     );
     h.resolve(1, request_id, Resolution::Approved);
@@ -258,7 +258,7 @@ fn an_approved_plan_is_allowed_with_the_original_input_and_switches_to_accept_ed
         answer["response"],
         json!({"subtype":"success","request_id":request_id,"response":{"behavior":"allow","updatedInput":{
             "plan":"1. Read src/lib.rs\n2. Add the --verbose flag\n3. Run cargo test"},
-            "updatedPermissions":[{"type":"setMode","mode":"acceptEdits","destination":"session"}]}})
+            "updatedPermissions":[{"type":"setMode","mode":"default","destination":"session"}]}})
     );
 }
 
@@ -273,7 +273,7 @@ fn a_2_1_332_plan_request_opens_a_vote_on_the_plan_files_text() {
     let events = h.until_pause(1);
     let Some(AgentEvent::Plan { request_id, plan, on_approval }) = events.last() else { panic!("no plan: {events:?}") };
     assert_eq!(plan, "# Plan\n1. Add NOTES.md with a greeting\n2. Done");
-    assert!(on_approval.as_deref().is_some_and(|n| n.contains("without asking again")));
+    assert!(on_approval.as_deref().is_some_and(|n| n.contains("inside the workspace")));
     let request_id = request_id.clone();
     h.resolve(1, &request_id, Resolution::Denied("Bob: too risky".into()));
     let rest = h.until_pause(1);

@@ -4,8 +4,9 @@
 //! the prompt) — nothing leaves the machine. Real `roundtable serve` processes with two remotes
 //! (`roundtable join --json`) go through:
 //! - a plan written to the CLI's plan file, then `ExitPlanMode` → a consensus plan vote showing
-//!   the plan text and what approval means → approved → the CLI goes on and edits a file without
-//!   any further vote;
+//!   the plan text and what approval grants → approved → the CLI edits a file in the workspace
+//!   without any further vote (shown in the room), but its shell command that writes a file
+//!   opens a tool vote, and once the host denies it the file is never written;
 //! - a plan denied → the voters' reason reaches the model;
 //! - `ExitPlanMode` without a plan (`{}`) → denied at once, without a vote, with a message the
 //!   model understands;
@@ -120,7 +121,7 @@ impl Drop for FakeApi {
 
 /// A real host with one claude workspace and two remotes, Ann and Bob, joined to its session.
 struct Room {
-    _serve: Proc,
+    serve: Proc,
     ann: Proc,
     bob: Proc,
     workspace: PathBuf,
@@ -170,7 +171,7 @@ impl Room {
         let mut bob = join("Bob");
         bob.expect_json("Bob's snapshot", |v| is_event(v, "snapshot"));
         ann.expect_json("Bob joining", |v| is_event(v, "participant_joined") && v["payload"]["display_name"] == "Bob");
-        Room { _serve: serve, ann, bob, workspace }
+        Room { serve, ann, bob, workspace }
     }
 }
 
@@ -218,14 +219,17 @@ fn the_real_claude_cli_plans_asks_uses_tools_and_fails_cleanly_through_roundtabl
     eprintln!("test directory: {}", root.display());
     let api = FakeApi::start(&root);
 
-    // --- plan first (the default for claude workspaces): plan vote → approved → edits, no votes
+    // --- plan first (the default for claude workspaces): plan vote → approved → the edit needs
+    // no vote, but a shell command that writes a file still does (issue 21: approval grants
+    // exactly what the card says) → the host denies it → the file is never written
     let mut room = Room::open(&root, "plan", &cli, &api, &[], Some("test-key"));
-    room.ann.send("PLAN-ME: add a notes file");
+    room.ann.send("PLAN-ME-THEN-BASH: add a notes file");
     let opened = event(&mut room.bob, "the plan vote", "vote_opened");
     let payload = &opened["payload"];
     assert_eq!(payload["kind"], "plan", "{opened}");
     assert!(payload["plan"].as_str().unwrap().contains("Add NOTES.md with a greeting"), "the plan text: {opened}");
-    assert!(payload["on_approval"].as_str().unwrap().contains("without asking again"), "{opened}");
+    let card = payload["on_approval"].as_str().unwrap();
+    assert!(card.contains("inside the workspace") && card.contains("Shell commands"), "{opened}");
     assert_eq!(payload["decided_by"], "consensus");
     assert_eq!(payload["required"].as_array().unwrap().len(), 2, "both remotes must agree");
     event(&mut room.ann, "the plan vote", "vote_opened");
@@ -234,13 +238,22 @@ fn the_real_claude_cli_plans_asks_uses_tools_and_fails_cleanly_through_roundtabl
     let outcome = resolved(&mut room.ann, "the outcome", &payload["vote_id"]);
     assert_eq!(outcome["payload"]["outcome"], "approved", "{outcome}");
     assert_eq!(outcome["payload"]["resolved_by"], "consensus");
+    let tool_vote = |v: &Value| is_event(v, "vote_opened") && v["payload"]["kind"] == "tool";
+    let bash = room.ann.expect_json_within("a vote on the shell command", TURN, tool_vote);
+    assert_eq!(bash["payload"]["tool"], "Bash", "{bash}");
+    assert!(bash["payload"]["input"].as_str().unwrap().contains("bash-wrote.txt"), "{bash}");
+    let notes = std::fs::read_to_string(room.workspace.join("NOTES.md")).expect("the CLI wrote NOTES.md");
+    assert_eq!(notes, "hello from the plan\n", "the planned edit ran without a vote");
+    room.serve.send("/deny not part of the plan");
+    let outcome = resolved(&mut room.bob, "the shell command's denial", &bash["payload"]["vote_id"]);
+    assert_eq!(outcome["payload"]["outcome"], "denied", "{outcome}");
     let (text, ended) = agent_text_of_turn(&mut room.ann, 1);
     assert_eq!(ended["payload"]["reason"], "completed", "{ended}");
-    assert!(text.contains("Done."), "the CLI finished the approved work: {text:?}");
-    let notes = std::fs::read_to_string(room.workspace.join("NOTES.md")).expect("the CLI wrote NOTES.md");
-    assert_eq!(notes, "hello from the plan\n");
+    assert!(text.contains("Write") && text.contains("allowed by the approved plan"), "the edit was shown: {text:?}");
+    assert!(text.contains("Done.") && text.contains("not part of the plan"), "the model read the denial: {text:?}");
+    assert!(!room.workspace.join("bash-wrote.txt").exists(), "the denied shell command never ran");
     let votes = room.ann.json_seen().iter().filter(|v| is_event(v, "vote_opened")).count();
-    assert_eq!(votes, 1, "the approved plan's edit needed no further vote");
+    assert_eq!(votes, 2, "the plan and the shell command; the planned edit needed no vote");
 
     // --- a denied plan: the voters' reason reaches the model
     room.ann.send("PLAN-ME: another notes file");

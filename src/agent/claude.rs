@@ -73,6 +73,9 @@ struct TurnState {
     /// The kind of an API error the CLI reported as an `assistant` message (`authentication_failed`,
     /// …): its text is not the agent's reply; the turn fails once, with a hint, at the `result`.
     api_error: Option<String>,
+    /// The room approved a plan in this turn with [`AfterPlan::EditWorkspace`]: edits inside the
+    /// workspace are allowed without a vote until the turn ends.
+    plan_grants_edits: bool,
 }
 
 /// The `claude` backend for one roundtable session.
@@ -92,26 +95,40 @@ pub struct ClaudeBackend {
 }
 
 /// What a consensus approval of a plan lets the CLI do next.
+///
+/// The CLI is never switched to its `acceptEdits` mode: in that mode Claude Code runs many shell
+/// commands inside the workspace (`echo > file`, `rm -rf build`, `mv`, `sed -i`) without asking
+/// anyone, which is more than any card says. The approval instead puts the CLI back in its
+/// `default` mode, where every tool asks, and this backend answers exactly the requests the card
+/// grants; every other request opens a vote as before.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum AfterPlan {
-    /// Carry out the plan, accepting file edits without asking again (the CLI's own "approve
-    /// and auto-accept edits"): the allow answer switches the CLI's session to `acceptEdits`.
+    /// Carry out the plan: for the rest of the turn, requests of [`PLAN_GRANTED_TOOLS`] for a
+    /// file inside the workspace are allowed without another vote (each one is shown in the
+    /// room). Shell commands, every other tool and files outside the workspace still ask.
     #[default]
-    AcceptEdits,
+    EditWorkspace,
     /// Return to the CLI's default mode: every edit and command asks the host again.
     AskEachTool,
 }
 
+/// The tools an approved plan lets the agent use without another vote ([`AfterPlan::EditWorkspace`]),
+/// and only on files inside the workspace.
+pub const PLAN_GRANTED_TOOLS: &[&str] = &["Edit", "Write", "MultiEdit", "NotebookEdit"];
+
 impl AfterPlan {
-    /// What approving a plan means, for the vote card.
-    pub fn on_approval(self) -> &'static str {
+    /// What approving a plan grants, for the vote card: written from what the backend actually
+    /// allows ([`PLAN_GRANTED_TOOLS`]), so the card and the behaviour cannot drift apart.
+    pub fn on_approval(self) -> String {
         match self {
-            AfterPlan::AcceptEdits => {
-                "Approving lets the agent carry out this plan and edit files without asking again \
-                 (accept-edits mode); other commands still ask the host."
-            }
+            AfterPlan::EditWorkspace => format!(
+                "Approving lets the agent carry out this plan: until this turn ends it may change files inside \
+                 the workspace ({}) without another vote, and each change is shown here. Shell commands, \
+                 every other tool and files outside the workspace still need a vote.",
+                PLAN_GRANTED_TOOLS.join(", ")
+            ),
             AfterPlan::AskEachTool => {
-                "Approving lets the agent carry out this plan; each edit and command still asks the host."
+                "Approving lets the agent carry out this plan; each edit and command still needs a vote.".to_string()
             }
         }
     }
@@ -272,10 +289,23 @@ impl ClaudeBackend {
             Value::Null => Value::Object(Map::new()),
             other => other.clone(),
         };
+        if let Some(path) = self.granted_by_plan(&tool, &input) {
+            tracing::info!(%tool, path, "allowed by the approved plan");
+            let mut reaction = Reaction::reply(json!({
+                "type": "control_response",
+                "response": {"subtype": "success", "request_id": request_id, "response": {
+                    "behavior": "allow", "updatedInput": input,
+                }},
+            }));
+            self.turn.block_break = true;
+            self.push_text(&mut reaction, &format!("✎ {tool} {path} — allowed by the approved plan"));
+            self.turn.block_break = true;
+            return reaction;
+        }
         let event = match tool.as_str() {
             "ExitPlanMode" => match self.plan_text(&input) {
                 Some(plan) => {
-                    let on_approval = Some(self.after_plan.on_approval().to_string());
+                    let on_approval = Some(self.after_plan.on_approval());
                     Some(AgentEvent::Plan { request_id: request_id.clone(), plan, on_approval })
                 }
                 None => {
@@ -299,6 +329,19 @@ impl ClaudeBackend {
         });
         self.turn.pending.insert(request_id, PendingRequest { tool, input });
         Reaction::event(event)
+    }
+
+    /// The file a request of `tool` would change, when an approved plan grants it: the tool is
+    /// one of [`PLAN_GRANTED_TOOLS`] and the file lies inside the workspace (symlinks resolved,
+    /// `..` never leads out). Shown relative to the workspace.
+    fn granted_by_plan(&self, tool: &str, input: &Value) -> Option<String> {
+        if !self.turn.plan_grants_edits || !PLAN_GRANTED_TOOLS.contains(&tool) {
+            return None;
+        }
+        let path = input["file_path"].as_str().or_else(|| input["notebook_path"].as_str())?;
+        let root = self.turn.workspace_dir.canonicalize().ok()?;
+        let inside = inside_dir(&root, Path::new(path))?;
+        Some(inside.display().to_string())
     }
 
     /// The plan of an `ExitPlanMode` request: its `plan` field, else the file `planFilePath` when it
@@ -443,10 +486,13 @@ impl Backend for ClaudeBackend {
         let allow = |updated: Value| json!({"behavior": "allow", "updatedInput": updated});
         let deny = |message: String| json!({"behavior": "deny", "message": message, "interrupt": false});
         let decision = match resolution {
-            Resolution::Approved if tool == "ExitPlanMode" && self.after_plan == AfterPlan::AcceptEdits => {
+            Resolution::Approved if tool == "ExitPlanMode" => {
+                // Out of plan mode into `default`, where every tool asks (never `acceptEdits`, see
+                // [`AfterPlan`]); what the card grants is answered here.
+                self.turn.plan_grants_edits = self.after_plan == AfterPlan::EditWorkspace;
                 let mut decision = allow(input);
                 decision["updatedPermissions"] =
-                    json!([{"type": "setMode", "mode": "acceptEdits", "destination": "session"}]);
+                    json!([{"type": "setMode", "mode": "default", "destination": "session"}]);
                 decision
             }
             Resolution::Approved => allow(input),
@@ -522,6 +568,29 @@ fn parse_questions(value: &Value) -> Option<Vec<Question>> {
         })
         .collect();
     (!questions.is_empty()).then_some(questions)
+}
+
+/// `path` (absolute, or relative to `root`) relative to `root` when it lies inside it: `root`
+/// is canonical; the deepest existing ancestor of `path` is canonicalised (a file being created
+/// does not exist yet) and what follows it may not contain `..`.
+fn inside_dir(root: &Path, path: &Path) -> Option<PathBuf> {
+    let full = if path.is_absolute() { path.to_path_buf() } else { root.join(path) };
+    let mut existing = full.as_path();
+    let mut rest = Vec::new();
+    let base = loop {
+        if let Ok(canonical) = existing.canonicalize() {
+            break canonical;
+        }
+        rest.push(existing.file_name()?.to_owned());
+        existing = existing.parent()?;
+    };
+    if rest.iter().any(|c| c == "..") {
+        return None;
+    }
+    let mut resolved = base;
+    resolved.extend(rest.iter().rev());
+    let relative = resolved.strip_prefix(root).ok()?;
+    (!relative.as_os_str().is_empty()).then(|| relative.to_path_buf())
 }
 
 /// Reads a plan file named by `ExitPlanMode`, only if it lies inside `root` (symlinks resolved
@@ -692,7 +761,7 @@ mod tests {
             vec![AgentEvent::Plan {
                 request_id: "p1".into(),
                 plan: "1. do it".into(),
-                on_approval: Some(AfterPlan::AcceptEdits.on_approval().into())
+                on_approval: Some(AfterPlan::EditWorkspace.on_approval())
             }]
         );
         let r = b.on_line(r#"{"type":"control_request","request_id":"p2","request":{"subtype":"can_use_tool","tool_name":"ExitPlanMode","input":{"planFilePath":"/etc/passwd"}}}"#);
@@ -719,7 +788,7 @@ mod tests {
             vec![AgentEvent::Plan {
                 request_id: "p1".into(),
                 plan: "1. read\n2. change\n3. test".into(),
-                on_approval: Some(AfterPlan::AcceptEdits.on_approval().into())
+                on_approval: Some(AfterPlan::EditWorkspace.on_approval())
             }]
         );
         let escape = plans.join("escape.md").display().to_string();
@@ -735,25 +804,100 @@ mod tests {
         assert_eq!(reply["response"]["message"], NO_PLAN_MESSAGE);
     }
 
+    fn can_use(id: &str, tool: &str, input: Value) -> String {
+        json!({"type":"control_request","request_id": id,"request":{"subtype":"can_use_tool","tool_name": tool,"input": input}})
+            .to_string()
+    }
+
+    /// Issue 21: approval grants exactly what the card says. The CLI goes back to `default`
+    /// (never `acceptEdits`, where shell commands run unasked); edits inside the workspace are
+    /// answered from the approval, visibly; a shell command, any other tool and an edit outside
+    /// the workspace still open a vote; the grant ends with the turn.
     #[test]
-    fn an_approved_plan_switches_the_cli_to_accept_edits_unless_told_to_ask_for_each_tool() {
-        let plan = r#"{"type":"control_request","request_id":"p1","request":{"subtype":"can_use_tool","tool_name":"ExitPlanMode","input":{"plan":"1. do it"}}}"#;
-        let mut b = started();
-        b.on_line(plan);
+    fn an_approved_plan_grants_workspace_edits_only_and_every_command_still_opens_a_vote() {
+        let dir = tempfile::tempdir().unwrap();
+        let ws = dir.path().join("ws");
+        std::fs::create_dir_all(ws.join("src")).unwrap();
+        let outside = dir.path().join("outside.txt").display().to_string();
+        let mut b = ClaudeBackend::new("claude".into(), vec![], vec![]);
+        b.begin_turn(&turn(ws.to_str().unwrap()), true);
+        let card = AfterPlan::EditWorkspace.on_approval();
+        for tool in PLAN_GRANTED_TOOLS {
+            assert!(card.contains(tool), "the card names what is granted: {card}");
+        }
+        assert!(card.contains("Shell commands") && !card.contains("accept-edits"), "{card}");
+
+        // Before any approval an edit is a vote.
+        let r = b.on_line(&can_use("e0", "Write", json!({"file_path": "a.txt", "content": "x"})));
+        assert!(matches!(&r.events[..], [AgentEvent::ToolRequest { .. }]), "{r:?}");
+        b.resolve("e0", Resolution::Denied("not yet".into()));
+
+        b.on_line(&can_use("p1", "ExitPlanMode", json!({"plan": "1. edit"})));
         let r = b.resolve("p1", Resolution::Approved);
         let decision = &r.replies[0]["response"]["response"];
         assert_eq!(decision["behavior"], "allow");
         assert_eq!(
             decision["updatedPermissions"],
-            json!([{"type": "setMode", "mode": "acceptEdits", "destination": "session"}])
+            json!([{"type": "setMode", "mode": "default", "destination": "session"}])
         );
+
+        // Edits inside the workspace: allowed at once, and shown.
+        let inside = ws.join("src/new.rs").display().to_string();
+        for (id, tool, input) in [
+            ("e1", "Write", json!({"file_path": inside, "content": "x"})),
+            ("e2", "Edit", json!({"file_path": "src/../README.md", "old_string": "a", "new_string": "b"})),
+            ("e3", "MultiEdit", json!({"file_path": "./notes/todo.md", "edits": []})),
+            ("e4", "NotebookEdit", json!({"notebook_path": "nb.ipynb", "new_source": ""})),
+        ] {
+            let r = b.on_line(&can_use(id, tool, input.clone()));
+            assert!(r.events.iter().all(|e| matches!(e, AgentEvent::Delta(_))), "{tool}: no vote: {r:?}");
+            let shown: String =
+                r.events.iter().map(|e| if let AgentEvent::Delta(t) = e { t.as_str() } else { "" }).collect();
+            assert!(shown.contains(tool) && shown.contains("allowed by the approved plan"), "{shown}");
+            let reply = &r.replies[0]["response"];
+            assert_eq!((reply["request_id"].as_str(), &reply["response"]["behavior"]), (Some(id), &json!("allow")));
+            assert_eq!(reply["response"]["updatedInput"], input);
+        }
+
+        // Everything else still asks.
+        for (id, tool, input) in [
+            ("b1", "Bash", json!({"command": "echo hi > made.txt"})),
+            ("b2", "Bash", json!({"command": "rm -rf build"})),
+            ("w1", "Write", json!({"file_path": outside, "content": "x"})),
+            ("w2", "Edit", json!({"file_path": "../escape.txt", "old_string": "a", "new_string": "b"})),
+            ("w3", "Write", json!({"file_path": "src/../../escape.txt", "content": "x"})),
+            ("w4", "Write", json!({"content": "no path"})),
+            ("t1", "WebFetch", json!({"url": "http://127.0.0.1/"})),
+        ] {
+            let r = b.on_line(&can_use(id, tool, input));
+            assert!(r.replies.is_empty(), "{id} {tool} must not be answered without a vote: {r:?}");
+            assert!(matches!(&r.events[..], [AgentEvent::ToolRequest { .. }]), "{id} {tool} opens a vote: {r:?}");
+        }
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::symlink(dir.path(), ws.join("link")).unwrap();
+            let r = b.on_line(&can_use("s1", "Write", json!({"file_path": "link/outside.txt", "content": "x"})));
+            assert!(r.replies.is_empty(), "a symlink out of the workspace is not inside it: {r:?}");
+        }
+
+        // The grant ends with the turn.
+        b.end_turn(true);
+        b.begin_turn(&turn(ws.to_str().unwrap()), true);
+        let r = b.on_line(&can_use("n1", "Write", json!({"file_path": "a.txt", "content": "x"})));
+        assert!(matches!(&r.events[..], [AgentEvent::ToolRequest { .. }]), "{r:?}");
+    }
+
+    #[test]
+    fn ask_each_tool_grants_nothing_and_a_denied_plan_changes_no_mode() {
+        let plan = can_use("p1", "ExitPlanMode", json!({"plan": "1. do it"}));
         let mut b = ClaudeBackend::new("claude".into(), vec![], vec![]).with_after_plan(AfterPlan::AskEachTool);
         b.begin_turn(&turn("/tmp"), true);
-        b.on_line(plan);
+        b.on_line(&plan);
         let r = b.resolve("p1", Resolution::Approved);
-        assert!(r.replies[0]["response"]["response"].get("updatedPermissions").is_none(), "{:?}", r.replies);
-        // A denied plan and other tools never change the mode.
-        b.on_line(plan);
+        assert_eq!(r.replies[0]["response"]["response"]["updatedPermissions"][0]["mode"], "default");
+        let r = b.on_line(&can_use("e1", "Write", json!({"file_path": "/tmp/x", "content": "x"})));
+        assert!(matches!(&r.events[..], [AgentEvent::ToolRequest { .. }]), "{r:?}");
+        b.on_line(&plan);
         let r = b.resolve("p1", Resolution::Denied("no".into()));
         assert!(r.replies[0]["response"]["response"].get("updatedPermissions").is_none());
     }

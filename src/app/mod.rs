@@ -205,9 +205,11 @@ pub struct ServeArgs {
     #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
     pub claude_arg: Vec<String>,
 
-    /// What a plan approved by the participants lets the `claude` agent do next: carry it out
-    /// accepting file edits without asking again, or ask the host for every edit and command.
-    #[arg(long, value_enum, value_name = "MODE", default_value = "accept-edits")]
+    /// What a plan approved by the participants lets the `claude` agent do next: change files
+    /// inside the workspace (Edit, Write, MultiEdit, NotebookEdit) until the turn ends without
+    /// another vote — shell commands and every other tool still need one — or ask for every edit
+    /// and command (docs/AGENTS.md).
+    #[arg(long, value_enum, value_name = "MODE", default_value = "edit-workspace")]
     pub after_plan_approval: AfterPlanArg,
 
     /// Testing aid (docs/RELIABILITY.md): while FILE exists every commit fails as on a full
@@ -219,8 +221,10 @@ pub struct ServeArgs {
 /// `serve --after-plan-approval`: what an approved plan lets the `claude` agent do next.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AfterPlanArg {
-    /// Carry the plan out, accepting file edits without asking again.
-    AcceptEdits,
+    /// Carry the plan out: file edits inside the workspace need no further vote until the turn
+    /// ends; commands and other tools still do. (`accept-edits`, its old name, still works.)
+    #[value(alias = "accept-edits")]
+    EditWorkspace,
     /// Ask the host for every edit and command, as before the plan.
     AskEachTool,
 }
@@ -228,7 +232,7 @@ pub enum AfterPlanArg {
 impl From<AfterPlanArg> for crate::agent::claude::AfterPlan {
     fn from(arg: AfterPlanArg) -> Self {
         match arg {
-            AfterPlanArg::AcceptEdits => crate::agent::claude::AfterPlan::AcceptEdits,
+            AfterPlanArg::EditWorkspace => crate::agent::claude::AfterPlan::EditWorkspace,
             AfterPlanArg::AskEachTool => crate::agent::claude::AfterPlan::AskEachTool,
         }
     }
@@ -252,7 +256,7 @@ impl Default for ServeArgs {
             mask: Vec::new(),
             inject_storage_faults: None,
             claude_arg: Vec::new(),
-            after_plan_approval: AfterPlanArg::AcceptEdits,
+            after_plan_approval: AfterPlanArg::EditWorkspace,
         }
     }
 }
@@ -360,6 +364,6 @@ mod tests {
         assert_eq!(args.after_plan_approval, AfterPlanArg::AskEachTool);
         let cli = Cli::try_parse_from(["roundtable", "serve"]).expect("parses");
         let Some(Command::Serve(args)) = cli.command else { panic!("serve") };
-        assert_eq!(args.after_plan_approval, AfterPlanArg::AcceptEdits, "the default");
+        assert_eq!(args.after_plan_approval, AfterPlanArg::EditWorkspace, "the default");
     }
 }

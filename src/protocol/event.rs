@@ -194,7 +194,7 @@ pub struct ParticipantMuted {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum VoteSubject {
     /// Approve or deny the agent's plan. `on_approval`, when the agent says, is what approving
-    /// lets it do next (e.g. "carries out the plan and edits files without asking again").
+    /// lets it do next (e.g. which file edits it may then make without another vote).
     Plan {
         plan: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
