@@ -15,6 +15,10 @@ The reply is chosen from the latest prompt of the conversation and the tool resu
 - contains ASK-ME     AskUserQuestion with two questions; then echo the answers.
 - contains TOOL-ME    Bash `touch made-by-tool.txt` (a command that asks permission); then "Ran it."
 - contains LONG-ME    a reply of about 300 KB.
+- contains REMEMBER-ME WORD
+                      "I remember: W1, W2, …": the words of every REMEMBER-ME prompt in the
+                      conversation the CLI sent, in order (so a resumed conversation remembers
+                      earlier turns, a new one only this prompt).
 - anything else       "Hello from the fake API."
 An API key of "bad-key" gets 401 authentication_error.
 
@@ -93,8 +97,25 @@ def decide(body):
     return blocks
 
 
+def remembered(messages):
+    words = []
+    for m in messages:
+        if m.get("role") != "user":
+            continue
+        content = m.get("content")
+        blocks = content if isinstance(content, list) else [{"type": "text", "text": content or ""}]
+        for b in blocks:
+            if b.get("type") == "text":
+                words += re.findall(r"REMEMBER-ME (\w+)", b.get("text", ""))
+    return words
+
+
 def scenario(body):
     messages = body.get("messages", [])
+    words = remembered(messages)
+    last_user = next((m for m in reversed(messages) if m.get("role") == "user"), {})
+    if words and "REMEMBER-ME" in text_of(last_user.get("content")):
+        return [{"type": "text", "text": "I remember: " + ", ".join(words)}]
     prompt, done = latest_prompt(messages)
     tools = [n for n, _, _ in done]
     if "NOPLAN-ME" in prompt:

@@ -73,6 +73,20 @@ pub struct SessionRow {
     /// Tools the host allowed "always" in this session (sorted).
     #[serde(default)]
     pub allowed_tools: Vec<String>,
+    /// What the session's agent keeps between turns (its conversation), kept across restarts.
+    #[serde(default)]
+    pub agent_memory: AgentMemory,
+}
+
+/// What a session's agent backend keeps between turns, stored with the session so a host
+/// restart does not make the agent forget: the conversation the next turn resumes (the claude
+/// CLI's session id, passed as `--resume`). Clearing the session forgets it (a new conversation);
+/// a fork starts without it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentMemory {
+    /// The backend's conversation id, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversation: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -23,6 +23,11 @@ struct Harness {
     rx: Receiver<Inbound>,
     dir: tempfile::TempDir,
     log: PathBuf,
+    /// The conversation the engine would have stored from the agent's `Conversation` events
+    /// (sent with every turn, as the engine does); those events are not returned by `next`.
+    conversation: std::cell::RefCell<Option<String>>,
+    /// Every `Conversation` event seen, in order.
+    conversations: std::cell::RefCell<Vec<Option<String>>>,
 }
 
 fn fixture(name: &str) -> String {
@@ -33,7 +38,14 @@ fn harness(config: ExternalConfig) -> Harness {
     let (tx, rx) = crossbeam_channel::unbounded();
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("fake-claude.log");
-    Harness { agents: ExternalAgents::new(tx, config), rx, dir, log }
+    Harness {
+        agents: ExternalAgents::new(tx, config),
+        rx,
+        dir,
+        log,
+        conversation: None.into(),
+        conversations: Vec::new().into(),
+    }
 }
 
 fn session() -> SessionId {
@@ -58,6 +70,7 @@ impl Harness {
             spec,
             prompt: prompt.into(),
             author_name: "Ann".into(),
+            conversation: self.conversation.borrow().clone(),
         });
     }
 
@@ -80,6 +93,10 @@ impl Harness {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.rx.recv_timeout(left) {
+                Ok(Inbound::Agent(AgentOutput { event: AgentEvent::Conversation(c), .. })) => {
+                    self.conversation.replace(c.clone());
+                    self.conversations.borrow_mut().push(c);
+                }
                 Ok(Inbound::Agent(out)) => return out,
                 Ok(_) => continue,
                 Err(_) => panic!("no agent output within {WAIT:?}"),
@@ -224,6 +241,24 @@ fn the_next_turn_resumes_the_cli_session_from_init() {
     let runs = h.runs();
     assert_eq!(runs.len(), 2);
     assert!(runs[1].contains(&format!("--resume={SESSION_ID}")), "{:?}", runs[1]);
+    assert_eq!(*h.conversations.borrow(), [Some(SESSION_ID.to_string())], "reported once, for the engine to store");
+}
+
+/// Issue 21: the conversation to resume comes from the engine (stored with the session), not
+/// from the backend's memory — a fresh runtime (a host restart) resumes it, and a turn without
+/// one (the session was cleared) starts a new conversation.
+#[test]
+fn the_engines_stored_conversation_decides_what_a_turn_resumes() {
+    let mut h = harness(fast());
+    h.conversation.replace(Some("stored-before-the-restart".into()));
+    h.start(1, "normal");
+    assert_eq!(h.until_pause(1).last(), Some(&AgentEvent::Done));
+    h.conversation.replace(None);
+    h.start(2, "normal");
+    assert_eq!(h.until_pause(2).last(), Some(&AgentEvent::Done));
+    let runs = h.runs();
+    assert!(runs[0].contains(&"--resume=stored-before-the-restart".to_string()), "{:?}", runs[0]);
+    assert!(!runs[1].iter().any(|a| a.starts_with("--resume")), "cleared: a new conversation: {:?}", runs[1]);
 }
 
 #[test]
@@ -542,6 +577,7 @@ fn sessions_run_their_turns_independently() {
         },
         prompt: "x".into(),
         author_name: "Bob".into(),
+        conversation: None,
     });
     h.start(1, "normal");
     // Session 2 hangs; session 1 still completes.

@@ -41,6 +41,7 @@ impl Harness {
             spec,
             prompt: prompt.into(),
             author_name: "Ann".into(),
+            conversation: None,
         });
     }
 
@@ -398,6 +399,7 @@ fn wording_a_missing_workspace_directory() {
         spec: echo_spec(),
         prompt: "x".into(),
         author_name: "Ann".into(),
+        conversation: None,
     });
     let reason = format!("the workspace directory '{}' does not exist or is not a directory", gone.display());
     assert_eq!(h.until_pause(1), vec![AgentEvent::Failed(reason)]);

@@ -1620,3 +1620,98 @@ fn the_formats_issue_15_found_leaking_are_masked_for_remotes_live_streamed_and_i
         assert!(streamed.contains("Authorization: Bearer [masked]"), "the streamed echo is masked: {streamed}");
     }
 }
+
+/// An external runtime that records every command the engine sends it.
+#[derive(Clone, Default)]
+struct RecordingRuntime(std::sync::Arc<std::sync::Mutex<Vec<roundtable::agent::AgentCommand>>>);
+
+impl roundtable::agent::AgentRuntime for RecordingRuntime {
+    fn send(&mut self, cmd: roundtable::agent::AgentCommand) {
+        self.0.lock().unwrap().push(cmd);
+    }
+}
+
+impl RecordingRuntime {
+    /// The `conversation` of every turn started so far.
+    fn conversations(&self) -> Vec<Option<String>> {
+        use roundtable::agent::AgentCommand;
+        let commands = self.0.lock().unwrap();
+        commands
+            .iter()
+            .filter_map(|c| match c {
+                AgentCommand::StartTurn { conversation, .. } => Some(conversation.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// Issue 21 (items 2 and 4): the conversation an agent reports is stored with its session and
+/// sent with every later turn — also after a restart — and clearing the session forgets it, so
+/// "clear" means one thing: the room's history and the agent's memory go together.
+#[test]
+fn the_agents_conversation_survives_a_restart_and_clearing_the_session_forgets_it() {
+    use roundtable::agent::{AgentEvent, AgentOutput};
+    use roundtable::engine::Inbound;
+    use roundtable::store::SqliteStore;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("roundtable.db");
+    let start = |runtime: &RecordingRuntime| {
+        let mut h = Harness::with_store(EngineConfig::default(), Box::new(SqliteStore::open(&db).unwrap()));
+        h.engine.set_agent_runtime(Box::new(runtime.clone()));
+        h
+    };
+    let turn = |h: &mut Harness, conn, s: &str, n: u64, events: Vec<AgentEvent>| {
+        h.call(
+            conn,
+            "send_message",
+            json!({"session_id": s, "text": format!("prompt {n}"), "client_msg_id": format!("m{n}")}),
+        )
+        .unwrap();
+        h.tick();
+        for event in events.into_iter().chain([AgentEvent::Done]) {
+            h.engine.sender().send(Inbound::Agent(AgentOutput { session: s.into(), turn_id: n, event })).unwrap();
+        }
+        h.run(50);
+    };
+    let runtime = RecordingRuntime::default();
+    let (tok, s) = {
+        let mut h = start(&runtime);
+        let w =
+            h.host("add_workspace", json!({"name": "ws", "dir": ".", "agent": {"kind": "command", "command": "x"}}));
+        let w = w["id"].as_str().unwrap().to_string();
+        let s =
+            h.host("create_session", json!({"workspace_id": w, "title": "main"}))["id"].as_str().unwrap().to_string();
+        let tok = h.mint(&[&w], json!({}));
+        let (ann, _) = h.join(&tok, "Ann", &s);
+        turn(
+            &mut h,
+            ann,
+            &s,
+            1,
+            vec![AgentEvent::Conversation(Some("cli-1".into())), AgentEvent::Delta("kiwi".into())],
+        );
+        turn(&mut h, ann, &s, 2, vec![]);
+        (tok, s)
+    };
+    assert_eq!(runtime.conversations(), [None, Some("cli-1".to_string())]);
+
+    // A restart on the same database: the next turn continues the stored conversation.
+    let runtime = RecordingRuntime::default();
+    let mut h = start(&runtime);
+    let (ann, _) = h.join(&tok, "Ann", &s);
+    turn(&mut h, ann, &s, 3, vec![AgentEvent::Conversation(Some("cli-1".into()))]);
+    assert_eq!(runtime.conversations(), [Some("cli-1".to_string())], "remembered across the restart");
+
+    // Clearing the session forgets it (and a conversation the agent could not continue is
+    // forgotten when the agent says so).
+    h.host("clear_session", json!({"session_id": s}));
+    turn(&mut h, ann, &s, 4, vec![AgentEvent::Conversation(Some("cli-2".into()))]);
+    turn(&mut h, ann, &s, 5, vec![AgentEvent::Conversation(None)]);
+    turn(&mut h, ann, &s, 6, vec![]);
+    assert_eq!(
+        runtime.conversations(),
+        [Some("cli-1".to_string()), None, Some("cli-2".to_string()), None],
+        "cleared → new; then cli-2; then forgotten"
+    );
+}

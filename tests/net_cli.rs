@@ -682,3 +682,20 @@ async fn a_join_the_moment_serve_starts_finds_its_session_and_serve_json_names_t
     assert_eq!(info["pid"], serve.child.id(), "serve.json names the ready host: {info}");
     assert_eq!(info["addr"], bind);
 }
+
+/// Issue 21 (item 4): `/clear` in `join` is not sent to the agent as a prompt (that wiped the
+/// agent's memory but not the room): `join` says only the host clears a session, and how to
+/// reach the agent's own command on purpose.
+#[test]
+fn join_clear_is_not_a_prompt_and_says_who_clears_and_how_to_reach_the_agents_own() {
+    let data = tempfile::tempdir().unwrap();
+    let workspace = tempfile::tempdir().unwrap();
+    let (_serve, _link, mut ann, mut bob) = serve_with_ann_and_bob(data.path(), workspace.path());
+    ann.send("/clear");
+    ann.expect_stderr("the note", "only the host can clear a session");
+    ann.expect_stderr("the way to the agent's own", "//clear");
+    ann.send("/chat after the clear");
+    bob.expect_json("the chat line", |v| is_event(v, "chat") && v["payload"]["text"] == "after the clear");
+    let prompts = bob.json_seen().iter().filter(|v| is_event(v, "message") && v["payload"]["text"] == "/clear").count();
+    assert_eq!(prompts, 0, "nothing was sent to the agent");
+}

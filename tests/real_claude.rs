@@ -125,6 +125,11 @@ struct Room {
     ann: Proc,
     bob: Proc,
     workspace: PathBuf,
+    /// The CLI's home (its transcripts live under `.claude/projects`).
+    home: PathBuf,
+    /// How `serve` was started (a fixed port, so the remotes' link stays valid across restarts).
+    serve_args: Vec<String>,
+    env: Vec<(&'static str, String)>,
 }
 
 impl Room {
@@ -158,9 +163,13 @@ impl Room {
             env.push(("ANTHROPIC_API_KEY", key.to_string()));
         }
         // Whatever credentials the machine has stay out; only `key` (if any) is set.
-        let remove = ["ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN"];
-        let args = ["--data-dir", &data_arg, "serve", "--bind", "127.0.0.1:0", "--mint"];
-        let mut serve = Proc::spawn_env(&format!("serve ({name})"), &args, &workspace, &env, &remove);
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let bind = format!("127.0.0.1:{port}");
+        let serve_args: Vec<String> =
+            ["--data-dir", &data_arg, "serve", "--bind", &bind].iter().map(|s| s.to_string()).collect();
+        let mut args: Vec<&str> = serve_args.iter().map(String::as_str).collect();
+        args.push("--mint");
+        let mut serve = Proc::spawn_env(&format!("serve ({name})"), &args, &workspace, &env, &REMOVE);
         let link = serve.expect("a share link", |l| l.trim_start().starts_with("roundtable://")).trim().to_string();
         let join = |who: &str| {
             let dir = base.join(who).display().to_string();
@@ -171,9 +180,26 @@ impl Room {
         let mut bob = join("Bob");
         bob.expect_json("Bob's snapshot", |v| is_event(v, "snapshot"));
         ann.expect_json("Bob joining", |v| is_event(v, "participant_joined") && v["payload"]["display_name"] == "Bob");
-        Room { serve, ann, bob, workspace }
+        Room { serve, ann, bob, workspace, home, serve_args, env }
+    }
+
+    /// Stops the host (`/quit`) and starts it again on the same data dir and port; the remotes
+    /// reconnect by themselves.
+    fn restart_host(&mut self) {
+        self.serve.send("/quit");
+        assert!(self.serve.wait(), "the host stops cleanly");
+        let args: Vec<&str> = self.serve_args.iter().map(String::as_str).collect();
+        self.serve = Proc::spawn_env("serve (restarted)", &args, &self.workspace, &self.env, &REMOVE);
+        self.serve.expect("the restarted host's console", |l| l.starts_with("host console:"));
+        for p in [&mut self.ann, &mut self.bob] {
+            let name = p.name.clone();
+            p.expect_stderr("the reconnect", &format!("reconnected as {name}"));
+        }
     }
 }
+
+/// Whatever credentials the machine has stay out of the host's environment.
+const REMOVE: [&str; 3] = ["ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN"];
 
 fn event<'a>(p: &'a mut Proc, what: &str, name: &'a str) -> Value {
     p.expect_json_within(what, TURN, |v| is_event(v, name))
@@ -280,9 +306,32 @@ fn the_real_claude_cli_plans_asks_uses_tools_and_fails_cleanly_through_roundtabl
     let (text, _) = agent_text_of_turn(&mut room.ann, 3);
     assert!(text.contains("red") && text.contains("small"), "the answers reached the model: {text:?}");
 
+    // --- the agent remembers across host restarts (issue 21): the CLI's session id is stored
+    // with the session and resumed; when its transcript is gone the room is told and the turn
+    // runs in a new conversation instead of failing
+    drop(room);
+    let mut room = Room::open(&root, "memory", &cli, &api, &[], Some("test-key"));
+    room.ann.send("REMEMBER-ME kiwi");
+    let (text, _) = agent_text_of_turn(&mut room.ann, 1);
+    assert_eq!(text, "I remember: kiwi");
+    room.restart_host();
+    room.ann.send("REMEMBER-ME plum");
+    let (text, ended) = agent_text_of_turn(&mut room.ann, 2);
+    assert_eq!(ended["payload"]["reason"], "completed", "{ended}");
+    assert_eq!(text, "I remember: kiwi, plum", "the restarted host resumed the conversation");
+    std::fs::remove_dir_all(room.home.join(".claude/projects")).expect("the CLI keeps transcripts there");
+    room.ann.send("REMEMBER-ME fig");
+    let (text, ended) = agent_text_of_turn(&mut room.ann, 3);
+    assert_eq!(ended["payload"]["reason"], "completed", "{ended}");
+    assert!(text.contains("could not resume its earlier conversation"), "the room is told: {text:?}");
+    assert!(text.ends_with("I remember: fig"), "a new conversation, and the prompt was not lost: {text:?}");
+    room.ann.send("REMEMBER-ME pear");
+    let (text, _) = agent_text_of_turn(&mut room.ann, 4);
+    assert_eq!(text, "I remember: fig, pear", "the new conversation is the one resumed next");
+
     // --- a very long reply arrives complete (split into messages of at most 256 KiB)
     room.ann.send("LONG-ME: tell me everything");
-    let (text, ended) = agent_text_of_turn(&mut room.bob, 4);
+    let (text, ended) = agent_text_of_turn(&mut room.bob, 5);
     assert_eq!(ended["payload"]["reason"], "completed");
     let expected = ("The quick brown fox jumps over the lazy dog. ".repeat(7000)).trim().to_string();
     assert_eq!(text.len(), expected.len(), "the whole reply arrived");

@@ -45,6 +45,7 @@ fn session(n: u64, ws: u64) -> SessionRow {
         created_at: 1_700_000_000_000,
         streamed: "half a reply".into(),
         allowed_tools: vec!["Bash".into(), "Read".into()],
+        agent_memory: roundtable::persist::AgentMemory { conversation: Some("cli-session-7".into()) },
     }
 }
 

@@ -10,7 +10,10 @@
 //!
 //! On stdin we send an `initialize` control request, and once the CLI answered it, the user
 //! message. Continuity across turns comes from `--resume`: the CLI's `session_id` (from its
-//! `system/init` line) is remembered per roundtable session.
+//! `system/init` line) is reported to the engine ([`AgentEvent::Conversation`]), which stores it
+//! with the session (so it survives a host restart) and sends it with the next turn. When the
+//! CLI cannot resume it (its transcript is gone), the room is told and the turn runs again in a
+//! new conversation ([`Backend::start_afresh`]).
 //!
 //! On stdout, one JSON object per line (non-JSON noise and unknown types are skipped):
 //! - text arrives as `stream_event` `text_delta`s (token by token) → [`AgentEvent::Delta`]. The
@@ -84,7 +87,8 @@ pub struct ClaudeBackend {
     binary: String,
     args: Vec<String>,
     allowed_tools: Vec<String>,
-    /// The CLI's session id, resumed by the next turn.
+    /// The CLI's session id of the current turn (the one it resumed, then the one its `init` line
+    /// named), as last reported to the engine.
     cli_session: Option<String>,
     next_request: u64,
     turn: TurnState,
@@ -174,11 +178,6 @@ impl ClaudeBackend {
         self
     }
 
-    /// The CLI session the next turn resumes, if any.
-    pub fn cli_session(&self) -> Option<&str> {
-        self.cli_session.as_deref()
-    }
-
     fn request_id(&mut self) -> String {
         self.next_request += 1;
         format!("req_{}_roundtable", self.next_request)
@@ -241,10 +240,26 @@ impl ClaudeBackend {
         reaction
     }
 
-    fn on_result(&mut self, line: &Value) -> Reaction {
-        if let Some(id) = line["session_id"].as_str() {
-            self.cli_session = Some(id.to_string());
+    /// The CLI says which conversation it is in: reported to the engine when it changed.
+    fn conversation_is(&mut self, id: &str) -> Reaction {
+        if self.cli_session.as_deref() == Some(id) {
+            return Reaction::default();
         }
+        self.cli_session = Some(id.to_string());
+        Reaction::event(AgentEvent::Conversation(Some(id.to_string())))
+    }
+
+    fn on_result(&mut self, line: &Value) -> Reaction {
+        let mut conversation = match line["session_id"].as_str() {
+            Some(id) => self.conversation_is(id),
+            None => Reaction::default(),
+        };
+        let mut end = self.result_end(line);
+        end.events.append(&mut conversation.events);
+        end
+    }
+
+    fn result_end(&mut self, line: &Value) -> Reaction {
         let subtype = line["subtype"].as_str().unwrap_or("success");
         let is_error = line["is_error"].as_bool().unwrap_or(false);
         if !is_error && subtype == "success" {
@@ -255,6 +270,12 @@ impl ClaudeBackend {
                 line["errors"].as_array().map(|e| e.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
             (!errors.is_empty()).then(|| errors.join("; "))
         });
+        if self.turn.resumed && !self.turn.saw_init {
+            // `--resume` of a conversation the CLI does not have ("No conversation found with
+            // session ID: …", an error result before any `init` line).
+            let reason = format!("claude could not resume its conversation: {}", text.unwrap_or_default());
+            return Reaction::end(TurnEnd::ConversationLost(reason));
+        }
         let mut reason = match (subtype, text) {
             ("error_max_turns", _) => "claude stopped: it reached the maximum number of turns".to_string(),
             (_, Some(text)) => format!("claude: {text}"),
@@ -387,7 +408,7 @@ impl Backend for ClaudeBackend {
             args.push("--allowedTools".to_string());
             args.push(self.allowed_tools.join(","));
         }
-        if let Some(id) = &self.cli_session {
+        if let Some(id) = &turn.conversation {
             args.push(format!("--resume={id}"));
         }
         args.extend(self.args.iter().cloned());
@@ -416,9 +437,11 @@ impl Backend for ClaudeBackend {
                 "parent_tool_use_id": null,
                 "session_id": "default",
             })),
-            resumed: self.cli_session.is_some(),
+            resumed: turn.conversation.is_some(),
             ..TurnState::default()
         };
+        // The engine's stored conversation is the truth (a clear or a restart changes it).
+        self.cli_session = turn.conversation.clone();
         vec![json!({
             "type": "control_request",
             "request_id": init,
@@ -447,7 +470,7 @@ impl Backend for ClaudeBackend {
                 if value["subtype"] == "init" {
                     self.turn.saw_init = true;
                     if let Some(id) = value["session_id"].as_str() {
-                        self.cli_session = Some(id.to_string());
+                        return self.conversation_is(id);
                     }
                 }
                 Reaction::default()
@@ -538,14 +561,22 @@ impl Backend for ClaudeBackend {
         !self.turn.pending.is_empty()
     }
 
-    fn end_turn(&mut self, ok: bool) {
-        if !ok && self.turn.resumed && !self.turn.saw_init {
-            // Most likely the CLI could not resume (session deleted or from another machine);
-            // otherwise every later turn would fail the same way.
-            tracing::warn!(session = ?self.cli_session, "claude failed before starting; the next turn starts a new conversation");
-            self.cli_session = None;
-        }
+    fn end_turn(&mut self, _ok: bool) {
         self.turn = TurnState::default();
+    }
+
+    fn start_afresh(&mut self, turn: &mut TurnInput) -> Option<String> {
+        // A resumed run that ended before its `init` line: the CLI could not load the
+        // conversation (its transcript was deleted, or it lives on another machine).
+        if !self.turn.resumed || self.turn.saw_init {
+            return None;
+        }
+        let old = turn.conversation.take()?;
+        self.cli_session = None;
+        Some(format!(
+            "(The agent could not resume its earlier conversation — the claude CLI has no session {old} \
+             here any more — so it starts a new conversation and does not remember earlier turns.)"
+        ))
     }
 }
 
@@ -618,6 +649,7 @@ mod tests {
             spec: AgentSpec { kind: "claude".into(), command: None, args: vec![], plan_first: None },
             prompt: "hi".into(),
             author_name: "Ann".into(),
+            conversation: None,
         }
     }
 
@@ -887,6 +919,39 @@ mod tests {
         assert!(matches!(&r.events[..], [AgentEvent::ToolRequest { .. }]), "{r:?}");
     }
 
+    /// Issue 21: a resumed conversation the CLI no longer has (the real 2.1.332 answers
+    /// `--resume=ID` with an error `result` before any `init`) is not a failed turn: the backend
+    /// says so for the room and the turn runs again without `--resume`.
+    #[test]
+    fn a_conversation_the_cli_cannot_resume_starts_afresh_and_says_so() {
+        let mut b = ClaudeBackend::new("claude".into(), vec![], vec![]);
+        let mut input = turn("/tmp");
+        input.conversation = Some("8f7a3b2c".into());
+        assert!(b.spawn_spec(&input).unwrap().args.contains(&"--resume=8f7a3b2c".to_string()));
+        b.begin_turn(&input, true);
+        let r = b.on_line(r#"{"type":"result","subtype":"error_during_execution","is_error":true,"session_id":"8f7a3b2c","errors":["No conversation found with session ID: 8f7a3b2c"]}"#);
+        assert!(
+            matches!(&r.end, Some(TurnEnd::ConversationLost(reason)) if reason.contains("No conversation found")),
+            "{r:?}"
+        );
+        let notice = b.start_afresh(&mut input).expect("starts afresh");
+        assert!(notice.contains("could not resume") && notice.contains("new conversation"), "{notice}");
+        assert_eq!(input.conversation, None);
+        assert!(!b.spawn_spec(&input).unwrap().args.iter().any(|a| a.starts_with("--resume")));
+        b.begin_turn(&input, true);
+        let r = b.on_line(r#"{"type":"system","subtype":"init","session_id":"new-one"}"#);
+        assert_eq!(r.events, vec![AgentEvent::Conversation(Some("new-one".into()))], "the new conversation is stored");
+        assert!(b.start_afresh(&mut input).is_none(), "a fresh run is never retried");
+
+        // An error after the CLI started (it did resume) is an ordinary failure.
+        let mut input = turn("/tmp");
+        input.conversation = Some("new-one".into());
+        b.begin_turn(&input, true);
+        assert!(b.on_line(r#"{"type":"system","subtype":"init","session_id":"new-one"}"#).events.is_empty());
+        let r = b.on_line(r#"{"type":"result","subtype":"error_during_execution","is_error":true,"errors":["boom"]}"#);
+        assert_eq!(r.end, Some(TurnEnd::Failed("claude: boom".into())));
+    }
+
     #[test]
     fn ask_each_tool_grants_nothing_and_a_denied_plan_changes_no_mode() {
         let plan = can_use("p1", "ExitPlanMode", json!({"plan": "1. do it"}));
@@ -900,17 +965,5 @@ mod tests {
         b.on_line(&plan);
         let r = b.resolve("p1", Resolution::Denied("no".into()));
         assert!(r.replies[0]["response"]["response"].get("updatedPermissions").is_none());
-    }
-
-    #[test]
-    fn a_failed_resume_starts_a_new_conversation_next_time() {
-        let mut b = ClaudeBackend::new("claude".into(), vec![], vec![]);
-        b.begin_turn(&turn("/tmp"), true);
-        b.on_line(r#"{"type":"system","subtype":"init","session_id":"abc"}"#);
-        b.end_turn(true);
-        assert!(b.spawn_spec(&turn("/tmp")).unwrap().args.contains(&"--resume=abc".to_string()));
-        b.begin_turn(&turn("/tmp"), true);
-        b.end_turn(false);
-        assert_eq!(b.cli_session(), None);
     }
 }

@@ -189,6 +189,7 @@ mod tests {
             spec: AgentSpec::demo(),
             prompt: prompt.into(),
             author_name: "Ann".into(),
+            conversation: None,
         });
     }
 

@@ -174,6 +174,8 @@ pub struct TurnInput {
     pub spec: AgentSpec,
     pub prompt: String,
     pub author_name: String,
+    /// The conversation to continue, as the engine stored it (`None`: a new one).
+    pub conversation: Option<String>,
 }
 
 /// How a backend says a turn ended.
@@ -181,6 +183,9 @@ pub struct TurnInput {
 pub enum TurnEnd {
     Done,
     Failed(String),
+    /// The agent could not continue the stored conversation (the reason): the worker asks
+    /// [`Backend::start_afresh`] and runs the turn again in a new one, or fails it with the reason.
+    ConversationLost(String),
 }
 
 /// A backend's answer to one line or command.
@@ -231,6 +236,14 @@ pub trait Backend: Send {
     fn waiting_on_host(&self) -> bool;
     /// The turn is over (any way); `ok` when it ended with `Done`.
     fn end_turn(&mut self, ok: bool);
+    /// The process ended while `turn` was running, before the turn ended. When the cause is that
+    /// the stored conversation could not be continued, returns what to tell the room and changes
+    /// `turn` so that starting it again begins a new conversation; the worker then runs the turn
+    /// once more (the prompt is not lost). `None`: the turn fails as usual.
+    fn start_afresh(&mut self, turn: &mut TurnInput) -> Option<String> {
+        let _ = turn;
+        None
+    }
 }
 
 fn make_backend(kind: &str, session: &SessionId, config: &ExternalConfig) -> Option<Box<dyn Backend>> {
@@ -259,6 +272,8 @@ struct Turn {
     phase: Phase,
     last_output: Instant,
     saw_output: bool,
+    /// What started it (run again when the backend starts afresh, see [`Backend::start_afresh`]).
+    input: TurnInput,
 }
 
 struct Running {
@@ -378,8 +393,8 @@ impl SessionWorker {
 
     fn on_command(&mut self, cmd: AgentCommand) {
         match cmd {
-            AgentCommand::StartTurn { session, turn_id, workspace_dir, spec, prompt, author_name } => {
-                let input = TurnInput { session, turn_id, workspace_dir, spec, prompt, author_name };
+            AgentCommand::StartTurn { session, turn_id, workspace_dir, spec, prompt, author_name, conversation } => {
+                let input = TurnInput { session, turn_id, workspace_dir, spec, prompt, author_name, conversation };
                 match &self.turn {
                     None => self.start_turn(input),
                     Some(Turn { phase: Phase::Cancelling { .. }, .. })
@@ -492,7 +507,8 @@ impl SessionWorker {
             running.greeted = true;
         }
         let lines = backend.begin_turn(&input, fresh);
-        self.turn = Some(Turn { id: turn_id, phase: Phase::Running, last_output: Instant::now(), saw_output: false });
+        self.turn =
+            Some(Turn { id: turn_id, phase: Phase::Running, last_output: Instant::now(), saw_output: false, input });
         for line in &lines {
             self.write(line);
         }
@@ -520,6 +536,12 @@ impl SessionWorker {
             }
         }
         if let Some(end) = reaction.end {
+            if let (TurnEnd::ConversationLost(reason), false) = (&end, cancelling) {
+                if !self.start_afresh(reason) {
+                    self.finish(TurnEnd::Failed(reason.clone()));
+                }
+                return;
+            }
             if cancelling {
                 // The agent acknowledged the cancel; the engine already ended the turn.
                 self.turn = None;
@@ -543,7 +565,7 @@ impl SessionWorker {
             turn.id,
             match end {
                 TurnEnd::Done => AgentEvent::Done,
-                TurnEnd::Failed(reason) => AgentEvent::Failed(reason),
+                TurnEnd::Failed(reason) | TurnEnd::ConversationLost(reason) => AgentEvent::Failed(reason),
             },
         );
         self.after_turn();
@@ -612,10 +634,30 @@ impl SessionWorker {
                 if self.turn.is_none() {
                     tracing::info!(session = %self.session, %reason, "agent process ended between turns");
                 }
+                if self.start_afresh(&reason) {
+                    return;
+                }
                 self.fail_or_drop(reason);
                 self.schedule_restart(running.spec);
             }
         }
+    }
+
+    /// The process of a running turn ended because its conversation could not be continued:
+    /// tell the room, forget the conversation, and run the same turn again in a new one.
+    fn start_afresh(&mut self, reason: &str) -> bool {
+        let Some(Turn { phase: Phase::Running, input, .. }) = &self.turn else { return false };
+        let mut input = input.clone();
+        let Some((_, backend)) = self.backend.as_mut() else { return false };
+        let Some(notice) = backend.start_afresh(&mut input) else { return false };
+        tracing::warn!(session = %self.session, %reason, "the agent could not continue its conversation; starting a new one");
+        let turn_id = input.turn_id;
+        self.emit(turn_id, AgentEvent::Delta(format!("{notice}\n\n")));
+        self.emit(turn_id, AgentEvent::Conversation(None));
+        self.turn = None;
+        self.end_backend_turn(false);
+        self.start_turn(input);
+        true
     }
 
     /// Fails a running turn with `reason`; a cancelled turn just ends silently.

@@ -34,7 +34,8 @@ host console — type a line to send it to the current session as the host, or a
   /switch ID                 make session ID current
   /new TITLE                 open a session in the current session's workspace and switch to it
   /rename TITLE              rename the current session
-  /clear                     delete the current session's messages (everyone reloads)
+  /clear                     clear the current session: its messages (everyone reloads) and the
+                             agent's memory (its next turn starts a new conversation)
   /fork [TITLE]              copy the current session into a new one and switch to it
   /who                       who is in the current session: ids, presence, muted
   /lobby                     who waits in the lobby for /admit or /refuse
@@ -508,7 +509,7 @@ impl Console {
             Command::Clear => {
                 let session = self.need_current()?;
                 self.client.request(Method::ClearSession(SessionRef { session_id: session.clone() })).await?;
-                Ok(format!("* cleared the messages of {session}\n"))
+                Ok(format!("* cleared {session}: its messages, and the agent starts a new conversation\n"))
             }
             Command::Fork(title) => {
                 let session = self.need_current()?;

@@ -66,7 +66,14 @@ commands:
   /leave            leave the current session
   /quit             leave and exit
   /help             this help
-  //TEXT            send a message starting with /";
+  //TEXT            send a message starting with / — how to reach an agent's own command,
+                    e.g. //compact (only the host clears a session: room and agent memory)";
+
+/// What `/clear` says in `join`: clearing is one thing (the room's history and the agent's
+/// memory together), and only the host does it; an agent's own `/clear` is reached on purpose.
+pub const CLEAR_IS_THE_HOSTS: &str =
+    "! only the host can clear a session: that empties its history for everyone and starts \
+the agent on a new conversation. To send /clear to the agent itself (it forgets, the room does not), type //clear";
 
 /// A prompt with quoted room chat lines ahead of it, each naming its author.
 pub fn quote_into(quoted: &[(String, String)], prompt: &str) -> String {
@@ -660,6 +667,7 @@ impl Joiner {
                 self.vote_plan(client, false, reason).await;
             }
             Some("answer") => self.answer(client, rest).await,
+            Some("clear") => self.out.note(CLEAR_IS_THE_HOSTS),
             Some("cancel") => {
                 if let Some(session) = self.current_or_note() {
                     if let Err(e) = self.request(client, Method::CancelTurn(SessionRef { session_id: session })).await {

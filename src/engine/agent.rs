@@ -23,6 +23,11 @@ pub enum AgentCommand {
         spec: AgentSpec,
         prompt: String,
         author_name: String,
+        /// The conversation to continue (the session's stored [`crate::persist::AgentMemory`]);
+        /// `None`: start a new one. The engine's copy is the truth: a backend's own memory of an
+        /// earlier conversation does not outlive a clear or a restart.
+        #[serde(default)]
+        conversation: Option<String>,
     },
     /// Answer one of the agent's requests (plan approval, question, tool permission).
     Resolve { session: SessionId, turn_id: u64, request_id: String, resolution: Resolution },
@@ -62,6 +67,9 @@ pub enum AgentEvent {
     /// The agent no longer needs an answer to one of its requests (e.g. Claude withdrew a
     /// permission prompt): its open vote closes, denied "withdrawn by the agent".
     Withdrawn { request_id: String },
+    /// The conversation the agent is in now (`None`: it could not continue the stored one and
+    /// started afresh). Stored with the session and sent with its next turn.
+    Conversation(Option<String>),
     /// The turn finished normally.
     Done,
     /// The turn failed (crash, timeout, error result).

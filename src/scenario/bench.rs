@@ -235,6 +235,7 @@ pub fn build_sessions_db(
         created_at: 0,
         streamed: String::new(),
         allowed_tools: Vec::new(),
+        agent_memory: Default::default(),
     };
     let mut setup = vec![StoreOp::PutWorkspace(WorkspaceRow {
         id: ws.clone(),

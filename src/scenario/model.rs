@@ -1206,7 +1206,7 @@ impl Tick<'_> {
         }
         let request = |kind: Kind, id: &str| (session.clone(), turn_id, id.to_string(), kind);
         match event {
-            AgentEvent::Delta(_) => {}
+            AgentEvent::Delta(_) | AgentEvent::Conversation(_) => {}
             AgentEvent::Plan { request_id, .. } => self.vote_requests.push(request(Kind::Plan, request_id)),
             AgentEvent::Question { request_id, questions } => self.vote_requests.push(request(
                 Kind::Question(questions.len().min(crate::engine::systems::agent_io::MAX_QUESTIONS)),

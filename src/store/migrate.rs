@@ -19,6 +19,7 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0007_room_chat", include_str!("../../migrations/0007_room_chat.sql")),
     ("0008_read_markers", include_str!("../../migrations/0008_read_markers.sql")),
     ("0009_host_settings", include_str!("../../migrations/0009_host_settings.sql")),
+    ("0010_agent_memory", include_str!("../../migrations/0010_agent_memory.sql")),
 ];
 
 /// The schema version this binary writes.

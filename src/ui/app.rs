@@ -714,7 +714,11 @@ impl RoundtableApp {
                     self.renaming = Some((session_id.clone(), title.to_string()));
                     self.rename_focus = true;
                 }
-                if ui.small_button("Clear").on_hover_text("delete every message, for everyone").clicked() {
+                if ui
+                    .small_button("Clear")
+                    .on_hover_text("delete every message, for everyone, and start the agent on a new conversation")
+                    .clicked()
+                {
                     self.confirm_clear = Some(session_id.clone());
                 }
                 if ui.small_button("Fork").on_hover_text("copy the messages into a new session").clicked() {
@@ -725,7 +729,7 @@ impl RoundtableApp {
         if self.confirm_clear.as_ref() == Some(session_id) {
             ui.horizontal(|ui| {
                 ui.label(
-                    RichText::new(format!("Delete every message of \"{title}\" for everyone? This cannot be undone."))
+                    RichText::new(format!("Delete every message of \"{title}\" for everyone, and start the agent on a new conversation? This cannot be undone."))
                         .color(ui.visuals().error_fg_color),
                 );
                 if ui.button("Yes, clear").clicked() {

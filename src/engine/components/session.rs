@@ -17,6 +17,8 @@ pub struct Session {
     pub created_at: u64,
     /// Tools the host allowed "always": their requests are approved without asking.
     pub allowed_tools: std::collections::BTreeSet<String>,
+    /// What the agent keeps between turns (its conversation); sent with every turn.
+    pub agent_memory: crate::persist::AgentMemory,
 }
 
 /// The turn lock. `holder` is `Some` exactly while a turn runs.
@@ -121,6 +123,7 @@ impl Session {
             // the row: rewriting it on every save made a long reply cost quadratic time.
             streamed: String::new(),
             allowed_tools: self.allowed_tools.iter().cloned().collect(),
+            agent_memory: self.agent_memory.clone(),
         }
     }
 }

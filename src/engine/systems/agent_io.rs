@@ -129,6 +129,12 @@ pub fn apply_agent_output(
             AgentEvent::Withdrawn { request_id } => {
                 requests.withdrawn.write(VoteWithdrawn { session: out.session, turn_id: out.turn_id, request_id });
             }
+            AgentEvent::Conversation(conversation) => {
+                if session.agent_memory.conversation != conversation {
+                    session.agent_memory.conversation = conversation;
+                    turns.fx.persist(crate::persist::StoreOp::PutSession(session.row(&lock, &log)));
+                }
+            }
             AgentEvent::Done => {
                 turns.end_turn(&mut session, &mut lock, &mut log, &mut history, TurnEndReason::Completed, None);
             }

@@ -83,6 +83,7 @@ pub fn restore_world(world: &mut World, r: Restored) {
             vote_deadline_ms: s.vote_deadline_ms,
             created_at: s.created_at,
             allowed_tools: s.allowed_tools.into_iter().collect(),
+            agent_memory: s.agent_memory,
         };
         index.sessions.insert(s.id, world.spawn((session, lock, log, history)).id());
     }

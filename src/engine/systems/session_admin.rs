@@ -105,7 +105,7 @@ pub fn session_admin(
                 reply_ok(&mut staged, req.conn, &req.id, Ack { ok: true });
             }
             Method::ClearSession(p) => {
-                let Some((s, lock, mut log, mut history)) =
+                let Some((mut s, lock, mut log, mut history)) =
                     index.sessions.get(&p.session_id).and_then(|&e| sessions.get_mut(e).ok())
                 else {
                     reply_err(
@@ -119,6 +119,9 @@ pub fn session_admin(
                 };
                 history.clear();
                 log.tail.clear();
+                // One meaning of "clear": the room's history and the agent's memory go together;
+                // the next turn starts the agent on a new conversation.
+                s.agent_memory = Default::default();
                 batch.push(StoreOp::ClearSession(p.session_id.clone()));
                 emit(
                     &mut log,
@@ -161,6 +164,7 @@ fn new_session(
         vote_deadline_ms,
         created_at: now,
         allowed_tools: Default::default(),
+        agent_memory: Default::default(),
     };
     (session, TurnLock::default(), EventLog { next_seq: 1, tail: Default::default() })
 }

@@ -181,6 +181,7 @@ pub fn send_message(
             spec: session.agent.clone(),
             prompt: p.text.clone(),
             author_name: me.display_name.clone(),
+            conversation: session.agent_memory.conversation.clone(),
         });
         fx.reply_ok(req.conn, &req.id, SendMessageResult { message_id: mid, seq, duplicate: false });
     }
