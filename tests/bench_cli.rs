@@ -139,7 +139,15 @@ fn bench_soak_with_storage_faults_acknowledges_and_shows_only_what_was_stored() 
     assert!(acked > 0, "{report}");
     assert_eq!(report["stored"].as_u64().unwrap(), acked, "{report}");
     assert_eq!(report["delivered"].as_u64().unwrap(), acked * 3, "{report}");
-    for zero in ["lost", "duplicated", "undelivered", "delivered_twice", "seq_gaps", "delivered_unstored"] {
+    for zero in [
+        "lost",
+        "duplicated",
+        "undelivered",
+        "delivered_twice",
+        "seq_gaps",
+        "delivered_unstored",
+        "retyped_stored_twice",
+    ] {
         assert_eq!(report[zero], 0, "{zero}: {report}");
     }
 }

@@ -1200,10 +1200,12 @@ fn a_failed_commit_acknowledges_nothing_and_everything_lands_once_the_store_work
     h.take(bob);
 
     failing.store(true, Ordering::SeqCst);
-    let err = h.call(ann, "send_message", json!({"session_id": s, "text": "kept or not?", "client_msg_id": "k1"}));
-    let err = err.unwrap_err();
-    assert_eq!(err["code"], "storage_unavailable", "{err}");
-    assert_eq!(err["retry_after_ms"], 1000);
+    // The request of the tick whose commit fails is not refused (its write is kept and will be
+    // stored): it is not answered until it is stored (issue 21: it used to be refused as "nothing
+    // of this request was kept" and then stored anyway, so a person who retyped it got it twice).
+    let k1 = h.send(ann, "send_message", json!({"session_id": s, "text": "kept or not?", "client_msg_id": "k1"}));
+    h.tick();
+    assert_eq!(h.response(ann, k1), None, "neither acknowledged nor refused while it is not stored");
     let storage = h.events_named(bob, "storage");
     assert_eq!(storage.last().unwrap()["payload"]["available"], false, "everyone is told");
     h.run(300);
@@ -1212,7 +1214,10 @@ fn a_failed_commit_acknowledges_nothing_and_everything_lands_once_the_store_work
     assert_eq!(stored("kept or not?"), 0);
     // While it fails: changes and reads of unstored state are refused, harmless reads work.
     let refused = h.call(bob, "send_message", json!({"session_id": s, "text": "me too", "client_msg_id": "b1"}));
-    assert_eq!(code(refused), "storage_unavailable");
+    let refused = refused.unwrap_err();
+    assert_eq!(refused["code"], "storage_unavailable", "{refused}");
+    assert_eq!(refused["retry_after_ms"], 1000);
+    assert!(refused["message"].as_str().unwrap().contains("nothing of this request was kept"), "{refused}");
     assert_eq!(code(h.call(bob, "join_session", json!({"session_id": s, "since_seq": 0}))), "storage_unavailable");
     h.call(bob, "list_sessions", json!({})).unwrap();
 
@@ -1220,6 +1225,9 @@ fn a_failed_commit_acknowledges_nothing_and_everything_lands_once_the_store_work
     h.run(1_500);
     assert_eq!(h.events_named(bob, "storage").last().unwrap()["payload"]["available"], true);
     assert_eq!(stored("kept or not?"), 1, "stored once the store works");
+    let acked = h.response(ann, k1).expect("acknowledged once stored").expect("a success");
+    assert_eq!(acked["duplicate"], false, "{acked}");
+    assert_eq!(stored("me too"), 0, "what was refused as not kept was indeed never kept");
     let released: Vec<Value> = h.events_named(bob, "message");
     assert!(released.iter().any(|m| m["payload"]["text"] == "kept or not?"), "released after the commit");
     // The retry learns the outcome: the same message, not a second one.

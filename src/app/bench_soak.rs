@@ -86,6 +86,12 @@ pub struct SoakReport {
     /// Messages a client received that are not in the database (must be 0: nothing unstored
     /// is ever shown).
     pub delivered_unstored: usize,
+    /// Messages retyped (with a new `client_msg_id`, as a person would) after the host said
+    /// `storage_unavailable` — "nothing of this request was kept" — and stored more than once
+    /// (must be 0: a refused request is never stored later).
+    pub retyped_stored_twice: usize,
+    /// How often a client retyped a refused message.
+    pub retyped: usize,
 }
 
 impl SoakReport {
@@ -97,6 +103,7 @@ impl SoakReport {
             && self.delivered_twice == 0
             && self.seq_gaps == 0
             && self.delivered_unstored == 0
+            && self.retyped_stored_twice == 0
     }
 }
 
@@ -114,6 +121,7 @@ struct Seen {
     acked: Vec<(String, String, String)>,
     turn_locked: usize,
     refused_by_storage: usize,
+    retyped: usize,
 }
 
 /// A small tmpfs the host's data dir lives on, unmounted when dropped; `fill` makes it full.
@@ -284,8 +292,14 @@ async fn client(
     let session = SessionId::from("s1");
     let name = format!("soak{index}");
     let mut resume: Option<String> = None;
-    let mut pending: Option<String> = None;
+    // (client_msg_id, text) of the message being sent. The text names the message; the id is
+    // new when it is retyped.
+    let mut pending: Option<(String, String)> = None;
     let mut sent = 0u64;
+    let mut retypes = 0u64;
+    // Every other client behaves like a person with `join`: told "nothing of this request was
+    // kept", it types the message again (a new client_msg_id); the others retry the same id.
+    let retyper = index % 2 == 1;
     'connection: while !done.load(Ordering::SeqCst) {
         // Every step has a deadline: a request lost in a cut or a kill must not stall the run.
         let Ok(Ok((c, mut events))) = tokio::time::timeout(STEP, Client::connect(&link)).await else {
@@ -373,15 +387,12 @@ async fn client(
                 let _ = tokio::time::timeout(Duration::from_millis(50), alive.changed()).await;
                 continue;
             }
-            let cmid = pending.get_or_insert_with(|| {
+            let (cmid, text) = pending.get_or_insert_with(|| {
                 sent += 1;
-                format!("{name}-{sent}")
+                (format!("{name}-{sent}"), format!("soak {name}-{sent}"))
             });
-            let params = SendMessageParams {
-                session_id: session.clone(),
-                text: format!("soak {cmid}"),
-                client_msg_id: cmid.clone(),
-            };
+            let params =
+                SendMessageParams { session_id: session.clone(), text: text.clone(), client_msg_id: cmid.clone() };
             match tokio::time::timeout(STEP, c.call::<SendMessageResult>(Method::SendMessage(params))).await {
                 Ok(Ok(r)) => {
                     let acked = (pid.clone(), cmid.clone(), r.message_id.to_string());
@@ -391,8 +402,19 @@ async fn client(
                     let _ = tokio::time::timeout(STEP, cancel).await;
                 }
                 Ok(Err(ClientError::Protocol(e))) if e.code == ErrorCode::StorageUnavailable => {
-                    // Nothing was kept: the same client_msg_id again, a moment later.
-                    seen.lock().unwrap_or_else(|e| e.into_inner()).refused_by_storage += 1;
+                    // Nothing was kept: the same client_msg_id again, a moment later — or, as a
+                    // person would, the same text typed again as a new message.
+                    {
+                        let mut s = seen.lock().unwrap_or_else(|e| e.into_inner());
+                        s.refused_by_storage += 1;
+                        s.retyped += usize::from(retyper);
+                    }
+                    if retyper {
+                        retypes += 1;
+                        if let Some((cmid, _)) = pending.as_mut() {
+                            *cmid = format!("{name}-{sent}-retyped-{retypes}");
+                        }
+                    }
                     tokio::time::sleep(Duration::from_millis(rng.random_range(50..150))).await;
                 }
                 Ok(Err(ClientError::Protocol(e))) if e.code == ErrorCode::TurnLocked => {
@@ -587,7 +609,14 @@ pub fn run(options: &SoakOptions, json: bool, out: &mut dyn Write) -> anyhow::Re
     for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))? {
         *stored_count.entry(row?).or_default() += 1;
     }
+    // A message retyped after a refusal must be stored once: its text names it.
+    let retyped_stored_twice: i64 = db.query_row(
+        "SELECT count(*) FROM (SELECT text FROM messages WHERE text LIKE 'soak %' GROUP BY text HAVING count(*) > 1)",
+        [],
+        |r| r.get(0),
+    )?;
     let mut report = SoakReport {
+        retyped_stored_twice: retyped_stored_twice as usize,
         clients: seen.len(),
         seconds: options.seconds,
         kills,
@@ -601,6 +630,7 @@ pub fn run(options: &SoakOptions, json: bool, out: &mut dyn Write) -> anyhow::Re
         let s = s.lock().unwrap_or_else(|e| e.into_inner());
         report.turn_locked += s.turn_locked;
         report.refused_by_storage += s.refused_by_storage;
+        report.retyped += s.retyped;
         report.delivered_unstored += s.messages.values().filter(|id| !stored_ids.contains(*id)).count();
         report.seq_gaps += s.gaps;
         for (pid, cmid, id) in &s.acked {
@@ -636,7 +666,8 @@ pub fn run(options: &SoakOptions, json: bool, out: &mut dyn Write) -> anyhow::Re
             out,
             "soak: {} clients, {} s, {} kills, {} network cuts, {} storage faults: {} acknowledged, {} stored once, {} lost, {} duplicated; delivered {} \
              (acknowledged × clients), {} undelivered, {} delivered twice, {} seq gaps ({} sends refused by the turn lock \
-             and {} by the storage, retried; {} received but not stored) — {}",
+             and {} by the storage, retried — {} of them retyped as new messages, {} stored twice; {} received but not \
+             stored) — {}",
             report.clients,
             report.seconds,
             report.kills,
@@ -652,6 +683,8 @@ pub fn run(options: &SoakOptions, json: bool, out: &mut dyn Write) -> anyhow::Re
             report.seq_gaps,
             report.turn_locked,
             report.refused_by_storage,
+            report.retyped,
+            report.retyped_stored_twice,
             report.delivered_unstored,
             if report.passed() { "PASS" } else { "FAIL" }
         )?;

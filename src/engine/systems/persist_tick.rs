@@ -4,8 +4,9 @@
 //! Rule: **nothing acknowledged that is not stored.** When a tick's commit fails (disk full, the
 //! database gone read-only, a corrupt page), nothing of that tick becomes visible:
 //!
-//! - its replies turn into `storage_unavailable` errors (with `retry_after_ms`); its session
-//!   events, replays, snapshots and deltas are withheld;
+//! - its successful replies are withheld with its session events: the requests are not refused
+//!   (their writes are kept and will be stored), only their acknowledgement waits until they are
+//!   stored; its replays, snapshots and deltas are dropped;
 //! - its writes are kept, with the world that made them, and retried (at most once a second) until
 //!   the store takes them; only then are the withheld session events released, in order. The
 //!   world is never rolled back, so seqs and message ids are never issued twice;
@@ -16,8 +17,10 @@
 //!   gate ([`storage_gate`]); agent output and presence changes still happen and wait with the
 //!   rest.
 //!
-//! A retried `send_message` with the same `client_msg_id` is idempotent, so a client learns the
-//! outcome by retrying once the host can store again.
+//! So `storage_unavailable` ("nothing of this request was kept") is only ever said of a request
+//! that was in fact dropped: one the gate refused. A request of the failed tick is either
+//! acknowledged once stored, or — when the host dies before that — never answered, and a client
+//! that retries it (a `send_message` with the same `client_msg_id` is idempotent) stores it once.
 
 use super::resources::{Clock, Index, Outgoing, Staged, StoreRes};
 use crate::engine::io::{Frame, Framed};
@@ -98,26 +101,24 @@ fn tell_everyone(staged: &mut Staged, index: &Index, status: StorageStatus) {
 }
 
 /// The frames of a tick whose writes are not stored: session and participant frames are kept
-/// for later; previews, replays and snapshots dropped; with `refuse_replies` (the tick whose
-/// commit failed) successful replies become `storage_unavailable`. Later ticks only answer what
-/// the gate let through: reads that reveal nothing unstored.
-fn withhold(staged: Vec<Outgoing>, detail: &str, refuse_replies: bool, withheld: &mut Vec<Outgoing>) -> Vec<Outgoing> {
+/// for later; previews, replays and snapshots dropped; with `failed_tick` (the tick whose commit
+/// failed) successful replies are kept for later too, in order with the events: what they
+/// acknowledge is stored with the retry, so they are sent then — never refused. Later ticks only
+/// answer what the gate let through: reads that reveal nothing unstored.
+fn withhold(staged: Vec<Outgoing>, failed_tick: bool, withheld: &mut Vec<Outgoing>) -> Vec<Outgoing> {
     let mut now = Vec::new();
     for out in staged {
         match out {
             Outgoing::Direct { conn, frame, session: None, seq: None } => {
                 // Only the failed tick's replies are looked into (parsed); later ticks pass theirs.
-                let reply: Option<serde_json::Value> =
-                    if refuse_replies { serde_json::from_str(&frame.host).ok() } else { None };
-                match reply.filter(|v| v.get("result").is_some()) {
-                    Some(v) => now.push(Outgoing::Direct {
-                        conn,
-                        frame: Framed::same(storage_error(&v["id"], detail)),
-                        session: None,
-                        seq: None,
-                    }),
+                let success = failed_tick
+                    && serde_json::from_str::<serde_json::Value>(&frame.host).is_ok_and(|v| v.get("result").is_some());
+                let out = Outgoing::Direct { conn, frame, session: None, seq: None };
+                if success {
+                    withheld.push(out);
+                } else {
                     // Errors (nothing happened) and connection events go out as they are.
-                    None => now.push(Outgoing::Direct { conn, frame, session: None, seq: None }),
+                    now.push(out);
                 }
             }
             // A replay or a snapshot would show unstored events; the join was refused.
@@ -174,7 +175,7 @@ pub fn persist(
         }
         let failing = health.failing.as_mut().expect("still failing");
         let this_tick = std::mem::take(&mut staged.0);
-        staged.0 = withhold(this_tick, &failing.error, false, &mut failing.withheld);
+        staged.0 = withhold(this_tick, false, &mut failing.withheld);
         return;
     }
     let outcome = if ops.is_empty() { store.get().check_health() } else { store.get().commit(&ops) };
@@ -187,7 +188,7 @@ pub fn persist(
         }
         let mut withheld = Vec::new();
         let this_tick = std::mem::take(&mut staged.0);
-        staged.0 = withhold(this_tick, &error, true, &mut withheld);
+        staged.0 = withhold(this_tick, true, &mut withheld);
         tell_everyone(
             &mut staged,
             &index,
