@@ -116,6 +116,42 @@ mod tests {
         }
 
         #[test]
+        fn pieces_of_any_multibyte_text_fit_when_escaped(
+            chars in prop::collection::vec(prop_oneof![
+                any::<char>(),
+                prop::char::range('\u{80}', '\u{7ff}'),
+                prop::char::range('\u{800}', '\u{ffff}'),
+                prop::char::range('\u{10000}', '\u{10ffff}'),
+                prop::char::range('\0', '\u{7f}'),
+            ], 0..600),
+            max in 6usize..300,
+        ) {
+            let s: String = chars.into_iter().collect();
+            let pieces = split_json(&s, max);
+            prop_assert_eq!(pieces.concat(), s.clone());
+            for p in &pieces {
+                prop_assert!(!p.is_empty());
+                let escaped = serde_json::to_string(p).unwrap().len() - 2;
+                prop_assert_eq!(json_len(p), escaped);
+                prop_assert!(escaped <= max, "{:?} is {} > {}", p, escaped, max);
+            }
+        }
+
+        #[test]
+        fn pieces_of_a_long_multibyte_text_fit_the_delta_bound(
+            units in prop::collection::vec("[é日🎉\"\\\n\u{1}a]{1,8}", 1..6),
+            reps in 9_000usize..20_000,
+        ) {
+            let s: String = units.iter().cycle().take(reps).map(String::as_str).collect();
+            let pieces = split_json(&s, MAX_DELTA_JSON_BYTES);
+            prop_assert_eq!(pieces.concat(), s.clone());
+            for p in &pieces {
+                let escaped = serde_json::to_string(p).unwrap().len() - 2;
+                prop_assert!(escaped <= MAX_DELTA_JSON_BYTES, "{} > {}", escaped, MAX_DELTA_JSON_BYTES);
+            }
+        }
+
+        #[test]
         fn a_clipped_text_fits(s in "(?s)[a-z\"\n\u{1}é]{0,2000}", max in 200usize..600) {
             let clipped = clip_json(&s, max);
             prop_assert!(json_len(&clipped) <= max, "{} > {}", json_len(&clipped), max);

@@ -826,22 +826,25 @@ impl Tick<'_> {
                 self.reply(r, "share_in_use");
                 continue;
             }
-            // A second "Ann" becomes "Ann (2)" (case-insensitively, among everyone present).
+            // A second "Ann" becomes "Ann (2)" (compared as names read: case and look-alike
+            // letters aside, among everyone present).
+            use crate::engine::systems::util::name_forms;
             let taken: BTreeSet<String> = self
                 .s
                 .participants
                 .values()
                 .filter(|p| !matches!(p.presence, Presence::Gone))
-                .map(|p| p.display_name.to_lowercase())
-                .chain(fresh.iter().map(|(n, _)| n.clone()))
+                .map(|p| p.display_name.as_str())
+                .chain(fresh.iter().map(|(n, _)| n.as_str()))
+                .flat_map(name_forms)
                 .collect();
             let mut display_name = name.clone();
             let mut n = 2;
-            while taken.contains(&display_name.to_lowercase()) {
+            while name_forms(&display_name).iter().any(|f| taken.contains(f)) {
                 display_name = format!("{name} ({n})");
                 n += 1;
             }
-            fresh.push((display_name.to_lowercase(), share_id.clone()));
+            fresh.push((display_name.clone(), share_id.clone()));
             self.s.next_participant += 1;
             let pid = ParticipantId::nth(self.s.next_participant);
             let admission = if share.admission_required { Admission::Pending } else { Admission::Admitted };

@@ -5,7 +5,7 @@
 
 use super::params::*;
 use super::resources::*;
-use super::util::{addr_key, emit, reply_err, reply_ok, send_direct, valid_display_name};
+use super::util::{addr_key, emit, name_forms, reply_err, reply_ok, send_direct, valid_display_name};
 use crate::engine::components::{AuthState, Connection, EventLog, Participant, Presence};
 use crate::ids::{ConnId, ParticipantId};
 use crate::persist::{AuditRow, StoreOp};
@@ -203,15 +203,17 @@ pub fn authenticate(
             continue;
         }
 
-        // Display names are unique among everyone present: "Ann", "Ann (2)", ...
+        // Display names are unique among everyone present, compared as they read: "Ann",
+        // "Ann (2)", ...; a look-alike "Аnn" (Cyrillic А) or "ANN" gets a counter the same way.
         let taken: BTreeSet<String> = participants
             .iter()
             .filter(|p| !matches!(p.presence, Presence::Gone))
-            .map(|p| p.display_name.to_lowercase())
-            .chain(fresh.iter().map(|(n, _)| n.clone()))
+            .map(|p| p.display_name.as_str())
+            .chain(fresh.iter().map(|(n, _)| n.as_str()))
+            .flat_map(name_forms)
             .collect();
         let display_name = unique_name(&name, &taken);
-        fresh.push((display_name.to_lowercase(), share.id.clone()));
+        fresh.push((display_name.clone(), share.id.clone()));
 
         counters.participant += 1;
         let pid = ParticipantId::nth(counters.participant);
@@ -275,12 +277,15 @@ fn admission_str(a: Admission) -> &'static str {
     }
 }
 
-/// `name`, or `name (2)`, `name (3)`, ... — the first not in `taken` (compared case-insensitively).
+/// `name`, or `name (2)`, `name (3)`, ... — the first that shares no form ([`name_forms`]: case,
+/// compatibility forms and look-alike letters aside) with a name present; `taken` holds the
+/// forms of the names present.
 pub fn unique_name(name: &str, taken: &BTreeSet<String>) -> String {
-    if !taken.contains(&name.to_lowercase()) {
+    let free = |candidate: &str| name_forms(candidate).iter().all(|f| !taken.contains(f));
+    if free(name) {
         return name.to_string();
     }
-    (2..).map(|n| format!("{name} ({n})")).find(|c| !taken.contains(&c.to_lowercase())).expect("unbounded")
+    (2..).map(|n| format!("{name} ({n})")).find(|c| free(c)).expect("unbounded")
 }
 
 /// Tells every host connection about a lobby change.
@@ -314,13 +319,28 @@ pub fn notify_host_lobby(
 mod tests {
     use super::*;
 
+    fn present(names: &[&str]) -> BTreeSet<String> {
+        names.iter().copied().flat_map(name_forms).collect()
+    }
+
     #[test]
     fn second_ann_becomes_ann_2() {
-        let mut taken = BTreeSet::new();
-        assert_eq!(unique_name("Ann", &taken), "Ann");
-        taken.insert("ann".to_string());
-        assert_eq!(unique_name("Ann", &taken), "Ann (2)");
-        taken.insert("ann (2)".to_string());
-        assert_eq!(unique_name("ann", &taken), "ann (3)");
+        assert_eq!(unique_name("Ann", &present(&[])), "Ann");
+        assert_eq!(unique_name("Ann", &present(&["Ann"])), "Ann (2)");
+        assert_eq!(unique_name("ann", &present(&["Ann", "Ann (2)"])), "ann (3)");
+    }
+
+    #[test]
+    fn a_look_alike_of_a_present_name_gets_a_counter_too() {
+        // Cyrillic А, fullwidth, math bold, Greek capitals: each reads as a name present.
+        assert_eq!(unique_name("\u{410}nn", &present(&["Ann"])), "\u{410}nn (2)");
+        assert_eq!(unique_name("Ａｎｎ", &present(&["Ann", "Ann (2)"])), "Ａｎｎ (3)");
+        assert_eq!(unique_name("𝐁𝐨𝐛", &present(&["bob"])), "𝐁𝐨𝐛 (2)");
+        assert_eq!(
+            unique_name("\u{39A}\u{391}\u{3A4}\u{395}", &present(&["Kate"])),
+            "\u{39A}\u{391}\u{3A4}\u{395} (2)"
+        );
+        assert_eq!(unique_name("Iris", &present(&["iris"])), "Iris (2)");
+        assert_eq!(unique_name("Zoe", &present(&["Zoë", "Ann"])), "Zoe", "an accent is visible");
     }
 }

@@ -225,13 +225,19 @@ pub fn broadcast(
                 // Held-back text (a possible secret prefix) follows with the next delta, or is
                 // flushed (`FlushStream`) before a vote opens or the turn ends.
                 let remote_text = stream.1.feed(&text);
-                let remote_frame = if remote_text == text {
-                    frame.clone()
+                // `text` was cut to the delta bound, but masking can lengthen it: a held-back tail
+                // goes out in front of it, a short secret becomes the longer `[masked]`. What
+                // remotes get is cut again (PROTOCOL §1.3); nothing when all of it is held back.
+                let remote: Vec<(&str, Frame)> = if remote_text == text {
+                    vec![(text.as_str(), frame.clone())]
                 } else {
-                    event_frame(
-                        Some(session.clone()),
-                        Event::AgentDelta(crate::protocol::AgentDelta { turn_id, text: remote_text.clone() }),
-                    )
+                    crate::protocol::split_json(&remote_text, crate::protocol::MAX_DELTA_JSON_BYTES)
+                        .into_iter()
+                        .map(|piece| {
+                            let body = Event::AgentDelta(crate::protocol::AgentDelta { turn_id, text: piece.into() });
+                            (piece, event_frame(Some(session.clone()), body))
+                        })
+                        .collect()
                 };
                 for &ce in members.get(&session).map(Vec::as_slice).unwrap_or(&[]) {
                     if let Ok(mut c) = conns.get_mut(ce) {
@@ -239,8 +245,10 @@ pub fn broadcast(
                         touched.insert(c.id);
                         if c.is_host {
                             enqueue_delta(&mut c.outbox, max_bytes, &session, turn_id, &text, &frame);
-                        } else if !remote_text.is_empty() {
-                            enqueue_delta(&mut c.outbox, max_bytes, &session, turn_id, &remote_text, &remote_frame);
+                            continue;
+                        }
+                        for (piece, piece_frame) in &remote {
+                            enqueue_delta(&mut c.outbox, max_bytes, &session, turn_id, piece, piece_frame);
                         }
                     }
                 }

@@ -121,11 +121,75 @@ pub fn is_invisible_format(c: char) -> bool {
         | 0x1D173..=0x1D17A | 0xE0001 | 0xE0020..=0xE007F)
 }
 
-/// Names only the host and the agent may carry (compared case-insensitively, after trimming).
-pub const RESERVED_NAMES: [&str; 2] = ["host", "agent"];
+/// Whether `c` is an invisible filler: a default-ignorable code point (Unicode's
+/// Default_Ignorable_Code_Point: the Hangul fillers U+115F, U+1160, U+3164 and U+FFA0, the
+/// combining grapheme joiner, variation selectors, Khmer inherent vowels, Mongolian free
+/// variation selectors, tag characters, and the code points kept unassigned for more) or the
+/// braille blank U+2800. They show as nothing or as blank space, so "Host\u{3164}" reads as
+/// "Host". (The default-ignorable ones in category Cf are [`is_invisible_format`] too.)
+pub fn is_invisible_filler(c: char) -> bool {
+    matches!(c as u32,
+        0x00AD | 0x034F | 0x061C | 0x115F..=0x1160 | 0x17B4..=0x17B5 | 0x180B..=0x180F
+        | 0x200B..=0x200F | 0x202A..=0x202E | 0x2060..=0x206F | 0x2800 | 0x3164 | 0xFE00..=0xFE0F
+        | 0xFEFF | 0xFFA0 | 0xFFF0..=0xFFF8 | 0x1BCA0..=0x1BCA3 | 0x1D173..=0x1D17A | 0xE0000..=0xE0FFF)
+}
 
-/// Display names of remotes: trimmed, 1–64 characters, no control or invisible formatting
-/// characters, and not a name reserved for the host or the agent.
+/// Names only the host, the agent and the host's own notices ("system") may carry, in any form
+/// that reads the same (see [`name_forms`]) and with a counter: "Host (2)" is reserved too.
+pub const RESERVED_NAMES: [&str; 3] = ["host", "agent", "system"];
+
+/// The forms in which display names are compared; two names that share a form read the same.
+///
+/// Every form starts from the name in NFKC (fullwidth `Ｈｏｓｔ` and math bold `𝐇𝐨𝐬𝐭` become
+/// `Host`) with runs of white space made one space, and ends in the confusable skeleton of
+/// Unicode TS #39 (Cyrillic `о` and Greek `Η` become `o` and `H`; `rn` and `m` meet) of lower
+/// case. The skeleton is not blind to case and no one order of case folding and skeleton is
+/// enough, so there are three: lower case first (so `Iris` and `iris` meet, although the
+/// skeleton makes `I` an `l`, and Greek `ν` meets `v`); the skeleton first (so Greek `Ηost`
+/// meets `host`, although lower case makes `Η` an `η`, whose skeleton is `n`); and upper case
+/// first (so a name that mixes both, `AaIaН` with a Cyrillic `Н`, meets `aaiah`).
+pub fn name_forms(name: &str) -> [String; 3] {
+    use unicode_normalization::UnicodeNormalization;
+    let skeleton = |s: &str| -> String { unicode_security::skeleton(s).collect() };
+    let spaced = |s: String| s.split_whitespace().collect::<Vec<_>>().join(" ");
+    let nfkc = spaced(name.nfkc().collect());
+    let read = |s: &str| spaced(skeleton(&s.to_lowercase()));
+    [read(&nfkc), read(&skeleton(&nfkc)), read(&skeleton(&nfkc.to_uppercase()))]
+}
+
+/// `form` without trailing counters `(2)`, `(13)`… as [`name_forms`] writes them (where `1`
+/// may have become `l` and `0` an `O` or `o`).
+fn without_counters(form: &str) -> &str {
+    static PARTS: std::sync::LazyLock<(Vec<char>, Vec<char>, Vec<char>)> = std::sync::LazyLock::new(|| {
+        let chars = |s: &str| -> Vec<char> { name_forms(s).iter().flat_map(|f| f.chars()).collect() };
+        (chars("("), chars(")"), ('0'..='9').flat_map(|d| chars(&d.to_string())).collect())
+    });
+    let (open, close, digits) = &*PARTS;
+    let mut rest = form.trim_end();
+    while let Some(inner) = rest.strip_suffix(|c| close.contains(&c)).map(str::trim_end) {
+        let before_count = inner.trim_end_matches(|c| digits.contains(&c));
+        if before_count.len() == inner.len() {
+            break;
+        }
+        let Some(before) = before_count.trim_end().strip_suffix(|c| open.contains(&c)) else { break };
+        rest = before.trim_end();
+    }
+    rest
+}
+
+/// The reserved name `name` reads as, if any (any case, look-alike letters, invisible
+/// characters left out, a counter `(n)` after it).
+pub fn reads_as_reserved(name: &str) -> Option<&'static str> {
+    let forms = name_forms(name);
+    RESERVED_NAMES.into_iter().find(|word| {
+        let reserved = name_forms(word);
+        forms.iter().any(|f| reserved.iter().any(|r| r == without_counters(f)))
+    })
+}
+
+/// Display names of remotes: trimmed, 1–64 characters, no control characters, invisible
+/// formatting characters or invisible fillers, and not reading as a name reserved for the host,
+/// the agent or the host's notices.
 pub fn valid_display_name(name: &str) -> Result<String, String> {
     let name = name.trim();
     if name.is_empty() {
@@ -143,8 +207,15 @@ pub fn valid_display_name(name: &str) -> Result<String, String> {
             c as u32
         ));
     }
-    if RESERVED_NAMES.contains(&name.to_lowercase().as_str()) {
-        return Err(format!("\"{name}\" is reserved for the host and the agent; choose another display_name"));
+    if let Some(c) = name.chars().find(|&c| is_invisible_filler(c)) {
+        return Err(format!("display_name must not contain invisible filler characters (found U+{:04X})", c as u32));
+    }
+    if let Some(word) = reads_as_reserved(name) {
+        let mut shown = word.chars();
+        let shown: String = shown.next().into_iter().flat_map(char::to_uppercase).chain(shown).collect();
+        return Err(format!(
+            "\"{name}\" reads as \"{shown}\", which is reserved for the host, the agent and system notices; choose another display_name"
+        ));
     }
     Ok(name.to_string())
 }
@@ -162,6 +233,50 @@ mod tests {
         assert!(valid_display_name("Host\u{200B}").unwrap_err().contains("U+200B"));
         for name in ["Ann", "Hostess", "Agent Smith", "Zoë", "李雷", "Ann (2)"] {
             assert_eq!(valid_display_name(name).as_deref(), Ok(name), "{name:?} is a fine name");
+        }
+    }
+
+    #[test]
+    fn the_look_alikes_of_issue_21_are_refused() {
+        let look_alikes = [
+            "H\u{43E}st",  // Cyrillic о
+            "\u{397}ost",  // Greek Eta
+            "Ｈｏｓｔ",    // fullwidth
+            "𝐇𝐨𝐬𝐭",        // math bold
+            "\u{410}gent", // Cyrillic А
+            "System",
+            "Host (2)",
+            "agent(12)",
+            "Ｈｏｓｔ （３）",
+        ];
+        for name in look_alikes {
+            let err = valid_display_name(name).expect_err(name);
+            assert!(err.contains("reserved"), "{name:?}: {err}");
+        }
+        assert!(valid_display_name("\u{397}ost").unwrap_err().contains("reads as \"Host\""));
+        for (name, code) in [("Host\u{3164}", "U+3164"), ("Host\u{2800}", "U+2800"), ("A\u{115F}nn", "U+115F")] {
+            let err = valid_display_name(name).expect_err(name);
+            assert!(err.contains("invisible filler") && err.contains(code), "{name:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn forms_meet_across_case_width_and_script() {
+        let same = |a: &str, b: &str| name_forms(a).iter().any(|f| name_forms(b).contains(f));
+        for (a, b) in [
+            ("Ann", "\u{410}nn"),
+            ("Iris", "iris"),
+            ("\u{397}ost", "host"),
+            ("Ｂｏｂ", "bob"),
+            ("A  B", "A B"),
+            ("\u{3BD}ictor", "victor"),
+            ("Kim", "Kirn"),
+            ("AaIa\u{41D}", "aaiah"),
+        ] {
+            assert!(same(a, b), "{a:?} reads as {b:?}: {:?} {:?}", name_forms(a), name_forms(b));
+        }
+        for (a, b) in [("Ann", "Anne"), ("Zoë", "Zoe"), ("Ann", "Ann (2)"), ("李雷", "李電")] {
+            assert!(!same(a, b), "{a:?} is not {b:?}");
         }
     }
 }
