@@ -699,3 +699,42 @@ fn join_clear_is_not_a_prompt_and_says_who_clears_and_how_to_reach_the_agents_ow
     let prompts = bob.json_seen().iter().filter(|v| is_event(v, "message") && v["payload"]["text"] == "/clear").count();
     assert_eq!(prompts, 0, "nothing was sent to the agent");
 }
+
+/// Issue 21 (item 7): a host that cannot store right now refuses `authenticate` with
+/// `storage_unavailable` (it carries `retry_after_ms`). That is not an answer but a "not now":
+/// `join` waits it out, saying so, and comes in once the host can store again — on a first
+/// connection as on a reconnect. (It used to exit with status 1: "the host refused the link".)
+#[test]
+fn join_waits_out_a_host_that_cannot_store_right_now_instead_of_giving_up() {
+    let data = tempfile::tempdir().unwrap();
+    let workspace = tempfile::tempdir().unwrap();
+    let fault = data.path().join("disk-is-full");
+    let data_arg = data.path().join("host").display().to_string();
+    let fault_arg = fault.display().to_string();
+    let args = [
+        "--data-dir",
+        &data_arg,
+        "serve",
+        "--bind",
+        "127.0.0.1:0",
+        "--insecure",
+        "--inject-storage-faults",
+        &fault_arg,
+    ];
+    let mut serve = Proc::spawn("serve", &args, workspace.path());
+    serve.expect("the console banner", |l| l.starts_with("host console:"));
+    let link = console_mint(&mut serve, "");
+
+    // The disk "fills up": the host notices at its next health check and refuses changes.
+    std::fs::write(&fault, b"").unwrap();
+    serve.send("/chat is anyone there?");
+    serve.expect_stderr("the host noticing", "nothing of this tick is acknowledged");
+
+    let mut ann = json_join(data.path(), &link, "Ann", workspace.path());
+    ann.expect_stderr("join waiting, saying why", "the host cannot take you right now");
+    assert!(ann.child.try_wait().unwrap().is_none(), "join keeps trying");
+    std::fs::remove_file(&fault).unwrap();
+    ann.expect_json_within("Ann's snapshot once the host can store", std::time::Duration::from_secs(30), |v| {
+        is_event(v, "snapshot")
+    });
+}

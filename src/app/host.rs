@@ -11,10 +11,14 @@
 //!        └──────── FrameSink queues ◄──── broadcast
 //! ```
 //!
-//! The driver is the only place wall-clock time enters the engine: it reads `SystemTime` at the
-//! start of each tick. A tick runs as soon as input arrives (a burst is coalesced, because one tick
-//! drains everything queued) and at least every 50 ms, so deadlines, grace periods and agent
-//! streaming advance even when nobody talks.
+//! The driver is the only place time enters the engine, through an [`EngineClock`]: the wall
+//! clock read once when the host starts, plus a monotonic clock (`Instant`) from then on. So the
+//! engine's time stays on the wall clock's scale (timestamps people read, share expiry written by
+//! the `share` CLI) but never jumps when someone sets the system clock: a step back does not
+//! freeze grace periods and vote deadlines, a step forward does not expire everyone at once. A
+//! tick runs as soon as input arrives (a burst is coalesced, because one tick drains everything
+//! queued) and at least every 50 ms, so deadlines, grace periods and agent streaming advance even
+//! when nobody talks.
 
 use crate::engine::{Engine, EngineConfig, Inbound};
 use crate::net::client::{Client, Events};
@@ -35,9 +39,36 @@ use tracing::{error, info};
 /// The longest the engine goes without a tick.
 pub const TICK_PERIOD: Duration = Duration::from_millis(50);
 
-/// Milliseconds since the UNIX epoch: the engine clock of a real host.
+/// Milliseconds since the UNIX epoch (the wall clock, which anyone may step).
 pub fn wall_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// The engine's clock: the wall clock's reading at start plus the monotonic time elapsed since.
+/// Both sources are injected so tests can step the wall clock without waiting.
+pub struct EngineClock {
+    anchor_ms: u64,
+    started: Duration,
+    monotonic: Box<dyn Fn() -> Duration + Send>,
+}
+
+impl EngineClock {
+    /// The real clock: `SystemTime` once, then `Instant`.
+    pub fn system() -> EngineClock {
+        let origin = Instant::now();
+        EngineClock::with_sources(wall_ms(), move || origin.elapsed())
+    }
+
+    /// A clock that starts at `wall_at_start` and advances with `monotonic`.
+    pub fn with_sources(wall_at_start: u64, monotonic: impl Fn() -> Duration + Send + 'static) -> EngineClock {
+        EngineClock { anchor_ms: wall_at_start, started: monotonic(), monotonic: Box::new(monotonic) }
+    }
+
+    /// Engine time in ms (never goes back, never jumps with the wall clock).
+    pub fn now_ms(&self) -> u64 {
+        let elapsed = (self.monotonic)().saturating_sub(self.started);
+        self.anchor_ms.saturating_add(u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX))
+    }
 }
 
 /// Settings of a host.
@@ -308,7 +339,7 @@ impl EngineThread {
                 let runtime = crate::agent::ExternalAgents::new(engine.sender(), agents);
                 engine.set_agent_runtime(Box::new(runtime));
                 let _ = ready_tx.send(Ok(engine.sender()));
-                drive(engine, &stop2, &kill2);
+                drive(engine, EngineClock::system(), &stop2, &kill2);
             })
             .context("cannot start the engine thread")?;
         let inbound = match ready_rx.recv() {
@@ -341,7 +372,7 @@ impl Drop for EngineThread {
 }
 
 /// The drive loop: tick when input arrives, and at least every [`TICK_PERIOD`].
-fn drive(mut engine: Engine, stop: &AtomicBool, kill: &AtomicBool) {
+fn drive(mut engine: Engine, clock: EngineClock, stop: &AtomicBool, kill: &AtomicBool) {
     info!("engine running");
     let mut deadline = Instant::now() + TICK_PERIOD;
     loop {
@@ -357,11 +388,11 @@ fn drive(mut engine: Engine, stop: &AtomicBool, kill: &AtomicBool) {
             info!("engine killed");
             return;
         }
-        engine.tick(wall_ms());
+        engine.tick(clock.now_ms());
         deadline = Instant::now() + TICK_PERIOD;
     }
     // The last tick sees the connections the server just closed and commits their state.
-    engine.tick(wall_ms());
+    engine.tick(clock.now_ms());
     info!("engine stopped");
 }
 
@@ -385,6 +416,24 @@ mod tests {
     fn links_use_the_bound_address_without_a_public_host() {
         assert_eq!(link_authority(None, addr("127.0.0.1:7447")), "127.0.0.1:7447");
         assert_eq!(link_authority(None, addr("0.0.0.0:7447")), "127.0.0.1:7447");
+    }
+
+    /// Issue 21 (item 8): with the host's wall clock moved back an hour, a grace period used to
+    /// wait out that hour (the engine took `max(clock, wall)`); moved forward, everyone expired at
+    /// once. Engine time follows the monotonic clock from the start.
+    #[test]
+    fn engine_time_ignores_wall_clock_steps_both_ways() {
+        use std::sync::atomic::AtomicU64;
+        let mono = Arc::new(AtomicU64::new(5_000));
+        let source = mono.clone();
+        let clock =
+            EngineClock::with_sources(1_700_000_000_000, move || Duration::from_millis(source.load(Ordering::SeqCst)));
+        assert_eq!(clock.now_ms(), 1_700_000_000_000, "starts at the wall clock's reading");
+        mono.fetch_add(1_500, Ordering::SeqCst);
+        assert_eq!(clock.now_ms(), 1_700_000_001_500, "then advances with the monotonic clock");
+        // The wall clock is not read again: stepping it (either way) changes nothing.
+        mono.fetch_add(30_000, Ordering::SeqCst);
+        assert_eq!(clock.now_ms(), 1_700_000_031_500);
     }
 
     #[test]

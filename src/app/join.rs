@@ -91,8 +91,13 @@ pub const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 /// Longest wait between reconnect attempts.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-/// Closing reasons after which reconnecting is pointless (shared with the remote window).
-pub const FINAL_REASONS: [&str; 6] = ["revoked", "kicked", "expired", "refused", "rate_limited", "auth_timeout"];
+/// Closing reasons after which reconnecting is pointless (shared with the remote window). A
+/// transient refusal (`storage_unavailable`, `rate_limited`) is never one: it is retried.
+pub const FINAL_REASONS: [&str; 5] = ["revoked", "kicked", "expired", "refused", "auth_timeout"];
+
+/// How long `join` and the remote window keep retrying a host that refuses for now
+/// (`storage_unavailable`, `rate_limited`) before giving up, saying why.
+pub const TRANSIENT_PATIENCE: Duration = Duration::from_secs(600);
 
 /// Runs `join` until `/quit`, end of input, or a final disconnect.
 pub async fn join(args: JoinArgs, data_dir: PathBuf) -> anyhow::Result<ExitCode> {
@@ -127,10 +132,24 @@ pub async fn join(args: JoinArgs, data_dir: PathBuf) -> anyhow::Result<ExitCode>
         quoted: Vec::new(),
     };
     let mut stdin = stdin_lines();
-    // The first connection's failures are reported, not retried: the link is probably wrong.
-    let (client, events) = match joiner.connect().await {
-        Ok(c) => c,
-        Err(Failure::Final(e) | Failure::Retry(e)) => return Err(connect_hint(e, &joiner.link)),
+    // The first connection's failures are reported, not retried (the link is probably wrong) —
+    // except a host that refuses for now (it cannot store, or asks to slow down): that is waited
+    // out, saying so.
+    let started = std::time::Instant::now();
+    let (client, events) = loop {
+        match joiner.connect().await {
+            Ok(c) => break c,
+            Err(Failure::Busy(e, wait)) if started.elapsed() < TRANSIENT_PATIENCE => {
+                joiner.out.note(&format!(
+                    "* the host cannot take you right now ({e:#}); trying again in {:.1}s…",
+                    wait.as_secs_f32()
+                ));
+                tokio::time::sleep(wait).await;
+            }
+            Err(Failure::Final(e) | Failure::Retry(e) | Failure::Busy(e, _)) => {
+                return Err(connect_hint(e, &joiner.link))
+            }
+        }
     };
     // Only a host that proved it holds the pinned certificate is remembered (a wrong link must
     // not become "presented before").
@@ -281,6 +300,8 @@ impl Out {
 /// Why connecting failed, and whether trying again can help.
 enum Failure {
     Retry(anyhow::Error),
+    /// The host refused for now (`storage_unavailable`, `rate_limited`): retry after the wait.
+    Busy(anyhow::Error, Duration),
     Final(anyhow::Error),
 }
 
@@ -414,6 +435,12 @@ impl Joiner {
         let restored = std::mem::take(&mut self.restored);
         let auth = match self.authenticate(&client).await {
             Ok(a) => a,
+            Err(e) if e.is_transient_refusal() => {
+                self.restored = restored;
+                let wait = e.retry_after();
+                client.close();
+                return Err(Failure::Busy(e.into(), wait));
+            }
             Err(e @ ClientError::Protocol(_)) => {
                 self.resume.forget();
                 return Err(Failure::Final(anyhow::anyhow!("the host refused the link: {e}")));
@@ -509,7 +536,28 @@ impl Joiner {
 
     async fn join_session(&mut self, client: &Client, session: &SessionId, since: Option<u64>) {
         let params = JoinSessionParams { session_id: session.clone(), since_seq: since.filter(|&s| s > 0) };
-        let response = client.request_full(Method::JoinSession(params)).await;
+        // A host that cannot store right now refuses joins (a replay could show unstored events):
+        // wait it out, saying so once, instead of missing the session.
+        let started = std::time::Instant::now();
+        let mut told = false;
+        let response = loop {
+            let response = client.request_full(Method::JoinSession(params.clone())).await;
+            let refused = match &response {
+                Ok(r) => r.outcome.as_ref().err().map(|e| ClientError::Protocol(e.clone())),
+                Err(_) => None,
+            };
+            match refused {
+                Some(e) if e.is_transient_refusal() && started.elapsed() < TRANSIENT_PATIENCE => {
+                    if !told {
+                        self.out
+                            .note(&format!("* cannot join {session} right now ({}); trying again…", error_text(&e)));
+                        told = true;
+                    }
+                    tokio::time::sleep(e.retry_after()).await;
+                }
+                _ => break response,
+            }
+        };
         if let Ok(r) = &response {
             self.out.raw(&r.raw);
             self.rejoining.insert(session.clone(), r.id.clone());
@@ -885,6 +933,10 @@ impl Joiner {
                 Err(Failure::Retry(e)) => {
                     tracing::debug!("reconnect failed: {e:#}");
                     delay = (delay * 2).min(MAX_BACKOFF);
+                }
+                Err(Failure::Busy(e, wait)) => {
+                    self.out.note(&format!("* the host cannot take you right now ({e:#})"));
+                    delay = wait.max(delay).min(MAX_BACKOFF * 2);
                 }
             }
         }

@@ -79,6 +79,22 @@ impl ClientError {
             _ => None,
         }
     }
+
+    /// Whether the host refused for now, not for good: it cannot store right now
+    /// (`storage_unavailable`) or asks to slow down (`rate_limited`). Our clients retry such a
+    /// refusal after [`ClientError::retry_after`]; every other refusal is an answer.
+    pub fn is_transient_refusal(&self) -> bool {
+        matches!(self.code(), Some(ErrorCode::StorageUnavailable | ErrorCode::RateLimited))
+    }
+
+    /// How long to wait before retrying a transient refusal: the host's `retry_after_ms`, else a
+    /// second (`rate_limited` after failed authentications lasts up to a minute; callers back off).
+    pub fn retry_after(&self) -> Duration {
+        match self {
+            ClientError::Protocol(e) => Duration::from_millis(e.retry_after_ms.unwrap_or(1_000).clamp(100, 60_000)),
+            _ => Duration::from_secs(1),
+        }
+    }
 }
 
 /// Opens a TCP connection to the link's host and runs the TLS and WebSocket handshakes.

@@ -390,6 +390,9 @@ pub struct RemoteOptions {
 /// Why a connection attempt failed, and whether trying again can help.
 enum Failure {
     Retry(String),
+    /// The host refused for now (`storage_unavailable`, `rate_limited`): retry after the wait,
+    /// also on the first connection.
+    Busy(String, Duration),
     Final(String),
 }
 
@@ -408,12 +411,14 @@ pub async fn run_remote(options: RemoteOptions, mut actions: mpsc::UnboundedRece
     };
     let mut first = true;
     let mut delay = FIRST_BACKOFF;
+    let mut busy_since: Option<std::time::Instant> = None;
     loop {
         out.send(Update::Connection(if first { ConnectionState::Connecting } else { ConnectionState::Reconnecting }));
         match remote.connect(&out).await {
             Ok((client, events, admission)) => {
                 delay = FIRST_BACKOFF;
                 first = false;
+                busy_since = None;
                 match remote.serve(client, events, admission, &mut actions, &out).await {
                     Some(final_reason) => {
                         remote.forget();
@@ -428,6 +433,15 @@ pub async fn run_remote(options: RemoteOptions, mut actions: mpsc::UnboundedRece
                 remote.forget();
                 out.send(Update::Connection(ConnectionState::Closed(why)));
                 return refuse_all(actions, out).await;
+            }
+            Err(Failure::Busy(why, wait)) => {
+                let since = *busy_since.get_or_insert_with(std::time::Instant::now);
+                if since.elapsed() >= crate::app::join::TRANSIENT_PATIENCE {
+                    out.send(Update::Connection(ConnectionState::Closed(format!("cannot connect: {why}"))));
+                    return refuse_all(actions, out).await;
+                }
+                out.send(Update::Notice(format!("the host cannot take you right now ({why}); trying again…")));
+                delay = wait;
             }
             Err(Failure::Retry(why)) if first => {
                 out.send(Update::Connection(ConnectionState::Closed(format!("cannot connect: {why}"))));
@@ -497,6 +511,11 @@ impl Remote {
         };
         let auth: AuthenticateResult = match client.call(Method::Authenticate(params)).await {
             Ok(a) => a,
+            Err(e) if e.is_transient_refusal() => {
+                client.close();
+                let wait = e.retry_after();
+                return Err(Failure::Busy(e.to_string(), wait));
+            }
             Err(ClientError::Protocol(e)) => {
                 return Err(Failure::Final(format!("the host refused the link: {}", e.message)))
             }
