@@ -159,6 +159,24 @@ impl Host {
         }
         let store = crate::store::SqliteStore::open(&db).with_context(|| format!("cannot open {}", db.display()))?;
         store.check_integrity()?;
+        // A host writes serve.json only once it is ready, which is after it registered a
+        // workspace, and workspaces and shares are never deleted: a database without either
+        // beside serve.json lost its contents (its -wal deleted before a crash, say). Starting
+        // would register the current directory as a new workspace and refuse every link given
+        // out before. (The certificate alone does not tell: `share mint` creates it too.)
+        let serve_json = options.data_dir.join(crate::app::admin::SERVE_INFO_FILE);
+        if serve_json.exists() && !options.fresh && store.holds_no_workspace_or_share()? {
+            anyhow::bail!(
+                "{} held a host before (it has {}) but its database {} has no workspaces and no shares: its \
+                 contents were lost (for example its -wal file was deleted before the host stopped). Starting \
+                 now would register the current directory as a new workspace and every link given out before \
+                 would be refused. Restore the database (with its -wal file) from a backup, or start over on \
+                 purpose with --fresh.",
+                options.data_dir.display(),
+                serve_json.display(),
+                db.display()
+            );
+        }
         let store: Box<dyn Store> = match &options.inject_storage_faults {
             Some(file) => {
                 tracing::warn!("commits fail while {} exists (--inject-storage-faults)", file.display());

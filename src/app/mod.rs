@@ -188,8 +188,9 @@ pub struct ServeArgs {
     pub vote_deadline: Option<u64>,
 
     /// Start with an empty database although this data directory was used before (it has the
-    /// host's certificate) and its database is missing. Without it the host refuses to start,
-    /// so a deleted or moved database is never silently replaced by an empty one.
+    /// host's certificate or serve.json) and its database is missing, or has lost everything
+    /// (no workspaces and no shares). Without it the host refuses to start, so a deleted, moved
+    /// or emptied database is never silently replaced by an empty one.
     #[arg(long)]
     pub fresh: bool,
 

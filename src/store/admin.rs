@@ -5,13 +5,23 @@
 //! largest existing number) are allocated while holding the write lock, so two writers never
 //! pick the same id from the database. Every mutation also writes an audit row. The running host
 //! notices the commit through `PRAGMA data_version` and applies share edits within one tick.
+//!
+//! Before it writes, each mutation makes sure the write will be seen (while it holds the write
+//! lock, so the host cannot commit meanwhile): the database's files are still the ones this
+//! connection opened, and every other process that has the database open uses the same
+//! `-wal` and `-shm` files as this one ([`files::check_beside_others`]). Otherwise — the
+//! `-shm` deleted beside a running host, say — this connection would rebuild its own index,
+//! the write would land where the host never looks, and a link would be printed that the host
+//! refuses and later overwrites. (Reading the row back in a fresh connection would not tell:
+//! connections in one process share the index of the file they open.)
 
+use super::files::{self, Identities};
 use super::{rows, sqlite};
 use crate::ids::{ShareId, WorkspaceId};
 use crate::persist::{AgentSpec, AuditRow, SessionRow, ShareRow, StoreError, WorkspaceRow};
 use crate::protocol::{MintShareParams, Role};
 use crate::token;
-use rusqlite::{Connection, TransactionBehavior};
+use rusqlite::{Connection, Transaction, TransactionBehavior};
 use std::fmt::Display;
 use std::path::{Path, PathBuf};
 
@@ -109,12 +119,44 @@ fn next_number(numbers: impl Iterator<Item = Option<u64>>) -> u64 {
 /// An admin connection on the database file.
 pub struct Admin {
     conn: Connection,
+    db: PathBuf,
+    /// The database's files as this connection opened them.
+    ids: Identities,
+}
+
+/// Starts a write transaction and checks that what it writes will be seen (see the module
+/// docs); an error names the file and what to do.
+fn begin_write<'c>(conn: &'c mut Connection, db: &Path, ids: &Identities) -> Result<Transaction<'c>, AdminError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|e| sqlite::db_error(db, e))?;
+    // SQLite opens a file it may not write read-only without a word (the write would fail
+    // with a bare "attempt to write a readonly database").
+    if tx.is_readonly("main").unwrap_or(false) {
+        let why = files::unwritable(db).unwrap_or_else(|| format!("{} was opened read-only", db.display()));
+        return Err(StoreError::Db(format!("nothing was written: {why}")).into());
+    }
+    if let Some(change) = ids.changed() {
+        let what = change.describe("this command ran");
+        return Err(StoreError::Db(format!("nothing was written: {what}; check the data dir and try again")).into());
+    }
+    files::check_beside_others(db).map_err(StoreError::Db)?;
+    Ok(tx)
+}
+
+/// Commits a write; an error (a full disk, a read-only file) names the file.
+fn commit(tx: Transaction<'_>, db: &Path) -> Result<(), AdminError> {
+    tx.commit().map_err(|e| sqlite::db_error(db, e))?;
+    Ok(())
 }
 
 impl Admin {
-    /// Opens (creating and migrating if needed) the database at `path`.
+    /// Opens (creating and migrating if needed) the database at `path`. Refused beside a
+    /// process (the host) that has the database open through a `-wal` or `-shm` file that is
+    /// no longer at the path: this connection would make new ones, and neither would see the
+    /// other's writes.
     pub fn open(path: &Path) -> Result<Admin, StoreError> {
-        Ok(Admin { conn: sqlite::open_connection(path)? })
+        files::check_beside_others(path).map_err(StoreError::Db)?;
+        let conn = sqlite::open_connection(path)?;
+        Ok(Admin { conn, db: path.to_path_buf(), ids: Identities::read(path) })
     }
 
     /// Registers `dir` (canonicalised; must exist) as workspace `w{n}`. `name` defaults to the
@@ -140,7 +182,7 @@ impl Admin {
             _ => canonical.file_name().and_then(|n| n.to_str()).unwrap_or(&dir_text).to_string(),
         };
 
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(StoreError::from)?;
+        let tx = begin_write(&mut self.conn, &self.db, &self.ids)?;
         let existing = rows::workspaces(&tx)?;
         if let Some(w) = existing.iter().find(|w| w.dir == dir_text) {
             return Err(AdminError::DuplicateDir { dir: dir_text, id: w.id.clone(), name: w.name.clone() });
@@ -158,7 +200,7 @@ impl Admin {
                 detail: format!("{VIA_CLI}: {} ({}, agent {})", row.name, row.dir, row.agent.kind),
             },
         )?;
-        tx.commit().map_err(StoreError::from)?;
+        commit(tx, &self.db)?;
         Ok(row)
     }
 
@@ -180,7 +222,7 @@ impl Admin {
         workspaces.sort();
         workspaces.dedup();
 
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(StoreError::from)?;
+        let tx = begin_write(&mut self.conn, &self.db, &self.ids)?;
         let known: Vec<WorkspaceId> = rows::workspaces(&tx)?.into_iter().map(|w| w.id).collect();
         if let Some(missing) = workspaces.iter().find(|w| !known.contains(w)) {
             return Err(AdminError::UnknownWorkspace { id: missing.clone(), known });
@@ -206,7 +248,7 @@ impl Admin {
         };
         rows::put_share(&tx, &row)?;
         rows::audit(&tx, &audit_row(now_ms, "share_minted", &id, &row.label))?;
-        tx.commit().map_err(StoreError::from)?;
+        commit(tx, &self.db)?;
         Ok((row, token))
     }
 
@@ -218,7 +260,7 @@ impl Admin {
     /// Revokes a share. Returns the share and whether this call revoked it (`false`: it already
     /// was). A running host closes the share's connections within one tick.
     pub fn revoke_share(&mut self, id: &ShareId, now_ms: u64) -> Result<(ShareRow, bool), AdminError> {
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(StoreError::from)?;
+        let tx = begin_write(&mut self.conn, &self.db, &self.ids)?;
         let mut row = find_share(&tx, id)?;
         if row.revoked {
             return Ok((row, false));
@@ -226,14 +268,14 @@ impl Admin {
         row.revoked = true;
         rows::put_share(&tx, &row)?;
         rows::audit(&tx, &audit_row(now_ms, "share_revoked", id, ""))?;
-        tx.commit().map_err(StoreError::from)?;
+        commit(tx, &self.db)?;
         Ok((row, true))
     }
 
     /// Replaces a share's token and returns the new one. The old token stops working; live
     /// connections stay.
     pub fn rotate_share(&mut self, id: &ShareId, now_ms: u64) -> Result<(ShareRow, String), AdminError> {
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(StoreError::from)?;
+        let tx = begin_write(&mut self.conn, &self.db, &self.ids)?;
         let mut row = find_share(&tx, id)?;
         if row.revoked {
             return Err(AdminError::Revoked(id.clone()));
@@ -242,7 +284,7 @@ impl Admin {
         row.token_hash = token::hash(&token);
         rows::put_share(&tx, &row)?;
         rows::audit(&tx, &audit_row(now_ms, "share_rotated", id, ""))?;
-        tx.commit().map_err(StoreError::from)?;
+        commit(tx, &self.db)?;
         Ok((row, token))
     }
 

@@ -5,6 +5,8 @@
 //!   tick; `load` at start; `PRAGMA data_version` polling to notice other writers.
 //! - [`admin`]: [`Admin`] — workspace registration and share mint/list/revoke/rotate, each a short
 //!   `BEGIN IMMEDIATE` transaction with an audit row.
+//! - [`files`]: the database's three files (main, `-wal`, `-shm`): noticing one deleted or
+//!   replaced under a running host, and explaining a read-only file, a full disk or damage.
 //! - [`migrate`]: numbered migrations from `migrations/`, embedded in the binary.
 //! - `rows`: the mapping between row types and SQL.
 //!
@@ -18,6 +20,7 @@
 
 pub mod admin;
 pub mod fault;
+pub mod files;
 pub mod migrate;
 mod rows;
 pub mod sqlite;
