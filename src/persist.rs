@@ -76,6 +76,9 @@ pub struct SessionRow {
     /// What the session's agent keeps between turns (its conversation), kept across restarts.
     #[serde(default)]
     pub agent_memory: AgentMemory,
+    /// The agent settings every turn gets (`set_agent_settings`).
+    #[serde(default)]
+    pub agent_settings: crate::protocol::AgentSettings,
 }
 
 /// What a session's agent backend keeps between turns, stored with the session so a host

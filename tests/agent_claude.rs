@@ -71,6 +71,7 @@ impl Harness {
             prompt: prompt.into(),
             author_name: "Ann".into(),
             conversation: self.conversation.borrow().clone(),
+            settings: Default::default(),
         });
     }
 
@@ -578,6 +579,7 @@ fn sessions_run_their_turns_independently() {
         prompt: "x".into(),
         author_name: "Bob".into(),
         conversation: None,
+        settings: Default::default(),
     });
     h.start(1, "normal");
     // Session 2 hangs; session 1 still completes.

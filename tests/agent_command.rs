@@ -42,6 +42,7 @@ impl Harness {
             prompt: prompt.into(),
             author_name: "Ann".into(),
             conversation: None,
+            settings: Default::default(),
         });
     }
 
@@ -400,6 +401,7 @@ fn wording_a_missing_workspace_directory() {
         prompt: "x".into(),
         author_name: "Ann".into(),
         conversation: None,
+        settings: Default::default(),
     });
     let reason = format!("the workspace directory '{}' does not exist or is not a directory", gone.display());
     assert_eq!(h.until_pause(1), vec![AgentEvent::Failed(reason)]);

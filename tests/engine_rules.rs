@@ -1723,3 +1723,96 @@ fn the_agents_conversation_survives_a_restart_and_clearing_the_session_forgets_i
         "cleared → new; then cli-2; then forgotten"
     );
 }
+
+/// Issue 21 (item 3): a session's agent settings are the host's to keep: set once, they go with
+/// every later turn (also after a restart) and everyone sees them; participants choose the model,
+/// only the host the permission mode, and never one that skips votes.
+#[test]
+fn agent_settings_are_kept_per_session_sent_with_every_turn_and_shown_to_everyone() {
+    use roundtable::agent::{AgentCommand, AgentEvent, AgentOutput};
+    use roundtable::engine::Inbound;
+    use roundtable::store::SqliteStore;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("roundtable.db");
+    let start = |runtime: &RecordingRuntime| {
+        let mut h = Harness::with_store(EngineConfig::default(), Box::new(SqliteStore::open(&db).unwrap()));
+        h.engine.set_agent_runtime(Box::new(runtime.clone()));
+        h
+    };
+    let settings_of_turns = |runtime: &RecordingRuntime| -> Vec<Value> {
+        let commands = runtime.0.lock().unwrap();
+        commands
+            .iter()
+            .filter_map(|c| match c {
+                AgentCommand::StartTurn { settings, .. } => Some(serde_json::to_value(settings).unwrap()),
+                _ => None,
+            })
+            .collect()
+    };
+    let turn = |h: &mut Harness, conn, s: &str, n: u64| {
+        h.call(
+            conn,
+            "send_message",
+            json!({"session_id": s, "text": format!("prompt {n}"), "client_msg_id": format!("m{n}")}),
+        )
+        .unwrap();
+        h.tick();
+        h.engine
+            .sender()
+            .send(Inbound::Agent(AgentOutput { session: s.into(), turn_id: n, event: AgentEvent::Done }))
+            .unwrap();
+        h.run(50);
+    };
+    let runtime = RecordingRuntime::default();
+    let (tok, s) = {
+        let mut h = start(&runtime);
+        let w =
+            h.host("add_workspace", json!({"name": "ws", "dir": ".", "agent": {"kind": "command", "command": "x"}}));
+        let w = w["id"].as_str().unwrap().to_string();
+        let s =
+            h.host("create_session", json!({"workspace_id": w, "title": "main"}))["id"].as_str().unwrap().to_string();
+        let tok = h.mint(&[&w], json!({}));
+        let obs = h.mint(&[&w], json!({"role": "observer"}));
+        let (ann, _) = h.join(&tok, "Ann", &s);
+        let (bob, _) = h.join(&tok, "Bob", &s);
+        let (olga, _) = h.join(&obs, "Olga", &s);
+        turn(&mut h, ann, &s, 1);
+
+        let set = |h: &mut Harness, conn, params: Value| {
+            let mut p = json!({"session_id": s});
+            p.as_object_mut().unwrap().extend(params.as_object().unwrap().clone());
+            h.call(conn, "set_agent_settings", p)
+        };
+        assert_eq!(set(&mut h, ann, json!({"model": "haiku"})).unwrap(), json!({"model": "haiku"}));
+        let updated = h.events_named(bob, "session_updated");
+        assert_eq!(updated.last().unwrap()["payload"]["agent_settings"], json!({"model": "haiku"}), "everyone sees it");
+        assert_eq!(code(set(&mut h, olga, json!({"model": "opus"}))), "forbidden", "observers cannot");
+        assert_eq!(code(set(&mut h, bob, json!({"permission_mode": "plan"}))), "forbidden", "the mode is the host's");
+        assert_eq!(code(set(&mut h, ann, json!({"model": "--dangerously-skip-permissions"}))), "invalid_params");
+        let skip = h.call(HOST, "set_agent_settings", json!({"session_id": s, "permission_mode": "bypassPermissions"}));
+        assert_eq!(code(skip), "invalid_params", "never a mode that skips votes");
+        h.host("set_agent_settings", json!({"session_id": s, "permission_mode": "plan"}));
+        let listed = h.call(ann, "list_sessions", json!({})).unwrap();
+        assert_eq!(listed["sessions"][0]["agent_settings"], json!({"model": "haiku", "permission_mode": "plan"}));
+        turn(&mut h, ann, &s, 2);
+        (tok, s)
+    };
+    // After a restart the next turn still gets them; "" goes back to the default.
+    let runtime2 = RecordingRuntime::default();
+    let mut h = start(&runtime2);
+    let (ann, _) = h.join(&tok, "Ann", &s);
+    turn(&mut h, ann, &s, 3);
+    h.call(ann, "set_agent_settings", json!({"session_id": s, "model": ""})).unwrap();
+    turn(&mut h, ann, &s, 4);
+    let mut all = settings_of_turns(&runtime);
+    all.extend(settings_of_turns(&runtime2));
+    assert_eq!(
+        all,
+        [
+            json!({}),
+            json!({"model": "haiku", "permission_mode": "plan"}),
+            json!({"model": "haiku", "permission_mode": "plan"}),
+            json!({"permission_mode": "plan"})
+        ]
+    );
+}

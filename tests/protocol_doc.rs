@@ -119,6 +119,7 @@ fn check_result(method: &str, result: &Value) -> Result<(), String> {
         "create_session" | "fork_session" => round_trips::<SessionInfo>(result),
         "mint_share" | "rotate_share" => round_trips::<MintShareResult>(result),
         "get_settings" | "update_settings" => round_trips::<HostSettings>(result),
+        "set_agent_settings" => round_trips::<AgentSettings>(result),
         "list_shares" => round_trips::<ListSharesResult>(result),
         "leave_session" | "typing" | "cancel_turn" | "vote_plan" | "answer_question" | "rename_session"
         | "clear_session" | "kick" | "mute" | "admit" | "refuse" | "revoke_share" => round_trips::<Ack>(result),

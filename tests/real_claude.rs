@@ -328,10 +328,28 @@ fn the_real_claude_cli_plans_asks_uses_tools_and_fails_cleanly_through_roundtabl
     room.ann.send("REMEMBER-ME pear");
     let (text, _) = agent_text_of_turn(&mut room.ann, 4);
     assert_eq!(text, "I remember: fig, pear", "the new conversation is the one resumed next");
+    // The model chosen in `join` is the session's, used by every later turn (issue 21: `/model`
+    // used to reach the CLI, which set it for its own process only).
+    room.ann.send("/model claude-fake-model-1");
+    room.bob.expect_json_within("the new settings", TURN, |v| {
+        is_event(v, "session_updated") && v["payload"]["agent_settings"]["model"] == "claude-fake-model-1"
+    });
+    for (turn, word) in [(5, "grape"), (6, "melon")] {
+        room.ann.send(&format!("REMEMBER-ME {word}"));
+        agent_text_of_turn(&mut room.ann, turn);
+        let models: Vec<String> = api
+            .requests()
+            .iter()
+            .filter(|r| r["path"].as_str().is_some_and(|p| p.starts_with("/v1/messages")))
+            .filter(|r| r["body"].to_string().contains(&format!("REMEMBER-ME {word}")))
+            .filter_map(|r| r["body"]["model"].as_str().map(str::to_string))
+            .collect();
+        assert!(!models.is_empty() && models.iter().all(|m| m == "claude-fake-model-1"), "turn {turn}: {models:?}");
+    }
 
     // --- a very long reply arrives complete (split into messages of at most 256 KiB)
     room.ann.send("LONG-ME: tell me everything");
-    let (text, ended) = agent_text_of_turn(&mut room.bob, 5);
+    let (text, ended) = agent_text_of_turn(&mut room.bob, 7);
     assert_eq!(ended["payload"]["reason"], "completed");
     let expected = ("The quick brown fox jumps over the lazy dog. ".repeat(7000)).trim().to_string();
     assert_eq!(text.len(), expected.len(), "the whole reply arrived");

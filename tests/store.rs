@@ -46,6 +46,7 @@ fn session(n: u64, ws: u64) -> SessionRow {
         streamed: "half a reply".into(),
         allowed_tools: vec!["Bash".into(), "Read".into()],
         agent_memory: roundtable::persist::AgentMemory { conversation: Some("cli-session-7".into()) },
+        agent_settings: roundtable::protocol::AgentSettings { model: Some("haiku".into()), permission_mode: None },
     }
 }
 

@@ -413,6 +413,14 @@ impl Backend for ClaudeBackend {
         }
         args.extend(self.args.iter().cloned());
         args.extend(turn.spec.args.iter().cloned());
+        // The session's settings (`set_agent_settings`) come last, so they win over configured
+        // arguments; the engine only lets plan/default modes and flag-free model names through.
+        if let Some(model) = &turn.settings.model {
+            args.push(format!("--model={model}"));
+        }
+        if let Some(mode) = &turn.settings.permission_mode {
+            args.extend(["--permission-mode".to_string(), mode.clone()]);
+        }
         // Plan first: unless a permission mode was chosen explicitly (serve --claude-arg, the
         // workspace's agent args), every turn starts in plan mode, so the plan goes to a vote.
         let explicit = args.iter().any(|a| a == "--permission-mode" || a.starts_with("--permission-mode="));
@@ -650,6 +658,7 @@ mod tests {
             prompt: "hi".into(),
             author_name: "Ann".into(),
             conversation: None,
+            settings: Default::default(),
         }
     }
 

@@ -313,6 +313,7 @@ mod tests {
             prompt: String::new(),
             author_name: String::new(),
             conversation: None,
+            settings: Default::default(),
         };
         let spec = b.spawn_spec(&turn).unwrap();
         assert_eq!(spec.program, "python3");

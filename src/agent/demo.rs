@@ -190,6 +190,7 @@ mod tests {
             prompt: prompt.into(),
             author_name: "Ann".into(),
             conversation: None,
+            settings: Default::default(),
         });
     }
 

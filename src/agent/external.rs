@@ -176,6 +176,8 @@ pub struct TurnInput {
     pub author_name: String,
     /// The conversation to continue, as the engine stored it (`None`: a new one).
     pub conversation: Option<String>,
+    /// The session's agent settings (model, permission mode).
+    pub settings: crate::protocol::AgentSettings,
 }
 
 /// How a backend says a turn ended.
@@ -393,8 +395,18 @@ impl SessionWorker {
 
     fn on_command(&mut self, cmd: AgentCommand) {
         match cmd {
-            AgentCommand::StartTurn { session, turn_id, workspace_dir, spec, prompt, author_name, conversation } => {
-                let input = TurnInput { session, turn_id, workspace_dir, spec, prompt, author_name, conversation };
+            AgentCommand::StartTurn {
+                session,
+                turn_id,
+                workspace_dir,
+                spec,
+                prompt,
+                author_name,
+                conversation,
+                settings,
+            } => {
+                let input =
+                    TurnInput { session, turn_id, workspace_dir, spec, prompt, author_name, conversation, settings };
                 match &self.turn {
                     None => self.start_turn(input),
                     Some(Turn { phase: Phase::Cancelling { .. }, .. })

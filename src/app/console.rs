@@ -37,6 +37,10 @@ host console — type a line to send it to the current session as the host, or a
   /clear                     clear the current session: its messages (everyone reloads) and the
                              agent's memory (its next turn starts a new conversation)
   /fork [TITLE]              copy the current session into a new one and switch to it
+  /model NAME                the agent's model in the current session, for every turn from the
+                             next on (kept across restarts; /model default goes back)
+  /mode plan|default         the agent's permission mode in the current session (/mode reset:
+                             the workspace's own); modes that skip votes are not offered
   /who                       who is in the current session: ids, presence, muted
   /lobby                     who waits in the lobby for /admit or /refuse
   /admit WHO, /refuse WHO    let someone in from the lobby, or turn them away
@@ -78,6 +82,11 @@ pub enum Command {
     /// A new session in the current workspace, with this title.
     New(String),
     Rename(String),
+    /// The current session's agent settings: a model and/or a permission mode ("" = default).
+    AgentSettings {
+        model: Option<String>,
+        permission_mode: Option<String>,
+    },
     Clear,
     /// Fork the current session, optionally with a title.
     Fork(Option<String>),
@@ -102,6 +111,15 @@ pub enum Command {
     Revoke(ShareId),
     Rotate(ShareId),
     Quit,
+}
+
+/// `word` itself means "back to the default" (an empty string on the wire).
+fn reset_word(value: &str, word: &str) -> String {
+    if value == word {
+        String::new()
+    } else {
+        value.to_string()
+    }
 }
 
 /// What the host does to a participant.
@@ -211,6 +229,14 @@ pub fn parse(line: &str) -> Result<Option<Command>, ParseError> {
         "rename" if rest.is_empty() => return Err(ParseError::Usage("/rename TITLE")),
         "rename" => Command::Rename(rest.to_string()),
         "clear" => Command::Clear,
+        "model" if rest.is_empty() => return Err(ParseError::Usage("/model NAME (or /model default)")),
+        "model" => Command::AgentSettings { model: Some(reset_word(rest, "default")), permission_mode: None },
+        "mode" => match rest {
+            "plan" | "default" | "reset" => {
+                Command::AgentSettings { model: None, permission_mode: Some(reset_word(rest, "reset")) }
+            }
+            _ => return Err(ParseError::Usage("/mode plan|default|reset")),
+        },
         "fork" => Command::Fork((!rest.is_empty()).then(|| rest.to_string())),
         "who" => Command::Who,
         "lobby" => Command::Lobby,
@@ -272,7 +298,7 @@ pub fn parse(line: &str) -> Result<Option<Command>, ParseError> {
 const COMMAND_WORDS: &[&str] = &[
     "help", "quit", "exit", "sessions", "switch", "new", "rename", "clear", "fork", "who", "lobby", "admit", "refuse",
     "kick", "ban", "mute", "unmute", "approve", "allow", "deny", "answer", "cancel", "chat", "shares", "mint",
-    "revoke", "rotate",
+    "revoke", "rotate", "model", "mode",
 ];
 
 /// Whether `word` is within two edits of a console command (a typo, not an agent's command).
@@ -504,6 +530,12 @@ impl Console {
                 let session = self.need_current()?;
                 let params = RenameSessionParams { session_id: session.clone(), title };
                 self.client.request(Method::RenameSession(params)).await?;
+                Ok(String::new()) // the `session_updated` event shows it
+            }
+            Command::AgentSettings { model, permission_mode } => {
+                let session = self.need_current()?;
+                let params = SetAgentSettingsParams { session_id: session, model, permission_mode };
+                self.client.request(Method::SetAgentSettings(params)).await?;
                 Ok(String::new()) // the `session_updated` event shows it
             }
             Command::Clear => {

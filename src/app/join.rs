@@ -55,6 +55,8 @@ commands:
   /chat TEXT        say something to the people in the session, not the agent (also while
                     someone holds the turn; shown as \"(room N) Name: TEXT\"); /c for short
   /quote N [M...]   put room chat lines N, M… (with who said them) in your next message
+  /model NAME       the agent's model in this session, for every turn from the next on (everyone
+                    sees it; /model default goes back; /model alone shows the settings)
   /approve          approve the plan waiting for a vote
   /deny REASON      deny the plan, with a reason everyone sees
   /answer A[|B...]  answer the agent's question(s), one answer per question
@@ -716,6 +718,22 @@ impl Joiner {
             }
             Some("answer") => self.answer(client, rest).await,
             Some("clear") => self.out.note(CLEAR_IS_THE_HOSTS),
+            Some("model") => {
+                let Some(session) = self.current_or_note() else { return Flow::Continue };
+                if rest.is_empty() {
+                    let settings =
+                        self.renderer.session(&session).map(|v| v.agent_settings.clone()).unwrap_or_default();
+                    let now = crate::app::render::agent_settings_text(&settings);
+                    self.out.note(&format!("* the agent in {session} uses {now}; /model NAME to choose a model"));
+                } else {
+                    let model = if rest == "default" { String::new() } else { rest.to_string() };
+                    let params =
+                        SetAgentSettingsParams { session_id: session, model: Some(model), permission_mode: None };
+                    if let Err(e) = self.request(client, Method::SetAgentSettings(params)).await {
+                        self.out.note(&format!("! {}", error_text(&e)));
+                    }
+                }
+            }
             Some("cancel") => {
                 if let Some(session) = self.current_or_note() {
                     if let Err(e) = self.request(client, Method::CancelTurn(SessionRef { session_id: session })).await {

@@ -28,6 +28,24 @@ pub struct SessionView {
     pub has_older: bool,
     /// Room chat seen live, numbered from 1 as shown ("(room 3) Bob: …"), for `/quote N`.
     pub room_lines: Vec<(String, String)>,
+    /// The agent settings every turn gets (`set_agent_settings`).
+    pub agent_settings: AgentSettings,
+}
+
+/// The agent settings for people: "model haiku, permission mode plan", or "the agent's defaults".
+pub fn agent_settings_text(s: &AgentSettings) -> String {
+    let mut parts = Vec::new();
+    if let Some(m) = &s.model {
+        parts.push(format!("model {m}"));
+    }
+    if let Some(m) = &s.permission_mode {
+        parts.push(format!("permission mode {m}"));
+    }
+    if parts.is_empty() {
+        "the agent's defaults".to_string()
+    } else {
+        parts.join(", ")
+    }
 }
 
 /// Turns events into text.
@@ -83,6 +101,7 @@ impl Renderer {
         let view = self.sessions.entry(info.id.clone()).or_default();
         view.title = info.title.clone();
         view.turn_holder = info.turn_holder.clone();
+        view.agent_settings = info.agent_settings.clone();
         view.roster = roster.iter().map(|r| (r.participant_id.clone(), r.clone())).collect();
         for r in roster {
             self.names.insert(r.participant_id.clone(), r.display_name.clone());
@@ -94,6 +113,9 @@ impl Renderer {
         let _ = writeln!(out, "== {} \"{}\" ({}) ==", info.id, info.title, info.status.as_str());
         if info.plan_first {
             out.push_str("(plan first: the agent's plan goes to a vote before it changes anything)\n");
+        }
+        if !info.agent_settings.is_empty() {
+            let _ = writeln!(out, "(agent: {})", agent_settings_text(&info.agent_settings));
         }
         out.push_str(&self.who(&info.id));
         out
@@ -314,14 +336,20 @@ impl Renderer {
             }
             Event::SessionUpdated(u) => {
                 let view = self.sessions.entry(sid.clone()).or_default();
+                let mut lines = Vec::new();
                 if view.title != u.title {
                     let was_known = !view.title.is_empty();
                     view.title = u.title.clone();
                     if was_known {
-                        return Some(format!("* session {sid} renamed to \"{}\"", u.title));
+                        lines.push(format!("* session {sid} renamed to \"{}\"", u.title));
                     }
                 }
-                None
+                if view.agent_settings != u.agent_settings {
+                    view.agent_settings = u.agent_settings.clone();
+                    let now = agent_settings_text(&u.agent_settings);
+                    lines.push(format!("* {sid}: the agent's settings are now {now} (from the next turn)"));
+                }
+                (!lines.is_empty()).then(|| lines.join("\n"))
             }
             Event::HistoryReplaced(h) => {
                 let view = self.sessions.entry(sid).or_default();
@@ -673,6 +701,7 @@ mod tests {
             last_seq: 0,
             plan_first: true,
             read_seq: None,
+            agent_settings: Default::default(),
         };
         let out = r.joined(&info, &[entry("host", "Host", false), entry("p1", "Ann", true)]);
         assert!(out.contains("Ann (you)"), "{out}");

@@ -28,6 +28,9 @@ pub enum AgentCommand {
         /// earlier conversation does not outlive a clear or a restart.
         #[serde(default)]
         conversation: Option<String>,
+        /// The session's agent settings (`set_agent_settings`).
+        #[serde(default)]
+        settings: crate::protocol::AgentSettings,
     },
     /// Answer one of the agent's requests (plan approval, question, tool permission).
     Resolve { session: SessionId, turn_id: u64, request_id: String, resolution: Resolution },

@@ -276,6 +276,9 @@ pub struct VoteResolved {
 pub struct SessionUpdated {
     pub title: String,
     pub status: SessionStatus,
+    /// The agent settings every turn gets from now on (always present; `{}`: defaults).
+    #[serde(default)]
+    pub agent_settings: crate::protocol::AgentSettings,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

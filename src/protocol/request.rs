@@ -62,11 +62,14 @@ pub enum Method {
     GetSettings(Empty),
     /// Changes the host's settings; they apply at once and are kept across restarts.
     UpdateSettings(UpdateSettingsParams),
+    /// A session's agent settings (model; permission mode for the host), kept by the host and
+    /// passed to the agent on every turn. Not host-only: participants may choose the model.
+    SetAgentSettings(SetAgentSettingsParams),
 }
 
 impl Method {
     /// Every method name, in documentation order.
-    pub const NAMES: [&'static str; 30] = [
+    pub const NAMES: [&'static str; 31] = [
         "authenticate",
         "ping",
         "list_workspaces",
@@ -97,6 +100,7 @@ impl Method {
         "rotate_share",
         "get_settings",
         "update_settings",
+        "set_agent_settings",
     ];
 
     /// Methods only the host may call.
@@ -154,6 +158,7 @@ impl Method {
             Method::RotateShare(_) => "rotate_share",
             Method::GetSettings(_) => "get_settings",
             Method::UpdateSettings(_) => "update_settings",
+            Method::SetAgentSettings(_) => "set_agent_settings",
         }
     }
 }
@@ -389,6 +394,35 @@ pub struct CreateSessionParams {
     pub vote_deadline_ms: Option<u64>,
 }
 
+/// A session's agent settings, passed to the agent on every turn (the `claude` backend:
+/// `--model`, `--permission-mode`). Absent fields are the agent's defaults.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentSettings {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// `plan` or `default` (the modes in which the agent still asks before acting).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub permission_mode: Option<String>,
+}
+
+impl AgentSettings {
+    pub fn is_empty(&self) -> bool {
+        self.model.is_none() && self.permission_mode.is_none()
+    }
+}
+
+/// `set_agent_settings`: each field present is set (an empty string goes back to the agent's
+/// default); absent fields stay as they are.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetAgentSettingsParams {
+    pub session_id: SessionId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub permission_mode: Option<String>,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RenameSessionParams {
@@ -583,6 +617,9 @@ pub struct SessionInfo {
     /// results; absent when you never marked anything read there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub read_seq: Option<u64>,
+    /// The agent settings every turn gets (`set_agent_settings`); absent when all are defaults.
+    #[serde(default, skip_serializing_if = "AgentSettings::is_empty")]
+    pub agent_settings: AgentSettings,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -236,6 +236,7 @@ pub fn build_sessions_db(
         streamed: String::new(),
         allowed_tools: Vec::new(),
         agent_memory: Default::default(),
+        agent_settings: Default::default(),
     };
     let mut setup = vec![StoreOp::PutWorkspace(WorkspaceRow {
         id: ws.clone(),

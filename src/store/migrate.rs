@@ -20,6 +20,7 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0008_read_markers", include_str!("../../migrations/0008_read_markers.sql")),
     ("0009_host_settings", include_str!("../../migrations/0009_host_settings.sql")),
     ("0010_agent_memory", include_str!("../../migrations/0010_agent_memory.sql")),
+    ("0011_agent_settings", include_str!("../../migrations/0011_agent_settings.sql")),
 ];
 
 /// The schema version this binary writes.

@@ -121,14 +121,15 @@ pub(crate) fn put_workspace(conn: &Connection, w: &WorkspaceRow) -> Result<(), S
 pub(crate) fn put_session(conn: &Connection, s: &SessionRow) -> Result<(), StoreError> {
     conn.prepare_cached(
         "INSERT INTO sessions (id, workspace, title, status, turn_holder, turn_id, next_seq, agent_json,
-                               vote_deadline_ms, created_at, streamed, allowed_tools_json, agent_memory_json)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+                               vote_deadline_ms, created_at, streamed, allowed_tools_json, agent_memory_json,
+                               agent_settings_json)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
          ON CONFLICT (id) DO UPDATE SET workspace = excluded.workspace, title = excluded.title,
              status = excluded.status, turn_holder = excluded.turn_holder, turn_id = excluded.turn_id,
              next_seq = excluded.next_seq, agent_json = excluded.agent_json,
              vote_deadline_ms = excluded.vote_deadline_ms, created_at = excluded.created_at,
              streamed = excluded.streamed, allowed_tools_json = excluded.allowed_tools_json,
-             agent_memory_json = excluded.agent_memory_json",
+             agent_memory_json = excluded.agent_memory_json, agent_settings_json = excluded.agent_settings_json",
     )?
     .execute(params![
         s.id.as_str(),
@@ -144,6 +145,7 @@ pub(crate) fn put_session(conn: &Connection, s: &SessionRow) -> Result<(), Store
         s.streamed,
         json(&s.allowed_tools),
         json(&s.agent_memory),
+        json(&s.agent_settings),
     ])?;
     Ok(())
 }
@@ -357,7 +359,7 @@ pub(crate) fn sessions(conn: &Connection) -> Result<Vec<SessionRow>, StoreError>
     let mut rows = read_all(
         conn,
         "SELECT id, workspace, title, status, turn_holder, turn_id, next_seq, agent_json, vote_deadline_ms, created_at,
-                streamed, allowed_tools_json, agent_memory_json
+                streamed, allowed_tools_json, agent_memory_json, agent_settings_json
          FROM sessions",
         |r| {
             Ok(SessionRow {
@@ -374,6 +376,7 @@ pub(crate) fn sessions(conn: &Connection) -> Result<Vec<SessionRow>, StoreError>
                 streamed: r.get(10)?,
                 allowed_tools: from_json("sessions", &r.get::<_, String>(11)?)?,
                 agent_memory: from_json("sessions", &r.get::<_, String>(12)?)?,
+                agent_settings: from_json("sessions", &r.get::<_, String>(13)?)?,
             })
         },
     )?;

@@ -221,6 +221,8 @@ pub struct RoundtableApp {
     pub new_titles: BTreeMap<WorkspaceId, String>,
     /// The session being renamed and the title typed so far (host).
     pub renaming: Option<(SessionId, String)>,
+    /// The agent model being typed for a session (`set_agent_settings`).
+    pub model_edit: Option<(SessionId, String)>,
     /// The session whose Clear waits for confirmation (host).
     pub confirm_clear: Option<SessionId>,
     /// The participant whose kick waits for confirmation, and whether it revokes their share.
@@ -270,6 +272,7 @@ impl RoundtableApp {
             mint: MintForm::default(),
             new_titles: BTreeMap::new(),
             renaming: None,
+            model_edit: None,
             confirm_clear: None,
             confirm_kick: None,
             confirm_revoke: None,
@@ -746,6 +749,41 @@ impl RoundtableApp {
         }
     }
 
+    /// "Agent: model haiku" with a way to choose the model (kept for every turn, shown to all).
+    fn agent_settings_row(&mut self, ui: &mut egui::Ui, session_id: &SessionId, settings: &AgentSettings) {
+        let mut act: Option<Method> = None;
+        ui.horizontal(|ui| {
+            let now = crate::app::render::agent_settings_text(settings);
+            ui.label(RichText::new(format!("Agent: {now}")).weak())
+                .on_hover_text("kept by the host and used for every turn of this session");
+            match self.model_edit.as_mut().filter(|(s, _)| s == session_id) {
+                Some((_, text)) => {
+                    let edit =
+                        ui.add(egui::TextEdit::singleline(text).hint_text("model, e.g. sonnet").desired_width(160.0));
+                    let enter = edit.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
+                    if ui.small_button("Use model").clicked() || enter {
+                        let model = Some(text.trim().to_string());
+                        let params =
+                            SetAgentSettingsParams { session_id: session_id.clone(), model, permission_mode: None };
+                        act = Some(Method::SetAgentSettings(params));
+                        self.model_edit = None;
+                    } else if ui.small_button("Cancel").clicked() {
+                        self.model_edit = None;
+                    }
+                }
+                None => {
+                    if ui.small_button("Model…").on_hover_text("choose the agent's model for this session").clicked()
+                    {
+                        self.model_edit = Some((session_id.clone(), settings.model.clone().unwrap_or_default()));
+                    }
+                }
+            }
+        });
+        if let Some(m) = act {
+            self.call(m);
+        }
+    }
+
     fn lobby_panel(&mut self, ui: &mut egui::Ui) {
         ui.add_space(8.0);
         ui.separator();
@@ -881,12 +919,14 @@ impl RoundtableApp {
         };
         let Some(session) = self.model.sessions.get(&session_id) else { return };
         let plan_first = session.info.as_ref().is_some_and(|i| i.plan_first);
+        let settings = session.info.as_ref().map(|i| i.agent_settings.clone()).unwrap_or_default();
         if let Some(title) = session.info.as_ref().map(|i| i.title.clone()) {
             self.session_header(ui, &session_id, &title);
         }
         if plan_first {
             ui.label(RichText::new("Plan first: the agent's plan goes to a vote before it changes anything").weak());
         }
+        self.agent_settings_row(ui, &session_id, &settings);
         if self.model.is_host {
             self.invite_box(ui, &session_id);
         }

@@ -947,6 +947,7 @@ fn status_hint(state: &mut SessionState, body: &Event) {
             if let Some(info) = &mut state.info {
                 info.title = u.title.clone();
                 info.status = u.status;
+                info.agent_settings = u.agent_settings.clone();
             }
         }
         _ => {}
@@ -1094,6 +1095,7 @@ fn apply_session_event(
             if let Some(info) = &mut state.info {
                 info.title = u.title;
                 info.status = u.status;
+                info.agent_settings = u.agent_settings;
             }
         }
         Event::HistoryReplaced(_) => {

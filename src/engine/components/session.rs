@@ -19,6 +19,8 @@ pub struct Session {
     pub allowed_tools: std::collections::BTreeSet<String>,
     /// What the agent keeps between turns (its conversation); sent with every turn.
     pub agent_memory: crate::persist::AgentMemory,
+    /// The agent settings every turn gets (`set_agent_settings`).
+    pub agent_settings: crate::protocol::AgentSettings,
 }
 
 /// The turn lock. `holder` is `Some` exactly while a turn runs.
@@ -124,6 +126,7 @@ impl Session {
             streamed: String::new(),
             allowed_tools: self.allowed_tools.iter().cloned().collect(),
             agent_memory: self.agent_memory.clone(),
+            agent_settings: self.agent_settings.clone(),
         }
     }
 }

@@ -3,6 +3,7 @@
 //! Parameter bundles shared by many systems are in [`params`].
 
 pub mod agent_io;
+pub mod agent_settings;
 pub mod auth_timeout;
 pub mod authenticate;
 pub mod broadcast;
@@ -122,6 +123,7 @@ impl Installer for TurnInstaller {
             (
                 room_chat::send_chat,
                 room_chat::typing,
+                agent_settings::set_agent_settings,
                 turn_lock::send_message,
                 turn_lock::cancel_turn,
                 turn_lock::release_on_departure,

@@ -35,6 +35,7 @@ pub fn session_info(
         last_seq: log.last_seq(),
         plan_first: s.agent.plan_first(),
         read_seq: None,
+        agent_settings: s.agent_settings.clone(),
     }
 }
 

@@ -84,6 +84,7 @@ pub fn restore_world(world: &mut World, r: Restored) {
             created_at: s.created_at,
             allowed_tools: s.allowed_tools.into_iter().collect(),
             agent_memory: s.agent_memory,
+            agent_settings: s.agent_settings,
         };
         index.sessions.insert(s.id, world.spawn((session, lock, log, history)).id());
     }

@@ -99,7 +99,11 @@ pub fn session_admin(
                     continue;
                 };
                 s.title = title_or(&p.title, &s.title.clone());
-                let body = Event::SessionUpdated(SessionUpdated { title: s.title.clone(), status: s.status });
+                let body = Event::SessionUpdated(SessionUpdated {
+                    title: s.title.clone(),
+                    status: s.status,
+                    agent_settings: s.agent_settings.clone(),
+                });
                 emit(&mut log, &p.session_id, body, &mut batch, &mut staged);
                 batch.push(StoreOp::PutSession(s.row(lock, &log)));
                 reply_ok(&mut staged, req.conn, &req.id, Ack { ok: true });
@@ -165,6 +169,7 @@ fn new_session(
         created_at: now,
         allowed_tools: Default::default(),
         agent_memory: Default::default(),
+        agent_settings: Default::default(),
     };
     (session, TurnLock::default(), EventLog { next_seq: 1, tail: Default::default() })
 }

@@ -182,6 +182,7 @@ pub fn send_message(
             prompt: p.text.clone(),
             author_name: me.display_name.clone(),
             conversation: session.agent_memory.conversation.clone(),
+            settings: session.agent_settings.clone(),
         });
         fx.reply_ok(req.conn, &req.id, SendMessageResult { message_id: mid, seq, duplicate: false });
     }
