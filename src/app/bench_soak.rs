@@ -8,10 +8,12 @@
 //! reconnect with their resume token, rejoin with `since_seq` and send again whatever was not
 //! acknowledged (same `client_msg_id`, so a message that was stored is not stored twice).
 //!
-//! With `--storage-faults` the host runs with `--inject-storage-faults`, and about every other
-//! `--kill-every` period, instead of a plain kill, the harness makes every commit fail for
-//! 0.3–1.5 s (as a full disk would), sometimes killing the host in the middle of it. Sends are
-//! then refused with `storage_unavailable` and retried with the same `client_msg_id`.
+//! With `--storage-faults`, in about two of three `--kill-every` periods, instead of a plain kill,
+//! the storage fails: the disk fills up (every commit fails for 0.3–1.5 s, sometimes with the
+//! host killed in the middle), the file system goes read-only for a while (tmpfs only), or the
+//! database's `-wal` and `-shm` files are deleted under the running host (then it is restarted).
+//! Sends are then refused with `storage_unavailable`: half the clients retry with the same
+//! `client_msg_id`, the other half retype the message as a new one, as a person would.
 //!
 //! At the end it checks, against the SQLite file itself and against what every client received:
 //! every acknowledged message is stored exactly once, reached every client exactly once, and
@@ -48,6 +50,8 @@ pub struct SoakOptions {
     pub flaky: bool,
     /// Make commits fail for short windows (through `serve --inject-storage-faults`).
     pub storage_faults: bool,
+    /// Which storage faults: `full`, `read-only`, `wal`.
+    pub fault_kinds: Vec<String>,
 }
 
 /// What a soak run found.
@@ -164,6 +168,17 @@ impl SmallDisk {
     /// Frees what `fill` took.
     fn free(&self) {
         let _ = std::fs::remove_file(self.path.join(Self::FILLER));
+    }
+
+    /// Remounts the tmpfs read-only (`true`) or writable again; whether it worked.
+    fn remount(&self, read_only: bool) -> bool {
+        let option = if read_only { "remount,ro" } else { "remount,rw" };
+        Command::new("mount")
+            .args(["-o", option])
+            .arg(&self.path)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
     }
 }
 
@@ -530,7 +545,35 @@ pub fn run(options: &SoakOptions, json: bool, out: &mut dyn Write) -> anyhow::Re
         if started.elapsed() >= Duration::from_secs(options.seconds) {
             break;
         }
-        let what = if options.storage_faults && rng.random_bool(0.5) {
+        let pick: f64 = rng.random();
+        let kind = |k: &str| options.fault_kinds.iter().any(|f| f == k);
+        let what = if options.storage_faults && pick < 0.15 && kind("wal") {
+            // The log files deleted under the running host (an over-eager cleanup): it must
+            // notice before acknowledging anything more, keep what it acknowledged, and come back
+            // whole after a restart.
+            fault_windows += 1;
+            for suffix in ["-wal", "-shm"] {
+                let _ = std::fs::remove_file(dir.join(format!("roundtable.db{suffix}")));
+            }
+            let length = rng.random_range(300..=1000);
+            std::thread::sleep(Duration::from_millis(length));
+            kills += 1;
+            restart(&mut host)?;
+            format!("storage fault {fault_windows}: -wal and -shm deleted, restarted after {length} ms")
+        } else if options.storage_faults
+            && (0.15..0.3).contains(&pick)
+            && kind("read-only")
+            && disk.as_ref().is_some_and(|d| d.remount(true))
+        {
+            // The file system goes read-only for a while (a disk error remounting it, say).
+            fault_windows += 1;
+            let length = rng.random_range(300..=1500);
+            std::thread::sleep(Duration::from_millis(length));
+            if let Some(disk) = &disk {
+                disk.remount(false);
+            }
+            format!("storage fault {fault_windows}: read-only for {length} ms")
+        } else if options.storage_faults && pick < 0.65 && kind("full") {
             // A full disk for a while: commits fail; sometimes the host dies meanwhile.
             match &disk {
                 Some(disk) => disk.fill()?,

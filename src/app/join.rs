@@ -133,20 +133,32 @@ pub async fn join(args: JoinArgs, data_dir: PathBuf) -> anyhow::Result<ExitCode>
         sent: 0,
         quoted: Vec::new(),
     };
+    // Ctrl-C is taken over before anything else happens (a signal stream registers at once; the
+    // `ctrl_c()` future only when first polled), so an early Ctrl-C is a clean leave too.
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .map_err(|e| anyhow::anyhow!("cannot install the Ctrl-C handler: {e}"))?;
     let mut stdin = stdin_lines();
     // The first connection's failures are reported, not retried (the link is probably wrong) —
     // except a host that refuses for now (it cannot store, or asks to slow down): that is waited
     // out, saying so.
     let started = std::time::Instant::now();
+    let interrupted = || Ok(ExitCode::from(130));
     let (client, events) = loop {
-        match joiner.connect().await {
+        let connected = tokio::select! {
+            connected = joiner.connect() => connected,
+            _ = interrupt.recv() => return interrupted(),
+        };
+        match connected {
             Ok(c) => break c,
             Err(Failure::Busy(e, wait)) if started.elapsed() < TRANSIENT_PATIENCE => {
                 joiner.out.note(&format!(
                     "* the host cannot take you right now ({e:#}); trying again in {:.1}s…",
                     wait.as_secs_f32()
                 ));
-                tokio::time::sleep(wait).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = interrupt.recv() => return interrupted(),
+                }
             }
             Err(Failure::Final(e) | Failure::Retry(e) | Failure::Busy(e, _)) => {
                 return Err(connect_hint(e, &joiner.link))
@@ -158,7 +170,7 @@ pub async fn join(args: JoinArgs, data_dir: PathBuf) -> anyhow::Result<ExitCode>
     for note in remember_host(&data_dir, &joiner.link) {
         joiner.out.note(&note);
     }
-    joiner.run(client, events, &mut stdin).await
+    joiner.run(client, events, &mut stdin, &mut interrupt).await
 }
 
 /// Records the link's fingerprint in `DATA_DIR/known_hosts.json` (shared with the remote
@@ -363,12 +375,13 @@ impl Joiner {
         mut client: Client,
         mut events: Events,
         stdin: &mut mpsc::UnboundedReceiver<String>,
+        interrupt: &mut tokio::signal::unix::Signal,
     ) -> anyhow::Result<ExitCode> {
-        let ctrl_c = tokio::signal::ctrl_c();
-        tokio::pin!(ctrl_c);
         loop {
             tokio::select! {
-                _ = &mut ctrl_c => {
+                // Ctrl-C first: a busy event stream must not keep it waiting.
+                biased;
+                _ = interrupt.recv() => {
                     self.out.note("* leaving…");
                     self.quit(&client, &mut events).await;
                     return Ok(ExitCode::SUCCESS);
@@ -555,7 +568,11 @@ impl Joiner {
                             .note(&format!("* cannot join {session} right now ({}); trying again…", error_text(&e)));
                         told = true;
                     }
-                    tokio::time::sleep(e.retry_after()).await;
+                    // Ctrl-C ends the wait; the main loop, which hears it too, then leaves.
+                    tokio::select! {
+                        _ = tokio::time::sleep(e.retry_after()) => {}
+                        _ = tokio::signal::ctrl_c() => break response,
+                    }
                 }
                 _ => break response,
             }

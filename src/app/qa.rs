@@ -102,9 +102,13 @@ pub struct BenchArgs {
     /// Soak through a flaky TCP proxy that also cuts connections at random.
     #[arg(long)]
     pub flaky: bool,
-    /// Soak with storage faults too: windows in which every commit fails, as on a full disk.
+    /// Soak with storage faults too: a full disk, a read-only file system (tmpfs, as root) and
+    /// the database's -wal/-shm deleted under the running host.
     #[arg(long)]
     pub storage_faults: bool,
+    /// Which storage faults `--storage-faults` makes (comma-separated: full, read-only, wal).
+    #[arg(long, value_delimiter = ',', default_value = "full,read-only,wal", value_name = "KINDS")]
+    pub fault_kinds: Vec<String>,
     /// Seed of the soak's random choices (kill times, pauses).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -253,6 +257,7 @@ pub fn run_bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
                 seed: args.seed,
                 flaky: args.flaky,
                 storage_faults: args.storage_faults,
+                fault_kinds: args.fault_kinds.clone(),
             };
             let report = super::bench_soak::run(&options, args.json, &mut std::io::stdout().lock())?;
             if !report.passed() {
