@@ -652,3 +652,255 @@ async fn a_database_deleted_while_the_host_is_idle_is_noticed_without_anyone_wri
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     assert_eq!(code(ann.say(&h.session, "still refused").await), ErrorCode::StorageUnavailable);
 }
+
+// ---- flow control and silence timing ---------------------------------------------------------
+
+/// What a raw client reads next, WebSocket pings and pongs skipped (tungstenite answers pings).
+enum Read {
+    Text(Value),
+    /// The connection ended: how (a close frame, an error, the end of the stream).
+    Ended(String),
+}
+
+async fn read_text(read: &mut futures_util::stream::SplitStream<client::WsStream>) -> Read {
+    loop {
+        match tokio::time::timeout(WAIT, read.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => return Read::Text(serde_json::from_str(t.as_str()).unwrap()),
+            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+            Ok(Some(Ok(Message::Close(frame)))) => return Read::Ended(format!("close frame {frame:?}")),
+            Ok(other) => return Read::Ended(format!("{other:?}")),
+            Err(_) => panic!("nothing from the host for {WAIT:?}"),
+        }
+    }
+}
+
+/// Reads text frames until the response to `id`; events go to `view`, responses to other
+/// requests (their ids) to `answered`.
+async fn read_until_response(
+    read: &mut futures_util::stream::SplitStream<client::WsStream>,
+    id: &Value,
+    view: &mut View,
+    answered: &mut Vec<Value>,
+) -> Value {
+    loop {
+        match read_text(read).await {
+            Read::Text(v) if v.get("event").is_some() => view.apply(&v),
+            Read::Text(v) if &v["id"] == id => return v,
+            Read::Text(v) => answered.push(v["id"].clone()),
+            Read::Ended(how) => panic!("the connection ended ({how}) while waiting for the response to {id}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_but_keeps_sending_is_not_silent_and_gets_resync_required() {
+    // The host pings every 100 ms and gives up on a client silent for 1 s. This client stops
+    // reading for three times that (a small receive buffer, so the host's writes block at once)
+    // while it sends a `ping` request every 100 ms: it is heard all along, so it must not be
+    // closed as silent; it falls behind, so it must get resync_required (§7.6).
+    let keepalive = roundtable::net::keepalive::Keepalive {
+        every: Duration::from_millis(100),
+        silent_after: Duration::from_millis(1000),
+    };
+    let h = TestHost::start_with(|o| {
+        o.server.send_buffer_bytes = Some(4096);
+        o.server.write_buffer_bytes = 0;
+        o.server.keepalive = keepalive;
+    })
+    .await;
+    let (link, _) = h.mint(|_| {}).await;
+    let RawWs { mut write, mut read, .. } = RawWs::connect(&h, &link, 4096).await;
+    let mut view = View { session: h.session.to_string(), ..View::default() };
+    let mut answered = Vec::new();
+    let request = |id: &str, method: Method| Message::text(Request { id: json!(id), method }.to_frame());
+    write.send(request("auth", auth(&link.token, "Sloth"))).await.unwrap();
+    read_until_response(&mut read, &json!("auth"), &mut view, &mut answered).await;
+    let join = Method::JoinSession(JoinSessionParams { session_id: h.session.clone(), since_seq: None });
+    write.send(request("join", join)).await.unwrap();
+    read_until_response(&mut read, &json!("join"), &mut view, &mut answered).await;
+    loop {
+        match read_text(&mut read).await {
+            Read::Text(v) => {
+                view.apply(&v);
+                if v["event"] == "snapshot" {
+                    break;
+                }
+            }
+            Read::Ended(how) => panic!("the connection ended ({how}) before the snapshot"),
+        }
+    }
+
+    // From here on it does not read; it keeps sending.
+    let stalled = std::time::Instant::now();
+    let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+    let sender = tokio::spawn(async move {
+        let mut sent = Vec::new();
+        let mut every = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            tokio::select! {
+                _ = &mut stopped => return (write, sent, None),
+                _ = every.tick() => {
+                    let id = format!("keep-{}", sent.len());
+                    if let Err(e) = write.send(request(&id, Method::Ping(PingParams { nonce: None }))).await {
+                        return (write, sent, Some(e));
+                    }
+                    sent.push(json!(id));
+                }
+            }
+        }
+    });
+    const N: usize = 150;
+    let filler = "y".repeat(1000);
+    h.flood(N, |i| format!("flood {i} {filler}")).await;
+    let info: ListSessionsResult = h.call(Method::ListSessions(ListSessionsParams::default())).await;
+    let final_seq = info.sessions.iter().find(|s| s.id == h.session).unwrap().last_seq;
+    tokio::time::sleep((keepalive.silent_after * 3).saturating_sub(stalled.elapsed())).await;
+    let not_reading = stalled.elapsed();
+
+    // Reading again: what was queued arrives in order, then resync_required — no close.
+    while view.resync.is_none() {
+        match read_text(&mut read).await {
+            Read::Text(v) if v.get("event").is_some() => view.apply(&v),
+            Read::Text(v) => answered.push(v["id"].clone()),
+            Read::Ended(how) => panic!(
+                "closed ({how}) before resync_required, after {not_reading:?} without reading but sending \
+                 every 100 ms (silence limit {:?})",
+                keepalive.silent_after
+            ),
+        }
+    }
+    assert_eq!(view.resync, Some(view.last_seq), "resync_required names the last seq delivered");
+    assert!(view.last_seq < final_seq, "the client must actually have fallen behind");
+
+    // Every request it sent while not reading was read and answered (responses are never dropped),
+    // and the connection still works: rejoining catches up.
+    let _ = stop.send(());
+    let (mut write, sent, failed) = sender.await.unwrap();
+    assert!(failed.is_none(), "the host dropped a client that kept sending ({failed:?})");
+    let rejoin =
+        Method::JoinSession(JoinSessionParams { session_id: h.session.clone(), since_seq: Some(view.last_seq) });
+    if let Err(e) = write.send(request("rejoin", rejoin)).await {
+        panic!("the host dropped a client that kept sending: {e}");
+    }
+    let joined = read_until_response(&mut read, &json!("rejoin"), &mut view, &mut answered).await;
+    assert!(joined.get("result").is_some(), "{joined}");
+    assert_eq!(answered, sent, "one answer per request, in order");
+    assert!(sent.len() >= 20, "it kept sending while it did not read ({} requests)", sent.len());
+    while view.last_seq < final_seq {
+        match read_text(&mut read).await {
+            Read::Text(v) => view.apply(&v),
+            Read::Ended(how) => panic!("the connection ended ({how}) while catching up"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_client_is_closed_at_the_limit_after_its_last_frame_not_at_a_later_ping() {
+    // Pings every second, silence limit 1.2 s. The client's last frame follows a ping at once;
+    // checked only at ping times, it was closed at the second ping after it, ~2 s later.
+    let keepalive = roundtable::net::keepalive::Keepalive {
+        every: Duration::from_millis(1000),
+        silent_after: Duration::from_millis(1200),
+    };
+    let mut h = TestHost::start_with(|o| o.server.keepalive = keepalive).await;
+    let (link, _) = h.mint(|_| {}).await;
+    // The host's own connection watches (it is in-process: no keepalive of its own to miss).
+    h.call::<Value>(Method::JoinSession(JoinSessionParams { session_id: h.session.clone(), since_seq: None })).await;
+    let RawWs { mut write, mut read, .. } = RawWs::connect(&h, &link, 64 * 1024).await;
+    let (mut view, mut answered) = (View::default(), Vec::new());
+    let request = |id: &str, method: Method| Message::text(Request { id: json!(id), method }.to_frame());
+    write.send(request("auth", auth(&link.token, "Sid"))).await.unwrap();
+    let authed = read_until_response(&mut read, &json!("auth"), &mut view, &mut answered).await;
+    let me = authed["result"]["participant_id"].as_str().unwrap().to_string();
+    let join = Method::JoinSession(JoinSessionParams { session_id: h.session.clone(), since_seq: None });
+    write.send(request("join", join)).await.unwrap();
+    read_until_response(&mut read, &json!("join"), &mut view, &mut answered).await;
+
+    // Wait for the host's ping, answer it with one last frame (tungstenite sends the pong with
+    // it), then say nothing more and read nothing more (reading would answer later pings).
+    loop {
+        match tokio::time::timeout(WAIT, read.next()).await {
+            Ok(Some(Ok(Message::Ping(_)))) => break,
+            Ok(Some(Ok(_))) => continue,
+            other => panic!("expected the host's ping, got {other:?}"),
+        }
+    }
+    let last = std::time::Instant::now();
+    write.send(request("last", Method::Ping(PingParams { nonce: None }))).await.unwrap();
+
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match tokio::time::timeout_at(deadline, h.events.recv()).await {
+            Ok(Some(client::ClientEvent::Event { frame, .. })) => match &frame.body {
+                Event::PresenceChanged(p)
+                    if p.participant_id.as_str() == me && p.presence == PresenceState::Reconnecting =>
+                {
+                    break
+                }
+                _ => {}
+            },
+            Ok(Some(_)) => {}
+            other => panic!("the host never saw Sid go: {other:?}"),
+        }
+    }
+    let after = last.elapsed();
+    assert!(after >= keepalive.silent_after, "closed {after:?} after its last frame, before the limit");
+    assert!(
+        after < keepalive.silent_after + Duration::from_millis(500),
+        "closed {after:?} after its last frame; the limit is {:?} (pings every {:?})",
+        keepalive.silent_after,
+        keepalive.every
+    );
+    drop((write, read));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_closed_as_too_slow_is_let_go_after_the_silence_limit_even_while_it_keeps_sending() {
+    // §7.6: a connection that does not even read its responses is closed (`too_slow`); its
+    // close frame waits behind what it has not read. A client that keeps sending but never
+    // reads must not hold its socket for ever: once it has not taken them within the silence
+    // limit (§1.4), the host drops the connection, and the client's sends start failing.
+    let keepalive = roundtable::net::keepalive::Keepalive {
+        every: Duration::from_millis(100),
+        silent_after: Duration::from_millis(500),
+    };
+    let h = TestHost::start_with(|o| {
+        o.server.send_buffer_bytes = Some(4096);
+        o.server.write_buffer_bytes = 0;
+        o.server.queue_bytes = 64 * 1024;
+        o.server.keepalive = keepalive;
+        o.engine.outbox_max_bytes = 64 * 1024;
+    })
+    .await;
+    let (link, _) = h.mint(|_| {}).await;
+    let RawWs { mut write, mut read, .. } = RawWs::connect(&h, &link, 4096).await;
+    let (mut view, mut answered) = (View::default(), Vec::new());
+    let request = |id: &str, method: Method| Message::text(Request { id: json!(id), method }.to_frame());
+    write.send(request("auth", auth(&link.token, "Sloth"))).await.unwrap();
+    read_until_response(&mut read, &json!("auth"), &mut view, &mut answered).await;
+
+    // It never reads again, and asks for a 32 KiB answer every 100 ms until a send fails:
+    // 128 KiB of answers waiting (twice `outbox_max_bytes`) is too slow.
+    let stalled = std::time::Instant::now();
+    let sender = tokio::spawn(async move {
+        let nonce = "n".repeat(32 * 1024);
+        let mut every = tokio::time::interval(Duration::from_millis(100));
+        let mut sent = 0;
+        loop {
+            every.tick().await;
+            sent += 1;
+            let ping = request(&format!("big-{sent}"), Method::Ping(PingParams { nonce: Some(nonce.clone()) }));
+            if let Err(e) = write.send(ping).await {
+                return (sent, e);
+            }
+        }
+    });
+    let (sent, error) = tokio::time::timeout(WAIT, sender)
+        .await
+        .expect("the host still holds the socket of a client that never reads, because it keeps sending")
+        .unwrap();
+    // Closed after ~6 answers (~0.6 s), dropped 0.5 s later: far less than WAIT.
+    let held = stalled.elapsed();
+    assert!(held < WAIT / 2, "dropped only after {held:?} ({sent} requests, then {error})");
+    drop(read);
+}

@@ -6,7 +6,10 @@
 //!   socket ◄─write── WsSink queue  ◄── engine outbox (FrameSink::try_send, never blocks)
 //! ```
 //!
-//! One tokio task per connection multiplexes reading, writing and shutdown with `select!`.
+//! One tokio task per connection multiplexes reading, writing, keepalive and shutdown with
+//! `select!`. Writing is a future of its own beside the others, never awaited inside one of
+//! their arms: a client that stops reading blocks only the writes, and its frames are still
+//! read, answered and counted as signs of life.
 //! The engine never waits for a socket: [`WsSink::try_send`] refuses a frame when the
 //! connection's queue already holds [`ServerOptions::queue_frames`] frames or
 //! [`ServerOptions::queue_bytes`] bytes, and the engine keeps it in its own bounded outbox
@@ -32,7 +35,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
@@ -235,6 +238,10 @@ enum Out {
 struct Queued {
     frames: AtomicUsize,
     bytes: AtomicUsize,
+    /// Woken when the engine closes the connection. The close itself waits in the queue behind
+    /// the frames before it; this tells the socket task to start the clock on a client that is
+    /// not taking them.
+    closing: Notify,
 }
 
 impl Queued {
@@ -289,6 +296,7 @@ impl FrameSink for WsSink {
     fn close(&self, reason: &str) {
         // Close is not counted against the bound: it must always get through.
         let _ = self.tx.send(Out::Close(reason.to_string()));
+        self.queued.closing.notify_one();
     }
 }
 
@@ -345,7 +353,42 @@ impl ConnCtx {
     }
 }
 
+/// Why a connection's socket loop stopped.
+enum Stop {
+    /// The host is shutting down.
+    Shutdown,
+    /// The writer is done: see [`Written`] (or a write failed).
+    Written(Result<Written, WsError>),
+    /// The engine closed the connection, and the client has not taken what was left for it (its
+    /// last frames, the close frame) within as long as a silent client is kept.
+    Stuck,
+    /// Nothing heard from the client for the keepalive's silence limit.
+    Silent,
+    /// The client sent a close frame (tungstenite has queued the answer).
+    ClientClosed,
+    /// The client broke a rule: answer with this close frame. `oversize`: the rest of an
+    /// oversize message is still arriving and is swallowed first.
+    Refused { close: Message, log: String, oversize: bool },
+    /// Nothing more can or need be written (the client went away, a read failed, the engine
+    /// stopped); the text is for the log.
+    Gone(String),
+}
+
+/// What the writer finished with.
+enum Written {
+    /// The engine closed the connection; its close frame, with this reason, is written.
+    Closed(String),
+    /// The engine let go of the connection.
+    Dropped,
+}
+
 /// Moves frames both ways until the connection ends; returns why it ended (for the log).
+///
+/// Writing runs as its own future ([`write_out`]) beside the reading loop, never inside one of
+/// its arms: a client that stops reading blocks the writes, but the host goes on reading its
+/// frames (each one counts for the keepalive), answering them through the engine (which keeps
+/// the answers in its bounded outbox, docs/PROTOCOL.md §7.6), and watching for shutdown, silence
+/// and the engine's close.
 async fn pump<S: AsyncRead + AsyncWrite + Unpin>(
     ws: tokio_tungstenite::WebSocketStream<S>,
     conn: ConnId,
@@ -357,110 +400,187 @@ async fn pump<S: AsyncRead + AsyncWrite + Unpin>(
 ) -> String {
     use crate::net::keepalive::Due;
     let (mut write, mut read) = ws.split();
-    loop {
-        tokio::select! {
-            biased;
-            _ = shutdown.changed() => {
-                let closing = EventFrame {
-                    session_id: None,
-                    seq: None,
-                    body: Event::Closing(Closing { reason: "shutdown".into() }),
-                };
-                // Flush what the engine already handed us, then say goodbye.
-                while let Ok(Out::Frame(f)) = rx.try_recv() {
-                    if write.feed(ws_text(&f)).await.is_err() {
-                        return "write failed during shutdown".into();
-                    }
+    let ping = Notify::new();
+    let stop = {
+        let writer = write_out(&mut write, &mut rx, queued, &ping);
+        tokio::pin!(writer);
+        // Once the engine closes the connection, the client has as long as a silent client is
+        // kept to take what is left for it; a client that does not read (`too_slow`) but keeps
+        // sending would otherwise hold the socket for ever.
+        let mut close_by: Option<tokio::time::Instant> = None;
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => break Stop::Shutdown,
+                written = &mut writer => break Stop::Written(written),
+                _ = queued.closing.notified(), if close_by.is_none() => {
+                    close_by = Some(tokio::time::Instant::now() + keepalive.silent_after());
                 }
-                let _ = write.feed(Message::text(closing.to_json())).await;
-                let _ = write.send(close_message(CloseCode::Away, "shutdown")).await;
-                linger(&mut read).await;
-                return "host shutting down".into();
-            }
-            out = rx.recv() => match out {
-                Some(Out::Frame(frame)) => {
-                    queued.release(&frame);
-                    let res = write.feed(ws_text(&frame)).await;
-                    // Batch: flush only when nothing else is waiting.
-                    let res = match res {
-                        Ok(()) if rx.is_empty() => write.flush().await,
-                        other => other,
-                    };
-                    if let Err(e) = res {
-                        return format!("write failed: {e}");
+                _ = tokio::time::sleep_until(close_by.unwrap_or_else(tokio::time::Instant::now)),
+                    if close_by.is_some() => break Stop::Stuck,
+                due = keepalive.due() => match due {
+                    Due::Ping => ping.notify_one(),
+                    Due::Silent => break Stop::Silent,
+                },
+                msg = read.next() => {
+                    if let Some(Ok(_)) = &msg {
+                        keepalive.heard();
                     }
-                }
-                Some(Out::Close(reason)) => {
-                    let _ = write.send(close_message(CloseCode::Policy, &reason)).await;
-                    linger(&mut read).await;
-                    return format!("closed by host ({reason})");
-                }
-                None => return "engine dropped the connection".into(),
-            },
-            due = keepalive.due() => match due {
-                Due::Ping => {
-                    if let Err(e) = write.send(Message::Ping(Default::default())).await {
-                        return format!("write failed: {e}");
+                    // Once the engine has closed the connection it wants nothing more from it.
+                    let engine = close_by.is_none().then_some(inbound);
+                    if let Some(stop) = receive(msg, conn, engine) {
+                        break stop;
                     }
-                }
-                Due::Silent => {
-                    let _ = write.send(close_message(CloseCode::Away, "no answer to pings")).await;
-                    return format!("client silent for {:?}", keepalive.silent_after());
-                }
-            },
-            msg = read.next() => {
-                if let Some(Ok(_)) = &msg {
-                    keepalive.heard();
-                }
-                match msg {
-                    Some(Ok(Message::Text(text))) => {
-                        if inbound.send(Inbound::Frame { conn, text: text.as_str().to_string() }).is_err() {
-                            return "engine stopped".into();
-                        }
-                    }
-                    Some(Ok(Message::Binary(bytes))) => match String::from_utf8(bytes.to_vec()) {
-                        // Lenient: a UTF-8 binary frame is treated as text; the engine validates it.
-                        Ok(text) => {
-                            if inbound.send(Inbound::Frame { conn, text }).is_err() {
-                                return "engine stopped".into();
-                            }
-                        }
-                        Err(_) => debug!("{conn}: ignoring a binary frame that is not UTF-8"),
-                    },
-                    Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {
-                        // tungstenite queues the pong; make sure it leaves.
-                        if let Err(e) = write.flush().await {
-                            return format!("write failed: {e}");
-                        }
-                    }
-                    Some(Ok(Message::Close(_))) => {
-                        let _ = write.flush().await;
-                        return "client closed".into();
-                    }
-                    Some(Err(WsError::Capacity(e))) => {
-                        let _ = write.send(close_message(CloseCode::Size, "message too big")).await;
-                        // The rest of the oversize message is still arriving. Swallow it (briefly)
-                        // so the client can finish writing and read our close frame; closing the
-                        // socket with unread data would reset the connection and lose the frame.
-                        if let Ok(ws) = read.reunite(write) {
-                            discard_input(ws.into_inner()).await;
-                        }
-                        return format!("client sent an oversize message: {e}");
-                    }
-                    Some(Err(WsError::Utf8(e))) => {
-                        let _ = write.send(close_message(CloseCode::Invalid, "invalid UTF-8 in a text frame")).await;
-                        return format!("client sent invalid UTF-8: {e}");
-                    }
-                    Some(Err(WsError::Protocol(e))) => {
-                        let reason = format!("WebSocket protocol error: {e}");
-                        let _ = write.send(close_message(CloseCode::Protocol, &reason)).await;
-                        return reason;
-                    }
-                    Some(Err(e)) => return format!("read failed: {e}"),
-                    None => return "client went away".into(),
                 }
             }
         }
+    };
+    // The writer is gone (dropped between two frames, or in a flush that `write` finishes
+    // later); the goodbyes below write directly, each bounded by `GOODBYE`, because a client
+    // that is not reading cannot take them.
+    match stop {
+        Stop::Shutdown => {
+            let closing =
+                EventFrame { session_id: None, seq: None, body: Event::Closing(Closing { reason: "shutdown".into() }) };
+            // Flush what the engine already handed us, then say goodbye.
+            let goodbye = async {
+                while let Ok(Out::Frame(f)) = rx.try_recv() {
+                    write.feed(ws_text(&f)).await?;
+                }
+                write.feed(Message::text(closing.to_json())).await?;
+                write.send(close_message(CloseCode::Away, "shutdown")).await
+            };
+            match tokio::time::timeout(GOODBYE, goodbye).await {
+                Ok(Ok(())) => linger(&mut read).await,
+                Ok(Err(e)) => return format!("write failed during shutdown: {e}"),
+                Err(_) => return "host shutting down; the client was not reading".into(),
+            }
+            "host shutting down".into()
+        }
+        Stop::Written(Ok(Written::Closed(reason))) => {
+            linger(&mut read).await;
+            format!("closed by host ({reason})")
+        }
+        Stop::Written(Ok(Written::Dropped)) => "engine dropped the connection".into(),
+        Stop::Written(Err(e)) => format!("write failed: {e}"),
+        Stop::Stuck => {
+            format!("closed by host; the client did not take its last frames within {:?}", keepalive.silent_after())
+        }
+        Stop::Silent => {
+            let close = write.send(close_message(CloseCode::Away, "no answer to pings"));
+            let _ = tokio::time::timeout(GOODBYE, close).await;
+            format!("client silent for {:?}", keepalive.silent_after())
+        }
+        Stop::ClientClosed => {
+            let _ = tokio::time::timeout(GOODBYE, write.flush()).await;
+            "client closed".into()
+        }
+        Stop::Refused { close, log, oversize } => {
+            let _ = tokio::time::timeout(GOODBYE, write.send(close)).await;
+            if oversize {
+                // The rest of the oversize message is still arriving. Swallow it (briefly) so
+                // the client can finish writing and read our close frame; closing the socket
+                // with unread data would reset the connection and lose the frame.
+                if let Ok(ws) = read.reunite(write) {
+                    discard_input(ws.into_inner()).await;
+                }
+            }
+            log
+        }
+        Stop::Gone(log) => log,
+    }
+}
+
+/// How long a goodbye (a close frame, the answer to the client's close, the frames flushed at
+/// shutdown) may take to write before the socket is dropped anyway.
+const GOODBYE: Duration = Duration::from_secs(1);
+
+/// Writes what the engine hands over, in order, and a ping whenever the keepalive asks;
+/// returns once the engine closes the connection (after writing the close frame) or drops it,
+/// or a write fails.
+///
+/// It waits only where stopping is harmless (the caller drops it when the connection ends for
+/// another reason): for the socket to take more, which comes before anything is taken from the
+/// queue so no frame is lost in hand; for the queue; and in a flush.
+async fn write_out<W>(
+    write: &mut W,
+    rx: &mut mpsc::UnboundedReceiver<Out>,
+    queued: &Queued,
+    ping: &Notify,
+) -> Result<Written, WsError>
+where
+    W: futures_util::Sink<Message, Error = WsError> + Unpin,
+{
+    loop {
+        std::future::poll_fn(|cx| write.poll_ready_unpin(cx)).await?;
+        let message = tokio::select! {
+            biased;
+            // Pings first: a client busy taking a long stream must still be asked for pongs.
+            _ = ping.notified() => Message::Ping(Default::default()),
+            out = rx.recv() => match out {
+                Some(Out::Frame(frame)) => {
+                    queued.release(&frame);
+                    ws_text(&frame)
+                }
+                Some(Out::Close(reason)) => {
+                    write.send(close_message(CloseCode::Policy, &reason)).await?;
+                    return Ok(Written::Closed(reason));
+                }
+                None => return Ok(Written::Dropped),
+            },
+        };
+        write.start_send_unpin(message)?;
+        // Batch: flush only when nothing else is waiting.
+        if rx.is_empty() {
+            write.flush().await?;
+        }
+    }
+}
+
+/// Handles one read from the client: hands text to the engine (unless `None`); says why to
+/// stop, if it must.
+fn receive(msg: Option<Result<Message, WsError>>, conn: ConnId, engine: Option<&Sender<Inbound>>) -> Option<Stop> {
+    let text = match msg {
+        Some(Ok(Message::Text(text))) => text.as_str().to_string(),
+        Some(Ok(Message::Binary(bytes))) => match String::from_utf8(bytes.to_vec()) {
+            // Lenient: a UTF-8 binary frame is treated as text; the engine validates it.
+            Ok(text) => text,
+            Err(_) => {
+                debug!("{conn}: ignoring a binary frame that is not UTF-8");
+                return None;
+            }
+        },
+        // tungstenite queues the pong and sends it with its next read, which follows at once.
+        Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => return None,
+        Some(Ok(Message::Close(_))) => return Some(Stop::ClientClosed),
+        Some(Err(WsError::Capacity(e))) => {
+            return Some(Stop::Refused {
+                close: close_message(CloseCode::Size, "message too big"),
+                log: format!("client sent an oversize message: {e}"),
+                oversize: true,
+            })
+        }
+        Some(Err(WsError::Utf8(e))) => {
+            return Some(Stop::Refused {
+                close: close_message(CloseCode::Invalid, "invalid UTF-8 in a text frame"),
+                log: format!("client sent invalid UTF-8: {e}"),
+                oversize: false,
+            })
+        }
+        Some(Err(WsError::Protocol(e))) => {
+            let reason = format!("WebSocket protocol error: {e}");
+            return Some(Stop::Refused {
+                close: close_message(CloseCode::Protocol, &reason),
+                log: reason,
+                oversize: false,
+            });
+        }
+        Some(Err(e)) => return Some(Stop::Gone(format!("read failed: {e}"))),
+        None => return Some(Stop::Gone("client went away".into())),
+    };
+    match engine.map(|inbound| inbound.send(Inbound::Frame { conn, text })) {
+        Some(Err(_)) => Some(Stop::Gone("engine stopped".into())),
+        _ => None,
     }
 }
 
