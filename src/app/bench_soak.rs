@@ -481,6 +481,13 @@ async fn final_seq(link: &Link) -> anyhow::Result<u64> {
 /// Runs the soak and reports (JSON with `json`).
 pub fn run(options: &SoakOptions, json: bool, out: &mut dyn Write) -> anyhow::Result<SoakReport> {
     let scratch = scratch_dir("soak")?;
+    // ROUNDTABLE_KEEP_SOAK_DIR=1 keeps the data dir and the host's log for a look afterwards. (A
+    // run that fails half-way leaves its dir too; the next bench sweeps it away.)
+    let keep = std::env::var_os("ROUNDTABLE_KEEP_SOAK_DIR").is_some();
+    if keep {
+        eprintln!("keeping {} (ROUNDTABLE_KEEP_SOAK_DIR)", scratch.0.display());
+    }
+    let scratch = std::mem::ManuallyDrop::new(scratch);
     // Storage faults: a real full disk (a small tmpfs) where mounting is permitted, otherwise
     // commits made to fail from outside (`serve --inject-storage-faults`).
     let disk = if options.storage_faults { SmallDisk::mount(&scratch.0.join("disk")) } else { None };
@@ -701,7 +708,9 @@ pub fn run(options: &SoakOptions, json: bool, out: &mut dyn Write) -> anyhow::Re
         }
     }
     drop(disk);
-    drop(scratch);
+    if !keep {
+        drop(std::mem::ManuallyDrop::into_inner(scratch));
+    }
     if json {
         writeln!(out, "{}", serde_json::to_string(&report)?)?;
     } else {
