@@ -318,29 +318,49 @@ fn apply(conn: &Connection, op: &StoreOp) -> Result<(), StoreError> {
     }
 }
 
-/// After the log or its index was deleted or replaced: copies what this connection wrote into
-/// the main file, through the log and index it still holds open, so a crash or restart loses
-/// nothing that was acknowledged. Only when no other connection wrote since the files were last
-/// found intact: otherwise the index may describe frames of a log this connection does not
-/// have, and copying would write garbage. Returns what happened, for the error message.
+/// After the log or its index was deleted or replaced: saves what this connection sees — the
+/// main file plus the log it still holds open — as a complete new database that replaces the
+/// main file, so a crash or restart loses nothing that was acknowledged. The copy is written
+/// beside it (`VACUUM INTO`), synced, and renamed over the main file (after any stray log and
+/// index at the path are removed, which would not match the copy), so a crash at any moment
+/// leaves either the old main file or the whole copy — never a main file half overwritten, as a
+/// checkpoint through a log that is no longer at the path would (a crash in the middle of one
+/// cannot be recovered: the log it came from is gone). Only when no other connection wrote
+/// since the files were last found intact: otherwise this connection's view may be stale.
+/// Returns what happened, for the error message.
 fn rescue(conn: &Connection, db: &Path, version_when_intact: Option<i64>) -> String {
     let unchanged = version_when_intact.is_some() && data_version(conn).ok() == version_when_intact;
     if !unchanged {
         return format!(
-            "another connection wrote since, so the host did not copy its log into {} (that could mix two \
+            "another connection wrote since, so the host did not save its view over {} (that could mix two \
              logs); what it stored since its last checkpoint (about a second) may be lost",
             db.display()
         );
     }
-    match checkpoint(conn) {
-        Ok((log, copied)) if log == copied => {
-            format!("everything the host had stored is in {} ({copied} log pages copied into it)", db.display())
+    let copy = db.with_extension("db.rescued");
+    let save = || -> Result<(), String> {
+        let _ = std::fs::remove_file(&copy);
+        conn.execute("VACUUM INTO ?1", [copy.to_string_lossy()]).map_err(|e| files::explain(db, &e))?;
+        std::fs::File::open(&copy).and_then(|f| f.sync_all()).map_err(|e| e.to_string())?;
+        for suffix in ["-wal", "-shm"] {
+            let stray = PathBuf::from(format!("{}{suffix}", db.display()));
+            match std::fs::remove_file(&stray) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.to_string()),
+                _ => {}
+            }
         }
-        Ok((log, copied)) => format!(
-            "only {copied} of {log} log pages could be copied into {} (a reader was using the rest)",
-            db.display()
-        ),
-        Err(e) => format!("copying the log into {} failed: {}", db.display(), files::explain(db, &e)),
+        std::fs::rename(&copy, db).map_err(|e| e.to_string())?;
+        if let Some(dir) = db.parent() {
+            let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+        }
+        Ok(())
+    };
+    match save() {
+        Ok(()) => format!("everything the host had stored was saved as a complete copy that replaced {}", db.display()),
+        Err(e) => {
+            let _ = std::fs::remove_file(&copy);
+            format!("saving what the host had stored over {} failed: {e}", db.display())
+        }
     }
 }
 

@@ -173,6 +173,11 @@ pub fn persist(
                 }
             }
         }
+        // Between retries the files are still watched every tick: a log deleted during an outage
+        // must be noticed (and its contents saved by the store) at once, not at the next retry.
+        if health.failing.as_ref().is_some_and(|f| f.last_try_ms != clock.now) {
+            let _ = store.get().check_health();
+        }
         let failing = health.failing.as_mut().expect("still failing");
         let this_tick = std::mem::take(&mut staged.0);
         staged.0 = withhold(this_tick, false, &mut failing.withheld);
