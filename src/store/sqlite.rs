@@ -476,7 +476,7 @@ mod tests {
     }
 
     #[test]
-    fn a_lost_log_is_not_copied_into_the_main_file_when_another_connection_wrote_since() {
+    fn a_lost_log_is_not_saved_over_the_main_file_when_another_connection_wrote_since() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("roundtable.db");
         let mut store = SqliteStore::open(&path).unwrap();
@@ -487,7 +487,7 @@ mod tests {
         other.execute("UPDATE workspaces SET name = 'renamed'", []).unwrap();
         std::fs::remove_file(Part::Wal.of(&path)).unwrap();
         let err = store.commit(&[workspace(2)]).unwrap_err().to_string();
-        assert!(err.contains("another connection wrote since, so the host did not copy its log"), "{err}");
+        assert!(err.contains("another connection wrote since, so the host did not save its view"), "{err}");
     }
 
     #[test]
