@@ -1654,42 +1654,55 @@ impl RecordingRuntime {
     }
 }
 
+/// A harness on the SQLite file `db` whose external agents are `runtime`.
+fn recording_host(db: &std::path::Path, runtime: &RecordingRuntime) -> Harness {
+    let store = roundtable::store::SqliteStore::open(db).unwrap();
+    let mut h = Harness::with_store(EngineConfig::default(), Box::new(store));
+    h.engine.set_agent_runtime(Box::new(runtime.clone()));
+    h
+}
+
+/// Turn `n` in session `s`: `conn` prompts, the agent says `events` and is done.
+fn agent_turn(
+    h: &mut Harness,
+    conn: roundtable::ids::ConnId,
+    s: &str,
+    n: u64,
+    events: Vec<roundtable::agent::AgentEvent>,
+) {
+    use roundtable::agent::{AgentEvent, AgentOutput};
+    use roundtable::engine::Inbound;
+    let params = json!({"session_id": s, "text": format!("prompt {n}"), "client_msg_id": format!("m{n}")});
+    h.call(conn, "send_message", params).unwrap();
+    h.tick();
+    for event in events.into_iter().chain([AgentEvent::Done]) {
+        h.engine.sender().send(Inbound::Agent(AgentOutput { session: s.into(), turn_id: n, event })).unwrap();
+    }
+    h.run(50);
+}
+
+/// A `command`-agent workspace and its session on `h`: (workspace id, session id).
+fn command_workspace(h: &mut Harness) -> (String, String) {
+    let w = h.host("add_workspace", json!({"name": "ws", "dir": ".", "agent": {"kind": "command", "command": "x"}}));
+    let w = w["id"].as_str().unwrap().to_string();
+    let s = h.host("create_session", json!({"workspace_id": w, "title": "main"}))["id"].as_str().unwrap().to_string();
+    (w, s)
+}
+
 /// Issue 21 (items 2 and 4): the conversation an agent reports is stored with its session and
 /// sent with every later turn — also after a restart — and clearing the session forgets it, so
 /// "clear" means one thing: the room's history and the agent's memory go together.
 #[test]
 fn the_agents_conversation_survives_a_restart_and_clearing_the_session_forgets_it() {
-    use roundtable::agent::{AgentEvent, AgentOutput};
-    use roundtable::engine::Inbound;
-    use roundtable::store::SqliteStore;
+    use roundtable::agent::AgentEvent;
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("roundtable.db");
-    let start = |runtime: &RecordingRuntime| {
-        let mut h = Harness::with_store(EngineConfig::default(), Box::new(SqliteStore::open(&db).unwrap()));
-        h.engine.set_agent_runtime(Box::new(runtime.clone()));
-        h
-    };
-    let turn = |h: &mut Harness, conn, s: &str, n: u64, events: Vec<AgentEvent>| {
-        h.call(
-            conn,
-            "send_message",
-            json!({"session_id": s, "text": format!("prompt {n}"), "client_msg_id": format!("m{n}")}),
-        )
-        .unwrap();
-        h.tick();
-        for event in events.into_iter().chain([AgentEvent::Done]) {
-            h.engine.sender().send(Inbound::Agent(AgentOutput { session: s.into(), turn_id: n, event })).unwrap();
-        }
-        h.run(50);
-    };
+    let start = |runtime: &RecordingRuntime| recording_host(&db, runtime);
+    let turn = agent_turn;
     let runtime = RecordingRuntime::default();
     let (tok, s) = {
         let mut h = start(&runtime);
-        let w =
-            h.host("add_workspace", json!({"name": "ws", "dir": ".", "agent": {"kind": "command", "command": "x"}}));
-        let w = w["id"].as_str().unwrap().to_string();
-        let s =
-            h.host("create_session", json!({"workspace_id": w, "title": "main"}))["id"].as_str().unwrap().to_string();
+        let (w, s) = command_workspace(&mut h);
         let tok = h.mint(&[&w], json!({}));
         let (ann, _) = h.join(&tok, "Ann", &s);
         turn(
@@ -1729,16 +1742,10 @@ fn the_agents_conversation_survives_a_restart_and_clearing_the_session_forgets_i
 /// only the host the permission mode, and never one that skips votes.
 #[test]
 fn agent_settings_are_kept_per_session_sent_with_every_turn_and_shown_to_everyone() {
-    use roundtable::agent::{AgentCommand, AgentEvent, AgentOutput};
-    use roundtable::engine::Inbound;
-    use roundtable::store::SqliteStore;
+    use roundtable::agent::AgentCommand;
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("roundtable.db");
-    let start = |runtime: &RecordingRuntime| {
-        let mut h = Harness::with_store(EngineConfig::default(), Box::new(SqliteStore::open(&db).unwrap()));
-        h.engine.set_agent_runtime(Box::new(runtime.clone()));
-        h
-    };
+    let start = |runtime: &RecordingRuntime| recording_host(&db, runtime);
     let settings_of_turns = |runtime: &RecordingRuntime| -> Vec<Value> {
         let commands = runtime.0.lock().unwrap();
         commands
@@ -1749,28 +1756,11 @@ fn agent_settings_are_kept_per_session_sent_with_every_turn_and_shown_to_everyon
             })
             .collect()
     };
-    let turn = |h: &mut Harness, conn, s: &str, n: u64| {
-        h.call(
-            conn,
-            "send_message",
-            json!({"session_id": s, "text": format!("prompt {n}"), "client_msg_id": format!("m{n}")}),
-        )
-        .unwrap();
-        h.tick();
-        h.engine
-            .sender()
-            .send(Inbound::Agent(AgentOutput { session: s.into(), turn_id: n, event: AgentEvent::Done }))
-            .unwrap();
-        h.run(50);
-    };
+    let turn = |h: &mut Harness, conn, s: &str, n: u64| agent_turn(h, conn, s, n, Vec::new());
     let runtime = RecordingRuntime::default();
     let (tok, s) = {
         let mut h = start(&runtime);
-        let w =
-            h.host("add_workspace", json!({"name": "ws", "dir": ".", "agent": {"kind": "command", "command": "x"}}));
-        let w = w["id"].as_str().unwrap().to_string();
-        let s =
-            h.host("create_session", json!({"workspace_id": w, "title": "main"}))["id"].as_str().unwrap().to_string();
+        let (w, s) = command_workspace(&mut h);
         let tok = h.mint(&[&w], json!({}));
         let obs = h.mint(&[&w], json!({"role": "observer"}));
         let (ann, _) = h.join(&tok, "Ann", &s);
