@@ -508,7 +508,7 @@ fn default_who() -> String {
 }
 
 /// The faults a step can inject (everything else in `do` is a protocol method).
-pub const FAULTS: [&str; 11] = [
+pub const FAULTS: [&str; 13] = [
     "connect",
     "disconnect",
     "reconnect",
@@ -518,6 +518,8 @@ pub const FAULTS: [&str; 11] = [
     "crash_after_commit",
     "agent_fail",
     "clock_jump",
+    "storage_fault",
+    "storage_heal",
     "raw",
     "wait",
 ];

@@ -9,7 +9,15 @@
 //! - the state after the tick: each session's turn holder, turn id and status; each vote's
 //!   required voters, ballots, outcome, reason and who resolved it; each participant's presence
 //!   (with its grace deadline), mute, admission, joined sessions, display name and role; each
-//!   share's revocation and use count; each connection's authentication.
+//!   share's revocation and use count; each connection's authentication; the host's settings;
+//!   and the store's health (failing or not, and when the commit was last tried).
+//!
+//! Storage faults (docs/RELIABILITY.md, "Storage faults"): the runner tells the model whether the
+//! store fails during the tick. A tick that starts with the store failing refuses every request
+//! except the harmless reads with `storage_unavailable`; the first tick whose commit fails has
+//! its successful replies *held* (they must not reach anyone before a retry commits them); a
+//! retry happens once a second and heals the store when the fault is gone. Everything else —
+//! presence, agent output, votes — goes on as usual, so the rest of the prediction is unchanged.
 //!
 //! The runner compares the prediction with the engine after the tick and with every response a
 //! client receives; a mismatch is a failure naming the tick and both answers. Checking each tick
@@ -32,6 +40,7 @@ use crate::engine::components::{
 };
 use crate::engine::config::EngineConfig;
 use crate::engine::io::Journaled;
+use crate::engine::systems::persist_tick::StorageHealth;
 use crate::engine::systems::resources::{AuthFailures, Counters};
 use crate::ids::{ConnId, ParticipantId, SessionId, ShareId, VoteId, WorkspaceId};
 use crate::protocol::{Admission, DecidedBy, Method, Request, Role, SessionStatus, VoteOutcome, VoteSubject};
@@ -49,6 +58,25 @@ const MAX_CLIENT_MSG_ID: usize = 128;
 pub const ANY: &str = "*";
 /// Failed authentications are counted over a minute.
 const FAILURE_WINDOW_MS: u64 = 60_000;
+/// While the store fails, the commit is retried at most this often (and clients are told to
+/// wait this long).
+pub const STORAGE_RETRY_MS: u64 = 1_000;
+
+/// What may run while the store fails: requests that change nothing and reveal nothing unstored.
+fn harmless(method: &Method) -> bool {
+    matches!(
+        method,
+        Method::Ping(_) | Method::ListWorkspaces(_) | Method::ListSessions(_) | Method::ReadWorkspaceFile(_)
+    )
+}
+
+/// The host's settings (`update_settings` changes them from the next request on).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MSettings {
+    pub host_name: String,
+    pub default_consensus: bool,
+    pub default_vote_deadline_ms: Option<u64>,
+}
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct MConn {
@@ -158,6 +186,9 @@ pub struct State {
     pub next_participant: u64,
     pub next_session: u64,
     pub next_vote: u64,
+    pub settings: MSettings,
+    /// While the store fails: when its commit was last tried (`None`: it works).
+    pub storage: Option<u64>,
 }
 
 /// The settings the rules depend on.
@@ -166,8 +197,6 @@ pub struct Rules {
     pub grace_ms: u64,
     pub auth_timeout_ms: u64,
     pub auth_failures_per_minute: usize,
-    pub default_consensus: bool,
-    pub default_vote_deadline_ms: Option<u64>,
     pub max_file_bytes: u64,
     pub suspend_gap_ms: u64,
     pub max_connections_per_share: usize,
@@ -180,8 +209,6 @@ impl Rules {
             grace_ms: c.grace_ms,
             auth_timeout_ms: c.auth_timeout_ms,
             auth_failures_per_minute: c.auth_failures_per_minute,
-            default_consensus: c.default_consensus,
-            default_vote_deadline_ms: c.default_vote_deadline_ms,
             max_file_bytes: c.max_file_bytes,
             suspend_gap_ms: c.suspend_gap_ms,
             max_connections_per_share: c.max_connections_per_share,
@@ -198,6 +225,9 @@ pub struct Predicted {
     pub method: String,
     /// `ok` or the error code.
     pub code: String,
+    /// A success of the tick whose commit failed: it must not reach the client before the store
+    /// has taken that tick's writes (it is sent once a retry commits them).
+    pub held: bool,
 }
 
 /// The outcome of one tick as the model sees it.
@@ -215,6 +245,13 @@ impl State {
         let counters = world.resource::<Counters>();
         let (next_participant, next_session, next_vote) = (counters.participant, counters.session, counters.vote);
         let failures = world.resource::<AuthFailures>().0.clone();
+        let config = world.resource::<EngineConfig>();
+        let settings = MSettings {
+            host_name: config.host_name.clone(),
+            default_consensus: config.default_consensus,
+            default_vote_deadline_ms: config.default_vote_deadline_ms,
+        };
+        let storage = world.resource::<StorageHealth>().failing.as_ref().map(|f| f.last_try_ms);
         let mut q = world.query::<&Connection>();
         let conns = q
             .iter(world)
@@ -344,12 +381,24 @@ impl State {
             next_participant,
             next_session,
             next_vote,
+            settings,
+            storage,
         }
     }
 
     /// Where the prediction and the engine differ (empty when they agree).
     pub fn differences(&self, engine: &State, uncertain: &BTreeSet<SessionId>) -> Vec<String> {
         let mut out = Vec::new();
+        if self.storage != engine.storage {
+            let say = |s: Option<u64>| match s {
+                None => "works".to_string(),
+                Some(t) => format!("fails (commit last tried at t={t}ms)"),
+            };
+            out.push(format!("the store: model says it {}, engine says it {}", say(self.storage), say(engine.storage)));
+        }
+        if self.settings != engine.settings {
+            out.push(format!("host settings: model {:?}, engine {:?}", self.settings, engine.settings));
+        }
         let keys = |a: Vec<String>, b: Vec<String>, what: &str, out: &mut Vec<String>| {
             if a != b {
                 out.push(format!("{what}: model has {a:?}, engine has {b:?}"));
@@ -460,8 +509,9 @@ struct Tick<'a> {
     closing: Vec<ConnId>,
 }
 
-/// Replays one tick's inputs from `before` at time `now`.
-pub fn step(before: &State, journal: &[Journaled], now: u64, rules: &Rules) -> Step {
+/// Replays one tick's inputs from `before` at time `now`; `store_fails` says whether the store
+/// refuses writes (a `storage_fault`) during the tick.
+pub fn step(before: &State, journal: &[Journaled], now: u64, rules: &Rules, store_fails: bool) -> Step {
     let mut s = before.clone();
     let gap = now.saturating_sub(before.now);
     let resumed = before.tick > 0 && gap > rules.suspend_gap_ms;
@@ -591,6 +641,9 @@ pub fn step(before: &State, journal: &[Journaled], now: u64, rules: &Rules) -> S
     for r in &requests {
         t.fork(r);
     }
+    for r in &requests {
+        t.settings(r);
+    }
     // Room chat, then the turn lock.
     for r in &requests {
         if let Method::SendChat(_) = r.method {
@@ -642,6 +695,12 @@ pub fn step(before: &State, journal: &[Journaled], now: u64, rules: &Rules) -> S
             t.reply(r, ANY);
         }
     }
+    // Persist: the tick's writes are committed, or the store fails (see the module docs).
+    if t.persist(before.storage, store_fails) {
+        for p in t.responses.iter_mut().filter(|p| p.code == "ok") {
+            p.held = true;
+        }
+    }
     // Broadcast: the closes go out.
     for conn in std::mem::take(&mut t.closing) {
         if let Some(c) = t.s.conns.get_mut(&conn) {
@@ -658,11 +717,63 @@ impl Tick<'_> {
             id: r.id.clone(),
             method: r.method.name().to_string(),
             code: code.to_string(),
+            held: false,
         });
     }
 
     fn reply_raw(&mut self, conn: ConnId, id: String, code: &str) {
-        self.responses.push(Predicted { conn, id, method: "(frame)".into(), code: code.to_string() });
+        self.responses.push(Predicted { conn, id, method: "(frame)".into(), code: code.to_string(), held: false });
+    }
+
+    /// The persist phase: a tick that starts healthy commits, unless the store fails now; a
+    /// failing store is retried once [`STORAGE_RETRY_MS`] have passed since the last try, and
+    /// works again when the fault is gone. Returns whether this is the tick whose commit failed.
+    fn persist(&mut self, before: Option<u64>, store_fails: bool) -> bool {
+        let now = self.s.now;
+        match before {
+            None if store_fails => {
+                self.s.storage = Some(now);
+                true
+            }
+            None => false,
+            Some(last) => {
+                if now.saturating_sub(last) >= STORAGE_RETRY_MS {
+                    self.s.storage = store_fails.then_some(now);
+                }
+                false
+            }
+        }
+    }
+
+    /// `get_settings` and `update_settings` (host only; the gate refused everyone else).
+    fn settings(&mut self, r: &Req) {
+        let p = match &r.method {
+            Method::GetSettings(_) => return self.reply(r, "ok"),
+            Method::UpdateSettings(p) => p,
+            _ => return,
+        };
+        let name = match p.host_name.as_deref().map(str::trim) {
+            // "Host" is the host's to take, whatever the display-name rules say.
+            Some(n) if n.eq_ignore_ascii_case("host") => Some(n.to_string()),
+            Some(n) => match crate::engine::systems::util::valid_display_name(n) {
+                Ok(n) => Some(n),
+                Err(_) => return self.reply(r, "invalid_params"),
+            },
+            None => None,
+        };
+        if let Some(name) = name {
+            if let Some(h) = self.s.participants.get_mut(&ParticipantId::host()) {
+                h.display_name = name.clone();
+            }
+            self.s.settings.host_name = name;
+        }
+        if let Some(on) = p.default_consensus {
+            self.s.settings.default_consensus = on;
+        }
+        if let Some(ms) = p.default_vote_deadline_ms {
+            self.s.settings.default_vote_deadline_ms = (ms > 0).then_some(ms);
+        }
+        self.reply(r, "ok");
     }
 
     /// Ingest: the rate limit, the codec, then the gate (authentication, host-only methods, the
@@ -716,6 +827,11 @@ impl Tick<'_> {
         };
         if let Some(code) = gate {
             self.reply(&r, code);
+            return None;
+        }
+        // While the store fails, nothing that changes state or shows unstored state runs.
+        if self.s.storage.is_some() && !harmless(&r.method) {
+            self.reply(&r, "storage_unavailable");
             return None;
         }
         Some(r)
@@ -1133,7 +1249,7 @@ impl Tick<'_> {
         }
         let consensus = match me.share.as_ref().and_then(|s| self.s.shares.get(s)) {
             Some(s) => s.consensus_required && s.collaborative,
-            None => self.rules.default_consensus,
+            None => self.s.settings.default_consensus,
         };
         let session = self.s.sessions.get_mut(&p.session_id).expect("visible");
         let key = (pid.clone(), p.client_msg_id.clone());
@@ -1247,7 +1363,7 @@ impl Tick<'_> {
             let deadline = s
                 .vote_deadline_ms
                 .or(holder_share.and_then(|sh| sh.vote_deadline_ms))
-                .or(self.rules.default_vote_deadline_ms)
+                .or(self.s.settings.default_vote_deadline_ms)
                 .map(|d| now + d);
             let allow_listed = matches!(&kind, Kind::Tool(t) if s.allowed_tools.contains(t));
             self.s.next_vote += 1;

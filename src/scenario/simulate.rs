@@ -7,7 +7,11 @@
 //!
 //! A run fails when the engine panics or reports an invariant violation, or when a client sees a
 //! delivery guarantee broken (the runner's client-side checks: seq'd events duplicated,
-//! reordered, or missing for a client still connected and joined at the end). The failing flow is
+//! reordered, or missing for a client still connected and joined at the end), or the storage
+//! checks fail (something delivered before it was stored, or kept after it was refused), or the
+//! engine disagrees with the reference model. Storage faults and changes of the host's settings
+//! come from streams of the seed of their own, so adding them left every seed's other steps as
+//! they were. The failing flow is
 //! shrunk (steps dropped, chunk by chunk, while it still fails) and written as a scenario file
 //! that replays it with `roundtable scenario run`.
 
@@ -327,12 +331,68 @@ pub fn generate(seed: u64, steps: u64) -> Scenario {
         });
         t += jumped;
     }
+    // Faults of the store and changes of the host's settings are drawn from streams of their own
+    // of the seed: a seed's other steps are the same with or without them.
+    let t = storage_faults(seed, &mut sc.steps).max(t);
+    host_settings(seed, &mut sc.steps);
     // Let every slow consumer go at the end, so the flow can settle.
     for name in &remotes {
         sc.steps.push(step_at(t + 10, name, "release"));
     }
     sc.settle_ms = Some(2_000);
     sc
+}
+
+/// In two flows out of five, one or two windows in which every commit fails (a full disk, a
+/// database gone read-only), each starting at a random step and lasting 10 ms to 3 s of engine
+/// time: requests during it are refused with `storage_unavailable`, and the tick whose commit
+/// failed is acknowledged only once a retry stores it. Returns when the last window ends.
+fn storage_faults(seed: u64, steps: &mut Vec<Step>) -> u64 {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(1);
+    let mut end = 0;
+    if steps.is_empty() || !rng.random_bool(0.4) {
+        return end;
+    }
+    for _ in 0..rng.random_range(1..=2) {
+        let at = steps[rng.random_range(0..steps.len())].at;
+        let ms: u64 = rng.random_range(1..=300) * 10;
+        let mut step = step_at(at, "host", "storage_fault");
+        step.params.insert("ms".into(), toml::Value::Integer(ms as i64));
+        insert_in_time_order(steps, step);
+        end = end.max(at + ms);
+    }
+    end
+}
+
+/// In one flow out of five, the host changes its settings once: its name, the default consensus
+/// or the default vote deadline (which votes opened after it use).
+fn host_settings(seed: u64, steps: &mut Vec<Step>) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(2);
+    if steps.is_empty() || !rng.random_bool(0.2) {
+        return;
+    }
+    let at = steps[rng.random_range(0..steps.len())].at;
+    let mut step = step_at(at, "host", "update_settings");
+    match rng.random_range(0..3) {
+        // "Ann" sometimes: the host may take a name a remote has.
+        0 => step
+            .params
+            .insert("host_name".into(), (*["Hal", "Ann", "Host"].choose(&mut rng).expect("non-empty")).into()),
+        1 => step.params.insert("default_consensus".into(), rng.random_bool(0.5).into()),
+        _ => step.params.insert(
+            "default_vote_deadline_ms".into(),
+            toml::Value::Integer(*[0, 800, 4_000].choose(&mut rng).expect("non-empty")),
+        ),
+    };
+    insert_in_time_order(steps, step);
+}
+
+/// Inserts `step` after every step at or before its time.
+fn insert_in_time_order(steps: &mut Vec<Step>, step: Step) {
+    let i = steps.partition_point(|s| s.at <= step.at);
+    steps.insert(i, step);
 }
 
 /// Who sends a moderation request: the host, or (one time in ten) whoever the step drew.
@@ -477,6 +537,7 @@ fn run_seeds(args: &SimulateOptions, report: &mut dyn Write, started: Instant) -
     let mut failed = 0u64;
     let (mut ticks, mut events) = (0u64, 0usize);
     let (mut model_ticks, mut model_responses) = (0u64, 0u64);
+    let mut known_issues: Vec<String> = Vec::new();
     let mut coverage = Coverage::default();
     let mut last_progress = Instant::now();
     for (n, seed) in (args.start_seed..args.start_seed.saturating_add(args.seeds)).enumerate() {
@@ -485,6 +546,7 @@ fn run_seeds(args: &SimulateOptions, report: &mut dyn Write, started: Instant) -
         model_ticks += outcome.report.model_checked.0;
         model_responses += outcome.report.model_checked.1;
         events += outcome.report.events.values().map(Vec::len).sum::<usize>();
+        known_issues.extend(outcome.report.known_issues.iter().map(|k| format!("seed {seed}: {k}")));
         coverage.add(&outcome.report.transcript);
         if outcome.failed() {
             failed += 1;
@@ -512,6 +574,13 @@ fn run_seeds(args: &SimulateOptions, report: &mut dyn Write, started: Instant) -
         report,
         "reference model: {model_ticks} ticks predicted and compared, {model_responses} response codes compared"
     )?;
+    // Known engine bugs the checks tolerate (not failures), so that they stay visible.
+    if !known_issues.is_empty() {
+        writeln!(report, "known engine bugs met (tolerated, not failures): {}", known_issues.len())?;
+        for issue in known_issues.iter().take(3) {
+            writeln!(report, "  {issue}")?;
+        }
+    }
     coverage.write(report)?;
     Ok(failed)
 }

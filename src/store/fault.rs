@@ -1,7 +1,13 @@
 //! Fault injection: a store whose commits fail while a switch is on, as on a full disk or a
-//! database gone read-only. Reads still work. Used by the storage-fault tests (an in-process
-//! flag) and by `serve --inject-storage-faults FILE` (the switch is on while FILE exists), which
-//! `roundtable bench soak --storage-faults` drives from outside the host.
+//! database gone read-only. Reads still work. Used by the storage-fault tests and the scenario
+//! runner's `storage_fault` step (an in-process flag) and by `serve --inject-storage-faults FILE`
+//! (the switch is on while FILE exists), which `roundtable bench soak --storage-faults` drives
+//! from outside the host.
+//!
+//! With the in-process flag the health check fails too, so the engine notices the fault in the
+//! first tick it is on, whether or not that tick writes anything: the scenario runner and its
+//! reference model then know exactly when a fault starts (and the engine's idle check and its
+//! retry by health check are exercised). The file switch fails only commits, as a full disk does.
 
 use crate::ids::{SessionId, VoteId};
 use crate::persist::{AuditRow, BallotRow, MessageRow, Restored, ShareRow, Store, StoreError, StoreOp, WorkspaceRow};
@@ -35,12 +41,16 @@ impl FaultyStore {
         FaultyStore { inner, switch: Switch::File(file) }
     }
 
-    fn injected(&self) -> Result<(), StoreError> {
-        let on = match &self.switch {
+    /// Whether the switch is on.
+    fn on(&self) -> bool {
+        match &self.switch {
             Switch::Flag(flag) => flag.load(Ordering::SeqCst),
             Switch::File(file) => file.exists(),
-        };
-        if on {
+        }
+    }
+
+    fn injected(&self) -> Result<(), StoreError> {
+        if self.on() {
             return Err(StoreError::Db("database or disk is full (injected)".into()));
         }
         Ok(())
@@ -58,6 +68,9 @@ impl Store for FaultyStore {
     }
 
     fn check_health(&mut self) -> Result<(), StoreError> {
+        if matches!(self.switch, Switch::Flag(_)) {
+            self.injected()?;
+        }
         self.inner.check_health()
     }
 
