@@ -38,7 +38,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use storage::{lost_replay, StorageFaults};
+use storage::StorageFaults;
 
 /// How a scenario run is configured from outside the file.
 #[derive(Clone, Debug, Default)]
@@ -99,9 +99,6 @@ pub struct RunReport {
     pub model_violations: Vec<String>,
     /// Ticks and responses the reference model checked (zeros when it was off).
     pub model_checked: (u64, u64),
-    /// Known engine bugs the run ran into and tolerated (not failures; see
-    /// `runner::storage::lost_replay`).
-    pub known_issues: Vec<String>,
     /// Panic message, if the engine (or runner) panicked.
     pub panic: Option<String>,
     pub transcript: String,
@@ -182,7 +179,6 @@ pub fn run_scenario(scenario: &Scenario, options: &RunOptions) -> RunReport {
         client_violations: runner.client_violations.clone(),
         model_violations: runner.model.as_ref().map(|m| m.violations.clone()).unwrap_or_default(),
         model_checked: runner.model.as_ref().map(|m| (m.ticks, m.responses)).unwrap_or_default(),
-        known_issues: runner.storage.known_issues.clone(),
         panic,
         transcript,
         events,
@@ -282,9 +278,6 @@ struct SeqTrack {
     awaiting_snapshot: bool,
     /// A violation was reported for this connection and session (one is enough).
     reported: bool,
-    /// The latest join's catch-up may be lost to a known engine bug (see
-    /// `runner::storage::lost_replay`).
-    lost_replay: Option<storage::LostReplay>,
 }
 
 /// One connection of a client.
@@ -1179,7 +1172,6 @@ impl<'a> Runner<'a> {
                     let t = c.conns[index].streams.entry(s.clone()).or_default();
                     if t.awaiting_snapshot {
                         t.awaiting_snapshot = false;
-                        t.lost_replay = None;
                         t.next = Some(t.last.max(last) + 1);
                     }
                     let e = c.covered_to.entry(s).or_insert(0);
@@ -1430,16 +1422,6 @@ impl<'a> Runner<'a> {
             .streams
             .entry(session.to_string())
             .or_insert_with(|| SeqTrack { next: sees_all.then_some(1), ..SeqTrack::default() });
-        if let Some(lost) = t.lost_replay.take() {
-            if seq > lost.to && (t.awaiting_snapshot || t.next == Some(lost.from)) {
-                // The catch-up never came (`runner::storage::lost_replay`): go on from here.
-                t.awaiting_snapshot = false;
-                t.next = Some(seq);
-                let conn = cn.id;
-                self.storage.known_issue(format!("{name} on {conn}, {session}: {}", lost.what), self.tick, self.now);
-                return self.check_seq(name, index, session, seq, event);
-            }
-        }
         let (last, next) = (t.last, t.next);
         t.last = t.last.max(seq);
         if t.next.is_some() {
@@ -1471,8 +1453,6 @@ impl<'a> Runner<'a> {
             }
         }
         let mut problem = None;
-        // (A known engine bug may drop this join's catch-up: tolerated, and reported, if it does.)
-        t.lost_replay = lost_replay(&self.storage, p, &catch_up, session_last);
         match (catch_up.as_str(), p.join_since) {
             ("events", Some(since)) => t.next = Some(t.last.max(since) + 1),
             ("none", since) => {
@@ -1585,11 +1565,7 @@ impl<'a> Runner<'a> {
         }
         for (name, index, session, t) in targets {
             let committed = self.last_seq_of(&session);
-            if let Some(lost) = t.lost_replay.filter(|l| committed <= l.to) {
-                // Only the catch-up lost to a known engine bug is missing (`storage::lost_replay`).
-                let conn = self.clients[&name].conns[index].id;
-                self.storage.known_issue(format!("{name} on {conn}, {session}: {}", lost.what), self.tick, self.now);
-            } else if t.awaiting_snapshot {
+            if t.awaiting_snapshot {
                 let msg = "joined with a snapshot catch-up but never received the snapshot".to_string();
                 self.client_violation(&name, index, &session, msg);
             } else if let Some(next) = t.next.filter(|&n| n <= committed) {

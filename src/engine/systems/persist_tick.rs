@@ -121,7 +121,10 @@ fn withhold(staged: Vec<Outgoing>, failed_tick: bool, withheld: &mut Vec<Outgoin
                     now.push(out);
                 }
             }
-            // A replay or a snapshot would show unstored events; the join was refused.
+            // The failed tick's replays and snapshots belong to joins whose replies are held:
+            // they wait with them, in order (dropping them lost what those clients missed).
+            Outgoing::Direct { .. } if failed_tick => withheld.push(out),
+            // Later ticks: a replay or a snapshot would show unstored events; the join was refused.
             Outgoing::Direct { .. } | Outgoing::Delta { .. } => {}
             // (A flush stays before the withheld reply or vote it precedes.)
             Outgoing::Session { .. } | Outgoing::Participant { .. } | Outgoing::FlushStream { .. } => {

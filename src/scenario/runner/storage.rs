@@ -61,8 +61,6 @@ pub(super) struct StorageFaults {
     reused: BTreeSet<MessageKey>,
     /// The ticks whose commit failed (the store worked before them).
     failed_ticks: BTreeSet<u64>,
-    /// Known engine bugs met, tolerated (see [`lost_replay`]).
-    pub known_issues: Vec<String>,
 }
 
 /// A request a client sends again after `storage_unavailable`.
@@ -71,38 +69,6 @@ struct Retry {
     name: String,
     index: usize,
     p: Pending,
-}
-
-/// A join's catch-up that a known engine bug may drop: the seqs `from..=to`.
-#[derive(Clone, Debug)]
-pub(super) struct LostReplay {
-    pub from: u64,
-    pub to: u64,
-    pub what: String,
-}
-
-/// **A known engine bug, tolerated and reported** (`RunReport::known_issues`; remove this once
-/// fixed): a `join_session` handled in the tick whose commit fails is acknowledged after the
-/// retry, but `persist_tick::withhold` drops its replay or snapshot (`Outgoing::Direct` with a
-/// session) instead of holding it with the reply, so the connection never receives the seqs
-/// between its `since_seq` and the join. Found by `simulate` (a host restart during a storage
-/// fault: the host's connection rejoins in the new engine's first tick, whose commit fails).
-///
-/// Returns the catch-up a join may lose this way (`None` when the join is not affected). The
-/// client checks then accept — and report — the next event coming right after that range instead
-/// of a gap, or the range missing at the end; a catch-up that does arrive is checked as usual.
-pub(super) fn lost_replay(storage: &StorageFaults, p: &Pending, catch_up: &str, last: u64) -> Option<LostReplay> {
-    let since = p.join_since.unwrap_or(0);
-    if !storage.failed_ticks.contains(&p.tick) || !matches!(catch_up, "events" | "snapshot") || since >= last {
-        return None;
-    }
-    let what = format!(
-        "known engine bug: the join (since_seq {since}) handled in tick {} — whose commit failed — was answered \
-         catch_up {catch_up} after the retry, but its catch-up never came: seqs {}..={last} are missing",
-        p.tick,
-        since + 1
-    );
-    Some(LostReplay { from: since + 1, to: last, what })
 }
 
 /// When a step's effect ends: a storage fault's window and the retry that heals the store after
@@ -115,11 +81,6 @@ pub(super) fn step_end(step: &Step) -> u64 {
 }
 
 impl StorageFaults {
-    /// Notes a known engine bug met at tick `tick`, time `now`.
-    pub fn known_issue(&mut self, what: String, tick: u64, now: u64) {
-        self.known_issues.push(format!("[tick {tick}, t={now}ms] {what}"));
-    }
-
     /// A `storage_fault` (for `ms`, or until healed) or `storage_heal` step at `now`.
     pub fn step(&mut self, action: &str, ms: Option<u64>, now: u64) {
         self.until = match action {
