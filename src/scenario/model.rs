@@ -477,7 +477,7 @@ impl State {
         for (id, m) in &self.conns {
             let Some(e) = engine.conns.get(id) else { continue };
             // A connection too slow to read its outbox is closed too; outboxes are not modelled.
-            let too_slow = e.auth == AuthState::Closing && matches!(m.auth, AuthState::Authenticated(_));
+            let too_slow = e.auth.is_closing() && matches!(m.auth, AuthState::Authenticated(_));
             if m.auth != e.auth && !too_slow {
                 out.push(format!("connection {id}: model {:?}, engine {:?}", m.auth, e.auth));
             }
@@ -533,7 +533,7 @@ pub fn step(before: &State, journal: &[Journaled], now: u64, rules: &Rules, stor
     // are gone in this tick's presence phase, before those the transport reports.
     let mut requests = Vec::new();
     let mut closed_conns: Vec<ConnId> =
-        before.conns.iter().filter(|(_, c)| c.auth == AuthState::Closing).map(|(id, _)| *id).collect();
+        before.conns.iter().filter(|(_, c)| c.auth.is_closing()).map(|(id, _)| *id).collect();
     for entry in journal {
         match entry {
             Journaled::Opened { conn, addr } => {
@@ -579,7 +579,7 @@ pub fn step(before: &State, journal: &[Journaled], now: u64, rules: &Rules, stor
     // Access.
     for c in t.s.conns.values_mut() {
         if matches!(c.auth, AuthState::Pending { deadline } if deadline <= t.s.now) {
-            c.auth = AuthState::Closing;
+            c.auth = c.auth.closing();
         }
     }
     t.authenticate(&requests);
@@ -704,7 +704,7 @@ pub fn step(before: &State, journal: &[Journaled], now: u64, rules: &Rules, stor
     // Broadcast: the closes go out.
     for conn in std::mem::take(&mut t.closing) {
         if let Some(c) = t.s.conns.get_mut(&conn) {
-            c.auth = AuthState::Closing;
+            c.auth = c.auth.closing();
         }
     }
     Step { state: t.s, responses: t.responses, uncertain: t.uncertain }
@@ -792,7 +792,7 @@ impl Tick<'_> {
             ok
         };
         let (auth, is_host) = (c.auth.clone(), c.is_host);
-        if auth == AuthState::Closing {
+        if auth.is_closing() {
             return None;
         }
         if !allowed {
@@ -823,7 +823,7 @@ impl Tick<'_> {
                 Some(_) => Some("not_admitted"),
                 None => Some("unauthenticated"),
             },
-            (AuthState::Closing, _) => Some("unauthenticated"),
+            (AuthState::Closing(_), _) => Some("unauthenticated"),
         };
         if let Some(code) = gate {
             self.reply(&r, code);
@@ -1083,7 +1083,7 @@ impl Tick<'_> {
 
     fn connection_closed(&mut self, conn: ConnId) {
         let Some(c) = self.s.conns.remove(&conn) else { return };
-        let AuthState::Authenticated(pid) = c.auth else { return };
+        let Some(pid) = c.auth.owner().cloned() else { return };
         let until = self.s.now + self.rules.grace_ms;
         let Some(p) = self.s.participants.get_mut(&pid) else { return };
         p.presence = match p.presence {

@@ -13,8 +13,32 @@ pub enum AuthState {
     Pending { deadline: u64 },
     /// Authenticated as this participant.
     Authenticated(ParticipantId),
-    /// Being closed; ignores further input.
-    Closing,
+    /// Being closed; ignores further input. Keeps the participant it was authenticated as, so
+    /// that its close starts that participant's grace period like any other lost connection.
+    Closing(Option<ParticipantId>),
+}
+
+impl AuthState {
+    /// The state of this connection once it is being closed.
+    pub fn closing(&self) -> AuthState {
+        match self {
+            AuthState::Authenticated(p) => AuthState::Closing(Some(p.clone())),
+            AuthState::Closing(p) => AuthState::Closing(p.clone()),
+            AuthState::Pending { .. } => AuthState::Closing(None),
+        }
+    }
+
+    pub fn is_closing(&self) -> bool {
+        matches!(self, AuthState::Closing(_))
+    }
+
+    /// The participant this connection belongs (or belonged, while closing) to.
+    pub fn owner(&self) -> Option<&ParticipantId> {
+        match self {
+            AuthState::Authenticated(p) | AuthState::Closing(Some(p)) => Some(p),
+            _ => None,
+        }
+    }
 }
 
 /// Token bucket for per-connection request rate limiting.

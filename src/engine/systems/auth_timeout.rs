@@ -13,7 +13,7 @@ pub fn auth_timeout(clock: Res<Clock>, mut conns: Query<&mut Connection>, mut st
     expired.sort();
     for conn in expired {
         for mut c in conns.iter_mut().filter(|c| c.id == conn) {
-            c.auth = AuthState::Closing;
+            c.auth = c.auth.closing();
         }
         staged.0.push(Outgoing::Close { conn, reason: "auth_timeout".into() });
     }

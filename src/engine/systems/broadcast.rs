@@ -97,7 +97,7 @@ impl Members {
         let mut m = Members::default();
         for (_, &ce) in index.conns.iter() {
             let Ok(c) = conns.get(ce) else { continue };
-            if c.auth == AuthState::Closing {
+            if c.auth.is_closing() {
                 continue;
             }
             let Some(pid) = c.participant() else { continue };
@@ -320,9 +320,9 @@ pub fn broadcast(
                 *d = (*d).max(seq);
             }
         }
-        if c.outbox.hopeless(max_bytes) && c.auth != AuthState::Closing {
+        if c.outbox.hopeless(max_bytes) && !c.auth.is_closing() {
             // Not even reading responses: give up on this connection (it may resume).
-            c.auth = AuthState::Closing;
+            c.auth = c.auth.closing();
             closes.push((c.id, "too_slow".into()));
         }
         if !c.outbox.queue.is_empty() {
@@ -336,7 +336,7 @@ pub fn broadcast(
     }
     for (conn, reason) in closes {
         if let Some(mut c) = index.conns.get(&conn).and_then(|&e| conns.get_mut(e).ok()) {
-            c.auth = AuthState::Closing;
+            c.auth = c.auth.closing();
             c.sink.close(&reason);
             closed.write(ConnClosed { conn });
         }

@@ -109,7 +109,7 @@ fn handle_frame(world: &mut World, conn: crate::ids::ConnId, text: String, now: 
         let allowed = c.is_host || c.bypass_change_detection().bucket.take(now);
         (c.auth.clone(), c.is_host, allowed)
     };
-    if auth == AuthState::Closing {
+    if auth.is_closing() {
         return false;
     }
     let null = serde_json::Value::Null;
@@ -156,7 +156,7 @@ fn handle_frame(world: &mut World, conn: crate::ids::ConnId, text: String, now: 
                 None => Some((ErrorCode::Unauthenticated, "your participant no longer exists".to_string())),
             }
         }
-        (AuthState::Closing, _) => Some((ErrorCode::Unauthenticated, "connection is closing".to_string())),
+        (AuthState::Closing(_), _) => Some((ErrorCode::Unauthenticated, "connection is closing".to_string())),
     };
     if let Some((code, message)) = gate {
         reply_err(&mut world.resource_mut::<Staged>(), conn, &req.id, code, message);

@@ -148,7 +148,7 @@ pub fn check_invariants(
     }
     for (cid, &ce) in index.conns.iter() {
         let Ok(c) = conns.get(ce) else { continue };
-        if c.auth == AuthState::Closing {
+        if c.auth.is_closing() {
             continue;
         }
         let Some(p) = c.participant().and_then(participant) else { continue };

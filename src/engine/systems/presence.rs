@@ -27,7 +27,8 @@ pub fn connection_closed(
     let Effects { mut staged, mut batch } = fx;
     for ev in closed.read() {
         let Some(ce) = index.conns.remove(&ev.conn) else { continue };
-        let pid = conns.get(ce).ok().and_then(|c| c.participant().cloned());
+        // A connection the engine closed itself (too slow, say) still names its participant.
+        let pid = conns.get(ce).ok().and_then(|c| c.auth.owner().cloned());
         commands.entity(ce).despawn();
         let Some(pid) = pid else { continue };
         let Some(mut p) = index.participants.get(&pid).and_then(|&e| participants.get_mut(e).ok()) else { continue };
