@@ -69,6 +69,11 @@ MUTANTS = [
     ("a 1:1 share admits a second person", "src/engine/systems/authenticate.rs",
      "        if !share.collaborative && (!live.is_empty() || fresh_on_share > 0) {",
      "        if false && !share.collaborative && (!live.is_empty() || fresh_on_share > 0) {"),
+    ("a restarted engine's clock behind the stored time", "src/engine/clock.rs",
+     "EngineClock { anchor_ms: wall_ms.max(floor_ms), started: monotonic }",
+     "EngineClock { anchor_ms: wall_ms, started: monotonic }"),
+    ("a connection closed as too slow keeps its participant connected", "src/engine/systems/presence.rs",
+     "c.auth.owner().cloned()", "c.participant().cloned()"),
 ]
 
 

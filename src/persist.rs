@@ -252,6 +252,19 @@ pub struct Restored {
     pub settings: Option<SettingsRow>,
 }
 
+impl Restored {
+    /// The latest time the restored world holds (a message, a vote, a ballot, a share or a
+    /// session created): engine time starts no earlier (`engine::clock`).
+    pub fn latest_time(&self) -> u64 {
+        let messages = self.messages.iter().map(|m| m.created_at);
+        let votes = self.votes.iter().map(|v| v.opened_at);
+        let ballots = self.ballots.iter().map(|b| b.at);
+        let shares = self.shares.iter().map(|s| s.created_at);
+        let sessions = self.sessions.iter().map(|s| s.created_at);
+        messages.chain(votes).chain(ballots).chain(shares).chain(sessions).max().unwrap_or(0)
+    }
+}
+
 /// How many messages per session the engine keeps in memory: enough for a snapshot's first
 /// page (`protocol::HISTORY_PAGE_MESSAGES`). Everything older is read from the store on demand,
 /// so the host's memory does not grow with history.

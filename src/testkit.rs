@@ -59,8 +59,9 @@ impl Harness {
     pub fn with_store(config: EngineConfig, store: Box<dyn Store>) -> Harness {
         let mut engine = Engine::new(EngineConfig { check_invariants: true, ..config }, store).expect("engine starts");
         crate::agent::install_builtin(&mut engine);
-        let mut h =
-            Harness { engine, now: 1_000, sinks: BTreeMap::new(), next_conn: 1, next_id: 1, cursor: BTreeMap::new() };
+        // Like the host's driver, a restarted harness continues from the stored world's time.
+        let now = engine.now().max(1_000);
+        let mut h = Harness { engine, now, sinks: BTreeMap::new(), next_conn: 1, next_id: 1, cursor: BTreeMap::new() };
         let sink = Arc::new(RecordingSink::default());
         h.sinks.insert(HOST, sink.clone());
         h.engine.sender().send(Inbound::OpenedHost { conn: HOST, sink }).unwrap();

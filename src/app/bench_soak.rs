@@ -15,6 +15,13 @@
 //! Sends are then refused with `storage_unavailable`: half the clients retry with the same
 //! `client_msg_id`, the other half retype the message as a new one, as a person would.
 //!
+//! With `--clock-steps`, in about two of five periods the host's wall clock is set back or
+//! forward by a minute to a day instead (`serve --wall-clock-offset-file`), half the time with a
+//! restart after it, and then someone joins and drops out for good. The host runs with a 5 s
+//! grace period (`--reconnect-grace`), and at the end everyone dropped must be gone (a step must
+//! neither stretch nor stop a grace period) and every session's messages in time order (a
+//! restarted host never stamps a message before the ones it stored).
+//!
 //! At the end it checks, against the SQLite file itself and against what every client received:
 //! every acknowledged message is stored exactly once, reached every client exactly once, and
 //! each client's seqs are contiguous. The report counts kills, acknowledged, stored, delivered,
@@ -52,6 +59,9 @@ pub struct SoakOptions {
     pub storage_faults: bool,
     /// Which storage faults: `full`, `read-only`, `wal`.
     pub fault_kinds: Vec<String>,
+    /// Step the host's wall clock (through `serve --wall-clock-offset-file`) and drop a
+    /// participant after each step, whose grace period must run out on time.
+    pub clock_steps: bool,
 }
 
 /// What a soak run found.
@@ -96,6 +106,16 @@ pub struct SoakReport {
     pub retyped_stored_twice: usize,
     /// How often a client retyped a refused message.
     pub retyped: usize,
+    /// Steps of the host's wall clock (0 without `--clock-steps`).
+    pub clock_steps: u64,
+    /// Participants dropped right after a clock step (they never come back).
+    pub dropped: usize,
+    /// Of those, how many the host had not marked gone one grace period (plus a second) after
+    /// their drop or the last restart (must be 0: a clock step neither stretches nor stops grace).
+    pub dropped_not_gone: usize,
+    /// Messages stored with an earlier time than the message before them in the session (must
+    /// be 0: history stays in time order whatever the wall clock does).
+    pub history_out_of_order: usize,
 }
 
 impl SoakReport {
@@ -108,6 +128,8 @@ impl SoakReport {
             && self.seq_gaps == 0
             && self.delivered_unstored == 0
             && self.retyped_stored_twice == 0
+            && self.dropped_not_gone == 0
+            && self.history_out_of_order == 0
     }
 }
 
@@ -446,6 +468,32 @@ async fn client(
     }
 }
 
+/// The grace period of a `--clock-steps` soak's host: short, so those dropped after a step are
+/// due to be gone within the run.
+const CLOCK_STEP_GRACE: Duration = Duration::from_secs(5);
+
+/// Someone joins the session and drops out for good (the connection closes, no `leave`).
+/// Returns their participant id, or `None` if the host would not let them in within 10 s.
+async fn drop_out(link: &Link, name: &str) -> Option<String> {
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(10) {
+        let attempt = async {
+            let (c, _events) = Client::connect(link).await.ok()?;
+            let auth = AuthenticateParams { token: link.token.clone(), display_name: name.into(), resume_token: None };
+            let a = c.call::<AuthenticateResult>(Method::Authenticate(auth)).await.ok()?;
+            let join = JoinSessionParams { session_id: SessionId::from("s1"), since_seq: None };
+            c.request(Method::JoinSession(join)).await.ok()?;
+            c.close();
+            Some(a.participant_id.to_string())
+        };
+        if let Ok(Some(pid)) = tokio::time::timeout(STEP, attempt).await {
+            return Some(pid);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    None
+}
+
 /// How long the final checker may try to reach the host once sending stopped.
 const CHECKER_WAIT: Duration = Duration::from_secs(30);
 
@@ -500,11 +548,20 @@ pub fn run(options: &SoakOptions, json: bool, out: &mut dyn Write) -> anyhow::Re
     let port = free_port()?;
     let fault_file = scratch.0.join("storage-fault");
     let fault_arg = fault_file.display().to_string();
-    let serve_args: Vec<&str> = if options.storage_faults && disk.is_none() {
-        vec!["--insecure", "--inject-storage-faults", &fault_arg]
-    } else {
-        vec!["--insecure"]
-    };
+    let clock_file = scratch.0.join("clock-offset");
+    let mut serve_args: Vec<String> = vec!["--insecure".into()];
+    if options.storage_faults && disk.is_none() {
+        serve_args.extend(["--inject-storage-faults".into(), fault_arg]);
+    }
+    if options.clock_steps {
+        serve_args.extend([
+            "--wall-clock-offset-file".into(),
+            clock_file.display().to_string(),
+            "--reconnect-grace".into(),
+            CLOCK_STEP_GRACE.as_secs().to_string(),
+        ]);
+    }
+    let serve_args: Vec<&str> = serve_args.iter().map(String::as_str).collect();
     let fault_kind = match (&disk, options.storage_faults) {
         (Some(_), _) => "full disk (a 64 MiB tmpfs filled up)",
         (None, true) => "injected (serve --inject-storage-faults; mounting a tmpfs is not permitted here)",
@@ -538,12 +595,16 @@ pub fn run(options: &SoakOptions, json: bool, out: &mut dyn Write) -> anyhow::Re
         .collect();
     let mut rng = rand::rngs::StdRng::seed_from_u64(options.seed);
     let started = Instant::now();
-    let (mut kills, mut fault_windows) = (0u64, 0u64);
+    let (mut kills, mut fault_windows, mut clock_steps, mut offset) = (0u64, 0u64, 0u64, 0i64);
+    // (participant id, when) of everyone dropped after a clock step.
+    let mut dropped: Vec<(String, Instant)> = Vec::new();
+    let last_start = std::cell::Cell::new(Instant::now());
     let restart = |host: &mut Option<ServeChild>| -> anyhow::Result<()> {
         if let Some(h) = host.take() {
             h.kill();
         }
         *host = Some(ServeChild::start(&dir, &log, port, &serve_args)?);
+        last_start.set(Instant::now());
         Ok(())
     };
     while started.elapsed() < Duration::from_secs(options.seconds) {
@@ -554,7 +615,28 @@ pub fn run(options: &SoakOptions, json: bool, out: &mut dyn Write) -> anyhow::Re
         }
         let pick: f64 = rng.random();
         let kind = |k: &str| options.fault_kinds.iter().any(|f| f == k);
-        let what = if options.storage_faults && pick < 0.15 && kind("wal") {
+        let what = if options.clock_steps && rng.random_bool(0.4) {
+            // The host's wall clock set back or forward (a minute to a day), half the time with
+            // a restart after it; then someone drops out for good, whose grace period must run
+            // out on time.
+            clock_steps += 1;
+            let minutes = rng.random_range(1..=1440i64);
+            let by = if rng.random_bool(0.5) { -minutes } else { minutes } * 60_000;
+            offset += by;
+            std::fs::write(&clock_file, offset.to_string())?;
+            let restarted = rng.random_bool(0.5);
+            if restarted {
+                kills += 1;
+                restart(&mut host)?;
+            }
+            let name = format!("dropped{clock_steps}");
+            match runtime.block_on(drop_out(&link, &name)) {
+                Some(pid) => dropped.push((pid, Instant::now())),
+                None => tracing::warn!("{name} could not join before dropping out"),
+            }
+            let restarted = if restarted { ", host restarted" } else { "" };
+            format!("clock step {clock_steps}: {:+} min{restarted}, then {name} dropped out", by / 60_000)
+        } else if options.storage_faults && pick < 0.15 && kind("wal") {
             // The log files deleted under the running host (an over-eager cleanup): it must
             // notice before acknowledging anything more, keep what it acknowledged, and come back
             // whole after a restart.
@@ -648,6 +730,19 @@ pub fn run(options: &SoakOptions, json: bool, out: &mut dyn Write) -> anyhow::Re
             let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
         }
     });
+    if let Some(&(_, last_drop)) = dropped.last() {
+        // Everyone dropped is gone one grace period after their drop, or after the last restart
+        // (which gives everyone reconnecting a fresh one); a second more for the tick to store it.
+        let due = last_drop.max(last_start.get()) + CLOCK_STEP_GRACE + Duration::from_secs(1);
+        if !json {
+            writeln!(
+                out,
+                "  waiting {:.1} s for the last grace period to run out",
+                due.saturating_duration_since(Instant::now()).as_secs_f64()
+            )?;
+        }
+        std::thread::sleep(due.saturating_duration_since(Instant::now()));
+    }
     drop(host);
 
     // Check against the database file itself.
@@ -665,7 +760,28 @@ pub fn run(options: &SoakOptions, json: bool, out: &mut dyn Write) -> anyhow::Re
         [],
         |r| r.get(0),
     )?;
+    let mut dropped_not_gone = 0;
+    for (pid, _) in &dropped {
+        let gone: bool =
+            db.query_row("SELECT gone FROM participants WHERE id = ?1", [pid], |r| r.get(0)).unwrap_or(false);
+        dropped_not_gone += usize::from(!gone);
+    }
+    let mut history_out_of_order = 0;
+    let mut previous: Option<(String, i64)> = None;
+    let mut stmt = db.prepare("SELECT session, created_at FROM messages ORDER BY session, seq")?;
+    for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
+        let (session, at) = row?;
+        if previous.as_ref().is_some_and(|(s, before)| *s == session && at < *before) {
+            history_out_of_order += 1;
+        }
+        previous = Some((session, at));
+    }
+    drop(stmt);
     let mut report = SoakReport {
+        clock_steps,
+        dropped: dropped.len(),
+        dropped_not_gone,
+        history_out_of_order,
         retyped_stored_twice: retyped_stored_twice as usize,
         clients: seen.len(),
         seconds: options.seconds,
@@ -719,7 +835,8 @@ pub fn run(options: &SoakOptions, json: bool, out: &mut dyn Write) -> anyhow::Re
             "soak: {} clients, {} s, {} kills, {} network cuts, {} storage faults: {} acknowledged, {} stored once, {} lost, {} duplicated; delivered {} \
              (acknowledged × clients), {} undelivered, {} delivered twice, {} seq gaps ({} sends refused by the turn lock \
              and {} by the storage, retried — {} of them retyped as new messages, {} stored twice; {} received but not \
-             stored) — {}",
+             stored); {} clock steps, {} dropped after one, {} of them not gone in time, {} messages out of time \
+             order — {}",
             report.clients,
             report.seconds,
             report.kills,
@@ -738,6 +855,10 @@ pub fn run(options: &SoakOptions, json: bool, out: &mut dyn Write) -> anyhow::Re
             report.retyped,
             report.retyped_stored_twice,
             report.delivered_unstored,
+            report.clock_steps,
+            report.dropped,
+            report.dropped_not_gone,
+            report.history_out_of_order,
             if report.passed() { "PASS" } else { "FAIL" }
         )?;
     }

@@ -12,7 +12,8 @@
 //! ```
 //!
 //! The driver is the only place time enters the engine, through an [`EngineClock`]: the wall
-//! clock read once when the host starts, plus a monotonic clock (`Instant`) from then on. So the
+//! clock read once when the engine starts (never behind the latest stored time), plus a
+//! monotonic clock (`Instant`) from then on. So the
 //! engine's time stays on the wall clock's scale (timestamps people read, share expiry written by
 //! the `share` CLI) but never jumps when someone sets the system clock: a step back does not
 //! freeze grace periods and vote deadlines, a step forward does not expire everyone at once. A
@@ -20,6 +21,7 @@
 //! queued) and at least every 50 ms, so deadlines, grace periods and agent streaming advance even
 //! when nobody talks.
 
+use crate::engine::clock::EngineClock;
 use crate::engine::{Engine, EngineConfig, Inbound};
 use crate::net::client::{Client, Events};
 use crate::net::link::Link;
@@ -44,30 +46,20 @@ pub fn wall_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
-/// The engine's clock: the wall clock's reading at start plus the monotonic time elapsed since.
-/// Both sources are injected so tests can step the wall clock without waiting.
-pub struct EngineClock {
-    anchor_ms: u64,
-    started: Duration,
-    monotonic: Box<dyn Fn() -> Duration + Send>,
+/// The host's wall clock: the system's, or (testing aid, `serve --wall-clock-offset-file`) the
+/// system's moved by the signed number of ms written in a file, so `bench soak --clock-steps`
+/// can step a host's clock without stepping the machine's.
+#[derive(Clone, Debug, Default)]
+pub struct WallClock {
+    pub offset_file: Option<PathBuf>,
 }
 
-impl EngineClock {
-    /// The real clock: `SystemTime` once, then `Instant`.
-    pub fn system() -> EngineClock {
-        let origin = Instant::now();
-        EngineClock::with_sources(wall_ms(), move || origin.elapsed())
-    }
-
-    /// A clock that starts at `wall_at_start` and advances with `monotonic`.
-    pub fn with_sources(wall_at_start: u64, monotonic: impl Fn() -> Duration + Send + 'static) -> EngineClock {
-        EngineClock { anchor_ms: wall_at_start, started: monotonic(), monotonic: Box::new(monotonic) }
-    }
-
-    /// Engine time in ms (never goes back, never jumps with the wall clock).
-    pub fn now_ms(&self) -> u64 {
-        let elapsed = (self.monotonic)().saturating_sub(self.started);
-        self.anchor_ms.saturating_add(u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX))
+impl WallClock {
+    /// Milliseconds since the UNIX epoch as this host reads them.
+    pub fn read(&self) -> u64 {
+        let Some(file) = &self.offset_file else { return wall_ms() };
+        let offset = std::fs::read_to_string(file).ok().and_then(|t| t.trim().parse::<i64>().ok()).unwrap_or(0);
+        wall_ms().saturating_add_signed(offset)
     }
 }
 
@@ -92,6 +84,8 @@ pub struct HostOptions {
     pub agents: crate::agent::ExternalConfig,
     /// Testing aid: while this file exists every commit fails (`serve --inject-storage-faults`).
     pub inject_storage_faults: Option<PathBuf>,
+    /// The wall clock engine time starts from.
+    pub wall_clock: WallClock,
 }
 
 impl HostOptions {
@@ -108,6 +102,7 @@ impl HostOptions {
             server: ServerOptions::default(),
             agents: crate::agent::ExternalConfig::default(),
             inject_storage_faults: None,
+            wall_clock: WallClock::default(),
         }
     }
 }
@@ -217,7 +212,8 @@ impl Host {
             None => "#insecure".to_string(),
         });
 
-        let (engine, inbound) = EngineThread::spawn(options.engine.clone(), options.agents.clone(), store)?;
+        let (engine, inbound) =
+            EngineThread::spawn(options.engine.clone(), options.agents.clone(), store, options.wall_clock.clone())?;
         let conn_ids = ConnIds::new();
         let server = server::start_server(listener, options.server.clone(), inbound.clone(), conn_ids.clone())?;
         let (client, events) = Client::in_process(inbound.clone(), conn_ids.next());
@@ -336,6 +332,7 @@ impl EngineThread {
         config: EngineConfig,
         agents: crate::agent::ExternalConfig,
         store: Box<dyn Store>,
+        wall: WallClock,
     ) -> anyhow::Result<(EngineThread, Sender<Inbound>)> {
         let stop = Arc::new(AtomicBool::new(false));
         let kill = Arc::new(AtomicBool::new(false));
@@ -357,7 +354,9 @@ impl EngineThread {
                 let runtime = crate::agent::ExternalAgents::new(engine.sender(), agents);
                 engine.set_agent_runtime(Box::new(runtime));
                 let _ = ready_tx.send(Ok(engine.sender()));
-                drive(engine, EngineClock::system(), &stop2, &kill2);
+                let origin = Instant::now();
+                let clock = EngineClock::start(wall.read(), engine.now(), Duration::ZERO);
+                drive(engine, || clock.now_ms(origin.elapsed()), &stop2, &kill2);
             })
             .context("cannot start the engine thread")?;
         let inbound = match ready_rx.recv() {
@@ -390,7 +389,7 @@ impl Drop for EngineThread {
 }
 
 /// The drive loop: tick when input arrives, and at least every [`TICK_PERIOD`].
-fn drive(mut engine: Engine, clock: EngineClock, stop: &AtomicBool, kill: &AtomicBool) {
+fn drive(mut engine: Engine, now_ms: impl Fn() -> u64, stop: &AtomicBool, kill: &AtomicBool) {
     info!("engine running");
     let mut deadline = Instant::now() + TICK_PERIOD;
     loop {
@@ -406,11 +405,11 @@ fn drive(mut engine: Engine, clock: EngineClock, stop: &AtomicBool, kill: &Atomi
             info!("engine killed");
             return;
         }
-        engine.tick(clock.now_ms());
+        engine.tick(now_ms());
         deadline = Instant::now() + TICK_PERIOD;
     }
     // The last tick sees the connections the server just closed and commits their state.
-    engine.tick(clock.now_ms());
+    engine.tick(now_ms());
     info!("engine stopped");
 }
 
@@ -434,24 +433,6 @@ mod tests {
     fn links_use_the_bound_address_without_a_public_host() {
         assert_eq!(link_authority(None, addr("127.0.0.1:7447")), "127.0.0.1:7447");
         assert_eq!(link_authority(None, addr("0.0.0.0:7447")), "127.0.0.1:7447");
-    }
-
-    /// Issue 21 (item 8): with the host's wall clock moved back an hour, a grace period used to
-    /// wait out that hour (the engine took `max(clock, wall)`); moved forward, everyone expired at
-    /// once. Engine time follows the monotonic clock from the start.
-    #[test]
-    fn engine_time_ignores_wall_clock_steps_both_ways() {
-        use std::sync::atomic::AtomicU64;
-        let mono = Arc::new(AtomicU64::new(5_000));
-        let source = mono.clone();
-        let clock =
-            EngineClock::with_sources(1_700_000_000_000, move || Duration::from_millis(source.load(Ordering::SeqCst)));
-        assert_eq!(clock.now_ms(), 1_700_000_000_000, "starts at the wall clock's reading");
-        mono.fetch_add(1_500, Ordering::SeqCst);
-        assert_eq!(clock.now_ms(), 1_700_000_001_500, "then advances with the monotonic clock");
-        // The wall clock is not read again: stepping it (either way) changes nothing.
-        mono.fetch_add(30_000, Ordering::SeqCst);
-        assert_eq!(clock.now_ms(), 1_700_000_031_500);
     }
 
     #[test]

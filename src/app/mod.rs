@@ -217,6 +217,16 @@ pub struct ServeArgs {
     /// disk, so `bench soak --storage-faults` can prove nothing unstored is acknowledged.
     #[arg(long, value_name = "FILE", hide = true)]
     pub inject_storage_faults: Option<PathBuf>,
+
+    /// Testing aid (docs/RELIABILITY.md): the host's wall clock reads the system's moved by the
+    /// signed number of milliseconds in FILE, so `bench soak --clock-steps` can step it.
+    #[arg(long, value_name = "FILE", hide = true)]
+    pub wall_clock_offset_file: Option<PathBuf>,
+
+    /// How long someone whose connection dropped keeps their place — identity, sessions, votes
+    /// and the turn — while they reconnect; after it they are gone and a turn they held ends.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub reconnect_grace: u64,
 }
 
 /// `serve --after-plan-approval`: what an approved plan lets the `claude` agent do next.
@@ -256,6 +266,8 @@ impl Default for ServeArgs {
             fresh: false,
             mask: Vec::new(),
             inject_storage_faults: None,
+            wall_clock_offset_file: None,
+            reconnect_grace: 30,
             claude_arg: Vec::new(),
             after_plan_approval: AfterPlanArg::EditWorkspace,
         }

@@ -109,6 +109,11 @@ pub struct BenchArgs {
     /// Which storage faults `--storage-faults` makes (comma-separated: full, read-only, wal).
     #[arg(long, value_delimiter = ',', default_value = "full,read-only,wal", value_name = "KINDS")]
     pub fault_kinds: Vec<String>,
+    /// Soak with the host's wall clock stepped too: back or forward by up to a day, half the
+    /// time with a restart after it; a participant dropped after each step must be gone one
+    /// grace period later (not a day later, not at once) and history must stay in time order.
+    #[arg(long)]
+    pub clock_steps: bool,
     /// Seed of the soak's random choices (kill times, pauses).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -258,6 +263,7 @@ pub fn run_bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
                 flaky: args.flaky,
                 storage_faults: args.storage_faults,
                 fault_kinds: args.fault_kinds.clone(),
+                clock_steps: args.clock_steps,
             };
             let report = super::bench_soak::run(&options, args.json, &mut std::io::stdout().lock())?;
             if !report.passed() {

@@ -26,6 +26,7 @@
 //! - [`components`], [`systems`]: the domain data and one system per rule.
 
 pub mod agent;
+pub mod clock;
 pub mod components;
 pub mod config;
 pub mod io;
@@ -78,7 +79,8 @@ impl Engine {
         let restored = store.load()?;
         let (tx, rx) = crossbeam_channel::unbounded();
         let mut world = World::new();
-        world.insert_resource(Clock::default());
+        // Engine time never goes back behind what the store already holds (`clock`).
+        world.insert_resource(Clock { now: restored.latest_time(), ..Clock::default() });
         world.insert_resource(EngineRng(token_rng(config.seed, &restored)));
         world.insert_resource(Inbox(rx));
         world.insert_resource(InboxSender(tx.clone()));
@@ -162,6 +164,7 @@ impl Engine {
             let gap = now_ms.saturating_sub(clock.now);
             let resumed = clock.tick > 0 && gap > suspend_gap;
             clock.now = clock.now.max(now_ms);
+            clock.driver = now_ms;
             clock.tick += 1;
             if resumed {
                 self.world.resource_mut::<ClockGap>().0 = Some(gap);

@@ -508,7 +508,7 @@ fn default_who() -> String {
 }
 
 /// The faults a step can inject (everything else in `do` is a protocol method).
-pub const FAULTS: [&str; 13] = [
+pub const FAULTS: [&str; 14] = [
     "connect",
     "disconnect",
     "reconnect",
@@ -518,6 +518,7 @@ pub const FAULTS: [&str; 13] = [
     "crash_after_commit",
     "agent_fail",
     "clock_jump",
+    "wall_step",
     "storage_fault",
     "storage_heal",
     "raw",

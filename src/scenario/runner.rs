@@ -26,6 +26,7 @@ use super::format::*;
 use super::model;
 use super::transport::{new_transport, ClientEnd, Transport, TransportKind, VirtualTime};
 use crate::agent::{AgentEvent, AgentOutput};
+use crate::engine::clock::EngineClock;
 use crate::engine::components::{Participant, PendingVote, Session, Share, TurnLock};
 use crate::engine::{Engine, EngineConfig, Inbound};
 use crate::ids::{ConnId, SessionId};
@@ -423,6 +424,11 @@ pub(crate) struct Runner<'a> {
     pub now: u64,
     tick_ms: u64,
     jump: u64,
+    /// How far the host's wall clock is from virtual time (`wall_step`): read by the next engine
+    /// start, as a restarted host reads its wall clock.
+    wall_offset: i64,
+    /// The running engine's clock (the host's own arithmetic, `engine::clock`), over virtual time.
+    engine_clock: EngineClock,
     pub clients: BTreeMap<String, Client>,
     pub tokens: BTreeMap<String, String>,
     old_tokens: BTreeMap<String, String>,
@@ -521,6 +527,8 @@ impl<'a> Runner<'a> {
             now: 0,
             tick_ms: sc.tick_ms.unwrap_or(DEFAULT_TICK_MS),
             jump: 0,
+            wall_offset: 0,
+            engine_clock: EngineClock::start(0, 0, Duration::ZERO),
             clients: BTreeMap::new(),
             tokens: BTreeMap::new(),
             old_tokens: BTreeMap::new(),
@@ -616,6 +624,7 @@ impl<'a> Runner<'a> {
         let (store, switch) = new_store()?;
         self.storage.switch = switch;
         let mut engine = Engine::new(self.config.clone(), store).map_err(|e| format!("engine start: {e}"))?;
+        self.start_clock(&engine);
         self.install_agents(&mut engine);
         if self.model.is_some() {
             engine.record_journal();
@@ -625,6 +634,18 @@ impl<'a> Runner<'a> {
         self.transport = Some(transport);
         self.engine = Some(engine);
         Ok(())
+    }
+
+    /// A (re)started engine reads the host's wall clock once, as the host does.
+    fn start_clock(&mut self, engine: &Engine) {
+        let wall = self.now.saturating_add_signed(self.wall_offset);
+        self.engine_clock = EngineClock::start(wall, engine.now(), Duration::from_millis(self.now));
+    }
+
+    /// The engine's time at the current virtual time: virtual time itself unless a `wall_step`
+    /// moved a restarted engine's start.
+    fn engine_now(&self) -> u64 {
+        self.engine_clock.now_ms(Duration::from_millis(self.now))
     }
 
     /// One engine tick at the current virtual time, then every client reads what it received.
@@ -652,8 +673,8 @@ impl<'a> Runner<'a> {
             return;
         }
         self.clock.set(self.tick, self.now);
-        let now = self.now;
-        let store_fails = self.storage.switch_for(now);
+        let store_fails = self.storage.switch_for(self.now);
+        let now = self.engine_now();
         let ticking = Instant::now();
         if std::mem::take(&mut self.crash_next_tick) {
             // Committed, never sent; then the host comes back from its store and everyone
@@ -1705,6 +1726,13 @@ impl<'a> Runner<'a> {
                 self.jump += get_u64("by").ok_or("clock_jump needs `by` (ms)")?;
                 Ok(())
             }
+            "wall_step" => {
+                allow(&["by"])?;
+                let by =
+                    params.get("by").and_then(Value::as_i64).ok_or("wall_step needs `by` (ms, may be negative)")?;
+                self.wall_offset = self.wall_offset.saturating_add(by);
+                Ok(())
+            }
             "storage_fault" | "storage_heal" => {
                 allow(if step.action == "storage_fault" { &["ms"] } else { &[] })?;
                 self.storage.step(&step.action, get_u64("ms"), self.now);
@@ -1910,6 +1938,7 @@ impl<'a> Runner<'a> {
             }
         }
         let mut engine = Engine::new(self.config.clone(), store).map_err(|e| format!("engine restart: {e}"))?;
+        self.start_clock(&engine);
         // A new engine knows nothing of the old one's failing store until its first commit.
         self.storage.failing = false;
         self.install_agents(&mut engine);

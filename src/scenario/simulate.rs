@@ -222,6 +222,18 @@ pub fn generate(seed: u64, steps: u64) -> Scenario {
                 (remote, "slow")
             }
             67..=68 => (remote, "release"),
+            69..=70 if rng.random_bool(0.4) => {
+                // The host's wall clock is set back or forward (a minute to a day): a running
+                // engine must not notice, and one restarted after it (as happens here half the
+                // time) must keep time moving and never go back.
+                let minutes = rng.random_range(1..=1440i64);
+                let by = if rng.random_bool(0.5) { -minutes } else { minutes } * 60_000;
+                let mut step = step_at(t, "host", "wall_step");
+                step.params.insert("by".into(), toml::Value::Integer(by));
+                sc.steps.push(step);
+                let then = if rng.random_bool(0.5) { "restart_host" } else { "crash_after_commit" };
+                ("host".into(), if rng.random_bool(0.5) { then } else { "wait" })
+            }
             69..=70 => {
                 // Time moves on by `by`: later steps keep their spacing after the jump.
                 let by = rng.random_range(1..40) * 1_000;

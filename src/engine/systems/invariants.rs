@@ -22,7 +22,7 @@ pub struct Seen {
 pub fn check_invariants(
     env: TickEnv,
     dir: Directory,
-    sessions: Query<(&Session, &TurnLock, &EventLog)>,
+    sessions: Query<(&Session, &TurnLock, &EventLog, &History)>,
     votes: Query<&PendingVote>,
     mut violations: ResMut<Violations>,
     mut seen: Local<Seen>,
@@ -31,10 +31,28 @@ pub fn check_invariants(
     let TickEnv { clock, config } = env;
     let Directory { index, conns, participants, shares } = dir;
     let mut found: Vec<String> = Vec::new();
+    if clock.driver < clock.now {
+        found.push(format!(
+            "the driver's clock reads {} ms, behind engine time: deadlines and grace periods stand still",
+            clock.driver
+        ));
+    }
     let participant =
         |id: &crate::ids::ParticipantId| index.participants.get(id).and_then(|&e| participants.get(e).ok());
     for (sid, &se) in index.sessions.iter() {
-        let Ok((session, lock, log)) = sessions.get(se) else { continue };
+        let Ok((session, lock, log, history)) = sessions.get(se) else { continue };
+        // Time in history never goes back, and nothing is stamped in the future (engine time
+        // continues from the stored world after a restart, whatever the wall clock says).
+        let mut previous = 0;
+        for m in &history.messages {
+            if m.created_at < previous {
+                found.push(format!("session {sid}: message {} (seq {}) is older than the one before it", m.id, m.seq));
+            }
+            if m.created_at > clock.now {
+                found.push(format!("session {sid}: message {} is stamped after the engine's time", m.id));
+            }
+            previous = m.created_at;
+        }
         // The turn lock and the session's status tell the same story.
         use crate::protocol::SessionStatus;
         match (&lock.holder, session.status) {

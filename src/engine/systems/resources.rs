@@ -16,6 +16,10 @@ use std::collections::{BTreeMap, VecDeque};
 pub struct Clock {
     pub now: u64,
     pub tick: u64,
+    /// The time the driver gave this tick. Engine time never goes back, so `now` is the later
+    /// of this and the last tick's; a driver behind `now` would freeze every deadline
+    /// (an invariant: `check_invariants`).
+    pub driver: u64,
 }
 
 /// Set by the driver when a tick comes much later than the previous one (the host was
