@@ -1,30 +1,35 @@
 //! roundtable: run an AI coding agent on your machine and invite others into the same live
 //! sessions over WebSocket.
 //!
-//! One folder per layer; dependencies point down only (docs/ARCHITECTURE.md has the picture,
-//! `tests/architecture.rs` guards it):
+//! The layers are crates of one workspace, so the compiler enforces that dependencies point
+//! down only (docs/ARCHITECTURE.md has the picture):
 //!
-//! - [`app`]: everything a person runs — command line, `serve`/`host` bootstrap, the host
-//!   console, `join`, `workspace`/`share` commands. [`ui`]: the egui windows over the app.
-//! - [`scenario`]: the deterministic scenario runner, simulator and benchmarks; [`testkit`]: the
-//!   in-memory harness the rule tests drive the engine with.
-//! - [`net`]: TLS WebSocket server, client connector, links, certificates, known hosts.
-//! - [`store`]: the SQLite implementation of the store and its admin operations.
-//! - [`agent`]: agent backends (demo in the tick; claude and command as processes).
-//! - [`engine`]: the deterministic ECS core (world, components, systems, tick) — no I/O.
-//! - [`protocol`], [`ids`], [`token`], [`persist`]: the vocabulary every layer shares (wire
-//!   types, ids, token hashing, the `Store` contract).
+//! - this crate: [`app`], everything a person runs — command line, `serve`/`host` bootstrap, the
+//!   host console, `join`, `workspace`/`share` commands; [`ui`], the egui windows over the app.
+//! - `roundtable-sim` ([`scenario`], [`testkit`]): the deterministic scenario runner, simulator,
+//!   reference model and benchmarks; the in-memory harness the rule tests drive the engine with.
+//! - `roundtable-net` ([`net`]): TLS WebSocket server, client connector, links, certificates,
+//!   known hosts.
+//! - `roundtable-store` ([`store`]): the SQLite implementation of the store and its admin
+//!   operations.
+//! - `roundtable-agent` ([`agent`]): agent backends (demo in the tick; claude and command as
+//!   processes).
+//! - `roundtable-engine` ([`engine`]): the deterministic ECS core (world, components, systems,
+//!   tick) — no I/O; it cannot name tokio, SQLite or egui.
+//! - `roundtable-protocol` ([`protocol`], [`ids`], [`token`], [`persist`]): the vocabulary every
+//!   layer shares (wire types, ids, token hashing, the `Store` contract).
+//!
+//! The lower crates are re-exported under their layer's name, so `roundtable::engine::Engine`
+//! and `crate::net::…` read as before.
 
-pub mod agent;
+pub use roundtable_agent as agent;
+pub use roundtable_engine as engine;
+pub use roundtable_net as net;
+pub use roundtable_protocol::{ids, persist, protocol, token};
+pub use roundtable_sim as scenario;
+pub use roundtable_sim::testkit;
+pub use roundtable_store as store;
+
 pub mod app;
-pub mod engine;
-pub mod ids;
-pub mod net;
-pub mod persist;
-pub mod protocol;
-pub mod scenario;
-pub mod store;
-pub mod testkit;
-pub mod token;
 #[cfg(feature = "gui")]
 pub mod ui;

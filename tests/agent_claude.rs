@@ -1,4 +1,4 @@
-//! The `claude` backend against a fake Claude Code CLI (`src/bin/fake_claude.rs`) replaying the
+//! The `claude` backend against a fake Claude Code CLI (`crates/testbins/src/bin/fake_claude.rs`) replaying the
 //! recorded stream-json transcripts in `tests/fixtures/claude/`. Each test drives
 //! [`ExternalAgents`] directly and checks the `AgentOutput`s it reports and what the fake CLI
 //! received on stdin.
@@ -14,7 +14,10 @@ use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-const FAKE: &str = env!("CARGO_BIN_EXE_fake_claude");
+/// The fake Claude Code CLI (`crates/testbins`), built beside the test binaries.
+fn fake() -> String {
+    roundtable::scenario::agents::find_bin("fake_claude").unwrap().display().to_string()
+}
 const SESSION_ID: &str = "5d0f0c9e-1b2a-4c3d-9e8f-0a1b2c3d4e5f";
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -56,7 +59,7 @@ impl Harness {
     fn spec(&self, script: &str) -> AgentSpec {
         AgentSpec {
             kind: "claude".into(),
-            command: Some(FAKE.into()),
+            command: Some(fake()),
             args: vec!["--fake-script".into(), fixture(script), "--fake-log".into(), self.log.display().to_string()],
             plan_first: None,
         }
@@ -572,7 +575,7 @@ fn sessions_run_their_turns_independently() {
         workspace_dir: h.dir.path().display().to_string(),
         spec: AgentSpec {
             kind: "claude".into(),
-            command: Some(FAKE.into()),
+            command: Some(fake()),
             args: vec!["--fake-script".into(), fixture("hang")],
             plan_first: None,
         },

@@ -1,4 +1,4 @@
-//! The `command` backend with the example agent `src/bin/echo_agent.rs`: full turns, plan,
+//! The `command` backend with the example agent `crates/testbins/src/bin/echo_agent.rs`: full turns, plan,
 //! question, tool permission, failure, cancel, and a crashed agent restarting on the next turn.
 
 use crossbeam_channel::Receiver;
@@ -10,7 +10,10 @@ use roundtable::persist::AgentSpec;
 use roundtable::protocol::Question;
 use std::time::{Duration, Instant};
 
-const ECHO: &str = env!("CARGO_BIN_EXE_echo_agent");
+/// The test agent (`crates/testbins`), built beside the test binaries.
+fn echo() -> String {
+    roundtable::scenario::agents::find_bin("echo_agent").unwrap().display().to_string()
+}
 const WAIT: Duration = Duration::from_secs(10);
 
 struct Harness {
@@ -29,7 +32,7 @@ fn session() -> SessionId {
 }
 
 fn echo_spec() -> AgentSpec {
-    AgentSpec { kind: "command".into(), command: Some(ECHO.into()), args: vec![], plan_first: None }
+    AgentSpec { kind: "command".into(), command: Some(echo()), args: vec![], plan_first: None }
 }
 
 impl Harness {

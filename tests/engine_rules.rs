@@ -1,4 +1,4 @@
-//! SPEC §3 rules driven through the engine with the in-memory harness (no sockets).
+//! The rules of docs/RULES.md §2–§14 driven through the engine with the in-memory harness (no sockets).
 //! Each test is named after the rule it proves.
 
 use roundtable::engine::EngineConfig;

@@ -400,7 +400,8 @@ fn a_remote_drives_the_claude_backend_and_its_plan_goes_through_a_consensus_vote
     let log_arg = log.display().to_string();
     let added = Command::new(BIN)
         .args(["--data-dir", &data_arg, "workspace", "add", &ws, "--agent", "claude"])
-        .args(["--agent-cmd", env!("CARGO_BIN_EXE_fake_claude")])
+        .arg("--agent-cmd")
+        .arg(roundtable::scenario::agents::find_bin("fake_claude").unwrap())
         .args([
             "--agent-arg",
             "--fake-script",

@@ -1,8 +1,5 @@
-//! `--transport ws`: every scenario, played over real TLS WebSockets through the production
-//! server, passes and gives each participant exactly the event sequence it gets over the
-//! in-memory transport (SPEC §5). No scenario and no event is excluded: the slow-consumer fault
-//! is modelled at the host end of the socket so that it is exact (docs/SCENARIOS.md, "The ws
-//! transport").
+//! `--transport ws` itself: what only real sockets show. (Every scenario runs over WebSockets,
+//! compared with its in-memory run, in `tests/scenarios.rs`.)
 
 use roundtable::scenario::{load_all, run_scenario, RunOptions, RunReport, Scenario, TransportKind};
 use std::path::PathBuf;
@@ -16,80 +13,6 @@ fn scenarios() -> Vec<(PathBuf, Scenario)> {
 
 fn run(scenario: &Scenario, transport: TransportKind) -> RunReport {
     run_scenario(scenario, &RunOptions { transport, ..Default::default() })
-}
-
-/// The transcript without the source addresses of connections (`10.0.0.2:40003` in memory,
-/// the real `127.0.0.2:51234` over sockets) — the only thing that may differ.
-fn without_addresses(transcript: &str) -> String {
-    transcript
-        .lines()
-        .map(|line| match line.find("** opened from ") {
-            Some(at) => &line[..at + "** opened from ".len()],
-            None => line,
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-fn short(frame: Option<&String>) -> String {
-    match frame {
-        None => "(nothing)".into(),
-        Some(f) if f.chars().count() > 300 => format!("{}…", f.chars().take(300).collect::<String>()),
-        Some(f) => f.clone(),
-    }
-}
-
-/// Where two runs' per-participant event sequences first differ, if they do.
-fn first_difference(memory: &RunReport, ws: &RunReport) -> Option<String> {
-    let names: std::collections::BTreeSet<&String> = memory.events.keys().chain(ws.events.keys()).collect();
-    for name in names {
-        let (m, w) = (memory.events.get(name), ws.events.get(name));
-        let (m, w) = (m.map(Vec::as_slice).unwrap_or(&[]), w.map(Vec::as_slice).unwrap_or(&[]));
-        if let Some(i) = (0..m.len().max(w.len())).find(|&i| m.get(i) != w.get(i)) {
-            return Some(format!(
-                "{name}: event #{i} differs ({} events in memory, {} over ws)\n      memory: {}\n      ws:     {}",
-                m.len(),
-                w.len(),
-                short(m.get(i)),
-                short(w.get(i))
-            ));
-        }
-    }
-    None
-}
-
-#[test]
-fn every_scenario_gives_the_same_per_participant_events_over_websockets_as_in_memory() {
-    let mut problems = Vec::new();
-    for (path, scenario) in scenarios() {
-        // The in-memory run on another core while this one drives the sockets.
-        let (memory, ws) = std::thread::scope(|s| {
-            let memory = s.spawn(|| run(&scenario, TransportKind::Memory));
-            let ws = run(&scenario, TransportKind::Ws);
-            (memory.join().expect("the memory run never panics"), ws)
-        });
-        let what = format!("{} ({}, seed {})", scenario.name, path.display(), ws.seed);
-        assert!(memory.passed(), "{what} fails in memory: {:?}", memory.failures);
-        if !ws.passed() {
-            let lines: Vec<String> = ws.failures.iter().map(|f| format!("    {f}")).collect();
-            problems.push(format!("{what} fails over ws:\n{}", lines.join("\n")));
-            continue;
-        }
-        assert!(memory.events.values().any(|e| !e.is_empty()), "{what}: nobody received any event");
-        if let Some(diff) = first_difference(&memory, &ws) {
-            problems.push(format!("{what}: per-participant events differ between transports:\n    {diff}"));
-            continue;
-        }
-        if memory.digest != ws.digest {
-            problems.push(format!("{what}: the final state differs between transports"));
-            continue;
-        }
-        // Responses, requests, closes and the digest too: the whole transcript is the same.
-        if without_addresses(&memory.transcript) != without_addresses(&ws.transcript) {
-            problems.push(format!("{what}: transcripts differ beyond the connections' source addresses"));
-        }
-    }
-    assert!(problems.is_empty(), "{} scenario(s) differ over ws:\n{}", problems.len(), problems.join("\n"));
 }
 
 #[test]

@@ -351,6 +351,7 @@ impl EngineThread {
                     }
                 };
                 crate::agent::install_builtin(&mut engine);
+                engine.set_workspace_files(Box::new(crate::store::ConfinedFiles));
                 let runtime = crate::agent::ExternalAgents::new(engine.sender(), agents);
                 engine.set_agent_runtime(Box::new(runtime));
                 let _ = ready_tx.send(Ok(engine.sender()));

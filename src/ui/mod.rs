@@ -1,7 +1,7 @@
 //! The egui desktop window: the host's (`roundtable` / `roundtable host`) and a remote's
 //! (`roundtable connect LINK`).
 //!
-//! Three threads meet here only through channels (SPEC §4): the UI thread owns the window and a
+//! Three threads meet here only through channels (docs/RULES.md §7.2): the UI thread owns the window and a
 //! plain-data [`model::ViewModel`]; a tokio runtime runs the [`backend`] task that owns the
 //! protocol client (the host's in-process connection, or a remote's network connection); the
 //! engine thread (host only) owns the World. Everything the window does is a protocol request.

@@ -1,0 +1,233 @@
+//! Invariant checks (docs/RULES.md §8), run every tick in tests, scenarios and simulation (only when
+//! `check_invariants` is on; production skips the system). A violation is recorded with the
+//! tick and fails loudly (panics).
+
+use super::params::*;
+use super::resources::*;
+use super::util::in_scope;
+use crate::components::*;
+use bevy_ecs::prelude::*;
+
+/// What the checker remembers from tick to tick.
+#[derive(Default)]
+pub struct Seen {
+    /// Per session: the turn id and holder last seen.
+    turns: std::collections::BTreeMap<crate::ids::SessionId, (u64, crate::ids::ParticipantId)>,
+    /// Per session: the last seq read from the event log and the turn it left running.
+    turn_events: std::collections::BTreeMap<crate::ids::SessionId, (u64, Option<u64>)>,
+    /// Participants in grace and until when.
+    graces: std::collections::BTreeMap<crate::ids::ParticipantId, u64>,
+}
+
+pub fn check_invariants(
+    env: TickEnv,
+    dir: Directory,
+    sessions: Query<(&Session, &TurnLock, &EventLog, &History)>,
+    votes: Query<&PendingVote>,
+    mut violations: ResMut<Violations>,
+    mut seen: Local<Seen>,
+) {
+    let Seen { turns: turns_seen, turn_events, graces } = &mut *seen;
+    let TickEnv { clock, config } = env;
+    let Directory { index, conns, participants, shares } = dir;
+    let mut found: Vec<String> = Vec::new();
+    if clock.driver < clock.now {
+        found.push(format!(
+            "the driver's clock reads {} ms, behind engine time: deadlines and grace periods stand still",
+            clock.driver
+        ));
+    }
+    let participant =
+        |id: &crate::ids::ParticipantId| index.participants.get(id).and_then(|&e| participants.get(e).ok());
+    for (sid, &se) in index.sessions.iter() {
+        let Ok((session, lock, log, history)) = sessions.get(se) else { continue };
+        // Time in history never goes back, and nothing is stamped in the future (engine time
+        // continues from the stored world after a restart, whatever the wall clock says).
+        let mut previous = 0;
+        for m in &history.messages {
+            if m.created_at < previous {
+                found.push(format!("session {sid}: message {} (seq {}) is older than the one before it", m.id, m.seq));
+            }
+            if m.created_at > clock.now {
+                found.push(format!("session {sid}: message {} is stamped after the engine's time", m.id));
+            }
+            previous = m.created_at;
+        }
+        // The turn lock and the session's status tell the same story.
+        use crate::protocol::SessionStatus;
+        match (&lock.holder, session.status) {
+            (None, SessionStatus::Idle) | (Some(_), SessionStatus::Running | SessionStatus::AwaitingVote) => {}
+            (holder, status) => {
+                found.push(format!("session {sid}: status {} with turn holder {holder:?}", status.as_str()))
+            }
+        }
+        if session.status == SessionStatus::AwaitingVote {
+            let open = index
+                .votes
+                .values()
+                .filter_map(|&e| votes.get(e).ok())
+                .any(|v| v.outcome.is_none() && v.session == *sid && v.turn_id == lock.turn_id);
+            if !open {
+                found.push(format!("session {sid}: awaiting a vote but turn {} has no open vote", lock.turn_id));
+            }
+        }
+        // One holder per turn: a turn's holder never changes hands (a new holder means a new
+        // turn, after the old one ended).
+        if let Some(h) = &lock.holder {
+            if let Some((turn, before)) = turns_seen.get(sid) {
+                if *turn == lock.turn_id && before != h {
+                    found.push(format!("session {sid}: turn {turn} changed holder from {before} to {h}"));
+                }
+                if lock.turn_id < *turn {
+                    found.push(format!("session {sid}: turn id went back from {turn} to {}", lock.turn_id));
+                }
+            }
+            turns_seen.insert(sid.clone(), (lock.turn_id, h.clone()));
+        }
+        if let Some(h) = &lock.holder {
+            if !participant(h).is_some_and(|p| p.presence.is_present()) {
+                found.push(format!("session {sid}: turn holder {h} is neither present nor within grace"));
+            }
+        }
+        // In the event log, a turn starts only after the previous one ended (checked on the
+        // events appended since the last tick: each frame is read once).
+        let (checked, open) = turn_events.entry(sid.clone()).or_insert((0, None));
+        let from = *checked;
+        for (seq, frame) in log.tail.iter().filter(|(seq, _)| *seq > from) {
+            *checked = *seq;
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(&frame.host) else { continue };
+            let turn = v["payload"]["turn_id"].as_u64();
+            match v["event"].as_str() {
+                Some("turn_started") => {
+                    if let (Some(running), Some(turn)) = (*open, turn) {
+                        found.push(format!("session {sid}: turn {turn} started (seq {seq}) while turn {running} runs"));
+                    }
+                    *open = turn;
+                }
+                Some("turn_ended") => *open = None,
+                _ => {}
+            }
+        }
+        let mut expected = log.tail.front().map(|(s, _)| *s).unwrap_or(log.next_seq);
+        for (seq, _) in &log.tail {
+            if *seq != expected {
+                found.push(format!("session {sid}: seq {seq} follows {} (not contiguous)", expected - 1));
+                break;
+            }
+            expected += 1;
+        }
+        if !log.tail.is_empty() && expected != log.next_seq {
+            found.push(format!("session {sid}: log ends at {} but next_seq is {}", expected - 1, log.next_seq));
+        }
+    }
+    for (vid, &ve) in index.votes.iter() {
+        let Ok(v) = votes.get(ve) else { continue };
+        if let Some(problem) = vote_rule_broken(v, clock.now) {
+            found.push(format!("vote {vid}: {problem}"));
+        }
+        if v.outcome.is_some() {
+            continue;
+        }
+        for r in &v.required {
+            if !participant(r).is_some_and(|p| p.presence.is_present() && p.sessions.contains(&v.session)) {
+                found.push(format!("vote {vid}: required voter {r} is not a participant of {}", v.session));
+            }
+        }
+    }
+    // A grace period, when it starts (a connection lost, a restart, a suspension), is the
+    // configured length from now.
+    let mut in_grace = std::collections::BTreeMap::new();
+    for (pid, &pe) in index.participants.iter() {
+        let Ok(p) = participants.get(pe) else { continue };
+        if let crate::components::Presence::Grace { until } = p.presence {
+            if graces.get(pid) != Some(&until) && until != clock.now + config.grace_ms {
+                found.push(format!(
+                    "participant {pid}: grace until {until} set at {}, not {} ms from now",
+                    clock.now, config.grace_ms
+                ));
+            }
+            in_grace.insert(pid.clone(), until);
+        }
+    }
+    *graces = in_grace;
+    for (pid, &pe) in index.participants.iter() {
+        let Ok(p) = participants.get(pe) else { continue };
+        let share = p.share.as_ref().and_then(|s| index.shares.get(s)).and_then(|&e| shares.get(e).ok());
+        for s in &p.sessions {
+            let Some(ws) = index.sessions.get(s).and_then(|&e| sessions.get(e).ok()).map(|(s, ..)| s.workspace.clone())
+            else {
+                found.push(format!("participant {pid}: joined unknown session {s}"));
+                continue;
+            };
+            if !in_scope(p, share, &ws) {
+                found.push(format!("participant {pid}: in session {s} outside its share scope"));
+            }
+        }
+    }
+    for (cid, &ce) in index.conns.iter() {
+        let Ok(c) = conns.get(ce) else { continue };
+        if c.auth.is_closing() {
+            continue;
+        }
+        let Some(p) = c.participant().and_then(participant) else { continue };
+        if let Some(share) = p.share.as_ref().and_then(|s| index.shares.get(s)).and_then(|&e| shares.get(e).ok()) {
+            if share.revoked {
+                found.push(format!("connection {cid}: still open on revoked share {}", share.id));
+            }
+        }
+    }
+    if found.is_empty() {
+        return;
+    }
+    for f in &found {
+        tracing::error!(tick = clock.tick, now = clock.now, "invariant violated: {f}");
+        violations.0.push(format!("tick {} (t={} ms): {f}", clock.tick, clock.now));
+    }
+    if config.check_invariants {
+        panic!("invariant violated at tick {} (t={} ms): {}", clock.tick, clock.now, found.join("; "));
+    }
+}
+
+/// The vote rules (docs/RULES.md §3.3, §3.4, §3.7, §3.9: consensus, deny short-circuits, deadline denies, the host decides alone)
+/// checked on a vote's state at the end of a tick: what it resolved to must follow from its
+/// ballots, and a vote whose outcome is already determined must not be open.
+fn vote_rule_broken(v: &PendingVote, now: u64) -> Option<String> {
+    use crate::protocol::{VoteOutcome, VoteSubject};
+    let ballot = |p| v.ballots.get(p);
+    let denied = v.required.iter().any(|p| matches!(ballot(p), Some(Ballot::Deny(_))));
+    let all_approved = !v.required.is_empty() && v.required.iter().all(|p| matches!(ballot(p), Some(Ballot::Approve)));
+    let all_answered =
+        !v.required.is_empty() && v.required.iter().all(|p| matches!(ballot(p), Some(Ballot::Answer(_))));
+    let yes_no = !matches!(v.subject, VoteSubject::Question { .. });
+    let Some(r) = &v.outcome else {
+        return if v.host_decision.is_some() {
+            Some("the host decided but it is still open".into())
+        } else if yes_no && denied {
+            Some("a required voter denied but it did not resolve at once".into())
+        } else if yes_no && all_approved {
+            Some("every required voter approved but it is still open".into())
+        } else if !yes_no && all_answered {
+            Some("every required voter answered but it is still open".into())
+        } else if v.deadline.is_some_and(|d| d <= now) {
+            Some("its deadline passed but it is still open".into())
+        } else {
+            None
+        };
+    };
+    let ok = match r.resolved_by.as_str() {
+        "consensus" | "holder" => match r.outcome {
+            VoteOutcome::Approved => all_approved && !denied,
+            VoteOutcome::Denied => denied,
+            VoteOutcome::Answered => all_answered,
+        },
+        "deadline" => r.outcome == VoteOutcome::Denied,
+        "host" | "allow_list" => matches!(
+            (&v.host_decision, r.outcome),
+            (Some(Ballot::Approve), VoteOutcome::Approved)
+                | (Some(Ballot::Deny(_)), VoteOutcome::Denied)
+                | (Some(Ballot::Answer(_)), VoteOutcome::Answered)
+        ),
+        _ => true, // system (turn ended, withdrawn) and participant ids: no ballot rule applies
+    };
+    (!ok).then(|| format!("resolved {:?} by {} against its ballots", r.outcome, r.resolved_by))
+}

@@ -1,0 +1,237 @@
+//! Resources and messages shared by the systems.
+
+use crate::agent::{AgentCommand, AgentOutput, AgentRuntime, InTickAgent};
+use crate::ids::{ConnId, ParticipantId, SessionId, ShareId, VoteId, WorkspaceId};
+use crate::io::{Frame, Framed, Inbound};
+use crate::persist::Store;
+use crate::protocol::{Method, VoteSubject};
+use bevy_ecs::message::Messages;
+use bevy_ecs::prelude::*;
+use crossbeam_channel::{Receiver, Sender};
+use serde_json::Value;
+use std::collections::{BTreeMap, VecDeque};
+
+/// Engine time in milliseconds, advanced only by the driver.
+#[derive(Resource, Default, Debug, Clone, Copy)]
+pub struct Clock {
+    pub now: u64,
+    pub tick: u64,
+    /// The time the driver gave this tick. Engine time never goes back, so `now` is the later
+    /// of this and the last tick's; a driver behind `now` would freeze every deadline
+    /// (an invariant: `check_invariants`).
+    pub driver: u64,
+}
+
+/// Set by the driver when a tick comes much later than the previous one (the host was
+/// suspended): the gap in ms. Taken by `presence::fresh_grace_after_gap`.
+#[derive(Resource, Default, Debug)]
+pub struct ClockGap(pub Option<u64>);
+
+/// The engine's seeded RNG (tokens). ChaCha20: cryptographically strong when seeded from the OS.
+#[derive(Resource)]
+pub struct EngineRng(pub rand_chacha::ChaCha20Rng);
+
+/// Inbound commands, drained by the ingest system.
+#[derive(Resource)]
+pub struct Inbox(pub Receiver<Inbound>);
+
+/// A sender into the inbox (for agents living outside the engine).
+#[derive(Resource)]
+pub struct InboxSender(pub Sender<Inbound>);
+
+/// The store the persist system commits to.
+#[derive(Resource)]
+pub struct StoreRes(pub std::sync::Mutex<Box<dyn Store>>);
+
+impl StoreRes {
+    /// The store (the mutex only makes the resource `Sync`; it is never contended).
+    pub fn get(&mut self) -> &mut Box<dyn Store> {
+        self.0.get_mut().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Agent backends: agents stepped inside the tick (by backend kind, e.g. `demo`) and the
+/// external runtime for every other kind.
+#[derive(Resource)]
+pub struct Agents {
+    /// In-tick agents by backend kind; `BTreeMap` so they are stepped in a stable order.
+    pub in_tick: BTreeMap<String, Box<dyn InTickAgent>>,
+    /// Behind a mutex only to make the resource `Sync`; never contended.
+    pub external: std::sync::Mutex<Box<dyn AgentRuntime>>,
+    /// Commands issued this tick, dispatched by the agent system in order.
+    pub queued: Vec<AgentCommand>,
+}
+
+/// Domain id → entity maps. `BTreeMap` so iteration is in id order.
+#[derive(Resource, Default, Debug)]
+pub struct Index {
+    pub workspaces: BTreeMap<WorkspaceId, Entity>,
+    pub sessions: BTreeMap<SessionId, Entity>,
+    pub shares: BTreeMap<ShareId, Entity>,
+    pub participants: BTreeMap<ParticipantId, Entity>,
+    pub conns: BTreeMap<ConnId, Entity>,
+    pub votes: BTreeMap<VoteId, Entity>,
+}
+
+/// Counters for minting ids (`n` of the last id given out).
+#[derive(Resource, Default, Debug)]
+pub struct Counters {
+    pub workspace: u64,
+    pub session: u64,
+    pub share: u64,
+    pub participant: u64,
+    pub vote: u64,
+    pub message: u64,
+}
+
+/// Failed authentication times per source address (IP without port).
+#[derive(Resource, Default, Debug)]
+pub struct AuthFailures(pub BTreeMap<String, VecDeque<u64>>);
+
+/// Invariant violations found by the checker.
+#[derive(Resource, Default, Debug)]
+pub struct Violations(pub Vec<String>);
+
+/// Outgoing frames staged during the tick; released by broadcast after the commit. Carries the
+/// masker, so every frame is masked for remotes when it is made (`Framed`).
+#[derive(Resource, Default, Debug)]
+pub struct Staged(pub Vec<Outgoing>, pub crate::mask::Masker);
+
+impl Staged {
+    /// `value` as a frame for the host and for remotes.
+    pub fn framed<T: serde::Serialize + ?Sized>(&self, value: &T) -> crate::io::Framed {
+        crate::io::Framed::of(value, &self.1)
+    }
+}
+
+/// One staged output.
+#[derive(Debug, Clone)]
+pub enum Outgoing {
+    /// A response or connection-level event for one connection. `seq` is set for replayed
+    /// session events (so the outbox can track delivery).
+    Direct { conn: ConnId, frame: Framed, session: Option<SessionId>, seq: Option<u64> },
+    /// A seq'd session event for every member of the session.
+    Session { session: SessionId, seq: u64, frame: Framed },
+    /// Streamed agent text for every member of the session.
+    Delta { session: SessionId, turn_id: u64, text: String, frame: Frame },
+    /// The agent paused (a vote opens) or its turn ends: send remotes, masked, the text the
+    /// session's stream masker still holds back, and start a new stream. Staged before the
+    /// vote or the agent's reply, so a remote's screen never lags them.
+    FlushStream { session: SessionId },
+    /// A frame for every connection of a participant.
+    Participant { participant: ParticipantId, frame: Framed },
+    /// Close a connection (after a `closing` event).
+    Close { conn: ConnId, reason: String },
+}
+
+/// A parsed request from an authenticated-or-not connection, after the generic gate checks.
+#[derive(Message, Debug, Clone)]
+pub struct Incoming {
+    pub conn: ConnId,
+    pub id: Value,
+    pub method: Method,
+}
+
+/// Output of an agent, for the agent system.
+#[derive(Message, Debug, Clone)]
+pub struct AgentMsg(pub AgentOutput);
+
+/// The transport closed a connection.
+#[derive(Message, Debug, Clone)]
+pub struct ConnClosed {
+    pub conn: ConnId,
+}
+
+/// A participant is gone for good (past grace, kicked, share revoked/expired, refused).
+#[derive(Message, Debug, Clone)]
+pub struct Departed {
+    pub participant: ParticipantId,
+    pub reason: &'static str,
+}
+
+/// A participant stops being a voter in a session (`None` = everywhere): mute, leave.
+#[derive(Message, Debug, Clone)]
+pub struct VoterDropped {
+    pub participant: ParticipantId,
+    pub session: Option<SessionId>,
+}
+
+/// The agent asks for a decision: opens a vote.
+#[derive(Message, Debug, Clone)]
+pub struct VoteRequested {
+    pub session: SessionId,
+    pub turn_id: u64,
+    pub request_id: String,
+    pub subject: VoteSubject,
+}
+
+/// The agent withdrew a request: its open vote closes (denied, "withdrawn by the agent").
+#[derive(Message, Debug, Clone)]
+pub struct VoteWithdrawn {
+    pub session: SessionId,
+    pub turn_id: u64,
+    pub request_id: String,
+}
+
+/// A turn ended (any path); open votes of the turn are closed.
+#[derive(Message, Debug, Clone)]
+pub struct TurnClosed {
+    pub session: SessionId,
+    pub turn_id: u64,
+    pub reason: String,
+}
+
+/// Registers every message type.
+pub fn add_messages(world: &mut World) {
+    world.init_resource::<Messages<Incoming>>();
+    world.init_resource::<Messages<AgentMsg>>();
+    world.init_resource::<Messages<ConnClosed>>();
+    world.init_resource::<Messages<Departed>>();
+    world.init_resource::<Messages<VoterDropped>>();
+    world.init_resource::<Messages<VoteRequested>>();
+    world.init_resource::<Messages<TurnClosed>>();
+    world.init_resource::<Messages<VoteWithdrawn>>();
+}
+
+/// Swaps message buffers once per tick (messages live for this tick and the next).
+pub fn update_messages(world: &mut World) {
+    world.resource_mut::<Messages<Incoming>>().update();
+    world.resource_mut::<Messages<AgentMsg>>().update();
+    world.resource_mut::<Messages<ConnClosed>>().update();
+    world.resource_mut::<Messages<Departed>>().update();
+    world.resource_mut::<Messages<VoterDropped>>().update();
+    world.resource_mut::<Messages<VoteRequested>>().update();
+    world.resource_mut::<Messages<TurnClosed>>().update();
+    world.resource_mut::<Messages<VoteWithdrawn>>().update();
+}
+
+/// How the engine reads workspace files (set by the driver: [`crate::Engine::set_workspace_files`]);
+/// until then every read is refused.
+#[derive(Resource)]
+pub struct Files(pub Box<dyn crate::persist::WorkspaceFiles>);
+
+impl Default for Files {
+    fn default() -> Self {
+        Files(Box::new(NoFiles))
+    }
+}
+
+struct NoFiles;
+
+impl crate::persist::WorkspaceFiles for NoFiles {
+    fn read(&self, _: &std::path::Path, _: &str, _: u64) -> Result<(u64, String), String> {
+        Err("this host does not read workspace files".into())
+    }
+}
+
+/// Store ops gathered during the current tick, committed together (`persist_tick`).
+#[derive(Resource, Default)]
+pub struct PersistBatch {
+    pub ops: Vec<crate::persist::StoreOp>,
+}
+
+impl PersistBatch {
+    pub fn push(&mut self, op: crate::persist::StoreOp) {
+        self.ops.push(op);
+    }
+}

@@ -1,0 +1,432 @@
+//! The persistence contract between the pure engine and a store.
+//!
+//! Systems never touch SQLite. During a tick they append [`StoreOp`]s to the engine's `PersistBatch`
+//! resource; the persist system hands the whole batch to the [`Store`] in one call, which commits
+//! it in one transaction *before* the broadcast system releases that tick's frames. At start the
+//! engine rebuilds its world from [`Restored`].
+
+use crate::ids::{MessageId, ParticipantId, SessionId, ShareId, VoteId, WorkspaceId};
+use crate::protocol::{Admission, Role, SessionStatus};
+use serde::{Deserialize, Serialize};
+
+/// Which agent backend a workspace/session runs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentSpec {
+    /// `demo`, `claude` or `command`.
+    pub kind: String,
+    /// For `command`: the executable (and for `claude`: an optional binary path).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    /// Extra arguments.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    /// "Plan first": every turn starts the agent in plan mode, so its plan goes to a vote before
+    /// it changes anything (`claude`: `--permission-mode plan`). `None`: the backend's default,
+    /// on for `claude` (the consensus vote is the point), off for the others.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan_first: Option<bool>,
+}
+
+impl AgentSpec {
+    pub fn demo() -> Self {
+        Self { kind: "demo".into(), command: None, args: Vec::new(), plan_first: None }
+    }
+
+    /// Whether turns start in plan mode (see [`AgentSpec::plan_first`]).
+    pub fn plan_first(&self) -> bool {
+        self.plan_first.unwrap_or(self.kind == "claude")
+    }
+}
+
+impl Default for AgentSpec {
+    fn default() -> Self {
+        Self::demo()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkspaceRow {
+    pub id: WorkspaceId,
+    pub name: String,
+    pub dir: String,
+    pub agent: AgentSpec,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRow {
+    pub id: SessionId,
+    pub workspace: WorkspaceId,
+    pub title: String,
+    pub status: SessionStatus,
+    pub turn_holder: Option<ParticipantId>,
+    /// Id of the running (or last) turn.
+    pub turn_id: u64,
+    pub next_seq: u64,
+    pub agent: AgentSpec,
+    /// Vote deadline for this session in ms (overrides the share's), if any.
+    pub vote_deadline_ms: Option<u64>,
+    pub created_at: u64,
+    /// Text the agent streamed so far in the running turn (empty when idle).
+    #[serde(default)]
+    pub streamed: String,
+    /// Tools the host allowed "always" in this session (sorted).
+    #[serde(default)]
+    pub allowed_tools: Vec<String>,
+    /// What the session's agent keeps between turns (its conversation), kept across restarts.
+    #[serde(default)]
+    pub agent_memory: AgentMemory,
+    /// The agent settings every turn gets (`set_agent_settings`).
+    #[serde(default)]
+    pub agent_settings: crate::protocol::AgentSettings,
+}
+
+/// What a session's agent backend keeps between turns, stored with the session so a host
+/// restart does not make the agent forget: the conversation the next turn resumes (the claude
+/// CLI's session id, passed as `--resume`). Clearing the session forgets it (a new conversation);
+/// a fork starts without it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentMemory {
+    /// The backend's conversation id, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversation: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShareRow {
+    pub id: ShareId,
+    pub label: String,
+    /// SHA-256 of the token. The token itself is never stored.
+    pub token_hash: [u8; 32],
+    pub workspaces: Vec<WorkspaceId>,
+    pub collaborative: bool,
+    pub consensus_required: bool,
+    pub admission_required: bool,
+    pub role: Role,
+    pub expires_at: Option<u64>,
+    pub max_uses: Option<u32>,
+    pub uses: u32,
+    pub revoked: bool,
+    pub created_at: u64,
+    pub vote_deadline_ms: Option<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParticipantRow {
+    pub id: ParticipantId,
+    pub display_name: String,
+    pub role: Role,
+    pub share: Option<ShareId>,
+    pub muted: bool,
+    pub admission: Admission,
+    /// SHA-256 of the resume token; `None` once dead (kicked / gone).
+    pub resume_hash: Option<[u8; 32]>,
+    pub gone: bool,
+    pub sessions: Vec<SessionId>,
+    /// Read markers: the last seq seen per session (`mark_read`).
+    #[serde(default)]
+    pub read: std::collections::BTreeMap<SessionId, u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageRow {
+    pub id: MessageId,
+    pub session: SessionId,
+    pub seq: u64,
+    /// Participant id, or `agent`.
+    pub author_id: String,
+    pub author_name: String,
+    pub text: String,
+    pub client_msg_id: Option<String>,
+    pub created_at: u64,
+    /// Room chat (to the people in the session, not to the agent).
+    #[serde(default)]
+    pub room: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VoteRow {
+    pub id: VoteId,
+    pub session: SessionId,
+    pub turn_id: u64,
+    /// The agent's request id this vote answers.
+    pub request_id: String,
+    /// JSON of [`crate::protocol::VoteSubject`].
+    pub subject_json: String,
+    pub decided_by: String,
+    pub required: Vec<ParticipantId>,
+    pub deadline: Option<u64>,
+    /// `approved` / `denied` / `answered` once resolved.
+    pub outcome: Option<String>,
+    pub reason: Option<String>,
+    pub opened_at: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BallotRow {
+    pub vote: VoteId,
+    pub voter: ParticipantId,
+    /// `approve`, `deny` or `answer`.
+    pub choice: String,
+    /// Deny reason or JSON array of answers.
+    pub detail: Option<String>,
+    pub at: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRow {
+    pub at: u64,
+    /// Participant id of who acted (`host`, `p3`, `system`).
+    pub actor: String,
+    /// e.g. `joined`, `kicked`, `muted`, `revoked`, `voted`, `share_minted`.
+    pub action: String,
+    pub target: String,
+    pub detail: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventRow {
+    pub session: SessionId,
+    pub seq: u64,
+    /// The exact frame sent to clients.
+    pub frame: String,
+}
+
+/// One write. A tick's writes are committed together.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StoreOp {
+    PutWorkspace(WorkspaceRow),
+    PutSession(SessionRow),
+    PutShare(ShareRow),
+    PutParticipant(ParticipantRow),
+    PutMessage(MessageRow),
+    /// Clear a session's history (messages and event log).
+    ClearSession(SessionId),
+    AppendEvent(EventRow),
+    /// Text the agent streamed this tick in the running turn, at byte `offset` of the turn's
+    /// text (appended, never rewritten: saving costs what was streamed).
+    AppendStreamed {
+        session: SessionId,
+        offset: u64,
+        text: String,
+    },
+    /// The running turn ended: its streamed text is a message now (or gone with it).
+    ClearStreamed(SessionId),
+    PutVote(VoteRow),
+    PutBallot(BallotRow),
+    Audit(AuditRow),
+    /// The host's settings (`update_settings`).
+    PutSettings(SettingsRow),
+}
+
+/// The host's settings as saved (`update_settings`); they win over the built-in defaults.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SettingsRow {
+    pub host_name: String,
+    pub default_consensus: bool,
+    #[serde(default)]
+    pub default_vote_deadline_ms: Option<u64>,
+}
+
+/// Everything needed to rebuild the world at start.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Restored {
+    pub workspaces: Vec<WorkspaceRow>,
+    pub sessions: Vec<SessionRow>,
+    pub shares: Vec<ShareRow>,
+    pub participants: Vec<ParticipantRow>,
+    /// The latest [`HISTORY_TAIL`] messages of each session, ordered by (session, seq). Older
+    /// ones stay in the store and are read page by page ([`Store::messages_before`]).
+    pub messages: Vec<MessageRow>,
+    /// Sessions that have messages older than the ones in `messages`.
+    pub older_messages: std::collections::BTreeSet<SessionId>,
+    /// Tail of each session's event log (the last `EVENT_TAIL` events), ordered by (session, seq).
+    pub events: Vec<EventRow>,
+    /// Votes, ordered by id.
+    pub votes: Vec<VoteRow>,
+    /// Ballots, ordered by (vote, voter).
+    pub ballots: Vec<BallotRow>,
+    /// Largest audit id (only for information).
+    pub audit_count: u64,
+    /// The host's saved settings.
+    pub settings: Option<SettingsRow>,
+}
+
+impl Restored {
+    /// The latest time the restored world holds (a message, a vote, a ballot, a share or a
+    /// session created): engine time starts no earlier (`engine::clock`).
+    pub fn latest_time(&self) -> u64 {
+        let messages = self.messages.iter().map(|m| m.created_at);
+        let votes = self.votes.iter().map(|v| v.opened_at);
+        let ballots = self.ballots.iter().map(|b| b.at);
+        let shares = self.shares.iter().map(|s| s.created_at);
+        let sessions = self.sessions.iter().map(|s| s.created_at);
+        messages.chain(votes).chain(ballots).chain(shares).chain(sessions).max().unwrap_or(0)
+    }
+}
+
+/// How many messages per session the engine keeps in memory: enough for a snapshot's first
+/// page (`protocol::HISTORY_PAGE_MESSAGES`). Everything older is read from the store on demand,
+/// so the host's memory does not grow with history.
+pub const HISTORY_TAIL: usize = crate::protocol::HISTORY_PAGE_MESSAGES;
+
+/// How many events per session the engine keeps for `since_seq` replay.
+pub const EVENT_TAIL: usize = 1000;
+
+/// Store failures.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Db(String),
+    #[error("the database at {path} has schema version {found}, newer than this roundtable supports ({supported}); upgrade roundtable or use another --data-dir")]
+    TooNew { path: String, found: u32, supported: u32 },
+    #[error("corrupt row in {table}: {detail}")]
+    Corrupt { table: &'static str, detail: String },
+}
+
+/// The engine's read access to the files of a workspace (`read_workspace_file`): the engine knows
+/// no file system, its driver hands it an implementation (`roundtable_store::ConfinedFiles`).
+pub trait WorkspaceFiles: Send + Sync {
+    /// Reads `rel` inside the workspace directory `root` and returns its size and text, refusing
+    /// (with a message for the person who asked) anything absolute, with `..`, resolving outside
+    /// `root` (a symbolic link), not a regular file, over `max` bytes or not UTF-8.
+    fn read(&self, root: &std::path::Path, rel: &str, max: u64) -> Result<(u64, String), String>;
+}
+
+/// The engine's view of persistence.
+pub trait Store: Send {
+    /// Commits the ops in one transaction.
+    fn commit(&mut self, ops: &[StoreOp]) -> Result<(), StoreError>;
+    /// Loads everything needed to rebuild the world.
+    fn load(&mut self) -> Result<Restored, StoreError>;
+    /// A cheap check, called about once a second while nothing is written, that the store
+    /// could still take a commit (e.g. the database file was not deleted or replaced), so an
+    /// idle host notices a lost database before anyone's next message.
+    fn check_health(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
+    /// If shares were changed by another process since the last call, returns all shares.
+    fn shares_changed_externally(&mut self) -> Result<Option<Vec<ShareRow>>, StoreError> {
+        Ok(None)
+    }
+    /// All workspaces as stored (read after `shares_changed_externally` reported a change, so
+    /// `workspace add` from the CLI reaches a running host too).
+    fn workspaces(&mut self) -> Result<Vec<WorkspaceRow>, StoreError> {
+        Ok(Vec::new())
+    }
+    /// Up to `limit` committed messages of `session` with a seq below `before_seq`, oldest
+    /// first, and whether older ones exist (history pages, forks).
+    fn messages_before(
+        &mut self,
+        session: &SessionId,
+        before_seq: u64,
+        limit: usize,
+    ) -> Result<(Vec<MessageRow>, bool), StoreError>;
+    /// The committed message `author_id` sent to `session` with `client_msg_id` (idempotent
+    /// retries of messages older than the in-memory tail).
+    fn message_by_client_id(
+        &mut self,
+        session: &SessionId,
+        author_id: &str,
+        client_msg_id: &str,
+    ) -> Result<Option<MessageRow>, StoreError>;
+    /// The whole audit log, oldest first (checks and tools; not used by the engine).
+    fn audit_log(&mut self) -> Result<Vec<AuditRow>, StoreError>;
+    /// The committed ballots of a vote, by voter.
+    fn ballots_of(&mut self, vote: &VoteId) -> Result<Vec<BallotRow>, StoreError>;
+}
+
+/// A store that keeps the ops in memory (unit tests). `load` replays them.
+#[derive(Default)]
+pub struct MemoryStore {
+    pub committed: Vec<Vec<StoreOp>>,
+    /// When set, the next commit fails (fault injection).
+    pub fail_next: bool,
+}
+
+impl Store for MemoryStore {
+    fn commit(&mut self, ops: &[StoreOp]) -> Result<(), StoreError> {
+        if std::mem::take(&mut self.fail_next) {
+            return Err(StoreError::Db("injected failure".into()));
+        }
+        self.committed.push(ops.to_vec());
+        Ok(())
+    }
+
+    fn load(&mut self) -> Result<Restored, StoreError> {
+        Ok(Restored::default())
+    }
+
+    fn messages_before(
+        &mut self,
+        session: &SessionId,
+        before_seq: u64,
+        limit: usize,
+    ) -> Result<(Vec<MessageRow>, bool), StoreError> {
+        let mut older: Vec<MessageRow> = self.messages_of(session).into_iter().filter(|m| m.seq < before_seq).collect();
+        let has_older = older.len() > limit;
+        let first = older.len().saturating_sub(limit);
+        Ok((older.split_off(first), has_older))
+    }
+
+    fn message_by_client_id(
+        &mut self,
+        session: &SessionId,
+        author_id: &str,
+        client_msg_id: &str,
+    ) -> Result<Option<MessageRow>, StoreError> {
+        Ok(self
+            .messages_of(session)
+            .into_iter()
+            .find(|m| m.author_id == author_id && m.client_msg_id.as_deref() == Some(client_msg_id)))
+    }
+
+    fn audit_log(&mut self) -> Result<Vec<AuditRow>, StoreError> {
+        Ok(self.committed_audit())
+    }
+
+    fn ballots_of(&mut self, vote: &VoteId) -> Result<Vec<BallotRow>, StoreError> {
+        Ok(self.committed_ballots(vote))
+    }
+}
+
+impl MemoryStore {
+    fn committed_audit(&self) -> Vec<AuditRow> {
+        self.committed
+            .iter()
+            .flatten()
+            .filter_map(|op| match op {
+                StoreOp::Audit(a) => Some(a.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn committed_ballots(&self, vote: &VoteId) -> Vec<BallotRow> {
+        let mut by_voter: std::collections::BTreeMap<ParticipantId, BallotRow> = Default::default();
+        for op in self.committed.iter().flatten() {
+            if let StoreOp::PutBallot(b) = op {
+                if &b.vote == vote {
+                    by_voter.insert(b.voter.clone(), b.clone());
+                }
+            }
+        }
+        by_voter.into_values().collect()
+    }
+
+    /// The committed messages of a session (after its last clear), in seq order.
+    fn messages_of(&self, session: &SessionId) -> Vec<MessageRow> {
+        let mut by_id: std::collections::BTreeMap<crate::ids::MessageId, MessageRow> = Default::default();
+        for op in self.committed.iter().flatten() {
+            match op {
+                StoreOp::PutMessage(m) if &m.session == session => {
+                    by_id.insert(m.id.clone(), m.clone());
+                }
+                StoreOp::ClearSession(s) if s == session => by_id.clear(),
+                _ => {}
+            }
+        }
+        let mut rows: Vec<MessageRow> = by_id.into_values().collect();
+        rows.sort_by_key(|m| m.seq);
+        rows
+    }
+}

@@ -1,0 +1,732 @@
+//! Checking a finished run against the scenario's expectations: step responses, events
+//! received (or not), their order, and the final state of the engine.
+//!
+//! Matching is by *subset*: an expected payload lists only the fields that matter, so scenarios
+//! stay robust when events grow fields. A string starting with `~` matches any string that
+//! contains the rest. Failures name the participant, tick and virtual time, and show the nearest
+//! frames that did arrive, so a failing scenario explains itself.
+
+use super::format::{table_to_json, EventPattern, Expect, Step, Who};
+use super::runner::{Failure, Runner, Seen};
+use serde_json::Value;
+
+/// Whether `expected` is a subset of `actual` (see module docs).
+pub fn json_subset(expected: &Value, actual: &Value) -> bool {
+    match (expected, actual) {
+        (Value::Null, Value::Null) => true,
+        (Value::Object(e), Value::Object(a)) => e.iter().all(|(k, ev)| match a.get(k) {
+            Some(av) => json_subset(ev, av),
+            None => ev.is_null(),
+        }),
+        (Value::Array(e), Value::Array(a)) => e.len() == a.len() && e.iter().zip(a).all(|(x, y)| json_subset(x, y)),
+        (Value::String(e), Value::String(a)) => str_matches(e, a),
+        (Value::Number(e), Value::Number(a)) => match (e.as_i64(), a.as_i64()) {
+            (Some(x), Some(y)) => x == y,
+            _ => e.as_f64() == a.as_f64(),
+        },
+        (Value::Bool(e), Value::Bool(a)) => e == a,
+        _ => false,
+    }
+}
+
+/// Exact match, or containment when `expected` starts with `~`.
+pub fn str_matches(expected: &str, actual: &str) -> bool {
+    match expected.strip_prefix('~') {
+        Some(part) => actual.contains(part),
+        None => expected == actual,
+    }
+}
+
+/// `[final]` with its placeholders (`$ann`, `${name.ann}`, `${share.team}`…) expanded; a string
+/// whose placeholder is unknown is kept as written (and then fails its check visibly).
+fn resolve_final(r: &Runner, fin: &crate::format::FinalState) -> crate::format::FinalState {
+    let one = |s: &String| r.resolve_str(s).unwrap_or_else(|_| s.clone());
+    let all = |v: &Vec<String>| v.iter().map(one).collect::<Vec<_>>();
+    let mut fin = fin.clone();
+    for want in fin.sessions.values_mut() {
+        want.title = want.title.as_ref().map(one);
+        want.texts = want.texts.as_ref().map(all);
+        want.authors = want.authors.as_ref().map(all);
+        want.roster = want.roster.as_ref().map(all);
+        want.has_texts = all(&want.has_texts);
+        want.lacks_texts = all(&want.lacks_texts);
+    }
+    for want in fin.participants.values_mut() {
+        want.display_name = want.display_name.as_ref().map(one);
+        want.id = want.id.as_ref().map(one);
+    }
+    for want in fin.votes.values_mut() {
+        want.reason = want.reason.as_ref().map(one);
+        want.answers = want.answers.as_ref().map(all);
+        want.ballots = want.ballots.as_ref().map(all);
+    }
+    fin.digest_contains = all(&fin.digest_contains);
+    fin.audit = all(&fin.audit);
+    fin.digest_lacks = all(&fin.digest_lacks);
+    fin
+}
+
+/// Every check of a finished run, in file order: steps (and their `then`), `[[expect]]`,
+/// `[[expect_order]]`, `[final]`.
+pub(crate) fn check_all(r: &mut Runner) -> Vec<Failure> {
+    let mut out = Vec::new();
+    let steps = r.steps.clone();
+    for (i, (orig, step)) in steps.iter().enumerate() {
+        out.extend(check_step(r, i, *orig, step));
+        if let Some((_, at)) = r.records[i].executed {
+            // `$ann` in a `then` is who `ann` was when the step ran.
+            r.bound_pids = Some(r.records[i].pids.clone());
+            for e in &step.then {
+                let mut e = e.clone();
+                e.after = Some(e.after.unwrap_or(at));
+                if let Some(w) = e.within {
+                    e.before = Some(at + w);
+                }
+                out.extend(check_expect(r, &e, &format!("`then` of step {} (at {})", orig + 1, step.at)));
+            }
+            r.bound_pids = None;
+        }
+    }
+    for (n, e) in r.sc.expect.clone().iter().enumerate() {
+        out.extend(check_expect(r, e, &format!("expect {}", n + 1)));
+    }
+    for (n, o) in r.sc.expect_order.clone().iter().enumerate() {
+        for who in handles(r, &o.who) {
+            if let Some(f) = check_order(r, &who, o.after.unwrap_or(0), &o.events) {
+                let note = o.note.as_deref().map(|n| format!(" ({n})")).unwrap_or_default();
+                out.push(Failure { what: format!("expect_order {}{note}: {}", n + 1, f.what), ..f });
+            }
+        }
+    }
+    out.extend(check_final(r));
+    out
+}
+
+fn handles(r: &Runner, who: &Who) -> Vec<String> {
+    match who {
+        Who::One(s) if s == "*" => r.clients.keys().cloned().collect(),
+        Who::One(s) => vec![s.clone()],
+        Who::Many(v) => v.clone(),
+    }
+}
+
+fn check_step(r: &mut Runner, i: usize, orig: usize, step: &Step) -> Option<Failure> {
+    let rec = r.records[i].clone();
+    let (tick, at) = rec.executed?;
+    if rec.error.is_some() {
+        return None; // already reported when it ran
+    }
+    let is_method = crate::protocol::Method::NAMES.contains(&step.action.as_str());
+    let mode = if step.expect_error.is_some() || step.error_contains.is_some() {
+        "error"
+    } else if step.expect_result.is_some() {
+        "ok"
+    } else {
+        step.response.as_deref().unwrap_or(if is_method { "ok" } else { "any" })
+    };
+    let label = format!("step {} `{}` at {}", orig + 1, step.action, step.at);
+    let fail = |what: String, t: Option<(u64, u64)>| Failure {
+        what: format!("{label}: {what}"),
+        who: Some(step.who.clone()),
+        tick: Some(t.map(|x| x.0).unwrap_or(tick)),
+        time: Some(t.map(|x| x.1).unwrap_or(at)),
+    };
+    match (mode, &rec.response) {
+        ("any", _) => None,
+        ("none", None) => None,
+        ("none", Some((t, tm, v))) => Some(fail(format!("expected no response, got {v}"), Some((*t, *tm)))),
+        (_, None) => Some(fail("no response arrived".into(), None)),
+        ("ok", Some((t, tm, v))) => {
+            let Some(result) = v.get("result") else {
+                return Some(fail(format!("expected success, got {}", v.get("error").unwrap_or(v)), Some((*t, *tm))));
+            };
+            let expected = step.expect_result.as_ref().map(table_to_json)?;
+            match r.matches(&expected, result) {
+                Ok(true) => None,
+                Ok(false) => Some(fail(format!("result {result} does not contain {expected}"), Some((*t, *tm)))),
+                Err(e) => Some(fail(e, Some((*t, *tm)))),
+            }
+        }
+        (_, Some((t, tm, v))) => {
+            let Some(err) = v.get("error") else {
+                return Some(fail(
+                    format!("expected error {}, got success {}", step.expect_error.as_deref().unwrap_or("(any)"), v),
+                    Some((*t, *tm)),
+                ));
+            };
+            let code = err.get("code").and_then(Value::as_str).unwrap_or("");
+            let message = err.get("message").and_then(Value::as_str).unwrap_or("");
+            if let Some(want) = &step.expect_error {
+                if want != code {
+                    return Some(fail(format!("expected error {want}, got {code}: {message}"), Some((*t, *tm))));
+                }
+            }
+            if let Some(part) = &step.error_contains {
+                let part = r.resolve_str(part).unwrap_or(part.clone());
+                if !message.contains(&part) {
+                    return Some(fail(format!("error message {message:?} does not contain {part:?}"), Some((*t, *tm))));
+                }
+            }
+            None
+        }
+    }
+}
+
+/// Whether a received frame matches an expectation's filters.
+fn frame_matches(r: &Runner, e: &Expect, s: &Seen) -> Result<bool, String> {
+    if e.conn.is_some_and(|c| c != s.conn_index) {
+        return Ok(false);
+    }
+    if e.after.is_some_and(|t| s.time < t) || e.before.is_some_and(|t| s.time > t) {
+        return Ok(false);
+    }
+    if let Some(code) = &e.error {
+        let Some(err) = s.json.get("error") else { return Ok(false) };
+        if err.get("code").and_then(Value::as_str) != Some(code.as_str()) {
+            return Ok(false);
+        }
+        return match &e.payload {
+            Some(p) => r.matches(&table_to_json(p), err),
+            None => Ok(true),
+        };
+    }
+    let pattern = EventPattern {
+        event: e.event.clone().unwrap_or_default(),
+        session: e.session.clone(),
+        seq: e.seq,
+        payload: e.payload.clone(),
+    };
+    event_matches(r, &pattern, s)
+}
+
+fn event_matches(r: &Runner, p: &EventPattern, s: &Seen) -> Result<bool, String> {
+    if s.json.get("event").and_then(Value::as_str) != Some(p.event.as_str()) {
+        return Ok(false);
+    }
+    if let Some(sess) = &p.session {
+        if s.json.get("session_id").and_then(Value::as_str) != Some(sess.as_str()) {
+            return Ok(false);
+        }
+    }
+    if p.seq.is_some() && s.json.get("seq").and_then(Value::as_u64) != p.seq {
+        return Ok(false);
+    }
+    match &p.payload {
+        Some(payload) => r.matches(&table_to_json(payload), s.json.get("payload").unwrap_or(&Value::Null)),
+        None => Ok(true),
+    }
+}
+
+fn describe(e: &Expect) -> String {
+    let mut d = match (&e.event, &e.error) {
+        (Some(ev), _) => format!("event `{ev}`"),
+        (None, Some(code)) => format!("error `{code}`"),
+        (None, None) => "frame".into(),
+    };
+    if let Some(s) = &e.session {
+        d.push_str(&format!(" in {s}"));
+    }
+    if let Some(s) = e.seq {
+        d.push_str(&format!(" seq {s}"));
+    }
+    if let Some(p) = &e.payload {
+        d.push_str(&format!(" with {}", table_to_json(p)));
+    }
+    match (e.after, e.before) {
+        (Some(a), Some(b)) => d.push_str(&format!(" between t={a} and t={b}")),
+        (Some(a), None) => d.push_str(&format!(" after t={a}")),
+        (None, Some(b)) => d.push_str(&format!(" by t={b}")),
+        (None, None) => {}
+    }
+    d
+}
+
+fn check_expect(r: &Runner, e: &Expect, label: &str) -> Vec<Failure> {
+    let mut out = Vec::new();
+    let note = e.note.as_deref().map(|n| format!(" ({n})")).unwrap_or_default();
+    let want = if e.absent { Some(0) } else { e.count };
+    for who in handles(r, &e.who) {
+        let mut matched = Vec::new();
+        for s in r.seen(&who) {
+            match frame_matches(r, e, s) {
+                Ok(true) => matched.push(s),
+                Ok(false) => {}
+                Err(err) => {
+                    out.push(Failure {
+                        what: format!("{label}{note}: {err}"),
+                        who: Some(who.clone()),
+                        tick: None,
+                        time: None,
+                    });
+                    return out;
+                }
+            }
+        }
+        match want {
+            Some(0) if !matched.is_empty() => {
+                let s = matched[0];
+                out.push(Failure {
+                    what: format!("{label}{note}: {who} received {} but must not: {}", describe(e), s.json),
+                    who: Some(who.clone()),
+                    tick: Some(s.tick),
+                    time: Some(s.time),
+                });
+            }
+            Some(n) if matched.len() != n => {
+                let last = matched.last();
+                out.push(Failure {
+                    what: format!(
+                        "{label}{note}: {who} received {} {} time(s), expected {n}",
+                        describe(e),
+                        matched.len()
+                    ),
+                    who: Some(who.clone()),
+                    tick: last.map(|s| s.tick),
+                    time: last.map(|s| s.time),
+                });
+            }
+            None if matched.is_empty() => {
+                let near: Vec<String> = r
+                    .seen(&who)
+                    .iter()
+                    .filter(|s| {
+                        e.event.as_deref().is_some_and(|ev| s.json.get("event").and_then(Value::as_str) == Some(ev))
+                            || e.error
+                                .as_deref()
+                                .is_some_and(|c| s.json.pointer("/error/code").and_then(Value::as_str) == Some(c))
+                    })
+                    .take(3)
+                    .map(|s| format!("t={}: {}", s.time, s.json))
+                    .collect();
+                let hint = if near.is_empty() {
+                    " (none of that kind arrived)".to_string()
+                } else {
+                    format!("; closest: {}", near.join(" | "))
+                };
+                out.push(Failure {
+                    what: format!("{label}{note}: {who} never received {}{hint}", describe(e)),
+                    who: Some(who.clone()),
+                    tick: None,
+                    time: e.before,
+                });
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+fn check_order(r: &Runner, who: &str, after: u64, events: &[EventPattern]) -> Option<Failure> {
+    let seen = r.seen(who);
+    let mut pos = 0;
+    let mut last: Option<&Seen> = None;
+    for (k, p) in events.iter().enumerate() {
+        let found = seen[pos..].iter().position(|s| s.time >= after && event_matches(r, p, s).unwrap_or(false));
+        match found {
+            Some(off) => {
+                last = Some(&seen[pos + off]);
+                pos += off + 1;
+            }
+            None => {
+                let payload = p.payload.as_ref().map(|t| format!(" with {}", table_to_json(t))).unwrap_or_default();
+                return Some(Failure {
+                    what: format!("{who}: event {} `{}`{payload} did not follow the previous ones", k + 1, p.event),
+                    who: Some(who.to_string()),
+                    tick: last.map(|s| s.tick),
+                    time: last.map(|s| s.time),
+                });
+            }
+        }
+    }
+    None
+}
+
+fn enum_str<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_value(v).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+}
+
+fn check_final(r: &mut Runner) -> Vec<Failure> {
+    let mut out = Vec::new();
+    if r.engine.is_none() {
+        return out;
+    }
+    let fin = resolve_final(r, &r.sc.final_state.clone());
+    let (tick, now) = (r.tick, r.now);
+    let mut fail =
+        |what: String, who: Option<String>| out.push(Failure { what, who, tick: Some(tick), time: Some(now) });
+    let participants = r.participants_state();
+    for (sid, want) in &fin.sessions {
+        let (s, lock, stored) = match r.session_state(sid) {
+            Some(Ok(state)) => (state.session, state.lock, state.stored),
+            Some(Err(e)) => {
+                fail(format!("final: session {sid}: cannot read its messages from the store: {e}"), None);
+                continue;
+            }
+            None => {
+                fail(format!("final: session {sid} does not exist"), None);
+                continue;
+            }
+        };
+        let got = |what: &str, g: String, w: String| format!("final: session {sid} {what} is {g}, expected {w}");
+        if let Some(w) = &want.status {
+            if s.status.as_str() != w {
+                fail(got("status", s.status.as_str().into(), w.clone()), None);
+            }
+        }
+        if let Some(w) = &want.turn_holder {
+            let g = lock.holder.as_ref().map(|h| r.handle_of(h.as_str())).unwrap_or("none".into());
+            if &g != w {
+                fail(got("turn holder", g, w.clone()), None);
+            }
+        }
+        if let Some(w) = &want.title {
+            if !str_matches(w, &s.title) {
+                fail(got("title", format!("{:?}", s.title), format!("{w:?}")), None);
+            }
+        }
+        let texts: Vec<String> = stored.iter().map(|m| m.text.clone()).collect();
+        if let Some(w) = want.messages {
+            if texts.len() != w {
+                fail(got("message count", texts.len().to_string(), format!("{w} (texts: {texts:?})")), None);
+            }
+        }
+        if let Some(w) = &want.texts {
+            let ok = w.len() == texts.len() && w.iter().zip(&texts).all(|(e, a)| str_matches(e, a));
+            if !ok {
+                fail(got("texts", format!("{texts:?}"), format!("{w:?}")), None);
+            }
+        }
+        if let Some(w) = &want.authors {
+            let authors: Vec<String> = stored.iter().map(|m| m.author_name.clone()).collect();
+            if !(authors.len() == w.len() && w.iter().zip(&authors).all(|(e, a)| str_matches(e, a))) {
+                fail(got("authors", format!("{authors:?}"), format!("{w:?}")), None);
+            }
+        }
+        for t in &want.has_texts {
+            if !texts.iter().any(|x| str_matches(t, x)) {
+                fail(format!("final: session {sid} has no message {t:?} (texts: {texts:?})"), None);
+            }
+        }
+        for t in &want.lacks_texts {
+            if texts.iter().any(|x| str_matches(t, x)) {
+                fail(format!("final: session {sid} has message {t:?} but must not"), None);
+            }
+        }
+        if let Some(w) = &want.roster {
+            let mut names: Vec<String> = participants
+                .iter()
+                .filter(|p| p.presence.is_present() && p.sessions.iter().any(|x| x.as_str() == sid))
+                .map(|p| p.display_name.clone())
+                .collect();
+            names.sort();
+            let mut w = w.clone();
+            w.sort();
+            if names != w {
+                fail(got("roster", format!("{names:?}"), format!("{w:?}")), None);
+            }
+        }
+    }
+    for (handle, want) in &fin.participants {
+        // What the client saw and how its connections ended (also for one never authenticated).
+        if let Some(c) = r.clients.get(handle) {
+            if let Some(w) = &want.closed_by_host {
+                let ok = if w == "none" { c.closed_by_host.is_empty() } else { c.closed_by_host.contains(w) };
+                if !ok {
+                    fail(
+                        format!("final: {handle} was closed by the host with {:?}, expected {w:?}", c.closed_by_host),
+                        Some(handle.clone()),
+                    );
+                }
+            }
+            for sid in &want.saw_no_event_of {
+                let got: Vec<String> = c
+                    .seen
+                    .iter()
+                    .filter(|f| {
+                        f.json.get("event").is_some() && f.json.get("session_id").and_then(Value::as_str) == Some(sid)
+                    })
+                    .filter_map(|f| f.json.get("event").and_then(Value::as_str).map(str::to_string))
+                    .collect();
+                if !got.is_empty() {
+                    fail(
+                        format!("final: {handle} received events of {sid} but must not: {got:?}"),
+                        Some(handle.clone()),
+                    );
+                }
+            }
+        }
+        let only_connection_checks = crate::format::ParticipantFinal {
+            closed_by_host: want.closed_by_host.clone(),
+            saw_no_event_of: want.saw_no_event_of.clone(),
+            ..Default::default()
+        };
+        if *want == only_connection_checks {
+            continue; // the client need not have become a participant
+        }
+        let pid = r.clients.get(handle).and_then(|c| c.pid.clone());
+        let Some(p) = pid.as_ref().and_then(|pid| participants.iter().find(|p| p.id.as_str() == pid)) else {
+            fail(format!("final: {handle} never became a participant"), Some(handle.clone()));
+            continue;
+        };
+        let who = Some(handle.clone());
+        let got = |what: &str, g: String, w: String| format!("final: {handle} {what} is {g}, expected {w}");
+        if let Some(w) = &want.presence {
+            let g = enum_str(&p.presence.state());
+            if &g != w {
+                fail(got("presence", g, w.clone()), who.clone());
+            }
+        }
+        if let Some(w) = want.muted {
+            if p.muted != w {
+                fail(got("muted", p.muted.to_string(), w.to_string()), who.clone());
+            }
+        }
+        if let Some(w) = &want.display_name {
+            if &p.display_name != w {
+                fail(got("display name", format!("{:?}", p.display_name), format!("{w:?}")), who.clone());
+            }
+        }
+        if let Some(w) = &want.admission {
+            let g = enum_str(&p.admission);
+            if &g != w {
+                fail(got("admission", g, w.clone()), who.clone());
+            }
+        }
+        if let Some(w) = &want.id {
+            if p.id.as_str() != w {
+                fail(got("id", p.id.to_string(), w.clone()), who.clone());
+            }
+        }
+        for sid in &want.saw_every_event_of {
+            let last = r.last_seq_of(sid);
+            let seen = r.clients.get(handle).map(|c| c.last_seq(sid)).unwrap_or(0);
+            if seen < last {
+                let missing = r.clients.get(handle).map(|c| c.missing_seqs(sid, last)).unwrap_or_default();
+                fail(
+                    format!("final: {handle} saw {sid} only up to seq {seen} of {last} (missing {missing:?})"),
+                    who.clone(),
+                );
+            }
+        }
+    }
+    for (vid, want) in &fin.votes {
+        let state = r.vote_state(vid);
+        let (outcome, reason, answers, by) = match state {
+            Some(v) => match v.outcome {
+                Some(res) => (enum_str(&res.outcome), res.reason, res.answers, Some(res.resolved_by)),
+                None => ("open".to_string(), None, Vec::new(), None),
+            },
+            None => match resolved_event(r, vid) {
+                Some(p) => (
+                    p.get("outcome").and_then(Value::as_str).unwrap_or("").to_string(),
+                    p.get("reason").and_then(Value::as_str).map(str::to_string),
+                    p.get("answers")
+                        .and_then(Value::as_array)
+                        .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
+                        .unwrap_or_default(),
+                    p.get("resolved_by").and_then(Value::as_str).map(str::to_string),
+                ),
+                None => {
+                    fail(format!("final: vote {vid} does not exist"), None);
+                    continue;
+                }
+            },
+        };
+        if let Some(w) = &want.outcome {
+            if &outcome != w {
+                fail(format!("final: vote {vid} outcome is {outcome}, expected {w} (reason {reason:?})"), None);
+            }
+        }
+        if let Some(w) = &want.reason {
+            if !reason.as_deref().is_some_and(|g| str_matches(w, g)) {
+                fail(format!("final: vote {vid} reason is {reason:?}, expected {w:?}"), None);
+            }
+        }
+        if let Some(w) = &want.answers {
+            if &answers != w {
+                fail(format!("final: vote {vid} answers are {answers:?}, expected {w:?}"), None);
+            }
+        }
+        if let Some(w) = &want.resolved_by {
+            let w = r.resolve_str(w).unwrap_or(w.clone());
+            if by.as_deref() != Some(w.as_str()) {
+                fail(format!("final: vote {vid} resolved by {by:?}, expected {w:?}"), None);
+            }
+        }
+    }
+    for (label, want) in &fin.shares {
+        let Some(share) = r.share_ids.get(label).cloned().and_then(|id| r.share_state(&id)) else {
+            fail(format!("final: share {label} does not exist"), None);
+            continue;
+        };
+        if want.revoked.is_some_and(|w| w != share.revoked) {
+            fail(format!("final: share {label} revoked is {}, expected {}", share.revoked, !share.revoked), None);
+        }
+        if let Some(w) = want.uses {
+            if share.uses != w {
+                fail(format!("final: share {label} uses is {}, expected {w}", share.uses), None);
+            }
+        }
+    }
+    for (vid, want) in &fin.votes {
+        let Some(w) = &want.ballots else { continue };
+        let mut w = w.clone();
+        w.sort();
+        match r.stored_ballots(vid) {
+            Ok(got) if got == w => {}
+            Ok(got) => fail(format!("final: vote {vid} stored ballots are {got:?}, expected {w:?}"), None),
+            Err(e) => fail(format!("final: vote {vid}: cannot read its ballots from the store: {e}"), None),
+        }
+    }
+    if !fin.audit.is_empty() {
+        match r.stored_audit() {
+            Ok(got) => {
+                for w in &fin.audit {
+                    if !got.contains(w) {
+                        fail(format!("final: the stored audit log has no {w:?} (it has {got:?})"), None);
+                    }
+                }
+            }
+            Err(e) => fail(format!("final: cannot read the audit log from the store: {e}"), None),
+        }
+    }
+    if !fin.digest_contains.is_empty() || !fin.digest_lacks.is_empty() {
+        let digest = r.digest();
+        for line in &fin.digest_contains {
+            if !digest.contains(line.as_str()) {
+                fail(format!("final: state digest lacks {line:?}"), None);
+            }
+        }
+        for line in &fin.digest_lacks {
+            if digest.contains(line.as_str()) {
+                fail(format!("final: state digest contains {line:?}"), None);
+            }
+        }
+    }
+    out.extend(check_final_stored(r, &fin));
+    out
+}
+
+/// The persisted fields of `[final]` checked once more against what the store holds (what a
+/// restart would see): a rule is kept only if it is kept where it survives a crash. Presence,
+/// rosters and the digest are runtime state and were checked against the engine only.
+fn check_final_stored(r: &mut Runner, fin: &crate::format::FinalState) -> Vec<Failure> {
+    let (tick, now) = (r.tick, r.now);
+    let mut out = Vec::new();
+    let mut fail = |what: String| out.push(Failure { what, who: None, tick: Some(tick), time: Some(now) });
+    let stored = match r.stored_state() {
+        Ok(stored) => stored,
+        Err(e) => {
+            fail(format!("final: cannot read the store: {e}"));
+            return out;
+        }
+    };
+    for (sid, want) in &fin.sessions {
+        let Some(row) = stored.sessions.iter().find(|s| s.id.as_str() == sid) else {
+            fail(format!("final: session {sid} is not in the store"));
+            continue;
+        };
+        let got =
+            |what: &str, g: String, w: &str| format!("final: the store holds session {sid} {what} {g}, expected {w}");
+        if let Some(w) = &want.status {
+            if row.status.as_str() != w {
+                fail(got("status", row.status.as_str().into(), w));
+            }
+        }
+        if let Some(w) = &want.turn_holder {
+            let g = row.turn_holder.as_ref().map(|h| r.handle_of(h.as_str())).unwrap_or("none".into());
+            if &g != w {
+                fail(got("turn holder", g, w));
+            }
+        }
+        if let Some(w) = &want.title {
+            if !str_matches(w, &row.title) {
+                fail(got("title", format!("{:?}", row.title), &format!("{w:?}")));
+            }
+        }
+    }
+    for (handle, want) in &fin.participants {
+        let Some(pid) = r.clients.get(handle).and_then(|c| c.pid.clone()) else { continue };
+        let Some(row) = stored.participants.iter().find(|p| p.id.as_str() == pid) else {
+            if want.muted.is_some() || want.display_name.is_some() || want.admission.is_some() {
+                fail(format!("final: {handle} ({pid}) is not in the store"));
+            }
+            continue;
+        };
+        let got =
+            |what: &str, g: String, w: String| format!("final: the store holds {handle}'s {what} {g}, expected {w}");
+        if want.muted.is_some_and(|w| w != row.muted) {
+            fail(got("muted", row.muted.to_string(), (!row.muted).to_string()));
+        }
+        if let Some(w) = &want.display_name {
+            if &row.display_name != w {
+                fail(got("display name", format!("{:?}", row.display_name), format!("{w:?}")));
+            }
+        }
+        if let Some(w) = &want.admission {
+            let g = enum_str(&row.admission);
+            if &g != w {
+                fail(got("admission", g, w.clone()));
+            }
+        }
+    }
+    for (vid, want) in &fin.votes {
+        let Some(row) = stored.votes.iter().find(|v| v.id.as_str() == vid) else {
+            fail(format!("final: vote {vid} is not in the store"));
+            continue;
+        };
+        if let Some(w) = &want.outcome {
+            let g = row.outcome.clone().unwrap_or_else(|| "open".into());
+            if &g != w {
+                fail(format!("final: the store holds vote {vid} outcome {g}, expected {w}"));
+            }
+        }
+        if let Some(w) = &want.reason {
+            if !row.reason.as_deref().is_some_and(|g| str_matches(w, g)) {
+                fail(format!("final: the store holds vote {vid} reason {:?}, expected {w:?}", row.reason));
+            }
+        }
+    }
+    for (label, want) in &fin.shares {
+        let Some(id) = r.share_ids.get(label).cloned() else { continue };
+        let Some(row) = stored.shares.iter().find(|s| s.id.as_str() == id) else {
+            fail(format!("final: share {label} is not in the store"));
+            continue;
+        };
+        if want.revoked.is_some_and(|w| w != row.revoked) {
+            fail(format!("final: the store holds share {label} revoked {}, expected {}", row.revoked, !row.revoked));
+        }
+        if want.uses.is_some_and(|w| w != row.uses) {
+            fail(format!("final: the store holds share {label} uses {}, expected {:?}", row.uses, want.uses));
+        }
+    }
+    out
+}
+
+/// Payload of the `vote_resolved` event for `vid`, as any participant saw it.
+fn resolved_event(r: &Runner, vid: &str) -> Option<Value> {
+    r.clients.values().flat_map(|c| c.seen.iter()).find_map(|s| {
+        let p = s.json.get("payload")?;
+        (s.json.get("event").and_then(Value::as_str) == Some("vote_resolved")
+            && p.get("vote_id").and_then(Value::as_str) == Some(vid))
+        .then(|| p.clone())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn subset_matching_ignores_extra_fields_but_not_wrong_values() {
+        let actual = json!({"a": 1, "b": {"c": "hello world", "d": [1, 2]}});
+        assert!(json_subset(&json!({"b": {"c": "hello world"}}), &actual));
+        assert!(json_subset(&json!({"b": {"c": "~world"}}), &actual));
+        assert!(json_subset(&json!({"b": {"d": [1, 2]}}), &actual));
+        assert!(!json_subset(&json!({"b": {"d": [1]}}), &actual));
+        assert!(!json_subset(&json!({"a": 2}), &actual));
+        assert!(!json_subset(&json!({"z": 1}), &actual));
+        assert!(json_subset(&json!({"z": null}), &actual));
+    }
+}

@@ -1,0 +1,512 @@
+//! [`SqliteStore`]: the engine's persistence on a SQLite file.
+//!
+//! The engine thread owns one connection. Each tick's [`StoreOp`]s are applied in a single
+//! `BEGIN IMMEDIATE` transaction, so a crash (or an error in any op) leaves either the whole tick
+//! or none of it — never a part. The database runs in WAL mode with `synchronous = FULL`: once
+//! `commit` returns, the tick survives a process kill and a power cut, which is what lets the
+//! broadcast system send frames right after.
+//!
+//! A commit lands in the write-ahead log (`-wal`) first; a checkpoint copies it into the main
+//! file. The log is only as safe as the file it is in, so the store keeps the main file close
+//! behind: a passive checkpoint when the host is idle (at most once a second, see
+//! [`SqliteStore::check_health_at`]) and whenever the log reaches [`WAL_AUTOCHECKPOINT_PAGES`]
+//! pages. Before every commit, and on every idle tick, it checks that the main file, the log
+//! and its index (`-shm`) are still the files it opened ([`super::files`]): a deleted or
+//! replaced one fails the commit, so nothing written after it is acknowledged.
+
+use super::files::{self, Identities, Part};
+use super::{migrate, rows};
+use crate::ids::{SessionId, VoteId};
+use crate::persist::{
+    AuditRow, BallotRow, MessageRow, Restored, ShareRow, Store, StoreError, StoreOp, WorkspaceRow, HISTORY_TAIL,
+};
+use rusqlite::{Connection, TransactionBehavior};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// How long a writer waits for another writer (the CLI, the host) before giving up.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Log pages after which a commit checkpoints by itself (SQLite's default is 1000 pages,
+/// about 4 MB, which a quiet host takes hours to write): about 1 MB with 4 KiB pages.
+pub const WAL_AUTOCHECKPOINT_PAGES: i64 = 256;
+
+/// The size the log file is cut back to after a checkpoint let it start over, so one burst
+/// does not keep its disk space. The file is truncated in place, never recreated, so its
+/// identity (which the host watches) stays.
+pub const WAL_SIZE_LIMIT_BYTES: i64 = 4 << 20;
+
+/// How often an idle host checkpoints (at most).
+pub const IDLE_CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
+/// A SQLite error on the database at `path` as a [`StoreError`] naming the file (and, for a
+/// read-only file, a full disk or a damaged file, what to do).
+pub(crate) fn db_error(path: &Path, error: rusqlite::Error) -> StoreError {
+    StoreError::Db(files::explain(path, &error))
+}
+
+/// Opens (creating if needed) and migrates the database at `path`, with the connection settings
+/// every roundtable connection uses. Every error names the file.
+pub(crate) fn open_connection(path: &Path) -> Result<Connection, StoreError> {
+    let shown = path.display().to_string();
+    let fail = |e| db_error(path, e);
+    let mut conn = Connection::open(path).map_err(fail)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(fail)?;
+    let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0)).map_err(fail)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        tracing::warn!("database {shown} runs in journal mode {mode}, not WAL (unsupported file system?)");
+    }
+    conn.pragma_update(None, "synchronous", "FULL").map_err(fail)?;
+    conn.pragma_update(None, "foreign_keys", true).map_err(fail)?;
+    conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES).map_err(fail)?;
+    conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT_BYTES).map_err(fail)?;
+    // Read the schema version here, so a file that is not a database (or whose first page is
+    // damaged) is refused naming the file, not by a bare "file is not a database" later.
+    conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0)).map_err(fail)?;
+    migrate::migrate(&mut conn, &shown).map_err(StoreError::from).map_err(|e| match e {
+        StoreError::Db(detail) if !detail.contains(&shown) => StoreError::Db(format!("{shown}: {detail}")),
+        other => other,
+    })?;
+    Ok(conn)
+}
+
+/// Refuses a database this connection cannot write: SQLite opens a read-only (or immutable)
+/// file read-only without a word, and every commit would then fail. Taking the write lock and
+/// letting it go writes nothing; the directory is checked too, since the log and its index
+/// are (re)created there.
+fn check_writable(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    let refuse = |why: String| {
+        StoreError::Db(format!(
+            "{why}. The host cannot store anything there, so it does not start; fix that and start again"
+        ))
+    };
+    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK;") {
+        return Err(refuse(files::explain(path, &e)));
+    }
+    if conn.is_readonly("main").unwrap_or(false) {
+        return Err(refuse(
+            files::unwritable(path).unwrap_or_else(|| format!("{} was opened read-only", path.display())),
+        ));
+    }
+    match files::unwritable(path) {
+        Some(why) => Err(refuse(why)),
+        None => Ok(()),
+    }
+}
+
+/// `PRAGMA wal_checkpoint(PASSIVE)`: copies what it can of the log into the main file without
+/// waiting for anyone. Returns (frames in the log, frames copied).
+fn checkpoint(conn: &Connection) -> rusqlite::Result<(i64, i64)> {
+    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get(1)?, r.get(2)?)))
+}
+
+fn data_version(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.prepare_cached("PRAGMA data_version")?.query_row([], |r| r.get(0))
+}
+
+/// The engine's store on a SQLite database.
+pub struct SqliteStore {
+    conn: Connection,
+    path: String,
+    /// Last seen `PRAGMA data_version`; `None` until the first poll.
+    data_version: Option<i64>,
+    /// The database's files as opened, to notice them being deleted or replaced while in use.
+    file: Option<FileWatch>,
+}
+
+/// The database's files as opened, and the checkpoint schedule.
+struct FileWatch {
+    db: PathBuf,
+    ids: Identities,
+    /// Set for good once a file was found deleted or replaced: a file put back at the path is
+    /// still not the one this connection writes to.
+    lost: Option<String>,
+    /// `PRAGMA data_version` when the files were last found intact. Unchanged when a loss is
+    /// found, no other connection wrote since, so the log and index this connection holds are
+    /// exactly what it wrote and may be copied into the main file.
+    version_when_intact: Option<i64>,
+    /// When the idle checkpoint last ran.
+    checkpointed_at: Instant,
+    /// The last idle checkpoint failed (a full disk): said once, not every second.
+    checkpoint_failing: bool,
+}
+
+impl SqliteStore {
+    /// Opens (creating and migrating if needed) the database file at `path`.
+    ///
+    /// Fails with [`StoreError::TooNew`] when the file was written by a newer roundtable, and
+    /// with a message naming the file and the fix when it cannot be written (read-only or
+    /// immutable file, read-only directory), when the disk is full, or when it is damaged.
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        let conn = open_connection(path)?;
+        check_writable(&conn, path)?;
+        tracing::debug!(path = %path.display(), "opened database");
+        let file = FileWatch {
+            db: path.to_path_buf(),
+            ids: Identities::read(path),
+            lost: None,
+            version_when_intact: data_version(&conn).ok(),
+            checkpointed_at: Instant::now(),
+            checkpoint_failing: false,
+        };
+        Ok(SqliteStore { conn, path: path.display().to_string(), data_version: None, file: Some(file) })
+    }
+
+    /// A private in-memory database (tests, the simulator).
+    pub fn open_in_memory() -> Result<SqliteStore, StoreError> {
+        let mut conn = Connection::open_in_memory().map_err(crate::db)?;
+        conn.pragma_update(None, "foreign_keys", true).map_err(crate::db)?;
+        migrate::migrate(&mut conn, ":memory:")?;
+        Ok(SqliteStore { conn, path: ":memory:".into(), data_version: None, file: None })
+    }
+
+    /// [`Store::check_health`] at `now`: the database's files are still the ones opened, and
+    /// when [`IDLE_CHECKPOINT_EVERY`] has passed since the last idle checkpoint, a passive
+    /// checkpoint copies the log into the main file (so a lost log costs at most about a
+    /// second of writes). A failing checkpoint (a full disk) is logged, not fatal: commits
+    /// still go to the log, and fail by themselves if it cannot take them.
+    pub fn check_health_at(&mut self, now: Instant) -> Result<(), StoreError> {
+        self.check_files()?;
+        let Some(watch) = self.file.as_mut() else { return Ok(()) };
+        if now.saturating_duration_since(watch.checkpointed_at) >= IDLE_CHECKPOINT_EVERY {
+            watch.checkpointed_at = now;
+            match checkpoint(&self.conn) {
+                Err(e) if !watch.checkpoint_failing => {
+                    watch.checkpoint_failing = true;
+                    tracing::warn!(
+                        "idle checkpoint of {} failed: {}",
+                        watch.db.display(),
+                        files::explain(&watch.db, &e)
+                    );
+                }
+                Err(_) => {}
+                Ok(_) => watch.checkpoint_failing = false,
+            }
+        }
+        Ok(())
+    }
+
+    /// An error when one of the database's files is no longer the one opened (three `stat`s).
+    fn check_files(&mut self) -> Result<(), StoreError> {
+        let Some(watch) = self.file.as_mut() else { return Ok(()) };
+        if let Some(lost) = &watch.lost {
+            return Err(StoreError::Db(lost.clone()));
+        }
+        let Some(change) = watch.ids.changed() else {
+            watch.version_when_intact = data_version(&self.conn).ok();
+            return Ok(());
+        };
+        let lost = match change.part {
+            Part::Main if change.deleted => {
+                format!("{}; stop the host and restore it", change.describe("the host was running"))
+            }
+            Part::Main => format!(
+                "{}; stop the host and check which file is the right one",
+                change.describe("the host was running")
+            ),
+            Part::Wal | Part::Shm => format!(
+                "{}, so nothing more can be stored safely; {}. Stop the host and start it again",
+                change.describe("the host was running"),
+                rescue(&self.conn, &watch.db, watch.version_when_intact)
+            ),
+        };
+        // Closing the connection must not checkpoint through files that are not at the path any
+        // more, nor delete the ones that are (they may be another process's now).
+        let _ = self.conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true);
+        tracing::error!("{lost}");
+        watch.lost = Some(lost.clone());
+        Err(StoreError::Db(lost))
+    }
+
+    /// The database path (`:memory:` for an in-memory store).
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// The schema version of the open database.
+    pub fn schema_version(&self) -> Result<u32, StoreError> {
+        migrate::version(&self.conn).map_err(Into::into)
+    }
+
+    /// `PRAGMA quick_check`: an error naming the first problems when the file is damaged (a
+    /// corrupt page would otherwise start fine and then fail every write). Reads every page
+    /// once, so it takes time proportional to the file (see docs/PERFORMANCE.md).
+    pub fn check_integrity(&self) -> Result<(), StoreError> {
+        let check = || -> rusqlite::Result<Vec<String>> {
+            let mut stmt = self.conn.prepare("PRAGMA quick_check(5)")?;
+            let problems = stmt.query_map([], |r| r.get(0))?.collect();
+            problems
+        };
+        // A page too damaged for quick_check to even walk fails the query itself.
+        let problems = check().map_err(|e| db_error(Path::new(&self.path), e))?;
+        if problems.len() == 1 && problems[0] == "ok" {
+            return Ok(());
+        }
+        Err(StoreError::Corrupt {
+            table: "database",
+            detail: format!(
+                "{} fails its integrity check ({}); restore a backup or move it away and start with --fresh",
+                self.path,
+                problems.join("; ")
+            ),
+        })
+    }
+
+    /// All shares, ordered by id.
+    pub fn shares(&self) -> Result<Vec<ShareRow>, StoreError> {
+        rows::shares(&self.conn).map_err(Into::into)
+    }
+
+    /// Whether the database has no workspace and no share: what a data dir whose database was
+    /// lost looks like (a host registers a workspace before it is ready, and neither is ever
+    /// deleted).
+    pub fn holds_no_workspace_or_share(&self) -> Result<bool, StoreError> {
+        Ok(rows::workspaces(&self.conn)?.is_empty() && rows::shares(&self.conn)?.is_empty())
+    }
+
+    /// `e` with the database's path in it, so a damaged file is named.
+    fn named(&self, e: StoreError) -> StoreError {
+        match e {
+            StoreError::Db(detail) if !detail.contains(&self.path) => {
+                StoreError::Db(format!("reading {}: {detail}", self.path))
+            }
+            StoreError::Corrupt { table, detail } if !detail.contains(&self.path) => {
+                StoreError::Corrupt { table, detail: format!("{detail} (in {})", self.path) }
+            }
+            other => other,
+        }
+    }
+
+    fn load_snapshot(&mut self) -> Result<Restored, StoreError> {
+        // One read transaction: a consistent snapshot even if the CLI writes meanwhile.
+        let tx = self.conn.transaction().map_err(crate::db)?;
+        let restored = Restored {
+            workspaces: rows::workspaces(&tx)?,
+            sessions: rows::sessions(&tx)?,
+            shares: rows::shares(&tx)?,
+            participants: rows::participants(&tx)?,
+            messages: Vec::new(),
+            older_messages: Default::default(),
+            events: rows::event_tails(&tx)?,
+            votes: rows::votes(&tx)?,
+            ballots: rows::ballots(&tx)?,
+            audit_count: rows::audit_count(&tx)?,
+            settings: rows::settings(&tx)?,
+        };
+        let (messages, older) = rows::message_tails(&tx, HISTORY_TAIL)?;
+        tx.commit().map_err(crate::db)?;
+        Ok(Restored { messages, older_messages: older, ..restored })
+    }
+}
+
+/// Applies one op inside the tick's transaction.
+fn apply(conn: &Connection, op: &StoreOp) -> Result<(), crate::Error> {
+    match op {
+        StoreOp::PutWorkspace(w) => rows::put_workspace(conn, w),
+        StoreOp::PutSession(s) => rows::put_session(conn, s),
+        StoreOp::PutShare(s) => rows::put_share(conn, s),
+        StoreOp::PutParticipant(p) => rows::put_participant(conn, p),
+        StoreOp::PutMessage(m) => rows::put_message(conn, m),
+        StoreOp::ClearSession(s) => rows::clear_session(conn, s),
+        StoreOp::AppendEvent(e) => rows::append_event(conn, e),
+        StoreOp::AppendStreamed { session, offset, text } => rows::append_streamed(conn, session, *offset, text),
+        StoreOp::ClearStreamed(session) => rows::clear_streamed(conn, session),
+        StoreOp::PutVote(v) => rows::put_vote(conn, v),
+        StoreOp::PutBallot(b) => rows::put_ballot(conn, b),
+        StoreOp::Audit(a) => rows::audit(conn, a),
+        StoreOp::PutSettings(s) => rows::put_settings(conn, s),
+    }
+}
+
+/// After the log or its index was deleted or replaced: saves what this connection sees — the
+/// main file plus the log it still holds open — as a complete new database that replaces the
+/// main file, so a crash or restart loses nothing that was acknowledged. The copy is written
+/// beside it (`VACUUM INTO`), synced, and renamed over the main file (after any stray log and
+/// index at the path are removed, which would not match the copy), so a crash at any moment
+/// leaves either the old main file or the whole copy — never a main file half overwritten, as a
+/// checkpoint through a log that is no longer at the path would (a crash in the middle of one
+/// cannot be recovered: the log it came from is gone). Only when no other connection wrote
+/// since the files were last found intact: otherwise this connection's view may be stale.
+/// Returns what happened, for the error message.
+fn rescue(conn: &Connection, db: &Path, version_when_intact: Option<i64>) -> String {
+    let unchanged = version_when_intact.is_some() && data_version(conn).ok() == version_when_intact;
+    if !unchanged {
+        return format!(
+            "another connection wrote since, so the host did not save its view over {} (that could mix two \
+             logs); what it stored since its last checkpoint (about a second) may be lost",
+            db.display()
+        );
+    }
+    let copy = db.with_extension("db.rescued");
+    let save = || -> Result<(), String> {
+        let _ = std::fs::remove_file(&copy);
+        conn.execute("VACUUM INTO ?1", [copy.to_string_lossy()]).map_err(|e| files::explain(db, &e))?;
+        std::fs::File::open(&copy).and_then(|f| f.sync_all()).map_err(|e| e.to_string())?;
+        for suffix in ["-wal", "-shm"] {
+            let stray = PathBuf::from(format!("{}{suffix}", db.display()));
+            match std::fs::remove_file(&stray) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.to_string()),
+                _ => {}
+            }
+        }
+        std::fs::rename(&copy, db).map_err(|e| e.to_string())?;
+        if let Some(dir) = db.parent() {
+            let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+        }
+        Ok(())
+    };
+    match save() {
+        Ok(()) => format!("everything the host had stored was saved as a complete copy that replaced {}", db.display()),
+        Err(e) => {
+            let _ = std::fs::remove_file(&copy);
+            format!("saving what the host had stored over {} failed: {e}", db.display())
+        }
+    }
+}
+
+/// A short name of an op for error messages.
+fn describe(op: &StoreOp) -> String {
+    match op {
+        StoreOp::PutWorkspace(w) => format!("workspace {}", w.id),
+        StoreOp::PutSession(s) => format!("session {}", s.id),
+        StoreOp::PutShare(s) => format!("share {}", s.id),
+        StoreOp::PutParticipant(p) => format!("participant {}", p.id),
+        StoreOp::PutMessage(m) => format!("message {} of {}", m.id, m.session),
+        StoreOp::ClearSession(s) => format!("clearing session {s}"),
+        StoreOp::AppendEvent(e) => format!("event {}#{}", e.session, e.seq),
+        StoreOp::AppendStreamed { session, offset, .. } => format!("streamed text of {session} at {offset}"),
+        StoreOp::ClearStreamed(session) => format!("clearing the streamed text of {session}"),
+        StoreOp::PutVote(v) => format!("vote {}", v.id),
+        StoreOp::PutBallot(b) => format!("ballot of {} on {}", b.voter, b.vote),
+        StoreOp::Audit(a) => format!("audit {}", a.action),
+        StoreOp::PutSettings(_) => "the host's settings".to_string(),
+    }
+}
+
+impl Store for SqliteStore {
+    fn check_health(&mut self) -> Result<(), StoreError> {
+        self.check_health_at(Instant::now())
+    }
+
+    fn commit(&mut self, ops: &[StoreOp]) -> Result<(), StoreError> {
+        if ops.is_empty() {
+            return Ok(());
+        }
+        // Before: never write into a file nobody will read.
+        self.check_files()?;
+        let db = self.file.as_ref().map_or_else(|| PathBuf::from(&self.path), |w| w.db.clone());
+        // IMMEDIATE takes the write lock up front, so a concurrent CLI write makes us wait
+        // (busy_timeout) rather than fail half-way. Dropping `tx` on error rolls everything back.
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|e| db_error(&db, e))?;
+        for op in ops {
+            apply(&tx, op).map_err(StoreError::from).map_err(|e| match e {
+                StoreError::Db(detail) => StoreError::Db(format!("{} failed: {detail}", describe(op))),
+                other => other,
+            })?;
+        }
+        // Deferred foreign keys are checked here: a batch leaving a dangling reference fails whole.
+        tx.commit()
+            .map_err(|e| StoreError::Db(format!("committing {} ops failed: {}", ops.len(), files::explain(&db, &e))))?;
+        // After: a file lost during the commit fails it too, so it is not acknowledged (what it
+        // wrote is copied into the main file when that is safe, see `rescue`).
+        self.check_files()
+    }
+
+    fn load(&mut self) -> Result<Restored, StoreError> {
+        self.load_snapshot().map_err(|e| self.named(e))
+    }
+
+    fn messages_before(
+        &mut self,
+        session: &SessionId,
+        before_seq: u64,
+        limit: usize,
+    ) -> Result<(Vec<MessageRow>, bool), StoreError> {
+        rows::messages_before(&self.conn, session, before_seq, limit).map_err(Into::into)
+    }
+
+    fn message_by_client_id(
+        &mut self,
+        session: &SessionId,
+        author_id: &str,
+        client_msg_id: &str,
+    ) -> Result<Option<MessageRow>, StoreError> {
+        rows::message_by_client_id(&self.conn, session, author_id, client_msg_id).map_err(Into::into)
+    }
+
+    fn audit_log(&mut self) -> Result<Vec<AuditRow>, StoreError> {
+        rows::audit_tail(&self.conn, usize::MAX).map_err(Into::into)
+    }
+
+    fn ballots_of(&mut self, vote: &VoteId) -> Result<Vec<BallotRow>, StoreError> {
+        Ok(rows::ballots(&self.conn)?.into_iter().filter(|b| &b.vote == vote).collect())
+    }
+
+    /// `PRAGMA data_version` changes only when *another* connection commits (the CLI), never for
+    /// our own commits, so polling it each tick is a cheap way to notice share edits.
+    fn workspaces(&mut self) -> Result<Vec<WorkspaceRow>, StoreError> {
+        rows::workspaces(&self.conn).map_err(Into::into)
+    }
+
+    fn shares_changed_externally(&mut self) -> Result<Option<Vec<ShareRow>>, StoreError> {
+        let now: i64 = self.conn.query_row("PRAGMA data_version", [], |r| r.get(0)).map_err(crate::db)?;
+        match self.data_version.replace(now) {
+            Some(before) if before != now => {
+                tracing::debug!("database changed by another process; reloading shares");
+                Ok(Some(rows::shares(&self.conn)?))
+            }
+            _ => Ok(None),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::WorkspaceId;
+    use crate::persist::AgentSpec;
+
+    fn workspace(n: u64) -> StoreOp {
+        StoreOp::PutWorkspace(WorkspaceRow {
+            id: WorkspaceId::nth(n),
+            name: format!("ws {n}"),
+            dir: format!("/tmp/ws{n}"),
+            agent: AgentSpec::demo(),
+        })
+    }
+
+    #[test]
+    fn a_lost_log_is_not_saved_over_the_main_file_when_another_connection_wrote_since() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("roundtable.db");
+        let mut store = SqliteStore::open(&path).unwrap();
+        store.commit(&[workspace(1)]).unwrap();
+        // Another connection (the CLI) commits; then the log goes. This connection's index may
+        // now describe frames it does not hold, so it must not copy them.
+        let other = open_connection(&path).unwrap();
+        other.execute("UPDATE workspaces SET name = 'renamed'", []).unwrap();
+        std::fs::remove_file(Part::Wal.of(&path)).unwrap();
+        let err = store.commit(&[workspace(2)]).unwrap_err().to_string();
+        assert!(err.contains("another connection wrote since, so the host did not save its view"), "{err}");
+    }
+
+    #[test]
+    fn other_connections_coming_and_going_and_checkpoints_never_look_like_a_lost_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("roundtable.db");
+        let mut store = SqliteStore::open(&path).unwrap();
+        let start = Instant::now();
+        for n in 1..=50u64 {
+            store.commit(&[workspace(n)]).unwrap();
+            // A CLI opens, writes and closes (it is never the last connection, so it neither
+            // checkpoints on close nor deletes the log).
+            let cli = open_connection(&path).unwrap();
+            cli.execute("UPDATE workspaces SET name = name", []).unwrap();
+            drop(cli);
+            store.check_health_at(start + IDLE_CHECKPOINT_EVERY * n as u32).unwrap();
+            store.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).unwrap();
+        }
+        assert!(store.file.as_ref().unwrap().ids.changed().is_none());
+        store.commit(&[workspace(51)]).unwrap();
+    }
+}
