@@ -291,3 +291,124 @@ fn clippy_catches_the_bypasses_a_text_scanner_missed() {
     let (passed, messages) = clippy_as_the_engine("pub fn fine(now: u64) -> u64 { now + 1 }\n");
     assert!(passed, "clean code was refused:\n{messages}");
 }
+
+// ---- the window speaks only the protocol ----
+//
+// `ui` and `app` share the binary crate (the window drives the app's host handle), so the
+// compiler cannot keep the window away from the store or the engine; this check does. It strips
+// comments and string literals, then flags a forbidden layer named as a path segment anywhere —
+// `crate::store::Admin`, inside a `use crate::{…}` group over several lines, `use crate::store as
+// s` — and the SQLite and ECS crates by name.
+
+/// Layers the window must not name (it gets everything through protocol requests).
+const NOT_FOR_THE_WINDOW: [&str; 5] = ["store", "engine", "scenario", "agent", "testkit"];
+
+/// `text` without `//` comments, `/* */` comments and the contents of string literals.
+fn code_only(text: &str) -> String {
+    let (mut out, mut chars) = (String::new(), text.chars().peekable());
+    while let Some(c) = chars.next() {
+        match c {
+            '/' if chars.peek() == Some(&'/') => {
+                for c in chars.by_ref() {
+                    if c == '\n' {
+                        out.push('\n');
+                        break;
+                    }
+                }
+            }
+            '/' if chars.peek() == Some(&'*') => {
+                let mut last = ' ';
+                for c in chars.by_ref() {
+                    if last == '*' && c == '/' {
+                        break;
+                    }
+                    last = c;
+                }
+            }
+            '"' => {
+                out.push('"');
+                let mut escaped = false;
+                for c in chars.by_ref() {
+                    if !escaped && c == '"' {
+                        break;
+                    }
+                    escaped = !escaped && c == '\\';
+                }
+                out.push('"');
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The path (or `use` group) that `code[at..]` continues: back over identifiers, `::`, braces,
+/// commas and whitespace, up to anything else (`;`, `(`, `.`, a lone `:`).
+fn path_before(code: &str, at: usize) -> &str {
+    let bytes = code.as_bytes();
+    let mut i = at;
+    while i > 0 {
+        let c = bytes[i - 1] as char;
+        if c.is_alphanumeric() || c == '_' || c.is_whitespace() || "{},".contains(c) {
+            i -= 1;
+        } else if c == ':' && i >= 2 && bytes[i - 2] == b':' {
+            i -= 2;
+        } else {
+            break;
+        }
+    }
+    &code[i..at]
+}
+
+/// What a window source file names that it must not.
+fn window_violations(text: &str) -> Vec<String> {
+    let code = code_only(text);
+    let words: Vec<(usize, &str)> = code
+        .match_indices(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .scan(0, |start, (i, sep)| {
+            let word = (*start, &code[*start..i]);
+            *start = i + sep.len();
+            Some(word)
+        })
+        .filter(|(_, w)| !w.is_empty())
+        .collect();
+    let mut found = Vec::new();
+    for (at, word) in words {
+        let before = code[..at].trim_end();
+        let as_segment = before.ends_with("::") || before.ends_with('{') || before.ends_with(',');
+        let path = path_before(&code, at);
+        let in_path = as_segment && (path.contains("crate::") || path.contains("roundtable::"));
+        if (in_path && NOT_FOR_THE_WINDOW.contains(&word)) || word == "rusqlite" || word == "bevy_ecs" {
+            let line = code[..at].lines().count().max(1);
+            found.push(format!("line {line}: names `{word}`"));
+        }
+    }
+    found
+}
+
+#[test]
+fn the_window_speaks_only_the_protocol() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/ui");
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+        let text = std::fs::read_to_string(entry.path()).unwrap();
+        for v in window_violations(&text) {
+            found.push(format!("src/ui/{}: {v}", entry.file_name().to_string_lossy()));
+        }
+    }
+    assert!(found.is_empty(), "the window reaches past the protocol:\n{}", found.join("\n"));
+}
+
+#[test]
+fn the_window_check_sees_through_groups_renames_and_comments() {
+    let planted = "use crate::{\n    ids::{SessionId, ShareId},\n    store::Admin,\n};\nuse crate::engine as e;\n\
+                   fn f() { roundtable::scenario::run(); let c = rusqlite::Connection::open(\"x\"); }\n\
+                   // crate::store in a comment\nconst S: &str = \"crate::store\";\nfn g(w: W) { w.agent.kind; }\n\
+                   fn h() -> P { P { name: String::new(), agent: A::Demo } }\n";
+    let found = window_violations(planted);
+    assert_eq!(
+        found,
+        vec!["line 3: names `store`", "line 5: names `engine`", "line 6: names `scenario`", "line 6: names `rusqlite`"],
+        "{found:?}"
+    );
+}

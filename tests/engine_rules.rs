@@ -1806,3 +1806,52 @@ fn agent_settings_are_kept_per_session_sent_with_every_turn_and_shown_to_everyon
         ]
     );
 }
+
+/// Issue 22: the host's window asks for the lobby, the audit log and each workspace's agent
+/// instead of reading the database behind the protocol's back: host-only methods, `forbidden` to
+/// remotes, and the command line (the host's paths) never shown to a remote.
+#[test]
+fn the_host_lists_the_lobby_the_audit_log_and_workspace_agents_and_remotes_cannot() {
+    let (mut h, w, _s) = setup();
+    let tok = h.mint(&[&w], json!({"admission_required": true}));
+    let (c, d) = (h.open("10.6.1.1:1"), h.open("10.6.1.2:1"));
+    let eve = h.call(c, "authenticate", json!({"token": tok, "display_name": "Eve"})).unwrap();
+    let dan = h.call(d, "authenticate", json!({"token": tok, "display_name": "Dan"})).unwrap();
+    let lobby = h.host("list_lobby", json!({}));
+    let waiting: Vec<(&str, &str)> = lobby["waiting"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["participant_id"].as_str().unwrap(), e["display_name"].as_str().unwrap()))
+        .collect();
+    let (eve_id, dan_id) = (eve["participant_id"].as_str().unwrap(), dan["participant_id"].as_str().unwrap());
+    assert_eq!(waiting, vec![(eve_id, "Eve"), (dan_id, "Dan")], "{lobby}");
+    assert!(lobby["waiting"].as_array().unwrap().iter().all(|e| e["share_id"].is_string()), "{lobby}");
+
+    h.host("admit", json!({"participant_id": eve_id}));
+    let lobby = h.host("list_lobby", json!({}));
+    assert_eq!(lobby["waiting"].as_array().unwrap().len(), 1, "Eve is in: {lobby}");
+    assert_eq!(lobby["waiting"][0]["display_name"], "Dan");
+
+    // The newest rows, oldest first; the admission is the last thing that happened.
+    let audit = h.host("fetch_audit", json!({"limit": 2}));
+    let entries = audit["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 2, "{audit}");
+    assert!(entries[0]["at"].as_u64() <= entries[1]["at"].as_u64(), "oldest first: {audit}");
+    assert_eq!(entries[1]["action"], "admitted", "{audit}");
+    let everything = h.host("fetch_audit", json!({}));
+    let actions: Vec<&str> =
+        everything["entries"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, ["share_minted", "authenticated", "authenticated", "admitted"], "{everything}");
+    assert_eq!(code(h.call(HOST, "fetch_audit", json!({"limit": 2, "since": 1}))), "invalid_params");
+
+    // The host sees how each workspace's agent is registered; a remote only its kind.
+    let host_view = h.host("list_workspaces", json!({}));
+    assert_eq!(host_view["workspaces"][0]["agent_detail"], "demo", "{host_view}");
+    let eve_view = h.call(c, "list_workspaces", json!({})).unwrap();
+    assert_eq!(eve_view["workspaces"][0]["agent"], "demo");
+    assert!(eve_view["workspaces"][0].get("agent_detail").is_none(), "{eve_view}");
+    for method in ["list_lobby", "fetch_audit"] {
+        assert_eq!(code(h.call(c, method, json!({}))), "forbidden", "{method} is the host's");
+    }
+}

@@ -121,6 +121,8 @@ fn check_result(method: &str, result: &Value) -> Result<(), String> {
         "get_settings" | "update_settings" => round_trips::<HostSettings>(result),
         "set_agent_settings" => round_trips::<AgentSettings>(result),
         "list_shares" => round_trips::<ListSharesResult>(result),
+        "list_lobby" => round_trips::<ListLobbyResult>(result),
+        "fetch_audit" => round_trips::<FetchAuditResult>(result),
         "leave_session" | "typing" | "cancel_turn" | "vote_plan" | "answer_question" | "rename_session"
         | "clear_session" | "kick" | "mute" | "admit" | "refuse" | "revoke_share" => round_trips::<Ack>(result),
         other => Err(format!("no result type known for method {other}")),

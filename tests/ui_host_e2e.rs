@@ -9,7 +9,7 @@ use roundtable::net::client::ClientEvent;
 use roundtable::net::link::Link;
 use roundtable::protocol::*;
 use roundtable::ui::app::RoundtableApp;
-use roundtable::ui::backend::{self, HostContext, Outbox, RemoteOptions};
+use roundtable::ui::backend::{self, Outbox, RemoteOptions};
 use roundtable::ui::model::*;
 use std::sync::Arc;
 use std::time::Duration;
@@ -58,8 +58,7 @@ async fn host_window_mints_a_share_shows_a_remote_message_and_decides_a_plan() {
     let mut t = TestHost::start().await;
     let events = std::mem::replace(&mut t.events, tokio::sync::mpsc::unbounded_channel().1);
     let (mut app, tx, rx, out) = window(true);
-    let context = HostContext { database: roundtable::app::paths::database(&t.dir) };
-    let task = tokio::spawn(backend::run_host(t.host.client.clone(), events, rx, out, context));
+    let task = tokio::spawn(backend::run_host(t.host.client.clone(), events, rx, out));
     let session = t.session.clone();
 
     until(&mut app, "the host window shows its session", |m| m.sessions.get(&session).is_some_and(|s| s.loaded)).await;
@@ -209,8 +208,7 @@ async fn remote_window_connects_from_a_link_and_chats_with_the_host() {
 fn host_window(t: &mut TestHost) -> (RoundtableApp, ActionTx, tokio::task::JoinHandle<()>) {
     let events = std::mem::replace(&mut t.events, tokio::sync::mpsc::unbounded_channel().1);
     let (app, tx, rx, out) = window(true);
-    let context = HostContext { database: roundtable::app::paths::database(&t.dir) };
-    let task = tokio::spawn(backend::run_host(t.host.client.clone(), events, rx, out, context));
+    let task = tokio::spawn(backend::run_host(t.host.client.clone(), events, rx, out));
     (app, tx, task)
 }
 
@@ -226,12 +224,12 @@ fn messages(m: &ViewModel, session: &SessionId) -> Vec<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn host_window_shows_people_already_waiting_from_the_database_and_admits_them() {
+async fn host_window_shows_people_already_waiting_and_admits_them() {
     let mut t = TestHost::start().await;
     let (link, minted) = t.mint(|p| p.admission_required = true).await;
     let mut dan = remote(&link, "Dan").await;
     // The host connection saw the live `lobby` event before the window opened; drop it so the
-    // window can only learn of Dan from the database.
+    // window can only learn of Dan by asking (`list_lobby`).
     let seen = async {
         while let Some(ev) = t.events.recv().await {
             if matches!(&ev, ClientEvent::Event { frame, .. } if matches!(frame.body, Event::Lobby(_))) {
@@ -240,12 +238,11 @@ async fn host_window_shows_people_already_waiting_from_the_database_and_admits_t
         }
     };
     tokio::time::timeout(WAIT, seen).await.expect("the host saw Dan arrive");
-    let stored = backend::pending_lobby(&roundtable::app::paths::database(&t.dir)).expect("read-only lobby query");
-    assert_eq!(stored.len(), 1);
-    assert_eq!((stored[0].display_name.as_str(), &stored[0].share_id), ("Dan", &minted.share.share_id));
 
     let (mut app, tx, task) = host_window(&mut t);
     until(&mut app, "Dan is listed in the lobby", |m| m.lobby.contains_key(&dan.me)).await;
+    let waiting = &app.model.lobby[&dan.me];
+    assert_eq!((waiting.display_name.as_str(), &waiting.share_id), ("Dan", &minted.share.share_id));
     act(&tx, Action::Call(Method::Admit(ParticipantRef { participant_id: dan.me.clone() })));
     dan.expect("Dan is admitted", |f| matches!(&f.body, Event::Admission(a) if a.admission == Admission::Admitted))
         .await;

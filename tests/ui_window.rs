@@ -40,6 +40,7 @@ fn joined_as(me: &str, name: &str, role: Role) -> Vec<Update> {
             id: WorkspaceId::from("w1"),
             name: "api".into(),
             agent: "demo".into(),
+            agent_detail: None,
         }]),
         Update::Sessions(vec![serde_json::from_value(session_info(4)).unwrap()]),
         Update::Joined(
@@ -439,8 +440,8 @@ fn host_roster_has_kick_and_mute_for_remotes_and_the_remote_roster_has_none() {
 fn share_manager_mint_sends_the_chosen_settings_and_then_shows_the_link_once() {
     let mut updates = joined_as("host", "Host", Role::Host);
     updates.push(Update::Workspaces(vec![
-        WorkspaceInfo { id: WorkspaceId::from("w1"), name: "api".into(), agent: "demo".into() },
-        WorkspaceInfo { id: WorkspaceId::from("w2"), name: "web".into(), agent: "demo".into() },
+        WorkspaceInfo { id: WorkspaceId::from("w1"), name: "api".into(), agent: "demo".into(), agent_detail: None },
+        WorkspaceInfo { id: WorkspaceId::from("w2"), name: "web".into(), agent: "demo".into(), agent_detail: None },
     ]));
     let mut w = Window::new(true, updates);
     w.click("Shares");
@@ -638,6 +639,7 @@ fn add_workspace_form_sends_add_workspace_and_then_offers_a_first_session() {
         id: WorkspaceId::from("w2"),
         name: "web".into(),
         agent: "command".into(),
+        agent_detail: None,
     }));
     assert!(w.harness.query_by_label("Workspace web added.").is_some());
     w.harness.state_mut().first_session_title = "Landing page".into();
@@ -668,7 +670,7 @@ fn workspace_form_defaults_to_the_demo_agent_and_claude_takes_an_optional_binary
 }
 
 #[test]
-fn lobby_seed_from_the_database_merges_with_live_lobby_events() {
+fn lobby_seed_from_list_lobby_merges_with_live_lobby_events() {
     let entry = |id: &str, name: &str| LobbyEntry {
         participant_id: ParticipantId::from(id),
         display_name: name.into(),
@@ -1247,7 +1249,7 @@ fn shares_and_the_audit_log_name_workspaces_and_people_with_ids_on_hover_and_rev
         "workspaces": ["w1"], "collaborative": true, "consensus_required": true, "admission_required": false,
         "role": "participant", "uses": 1, "revoked": false, "created_at": 0, "connections": 1}))
     .unwrap()]));
-    updates.push(Update::Audit(vec![roundtable::persist::AuditRow {
+    updates.push(Update::Audit(vec![roundtable::protocol::AuditEntry {
         at: 0,
         actor: "host".into(),
         action: "kicked".into(),
@@ -1453,6 +1455,7 @@ fn the_host_sees_each_workspaces_agent_as_registered_and_refreshes_it_after_addi
         id: WorkspaceId::from("w2"),
         name: "web".into(),
         agent: "command".into(),
+        agent_detail: None,
     }));
     let mut asked = false;
     while let Ok(a) = w.actions.try_recv() {

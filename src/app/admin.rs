@@ -423,25 +423,7 @@ fn print_link_once(link: &Link, id: &ShareId) {
 /// The backend and the command line it runs (`command (/usr/bin/python3 -u /home/me/agent.py)`).
 /// A workspace's agent for people: `command (/abs/agent.py --fast)`, `claude, plan first`.
 pub fn agent_label(agent: &AgentSpec) -> String {
-    let mut label = match &agent.command {
-        Some(cmd) => {
-            let line = std::iter::once(cmd).chain(&agent.args).map(|w| shell_word(w)).collect::<Vec<_>>().join(" ");
-            format!("{} ({line})", agent.kind)
-        }
-        None => agent.kind.clone(),
-    };
-    if agent.plan_first() {
-        label.push_str(", plan first");
-    }
-    label
-}
-
-/// `word` quoted when a shell would split it.
-fn shell_word(word: &str) -> String {
-    if !word.is_empty() && !word.chars().any(|c| c.is_whitespace() || "'\"\\$`".contains(c)) {
-        return word.to_string();
-    }
-    format!("'{}'", word.replace('\'', "'\\''"))
+    agent.label()
 }
 
 fn flags(s: &ShareRow) -> String {

@@ -14,12 +14,11 @@
 
 use super::model::{Action, ConnectionState, LobbyEntry, Update};
 use crate::app::join::{FIRST_BACKOFF, MAX_BACKOFF};
-use crate::ids::{ParticipantId, SessionId, ShareId};
+use crate::ids::{ParticipantId, SessionId, WorkspaceId};
 use crate::net::client::{Client, ClientError, ClientEvent, Events};
 use crate::net::link::Link;
 use crate::protocol::*;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -29,7 +28,7 @@ use tokio::sync::mpsc;
 pub const REFRESH_PERIOD: Duration = Duration::from_secs(5);
 
 /// How many audit rows the audit view loads.
-pub const AUDIT_ROWS: usize = 500;
+pub const AUDIT_ROWS: u32 = 500;
 
 use crate::app::join::FINAL_REASONS;
 
@@ -64,54 +63,23 @@ impl Outbox {
     }
 }
 
-/// Where the audit log is read from (the host's database file, read-only use).
-#[derive(Clone, Debug)]
-pub struct HostContext {
-    /// The host's SQLite database.
-    pub database: PathBuf,
-}
-
 /// Drives the host's own connection until the UI drops its action sender or the engine closes
 /// the connection.
-pub async fn run_host(
-    client: Client,
-    mut events: Events,
-    mut actions: mpsc::UnboundedReceiver<Action>,
-    out: Outbox,
-    host: HostContext,
-) {
+pub async fn run_host(client: Client, mut events: Events, mut actions: mpsc::UnboundedReceiver<Action>, out: Outbox) {
     let worker = Worker { client: client.clone(), out: out.clone(), unsent: None, seqs: Arc::default() };
     out.send(Update::Identity { me: ParticipantId::host(), name: "Host".into(), role: Role::Host });
     out.send(Update::Connection(ConnectionState::Connected));
-    {
-        // People already waiting when the window opens: the protocol announces the lobby only
-        // as events, so read it once from the database (live events take precedence).
-        let (out, db) = (out.clone(), host.database.clone());
-        tokio::task::spawn_blocking(move || match pending_lobby(&db) {
-            Ok(entries) => out.send(Update::LobbySeed(entries)),
-            Err(e) => out.send(Update::Failed { method: "lobby".into(), message: e.to_string() }),
-        });
-    }
+    // People already waiting when the window opens (the `lobby` event announces only changes;
+    // live events take precedence).
+    worker.load_lobby().await;
     worker.refresh(true).await;
     worker.refresh_shares().await;
     worker.call(Method::GetSettings(Empty {})).await;
-    {
-        let (out, db) = (out.clone(), host.database.clone());
-        tokio::task::spawn_blocking(move || load_workspace_agents(&out, &db));
-    }
     let mut refresh = tokio::time::interval(REFRESH_PERIOD);
     refresh.tick().await;
     loop {
         tokio::select! {
             action = actions.recv() => match action {
-                Some(Action::LoadAudit) => {
-                    let (out, db) = (out.clone(), host.database.clone());
-                    tokio::task::spawn_blocking(move || load_audit(&out, &db));
-                }
-                Some(Action::LoadWorkspaceAgents) => {
-                    let (out, db) = (out.clone(), host.database.clone());
-                    tokio::task::spawn_blocking(move || load_workspace_agents(&out, &db));
-                }
                 Some(action) => worker.spawn(action),
                 None => return,
             },
@@ -140,65 +108,6 @@ pub async fn run_host(
     }
 }
 
-/// Each workspace's agent command line as stored (resolved at registration).
-fn load_workspace_agents(out: &Outbox, db: &std::path::Path) {
-    let rows = crate::store::Admin::open(db)
-        .map_err(|e| e.to_string())
-        .and_then(|admin| admin.list_workspaces().map_err(|e| e.to_string()));
-    match rows {
-        Ok(rows) => out.send(Update::WorkspaceAgents(
-            rows.iter().map(|w| (w.id.clone(), crate::app::admin::agent_label(&w.agent))).collect(),
-        )),
-        Err(e) => out.send(Update::Failed { method: "workspaces".into(), message: e }),
-    }
-}
-
-fn load_audit(out: &Outbox, db: &std::path::Path) {
-    let rows = crate::store::Admin::open(db)
-        .map_err(|e| e.to_string())
-        .and_then(|admin| admin.audit(AUDIT_ROWS).map_err(|e| e.to_string()));
-    match rows {
-        Ok(rows) => out.send(Update::Audit(rows)),
-        Err(e) => out.send(Update::Failed { method: "audit".into(), message: e }),
-    }
-}
-
-/// Reading the host's database directly (read-only) failed.
-#[derive(Debug, thiserror::Error)]
-pub enum DbReadError {
-    #[error("cannot open {path} read-only: {source}")]
-    Open { path: String, source: rusqlite::Error },
-    #[error("cannot read the lobby from {path}: {source}")]
-    Query { path: String, source: rusqlite::Error },
-}
-
-/// Participants waiting in the lobby according to the database at `db`: admission `pending`
-/// and not gone, by id. Opens the file read-only (the engine owns writes; WAL lets this read
-/// run beside them).
-pub fn pending_lobby(db: &std::path::Path) -> Result<Vec<LobbyEntry>, DbReadError> {
-    use rusqlite::{Connection, OpenFlags};
-    let path = db.display().to_string();
-    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
-    let conn =
-        Connection::open_with_flags(db, flags).map_err(|source| DbReadError::Open { path: path.clone(), source })?;
-    let query = |conn: &Connection| -> rusqlite::Result<Vec<LobbyEntry>> {
-        conn.busy_timeout(Duration::from_secs(2))?;
-        let mut stmt = conn.prepare(
-            "SELECT id, display_name, share FROM participants \
-             WHERE admission = 'pending' AND gone = 0 ORDER BY id",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            Ok(LobbyEntry {
-                participant_id: ParticipantId::from(r.get::<_, String>(0)?.as_str()),
-                display_name: r.get(1)?,
-                share_id: ShareId::from(r.get::<_, Option<String>>(2)?.unwrap_or_default().as_str()),
-            })
-        })?;
-        rows.collect()
-    };
-    query(&conn).map_err(|source| DbReadError::Query { path, source })
-}
-
 /// Shared by the host and remote loops: runs actions as protocol requests.
 #[derive(Clone)]
 struct Worker {
@@ -224,7 +133,36 @@ impl Worker {
                 self.refresh(false).await;
             }
             Action::RefreshShares => self.refresh_shares().await,
-            Action::LoadAudit | Action::LoadWorkspaceAgents => {}
+            Action::LoadAudit => self.load_audit().await,
+            Action::LoadWorkspaceAgents => {
+                self.refresh(false).await;
+            }
+        }
+    }
+
+    /// The people waiting in the lobby (`list_lobby`, host only).
+    async fn load_lobby(&self) {
+        match self.client.call::<ListLobbyResult>(Method::ListLobby(Empty {})).await {
+            Ok(r) => self.out.send(Update::LobbySeed(
+                r.waiting
+                    .into_iter()
+                    .map(|w| LobbyEntry {
+                        participant_id: w.participant_id,
+                        display_name: w.display_name,
+                        share_id: w.share_id,
+                    })
+                    .collect(),
+            )),
+            Err(e) => self.out.failed("list_lobby", &e),
+        }
+    }
+
+    /// The newest rows of the audit log (`fetch_audit`, host only).
+    async fn load_audit(&self) {
+        let params = FetchAuditParams { limit: Some(AUDIT_ROWS) };
+        match self.client.call::<FetchAuditResult>(Method::FetchAudit(params)).await {
+            Ok(r) => self.out.send(Update::Audit(r.entries)),
+            Err(e) => self.out.failed("fetch_audit", &e),
         }
     }
 
@@ -343,7 +281,15 @@ impl Worker {
     /// not followed yet — the host's window follows all of them.
     async fn refresh(&self, join_all: bool) -> Option<Vec<SessionInfo>> {
         match self.client.call::<ListWorkspacesResult>(Method::ListWorkspaces(Empty {})).await {
-            Ok(w) => self.out.send(Update::Workspaces(w.workspaces)),
+            Ok(w) => {
+                // The host learns each workspace's agent as registered (command line included).
+                let agents: BTreeMap<WorkspaceId, String> =
+                    w.workspaces.iter().filter_map(|w| Some((w.id.clone(), w.agent_detail.clone()?))).collect();
+                if !agents.is_empty() {
+                    self.out.send(Update::WorkspaceAgents(agents));
+                }
+                self.out.send(Update::Workspaces(w.workspaces))
+            }
             Err(e) => self.out.failed("list_workspaces", &e),
         }
         let params = ListSessionsParams { workspace_id: None };

@@ -147,9 +147,8 @@ pub fn run_host_window(args: &mut ServeArgs, data_dir: Option<&Path>) -> anyhow:
         }
         out.send(model::Update::Minted(m));
     }
-    let context = backend::HostContext { database: crate::app::paths::database(&data_dir) };
     let ctx = wiring.ctx.clone();
-    let backend = runtime.spawn(backend::run_host(host.client.clone(), events, wiring.actions_rx, out, context));
+    let backend = runtime.spawn(backend::run_host(host.client.clone(), events, wiring.actions_rx, out));
     close_on_signal(&runtime, ctx.clone());
 
     let mut model = model::ViewModel::new(true);

@@ -13,7 +13,6 @@
 
 pub use crate::app::render::clock_text;
 use crate::ids::{ParticipantId, SessionId, VoteId, WorkspaceId};
-use crate::persist::AuditRow;
 use crate::protocol::*;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -62,9 +61,9 @@ pub enum Action {
     RefreshSessions,
     /// Fetch the share list again (host only).
     RefreshShares,
-    /// Read the newest audit rows from the database (host only).
+    /// Fetch the newest audit rows (`fetch_audit`, host only).
     LoadAudit,
-    /// Read each workspace's agent command line from the database (host only).
+    /// Fetch each workspace's agent as registered (`list_workspaces` answers the host with it).
     LoadWorkspaceAgents,
 }
 
@@ -88,9 +87,9 @@ pub enum Update {
     /// A share was minted or rotated: its link (or token) is shown once.
     Minted(MintShareResult),
     /// The newest audit rows, oldest first.
-    Audit(Vec<AuditRow>),
-    /// People waiting in the lobby as stored in the host's database when the window opened
-    /// (live `lobby` events take precedence).
+    Audit(Vec<AuditEntry>),
+    /// People waiting in the lobby when the window opened (`list_lobby`; live `lobby` events
+    /// take precedence).
     LobbySeed(Vec<LobbyEntry>),
     /// A `read_workspace_file` answer: the file, or why it was refused.
     FileRead { session_id: SessionId, path: String, result: Result<ReadFileResult, String> },
@@ -399,7 +398,7 @@ pub struct ViewModel {
     /// The link of the share just minted or rotated, shown until dismissed.
     pub minted: Option<MintShareResult>,
     /// Audit rows (host only), oldest first.
-    pub audit: Vec<AuditRow>,
+    pub audit: Vec<AuditEntry>,
     /// The host's settings.
     pub settings: Settings,
     /// Each workspace's agent as registered, e.g. `command (/home/ann/agent.py)` (host only).

@@ -36,6 +36,30 @@ impl AgentSpec {
     pub fn plan_first(&self) -> bool {
         self.plan_first.unwrap_or(self.kind == "claude")
     }
+
+    /// For people: the kind, the command line as a shell would read it, and whether turns plan
+    /// first — `claude (claude --model haiku), plan first`.
+    pub fn label(&self) -> String {
+        let mut label = match &self.command {
+            Some(cmd) => {
+                let line = std::iter::once(cmd).chain(&self.args).map(|w| shell_word(w)).collect::<Vec<_>>().join(" ");
+                format!("{} ({line})", self.kind)
+            }
+            None => self.kind.clone(),
+        };
+        if self.plan_first() {
+            label.push_str(", plan first");
+        }
+        label
+    }
+}
+
+/// `word` quoted when a shell would split it.
+fn shell_word(word: &str) -> String {
+    if !word.is_empty() && !word.chars().any(|c| c.is_whitespace() || "'\"\\$`".contains(c)) {
+        return word.to_string();
+    }
+    format!("'{}'", word.replace('\'', "'\\''"))
 }
 
 impl Default for AgentSpec {
@@ -331,6 +355,12 @@ pub trait Store: Send {
     ) -> Result<Option<MessageRow>, StoreError>;
     /// The whole audit log, oldest first (checks and tools; not used by the engine).
     fn audit_log(&mut self) -> Result<Vec<AuditRow>, StoreError>;
+    /// The newest `limit` rows of the audit log, oldest first (`fetch_audit`).
+    fn audit_tail(&mut self, limit: usize) -> Result<Vec<AuditRow>, StoreError> {
+        let mut all = self.audit_log()?;
+        let skip = all.len().saturating_sub(limit);
+        Ok(all.split_off(skip))
+    }
     /// The committed ballots of a vote, by voter.
     fn ballots_of(&mut self, vote: &VoteId) -> Result<Vec<BallotRow>, StoreError>;
 }

@@ -745,10 +745,11 @@ impl Tick<'_> {
         }
     }
 
-    /// `get_settings` and `update_settings` (host only; the gate refused everyone else).
+    /// `get_settings` and `update_settings`, and the host's views `list_lobby` and `fetch_audit`
+    /// (host only; the gate refused everyone else).
     fn settings(&mut self, r: &Req) {
         let p = match &r.method {
-            Method::GetSettings(_) => return self.reply(r, "ok"),
+            Method::GetSettings(_) | Method::ListLobby(_) | Method::FetchAudit(_) => return self.reply(r, "ok"),
             Method::UpdateSettings(p) => p,
             _ => return,
         };

@@ -269,9 +269,12 @@ pub fn generate(seed: u64, steps: u64) -> Scenario {
                 );
                 (who, "read_workspace_file")
             }
-            78..=80 => {
-                (who, *["ping", "list_workspaces", "list_sessions", "list_shares"].choose(&mut rng).expect("non-empty"))
-            }
+            78..=80 => (
+                who,
+                *["ping", "list_workspaces", "list_sessions", "list_shares", "list_lobby", "fetch_audit"]
+                    .choose(&mut rng)
+                    .expect("non-empty"),
+            ),
             81 => {
                 set("session", session.into());
                 if rng.random_bool(0.5) {

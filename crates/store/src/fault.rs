@@ -100,6 +100,10 @@ impl Store for FaultyStore {
         self.inner.message_by_client_id(session, author_id, client_msg_id)
     }
 
+    fn audit_tail(&mut self, limit: usize) -> Result<Vec<AuditRow>, StoreError> {
+        self.inner.audit_tail(limit)
+    }
+
     fn audit_log(&mut self) -> Result<Vec<AuditRow>, StoreError> {
         self.inner.audit_log()
     }

@@ -438,6 +438,10 @@ impl Store for SqliteStore {
         rows::audit_tail(&self.conn, usize::MAX).map_err(Into::into)
     }
 
+    fn audit_tail(&mut self, limit: usize) -> Result<Vec<AuditRow>, StoreError> {
+        rows::audit_tail(&self.conn, limit).map_err(Into::into)
+    }
+
     fn ballots_of(&mut self, vote: &VoteId) -> Result<Vec<BallotRow>, StoreError> {
         Ok(rows::ballots(&self.conn)?.into_iter().filter(|b| &b.vote == vote).collect())
     }

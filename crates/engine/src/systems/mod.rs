@@ -10,6 +10,7 @@ pub mod broadcast;
 pub mod departure;
 pub mod digest;
 pub mod history;
+pub mod host_views;
 pub mod ingest;
 pub mod invariants;
 pub mod join_leave;
@@ -107,6 +108,7 @@ impl Installer for ModerationInstaller {
                 session_admin::session_admin,
                 session_admin::fork_session,
                 settings::settings,
+                host_views::host_views,
             )
                 .chain()
                 .in_set(TickSet::Moderation),

@@ -134,6 +134,11 @@ impl Archive<'_> {
         self.store.get().messages_before(session, before_seq, limit)
     }
 
+    /// The newest `limit` committed audit rows, oldest first.
+    pub fn audit_tail(&mut self, limit: usize) -> Result<Vec<crate::persist::AuditRow>, StoreError> {
+        self.store.get().audit_tail(limit)
+    }
+
     /// The committed message `author_id` sent with `client_msg_id`.
     pub fn message_by_client_id(
         &mut self,

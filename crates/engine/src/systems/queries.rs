@@ -66,7 +66,13 @@ pub fn queries(
                     .values()
                     .filter_map(|&e| workspaces.get(e).ok())
                     .filter(|w| in_scope(me, share, &w.id))
-                    .map(|w| WorkspaceInfo { id: w.id.clone(), name: w.name.clone(), agent: w.agent.kind.clone() })
+                    .map(|w| WorkspaceInfo {
+                        id: w.id.clone(),
+                        name: w.name.clone(),
+                        agent: w.agent.kind.clone(),
+                        // The command line names the host's paths: the host's eyes only.
+                        agent_detail: me.id.is_host().then(|| w.agent.label()),
+                    })
                     .collect();
                 reply_ok(&mut staged, req.conn, &req.id, ListWorkspacesResult { workspaces: list });
             }

@@ -57,7 +57,12 @@ pub fn session_admin(
                     agent,
                 };
                 batch.push(StoreOp::PutWorkspace(w.row()));
-                let info = WorkspaceInfo { id: w.id.clone(), name: w.name.clone(), agent: w.agent.kind.clone() };
+                let info = WorkspaceInfo {
+                    id: w.id.clone(),
+                    name: w.name.clone(),
+                    agent: w.agent.kind.clone(),
+                    agent_detail: Some(w.agent.label()),
+                };
                 let id = w.id.clone();
                 let e = commands.spawn(w).id();
                 index.workspaces.insert(id, e);

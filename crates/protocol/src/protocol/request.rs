@@ -1,7 +1,7 @@
 //! Requests (client → host) and their results.
 
 use super::{ErrorCode, ProtocolError, MAX_FRAME_BYTES};
-use crate::ids::{ParticipantId, SessionId, VoteId, WorkspaceId};
+use crate::ids::{ParticipantId, SessionId, ShareId, VoteId, WorkspaceId};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -62,6 +62,10 @@ pub enum Method {
     GetSettings(Empty),
     /// Changes the host's settings; they apply at once and are kept across restarts.
     UpdateSettings(UpdateSettingsParams),
+    /// The people waiting in the lobby for the host's decision.
+    ListLobby(Empty),
+    /// The newest rows of the audit log, oldest first.
+    FetchAudit(FetchAuditParams),
     /// A session's agent settings (model; permission mode for the host), kept by the host and
     /// passed to the agent on every turn. Not host-only: participants may choose the model.
     SetAgentSettings(SetAgentSettingsParams),
@@ -69,7 +73,7 @@ pub enum Method {
 
 impl Method {
     /// Every method name, in documentation order.
-    pub const NAMES: [&'static str; 31] = [
+    pub const NAMES: [&'static str; 33] = [
         "authenticate",
         "ping",
         "list_workspaces",
@@ -100,6 +104,8 @@ impl Method {
         "rotate_share",
         "get_settings",
         "update_settings",
+        "list_lobby",
+        "fetch_audit",
         "set_agent_settings",
     ];
 
@@ -122,6 +128,8 @@ impl Method {
                 | Method::RotateShare(_)
                 | Method::GetSettings(_)
                 | Method::UpdateSettings(_)
+                | Method::ListLobby(_)
+                | Method::FetchAudit(_)
         )
     }
 
@@ -158,6 +166,8 @@ impl Method {
             Method::RotateShare(_) => "rotate_share",
             Method::GetSettings(_) => "get_settings",
             Method::UpdateSettings(_) => "update_settings",
+            Method::ListLobby(_) => "list_lobby",
+            Method::FetchAudit(_) => "fetch_audit",
             Method::SetAgentSettings(_) => "set_agent_settings",
         }
     }
@@ -573,6 +583,10 @@ pub struct WorkspaceInfo {
     pub id: WorkspaceId,
     pub name: String,
     pub agent: String,
+    /// The agent as the host registered it — kind, command line, plan first — shown to the host
+    /// only (remotes never see the host's paths).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_detail: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -755,6 +769,51 @@ pub struct MintShareResult {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ListSharesResult {
     pub shares: Vec<ShareInfo>,
+}
+
+/// Someone waiting in the lobby (`list_lobby`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WaitingInfo {
+    pub participant_id: ParticipantId,
+    pub display_name: String,
+    pub share_id: ShareId,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListLobbyResult {
+    /// Everyone waiting, by participant id.
+    pub waiting: Vec<WaitingInfo>,
+}
+
+/// `fetch_audit` params.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FetchAuditParams {
+    /// How many of the newest rows (default 200, at most [`AUDIT_PAGE_MAX`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+
+/// The most audit rows one `fetch_audit` returns.
+pub const AUDIT_PAGE_MAX: u32 = 1000;
+
+/// One row of the audit log: who did what to whom, when.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// Engine time (ms).
+    pub at: u64,
+    /// `host`, `system` or a participant id.
+    pub actor: String,
+    /// e.g. `joined`, `kicked`, `muted`, `share_revoked`, `voted`.
+    pub action: String,
+    pub target: String,
+    pub detail: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FetchAuditResult {
+    /// The newest rows, oldest first.
+    pub entries: Vec<AuditEntry>,
 }
 
 /// Per-session map of last seen seqs (used by clients to resume).
