@@ -114,7 +114,7 @@ def main():
         return {l.split()[1] for l in sc.stdout.splitlines() if l.startswith("FAIL ")}
 
     # The helper binaries (fake agents) are needed by some scenarios: build every binary.
-    run(["cargo", "build", "--locked", "--quiet", "--release", "--bins"], tree, env).check_returncode()
+    run(["cargo", "build", "--locked", "--quiet", "--release", "--bins", "--examples"], tree, env).check_returncode()
     baseline = scenario_failures()
     if baseline:
         print(f"baseline: {len(baseline)} scenarios fail without any mutant; they are not counted", flush=True)
@@ -129,7 +129,7 @@ def main():
                 continue
             open(file, "w").write(original.replace(old, new, 1))
             try:
-                built = run(["cargo", "build", "--locked", "--quiet", "--release", "--bins"], tree, env)
+                built = run(["cargo", "build", "--locked", "--quiet", "--release", "--bins", "--examples"], tree, env)
                 if built.returncode != 0:
                     rows.append((name, "does not build", "", ""))
                     continue

@@ -1,4 +1,4 @@
-//! The `claude` backend against a fake Claude Code CLI (`crates/testbins/src/bin/fake_claude.rs`) replaying the
+//! The `claude` backend against a fake Claude Code CLI (`crates/testbins/examples/fake_claude.rs`) replaying the
 //! recorded stream-json transcripts in `tests/fixtures/claude/`. Each test drives
 //! [`ExternalAgents`] directly and checks the `AgentOutput`s it reports and what the fake CLI
 //! received on stdin.

@@ -1,4 +1,4 @@
-//! The `command` backend with the example agent `crates/testbins/src/bin/echo_agent.rs`: full turns, plan,
+//! The `command` backend with the example agent `crates/testbins/examples/echo_agent.rs`: full turns, plan,
 //! question, tool permission, failure, cancel, and a crashed agent restarting on the next turn.
 
 use crossbeam_channel::Receiver;

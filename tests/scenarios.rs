@@ -239,7 +239,7 @@ workspace = "app"
     let report = run_scenario(&scenario, &RunOptions::default());
     assert!(!report.passed());
     let what = &report.failures[0].what;
-    assert!(what.contains("no_such_roundtable_agent") && what.contains("crates/testbins"), "{what}");
+    assert!(what.contains("no_such_roundtable_agent") && what.contains("roundtable-testbins"), "{what}");
 }
 
 #[test]

@@ -38,9 +38,10 @@ pub const HANG_TIMEOUT: Duration = Duration::from_secs(4);
 /// Environment variable naming the directory of this package's binaries (`${bin.NAME}`).
 pub const BIN_DIR_ENV: &str = "ROUNDTABLE_BIN_DIR";
 
-/// Finds this package's binary `name`: in `$ROUNDTABLE_BIN_DIR` when set, else next to the
-/// running executable or in its parent directory (`target/debug/roundtable` and
-/// `target/debug/deps/TEST` both find `target/debug/NAME`).
+/// Finds the test agent `name` (`crates/testbins/examples/NAME.rs`, built by `cargo test` or
+/// `cargo build --examples`): in `$ROUNDTABLE_BIN_DIR` when set, else next to the running
+/// executable or in its parent directory, or their `examples/` (`target/debug/roundtable` and
+/// `target/debug/deps/TEST` both find `target/debug/examples/NAME`).
 pub fn find_bin(name: &str) -> Result<PathBuf, String> {
     let file = format!("{name}{}", std::env::consts::EXE_SUFFIX);
     let mut dirs: Vec<PathBuf> = Vec::new();
@@ -48,16 +49,16 @@ pub fn find_bin(name: &str) -> Result<PathBuf, String> {
         dirs.push(PathBuf::from(dir));
     } else if let Ok(exe) = std::env::current_exe() {
         if let Some(dir) = exe.parent() {
-            dirs.push(dir.to_path_buf());
+            dirs.extend([dir.to_path_buf(), dir.join("examples")]);
             if let Some(parent) = dir.parent() {
-                dirs.push(parent.to_path_buf());
+                dirs.extend([parent.to_path_buf(), parent.join("examples")]);
             }
         }
     }
     dirs.iter().map(|d| d.join(&file)).find(|p| p.is_file()).ok_or_else(|| {
         let looked: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
         format!(
-            "`${{bin.{name}}}`: no executable `{file}` in {} (build it with `cargo build` at the workspace root, which builds crates/testbins, or set {BIN_DIR_ENV})",
+            "`${{bin.{name}}}`: no executable `{file}` in {} (build the test agents with `cargo build --examples -p roundtable-testbins` — `cargo test` does — or set {BIN_DIR_ENV})",
             if looked.is_empty() { "(no directory to look in)".to_string() } else { looked.join(" or ") }
         )
     })
@@ -202,7 +203,7 @@ mod tests {
     fn a_missing_binary_names_where_it_looked() {
         let err = find_bin("no_such_roundtable_binary").unwrap_err();
         assert!(err.contains("no_such_roundtable_binary"), "{err}");
-        assert!(err.contains("crates/testbins"), "{err}");
+        assert!(err.contains("roundtable-testbins"), "{err}");
     }
 
     #[test]

@@ -176,6 +176,6 @@ fn stage_delta(staged: &mut Staged, session: &crate::ids::SessionId, turn_id: u6
     for piece in crate::protocol::split_json(text, crate::protocol::MAX_DELTA_JSON_BYTES) {
         let body = Event::AgentDelta(AgentDelta { turn_id, text: piece.to_string() });
         let frame = Arc::from(EventFrame { session_id: Some(session.clone()), seq: None, body }.to_json());
-        staged.0.push(Outgoing::Delta { session: session.clone(), turn_id, text: piece.to_string(), frame });
+        staged.out.push(Outgoing::Delta { session: session.clone(), turn_id, text: piece.to_string(), frame });
     }
 }

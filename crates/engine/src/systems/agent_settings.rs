@@ -9,7 +9,6 @@
 
 use super::params::{Directory, Effects};
 use super::resources::*;
-use super::util::in_scope;
 use crate::components::*;
 use crate::persist::StoreOp;
 use crate::protocol::Event;
@@ -42,16 +41,8 @@ pub fn set_agent_settings(
     for req in requests.read() {
         let Method::SetAgentSettings(p) = &req.method else { continue };
         let Some((me, share)) = dir.get(req.conn) else { continue };
-        let Some((mut session, lock, mut log)) = dir
-            .index
-            .sessions
-            .get(&p.session_id)
-            .and_then(|&e| sessions.get_mut(e).ok())
-            .filter(|(s, ..)| in_scope(me, share, &s.workspace))
-        else {
-            fx.reply_err(req.conn, &req.id, ErrorCode::NotFound, format!("no session {}", p.session_id));
-            continue;
-        };
+        let Some(e) = fx.session_in_scope(&dir.index, req, me, share, &p.session_id) else { continue };
+        let Ok((mut session, lock, mut log)) = sessions.get_mut(e) else { continue };
         let host = me.id.is_host();
         if !host && (!me.can_write() || me.muted) {
             let why = "observers and muted participants cannot change the agent's settings";

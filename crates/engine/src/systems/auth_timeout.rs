@@ -15,6 +15,6 @@ pub fn auth_timeout(clock: Res<Clock>, mut conns: Query<&mut Connection>, mut st
         for mut c in conns.iter_mut().filter(|c| c.id == conn) {
             c.auth = c.auth.closing();
         }
-        staged.0.push(Outgoing::Close { conn, reason: "auth_timeout".into() });
+        staged.out.push(Outgoing::Close { conn, reason: "auth_timeout".into() });
     }
 }

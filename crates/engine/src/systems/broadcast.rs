@@ -140,6 +140,25 @@ impl MembershipChanges<'_, '_> {
     }
 }
 
+/// Queues a frame for one connection; a snapshot replaces one of the same session still queued.
+fn to_one(
+    index: &Index,
+    conns: &mut Query<&mut Connection>,
+    touched: &mut std::collections::BTreeSet<ConnId>,
+    conn: ConnId,
+    frame: crate::io::Framed,
+    kind: OutKind,
+) {
+    let Some(mut c) = index.conns.get(&conn).and_then(|&e| conns.get_mut(e).ok()) else { return };
+    let c = c.bypass_change_detection();
+    if let OutKind::Snapshot { session } = &kind {
+        c.outbox.retain(|f| !matches!(&f.kind, OutKind::Snapshot { session: s } if s == session));
+    }
+    let frame = frame.for_conn(c.is_host).clone();
+    touched.insert(c.id);
+    c.outbox.push(OutFrame { frame, kind });
+}
+
 pub fn broadcast(
     mut staged: ResMut<Staged>,
     index: Res<Index>,
@@ -154,7 +173,7 @@ pub fn broadcast(
     ),
 ) {
     let max_bytes = config.outbox_max_bytes;
-    let staged = std::mem::take(&mut staged.0);
+    let staged = std::mem::take(&mut staged.out);
     if crash.0 {
         return; // committed, never sent: the process "died" here
     }
@@ -191,21 +210,14 @@ pub fn broadcast(
     let mut touched = std::mem::take(&mut *backlog);
     for out in staged {
         match out {
-            Outgoing::Direct { conn, frame, session, seq } => {
-                let Some(mut c) = index.conns.get(&conn).and_then(|&e| conns.get_mut(e).ok()) else { continue };
-                let c = c.bypass_change_detection();
-                let frame = frame.for_conn(c.is_host).clone();
-                touched.insert(c.id);
-                let kind = match (session, seq) {
-                    (Some(session), Some(seq)) => OutKind::Session { session, seq },
-                    (Some(session), None) => {
-                        // One waiting snapshot per session: an older one still queued is stale.
-                        c.outbox.retain(|f| !matches!(&f.kind, OutKind::Snapshot { session: s } if *s == session));
-                        OutKind::Snapshot { session }
-                    }
-                    _ => OutKind::Direct,
-                };
-                c.outbox.push(OutFrame { frame, kind });
+            Outgoing::Reply { conn, frame, .. } | Outgoing::ConnEvent { conn, frame } => {
+                to_one(&index, &mut conns, &mut touched, conn, frame, OutKind::Direct);
+            }
+            Outgoing::Snapshot { conn, session, frame } => {
+                to_one(&index, &mut conns, &mut touched, conn, frame, OutKind::Snapshot { session });
+            }
+            Outgoing::Replay { conn, session, seq, frame } => {
+                to_one(&index, &mut conns, &mut touched, conn, frame, OutKind::Session { session, seq });
             }
             Outgoing::Session { session, seq, frame } => {
                 for &ce in members.get(&session).map(Vec::as_slice).unwrap_or(&[]) {

@@ -6,7 +6,7 @@
 
 use super::params::{Archive, Directory};
 use super::resources::*;
-use super::util::{in_scope, reply_err, reply_history_unreadable, reply_ok};
+use super::util::{reply_err, reply_history_unreadable, reply_no_session, reply_ok};
 use crate::components::{History, Session};
 use crate::persist::MessageRow;
 use crate::protocol::*;
@@ -100,16 +100,11 @@ pub fn fetch_history(
     for req in requests.read() {
         let Method::FetchHistory(p) = &req.method else { continue };
         let Some((me, share)) = dir.get(req.conn) else { continue };
-        let Some((_, history)) = dir
-            .index
-            .sessions
-            .get(&p.session_id)
-            .and_then(|&e| sessions.get(e).ok())
-            .filter(|(s, _)| in_scope(me, share, &s.workspace))
-        else {
-            reply_err(&mut staged, req.conn, &req.id, ErrorCode::NotFound, format!("no session {}", p.session_id));
+        let Some(e) = dir.index.session_in_scope(me, share, &p.session_id) else {
+            reply_no_session(&mut staged, req.conn, &req.id, &p.session_id);
             continue;
         };
+        let Ok((_, history)) = sessions.get(e) else { continue };
         let limit = p.limit.map(|l| l as usize).unwrap_or(DEFAULT_PAGE);
         if limit == 0 || limit > HISTORY_PAGE_MESSAGES {
             reply_err(
@@ -166,15 +161,8 @@ pub fn mark_read(
         };
         let Some(mut me) = index.participants.get(&pid).and_then(|&e| participants.get_mut(e).ok()) else { continue };
         let share = me.share.as_ref().and_then(|s| index.shares.get(s)).and_then(|&e| shares.get(e).ok());
-        let Some((_, log)) = index
-            .sessions
-            .get(&p.session_id)
-            .and_then(|&e| sessions.get(e).ok())
-            .filter(|(s, _)| in_scope(&me, share, &s.workspace))
-        else {
-            fx.reply_err(req.conn, &req.id, ErrorCode::NotFound, format!("no session {}", p.session_id));
-            continue;
-        };
+        let Some(e) = fx.session_in_scope(&index, req, &me, share, &p.session_id) else { continue };
+        let Ok((_, log)) = sessions.get(e) else { continue };
         if !me.sessions.contains(&p.session_id) {
             fx.reply_err(req.conn, &req.id, ErrorCode::NotJoined, format!("join {} first", p.session_id));
             continue;

@@ -41,6 +41,10 @@ pub fn check_invariants(
         |id: &crate::ids::ParticipantId| index.participants.get(id).and_then(|&e| participants.get(e).ok());
     for (sid, &se) in index.sessions.iter() {
         let Ok((session, lock, log, history)) = sessions.get(se) else { continue };
+        // Scope checks read the session's workspace from the index (`Index::session_in_scope`).
+        if index.session_workspaces.get(sid) != Some(&session.workspace) {
+            found.push(format!("session {sid}: the index does not know its workspace {}", session.workspace));
+        }
         // Time in history never goes back, and nothing is stamped in the future (engine time
         // continues from the stored world after a restart, whatever the wall clock says).
         let mut previous = 0;

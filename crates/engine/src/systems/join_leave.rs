@@ -7,7 +7,7 @@
 use super::params::*;
 use super::queries::session_info;
 use super::resources::*;
-use super::util::{emit, in_scope, reply_err, reply_ok, send_snapshot};
+use super::util::{emit, reply_err, reply_no_session, reply_ok, send_snapshot};
 use crate::components::*;
 use crate::ids::{ParticipantId, SessionId};
 use crate::persist::StoreOp;
@@ -79,17 +79,12 @@ pub fn join_leave(
         let visible = {
             let me = participants.get(pe).expect("indexed");
             let share = me.share.as_ref().and_then(|s| index.shares.get(s)).and_then(|&e| shares.get(e).ok());
-            index
-                .sessions
-                .get(&session_id)
-                .and_then(|&e| sessions.get(e).ok())
-                .is_some_and(|(s, ..)| in_scope(me, share, &s.workspace))
+            index.session_in_scope(me, share, &session_id)
         };
-        if !visible {
-            reply_err(&mut staged, req.conn, &req.id, ErrorCode::NotFound, format!("no session {session_id}"));
+        let Some(se) = visible else {
+            reply_no_session(&mut staged, req.conn, &req.id, &session_id);
             continue;
-        }
-        let se = index.sessions[&session_id];
+        };
         match since {
             Some(since_seq) => {
                 let joined_now = {
@@ -127,11 +122,11 @@ pub fn join_leave(
                 match replay {
                     Some(events) => {
                         for (seq, frame) in events {
-                            staged.0.push(Outgoing::Direct {
+                            staged.out.push(Outgoing::Replay {
                                 conn: req.conn,
+                                session: session_id.clone(),
+                                seq,
                                 frame,
-                                session: Some(session_id.clone()),
-                                seq: Some(seq),
                             });
                         }
                     }

@@ -168,7 +168,7 @@ impl Installer for DeliveryInstaller {
             tracing::error!("ignoring the configured mask patterns: {e}");
             crate::mask::Masker::default()
         });
-        world.resource_mut::<Staged>().1 = masker.clone();
+        world.resource_mut::<Staged>().masker = masker.clone();
         world.insert_resource(broadcast::SecretMask { masker, streams: Default::default() });
         world.init_resource::<broadcast::CrashAfterCommit>();
         schedule.add_systems(persist_tick::persist.in_set(TickSet::Persist));

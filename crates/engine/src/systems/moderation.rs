@@ -92,7 +92,7 @@ pub fn moderation(
                 p.admission = if admit { Admission::Admitted } else { Admission::Refused };
                 let body = Event::Admission(AdmissionEvent { admission: p.admission, role: Some(p.role) });
                 let frame = staged.framed(&EventFrame { session_id: None, seq: None, body });
-                staged.0.push(Outgoing::Participant { participant: p.id.clone(), frame });
+                staged.out.push(Outgoing::Participant { participant: p.id.clone(), frame });
                 if let Some(share) = p.share.clone() {
                     notify_host_lobby(&index, &conns, &mut staged, &p.id, &p.display_name, &share, p.admission);
                 }
@@ -108,7 +108,7 @@ pub fn moderation(
             for (_, &ce) in index.conns.iter() {
                 let Ok(c) = conns.get(ce) else { continue };
                 if c.participant() == Some(target) {
-                    staged.0.push(Outgoing::Close { conn: c.id, reason: reason.into() });
+                    staged.out.push(Outgoing::Close { conn: c.id, reason: reason.into() });
                 }
             }
         }

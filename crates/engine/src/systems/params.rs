@@ -16,7 +16,7 @@
 //! Systems with many parameters destructure these at the top (`let Effects { mut staged, mut
 //! batch } = fx;`), so their rule reads exactly as before.
 
-use super::resources::{Clock, Counters, Departed, Index, Staged, StoreRes, VoterDropped};
+use super::resources::{Clock, Counters, Departed, Incoming, Index, Staged, StoreRes, VoterDropped};
 use super::util;
 use crate::components::{Connection, EventLog, History, Participant, Share};
 use crate::config::EngineConfig;
@@ -45,6 +45,23 @@ impl Effects<'_> {
     /// Replies `{"id", "error": {"code", "message"}}` to a request.
     pub fn reply_err(&mut self, conn: ConnId, id: &Value, code: ErrorCode, message: impl Into<String>) {
         util::reply_err(&mut self.staged, conn, id, code, message);
+    }
+
+    /// Session `id`'s entity when `me` may see it; otherwise answers `not_found` and returns
+    /// `None` — the one way every request naming a session checks it.
+    pub fn session_in_scope(
+        &mut self,
+        index: &Index,
+        req: &Incoming,
+        me: &crate::components::Participant,
+        share: Option<&crate::components::Share>,
+        id: &SessionId,
+    ) -> Option<Entity> {
+        let found = index.session_in_scope(me, share, id);
+        if found.is_none() {
+            util::reply_no_session(&mut self.staged, req.conn, &req.id, id);
+        }
+        found
     }
 
     /// Emits a seq'd session event (logged, persisted, staged for every member). Returns the seq.

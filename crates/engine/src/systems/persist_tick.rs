@@ -90,7 +90,7 @@ pub fn storage_error(id: &serde_json::Value, detail: &str) -> Frame {
 pub fn storage_gate(staged: &mut Staged, health: &StorageHealth, conn: ConnId, id: &serde_json::Value) {
     let detail = health.failing.as_ref().map_or("storage unavailable", |f| f.error.as_str());
     let frame = Framed::same(storage_error(id, detail));
-    staged.0.push(Outgoing::Direct { conn, frame, session: None, seq: None });
+    staged.out.push(Outgoing::Reply { conn, frame, ok: false });
 }
 
 /// The `storage` event for every connection.
@@ -98,7 +98,7 @@ fn tell_everyone(staged: &mut Staged, index: &Index, status: StorageStatus) {
     let frame =
         Framed::same(Arc::from(EventFrame { session_id: None, seq: None, body: Event::Storage(status) }.to_json()));
     for &conn in index.conns.keys() {
-        staged.0.push(Outgoing::Direct { conn, frame: frame.clone(), session: None, seq: None });
+        staged.out.push(Outgoing::ConnEvent { conn, frame: frame.clone() });
     }
 }
 
@@ -112,23 +112,15 @@ fn withhold(staged: Vec<Outgoing>, failed_tick: bool, withheld: &mut Vec<Outgoin
     let mut now = Vec::new();
     for out in staged {
         match out {
-            Outgoing::Direct { conn, frame, session: None, seq: None } => {
-                // Only the failed tick's replies are looked into (parsed); later ticks pass theirs.
-                let success = failed_tick
-                    && serde_json::from_str::<serde_json::Value>(&frame.host).is_ok_and(|v| v.get("result").is_some());
-                let out = Outgoing::Direct { conn, frame, session: None, seq: None };
-                if success {
-                    withheld.push(out);
-                } else {
-                    // Errors (nothing happened) and connection events go out as they are.
-                    now.push(out);
-                }
-            }
+            // The failed tick's successes acknowledge what the retry stores: they wait for it.
+            Outgoing::Reply { ok: true, .. } if failed_tick => withheld.push(out),
+            // Errors (nothing happened) and connection events go out as they are.
+            Outgoing::Reply { .. } | Outgoing::ConnEvent { .. } => now.push(out),
             // The failed tick's replays and snapshots belong to joins whose replies are held:
             // they wait with them, in order (dropping them lost what those clients missed).
-            Outgoing::Direct { .. } if failed_tick => withheld.push(out),
+            Outgoing::Snapshot { .. } | Outgoing::Replay { .. } if failed_tick => withheld.push(out),
             // Later ticks: a replay or a snapshot would show unstored events; the join was refused.
-            Outgoing::Direct { .. } | Outgoing::Delta { .. } => {}
+            Outgoing::Snapshot { .. } | Outgoing::Replay { .. } | Outgoing::Delta { .. } => {}
             // (A flush stays before the withheld reply or vote it precedes.)
             Outgoing::Session { .. } | Outgoing::Participant { .. } | Outgoing::FlushStream { .. } => {
                 withheld.push(out)
@@ -163,9 +155,9 @@ pub fn persist(
                     let failing = health.failing.take().expect("failing");
                     tracing::warn!("the store works again: {} writes committed", failing.pending.len());
                     // Withheld frames first (they are older), then this tick's.
-                    let this_tick = std::mem::take(&mut staged.0);
-                    staged.0 = failing.withheld;
-                    staged.0.extend(this_tick);
+                    let this_tick = std::mem::take(&mut staged.out);
+                    staged.out = failing.withheld;
+                    staged.out.extend(this_tick);
                     tell_everyone(
                         &mut staged,
                         &index,
@@ -185,8 +177,8 @@ pub fn persist(
             let _ = store.get().check_health();
         }
         let failing = health.failing.as_mut().expect("still failing");
-        let this_tick = std::mem::take(&mut staged.0);
-        staged.0 = withhold(this_tick, false, &mut failing.withheld);
+        let this_tick = std::mem::take(&mut staged.out);
+        staged.out = withhold(this_tick, false, &mut failing.withheld);
         return;
     }
     let outcome = if ops.is_empty() { store.get().check_health() } else { store.get().commit(&ops) };
@@ -198,8 +190,8 @@ pub fn persist(
             tracing::error!("commit of {} writes failed: {error}; nothing of this tick is acknowledged", ops.len());
         }
         let mut withheld = Vec::new();
-        let this_tick = std::mem::take(&mut staged.0);
-        staged.0 = withhold(this_tick, true, &mut withheld);
+        let this_tick = std::mem::take(&mut staged.out);
+        staged.out = withhold(this_tick, true, &mut withheld);
         tell_everyone(
             &mut staged,
             &index,

@@ -6,10 +6,9 @@
 
 use super::params::*;
 use super::resources::*;
-use super::util::{caller, in_scope, reply_err, reply_ok};
-use crate::components::{EventLog, Participant, Presence, Session, Share, TurnLock, Workspace};
+use super::util::{caller, in_scope, reply_err, reply_no_session, reply_ok};
+use crate::components::{EventLog, Participant, Presence, Session, TurnLock, Workspace};
 use crate::config::EngineConfig;
-use crate::ids::SessionId;
 use crate::protocol::*;
 use bevy_ecs::prelude::*;
 use std::path::Path;
@@ -99,16 +98,11 @@ pub fn queries(
             }
             Method::ReadWorkspaceFile(p) => {
                 let Some((me, share)) = caller(&index, &conns, &participants, &shares, req.conn) else { continue };
-                let Some((s, _, _)) = visible_session(&index, &sessions, me, share, &p.session_id) else {
-                    reply_err(
-                        &mut staged,
-                        req.conn,
-                        &req.id,
-                        ErrorCode::NotFound,
-                        format!("no session {}", p.session_id),
-                    );
+                let Some(e) = index.session_in_scope(me, share, &p.session_id) else {
+                    reply_no_session(&mut staged, req.conn, &req.id, &p.session_id);
                     continue;
                 };
+                let Ok((s, _, _)) = sessions.get(e) else { continue };
                 let Some(w) = index.workspaces.get(&s.workspace).and_then(|&e| workspaces.get(e).ok()) else {
                     reply_err(&mut staged, req.conn, &req.id, ErrorCode::NotFound, "workspace missing");
                     continue;
@@ -135,18 +129,6 @@ pub fn queries(
             _ => {}
         }
     }
-}
-
-/// The session if it exists and is in the caller's scope.
-pub fn visible_session<'a>(
-    index: &Index,
-    sessions: &'a Query<(&Session, &TurnLock, &EventLog)>,
-    me: &Participant,
-    share: Option<&Share>,
-    id: &SessionId,
-) -> Option<(&'a Session, &'a TurnLock, &'a EventLog)> {
-    let row = sessions.get(*index.sessions.get(id)?).ok()?;
-    in_scope(me, share, &row.0.workspace).then_some(row)
 }
 
 /// Whether the participant is present (not gone).

@@ -5,7 +5,7 @@ use crate::ids::{ConnId, ParticipantId, SessionId, ShareId, VoteId, WorkspaceId}
 use crate::io::{Frame, Framed, Inbound};
 use crate::persist::Store;
 use crate::protocol::{Method, VoteSubject};
-use bevy_ecs::message::Messages;
+use bevy_ecs::message::MessageRegistry;
 use bevy_ecs::prelude::*;
 use crossbeam_channel::{Receiver, Sender};
 use serde_json::Value;
@@ -66,11 +66,34 @@ pub struct Agents {
 #[derive(Resource, Default, Debug)]
 pub struct Index {
     pub workspaces: BTreeMap<WorkspaceId, Entity>,
+    /// Add with [`Index::add_session`] (which also records the session's workspace).
     pub sessions: BTreeMap<SessionId, Entity>,
+    /// Each session's workspace (it never changes), so scope checks need no session query.
+    pub session_workspaces: BTreeMap<SessionId, WorkspaceId>,
     pub shares: BTreeMap<ShareId, Entity>,
     pub participants: BTreeMap<ParticipantId, Entity>,
     pub conns: BTreeMap<ConnId, Entity>,
     pub votes: BTreeMap<VoteId, Entity>,
+}
+
+impl Index {
+    /// Records a new session.
+    pub fn add_session(&mut self, id: SessionId, workspace: WorkspaceId, entity: Entity) {
+        self.session_workspaces.insert(id.clone(), workspace);
+        self.sessions.insert(id, entity);
+    }
+
+    /// Session `id`'s entity, if `me` may see it (docs/RULES.md §1: a session outside one's
+    /// scope does not exist for them).
+    pub fn session_in_scope(
+        &self,
+        me: &crate::components::Participant,
+        share: Option<&crate::components::Share>,
+        id: &SessionId,
+    ) -> Option<Entity> {
+        let workspace = self.session_workspaces.get(id)?;
+        super::util::in_scope(me, share, workspace).then_some(*self.sessions.get(id)?)
+    }
 }
 
 /// Counters for minting ids (`n` of the last id given out).
@@ -95,21 +118,31 @@ pub struct Violations(pub Vec<String>);
 /// Outgoing frames staged during the tick; released by broadcast after the commit. Carries the
 /// masker, so every frame is masked for remotes when it is made (`Framed`).
 #[derive(Resource, Default, Debug)]
-pub struct Staged(pub Vec<Outgoing>, pub crate::mask::Masker);
+pub struct Staged {
+    /// This tick's output, in order.
+    pub out: Vec<Outgoing>,
+    /// The secret masker every frame for remotes goes through.
+    pub masker: crate::mask::Masker,
+}
 
 impl Staged {
     /// `value` as a frame for the host and for remotes.
     pub fn framed<T: serde::Serialize + ?Sized>(&self, value: &T) -> crate::io::Framed {
-        crate::io::Framed::of(value, &self.1)
+        crate::io::Framed::of(value, &self.masker)
     }
 }
 
 /// One staged output.
 #[derive(Debug, Clone)]
 pub enum Outgoing {
-    /// A response or connection-level event for one connection. `seq` is set for replayed
-    /// session events (so the outbox can track delivery).
-    Direct { conn: ConnId, frame: Framed, session: Option<SessionId>, seq: Option<u64> },
+    /// The answer to a request: a result (`ok`) or an error.
+    Reply { conn: ConnId, frame: Framed, ok: bool },
+    /// A connection-level event for one connection (no seq: `storage`, `resync_required`, …).
+    ConnEvent { conn: ConnId, frame: Framed },
+    /// A session's snapshot for one connection (a newer one replaces it while it waits).
+    Snapshot { conn: ConnId, session: SessionId, frame: Framed },
+    /// A session event replayed to one connection (`since_seq`), tracked like a live one.
+    Replay { conn: ConnId, session: SessionId, seq: u64, frame: Framed },
     /// A seq'd session event for every member of the session.
     Session { session: SessionId, seq: u64, frame: Framed },
     /// Streamed agent text for every member of the session.
@@ -181,28 +214,30 @@ pub struct TurnClosed {
     pub reason: String,
 }
 
-/// Registers every message type.
+/// Registers every message type, once: bevy's [`MessageRegistry`] then swaps all their buffers
+/// each tick ([`update_messages`]), so a type cannot be registered and never updated.
 pub fn add_messages(world: &mut World) {
-    world.init_resource::<Messages<Incoming>>();
-    world.init_resource::<Messages<AgentMsg>>();
-    world.init_resource::<Messages<ConnClosed>>();
-    world.init_resource::<Messages<Departed>>();
-    world.init_resource::<Messages<VoterDropped>>();
-    world.init_resource::<Messages<VoteRequested>>();
-    world.init_resource::<Messages<TurnClosed>>();
-    world.init_resource::<Messages<VoteWithdrawn>>();
+    MessageRegistry::register_message::<Incoming>(world);
+    MessageRegistry::register_message::<AgentMsg>(world);
+    MessageRegistry::register_message::<ConnClosed>(world);
+    MessageRegistry::register_message::<Departed>(world);
+    MessageRegistry::register_message::<VoterDropped>(world);
+    MessageRegistry::register_message::<VoteRequested>(world);
+    MessageRegistry::register_message::<TurnClosed>(world);
+    MessageRegistry::register_message::<VoteWithdrawn>(world);
 }
 
-/// Swaps message buffers once per tick (messages live for this tick and the next).
+/// The world's change tick when the message buffers were last swapped.
+#[derive(Resource, Default)]
+pub struct MessagesUpdated(pub bevy_ecs::change_detection::Tick);
+
+/// Swaps the buffers of every registered message type once per tick, as bevy's
+/// `message_update_system` does (messages live for this tick and the next).
 pub fn update_messages(world: &mut World) {
-    world.resource_mut::<Messages<Incoming>>().update();
-    world.resource_mut::<Messages<AgentMsg>>().update();
-    world.resource_mut::<Messages<ConnClosed>>().update();
-    world.resource_mut::<Messages<Departed>>().update();
-    world.resource_mut::<Messages<VoterDropped>>().update();
-    world.resource_mut::<Messages<VoteRequested>>().update();
-    world.resource_mut::<Messages<TurnClosed>>().update();
-    world.resource_mut::<Messages<VoteWithdrawn>>().update();
+    let last = world.get_resource::<MessagesUpdated>().map(|m| m.0).unwrap_or_default();
+    world.resource_scope(|world, mut registry: Mut<MessageRegistry>| registry.run_updates(world, last));
+    let now = world.change_tick();
+    world.insert_resource(MessagesUpdated(now));
 }
 
 /// How the engine reads workspace files (set by the driver: [`crate::Engine::set_workspace_files`]);

@@ -23,7 +23,7 @@ pub struct Recovery {
 
 /// Spawns every restored entity and sets the id counters. Always creates the host participant.
 pub fn restore_world(world: &mut World, r: Restored) {
-    let masker = world.resource::<super::resources::Staged>().1.clone();
+    let masker = world.resource::<super::resources::Staged>().masker.clone();
     let masker = &masker;
     if let Some(saved) = &r.settings {
         let mut config = world.resource_mut::<EngineConfig>();
@@ -87,7 +87,8 @@ pub fn restore_world(world: &mut World, r: Restored) {
             agent_memory: s.agent_memory,
             agent_settings: s.agent_settings,
         };
-        index.sessions.insert(s.id, world.spawn((session, lock, log, history)).id());
+        let workspace = session.workspace.clone();
+        index.add_session(s.id, workspace, world.spawn((session, lock, log, history)).id());
     }
     for sh in r.shares {
         counters.share = counters.share.max(num(sh.id.number()));

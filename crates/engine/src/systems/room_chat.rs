@@ -8,7 +8,6 @@
 use super::params::{Archive, Directory, Effects};
 use super::resources::*;
 use super::turn_lock::{admit_message, new_message, Admit};
-use super::util::in_scope;
 use crate::components::*;
 use crate::protocol::Event;
 use crate::protocol::*;
@@ -26,16 +25,8 @@ pub fn send_chat(
     for req in requests.read() {
         let Method::SendChat(p) = &req.method else { continue };
         let Some((me, share)) = dir.get(req.conn) else { continue };
-        let Some((session, mut log, mut history)) = dir
-            .index
-            .sessions
-            .get(&p.session_id)
-            .and_then(|&e| sessions.get_mut(e).ok())
-            .filter(|(s, ..)| in_scope(me, share, &s.workspace))
-        else {
-            fx.reply_err(req.conn, &req.id, ErrorCode::NotFound, format!("no session {}", p.session_id));
-            continue;
-        };
+        let Some(e) = fx.session_in_scope(&dir.index, req, me, share, &p.session_id) else { continue };
+        let Ok((session, mut log, mut history)) = sessions.get_mut(e) else { continue };
         if admit_message(req, p, me, &session.id, &history, &mut archive, &mut fx) == Admit::Answered {
             continue;
         }
@@ -60,21 +51,13 @@ pub fn typing(
     mut requests: MessageReader<Incoming>,
     clock: Res<Clock>,
     dir: Directory,
-    sessions: Query<&Session>,
     mut throttle: ResMut<TypingThrottle>,
     mut fx: Effects,
 ) {
     for req in requests.read() {
         let Method::Typing(p) = &req.method else { continue };
         let Some((me, share)) = dir.get(req.conn) else { continue };
-        let visible = dir
-            .index
-            .sessions
-            .get(&p.session_id)
-            .and_then(|&e| sessions.get(e).ok())
-            .is_some_and(|s| in_scope(me, share, &s.workspace));
-        if !visible {
-            fx.reply_err(req.conn, &req.id, ErrorCode::NotFound, format!("no session {}", p.session_id));
+        if fx.session_in_scope(&dir.index, req, me, share, &p.session_id).is_none() {
             continue;
         }
         if !me.can_write() || me.muted {
@@ -100,7 +83,7 @@ pub fn typing(
                 .collect();
             others.sort(); // domain order, never entity order
             for participant in others {
-                fx.staged.0.push(Outgoing::Participant { participant, frame: frame.clone() });
+                fx.staged.out.push(Outgoing::Participant { participant, frame: frame.clone() });
             }
         }
         fx.reply_ok(req.conn, &req.id, Ack { ok: true });

@@ -4,7 +4,7 @@
 use super::params::*;
 use super::queries::session_info;
 use super::resources::*;
-use super::util::{emit, reply_err, reply_history_unreadable, reply_ok};
+use super::util::{emit, reply_err, reply_history_unreadable, reply_no_session, reply_ok};
 use crate::components::*;
 use crate::ids::{MessageId, ParticipantId, SessionId, WorkspaceId};
 use crate::persist::{AuditRow, MessageRow, StoreOp};
@@ -87,21 +87,16 @@ pub fn session_admin(
                 let id = session.id.clone();
                 batch.push(StoreOp::PutSession(session.row(&lock, &log)));
                 let info = host_joins(&index, &mut participants, &session, &lock, &log, &mut batch);
+                let workspace = session.workspace.clone();
                 let e = commands.spawn((session, lock, log, History::default())).id();
-                index.sessions.insert(id, e);
+                index.add_session(id, workspace, e);
                 reply_ok(&mut staged, req.conn, &req.id, info);
             }
             Method::RenameSession(p) => {
                 let Some((mut s, lock, mut log, _)) =
                     index.sessions.get(&p.session_id).and_then(|&e| sessions.get_mut(e).ok())
                 else {
-                    reply_err(
-                        &mut staged,
-                        req.conn,
-                        &req.id,
-                        ErrorCode::NotFound,
-                        format!("no session {}", p.session_id),
-                    );
+                    reply_no_session(&mut staged, req.conn, &req.id, &p.session_id);
                     continue;
                 };
                 s.title = title_or(&p.title, &s.title.clone());
@@ -118,13 +113,7 @@ pub fn session_admin(
                 let Some((mut s, lock, mut log, mut history)) =
                     index.sessions.get(&p.session_id).and_then(|&e| sessions.get_mut(e).ok())
                 else {
-                    reply_err(
-                        &mut staged,
-                        req.conn,
-                        &req.id,
-                        ErrorCode::NotFound,
-                        format!("no session {}", p.session_id),
-                    );
+                    reply_no_session(&mut staged, req.conn, &req.id, &p.session_id);
                     continue;
                 };
                 history.clear();
@@ -224,7 +213,7 @@ pub fn fork_session(
     for req in requests.read() {
         let Method::ForkSession(p) = &req.method else { continue };
         let Some((src, history)) = index.sessions.get(&p.session_id).and_then(|&e| sessions.get(e).ok()) else {
-            reply_err(&mut staged, req.conn, &req.id, ErrorCode::NotFound, format!("no session {}", p.session_id));
+            reply_no_session(&mut staged, req.conn, &req.id, &p.session_id);
             continue;
         };
         let title = p.title.as_deref().map(|t| title_or(t, "Fork")).unwrap_or_else(|| format!("{} (fork)", src.title));
@@ -257,8 +246,9 @@ pub fn fork_session(
         }
         batch.push(StoreOp::PutSession(session.row(&lock, &log)));
         let info = host_joins(&index, &mut participants, &session, &lock, &log, &mut batch);
+        let workspace = session.workspace.clone();
         let e = commands.spawn((session, lock, log, copy)).id();
-        index.sessions.insert(id, e);
+        index.add_session(id, workspace, e);
         reply_ok(&mut staged, req.conn, &req.id, info);
     }
 }

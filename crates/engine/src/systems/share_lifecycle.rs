@@ -97,7 +97,7 @@ pub fn close_dead_shares(
             for (_, &ce) in index.conns.iter() {
                 let Ok(c) = conns.get(ce) else { continue };
                 if c.participant() == Some(pid) {
-                    staged.0.push(Outgoing::Close { conn: c.id, reason: reason.to_string() });
+                    staged.out.push(Outgoing::Close { conn: c.id, reason: reason.to_string() });
                 }
             }
             let mut staged_events = Vec::new();

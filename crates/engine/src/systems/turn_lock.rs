@@ -7,7 +7,6 @@
 
 use super::params::{Archive, Directory, Effects, TickEnv};
 use super::resources::*;
-use super::util::in_scope;
 use crate::agent::AgentCommand;
 use crate::components::*;
 use crate::ids::{MessageId, ParticipantId, SessionId};
@@ -52,7 +51,7 @@ impl TurnEnds<'_> {
     ) {
         let Some(holder) = lock.holder.take() else { return };
         // What remotes' stream masker held back goes out before the reply and `turn_ended`.
-        self.fx.staged.0.push(Outgoing::FlushStream { session: session.id.clone() });
+        self.fx.staged.out.push(Outgoing::FlushStream { session: session.id.clone() });
         // What the agent streamed is kept: nothing the room saw is lost.
         let text = std::mem::take(&mut lock.streamed);
         if !text.is_empty() {
@@ -115,16 +114,8 @@ pub fn send_message(
     for req in requests.read() {
         let Method::SendMessage(p) = &req.method else { continue };
         let Some((me, share)) = dir.get(req.conn) else { continue };
-        let Some((mut session, mut lock, mut log, mut history)) = dir
-            .index
-            .sessions
-            .get(&p.session_id)
-            .and_then(|&e| sessions.get_mut(e).ok())
-            .filter(|(s, ..)| in_scope(me, share, &s.workspace))
-        else {
-            fx.reply_err(req.conn, &req.id, ErrorCode::NotFound, format!("no session {}", p.session_id));
-            continue;
-        };
+        let Some(e) = fx.session_in_scope(&dir.index, req, me, share, &p.session_id) else { continue };
+        let Ok((mut session, mut lock, mut log, mut history)) = sessions.get_mut(e) else { continue };
         if admit_message(req, p, me, &session.id, &history, &mut archive, &mut fx) == Admit::Answered {
             continue;
         }
@@ -291,16 +282,8 @@ pub fn cancel_turn(
     for req in requests.read() {
         let Method::CancelTurn(p) = &req.method else { continue };
         let Some((me, share)) = dir.get(req.conn) else { continue };
-        let Some((mut session, mut lock, mut log, mut history)) = dir
-            .index
-            .sessions
-            .get(&p.session_id)
-            .and_then(|&e| sessions.get_mut(e).ok())
-            .filter(|(s, ..)| in_scope(me, share, &s.workspace))
-        else {
-            turns.fx.reply_err(req.conn, &req.id, ErrorCode::NotFound, format!("no session {}", p.session_id));
-            continue;
-        };
+        let Some(e) = turns.fx.session_in_scope(&dir.index, req, me, share, &p.session_id) else { continue };
+        let Ok((mut session, mut lock, mut log, mut history)) = sessions.get_mut(e) else { continue };
         let Some(holder) = lock.holder.clone() else {
             turns.fx.reply_err(req.conn, &req.id, ErrorCode::NoTurn, "no turn is running");
             continue;

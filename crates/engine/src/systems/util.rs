@@ -18,13 +18,13 @@ pub fn reply_ok(staged: &mut Staged, conn: ConnId, id: &Value, result: impl Seri
         result: T,
     }
     let frame = staged.framed(&Reply { id, result });
-    staged.0.push(Outgoing::Direct { conn, frame, session: None, seq: None });
+    staged.out.push(Outgoing::Reply { conn, frame, ok: true });
 }
 
 /// Stages `{"id": id, "error": {"code", "message"}}` for `conn`.
 pub fn reply_err(staged: &mut Staged, conn: ConnId, id: &Value, code: ErrorCode, message: impl Into<String>) {
     let frame = staged.framed(&json!({ "id": id, "error": { "code": code, "message": message.into() } }));
-    staged.0.push(Outgoing::Direct { conn, frame, session: None, seq: None });
+    staged.out.push(Outgoing::Reply { conn, frame, ok: false });
 }
 
 /// Answers `internal` when the store could not read a session's older history (logged too).
@@ -42,12 +42,12 @@ pub fn reply_history_unreadable(
 /// Stages a connection-level event (no seq) for one connection.
 pub fn send_direct(staged: &mut Staged, conn: ConnId, session: Option<SessionId>, body: Event) {
     let frame = staged.framed(&EventFrame { session_id: session, seq: None, body });
-    staged.0.push(Outgoing::Direct { conn, frame, session: None, seq: None });
+    staged.out.push(Outgoing::ConnEvent { conn, frame });
 }
 
 /// Stages a prepared snapshot frame of `session` for one connection (see `OutKind::Snapshot`).
 pub fn send_snapshot(staged: &mut Staged, conn: ConnId, session: SessionId, frame: crate::io::Framed) {
-    staged.0.push(Outgoing::Direct { conn, frame, session: Some(session), seq: None });
+    staged.out.push(Outgoing::Snapshot { conn, session, frame });
 }
 
 /// Emits a session event: assigns the next seq, logs it, persists it and stages it for every
@@ -71,8 +71,14 @@ pub fn emit(
         log.tail.pop_front();
     }
     batch.push(StoreOp::AppendEvent(EventRow { session: session.clone(), seq, frame: text }));
-    staged.0.push(Outgoing::Session { session: session.clone(), seq, frame });
+    staged.out.push(Outgoing::Session { session: session.clone(), seq, frame });
     seq
+}
+
+/// The answer to a request naming a session the caller cannot see (or that does not exist):
+/// the same in both cases, so a remote learns nothing of sessions outside its scope.
+pub fn reply_no_session(staged: &mut Staged, conn: ConnId, id: &Value, session: &SessionId) {
+    reply_err(staged, conn, id, ErrorCode::NotFound, format!("no session {session}"));
 }
 
 /// Whether `participant` may see a session of `workspace`: the host sees everything; a remote

@@ -84,7 +84,7 @@ pub fn open_vote(
         session.status = SessionStatus::AwaitingVote;
         // What remotes' stream masker held back goes out before the vote, so no text the agent
         // wrote before asking stays hidden until the vote is over.
-        staged.0.push(Outgoing::FlushStream { session: req.session.clone() });
+        staged.out.push(Outgoing::FlushStream { session: req.session.clone() });
         emit(
             &mut log,
             &req.session,
