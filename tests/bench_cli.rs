@@ -97,6 +97,8 @@ fn bench_history_pages_every_message_of_a_long_session() {
     assert_eq!(report["messages"], 1000);
     assert_eq!(report["paged_messages"], 1000, "snapshot + pages = every message: {report}");
     assert_eq!(report["pages"], 4, "200 in the snapshot, then 4 pages of 200: {report}");
+    let (size, free) = (report["db_bytes"].as_u64().unwrap(), report["db_free_bytes"].as_u64().unwrap());
+    assert!(size > 0 && free < size, "the database's size is measured: {report}");
 }
 
 #[test]

@@ -707,6 +707,62 @@ fn restart_continues_seqs_after_the_last_committed_event() {
 }
 
 #[test]
+fn the_database_keeps_only_the_replay_tail_and_a_restarted_host_replays_from_it() {
+    use roundtable::store::SqliteStore;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("roundtable.db");
+    let tail = roundtable::persist::EVENT_TAIL as u64;
+    let (tok, s, texts) = {
+        let mut h = Harness::with_store(EngineConfig::default(), Box::new(SqliteStore::open(&db).unwrap()));
+        let (w, s) = h.workspace_and_session(".");
+        let tok = h.mint(&[&w], json!({}));
+        // Room chat from the host (one event each, no agent turn), 50 per tick.
+        let mut texts = std::collections::BTreeMap::new();
+        let mut n = 0;
+        while texts.keys().last().copied().unwrap_or(0) < tail + 500 {
+            let sent: Vec<(u64, String)> = (n..n + 50)
+                .map(|i| {
+                    let text = format!("r{i}");
+                    (h.send(HOST, "send_chat", json!({"session_id": s, "text": text, "client_msg_id": text})), text)
+                })
+                .collect();
+            n += 50;
+            h.tick();
+            for (id, text) in sent {
+                texts.insert(h.response(HOST, id).unwrap().unwrap()["seq"].as_u64().unwrap(), text);
+            }
+        }
+        (tok, s, texts)
+    };
+    let last = *texts.keys().last().unwrap();
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let stored: (u64, u64, u64) = conn
+        .query_row("SELECT COUNT(*), MIN(seq), MAX(seq) FROM events WHERE session = ?1", [&s], |r| {
+            Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64, r.get::<_, i64>(2)? as u64))
+        })
+        .unwrap();
+    drop(conn);
+    assert_eq!(stored, (tail, last - tail + 1, last), "the events table holds the newest EVENT_TAIL events");
+
+    let mut h = Harness::with_store(EngineConfig::default(), Box::new(SqliteStore::open(&db).unwrap()));
+    h.run(50);
+    let c = h.open("10.17.0.1:1");
+    h.call(c, "authenticate", json!({"token": tok, "display_name": "Cy"})).unwrap();
+    let since = last - 200;
+    let r = h.call(c, "join_session", json!({"session_id": s, "since_seq": since})).unwrap();
+    assert_eq!(r["catch_up"], "events", "{r}");
+    let replayed: Vec<(u64, String)> = h
+        .events_named(c, "chat")
+        .iter()
+        .map(|e| (e["seq"].as_u64().unwrap(), e["payload"]["text"].as_str().unwrap().to_string()))
+        .collect();
+    let expected: Vec<(u64, String)> = texts.range(since + 1..).map(|(&seq, text)| (seq, text.clone())).collect();
+    assert_eq!(replayed, expected, "exactly the missed events, as stored before the restart");
+    let seqs: Vec<u64> = h.frames(c).iter().filter_map(|f| f.get("seq").and_then(Value::as_u64)).collect();
+    assert_eq!(seqs, (since + 1..=r["session"]["last_seq"].as_u64().unwrap()).collect::<Vec<_>>(), "no gap");
+}
+
+#[test]
 fn a_resumed_connection_gets_its_replay_then_live_events_without_duplicates() {
     let (mut h, w, s) = setup();
     let tok = h.mint(&[&w], json!({}));

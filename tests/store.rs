@@ -463,6 +463,98 @@ fn an_out_of_range_value_fails_the_tick_naming_the_op() {
     assert_eq!(store.load().unwrap(), full_restored());
 }
 
+/// `session`'s rows in the events table, read past the store: (how many, lowest seq, highest
+/// seq). Seqs are unique, so `count == highest - lowest + 1` means no gap.
+fn stored_events(path: &Path, session: u64) -> (u64, u64, u64) {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.query_row(
+        "SELECT COUNT(*), COALESCE(MIN(seq), 0), COALESCE(MAX(seq), 0) FROM events WHERE session = ?1",
+        [SessionId::nth(session).as_str()],
+        |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64, r.get::<_, i64>(2)? as u64)),
+    )
+    .unwrap()
+}
+
+#[test]
+fn the_event_log_keeps_only_each_sessions_replay_tail_and_a_restart_loads_that_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_in(&dir);
+    let mut store = SqliteStore::open(&path).unwrap();
+    let sessions = [session(1, 1), session(2, 1)].map(StoreOp::PutSession);
+    store.commit(&[vec![StoreOp::PutWorkspace(workspace(1))], sessions.to_vec()].concat()).unwrap();
+    let (tail, last) = (EVENT_TAIL as u64, EVENT_TAIL as u64 + 500);
+    let append = |seqs: std::ops::RangeInclusive<u64>| seqs.map(|seq| StoreOp::AppendEvent(event(1, seq)));
+    // A few events per tick, as a host appends them...
+    let mut seq = 1;
+    while seq + 7 <= tail {
+        store.commit(&append(seq..=seq + 6).collect::<Vec<_>>()).unwrap();
+        seq += 7;
+    }
+    store.commit(&append(seq..=tail).collect::<Vec<_>>()).unwrap();
+    assert_eq!(stored_events(&path, 1), (tail, 1, tail), "nothing goes before the tail is full");
+    store
+        .commit(&append(tail + 1..=tail + 200).chain([StoreOp::AppendEvent(event(2, 1))]).collect::<Vec<_>>())
+        .unwrap();
+    // ...and the rest in one commit, as the retry after a storage failure stores everything since.
+    store.commit(&append(tail + 201..=last).collect::<Vec<_>>()).unwrap();
+
+    assert_eq!(stored_events(&path, 1), (tail, last - tail + 1, last), "exactly the newest EVENT_TAIL events stay");
+    assert_eq!(stored_events(&path, 2), (1, 1, 1), "other sessions keep theirs");
+    drop(store);
+    let restored = SqliteStore::open(&path).unwrap().load().unwrap().events;
+    let expected: Vec<EventRow> = (last - tail + 1..=last).map(|seq| event(1, seq)).chain([event(2, 1)]).collect();
+    assert!(restored == expected, "a restart loads the same tail");
+}
+
+#[test]
+fn opening_a_database_written_before_pruning_cuts_its_event_log_to_each_sessions_tail() {
+    // The schema as roundtable wrote it while the event log grew for ever (migrations 1–11).
+    const UNPRUNED: usize = 11;
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_in(&dir);
+    let tail = EVENT_TAIL as u64;
+    let lengths = [(1, tail + 500), (2, tail), (3, 10), (4, tail + 1)];
+    {
+        let mut conn = rusqlite::Connection::open(&path).unwrap();
+        let tx = conn.transaction().unwrap();
+        for (_, sql) in &migrate::MIGRATIONS[..UNPRUNED] {
+            tx.execute_batch(sql).unwrap();
+        }
+        tx.pragma_update(None, "user_version", UNPRUNED as i64).unwrap();
+        tx.execute(
+            "INSERT INTO workspaces (id, name, dir, agent_json) VALUES ('w1', 'ws', '/tmp', '{\"kind\":\"demo\"}')",
+            [],
+        )
+        .unwrap();
+        for (n, count) in lengths {
+            tx.execute(
+                "INSERT INTO sessions (id, workspace, title, status, turn_id, next_seq, agent_json, created_at)
+                 VALUES (?1, 'w1', 'old', 'idle', 0, ?2, '{\"kind\":\"demo\"}', 0)",
+                rusqlite::params![SessionId::nth(n).as_str(), count as i64 + 1],
+            )
+            .unwrap();
+            for seq in 1..=count {
+                let e = event(n, seq);
+                tx.execute(
+                    "INSERT INTO events (session, seq, frame) VALUES (?1, ?2, ?3)",
+                    rusqlite::params![e.session.as_str(), seq as i64, e.frame],
+                )
+                .unwrap();
+            }
+        }
+        tx.commit().unwrap();
+    }
+
+    let mut store = SqliteStore::open(&path).unwrap();
+    assert_eq!(store.schema_version().unwrap(), migrate::LATEST);
+    for (n, count) in lengths {
+        let kept = count.min(tail);
+        assert_eq!(stored_events(&path, n), (kept, count - kept + 1, count), "s{n} had {count} events");
+    }
+    let restored = store.load().unwrap().events;
+    assert_eq!(restored.len(), 3 * EVENT_TAIL + 10, "load still reads each session's whole tail");
+}
+
 /// Child-process half of [`a_writer_killed_mid_transaction_loses_nothing_committed`]: commits
 /// the full batch, then writes a large uncommitted transaction until the parent kills it.
 #[test]

@@ -225,6 +225,8 @@ pub enum StoreOp {
     PutMessage(MessageRow),
     /// Clear a session's history (messages and event log).
     ClearSession(SessionId),
+    /// Appends to the session's event log, of which a store keeps only the last [`EVENT_TAIL`]
+    /// events (all that is ever read back): `SqliteStore` deletes older ones in the same commit.
     AppendEvent(EventRow),
     /// Text the agent streamed this tick in the running turn, at byte `offset` of the turn's
     /// text (appended, never rewritten: saving costs what was streamed).

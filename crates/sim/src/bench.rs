@@ -189,6 +189,11 @@ pub struct HistoryReport {
     pub page_ms: f64,
     /// Messages seen on the way (snapshot + pages); equals `messages` when nothing is lost.
     pub paged_messages: usize,
+    /// Size of the database as built (main file and log, after the builder closed it), bytes:
+    /// `messages` + `reference_messages` messages with their events, as a host stores them.
+    pub db_bytes: u64,
+    /// Of which free pages (space deleted rows left, reused by later writes), bytes.
+    pub db_free_bytes: u64,
 }
 
 /// Keeps the frames the engine hands the bench's host connection.
@@ -313,6 +318,9 @@ pub fn history(messages: usize, out: &mut dyn Write, json: bool) -> anyhow::Resu
         writeln!(out, "building a database with {messages} messages…")?;
     }
     build_history_db(&db, messages, reference)?;
+    let file_bytes = |suffix: &str| std::fs::metadata(format!("{}{suffix}", db.display())).map_or(0, |m| m.len());
+    let db_bytes = file_bytes("") + file_bytes("-wal");
+    let db_free_bytes = crate::store::SqliteStore::open(&db)?.free_bytes()?;
 
     let checked = Instant::now();
     crate::store::SqliteStore::open(&db)?.check_integrity()?;
@@ -393,10 +401,20 @@ pub fn history(messages: usize, out: &mut dyn Write, json: bool) -> anyhow::Resu
         pages,
         page_ms: page_total / pages.max(1) as f64,
         paged_messages: seen,
+        db_bytes,
+        db_free_bytes,
     };
     if json {
         writeln!(out, "{}", serde_json::to_string(&report)?)?;
     } else {
+        let mb = |bytes: u64| bytes as f64 / 1e6;
+        writeln!(
+            out,
+            "database of {} messages: {:.1} MB ({:.1} MB of it free pages)",
+            messages + reference,
+            mb(db_bytes),
+            mb(db_free_bytes)
+        )?;
         writeln!(out, "integrity check (PRAGMA quick_check) of the database: {integrity_check_ms:.1} ms")?;
         writeln!(out, "engine start with {messages} stored messages: {start_ms:.1} ms")?;
         writeln!(

@@ -21,6 +21,7 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0009_host_settings", include_str!("../migrations/0009_host_settings.sql")),
     ("0010_agent_memory", include_str!("../migrations/0010_agent_memory.sql")),
     ("0011_agent_settings", include_str!("../migrations/0011_agent_settings.sql")),
+    ("0012_prune_events", include_str!("../migrations/0012_prune_events.sql")),
 ];
 
 /// The schema version this binary writes.

@@ -273,6 +273,20 @@ pub(crate) fn append_event(conn: &Connection, e: &EventRow) -> Result<(), crate:
     Ok(())
 }
 
+/// Deletes the events of `session` that fell out of its replay tail once `latest` was appended:
+/// those with seq <= `latest` - [`EVENT_TAIL`]. Seqs are issued one by one and never reused, so
+/// this keeps exactly the last [`EVENT_TAIL`] events, the ones the engine holds and `load` reads.
+/// One range delete on the primary key (session, seq).
+pub(crate) fn prune_events(conn: &Connection, session: &SessionId, latest: u64) -> Result<(), crate::Error> {
+    let last_dropped = latest.saturating_sub(EVENT_TAIL as u64);
+    if last_dropped == 0 {
+        return Ok(());
+    }
+    conn.prepare_cached("DELETE FROM events WHERE session = ?1 AND seq <= ?2")?
+        .execute(params![session.as_str(), int(last_dropped)])?;
+    Ok(())
+}
+
 pub(crate) fn put_vote(conn: &Connection, v: &VoteRow) -> Result<(), crate::Error> {
     conn.prepare_cached(
         "INSERT INTO votes (id, session, turn_id, request_id, subject_json, decided_by, required_json, deadline,

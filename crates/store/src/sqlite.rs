@@ -21,6 +21,7 @@ use crate::persist::{
     AuditRow, BallotRow, MessageRow, Restored, ShareRow, Store, StoreError, StoreOp, WorkspaceRow, HISTORY_TAIL,
 };
 use rusqlite::{Connection, TransactionBehavior};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -252,6 +253,14 @@ impl SqliteStore {
         })
     }
 
+    /// Bytes of the database's free pages (`PRAGMA freelist_count` × `page_size`): space that
+    /// deleted rows left inside the file, reused by later writes before the file grows.
+    pub fn free_bytes(&self) -> Result<u64, StoreError> {
+        let pages: i64 = self.conn.query_row("PRAGMA freelist_count", [], |r| r.get(0)).map_err(crate::db)?;
+        let size: i64 = self.conn.query_row("PRAGMA page_size", [], |r| r.get(0)).map_err(crate::db)?;
+        Ok(u64::try_from(pages.saturating_mul(size)).unwrap_or(0))
+    }
+
     /// All shares, ordered by id.
     pub fn shares(&self) -> Result<Vec<ShareRow>, StoreError> {
         rows::shares(&self.conn).map_err(Into::into)
@@ -364,6 +373,18 @@ fn rescue(conn: &Connection, db: &Path, version_when_intact: Option<i64>) -> Str
     }
 }
 
+/// The newest seq each session's event log gets in `ops`.
+fn latest_events(ops: &[StoreOp]) -> BTreeMap<&SessionId, u64> {
+    let mut latest = BTreeMap::new();
+    for op in ops {
+        if let StoreOp::AppendEvent(e) = op {
+            let seq = latest.entry(&e.session).or_insert(e.seq);
+            *seq = (*seq).max(e.seq);
+        }
+    }
+    latest
+}
+
 /// A short name of an op for error messages.
 fn describe(op: &StoreOp) -> String {
     match op {
@@ -401,6 +422,14 @@ impl Store for SqliteStore {
         for op in ops {
             apply(&tx, op).map_err(StoreError::from).map_err(|e| match e {
                 StoreError::Db(detail) => StoreError::Db(format!("{} failed: {detail}", describe(op))),
+                other => other,
+            })?;
+        }
+        // The event log keeps only each session's replay tail (all that is ever read): one range
+        // delete per session that got events, in the same transaction as the events.
+        for (session, latest) in latest_events(ops) {
+            rows::prune_events(&tx, session, latest).map_err(StoreError::from).map_err(|e| match e {
+                StoreError::Db(detail) => StoreError::Db(format!("pruning the events of {session} failed: {detail}")),
                 other => other,
             })?;
         }
