@@ -5,7 +5,7 @@
 
 use super::params::*;
 use super::resources::*;
-use super::util::{addr_key, emit, name_forms, reply_err, reply_ok, send_direct, valid_display_name};
+use super::util::{addr_key, name_forms, send_direct, valid_display_name};
 use crate::components::{AuthState, Connection, EventLog, Participant, Presence};
 use crate::ids::{ConnId, ParticipantId};
 use crate::persist::{AuditRow, StoreOp};
@@ -27,246 +27,261 @@ pub struct Pairing<'w> {
 /// How long a failed attempt counts against its address.
 pub const FAILURE_WINDOW_MS: u64 = 60_000;
 
+/// One `authenticate` request being decided.
+struct Attempt<'a> {
+    req: &'a Incoming,
+    /// The connection's entity.
+    conn: Entity,
+    /// The display name asked for, validated.
+    name: String,
+    now: u64,
+    config: &'a crate::config::EngineConfig,
+}
+
+impl Pairing<'_> {
+    /// Whether `addr` failed too often in the last minute (older failures are forgotten here).
+    fn rate_limited(&mut self, addr: &str, now: u64, per_minute: usize) -> bool {
+        let window = self.failures.0.entry(addr.to_string()).or_default();
+        while window.front().is_some_and(|&t| t + FAILURE_WINDOW_MS <= now) {
+            window.pop_front();
+        }
+        window.len() >= per_minute
+    }
+}
+
 pub fn authenticate(
     mut requests: MessageReader<Incoming>,
     env: TickEnv,
     mut pairing: Pairing,
-    registry: Registry,
-    people: People,
+    mut registry: Registry,
+    mut people: People,
     mut logs: Query<&mut EventLog>,
-    fx: Effects,
+    mut fx: Effects,
 ) {
-    let TickEnv { clock, config } = env;
-    let Registry { mut index, mut counters, mut commands } = registry;
-    let People { mut conns, mut participants, mut shares } = people;
-    let (rng, failures) = (&mut pairing.rng, &mut pairing.failures);
-    let Effects { mut staged, mut batch } = fx;
-    let now = clock.now;
+    let (now, config) = (env.clock.now, &*env.config);
     // Participants created earlier in this same tick (their entities appear after the system).
     let mut fresh: Vec<(String, crate::ids::ShareId)> = Vec::new();
     for req in requests.read() {
         let Method::Authenticate(params) = &req.method else { continue };
-        let Some(&ce) = index.conns.get(&req.conn) else { continue };
-        let Ok(addr) = conns.get(ce).map(|c| addr_key(&c.addr)) else { continue };
-
-        let window = failures.0.entry(addr.clone()).or_default();
-        while window.front().is_some_and(|&t| t + FAILURE_WINDOW_MS <= now) {
-            window.pop_front();
-        }
-        if window.len() >= config.auth_failures_per_minute {
-            reply_err(
-                &mut staged,
-                req.conn,
-                &req.id,
-                ErrorCode::RateLimited,
-                "too many failed authentications from your address; wait a minute",
-            );
+        let Some(&conn) = registry.index.conns.get(&req.conn) else { continue };
+        let Ok(addr) = people.conns.get(conn).map(|c| addr_key(&c.addr)) else { continue };
+        if pairing.rate_limited(&addr, now, config.auth_failures_per_minute) {
+            let why = "too many failed authentications from your address; wait a minute";
+            fx.reply_err(req.conn, &req.id, ErrorCode::RateLimited, why);
             continue;
         }
         let name = match valid_display_name(&params.display_name) {
             Ok(n) => n,
             Err(m) => {
-                reply_err(&mut staged, req.conn, &req.id, ErrorCode::InvalidParams, m);
+                fx.reply_err(req.conn, &req.id, ErrorCode::InvalidParams, m);
                 continue;
             }
         };
-
-        // 1. Resume an existing participant.
+        let attempt = Attempt { req, conn, name, now, config };
+        // 1. Resume an existing participant; 2. otherwise, a pairing token.
         if let Some(resume) = &params.resume_token {
-            let found = index.participants.iter().find_map(|(id, &pe)| {
-                let p = participants.get(pe).ok()?;
-                let ok = p.role != Role::Host && p.resume_hash.is_some_and(|h| token::matches(resume, &h));
-                ok.then(|| (id.clone(), pe))
-            });
-            if let Some((pid, pe)) = found {
-                let share_alive = participants
-                    .get(pe)
-                    .ok()
-                    .and_then(|p| p.share.clone())
-                    .and_then(|s| index.shares.get(&s).copied())
-                    .and_then(|se| shares.get(se).ok())
-                    .is_some_and(|s| !s.dead(now));
-                // Caps count every connection, resumed or not: a resume token must not open more
-                // connections than the share (or one person) may hold.
-                let connected = |p: &Participant| match p.presence {
-                    Presence::Connected(n) => n as usize,
-                    _ => 0,
-                };
-                let share_id = participants.get(pe).ok().and_then(|p| p.share.clone());
-                let mine = participants.get(pe).map(connected).unwrap_or(0);
-                let on_share: usize = participants.iter().filter(|p| p.share == share_id).map(connected).sum::<usize>()
-                    + fresh.iter().filter(|(_, s)| Some(s) == share_id.as_ref()).count();
-                if share_alive && on_share >= config.max_connections_per_share {
-                    reply_err(
-                        &mut staged,
-                        req.conn,
-                        &req.id,
-                        ErrorCode::ShareInUse,
-                        "this share has too many connections",
-                    );
-                    continue;
-                }
-                if share_alive && mine >= config.max_connections_per_participant {
-                    let message = format!(
-                        "you already have {mine} connections open (at most {}); close one first",
-                        config.max_connections_per_participant
-                    );
-                    reply_err(&mut staged, req.conn, &req.id, ErrorCode::ShareInUse, message);
-                    continue;
-                }
-                if share_alive {
-                    let mut p = participants.get_mut(pe).expect("indexed participant");
-                    let was_grace = matches!(p.presence, Presence::Grace { .. });
-                    p.presence = match p.presence {
-                        Presence::Connected(n) => Presence::Connected(n + 1),
-                        _ => Presence::Connected(1),
-                    };
-                    if let Ok(mut c) = conns.get_mut(ce) {
-                        c.auth = AuthState::Authenticated(pid.clone());
-                    }
-                    let connections = match p.presence {
-                        Presence::Connected(n) => n,
-                        _ => 0,
-                    };
-                    if was_grace {
-                        for s in p.sessions.clone() {
-                            if let Some(mut log) = index.sessions.get(&s).and_then(|&e| logs.get_mut(e).ok()) {
-                                emit(
-                                    &mut log,
-                                    &s,
-                                    Event::PresenceChanged(PresenceChanged {
-                                        participant_id: pid.clone(),
-                                        presence: PresenceState::Connected,
-                                        connections,
-                                    }),
-                                    &mut batch,
-                                    &mut staged,
-                                );
-                            }
-                        }
-                    }
-                    reply_ok(
-                        &mut staged,
-                        req.conn,
-                        &req.id,
-                        AuthenticateResult {
-                            participant_id: pid.clone(),
-                            display_name: p.display_name.clone(),
-                            role: p.role,
-                            resume_token: resume.clone(),
-                            admission: p.admission,
-                            protocol_version: PROTOCOL_VERSION,
-                            resumed: true,
-                        },
-                    );
-                    continue;
-                }
+            if resume_participant(&attempt, resume, &registry.index, &mut people, &mut logs, &mut fx, &fresh) {
+                continue;
             }
         }
-
-        // 2. A pairing token.
-        let share_entity =
-            index.shares.values().copied().find(|&se| {
-                shares.get(se).is_ok_and(|s| token::matches(&params.token, &s.token_hash) && s.usable(now))
-            });
-        let Some(se) = share_entity else {
-            failures.0.entry(addr.clone()).or_default().push_back(now);
+        if !pair(&attempt, &params.token, &mut pairing, &mut registry, &mut people, &mut fx, &mut fresh) {
+            pairing.failures.0.entry(addr.clone()).or_default().push_back(now);
             tracing::info!(%addr, "authentication failed");
-            reply_err(&mut staged, req.conn, &req.id, ErrorCode::Unauthenticated, "invalid, expired or revoked token");
-            continue;
-        };
-        let share = shares.get(se).expect("found above").clone();
-        let live: Vec<&Participant> = participants
-            .iter()
-            .filter(|p| p.share.as_ref() == Some(&share.id) && !matches!(p.presence, Presence::Gone))
-            .collect();
-        let fresh_on_share = fresh.iter().filter(|(_, s)| *s == share.id).count();
-        if !share.collaborative && (!live.is_empty() || fresh_on_share > 0) {
-            reply_err(
-                &mut staged,
-                req.conn,
-                &req.id,
-                ErrorCode::ShareInUse,
-                "this 1:1 share is in use by another person",
-            );
-            continue;
         }
-        let live_conns: u32 = live
-            .iter()
-            .map(|p| match p.presence {
-                Presence::Connected(n) => n,
-                _ => 0,
-            })
-            .sum();
-        if live_conns as usize + fresh_on_share >= config.max_connections_per_share {
-            reply_err(&mut staged, req.conn, &req.id, ErrorCode::ShareInUse, "this share has too many connections");
-            continue;
-        }
-
-        // Display names are unique among everyone present, compared as they read: "Ann",
-        // "Ann (2)", ...; a look-alike "Аnn" (Cyrillic А) or "ANN" gets a counter the same way.
-        let taken: BTreeSet<String> = participants
-            .iter()
-            .filter(|p| !matches!(p.presence, Presence::Gone))
-            .map(|p| p.display_name.as_str())
-            .chain(fresh.iter().map(|(n, _)| n.as_str()))
-            .flat_map(name_forms)
-            .collect();
-        let display_name = unique_name(&name, &taken);
-        fresh.push((display_name.clone(), share.id.clone()));
-
-        counters.participant += 1;
-        let pid = ParticipantId::nth(counters.participant);
-        let resume_token = token::generate(&mut rng.0);
-        let admission = if share.admission_required { Admission::Pending } else { Admission::Admitted };
-        let participant = Participant {
-            id: pid.clone(),
-            display_name: display_name.clone(),
-            role: share.role,
-            share: Some(share.id.clone()),
-            muted: false,
-            admission,
-            sessions: BTreeSet::new(),
-            presence: Presence::Connected(1),
-            resume_hash: Some(token::hash(&resume_token)),
-            read: Default::default(),
-        };
-        batch.push(StoreOp::PutParticipant(participant.row()));
-        let pe = commands.spawn(participant).id();
-        index.participants.insert(pid.clone(), pe);
-        {
-            let mut s = shares.get_mut(se).expect("found above");
-            s.uses += 1;
-            batch.push(StoreOp::PutShare(s.row()));
-        }
-        if let Ok(mut c) = conns.get_mut(ce) {
-            c.auth = AuthState::Authenticated(pid.clone());
-        }
-        batch.push(StoreOp::Audit(AuditRow {
-            at: now,
-            actor: pid.to_string(),
-            action: "authenticated".into(),
-            target: share.id.to_string(),
-            detail: format!("{display_name} ({})", admission_str(admission)),
-        }));
-        if admission == Admission::Pending {
-            notify_host_lobby(&index, &conns, &mut staged, &pid, &display_name, &share.id, Admission::Pending);
-        }
-        reply_ok(
-            &mut staged,
-            req.conn,
-            &req.id,
-            AuthenticateResult {
-                participant_id: pid,
-                display_name,
-                role: share.role,
-                resume_token,
-                admission,
-                protocol_version: PROTOCOL_VERSION,
-                resumed: false,
-            },
-        );
     }
+}
+
+/// Resumes the participant whose resume token this is, if its share still lives and the
+/// connection caps allow; returns whether the request was answered (otherwise the token is tried
+/// as a pairing token).
+fn resume_participant(
+    a: &Attempt,
+    resume: &str,
+    index: &Index,
+    people: &mut People,
+    logs: &mut Query<&mut EventLog>,
+    fx: &mut Effects,
+    fresh: &[(String, crate::ids::ShareId)],
+) -> bool {
+    let (req, now, config) = (a.req, a.now, a.config);
+    let found = index.participants.iter().find_map(|(id, &pe)| {
+        let p = people.participants.get(pe).ok()?;
+        let ok = p.role != Role::Host && p.resume_hash.is_some_and(|h| token::matches(resume, &h));
+        ok.then(|| (id.clone(), pe))
+    });
+    let Some((pid, pe)) = found else { return false };
+    let share_id = people.participants.get(pe).ok().and_then(|p| p.share.clone());
+    let share_alive = share_id
+        .as_ref()
+        .and_then(|s| index.shares.get(s).copied())
+        .and_then(|se| people.shares.get(se).ok())
+        .is_some_and(|s| !s.dead(now));
+    if !share_alive {
+        return false;
+    }
+    // Caps count every connection, resumed or not: a resume token must not open more
+    // connections than the share (or one person) may hold.
+    let connected = |p: &Participant| match p.presence {
+        Presence::Connected(n) => n as usize,
+        _ => 0,
+    };
+    let mine = people.participants.get(pe).map(connected).unwrap_or(0);
+    let on_share: usize = people.participants.iter().filter(|p| p.share == share_id).map(connected).sum::<usize>()
+        + fresh.iter().filter(|(_, s)| Some(s) == share_id.as_ref()).count();
+    if on_share >= config.max_connections_per_share {
+        fx.reply_err(req.conn, &req.id, ErrorCode::ShareInUse, "this share has too many connections");
+        return true;
+    }
+    if mine >= config.max_connections_per_participant {
+        let message = format!(
+            "you already have {mine} connections open (at most {}); close one first",
+            config.max_connections_per_participant
+        );
+        fx.reply_err(req.conn, &req.id, ErrorCode::ShareInUse, message);
+        return true;
+    }
+    let mut p = people.participants.get_mut(pe).expect("indexed participant");
+    let was_grace = matches!(p.presence, Presence::Grace { .. });
+    let connections = match p.presence {
+        Presence::Connected(n) => n + 1,
+        _ => 1,
+    };
+    p.presence = Presence::Connected(connections);
+    if let Ok(mut c) = people.conns.get_mut(a.conn) {
+        c.auth = AuthState::Authenticated(pid.clone());
+    }
+    if was_grace {
+        for s in p.sessions.clone() {
+            if let Some(mut log) = index.sessions.get(&s).and_then(|&e| logs.get_mut(e).ok()) {
+                let body = Event::PresenceChanged(PresenceChanged {
+                    participant_id: pid.clone(),
+                    presence: PresenceState::Connected,
+                    connections,
+                });
+                fx.emit(&mut log, &s, body);
+            }
+        }
+    }
+    let result = AuthenticateResult {
+        participant_id: pid,
+        display_name: p.display_name.clone(),
+        role: p.role,
+        resume_token: resume.to_string(),
+        admission: p.admission,
+        protocol_version: PROTOCOL_VERSION,
+        resumed: true,
+    };
+    fx.reply_ok(req.conn, &req.id, result);
+    true
+}
+
+/// Pairs a new participant with the usable share whose token this is: a unique display name,
+/// a resume token, the lobby when the share asks for admission. Returns false when no usable
+/// share has this token (answered `unauthenticated`, like every bad token).
+fn pair(
+    a: &Attempt,
+    token: &str,
+    pairing: &mut Pairing,
+    registry: &mut Registry,
+    people: &mut People,
+    fx: &mut Effects,
+    fresh: &mut Vec<(String, crate::ids::ShareId)>,
+) -> bool {
+    let (req, now, config) = (a.req, a.now, a.config);
+    let share_entity = registry
+        .index
+        .shares
+        .values()
+        .copied()
+        .find(|&se| people.shares.get(se).is_ok_and(|s| token::matches(token, &s.token_hash) && s.usable(now)));
+    let Some(se) = share_entity else {
+        fx.reply_err(req.conn, &req.id, ErrorCode::Unauthenticated, "invalid, expired or revoked token");
+        return false;
+    };
+    let share = people.shares.get(se).expect("found above").clone();
+    let live: Vec<&Participant> = people
+        .participants
+        .iter()
+        .filter(|p| p.share.as_ref() == Some(&share.id) && !matches!(p.presence, Presence::Gone))
+        .collect();
+    let fresh_on_share = fresh.iter().filter(|(_, s)| *s == share.id).count();
+    if !share.collaborative && (!live.is_empty() || fresh_on_share > 0) {
+        fx.reply_err(req.conn, &req.id, ErrorCode::ShareInUse, "this 1:1 share is in use by another person");
+        return true;
+    }
+    let live_conns: u32 = live
+        .iter()
+        .map(|p| match p.presence {
+            Presence::Connected(n) => n,
+            _ => 0,
+        })
+        .sum();
+    if live_conns as usize + fresh_on_share >= config.max_connections_per_share {
+        fx.reply_err(req.conn, &req.id, ErrorCode::ShareInUse, "this share has too many connections");
+        return true;
+    }
+
+    // Display names are unique among everyone present, compared as they read: "Ann",
+    // "Ann (2)", ...; a look-alike "Аnn" (Cyrillic А) or "ANN" gets a counter the same way.
+    let taken: BTreeSet<String> = people
+        .participants
+        .iter()
+        .filter(|p| !matches!(p.presence, Presence::Gone))
+        .map(|p| p.display_name.as_str())
+        .chain(fresh.iter().map(|(n, _)| n.as_str()))
+        .flat_map(name_forms)
+        .collect();
+    let display_name = unique_name(&a.name, &taken);
+    fresh.push((display_name.clone(), share.id.clone()));
+
+    registry.counters.participant += 1;
+    let pid = ParticipantId::nth(registry.counters.participant);
+    let resume_token = token::generate(&mut pairing.rng.0);
+    let admission = if share.admission_required { Admission::Pending } else { Admission::Admitted };
+    let participant = Participant {
+        id: pid.clone(),
+        display_name: display_name.clone(),
+        role: share.role,
+        share: Some(share.id.clone()),
+        muted: false,
+        admission,
+        sessions: BTreeSet::new(),
+        presence: Presence::Connected(1),
+        resume_hash: Some(token::hash(&resume_token)),
+        read: Default::default(),
+    };
+    fx.persist(StoreOp::PutParticipant(participant.row()));
+    let pe = registry.commands.spawn(participant).id();
+    registry.index.participants.insert(pid.clone(), pe);
+    {
+        let mut s = people.shares.get_mut(se).expect("found above");
+        s.uses += 1;
+        fx.persist(StoreOp::PutShare(s.row()));
+    }
+    if let Ok(mut c) = people.conns.get_mut(a.conn) {
+        c.auth = AuthState::Authenticated(pid.clone());
+    }
+    fx.persist(StoreOp::Audit(AuditRow {
+        at: now,
+        actor: pid.to_string(),
+        action: "authenticated".into(),
+        target: share.id.to_string(),
+        detail: format!("{display_name} ({})", admission_str(admission)),
+    }));
+    if admission == Admission::Pending {
+        notify_host_lobby(&registry.index, &people.conns, &mut fx.staged, &pid, &display_name, &share.id, admission);
+    }
+    let result = AuthenticateResult {
+        participant_id: pid,
+        display_name,
+        role: share.role,
+        resume_token,
+        admission,
+        protocol_version: PROTOCOL_VERSION,
+        resumed: false,
+    };
+    fx.reply_ok(req.conn, &req.id, result);
+    true
 }
 
 fn admission_str(a: Admission) -> &'static str {
