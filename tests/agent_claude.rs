@@ -4,6 +4,7 @@
 //! received on stdin.
 
 use crossbeam_channel::Receiver;
+use roundtable::agent::clock::{Clock, ManualClock};
 use roundtable::agent::external::{ExternalAgents, ExternalConfig};
 use roundtable::agent::{AgentCommand, AgentEvent, AgentOutput, AgentRuntime, Resolution};
 use roundtable::engine::Inbound;
@@ -93,7 +94,12 @@ impl Harness {
     }
 
     fn next(&self) -> AgentOutput {
-        let deadline = Instant::now() + WAIT;
+        self.next_within(WAIT).unwrap_or_else(|| panic!("no agent output within {WAIT:?}"))
+    }
+
+    /// The next output (not a `Conversation` event), if one comes within `wait`.
+    fn next_within(&self, wait: Duration) -> Option<AgentOutput> {
+        let deadline = Instant::now() + wait;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.rx.recv_timeout(left) {
@@ -101,10 +107,24 @@ impl Harness {
                     self.conversation.replace(c.clone());
                     self.conversations.borrow_mut().push(c);
                 }
-                Ok(Inbound::Agent(out)) => return out,
+                Ok(Inbound::Agent(out)) => return Some(out),
                 Ok(_) => continue,
-                Err(_) => panic!("no agent output within {WAIT:?}"),
+                Err(_) => return None,
             }
+        }
+    }
+
+    /// Moves the agents' clock on by `step` until the next output arrives. (The watchdog counts
+    /// from the CLI's last line, and a line the worker reads after a step moves its deadline on,
+    /// so the clock is moved again until it fires, however slowly the lines arrive.)
+    fn advance_until_output(&self, clock: &ManualClock, step: Duration) -> AgentOutput {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            clock.advance(step);
+            if let Some(out) = self.next_within(Duration::from_millis(20)) {
+                return out;
+            }
+            assert!(Instant::now() < deadline, "no agent output within {WAIT:?}");
         }
     }
 
@@ -456,23 +476,29 @@ fn an_over_long_line_fails_the_turn() {
 
 #[test]
 fn a_hung_cli_is_killed_by_the_watchdog() {
-    let mut h = harness(ExternalConfig { hang_timeout: Duration::from_millis(1000), ..fast() });
+    let clock = ManualClock::new();
+    let hang_timeout = Duration::from_millis(1000);
+    let mut h = harness(ExternalConfig { hang_timeout, clock: Clock::Manual(clock.clone()), ..fast() });
     h.start(1, "hang");
-    let events = h.until_pause(1);
-    assert_eq!(text(&events), "Thinking");
-    let reason = failure(&events);
+    assert_eq!(h.next().event, AgentEvent::Delta("Thinking".into()));
+    // Then the CLI says nothing more: once the watchdog's time has passed, it is stopped.
+    let reason = failure(&[h.advance_until_output(&clock, hang_timeout).event]);
     assert!(reason.contains("hang watchdog"), "{reason}");
     wait_dead(h.pids()[0]);
 }
 
 #[test]
 fn the_watchdog_does_not_fire_while_a_vote_is_open() {
-    let mut h = harness(ExternalConfig { hang_timeout: Duration::from_millis(800), ..fast() });
+    let clock = ManualClock::new();
+    let config =
+        ExternalConfig { hang_timeout: Duration::from_millis(800), clock: Clock::Manual(clock.clone()), ..fast() };
+    let mut h = harness(config);
     h.start(1, "plan");
     let events = h.until_pause(1);
     let Some(AgentEvent::Plan { request_id, .. }) = events.last() else { panic!("no plan: {events:?}") };
-    // Voting takes longer than the watchdog allows for silence.
-    std::thread::sleep(Duration::from_millis(1200));
+    // Voting takes longer than the watchdog allows for silence. (`advance` returns once a
+    // watchdog that came due was taken by the worker, so it would act before the resolution.)
+    clock.advance(Duration::from_millis(1200));
     assert!(h.rx.try_recv().is_err(), "the turn ended while waiting for the vote");
     h.resolve(1, request_id, Resolution::Approved);
     assert_eq!(h.until_pause(1).last(), Some(&AgentEvent::Done));

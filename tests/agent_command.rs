@@ -2,6 +2,7 @@
 //! question, tool permission, failure, cancel, and a crashed agent restarting on the next turn.
 
 use crossbeam_channel::Receiver;
+use roundtable::agent::clock::{Clock, ManualClock};
 use roundtable::agent::external::{ExternalAgents, ExternalConfig};
 use roundtable::agent::{AgentCommand, AgentEvent, AgentOutput, AgentRuntime, Resolution};
 use roundtable::engine::Inbound;
@@ -207,9 +208,16 @@ fn a_crashed_agent_fails_the_turn_and_restarts_on_the_next() {
 
 #[test]
 fn a_silent_agent_is_stopped_by_the_watchdog_and_restarted() {
-    let mut h = harness(ExternalConfig { hang_timeout: Duration::from_millis(1000), ..ExternalConfig::default() });
+    let clock = ManualClock::new();
+    let hang_timeout = Duration::from_millis(1000);
+    let mut h =
+        harness(ExternalConfig { hang_timeout, clock: Clock::Manual(clock.clone()), ..ExternalConfig::default() });
     let before = h.agent_pid(1);
     h.start(2, "/hang");
+    assert!(matches!(h.next().event, AgentEvent::Delta(_)), "the agent's one delta");
+    // Its only line was handled, so the watchdog counts from it: moved on by the timeout, the
+    // clock makes it fire.
+    clock.advance(hang_timeout);
     let events = h.until_pause(2);
     let Some(AgentEvent::Failed(reason)) = events.last() else { panic!("expected a failure: {events:?}") };
     assert!(reason.contains("hang watchdog"), "{reason}");
@@ -303,15 +311,17 @@ fn wording_an_agent_that_exits_during_the_turn() {
 
 #[test]
 fn wording_an_agent_that_stops_talking() {
-    let mut h = harness(ExternalConfig { hang_timeout: Duration::from_millis(1000), ..ExternalConfig::default() });
+    let clock = ManualClock::new();
+    let hang_timeout = Duration::from_millis(1000);
+    let mut h =
+        harness(ExternalConfig { hang_timeout, clock: Clock::Manual(clock.clone()), ..ExternalConfig::default() });
     let spec = script_spec(&h, &format!("{TALKS_THEN}; sleep 30"));
     h.start_with(1, spec, "x");
+    assert_eq!(h.next().event, AgentEvent::Delta("Working".into()));
+    clock.advance(hang_timeout);
     assert_eq!(
         h.until_pause(1),
-        vec![
-            AgentEvent::Delta("Working".into()),
-            AgentEvent::Failed("the agent command produced no output for 1 s and was stopped (hang watchdog)".into())
-        ]
+        vec![AgentEvent::Failed("the agent command produced no output for 1 s and was stopped (hang watchdog)".into())]
     );
 }
 

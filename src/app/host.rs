@@ -32,7 +32,7 @@ use anyhow::Context;
 use crossbeam_channel::Sender;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::oneshot;
@@ -63,6 +63,24 @@ impl WallClock {
     }
 }
 
+/// Testing aid: engine time moved ahead of the monotonic clock by as much as a test asks, so it
+/// can let a retry interval or a grace period pass without waiting for it in real time. Hosts
+/// never skip (it stays at zero).
+#[derive(Clone, Debug, Default)]
+pub struct TimeSkip(Arc<AtomicU64>);
+
+impl TimeSkip {
+    /// Moves engine time on by `by`, from the engine's next tick.
+    pub fn skip(&self, by: Duration) {
+        self.0.fetch_add(u64::try_from(by.as_millis()).unwrap_or(u64::MAX), Ordering::SeqCst);
+    }
+
+    /// How far engine time was moved on so far.
+    fn skipped(&self) -> Duration {
+        Duration::from_millis(self.0.load(Ordering::SeqCst))
+    }
+}
+
 /// Settings of a host.
 #[derive(Clone, Debug)]
 pub struct HostOptions {
@@ -86,6 +104,8 @@ pub struct HostOptions {
     pub inject_storage_faults: Option<PathBuf>,
     /// The wall clock engine time starts from.
     pub wall_clock: WallClock,
+    /// Testing aid: time skipped ahead (see [`TimeSkip`]).
+    pub time_skip: TimeSkip,
 }
 
 impl HostOptions {
@@ -103,6 +123,7 @@ impl HostOptions {
             agents: crate::agent::ExternalConfig::default(),
             inject_storage_faults: None,
             wall_clock: WallClock::default(),
+            time_skip: TimeSkip::default(),
         }
     }
 }
@@ -212,8 +233,13 @@ impl Host {
             None => "#insecure".to_string(),
         });
 
-        let (engine, inbound) =
-            EngineThread::spawn(options.engine.clone(), options.agents.clone(), store, options.wall_clock.clone())?;
+        let (engine, inbound) = EngineThread::spawn(
+            options.engine.clone(),
+            options.agents.clone(),
+            store,
+            options.wall_clock.clone(),
+            options.time_skip.clone(),
+        )?;
         let conn_ids = ConnIds::new();
         let server = server::start_server(listener, options.server.clone(), inbound.clone(), conn_ids.clone())?;
         let (client, events) = Client::in_process(inbound.clone(), conn_ids.next());
@@ -333,6 +359,7 @@ impl EngineThread {
         agents: crate::agent::ExternalConfig,
         store: Box<dyn Store>,
         wall: WallClock,
+        skip: TimeSkip,
     ) -> anyhow::Result<(EngineThread, Sender<Inbound>)> {
         let stop = Arc::new(AtomicBool::new(false));
         let kill = Arc::new(AtomicBool::new(false));
@@ -357,7 +384,7 @@ impl EngineThread {
                 let _ = ready_tx.send(Ok(engine.sender()));
                 let origin = Instant::now();
                 let clock = EngineClock::start(wall.read(), engine.now(), Duration::ZERO);
-                drive(engine, || clock.now_ms(origin.elapsed()), &stop2, &kill2);
+                drive(engine, || clock.now_ms(origin.elapsed() + skip.skipped()), &stop2, &kill2);
             })
             .context("cannot start the engine thread")?;
         let inbound = match ready_rx.recv() {

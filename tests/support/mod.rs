@@ -340,3 +340,41 @@ where
     }
     panic!("timed out waiting until {what}");
 }
+
+/// Holds tokio's clock still until dropped, in a `#[tokio::test(start_paused = true)]` test:
+/// time then moves only when the test calls `tokio::time::advance`, so the host's keepalive
+/// timers count exactly the time the test moves on, however slow the machine is. (A paused clock
+/// that is not held jumps to the next timer whenever the runtime has nothing to do — and with
+/// real sockets and the engine's own thread, that is whenever it waits for the kernel or the
+/// engine, so timers would fire at moments nobody chose. A running `spawn_blocking` task stops
+/// those jumps, as `tokio::time::pause` documents.) Tokio's timeouts do not fire while it is
+/// held: bound the waits with [`within`].
+pub struct HeldClock {
+    _release: std::sync::mpsc::Sender<()>,
+}
+
+pub fn hold_clock() -> HeldClock {
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    tokio::task::spawn_blocking(move || {
+        let _ = held.recv(); // returns when the `HeldClock` is dropped
+    });
+    HeldClock { _release: release }
+}
+
+/// Awaits `fut`, failing the test after [`WAIT`] of real time (tokio's own timeouts do not fire
+/// while its clock is held, see [`hold_clock`]).
+pub async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
+    let (expire, expired) = tokio::sync::oneshot::channel::<()>();
+    let (done, finished) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = finished.recv_timeout(WAIT) {
+            let _ = expire.send(());
+        }
+    });
+    let result = tokio::select! {
+        result = fut => result,
+        _ = expired => panic!("timed out waiting for {what} ({WAIT:?} of real time)"),
+    };
+    drop(done);
+    result
+}

@@ -55,6 +55,9 @@ pub struct ExternalConfig {
     pub max_line_bytes: usize,
     /// What a plan approved by consensus lets the `claude` CLI do next.
     pub after_plan: crate::claude::AfterPlan,
+    /// The clock the watchdog, the cancel grace and the restart backoff run on (tests move a
+    /// manual one instead of waiting).
+    pub clock: crate::clock::Clock,
 }
 
 impl Default for ExternalConfig {
@@ -68,6 +71,7 @@ impl Default for ExternalConfig {
             exit_grace: Duration::from_secs(3),
             max_line_bytes: 1024 * 1024,
             after_plan: Default::default(),
+            clock: Default::default(),
         }
     }
 }
@@ -343,7 +347,7 @@ impl SessionWorker {
                 None => crossbeam_channel::never(),
             };
             let timer = match self.deadline() {
-                Some(at) => crossbeam_channel::at(at),
+                Some(at) => self.config.clock.at(at),
                 None => crossbeam_channel::never(),
             };
             select! {
@@ -434,7 +438,7 @@ impl SessionWorker {
                 let reaction = backend.resolve(&request_id, resolution);
                 if let Some(turn) = self.turn.as_mut() {
                     // The watchdog restarts from the decision, not from the agent's last line.
-                    turn.last_output = Instant::now();
+                    turn.last_output = self.config.clock.now();
                 }
                 self.apply(reaction);
             }
@@ -453,7 +457,7 @@ impl SessionWorker {
                 };
                 let sent = !lines.is_empty() && lines.iter().all(|l| self.write(l));
                 if sent {
-                    let kill_at = Instant::now() + self.config.cancel_grace;
+                    let kill_at = self.config.clock.now() + self.config.cancel_grace;
                     if let Some(turn) = self.turn.as_mut() {
                         turn.phase = Phase::Cancelling { kill_at };
                     }
@@ -519,8 +523,13 @@ impl SessionWorker {
             running.greeted = true;
         }
         let lines = backend.begin_turn(&input, fresh);
-        self.turn =
-            Some(Turn { id: turn_id, phase: Phase::Running, last_output: Instant::now(), saw_output: false, input });
+        self.turn = Some(Turn {
+            id: turn_id,
+            phase: Phase::Running,
+            last_output: self.config.clock.now(),
+            saw_output: false,
+            input,
+        });
         for line in &lines {
             self.write(line);
         }
@@ -612,7 +621,7 @@ impl SessionWorker {
         match event {
             ProcEvent::Line(line) => {
                 if let Some(turn) = self.turn.as_mut() {
-                    turn.last_output = Instant::now();
+                    turn.last_output = self.config.clock.now();
                     turn.saw_output = true;
                 }
                 let Some((_, backend)) = self.backend.as_mut() else { return };
@@ -693,12 +702,12 @@ impl SessionWorker {
         if !long_lived || self.running.is_some() || self.crashes > MAX_EAGER_RESTARTS {
             return;
         }
-        self.restart = Some(Restart { at: Instant::now() + restart_backoff(self.crashes), spec });
+        self.restart = Some(Restart { at: self.config.clock.now() + restart_backoff(self.crashes), spec });
     }
 
     /// Starts the agent scheduled by [`schedule_restart`](Self::schedule_restart), if it is due.
     fn restart_if_due(&mut self) {
-        if self.restart.as_ref().is_none_or(|r| Instant::now() < r.at) || self.running.is_some() {
+        if self.restart.as_ref().is_none_or(|r| self.config.clock.now() < r.at) || self.running.is_some() {
             return;
         }
         let Some(restart) = self.restart.take() else { return };
@@ -716,7 +725,7 @@ impl SessionWorker {
     fn on_timer(&mut self) {
         self.restart_if_due();
         let Some(deadline) = self.turn_deadline() else { return };
-        if Instant::now() < deadline {
+        if self.config.clock.now() < deadline {
             return;
         }
         match self.turn.as_ref().map(|t| &t.phase) {

@@ -12,6 +12,7 @@ use roundtable_engine as engine;
 use roundtable_protocol::{ids, persist, protocol};
 
 pub mod claude;
+pub mod clock;
 pub mod command;
 pub mod demo;
 pub mod external;

@@ -617,6 +617,89 @@ async fn linger<S: futures_util::Stream<Item = Result<Message, WsError>> + Unpin
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::client::{Client, Io};
+    use crate::keepalive::Keepalive;
+    use tokio::time::Instant;
+
+    /// A connection accepted by the server's own connection code over an in-memory pipe, and the
+    /// client's end. No kernel socket is involved, so with tokio's clock paused time moves only
+    /// when every task waits for a timer: timings are exact, however busy the machine.
+    async fn pipe(
+        options: &ServerOptions,
+        engine: &Sender<Inbound>,
+        ids: &Arc<ConnIds>,
+        shutdown: &watch::Receiver<bool>,
+    ) -> crate::client::WsStream {
+        let (server_end, client_end) = tokio::io::duplex(64 * 1024);
+        let ctx = ConnCtx {
+            peer: "127.0.0.1:1".parse().unwrap(),
+            options: options.clone(),
+            inbound: engine.clone(),
+            ids: ids.clone(),
+            shutdown: shutdown.clone(),
+        };
+        tokio::spawn(ctx.websocket(server_end));
+        let io: Box<dyn Io> = Box::new(client_end);
+        tokio_tungstenite::client_async("ws://host/", io).await.expect("handshake").0
+    }
+
+    /// What the engine was told so far: the connections opened (their sinks kept, as the engine
+    /// keeps them) and the ones closed.
+    #[derive(Default)]
+    struct EngineView {
+        sinks: Vec<Arc<dyn FrameSink>>,
+        opened: Vec<ConnId>,
+        closed: Vec<ConnId>,
+    }
+
+    impl EngineView {
+        fn take(&mut self, inbox: &crossbeam_channel::Receiver<Inbound>) {
+            for input in inbox.try_iter() {
+                match input {
+                    Inbound::Opened { conn, sink, .. } => {
+                        self.opened.push(conn);
+                        self.sinks.push(sink);
+                    }
+                    Inbound::Closed { conn } => self.closed.push(conn),
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_only_answers_pings_stays_and_a_silent_one_goes_at_the_limit() {
+        let keepalive = Keepalive { every: Duration::from_millis(100), silent_after: Duration::from_millis(350) };
+        let options = ServerOptions { keepalive, ..ServerOptions::default() };
+        let (engine, inbox) = crossbeam_channel::unbounded();
+        let ids = ConnIds::new();
+        let (_shutdown, shutdown) = watch::channel(false);
+        let mut view = EngineView::default();
+        let start = Instant::now();
+        // The library client, sending nothing of its own (its pings are an hour apart): all the
+        // host hears from it are the pongs its reader answers the host's pings with.
+        let answering = pipe(&options, &engine, &ids, &shutdown).await;
+        let hour = Duration::from_secs(3600);
+        let (_client, mut events) = Client::over_with(answering, Keepalive { every: hour, silent_after: hour });
+        // A client that never reads (so never answers a ping) and never writes.
+        let _silent = pipe(&options, &engine, &ids, &shutdown).await;
+        assert_eq!(Instant::now(), start, "no time passed while connecting");
+        let (answering, silent) = (ConnId(1), ConnId(2));
+
+        tokio::time::sleep_until(start + Duration::from_millis(349)).await;
+        view.take(&inbox);
+        assert_eq!(view.opened, vec![answering, silent]);
+        assert_eq!(view.closed, vec![], "nobody is closed before the silence limit");
+        tokio::time::sleep_until(start + Duration::from_millis(351)).await;
+        view.take(&inbox);
+        assert_eq!(view.closed, vec![silent], "the silent client is closed at the limit");
+
+        // Many silence limits later the answering client is still there.
+        tokio::time::sleep(keepalive.silent_after * 30).await;
+        view.take(&inbox);
+        assert_eq!(view.closed, vec![silent], "a client answering pings was closed");
+        assert!(events.try_recv().is_err(), "the answering client saw its connection end");
+    }
 
     #[test]
     fn every_recipients_message_shares_the_one_serialised_frame() {
