@@ -42,9 +42,19 @@ fn a_killed_storage_fault_soak_leaves_no_host_no_mount_and_no_scratch_dir() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let scratch = format!("roundtable-bench-soak-{}", soak.id());
+    // `roundtable-bench-soak-PID.` and then random characters (tempfile): found by its PID.
+    let scratch = format!("roundtable-bench-soak-{}.", soak.id());
     let mut lines = BufReader::new(soak.stdout.take().unwrap()).lines();
     let kind = lines.next().expect("the soak says how it makes faults").unwrap();
+    let dirs: Vec<_> = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&scratch))
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(dirs.len(), 1, "one scratch dir named after the soak's PID: {dirs:?}");
+    let dir = dirs[0].clone();
+    assert!(dir.file_name().unwrap().len() > scratch.len(), "a random part follows the PID: {dir:?}");
     let full_disk = kind.contains("full disk");
     if !full_disk {
         assert!(std::env::var_os("CI").is_none(), "CI runs as root and mounts a tmpfs: {kind}");
@@ -63,7 +73,6 @@ fn a_killed_storage_fault_soak_leaves_no_host_no_mount_and_no_scratch_dir() {
     }
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mounts.contains(&scratch), "the tmpfs is still mounted:\n{mounts}");
-    let dir = std::env::temp_dir().join(&scratch);
     assert!(dir.exists(), "SIGKILL leaves the scratch dir until the next bench");
     let out = Command::new(env!("CARGO_BIN_EXE_roundtable")).args(["bench", "history", "--messages", "10"]).output();
     assert!(out.unwrap().status.success());

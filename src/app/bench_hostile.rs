@@ -74,7 +74,7 @@ pub fn run(
     const TEXT: usize = 32 * 1024;
     const SNAPSHOTS: usize = 40;
     let scratch = scratch_dir("hostile")?;
-    let dir = scratch.0.clone();
+    let dir = scratch.path().to_path_buf();
     let db = crate::app::paths::database(&dir);
     crate::scenario::bench::build_sessions_db(&db, &[messages.max(1)], TEXT, &mut |_| {})?;
     let mut admin = crate::store::Admin::open(&db)?;

@@ -10,7 +10,7 @@
 //! whole text at once.
 
 use crate::engine::mask::Masker;
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 use std::io::Write;
 use std::time::Instant;
 
@@ -66,7 +66,7 @@ pub struct MaskReport {
 
 /// The generated output: `megabytes` of lines, and how many secrets it holds.
 fn output(megabytes: usize, seed: u64) -> (String, usize) {
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut rng = rand::rngs::ChaCha8Rng::seed_from_u64(seed);
     let mut text = String::with_capacity(megabytes * 1_000_000 + 200);
     let mut secrets = 0;
     while text.len() < megabytes * 1_000_000 {

@@ -32,7 +32,7 @@ use crate::ids::SessionId;
 use crate::net::client::{Client, ClientError, ClientEvent};
 use crate::net::link::Link;
 use crate::protocol::*;
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -528,27 +528,27 @@ async fn final_seq(link: &Link) -> anyhow::Result<u64> {
 
 /// Runs the soak and reports (JSON with `json`).
 pub fn run(options: &SoakOptions, json: bool, out: &mut dyn Write) -> anyhow::Result<SoakReport> {
-    let scratch = scratch_dir("soak")?;
     // ROUNDTABLE_KEEP_SOAK_DIR=1 keeps the data dir and the host's log for a look afterwards. (A
-    // run that fails half-way leaves its dir too; the next bench sweeps it away.)
+    // run that fails half-way leaves its dir too; the next bench sweeps it away.) So the dir is
+    // removed below, only at the end of a run that completed, unless kept.
+    let scratch = scratch_dir("soak")?.keep();
     let keep = std::env::var_os("ROUNDTABLE_KEEP_SOAK_DIR").is_some();
     if keep {
-        eprintln!("keeping {} (ROUNDTABLE_KEEP_SOAK_DIR)", scratch.0.display());
+        eprintln!("keeping {} (ROUNDTABLE_KEEP_SOAK_DIR)", scratch.display());
     }
-    let scratch = std::mem::ManuallyDrop::new(scratch);
     // Storage faults: a real full disk (a small tmpfs) where mounting is permitted, otherwise
     // commits made to fail from outside (`serve --inject-storage-faults`).
-    let disk = if options.storage_faults { SmallDisk::mount(&scratch.0.join("disk")) } else { None };
+    let disk = if options.storage_faults { SmallDisk::mount(&scratch.join("disk")) } else { None };
     let dir: PathBuf = match &disk {
         Some(disk) => disk.path.join("data"),
-        None => scratch.to_path_buf(),
+        None => scratch.clone(),
     };
     std::fs::create_dir_all(&dir)?;
-    let log = scratch.0.join("serve.log"); // not on the disk that fills up
+    let log = scratch.join("serve.log"); // not on the disk that fills up
     let port = free_port()?;
-    let fault_file = scratch.0.join("storage-fault");
+    let fault_file = scratch.join("storage-fault");
     let fault_arg = fault_file.display().to_string();
-    let clock_file = scratch.0.join("clock-offset");
+    let clock_file = scratch.join("clock-offset");
     let mut serve_args: Vec<String> = vec!["--insecure".into()];
     if options.storage_faults && disk.is_none() {
         serve_args.extend(["--inject-storage-faults".into(), fault_arg]);
@@ -825,7 +825,7 @@ pub fn run(options: &SoakOptions, json: bool, out: &mut dyn Write) -> anyhow::Re
     }
     drop(disk);
     if !keep {
-        drop(std::mem::ManuallyDrop::into_inner(scratch));
+        let _ = std::fs::remove_dir_all(&scratch);
     }
     if json {
         writeln!(out, "{}", serde_json::to_string(&report)?)?;

@@ -54,7 +54,7 @@ pub struct StartupReport {
 /// Builds the database, starts a host on it and times the first screen.
 fn one_run(messages: usize, tls_on: bool, json: bool) -> anyhow::Result<(StartupRun, f64)> {
     let scratch = scratch_dir(&format!("startup-{messages}"))?;
-    let dir = scratch.0.clone();
+    let dir = scratch.path().to_path_buf();
     let db = crate::app::paths::database(&dir);
     let per_session = messages.div_ceil(SESSIONS).max(1);
     let counts: Vec<usize> =

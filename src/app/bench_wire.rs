@@ -72,7 +72,7 @@ fn number(text: &str) -> Option<usize> {
 
 async fn roundtable_side(o: &WireOptions) -> anyhow::Result<(Vec<f64>, usize)> {
     let scratch = crate::app::serve_child::scratch_dir("wire")?;
-    let dir = scratch.to_path_buf();
+    let dir = scratch.path().to_path_buf();
     let mut options = HostOptions::new(dir.clone(), "127.0.0.1:0".parse()?);
     options.insecure = !o.tls;
     options.fresh = true;

@@ -304,23 +304,8 @@ const COMMAND_WORDS: &[&str] = &[
 /// Whether `word` is within two edits of a console command (a typo, not an agent's command).
 fn looks_like_command(word: &str) -> bool {
     let word = word.to_lowercase();
-    COMMAND_WORDS.iter().any(|c| edit_distance(&word, c) <= 2.min(c.len() / 2))
-}
-
-/// Levenshtein distance between two short words.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut prev = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let cur = row[j + 1];
-            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
-            prev = cur;
-        }
-    }
-    row[b.len()]
+    // Levenshtein distance, counted in chars.
+    COMMAND_WORDS.iter().any(|c| strsim::levenshtein(&word, c) <= 2.min(c.len() / 2))
 }
 
 /// Splits an optional leading vote id (`v3`) off the arguments.
@@ -910,11 +895,11 @@ fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
 /// signal ignored the read fails with `EIO` instead, and the reader waits until the host is back
 /// in the foreground.
 pub fn stdin_lines() -> mpsc::UnboundedReceiver<String> {
-    use std::io::BufRead;
+    use std::io::{BufRead, IsTerminal};
     let (tx, rx) = mpsc::unbounded_channel();
-    // SAFETY: isatty only inspects the descriptor; setting SIGTTIN to SIG_IGN installs no handler.
-    let terminal = unsafe { libc::isatty(libc::STDIN_FILENO) } == 1;
+    let terminal = std::io::stdin().is_terminal();
     if terminal {
+        // SAFETY: setting SIGTTIN to SIG_IGN installs no handler.
         unsafe { libc::signal(libc::SIGTTIN, libc::SIG_IGN) };
     }
     let spawned = std::thread::Builder::new().name("console".into()).spawn(move || {

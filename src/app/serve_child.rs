@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub use crate::scenario::bench::{scratch_dir, RemoveOnDrop};
+pub use crate::scenario::bench::scratch_dir;
 
 /// A loopback port nobody listens on right now.
 pub fn free_port() -> anyhow::Result<u16> {

@@ -67,7 +67,7 @@ pub struct Engine {
 /// The RNG for tokens: the configured seed mixed with every token hash the store holds, so that
 /// an engine restarted with the same seed (scenarios, the simulator) never issues a token again
 /// that it issued before the restart (each issued token left its hash in the store).
-fn token_rng(seed: u64, restored: &crate::persist::Restored) -> rand_chacha::ChaCha20Rng {
+fn token_rng(seed: u64, restored: &crate::persist::Restored) -> rand::rngs::ChaCha20Rng {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
     h.update(seed.to_le_bytes());
@@ -77,7 +77,7 @@ fn token_rng(seed: u64, restored: &crate::persist::Restored) -> rand_chacha::Cha
     for p in &restored.participants {
         h.update(p.resume_hash.unwrap_or_default());
     }
-    rand_chacha::ChaCha20Rng::from_seed(h.finalize().into())
+    rand::rngs::ChaCha20Rng::from_seed(h.finalize().into())
 }
 
 impl Engine {

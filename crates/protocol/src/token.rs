@@ -3,21 +3,22 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use rand::RngCore;
+use rand::CryptoRng;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 /// Number of random bytes in a token (256 bits).
 pub const TOKEN_BYTES: usize = 32;
 
-/// A fresh token from `rng` (the engine's seeded ChaCha20 in the engine, the OS RNG in the CLI).
-pub fn generate(rng: &mut impl RngCore) -> String {
+/// A fresh token from `rng` (the engine's seeded ChaCha20 in the engine, the OS-seeded thread RNG
+/// in the CLI). Only a cryptographically strong generator is accepted.
+pub fn generate(rng: &mut impl CryptoRng) -> String {
     let mut bytes = [0u8; TOKEN_BYTES];
     rng.fill_bytes(&mut bytes);
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
-/// A fresh token from the operating system's RNG.
+/// A fresh token from the thread-local RNG (ChaCha12, seeded and reseeded from the operating system).
 pub fn generate_os() -> String {
     generate(&mut rand::rng())
 }
@@ -44,11 +45,27 @@ mod tests {
 
     #[test]
     fn tokens_are_256_bits_base64url() {
-        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(1);
+        let mut rng = rand::rngs::ChaCha20Rng::seed_from_u64(1);
         let t = generate(&mut rng);
         assert_eq!(t.len(), 43);
         assert_eq!(URL_SAFE_NO_PAD.decode(&t).unwrap().len(), 32);
         assert!(t.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+    }
+
+    /// Seeded tokens (the engine's) are the same ChaCha20 output as ever: the same seed gives
+    /// the same tokens whatever version of the RNG crates builds them.
+    #[test]
+    fn seeded_tokens_do_not_change() {
+        let mut rng = rand::rngs::ChaCha20Rng::seed_from_u64(1);
+        assert_eq!(generate(&mut rng), "mjdEUEVgY57GcLehfUkrJz4HewqWvvWLp3YHeeVEVG4");
+        assert_eq!(generate(&mut rng), "AA7-yHxXSewRV5EuDhcfYN6eU0E0iBmi3pnxQMWaQkw");
+        let mut rng = rand::rngs::ChaCha20Rng::from_seed([7; 32]);
+        assert_eq!(generate(&mut rng), "9ACSeFeq9kEU9WG6rLN5cIx5odwUdqtXMhakAgdkveU");
+    }
+
+    #[test]
+    fn the_hash_is_sha_256() {
+        assert_eq!(hex(&hash("abc")), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
     }
 
     #[test]

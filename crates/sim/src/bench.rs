@@ -312,7 +312,7 @@ pub fn history(messages: usize, out: &mut dyn Write, json: bool) -> anyhow::Resu
     use std::time::Instant;
     let reference = crate::protocol::HISTORY_PAGE_MESSAGES;
     let scratch = scratch_dir("history")?;
-    let dir = scratch.to_path_buf();
+    let dir = scratch.path().to_path_buf();
     let db = dir.join("roundtable.db");
     if !json {
         writeln!(out, "building a database with {messages} messages…")?;
@@ -431,46 +431,40 @@ pub fn history(messages: usize, out: &mut dyn Write, json: bool) -> anyhow::Resu
 /// Prefix of the benches' scratch directories in the system temp dir.
 const SCRATCH_PREFIX: &str = "roundtable-bench-";
 
-/// A fresh scratch directory `roundtable-bench-TAG-PID` under the system temp dir, removed when
-/// the returned guard drops. A bench killed from outside cannot remove its own, so first every
-/// scratch directory whose process is gone is removed.
-pub fn scratch_dir(tag: &str) -> anyhow::Result<RemoveOnDrop> {
-    sweep_dead_scratch_dirs(&std::env::temp_dir());
-    let dir = std::env::temp_dir().join(format!("{SCRATCH_PREFIX}{tag}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    Ok(RemoveOnDrop(dir))
+/// A fresh scratch directory `roundtable-bench-TAG-PID.RANDOM` under the system temp dir (made
+/// by `tempfile`: a name nobody can predict, created only if nothing had that name), removed
+/// when the returned guard drops. A bench killed from outside cannot remove its own, so
+/// first every scratch directory whose process is gone is removed.
+pub fn scratch_dir(tag: &str) -> anyhow::Result<tempfile::TempDir> {
+    let temp = std::env::temp_dir();
+    sweep_dead_scratch_dirs(&temp);
+    let prefix = scratch_prefix(tag, std::process::id());
+    Ok(tempfile::Builder::new().prefix(&prefix).tempdir_in(&temp)?)
 }
 
-/// Removes `roundtable-bench-…-PID` directories in `temp` whose PID no longer runs.
+/// The start of the name of the scratch directory of bench `tag` run by process `pid`
+/// (`roundtable-bench-TAG-PID.`, then random letters and digits).
+fn scratch_prefix(tag: &str, pid: u32) -> String {
+    format!("{SCRATCH_PREFIX}{tag}-{pid}.")
+}
+
+/// The PID in a scratch directory's name after [`SCRATCH_PREFIX`]: `TAG-PID.RANDOM` (or
+/// `TAG-PID`, as older versions named them).
+fn scratch_pid(rest: &str) -> Option<u32> {
+    let before_random = rest.split_once('.').map_or(rest, |(head, _)| head);
+    before_random.rsplit_once('-')?.1.parse().ok()
+}
+
+/// Removes `roundtable-bench-…-PID.…` directories in `temp` whose PID no longer runs.
 fn sweep_dead_scratch_dirs(temp: &std::path::Path) {
     let Ok(entries) = std::fs::read_dir(temp) else { return };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(rest) = name.strip_prefix(SCRATCH_PREFIX) else { continue };
-        let Some(pid) = rest.rsplit_once('-').and_then(|(_, pid)| pid.parse::<u32>().ok()) else { continue };
+        let Some(pid) = name.strip_prefix(SCRATCH_PREFIX).and_then(scratch_pid) else { continue };
         if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
             tracing::info!("removing {} (its bench, PID {pid}, is gone)", entry.path().display());
             let _ = std::fs::remove_dir_all(entry.path());
         }
-    }
-}
-
-/// Removes a directory when dropped.
-pub struct RemoveOnDrop(pub std::path::PathBuf);
-
-impl RemoveOnDrop {
-    pub fn path(&self) -> &std::path::Path {
-        &self.0
-    }
-
-    pub fn to_path_buf(&self) -> std::path::PathBuf {
-        self.0.clone()
-    }
-}
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -745,7 +739,7 @@ pub fn stream(
 ) -> anyhow::Result<StreamReport> {
     const DELTA: &str = "streamed text of the agent's long turn.\n"; // 40 bytes
     let scratch = scratch_dir("stream")?;
-    let dir = scratch.to_path_buf();
+    let dir = scratch.path().to_path_buf();
     let store = crate::store::SqliteStore::open(&dir.join("roundtable.db"))?;
     let mut w = TickWorld::build_on(Box::new(store), 1, remotes.max(1), &mut |_| {})?;
     // A turn that waits for an answer: the demo agent asks, so the turn stays open while the
@@ -792,4 +786,34 @@ pub fn stream(
         )?;
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scratch_dirs_are_named_after_their_pid_with_a_random_part() {
+        let a = scratch_dir("unit-test").unwrap();
+        let b = scratch_dir("unit-test").unwrap();
+        let prefix = scratch_prefix("unit-test", std::process::id());
+        for dir in [&a, &b] {
+            let name = dir.path().file_name().unwrap().to_string_lossy().into_owned();
+            assert!(name.starts_with(&prefix) && name.len() > prefix.len(), "{name}");
+            assert_eq!(scratch_pid(name.strip_prefix(SCRATCH_PREFIX).unwrap()), Some(std::process::id()));
+        }
+        assert_ne!(a.path(), b.path(), "two dirs of one bench and process do not collide");
+        let (path_a, path_b) = (a.path().to_path_buf(), b.path().to_path_buf());
+        drop((a, b));
+        assert!(!path_a.exists() && !path_b.exists(), "removed when dropped");
+    }
+
+    #[test]
+    fn the_sweep_reads_the_pid_of_new_and_old_names() {
+        assert_eq!(scratch_pid("soak-123.aB3xYz"), Some(123));
+        assert_eq!(scratch_pid("startup-1000-123.000777"), Some(123), "a tag with a dash, an all-digit random part");
+        assert_eq!(scratch_pid("soak-123"), Some(123), "as older versions named them");
+        assert_eq!(scratch_pid("soak"), None);
+        assert_eq!(scratch_pid("soak-x.123"), None);
+    }
 }

@@ -36,7 +36,6 @@ use crate::persist::Store;
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use storage::StorageFaults;
@@ -387,11 +386,6 @@ pub(crate) struct StepRecord {
     pub pids: BTreeMap<String, String>,
 }
 
-static RUN_COUNTER: AtomicU64 = AtomicU64::new(0);
-
-/// A temporary directory holding the scenario's workspaces, removed when the run ends.
-struct TempRoot(PathBuf);
-
 /// `text` with each of `names` (a temporary directory's spellings) replaced by `$TMP`.
 fn normalise_with(names: &[String], text: &str) -> String {
     let mut out = text.to_string();
@@ -401,12 +395,6 @@ fn normalise_with(names: &[String], text: &str) -> String {
         }
     }
     out
-}
-
-impl Drop for TempRoot {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// Runs one scenario against one engine.
@@ -451,7 +439,8 @@ pub(crate) struct Runner<'a> {
     cleared_at: BTreeMap<String, u64>,
     /// Set when the run cannot continue meaningfully (setup failed, engine crashed).
     pub stopped: bool,
-    tmp: TempRoot,
+    /// A temporary directory holding the scenario's workspaces, removed when the run ends.
+    tmp: tempfile::TempDir,
     /// Wall time spent inside `Engine::tick`.
     engine_wall: Duration,
     /// While a step's `then` is checked: the handles' participant ids when the step ran.
@@ -510,8 +499,10 @@ impl<'a> Runner<'a> {
             check_invariants,
             ..defaults
         };
-        let n = RUN_COUNTER.fetch_add(1, Ordering::SeqCst);
-        let tmp = std::env::temp_dir().join(format!("roundtable-scenario-{}-{n}", std::process::id()));
+        let tmp = tempfile::Builder::new()
+            .prefix("roundtable-scenario-")
+            .tempdir()
+            .unwrap_or_else(|e| panic!("cannot create a temporary directory for the scenario's workspaces: {e}"));
         let steps = sc.expanded_steps();
         let records = vec![StepRecord::default(); steps.len()];
         Runner {
@@ -544,7 +535,7 @@ impl<'a> Runner<'a> {
             acked: BTreeMap::new(),
             cleared_at: BTreeMap::new(),
             stopped: false,
-            tmp: TempRoot(tmp),
+            tmp,
             restarts: 0,
             crash_next_tick: false,
             agents: None,
@@ -796,7 +787,7 @@ impl<'a> Runner<'a> {
     // ------------------------------------------------------------------------------------
 
     fn make_workspace_dirs(&mut self) -> Result<(), String> {
-        let root = self.tmp.0.clone();
+        let root = self.tmp.path().to_path_buf();
         std::fs::create_dir_all(&root).map_err(|e| format!("cannot create {}: {e}", root.display()))?;
         for ws in &self.sc.workspaces {
             let dir = root.join(format!("ws-{}", sanitize(&ws.name)));
@@ -2032,7 +2023,7 @@ impl<'a> Runner<'a> {
         }
         let found = match (kind, arg) {
             ("vote", "") => self.latest_vote.clone(),
-            ("tmp", "") => Some(self.tmp.0.display().to_string()),
+            ("tmp", "") => Some(self.tmp.path().display().to_string()),
             ("token", l) => self.tokens.get(l).cloned(),
             ("old_token", l) => self.old_tokens.get(l).cloned(),
             ("share", l) => self.share_ids.get(l).cloned(),
@@ -2101,8 +2092,8 @@ impl<'a> Runner<'a> {
     /// The temporary directory as written, and canonicalised (resolved once: a transcript
     /// normalises every frame of every client).
     fn tmp_names(&self) -> Vec<String> {
-        let mut names = vec![self.tmp.0.display().to_string()];
-        if let Ok(canon) = self.tmp.0.canonicalize() {
+        let mut names = vec![self.tmp.path().display().to_string()];
+        if let Ok(canon) = self.tmp.path().canonicalize() {
             names.push(canon.display().to_string());
         }
         names

@@ -17,9 +17,9 @@
 
 use super::format::*;
 use super::runner::{run_scenario, RunOptions, RunReport};
+use rand::rngs::ChaCha8Rng;
 use rand::seq::IndexedRandom;
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+use rand::{RngExt, SeedableRng};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;

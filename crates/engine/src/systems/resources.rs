@@ -29,7 +29,7 @@ pub struct ClockGap(pub Option<u64>);
 
 /// The engine's seeded RNG (tokens). ChaCha20: cryptographically strong when seeded from the OS.
 #[derive(Resource)]
-pub struct EngineRng(pub rand_chacha::ChaCha20Rng);
+pub struct EngineRng(pub rand::rngs::ChaCha20Rng);
 
 /// Inbound commands, drained by the ingest system.
 #[derive(Resource)]
