@@ -1911,3 +1911,18 @@ fn the_host_lists_the_lobby_the_audit_log_and_workspace_agents_and_remotes_canno
         assert_eq!(code(h.call(c, method, json!({}))), "forbidden", "{method} is the host's");
     }
 }
+
+/// A host's tokens rest on 256 bits from the OS, not only on its 64-bit seed: two hosts with the
+/// same seed but different secrets mint different tokens, while a zero secret (scenarios, tests)
+/// keeps runs replayable.
+#[test]
+fn tokens_depend_on_the_hosts_secret_not_only_on_its_seed() {
+    let mint = |secret: [u8; 32]| {
+        let mut h = Harness::new(EngineConfig { seed: 7, token_secret: secret, ..EngineConfig::default() });
+        let (w, _) = h.workspace_and_session(".");
+        h.mint(&[&w], json!({}))
+    };
+    assert_eq!(mint([0; 32]), mint([0; 32]), "deterministic without a secret");
+    assert_ne!(mint([1; 32]), mint([2; 32]), "the secret changes the tokens");
+    assert_ne!(mint([0; 32]), mint([1; 32]));
+}

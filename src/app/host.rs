@@ -111,7 +111,13 @@ pub struct HostOptions {
 impl HostOptions {
     /// Production defaults: engine seeded from the OS, no invariant checks.
     pub fn new(data_dir: PathBuf, bind: SocketAddr) -> Self {
-        let engine = EngineConfig { seed: rand::random(), check_invariants: false, ..EngineConfig::default() };
+        // Tokens are secrets: 256 bits from the OS behind them, not only a 64-bit seed.
+        let engine = EngineConfig {
+            seed: rand::random(),
+            token_secret: rand::random(),
+            check_invariants: false,
+            ..EngineConfig::default()
+        };
         Self {
             data_dir,
             bind,

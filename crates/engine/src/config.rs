@@ -6,8 +6,13 @@ use bevy_ecs::prelude::*;
 /// Engine settings.
 #[derive(Resource, Clone, Debug)]
 pub struct EngineConfig {
-    /// Seed of the engine RNG (tokens, resume tokens). Production seeds from the OS.
+    /// Seed of the engine RNG (tokens, resume tokens): scenarios and the simulator set it to
+    /// replay a run.
     pub seed: u64,
+    /// Secret entropy mixed into the token RNG with `seed`: 256 bits from the OS in a host, so
+    /// its 256-bit tokens cannot be found by guessing a 64-bit seed; zero (deterministic) in
+    /// scenarios and tests.
+    pub token_secret: [u8; 32],
     /// Reconnect grace period.
     pub grace_ms: u64,
     /// A tick coming this much later than the previous one means the host was suspended:
@@ -55,6 +60,7 @@ impl Default for EngineConfig {
     fn default() -> Self {
         Self {
             seed: 0,
+            token_secret: [0; 32],
             grace_ms: 30_000,
             suspend_gap_ms: 5_000,
             auth_timeout_ms: 10_000,

@@ -67,10 +67,13 @@ pub struct Engine {
 /// The RNG for tokens: the configured seed mixed with every token hash the store holds, so that
 /// an engine restarted with the same seed (scenarios, the simulator) never issues a token again
 /// that it issued before the restart (each issued token left its hash in the store).
-fn token_rng(seed: u64, restored: &crate::persist::Restored) -> rand::rngs::ChaCha20Rng {
+fn token_rng(seed: u64, secret: &[u8; 32], restored: &crate::persist::Restored) -> rand::rngs::ChaCha20Rng {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
     h.update(seed.to_le_bytes());
+    if secret != &[0; 32] {
+        h.update(secret);
+    }
     for s in &restored.shares {
         h.update(s.token_hash);
     }
@@ -89,7 +92,7 @@ impl Engine {
         let mut world = World::new();
         // Engine time never goes back behind what the store already holds (`clock`).
         world.insert_resource(Clock { now: restored.latest_time(), ..Clock::default() });
-        world.insert_resource(EngineRng(token_rng(config.seed, &restored)));
+        world.insert_resource(EngineRng(token_rng(config.seed, &config.token_secret, &restored)));
         world.insert_resource(Inbox(rx));
         world.insert_resource(InboxSender(tx.clone()));
         world.insert_resource(PersistBatch::default());
