@@ -224,7 +224,7 @@ pub fn run_workspace(cmd: WorkspaceCmd, data_dir: Option<&Path>) -> anyhow::Resu
             let path = std::env::var_os("PATH");
             let spec = crate::agent::resolve::resolve_spec(&spec, &here, path.as_deref())?;
             let row = admin.add_workspace(name.as_deref(), &work_dir, spec, now_ms())?;
-            println!("Added workspace {} \"{}\" ({}, agent {})", row.id, row.name, row.dir, agent_label(&row.agent));
+            println!("Added workspace {} \"{}\" ({}, agent {})", row.id, row.name, row.dir, row.agent.label());
             if row.agent.kind == "claude" && row.agent.plan_first() {
                 println!("Plan first: each turn starts in plan mode; the plan goes to a vote before the agent edits anything.");
             }
@@ -241,7 +241,7 @@ pub fn run_workspace(cmd: WorkspaceCmd, data_dir: Option<&Path>) -> anyhow::Resu
                 .iter()
                 .map(|w| {
                     let count = sessions.iter().filter(|s| s.workspace == w.id).count();
-                    vec![w.id.to_string(), w.name.clone(), agent_label(&w.agent), count.to_string(), w.dir.clone()]
+                    vec![w.id.to_string(), w.name.clone(), w.agent.label(), count.to_string(), w.dir.clone()]
                 })
                 .collect();
             print!("{}", table(&["ID", "NAME", "AGENT", "SESSIONS", "DIR"], rows));
@@ -422,10 +422,6 @@ fn print_link_once(link: &Link, id: &ShareId) {
 
 /// The backend and the command line it runs (`command (/usr/bin/python3 -u /home/me/agent.py)`).
 /// A workspace's agent for people: `command (/abs/agent.py --fast)`, `claude, plan first`.
-pub fn agent_label(agent: &AgentSpec) -> String {
-    agent.label()
-}
-
 fn flags(s: &ShareRow) -> String {
     share_flags(s.collaborative, s.consensus_required, s.admission_required)
 }

@@ -478,13 +478,11 @@ async fn drop_out(link: &Link, name: &str) -> Option<String> {
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(10) {
         let attempt = async {
-            let (c, _events) = Client::connect(link).await.ok()?;
-            let auth = AuthenticateParams { token: link.token.clone(), display_name: name.into(), resume_token: None };
-            let a = c.call::<AuthenticateResult>(Method::Authenticate(auth)).await.ok()?;
+            let (c, _events, me) = crate::app::serve_child::bench_remote(link, name).await.ok()?;
             let join = JoinSessionParams { session_id: SessionId::from("s1"), since_seq: None };
             c.request(Method::JoinSession(join)).await.ok()?;
             c.close();
-            Some(a.participant_id.to_string())
+            Some(me.participant_id.to_string())
         };
         if let Ok(Some(pid)) = tokio::time::timeout(STEP, attempt).await {
             return Some(pid);
@@ -504,7 +502,7 @@ async fn final_seq(link: &Link) -> anyhow::Result<u64> {
     let c = loop {
         let last_error = match tokio::time::timeout(STEP, crate::app::serve_child::bench_remote(link, "checker")).await
         {
-            Ok(Ok((c, _events))) => break c,
+            Ok(Ok((c, _events, _))) => break c,
             Ok(Err(e)) => e.to_string(),
             Err(_) => format!("no answer within {STEP:?}"),
         };

@@ -78,7 +78,7 @@ fn one_run(messages: usize, tls_on: bool, json: bool) -> anyhow::Result<(Startup
     let listen_ms = spawned.elapsed().as_secs_f64() * 1000.0;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let (authenticated_ms, first_page_ms, first_page_messages) = runtime.block_on(async {
-        let (client, mut events) = bench_remote(&link, "Bench").await?;
+        let (client, mut events, _) = bench_remote(&link, "Bench").await?;
         let authenticated_ms = spawned.elapsed().as_secs_f64() * 1000.0;
         client
             .request(Method::JoinSession(JoinSessionParams { session_id: SessionId::nth(1), since_seq: None }))

@@ -102,7 +102,7 @@ async fn roundtable_side(o: &WireOptions) -> anyhow::Result<(Vec<f64>, usize)> {
     let samples = Arc::new(Mutex::new(Vec::new()));
     let mut readers = Vec::new();
     for i in 0..o.clients {
-        let (c, mut events) = crate::app::serve_child::bench_remote(&link, &format!("b{i}")).await?;
+        let (c, mut events, _) = crate::app::serve_child::bench_remote(&link, &format!("b{i}")).await?;
         c.request(Method::JoinSession(JoinSessionParams { session_id: session.id.clone(), since_seq: Some(0) }))
             .await?;
         let (sent, samples) = (sent.clone(), samples.clone());

@@ -14,16 +14,19 @@ pub fn free_port() -> anyhow::Result<u16> {
 }
 
 /// A remote of the benches: connects over `link` and authenticates as `name` (a new
-/// participant, no resume token). Returns the client and its events.
+/// participant, no resume token). Returns the client, its events and who it is.
 pub async fn bench_remote(
     link: &crate::net::link::Link,
     name: &str,
-) -> Result<(crate::net::client::Client, crate::net::client::Events), crate::net::client::ClientError> {
+) -> Result<
+    (crate::net::client::Client, crate::net::client::Events, crate::protocol::AuthenticateResult),
+    crate::net::client::ClientError,
+> {
     use crate::protocol::{AuthenticateParams, AuthenticateResult, Method};
     let (client, events) = crate::net::client::Client::connect(link).await?;
     let auth = AuthenticateParams { token: link.token.clone(), display_name: name.into(), resume_token: None };
-    client.call::<AuthenticateResult>(Method::Authenticate(auth)).await?;
-    Ok((client, events))
+    let me = client.call::<AuthenticateResult>(Method::Authenticate(auth)).await?;
+    Ok((client, events, me))
 }
 
 /// `roundtable serve` on 127.0.0.1:`port`; killed (SIGKILL) when dropped.

@@ -12,7 +12,7 @@
 //! resends messages whose answer was lost (same `client_msg_id`, so the host treats them
 //! idempotently). Each request runs on its own task so a slow answer never holds up the others.
 
-use super::model::{Action, ConnectionState, LobbyEntry, Update};
+use super::model::{Action, ConnectionState, Update};
 use crate::app::join::{FIRST_BACKOFF, MAX_BACKOFF};
 use crate::ids::{ParticipantId, SessionId, WorkspaceId};
 use crate::net::client::{Client, ClientError, ClientEvent, Events};
@@ -143,16 +143,7 @@ impl Worker {
     /// The people waiting in the lobby (`list_lobby`, host only).
     async fn load_lobby(&self) {
         match self.client.call::<ListLobbyResult>(Method::ListLobby(Empty {})).await {
-            Ok(r) => self.out.send(Update::LobbySeed(
-                r.waiting
-                    .into_iter()
-                    .map(|w| LobbyEntry {
-                        participant_id: w.participant_id,
-                        display_name: w.display_name,
-                        share_id: w.share_id,
-                    })
-                    .collect(),
-            )),
+            Ok(r) => self.out.send(Update::LobbySeed(r.waiting)),
             Err(e) => self.out.failed("list_lobby", &e),
         }
     }

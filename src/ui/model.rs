@@ -357,13 +357,8 @@ impl SessionState {
     }
 }
 
-/// Someone waiting in the host's lobby.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LobbyEntry {
-    pub participant_id: ParticipantId,
-    pub display_name: String,
-    pub share_id: crate::ids::ShareId,
-}
+/// Someone waiting in the host's lobby (as `list_lobby` lists them).
+pub type LobbyEntry = WaitingInfo;
 
 /// Everything the window shows.
 #[derive(Clone, Debug, Default, PartialEq)]

@@ -43,19 +43,7 @@ pub fn host_views(
             Method::FetchAudit(p) => {
                 let limit = p.limit.unwrap_or(AUDIT_PAGE_DEFAULT).min(AUDIT_PAGE_MAX);
                 match archive.audit_tail(limit as usize) {
-                    Ok(rows) => {
-                        let entries = rows
-                            .into_iter()
-                            .map(|r| AuditEntry {
-                                at: r.at,
-                                actor: r.actor,
-                                action: r.action,
-                                target: r.target,
-                                detail: r.detail,
-                            })
-                            .collect();
-                        reply_ok(&mut staged, req.conn, &req.id, FetchAuditResult { entries });
-                    }
+                    Ok(entries) => reply_ok(&mut staged, req.conn, &req.id, FetchAuditResult { entries }),
                     Err(e) => {
                         tracing::error!("cannot read the audit log: {e}");
                         reply_err(

@@ -225,6 +225,7 @@ pub fn add_messages(world: &mut World) {
     MessageRegistry::register_message::<VoteRequested>(world);
     MessageRegistry::register_message::<TurnClosed>(world);
     MessageRegistry::register_message::<VoteWithdrawn>(world);
+    world.init_resource::<MessagesUpdated>();
 }
 
 /// The world's change tick when the message buffers were last swapped.
@@ -234,10 +235,10 @@ pub struct MessagesUpdated(pub bevy_ecs::change_detection::Tick);
 /// Swaps the buffers of every registered message type once per tick, as bevy's
 /// `message_update_system` does (messages live for this tick and the next).
 pub fn update_messages(world: &mut World) {
-    let last = world.get_resource::<MessagesUpdated>().map(|m| m.0).unwrap_or_default();
+    let last = world.resource::<MessagesUpdated>().0;
     world.resource_scope(|world, mut registry: Mut<MessageRegistry>| registry.run_updates(world, last));
     let now = world.change_tick();
-    world.insert_resource(MessagesUpdated(now));
+    world.resource_mut::<MessagesUpdated>().0 = now;
 }
 
 /// How the engine reads workspace files (set by the driver: [`crate::Engine::set_workspace_files`]);

@@ -797,18 +797,8 @@ pub struct FetchAuditParams {
 /// The most audit rows one `fetch_audit` returns.
 pub const AUDIT_PAGE_MAX: u32 = 1000;
 
-/// One row of the audit log: who did what to whom, when.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AuditEntry {
-    /// Engine time (ms).
-    pub at: u64,
-    /// `host`, `system` or a participant id.
-    pub actor: String,
-    /// e.g. `joined`, `kicked`, `muted`, `share_revoked`, `voted`.
-    pub action: String,
-    pub target: String,
-    pub detail: String,
-}
+/// One row of the audit log — who did what to whom, when — as stored.
+pub type AuditEntry = crate::persist::AuditRow;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FetchAuditResult {
