@@ -25,7 +25,7 @@
 pub use roundtable_agent as agent;
 pub use roundtable_engine as engine;
 pub use roundtable_net as net;
-pub use roundtable_protocol::{ids, persist, protocol, token};
+pub use roundtable_protocol::{client_session, ids, persist, protocol, token};
 pub use roundtable_sim as scenario;
 pub use roundtable_sim::testkit;
 pub use roundtable_store as store;

@@ -77,13 +77,12 @@ fn plan_vote() -> Vec<Update> {
     ]
 }
 
-fn model_with(updates: Vec<Update>, is_host: bool) -> (ViewModel, Vec<Follow>) {
+fn model_with(updates: Vec<Update>, is_host: bool) -> ViewModel {
     let mut m = ViewModel::new(is_host);
-    let mut follows = Vec::new();
     for u in updates {
-        follows.extend(m.apply(u));
+        m.apply(u);
     }
-    (m, follows)
+    m
 }
 
 fn s1() -> SessionId {
@@ -92,15 +91,15 @@ fn s1() -> SessionId {
 
 #[test]
 fn turn_held_by_someone_else_locks_the_composer_naming_the_holder() {
-    let (m, _) = model_with([joined_as("p2", "Bob", Role::Participant), ann_takes_the_turn()].concat(), false);
+    let m = model_with([joined_as("p2", "Bob", Role::Participant), ann_takes_the_turn()].concat(), false);
     assert_eq!(m.composer_lock(), Some(ComposerLock::WaitingFor("Ann".into())));
     assert_eq!(m.composer_lock().unwrap().text(), "Waiting for Ann — chat with the room");
     assert!(!m.can_cancel(), "only the holder or the host may cancel");
 
-    let (host, _) = model_with([joined_as("host", "Host", Role::Host), ann_takes_the_turn()].concat(), true);
+    let host = model_with([joined_as("host", "Host", Role::Host), ann_takes_the_turn()].concat(), true);
     assert!(host.can_cancel(), "the host may cancel anyone's turn");
 
-    let (ann, _) = model_with([joined_as("p1", "Ann", Role::Participant), ann_takes_the_turn()].concat(), false);
+    let ann = model_with([joined_as("p1", "Ann", Role::Participant), ann_takes_the_turn()].concat(), false);
     assert_eq!(ann.composer_lock(), None, "the holder keeps the composer");
     assert!(ann.can_cancel());
 }
@@ -112,7 +111,7 @@ fn streamed_agent_text_is_replaced_by_the_final_message_and_the_turn_end_unlocks
         json!({"event": "agent_delta", "session_id": "s1", "payload": {"turn_id": 1, "text": "You said: he"}}),
     ));
     updates.push(ev(json!({"event": "agent_delta", "session_id": "s1", "payload": {"turn_id": 1, "text": "llo"}})));
-    let (mut m, _) = model_with(updates, false);
+    let mut m = model_with(updates, false);
     assert_eq!(m.sessions[&s1()].streaming, "You said: hello");
     m.apply(ev(json!({"event": "message", "session_id": "s1", "seq": 7, "payload": {"message_id": "m2",
         "author_id": "agent", "author_name": "Agent", "text": "You said: hello"}})));
@@ -128,7 +127,7 @@ fn streamed_agent_text_is_replaced_by_the_final_message_and_the_turn_end_unlocks
 
 #[test]
 fn plan_card_shows_who_approved_who_is_pending_and_the_deny_reason() {
-    let (mut m, _) =
+    let mut m =
         model_with([joined_as("p2", "Bob", Role::Participant), ann_takes_the_turn(), plan_vote()].concat(), false);
     let card = m.sessions[&s1()].votes[&VoteId::from("v1")].clone();
     assert_eq!(card.approved(), &[ParticipantId::from("p1")]);
@@ -136,11 +135,8 @@ fn plan_card_shows_who_approved_who_is_pending_and_the_deny_reason() {
     assert!(m.can_vote(&card), "Bob is a required voter");
     assert_eq!(m.sessions[&s1()].info.as_ref().unwrap().status, SessionStatus::AwaitingVote);
 
-    // A replayed seq is ignored (no double application).
-    m.apply(ev(json!({"event": "vote_progress", "session_id": "s1", "seq": 8, "payload": {"vote_id": "v1",
-        "required": ["p1", "p2"], "approved": [], "denied": [], "answered": [], "pending": ["p1", "p2"]}})));
-    assert_eq!(m.sessions[&s1()].votes[&VoteId::from("v1")].approved(), &[ParticipantId::from("p1")]);
-
+    // (A replayed seq never reaches the model: the backend's ClientSession drops it, see
+    // tests/ui_backend.rs.)
     m.apply(ev(json!({"event": "vote_progress", "session_id": "s1", "seq": 9, "payload": {"vote_id": "v1",
         "required": ["p1", "p2"], "approved": ["p1"], "denied": ["p2"], "answered": [], "pending": []}})));
     m.apply(ev(json!({"event": "vote_resolved", "session_id": "s1", "seq": 10, "payload": {"vote_id": "v1",
@@ -160,14 +156,14 @@ fn question_card_keeps_the_options_and_late_joiners_cannot_vote() {
         "questions": [{"question": "Go ahead with the migration?", "options": ["yes", "no"]}],
         "decided_by": "consensus", "required": ["p1"]}}),
     ));
-    let (m, _) = model_with(updates, false);
+    let m = model_with(updates, false);
     let card = &m.sessions[&s1()].votes[&VoteId::from("v2")];
     match &card.opened.subject {
         VoteSubject::Question { questions } => assert_eq!(questions[0].options, vec!["yes", "no"]),
         other => panic!("expected a question, got {other:?}"),
     }
     assert!(!m.can_vote(card), "Bob is not in the required set");
-    let (host, _) = model_with(
+    let host = model_with(
         [
             joined_as("host", "Host", Role::Host),
             ann_takes_the_turn(),
@@ -186,7 +182,7 @@ fn roster_tracks_reconnecting_muted_and_departures() {
     let mut updates = joined_as("host", "Host", Role::Host);
     updates.push(ev(json!({"event": "presence_changed", "session_id": "s1", "seq": 5, "payload": {"participant_id": "p1", "presence": "reconnecting", "connections": 0}})));
     updates.push(ev(json!({"event": "participant_muted", "session_id": "s1", "seq": 6, "payload": {"participant_id": "p2", "muted": true}})));
-    let (mut m, _) = model_with(updates, true);
+    let mut m = model_with(updates, true);
     let s = &m.sessions[&s1()];
     assert_eq!(s.roster[&ParticipantId::from("p1")].presence, PresenceState::Reconnecting);
     assert!(s.roster[&ParticipantId::from("p2")].muted);
@@ -201,29 +197,19 @@ fn roster_tracks_reconnecting_muted_and_departures() {
 fn a_muted_participant_and_an_observer_cannot_type() {
     let mut updates = joined_as("p2", "Bob", Role::Participant);
     updates.push(ev(json!({"event": "participant_muted", "session_id": "s1", "seq": 5, "payload": {"participant_id": "p2", "muted": true}})));
-    let (m, _) = model_with(updates, false);
+    let m = model_with(updates, false);
     assert_eq!(m.composer_lock(), Some(ComposerLock::Muted));
-    let (o, _) = model_with(joined_as("p2", "Bob", Role::Observer), false);
+    let o = model_with(joined_as("p2", "Bob", Role::Observer), false);
     assert_eq!(o.composer_lock(), Some(ComposerLock::Observer));
-}
-
-#[test]
-fn a_seq_gap_asks_for_a_rejoin_from_the_last_seq_once() {
-    let mut updates = joined_as("p2", "Bob", Role::Participant);
-    updates.push(ev(json!({"event": "turn_started", "session_id": "s1", "seq": 9, "payload": {"turn_id": 1, "holder_id": "p1", "holder_name": "Ann"}})));
-    updates.push(ev(json!({"event": "turn_ended", "session_id": "s1", "seq": 10, "payload": {"turn_id": 1, "holder_id": "p1", "reason": "completed"}})));
-    let (m, follows) = model_with(updates, false);
-    assert_eq!(follows, vec![Follow::Rejoin { session_id: s1(), since_seq: 4 }]);
-    assert_eq!(m.sessions[&s1()].last_seq, 4, "nothing past the gap is applied");
 }
 
 #[test]
 fn history_replaced_drops_the_messages_and_refetches_a_snapshot() {
     let mut updates = [joined_as("p2", "Bob", Role::Participant), ann_takes_the_turn()].concat();
     updates.push(ev(json!({"event": "history_replaced", "session_id": "s1", "seq": 7, "payload": {"reason": "cleared by the host"}})));
-    let (m, follows) = model_with(updates, false);
-    assert_eq!(follows, vec![Follow::Refetch(s1())]);
+    let m = model_with(updates, false);
     assert!(m.sessions[&s1()].timeline.is_empty());
+    assert!(!m.sessions[&s1()].loaded, "it waits for the snapshot the backend fetches (tests/ui_backend.rs)");
 }
 
 #[test]
@@ -233,7 +219,7 @@ fn lobby_lists_waiting_people_until_admitted_or_refused() {
             json!({"event": "lobby", "payload": {"participant_id": id, "display_name": "Dan", "share_id": "sh2", "admission": admission}}),
         )
     };
-    let (mut m, _) = model_with(vec![lobby("p4", "pending"), lobby("p5", "pending")], true);
+    let mut m = model_with(vec![lobby("p4", "pending"), lobby("p5", "pending")], true);
     assert_eq!(m.lobby.len(), 2);
     m.apply(lobby("p4", "admitted"));
     m.apply(lobby("p5", "refused"));
@@ -534,15 +520,10 @@ fn clear_sends_clear_session_only_after_confirmation() {
 }
 
 #[test]
-fn history_replaced_in_the_window_rejoins_without_since_seq_for_a_snapshot() {
+fn history_replaced_in_the_window_waits_for_a_fresh_snapshot() {
     let mut w = host_window();
     w.push(ev(json!({"event": "history_replaced", "session_id": "s1", "seq": 5,
         "payload": {"reason": "cleared by the host"}})));
-    let mut actions = Vec::new();
-    while let Ok(a) = w.actions.try_recv() {
-        actions.push(a);
-    }
-    assert_eq!(actions, vec![Action::Join { session_id: s1(), since_seq: None }]);
     assert!(w.harness.query_by_label("loading…").is_some(), "the chat waits for the snapshot");
 }
 
@@ -681,7 +662,7 @@ fn lobby_seed_from_list_lobby_merges_with_live_lobby_events() {
             "admission": admission}}))
     };
     // p4 was admitted live before the (older) database read arrived; p7 is waiting live.
-    let (mut m, _) = model_with(vec![lobby("p4", "pending"), lobby("p4", "admitted"), lobby("p7", "pending")], true);
+    let mut m = model_with(vec![lobby("p4", "pending"), lobby("p4", "admitted"), lobby("p7", "pending")], true);
     m.apply(Update::LobbySeed(vec![entry("p4", "Dan"), entry("p6", "Eve")]));
     let waiting: Vec<&str> = m.lobby.keys().map(|p| p.as_str()).collect();
     assert_eq!(waiting, vec!["p6", "p7"], "settled people stay out; seeded and live ones merge");
@@ -859,7 +840,7 @@ fn joined_with_older_history() -> Vec<Update> {
 
 #[test]
 fn earlier_messages_load_above_the_timeline_a_page_at_a_time() {
-    let (mut m, _) = model_with(joined_with_older_history(), false);
+    let mut m = model_with(joined_with_older_history(), false);
     let Some(Method::FetchHistory(p)) = m.request_older(&s1()) else { panic!("a fetch_history request") };
     assert_eq!(p.before_seq, Some(10), "pages back from the oldest message shown");
     assert!(m.request_older(&s1()).is_none(), "one page at a time");
@@ -935,7 +916,7 @@ fn bob_in_two_sessions() -> Vec<Update> {
 
 #[test]
 fn unread_counts_messages_by_others_after_the_marker_and_mark_read_follows_what_is_shown() {
-    let (mut m, _) = model_with(bob_in_two_sessions(), false);
+    let mut m = model_with(bob_in_two_sessions(), false);
     let me = m.me.clone();
     let s2 = SessionId::from("s2");
     assert_eq!(m.current, Some(s1()));
@@ -1031,7 +1012,7 @@ fn someone_typing_is_shown_until_their_message_arrives_and_typing_here_tells_the
 
 #[test]
 fn typing_notes_expire_and_name_several_people() {
-    let (mut m, _) = model_with(joined_as("p2", "Bob", Role::Participant), false);
+    let mut m = model_with(joined_as("p2", "Bob", Role::Participant), false);
     let typing = |id: &str, name: &str| {
         ev(json!({"event": "typing", "session_id": "s1", "payload": {"participant_id": id, "display_name": name}}))
     };
@@ -1086,11 +1067,11 @@ fn a_turn_cancelled_while_its_vote_was_open_leaves_the_session_idle_in_either_or
         vec![turn_ended(9, "cancelled"), resolved(10, "denied", "system")],
         vec![resolved(9, "denied", "system"), turn_ended(10, "cancelled")],
     ] {
-        let (m, _) = model_with([start.clone(), events].concat(), false);
+        let m = model_with([start.clone(), events].concat(), false);
         assert_eq!(m.sessions[&s1()].info.as_ref().unwrap().status, SessionStatus::Idle);
     }
     // Resolved while the turn goes on: running again.
-    let (m, _) = model_with([start.clone(), vec![resolved(9, "approved", "consensus")]].concat(), false);
+    let m = model_with([start.clone(), vec![resolved(9, "approved", "consensus")]].concat(), false);
     assert_eq!(m.sessions[&s1()].info.as_ref().unwrap().status, SessionStatus::Running);
     // The list of a window that never opened the session follows the same rule.
     let mut m = ViewModel::new(false);
@@ -1182,13 +1163,13 @@ fn an_agent_failure_is_shown_as_an_error_and_a_cancel_as_a_note() {
     assert!(matches!(w.harness.state().model.sessions[&s1()].timeline.last(), Some(Entry::Failure(_))));
     let mut updates = [joined_as("p2", "Bob", Role::Participant), ann_takes_the_turn()].concat();
     updates.push(turn_ended(7, "cancelled"));
-    let (m, _) = model_with(updates, false);
+    let m = model_with(updates, false);
     assert!(matches!(m.sessions[&s1()].timeline.last(), Some(Entry::Note(n)) if n == "Ann's turn ended (cancelled)"));
 }
 
 #[test]
 fn name_colours_differ_within_a_roster_and_stay_when_someone_comes_back_as_a_new_participant() {
-    let (m, _) = model_with(joined_as("p2", "Bob", Role::Participant), false);
+    let m = model_with(joined_as("p2", "Bob", Role::Participant), false);
     let slots = m.sessions[&s1()].colour_slots(10);
     let mut used: Vec<usize> = slots.values().copied().collect();
     used.sort();
@@ -1202,7 +1183,7 @@ fn name_colours_differ_within_a_roster_and_stay_when_someone_comes_back_as_a_new
         json!({"event": "participant_joined", "session_id": "s1", "seq": 6, "payload": {"participant_id": "p7",
         "display_name": "Bob (2)", "role": "participant", "muted": false, "presence": "connected"}}),
     ));
-    let (m, _) = model_with(updates, true);
+    let m = model_with(updates, true);
     assert_eq!(m.sessions[&s1()].colour_slots(10)[&ParticipantId::from("p7")], bob);
     // More people than colours: everyone still gets one.
     assert_eq!(m.sessions[&s1()].colour_slots(2).len(), 4);

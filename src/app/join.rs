@@ -22,12 +22,12 @@
 
 use crate::app::render::{closing_text, Renderer};
 use crate::app::JoinArgs;
+use crate::client_session::{Attempt, ClientSession, Closed, GiveUp, Identity, Reconnect, Then, TRANSIENT_PATIENCE};
 use crate::ids::{SessionId, VoteId};
 use crate::net::client::{Client, ClientError, ClientEvent, Events, Response};
 use crate::net::known_hosts::{KnownHosts, Pairing};
 use crate::net::link::Link;
 use crate::protocol::*;
-use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -88,19 +88,6 @@ pub fn quote_into(quoted: &[(String, String)], prompt: &str) -> String {
     text
 }
 
-/// First reconnect delay; doubles up to [`MAX_BACKOFF`].
-pub const FIRST_BACKOFF: Duration = Duration::from_millis(200);
-/// Longest wait between reconnect attempts.
-pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
-
-/// Closing reasons after which reconnecting is pointless (shared with the remote window). A
-/// transient refusal (`storage_unavailable`, `rate_limited`) is never one: it is retried.
-pub const FINAL_REASONS: [&str; 5] = ["revoked", "kicked", "expired", "refused", "auth_timeout"];
-
-/// How long `join` and the remote window keep retrying a host that refuses for now
-/// (`storage_unavailable`, `rate_limited`) before giving up, saying why.
-pub const TRANSIENT_PATIENCE: Duration = Duration::from_secs(600);
-
 /// Runs `join` until `/quit`, end of input, or a final disconnect.
 pub async fn join(args: JoinArgs, data_dir: PathBuf) -> anyhow::Result<ExitCode> {
     let link = Link::parse(&args.link()?)?;
@@ -113,22 +100,17 @@ pub async fn join(args: JoinArgs, data_dir: PathBuf) -> anyhow::Result<ExitCode>
         .filter(|n| !n.trim().is_empty())
         .unwrap_or_else(|| "guest".into());
     let resume = ResumeStore::new(&data_dir, &link);
-    let resume_token = resume.load();
     let mut joiner = Joiner {
         link,
         name,
         wanted: args.session.as_deref().map(SessionId::from),
         out,
         renderer: Renderer::new(!args.json),
-        restored: resume_token.is_some(),
-        resume_token,
+        session: ClientSession::new(resume.load()),
         resume,
-        admitted: false,
-        sessions: BTreeMap::new(),
-        rejoining: BTreeMap::new(),
+        reconnect: Reconnect::default(),
         current: None,
         unsent: Vec::new(),
-        closing: None,
         tag: format!("{:08x}", rand::random::<u32>()),
         sent: 0,
         quoted: Vec::new(),
@@ -141,16 +123,20 @@ pub async fn join(args: JoinArgs, data_dir: PathBuf) -> anyhow::Result<ExitCode>
     // The first connection's failures are reported, not retried (the link is probably wrong) —
     // except a host that refuses for now (it cannot store, or asks to slow down): that is waited
     // out, saying so.
-    let started = std::time::Instant::now();
     let interrupted = || Ok(ExitCode::from(130));
     let (client, events) = loop {
         let connected = tokio::select! {
             connected = joiner.connect() => connected,
             _ = interrupt.recv() => return interrupted(),
         };
-        match connected {
+        let (e, attempt) = match connected {
             Ok(c) => break c,
-            Err(Failure::Busy(e, wait)) if started.elapsed() < TRANSIENT_PATIENCE => {
+            Err(Failure::Busy(e, wait)) => (e, Attempt::Busy(wait)),
+            Err(Failure::Retry(e)) => (e, Attempt::Unreachable),
+            Err(Failure::Final(e)) => return Err(connect_hint(e, &joiner.link)),
+        };
+        match joiner.reconnect.after(attempt, std::time::Instant::now()) {
+            Ok(wait) => {
                 joiner.out.note(&format!(
                     "* the host cannot take you right now ({e:#}); trying again in {:.1}s…",
                     wait.as_secs_f32()
@@ -160,9 +146,7 @@ pub async fn join(args: JoinArgs, data_dir: PathBuf) -> anyhow::Result<ExitCode>
                     _ = interrupt.recv() => return interrupted(),
                 }
             }
-            Err(Failure::Final(e) | Failure::Retry(e) | Failure::Busy(e, _)) => {
-                return Err(connect_hint(e, &joiner.link))
-            }
+            Err(_) => return Err(connect_hint(e, &joiner.link)),
         }
     };
     // Only a host that proved it holds the pinned certificate is remembered (a wrong link must
@@ -319,18 +303,6 @@ enum Failure {
     Final(anyhow::Error),
 }
 
-/// What to do after an event.
-enum Follow {
-    Nothing,
-    /// Rejoin every session from its last seq.
-    Resync,
-    /// Drop what we have of a session and fetch a snapshot.
-    Refetch(SessionId),
-    /// The host admitted us from the lobby.
-    Enter,
-    Exit(ExitCode),
-}
-
 /// Whether the loop goes on.
 enum Flow {
     Continue,
@@ -343,25 +315,16 @@ struct Joiner {
     wanted: Option<SessionId>,
     out: Out,
     renderer: Renderer,
-    resume_token: Option<String>,
+    /// Followed sessions and their seqs, the resume token, admission: the protocol's client
+    /// rules, shared with the window and the scenario runner.
+    session: ClientSession,
     /// Where the resume token is kept between runs.
     resume: ResumeStore,
-    /// The resume token came from an earlier run (not yet used on a connection).
-    restored: bool,
-    admitted: bool,
-    /// Joined sessions → last seq seen.
-    sessions: BTreeMap<SessionId, u64>,
-    /// Sessions being (re)joined → id of the `join_session` request. Until its response is
-    /// reached in the event stream, their live events are dropped: the replay or snapshot that
-    /// follows the response covers them (a resumed connection receives broadcasts before it
-    /// rejoins, possibly ahead of older events the replay will bring).
-    rejoining: BTreeMap<SessionId, serde_json::Value>,
+    reconnect: Reconnect,
     current: Option<SessionId>,
-    /// Messages not confirmed because the connection dropped; resent after reconnecting.
-    /// Messages (`false`) and room chat (`true`) not delivered yet, resent on reconnect.
+    /// Messages (`false`) and room chat (`true`) not confirmed because the connection dropped;
+    /// resent after reconnecting.
     unsent: Vec<(bool, SendMessageParams)>,
-    /// Reason of the last `closing` event.
-    closing: Option<String>,
     /// Random prefix of our client_msg_ids.
     tag: String,
     sent: u64,
@@ -397,22 +360,20 @@ impl Joiner {
                     }
                 }
                 ev = events.recv() => match ev {
-                    Some(ClientEvent::Event { frame, raw }) => {
-                        match self.on_event(&frame, &raw) {
-                            Follow::Nothing => {}
-                            Follow::Resync => self.rejoin_all(&client).await,
-                            Follow::Refetch(s) => {
-                                self.sessions.insert(s.clone(), 0);
-                                self.join_session(&client, &s, None).await;
-                            }
-                            Follow::Enter => self.enter(&client).await,
-                            Follow::Exit(code) => {
-                                client.close();
-                                return Ok(code);
+                    Some(ClientEvent::Event { frame, raw }) => match self.on_event(&frame, &raw) {
+                        Then::Nothing => {}
+                        Then::Join(joins) => {
+                            for params in joins {
+                                self.join_session(&client, params).await;
                             }
                         }
-                    }
-                    Some(ClientEvent::Answered { id }) => self.rejoining.retain(|_, pending| *pending != id),
+                        Then::Enter => self.enter(&client).await,
+                        Then::Refused => {
+                            client.close();
+                            return Ok(ExitCode::FAILURE);
+                        }
+                    },
+                    Some(ClientEvent::Answered { id }) => self.session.answered(&id),
                     Some(ClientEvent::Response { raw }) => self.on_unsolicited(&raw),
                     Some(ClientEvent::Other { raw }) => self.out.raw(&raw),
                     closed @ (Some(ClientEvent::Closed { .. }) | None) => {
@@ -420,11 +381,9 @@ impl Joiner {
                             Some(ClientEvent::Closed { reason }) => reason,
                             _ => None,
                         };
-                        let reason = self.closing.take().or(close_frame_reason);
-                        self.rejoining.clear();
-                        if let Some(r) = reason.as_deref().filter(|r| FINAL_REASONS.contains(r)) {
+                        if let Closed::Final(r) = self.session.closed(close_frame_reason) {
                             self.resume.forget();
-                            self.out.note(&format!("disconnected: {}", closing_text(r)));
+                            self.out.note(&format!("disconnected: {}", closing_text(&r)));
                             return Ok(ExitCode::FAILURE);
                         }
                         match self.reconnect(stdin).await? {
@@ -446,37 +405,34 @@ impl Joiner {
             ClientError::FingerprintMismatch { .. } | ClientError::TlsSetup(_) => Failure::Final(e.into()),
             e => Failure::Retry(e.into()),
         })?;
-        let resuming = self.resume_token.is_some();
-        let restored = std::mem::take(&mut self.restored);
         let auth = match self.authenticate(&client).await {
             Ok(a) => a,
             Err(e) if e.is_transient_refusal() => {
-                self.restored = restored;
                 let wait = e.retry_after();
                 client.close();
                 return Err(Failure::Busy(e.into(), wait));
             }
             Err(e @ ClientError::Protocol(_)) => {
                 self.resume.forget();
+                self.session.forget_resume();
                 return Err(Failure::Final(anyhow::anyhow!("the host refused the link: {e}")));
             }
             Err(e) => return Err(Failure::Retry(e.into())),
         };
-        self.resume_token = Some(auth.resume_token.clone());
+        let identity = self.session.authenticated(&auth);
+        self.reconnect.connected();
         self.resume.save(&auth.resume_token);
         self.renderer.me = Some(auth.participant_id.clone());
-        if resuming && !restored {
-            if auth.resumed {
-                self.out.note(&format!("* reconnected as {}", auth.display_name));
-            } else {
-                self.out.note(&format!(
-                    "* reconnected, but you were away too long: you are back as a new participant, {} ({})",
-                    auth.display_name, auth.participant_id
-                ));
-            }
+        if let Identity::Resumed = identity {
+            self.out.note(&format!("* reconnected as {}", auth.display_name));
+        } else if let Identity::Replaced = identity {
+            self.out.note(&format!(
+                "* reconnected, but you were away too long: you are back as a new participant, {} ({})",
+                auth.display_name, auth.participant_id
+            ));
         } else {
             // A first connection (perhaps resuming the participant an earlier run left).
-            let again = if restored && auth.resumed { ", the same participant as before" } else { "" };
+            let again = if identity == Identity::Restored { ", the same participant as before" } else { "" };
             self.out.note(&format!(
                 "connected to {} as {} ({}, {}){again}. Type /help for commands.",
                 self.link.authority(),
@@ -486,25 +442,15 @@ impl Joiner {
             ));
         }
         match auth.admission {
-            Admission::Admitted => {
-                self.admitted = true;
-                self.enter(&client).await;
-            }
-            Admission::Pending => {
-                self.admitted = false;
-                self.out.note("* waiting in the lobby until the host lets you in…");
-            }
+            Admission::Admitted => self.enter(&client).await,
+            Admission::Pending => self.out.note("* waiting in the lobby until the host lets you in…"),
             Admission::Refused => return Err(Failure::Final(anyhow::anyhow!("the host refused to let you in"))),
         }
         Ok((client, events))
     }
 
     async fn authenticate(&mut self, client: &Client) -> Result<AuthenticateResult, ClientError> {
-        let params = AuthenticateParams {
-            token: self.link.token.clone(),
-            display_name: self.name.clone(),
-            resume_token: self.resume_token.clone(),
-        };
+        let params = self.session.authenticate(&self.link.token, &self.name);
         let value = self.request(client, Method::Authenticate(params)).await?;
         serde_json::from_value(value)
             .map_err(|e| ClientError::BadResult { method: "authenticate", detail: e.to_string() })
@@ -520,14 +466,15 @@ impl Joiner {
     /// After admission: join the chosen session (first time) or rejoin every session from its
     /// last seq (after a reconnect), then resend unconfirmed messages.
     async fn enter(&mut self, client: &Client) {
-        if self.sessions.is_empty() {
+        let rejoins = self.session.rejoins();
+        if rejoins.is_empty() {
             let Some(list) = self.list_sessions(client, false).await else { return };
             let pick = match &self.wanted {
                 Some(w) => list.iter().find(|s| &s.id == w).map(|s| s.id.clone()),
                 None => list.first().map(|s| s.id.clone()),
             };
             match pick {
-                Some(id) => self.join_session(client, &id, None).await,
+                Some(id) => self.join_session(client, JoinSessionParams { session_id: id, since_seq: None }).await,
                 None if self.wanted.is_some() => self.out.note(&format!(
                     "! no session {} is shared with you; type /sessions",
                     self.wanted.as_ref().unwrap()
@@ -535,28 +482,26 @@ impl Joiner {
                 None => self.out.note("* no session is shared with you yet; type /sessions to look again"),
             }
         } else {
-            self.rejoin_all(client).await;
+            for params in rejoins {
+                self.join_session(client, params).await;
+            }
         }
         for (room, msg) in std::mem::take(&mut self.unsent) {
             self.send_message(client, room, msg).await;
         }
     }
 
-    async fn rejoin_all(&mut self, client: &Client) {
-        let joined: Vec<(SessionId, u64)> = self.sessions.iter().map(|(s, q)| (s.clone(), *q)).collect();
-        for (session, last) in joined {
-            self.join_session(client, &session, Some(last)).await;
-        }
-    }
-
-    async fn join_session(&mut self, client: &Client, session: &SessionId, since: Option<u64>) {
-        let params = JoinSessionParams { session_id: session.clone(), since_seq: since.filter(|&s| s > 0) };
+    async fn join_session(&mut self, client: &Client, params: JoinSessionParams) {
+        let session = &params.session_id.clone();
+        let first = !self.session.follows(session);
         // A host that cannot store right now refuses joins (a replay could show unstored events):
         // wait it out, saying so once, instead of missing the session.
         let started = std::time::Instant::now();
         let mut told = false;
         let response = loop {
-            let response = client.request_full(Method::JoinSession(params.clone())).await;
+            let state = &mut self.session;
+            let join = Method::JoinSession(params.clone());
+            let response = client.request_full_with(join, |id| state.join_sent(&params, id.clone())).await;
             let refused = match &response {
                 Ok(r) => r.outcome.as_ref().err().map(|e| ClientError::Protocol(e.clone())),
                 Err(_) => None,
@@ -579,26 +524,28 @@ impl Joiner {
         };
         if let Ok(r) = &response {
             self.out.raw(&r.raw);
-            self.rejoining.insert(session.clone(), r.id.clone());
         }
         match response.and_then(|r| r.outcome.map_err(ClientError::Protocol)) {
             Ok(value) => {
                 let Ok(result) = serde_json::from_value::<JoinSessionResult>(value) else {
+                    self.session.join_failed(session);
                     return self.out.note("! unexpected join_session result");
                 };
-                let first = !self.sessions.contains_key(session);
-                self.sessions.entry(session.clone()).or_insert(0);
+                self.session.joined(&result);
                 if self.current.is_none() {
                     self.current = Some(session.clone());
                 }
-                self.renderer.prefix_sessions = self.sessions.len() > 1;
+                self.renderer.prefix_sessions = self.session.followed().count() > 1;
                 let text = self.renderer.joined(&result.session, &result.roster);
                 // A snapshot follows and prints the session itself; otherwise show it on first join.
                 if first && result.catch_up != CatchUp::Snapshot {
                     self.out.text(&text);
                 }
             }
-            Err(ClientError::Protocol(e)) => self.out.note(&format!("! cannot join {session}: {}", e.message)),
+            Err(ClientError::Protocol(e)) => {
+                self.session.join_failed(session);
+                self.out.note(&format!("! cannot join {session}: {}", e.message))
+            }
             Err(e) => tracing::debug!("join_session {session}: {e}"),
         }
     }
@@ -632,54 +579,17 @@ impl Joiner {
         }
     }
 
-    /// Deduplicates by seq, tracks state, prints; says what must follow.
-    fn on_event(&mut self, frame: &EventFrame, raw: &str) -> Follow {
+    /// Shows an event if it is new and in order ([`ClientSession::event`]); says what must follow.
+    fn on_event(&mut self, frame: &EventFrame, raw: &str) -> Then {
         // `--json` prints every frame as received, replays and repeats included (documented:
         // scripts deduplicate by seq); the human view below shows each event once.
         self.out.raw(raw);
-        let live = frame.seq.is_some() || matches!(frame.body, Event::AgentDelta(_));
-        if live && frame.session_id.as_ref().is_some_and(|s| self.rejoining.contains_key(s)) {
-            return Follow::Nothing; // covered by the catch-up that follows the join response
+        let handled = self.session.event(frame);
+        if handled.show {
+            let text = self.renderer.event(frame);
+            self.out.text(&text);
         }
-        if let (Some(session), Some(seq)) = (&frame.session_id, frame.seq) {
-            let last = self.sessions.entry(session.clone()).or_insert(0);
-            if seq <= *last {
-                return Follow::Nothing; // already seen (replay overlap after a reconnect)
-            }
-            if *last > 0 && seq > *last + 1 {
-                // A gap: events were missed. Rejoin from the last one seen (PROTOCOL §7.2); the
-                // replay brings this event again, in order.
-                tracing::debug!(%session, last = *last, seq, "seq gap; rejoining");
-                return Follow::Resync;
-            }
-            *last = seq;
-        }
-        let text = self.renderer.event(frame);
-        self.out.text(&text);
-        match &frame.body {
-            Event::Snapshot(s) => {
-                self.sessions.insert(s.session.id.clone(), s.last_seq);
-                Follow::Nothing
-            }
-            Event::ResyncRequired(_) => Follow::Resync,
-            Event::HistoryReplaced(_) => match &frame.session_id {
-                Some(s) => Follow::Refetch(s.clone()),
-                None => Follow::Nothing,
-            },
-            Event::Admission(a) => match a.admission {
-                Admission::Admitted if !self.admitted => {
-                    self.admitted = true;
-                    Follow::Enter
-                }
-                Admission::Refused => Follow::Exit(ExitCode::FAILURE),
-                _ => Follow::Nothing,
-            },
-            Event::Closing(c) => {
-                self.closing = Some(c.reason.clone());
-                Follow::Nothing
-            }
-            _ => Follow::Nothing,
-        }
+        handled.then
     }
 
     /// A response to a raw JSON request from stdin.
@@ -725,9 +635,13 @@ impl Joiner {
             Some("sessions") => {
                 self.list_sessions(client, true).await;
             }
-            _ if !self.admitted => self.out.note("! you are waiting in the lobby; the host has not let you in yet"),
+            _ if !self.session.admitted() => {
+                self.out.note("! you are waiting in the lobby; the host has not let you in yet")
+            }
             Some("older") => self.older(client).await,
-            _ if !self.admitted => self.out.note("! you are waiting in the lobby; the host has not let you in yet"),
+            _ if !self.session.admitted() => {
+                self.out.note("! you are waiting in the lobby; the host has not let you in yet")
+            }
             Some("approve") => self.vote_plan(client, true, None).await,
             Some("deny") => {
                 let reason = (!rest.is_empty()).then(|| rest.to_string());
@@ -763,10 +677,10 @@ impl Joiner {
                     self.out.note("usage: /switch SESSION_ID (see /sessions)");
                 } else {
                     let id = SessionId::from(rest);
-                    if !self.sessions.contains_key(&id) {
-                        self.join_session(client, &id, None).await;
+                    if !self.session.follows(&id) {
+                        self.join_session(client, JoinSessionParams { session_id: id.clone(), since_seq: None }).await;
                     }
-                    if self.sessions.contains_key(&id) {
+                    if self.session.follows(&id) {
                         self.out.note(&format!("* now in {id}"));
                         self.current = Some(id);
                     }
@@ -778,10 +692,10 @@ impl Joiner {
                         self.request(client, Method::LeaveSession(SessionRef { session_id: session.clone() })).await;
                     match r {
                         Ok(_) => {
-                            self.sessions.remove(&session);
+                            self.session.left(&session);
                             self.renderer.forget(&session);
-                            self.current = self.sessions.keys().next().cloned();
-                            self.renderer.prefix_sessions = self.sessions.len() > 1;
+                            self.current = self.session.followed().next().cloned();
+                            self.renderer.prefix_sessions = self.session.followed().count() > 1;
                             match &self.current {
                                 Some(c) => self.out.note(&format!("* left {session}; now in {c}")),
                                 None => self.out.note(&format!("* left {session}; /sessions to join another")),
@@ -915,7 +829,7 @@ impl Joiner {
 
     /// Leaves every session and closes the connection cleanly.
     async fn quit(&mut self, client: &Client, events: &mut Events) {
-        let sessions: Vec<SessionId> = self.sessions.keys().cloned().collect();
+        let sessions: Vec<SessionId> = self.session.followed().cloned().collect();
         for session in sessions {
             let _ = tokio::time::timeout(
                 Duration::from_secs(2),
@@ -935,14 +849,20 @@ impl Joiner {
         let _ = tokio::time::timeout(Duration::from_secs(2), closed).await;
     }
 
-    /// Reconnects with backoff. `Ok(None)`: the user quit meanwhile.
+    /// Reconnects with backoff ([`Reconnect`]). `Ok(None)`: the user quit meanwhile.
     async fn reconnect(
         &mut self,
         stdin: &mut mpsc::UnboundedReceiver<String>,
     ) -> anyhow::Result<Option<(Client, Events)>> {
-        let mut delay = FIRST_BACKOFF;
+        let mut attempt = Attempt::Dropped;
         let mut typed: Vec<String> = Vec::new();
         loop {
+            let delay = match self.reconnect.after(attempt, std::time::Instant::now()) {
+                Ok(delay) => delay,
+                Err(GiveUp::NeverConnected | GiveUp::OutOfPatience) => {
+                    anyhow::bail!("the host kept refusing for {} minutes; giving up", TRANSIENT_PATIENCE.as_secs() / 60)
+                }
+            };
             self.out.note(&format!("* connection lost; reconnecting in {:.1}s…", delay.as_secs_f32()));
             let sleep = tokio::time::sleep(delay);
             tokio::pin!(sleep);
@@ -967,11 +887,11 @@ impl Joiner {
                 Err(Failure::Final(e)) => return Err(e),
                 Err(Failure::Retry(e)) => {
                     tracing::debug!("reconnect failed: {e:#}");
-                    delay = (delay * 2).min(MAX_BACKOFF);
+                    attempt = Attempt::Unreachable;
                 }
                 Err(Failure::Busy(e, wait)) => {
                     self.out.note(&format!("* the host cannot take you right now ({e:#})"));
-                    delay = wait.max(delay).min(MAX_BACKOFF * 2);
+                    attempt = Attempt::Busy(wait);
                 }
             }
         }
@@ -1004,15 +924,11 @@ mod tests {
             wanted: None,
             out: Out { json: true },
             renderer: Renderer::new(false),
-            resume_token: None,
+            session: ClientSession::new(None),
             resume: ResumeStore { path: std::env::temp_dir().join("roundtable-unit-test-resume-unused") },
-            restored: false,
-            admitted: true,
-            sessions: BTreeMap::new(),
-            rejoining: BTreeMap::new(),
+            reconnect: Reconnect::default(),
             current: None,
             unsent: Vec::new(),
-            closing: None,
             tag: "t".into(),
             sent: 0,
             quoted: Vec::new(),
@@ -1029,13 +945,17 @@ mod tests {
     #[test]
     fn a_seq_gap_makes_join_rejoin_from_the_last_seq_it_has() {
         let mut j = joiner();
-        j.sessions.insert(SessionId::from("s1"), 1);
+        let s1 = SessionId::from("s1");
+        j.session.join_sent(&JoinSessionParams { session_id: s1.clone(), since_seq: None }, 1.into());
+        j.session.answered(&1.into());
+        let (f, raw) = message(1);
+        assert_eq!(j.on_event(&f, &raw), Then::Nothing);
         let (f, raw) = message(2);
-        assert!(matches!(j.on_event(&f, &raw), Follow::Nothing));
+        assert_eq!(j.on_event(&f, &raw), Then::Nothing);
         let (f, raw) = message(5);
-        assert!(matches!(j.on_event(&f, &raw), Follow::Resync), "3 and 4 are missing");
-        assert_eq!(j.sessions[&SessionId::from("s1")], 2, "rejoins with since_seq 2: the replay brings 3, 4, 5");
+        let rejoin = JoinSessionParams { session_id: s1.clone(), since_seq: Some(2) };
+        assert_eq!(j.on_event(&f, &raw), Then::Join(vec![rejoin]), "3 and 4 are missing: the replay brings 3, 4, 5");
         let (f, raw) = message(2);
-        assert!(matches!(j.on_event(&f, &raw), Follow::Nothing), "a duplicate is dropped");
+        assert_eq!(j.on_event(&f, &raw), Then::Nothing, "a duplicate is dropped");
     }
 }

@@ -342,13 +342,7 @@ impl RoundtableApp {
                     }
                 }
             }
-            for follow in self.model.apply(update) {
-                let action = match follow {
-                    Follow::Rejoin { session_id, since_seq } => Action::Join { session_id, since_seq: Some(since_seq) },
-                    Follow::Refetch(session_id) => Action::Join { session_id, since_seq: None },
-                };
-                self.send(action);
-            }
+            self.model.apply(update);
         }
         // Ticked by default: the only workspace, or else the one of the session shown.
         let known: Vec<WorkspaceId> = self.model.workspaces.iter().map(|w| w.id.clone()).collect();
@@ -577,7 +571,7 @@ impl RoundtableApp {
         if let Some(id) = switch {
             let followed = self.model.sessions.get(&id).is_some_and(|s| s.loaded);
             if !followed {
-                self.send(Action::Join { session_id: id.clone(), since_seq: None });
+                self.send(Action::Join(id.clone()));
             }
             self.model.open(id);
             self.quoted.clear();

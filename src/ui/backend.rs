@@ -13,7 +13,7 @@
 //! idempotently). Each request runs on its own task so a slow answer never holds up the others.
 
 use super::model::{Action, ConnectionState, Update};
-use crate::app::join::{FIRST_BACKOFF, MAX_BACKOFF};
+use crate::client_session::{Attempt, ClientSession, Closed, GiveUp, Identity, Reconnect, Then};
 use crate::ids::{ParticipantId, SessionId, WorkspaceId};
 use crate::net::client::{Client, ClientError, ClientEvent, Events};
 use crate::net::link::Link;
@@ -29,8 +29,6 @@ pub const REFRESH_PERIOD: Duration = Duration::from_secs(5);
 
 /// How many audit rows the audit view loads.
 pub const AUDIT_ROWS: u32 = 500;
-
-use crate::app::join::FINAL_REASONS;
 
 /// Wakes the UI thread after an update (normally `egui::Context::request_repaint`).
 pub type Waker = Arc<dyn Fn() + Send + Sync>;
@@ -66,7 +64,7 @@ impl Outbox {
 /// Drives the host's own connection until the UI drops its action sender or the engine closes
 /// the connection.
 pub async fn run_host(client: Client, mut events: Events, mut actions: mpsc::UnboundedReceiver<Action>, out: Outbox) {
-    let worker = Worker { client: client.clone(), out: out.clone(), unsent: None, seqs: Arc::default() };
+    let worker = Worker { client: client.clone(), out: out.clone(), unsent: None, state: Arc::default() };
     out.send(Update::Identity { me: ParticipantId::host(), name: "Host".into(), role: Role::Host });
     out.send(Update::Connection(ConnectionState::Connected));
     // People already waiting when the window opens (the `lobby` event announces only changes;
@@ -84,7 +82,10 @@ pub async fn run_host(client: Client, mut events: Events, mut actions: mpsc::Unb
                 None => return,
             },
             ev = events.recv() => match ev {
-                Some(ClientEvent::Event { frame, .. }) => worker.forward(*frame),
+                Some(ClientEvent::Event { frame, .. }) => {
+                    worker.forward(*frame);
+                }
+                Some(ClientEvent::Answered { id }) => worker.answered(&id),
                 Some(ClientEvent::Closed { reason }) => {
                     let why = reason.unwrap_or_else(|| "the engine stopped".into());
                     out.send(Update::Connection(ConnectionState::Closed(format!("host connection closed: {why}"))));
@@ -115,8 +116,9 @@ struct Worker {
     out: Outbox,
     /// Remote only: messages whose answer was lost with the connection (resent after reconnect).
     unsent: Option<Arc<Mutex<Vec<Method>>>>,
-    /// Last contiguous seq forwarded per joined session (to rejoin with `since_seq`).
-    seqs: Arc<Mutex<BTreeMap<SessionId, u64>>>,
+    /// Followed sessions and their seqs, resume token, admission: the protocol's client rules,
+    /// shared with `roundtable join` and the scenario runner. Every event passes through it.
+    state: Arc<Mutex<ClientSession>>,
 }
 
 impl Worker {
@@ -128,7 +130,7 @@ impl Worker {
     async fn run(&self, action: Action) {
         match action {
             Action::Call(method) => self.call(method).await,
-            Action::Join { session_id, since_seq } => self.join(session_id, since_seq).await,
+            Action::Join(session_id) => self.join(JoinSessionParams { session_id, since_seq: None }).await,
             Action::RefreshSessions => {
                 self.refresh(false).await;
             }
@@ -157,25 +159,32 @@ impl Worker {
         }
     }
 
-    /// Forwards an event to the UI, tracking the last contiguous seq of each session.
-    fn forward(&self, frame: EventFrame) {
-        if let Some(session) = &frame.session_id {
-            let mut seqs = self.seqs.lock().expect("seqs lock");
-            match (&frame.body, frame.seq) {
-                (Event::Snapshot(s), _) => {
-                    seqs.insert(session.clone(), s.last_seq);
-                }
-                (_, Some(seq)) => {
-                    if let Some(last) = seqs.get_mut(session) {
-                        if seq == *last + 1 {
-                            *last = seq;
-                        }
-                    }
-                }
-                _ => {}
-            }
+    fn state(&self) -> std::sync::MutexGuard<'_, ClientSession> {
+        self.state.lock().expect("client state lock")
+    }
+
+    /// Forwards an event to the UI if it is new and in order ([`ClientSession::event`]), and
+    /// sends the rejoins it calls for. Returns what else must follow (entering, after admission).
+    fn forward(&self, frame: EventFrame) -> Then {
+        let handled = self.state().event(&frame);
+        if handled.show {
+            self.out.send(Update::Event(Box::new(frame)));
         }
-        self.out.send(Update::Event(Box::new(frame)));
+        match handled.then {
+            Then::Join(joins) => {
+                for params in joins {
+                    let w = self.clone();
+                    tokio::spawn(async move { w.join(params).await });
+                }
+                Then::Nothing
+            }
+            then => then,
+        }
+    }
+
+    /// A request's answer was reached in the event stream (a join's catch-up follows it).
+    fn answered(&self, id: &serde_json::Value) {
+        self.state().answered(id);
     }
 
     async fn call(&self, method: Method) {
@@ -220,7 +229,7 @@ impl Worker {
             Method::CreateSession(_) | Method::ForkSession(_) => match serde_json::from_value::<SessionInfo>(value) {
                 Ok(info) => {
                     self.refresh(false).await;
-                    self.join(info.id.clone(), None).await;
+                    self.join(JoinSessionParams { session_id: info.id.clone(), since_seq: None }).await;
                     // A new session (or the fork) is what the person wants to see next.
                     self.out.send(Update::Open(info.id));
                 }
@@ -257,14 +266,23 @@ impl Worker {
         self.out.send(Update::FileRead { session_id: params.session_id.clone(), path: params.path.clone(), result });
     }
 
-    async fn join(&self, session_id: SessionId, since_seq: Option<u64>) {
-        let params = JoinSessionParams { session_id: session_id.clone(), since_seq: since_seq.filter(|s| *s > 0) };
-        match self.client.call::<JoinSessionResult>(Method::JoinSession(params)).await {
+    /// Joins (or rejoins, with `since_seq`) a session; its catch-up follows in the event stream.
+    async fn join(&self, params: JoinSessionParams) {
+        let join = Method::JoinSession(params.clone());
+        let response = self.client.request_full_with(join, |id| self.state().join_sent(&params, id.clone())).await;
+        let result = response.and_then(|r| r.outcome.map_err(ClientError::Protocol)).and_then(|v| {
+            serde_json::from_value::<JoinSessionResult>(v)
+                .map_err(|e| ClientError::BadResult { method: "join_session", detail: e.to_string() })
+        });
+        match result {
             Ok(result) => {
-                self.seqs.lock().expect("seqs lock").entry(session_id).or_insert(since_seq.unwrap_or(0));
+                self.state().joined(&result);
                 self.out.send(Update::Joined(result));
             }
-            Err(e) => self.out.failed("join_session", &e),
+            Err(e) => {
+                self.state().join_failed(&params.session_id);
+                self.out.failed("join_session", &e);
+            }
         }
     }
 
@@ -294,11 +312,11 @@ impl Worker {
         self.out.send(Update::Sessions(sessions.clone()));
         if join_all {
             let new: Vec<SessionId> = {
-                let seqs = self.seqs.lock().expect("seqs lock");
-                sessions.iter().filter(|s| !seqs.contains_key(&s.id)).map(|s| s.id.clone()).collect()
+                let state = self.state();
+                sessions.iter().filter(|s| !state.follows(&s.id)).map(|s| s.id.clone()).collect()
             };
-            for id in new {
-                self.join(id, None).await;
+            for session_id in new {
+                self.join(JoinSessionParams { session_id, since_seq: None }).await;
             }
         }
         Some(sessions)
@@ -340,22 +358,17 @@ pub async fn run_remote(options: RemoteOptions, mut actions: mpsc::UnboundedRece
     let resume_token = resume.as_ref().and_then(|r| r.load());
     let mut remote = Remote {
         options,
-        restored: resume_token.is_some(),
-        resume_token,
         resume,
         unsent: Arc::default(),
-        seqs: Arc::default(),
+        state: Arc::new(Mutex::new(ClientSession::new(resume_token))),
     };
-    let mut first = true;
-    let mut delay = FIRST_BACKOFF;
-    let mut busy_since: Option<std::time::Instant> = None;
+    let mut reconnect = Reconnect::default();
     loop {
-        out.send(Update::Connection(if first { ConnectionState::Connecting } else { ConnectionState::Reconnecting }));
-        match remote.connect(&out).await {
+        let state = if reconnect.has_connected() { ConnectionState::Reconnecting } else { ConnectionState::Connecting };
+        out.send(Update::Connection(state));
+        let (attempt, why) = match remote.connect(&out).await {
             Ok((client, events, admission)) => {
-                delay = FIRST_BACKOFF;
-                first = false;
-                busy_since = None;
+                reconnect.connected();
                 match remote.serve(client, events, admission, &mut actions, &out).await {
                     Some(final_reason) => {
                         remote.forget();
@@ -363,7 +376,7 @@ pub async fn run_remote(options: RemoteOptions, mut actions: mpsc::UnboundedRece
                         return refuse_all(actions, out).await;
                     }
                     None if actions.is_closed() => return,
-                    None => {}
+                    None => (Attempt::Dropped, String::new()),
                 }
             }
             Err(Failure::Final(why)) => {
@@ -371,22 +384,22 @@ pub async fn run_remote(options: RemoteOptions, mut actions: mpsc::UnboundedRece
                 out.send(Update::Connection(ConnectionState::Closed(why)));
                 return refuse_all(actions, out).await;
             }
-            Err(Failure::Busy(why, wait)) => {
-                let since = *busy_since.get_or_insert_with(std::time::Instant::now);
-                if since.elapsed() >= crate::app::join::TRANSIENT_PATIENCE {
-                    out.send(Update::Connection(ConnectionState::Closed(format!("cannot connect: {why}"))));
-                    return refuse_all(actions, out).await;
-                }
-                out.send(Update::Notice(format!("the host cannot take you right now ({why}); trying again…")));
-                delay = wait;
-            }
-            Err(Failure::Retry(why)) if first => {
+            Err(Failure::Busy(why, wait)) => (Attempt::Busy(wait), why),
+            Err(Failure::Retry(why)) => (Attempt::Unreachable, why),
+        };
+        let delay = match reconnect.after(attempt, std::time::Instant::now()) {
+            Ok(delay) => delay,
+            Err(GiveUp::NeverConnected | GiveUp::OutOfPatience) => {
                 out.send(Update::Connection(ConnectionState::Closed(format!("cannot connect: {why}"))));
                 return refuse_all(actions, out).await;
             }
-            Err(Failure::Retry(why)) => {
-                tracing::debug!("reconnect failed: {why}");
+        };
+        match attempt {
+            Attempt::Busy(_) => {
+                out.send(Update::Notice(format!("the host cannot take you right now ({why}); trying again…")))
             }
+            Attempt::Unreachable => tracing::debug!("reconnect failed: {why}"),
+            Attempt::Dropped => {}
         }
         // Wait before the next attempt, keeping the UI's actions flowing.
         let sleep = tokio::time::sleep(delay);
@@ -405,7 +418,6 @@ pub async fn run_remote(options: RemoteOptions, mut actions: mpsc::UnboundedRece
                 },
             }
         }
-        delay = (delay * 2).min(MAX_BACKOFF);
     }
 }
 
@@ -418,13 +430,10 @@ async fn refuse_all(mut actions: mpsc::UnboundedReceiver<Action>, out: Outbox) {
 
 struct Remote {
     options: RemoteOptions,
-    resume_token: Option<String>,
     /// Where the resume token is kept between runs (`None`: not kept).
     resume: Option<crate::app::join::ResumeStore>,
-    /// The token came from an earlier run and was not used yet.
-    restored: bool,
     unsent: Arc<Mutex<Vec<Method>>>,
-    seqs: Arc<Mutex<BTreeMap<SessionId, u64>>>,
+    state: Arc<Mutex<ClientSession>>,
 }
 
 impl Remote {
@@ -441,11 +450,8 @@ impl Remote {
                 out.send(Update::Warning(notes.join("\n")));
             }
         }
-        let params = AuthenticateParams {
-            token: self.options.link.token.clone(),
-            display_name: self.options.name.clone(),
-            resume_token: self.resume_token.clone(),
-        };
+        let params =
+            self.state.lock().expect("client state lock").authenticate(&self.options.link.token, &self.options.name);
         let auth: AuthenticateResult = match client.call(Method::Authenticate(params)).await {
             Ok(a) => a,
             Err(e) if e.is_transient_refusal() => {
@@ -454,17 +460,16 @@ impl Remote {
                 return Err(Failure::Busy(e.to_string(), wait));
             }
             Err(ClientError::Protocol(e)) => {
-                return Err(Failure::Final(format!("the host refused the link: {}", e.message)))
+                self.state.lock().expect("client state lock").forget_resume();
+                return Err(Failure::Final(format!("the host refused the link: {}", e.message)));
             }
             Err(e) => return Err(Failure::Retry(e.to_string())),
         };
-        let restored = std::mem::take(&mut self.restored);
-        if self.resume_token.is_some() && !auth.resumed && !restored {
-            // Away too long: a new participant, whose sessions must be joined afresh.
-            self.seqs.lock().expect("seqs lock").clear();
+        let identity = self.state.lock().expect("client state lock").authenticated(&auth);
+        if identity == Identity::Replaced {
+            // Away too long: a new participant; its sessions are rejoined from where it was.
             out.send(Update::Notice(format!("you were away too long and are back as {}", auth.display_name)));
         }
-        self.resume_token = Some(auth.resume_token.clone());
         if let Some(store) = &self.resume {
             store.save(&auth.resume_token);
         }
@@ -480,7 +485,12 @@ impl Remote {
     }
 
     fn worker(&self, client: &Client, out: &Outbox) -> Worker {
-        Worker { client: client.clone(), out: out.clone(), unsent: Some(self.unsent.clone()), seqs: self.seqs.clone() }
+        Worker {
+            client: client.clone(),
+            out: out.clone(),
+            unsent: Some(self.unsent.clone()),
+            state: self.state.clone(),
+        }
     }
 
     /// Runs one connection. `Some(reason)`: disconnected for good; `None`: reconnect (or the UI
@@ -495,8 +505,7 @@ impl Remote {
     ) -> Option<String> {
         let worker = self.worker(&client, out);
         // A pending participant waits for an `admission` event before entering.
-        let mut admitted = admission == Admission::Admitted;
-        let mut closing: Option<String> = None;
+        let admitted = admission == Admission::Admitted;
         let mut refresh = tokio::time::interval(REFRESH_PERIOD);
         refresh.tick().await;
         if admitted {
@@ -516,24 +525,16 @@ impl Remote {
                 },
                 ev = events.recv() => match ev {
                     Some(ClientEvent::Event { frame, .. }) => {
-                        let enter = matches!(&frame.body, Event::Admission(a) if a.admission == Admission::Admitted)
-                            && !admitted;
-                        if let Event::Closing(c) = &frame.body {
-                            closing = Some(c.reason.clone());
-                        }
-                        worker.forward(*frame);
-                        if enter {
-                            admitted = true;
+                        if let Then::Enter = worker.forward(*frame) {
                             self.enter(&worker).await;
                         }
                     }
-                    Some(ClientEvent::Closed { reason }) => {
-                        return self.closed(closing.or(reason));
-                    }
-                    None => return self.closed(closing),
+                    Some(ClientEvent::Answered { id }) => worker.answered(&id),
+                    Some(ClientEvent::Closed { reason }) => return self.closed(reason),
+                    None => return self.closed(None),
                     Some(_) => {}
                 },
-                _ = refresh.tick(), if admitted => {
+                _ = refresh.tick(), if worker.state().admitted() => {
                     let w = worker.clone();
                     tokio::spawn(async move { w.refresh(false).await; });
                 }
@@ -544,7 +545,7 @@ impl Remote {
     /// The window closed: leave every followed session (like `join`'s `/quit`) so the others
     /// see a departure rather than a lost connection, then close politely.
     async fn leave(&self, client: &Client, events: &mut Events) {
-        let followed: Vec<SessionId> = self.seqs.lock().expect("seqs lock").keys().cloned().collect();
+        let followed: Vec<SessionId> = self.state.lock().expect("client state lock").followed().cloned().collect();
         for session_id in followed {
             let leave = client.request(Method::LeaveSession(SessionRef { session_id }));
             let _ = tokio::time::timeout(Duration::from_secs(2), leave).await;
@@ -555,30 +556,29 @@ impl Remote {
     }
 
     fn closed(&self, reason: Option<String>) -> Option<String> {
-        let reason = reason?;
-        FINAL_REASONS
-            .contains(&reason.as_str())
-            .then(|| format!("disconnected: {}", crate::app::render::closing_text(&reason)))
+        match self.state.lock().expect("client state lock").closed(reason) {
+            Closed::Final(reason) => Some(format!("disconnected: {}", crate::app::render::closing_text(&reason))),
+            Closed::Reconnect => None,
+        }
     }
 
     /// After admission: list what is shared, join the chosen session (first time) or rejoin every
     /// followed session from its last seq, then resend unconfirmed messages.
     async fn enter(&self, worker: &Worker) {
         let sessions = worker.refresh(false).await.unwrap_or_default();
-        let followed: Vec<(SessionId, u64)> =
-            worker.seqs.lock().expect("seqs lock").iter().map(|(s, q)| (s.clone(), *q)).collect();
-        if followed.is_empty() {
+        let rejoins = worker.state().rejoins();
+        if rejoins.is_empty() {
             let pick = match &self.options.session {
                 Some(w) => sessions.iter().find(|s| &s.id == w),
                 None => sessions.first(),
             };
             match pick {
-                Some(s) => worker.join(s.id.clone(), None).await,
+                Some(s) => worker.join(JoinSessionParams { session_id: s.id.clone(), since_seq: None }).await,
                 None => worker.out.send(Update::Notice("no session is shared with you yet".into())),
             }
         } else {
-            for (session, last) in followed {
-                worker.join(session, Some(last)).await;
+            for params in rejoins {
+                worker.join(params).await;
             }
         }
         let unsent = std::mem::take(&mut *self.unsent.lock().expect("unsent lock"));

@@ -4,12 +4,13 @@
 //! host through a protocol [`crate::net::client::Client`] and hands the UI [`Update`]s; the UI
 //! applies them to the [`ViewModel`] with [`ViewModel::apply`] and turns clicks into
 //! [`Action`]s for the backend. Everything here is deterministic and free of I/O, so the rules
-//! (turn lock → "Waiting for NAME", vote progress, seq deduplication, …) are unit-testable.
+//! (turn lock → "Waiting for NAME", vote progress, …) are unit-testable.
 //!
-//! Session events are applied in seq order: an event whose seq was already seen is ignored, and a
-//! gap (a seq beyond last+1) makes the model ask for a rejoin with `since_seq` (a [`Follow`]), as
-//! docs/PROTOCOL.md §7.2 recommends. Events of a session arrive only after its first snapshot is
-//! applied; earlier ones are covered by that snapshot.
+//! Session events reach the model once each and in seq order: the backend passes every frame
+//! through the protocol's [`crate::client_session::ClientSession`] (the same rules as `roundtable
+//! join`), which drops duplicates and rejoins with `since_seq` after a gap, `resync_required` or
+//! `history_replaced` (docs/PROTOCOL.md §7.2). Events of a session are applied only after its
+//! first snapshot; earlier ones are covered by that snapshot.
 
 pub use crate::app::render::clock_text;
 use crate::ids::{ParticipantId, SessionId, VoteId, WorkspaceId};
@@ -55,8 +56,9 @@ pub fn wall_ms() -> u64 {
 pub enum Action {
     /// Send a protocol request (its answer comes back as an [`Update`]).
     Call(Method),
-    /// Join (or rejoin) a session; `since_seq` = last seq seen, `None` for a snapshot.
-    Join { session_id: SessionId, since_seq: Option<u64> },
+    /// Follow a session: join it for a snapshot (rejoins after gaps, `resync_required` and
+    /// reconnects are the backend's own).
+    Join(SessionId),
     /// Fetch the session and workspace lists again.
     RefreshSessions,
     /// Fetch the share list again (host only).
@@ -125,15 +127,6 @@ pub enum ConnectionState {
     Reconnecting,
     /// Over for good; the text says why.
     Closed(String),
-}
-
-/// Something the model needs the backend to do after an update.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Follow {
-    /// Rejoin the session from this seq (gap or `resync_required`).
-    Rejoin { session_id: SessionId, since_seq: u64 },
-    /// Drop the session's state and fetch a snapshot (`history_replaced`).
-    Refetch(SessionId),
 }
 
 /// The host's settings as the window knows them (the host edits them in the settings panel).
@@ -209,8 +202,6 @@ pub struct SessionState {
     pub loaded: bool,
     /// Last seq applied.
     pub last_seq: u64,
-    /// A rejoin was asked for and has not answered yet.
-    pub resync_pending: bool,
     /// Present participants, by id.
     pub roster: BTreeMap<ParticipantId, RosterEntry>,
     /// Messages and notes, oldest first.
@@ -649,12 +640,12 @@ impl ViewModel {
 
     /// Applies one update at this computer's current time; returns what the backend must do
     /// next.
-    pub fn apply(&mut self, update: Update) -> Vec<Follow> {
+    pub fn apply(&mut self, update: Update) {
         self.apply_at(update, wall_ms())
     }
 
     /// Applies one update received at local wall time `now_ms` (ms since the Unix epoch).
-    pub fn apply_at(&mut self, update: Update, now_ms: u64) -> Vec<Follow> {
+    pub fn apply_at(&mut self, update: Update, now_ms: u64) {
         match update {
             Update::Connection(state) => {
                 match &state {
@@ -699,7 +690,7 @@ impl ViewModel {
                 }
             }
             Update::Joined(result) => self.joined(result),
-            Update::Event(frame) => return self.event(*frame, now_ms),
+            Update::Event(frame) => self.event(*frame, now_ms),
             Update::Shares(s) => self.shares = s,
             Update::Minted(m) => {
                 match self.shares.iter_mut().find(|s| s.share_id == m.share.share_id) {
@@ -759,7 +750,6 @@ impl ViewModel {
                 self.settings.vote_deadline_ms = s.default_vote_deadline_ms;
             }
         }
-        Vec::new()
     }
 
     /// The request for the page before the oldest message shown in `session`, when there is
@@ -784,7 +774,6 @@ impl ViewModel {
             self.my_name = mine.display_name.clone();
         }
         let state = self.sessions.entry(id.clone()).or_default();
-        state.resync_pending = false;
         state.take_read_seq(&result.session);
         if self.current.as_ref().is_none_or(|c| *c == id) {
             state.new_line_after.get_or_insert(state.read_seq);
@@ -804,7 +793,7 @@ impl ViewModel {
         }
     }
 
-    fn event(&mut self, frame: EventFrame, now_ms: u64) -> Vec<Follow> {
+    fn event(&mut self, frame: EventFrame, now_ms: u64) {
         let session_id = frame.session_id.clone();
         match frame.body {
             Event::Lobby(l) => {
@@ -824,7 +813,7 @@ impl ViewModel {
                         self.lobby_settled.insert(l.participant_id);
                     }
                 }
-                return Vec::new();
+                return;
             }
             Event::Admission(a) => {
                 match a.admission {
@@ -839,23 +828,23 @@ impl ViewModel {
                     }
                     Admission::Pending => self.connection = ConnectionState::Lobby,
                 }
-                return Vec::new();
+                return;
             }
             Event::Closing(c) => {
                 // Shown once, beside the connection state (see `disconnect_reason`).
                 self.disconnect_reason = Some(crate::app::render::closing_text(&c.reason).to_string());
-                return Vec::new();
+                return;
             }
             Event::Storage(st) => {
                 self.storage_failing = (!st.available).then(|| crate::app::render::storage_text(&st));
                 if st.available {
                     self.notice(crate::app::render::storage_text(&st), now_ms);
                 }
-                return Vec::new();
+                return;
             }
             _ => {}
         }
-        let Some(session_id) = session_id else { return Vec::new() };
+        let Some(session_id) = session_id else { return };
         let deadlines: BTreeMap<VoteId, Option<u64>> = match &frame.body {
             Event::Snapshot(snap) => {
                 snap.votes.iter().map(|v| (v.vote_id.clone(), self.local_deadline(v, now_ms))).collect()
@@ -872,48 +861,36 @@ impl ViewModel {
                     state.new_line_after.get_or_insert(state.read_seq);
                     self.current = Some(session_id);
                 }
-                return Vec::new();
+                return;
             }
-            Event::ResyncRequired(r) => {
-                state.resync_pending = true;
-                return vec![Follow::Rejoin { session_id, since_seq: r.last_seq.max(state.last_seq) }];
-            }
+            // The backend rejoins from the last seq applied; the replay brings what was missed.
+            Event::ResyncRequired(_) => return,
             Event::AgentDelta(d) => {
                 if state.loaded {
                     state.streaming.push_str(&d.text);
                 }
-                return Vec::new();
+                return;
             }
             Event::Typing(t) => {
                 if me.as_ref() != Some(&t.participant_id) {
                     state.typing.insert(t.participant_id, (t.display_name, now_ms + TYPING_SHOWN_MS));
                 }
-                return Vec::new();
+                return;
             }
             _ => {}
         }
-        let Some(seq) = frame.seq else { return Vec::new() };
+        let Some(seq) = frame.seq else { return };
         if !state.loaded {
             // Covered by the snapshot that follows our join; just keep the list's status right.
             status_hint(state, &frame.body);
-            return Vec::new();
+            return;
         }
-        if seq <= state.last_seq {
-            return Vec::new();
-        }
-        if seq > state.last_seq + 1 {
-            if state.resync_pending {
-                return Vec::new();
-            }
-            state.resync_pending = true;
-            return vec![Follow::Rejoin { session_id, since_seq: state.last_seq }];
-        }
+        // New and in order: the backend's `ClientSession` lets nothing else through.
         state.last_seq = seq;
-        state.resync_pending = false;
         if let Some(info) = &mut state.info {
             info.last_seq = seq;
         }
-        apply_session_event(state, frame.body, seq, me.as_ref(), &session_id, &deadlines)
+        apply_session_event(state, frame.body, seq, me.as_ref(), &deadlines)
     }
 }
 
@@ -950,7 +927,6 @@ fn status_hint(state: &mut SessionState, body: &Event) {
 
 fn apply_snapshot(state: &mut SessionState, snap: Snapshot, deadlines: &BTreeMap<VoteId, Option<u64>>) {
     state.loaded = true;
-    state.resync_pending = false;
     state.last_seq = snap.last_seq;
     state.set_roster(&snap.roster);
     state.holder_name = snap.session.turn_holder.as_ref().map(|h| state.name(h));
@@ -977,9 +953,8 @@ fn apply_session_event(
     body: Event,
     seq: u64,
     me: Option<&ParticipantId>,
-    session_id: &SessionId,
     deadlines: &BTreeMap<VoteId, Option<u64>>,
-) -> Vec<Follow> {
+) {
     match body {
         Event::Message(m) => {
             if m.author_id == AGENT_ID {
@@ -1097,11 +1072,10 @@ fn apply_session_event(
             state.timeline.clear();
             state.votes.clear();
             state.streaming.clear();
-            return vec![Follow::Refetch(session_id.clone())];
+            // The backend starts the session afresh (a snapshot follows: `ClientSession`).
         }
         _ => {}
     }
-    Vec::new()
 }
 
 /// Whether `author` is `me`.

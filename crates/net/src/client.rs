@@ -312,9 +312,21 @@ impl Client {
 
     /// Sends a request and returns the whole response (result or error, and the raw text).
     pub async fn request_full(&self, method: Method) -> Result<Response, ClientError> {
+        self.request_full_with(method, |_| {}).await
+    }
+
+    /// [`Client::request_full`], telling `sending` the request's id just before it is sent — so
+    /// a consumer of the event stream can know the id before [`ClientEvent::Answered`] with it
+    /// can arrive (e.g. a `join_session` whose catch-up follows its answer).
+    pub async fn request_full_with(
+        &self,
+        method: Method,
+        sending: impl FnOnce(&Value),
+    ) -> Result<Response, ClientError> {
         let name = method.name();
         // String ids ("r1", "r2", ...) so they never collide with numeric ids of raw requests.
         let id = Value::String(format!("r{}", self.next_id.fetch_add(1, Ordering::Relaxed) + 1));
+        sending(&id);
         let (tx, rx) = oneshot::channel();
         self.pending.lock().expect("pending lock").insert(id.to_string(), tx);
         let frame = Request { id: id.clone(), method }.to_frame();

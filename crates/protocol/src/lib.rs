@@ -4,6 +4,7 @@
 
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
+pub mod client_session;
 pub mod ids;
 pub mod persist;
 pub mod protocol;
