@@ -223,7 +223,7 @@ pub fn run_workspace(cmd: WorkspaceCmd, data_dir: Option<&Path>) -> anyhow::Resu
             let here = std::env::current_dir()?;
             let path = std::env::var_os("PATH");
             let spec = crate::agent::resolve::resolve_spec(&spec, &here, path.as_deref())?;
-            let row = admin.add_workspace(name.as_deref(), &work_dir, spec, now_ms())?;
+            let row = admin.add_workspace(name.as_deref(), &work_dir, spec, crate::app::host::wall_ms())?;
             println!("Added workspace {} \"{}\" ({}, agent {})", row.id, row.name, row.dir, row.agent.label());
             if row.agent.kind == "claude" && row.agent.plan_first() {
                 println!("Plan first: each turn starts in plan mode; the plan goes to a vote before the agent edits anything.");
@@ -254,7 +254,7 @@ pub fn run_workspace(cmd: WorkspaceCmd, data_dir: Option<&Path>) -> anyhow::Resu
 pub fn run_share(cmd: ShareCmd, data_dir: Option<&Path>) -> anyhow::Result<ExitCode> {
     let dir = crate::app::paths::data_dir(data_dir)?;
     let mut admin = open_admin(&dir)?;
-    let now = now_ms();
+    let now = crate::app::host::wall_ms();
     match cmd {
         ShareCmd::Mint {
             workspaces,
@@ -339,14 +339,6 @@ fn workspace_by_id_or_name(known: &[crate::persist::WorkspaceRow], given: &str) 
 fn open_admin(data_dir: &Path) -> anyhow::Result<Admin> {
     let db = crate::app::paths::database(data_dir);
     Admin::open(&db).with_context(|| format!("cannot open the database in {}", data_dir.display()))
-}
-
-/// Milliseconds since the Unix epoch (the host's engine clock uses the same scale).
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }
 
 /// Host, port and security of links printed by this command.

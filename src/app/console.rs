@@ -887,8 +887,9 @@ fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
     out
 }
 
-/// Reads stdin lines on a plain thread (a blocking read must not hold up the runtime). The
-/// channel closes at end of input; the caller just stops listening.
+/// Reads stdin lines on a plain thread (a blocking read must not hold up the runtime); the host's
+/// console and `roundtable join` read their input with it. The channel closes at end of input;
+/// the caller just stops listening.
 ///
 /// On a terminal, `SIGTTIN` is ignored: a host put in the background (`serve &`, or Ctrl-Z then
 /// `bg`) would otherwise be *stopped* by the kernel the moment it reads the terminal. With the
@@ -919,14 +920,14 @@ pub fn stdin_lines() -> mpsc::UnboundedReceiver<String> {
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    tracing::warn!("host console: cannot read stdin ({e}); the console is off");
+                    tracing::warn!("cannot read stdin ({e}); input is off");
                     break;
                 }
             }
         }
     });
     if let Err(e) = spawned {
-        tracing::error!("host console: cannot start the stdin reader: {e}");
+        tracing::error!("cannot start the stdin reader: {e}");
     }
     rx
 }

@@ -261,7 +261,8 @@ impl Host {
 
     /// The share link for `token` on this host.
     pub fn link(&self, token: &str) -> Link {
-        let (host, port) = split_authority(&self.link_authority, self.local_addr.port());
+        let (host, port) = crate::net::link::parse_host_port(&self.link_authority)
+            .unwrap_or_else(|_| (self.link_authority.clone(), self.local_addr.port()));
         Link { host, port, token: token.to_string(), fingerprint: self.fingerprint.clone() }
     }
 
@@ -294,30 +295,11 @@ impl Host {
 /// address (a wildcard bind falls back to 127.0.0.1, only reachable locally).
 pub fn link_authority(public_host: Option<&str>, local: SocketAddr) -> String {
     match public_host {
-        Some(h) if has_port(h) => h.to_string(),
+        Some(h) if crate::net::link::parse_host_port(h).is_ok() => h.to_string(),
         Some(h) if h.contains(':') && !h.starts_with('[') => format!("[{h}]:{}", local.port()),
         Some(h) => format!("{h}:{}", local.port()),
         None if local.ip().is_unspecified() => format!("127.0.0.1:{}", local.port()),
         None => local.to_string(),
-    }
-}
-
-fn has_port(h: &str) -> bool {
-    if let Some(rest) = h.strip_prefix('[') {
-        return rest.split_once("]:").is_some();
-    }
-    matches!(h.rsplit_once(':'), Some((host, port)) if !host.contains(':') && port.parse::<u16>().is_ok())
-}
-
-fn split_authority(authority: &str, default_port: u16) -> (String, u16) {
-    if let Some(rest) = authority.strip_prefix('[') {
-        if let Some((h, p)) = rest.split_once("]:") {
-            return (h.to_string(), p.parse().unwrap_or(default_port));
-        }
-    }
-    match authority.rsplit_once(':') {
-        Some((h, p)) => (h.to_string(), p.parse().unwrap_or(default_port)),
-        None => (authority.to_string(), default_port),
     }
 }
 
@@ -470,8 +452,10 @@ mod tests {
     }
 
     #[test]
-    fn authorities_split_back_into_host_and_port() {
-        assert_eq!(split_authority("example.org:9000", 1), ("example.org".into(), 9000));
-        assert_eq!(split_authority("[::1]:80", 1), ("::1".into(), 80));
+    fn a_public_host_with_a_port_is_kept_and_one_without_gets_the_bound_port() {
+        assert_eq!(link_authority(Some("example.org:9000"), addr("0.0.0.0:7447")), "example.org:9000");
+        assert_eq!(link_authority(Some("[::1]:80"), addr("0.0.0.0:7447")), "[::1]:80");
+        assert_eq!(link_authority(Some("example.org"), addr("0.0.0.0:7447")), "example.org:7447");
+        assert_eq!(link_authority(Some("::1"), addr("0.0.0.0:7447")), "[::1]:7447");
     }
 }

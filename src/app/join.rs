@@ -28,7 +28,7 @@ use crate::net::client::{Client, ClientError, ClientEvent, Events, Response};
 use crate::net::known_hosts::{KnownHosts, Pairing};
 use crate::net::link::Link;
 use crate::protocol::*;
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -119,7 +119,7 @@ pub async fn join(args: JoinArgs, data_dir: PathBuf) -> anyhow::Result<ExitCode>
     // `ctrl_c()` future only when first polled), so an early Ctrl-C is a clean leave too.
     let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
         .map_err(|e| anyhow::anyhow!("cannot install the Ctrl-C handler: {e}"))?;
-    let mut stdin = stdin_lines();
+    let mut stdin = crate::app::console::stdin_lines();
     // The first connection's failures are reported, not retried (the link is probably wrong) —
     // except a host that refuses for now (it cannot store, or asks to slow down): that is waited
     // out, saying so.
@@ -240,23 +240,6 @@ fn connect_hint(e: anyhow::Error, link: &Link) -> anyhow::Error {
     } else {
         e
     }
-}
-
-/// Reads stdin lines on a plain thread (a blocking read must not hold up the runtime).
-fn stdin_lines() -> mpsc::UnboundedReceiver<String> {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let spawned = std::thread::Builder::new().name("stdin".into()).spawn(move || {
-        for line in std::io::stdin().lock().lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    if let Err(e) = spawned {
-        tracing::error!("cannot read stdin: {e}");
-    }
-    rx
 }
 
 /// Where output goes: stdout for the user's content; notes to stdout (human) or stderr (json).

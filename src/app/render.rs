@@ -524,11 +524,7 @@ pub fn storage_text(st: &StorageStatus) -> String {
     }
 }
 
-/// This computer's wall clock, in ms since the Unix epoch (the host's engine clock is the same
-/// kind of clock).
-pub fn wall_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
+pub use crate::app::host::wall_ms;
 
 /// A time (ms since the Unix epoch) as `HH:MM` on this computer's local clock (UTC where the
 /// local time zone cannot be read).

@@ -46,10 +46,8 @@ pub const NOTICE_SHOWN_MS: u64 = 6_000;
 pub const MARK_READ_EVERY_MS: u64 = 1_000;
 
 /// This computer's wall clock, in ms since the Unix epoch (the host's engine clock is the same
-/// kind of clock, see `net::host`).
-pub fn wall_ms() -> u64 {
-    crate::app::render::wall_ms()
-}
+/// kind of clock).
+pub use crate::app::host::wall_ms;
 
 /// What the UI asks the backend to do.
 #[derive(Clone, Debug, PartialEq)]
