@@ -356,7 +356,7 @@ impl Joiner {
                             return Ok(ExitCode::FAILURE);
                         }
                     },
-                    Some(ClientEvent::Answered { id }) => self.session.answered(&id),
+                    Some(ClientEvent::Answered { id, ok }) => self.session.answered(&id, ok),
                     Some(ClientEvent::Response { raw }) => self.on_unsolicited(&raw),
                     Some(ClientEvent::Other { raw }) => self.out.raw(&raw),
                     closed @ (Some(ClientEvent::Closed { .. }) | None) => {
@@ -511,7 +511,6 @@ impl Joiner {
         match response.and_then(|r| r.outcome.map_err(ClientError::Protocol)) {
             Ok(value) => {
                 let Ok(result) = serde_json::from_value::<JoinSessionResult>(value) else {
-                    self.session.join_failed(session);
                     return self.out.note("! unexpected join_session result");
                 };
                 self.session.joined(&result);
@@ -525,10 +524,7 @@ impl Joiner {
                     self.out.text(&text);
                 }
             }
-            Err(ClientError::Protocol(e)) => {
-                self.session.join_failed(session);
-                self.out.note(&format!("! cannot join {session}: {}", e.message))
-            }
+            Err(ClientError::Protocol(e)) => self.out.note(&format!("! cannot join {session}: {}", e.message)),
             Err(e) => tracing::debug!("join_session {session}: {e}"),
         }
     }
@@ -930,7 +926,7 @@ mod tests {
         let mut j = joiner();
         let s1 = SessionId::from("s1");
         j.session.join_sent(&JoinSessionParams { session_id: s1.clone(), since_seq: None }, 1.into());
-        j.session.answered(&1.into());
+        j.session.answered(&1.into(), true);
         let (f, raw) = message(1);
         assert_eq!(j.on_event(&f, &raw), Then::Nothing);
         let (f, raw) = message(2);

@@ -85,7 +85,7 @@ pub async fn run_host(client: Client, mut events: Events, mut actions: mpsc::Unb
                 Some(ClientEvent::Event { frame, .. }) => {
                     worker.forward(*frame);
                 }
-                Some(ClientEvent::Answered { id }) => worker.answered(&id),
+                Some(ClientEvent::Answered { id, ok }) => worker.answered(&id, ok),
                 Some(ClientEvent::Closed { reason }) => {
                     let why = reason.unwrap_or_else(|| "the engine stopped".into());
                     out.send(Update::Connection(ConnectionState::Closed(format!("host connection closed: {why}"))));
@@ -183,8 +183,8 @@ impl Worker {
     }
 
     /// A request's answer was reached in the event stream (a join's catch-up follows it).
-    fn answered(&self, id: &serde_json::Value) {
-        self.state().answered(id);
+    fn answered(&self, id: &serde_json::Value, ok: bool) {
+        self.state().answered(id, ok);
     }
 
     async fn call(&self, method: Method) {
@@ -279,10 +279,7 @@ impl Worker {
                 self.state().joined(&result);
                 self.out.send(Update::Joined(result));
             }
-            Err(e) => {
-                self.state().join_failed(&params.session_id);
-                self.out.failed("join_session", &e);
-            }
+            Err(e) => self.out.failed("join_session", &e),
         }
     }
 
@@ -529,7 +526,7 @@ impl Remote {
                             self.enter(&worker).await;
                         }
                     }
-                    Some(ClientEvent::Answered { id }) => worker.answered(&id),
+                    Some(ClientEvent::Answered { id, ok }) => worker.answered(&id, ok),
                     Some(ClientEvent::Closed { reason }) => return self.closed(reason),
                     None => return self.closed(None),
                     Some(_) => {}

@@ -147,8 +147,9 @@ pub enum ClientEvent {
     Other { raw: String },
     /// The response to a [`Client::request`] with this id was received here, between the
     /// events around it (the response itself went to the waiting caller). Lets a consumer tell
-    /// the events that preceded a response from those that followed it.
-    Answered { id: Value },
+    /// the events that preceded a response from those that followed it. `ok`: a result, not an
+    /// error.
+    Answered { id: Value, ok: bool },
     /// The connection ended; `reason` is the close frame's reason when there was one.
     Closed { reason: Option<String> },
 }
@@ -209,8 +210,9 @@ impl Dispatch {
                         .unwrap_or_else(|_| ProtocolError::new(ErrorCode::Internal, err.to_string()))),
                     None => Ok(value.get("result").cloned().unwrap_or(Value::Null)),
                 };
+                let ok = outcome.is_ok();
                 let _ = waiter.send(Response { id: id.clone(), outcome, raw });
-                let _ = self.events.send(ClientEvent::Answered { id: id.clone() });
+                let _ = self.events.send(ClientEvent::Answered { id: id.clone(), ok });
             }
             None => {
                 let _ = self.events.send(ClientEvent::Response { raw });

@@ -50,12 +50,21 @@ pub const TRANSIENT_PATIENCE: Duration = Duration::from_secs(600);
 struct Followed {
     /// Last seq shown; every seq up to it was shown once (0: none yet).
     last_seq: u64,
-    /// Id of the `join_session` request on its way, until its answer is reached in the event
-    /// stream: the session's live events are skipped meanwhile.
-    joining: Option<Value>,
+    /// The `join_session` request on its way, until its answer is reached in the event stream:
+    /// the session's live events are skipped meanwhile.
+    joining: Option<Joining>,
     /// A rejoin was asked for (gap or `resync_required`) and not answered yet: the session's
     /// live events are skipped (the rejoin's replay brings them) and nothing more is asked.
     resyncing: bool,
+}
+
+/// A join on its way.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Joining {
+    id: Value,
+    /// The last seq before it (`None`: the session was not followed): what a refused join
+    /// leaves in place.
+    before: Option<u64>,
 }
 
 /// What to do with an event frame.
@@ -198,22 +207,33 @@ impl ClientSession {
     }
 
     /// A `join_session` for `params` was sent as request `id`: the session's live events are
-    /// skipped until its answer is reached in the event stream ([`ClientSession::answered`]).
-    /// A join without `since_seq` starts the session afresh (a snapshot follows).
+    /// skipped until its answer is reached in the event stream ([`ClientSession::answered`]),
+    /// and the catch-up that follows starts after its `since_seq` (a join without one starts the
+    /// session afresh: a snapshot follows).
     pub fn join_sent(&mut self, params: &JoinSessionParams, id: Value) {
+        let before = self.followed.get(&params.session_id).map(|f| f.last_seq);
         let f = self.followed.entry(params.session_id.clone()).or_default();
-        if params.since_seq.is_none() {
-            f.last_seq = 0;
-        }
-        f.joining = Some(id);
+        f.last_seq = params.since_seq.unwrap_or(0);
+        f.joining = Some(Joining { id, before });
     }
 
-    /// The answer to request `id` was reached in the event stream (whatever it said).
-    pub fn answered(&mut self, id: &Value) {
-        for f in self.followed.values_mut() {
-            if f.joining.as_ref() == Some(id) {
-                f.joining = None;
-                f.resyncing = false;
+    /// The answer to request `id` was reached in the event stream; `ok`: it was a result. A
+    /// refused join leaves the session as it was before it.
+    pub fn answered(&mut self, id: &Value, ok: bool) {
+        let Some(session) =
+            self.followed.iter().find(|(_, f)| f.joining.as_ref().is_some_and(|j| &j.id == id)).map(|(s, _)| s.clone())
+        else {
+            return;
+        };
+        let f = self.followed.get_mut(&session).expect("found above");
+        let joining = f.joining.take().expect("found above");
+        f.resyncing = false;
+        if !ok {
+            match joining.before {
+                Some(last) => f.last_seq = last,
+                None => {
+                    self.followed.remove(&session);
+                }
             }
         }
     }
@@ -224,15 +244,6 @@ impl ClientSession {
         if result.catch_up == CatchUp::None {
             // Up to date: nothing follows, the session is live from its last seq on.
             f.last_seq = f.last_seq.max(result.session.last_seq);
-        }
-    }
-
-    /// A `join_session` failed (the session is gone, or not shared with us any more).
-    pub fn join_failed(&mut self, session: &SessionId) {
-        if self.followed.get(session).is_some_and(|f| f.last_seq == 0) {
-            self.followed.remove(session);
-        } else if let Some(f) = self.followed.get_mut(session) {
-            f.joining = None;
         }
     }
 
@@ -456,11 +467,24 @@ mod tests {
         assert_eq!(c.event(&message(2)), Handled::skip(), "a duplicate is skipped");
         c.join_sent(&rejoin, Value::from(7));
         assert_eq!(c.event(&message(7)), Handled::skip(), "live events wait for the join's catch-up");
-        c.answered(&Value::from(7));
+        c.answered(&Value::from(7), true);
         for seq in 3..=7 {
             assert_eq!(c.event(&message(seq)), Handled::show(), "the replay, in order: {seq}");
         }
         assert_eq!(c.last_seq(&s1()), 7);
+    }
+
+    #[test]
+    fn a_refused_join_leaves_the_session_as_it_was() {
+        let mut c = following(2);
+        c.join_sent(&JoinSessionParams { session_id: s1(), since_seq: Some(0) }, Value::from(1));
+        c.answered(&Value::from(1), false);
+        assert_eq!(c.last_seq(&s1()), 2, "still where it was");
+        assert_eq!(c.event(&message(3)), Handled::show());
+        let s2 = SessionId::from("s2");
+        c.join_sent(&JoinSessionParams { session_id: s2.clone(), since_seq: None }, Value::from(2));
+        c.answered(&Value::from(2), false);
+        assert!(!c.follows(&s2), "a session never joined is not followed");
     }
 
     #[test]
@@ -485,7 +509,7 @@ mod tests {
         let fresh = JoinSessionParams { session_id: s1(), since_seq: None };
         assert_eq!(h.then, Then::Join(vec![fresh.clone()]));
         c.join_sent(&fresh, Value::from(1));
-        c.answered(&Value::from(1));
+        c.answered(&Value::from(1), true);
         assert_eq!(c.last_seq(&s1()), 0, "what we had is void");
     }
 
@@ -572,7 +596,7 @@ mod tests {
             while let Some(join) = pending.pop() {
                 id += 1;
                 c.join_sent(&join, Value::from(id));
-                c.answered(&Value::from(id));
+                c.answered(&Value::from(id), true);
                 for seq in join.since_seq.unwrap_or(0) + 1..=newest {
                     deliver(&mut c, seq, &mut shown, &mut pending);
                 }

@@ -22,7 +22,7 @@
 use roundtable_agent as agent;
 use roundtable_engine as engine;
 use roundtable_net as net;
-use roundtable_protocol::{ids, persist, protocol, token};
+use roundtable_protocol::{client_session, ids, persist, protocol, token};
 use roundtable_store as store;
 
 pub mod agents;

@@ -26,6 +26,7 @@ use super::format::*;
 use super::model;
 use super::transport::{new_transport, ClientEnd, Transport, TransportKind, VirtualTime};
 use crate::agent::{AgentEvent, AgentOutput};
+use crate::client_session::{ClientSession, Then};
 use crate::engine::clock::EngineClock;
 use crate::engine::components::{Participant, PendingVote, Session, Share, TurnLock};
 use crate::engine::{Engine, EngineConfig, Inbound};
@@ -33,6 +34,7 @@ use crate::ids::{ConnId, SessionId};
 use crate::net::server::ConnIds;
 use crate::persist::MessageRow;
 use crate::persist::Store;
+use crate::protocol::{AuthenticateResult, EventFrame, JoinSessionParams, JoinSessionResult};
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -325,7 +327,11 @@ pub(crate) struct Client {
     ip: String,
     pub pid: Option<String>,
     pub assigned_name: Option<String>,
-    resume: Option<String>,
+    /// The client program's protocol state — the same `ClientSession` `roundtable join` and the
+    /// window drive: resume token, followed sessions and the last seq of each, and what an event
+    /// calls for (rejoins after `resync_required` or a gap, a fresh join after
+    /// `history_replaced`, entering after admission). Fed every frame of every connection.
+    program: ClientSession,
     conns: Vec<Conn>,
     /// Sessions whose seqs up to N are covered by a snapshot or `none` catch-up.
     covered_to: BTreeMap<String, u64>,
@@ -335,10 +341,8 @@ pub(crate) struct Client {
     /// `leave_session` was sent. A join sent before it but answered after it (a slow connection)
     /// does not make the client a member again.
     left_at: BTreeMap<String, u64>,
-    /// Seqs received, per session.
+    /// Seqs received, per session (the checker's record; the program's view is `program`).
     seqs: BTreeMap<String, BTreeSet<u64>>,
-    /// Sessions this client is in (rejoined on reconnect).
-    joined: BTreeSet<String>,
     /// Sessions to join once admitted.
     want_join: Vec<String>,
     pub admitted: bool,
@@ -351,7 +355,17 @@ pub(crate) struct Client {
     pub closed_by_host: Vec<String>,
 }
 
+/// The id a request goes by in the client program: connections number their requests apart.
+fn program_id(index: usize, id: &Value) -> Value {
+    json!(format!("{index}:{id}"))
+}
+
 impl Client {
+    /// The resume token the program keeps.
+    fn resume(&self) -> Option<String> {
+        self.program.resume_token().map(str::to_string)
+    }
+
     /// Last seq such that every seq up to it was seen (replayed, live or via snapshot).
     pub fn last_seq(&self, session: &str) -> u64 {
         let mut last = self.covered_to.get(session).copied().unwrap_or(0);
@@ -909,13 +923,12 @@ impl<'a> Runner<'a> {
             ip,
             pid: if handle == "host" { Some("host".into()) } else { None },
             assigned_name: None,
-            resume: None,
+            program: ClientSession::new(None),
             conns: Vec::new(),
             covered_to: BTreeMap::new(),
             sent_requests: 0,
             left_at: BTreeMap::new(),
             seqs: BTreeMap::new(),
-            joined: BTreeSet::new(),
             want_join: Vec::new(),
             admitted: handle == "host",
             msg_counter: 0,
@@ -1067,6 +1080,9 @@ impl<'a> Runner<'a> {
             let session = params.get("session_id").and_then(Value::as_str).unwrap_or_default();
             p.join_since = params.get("since_seq").and_then(Value::as_u64);
             p.join_seen = cn.streams.get(session).map_or(0, |t| t.last);
+            if let Ok(join) = serde_json::from_value::<JoinSessionParams>(params.clone()) {
+                c.program.join_sent(&join, program_id(index, &json!(id)));
+            }
         }
         let text = json!({"id": id, "method": method, "params": params}).to_string();
         p.params = params;
@@ -1150,6 +1166,11 @@ impl<'a> Runner<'a> {
                     p = raw.and_then(|k| cn.pending.remove(&k));
                 }
                 if let Some(p) = p {
+                    if p.method == "join_session" {
+                        // The join's catch-up (if any) follows from here.
+                        let c = self.clients.get_mut(name).expect("client");
+                        c.program.answered(&program_id(index, id), json.get("result").is_some());
+                    }
                     self.on_response(name, index, p, json, tick, time);
                 }
                 return;
@@ -1171,6 +1192,11 @@ impl<'a> Runner<'a> {
         let def = self.clients[name].def.clone();
         let auto_resync = def.as_ref().is_none_or(|d| d.auto_resync);
         let auto_refetch = def.as_ref().is_none_or(|d| d.auto_refetch);
+        // What the client program makes of it (the rules `join` and the window follow).
+        let then = match serde_json::from_value::<EventFrame>(json.clone()) {
+            Ok(frame) => self.clients.get_mut(name).expect("client").program.event(&frame).then,
+            Err(_) => Then::Nothing,
+        };
         match event {
             "storage" => self.on_storage_event(name, index, &payload),
             "vote_opened" => {
@@ -1199,28 +1225,30 @@ impl<'a> Runner<'a> {
                     Some(s) => streams.entry(s.clone()).or_default().next = None,
                     None => streams.values_mut().for_each(|t| t.next = None),
                 }
-                if !auto_resync {
-                    return;
-                }
-                let sessions: Vec<String> = match session {
-                    Some(s) => vec![s],
-                    None => self.clients[name].joined.iter().cloned().collect(),
-                };
-                for s in sessions {
-                    let since = self.clients[name].last_seq(&s);
-                    self.join(name, Some(index), &s, Some(since), Purpose::Auto);
-                }
             }
             "history_replaced" if auto_refetch => {
                 if let (Some(s), Some(seq)) = (&session, json.get("seq").and_then(Value::as_u64)) {
                     let at = self.cleared_at.entry(s.clone()).or_insert(0);
                     *at = (*at).max(seq);
                 }
-                if let Some(s) = session {
-                    self.join(name, Some(index), &s, None, Purpose::Auto);
+            }
+            _ => {}
+        }
+        match then {
+            Then::Join(joins) => {
+                // A fresh join after `history_replaced`; a rejoin after `resync_required` or a gap.
+                let allowed = |j: &JoinSessionParams| {
+                    if j.since_seq.is_none() && event == "history_replaced" {
+                        auto_refetch
+                    } else {
+                        auto_resync
+                    }
+                };
+                for j in joins.into_iter().filter(allowed) {
+                    self.join(name, Some(index), j.session_id.as_str(), j.since_seq, Purpose::Auto);
                 }
             }
-            "admission" if payload.get("admission").and_then(Value::as_str) == Some("admitted") => {
+            Then::Enter => {
                 let c = self.clients.get_mut(name).expect("client");
                 c.admitted = true;
                 let joins = c.want_join.clone();
@@ -1231,7 +1259,7 @@ impl<'a> Runner<'a> {
                     }
                 }
             }
-            _ => {}
+            Then::Refused | Then::Nothing => {}
         }
     }
 
@@ -1307,8 +1335,8 @@ impl<'a> Runner<'a> {
                 c.conns[index].authed = true;
                 c.pid = result.get("participant_id").and_then(Value::as_str).map(str::to_string).or(c.pid.take());
                 c.assigned_name = result.get("display_name").and_then(Value::as_str).map(str::to_string);
-                if let Some(r) = result.get("resume_token").and_then(Value::as_str) {
-                    c.resume = Some(r.to_string());
+                if let Ok(auth) = serde_json::from_value::<AuthenticateResult>(result.clone()) {
+                    c.program.authenticated(&auth);
                 }
                 let admitted = result.get("admission").and_then(Value::as_str) == Some("admitted");
                 c.admitted = admitted;
@@ -1319,9 +1347,8 @@ impl<'a> Runner<'a> {
                 if p.rejoin {
                     // A client waits for the authentication before rejoining where it was,
                     // asking only for what it missed.
-                    let rejoins: Vec<(String, u64)> = c.joined.iter().map(|s| (s.clone(), c.last_seq(s))).collect();
-                    for (s, since) in rejoins {
-                        self.join(name, Some(index), &s, Some(since), Purpose::Auto);
+                    for j in c.program.rejoins() {
+                        self.join(name, Some(index), j.session_id.as_str(), j.since_seq, Purpose::Auto);
                     }
                     return;
                 }
@@ -1334,7 +1361,7 @@ impl<'a> Runner<'a> {
                             .collect();
                         let share = c.def.as_ref().and_then(|d| d.share.clone()).unwrap_or_default();
                         let token = self.tokens.get(&share).cloned().unwrap_or_default();
-                        let resume = c.resume.clone();
+                        let resume = c.resume();
                         let display = c.display_name.clone();
                         for i in extra {
                             let params = json!({"token": token, "display_name": display, "resume_token": resume});
@@ -1357,7 +1384,9 @@ impl<'a> Runner<'a> {
                     }
                     self.on_joined(name, index, &s, &p, result);
                     let c = self.clients.get_mut(name).expect("client");
-                    c.joined.insert(s.clone());
+                    if let Ok(joined) = serde_json::from_value::<JoinSessionResult>(result.clone()) {
+                        c.program.joined(&joined);
+                    }
                     if result.get("catch_up").and_then(Value::as_str) == Some("none") {
                         if let Some(last) = result.pointer("/session/last_seq").and_then(Value::as_u64) {
                             let e = c.covered_to.entry(s).or_insert(0);
@@ -1376,7 +1405,7 @@ impl<'a> Runner<'a> {
                             t.awaiting_snapshot = false;
                         }
                     }
-                    c.joined.remove(&s);
+                    c.program.left(&s.as_str().into());
                     c.left_at.insert(s, p.order);
                 }
             }
@@ -1843,7 +1872,7 @@ impl<'a> Runner<'a> {
                     params.insert("display_name".into(), json!(self.clients[who].display_name));
                 }
                 if let Some(Value::Bool(true)) = params.remove("resume") {
-                    let r = self.clients[who].resume.clone().ok_or(format!("{who} has no resume token yet"))?;
+                    let r = self.clients[who].resume().ok_or(format!("{who} has no resume token yet"))?;
                     params.insert("resume_token".into(), json!(r));
                 }
             }
@@ -1900,7 +1929,7 @@ impl<'a> Runner<'a> {
         let c = &self.clients[who];
         let mut params = json!({"token": token, "display_name": name.unwrap_or(c.display_name.clone())});
         if resume {
-            if let Some(r) = &c.resume {
+            if let Some(r) = c.resume() {
                 params["resume_token"] = json!(r);
             }
         }
@@ -1944,12 +1973,8 @@ impl<'a> Runner<'a> {
         self.transport().attach(engine.sender())?;
         self.engine = Some(engine);
         self.open_host_conn();
-        let host_sessions: Vec<(String, u64)> = {
-            let h = &self.clients["host"];
-            h.joined.iter().map(|s| (s.clone(), h.last_seq(s))).collect()
-        };
-        for (s, since) in host_sessions {
-            self.join("host", None, &s, Some(since), Purpose::Auto);
+        for j in self.clients["host"].program.rejoins() {
+            self.join("host", None, j.session_id.as_str(), j.since_seq, Purpose::Auto);
         }
         if reconnect {
             for name in to_reconnect {
@@ -2030,7 +2055,7 @@ impl<'a> Runner<'a> {
             ("workspace", w) => self.workspace_id(w),
             ("dir", w) => self.workspace_dirs.get(w).map(|d| d.display().to_string()),
             ("pad", n) => n.parse::<usize>().ok().filter(|n| *n <= 1 << 24).map(|n| "x".repeat(n)),
-            ("resume", h) => self.clients.get(h).and_then(|c| c.resume.clone()),
+            ("resume", h) => self.clients.get(h).and_then(|c| c.resume()),
             ("name", h) => self.clients.get(h).and_then(|c| c.assigned_name.clone().or(Some(c.display_name.clone()))),
             (h, "") => match &self.bound_pids {
                 Some(bound) if bound.contains_key(h) => bound.get(h).cloned(),
