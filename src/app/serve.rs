@@ -92,22 +92,20 @@ where
     let started = std::time::Instant::now();
     loop {
         match request().await {
-            Err(ClientError::Protocol(mut e))
-                if e.code == ErrorCode::StorageUnavailable && started.elapsed() >= PATIENCE =>
-            {
-                e.message = format!(
-                    "{what}: gave up after {} s waiting for the database to take writes again: {}",
-                    PATIENCE.as_secs(),
-                    e.message
-                );
-                return Err(ClientError::Protocol(e));
-            }
-            Err(ClientError::Protocol(e)) if e.code == ErrorCode::StorageUnavailable => {
+            Err(ClientError::Protocol(mut refusal)) if refusal.code == ErrorCode::StorageUnavailable => {
+                if started.elapsed() >= PATIENCE {
+                    refusal.message = format!(
+                        "{what}: gave up after {} s waiting for the database to take writes again: {}",
+                        PATIENCE.as_secs(),
+                        refusal.message
+                    );
+                    return Err(ClientError::Protocol(refusal));
+                }
                 if !told {
-                    tracing::warn!("{what}: waiting for the database to take writes again: {}", e.message);
+                    tracing::warn!("{what}: waiting for the database to take writes again: {}", refusal.message);
                     told = true;
                 }
-                tokio::time::sleep(std::time::Duration::from_millis(e.retry_after_ms.unwrap_or(1_000))).await;
+                tokio::time::sleep(refusal.retry_after()).await;
             }
             other => return other,
         }

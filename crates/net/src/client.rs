@@ -91,7 +91,7 @@ impl ClientError {
     /// second (`rate_limited` after failed authentications lasts up to a minute; callers back off).
     pub fn retry_after(&self) -> Duration {
         match self {
-            ClientError::Protocol(e) => Duration::from_millis(e.retry_after_ms.unwrap_or(1_000).clamp(100, 60_000)),
+            ClientError::Protocol(e) => e.retry_after(),
             _ => Duration::from_secs(1),
         }
     }

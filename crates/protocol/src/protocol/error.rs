@@ -118,6 +118,13 @@ impl ProtocolError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Self { code, message: message.into(), retry_after_ms: None }
     }
+
+    /// How long to wait before retrying a refusal for now: the host's `retry_after_ms`, else a
+    /// second, kept within 0.1–60 s (`rate_limited` after failed authentications lasts up to a
+    /// minute; callers back off).
+    pub fn retry_after(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.retry_after_ms.unwrap_or(1_000).clamp(100, 60_000))
+    }
 }
 
 #[cfg(test)]
