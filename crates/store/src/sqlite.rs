@@ -389,9 +389,9 @@ fn latest_events(ops: &[StoreOp]) -> BTreeMap<&SessionId, u64> {
 fn describe(op: &StoreOp) -> String {
     match op {
         StoreOp::PutWorkspace(w) => format!("workspace {}", w.id),
-        StoreOp::PutSession(s) => format!("session {}", s.id),
+        StoreOp::PutSession(s) => format!("session {}", s.session.id),
         StoreOp::PutShare(s) => format!("share {}", s.id),
-        StoreOp::PutParticipant(p) => format!("participant {}", p.id),
+        StoreOp::PutParticipant(p) => format!("participant {}", p.participant.id),
         StoreOp::PutMessage(m) => format!("message {} of {}", m.id, m.session),
         StoreOp::ClearSession(s) => format!("clearing session {s}"),
         StoreOp::AppendEvent(e) => format!("event {}#{}", e.session, e.seq),

@@ -7,7 +7,7 @@ use super::turn_lock::TurnEnds;
 use crate::components::*;
 use crate::config::EngineConfig;
 use crate::ids::ParticipantId;
-use crate::persist::{AuditRow, Restored, StoreOp};
+use crate::persist::{AuditRow, ParticipantRecord, ParticipantRow, Restored, StoreOp};
 use crate::protocol::Event;
 use crate::protocol::*;
 use crate::systems::resources::PersistBatch;
@@ -40,7 +40,7 @@ pub fn restore_world(world: &mut World, r: Restored) {
     for w in r.workspaces {
         counters.workspace = counters.workspace.max(num(w.id.number()));
         let id = w.id.clone();
-        index.workspaces.insert(id, world.spawn(Workspace::from_row(w)).id());
+        index.workspaces.insert(id, world.spawn(Workspace(w)).id());
     }
     let mut messages: BTreeMap<_, Vec<_>> = BTreeMap::new();
     for m in r.messages {
@@ -51,17 +51,18 @@ pub fn restore_world(world: &mut World, r: Restored) {
     for e in r.events {
         events.entry(e.session.clone()).or_insert_with(Vec::new).push(e);
     }
-    let all_sessions: BTreeSet<_> = r.sessions.iter().map(|s| s.id.clone()).collect();
+    let all_sessions: BTreeSet<_> = r.sessions.iter().map(|s| s.session.id.clone()).collect();
     for s in r.sessions {
-        counters.session = counters.session.max(num(s.id.number()));
+        let id = s.session.id.clone();
+        counters.session = counters.session.max(num(id.number()));
         let mut history = History::default();
-        for m in messages.remove(&s.id).unwrap_or_default() {
+        for m in messages.remove(&id).unwrap_or_default() {
             history.push(m);
         }
-        history.has_older |= r.older_messages.contains(&s.id);
+        history.has_older |= r.older_messages.contains(&id);
         // Stored frames are the host's copies: the remotes' copies are masked once, here.
         let tail: std::collections::VecDeque<(u64, crate::io::Framed)> = events
-            .remove(&s.id)
+            .remove(&id)
             .unwrap_or_default()
             .into_iter()
             .map(|e| (e.seq, crate::mask_json::framed_from_stored(Arc::<str>::from(e.frame), masker)))
@@ -75,65 +76,47 @@ pub fn restore_world(world: &mut World, r: Restored) {
             streamed: s.streamed.clone(),
             consensus: true,
         };
-        let session = Session {
-            id: s.id.clone(),
-            workspace: s.workspace,
-            title: s.title,
-            status: s.status,
-            agent: s.agent,
-            vote_deadline_ms: s.vote_deadline_ms,
-            created_at: s.created_at,
-            allowed_tools: s.allowed_tools.into_iter().collect(),
-            agent_memory: s.agent_memory,
-            agent_settings: s.agent_settings,
-        };
+        let session = Session(s.session);
         let workspace = session.workspace.clone();
-        index.add_session(s.id, workspace, world.spawn((session, lock, log, history)).id());
+        index.add_session(id, workspace, world.spawn((session, lock, log, history)).id());
     }
     for sh in r.shares {
         counters.share = counters.share.max(num(sh.id.number()));
         let id = sh.id.clone();
-        index.shares.insert(id, world.spawn(Share::from_row(sh)).id());
+        index.shares.insert(id, world.spawn(Share(sh)).id());
     }
     let mut has_host = false;
-    for p in r.participants {
-        let is_host = p.id.is_host();
+    for ParticipantRow { participant: mut record, gone } in r.participants {
+        let is_host = record.id.is_host();
         has_host |= is_host;
-        counters.participant = counters.participant.max(num(p.id.number()));
+        counters.participant = counters.participant.max(num(record.id.number()));
         let presence = if is_host {
+            record.display_name = host_name.clone();
+            record.sessions = all_sessions.clone();
             Presence::Connected(0)
-        } else if p.gone {
+        } else if gone {
             Presence::Gone
         } else {
             // Fixed in the first tick (the clock is not set yet).
             Presence::Grace { until: u64::MAX }
         };
-        let participant = Participant {
-            id: p.id.clone(),
-            display_name: if is_host { host_name.clone() } else { p.display_name },
-            role: p.role,
-            share: p.share,
-            muted: p.muted,
-            admission: p.admission,
-            sessions: if is_host { all_sessions.clone() } else { p.sessions.into_iter().collect() },
-            presence,
-            resume_hash: p.resume_hash,
-            read: p.read,
-        };
-        index.participants.insert(p.id, world.spawn(participant).id());
+        let id = record.id.clone();
+        index.participants.insert(id, world.spawn(Participant { record, presence }).id());
     }
     if !has_host {
         let host = Participant {
-            id: ParticipantId::host(),
-            display_name: host_name,
-            role: Role::Host,
-            share: None,
-            muted: false,
-            admission: Admission::Admitted,
-            sessions: all_sessions,
+            record: ParticipantRecord {
+                id: ParticipantId::host(),
+                display_name: host_name,
+                role: Role::Host,
+                share: None,
+                muted: false,
+                admission: Admission::Admitted,
+                resume_hash: None,
+                sessions: all_sessions,
+                read: Default::default(),
+            },
             presence: Presence::Connected(0),
-            resume_hash: None,
-            read: Default::default(),
         };
         world.resource_mut::<PersistBatch>().push(StoreOp::PutParticipant(host.row()));
         index.participants.insert(ParticipantId::host(), world.spawn(host).id());
