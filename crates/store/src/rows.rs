@@ -597,7 +597,6 @@ pub(crate) fn ballots(conn: &Connection) -> Result<Vec<BallotRow>, crate::Error>
     Ok(rows)
 }
 
-/// Largest audit id (0 when the log is empty).
 /// The host's saved settings, if it ever saved any.
 pub(crate) fn settings(conn: &Connection) -> Result<Option<SettingsRow>, crate::Error> {
     let text: Option<String> = conn
@@ -607,6 +606,7 @@ pub(crate) fn settings(conn: &Connection) -> Result<Option<SettingsRow>, crate::
     Ok(text.map(|t| from_json("settings", &t)).transpose()?)
 }
 
+/// Largest audit id (0 when the log is empty).
 pub(crate) fn audit_count(conn: &Connection) -> Result<u64, crate::Error> {
     Ok(conn.query_row("SELECT COALESCE(MAX(id), 0) FROM audit", [], |r| get_u64(r, 0))?)
 }

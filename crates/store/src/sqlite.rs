@@ -475,12 +475,12 @@ impl Store for SqliteStore {
         Ok(rows::ballots(&self.conn)?.into_iter().filter(|b| &b.vote == vote).collect())
     }
 
-    /// `PRAGMA data_version` changes only when *another* connection commits (the CLI), never for
-    /// our own commits, so polling it each tick is a cheap way to notice share edits.
     fn workspaces(&mut self) -> Result<Vec<WorkspaceRow>, StoreError> {
         rows::workspaces(&self.conn).map_err(Into::into)
     }
 
+    /// `PRAGMA data_version` changes only when *another* connection commits (the CLI), never for
+    /// our own commits, so polling it each tick is a cheap way to notice share edits.
     fn shares_changed_externally(&mut self) -> Result<Option<Vec<ShareRow>>, StoreError> {
         let now: i64 = self.conn.query_row("PRAGMA data_version", [], |r| r.get(0)).map_err(crate::db)?;
         match self.data_version.replace(now) {
