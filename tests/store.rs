@@ -3,8 +3,8 @@
 
 use roundtable::ids::{MessageId, ParticipantId, SessionId, ShareId, VoteId, WorkspaceId};
 use roundtable::persist::{
-    AgentSpec, AuditRow, BallotRow, EventRow, MessageRow, ParticipantRow, Restored, SessionRow, ShareRow, Store,
-    StoreError, StoreOp, VoteRow, WorkspaceRow, EVENT_TAIL, HISTORY_TAIL,
+    AgentSpec, AuditRow, BallotRow, EventRow, MessageRow, ParticipantRecord, ParticipantRow, Restored, SessionRecord,
+    SessionRow, ShareRow, Store, StoreError, StoreOp, VoteRow, WorkspaceRow, EVENT_TAIL, HISTORY_TAIL,
 };
 use roundtable::protocol::{Admission, MintShareParams, Role, SessionStatus};
 use roundtable::store::{migrate, Admin, AdminError, SqliteStore};
@@ -33,20 +33,22 @@ fn workspace(n: u64) -> WorkspaceRow {
 
 fn session(n: u64, ws: u64) -> SessionRow {
     SessionRow {
-        id: SessionId::nth(n),
-        workspace: WorkspaceId::nth(ws),
-        title: format!("session {n}"),
-        status: SessionStatus::AwaitingVote,
+        session: SessionRecord {
+            id: SessionId::nth(n),
+            workspace: WorkspaceId::nth(ws),
+            title: format!("session {n}"),
+            status: SessionStatus::AwaitingVote,
+            agent: AgentSpec::demo(),
+            vote_deadline_ms: Some(120_000),
+            created_at: 1_700_000_000_000,
+            allowed_tools: ["Bash".to_string(), "Read".to_string()].into(),
+            agent_memory: roundtable::persist::AgentMemory { conversation: Some("cli-session-7".into()) },
+            agent_settings: roundtable::protocol::AgentSettings { model: Some("haiku".into()), permission_mode: None },
+        },
         turn_holder: Some(ParticipantId::nth(1)),
         turn_id: 7,
         next_seq: 12,
-        agent: AgentSpec::demo(),
-        vote_deadline_ms: Some(120_000),
-        created_at: 1_700_000_000_000,
         streamed: "half a reply".into(),
-        allowed_tools: vec!["Bash".into(), "Read".into()],
-        agent_memory: roundtable::persist::AgentMemory { conversation: Some("cli-session-7".into()) },
-        agent_settings: roundtable::protocol::AgentSettings { model: Some("haiku".into()), permission_mode: None },
     }
 }
 
@@ -55,7 +57,7 @@ fn share(n: u64, token: &str) -> ShareRow {
         id: ShareId::nth(n),
         label: "for ann".into(),
         token_hash: token::hash(token),
-        workspaces: vec![WorkspaceId::nth(1), WorkspaceId::nth(2)],
+        workspaces: [WorkspaceId::nth(1), WorkspaceId::nth(2)].into(),
         collaborative: false,
         consensus_required: true,
         admission_required: true,
@@ -71,16 +73,36 @@ fn share(n: u64, token: &str) -> ShareRow {
 
 fn participant(n: u64) -> ParticipantRow {
     ParticipantRow {
-        id: ParticipantId::nth(n),
-        display_name: format!("Ann ({n})"),
-        role: Role::Participant,
-        share: Some(ShareId::nth(1)),
-        muted: true,
-        admission: Admission::Pending,
-        resume_hash: Some(token::hash("resume")),
+        participant: ParticipantRecord {
+            id: ParticipantId::nth(n),
+            display_name: format!("Ann ({n})"),
+            role: Role::Participant,
+            share: Some(ShareId::nth(1)),
+            muted: true,
+            admission: Admission::Pending,
+            resume_hash: Some(token::hash("resume")),
+            sessions: [SessionId::nth(1), SessionId::nth(10)].into(),
+            read: Default::default(),
+        },
         gone: false,
-        sessions: vec![SessionId::nth(1), SessionId::nth(10)],
-        read: Default::default(),
+    }
+}
+
+/// The host's row as a host writes it first.
+fn host() -> ParticipantRow {
+    ParticipantRow {
+        participant: ParticipantRecord {
+            id: ParticipantId::host(),
+            display_name: "Host".into(),
+            role: Role::Host,
+            share: None,
+            muted: false,
+            admission: Admission::Admitted,
+            resume_hash: None,
+            sessions: Default::default(),
+            read: Default::default(),
+        },
+        gone: false,
     }
 }
 
@@ -141,18 +163,7 @@ fn full_batch() -> Vec<StoreOp> {
         StoreOp::PutSession(session(1, 1)),
         StoreOp::PutShare(share(1, "tok-1")),
         StoreOp::PutParticipant(participant(1)),
-        StoreOp::PutParticipant(ParticipantRow {
-            id: ParticipantId::host(),
-            display_name: "Host".into(),
-            role: Role::Host,
-            share: None,
-            muted: false,
-            admission: Admission::Admitted,
-            resume_hash: None,
-            gone: false,
-            sessions: vec![],
-            read: Default::default(),
-        }),
+        StoreOp::PutParticipant(host()),
         StoreOp::PutMessage(message(2, 10, 1)),
         StoreOp::PutMessage(message(1, 1, 2)),
         StoreOp::PutMessage(MessageRow { client_msg_id: None, ..message(3, 1, 1) }),
@@ -179,20 +190,8 @@ fn settings(name: &str) -> roundtable::persist::SettingsRow {
 
 /// What `load` must return after [`full_batch`]: everything, in the documented order.
 fn full_restored() -> Restored {
-    let host = ParticipantRow {
-        id: ParticipantId::host(),
-        display_name: "Host".into(),
-        role: Role::Host,
-        share: None,
-        muted: false,
-        admission: Admission::Admitted,
-        resume_hash: None,
-        gone: false,
-        sessions: vec![],
-        read: Default::default(),
-    };
-    let mut participants = vec![host, participant(1)];
-    participants.sort_by(|a, b| a.id.cmp(&b.id));
+    let mut participants = vec![host(), participant(1)];
+    participants.sort_by(|a, b| a.participant.id.cmp(&b.participant.id));
     Restored {
         workspaces: vec![workspace(1), workspace(2)],
         sessions: vec![session(1, 1), session(10, 2)],
@@ -311,7 +310,7 @@ fn later_puts_replace_earlier_rows_by_id() {
     let mut store = SqliteStore::open(&db_in(&dir)).unwrap();
     store.commit(&full_batch()).unwrap();
     let mut s = session(1, 1);
-    s.status = SessionStatus::Idle;
+    s.session.status = SessionStatus::Idle;
     s.turn_holder = None;
     s.next_seq = 40;
     let mut v = vote(1, 1);
@@ -322,7 +321,7 @@ fn later_puts_replace_earlier_rows_by_id() {
     b.detail = None;
     let mut p = participant(1);
     p.gone = true;
-    p.resume_hash = None;
+    p.participant.resume_hash = None;
     let replaced_event = EventRow { frame: "replaced".into(), ..event(1, 2) };
     store
         .commit(&[
@@ -337,7 +336,7 @@ fn later_puts_replace_earlier_rows_by_id() {
     assert_eq!(r.sessions[0], s);
     assert_eq!(r.votes, vec![v]);
     assert_eq!(r.ballots[1], b);
-    assert_eq!(r.participants.iter().find(|x| x.id == p.id), Some(&p));
+    assert_eq!(r.participants.iter().find(|x| x.participant.id == p.participant.id), Some(&p));
     assert_eq!(r.events[1], replaced_event);
     assert_eq!(r.audit_count, 2);
 }
@@ -433,7 +432,11 @@ fn a_failing_batch_applies_nothing_and_keeps_earlier_ticks() {
     let batch_b = vec![
         StoreOp::PutMessage(message(9, 1, 3)),
         StoreOp::AppendEvent(event(1, 3)),
-        StoreOp::PutSession(SessionRow { title: "renamed".into(), ..session(1, 1) }),
+        StoreOp::PutSession({
+            let mut s = session(1, 1);
+            s.session.title = "renamed".into();
+            s
+        }),
         StoreOp::ClearSession(SessionId::nth(10)),
         StoreOp::Audit(audit("kicked")),
         StoreOp::PutBallot(ballot(99, "p1")),
@@ -775,7 +778,7 @@ fn a_minted_share_has_the_requested_settings() {
         id: ShareId::nth(1),
         label: "carol".into(),
         token_hash: token::hash(&token),
-        workspaces: vec![WorkspaceId::nth(1)],
+        workspaces: [WorkspaceId::nth(1)].into(),
         collaborative: false,
         consensus_required: false,
         admission_required: true,

@@ -240,7 +240,7 @@ pub fn run_workspace(cmd: WorkspaceCmd, data_dir: Option<&Path>) -> anyhow::Resu
             let rows = workspaces
                 .iter()
                 .map(|w| {
-                    let count = sessions.iter().filter(|s| s.workspace == w.id).count();
+                    let count = sessions.iter().filter(|s| s.session.workspace == w.id).count();
                     vec![w.id.to_string(), w.name.clone(), w.agent.label(), count.to_string(), w.dir.clone()]
                 })
                 .collect();

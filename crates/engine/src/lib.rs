@@ -78,7 +78,7 @@ fn token_rng(seed: u64, secret: &[u8; 32], restored: &crate::persist::Restored) 
         h.update(s.token_hash);
     }
     for p in &restored.participants {
-        h.update(p.resume_hash.unwrap_or_default());
+        h.update(p.participant.resume_hash.unwrap_or_default());
     }
     rand::rngs::ChaCha20Rng::from_seed(h.finalize().into())
 }

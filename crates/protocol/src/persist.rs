@@ -8,6 +8,7 @@
 use crate::ids::{MessageId, ParticipantId, SessionId, ShareId, VoteId, WorkspaceId};
 use crate::protocol::{Admission, Role, SessionStatus};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
 
 /// Which agent backend a workspace/session runs.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,27 +77,41 @@ pub struct WorkspaceRow {
     pub agent: AgentSpec,
 }
 
+/// A session as stored: the session's own fields ([`SessionRecord`], which the engine's `Session`
+/// component holds as it is) and what the session's turn lock and event log own, each kept once
+/// in its component and gathered here when the row is written.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionRow {
-    pub id: SessionId,
-    pub workspace: WorkspaceId,
-    pub title: String,
-    pub status: SessionStatus,
+    #[serde(flatten)]
+    pub session: SessionRecord,
     pub turn_holder: Option<ParticipantId>,
     /// Id of the running (or last) turn.
     pub turn_id: u64,
     pub next_seq: u64,
+    /// Text the agent streamed so far in the running turn (empty when idle).
+    #[serde(default)]
+    pub streamed: String,
+}
+
+/// The stored fields that belong to the session itself: the one definition the engine's
+/// `Session` component and the store's `sessions` table share. A new stored field of a session
+/// goes here and into the store's SQL (`crates/store/src/rows.rs` and a migration), nowhere else.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    pub id: SessionId,
+    pub workspace: WorkspaceId,
+    pub title: String,
+    pub status: SessionStatus,
     pub agent: AgentSpec,
     /// Vote deadline for this session in ms (overrides the share's), if any.
     pub vote_deadline_ms: Option<u64>,
     pub created_at: u64,
-    /// Text the agent streamed so far in the running turn (empty when idle).
+    /// Tools the host allowed "always" in this session: their requests are approved without
+    /// asking.
     #[serde(default)]
-    pub streamed: String,
-    /// Tools the host allowed "always" in this session (sorted).
-    #[serde(default)]
-    pub allowed_tools: Vec<String>,
-    /// What the session's agent keeps between turns (its conversation), kept across restarts.
+    pub allowed_tools: BTreeSet<String>,
+    /// What the session's agent keeps between turns (its conversation), kept across restarts and
+    /// sent with every turn.
     #[serde(default)]
     pub agent_memory: AgentMemory,
     /// The agent settings every turn gets (`set_agent_settings`).
@@ -115,13 +130,17 @@ pub struct AgentMemory {
     pub conversation: Option<String>,
 }
 
+/// A share as stored: the one definition the engine's `Share` component (which holds it as it
+/// is) and the store's `shares` table share. A new stored field of a share goes here and into the
+/// store's SQL (`crates/store/src/rows.rs` and a migration), nowhere else.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShareRow {
     pub id: ShareId,
     pub label: String,
     /// SHA-256 of the token. The token itself is never stored.
     pub token_hash: [u8; 32],
-    pub workspaces: Vec<WorkspaceId>,
+    /// The share's scope (non-empty).
+    pub workspaces: BTreeSet<WorkspaceId>,
     pub collaborative: bool,
     pub consensus_required: bool,
     pub admission_required: bool,
@@ -134,18 +153,33 @@ pub struct ShareRow {
     pub vote_deadline_ms: Option<u64>,
 }
 
+/// A participant as stored: the participant's own fields ([`ParticipantRecord`], which the
+/// engine's `Participant` component holds as it is) and whether it is gone, which the component
+/// knows from its presence (runtime state, of which only "gone for good" survives a restart).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ParticipantRow {
+    #[serde(flatten)]
+    pub participant: ParticipantRecord,
+    pub gone: bool,
+}
+
+/// The stored fields that belong to the participant itself: the one definition the engine's
+/// `Participant` component and the store's `participants` table share. A new stored field of a
+/// participant goes here and into the store's SQL (`crates/store/src/rows.rs` and a migration),
+/// nowhere else.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParticipantRecord {
     pub id: ParticipantId,
     pub display_name: String,
     pub role: Role,
+    /// The share it came by (`None` for the host).
     pub share: Option<ShareId>,
     pub muted: bool,
     pub admission: Admission,
     /// SHA-256 of the resume token; `None` once dead (kicked / gone).
     pub resume_hash: Option<[u8; 32]>,
-    pub gone: bool,
-    pub sessions: Vec<SessionId>,
+    /// The sessions it joined.
+    pub sessions: BTreeSet<SessionId>,
     /// Read markers: the last seq seen per session (`mark_read`).
     #[serde(default)]
     pub read: std::collections::BTreeMap<SessionId, u64>,
@@ -285,7 +319,7 @@ impl Restored {
         let votes = self.votes.iter().map(|v| v.opened_at);
         let ballots = self.ballots.iter().map(|b| b.at);
         let shares = self.shares.iter().map(|s| s.created_at);
-        let sessions = self.sessions.iter().map(|s| s.created_at);
+        let sessions = self.sessions.iter().map(|s| s.session.created_at);
         messages.chain(votes).chain(ballots).chain(shares).chain(sessions).max().unwrap_or(0)
     }
 }

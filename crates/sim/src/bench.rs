@@ -224,24 +224,26 @@ pub fn build_sessions_db(
     progress: &mut dyn FnMut(usize),
 ) -> anyhow::Result<()> {
     use crate::ids::{MessageId, SessionId, WorkspaceId};
-    use crate::persist::{AgentSpec, EventRow, MessageRow, SessionRow, Store, StoreOp, WorkspaceRow};
+    use crate::persist::{AgentSpec, EventRow, MessageRow, SessionRecord, SessionRow, Store, StoreOp, WorkspaceRow};
     let mut store = crate::store::SqliteStore::open(path)?;
     let ws = WorkspaceId::nth(1);
     let session = |n: u64, next_seq: u64| SessionRow {
-        id: SessionId::nth(n),
-        workspace: ws.clone(),
-        title: format!("session {n}"),
-        status: crate::protocol::SessionStatus::Idle,
+        session: SessionRecord {
+            id: SessionId::nth(n),
+            workspace: ws.clone(),
+            title: format!("session {n}"),
+            status: crate::protocol::SessionStatus::Idle,
+            agent: AgentSpec::demo(),
+            vote_deadline_ms: None,
+            created_at: 0,
+            allowed_tools: Default::default(),
+            agent_memory: Default::default(),
+            agent_settings: Default::default(),
+        },
         turn_holder: None,
         turn_id: 0,
         next_seq,
-        agent: AgentSpec::demo(),
-        vote_deadline_ms: None,
-        created_at: 0,
         streamed: String::new(),
-        allowed_tools: Vec::new(),
-        agent_memory: Default::default(),
-        agent_settings: Default::default(),
     };
     let mut setup = vec![StoreOp::PutWorkspace(WorkspaceRow {
         id: ws.clone(),

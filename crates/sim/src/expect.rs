@@ -622,15 +622,15 @@ fn check_final_stored(r: &mut Runner, fin: &crate::format::FinalState) -> Vec<Fa
         }
     };
     for (sid, want) in &fin.sessions {
-        let Some(row) = stored.sessions.iter().find(|s| s.id.as_str() == sid) else {
+        let Some(row) = stored.sessions.iter().find(|s| s.session.id.as_str() == sid) else {
             fail(format!("final: session {sid} is not in the store"));
             continue;
         };
         let got =
             |what: &str, g: String, w: &str| format!("final: the store holds session {sid} {what} {g}, expected {w}");
         if let Some(w) = &want.status {
-            if row.status.as_str() != w {
-                fail(got("status", row.status.as_str().into(), w));
+            if row.session.status.as_str() != w {
+                fail(got("status", row.session.status.as_str().into(), w));
             }
         }
         if let Some(w) = &want.turn_holder {
@@ -640,14 +640,14 @@ fn check_final_stored(r: &mut Runner, fin: &crate::format::FinalState) -> Vec<Fa
             }
         }
         if let Some(w) = &want.title {
-            if !str_matches(w, &row.title) {
-                fail(got("title", format!("{:?}", row.title), &format!("{w:?}")));
+            if !str_matches(w, &row.session.title) {
+                fail(got("title", format!("{:?}", row.session.title), &format!("{w:?}")));
             }
         }
     }
     for (handle, want) in &fin.participants {
         let Some(pid) = r.clients.get(handle).and_then(|c| c.pid.clone()) else { continue };
-        let Some(row) = stored.participants.iter().find(|p| p.id.as_str() == pid) else {
+        let Some(row) = stored.participants.iter().map(|p| &p.participant).find(|p| p.id.as_str() == pid) else {
             if want.muted.is_some() || want.display_name.is_some() || want.admission.is_some() {
                 fail(format!("final: {handle} ({pid}) is not in the store"));
             }

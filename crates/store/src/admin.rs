@@ -230,9 +230,7 @@ impl Admin {
     /// only here; the database keeps its SHA-256.
     pub fn mint_share(&mut self, params: &MintShareParams, now_ms: u64) -> Result<(ShareRow, String), AdminError> {
         validate_share(params)?;
-        let mut workspaces = params.workspaces.clone();
-        workspaces.sort();
-        workspaces.dedup();
+        let workspaces: std::collections::BTreeSet<WorkspaceId> = params.workspaces.iter().cloned().collect();
 
         let tx = begin_write(&mut self.conn, &self.db, &self.ids)?;
         let known: Vec<WorkspaceId> = rows::workspaces(&tx)?.into_iter().map(|w| w.id).collect();

@@ -10,8 +10,8 @@
 
 use crate::ids::{MessageId, ParticipantId, SessionId, ShareId, VoteId, WorkspaceId};
 use crate::persist::{
-    AgentSpec, AuditRow, BallotRow, EventRow, MessageRow, ParticipantRow, SessionRow, SettingsRow, ShareRow,
-    StoreError, VoteRow, WorkspaceRow, EVENT_TAIL,
+    AgentSpec, AuditRow, BallotRow, EventRow, MessageRow, ParticipantRecord, ParticipantRow, SessionRecord, SessionRow,
+    SettingsRow, ShareRow, StoreError, VoteRow, WorkspaceRow, EVENT_TAIL,
 };
 use crate::protocol::{Admission, Role, SessionStatus};
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSqlOutput, ValueRef};
@@ -118,7 +118,8 @@ pub(crate) fn put_workspace(conn: &Connection, w: &WorkspaceRow) -> Result<(), c
     Ok(())
 }
 
-pub(crate) fn put_session(conn: &Connection, s: &SessionRow) -> Result<(), crate::Error> {
+pub(crate) fn put_session(conn: &Connection, row: &SessionRow) -> Result<(), crate::Error> {
+    let s = &row.session;
     conn.prepare_cached(
         "INSERT INTO sessions (id, workspace, title, status, turn_holder, turn_id, next_seq, agent_json,
                                vote_deadline_ms, created_at, streamed, allowed_tools_json, agent_memory_json,
@@ -136,13 +137,13 @@ pub(crate) fn put_session(conn: &Connection, s: &SessionRow) -> Result<(), crate
         s.workspace.as_str(),
         s.title,
         s.status.as_str(),
-        s.turn_holder.as_ref().map(|p| p.as_str()),
-        int(s.turn_id),
-        int(s.next_seq),
+        row.turn_holder.as_ref().map(|p| p.as_str()),
+        int(row.turn_id),
+        int(row.next_seq),
         json(&s.agent),
         opt(s.vote_deadline_ms),
         int(s.created_at),
-        s.streamed,
+        row.streamed,
         json(&s.allowed_tools),
         json(&s.agent_memory),
         json(&s.agent_settings),
@@ -185,7 +186,8 @@ pub(crate) fn put_share(conn: &Connection, s: &ShareRow) -> Result<(), crate::Er
     Ok(())
 }
 
-pub(crate) fn put_participant(conn: &Connection, p: &ParticipantRow) -> Result<(), crate::Error> {
+pub(crate) fn put_participant(conn: &Connection, row: &ParticipantRow) -> Result<(), crate::Error> {
+    let p = &row.participant;
     conn.prepare_cached(
         "INSERT INTO participants (id, display_name, role, share, muted, admission, resume_hash, gone, sessions_json,
                                    read_json)
@@ -203,7 +205,7 @@ pub(crate) fn put_participant(conn: &Connection, p: &ParticipantRow) -> Result<(
         p.muted,
         admission_str(p.admission),
         p.resume_hash.as_ref().map(|h| &h[..]),
-        p.gone,
+        row.gone,
         json(&p.sessions),
         json(&p.read),
     ])?;
@@ -377,27 +379,29 @@ pub(crate) fn sessions(conn: &Connection) -> Result<Vec<SessionRow>, crate::Erro
          FROM sessions",
         |r| {
             Ok(SessionRow {
-                id: SessionId(r.get(0)?),
-                workspace: WorkspaceId(r.get(1)?),
-                title: r.get(2)?,
-                status: status_from(&r.get::<_, String>(3)?)?,
+                session: SessionRecord {
+                    id: SessionId(r.get(0)?),
+                    workspace: WorkspaceId(r.get(1)?),
+                    title: r.get(2)?,
+                    status: status_from(&r.get::<_, String>(3)?)?,
+                    agent: from_json("sessions", &r.get::<_, String>(7)?)?,
+                    vote_deadline_ms: get_opt_u64(r, 8)?,
+                    created_at: get_u64(r, 9)?,
+                    allowed_tools: from_json("sessions", &r.get::<_, String>(11)?)?,
+                    agent_memory: from_json("sessions", &r.get::<_, String>(12)?)?,
+                    agent_settings: from_json("sessions", &r.get::<_, String>(13)?)?,
+                },
                 turn_holder: r.get::<_, Option<String>>(4)?.map(ParticipantId),
                 turn_id: get_u64(r, 5)?,
                 next_seq: get_u64(r, 6)?,
-                agent: from_json("sessions", &r.get::<_, String>(7)?)?,
-                vote_deadline_ms: get_opt_u64(r, 8)?,
-                created_at: get_u64(r, 9)?,
                 streamed: r.get(10)?,
-                allowed_tools: from_json("sessions", &r.get::<_, String>(11)?)?,
-                agent_memory: from_json("sessions", &r.get::<_, String>(12)?)?,
-                agent_settings: from_json("sessions", &r.get::<_, String>(13)?)?,
             })
         },
     )?;
-    rows.sort_by(|a, b| a.id.cmp(&b.id));
+    rows.sort_by(|a, b| a.session.id.cmp(&b.session.id));
     // The running turn's text: the (legacy) column, then the chunks appended since.
     for row in &mut rows {
-        row.streamed.push_str(&streamed_chunks(conn, &row.id)?);
+        row.streamed.push_str(&streamed_chunks(conn, &row.session.id)?);
     }
     Ok(rows)
 }
@@ -438,20 +442,22 @@ pub(crate) fn participants(conn: &Connection) -> Result<Vec<ParticipantRow>, cra
          FROM participants",
         |r| {
             Ok(ParticipantRow {
-                id: ParticipantId(r.get(0)?),
-                display_name: r.get(1)?,
-                role: role_from("participants", &r.get::<_, String>(2)?)?,
-                share: r.get::<_, Option<String>>(3)?.map(ShareId),
-                muted: r.get(4)?,
-                admission: admission_from(&r.get::<_, String>(5)?)?,
-                resume_hash: r.get::<_, Option<Vec<u8>>>(6)?.map(|h| hash_from("participants", h)).transpose()?,
+                participant: ParticipantRecord {
+                    id: ParticipantId(r.get(0)?),
+                    display_name: r.get(1)?,
+                    role: role_from("participants", &r.get::<_, String>(2)?)?,
+                    share: r.get::<_, Option<String>>(3)?.map(ShareId),
+                    muted: r.get(4)?,
+                    admission: admission_from(&r.get::<_, String>(5)?)?,
+                    resume_hash: r.get::<_, Option<Vec<u8>>>(6)?.map(|h| hash_from("participants", h)).transpose()?,
+                    sessions: from_json("participants", &r.get::<_, String>(8)?)?,
+                    read: from_json("participants", &r.get::<_, String>(9)?)?,
+                },
                 gone: r.get(7)?,
-                sessions: from_json("participants", &r.get::<_, String>(8)?)?,
-                read: from_json("participants", &r.get::<_, String>(9)?)?,
             })
         },
     )?;
-    rows.sort_by(|a, b| a.id.cmp(&b.id));
+    rows.sort_by(|a, b| a.participant.id.cmp(&b.participant.id));
     Ok(rows)
 }
 
@@ -591,7 +597,6 @@ pub(crate) fn ballots(conn: &Connection) -> Result<Vec<BallotRow>, crate::Error>
     Ok(rows)
 }
 
-/// Largest audit id (0 when the log is empty).
 /// The host's saved settings, if it ever saved any.
 pub(crate) fn settings(conn: &Connection) -> Result<Option<SettingsRow>, crate::Error> {
     let text: Option<String> = conn
@@ -601,6 +606,7 @@ pub(crate) fn settings(conn: &Connection) -> Result<Option<SettingsRow>, crate::
     Ok(text.map(|t| from_json("settings", &t)).transpose()?)
 }
 
+/// Largest audit id (0 when the log is empty).
 pub(crate) fn audit_count(conn: &Connection) -> Result<u64, crate::Error> {
     Ok(conn.query_row("SELECT COALESCE(MAX(id), 0) FROM audit", [], |r| get_u64(r, 0))?)
 }

@@ -389,9 +389,9 @@ fn latest_events(ops: &[StoreOp]) -> BTreeMap<&SessionId, u64> {
 fn describe(op: &StoreOp) -> String {
     match op {
         StoreOp::PutWorkspace(w) => format!("workspace {}", w.id),
-        StoreOp::PutSession(s) => format!("session {}", s.id),
+        StoreOp::PutSession(s) => format!("session {}", s.session.id),
         StoreOp::PutShare(s) => format!("share {}", s.id),
-        StoreOp::PutParticipant(p) => format!("participant {}", p.id),
+        StoreOp::PutParticipant(p) => format!("participant {}", p.participant.id),
         StoreOp::PutMessage(m) => format!("message {} of {}", m.id, m.session),
         StoreOp::ClearSession(s) => format!("clearing session {s}"),
         StoreOp::AppendEvent(e) => format!("event {}#{}", e.session, e.seq),
@@ -475,12 +475,12 @@ impl Store for SqliteStore {
         Ok(rows::ballots(&self.conn)?.into_iter().filter(|b| &b.vote == vote).collect())
     }
 
-    /// `PRAGMA data_version` changes only when *another* connection commits (the CLI), never for
-    /// our own commits, so polling it each tick is a cheap way to notice share edits.
     fn workspaces(&mut self) -> Result<Vec<WorkspaceRow>, StoreError> {
         rows::workspaces(&self.conn).map_err(Into::into)
     }
 
+    /// `PRAGMA data_version` changes only when *another* connection commits (the CLI), never for
+    /// our own commits, so polling it each tick is a cheap way to notice share edits.
     fn shares_changed_externally(&mut self) -> Result<Option<Vec<ShareRow>>, StoreError> {
         let now: i64 = self.conn.query_row("PRAGMA data_version", [], |r| r.get(0)).map_err(crate::db)?;
         match self.data_version.replace(now) {

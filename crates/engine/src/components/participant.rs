@@ -1,10 +1,8 @@
 //! Participant: a person (the host or a remote), possibly with several connections.
 
-use crate::ids::{ParticipantId, SessionId, ShareId};
-use crate::persist::ParticipantRow;
+use crate::persist::{ParticipantRecord, ParticipantRow};
 use crate::protocol::{Admission, PresenceState, Role, RosterEntry};
 use bevy_ecs::prelude::Component;
-use std::collections::BTreeSet;
 
 /// Presence of a participant.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,23 +30,33 @@ impl Presence {
     }
 }
 
+/// A participant entity: its stored fields ([`ParticipantRecord`], the one definition the store
+/// shares) and its presence, which is runtime state (only "gone for good" is stored). Systems
+/// read and write the stored fields through `Deref` (`p.muted = true`), as if they were the
+/// component's own.
 #[derive(Component, Clone, Debug)]
 pub struct Participant {
-    pub id: ParticipantId,
-    pub display_name: String,
-    pub role: Role,
-    pub share: Option<ShareId>,
-    pub muted: bool,
-    pub admission: Admission,
-    pub sessions: BTreeSet<SessionId>,
+    pub record: ParticipantRecord,
     pub presence: Presence,
-    /// SHA-256 of the resume token; cleared when the participant is kicked or gone.
-    pub resume_hash: Option<[u8; 32]>,
-    /// Read markers: the last seq this person has seen, per session (`mark_read`).
-    pub read: std::collections::BTreeMap<SessionId, u64>,
+}
+
+impl std::ops::Deref for Participant {
+    type Target = ParticipantRecord;
+    fn deref(&self) -> &ParticipantRecord {
+        &self.record
+    }
+}
+
+impl std::ops::DerefMut for Participant {
+    fn deref_mut(&mut self) -> &mut ParticipantRecord {
+        &mut self.record
+    }
 }
 
 impl Participant {
+    /// The roster row clients see. It differs from the stored row on purpose: it shows presence
+    /// (connected / reconnecting / gone) and the per-connection `you` flag, and leaves out what is
+    /// the host's business (share, admission, sessions, read markers, the resume token's hash).
     pub fn roster_entry(&self) -> RosterEntry {
         RosterEntry {
             participant_id: self.id.clone(),
@@ -60,19 +68,9 @@ impl Participant {
         }
     }
 
+    /// The row to store.
     pub fn row(&self) -> ParticipantRow {
-        ParticipantRow {
-            id: self.id.clone(),
-            display_name: self.display_name.clone(),
-            role: self.role,
-            share: self.share.clone(),
-            muted: self.muted,
-            admission: self.admission,
-            resume_hash: self.resume_hash,
-            gone: matches!(self.presence, Presence::Gone),
-            sessions: self.sessions.iter().cloned().collect(),
-            read: self.read.clone(),
-        }
+        ParticipantRow { participant: self.record.clone(), gone: matches!(self.presence, Presence::Gone) }
     }
 
     /// Can write (send, vote, answer): admitted, not an observer.

@@ -1,26 +1,27 @@
 //! Session: one agent conversation inside a workspace, with its turn lock and event log.
 
-use crate::ids::{MessageId, ParticipantId, SessionId, WorkspaceId};
-use crate::persist::{AgentSpec, MessageRow, SessionRow, HISTORY_TAIL};
-use crate::protocol::SessionStatus;
+use crate::ids::{MessageId, ParticipantId};
+use crate::persist::{MessageRow, SessionRecord, SessionRow, HISTORY_TAIL};
 use bevy_ecs::prelude::Component;
 use std::collections::{BTreeMap, VecDeque};
 
+/// A session entity's own stored fields ([`SessionRecord`], the one definition the store shares;
+/// the session's other stored fields live in its [`TurnLock`] and [`EventLog`]). Systems read and
+/// write them through `Deref` (`session.title = ..`), bevy's idiom for a newtype component.
 #[derive(Component, Clone, Debug)]
-pub struct Session {
-    pub id: SessionId,
-    pub workspace: WorkspaceId,
-    pub title: String,
-    pub status: SessionStatus,
-    pub agent: AgentSpec,
-    pub vote_deadline_ms: Option<u64>,
-    pub created_at: u64,
-    /// Tools the host allowed "always": their requests are approved without asking.
-    pub allowed_tools: std::collections::BTreeSet<String>,
-    /// What the agent keeps between turns (its conversation); sent with every turn.
-    pub agent_memory: crate::persist::AgentMemory,
-    /// The agent settings every turn gets (`set_agent_settings`).
-    pub agent_settings: crate::protocol::AgentSettings,
+pub struct Session(pub SessionRecord);
+
+impl std::ops::Deref for Session {
+    type Target = SessionRecord;
+    fn deref(&self) -> &SessionRecord {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Session {
+    fn deref_mut(&mut self) -> &mut SessionRecord {
+        &mut self.0
+    }
 }
 
 /// The turn lock. `holder` is `Some` exactly while a turn runs.
@@ -109,24 +110,16 @@ impl History {
 }
 
 impl Session {
+    /// The row to store: the session's record with its turn lock's and event log's parts.
     pub fn row(&self, lock: &TurnLock, log: &EventLog) -> SessionRow {
         SessionRow {
-            id: self.id.clone(),
-            workspace: self.workspace.clone(),
-            title: self.title.clone(),
-            status: self.status,
+            session: self.0.clone(),
             turn_holder: lock.holder.clone(),
             turn_id: lock.turn_id,
             next_seq: log.next_seq,
-            agent: self.agent.clone(),
-            vote_deadline_ms: self.vote_deadline_ms,
-            created_at: self.created_at,
             // The streamed text is saved as it grows (`StoreOp::AppendStreamed`), never with
             // the row: rewriting it on every save made a long reply cost quadratic time.
             streamed: String::new(),
-            allowed_tools: self.allowed_tools.iter().cloned().collect(),
-            agent_memory: self.agent_memory.clone(),
-            agent_settings: self.agent_settings.clone(),
         }
     }
 }

@@ -1,27 +1,25 @@
 //! Share: a pairing link's settings. Only the SHA-256 of the token is kept.
 
-use crate::ids::{ShareId, WorkspaceId};
 use crate::persist::ShareRow;
-use crate::protocol::Role;
 use bevy_ecs::prelude::Component;
-use std::collections::BTreeSet;
 
+/// A share entity: its stored row, as it is ([`ShareRow`] is the one definition of a share's
+/// fields; a share has no runtime state). Systems read and write the fields through `Deref`
+/// (`share.uses += 1`), bevy's idiom for a newtype component.
 #[derive(Component, Clone, Debug, PartialEq, Eq)]
-pub struct Share {
-    pub id: ShareId,
-    pub label: String,
-    pub token_hash: [u8; 32],
-    pub workspaces: BTreeSet<WorkspaceId>,
-    pub collaborative: bool,
-    pub consensus_required: bool,
-    pub admission_required: bool,
-    pub role: Role,
-    pub expires_at: Option<u64>,
-    pub max_uses: Option<u32>,
-    pub uses: u32,
-    pub revoked: bool,
-    pub created_at: u64,
-    pub vote_deadline_ms: Option<u64>,
+pub struct Share(pub ShareRow);
+
+impl std::ops::Deref for Share {
+    type Target = ShareRow;
+    fn deref(&self) -> &ShareRow {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Share {
+    fn deref_mut(&mut self) -> &mut ShareRow {
+        &mut self.0
+    }
 }
 
 impl Share {
@@ -35,41 +33,8 @@ impl Share {
         self.revoked || self.expires_at.is_some_and(|t| now >= t)
     }
 
+    /// The row to store.
     pub fn row(&self) -> ShareRow {
-        ShareRow {
-            id: self.id.clone(),
-            label: self.label.clone(),
-            token_hash: self.token_hash,
-            workspaces: self.workspaces.iter().cloned().collect(),
-            collaborative: self.collaborative,
-            consensus_required: self.consensus_required,
-            admission_required: self.admission_required,
-            role: self.role,
-            expires_at: self.expires_at,
-            max_uses: self.max_uses,
-            uses: self.uses,
-            revoked: self.revoked,
-            created_at: self.created_at,
-            vote_deadline_ms: self.vote_deadline_ms,
-        }
-    }
-
-    pub fn from_row(r: ShareRow) -> Self {
-        Self {
-            id: r.id,
-            label: r.label,
-            token_hash: r.token_hash,
-            workspaces: r.workspaces.into_iter().collect(),
-            collaborative: r.collaborative,
-            consensus_required: r.consensus_required,
-            admission_required: r.admission_required,
-            role: r.role,
-            expires_at: r.expires_at,
-            max_uses: r.max_uses,
-            uses: r.uses,
-            revoked: r.revoked,
-            created_at: r.created_at,
-            vote_deadline_ms: r.vote_deadline_ms,
-        }
+        self.0.clone()
     }
 }

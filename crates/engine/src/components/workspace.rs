@@ -1,23 +1,30 @@
 //! Workspace: a directory the agent works in.
 
-use crate::ids::WorkspaceId;
-use crate::persist::{AgentSpec, WorkspaceRow};
+use crate::persist::WorkspaceRow;
 use bevy_ecs::prelude::Component;
 
+/// A workspace entity: its stored row, as it is ([`WorkspaceRow`] is the one definition of a
+/// workspace's fields; a workspace has no runtime state). Systems read the fields through
+/// `Deref` (`w.dir`), bevy's idiom for a newtype component.
 #[derive(Component, Clone, Debug, PartialEq, Eq)]
-pub struct Workspace {
-    pub id: WorkspaceId,
-    pub name: String,
-    pub dir: String,
-    pub agent: AgentSpec,
+pub struct Workspace(pub WorkspaceRow);
+
+impl std::ops::Deref for Workspace {
+    type Target = WorkspaceRow;
+    fn deref(&self) -> &WorkspaceRow {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Workspace {
+    fn deref_mut(&mut self) -> &mut WorkspaceRow {
+        &mut self.0
+    }
 }
 
 impl Workspace {
+    /// The row to store.
     pub fn row(&self) -> WorkspaceRow {
-        WorkspaceRow { id: self.id.clone(), name: self.name.clone(), dir: self.dir.clone(), agent: self.agent.clone() }
-    }
-
-    pub fn from_row(r: WorkspaceRow) -> Self {
-        Self { id: r.id, name: r.name, dir: r.dir, agent: r.agent }
+        self.0.clone()
     }
 }

@@ -8,7 +8,7 @@ use super::resources::*;
 use super::util::{addr_key, name_forms, send_direct, valid_display_name};
 use crate::components::{AuthState, Connection, EventLog, Participant, Presence};
 use crate::ids::{ConnId, ParticipantId};
-use crate::persist::{AuditRow, StoreOp};
+use crate::persist::{AuditRow, ParticipantRecord, StoreOp};
 use crate::protocol::Event;
 use crate::protocol::*;
 use crate::token;
@@ -239,16 +239,18 @@ fn pair(
     let resume_token = token::generate(&mut pairing.rng.0);
     let admission = if share.admission_required { Admission::Pending } else { Admission::Admitted };
     let participant = Participant {
-        id: pid.clone(),
-        display_name: display_name.clone(),
-        role: share.role,
-        share: Some(share.id.clone()),
-        muted: false,
-        admission,
-        sessions: BTreeSet::new(),
+        record: ParticipantRecord {
+            id: pid.clone(),
+            display_name: display_name.clone(),
+            role: share.role,
+            share: Some(share.id.clone()),
+            muted: false,
+            admission,
+            sessions: BTreeSet::new(),
+            resume_hash: Some(token::hash(&resume_token)),
+            read: Default::default(),
+        },
         presence: Presence::Connected(1),
-        resume_hash: Some(token::hash(&resume_token)),
-        read: Default::default(),
     };
     fx.persist(StoreOp::PutParticipant(participant.row()));
     let pe = registry.commands.spawn(participant).id();

@@ -6,13 +6,17 @@ use super::resources::*;
 use super::turn_lock::TurnEnds;
 use crate::components::*;
 use crate::config::EngineConfig;
-use crate::ids::ParticipantId;
-use crate::persist::{AuditRow, Restored, StoreOp};
+use crate::ids::{ParticipantId, SessionId};
+use crate::io::Framed;
+use crate::mask::Masker;
+use crate::persist::{
+    AuditRow, BallotRow, EventRow, MessageRow, ParticipantRecord, ParticipantRow, Restored, SessionRow, SettingsRow,
+    ShareRow, StoreOp, VoteRow, WorkspaceRow,
+};
 use crate::protocol::Event;
 use crate::protocol::*;
-use crate::systems::resources::PersistBatch;
 use bevy_ecs::prelude::*;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 /// Work left for the first tick after a restart.
@@ -22,172 +26,215 @@ pub struct Recovery {
 }
 
 /// Spawns every restored entity and sets the id counters. Always creates the host participant.
+///
+/// Entities are spawned in a fixed order — workspaces, sessions, shares, participants, votes —
+/// each kind in id order, as the store returns them.
 pub fn restore_world(world: &mut World, r: Restored) {
-    let masker = world.resource::<super::resources::Staged>().masker.clone();
-    let masker = &masker;
-    if let Some(saved) = &r.settings {
-        let mut config = world.resource_mut::<EngineConfig>();
-        config.host_name = saved.host_name.clone();
-        config.default_consensus = saved.default_consensus;
-        if !config.vote_deadline_pinned {
-            config.default_vote_deadline_ms = saved.default_vote_deadline_ms;
-        }
-    }
+    apply_saved_settings(world, r.settings.as_ref());
+    let masker = world.resource::<Staged>().masker.clone();
     let host_name = world.resource::<EngineConfig>().host_name.clone();
-    let mut index = Index::default();
-    let mut counters = Counters::default();
-    let num = |n: Option<u64>| n.unwrap_or(0);
-    for w in r.workspaces {
-        counters.workspace = counters.workspace.max(num(w.id.number()));
-        let id = w.id.clone();
-        index.workspaces.insert(id, world.spawn(Workspace::from_row(w)).id());
-    }
-    let mut messages: BTreeMap<_, Vec<_>> = BTreeMap::new();
-    for m in r.messages {
-        counters.message = counters.message.max(num(m.id.number()));
-        messages.entry(m.session.clone()).or_insert_with(Vec::new).push(m);
-    }
-    let mut events: BTreeMap<_, Vec<_>> = BTreeMap::new();
-    for e in r.events {
-        events.entry(e.session.clone()).or_insert_with(Vec::new).push(e);
-    }
-    let all_sessions: BTreeSet<_> = r.sessions.iter().map(|s| s.id.clone()).collect();
-    for s in r.sessions {
-        counters.session = counters.session.max(num(s.id.number()));
-        let mut history = History::default();
-        for m in messages.remove(&s.id).unwrap_or_default() {
-            history.push(m);
-        }
-        history.has_older |= r.older_messages.contains(&s.id);
-        // Stored frames are the host's copies: the remotes' copies are masked once, here.
-        let tail: std::collections::VecDeque<(u64, crate::io::Framed)> = events
-            .remove(&s.id)
-            .unwrap_or_default()
-            .into_iter()
-            .map(|e| (e.seq, crate::mask_json::framed_from_stored(Arc::<str>::from(e.frame), masker)))
-            .collect();
-        // The event log is authoritative: the session row is not rewritten on every event.
-        let after_tail = tail.back().map(|(seq, _)| seq + 1).unwrap_or(1);
-        let log = EventLog { next_seq: s.next_seq.max(after_tail), tail };
-        let lock = TurnLock {
-            holder: s.turn_holder.clone(),
-            turn_id: s.turn_id,
-            streamed: s.streamed.clone(),
-            consensus: true,
-        };
-        let session = Session {
-            id: s.id.clone(),
-            workspace: s.workspace,
-            title: s.title,
-            status: s.status,
-            agent: s.agent,
-            vote_deadline_ms: s.vote_deadline_ms,
-            created_at: s.created_at,
-            allowed_tools: s.allowed_tools.into_iter().collect(),
-            agent_memory: s.agent_memory,
-            agent_settings: s.agent_settings,
-        };
-        let workspace = session.workspace.clone();
-        index.add_session(s.id, workspace, world.spawn((session, lock, log, history)).id());
-    }
-    for sh in r.shares {
-        counters.share = counters.share.max(num(sh.id.number()));
-        let id = sh.id.clone();
-        index.shares.insert(id, world.spawn(Share::from_row(sh)).id());
-    }
-    let mut has_host = false;
-    for p in r.participants {
-        let is_host = p.id.is_host();
-        has_host |= is_host;
-        counters.participant = counters.participant.max(num(p.id.number()));
-        let presence = if is_host {
-            Presence::Connected(0)
-        } else if p.gone {
-            Presence::Gone
-        } else {
-            // Fixed in the first tick (the clock is not set yet).
-            Presence::Grace { until: u64::MAX }
-        };
-        let participant = Participant {
-            id: p.id.clone(),
-            display_name: if is_host { host_name.clone() } else { p.display_name },
-            role: p.role,
-            share: p.share,
-            muted: p.muted,
-            admission: p.admission,
-            sessions: if is_host { all_sessions.clone() } else { p.sessions.into_iter().collect() },
-            presence,
-            resume_hash: p.resume_hash,
-            read: p.read,
-        };
-        index.participants.insert(p.id, world.spawn(participant).id());
-    }
-    if !has_host {
-        let host = Participant {
-            id: ParticipantId::host(),
-            display_name: host_name,
-            role: Role::Host,
-            share: None,
-            muted: false,
-            admission: Admission::Admitted,
-            sessions: all_sessions,
-            presence: Presence::Connected(0),
-            resume_hash: None,
-            read: Default::default(),
-        };
-        world.resource_mut::<PersistBatch>().push(StoreOp::PutParticipant(host.row()));
-        index.participants.insert(ParticipantId::host(), world.spawn(host).id());
-    }
-    let mut ballots: BTreeMap<_, Vec<_>> = BTreeMap::new();
-    for b in r.ballots {
-        ballots.entry(b.vote.clone()).or_insert_with(Vec::new).push(b);
-    }
-    for v in r.votes {
-        counters.vote = counters.vote.max(num(v.id.number()));
-        let Ok(subject) = serde_json::from_str::<VoteSubject>(&v.subject_json) else {
-            tracing::warn!(vote = %v.id, "unreadable vote subject; skipped");
-            continue;
-        };
-        let decided_by =
-            serde_json::from_value(serde_json::Value::String(v.decided_by.clone())).unwrap_or(DecidedBy::Consensus);
-        let outcome = v.outcome.as_ref().map(|o| Resolved {
-            outcome: serde_json::from_value(serde_json::Value::String(o.clone())).unwrap_or(VoteOutcome::Denied),
-            reason: v.reason.clone(),
-            answers: Vec::new(),
-            resolved_by: "restored".into(),
-        });
-        let mut vote = PendingVote {
-            id: v.id.clone(),
-            session: v.session,
-            turn_id: v.turn_id,
-            request_id: v.request_id,
-            subject,
-            decided_by,
-            required: v.required.into_iter().collect(),
-            ballots: Default::default(),
-            deadline: v.deadline,
-            opened_at: v.opened_at,
-            host_decision: None,
-            allow_listed: false,
-            outcome,
-        };
-        for b in ballots.remove(&v.id).unwrap_or_default() {
-            let ballot = match b.choice.as_str() {
-                "approve" => Ballot::Approve,
-                "deny" => Ballot::Deny(b.detail.unwrap_or_default()),
-                _ => Ballot::Answer(b.detail.and_then(|d| serde_json::from_str(&d).ok()).unwrap_or_default()),
-            };
-            if b.voter.is_host() {
-                vote.host_decision = Some(ballot);
-            } else {
-                vote.ballots.insert(b.voter, ballot);
-            }
-        }
-        index.votes.insert(v.id, world.spawn(vote).id());
-    }
+    let mut rebuild = Rebuild { world, index: Index::default(), counters: Counters::default() };
+    rebuild.workspaces(r.workspaces);
+    let all_sessions = rebuild.sessions(r.sessions, r.messages, &r.older_messages, r.events, &masker);
+    rebuild.shares(r.shares);
+    rebuild.participants(r.participants, all_sessions, host_name);
+    rebuild.votes(r.votes, r.ballots);
+    let Rebuild { world, index, counters } = rebuild;
     world.insert_resource(index);
     world.insert_resource(counters);
     world.insert_resource(Recovery { pending: true });
+}
+
+/// The host's saved settings win over the built-in defaults (a vote deadline given on the
+/// command line wins over both).
+fn apply_saved_settings(world: &mut World, saved: Option<&SettingsRow>) {
+    let Some(saved) = saved else { return };
+    let mut config = world.resource_mut::<EngineConfig>();
+    config.host_name = saved.host_name.clone();
+    config.default_consensus = saved.default_consensus;
+    if !config.vote_deadline_pinned {
+        config.default_vote_deadline_ms = saved.default_vote_deadline_ms;
+    }
+}
+
+/// Raises an id counter to the number of a restored id (ids are never issued twice).
+fn bump(counter: &mut u64, number: Option<u64>) {
+    *counter = (*counter).max(number.unwrap_or(0));
+}
+
+/// Rows grouped by key, each group in the order given.
+fn group_by<K: Ord, T>(rows: Vec<T>, key: impl Fn(&T) -> K) -> BTreeMap<K, Vec<T>> {
+    let mut groups: BTreeMap<K, Vec<T>> = BTreeMap::new();
+    for row in rows {
+        groups.entry(key(&row)).or_default().push(row);
+    }
+    groups
+}
+
+/// The world being rebuilt, with the id index and counters it fills.
+struct Rebuild<'w> {
+    world: &'w mut World,
+    index: Index,
+    counters: Counters,
+}
+
+impl Rebuild<'_> {
+    fn workspaces(&mut self, rows: Vec<WorkspaceRow>) {
+        for w in rows {
+            bump(&mut self.counters.workspace, w.id.number());
+            let id = w.id.clone();
+            self.index.workspaces.insert(id, self.world.spawn(Workspace(w)).id());
+        }
+    }
+
+    /// Spawns every session with its turn lock, event log and history; returns their ids.
+    fn sessions(
+        &mut self,
+        rows: Vec<SessionRow>,
+        messages: Vec<MessageRow>,
+        older: &BTreeSet<SessionId>,
+        events: Vec<EventRow>,
+        masker: &Masker,
+    ) -> BTreeSet<SessionId> {
+        for m in &messages {
+            bump(&mut self.counters.message, m.id.number());
+        }
+        let mut messages = group_by(messages, |m| m.session.clone());
+        let mut events = group_by(events, |e| e.session.clone());
+        let all: BTreeSet<_> = rows.iter().map(|s| s.session.id.clone()).collect();
+        for row in rows {
+            let id = row.session.id.clone();
+            bump(&mut self.counters.session, id.number());
+            let mut history = History::default();
+            for m in messages.remove(&id).unwrap_or_default() {
+                history.push(m);
+            }
+            history.has_older |= older.contains(&id);
+            let (session, lock, log) = session_parts(row, events.remove(&id).unwrap_or_default(), masker);
+            let workspace = session.workspace.clone();
+            self.index.add_session(id, workspace, self.world.spawn((session, lock, log, history)).id());
+        }
+        all
+    }
+
+    fn shares(&mut self, rows: Vec<ShareRow>) {
+        for sh in rows {
+            bump(&mut self.counters.share, sh.id.number());
+            let id = sh.id.clone();
+            self.index.shares.insert(id, self.world.spawn(Share(sh)).id());
+        }
+    }
+
+    /// Spawns every participant — the host connected, in every session and named as configured;
+    /// remotes gone or in grace — and the host when the store has none (stored this tick).
+    fn participants(&mut self, rows: Vec<ParticipantRow>, all_sessions: BTreeSet<SessionId>, host_name: String) {
+        let mut has_host = false;
+        for ParticipantRow { participant: mut record, gone } in rows {
+            let is_host = record.id.is_host();
+            has_host |= is_host;
+            bump(&mut self.counters.participant, record.id.number());
+            let presence = if is_host {
+                record.display_name = host_name.clone();
+                record.sessions = all_sessions.clone();
+                Presence::Connected(0)
+            } else if gone {
+                Presence::Gone
+            } else {
+                // Fixed in the first tick (the clock is not set yet).
+                Presence::Grace { until: u64::MAX }
+            };
+            let id = record.id.clone();
+            self.index.participants.insert(id, self.world.spawn(Participant { record, presence }).id());
+        }
+        if !has_host {
+            let host = Participant {
+                record: ParticipantRecord {
+                    id: ParticipantId::host(),
+                    display_name: host_name,
+                    role: Role::Host,
+                    share: None,
+                    muted: false,
+                    admission: Admission::Admitted,
+                    resume_hash: None,
+                    sessions: all_sessions,
+                    read: Default::default(),
+                },
+                presence: Presence::Connected(0),
+            };
+            self.world.resource_mut::<PersistBatch>().push(StoreOp::PutParticipant(host.row()));
+            self.index.participants.insert(ParticipantId::host(), self.world.spawn(host).id());
+        }
+    }
+
+    /// Spawns every vote with its ballots; a vote whose subject cannot be read is skipped.
+    fn votes(&mut self, rows: Vec<VoteRow>, ballots: Vec<BallotRow>) {
+        let mut ballots = group_by(ballots, |b| b.vote.clone());
+        for v in rows {
+            bump(&mut self.counters.vote, v.id.number());
+            let id = v.id.clone();
+            let Some(vote) = pending_vote(v, ballots.remove(&id).unwrap_or_default()) else { continue };
+            self.index.votes.insert(id, self.world.spawn(vote).id());
+        }
+    }
+}
+
+/// A stored session as its three components. The event log is authoritative for the next seq
+/// (the session row is not rewritten on every event); stored frames are the host's copies, and
+/// the remotes' copies are masked once, here.
+fn session_parts(row: SessionRow, events: Vec<EventRow>, masker: &Masker) -> (Session, TurnLock, EventLog) {
+    let tail: VecDeque<(u64, Framed)> = events
+        .into_iter()
+        .map(|e| (e.seq, crate::mask_json::framed_from_stored(Arc::<str>::from(e.frame), masker)))
+        .collect();
+    let after_tail = tail.back().map(|(seq, _)| seq + 1).unwrap_or(1);
+    let log = EventLog { next_seq: row.next_seq.max(after_tail), tail };
+    let lock = TurnLock { holder: row.turn_holder, turn_id: row.turn_id, streamed: row.streamed, consensus: true };
+    (Session(row.session), lock, log)
+}
+
+/// A stored vote with its ballots (the host's is its decision), or `None` when its subject
+/// cannot be read.
+fn pending_vote(v: VoteRow, ballots: Vec<BallotRow>) -> Option<PendingVote> {
+    let Ok(subject) = serde_json::from_str::<VoteSubject>(&v.subject_json) else {
+        tracing::warn!(vote = %v.id, "unreadable vote subject; skipped");
+        return None;
+    };
+    let decided_by =
+        serde_json::from_value(serde_json::Value::String(v.decided_by.clone())).unwrap_or(DecidedBy::Consensus);
+    let outcome = v.outcome.as_ref().map(|o| Resolved {
+        outcome: serde_json::from_value(serde_json::Value::String(o.clone())).unwrap_or(VoteOutcome::Denied),
+        reason: v.reason.clone(),
+        answers: Vec::new(),
+        resolved_by: "restored".into(),
+    });
+    let mut vote = PendingVote {
+        id: v.id,
+        session: v.session,
+        turn_id: v.turn_id,
+        request_id: v.request_id,
+        subject,
+        decided_by,
+        required: v.required.into_iter().collect(),
+        ballots: Default::default(),
+        deadline: v.deadline,
+        opened_at: v.opened_at,
+        host_decision: None,
+        allow_listed: false,
+        outcome,
+    };
+    for b in ballots {
+        let ballot = match b.choice.as_str() {
+            "approve" => Ballot::Approve,
+            "deny" => Ballot::Deny(b.detail.unwrap_or_default()),
+            _ => Ballot::Answer(b.detail.and_then(|d| serde_json::from_str(&d).ok()).unwrap_or_default()),
+        };
+        if b.voter.is_host() {
+            vote.host_decision = Some(ballot);
+        } else {
+            vote.ballots.insert(b.voter, ballot);
+        }
+    }
+    Some(vote)
 }
 
 /// First tick after start: give remotes a fresh grace period and close what the dead agent left.

@@ -7,7 +7,7 @@ use super::resources::*;
 use super::util::{emit, reply_err, reply_history_unreadable, reply_no_session, reply_ok};
 use crate::components::*;
 use crate::ids::{MessageId, ParticipantId, SessionId, WorkspaceId};
-use crate::persist::{AuditRow, MessageRow, StoreOp};
+use crate::persist::{AuditRow, MessageRow, SessionRecord, StoreOp, WorkspaceRow};
 use crate::protocol::Event;
 use crate::protocol::*;
 use crate::systems::resources::PersistBatch;
@@ -50,12 +50,12 @@ pub fn session_admin(
                     }
                 };
                 counters.workspace += 1;
-                let w = Workspace {
+                let w = Workspace(WorkspaceRow {
                     id: WorkspaceId::nth(counters.workspace),
                     name: p.name.trim().to_string(),
                     dir: p.dir.clone(),
                     agent,
-                };
+                });
                 batch.push(StoreOp::PutWorkspace(w.row()));
                 let info = WorkspaceInfo {
                     id: w.id.clone(),
@@ -154,7 +154,7 @@ fn new_session(
     now: u64,
 ) -> (Session, TurnLock, EventLog) {
     counters.session += 1;
-    let session = Session {
+    let session = Session(SessionRecord {
         id: SessionId::nth(counters.session),
         workspace: workspace.clone(),
         title,
@@ -165,7 +165,7 @@ fn new_session(
         allowed_tools: Default::default(),
         agent_memory: Default::default(),
         agent_settings: Default::default(),
-    };
+    });
     (session, TurnLock::default(), EventLog { next_seq: 1, tail: Default::default() })
 }
 

@@ -7,7 +7,7 @@ use super::util::{reply_err, reply_ok};
 use crate::components::{Participant, Presence, Share};
 use crate::config::EngineConfig;
 use crate::ids::ShareId;
-use crate::persist::{AuditRow, StoreOp};
+use crate::persist::{AuditRow, ShareRow, StoreOp};
 use crate::protocol::*;
 use crate::token;
 use bevy_ecs::prelude::*;
@@ -21,21 +21,7 @@ fn info(s: &Share, participants: &Query<&Participant>) -> ShareInfo {
             _ => 0,
         })
         .sum();
-    ShareInfo {
-        share_id: s.id.clone(),
-        label: s.label.clone(),
-        workspaces: s.workspaces.iter().cloned().collect(),
-        collaborative: s.collaborative,
-        consensus_required: s.consensus_required,
-        admission_required: s.admission_required,
-        role: s.role,
-        expires_at: s.expires_at,
-        max_uses: s.max_uses,
-        uses: s.uses,
-        revoked: s.revoked,
-        created_at: s.created_at,
-        connections,
-    }
+    ShareInfo::new(s, connections)
 }
 
 fn link(config: &EngineConfig, token: &str) -> Option<String> {
@@ -85,7 +71,7 @@ pub fn share_admin(
                 counters.share += 1;
                 let id = ShareId::nth(counters.share);
                 let tok = token::generate(&mut rng.0);
-                let share = Share {
+                let share = Share(ShareRow {
                     id: id.clone(),
                     label: p.label.clone(),
                     token_hash: token::hash(&tok),
@@ -100,7 +86,7 @@ pub fn share_admin(
                     revoked: false,
                     created_at: now,
                     vote_deadline_ms: p.vote_deadline_ms,
-                };
+                });
                 batch.push(StoreOp::PutShare(share.row()));
                 batch.push(StoreOp::Audit(AuditRow {
                     at: now,

@@ -37,13 +37,13 @@ pub fn reload_shares(
                 match index.workspaces.get(&w.id).copied() {
                     Some(e) => {
                         if let Ok(mut existing) = workspaces.get_mut(e) {
-                            *existing = Workspace::from_row(w);
+                            *existing = Workspace(w);
                         }
                     }
                     None => {
                         tracing::info!(workspace = %w.id, "workspace added by the CLI");
                         let id = w.id.clone();
-                        let e = commands.spawn(Workspace::from_row(w)).id();
+                        let e = commands.spawn(Workspace(w)).id();
                         index.workspaces.insert(id, e);
                     }
                 }
@@ -57,14 +57,14 @@ pub fn reload_shares(
             Some(e) => {
                 if let Ok(mut s) = shares.get_mut(e) {
                     let uses = s.uses.max(row.uses);
-                    *s = Share::from_row(row);
+                    *s = Share(row);
                     s.uses = uses;
                 }
             }
             None => {
                 let id = row.id.clone();
                 tracing::info!(share = %id, "share added by the CLI");
-                let e = commands.spawn(Share::from_row(row)).id();
+                let e = commands.spawn(Share(row)).id();
                 index.shares.insert(id, e);
             }
         }

@@ -613,6 +613,11 @@ impl SessionStatus {
     }
 }
 
+/// A session as clients see it. Not the stored row ([`crate::persist::SessionRow`]) on purpose:
+/// it names the workspace `workspace_id`, shows the agent by kind and whether it plans first
+/// (not its command line, which names the host's paths), adds what is computed (participant
+/// count, last seq, the caller's read marker) and leaves out the host's business (allowed tools,
+/// the agent's memory, vote deadline, turn id, creation time).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionInfo {
     pub id: SessionId,
@@ -737,7 +742,10 @@ pub struct HostSettings {
     pub default_vote_deadline_ms: Option<u64>,
 }
 
-/// One share as listed to the host (never includes the token).
+/// One share as listed to the host (never includes the token). Not the stored row
+/// ([`crate::persist::ShareRow`]) on purpose: it leaves out the token's hash (a secret's hash
+/// never goes on the wire) and adds the live connection count; it is made from the row by
+/// [`ShareInfo::new`] only.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShareInfo {
     pub share_id: crate::ids::ShareId,
@@ -754,6 +762,27 @@ pub struct ShareInfo {
     pub created_at: u64,
     /// Live connections using this share.
     pub connections: u32,
+}
+
+impl ShareInfo {
+    /// The stored share as listed, with its live connection count.
+    pub fn new(row: &crate::persist::ShareRow, connections: u32) -> Self {
+        ShareInfo {
+            share_id: row.id.clone(),
+            label: row.label.clone(),
+            workspaces: row.workspaces.iter().cloned().collect(),
+            collaborative: row.collaborative,
+            consensus_required: row.consensus_required,
+            admission_required: row.admission_required,
+            role: row.role,
+            expires_at: row.expires_at,
+            max_uses: row.max_uses,
+            uses: row.uses,
+            revoked: row.revoked,
+            created_at: row.created_at,
+            connections,
+        }
+    }
 }
 
 /// Result of `mint_share` / `rotate_share`: the token is shown once.
