@@ -19,6 +19,7 @@ pub mod params;
 pub mod persist_tick;
 pub mod presence;
 pub mod queries;
+pub mod requests;
 pub mod resources;
 pub mod restore;
 pub mod room_chat;

@@ -5,6 +5,7 @@
 use super::authenticate::notify_host_lobby;
 use super::departure::depart;
 use super::params::*;
+use super::requests::{Moderate, Req};
 use super::resources::*;
 use super::util::{emit, reply_err, reply_ok};
 use crate::components::*;
@@ -14,7 +15,7 @@ use crate::protocol::*;
 use bevy_ecs::prelude::*;
 
 pub fn moderation(
-    mut requests: MessageReader<Incoming>,
+    mut requests: MessageReader<Req<Moderate>>,
     clock: Res<Clock>,
     index: Res<Index>,
     people: People,
@@ -26,11 +27,10 @@ pub fn moderation(
     let Effects { mut staged, mut batch } = fx;
     let Leaving { mut departed, mut dropped } = leaving;
     for req in requests.read() {
-        let target = match &req.method {
-            Method::Kick(KickParams { participant_id, .. }) => participant_id,
-            Method::Admit(p) | Method::Refuse(p) => &p.participant_id,
-            Method::Mute(p) => &p.participant_id,
-            _ => continue,
+        let target = match &req.params {
+            Moderate::Kick(KickParams { participant_id, .. }) => participant_id,
+            Moderate::Admit(p) | Moderate::Refuse(p) => &p.participant_id,
+            Moderate::Mute(p) => &p.participant_id,
         };
         let Some(&pe) = index.participants.get(target) else {
             reply_err(&mut staged, req.conn, &req.id, ErrorCode::NotFound, format!("no participant {target}"));
@@ -48,8 +48,8 @@ pub fn moderation(
         let mut close_reason: Option<&'static str> = None;
         let action;
         let mut events: Vec<(crate::ids::SessionId, Event)> = Vec::new();
-        match &req.method {
-            Method::Kick(k) => {
+        match &req.params {
+            Moderate::Kick(k) => {
                 action = if k.revoke_share { "kicked_and_share_revoked" } else { "kicked" };
                 close_reason = Some("kicked");
                 depart(&mut p, "kicked", |s, ev| events.push((s.clone(), ev)), &mut batch, &mut departed);
@@ -60,7 +60,7 @@ pub fn moderation(
                     batch.push(StoreOp::PutShare(share.row()));
                 }
             }
-            Method::Mute(m) => {
+            Moderate::Mute(m) => {
                 action = if m.muted { "muted" } else { "unmuted" };
                 if p.muted != m.muted {
                     p.muted = m.muted;
@@ -76,8 +76,8 @@ pub fn moderation(
                     }
                 }
             }
-            Method::Admit(_) | Method::Refuse(_) => {
-                let admit = matches!(req.method, Method::Admit(_));
+            Moderate::Admit(_) | Moderate::Refuse(_) => {
+                let admit = matches!(req.params, Moderate::Admit(_));
                 if p.admission != Admission::Pending {
                     reply_err(
                         &mut staged,
@@ -102,7 +102,6 @@ pub fn moderation(
                     depart(&mut p, "refused", |s, ev| events.push((s.clone(), ev)), &mut batch, &mut departed);
                 }
             }
-            _ => unreachable!("filtered above"),
         }
         if let Some(reason) = close_reason {
             for (_, &ce) in index.conns.iter() {

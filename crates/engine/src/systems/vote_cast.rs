@@ -3,6 +3,7 @@
 //! always decide alone.
 
 use super::params::*;
+use super::requests::{Cast, Req};
 use super::resources::*;
 use super::util::{caller, emit, in_scope, reply_err, reply_ok};
 use crate::components::*;
@@ -33,7 +34,7 @@ pub fn progress(v: &PendingVote) -> VoteProgress {
 }
 
 pub fn cast_ballot(
-    mut requests: MessageReader<Incoming>,
+    mut requests: MessageReader<Req<Cast>>,
     clock: Res<Clock>,
     dir: Directory,
     mut votes: Query<&mut PendingVote>,
@@ -43,13 +44,12 @@ pub fn cast_ballot(
     let Directory { index, conns, participants, shares } = dir;
     let Effects { mut staged, mut batch } = fx;
     for req in requests.read() {
-        let (vote_id, ballot, always) = match &req.method {
-            Method::VotePlan(p) => {
+        let (vote_id, ballot, always) = match &req.params {
+            Cast::VotePlan(p) => {
                 let b = if p.approve { Ballot::Approve } else { Ballot::Deny(p.reason.clone().unwrap_or_default()) };
                 (&p.vote_id, b, p.always)
             }
-            Method::AnswerQuestion(p) => (&p.vote_id, Ballot::Answer(p.answers.clone()), false),
-            _ => continue,
+            Cast::AnswerQuestion(p) => (&p.vote_id, Ballot::Answer(p.answers.clone()), false),
         };
         let Some((me, share)) = caller(&index, &conns, &participants, &shares, req.conn) else { continue };
         let Some(mut vote) = index.votes.get(vote_id).and_then(|&e| votes.get_mut(e).ok()).filter(|v| {
