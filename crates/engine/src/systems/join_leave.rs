@@ -84,11 +84,7 @@ type Snapshots = BTreeMap<(SessionId, ParticipantId, u64), crate::io::Framed>;
 pub fn join_leave(mut requests: MessageReader<Req<Membership>>, mut m: Memberships) {
     let mut snapshots = Snapshots::new();
     for req in requests.read() {
-        let session_id = match &req.params {
-            Membership::JoinSession(p) => &p.session_id,
-            Membership::LeaveSession(p) => &p.session_id,
-        };
-        let Some(member) = m.find(req, session_id) else { continue };
+        let Some(member) = m.find(req, req.params.session_id()) else { continue };
         match &req.params {
             Membership::JoinSession(p) => m.join(req, member, p, &mut snapshots),
             Membership::LeaveSession(p) => m.leave(req, member, &p.session_id),

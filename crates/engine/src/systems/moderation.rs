@@ -44,11 +44,7 @@ impl Outcome {
 
 pub fn moderation(mut requests: MessageReader<Req<Moderate>>, mut m: Moderation) {
     for req in requests.read() {
-        let target = match &req.params {
-            Moderate::Kick(KickParams { participant_id, .. }) => participant_id,
-            Moderate::Admit(p) | Moderate::Refuse(p) => &p.participant_id,
-            Moderate::Mute(p) => &p.participant_id,
-        };
+        let target = req.params.participant_id();
         let Some(pe) = m.target(req, target) else { continue };
         let outcome = match &req.params {
             Moderate::Kick(k) => m.kick(pe, k),

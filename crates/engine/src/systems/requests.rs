@@ -92,6 +92,16 @@ pub enum Membership {
     LeaveSession(SessionRef),
 }
 
+impl Membership {
+    /// The session joined or left.
+    pub fn session_id(&self) -> &crate::ids::SessionId {
+        match self {
+            Membership::JoinSession(p) => &p.session_id,
+            Membership::LeaveSession(p) => &p.session_id,
+        }
+    }
+}
+
 /// Moderation (host-only) → `moderation::moderation`.
 #[derive(Debug, Clone)]
 pub enum Moderate {
@@ -99,6 +109,17 @@ pub enum Moderate {
     Mute(MuteParams),
     Admit(ParticipantRef),
     Refuse(ParticipantRef),
+}
+
+impl Moderate {
+    /// The participant moderated.
+    pub fn participant_id(&self) -> &crate::ids::ParticipantId {
+        match self {
+            Moderate::Kick(p) => &p.participant_id,
+            Moderate::Mute(p) => &p.participant_id,
+            Moderate::Admit(p) | Moderate::Refuse(p) => &p.participant_id,
+        }
+    }
 }
 
 /// Workspace and session administration (host-only) → `session_admin::session_admin`.
