@@ -4,9 +4,9 @@
 //! `ingest` parses a frame into a [`Method`] and checks the gates every method shares; then
 //! [`route`] writes it as a [`Req<T>`], where `T` names what is asked and so which system reads
 //! it. Each system reads only its own requests, with typed params — no system scans requests
-//! meant for others, and a method nobody handles cannot compile ([`route`] matches every
-//! method). This is mini-redis's `Command` dispatch (`src/cmd/mod.rs`) done with bevy messages:
-//! a `Req<T>` buffer per handling system instead of one `apply` per command.
+//! meant for others — and a new method does not compile until it is routed ([`route`] matches
+//! every method). This is mini-redis's `Command` dispatch (`src/cmd/mod.rs`) done with bevy
+//! messages: a `Req<T>` buffer per handling system instead of one `apply` per command.
 //!
 //! Why one message type per *system*, not per method: the order in which a tick handles
 //! requests is observable (replies on one connection, `get_settings` after `update_settings`,
