@@ -8,7 +8,7 @@
 //! agent still asks before acting (`plan`, `default`): the others would let it act without votes.
 
 use super::params::{Directory, Effects};
-use super::resources::*;
+use super::requests::{Req, SetAgentSettings};
 use crate::components::*;
 use crate::persist::StoreOp;
 use crate::protocol::Event;
@@ -33,13 +33,13 @@ pub fn valid_model(model: &str) -> Result<(), String> {
 }
 
 pub fn set_agent_settings(
-    mut requests: MessageReader<Incoming>,
+    mut requests: MessageReader<Req<SetAgentSettings>>,
     dir: Directory,
     mut sessions: Query<(&mut Session, &TurnLock, &mut EventLog)>,
     mut fx: Effects,
 ) {
     for req in requests.read() {
-        let Method::SetAgentSettings(p) = &req.method else { continue };
+        let SetAgentSettings(p) = &req.params;
         let Some((me, share)) = dir.get(req.conn) else { continue };
         let Some(e) = fx.session_in_scope(&dir.index, req, me, share, &p.session_id) else { continue };
         let Ok((mut session, lock, mut log)) = sessions.get_mut(e) else { continue };

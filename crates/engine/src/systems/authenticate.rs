@@ -4,6 +4,7 @@
 //! participant; 1:1 shares admit one remote at a time; admission shares park newcomers in a lobby.
 
 use super::params::*;
+use super::requests::{Authenticate, Req};
 use super::resources::*;
 use super::util::{addr_key, name_forms, send_direct, valid_display_name};
 use crate::components::{AuthState, Connection, EventLog, Participant, Presence};
@@ -29,7 +30,7 @@ pub const FAILURE_WINDOW_MS: u64 = 60_000;
 
 /// One `authenticate` request being decided.
 struct Attempt<'a> {
-    req: &'a Incoming,
+    req: &'a Req<Authenticate>,
     /// The connection's entity.
     conn: Entity,
     /// The display name asked for, validated.
@@ -50,7 +51,7 @@ impl Pairing<'_> {
 }
 
 pub fn authenticate(
-    mut requests: MessageReader<Incoming>,
+    mut requests: MessageReader<Req<Authenticate>>,
     env: TickEnv,
     mut pairing: Pairing,
     mut registry: Registry,
@@ -62,7 +63,7 @@ pub fn authenticate(
     // Participants created earlier in this same tick (their entities appear after the system).
     let mut fresh: Vec<(String, crate::ids::ShareId)> = Vec::new();
     for req in requests.read() {
-        let Method::Authenticate(params) = &req.method else { continue };
+        let Authenticate(params) = &req.params;
         let Some(&conn) = registry.index.conns.get(&req.conn) else { continue };
         let Ok(addr) = people.conns.get(conn).map(|c| addr_key(&c.addr)) else { continue };
         if pairing.rate_limited(&addr, now, config.auth_failures_per_minute) {

@@ -23,7 +23,7 @@ use crate::io::Frame;
 use crate::mask::{Masker, StreamMasker};
 use crate::protocol::{Closing, Event, EventFrame, ResyncRequired};
 use bevy_ecs::prelude::*;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 /// The masker and the per-turn stream maskers for agent deltas sent to remotes.
@@ -140,217 +140,259 @@ impl MembershipChanges<'_, '_> {
     }
 }
 
-/// Queues a frame for one connection; a snapshot replaces one of the same session still queued.
-fn to_one(
-    index: &Index,
-    conns: &mut Query<&mut Connection>,
-    touched: &mut std::collections::BTreeSet<ConnId>,
-    conn: ConnId,
-    frame: crate::io::Framed,
-    kind: OutKind,
-) {
-    let Some(mut c) = index.conns.get(&conn).and_then(|&e| conns.get_mut(e).ok()) else { return };
-    let c = c.bypass_change_detection();
-    if let OutKind::Snapshot { session } = &kind {
-        c.outbox.retain(|f| !matches!(&f.kind, OutKind::Snapshot { session: s } if s == session));
-    }
-    let frame = frame.for_conn(c.is_host).clone();
-    touched.insert(c.id);
-    c.outbox.push(OutFrame { frame, kind });
+/// What releasing the tick's frames reads and writes: who is who, the connections and their
+/// outboxes, the secret masks, and what broadcast keeps from tick to tick (connections still
+/// holding frames, the membership cache).
+#[derive(bevy_ecs::system::SystemParam)]
+pub struct Delivery<'w, 's> {
+    index: Res<'w, Index>,
+    participants: Query<'w, 's, &'static Participant>,
+    conns: Query<'w, 's, &'static mut Connection>,
+    closed: MessageWriter<'w, ConnClosed>,
+    mask: ResMut<'w, SecretMask>,
+    config: Res<'w, EngineConfig>,
+    /// Connections still holding frames from earlier ticks.
+    backlog: Local<'s, BTreeSet<ConnId>>,
+    cache: Local<'s, MemberCache>,
+    changes: MembershipChanges<'w, 's>,
 }
 
-pub fn broadcast(
-    mut staged: ResMut<Staged>,
-    index: Res<Index>,
-    participants: Query<&Participant>,
-    mut conns: Query<&mut Connection>,
-    mut closed: MessageWriter<ConnClosed>,
-    (mut mask, config, crash): (ResMut<SecretMask>, Res<EngineConfig>, Res<CrashAfterCommit>),
-    (mut backlog, mut cache_members, mut changes): (
-        Local<std::collections::BTreeSet<ConnId>>,
-        Local<MemberCache>,
-        MembershipChanges,
-    ),
-) {
-    let max_bytes = config.outbox_max_bytes;
+/// This run's bookkeeping: the connections given something (the only ones offered frames: an
+/// idle tick touches none) and those to close once their frames were offered.
+struct Round {
+    touched: BTreeSet<ConnId>,
+    closes: Vec<(ConnId, String)>,
+}
+
+/// Releases the tick's staged frames, in four steps (each a [`Delivery`] method): bring the
+/// membership map up to date, queue every output in its recipients' outboxes, offer the
+/// outboxes to the transports, close the connections that asked for it or cannot keep up.
+pub fn broadcast(mut staged: ResMut<Staged>, crash: Res<CrashAfterCommit>, mut delivery: Delivery) {
     let staged = std::mem::take(&mut staged.out);
     if crash.0 {
         return; // committed, never sent: the process "died" here
     }
-    let mask = &mut *mask;
-    // Session membership → connections, in connection-id order: rebuilt (walking every
-    // connection) only when something it depends on changed and this tick has something for a
-    // session or a participant.
-    // (`is_changed` through the mutable query itself: a second query on connections would
-    // conflict with it.)
-    if changes.any() || conns.iter_mut().any(|c| c.is_changed()) {
-        cache_members.current = false;
+    delivery.refresh_members(&staged);
+    let mut round = Round { touched: std::mem::take(&mut *delivery.backlog), closes: Vec::new() };
+    for output in staged {
+        delivery.queue(&mut round, output);
     }
-    let fan_out = staged.iter().any(|o| {
-        matches!(
-            o,
-            Outgoing::Session { .. }
-                | Outgoing::Delta { .. }
-                | Outgoing::FlushStream { .. }
-                | Outgoing::Participant { .. }
-        )
-    });
-    if fan_out && !cache_members.current {
-        cache_members.members = Members::build(&index, &conns, &participants);
-        cache_members.current = true;
-    } else if fan_out && config.check_invariants {
-        let fresh = Members::build(&index, &conns, &participants);
-        assert_eq!(cache_members.members, fresh, "broadcast's cached membership is stale");
+    delivery.offer(&mut round);
+    delivery.close(round.closes);
+}
+
+/// The connections of `key` in `map` (none when it has none).
+fn members_of<'a, K: Ord>(map: &'a BTreeMap<K, Vec<Entity>>, key: &K) -> &'a [Entity] {
+    map.get(key).map(Vec::as_slice).unwrap_or(&[])
+}
+
+impl Delivery<'_, '_> {
+    /// Session membership → connections, in connection-id order: rebuilt (walking every
+    /// connection) only when something it depends on changed and this tick has something for a
+    /// session or a participant.
+    fn refresh_members(&mut self, staged: &[Outgoing]) {
+        // (`is_changed` through the mutable query itself: a second query on connections would
+        // conflict with it.)
+        if self.changes.any() || self.conns.iter_mut().any(|c| c.is_changed()) {
+            self.cache.current = false;
+        }
+        let fan_out = staged.iter().any(|o| {
+            matches!(
+                o,
+                Outgoing::Session { .. }
+                    | Outgoing::Delta { .. }
+                    | Outgoing::FlushStream { .. }
+                    | Outgoing::Participant { .. }
+            )
+        });
+        if fan_out && !self.cache.current {
+            self.cache.members = Members::build(&self.index, &self.conns, &self.participants);
+            self.cache.current = true;
+        } else if fan_out && self.config.check_invariants {
+            let fresh = Members::build(&self.index, &self.conns, &self.participants);
+            assert_eq!(self.cache.members, fresh, "broadcast's cached membership is stale");
+        }
     }
-    let members = &cache_members.members.sessions;
-    let by_participant = &cache_members.members.participants;
-    let mut closes: Vec<(ConnId, String)> = Vec::new();
-    // Connections given something this tick; with those still holding frames from earlier
-    // ticks (`backlog`), the only ones offered frames below: an idle tick touches none.
-    let mut touched = std::mem::take(&mut *backlog);
-    for out in staged {
+
+    /// Queues one staged output in the outbox of each connection it is for.
+    fn queue(&mut self, round: &mut Round, out: Outgoing) {
         match out {
             Outgoing::Reply { conn, frame, .. } | Outgoing::ConnEvent { conn, frame } => {
-                to_one(&index, &mut conns, &mut touched, conn, frame, OutKind::Direct);
+                self.direct(round, conn, frame, OutKind::Direct);
             }
             Outgoing::Snapshot { conn, session, frame } => {
-                to_one(&index, &mut conns, &mut touched, conn, frame, OutKind::Snapshot { session });
+                self.direct(round, conn, frame, OutKind::Snapshot { session });
             }
             Outgoing::Replay { conn, session, seq, frame } => {
-                to_one(&index, &mut conns, &mut touched, conn, frame, OutKind::Session { session, seq });
+                self.direct(round, conn, frame, OutKind::Session { session, seq });
             }
-            Outgoing::Session { session, seq, frame } => {
-                for &ce in members.get(&session).map(Vec::as_slice).unwrap_or(&[]) {
-                    if let Ok(mut c) = conns.get_mut(ce) {
-                        let c = c.bypass_change_detection();
-                        let frame = frame.for_conn(c.is_host);
-                        touched.insert(c.id);
-                        enqueue_session(&mut c.outbox, max_bytes, &session, seq, frame);
-                    }
-                }
-            }
-            Outgoing::Delta { session, turn_id, text, frame } => {
-                let stream = mask.streams.entry(session.clone()).or_insert_with(|| (turn_id, mask.masker.stream()));
-                if stream.0 != turn_id {
-                    *stream = (turn_id, mask.masker.stream());
-                }
-                // Held-back text (a possible secret prefix) follows with the next delta, or is
-                // flushed (`FlushStream`) before a vote opens or the turn ends.
-                let remote_text = stream.1.feed(&text);
-                // `text` was cut to the delta bound, but masking can lengthen it: a held-back tail
-                // goes out in front of it, a short secret becomes the longer `[masked]`. What
-                // remotes get is cut again (PROTOCOL §1.3); nothing when all of it is held back.
-                let remote: Vec<(&str, Frame)> = if remote_text == text {
-                    vec![(text.as_str(), frame.clone())]
-                } else {
-                    crate::protocol::split_json(&remote_text, crate::protocol::MAX_DELTA_JSON_BYTES)
-                        .into_iter()
-                        .map(|piece| {
-                            let body = Event::AgentDelta(crate::protocol::AgentDelta { turn_id, text: piece.into() });
-                            (piece, event_frame(Some(session.clone()), body))
-                        })
-                        .collect()
-                };
-                for &ce in members.get(&session).map(Vec::as_slice).unwrap_or(&[]) {
-                    if let Ok(mut c) = conns.get_mut(ce) {
-                        let c = c.bypass_change_detection();
-                        touched.insert(c.id);
-                        if c.is_host {
-                            enqueue_delta(&mut c.outbox, max_bytes, &session, turn_id, &text, &frame);
-                            continue;
-                        }
-                        for (piece, piece_frame) in &remote {
-                            enqueue_delta(&mut c.outbox, max_bytes, &session, turn_id, piece, piece_frame);
-                        }
-                    }
-                }
-            }
-            Outgoing::FlushStream { session } => {
-                let Some((turn_id, mut stream)) = mask.streams.remove(&session) else { continue };
-                let rest = stream.finish();
-                if rest.is_empty() {
-                    continue;
-                }
-                // Remotes only: the host was sent the original text as it came.
-                let remotes = members.get(&session).map(Vec::as_slice).unwrap_or(&[]);
-                for piece in crate::protocol::split_json(&rest, crate::protocol::MAX_DELTA_JSON_BYTES) {
-                    let body = Event::AgentDelta(crate::protocol::AgentDelta { turn_id, text: piece.to_string() });
-                    let frame = event_frame(Some(session.clone()), body);
-                    for &ce in remotes {
-                        if let Ok(mut c) = conns.get_mut(ce) {
-                            let c = c.bypass_change_detection();
-                            if !c.is_host {
-                                touched.insert(c.id);
-                                enqueue_delta(&mut c.outbox, max_bytes, &session, turn_id, piece, &frame);
-                            }
-                        }
-                    }
-                }
-            }
+            Outgoing::Session { session, seq, frame } => self.session_event(round, &session, seq, &frame),
+            Outgoing::Delta { session, turn_id, text, frame } => self.delta(round, &session, turn_id, &text, &frame),
+            Outgoing::FlushStream { session } => self.flush_stream(round, &session),
             Outgoing::Participant { participant, frame } => {
-                for &ce in by_participant.get(&participant).map(Vec::as_slice).unwrap_or(&[]) {
-                    if let Ok(mut c) = conns.get_mut(ce) {
+                for &ce in members_of(&self.cache.members.participants, &participant) {
+                    if let Ok(mut c) = self.conns.get_mut(ce) {
                         let c = c.bypass_change_detection();
                         let frame = frame.for_conn(c.is_host).clone();
-                        touched.insert(c.id);
+                        round.touched.insert(c.id);
                         c.outbox.push(OutFrame { frame, kind: OutKind::Direct });
                     }
                 }
             }
             Outgoing::Close { conn, reason } => {
-                if let Some(mut c) = index.conns.get(&conn).and_then(|&e| conns.get_mut(e).ok()) {
+                if let Some(mut c) = self.index.conns.get(&conn).and_then(|&e| self.conns.get_mut(e).ok()) {
                     let c = c.bypass_change_detection();
                     let frame = event_frame(None, Event::Closing(Closing { reason: reason.clone() }));
                     c.outbox.push(OutFrame { frame, kind: OutKind::Direct });
-                    touched.insert(conn);
-                    closes.push((conn, reason));
+                    round.touched.insert(conn);
+                    round.closes.push((conn, reason));
                 }
             }
         }
     }
-    // Offer queued frames to the transports, oldest first.
-    for conn in touched {
-        let Some(mut c) = index.conns.get(&conn).and_then(|&ce| conns.get_mut(ce).ok()) else { continue };
+
+    /// Queues a frame for one connection; a snapshot replaces one of the same session still queued.
+    fn direct(&mut self, round: &mut Round, conn: ConnId, frame: crate::io::Framed, kind: OutKind) {
+        let Some(mut c) = self.index.conns.get(&conn).and_then(|&e| self.conns.get_mut(e).ok()) else { return };
         let c = c.bypass_change_detection();
-        while !c.outbox.queue.is_empty() {
-            c.outbox.refresh_front(|session, turn_id, text| {
-                let body = Event::AgentDelta(crate::protocol::AgentDelta { turn_id, text: text.to_string() });
-                event_frame(Some(session.clone()), body)
-            });
-            let front = c.outbox.queue.front().expect("not empty");
-            if front.frame.len() > crate::protocol::MAX_HOST_FRAME_BYTES {
-                // Every producer bounds its text (protocol::bounds); this is the proof in tests.
-                assert!(!config.check_invariants, "a {}-byte frame exceeds the wire bound", front.frame.len());
-                tracing::error!(bytes = front.frame.len(), "a frame exceeds the documented bound");
-            }
-            if !c.sink.try_send(&front.frame) {
-                break;
-            }
-            let sent = c.outbox.pop_front().expect("front exists");
-            if let OutKind::Session { session, seq } = sent.kind {
-                let d = c.outbox.delivered.entry(session).or_insert(0);
-                *d = (*d).max(seq);
-            }
+        if let OutKind::Snapshot { session } = &kind {
+            c.outbox.retain(|f| !matches!(&f.kind, OutKind::Snapshot { session: s } if s == session));
         }
-        if c.outbox.hopeless(max_bytes) && !c.auth.is_closing() {
-            // Not even reading responses: give up on this connection (it may resume).
-            c.auth = c.auth.closing();
-            closes.push((c.id, "too_slow".into()));
-        }
-        if !c.outbox.queue.is_empty() {
-            backlog.insert(c.id);
+        let frame = frame.for_conn(c.is_host).clone();
+        round.touched.insert(c.id);
+        c.outbox.push(OutFrame { frame, kind });
+    }
+
+    /// Queues a seq'd session event for every member of the session.
+    fn session_event(&mut self, round: &mut Round, session: &SessionId, seq: u64, frame: &crate::io::Framed) {
+        let max_bytes = self.config.outbox_max_bytes;
+        for &ce in members_of(&self.cache.members.sessions, session) {
+            if let Ok(mut c) = self.conns.get_mut(ce) {
+                let c = c.bypass_change_detection();
+                let frame = frame.for_conn(c.is_host);
+                round.touched.insert(c.id);
+                enqueue_session(&mut c.outbox, max_bytes, session, seq, frame);
+            }
         }
     }
-    // The close frame follows what was already accepted; presence is updated next tick by the
-    // connection_closed system, exactly as if the transport had reported the close.
-    if !closes.is_empty() {
-        cache_members.current = false; // our own changes are not seen by the change queries
+
+    /// Queues streamed agent text for every member of the session: the original for the host,
+    /// what the turn's stream masker lets through for remotes.
+    fn delta(&mut self, round: &mut Round, session: &SessionId, turn_id: u64, text: &str, frame: &Frame) {
+        let max_bytes = self.config.outbox_max_bytes;
+        let mask = &mut *self.mask;
+        let stream = mask.streams.entry(session.clone()).or_insert_with(|| (turn_id, mask.masker.stream()));
+        if stream.0 != turn_id {
+            *stream = (turn_id, mask.masker.stream());
+        }
+        // Held-back text (a possible secret prefix) follows with the next delta, or is
+        // flushed (`FlushStream`) before a vote opens or the turn ends.
+        let remote_text = stream.1.feed(text);
+        // `text` was cut to the delta bound, but masking can lengthen it: a held-back tail
+        // goes out in front of it, a short secret becomes the longer `[masked]`. What
+        // remotes get is cut again (PROTOCOL §1.3); nothing when all of it is held back.
+        let remote: Vec<(&str, Frame)> = if remote_text == text {
+            vec![(text, frame.clone())]
+        } else {
+            crate::protocol::split_json(&remote_text, crate::protocol::MAX_DELTA_JSON_BYTES)
+                .into_iter()
+                .map(|piece| {
+                    let body = Event::AgentDelta(crate::protocol::AgentDelta { turn_id, text: piece.into() });
+                    (piece, event_frame(Some(session.clone()), body))
+                })
+                .collect()
+        };
+        for &ce in members_of(&self.cache.members.sessions, session) {
+            if let Ok(mut c) = self.conns.get_mut(ce) {
+                let c = c.bypass_change_detection();
+                round.touched.insert(c.id);
+                if c.is_host {
+                    enqueue_delta(&mut c.outbox, max_bytes, session, turn_id, text, frame);
+                    continue;
+                }
+                for (piece, piece_frame) in &remote {
+                    enqueue_delta(&mut c.outbox, max_bytes, session, turn_id, piece, piece_frame);
+                }
+            }
+        }
     }
-    for (conn, reason) in closes {
-        if let Some(mut c) = index.conns.get(&conn).and_then(|&e| conns.get_mut(e).ok()) {
-            c.auth = c.auth.closing();
-            c.sink.close(&reason);
-            closed.write(ConnClosed { conn });
+
+    /// Sends remotes, as deltas, what the session's stream masker still holds back, and ends
+    /// the stream. The host was sent the original text as it came.
+    fn flush_stream(&mut self, round: &mut Round, session: &SessionId) {
+        let Some((turn_id, mut stream)) = self.mask.streams.remove(session) else { return };
+        let rest = stream.finish();
+        if rest.is_empty() {
+            return;
+        }
+        let max_bytes = self.config.outbox_max_bytes;
+        let remotes = members_of(&self.cache.members.sessions, session);
+        for piece in crate::protocol::split_json(&rest, crate::protocol::MAX_DELTA_JSON_BYTES) {
+            let body = Event::AgentDelta(crate::protocol::AgentDelta { turn_id, text: piece.to_string() });
+            let frame = event_frame(Some(session.clone()), body);
+            for &ce in remotes {
+                if let Ok(mut c) = self.conns.get_mut(ce) {
+                    let c = c.bypass_change_detection();
+                    if !c.is_host {
+                        round.touched.insert(c.id);
+                        enqueue_delta(&mut c.outbox, max_bytes, session, turn_id, piece, &frame);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Offers queued frames to the transports, oldest first, for every connection touched;
+    /// those left holding frames wait in the backlog for the next run.
+    fn offer(&mut self, round: &mut Round) {
+        let max_bytes = self.config.outbox_max_bytes;
+        for conn in std::mem::take(&mut round.touched) {
+            let Some(mut c) = self.index.conns.get(&conn).and_then(|&ce| self.conns.get_mut(ce).ok()) else { continue };
+            let c = c.bypass_change_detection();
+            while !c.outbox.queue.is_empty() {
+                c.outbox.refresh_front(|session, turn_id, text| {
+                    let body = Event::AgentDelta(crate::protocol::AgentDelta { turn_id, text: text.to_string() });
+                    event_frame(Some(session.clone()), body)
+                });
+                let front = c.outbox.queue.front().expect("not empty");
+                if front.frame.len() > crate::protocol::MAX_HOST_FRAME_BYTES {
+                    // Every producer bounds its text (protocol::bounds); this is the proof in tests.
+                    assert!(!self.config.check_invariants, "a {}-byte frame exceeds the wire bound", front.frame.len());
+                    tracing::error!(bytes = front.frame.len(), "a frame exceeds the documented bound");
+                }
+                if !c.sink.try_send(&front.frame) {
+                    break;
+                }
+                let sent = c.outbox.pop_front().expect("front exists");
+                if let OutKind::Session { session, seq } = sent.kind {
+                    let d = c.outbox.delivered.entry(session).or_insert(0);
+                    *d = (*d).max(seq);
+                }
+            }
+            if c.outbox.hopeless(max_bytes) && !c.auth.is_closing() {
+                // Not even reading responses: give up on this connection (it may resume).
+                c.auth = c.auth.closing();
+                round.closes.push((c.id, "too_slow".into()));
+            }
+            if !c.outbox.queue.is_empty() {
+                self.backlog.insert(c.id);
+            }
+        }
+    }
+
+    /// Closes connections. The close frame follows what was already accepted; presence is
+    /// updated next tick by the connection_closed system, exactly as if the transport had
+    /// reported the close.
+    fn close(&mut self, closes: Vec<(ConnId, String)>) {
+        if !closes.is_empty() {
+            self.cache.current = false; // our own changes are not seen by the change queries
+        }
+        for (conn, reason) in closes {
+            if let Some(mut c) = self.index.conns.get(&conn).and_then(|&e| self.conns.get_mut(e).ok()) {
+                c.auth = c.auth.closing();
+                c.sink.close(&reason);
+                self.closed.write(ConnClosed { conn });
+            }
         }
     }
 }

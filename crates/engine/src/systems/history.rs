@@ -5,6 +5,7 @@
 //! text ([`HISTORY_PAGE_BYTES`]; a page holds at least one message when one exists).
 
 use super::params::{Archive, Directory};
+use super::requests::{FetchHistory, MarkRead, Req};
 use super::resources::*;
 use super::util::{reply_err, reply_history_unreadable, reply_no_session, reply_ok};
 use crate::components::{History, Session};
@@ -91,14 +92,14 @@ pub fn latest_page(history: &History) -> (Vec<HistoryMessage>, bool) {
 
 /// `fetch_history`: a page of messages older than `before_seq` (the latest page without it).
 pub fn fetch_history(
-    mut requests: MessageReader<Incoming>,
+    mut requests: MessageReader<Req<FetchHistory>>,
     dir: Directory,
     sessions: Query<(&Session, &History)>,
     mut staged: ResMut<Staged>,
     mut archive: Archive,
 ) {
     for req in requests.read() {
-        let Method::FetchHistory(p) = &req.method else { continue };
+        let FetchHistory(p) = &req.params;
         let Some((me, share)) = dir.get(req.conn) else { continue };
         let Some(e) = dir.index.session_in_scope(me, share, &p.session_id) else {
             reply_no_session(&mut staged, req.conn, &req.id, &p.session_id);
@@ -144,7 +145,7 @@ pub fn fetch_history(
 /// session, persisted, and only moves forward; it is reported back as `read_seq` by
 /// `list_sessions` and `join_session` (for the unread counts a client shows).
 pub fn mark_read(
-    mut requests: MessageReader<Incoming>,
+    mut requests: MessageReader<Req<MarkRead>>,
     index: Res<Index>,
     mut participants: Query<&mut crate::components::Participant>,
     conns: Query<&crate::components::Connection>,
@@ -153,7 +154,7 @@ pub fn mark_read(
     mut fx: super::params::Effects,
 ) {
     for req in requests.read() {
-        let Method::MarkRead(p) = &req.method else { continue };
+        let MarkRead(p) = &req.params;
         let Some(pid) =
             index.conns.get(&req.conn).and_then(|&e| conns.get(e).ok()).and_then(|c| c.participant().cloned())
         else {

@@ -5,58 +5,66 @@
 //! nothing behind the protocol's back.
 
 use super::params::Archive;
-use super::resources::{Incoming, Index, Staged};
+use super::requests::{HostView, Req};
+use super::resources::{Index, Staged};
 use super::util::{reply_err, reply_ok};
 use crate::components::{Participant, Presence};
 use crate::protocol::*;
 use bevy_ecs::prelude::*;
+use bevy_ecs::system::SystemParam;
 
 /// The rows `fetch_audit` returns without a `limit`.
 pub const AUDIT_PAGE_DEFAULT: u32 = 200;
 
-pub fn host_views(
-    mut requests: MessageReader<Incoming>,
-    index: Res<Index>,
-    participants: Query<&Participant>,
-    mut staged: ResMut<Staged>,
-    mut archive: Archive,
-) {
+/// What the host's views read: who is waiting, and the stored audit log.
+#[derive(SystemParam)]
+pub struct HostViews<'w, 's> {
+    index: Res<'w, Index>,
+    participants: Query<'w, 's, &'static Participant>,
+    staged: ResMut<'w, Staged>,
+    archive: Archive<'w>,
+}
+
+pub fn host_views(mut requests: MessageReader<Req<HostView>>, mut views: HostViews) {
     for req in requests.read() {
-        match &req.method {
-            Method::ListLobby(_) => {
-                let waiting = index
-                    .participants
-                    .values()
-                    .filter_map(|&e| participants.get(e).ok())
-                    .filter(|p| p.admission == Admission::Pending && !matches!(p.presence, Presence::Gone))
-                    // Only remotes wait, and every remote came by a share.
-                    .filter_map(|p| {
-                        Some(WaitingInfo {
-                            participant_id: p.id.clone(),
-                            display_name: p.display_name.clone(),
-                            share_id: p.share.clone()?,
-                        })
-                    })
-                    .collect();
-                reply_ok(&mut staged, req.conn, &req.id, ListLobbyResult { waiting });
+        match &req.params {
+            HostView::ListLobby => views.list_lobby(req),
+            HostView::FetchAudit(p) => views.fetch_audit(req, p),
+        }
+    }
+}
+
+impl HostViews<'_, '_> {
+    /// `list_lobby`: the remotes waiting for the host's decision, by participant id.
+    fn list_lobby(&mut self, req: &Req<HostView>) {
+        let waiting = self
+            .index
+            .participants
+            .values()
+            .filter_map(|&e| self.participants.get(e).ok())
+            .filter(|p| p.admission == Admission::Pending && !matches!(p.presence, Presence::Gone))
+            // Only remotes wait, and every remote came by a share.
+            .filter_map(|p| {
+                Some(WaitingInfo {
+                    participant_id: p.id.clone(),
+                    display_name: p.display_name.clone(),
+                    share_id: p.share.clone()?,
+                })
+            })
+            .collect();
+        reply_ok(&mut self.staged, req.conn, &req.id, ListLobbyResult { waiting });
+    }
+
+    /// `fetch_audit`: the newest `limit` rows of the audit log, oldest first.
+    fn fetch_audit(&mut self, req: &Req<HostView>, p: &FetchAuditParams) {
+        let limit = p.limit.unwrap_or(AUDIT_PAGE_DEFAULT).min(AUDIT_PAGE_MAX);
+        match self.archive.audit_tail(limit as usize) {
+            Ok(entries) => reply_ok(&mut self.staged, req.conn, &req.id, FetchAuditResult { entries }),
+            Err(e) => {
+                tracing::error!("cannot read the audit log: {e}");
+                let message = format!("cannot read the audit log: {e}");
+                reply_err(&mut self.staged, req.conn, &req.id, ErrorCode::Internal, message);
             }
-            Method::FetchAudit(p) => {
-                let limit = p.limit.unwrap_or(AUDIT_PAGE_DEFAULT).min(AUDIT_PAGE_MAX);
-                match archive.audit_tail(limit as usize) {
-                    Ok(entries) => reply_ok(&mut staged, req.conn, &req.id, FetchAuditResult { entries }),
-                    Err(e) => {
-                        tracing::error!("cannot read the audit log: {e}");
-                        reply_err(
-                            &mut staged,
-                            req.conn,
-                            &req.id,
-                            ErrorCode::Internal,
-                            format!("cannot read the audit log: {e}"),
-                        );
-                    }
-                }
-            }
-            _ => {}
         }
     }
 }

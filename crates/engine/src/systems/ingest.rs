@@ -3,7 +3,8 @@
 //! Opens connection entities, rate-limits and parses frames, and applies the gate checks every
 //! method shares (authenticated? admitted? host-only?) so that the per-rule systems only see
 //! requests they should handle. Every refused frame gets a typed error; nothing is dropped
-//! silently and a bad frame never affects other connections.
+//! silently and a bad frame never affects other connections. A request that passes is routed,
+//! once, to the system that handles its method ([`super::requests::route`]).
 
 use super::persist_tick::{allowed_while_failing, storage_gate, StorageHealth};
 use super::resources::*;
@@ -170,6 +171,6 @@ fn handle_frame(world: &mut World, conn: crate::ids::ConnId, text: String, now: 
         return false;
     }
     let is_auth = matches!(req.method, Method::Authenticate(_));
-    world.resource_mut::<Messages<Incoming>>().write(Incoming { conn, id: req.id, method: req.method });
+    super::requests::route(world, conn, req.id, req.method);
     is_auth
 }

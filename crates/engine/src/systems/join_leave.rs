@@ -6,14 +6,17 @@
 
 use super::params::*;
 use super::queries::session_info;
+use super::requests::{Membership, Req};
 use super::resources::*;
-use super::util::{emit, reply_err, reply_no_session, reply_ok, send_snapshot};
+use super::util::{reply_no_session, reply_ok, send_snapshot};
 use crate::components::*;
 use crate::ids::{ParticipantId, SessionId};
 use crate::persist::StoreOp;
 use crate::protocol::Event;
 use crate::protocol::*;
 use bevy_ecs::prelude::*;
+use bevy_ecs::system::SystemParam;
+use std::collections::BTreeMap;
 
 /// Roster of a session: present members, sorted by id.
 pub fn roster(
@@ -54,168 +57,174 @@ pub fn open_votes(
         .collect()
 }
 
-pub fn join_leave(
-    mut requests: MessageReader<Incoming>,
-    index: Res<Index>,
-    people: People,
-    mut sessions: Query<(&Session, &TurnLock, &mut EventLog, &History)>,
-    votes: Query<&PendingVote>,
-    fx: Effects,
-    mut dropped: MessageWriter<VoterDropped>,
-) {
-    let People { mut conns, mut participants, shares } = people;
-    let Effects { mut staged, mut batch } = fx;
-    let mut snapshots: std::collections::BTreeMap<(SessionId, ParticipantId, u64), crate::io::Framed> =
-        Default::default();
+/// What joining and leaving read and write.
+#[derive(SystemParam)]
+pub struct Memberships<'w, 's> {
+    index: Res<'w, Index>,
+    people: People<'w, 's>,
+    sessions: Query<'w, 's, (&'static Session, &'static TurnLock, &'static mut EventLog, &'static History)>,
+    votes: Query<'w, 's, &'static PendingVote>,
+    fx: Effects<'w>,
+    dropped: MessageWriter<'w, VoterDropped>,
+}
+
+/// Who asks to join or leave, and the session: the connection's, the participant's and the
+/// session's entities.
+struct Member {
+    conn: Entity,
+    pid: ParticipantId,
+    participant: Entity,
+    session: Entity,
+}
+
+/// Snapshots built this tick, by (session, participant, last seq): forty joins in one burst
+/// cost one snapshot.
+type Snapshots = BTreeMap<(SessionId, ParticipantId, u64), crate::io::Framed>;
+
+pub fn join_leave(mut requests: MessageReader<Req<Membership>>, mut m: Memberships) {
+    let mut snapshots = Snapshots::new();
     for req in requests.read() {
-        let (session_id, since) = match &req.method {
-            Method::JoinSession(p) => (p.session_id.clone(), Some(p.since_seq)),
-            Method::LeaveSession(p) => (p.session_id.clone(), None),
-            _ => continue,
+        let Some(member) = m.find(req, req.params.session_id()) else { continue };
+        match &req.params {
+            Membership::JoinSession(p) => m.join(req, member, p, &mut snapshots),
+            Membership::LeaveSession(p) => m.leave(req, member, &p.session_id),
+        }
+    }
+}
+
+impl Memberships<'_, '_> {
+    /// The participant behind the request and the session it names, if in its scope; answers
+    /// `not_found` otherwise. `None` without an answer for a connection gone or not a participant.
+    fn find(&mut self, req: &Req<Membership>, session_id: &SessionId) -> Option<Member> {
+        let People { conns, participants, shares } = &self.people;
+        let conn = *self.index.conns.get(&req.conn)?;
+        let pid = conns.get(conn).ok().and_then(|c| c.participant().cloned())?;
+        let participant = *self.index.participants.get(&pid)?;
+        let me = participants.get(participant).expect("indexed");
+        let share = me.share.as_ref().and_then(|s| self.index.shares.get(s)).and_then(|&e| shares.get(e).ok());
+        let Some(session) = self.index.session_in_scope(me, share, session_id) else {
+            reply_no_session(&mut self.fx.staged, req.conn, &req.id, session_id);
+            return None;
         };
-        let Some(&ce) = index.conns.get(&req.conn) else { continue };
-        let Some(pid) = conns.get(ce).ok().and_then(|c| c.participant().cloned()) else { continue };
-        let Some(&pe) = index.participants.get(&pid) else { continue };
-        let visible = {
-            let me = participants.get(pe).expect("indexed");
-            let share = me.share.as_ref().and_then(|s| index.shares.get(s)).and_then(|&e| shares.get(e).ok());
-            index.session_in_scope(me, share, &session_id)
+        Some(Member { conn, pid, participant, session })
+    }
+
+    /// `join_session`: joins (announced with `participant_joined` the first time), answers with
+    /// the session and its roster, then catches the connection up: the missed events replayed,
+    /// or a snapshot when they no longer fit one outbox (or `since_seq` is absent).
+    fn join(&mut self, req: &Req<Membership>, m: Member, p: &JoinSessionParams, snapshots: &mut Snapshots) {
+        let session_id = &p.session_id;
+        self.enter(&m, session_id);
+        let (session, lock, log, history) = self.sessions.get(m.session).expect("indexed");
+        let last_seq = log.last_seq();
+        // Replay what fits one outbox (in frames and in bytes); beyond that a snapshot is
+        // cheaper for everyone.
+        let replay = p.since_seq.and_then(|s| log.since(s)).filter(|ev| {
+            ev.len() <= Outbox::CAPACITY && ev.iter().map(|(_, f)| f.len()).sum::<usize>() <= Outbox::MAX_BYTES
+        });
+        let catch_up = match &replay {
+            Some(ev) if ev.is_empty() => CatchUp::None,
+            Some(_) => CatchUp::Events,
+            None => CatchUp::Snapshot,
         };
-        let Some(se) = visible else {
-            reply_no_session(&mut staged, req.conn, &req.id, &session_id);
-            continue;
-        };
-        match since {
-            Some(since_seq) => {
-                let joined_now = {
-                    let mut me = participants.get_mut(pe).expect("indexed");
-                    let fresh = me.sessions.insert(session_id.clone());
-                    if fresh {
-                        batch.push(StoreOp::PutParticipant(me.row()));
-                    }
-                    fresh.then(|| me.roster_entry())
-                };
-                let (session, lock, mut log, history) = sessions.get_mut(se).expect("indexed");
-                if let Some(entry) = joined_now {
-                    emit(&mut log, &session_id, Event::ParticipantJoined(entry), &mut batch, &mut staged);
-                }
-                let last_seq = log.last_seq();
-                // Replay what fits one outbox (in frames and in bytes); beyond that a snapshot is
-                // cheaper for everyone.
-                let replay = since_seq.and_then(|s| log.since(s)).filter(|ev| {
-                    ev.len() <= Outbox::CAPACITY && ev.iter().map(|(_, f)| f.len()).sum::<usize>() <= Outbox::MAX_BYTES
-                });
-                let catch_up = match &replay {
-                    Some(ev) if ev.is_empty() => CatchUp::None,
-                    Some(_) => CatchUp::Events,
-                    None => CatchUp::Snapshot,
-                };
-                let mut info = session_info(session, lock, &log, &mut participants.iter(), &session.agent.kind);
-                info.read_seq = participants.get(pe).ok().and_then(|me| me.read.get(&session_id).copied());
-                let rows = roster(&session_id, &mut participants.iter(), Some(&pid));
-                reply_ok(
-                    &mut staged,
-                    req.conn,
-                    &req.id,
-                    JoinSessionResult { session: info.clone(), roster: rows.clone(), you: pid.clone(), catch_up },
-                );
-                match replay {
-                    Some(events) => {
-                        for (seq, frame) in events {
-                            staged.out.push(Outgoing::Replay {
-                                conn: req.conn,
-                                session: session_id.clone(),
-                                seq,
-                                frame,
-                            });
-                        }
-                    }
-                    None => {
-                        // Built once per (session, participant, last_seq) in a tick: forty joins
-                        // in one burst cost one snapshot.
-                        let key = (session_id.clone(), pid.clone(), last_seq);
-                        let frame = match snapshots.get(&key) {
-                            Some(frame) => frame.clone(),
-                            None => {
-                                let (messages, has_older) = super::history::latest_page(history);
-                                let body = Event::Snapshot(Snapshot {
-                                    session: info,
-                                    roster: rows,
-                                    messages,
-                                    has_older,
-                                    votes: open_votes(&index, &votes, &session_id),
-                                    streaming_text: crate::protocol::snapshot_streaming_text(&lock.streamed),
-                                    last_seq,
-                                });
-                                let frame = staged.framed(&EventFrame {
-                                    session_id: Some(session_id.clone()),
-                                    seq: None,
-                                    body,
-                                });
-                                snapshots.insert(key, frame.clone());
-                                frame
-                            }
-                        };
-                        send_snapshot(&mut staged, req.conn, session_id.clone(), frame);
-                    }
-                }
-                if let Ok(mut c) = conns.get_mut(ce) {
-                    c.joined.insert(session_id.clone());
-                    c.outbox.resync.remove(&session_id);
-                    c.outbox.queued.insert(session_id.clone(), last_seq);
-                    // After a snapshot (never dropped; a later resync_required is queued behind
-                    // it) or with nothing missed, the client has everything up to `last_seq`: a
-                    // resync must name that, not an older seq. (A replay's frames count as they
-                    // are handed over, like live events: they can still be dropped on overflow.)
-                    if catch_up != CatchUp::Events {
-                        let delivered = c.outbox.delivered.entry(session_id.clone()).or_insert(0);
-                        *delivered = (*delivered).max(last_seq);
-                    }
+        let participants = &self.people.participants;
+        let mut info = session_info(session, lock, log, &mut participants.iter(), &session.agent.kind);
+        info.read_seq = participants.get(m.participant).ok().and_then(|me| me.read.get(session_id).copied());
+        let rows = roster(session_id, &mut participants.iter(), Some(&m.pid));
+        let result = JoinSessionResult { session: info.clone(), roster: rows.clone(), you: m.pid.clone(), catch_up };
+        let staged = &mut self.fx.staged;
+        reply_ok(staged, req.conn, &req.id, result);
+        match replay {
+            Some(events) => {
+                for (seq, frame) in events {
+                    staged.out.push(Outgoing::Replay { conn: req.conn, session: session_id.clone(), seq, frame });
                 }
             }
             None => {
-                if pid.is_host() {
-                    reply_err(
-                        &mut staged,
-                        req.conn,
-                        &req.id,
-                        ErrorCode::Forbidden,
-                        "the host is always present in its sessions",
-                    );
-                    continue;
-                }
-                let mut me = participants.get_mut(pe).expect("indexed");
-                if !me.sessions.contains(&session_id) {
-                    reply_err(
-                        &mut staged,
-                        req.conn,
-                        &req.id,
-                        ErrorCode::NotJoined,
-                        format!("you have not joined {session_id}"),
-                    );
-                    continue;
-                }
-                let (_, _, mut log, _) = sessions.get_mut(se).expect("indexed");
-                emit(
-                    &mut log,
-                    &session_id,
-                    Event::ParticipantLeft(ParticipantLeft { participant_id: pid.clone(), reason: "left".into() }),
-                    &mut batch,
-                    &mut staged,
-                );
-                me.sessions.remove(&session_id);
-                // Every connection of this participant stops receiving the session.
-                for (_, &other) in index.conns.iter() {
-                    if let Ok(mut c) = conns.get_mut(other) {
-                        if c.participant() == Some(&pid) {
-                            c.joined.remove(&session_id);
-                        }
-                    }
-                }
-                batch.push(StoreOp::PutParticipant(me.row()));
-                dropped.write(VoterDropped { participant: pid.clone(), session: Some(session_id.clone()) });
-                reply_ok(&mut staged, req.conn, &req.id, Ack { ok: true });
+                let key = (session_id.clone(), m.pid.clone(), last_seq);
+                let frame = snapshots
+                    .entry(key)
+                    .or_insert_with(|| {
+                        let votes = open_votes(&self.index, &self.votes, session_id);
+                        let body = snapshot(info, rows, history, lock, votes, last_seq);
+                        staged.framed(&EventFrame { session_id: Some(session_id.clone()), seq: None, body })
+                    })
+                    .clone();
+                send_snapshot(staged, req.conn, session_id.clone(), frame);
             }
         }
+        self.caught_up(&m, session_id, last_seq, catch_up);
     }
+
+    /// Adds the session to the participant's (persisted, and announced to the session with
+    /// `participant_joined`) unless it is there already.
+    fn enter(&mut self, m: &Member, session_id: &SessionId) {
+        let mut me = self.people.participants.get_mut(m.participant).expect("indexed");
+        if !me.sessions.insert(session_id.clone()) {
+            return;
+        }
+        self.fx.persist(StoreOp::PutParticipant(me.row()));
+        let entry = me.roster_entry();
+        let (_, _, mut log, _) = self.sessions.get_mut(m.session).expect("indexed");
+        self.fx.emit(&mut log, session_id, Event::ParticipantJoined(entry));
+    }
+
+    /// The connection now receives the session, and has had everything up to `last_seq` queued.
+    fn caught_up(&mut self, m: &Member, session_id: &SessionId, last_seq: u64, catch_up: CatchUp) {
+        let Ok(mut c) = self.people.conns.get_mut(m.conn) else { return };
+        c.joined.insert(session_id.clone());
+        c.outbox.resync.remove(session_id);
+        c.outbox.queued.insert(session_id.clone(), last_seq);
+        // After a snapshot (never dropped; a later resync_required is queued behind it) or with
+        // nothing missed, the client has everything up to `last_seq`: a resync must name that,
+        // not an older seq. (A replay's frames count as they are handed over, like live events:
+        // they can still be dropped on overflow.)
+        if catch_up != CatchUp::Events {
+            let delivered = c.outbox.delivered.entry(session_id.clone()).or_insert(0);
+            *delivered = (*delivered).max(last_seq);
+        }
+    }
+
+    /// `leave_session`: the participant (never the host) leaves the session on every one of its
+    /// connections, and stops being one of its voters.
+    fn leave(&mut self, req: &Req<Membership>, m: Member, session_id: &SessionId) {
+        let refuse = |fx: &mut Effects, code, message: String| fx.reply_err(req.conn, &req.id, code, message);
+        if m.pid.is_host() {
+            return refuse(&mut self.fx, ErrorCode::Forbidden, "the host is always present in its sessions".into());
+        }
+        let mut me = self.people.participants.get_mut(m.participant).expect("indexed");
+        if !me.sessions.contains(session_id) {
+            return refuse(&mut self.fx, ErrorCode::NotJoined, format!("you have not joined {session_id}"));
+        }
+        let (_, _, mut log, _) = self.sessions.get_mut(m.session).expect("indexed");
+        let left = ParticipantLeft { participant_id: m.pid.clone(), reason: "left".into() };
+        self.fx.emit(&mut log, session_id, Event::ParticipantLeft(left));
+        me.sessions.remove(session_id);
+        // Every connection of this participant stops receiving the session.
+        for (_, &other) in self.index.conns.iter() {
+            if let Ok(mut c) = self.people.conns.get_mut(other) {
+                if c.participant() == Some(&m.pid) {
+                    c.joined.remove(session_id);
+                }
+            }
+        }
+        self.fx.persist(StoreOp::PutParticipant(me.row()));
+        self.dropped.write(VoterDropped { participant: m.pid.clone(), session: Some(session_id.clone()) });
+        self.fx.reply_ok(req.conn, &req.id, Ack { ok: true });
+    }
+}
+
+/// The `snapshot` event: the session, its roster, its latest page of messages, its open votes
+/// and the text the running turn has streamed so far.
+fn snapshot(
+    session: SessionInfo,
+    roster: Vec<RosterEntry>,
+    history: &History,
+    lock: &TurnLock,
+    votes: Vec<VoteOpened>,
+    last_seq: u64,
+) -> Event {
+    let (messages, has_older) = super::history::latest_page(history);
+    let streaming_text = crate::protocol::snapshot_streaming_text(&lock.streamed);
+    Event::Snapshot(Snapshot { session, roster, messages, has_older, votes, streaming_text, last_seq })
 }

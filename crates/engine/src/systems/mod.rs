@@ -1,6 +1,7 @@
 //! Systems: one plain function per rule, grouped by installer. `engine/mod.rs` lists the installers;
 //! each installer says which [`TickSet`] its systems run in and chains them there.
-//! Parameter bundles shared by many systems are in [`params`].
+//! Parameter bundles shared by many systems are in [`params`]. Requests reach the systems routed
+//! by method ([`requests`]): each system reads only the requests it handles.
 
 pub mod agent_io;
 pub mod agent_settings;
@@ -19,6 +20,7 @@ pub mod params;
 pub mod persist_tick;
 pub mod presence;
 pub mod queries;
+pub mod requests;
 pub mod resources;
 pub mod restore;
 pub mod room_chat;

@@ -16,7 +16,8 @@
 //! Systems with many parameters destructure these at the top (`let Effects { mut staged, mut
 //! batch } = fx;`), so their rule reads exactly as before.
 
-use super::resources::{Clock, Counters, Departed, Incoming, Index, Staged, StoreRes, VoterDropped};
+use super::requests::Req;
+use super::resources::{Clock, Counters, Departed, Index, Staged, StoreRes, VoterDropped};
 use super::util;
 use crate::components::{Connection, EventLog, History, Participant, Share};
 use crate::config::EngineConfig;
@@ -49,10 +50,10 @@ impl Effects<'_> {
 
     /// Session `id`'s entity when `me` may see it; otherwise answers `not_found` and returns
     /// `None` — the one way every request naming a session checks it.
-    pub fn session_in_scope(
+    pub fn session_in_scope<T>(
         &mut self,
         index: &Index,
-        req: &Incoming,
+        req: &Req<T>,
         me: &crate::components::Participant,
         share: Option<&crate::components::Share>,
         id: &SessionId,

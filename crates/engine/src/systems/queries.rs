@@ -5,12 +5,14 @@
 //! canonicalisation (no `..`, no symlink escape) and capped in size.
 
 use super::params::*;
+use super::requests::{Lookup, Req};
 use super::resources::*;
-use super::util::{caller, in_scope, reply_err, reply_no_session, reply_ok};
+use super::util::{in_scope, reply_err, reply_no_session, reply_ok};
 use crate::components::{EventLog, Participant, Presence, Session, TurnLock, Workspace};
 use crate::config::EngineConfig;
 use crate::protocol::*;
 use bevy_ecs::prelude::*;
+use bevy_ecs::system::SystemParam;
 use std::path::Path;
 
 /// Builds the `SessionInfo` row for a session.
@@ -38,95 +40,107 @@ pub fn session_info(
     }
 }
 
-pub fn queries(
-    mut requests: MessageReader<Incoming>,
-    dir: Directory,
-    config: Res<EngineConfig>,
-    files: Res<Files>,
-    workspaces: Query<&Workspace>,
-    sessions: Query<(&Session, &TurnLock, &EventLog)>,
-    mut staged: ResMut<Staged>,
-) {
-    let Directory { index, conns, participants, shares } = dir;
+/// What the read-only requests read.
+#[derive(SystemParam)]
+pub struct Lookups<'w, 's> {
+    dir: Directory<'w, 's>,
+    config: Res<'w, EngineConfig>,
+    files: Res<'w, Files>,
+    workspaces: Query<'w, 's, &'static Workspace>,
+    sessions: Query<'w, 's, (&'static Session, &'static TurnLock, &'static EventLog)>,
+    staged: ResMut<'w, Staged>,
+}
+
+pub fn queries(mut requests: MessageReader<Req<Lookup>>, mut lookups: Lookups) {
     for req in requests.read() {
-        match &req.method {
-            Method::Ping(p) => {
-                reply_ok(
-                    &mut staged,
+        match &req.params {
+            Lookup::Ping(p) => lookups.ping(req, p),
+            Lookup::ListWorkspaces => lookups.list_workspaces(req),
+            Lookup::ListSessions(p) => lookups.list_sessions(req, p),
+            Lookup::ReadWorkspaceFile(p) => lookups.read_workspace_file(req, p),
+        }
+    }
+}
+
+impl Lookups<'_, '_> {
+    /// `ping`: answered to anyone, authenticated or not.
+    fn ping(&mut self, req: &Req<Lookup>, p: &PingParams) {
+        let result = PingResult { pong: true, nonce: p.nonce.clone(), protocol_version: PROTOCOL_VERSION };
+        reply_ok(&mut self.staged, req.conn, &req.id, result);
+    }
+
+    /// `list_workspaces`: the workspaces in the caller's scope, by id.
+    fn list_workspaces(&mut self, req: &Req<Lookup>) {
+        let Some((me, share)) = self.dir.get(req.conn) else { return };
+        let list = self
+            .dir
+            .index
+            .workspaces
+            .values()
+            .filter_map(|&e| self.workspaces.get(e).ok())
+            .filter(|w| in_scope(me, share, &w.id))
+            .map(|w| WorkspaceInfo {
+                id: w.id.clone(),
+                name: w.name.clone(),
+                agent: w.agent.kind.clone(),
+                // The command line names the host's paths: the host's eyes only.
+                agent_detail: me.id.is_host().then(|| w.agent.label()),
+            })
+            .collect();
+        reply_ok(&mut self.staged, req.conn, &req.id, ListWorkspacesResult { workspaces: list });
+    }
+
+    /// `list_sessions`: the sessions in the caller's scope (of one workspace, if named), by id.
+    fn list_sessions(&mut self, req: &Req<Lookup>, p: &ListSessionsParams) {
+        let Some((me, share)) = self.dir.get(req.conn) else { return };
+        let index = &self.dir.index;
+        if let Some(w) = &p.workspace_id {
+            if !index.workspaces.contains_key(w) || !in_scope(me, share, w) {
+                return reply_err(
+                    &mut self.staged,
                     req.conn,
                     &req.id,
-                    PingResult { pong: true, nonce: p.nonce.clone(), protocol_version: PROTOCOL_VERSION },
+                    ErrorCode::NotFound,
+                    format!("no workspace {w}"),
                 );
             }
-            Method::ListWorkspaces(_) => {
-                let Some((me, share)) = caller(&index, &conns, &participants, &shares, req.conn) else { continue };
-                let list = index
-                    .workspaces
-                    .values()
-                    .filter_map(|&e| workspaces.get(e).ok())
-                    .filter(|w| in_scope(me, share, &w.id))
-                    .map(|w| WorkspaceInfo {
-                        id: w.id.clone(),
-                        name: w.name.clone(),
-                        agent: w.agent.kind.clone(),
-                        // The command line names the host's paths: the host's eyes only.
-                        agent_detail: me.id.is_host().then(|| w.agent.label()),
-                    })
-                    .collect();
-                reply_ok(&mut staged, req.conn, &req.id, ListWorkspacesResult { workspaces: list });
+        }
+        let list = index
+            .sessions
+            .values()
+            .filter_map(|&e| self.sessions.get(e).ok())
+            .filter(|(s, _, _)| in_scope(me, share, &s.workspace))
+            .filter(|(s, _, _)| p.workspace_id.as_ref().is_none_or(|w| *w == s.workspace))
+            .map(|(s, l, g)| SessionInfo {
+                read_seq: me.read.get(&s.id).copied(),
+                ..session_info(s, l, g, &mut self.dir.participants.iter(), &s.agent.kind)
+            })
+            .collect();
+        reply_ok(&mut self.staged, req.conn, &req.id, ListSessionsResult { sessions: list });
+    }
+
+    /// `read_workspace_file`: a file of the session's workspace, through [`Files`].
+    fn read_workspace_file(&mut self, req: &Req<Lookup>, p: &ReadFileParams) {
+        let Some((me, share)) = self.dir.get(req.conn) else { return };
+        let index = &self.dir.index;
+        let Some(e) = index.session_in_scope(me, share, &p.session_id) else {
+            return reply_no_session(&mut self.staged, req.conn, &req.id, &p.session_id);
+        };
+        let Ok((s, _, _)) = self.sessions.get(e) else { return };
+        let Some(w) = index.workspaces.get(&s.workspace).and_then(|&e| self.workspaces.get(e).ok()) else {
+            return reply_err(&mut self.staged, req.conn, &req.id, ErrorCode::NotFound, "workspace missing");
+        };
+        let staged = &mut self.staged;
+        match self.files.0.read(Path::new(&w.dir), &p.path, self.config.max_file_bytes) {
+            // Control characters take six bytes each on the wire: the frame bound holds.
+            Ok((_, content)) if crate::protocol::json_len(&content) > crate::protocol::MAX_HOST_FRAME_BYTES / 2 => {
+                let why = "the file is mostly control characters and too large to send as text";
+                reply_err(staged, req.conn, &req.id, ErrorCode::FileRefused, why)
             }
-            Method::ListSessions(p) => {
-                let Some((me, share)) = caller(&index, &conns, &participants, &shares, req.conn) else { continue };
-                if let Some(w) = &p.workspace_id {
-                    if !index.workspaces.contains_key(w) || !in_scope(me, share, w) {
-                        reply_err(&mut staged, req.conn, &req.id, ErrorCode::NotFound, format!("no workspace {w}"));
-                        continue;
-                    }
-                }
-                let list = index
-                    .sessions
-                    .values()
-                    .filter_map(|&e| sessions.get(e).ok())
-                    .filter(|(s, _, _)| in_scope(me, share, &s.workspace))
-                    .filter(|(s, _, _)| p.workspace_id.as_ref().is_none_or(|w| *w == s.workspace))
-                    .map(|(s, l, g)| SessionInfo {
-                        read_seq: me.read.get(&s.id).copied(),
-                        ..session_info(s, l, g, &mut participants.iter(), &s.agent.kind)
-                    })
-                    .collect();
-                reply_ok(&mut staged, req.conn, &req.id, ListSessionsResult { sessions: list });
+            Ok((size, content)) => {
+                reply_ok(staged, req.conn, &req.id, ReadFileResult { path: p.path.clone(), size, content })
             }
-            Method::ReadWorkspaceFile(p) => {
-                let Some((me, share)) = caller(&index, &conns, &participants, &shares, req.conn) else { continue };
-                let Some(e) = index.session_in_scope(me, share, &p.session_id) else {
-                    reply_no_session(&mut staged, req.conn, &req.id, &p.session_id);
-                    continue;
-                };
-                let Ok((s, _, _)) = sessions.get(e) else { continue };
-                let Some(w) = index.workspaces.get(&s.workspace).and_then(|&e| workspaces.get(e).ok()) else {
-                    reply_err(&mut staged, req.conn, &req.id, ErrorCode::NotFound, "workspace missing");
-                    continue;
-                };
-                match files.0.read(Path::new(&w.dir), &p.path, config.max_file_bytes) {
-                    // Control characters take six bytes each on the wire: the frame bound holds.
-                    Ok((_, content))
-                        if crate::protocol::json_len(&content) > crate::protocol::MAX_HOST_FRAME_BYTES / 2 =>
-                    {
-                        reply_err(
-                            &mut staged,
-                            req.conn,
-                            &req.id,
-                            ErrorCode::FileRefused,
-                            "the file is mostly control characters and too large to send as text",
-                        )
-                    }
-                    Ok((size, content)) => {
-                        reply_ok(&mut staged, req.conn, &req.id, ReadFileResult { path: p.path.clone(), size, content })
-                    }
-                    Err(m) => reply_err(&mut staged, req.conn, &req.id, ErrorCode::FileRefused, m),
-                }
-            }
-            _ => {}
+            Err(m) => reply_err(staged, req.conn, &req.id, ErrorCode::FileRefused, m),
         }
     }
 }

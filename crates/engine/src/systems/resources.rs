@@ -4,11 +4,10 @@ use crate::agent::{AgentCommand, AgentOutput, AgentRuntime, InTickAgent};
 use crate::ids::{ConnId, ParticipantId, SessionId, ShareId, VoteId, WorkspaceId};
 use crate::io::{Frame, Framed, Inbound};
 use crate::persist::Store;
-use crate::protocol::{Method, VoteSubject};
+use crate::protocol::VoteSubject;
 use bevy_ecs::message::MessageRegistry;
 use bevy_ecs::prelude::*;
 use crossbeam_channel::{Receiver, Sender};
-use serde_json::Value;
 use std::collections::{BTreeMap, VecDeque};
 
 /// Engine time in milliseconds, advanced only by the driver.
@@ -157,14 +156,6 @@ pub enum Outgoing {
     Close { conn: ConnId, reason: String },
 }
 
-/// A parsed request from an authenticated-or-not connection, after the generic gate checks.
-#[derive(Message, Debug, Clone)]
-pub struct Incoming {
-    pub conn: ConnId,
-    pub id: Value,
-    pub method: Method,
-}
-
 /// Output of an agent, for the agent system.
 #[derive(Message, Debug, Clone)]
 pub struct AgentMsg(pub AgentOutput);
@@ -217,7 +208,7 @@ pub struct TurnClosed {
 /// Registers every message type, once: bevy's [`MessageRegistry`] then swaps all their buffers
 /// each tick ([`update_messages`]), so a type cannot be registered and never updated.
 pub fn add_messages(world: &mut World) {
-    MessageRegistry::register_message::<Incoming>(world);
+    super::requests::register(world);
     MessageRegistry::register_message::<AgentMsg>(world);
     MessageRegistry::register_message::<ConnClosed>(world);
     MessageRegistry::register_message::<Departed>(world);

@@ -6,6 +6,7 @@
 //! idempotent by `client_msg_id`), a host-assigned id, a seq, persisted, replayed and paged.
 
 use super::params::{Archive, Directory, Effects};
+use super::requests::{Req, SendChat, Typing};
 use super::resources::*;
 use super::turn_lock::{admit_message, new_message, Admit};
 use crate::components::*;
@@ -14,7 +15,7 @@ use crate::protocol::*;
 use bevy_ecs::prelude::*;
 
 pub fn send_chat(
-    mut requests: MessageReader<Incoming>,
+    mut requests: MessageReader<Req<SendChat>>,
     clock: Res<Clock>,
     dir: Directory,
     mut counters: ResMut<Counters>,
@@ -23,7 +24,7 @@ pub fn send_chat(
     mut archive: Archive,
 ) {
     for req in requests.read() {
-        let Method::SendChat(p) = &req.method else { continue };
+        let SendChat(p) = &req.params;
         let Some((me, share)) = dir.get(req.conn) else { continue };
         let Some(e) = fx.session_in_scope(&dir.index, req, me, share, &p.session_id) else { continue };
         let Ok((session, mut log, mut history)) = sessions.get_mut(e) else { continue };
@@ -48,14 +49,14 @@ pub const TYPING_EVERY_MS: u64 = 2_000;
 /// replayed; a second request within [`TYPING_EVERY_MS`] is answered but not passed on. Only
 /// those who may send may type (not observers or muted people), in a session they joined.
 pub fn typing(
-    mut requests: MessageReader<Incoming>,
+    mut requests: MessageReader<Req<Typing>>,
     clock: Res<Clock>,
     dir: Directory,
     mut throttle: ResMut<TypingThrottle>,
     mut fx: Effects,
 ) {
     for req in requests.read() {
-        let Method::Typing(p) = &req.method else { continue };
+        let Typing(p) = &req.params;
         let Some((me, share)) = dir.get(req.conn) else { continue };
         if fx.session_in_scope(&dir.index, req, me, share, &p.session_id).is_none() {
             continue;

@@ -3,8 +3,9 @@
 
 use super::params::*;
 use super::queries::session_info;
+use super::requests::{ForkSession, Req, SessionCommand};
 use super::resources::*;
-use super::util::{emit, reply_err, reply_history_unreadable, reply_no_session, reply_ok};
+use super::util::{emit, reply_history_unreadable, reply_no_session, reply_ok};
 use crate::components::*;
 use crate::ids::{MessageId, ParticipantId, SessionId, WorkspaceId};
 use crate::persist::{AuditRow, MessageRow, SessionRecord, StoreOp, WorkspaceRow};
@@ -12,135 +13,131 @@ use crate::protocol::Event;
 use crate::protocol::*;
 use crate::systems::resources::PersistBatch;
 use bevy_ecs::prelude::*;
+use bevy_ecs::system::SystemParam;
 
-pub fn session_admin(
-    mut requests: MessageReader<Incoming>,
-    env: TickEnv,
-    registry: Registry,
-    workspaces: Query<&Workspace>,
-    mut participants: Query<&mut Participant>,
-    mut sessions: Query<(&mut Session, &TurnLock, &mut EventLog, &mut History)>,
-    fx: Effects,
-) {
-    let Registry { mut index, mut counters, mut commands } = registry;
-    let Effects { mut staged, mut batch } = fx;
-    let TickEnv { clock, config } = env;
-    let now = clock.now;
+/// What workspace and session administration reads and writes.
+#[derive(SystemParam)]
+pub struct SessionDesk<'w, 's> {
+    env: TickEnv<'w>,
+    registry: Registry<'w, 's>,
+    workspaces: Query<'w, 's, &'static Workspace>,
+    participants: Query<'w, 's, &'static mut Participant>,
+    sessions: Query<'w, 's, (&'static mut Session, &'static TurnLock, &'static mut EventLog, &'static mut History)>,
+    fx: Effects<'w>,
+}
+
+pub fn session_admin(mut requests: MessageReader<Req<SessionCommand>>, mut desk: SessionDesk) {
     for req in requests.read() {
-        match &req.method {
-            Method::AddWorkspace(p) => {
-                if p.name.trim().is_empty() || p.dir.trim().is_empty() {
-                    reply_err(
-                        &mut staged,
-                        req.conn,
-                        &req.id,
-                        ErrorCode::InvalidParams,
-                        "name and dir must not be empty",
-                    );
-                    continue;
-                }
-                let agent = p.agent.clone().unwrap_or_default();
-                // The host's resolver (absolute, executable agent command) when it set one.
-                let agent = match config.resolve_agent.map(|resolve| resolve(&agent)) {
-                    None => agent,
-                    Some(Ok(resolved)) => resolved,
-                    Some(Err(message)) => {
-                        reply_err(&mut staged, req.conn, &req.id, ErrorCode::InvalidParams, message);
-                        continue;
-                    }
-                };
-                counters.workspace += 1;
-                let w = Workspace(WorkspaceRow {
-                    id: WorkspaceId::nth(counters.workspace),
-                    name: p.name.trim().to_string(),
-                    dir: p.dir.clone(),
-                    agent,
-                });
-                batch.push(StoreOp::PutWorkspace(w.row()));
-                let info = WorkspaceInfo {
-                    id: w.id.clone(),
-                    name: w.name.clone(),
-                    agent: w.agent.kind.clone(),
-                    agent_detail: Some(w.agent.label()),
-                };
-                let id = w.id.clone();
-                let e = commands.spawn(w).id();
-                index.workspaces.insert(id, e);
-                reply_ok(&mut staged, req.conn, &req.id, info);
-            }
-            Method::CreateSession(p) => {
-                let Some(w) = index.workspaces.get(&p.workspace_id).and_then(|&e| workspaces.get(e).ok()) else {
-                    reply_err(
-                        &mut staged,
-                        req.conn,
-                        &req.id,
-                        ErrorCode::NotFound,
-                        format!("no workspace {}", p.workspace_id),
-                    );
-                    continue;
-                };
-                let title = title_or(&p.title, "Untitled");
-                // A session may start its turns in plan mode differently from its workspace.
-                let agent =
-                    crate::persist::AgentSpec { plan_first: p.plan_first.or(w.agent.plan_first), ..w.agent.clone() };
-                let (session, lock, log) = new_session(&mut counters, &w.id, title, &agent, p.vote_deadline_ms, now);
-                let id = session.id.clone();
-                batch.push(StoreOp::PutSession(session.row(&lock, &log)));
-                let info = host_joins(&index, &mut participants, &session, &lock, &log, &mut batch);
-                let workspace = session.workspace.clone();
-                let e = commands.spawn((session, lock, log, History::default())).id();
-                index.add_session(id, workspace, e);
-                reply_ok(&mut staged, req.conn, &req.id, info);
-            }
-            Method::RenameSession(p) => {
-                let Some((mut s, lock, mut log, _)) =
-                    index.sessions.get(&p.session_id).and_then(|&e| sessions.get_mut(e).ok())
-                else {
-                    reply_no_session(&mut staged, req.conn, &req.id, &p.session_id);
-                    continue;
-                };
-                s.title = title_or(&p.title, &s.title.clone());
-                let body = Event::SessionUpdated(SessionUpdated {
-                    title: s.title.clone(),
-                    status: s.status,
-                    agent_settings: s.agent_settings.clone(),
-                });
-                emit(&mut log, &p.session_id, body, &mut batch, &mut staged);
-                batch.push(StoreOp::PutSession(s.row(lock, &log)));
-                reply_ok(&mut staged, req.conn, &req.id, Ack { ok: true });
-            }
-            Method::ClearSession(p) => {
-                let Some((mut s, lock, mut log, mut history)) =
-                    index.sessions.get(&p.session_id).and_then(|&e| sessions.get_mut(e).ok())
-                else {
-                    reply_no_session(&mut staged, req.conn, &req.id, &p.session_id);
-                    continue;
-                };
-                history.clear();
-                log.tail.clear();
-                // One meaning of "clear": the room's history and the agent's memory go together;
-                // the next turn starts the agent on a new conversation.
-                s.agent_memory = Default::default();
-                batch.push(StoreOp::ClearSession(p.session_id.clone()));
-                emit(
-                    &mut log,
-                    &p.session_id,
-                    Event::HistoryReplaced(HistoryReplaced { reason: "cleared by the host".into() }),
-                    &mut batch,
-                    &mut staged,
-                );
-                batch.push(StoreOp::PutSession(s.row(lock, &log)));
-                batch.push(StoreOp::Audit(AuditRow {
-                    at: now,
-                    actor: "host".into(),
-                    action: "session_cleared".into(),
-                    target: p.session_id.to_string(),
-                    detail: String::new(),
-                }));
-                reply_ok(&mut staged, req.conn, &req.id, Ack { ok: true });
-            }
-            _ => {}
+        match &req.params {
+            SessionCommand::AddWorkspace(p) => desk.add_workspace(req, p),
+            SessionCommand::CreateSession(p) => desk.create_session(req, p),
+            SessionCommand::RenameSession(p) => desk.rename_session(req, p),
+            SessionCommand::ClearSession(p) => desk.clear_session(req, p),
         }
+    }
+}
+
+impl SessionDesk<'_, '_> {
+    /// `add_workspace`: a new workspace (its agent command resolved by the host, if it set a
+    /// resolver).
+    fn add_workspace(&mut self, req: &Req<SessionCommand>, p: &AddWorkspaceParams) {
+        if p.name.trim().is_empty() || p.dir.trim().is_empty() {
+            let why = "name and dir must not be empty";
+            return self.fx.reply_err(req.conn, &req.id, ErrorCode::InvalidParams, why);
+        }
+        let agent = p.agent.clone().unwrap_or_default();
+        // The host's resolver (absolute, executable agent command) when it set one.
+        let agent = match self.env.config.resolve_agent.map(|resolve| resolve(&agent)) {
+            None => agent,
+            Some(Ok(resolved)) => resolved,
+            Some(Err(message)) => return self.fx.reply_err(req.conn, &req.id, ErrorCode::InvalidParams, message),
+        };
+        let Registry { index, counters, commands } = &mut self.registry;
+        counters.workspace += 1;
+        let w = Workspace(WorkspaceRow {
+            id: WorkspaceId::nth(counters.workspace),
+            name: p.name.trim().to_string(),
+            dir: p.dir.clone(),
+            agent,
+        });
+        self.fx.persist(StoreOp::PutWorkspace(w.row()));
+        let info = WorkspaceInfo {
+            id: w.id.clone(),
+            name: w.name.clone(),
+            agent: w.agent.kind.clone(),
+            agent_detail: Some(w.agent.label()),
+        };
+        let id = w.id.clone();
+        let e = commands.spawn(w).id();
+        index.workspaces.insert(id, e);
+        self.fx.reply_ok(req.conn, &req.id, info);
+    }
+
+    /// `create_session`: a new idle session in a workspace; the host joins it.
+    fn create_session(&mut self, req: &Req<SessionCommand>, p: &CreateSessionParams) {
+        let Registry { index, counters, commands } = &mut self.registry;
+        let Some(w) = index.workspaces.get(&p.workspace_id).and_then(|&e| self.workspaces.get(e).ok()) else {
+            let why = format!("no workspace {}", p.workspace_id);
+            return self.fx.reply_err(req.conn, &req.id, ErrorCode::NotFound, why);
+        };
+        let title = title_or(&p.title, "Untitled");
+        // A session may start its turns in plan mode differently from its workspace.
+        let agent = crate::persist::AgentSpec { plan_first: p.plan_first.or(w.agent.plan_first), ..w.agent.clone() };
+        let (session, lock, log) = new_session(counters, &w.id, title, &agent, p.vote_deadline_ms, self.env.clock.now);
+        let id = session.id.clone();
+        self.fx.persist(StoreOp::PutSession(session.row(&lock, &log)));
+        let info = host_joins(index, &mut self.participants, &session, &lock, &log, &mut self.fx.batch);
+        let workspace = session.workspace.clone();
+        let e = commands.spawn((session, lock, log, History::default())).id();
+        index.add_session(id, workspace, e);
+        self.fx.reply_ok(req.conn, &req.id, info);
+    }
+
+    /// `rename_session`: a new title, announced with `session_updated`.
+    fn rename_session(&mut self, req: &Req<SessionCommand>, p: &RenameSessionParams) {
+        let index = &self.registry.index;
+        let Some((mut s, lock, mut log, _)) =
+            index.sessions.get(&p.session_id).and_then(|&e| self.sessions.get_mut(e).ok())
+        else {
+            return reply_no_session(&mut self.fx.staged, req.conn, &req.id, &p.session_id);
+        };
+        s.title = title_or(&p.title, &s.title.clone());
+        let body = Event::SessionUpdated(SessionUpdated {
+            title: s.title.clone(),
+            status: s.status,
+            agent_settings: s.agent_settings.clone(),
+        });
+        self.fx.emit(&mut log, &p.session_id, body);
+        self.fx.persist(StoreOp::PutSession(s.row(lock, &log)));
+        self.fx.reply_ok(req.conn, &req.id, Ack { ok: true });
+    }
+
+    /// `clear_session`: the history and the agent's memory go; clients refetch
+    /// (`history_replaced`).
+    fn clear_session(&mut self, req: &Req<SessionCommand>, p: &SessionRef) {
+        let index = &self.registry.index;
+        let Some((mut s, lock, mut log, mut history)) =
+            index.sessions.get(&p.session_id).and_then(|&e| self.sessions.get_mut(e).ok())
+        else {
+            return reply_no_session(&mut self.fx.staged, req.conn, &req.id, &p.session_id);
+        };
+        history.clear();
+        log.tail.clear();
+        // One meaning of "clear": the room's history and the agent's memory go together;
+        // the next turn starts the agent on a new conversation.
+        s.agent_memory = Default::default();
+        self.fx.persist(StoreOp::ClearSession(p.session_id.clone()));
+        let body = Event::HistoryReplaced(HistoryReplaced { reason: "cleared by the host".into() });
+        self.fx.emit(&mut log, &p.session_id, body);
+        self.fx.persist(StoreOp::PutSession(s.row(lock, &log)));
+        self.fx.persist(StoreOp::Audit(AuditRow {
+            at: self.env.clock.now,
+            actor: "host".into(),
+            action: "session_cleared".into(),
+            target: p.session_id.to_string(),
+            detail: String::new(),
+        }));
+        self.fx.reply_ok(req.conn, &req.id, Ack { ok: true });
     }
 }
 
@@ -199,7 +196,7 @@ fn host_joins(
 /// `fork_session`: a new session holding a copy of the source's whole history (authors kept,
 /// new message ids and seqs); the host joins it.
 pub fn fork_session(
-    mut requests: MessageReader<Incoming>,
+    mut requests: MessageReader<Req<ForkSession>>,
     clock: Res<Clock>,
     registry: Registry,
     mut participants: Query<&mut Participant>,
@@ -211,7 +208,7 @@ pub fn fork_session(
     let Effects { mut staged, mut batch } = fx;
     let now = clock.now;
     for req in requests.read() {
-        let Method::ForkSession(p) = &req.method else { continue };
+        let ForkSession(p) = &req.params;
         let Some((src, history)) = index.sessions.get(&p.session_id).and_then(|&e| sessions.get(e).ok()) else {
             reply_no_session(&mut staged, req.conn, &req.id, &p.session_id);
             continue;

@@ -6,8 +6,9 @@
 //! (`participant_renamed`); its later messages carry the new name.
 
 use super::params::*;
+use super::requests::{Req, SettingsCommand};
 use super::resources::*;
-use super::util::{emit, reply_err, reply_ok, valid_display_name};
+use super::util::{emit, valid_display_name};
 use crate::components::*;
 use crate::config::EngineConfig;
 use crate::ids::ParticipantId;
@@ -15,6 +16,7 @@ use crate::persist::{AuditRow, SettingsRow, StoreOp};
 use crate::protocol::Event;
 use crate::protocol::*;
 use bevy_ecs::prelude::*;
+use bevy_ecs::system::SystemParam;
 
 /// The settings as the protocol shows them.
 pub fn host_settings(config: &EngineConfig) -> HostSettings {
@@ -25,66 +27,72 @@ pub fn host_settings(config: &EngineConfig) -> HostSettings {
     }
 }
 
-pub fn settings(
-    mut requests: MessageReader<Incoming>,
-    clock: Res<Clock>,
-    mut config: ResMut<EngineConfig>,
-    index: Res<Index>,
-    mut participants: Query<&mut Participant>,
-    mut logs: Query<&mut EventLog>,
-    fx: Effects,
-) {
-    let Effects { mut staged, mut batch } = fx;
+/// What the settings requests read and write: the settings themselves, and the host's
+/// participant and sessions (a new host name is announced in each).
+#[derive(SystemParam)]
+pub struct SettingsDesk<'w, 's> {
+    clock: Res<'w, Clock>,
+    config: ResMut<'w, EngineConfig>,
+    index: Res<'w, Index>,
+    participants: Query<'w, 's, &'static mut Participant>,
+    logs: Query<'w, 's, &'static mut EventLog>,
+    fx: Effects<'w>,
+}
+
+pub fn settings(mut requests: MessageReader<Req<SettingsCommand>>, mut desk: SettingsDesk) {
     for req in requests.read() {
-        match &req.method {
-            Method::GetSettings(_) => reply_ok(&mut staged, req.conn, &req.id, host_settings(&config)),
-            Method::UpdateSettings(p) => {
-                let name = match p.host_name.as_deref().map(host_name) {
-                    Some(Err(why)) => {
-                        reply_err(&mut staged, req.conn, &req.id, ErrorCode::InvalidParams, why);
-                        continue;
-                    }
-                    Some(Ok(name)) => Some(name),
-                    None => None,
-                };
-                let mut changed = Vec::new();
-                if let Some(name) = name.filter(|n| *n != config.host_name) {
-                    changed.push(format!("host name \"{name}\""));
-                    config.host_name = name.clone();
-                    rename_host(&index, &mut participants, &mut logs, &name, &mut batch, &mut staged);
-                }
-                if let Some(on) = p.default_consensus.filter(|on| *on != config.default_consensus) {
-                    changed.push(format!("default consensus {}", if on { "on" } else { "off" }));
-                    config.default_consensus = on;
-                }
-                if let Some(ms) = p.default_vote_deadline_ms {
-                    let deadline = (ms > 0).then_some(ms);
-                    if deadline != config.default_vote_deadline_ms {
-                        changed.push(match deadline {
-                            Some(ms) => format!("default vote deadline {} s", ms / 1000),
-                            None => "no default vote deadline".into(),
-                        });
-                        config.default_vote_deadline_ms = deadline;
-                    }
-                }
-                if !changed.is_empty() {
-                    batch.push(StoreOp::PutSettings(SettingsRow {
-                        host_name: config.host_name.clone(),
-                        default_consensus: config.default_consensus,
-                        default_vote_deadline_ms: config.default_vote_deadline_ms,
-                    }));
-                    batch.push(StoreOp::Audit(AuditRow {
-                        at: clock.now,
-                        actor: "host".into(),
-                        action: "settings_changed".into(),
-                        target: String::new(),
-                        detail: changed.join(", "),
-                    }));
-                }
-                reply_ok(&mut staged, req.conn, &req.id, host_settings(&config));
-            }
-            _ => {}
+        match &req.params {
+            SettingsCommand::GetSettings => desk.fx.reply_ok(req.conn, &req.id, host_settings(&desk.config)),
+            SettingsCommand::UpdateSettings(p) => desk.update(req, p),
         }
+    }
+}
+
+impl SettingsDesk<'_, '_> {
+    /// `update_settings`: applies what changed, saves and audits it, and answers the settings.
+    fn update(&mut self, req: &Req<SettingsCommand>, p: &UpdateSettingsParams) {
+        let name = match p.host_name.as_deref().map(host_name) {
+            Some(Err(why)) => return self.fx.reply_err(req.conn, &req.id, ErrorCode::InvalidParams, why),
+            Some(Ok(name)) => Some(name),
+            None => None,
+        };
+        let config = &mut *self.config;
+        let mut changed = Vec::new();
+        if let Some(name) = name.filter(|n| *n != config.host_name) {
+            changed.push(format!("host name \"{name}\""));
+            config.host_name = name.clone();
+            let Effects { staged, batch } = &mut self.fx;
+            rename_host(&self.index, &mut self.participants, &mut self.logs, &name, batch, staged);
+        }
+        if let Some(on) = p.default_consensus.filter(|on| *on != config.default_consensus) {
+            changed.push(format!("default consensus {}", if on { "on" } else { "off" }));
+            config.default_consensus = on;
+        }
+        if let Some(ms) = p.default_vote_deadline_ms {
+            let deadline = (ms > 0).then_some(ms);
+            if deadline != config.default_vote_deadline_ms {
+                changed.push(match deadline {
+                    Some(ms) => format!("default vote deadline {} s", ms / 1000),
+                    None => "no default vote deadline".into(),
+                });
+                config.default_vote_deadline_ms = deadline;
+            }
+        }
+        if !changed.is_empty() {
+            self.fx.persist(StoreOp::PutSettings(SettingsRow {
+                host_name: config.host_name.clone(),
+                default_consensus: config.default_consensus,
+                default_vote_deadline_ms: config.default_vote_deadline_ms,
+            }));
+            self.fx.persist(StoreOp::Audit(AuditRow {
+                at: self.clock.now,
+                actor: "host".into(),
+                action: "settings_changed".into(),
+                target: String::new(),
+                detail: changed.join(", "),
+            }));
+        }
+        self.fx.reply_ok(req.conn, &req.id, host_settings(config));
     }
 }
 

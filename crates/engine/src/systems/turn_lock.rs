@@ -6,6 +6,7 @@
 //! `client_msg_id` returns the original result without a duplicate.
 
 use super::params::{Archive, Directory, Effects, TickEnv};
+use super::requests::{CancelTurn, Req, SendMessage};
 use super::resources::*;
 use crate::agent::AgentCommand;
 use crate::components::*;
@@ -101,7 +102,7 @@ impl TurnEnds<'_> {
 }
 
 pub fn send_message(
-    mut requests: MessageReader<Incoming>,
+    mut requests: MessageReader<Req<SendMessage>>,
     env: TickEnv,
     dir: Directory,
     starts: TurnStarts,
@@ -112,7 +113,7 @@ pub fn send_message(
     let TickEnv { clock, config } = env;
     let TurnStarts { mut counters, mut agents, workspaces } = starts;
     for req in requests.read() {
-        let Method::SendMessage(p) = &req.method else { continue };
+        let SendMessage(p) = &req.params;
         let Some((me, share)) = dir.get(req.conn) else { continue };
         let Some(e) = fx.session_in_scope(&dir.index, req, me, share, &p.session_id) else { continue };
         let Ok((mut session, mut lock, mut log, mut history)) = sessions.get_mut(e) else { continue };
@@ -216,8 +217,8 @@ pub enum Admit {
 /// session was found in scope: write access (observers read only), mute, membership, the
 /// `client_msg_id` and the text; then an idempotent retry (same author and `client_msg_id`) is
 /// answered with the original result, nothing new. Replies to every refusal itself.
-pub fn admit_message(
-    req: &Incoming,
+pub fn admit_message<T>(
+    req: &Req<T>,
     p: &SendMessageParams,
     me: &Participant,
     session: &SessionId,
@@ -273,14 +274,14 @@ pub fn admit_message(
 
 /// `cancel_turn`: the holder or the host stops the running turn.
 pub fn cancel_turn(
-    mut requests: MessageReader<Incoming>,
+    mut requests: MessageReader<Req<CancelTurn>>,
     dir: Directory,
     mut agents: ResMut<Agents>,
     mut sessions: Query<(&mut Session, &mut TurnLock, &mut EventLog, &mut History)>,
     mut turns: TurnEnds,
 ) {
     for req in requests.read() {
-        let Method::CancelTurn(p) = &req.method else { continue };
+        let CancelTurn(p) = &req.params;
         let Some((me, share)) = dir.get(req.conn) else { continue };
         let Some(e) = turns.fx.session_in_scope(&dir.index, req, me, share, &p.session_id) else { continue };
         let Ok((mut session, mut lock, mut log, mut history)) = sessions.get_mut(e) else { continue };
