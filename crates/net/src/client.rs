@@ -109,13 +109,18 @@ pub async fn connect_ws(link: &Link) -> Result<WsStream, ClientError> {
 /// Runs the TLS (pinned to the link's fingerprint) and WebSocket handshakes over an already
 /// connected socket. Split from [`connect_ws`] so callers can tune the socket first.
 pub async fn handshake(tcp: TcpStream, link: &Link) -> Result<WsStream, ClientError> {
-    let addr = link.authority();
     let _ = tcp.set_nodelay(true);
+    handshake_over(tcp, link).await
+}
+
+/// [`handshake`] over any connected byte stream (a simulated network's, in tests).
+pub async fn handshake_over<S: Io + 'static>(stream: S, link: &Link) -> Result<WsStream, ClientError> {
+    let addr = link.authority();
     let (io, scheme): (Box<dyn Io>, &str) = match &link.fingerprint {
         Some(fingerprint) => {
             let config = tls::client_config_pinned(fingerprint)?;
             let connector = tokio_rustls::TlsConnector::from(config);
-            match connector.connect(tls::server_name(&link.host), tcp).await {
+            match connector.connect(tls::server_name(&link.host), stream).await {
                 Ok(stream) => (Box::new(stream), "wss"),
                 Err(source) => {
                     return Err(match tls::fingerprint_mismatch(&source) {
@@ -125,7 +130,7 @@ pub async fn handshake(tcp: TcpStream, link: &Link) -> Result<WsStream, ClientEr
                 }
             }
         }
-        None => (Box::new(tcp), "ws"),
+        None => (Box::new(stream), "ws"),
     };
     let url = format!("{scheme}://{addr}/");
     // Frames from the host can be larger than the 64 KiB request cap (snapshots of long sessions).

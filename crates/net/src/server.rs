@@ -142,11 +142,59 @@ impl ServerHandle {
     }
 }
 
+/// Where connections come from: a bound socket that hands out accepted byte streams and their
+/// peers' addresses. The server needs nothing else of it, so the same accept loop and connection
+/// code serve a real [`TcpListener`] in production and a simulated network in tests
+/// (`crates/sim/tests/net_sim.rs` runs them over turmoil's).
+pub trait Listener: Send + 'static {
+    /// An accepted connection.
+    type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+
+    /// Waits for the next connection.
+    fn accept(&self) -> impl std::future::Future<Output = std::io::Result<(Self::Stream, SocketAddr)>> + Send;
+
+    /// The address the listener is bound to.
+    fn local_addr(&self) -> std::io::Result<SocketAddr>;
+
+    /// Tunes a freshly accepted connection before its handshakes. Only real sockets have knobs
+    /// (`SO_SNDBUF`, `TCP_NODELAY`); the default does nothing.
+    fn tune(_stream: &Self::Stream, _options: &ServerOptions) {}
+}
+
+impl Listener for TcpListener {
+    type Stream = TcpStream;
+
+    fn accept(&self) -> impl std::future::Future<Output = std::io::Result<(TcpStream, SocketAddr)>> + Send {
+        TcpListener::accept(self)
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        TcpListener::local_addr(self)
+    }
+
+    fn tune(tcp: &TcpStream, options: &ServerOptions) {
+        if let Some(bytes) = options.send_buffer_bytes {
+            set_send_buffer(tcp, bytes);
+        }
+        let _ = tcp.set_nodelay(true);
+    }
+}
+
 /// Starts serving `listener` on the current tokio runtime. Every connection is announced to the
 /// engine through `inbound` with an id from `ids`. Nothing is accepted before
 /// [`ServerHandle::open`].
 pub fn start_server(
     listener: TcpListener,
+    options: ServerOptions,
+    inbound: Sender<Inbound>,
+    ids: Arc<ConnIds>,
+) -> std::io::Result<ServerHandle> {
+    start_server_on(listener, options, inbound, ids)
+}
+
+/// [`start_server`] on any [`Listener`].
+pub fn start_server_on<L: Listener>(
+    listener: L,
     options: ServerOptions,
     inbound: Sender<Inbound>,
     ids: Arc<ConnIds>,
@@ -162,8 +210,8 @@ pub fn start_server(
 /// How long graceful shutdown waits for connections to flush and close.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
-async fn accept_loop(
-    listener: TcpListener,
+async fn accept_loop<L: Listener>(
+    listener: L,
     options: ServerOptions,
     inbound: Sender<Inbound>,
     ids: Arc<ConnIds>,
@@ -185,11 +233,8 @@ async fn accept_loop(
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((tcp, peer)) => {
-                    if let Some(bytes) = options.send_buffer_bytes {
-                        set_send_buffer(&tcp, bytes);
-                    }
-                    let _ = tcp.set_nodelay(true);
+                Ok((stream, peer)) => {
+                    L::tune(&stream, &options);
                     let ctx = ConnCtx {
                         peer,
                         options: options.clone(),
@@ -198,7 +243,7 @@ async fn accept_loop(
                         shutdown: shutdown.clone(),
                     };
                     let acceptor = acceptor.clone();
-                    conns.spawn(async move { ctx.run(tcp, acceptor).await });
+                    conns.spawn(async move { ctx.run(stream, acceptor).await });
                 }
                 Err(e) => {
                     // Usually EMFILE; back off instead of spinning.
@@ -309,15 +354,18 @@ struct ConnCtx {
 }
 
 impl ConnCtx {
-    async fn run(self, tcp: TcpStream, acceptor: Option<tokio_rustls::TlsAcceptor>) {
+    async fn run<S>(self, stream: S, acceptor: Option<tokio_rustls::TlsAcceptor>)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let timeout = self.options.handshake_timeout;
         match acceptor {
-            Some(acceptor) => match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+            Some(acceptor) => match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
                 Ok(Ok(tls)) => self.websocket(tls).await,
                 Ok(Err(e)) => debug!("TLS handshake with {} failed: {e}", self.peer),
                 Err(_) => debug!("TLS handshake with {} timed out", self.peer),
             },
-            None => self.websocket(tcp).await,
+            None => self.websocket(stream).await,
         }
     }
 

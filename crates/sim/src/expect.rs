@@ -6,8 +6,12 @@
 //! contains the rest. Failures name the participant, tick and virtual time, and show the nearest
 //! frames that did arrive, so a failing scenario explains itself.
 
-use super::format::{table_to_json, EventPattern, Expect, Step, Who};
+use super::format::{
+    table_to_json, EventPattern, Expect, FinalState, ParticipantFinal, SessionFinal, ShareFinal, Step, VoteFinal, Who,
+};
 use super::runner::{Failure, Runner, Seen};
+use crate::engine::components::Participant;
+use crate::persist::MessageRow;
 use serde_json::Value;
 
 /// Whether `expected` is a subset of `actual` (see module docs).
@@ -345,266 +349,288 @@ fn enum_str<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_value(v).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
 }
 
+/// `[final]`: the engine's state at the end of the run (sessions, participants, votes, shares,
+/// the digest) and, for what is persisted, the store's. Failures come in that order.
 fn check_final(r: &mut Runner) -> Vec<Failure> {
-    let mut out = Vec::new();
     if r.engine.is_none() {
-        return out;
+        return Vec::new();
     }
     let fin = resolve_final(r, &r.sc.final_state.clone());
-    let (tick, now) = (r.tick, r.now);
-    let mut fail =
-        |what: String, who: Option<String>| out.push(Failure { what, who, tick: Some(tick), time: Some(now) });
+    let mut f = Fails { out: Vec::new(), tick: r.tick, now: r.now };
     let participants = r.participants_state();
     for (sid, want) in &fin.sessions {
-        let (s, lock, stored) = match r.session_state(sid) {
-            Some(Ok(state)) => (state.session, state.lock, state.stored),
-            Some(Err(e)) => {
-                fail(format!("final: session {sid}: cannot read its messages from the store: {e}"), None);
-                continue;
-            }
-            None => {
-                fail(format!("final: session {sid} does not exist"), None);
-                continue;
-            }
-        };
-        let got = |what: &str, g: String, w: String| format!("final: session {sid} {what} is {g}, expected {w}");
-        if let Some(w) = &want.status {
-            if s.status.as_str() != w {
-                fail(got("status", s.status.as_str().into(), w.clone()), None);
-            }
-        }
-        if let Some(w) = &want.turn_holder {
-            let g = lock.holder.as_ref().map(|h| r.handle_of(h.as_str())).unwrap_or("none".into());
-            if &g != w {
-                fail(got("turn holder", g, w.clone()), None);
-            }
-        }
-        if let Some(w) = &want.title {
-            if !str_matches(w, &s.title) {
-                fail(got("title", format!("{:?}", s.title), format!("{w:?}")), None);
-            }
-        }
-        let texts: Vec<String> = stored.iter().map(|m| m.text.clone()).collect();
-        if let Some(w) = want.messages {
-            if texts.len() != w {
-                fail(got("message count", texts.len().to_string(), format!("{w} (texts: {texts:?})")), None);
-            }
-        }
-        if let Some(w) = &want.texts {
-            let ok = w.len() == texts.len() && w.iter().zip(&texts).all(|(e, a)| str_matches(e, a));
-            if !ok {
-                fail(got("texts", format!("{texts:?}"), format!("{w:?}")), None);
-            }
-        }
-        if let Some(w) = &want.authors {
-            let authors: Vec<String> = stored.iter().map(|m| m.author_name.clone()).collect();
-            if !(authors.len() == w.len() && w.iter().zip(&authors).all(|(e, a)| str_matches(e, a))) {
-                fail(got("authors", format!("{authors:?}"), format!("{w:?}")), None);
-            }
-        }
-        for t in &want.has_texts {
-            if !texts.iter().any(|x| str_matches(t, x)) {
-                fail(format!("final: session {sid} has no message {t:?} (texts: {texts:?})"), None);
-            }
-        }
-        for t in &want.lacks_texts {
-            if texts.iter().any(|x| str_matches(t, x)) {
-                fail(format!("final: session {sid} has message {t:?} but must not"), None);
-            }
-        }
-        if let Some(w) = &want.roster {
-            let mut names: Vec<String> = participants
-                .iter()
-                .filter(|p| p.presence.is_present() && p.sessions.iter().any(|x| x.as_str() == sid))
-                .map(|p| p.display_name.clone())
-                .collect();
-            names.sort();
-            let mut w = w.clone();
-            w.sort();
-            if names != w {
-                fail(got("roster", format!("{names:?}"), format!("{w:?}")), None);
-            }
-        }
+        final_session(r, &mut f, sid, want, &participants);
     }
     for (handle, want) in &fin.participants {
-        // What the client saw and how its connections ended (also for one never authenticated).
-        if let Some(c) = r.clients.get(handle) {
-            if let Some(w) = &want.closed_by_host {
-                let ok = if w == "none" { c.closed_by_host.is_empty() } else { c.closed_by_host.contains(w) };
-                if !ok {
-                    fail(
-                        format!("final: {handle} was closed by the host with {:?}, expected {w:?}", c.closed_by_host),
-                        Some(handle.clone()),
-                    );
-                }
-            }
-            for sid in &want.saw_no_event_of {
-                let got: Vec<String> = c
-                    .seen
-                    .iter()
-                    .filter(|f| {
-                        f.json.get("event").is_some() && f.json.get("session_id").and_then(Value::as_str) == Some(sid)
-                    })
-                    .filter_map(|f| f.json.get("event").and_then(Value::as_str).map(str::to_string))
-                    .collect();
-                if !got.is_empty() {
-                    fail(
-                        format!("final: {handle} received events of {sid} but must not: {got:?}"),
-                        Some(handle.clone()),
-                    );
-                }
-            }
-        }
-        let only_connection_checks = crate::format::ParticipantFinal {
-            closed_by_host: want.closed_by_host.clone(),
-            saw_no_event_of: want.saw_no_event_of.clone(),
-            ..Default::default()
-        };
-        if *want == only_connection_checks {
-            continue; // the client need not have become a participant
-        }
-        let pid = r.clients.get(handle).and_then(|c| c.pid.clone());
-        let Some(p) = pid.as_ref().and_then(|pid| participants.iter().find(|p| p.id.as_str() == pid)) else {
-            fail(format!("final: {handle} never became a participant"), Some(handle.clone()));
-            continue;
-        };
-        let who = Some(handle.clone());
-        let got = |what: &str, g: String, w: String| format!("final: {handle} {what} is {g}, expected {w}");
-        if let Some(w) = &want.presence {
-            let g = enum_str(&p.presence.state());
-            if &g != w {
-                fail(got("presence", g, w.clone()), who.clone());
-            }
-        }
-        if let Some(w) = want.muted {
-            if p.muted != w {
-                fail(got("muted", p.muted.to_string(), w.to_string()), who.clone());
-            }
-        }
-        if let Some(w) = &want.display_name {
-            if &p.display_name != w {
-                fail(got("display name", format!("{:?}", p.display_name), format!("{w:?}")), who.clone());
-            }
-        }
-        if let Some(w) = &want.admission {
-            let g = enum_str(&p.admission);
-            if &g != w {
-                fail(got("admission", g, w.clone()), who.clone());
-            }
-        }
-        if let Some(w) = &want.id {
-            if p.id.as_str() != w {
-                fail(got("id", p.id.to_string(), w.clone()), who.clone());
-            }
-        }
-        for sid in &want.saw_every_event_of {
-            let last = r.last_seq_of(sid);
-            let seen = r.clients.get(handle).map(|c| c.last_seq(sid)).unwrap_or(0);
-            if seen < last {
-                let missing = r.clients.get(handle).map(|c| c.missing_seqs(sid, last)).unwrap_or_default();
-                fail(
-                    format!("final: {handle} saw {sid} only up to seq {seen} of {last} (missing {missing:?})"),
-                    who.clone(),
-                );
-            }
-        }
+        final_connections(r, &mut f, handle, want);
+        final_participant(r, &mut f, handle, want, &participants);
     }
     for (vid, want) in &fin.votes {
-        let state = r.vote_state(vid);
-        let (outcome, reason, answers, by) = match state {
-            Some(v) => match v.outcome {
-                Some(res) => (enum_str(&res.outcome), res.reason, res.answers, Some(res.resolved_by)),
-                None => ("open".to_string(), None, Vec::new(), None),
-            },
-            None => match resolved_event(r, vid) {
-                Some(p) => (
-                    p.get("outcome").and_then(Value::as_str).unwrap_or("").to_string(),
-                    p.get("reason").and_then(Value::as_str).map(str::to_string),
-                    p.get("answers")
-                        .and_then(Value::as_array)
-                        .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
-                        .unwrap_or_default(),
-                    p.get("resolved_by").and_then(Value::as_str).map(str::to_string),
-                ),
-                None => {
-                    fail(format!("final: vote {vid} does not exist"), None);
-                    continue;
-                }
-            },
-        };
-        if let Some(w) = &want.outcome {
-            if &outcome != w {
-                fail(format!("final: vote {vid} outcome is {outcome}, expected {w} (reason {reason:?})"), None);
-            }
-        }
-        if let Some(w) = &want.reason {
-            if !reason.as_deref().is_some_and(|g| str_matches(w, g)) {
-                fail(format!("final: vote {vid} reason is {reason:?}, expected {w:?}"), None);
-            }
-        }
-        if let Some(w) = &want.answers {
-            if &answers != w {
-                fail(format!("final: vote {vid} answers are {answers:?}, expected {w:?}"), None);
-            }
-        }
-        if let Some(w) = &want.resolved_by {
-            let w = r.resolve_str(w).unwrap_or(w.clone());
-            if by.as_deref() != Some(w.as_str()) {
-                fail(format!("final: vote {vid} resolved by {by:?}, expected {w:?}"), None);
-            }
-        }
+        final_vote(r, &mut f, vid, want);
     }
     for (label, want) in &fin.shares {
-        let Some(share) = r.share_ids.get(label).cloned().and_then(|id| r.share_state(&id)) else {
-            fail(format!("final: share {label} does not exist"), None);
-            continue;
-        };
-        if want.revoked.is_some_and(|w| w != share.revoked) {
-            fail(format!("final: share {label} revoked is {}, expected {}", share.revoked, !share.revoked), None);
+        final_share(r, &mut f, label, want);
+    }
+    final_stored_ballots_and_audit(r, &mut f, &fin);
+    final_digest(r, &mut f, &fin);
+    let mut out = f.out;
+    out.extend(check_final_stored(r, &fin));
+    out
+}
+
+/// Failures of `[final]`, each stamped with the run's last tick and virtual time.
+struct Fails {
+    out: Vec<Failure>,
+    tick: u64,
+    now: u64,
+}
+
+impl Fails {
+    fn fail(&mut self, what: String, who: Option<String>) {
+        self.out.push(Failure { what, who, tick: Some(self.tick), time: Some(self.now) });
+    }
+}
+
+/// A session's status, turn holder and title (engine), its messages (store) and its roster.
+fn final_session(r: &mut Runner, f: &mut Fails, sid: &str, want: &SessionFinal, participants: &[Participant]) {
+    let (s, lock, stored) = match r.session_state(sid) {
+        Some(Ok(state)) => (state.session, state.lock, state.stored),
+        Some(Err(e)) => {
+            return f.fail(format!("final: session {sid}: cannot read its messages from the store: {e}"), None)
         }
-        if let Some(w) = want.uses {
-            if share.uses != w {
-                fail(format!("final: share {label} uses is {}, expected {w}", share.uses), None);
-            }
+        None => return f.fail(format!("final: session {sid} does not exist"), None),
+    };
+    let got = |what: &str, g: String, w: String| format!("final: session {sid} {what} is {g}, expected {w}");
+    if let Some(w) = &want.status {
+        if s.status.as_str() != w {
+            f.fail(got("status", s.status.as_str().into(), w.clone()), None);
         }
     }
+    if let Some(w) = &want.turn_holder {
+        let g = lock.holder.as_ref().map(|h| r.handle_of(h.as_str())).unwrap_or("none".into());
+        if &g != w {
+            f.fail(got("turn holder", g, w.clone()), None);
+        }
+    }
+    if let Some(w) = &want.title {
+        if !str_matches(w, &s.title) {
+            f.fail(got("title", format!("{:?}", s.title), format!("{w:?}")), None);
+        }
+    }
+    final_messages(f, sid, want, &stored);
+    if let Some(w) = &want.roster {
+        let mut names: Vec<String> = participants
+            .iter()
+            .filter(|p| p.presence.is_present() && p.sessions.iter().any(|x| x.as_str() == sid))
+            .map(|p| p.display_name.clone())
+            .collect();
+        names.sort();
+        let mut w = w.clone();
+        w.sort();
+        if names != w {
+            f.fail(got("roster", format!("{names:?}"), format!("{w:?}")), None);
+        }
+    }
+}
+
+/// A session's stored messages: count, texts, authors, texts it must have or lack.
+fn final_messages(f: &mut Fails, sid: &str, want: &SessionFinal, stored: &[MessageRow]) {
+    let got = |what: &str, g: String, w: String| format!("final: session {sid} {what} is {g}, expected {w}");
+    let texts: Vec<String> = stored.iter().map(|m| m.text.clone()).collect();
+    if let Some(w) = want.messages {
+        if texts.len() != w {
+            f.fail(got("message count", texts.len().to_string(), format!("{w} (texts: {texts:?})")), None);
+        }
+    }
+    if let Some(w) = &want.texts {
+        let ok = w.len() == texts.len() && w.iter().zip(&texts).all(|(e, a)| str_matches(e, a));
+        if !ok {
+            f.fail(got("texts", format!("{texts:?}"), format!("{w:?}")), None);
+        }
+    }
+    if let Some(w) = &want.authors {
+        let authors: Vec<String> = stored.iter().map(|m| m.author_name.clone()).collect();
+        if !(authors.len() == w.len() && w.iter().zip(&authors).all(|(e, a)| str_matches(e, a))) {
+            f.fail(got("authors", format!("{authors:?}"), format!("{w:?}")), None);
+        }
+    }
+    for t in &want.has_texts {
+        if !texts.iter().any(|x| str_matches(t, x)) {
+            f.fail(format!("final: session {sid} has no message {t:?} (texts: {texts:?})"), None);
+        }
+    }
+    for t in &want.lacks_texts {
+        if texts.iter().any(|x| str_matches(t, x)) {
+            f.fail(format!("final: session {sid} has message {t:?} but must not"), None);
+        }
+    }
+}
+
+/// What a client saw and how its connections ended (also for one never authenticated).
+fn final_connections(r: &Runner, f: &mut Fails, handle: &str, want: &ParticipantFinal) {
+    let Some(c) = r.clients.get(handle) else { return };
+    if let Some(w) = &want.closed_by_host {
+        let ok = if w == "none" { c.closed_by_host.is_empty() } else { c.closed_by_host.contains(w) };
+        if !ok {
+            let what = format!("final: {handle} was closed by the host with {:?}, expected {w:?}", c.closed_by_host);
+            f.fail(what, Some(handle.to_string()));
+        }
+    }
+    for sid in &want.saw_no_event_of {
+        let got: Vec<String> = c
+            .seen
+            .iter()
+            .filter(|s| s.json.get("event").is_some() && s.json.get("session_id").and_then(Value::as_str) == Some(sid))
+            .filter_map(|s| s.json.get("event").and_then(Value::as_str).map(str::to_string))
+            .collect();
+        if !got.is_empty() {
+            f.fail(format!("final: {handle} received events of {sid} but must not: {got:?}"), Some(handle.to_string()));
+        }
+    }
+}
+
+/// A participant's presence, mute, name, admission and id, and the sessions it saw every event
+/// of — unless only its connections were to be checked (it need not have become a participant).
+fn final_participant(r: &mut Runner, f: &mut Fails, handle: &str, want: &ParticipantFinal, all: &[Participant]) {
+    let only_connection_checks = ParticipantFinal {
+        closed_by_host: want.closed_by_host.clone(),
+        saw_no_event_of: want.saw_no_event_of.clone(),
+        ..Default::default()
+    };
+    if *want == only_connection_checks {
+        return;
+    }
+    let who = Some(handle.to_string());
+    let pid = r.clients.get(handle).and_then(|c| c.pid.clone());
+    let Some(p) = pid.as_ref().and_then(|pid| all.iter().find(|p| p.id.as_str() == pid)) else {
+        return f.fail(format!("final: {handle} never became a participant"), who);
+    };
+    let got = |what: &str, g: String, w: String| format!("final: {handle} {what} is {g}, expected {w}");
+    let checks = [
+        want.presence.as_ref().map(|w| ("presence", enum_str(&p.presence.state()), w.clone())),
+        want.muted.map(|w| ("muted", p.muted.to_string(), w.to_string())),
+        want.display_name.as_ref().map(|w| ("display name", format!("{:?}", p.display_name), format!("{w:?}"))),
+        want.admission.as_ref().map(|w| ("admission", enum_str(&p.admission), w.clone())),
+        want.id.as_ref().map(|w| ("id", p.id.to_string(), w.clone())),
+    ];
+    for (what, g, w) in checks.into_iter().flatten() {
+        if g != w {
+            f.fail(got(what, g, w), who.clone());
+        }
+    }
+    for sid in &want.saw_every_event_of {
+        let last = r.last_seq_of(sid);
+        let seen = r.clients.get(handle).map(|c| c.last_seq(sid)).unwrap_or(0);
+        if seen < last {
+            let missing = r.clients.get(handle).map(|c| c.missing_seqs(sid, last)).unwrap_or_default();
+            let what = format!("final: {handle} saw {sid} only up to seq {seen} of {last} (missing {missing:?})");
+            f.fail(what, who.clone());
+        }
+    }
+}
+
+/// A vote's outcome, reason, answers and who resolved it: from the engine while it is pending,
+/// else from its `vote_resolved` event.
+fn final_vote(r: &mut Runner, f: &mut Fails, vid: &str, want: &VoteFinal) {
+    let (outcome, reason, answers, by) = match r.vote_state(vid) {
+        Some(v) => match v.outcome {
+            Some(res) => (enum_str(&res.outcome), res.reason, res.answers, Some(res.resolved_by)),
+            None => ("open".to_string(), None, Vec::new(), None),
+        },
+        None => match resolved_event(r, vid) {
+            Some(p) => (
+                p.get("outcome").and_then(Value::as_str).unwrap_or("").to_string(),
+                p.get("reason").and_then(Value::as_str).map(str::to_string),
+                p.get("answers")
+                    .and_then(Value::as_array)
+                    .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
+                    .unwrap_or_default(),
+                p.get("resolved_by").and_then(Value::as_str).map(str::to_string),
+            ),
+            None => return f.fail(format!("final: vote {vid} does not exist"), None),
+        },
+    };
+    if let Some(w) = &want.outcome {
+        if &outcome != w {
+            f.fail(format!("final: vote {vid} outcome is {outcome}, expected {w} (reason {reason:?})"), None);
+        }
+    }
+    if let Some(w) = &want.reason {
+        if !reason.as_deref().is_some_and(|g| str_matches(w, g)) {
+            f.fail(format!("final: vote {vid} reason is {reason:?}, expected {w:?}"), None);
+        }
+    }
+    if let Some(w) = &want.answers {
+        if &answers != w {
+            f.fail(format!("final: vote {vid} answers are {answers:?}, expected {w:?}"), None);
+        }
+    }
+    if let Some(w) = &want.resolved_by {
+        let w = r.resolve_str(w).unwrap_or(w.clone());
+        if by.as_deref() != Some(w.as_str()) {
+            f.fail(format!("final: vote {vid} resolved by {by:?}, expected {w:?}"), None);
+        }
+    }
+}
+
+/// A share's revocation and use count.
+fn final_share(r: &mut Runner, f: &mut Fails, label: &str, want: &ShareFinal) {
+    let Some(share) = r.share_ids.get(label).cloned().and_then(|id| r.share_state(&id)) else {
+        return f.fail(format!("final: share {label} does not exist"), None);
+    };
+    if want.revoked.is_some_and(|w| w != share.revoked) {
+        f.fail(format!("final: share {label} revoked is {}, expected {}", share.revoked, !share.revoked), None);
+    }
+    if let Some(w) = want.uses {
+        if share.uses != w {
+            f.fail(format!("final: share {label} uses is {}, expected {w}", share.uses), None);
+        }
+    }
+}
+
+/// Votes' ballots and the audit log, as the store holds them.
+fn final_stored_ballots_and_audit(r: &mut Runner, f: &mut Fails, fin: &FinalState) {
     for (vid, want) in &fin.votes {
         let Some(w) = &want.ballots else { continue };
         let mut w = w.clone();
         w.sort();
         match r.stored_ballots(vid) {
             Ok(got) if got == w => {}
-            Ok(got) => fail(format!("final: vote {vid} stored ballots are {got:?}, expected {w:?}"), None),
-            Err(e) => fail(format!("final: vote {vid}: cannot read its ballots from the store: {e}"), None),
+            Ok(got) => f.fail(format!("final: vote {vid} stored ballots are {got:?}, expected {w:?}"), None),
+            Err(e) => f.fail(format!("final: vote {vid}: cannot read its ballots from the store: {e}"), None),
         }
     }
-    if !fin.audit.is_empty() {
-        match r.stored_audit() {
-            Ok(got) => {
-                for w in &fin.audit {
-                    if !got.contains(w) {
-                        fail(format!("final: the stored audit log has no {w:?} (it has {got:?})"), None);
-                    }
+    if fin.audit.is_empty() {
+        return;
+    }
+    match r.stored_audit() {
+        Ok(got) => {
+            for w in &fin.audit {
+                if !got.contains(w) {
+                    f.fail(format!("final: the stored audit log has no {w:?} (it has {got:?})"), None);
                 }
             }
-            Err(e) => fail(format!("final: cannot read the audit log from the store: {e}"), None),
+        }
+        Err(e) => f.fail(format!("final: cannot read the audit log from the store: {e}"), None),
+    }
+}
+
+/// Lines the engine's state digest must contain or lack.
+fn final_digest(r: &mut Runner, f: &mut Fails, fin: &FinalState) {
+    if fin.digest_contains.is_empty() && fin.digest_lacks.is_empty() {
+        return;
+    }
+    let digest = r.digest();
+    for line in &fin.digest_contains {
+        if !digest.contains(line.as_str()) {
+            f.fail(format!("final: state digest lacks {line:?}"), None);
         }
     }
-    if !fin.digest_contains.is_empty() || !fin.digest_lacks.is_empty() {
-        let digest = r.digest();
-        for line in &fin.digest_contains {
-            if !digest.contains(line.as_str()) {
-                fail(format!("final: state digest lacks {line:?}"), None);
-            }
-        }
-        for line in &fin.digest_lacks {
-            if digest.contains(line.as_str()) {
-                fail(format!("final: state digest contains {line:?}"), None);
-            }
+    for line in &fin.digest_lacks {
+        if digest.contains(line.as_str()) {
+            f.fail(format!("final: state digest contains {line:?}"), None);
         }
     }
-    out.extend(check_final_stored(r, &fin));
-    out
 }
 
 /// The persisted fields of `[final]` checked once more against what the store holds (what a

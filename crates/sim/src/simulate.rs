@@ -76,14 +76,43 @@ impl SeedOutcome {
 }
 
 /// Builds the random flow for `seed` with about `steps` steps.
+///
+/// One RNG, drawn from in a fixed order: the host, workspaces, sessions, shares, participants,
+/// then the timeline step by step. Each part below takes its draws in that order, so a seed
+/// builds the same flow whatever the parts are called.
 pub fn generate(seed: u64, steps: u64) -> Scenario {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut sc = Scenario { name: format!("simulate seed {seed}"), seed: Some(seed), ..Default::default() };
-    sc.host.grace_ms = Some(*[1_000u64, 3_000, 30_000].choose(&mut rng).expect("non-empty"));
+    draw_host(&mut rng, &mut sc);
+    let nws = draw_workspaces(&mut rng, &mut sc);
+    let nsessions = draw_sessions(&mut rng, &mut sc, nws);
+    draw_shares(&mut rng, &mut sc, nws);
+    draw_participants(&mut rng, &mut sc);
+    let t = draw_timeline(&mut rng, &mut sc, steps, nsessions);
+    // Faults of the store and changes of the host's settings are drawn from streams of their own
+    // of the seed: a seed's other steps are the same with or without them.
+    let t = storage_faults(seed, &mut sc.steps).max(t);
+    host_settings(seed, &mut sc.steps);
+    // Let every slow consumer go at the end, so the flow can settle.
+    for p in &sc.participants {
+        let release = step_at(t + 10, &p.name, "release");
+        sc.steps.push(release);
+    }
+    sc.settle_ms = Some(2_000);
+    sc
+}
+
+/// The host's grace period, vote deadline and default consensus.
+fn draw_host(rng: &mut ChaCha8Rng, sc: &mut Scenario) {
+    sc.host.grace_ms = Some(*[1_000u64, 3_000, 30_000].choose(rng).expect("non-empty"));
     if rng.random_bool(0.3) {
         sc.host.vote_deadline_ms = Some(rng.random_range(500..5_000));
     }
     sc.host.default_consensus = rng.random_bool(0.7);
+}
+
+/// One or two workspaces, each with a file, a file outside it and two symlinks; returns how many.
+fn draw_workspaces(rng: &mut ChaCha8Rng, sc: &mut Scenario) -> usize {
     let nws = rng.random_range(1..=2);
     for w in 0..nws {
         let name = ["app", "lib"][w].to_string();
@@ -104,13 +133,23 @@ pub fn generate(seed: u64, steps: u64) -> Scenario {
             agent_args: Vec::new(),
         });
     }
+    nws
+}
+
+/// One to three sessions over the workspaces, some with a vote deadline; returns how many.
+fn draw_sessions(rng: &mut ChaCha8Rng, sc: &mut Scenario, nws: usize) -> usize {
     let nsessions = rng.random_range(1..=3);
     for s in 0..nsessions {
         let workspace = sc.workspaces[s % nws].name.clone();
         let deadline = rng.random_bool(0.2).then(|| rng.random_range(300..3_000));
         sc.sessions.push(SessionDef { workspace, title: format!("session {}", s + 1), vote_deadline_ms: deadline });
     }
-    let nshares = rng.random_range(1..=3);
+    nsessions
+}
+
+/// One to three shares with random settings.
+fn draw_shares(rng: &mut ChaCha8Rng, sc: &mut Scenario, nws: usize) {
+    let nshares: usize = rng.random_range(1..=3);
     for s in 0..nshares {
         let workspaces = if nws > 1 && rng.random_bool(0.4) {
             vec![sc.workspaces[rng.random_range(0..nws)].name.clone()]
@@ -129,9 +168,13 @@ pub fn generate(seed: u64, steps: u64) -> Scenario {
             vote_deadline_ms: rng.random_bool(0.15).then(|| rng.random_range(300..3_000)),
         });
     }
+}
+
+/// Two to six participants, each pairing through one of the shares.
+fn draw_participants(rng: &mut ChaCha8Rng, sc: &mut Scenario) {
     let nparts = rng.random_range(2..=NAMES.len());
     for name in NAMES.iter().take(nparts) {
-        let share = sc.shares[rng.random_range(0..nshares)].label.clone();
+        let share = sc.shares[rng.random_range(0..sc.shares.len())].label.clone();
         sc.participants.push(ParticipantDef {
             name: name.to_string(),
             // Sometimes two people ask for the same name.
@@ -146,216 +189,297 @@ pub fn generate(seed: u64, steps: u64) -> Scenario {
             auto_refetch: true,
         });
     }
+}
+
+/// Who and what the timeline's steps pick from.
+struct Cast {
+    /// The host and every participant.
+    who_all: Vec<String>,
+    remotes: Vec<String>,
+    session_ids: Vec<String>,
+    labels: Vec<String>,
+}
+
+/// One step's picks, drawn before its action: its index and time, whoever (host or remote) does
+/// it, a remote it may concern, and a session.
+struct Pick {
+    n: u64,
+    t: u64,
+    who: String,
+    remote: String,
+    session: String,
+}
+
+/// A step as drawn, before it becomes a [`Step`]: a burst (`repeat`), and how far a clock
+/// jump moves the later steps.
+struct Draw {
+    who: String,
+    action: &'static str,
+    params: toml::Table,
+    repeat: Option<u32>,
+    jumped: u64,
+}
+
+impl Draw {
+    fn set(&mut self, key: &str, value: toml::Value) {
+        self.params.insert(key.to_string(), value);
+    }
+
+    /// Who does it and what; the parameters are set before or after.
+    fn is(&mut self, who: String, action: &'static str) {
+        self.who = who;
+        self.action = action;
+    }
+}
+
+/// The timeline: `steps` random requests and faults, 0 to 50 ms apart. Returns the time of the
+/// last one (after any clock jump).
+fn draw_timeline(rng: &mut ChaCha8Rng, sc: &mut Scenario, steps: u64, nsessions: usize) -> u64 {
     let mut who_all: Vec<String> = vec!["host".into()];
     who_all.extend(sc.participants.iter().map(|p| p.name.clone()));
-    let remotes: Vec<String> = sc.participants.iter().map(|p| p.name.clone()).collect();
-    let session_ids: Vec<String> = (1..=nsessions).map(|i| format!("s{i}")).collect();
-    let labels: Vec<String> = sc.shares.iter().map(|s| s.label.clone()).collect();
+    let cast = Cast {
+        who_all,
+        remotes: sc.participants.iter().map(|p| p.name.clone()).collect(),
+        session_ids: (1..=nsessions).map(|i| format!("s{i}")).collect(),
+        labels: sc.shares.iter().map(|s| s.label.clone()).collect(),
+    };
     let mut t = 0u64;
     for n in 0..steps {
         t += rng.random_range(0..6) * 10;
-        let who = who_all.choose(&mut rng).expect("non-empty").clone();
-        let remote = remotes.choose(&mut rng).expect("non-empty").clone();
-        let session = session_ids.choose(&mut rng).expect("non-empty").clone();
-        let mut params = toml::Table::new();
-        let mut repeat = None;
-        let mut jumped = 0;
-        let mut set = |k: &str, v: toml::Value| {
-            params.insert(k.to_string(), v);
-        };
-        let (who, action) = match rng.random_range(0..100) {
-            0..=24 => {
-                set("session", session.into());
-                set("text", (*TEXTS.choose(&mut rng).expect("non-empty")).into());
-                if rng.random_bool(0.1) {
-                    set("client_msg_id", "retry-me".into());
-                }
-                (who, "send_message")
-            }
-            25..=34 => {
-                set("vote", "$vote".into());
-                let approve = rng.random_bool(0.7);
-                set("approve", approve.into());
-                if !approve {
-                    set("reason", "not like this".into());
-                }
-                (who, "vote_plan")
-            }
-            35..=41 => {
-                set("vote", "$vote".into());
-                set("answers", toml::Value::Array(vec![(*["yes", "no"].choose(&mut rng).expect("non-empty")).into()]));
-                (who, "answer_question")
-            }
-            42..=44 => {
-                set("session", session.into());
-                (who, "cancel_turn")
-            }
-            45..=47 => {
-                set("session", session.into());
-                (who, "join_session")
-            }
-            48..=49 => {
-                set("session", session.into());
-                (who, "leave_session")
-            }
-            // Moderation is host-only: now and then a remote tries it (`forbidden`).
-            50..=52 => {
-                set("participant", remote.into());
-                set("muted", rng.random_bool(0.6).into());
-                (moderator(&mut rng, &who), "mute")
-            }
-            53 => {
-                set("participant", remote.into());
-                if rng.random_bool(0.2) {
-                    set("revoke_share", true.into());
-                }
-                (moderator(&mut rng, &who), "kick")
-            }
-            54..=55 => {
-                set("participant", remote.into());
-                (moderator(&mut rng, &who), if rng.random_bool(0.7) { "admit" } else { "refuse" })
-            }
-            56..=59 => (remote, "disconnect"),
-            60..=64 => (remote, "reconnect"),
-            65..=66 => {
-                set("capacity", toml::Value::Integer(rng.random_range(0..3)));
-                (remote, "slow")
-            }
-            67..=68 => (remote, "release"),
-            69..=70 if rng.random_bool(0.4) => {
-                // The host's wall clock is set back or forward (a minute to a day): a running
-                // engine must not notice, and one restarted after it (as happens here half the
-                // time) must keep time moving and never go back.
-                let minutes = rng.random_range(1..=1440i64);
-                let by = if rng.random_bool(0.5) { -minutes } else { minutes } * 60_000;
-                let mut step = step_at(t, "host", "wall_step");
-                step.params.insert("by".into(), toml::Value::Integer(by));
-                sc.steps.push(step);
-                let then = if rng.random_bool(0.5) { "restart_host" } else { "crash_after_commit" };
-                ("host".into(), if rng.random_bool(0.5) { then } else { "wait" })
-            }
-            69..=70 => {
-                // Time moves on by `by`: later steps keep their spacing after the jump.
-                let by = rng.random_range(1..40) * 1_000;
-                set("by", toml::Value::Integer(by));
-                jumped = by as u64;
-                (who, "clock_jump")
-            }
-            71..=73 => {
-                if rng.random_bool(0.1) {
-                    // Over the 64 KiB frame cap: refused with frame_too_large, connection kept.
-                    let nonce = "x".repeat(crate::protocol::MAX_FRAME_BYTES);
-                    set("text", format!(r#"{{"id":"big","method":"ping","params":{{"nonce":"{nonce}"}}}}"#).into());
-                } else {
-                    set("text", (*BAD_FRAMES.choose(&mut rng).expect("non-empty")).into());
-                }
-                (who, "raw")
-            }
-            // Crash points: at a tick boundary (mid-turn, after a rejected message, …) or
-            // between a tick's commit and its send.
-            74 => ("host".into(), if rng.random_bool(0.5) { "restart_host" } else { "crash_after_commit" }),
-            75 => {
-                set("session", session.into());
-                ("host".into(), "agent_fail")
-            }
-            76..=77 => {
-                set("session", session.into());
-                set(
-                    "path",
-                    (*["README.md", "../secret.txt", "missing.md", "escape.md", "docs/inner.md", "docs"]
-                        .choose(&mut rng)
-                        .expect("non-empty"))
-                    .into(),
-                );
-                (who, "read_workspace_file")
-            }
-            78..=80 => (
-                who,
-                *["ping", "list_workspaces", "list_sessions", "list_shares", "list_lobby", "fetch_audit"]
-                    .choose(&mut rng)
-                    .expect("non-empty"),
-            ),
-            81 => {
-                set("session", session.into());
-                if rng.random_bool(0.5) {
-                    set("before_seq", toml::Value::Integer(rng.random_range(1..40)));
-                }
-                set("limit", toml::Value::Integer(rng.random_range(1..5)));
-                (who, "fetch_history")
-            }
-            82 => {
-                set("session", session.into());
-                set("title", format!("renamed {n}").into());
-                ("host".into(), "rename_session")
-            }
-            83 => {
-                set("session", session.into());
-                ("host".into(), "clear_session")
-            }
-            84 => {
-                set("session", session.into());
-                ("host".into(), "fork_session")
-            }
-            85 => {
-                set("share", (*labels.choose(&mut rng).expect("non-empty")).clone().into());
-                ("host".into(), if rng.random_bool(0.5) { "rotate_share" } else { "revoke_share" })
-            }
-            86..=88 => (remote, "connect"),
-            89 => {
-                // A burst in one tick, around the per-connection request budget (40).
-                repeat = Some(rng.random_range(30..50));
-                (who, "ping")
-            }
-            95 => {
-                set("session", session.into());
-                if rng.random_bool(0.5) {
-                    (who, "typing")
-                } else {
-                    set("seq", toml::Value::Integer(rng.random_range(0..30)));
-                    (who, "mark_read")
-                }
-            }
-            90..=94 => {
-                // Room chat: to the people, never to the agent, fine while someone holds the turn.
-                set("session", session.into());
-                set("text", format!("room {n}").into());
-                if rng.random_bool(0.1) {
-                    set("client_msg_id", "retry-me".into());
-                }
-                (who, "send_chat")
-            }
-            _ => {
-                set("session", session.into());
-                set("text", format!("chat {n}").into());
-                (who, "send_message")
-            }
-        };
+        let who = cast.who_all.choose(rng).expect("non-empty").clone();
+        let remote = cast.remotes.choose(rng).expect("non-empty").clone();
+        let session = cast.session_ids.choose(rng).expect("non-empty").clone();
+        let draw = draw_step(rng, &cast, Pick { n, t, who, remote, session }, &mut sc.steps);
         sc.steps.push(Step {
             at: t,
-            who,
-            action: action.into(),
+            who: draw.who,
+            action: draw.action.into(),
             conn: None,
             response: Some("any".into()),
             expect_error: None,
             error_contains: None,
             expect_result: None,
-            repeat,
-            every: repeat.map(|_| 0),
+            repeat: draw.repeat,
+            every: draw.repeat.map(|_| 0),
             then: Vec::new(),
-            params,
+            params: draw.params,
         });
-        t += jumped;
+        t += draw.jumped;
     }
-    // Faults of the store and changes of the host's settings are drawn from streams of their own
-    // of the seed: a seed's other steps are the same with or without them.
-    let t = storage_faults(seed, &mut sc.steps).max(t);
-    host_settings(seed, &mut sc.steps);
-    // Let every slow consumer go at the end, so the flow can settle.
-    for name in &remotes {
-        sc.steps.push(step_at(t + 10, name, "release"));
+    t
+}
+
+/// One step of the timeline: the roll picks its kind. A wall-clock step pushes a step of its own
+/// into `steps` first.
+fn draw_step(rng: &mut ChaCha8Rng, cast: &Cast, pick: Pick, steps: &mut Vec<Step>) -> Draw {
+    let mut draw = Draw { who: String::new(), action: "", params: toml::Table::new(), repeat: None, jumped: 0 };
+    let roll: i32 = rng.random_range(0..100);
+    match roll {
+        0..=49 => draw_conversation(rng, roll, pick, &mut draw),
+        50..=68 => draw_moderation_and_links(rng, roll, pick, &mut draw),
+        69..=70 => draw_clock(rng, pick, &mut draw, steps),
+        71..=81 => draw_odd_requests(rng, roll, pick, &mut draw),
+        82..=89 => draw_host_admin(rng, roll, cast, pick, &mut draw),
+        _ => draw_chat(rng, roll, pick, &mut draw),
     }
-    sc.settle_ms = Some(2_000);
-    sc
+    draw
+}
+
+/// Prompts, ballots, answers, cancels, joins and leaves.
+fn draw_conversation(rng: &mut ChaCha8Rng, roll: i32, pick: Pick, d: &mut Draw) {
+    let Pick { who, session, .. } = pick;
+    match roll {
+        0..=24 => {
+            d.set("session", session.into());
+            d.set("text", (*TEXTS.choose(rng).expect("non-empty")).into());
+            if rng.random_bool(0.1) {
+                d.set("client_msg_id", "retry-me".into());
+            }
+            d.is(who, "send_message")
+        }
+        25..=34 => {
+            d.set("vote", "$vote".into());
+            let approve = rng.random_bool(0.7);
+            d.set("approve", approve.into());
+            if !approve {
+                d.set("reason", "not like this".into());
+            }
+            d.is(who, "vote_plan")
+        }
+        35..=41 => {
+            d.set("vote", "$vote".into());
+            d.set("answers", toml::Value::Array(vec![(*["yes", "no"].choose(rng).expect("non-empty")).into()]));
+            d.is(who, "answer_question")
+        }
+        42..=44 => {
+            d.set("session", session.into());
+            d.is(who, "cancel_turn")
+        }
+        45..=47 => {
+            d.set("session", session.into());
+            d.is(who, "join_session")
+        }
+        _ => {
+            d.set("session", session.into());
+            d.is(who, "leave_session")
+        }
+    }
+}
+
+/// Moderation (host-only: now and then a remote tries it, `forbidden`) and a remote's link:
+/// disconnect, reconnect, slow, release.
+fn draw_moderation_and_links(rng: &mut ChaCha8Rng, roll: i32, pick: Pick, d: &mut Draw) {
+    let Pick { who, remote, .. } = pick;
+    match roll {
+        50..=52 => {
+            d.set("participant", remote.into());
+            d.set("muted", rng.random_bool(0.6).into());
+            d.is(moderator(rng, &who), "mute")
+        }
+        53 => {
+            d.set("participant", remote.into());
+            if rng.random_bool(0.2) {
+                d.set("revoke_share", true.into());
+            }
+            d.is(moderator(rng, &who), "kick")
+        }
+        54..=55 => {
+            d.set("participant", remote.into());
+            let moderator = moderator(rng, &who);
+            d.is(moderator, if rng.random_bool(0.7) { "admit" } else { "refuse" })
+        }
+        56..=59 => d.is(remote, "disconnect"),
+        60..=64 => d.is(remote, "reconnect"),
+        65..=66 => {
+            d.set("capacity", toml::Value::Integer(rng.random_range(0..3)));
+            d.is(remote, "slow")
+        }
+        _ => d.is(remote, "release"),
+    }
+}
+
+/// The host's wall clock stepped (then, half the time, a restart or a crash), or engine time
+/// jumping ahead.
+fn draw_clock(rng: &mut ChaCha8Rng, pick: Pick, d: &mut Draw, steps: &mut Vec<Step>) {
+    if rng.random_bool(0.4) {
+        // The host's wall clock is set back or forward (a minute to a day): a running
+        // engine must not notice, and one restarted after it (as happens here half the
+        // time) must keep time moving and never go back.
+        let minutes = rng.random_range(1..=1440i64);
+        let by = if rng.random_bool(0.5) { -minutes } else { minutes } * 60_000;
+        let mut step = step_at(pick.t, "host", "wall_step");
+        step.params.insert("by".into(), toml::Value::Integer(by));
+        steps.push(step);
+        let then = if rng.random_bool(0.5) { "restart_host" } else { "crash_after_commit" };
+        d.is("host".into(), if rng.random_bool(0.5) { then } else { "wait" })
+    } else {
+        // Time moves on by `by`: later steps keep their spacing after the jump.
+        let by = rng.random_range(1..40) * 1_000;
+        d.set("by", toml::Value::Integer(by));
+        d.jumped = by as u64;
+        d.is(pick.who, "clock_jump")
+    }
+}
+
+/// Bad frames, crash points, an agent failure, file reads, listings and history pages.
+fn draw_odd_requests(rng: &mut ChaCha8Rng, roll: i32, pick: Pick, d: &mut Draw) {
+    let Pick { who, session, .. } = pick;
+    match roll {
+        71..=73 => {
+            if rng.random_bool(0.1) {
+                // Over the 64 KiB frame cap: refused with frame_too_large, connection kept.
+                let nonce = "x".repeat(crate::protocol::MAX_FRAME_BYTES);
+                d.set("text", format!(r#"{{"id":"big","method":"ping","params":{{"nonce":"{nonce}"}}}}"#).into());
+            } else {
+                d.set("text", (*BAD_FRAMES.choose(rng).expect("non-empty")).into());
+            }
+            d.is(who, "raw")
+        }
+        // Crash points: at a tick boundary (mid-turn, after a rejected message, …) or
+        // between a tick's commit and its send.
+        74 => d.is("host".into(), if rng.random_bool(0.5) { "restart_host" } else { "crash_after_commit" }),
+        75 => {
+            d.set("session", session.into());
+            d.is("host".into(), "agent_fail")
+        }
+        76..=77 => {
+            d.set("session", session.into());
+            let paths = ["README.md", "../secret.txt", "missing.md", "escape.md", "docs/inner.md", "docs"];
+            d.set("path", (*paths.choose(rng).expect("non-empty")).into());
+            d.is(who, "read_workspace_file")
+        }
+        78..=80 => {
+            let listings = ["ping", "list_workspaces", "list_sessions", "list_shares", "list_lobby", "fetch_audit"];
+            d.is(who, listings.choose(rng).expect("non-empty"))
+        }
+        _ => {
+            d.set("session", session.into());
+            if rng.random_bool(0.5) {
+                d.set("before_seq", toml::Value::Integer(rng.random_range(1..40)));
+            }
+            d.set("limit", toml::Value::Integer(rng.random_range(1..5)));
+            d.is(who, "fetch_history")
+        }
+    }
+}
+
+/// The host renaming, clearing and forking sessions, rotating and revoking shares; a remote
+/// connecting; a burst of requests in one tick.
+fn draw_host_admin(rng: &mut ChaCha8Rng, roll: i32, cast: &Cast, pick: Pick, d: &mut Draw) {
+    let Pick { n, who, remote, session, .. } = pick;
+    match roll {
+        82 => {
+            d.set("session", session.into());
+            d.set("title", format!("renamed {n}").into());
+            d.is("host".into(), "rename_session")
+        }
+        83 => {
+            d.set("session", session.into());
+            d.is("host".into(), "clear_session")
+        }
+        84 => {
+            d.set("session", session.into());
+            d.is("host".into(), "fork_session")
+        }
+        85 => {
+            d.set("share", (*cast.labels.choose(rng).expect("non-empty")).clone().into());
+            d.is("host".into(), if rng.random_bool(0.5) { "rotate_share" } else { "revoke_share" })
+        }
+        86..=88 => d.is(remote, "connect"),
+        _ => {
+            // A burst in one tick, around the per-connection request budget (40).
+            d.repeat = Some(rng.random_range(30..50));
+            d.is(who, "ping")
+        }
+    }
+}
+
+/// Typing and read markers, room chat, and plain chat prompts.
+fn draw_chat(rng: &mut ChaCha8Rng, roll: i32, pick: Pick, d: &mut Draw) {
+    let Pick { n, who, session, .. } = pick;
+    d.set("session", session.into());
+    match roll {
+        95 => {
+            if rng.random_bool(0.5) {
+                d.is(who, "typing")
+            } else {
+                d.set("seq", toml::Value::Integer(rng.random_range(0..30)));
+                d.is(who, "mark_read")
+            }
+        }
+        90..=94 => {
+            // Room chat: to the people, never to the agent, fine while someone holds the turn.
+            d.set("text", format!("room {n}").into());
+            if rng.random_bool(0.1) {
+                d.set("client_msg_id", "retry-me".into());
+            }
+            d.is(who, "send_chat")
+        }
+        _ => {
+            d.set("text", format!("chat {n}").into());
+            d.is(who, "send_message")
+        }
+    }
 }
 
 /// In two flows out of five, one or two windows in which every commit fails (a full disk, a
