@@ -45,6 +45,7 @@ use roundtable_net::keepalive::Keepalive;
 use roundtable_net::link::Link;
 use roundtable_net::server::{start_server_on, ConnIds, Listener, ServerOptions};
 use roundtable_net::tls;
+use roundtable_protocol::client_session::{Attempt, ClientSession, Identity, Reconnect, Then, FIRST_BACKOFF};
 use roundtable_protocol::ids::{ConnId, MessageId, SessionId};
 use roundtable_protocol::persist::MemoryStore;
 use roundtable_protocol::protocol::*;
@@ -77,8 +78,6 @@ const TCP_SEGMENTS: usize = 4;
 const QUEUE_FRAMES: usize = 2;
 const OUTBOX_BYTES: usize = 64 * 1024;
 /// Remotes reconnect after this, doubling up to `MAX_BACKOFF` (as `roundtable join` does).
-const FIRST_BACKOFF: Duration = Duration::from_millis(200);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// A connect (TCP, TLS, WebSocket) stalled this long is given up, like a kernel's connect timeout.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(4);
 /// Faults start within this window.
@@ -289,27 +288,19 @@ async fn set_up(host: Client, shared: Shared, fingerprint: String) {
 
 // ─── a remote: the real client, behaving as `roundtable join` does ────────────────────────────
 
-/// One remote participant.
+/// One remote participant: the production network client driven by the protocol's
+/// `ClientSession` and `Reconnect` — the client rules `join` and the window follow.
 struct Remote {
     name: &'static str,
     shared: Shared,
     link: Link,
     session: SessionId,
-    resume_token: Option<String>,
-    /// Last seq seen in the session (events deduplicated by it).
-    last: u64,
-    /// The `join_session` request whose catch-up is still coming: live events until its
-    /// response are dropped (the replay or snapshot after it covers them).
-    rejoining: Option<serde_json::Value>,
+    /// Resume token, the session's last seq, rejoins: what to show and what must follow.
+    program: ClientSession,
     /// Messages not acknowledged yet (in order), resent after reconnecting.
     unsent: Vec<SendMessageParams>,
     /// Whether to resend them; off only to show that the verdict catches it.
     resend: bool,
-}
-
-enum Follow {
-    Nothing,
-    Rejoin,
 }
 
 impl Remote {
@@ -344,7 +335,8 @@ impl Remote {
     }
 
     /// Notes that the current connection ended.
-    fn closed(&self) {
+    fn closed(&mut self) {
+        self.program.closed(None);
         self.log(|r| {
             if let Some(last) = r.connections.last_mut() {
                 last.1.get_or_insert_with(now);
@@ -354,20 +346,21 @@ impl Remote {
 
     /// On a new connection: authenticate, join, resend.
     async fn enter(&mut self, client: &Client) -> Result<(), String> {
-        let resuming = self.resume_token.is_some();
-        let params = AuthenticateParams {
-            token: self.link.token.clone(),
-            display_name: self.name.into(),
-            resume_token: self.resume_token.clone(),
-        };
+        let params = self.program.authenticate(&self.link.token, self.name);
         let auth: AuthenticateResult =
             client.call(Method::Authenticate(params)).await.map_err(|e| format!("authenticate: {e}"))?;
-        if resuming && !auth.resumed {
+        let identity = self.program.authenticated(&auth);
+        if identity == Identity::Replaced {
             self.violation("a reconnect within grace did not resume the participant".into());
         }
-        self.resume_token = Some(auth.resume_token);
-        self.log(|r| r.reconnects += u32::from(resuming));
-        self.join(client).await?;
+        self.log(|r| r.reconnects += u32::from(matches!(identity, Identity::Resumed | Identity::Replaced)));
+        let joins = match self.program.rejoins() {
+            none if none.is_empty() => vec![JoinSessionParams { session_id: self.session.clone(), since_seq: None }],
+            rejoins => rejoins,
+        };
+        for params in joins {
+            self.join(client, params).await?;
+        }
         if self.resend {
             for msg in std::mem::take(&mut self.unsent) {
                 self.send(client, msg).await;
@@ -376,14 +369,16 @@ impl Remote {
         Ok(())
     }
 
-    async fn join(&mut self, client: &Client) -> Result<(), String> {
-        let params =
-            JoinSessionParams { session_id: self.session.clone(), since_seq: Some(self.last).filter(|&s| s > 0) };
-        let response = client.request_full(Method::JoinSession(params)).await.map_err(|e| format!("join: {e}"))?;
+    /// Sends a (re)join; its `Answered` marker, still ahead in the event stream, ends the
+    /// program's wait for the catch-up.
+    async fn join(&mut self, client: &Client, params: JoinSessionParams) -> Result<(), String> {
+        let program = &mut self.program;
+        let join = Method::JoinSession(params.clone());
+        let response = client
+            .request_full_with(join, |id| program.join_sent(&params, id.clone()))
+            .await
+            .map_err(|e| format!("join: {e}"))?;
         response.outcome.map_err(|e| format!("join refused: {e}"))?;
-        // Its `Answered` marker is still ahead in the event stream: until then, live events are
-        // older than the catch-up or covered by it.
-        self.rejoining = Some(response.id);
         Ok(())
     }
 
@@ -410,48 +405,37 @@ impl Remote {
         }
     }
 
-    /// Deduplicates by seq, notices gaps, records what it holds; says whether to rejoin.
-    fn on_event(&mut self, frame: &EventFrame, raw: &str) -> Follow {
+    /// Passes an event through the program; records what it shows; says what must follow.
+    fn on_event(&mut self, frame: &EventFrame, raw: &str) -> Then {
         if frame.session_id.as_ref() != Some(&self.session) {
-            return Follow::Nothing;
+            return Then::Nothing;
         }
-        if let Event::Snapshot(s) = &frame.body {
-            self.last = s.last_seq;
-            self.log(|r| {
+        let last = self.program.last_seq(&self.session);
+        let handled = self.program.event(frame);
+        match (&frame.body, frame.seq) {
+            (Event::Snapshot(s), _) if handled.show => self.log(|r| {
                 r.covered.extend(1..=s.last_seq);
                 for m in &s.messages {
                     r.chats.entry(m.message.message_id.clone()).or_default().insert(m.seq);
                 }
-            });
-            return Follow::Nothing;
-        }
-        if let Event::ResyncRequired(_) = &frame.body {
-            self.log(|r| r.resyncs += 1);
-            return Follow::Rejoin;
-        }
-        let Some(seq) = frame.seq else { return Follow::Nothing };
-        if self.rejoining.is_some() {
-            return Follow::Nothing;
-        }
-        if seq <= self.last {
-            let differs = self.log(|r| r.raw.get(&seq).is_some_and(|first| first != raw));
-            if differs {
-                self.violation(format!("seq {seq} arrived twice with different frames"));
+            }),
+            (Event::ResyncRequired(_), _) => self.log(|r| r.resyncs += 1),
+            (_, Some(seq)) if handled.show => self.log(|r| {
+                r.covered.insert(seq);
+                r.raw.insert(seq, raw.to_string());
+                if let Event::Chat(m) = &frame.body {
+                    r.chats.entry(m.message_id.clone()).or_default().insert(seq);
+                }
+            }),
+            (_, Some(seq)) if seq <= last => {
+                let differs = self.log(|r| r.raw.get(&seq).is_some_and(|first| first != raw));
+                if differs {
+                    self.violation(format!("seq {seq} arrived twice with different frames"));
+                }
             }
-            return Follow::Nothing;
+            _ => {}
         }
-        if seq > self.last + 1 {
-            return Follow::Rejoin; // a gap: the replay brings it, in order
-        }
-        self.last = seq;
-        self.log(|r| {
-            r.covered.insert(seq);
-            r.raw.insert(seq, raw.to_string());
-            if let Event::Chat(m) = &frame.body {
-                r.chats.entry(m.message_id.clone()).or_default().insert(seq);
-            }
-        });
-        Follow::Nothing
+        handled.then
     }
 
     /// Done when every remote has everything acknowledged and this one has seen it all.
@@ -481,9 +465,7 @@ async fn remote(name: &'static str, shared: Shared, sends: Vec<Duration>, resend
         shared: shared.clone(),
         link,
         session: session.clone(),
-        resume_token: None,
-        last: 0,
-        rejoining: None,
+        program: ClientSession::new(None),
         unsent: Vec::new(),
         resend,
     };
@@ -497,7 +479,12 @@ async fn remote(name: &'static str, shared: Shared, sends: Vec<Duration>, resend
         .collect();
     me.log(|r| r.planned = pending.iter().map(|(_, m)| m.client_msg_id.clone()).collect());
     let mut conn: Option<(Client, Events)> = None;
-    let mut backoff = FIRST_BACKOFF;
+    let mut reconnect = Reconnect::default();
+    // The wait before the next attempt (`join` gives up when its very first attempt fails — the
+    // link is probably wrong; here the first attempt may meet a partition, so it waits too).
+    let wait = |reconnect: &mut Reconnect, attempt| {
+        reconnect.after(attempt, std::time::Instant::now()).unwrap_or(FIRST_BACKOFF)
+    };
     let mut retry_at = Duration::ZERO;
     loop {
         if me.finished() {
@@ -511,12 +498,11 @@ async fn remote(name: &'static str, shared: Shared, sends: Vec<Duration>, resend
             match me.connect().await {
                 Ok(c) => {
                     conn = Some(c);
-                    backoff = FIRST_BACKOFF;
+                    reconnect.connected();
                 }
                 Err(e) => {
                     tracing::debug!("{name}: {e}");
-                    retry_at = now() + backoff;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    retry_at = now() + wait(&mut reconnect, Attempt::Unreachable);
                 }
             }
             continue;
@@ -531,17 +517,15 @@ async fn remote(name: &'static str, shared: Shared, sends: Vec<Duration>, resend
                 tokio::select! {
                     ev = events.recv() => match ev {
                         Some(ClientEvent::Event { frame, raw }) => {
-                            if let Follow::Rejoin = me.on_event(&frame, &raw) {
-                                if let Err(e) = me.join(&client).await {
-                                    tracing::debug!("{name}: {e}");
+                            if let Then::Join(joins) = me.on_event(&frame, &raw) {
+                                for params in joins {
+                                    if let Err(e) = me.join(&client, params).await {
+                                        tracing::debug!("{name}: {e}");
+                                    }
                                 }
                             }
                         }
-                        Some(ClientEvent::Answered { id }) => {
-                            if me.rejoining.as_ref() == Some(&id) {
-                                me.rejoining = None;
-                            }
-                        }
+                        Some(ClientEvent::Answered { id, ok }) => me.program.answered(&id, ok),
                         Some(ClientEvent::Closed { .. }) | None => {
                             me.closed();
                             closed = true;
@@ -565,10 +549,8 @@ async fn remote(name: &'static str, shared: Shared, sends: Vec<Duration>, resend
             }
         }
         if closed {
-            me.rejoining = None;
             conn = None;
-            retry_at = now() + backoff;
-            backoff = (backoff * 2).min(MAX_BACKOFF);
+            retry_at = now() + wait(&mut reconnect, Attempt::Dropped);
         }
     }
 }
