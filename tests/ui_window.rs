@@ -136,7 +136,7 @@ fn plan_card_shows_who_approved_who_is_pending_and_the_deny_reason() {
     assert_eq!(m.sessions[&s1()].info.as_ref().unwrap().status, SessionStatus::AwaitingVote);
 
     // (A replayed seq never reaches the model: the backend's ClientSession drops it, see
-    // tests/ui_backend.rs.)
+    // tests/ui_host_e2e.rs.)
     m.apply(ev(json!({"event": "vote_progress", "session_id": "s1", "seq": 9, "payload": {"vote_id": "v1",
         "required": ["p1", "p2"], "approved": ["p1"], "denied": ["p2"], "answered": [], "pending": []}})));
     m.apply(ev(json!({"event": "vote_resolved", "session_id": "s1", "seq": 10, "payload": {"vote_id": "v1",
@@ -209,7 +209,7 @@ fn history_replaced_drops_the_messages_and_refetches_a_snapshot() {
     updates.push(ev(json!({"event": "history_replaced", "session_id": "s1", "seq": 7, "payload": {"reason": "cleared by the host"}})));
     let m = model_with(updates, false);
     assert!(m.sessions[&s1()].timeline.is_empty());
-    assert!(!m.sessions[&s1()].loaded, "it waits for the snapshot the backend fetches (tests/ui_backend.rs)");
+    assert!(!m.sessions[&s1()].loaded, "it waits for the snapshot the backend fetches (tests/ui_host_e2e.rs)");
 }
 
 #[test]
