@@ -346,6 +346,8 @@ fn advertise(local: SocketAddr, fingerprint: &str) -> Option<crate::net::discove
     let addresses: Vec<std::net::Ipv4Addr> = match local.ip() {
         ip if ip.is_loopback() => return None,
         std::net::IpAddr::V4(ip) if !ip.is_unspecified() => vec![ip],
+        // Discovery is IPv4 only (so far): one IPv6 address is not advertised.
+        std::net::IpAddr::V6(ip) if !ip.is_unspecified() => return None,
         _ => match discovery::ipv4_addresses() {
             Ok(addrs) => addrs.into_iter().filter(|a| !a.is_loopback()).map(|a| a.ip).collect(),
             Err(e) => {
@@ -543,6 +545,38 @@ mod tests {
 
     fn addr(s: &str) -> SocketAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_host_on_every_interface_lists_its_lan_addresses_first_and_loopback_as_this_machine() {
+        let iface = |name: &str, ip: &str| crate::net::discovery::InterfaceAddr {
+            interface: name.into(),
+            ip: ip.parse().unwrap(),
+        };
+        let interfaces = [iface("lo", "127.0.0.1"), iface("docker0", "172.17.0.1"), iface("wlan0", "192.168.1.20")];
+        assert_eq!(
+            listening_text(addr("0.0.0.0:7447"), &interfaces),
+            "192.168.1.20:7447 (LAN), 172.17.0.1:7447 (LAN), 127.0.0.1:7447 (this machine)"
+        );
+        // Bound to one address: that address only.
+        assert_eq!(listening_text(addr("127.0.0.1:7447"), &interfaces), "127.0.0.1:7447 (this machine)");
+        assert_eq!(listening_text(addr("192.168.1.20:9000"), &interfaces), "192.168.1.20:9000 (LAN)");
+    }
+
+    #[test]
+    fn lan_listens_on_every_interface_on_the_port_of_bind() {
+        use clap::Parser as _;
+        let parse = |args: &[&str]| match crate::app::Cli::try_parse_from(args).unwrap().command {
+            Some(crate::app::Command::Serve(a) | crate::app::Command::Host(a)) => a,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(parse(&["roundtable", "serve", "--lan"]).listen_addr(), addr("0.0.0.0:7447"));
+        assert_eq!(
+            parse(&["roundtable", "host", "--lan", "--bind", "127.0.0.1:9000"]).listen_addr(),
+            addr("0.0.0.0:9000")
+        );
+        assert_eq!(parse(&["roundtable", "serve"]).listen_addr(), addr("127.0.0.1:7447"));
+        assert!(parse(&["roundtable", "serve", "--no-mdns"]).no_mdns);
     }
 
     #[test]

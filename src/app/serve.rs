@@ -73,7 +73,8 @@ pub fn host_options(args: &ServeArgs, data_dir: &std::path::Path) -> anyhow::Res
 fn lan_link_host() -> Option<String> {
     let addrs =
         crate::net::discovery::ipv4_addresses().inspect_err(|e| tracing::warn!("--lan: {e}")).unwrap_or_default();
-    crate::net::discovery::primary_lan_ipv4(&addrs).map(|ip| ip.to_string())
+    crate::net::discovery::primary_lan_ipv4(&addrs, crate::net::discovery::default_route_ipv4())
+        .map(|ip| ip.to_string())
 }
 
 /// `add_workspace`'s agent command resolved against the host's working directory and `PATH`

@@ -67,10 +67,32 @@ pub fn ipv4_addresses() -> Result<Vec<InterfaceAddr>, DiscoveryError> {
     Ok(out)
 }
 
-/// Sorts addresses best LAN address first (see [`lan_rank`]), then by address and interface, so
-/// the choice is stable whatever order the OS lists interfaces in.
+/// Sorts addresses best LAN address first (see [`lan_rank`]; among equals, real interfaces before
+/// [`is_virtual_interface`] ones), then by address and interface, so the choice is stable whatever
+/// order the OS lists interfaces in.
 pub fn sort_for_lan(addrs: &mut [InterfaceAddr]) {
-    addrs.sort_by(|a, b| lan_rank(a.ip).cmp(&lan_rank(b.ip)).then(a.ip.cmp(&b.ip)).then(a.interface.cmp(&b.interface)));
+    addrs.sort_by_key(|a| (lan_rank(a.ip), is_virtual_interface(&a.interface), a.ip, a.interface.clone()));
+}
+
+/// Interfaces that belong to containers, virtual machines and tunnels on this machine (Docker's
+/// `docker0` and `br-…`, libvirt's `virbr0`, VirtualBox, VMware, veth, tun/tap, WireGuard): their
+/// addresses are private too, but not where the LAN reaches this machine.
+pub fn is_virtual_interface(name: &str) -> bool {
+    const PREFIXES: [&str; 10] = ["docker", "br-", "virbr", "vboxnet", "vmnet", "veth", "tun", "tap", "wg", "utun"];
+    PREFIXES.iter().any(|p| name.starts_with(p))
+}
+
+/// The IPv4 address this machine would send from towards the internet (the default route's source
+/// address), if it has a default route. Asked of the OS by "connecting" a UDP socket, which sends
+/// nothing.
+pub fn default_route_ipv4() -> Option<Ipv4Addr> {
+    let socket = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).ok()?;
+    // TEST-NET-2 (RFC 5737): never a real destination, and nothing is sent anyway.
+    socket.connect((Ipv4Addr::new(198, 51, 100, 1), 9)).ok()?;
+    match socket.local_addr().ok()?.ip() {
+        IpAddr::V4(ip) if !ip.is_unspecified() => Some(ip),
+        _ => None,
+    }
 }
 
 /// How likely an address is the one people on the LAN reach this machine at (lower is better):
@@ -94,9 +116,17 @@ pub fn lan_rank(ip: Ipv4Addr) -> u8 {
     }
 }
 
-/// The address to write into links for `--lan`: the best-ranked non-loopback address, if any.
-pub fn primary_lan_ipv4(addrs: &[InterfaceAddr]) -> Option<Ipv4Addr> {
-    addrs.iter().map(|a| a.ip).filter(|ip| lan_rank(*ip) < 5).min_by_key(|ip| (lan_rank(*ip), *ip))
+/// The address to write into links for `--lan`: the default route's source address when it is one
+/// of `addrs` and not loopback (the interface this machine's traffic leaves by), else the first
+/// non-loopback address in [`sort_for_lan`] order, if any.
+pub fn primary_lan_ipv4(addrs: &[InterfaceAddr], default_route: Option<Ipv4Addr>) -> Option<Ipv4Addr> {
+    let usable = |ip: Ipv4Addr| lan_rank(ip) < 5;
+    if let Some(ip) = default_route.filter(|ip| usable(*ip) && addrs.iter().any(|a| a.ip == *ip)) {
+        return Some(ip);
+    }
+    let mut sorted = addrs.to_vec();
+    sort_for_lan(&mut sorted);
+    sorted.into_iter().map(|a| a.ip).find(|ip| usable(*ip))
 }
 
 /// What a host advertises. Deliberately no token (see the module docs).
@@ -273,17 +303,26 @@ mod tests {
             addr("wlan0", "192.168.1.20"),
             addr("eth0", "10.0.0.7"),
         ];
-        assert_eq!(primary_lan_ipv4(&addrs), Some("10.0.0.7".parse().expect("ip")));
+        assert_eq!(primary_lan_ipv4(&addrs, None), Some("10.0.0.7".parse().expect("ip")));
+        // The default route's interface wins when it is one of them; a route via loopback or via
+        // an address that is not ours does not count.
+        let ip = |s: &str| -> Ipv4Addr { s.parse().expect("ip") };
+        assert_eq!(primary_lan_ipv4(&addrs, Some(ip("192.168.1.20"))), Some(ip("192.168.1.20")));
+        assert_eq!(primary_lan_ipv4(&addrs, Some(ip("127.0.0.1"))), Some(ip("10.0.0.7")));
+        assert_eq!(primary_lan_ipv4(&addrs, Some(ip("192.168.9.9"))), Some(ip("10.0.0.7")));
+        // Docker's bridge is private too, but not the LAN.
+        let docker = [addr("docker0", "172.17.0.1"), addr("wlan0", "192.168.1.20"), addr("lo", "127.0.0.1")];
+        assert_eq!(primary_lan_ipv4(&docker, None), Some(ip("192.168.1.20")));
         sort_for_lan(&mut addrs);
         let order: Vec<String> = addrs.iter().map(|a| a.ip.to_string()).collect();
         assert_eq!(order, ["10.0.0.7", "192.168.1.20", "100.101.2.3", "169.254.9.9", "127.0.0.1"]);
         // Shared (carrier NAT/VPN) and link-local addresses are chosen only when nothing better exists.
         assert_eq!(
-            primary_lan_ipv4(&[addr("lo", "127.0.0.1"), addr("ts", "100.64.0.1")]),
+            primary_lan_ipv4(&[addr("lo", "127.0.0.1"), addr("ts", "100.64.0.1")], None),
             Some("100.64.0.1".parse().expect("ip"))
         );
-        assert_eq!(primary_lan_ipv4(&[addr("lo", "127.0.0.1")]), None);
-        assert_eq!(primary_lan_ipv4(&[]), None);
+        assert_eq!(primary_lan_ipv4(&[addr("lo", "127.0.0.1")], None), None);
+        assert_eq!(primary_lan_ipv4(&[], Some(ip("10.0.0.7"))), None);
     }
 
     #[test]
