@@ -77,6 +77,24 @@ fn serve_refuses_insecure_mode_on_a_non_loopback_address() {
     assert!(err.contains("only allowed on a loopback address"), "{err}");
 }
 
+#[test]
+fn lan_with_insecure_is_refused_on_serve_and_host() {
+    for command in ["serve", "host"] {
+        let data = tempfile::tempdir().unwrap();
+        let out = Command::new(BIN)
+            .args(["--data-dir", &data.path().display().to_string(), command, "--lan", "--insecure"])
+            .env_remove("DISPLAY")
+            .env_remove("WAYLAND_DISPLAY")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{command}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("--lan and --insecure cannot be used together"), "{command}: {err}");
+        assert!(!data.path().join("serve.json").exists(), "{command} never started");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn join_refuses_a_link_with_the_wrong_fingerprint() {
     let h = TestHost::start().await;

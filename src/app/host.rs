@@ -106,6 +106,8 @@ pub struct HostOptions {
     pub wall_clock: WallClock,
     /// Testing aid: time skipped ahead (see [`TimeSkip`]).
     pub time_skip: TimeSkip,
+    /// Advertise the host by mDNS when it listens on a non-loopback address (off: `--no-mdns`).
+    pub mdns: bool,
 }
 
 impl HostOptions {
@@ -130,6 +132,7 @@ impl HostOptions {
             inject_storage_faults: None,
             wall_clock: WallClock::default(),
             time_skip: TimeSkip::default(),
+            mdns: false,
         }
     }
 }
@@ -150,6 +153,8 @@ pub struct Host {
     pub conn_ids: Arc<ConnIds>,
     server: ServerHandle,
     engine: EngineThread,
+    /// The mDNS advertisement, withdrawn when the host is dropped.
+    advertisement: Option<crate::net::discovery::Advertisement>,
     /// Held for the host's lifetime: one host per data directory.
     _lock: crate::app::lock::DataDirLock,
 }
@@ -249,9 +254,34 @@ impl Host {
         let conn_ids = ConnIds::new();
         let server = server::start_server(listener, options.server.clone(), inbound.clone(), conn_ids.clone())?;
         let (client, events) = Client::in_process(inbound.clone(), conn_ids.next());
-        let host =
-            Host { local_addr, link_authority, fingerprint, client, inbound, conn_ids, server, engine, _lock: lock };
+        let advertisement = match &fingerprint {
+            Some(fp) if options.mdns => advertise(local_addr, fp),
+            _ => None,
+        };
+        let host = Host {
+            local_addr,
+            link_authority,
+            fingerprint,
+            client,
+            inbound,
+            conn_ids,
+            server,
+            engine,
+            advertisement,
+            _lock: lock,
+        };
         Ok((host, events))
+    }
+
+    /// Where the host can be reached, for people (see [`listening_text`]).
+    pub fn listening_text(&self) -> String {
+        let interfaces = crate::net::discovery::ipv4_addresses().unwrap_or_default();
+        listening_text(self.local_addr, &interfaces)
+    }
+
+    /// The mDNS instance name the host is advertised as on the LAN, if it is.
+    pub fn advertised_as(&self) -> Option<&str> {
+        self.advertisement.as_ref().map(|a| a.instance())
     }
 
     /// Starts accepting remotes (see [`Host::start`]).
@@ -278,6 +308,11 @@ impl Host {
     /// Graceful stop: no new connections; every socket gets a `closing` event and a close frame;
     /// the engine sees them close, runs a last tick (committing it) and stops.
     pub async fn shutdown(self) {
+        // Withdrawn first, so nobody finds a host that is closing. The goodbye waits up to a
+        // second for mDNS's thread: not on a runtime worker.
+        if let Some(advertisement) = self.advertisement {
+            let _ = tokio::task::spawn_blocking(move || drop(advertisement)).await;
+        }
         self.client.close();
         self.server.shutdown().await;
         self.engine.stop(false).await;
@@ -301,6 +336,81 @@ pub fn link_authority(public_host: Option<&str>, local: SocketAddr) -> String {
         None if local.ip().is_unspecified() => format!("127.0.0.1:{}", local.port()),
         None => local.to_string(),
     }
+}
+
+/// Advertises the host by mDNS (docs/NETWORKING.md) when it listens on a non-loopback address:
+/// every LAN IPv4 address of this machine when it listens on all of them, else the one it
+/// listens on. A failure is logged, not fatal: links work without discovery.
+fn advertise(local: SocketAddr, fingerprint: &str) -> Option<crate::net::discovery::Advertisement> {
+    use crate::net::discovery;
+    let addresses: Vec<std::net::Ipv4Addr> = match local.ip() {
+        ip if ip.is_loopback() => return None,
+        std::net::IpAddr::V4(ip) if !ip.is_unspecified() => vec![ip],
+        // Discovery is IPv4 only (so far): one IPv6 address is not advertised.
+        std::net::IpAddr::V6(ip) if !ip.is_unspecified() => return None,
+        _ => match discovery::ipv4_addresses() {
+            Ok(addrs) => addrs.into_iter().filter(|a| !a.is_loopback()).map(|a| a.ip).collect(),
+            Err(e) => {
+                tracing::warn!("not advertised on the LAN: {e}");
+                return None;
+            }
+        },
+    };
+    if addresses.is_empty() {
+        tracing::info!("not advertised on the LAN: this machine has no LAN IPv4 address");
+        return None;
+    }
+    let machine = machine_name().unwrap_or_else(|| "roundtable".to_string());
+    let advert = discovery::Advert {
+        instance: machine.clone(),
+        name: machine.clone(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        fingerprint: fingerprint.to_string(),
+        port: local.port(),
+        addresses,
+    };
+    match discovery::advertise(&advert, &machine) {
+        Ok(a) => {
+            tracing::info!("advertised on the LAN by mDNS as {}", a.fullname());
+            Some(a)
+        }
+        Err(e) => {
+            tracing::warn!("not advertised on the LAN: {e}");
+            None
+        }
+    }
+}
+
+/// This machine's host name, when the OS tells it.
+pub fn machine_name() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .or_else(|| std::env::var("COMPUTERNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+}
+
+/// Where a host bound to `local` can be reached, for people: every address of an up interface
+/// when it listens on all of them (LAN ones first), else the one address.
+pub fn listening_text(local: SocketAddr, interfaces: &[crate::net::discovery::InterfaceAddr]) -> String {
+    let label = |ip: std::net::IpAddr| if ip.is_loopback() { "this machine" } else { "LAN" };
+    let mut addrs: Vec<std::net::IpAddr> = if local.ip().is_unspecified() {
+        let mut sorted = interfaces.to_vec();
+        crate::net::discovery::sort_for_lan(&mut sorted);
+        sorted.into_iter().map(|a| std::net::IpAddr::V4(a.ip)).collect()
+    } else {
+        vec![local.ip()]
+    };
+    addrs.dedup();
+    if addrs.is_empty() {
+        return local.to_string();
+    }
+    addrs
+        .into_iter()
+        .map(|ip| format!("{} ({})", SocketAddr::new(ip, local.port()), label(ip)))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Writes `serve.json` (`{"addr":"HOST:PORT","insecure":bool,"pid":N}`) so the `share` CLI can
@@ -435,6 +545,38 @@ mod tests {
 
     fn addr(s: &str) -> SocketAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_host_on_every_interface_lists_its_lan_addresses_first_and_loopback_as_this_machine() {
+        let iface = |name: &str, ip: &str| crate::net::discovery::InterfaceAddr {
+            interface: name.into(),
+            ip: ip.parse().unwrap(),
+        };
+        let interfaces = [iface("lo", "127.0.0.1"), iface("docker0", "172.17.0.1"), iface("wlan0", "192.168.1.20")];
+        assert_eq!(
+            listening_text(addr("0.0.0.0:7447"), &interfaces),
+            "192.168.1.20:7447 (LAN), 172.17.0.1:7447 (LAN), 127.0.0.1:7447 (this machine)"
+        );
+        // Bound to one address: that address only.
+        assert_eq!(listening_text(addr("127.0.0.1:7447"), &interfaces), "127.0.0.1:7447 (this machine)");
+        assert_eq!(listening_text(addr("192.168.1.20:9000"), &interfaces), "192.168.1.20:9000 (LAN)");
+    }
+
+    #[test]
+    fn lan_listens_on_every_interface_on_the_port_of_bind() {
+        use clap::Parser as _;
+        let parse = |args: &[&str]| match crate::app::Cli::try_parse_from(args).unwrap().command {
+            Some(crate::app::Command::Serve(a) | crate::app::Command::Host(a)) => a,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(parse(&["roundtable", "serve", "--lan"]).listen_addr(), addr("0.0.0.0:7447"));
+        assert_eq!(
+            parse(&["roundtable", "host", "--lan", "--bind", "127.0.0.1:9000"]).listen_addr(),
+            addr("0.0.0.0:9000")
+        );
+        assert_eq!(parse(&["roundtable", "serve"]).listen_addr(), addr("127.0.0.1:7447"));
+        assert!(parse(&["roundtable", "serve", "--no-mdns"]).no_mdns);
     }
 
     #[test]

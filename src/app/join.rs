@@ -90,6 +90,9 @@ pub fn quote_into(quoted: &[(String, String)], prompt: &str) -> String {
 
 /// Runs `join` until `/quit`, end of input, or a final disconnect.
 pub async fn join(args: JoinArgs, data_dir: PathBuf) -> anyhow::Result<ExitCode> {
+    if args.lists_nearby_only() {
+        return list_nearby(&args).await;
+    }
     let link = Link::parse(&args.link()?)?;
     let out = Out { json: args.json };
     let name = args
@@ -114,6 +117,7 @@ pub async fn join(args: JoinArgs, data_dir: PathBuf) -> anyhow::Result<ExitCode>
         tag: format!("{:08x}", rand::random::<u32>()),
         sent: 0,
         quoted: Vec::new(),
+        nearby: args.nearby.then(|| Duration::from_secs(args.nearby_seconds)),
     };
     // Ctrl-C is taken over before anything else happens (a signal stream registers at once; the
     // `ctrl_c()` future only when first polled), so an early Ctrl-C is a clean leave too.
@@ -313,6 +317,70 @@ struct Joiner {
     sent: u64,
     /// Room chat lines `/quote` put into the next prompt: (author, text).
     quoted: Vec<(String, String)>,
+    /// `--nearby` with a link: how long to look on the LAN for the link's host when its address
+    /// does not answer.
+    nearby: Option<Duration>,
+}
+
+/// Looks for hosts on the LAN (blocking mDNS browse, off the runtime's workers).
+async fn browse_nearby(window: Duration) -> anyhow::Result<Vec<crate::net::discovery::NearbyHost>> {
+    tokio::task::spawn_blocking(move || crate::net::discovery::browse(window))
+        .await
+        .map_err(|e| anyhow::anyhow!("the LAN search stopped: {e}"))?
+        .map_err(|e| anyhow::anyhow!("cannot look for hosts on the LAN: {e}"))
+}
+
+/// One nearby host as a line: `NAME — roundtable VERSION — ADDRESSES — certificate sha256=PREFIX…`.
+pub fn nearby_line(host: &crate::net::discovery::NearbyHost) -> String {
+    let addresses: Vec<String> = host.addresses.iter().map(ToString::to_string).collect();
+    let version =
+        if host.version.is_empty() { "version unknown".to_string() } else { format!("roundtable {}", host.version) };
+    let fingerprint = if host.fingerprint_prefix.is_empty() {
+        "no certificate fingerprint".to_string()
+    } else {
+        format!("certificate sha256={}…", host.fingerprint_prefix)
+    };
+    let addresses = if addresses.is_empty() { "no IPv4 address".to_string() } else { addresses.join(", ") };
+    format!("{} — {version} — {addresses} — {fingerprint}", host.name)
+}
+
+/// `join --nearby` without a link: lists the hosts advertised on the LAN. Exits 1 when none.
+async fn list_nearby(args: &JoinArgs) -> anyhow::Result<ExitCode> {
+    let out = Out { json: args.json };
+    out.note(&format!("looking for roundtable hosts on the LAN for {} s…", args.nearby_seconds));
+    let hosts = browse_nearby(Duration::from_secs(args.nearby_seconds)).await?;
+    if hosts.is_empty() {
+        out.note(
+            "no roundtable host found on the LAN. A host is advertised when it listens on the LAN \
+             (`roundtable host --lan` or `serve --lan`, without --no-mdns); mDNS uses UDP port 5353 and \
+             does not cross routers.",
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    for host in &hosts {
+        if args.json {
+            let line = serde_json::json!({
+                "name": host.name,
+                "instance": host.instance,
+                "version": host.version,
+                "addresses": host.addresses.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "fingerprint_prefix": host.fingerprint_prefix,
+            });
+            let mut o = std::io::stdout().lock();
+            let _ = writeln!(o, "{line}");
+            let _ = o.flush();
+        } else {
+            out.note(&format!("  {}", nearby_line(host)));
+        }
+    }
+    out.note(&format!(
+        "found {} host{}. To join, ask its host for a link (`roundtable share mint`, or Invite people in the host's \
+         window): the link's token is what lets you in, and its certificate fingerprint proves the host. \
+         Then: roundtable join LINK --name NAME",
+        hosts.len(),
+        if hosts.len() == 1 { "" } else { "s" }
+    ));
+    Ok(ExitCode::SUCCESS)
 }
 
 impl Joiner {
@@ -382,12 +450,53 @@ impl Joiner {
         }
     }
 
+    /// `--nearby` with a link whose address did not answer: looks on the LAN for a host
+    /// advertising the link's fingerprint prefix and tries its addresses with the link's token and
+    /// pinned fingerprint (so a different host is refused by TLS as ever). The first that answers
+    /// becomes the link's address for this run's reconnects.
+    async fn connect_nearby(&mut self) -> Option<(Client, Events)> {
+        let window = self.nearby?;
+        let fingerprint = self.link.fingerprint.clone()?;
+        self.out.note(&format!("* {} does not answer; looking for the host on the LAN…", self.link.authority()));
+        let hosts = match browse_nearby(window).await {
+            Ok(hosts) => hosts,
+            Err(e) => {
+                self.out.note(&format!("* {e}"));
+                return None;
+            }
+        };
+        let candidates = hosts
+            .iter()
+            .filter(|h| h.matches_fingerprint(&fingerprint))
+            .flat_map(|h| h.addresses.iter().copied())
+            .filter(|a| a.ip().to_string() != self.link.host || a.port() != self.link.port);
+        for addr in candidates {
+            let link = Link { host: addr.ip().to_string(), port: addr.port(), ..self.link.clone() };
+            if let Ok(connected) = Client::connect(&link).await {
+                self.out
+                    .note(&format!("* found the host on the LAN at {addr} (mDNS; same certificate as the link pins)"));
+                self.link = link;
+                return Some(connected);
+            }
+        }
+        self.out.note("* no nearby host with the link's certificate answered");
+        None
+    }
+
     /// Connects, authenticates (resuming when we have a resume token) and enters the sessions.
     async fn connect(&mut self) -> Result<(Client, Events), Failure> {
-        let (client, events) = Client::connect(&self.link).await.map_err(|e| match e {
+        let classify = |e: ClientError| match e {
             ClientError::FingerprintMismatch { .. } | ClientError::TlsSetup(_) => Failure::Final(e.into()),
             e => Failure::Retry(e.into()),
-        })?;
+        };
+        let (client, events) = match Client::connect(&self.link).await {
+            Ok(connected) => connected,
+            Err(e @ ClientError::Connect { .. }) => match self.connect_nearby().await {
+                Some(connected) => connected,
+                None => return Err(classify(e)),
+            },
+            Err(e) => return Err(classify(e)),
+        };
         let auth = match self.authenticate(&client).await {
             Ok(a) => a,
             Err(e) if e.is_transient_refusal() => {
@@ -911,6 +1020,7 @@ mod tests {
             tag: "t".into(),
             sent: 0,
             quoted: Vec::new(),
+            nearby: None,
         }
     }
 

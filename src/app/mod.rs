@@ -138,18 +138,32 @@ pub const DEFAULT_BIND: &str = "127.0.0.1:7447";
     after_help = "Host console (when headless): type on stdin — plain text chats as the host; /help lists the host console's commands (/who, /kick, /approve, /mint, /quit…)."
 )]
 pub struct ServeArgs {
-    /// Address to listen on. The default only accepts connections from this machine;
-    /// `--bind 0.0.0.0:7447` exposes the host on your LAN, and then links need
-    /// `--public-host` naming an address the others can reach (e.g. your LAN IP).
+    /// Address to listen on. The default only accepts connections from this machine; `--lan`
+    /// is the one-flag way to be reachable from your LAN (`--bind 0.0.0.0:7447 --public-host
+    /// YOUR_LAN_IP` does the same by hand).
     #[arg(long, value_name = "ADDR", default_value = DEFAULT_BIND)]
     pub bind: SocketAddr,
+
+    /// Be reachable from your LAN: listen on every interface (0.0.0.0, on the port of `--bind`,
+    /// 7447 by default), write this machine's LAN address into links (unless `--public-host`
+    /// names another) and advertise the host by mDNS so `roundtable join --nearby` finds it
+    /// (not with `--no-mdns`). TLS only: refused with `--insecure`.
+    #[arg(long)]
+    pub lan: bool,
+
+    /// Do not advertise the host on the LAN by mDNS (a host listening on a non-loopback address
+    /// is advertised by default: its name, version and certificate fingerprint prefix — never a
+    /// token).
+    #[arg(long)]
+    pub no_mdns: bool,
 
     /// Host name or address (optionally with :PORT) written into share links, when it differs
     /// from the bind address (e.g. `--public-host 192.168.1.20` or `--public-host me.example.org:443`).
     #[arg(long, value_name = "HOST[:PORT]")]
     pub public_host: Option<String>,
 
-    /// Serve plain `ws://` without TLS. Only allowed when binding a loopback address.
+    /// Serve plain `ws://` without TLS. Only allowed when binding a loopback address (so never
+    /// with `--lan`).
     #[arg(long)]
     pub insecure: bool,
 
@@ -249,10 +263,23 @@ impl From<AfterPlanArg> for crate::agent::claude::AfterPlan {
     }
 }
 
+impl ServeArgs {
+    /// Where to listen: `--bind`, or with `--lan` every interface on `--bind`'s port.
+    pub fn listen_addr(&self) -> SocketAddr {
+        if self.lan {
+            SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), self.bind.port())
+        } else {
+            self.bind
+        }
+    }
+}
+
 impl Default for ServeArgs {
     fn default() -> Self {
         Self {
             bind: DEFAULT_BIND.parse().expect("valid default"),
+            lan: false,
+            no_mdns: false,
             public_host: None,
             insecure: false,
             mint: false,
@@ -280,7 +307,7 @@ pub struct JoinArgs {
     /// The share link (`roundtable://HOST:PORT/TOKEN#sha256=FINGERPRINT`). A link on the command
     /// line is visible to other users of this computer (`ps`); `--link-file` or
     /// `ROUNDTABLE_LINK` keep it out of sight.
-    #[arg(required_unless_present_any = ["link_file"], env = "ROUNDTABLE_LINK", hide_env_values = true)]
+    #[arg(required_unless_present_any = ["link_file", "nearby"], env = "ROUNDTABLE_LINK", hide_env_values = true)]
     pub link: Option<String>,
 
     /// Read the share link from this file (`-`: the first line of stdin).
@@ -302,9 +329,26 @@ pub struct JoinArgs {
     /// Human messages go to stderr.
     #[arg(long)]
     pub json: bool,
+
+    /// Look for hosts on the LAN (mDNS, hosts started with `--lan`). Without a link: list them
+    /// (name, version, addresses, fingerprint prefix) and exit; joining still needs a link from
+    /// the host, since its token is what lets you in. With a link: when the link's address does
+    /// not answer, try the addresses of a nearby host advertising the link's certificate
+    /// fingerprint (the link's token and pinned certificate still decide).
+    #[arg(long)]
+    pub nearby: bool,
+
+    /// How long `--nearby` listens for hosts.
+    #[arg(long, value_name = "SECONDS", default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=60))]
+    pub nearby_seconds: u64,
 }
 
 impl JoinArgs {
+    /// `join --nearby` without any link: only list the hosts found.
+    pub fn lists_nearby_only(&self) -> bool {
+        self.nearby && self.link.is_none() && self.link_file.is_none()
+    }
+
     /// The share link: from the command line, `ROUNDTABLE_LINK`, or `--link-file` (a file, or
     /// `-` for the first line of stdin).
     pub fn link(&self) -> anyhow::Result<String> {

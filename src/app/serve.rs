@@ -28,19 +28,27 @@ pub const FIRST_SESSION_TITLE: &str = "Session 1";
 
 /// Host options from the command line (shared by `serve` and the host window).
 pub fn host_options(args: &ServeArgs, data_dir: &std::path::Path) -> anyhow::Result<HostOptions> {
-    if args.insecure && !args.bind.ip().is_loopback() {
+    if args.lan && args.insecure {
+        anyhow::bail!(
+            "--lan and --insecure cannot be used together: --insecure serves plain ws:// without encryption, \
+             so it is only allowed on a loopback address, and --lan listens on every interface. Drop --insecure \
+             to serve TLS (the default; links pin the host's certificate)."
+        );
+    }
+    let bind = args.listen_addr();
+    if args.insecure && !bind.ip().is_loopback() {
         anyhow::bail!(
             "--insecure serves plain ws:// without encryption, so it is only allowed on a loopback address \
-             (e.g. --bind 127.0.0.1:7447); {} is not loopback. Drop --insecure to serve TLS (the default).",
-            args.bind
+             (e.g. --bind 127.0.0.1:7447); {bind} is not loopback. Drop --insecure to serve TLS (the default)."
         );
     }
     if let Err(e) = crate::engine::mask::Masker::new(&args.mask) {
         anyhow::bail!("invalid --mask pattern: {e}");
     }
-    let mut options = HostOptions::new(data_dir.to_path_buf(), args.bind);
-    options.public_host = args.public_host.clone();
+    let mut options = HostOptions::new(data_dir.to_path_buf(), bind);
+    options.public_host = args.public_host.clone().or_else(|| if args.lan { lan_link_host() } else { None });
     options.insecure = args.insecure;
+    options.mdns = !args.no_mdns;
     options.fresh = args.fresh;
     options.inject_storage_faults = args.inject_storage_faults.clone();
     options.wall_clock = crate::app::host::WallClock { offset_file: args.wall_clock_offset_file.clone() };
@@ -58,6 +66,15 @@ pub fn host_options(args: &ServeArgs, data_dir: &std::path::Path) -> anyhow::Res
     options.agents.max_line_bytes = args.agent_max_line_bytes;
     options.engine.resolve_agent = Some(resolve_in_host_dir);
     Ok(options)
+}
+
+/// `--lan` without `--public-host`: this machine's primary LAN IPv4 address for links. With none
+/// (no network) links name loopback, and `serve` says so at startup.
+fn lan_link_host() -> Option<String> {
+    let addrs =
+        crate::net::discovery::ipv4_addresses().inspect_err(|e| tracing::warn!("--lan: {e}")).unwrap_or_default();
+    crate::net::discovery::primary_lan_ipv4(&addrs, crate::net::discovery::default_route_ipv4())
+        .map(|ip| ip.to_string())
 }
 
 /// `add_workspace`'s agent command resolved against the host's working directory and `PATH`
@@ -183,7 +200,7 @@ pub async fn serve(args: ServeArgs, data_dir: PathBuf) -> anyhow::Result<ExitCod
     };
     announce_ready(&host, &data_dir, args.insecure);
     print_banner(&host, &data_dir, &args, &setup);
-    if args.bind.ip().is_unspecified() && args.public_host.is_none() {
+    if host.local_addr.ip().is_unspecified() && host.link_authority.starts_with("127.0.0.1:") {
         say(&format!(
             "note: listening on every interface, but links name {}; pass --public-host with an address the others can reach\n",
             host.link_authority
@@ -310,13 +327,17 @@ fn print_banner(host: &Host, data_dir: &std::path::Path, args: &ServeArgs, setup
     let mut out = String::new();
     use std::fmt::Write as _;
     let _ = writeln!(out, "roundtable host running (headless)");
+    let listening = host.listening_text();
     match &host.fingerprint {
         Some(fp) => {
-            let _ = writeln!(out, "  listening on {} — TLS, certificate sha256={fp}", host.local_addr);
+            let _ = writeln!(out, "  listening on {listening} — TLS, certificate sha256={fp}");
         }
         None => {
-            let _ = writeln!(out, "  listening on {} — plain ws:// (--insecure, loopback only)", host.local_addr);
+            let _ = writeln!(out, "  listening on {listening} — plain ws:// (--insecure, loopback only)");
         }
+    }
+    if let Some(name) = host.advertised_as() {
+        let _ = writeln!(out, "  advertised on the LAN by mDNS as \"{name}\" (`roundtable join --nearby` lists it; --no-mdns turns it off)");
     }
     let _ = writeln!(out, "  data directory: {}", data_dir.display());
     if let Some(dir) = &setup.demo_registered {

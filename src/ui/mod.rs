@@ -137,6 +137,10 @@ pub fn run_host_window(args: &mut ServeArgs, data_dir: Option<&Path>) -> anyhow:
         }
     })?;
     tracing::info!("host listening on {} (links name {})", host.local_addr, host.link_authority);
+    crate::app::serve::say(&format!("listening on {} (links name {})\n", host.listening_text(), host.link_authority));
+    if let Some(name) = host.advertised_as() {
+        crate::app::serve::say(&format!("advertised on the LAN by mDNS as \"{name}\"\n"));
+    }
 
     let wiring = Wiring::new();
     let out = wiring.outbox();
@@ -259,6 +263,10 @@ pub fn run_host(args: ServeArgs, data_dir: Option<&Path>) -> anyhow::Result<Exit
 /// `roundtable connect`: the graphical client; without a display (or when the window cannot
 /// open) it runs `join` in terminal line mode.
 pub fn run_connect(args: JoinArgs, data_dir: Option<&Path>) -> anyhow::Result<ExitCode> {
+    if args.lists_nearby_only() {
+        // The window does not list nearby hosts yet: `join --nearby` does.
+        return crate::app::run_join(args, data_dir);
+    }
     if !has_display() {
         eprintln!("no display found (DISPLAY / WAYLAND_DISPLAY unset) — joining in terminal line mode (same as `roundtable join`).");
         return crate::app::run_join(args, data_dir);

@@ -32,7 +32,25 @@ impl Proc {
 
     /// [`Proc::spawn`] with some inherited environment variables removed, then others set.
     pub fn spawn_env(name: &str, args: &[&str], cwd: &Path, set: &[(&str, String)], remove: &[&str]) -> Proc {
-        let mut cmd = Command::new(BIN);
+        Proc::spawn_command(name, Command::new(BIN), args, cwd, set, remove)
+    }
+
+    /// [`Proc::spawn`] inside a network namespace (`ip netns exec NETNS roundtable ARGS`; `ip`
+    /// execs the binary, so the child is roundtable itself).
+    pub fn spawn_in_netns(name: &str, netns: &str, args: &[&str], cwd: &Path) -> Proc {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", netns, BIN]);
+        Proc::spawn_command(name, cmd, args, cwd, &[], &[])
+    }
+
+    fn spawn_command(
+        name: &str,
+        mut cmd: Command,
+        args: &[&str],
+        cwd: &Path,
+        set: &[(&str, String)],
+        remove: &[&str],
+    ) -> Proc {
         cmd.env_remove("ROUNDTABLE_DATA_DIR").env("RUST_LOG", "warn");
         for k in remove {
             cmd.env_remove(k);

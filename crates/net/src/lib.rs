@@ -5,6 +5,7 @@
 //! - [`server`]: accept loop, TLS, WebSocket, and the bounded per-connection queues that feed
 //!   the engine's [`crate::engine::Inbound`] channel.
 //! - [`client`]: connect from a link (pinned TLS), request/response matching, events.
+//! - [`discovery`]: this machine's addresses, and finding hosts on the LAN by mDNS.
 //! - [`keepalive`]: pings both ways; a silent peer is gone.
 //! - [`known_hosts`]: remembered host fingerprints.
 //! - [`tls`], [`link`]: the host's certificate and the share link format.
@@ -15,6 +16,7 @@ use roundtable_engine as engine;
 use roundtable_protocol::{ids, protocol, token};
 
 pub mod client;
+pub mod discovery;
 pub mod keepalive;
 pub mod known_hosts;
 pub mod link;
