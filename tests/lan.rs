@@ -142,15 +142,15 @@ fn a_lan_host_is_found_by_join_nearby_in_another_namespace_and_its_link_falls_ba
     let listening = serve.expect_within("the banner", Duration::from_secs(60), |l| l.contains("listening on"));
     serve.expect("the mDNS note", |l| l.contains("advertised on the LAN by mDNS"));
     let link = serve.expect("the minted link", |l| l.trim().starts_with("roundtable://")).trim().to_string();
-    let rest = link
-        .strip_prefix(&format!("roundtable://{HOST_IP}:"))
-        .unwrap_or_else(|| panic!("the link names the LAN address: {link}"));
-    let port: u16 = rest.split('/').next().unwrap().parse().unwrap();
+    let parsed = roundtable::net::link::Link::parse(&link).expect("a valid link");
+    assert_eq!(parsed.host, HOST_IP, "the link names the LAN address first: {link}");
+    let port = parsed.port;
+    assert_eq!(parsed.also, [("127.0.0.1".to_string(), port)], "then the host's other addresses: {link}");
     assert!(
         listening.contains(&format!("listening on {HOST_IP}:{port} (LAN), 127.0.0.1:{port} (this machine)")),
         "{listening}"
     );
-    let (token, fingerprint) = rest.split_once('/').unwrap().1.split_once("#sha256=").unwrap();
+    let (token, fingerprint) = (parsed.token.as_str(), parsed.fingerprint.as_deref().expect("a TLS host"));
 
     // Found from the other namespace (mDNS probes, then announces: polled, generously).
     let deadline = Instant::now() + Duration::from_secs(90);

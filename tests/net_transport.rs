@@ -641,12 +641,7 @@ async fn the_client_gives_up_on_a_host_that_stops_answering() {
         tokio::time::sleep(Duration::from_secs(30)).await;
         drop(ws);
     });
-    let link = roundtable::net::link::Link {
-        host: "127.0.0.1".into(),
-        port: addr.port(),
-        token: "t".into(),
-        fingerprint: None,
-    };
+    let link = roundtable::net::link::Link::new("127.0.0.1", addr.port(), "t", None);
     let ws = within("the handshake", client::connect_ws(&link)).await.unwrap();
     let started = tokio::time::Instant::now();
     let (_client, mut events) = Client::over_with(ws, quick_keepalive());

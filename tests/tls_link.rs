@@ -43,7 +43,7 @@ fn identity() -> (tempfile::TempDir, Identity) {
 async fn pinned_fingerprint_from_the_link_completes_the_handshake() {
     let (_dir, id) = identity();
     let (port, server) = echo_once(tls::server_config(&id).unwrap()).await;
-    let link = Link { host: "127.0.0.1".into(), port, token: "tok".into(), fingerprint: Some(id.fingerprint.clone()) };
+    let link = Link::new("127.0.0.1", port, "tok", Some(id.fingerprint.clone()));
     let parsed = Link::parse(&link.to_string()).unwrap();
     let echoed = connect(parsed.port, parsed.fingerprint.as_deref().unwrap()).await.unwrap();
     assert_eq!(echoed, b"ping");
@@ -103,4 +103,56 @@ async fn the_pin_survives_a_host_restart() {
     let (port, server) = echo_once(tls::server_config(&after).unwrap()).await;
     assert_eq!(connect(port, &before.fingerprint).await.unwrap(), b"ping");
     server.await.unwrap().unwrap();
+}
+
+/// Serves TLS + WebSocket handshakes with `config` for as long as the test runs; returns the port.
+async fn websocket_host(config: Arc<rustls::ServerConfig>) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = TlsAcceptor::from(config.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else { return };
+                if let Ok(ws) = tokio_tungstenite::accept_async(tls).await {
+                    tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+                    drop(ws);
+                }
+            });
+        }
+    });
+    port
+}
+
+/// A port nothing listens on.
+async fn dead_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+#[tokio::test]
+async fn a_link_with_several_addresses_connects_to_the_one_that_proves_the_pinned_certificate() {
+    use roundtable::net::client::{connect_ws, ClientError};
+    let (_dir, id) = identity();
+    let (_other_dir, other) = identity();
+    let right = websocket_host(tls::server_config(&id).unwrap()).await;
+    let impostor = websocket_host(tls::server_config(&other).unwrap()).await;
+    let dead = dead_port().await;
+    let pin = Some(id.fingerprint.clone());
+    let at = |port| ("127.0.0.1".to_string(), port);
+
+    // The first address is dead, the second presents another certificate, the third is the host.
+    let link = Link { also: vec![at(impostor), at(right)], ..Link::new("127.0.0.1", dead, "tok", pin.clone()) };
+    let link = Link::parse(&link.to_string()).unwrap();
+    connect_ws(&link).await.expect("the address that proves the pin is kept");
+
+    // Alone, each wrong address fails as before, and with nothing right the first one's error is
+    // what the person sees.
+    let impostor_only = Link::new("127.0.0.1", impostor, "tok", pin.clone());
+    assert!(matches!(connect_ws(&impostor_only).await, Err(ClientError::FingerprintMismatch { .. })));
+    let nothing_right = Link { also: vec![at(impostor)], ..Link::new("127.0.0.1", dead, "tok", pin) };
+    match connect_ws(&nothing_right).await {
+        Err(ClientError::Connect { addr, .. }) => assert_eq!(addr, format!("127.0.0.1:{dead}")),
+        other => panic!("expected the first address's connect error, got {:?}", other.map(|_| ())),
+    }
 }

@@ -33,6 +33,9 @@ pub const SERVE_INFO_FILE: &str = "serve.json";
 pub struct ServeInfo {
     /// `HOST:PORT` the host listens on (`[V6]:PORT` for IPv6).
     pub addr: String,
+    /// The host's other addresses, which links name after `addr` (a host on every interface).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub also: Vec<String>,
     /// Plain `ws://` (loopback only) instead of TLS.
     #[serde(default)]
     pub insecure: bool,
@@ -346,6 +349,7 @@ struct LinkTarget {
     host: String,
     port: u16,
     fingerprint: Option<String>,
+    also: Vec<(String, u16)>,
 }
 
 impl LinkTarget {
@@ -380,11 +384,16 @@ impl LinkTarget {
             let identity = tls::load_or_create(data_dir).context("cannot load the host's TLS certificate")?;
             Some(identity.fingerprint)
         };
-        Ok(LinkTarget { host, port, fingerprint })
+        // The running host's other addresses, unless --host names the one to use.
+        let also = match (&args.host, &serve) {
+            (None, Some(s)) => s.also.iter().filter_map(|a| link::parse_host_port(a).ok()).collect(),
+            _ => Vec::new(),
+        };
+        Ok(LinkTarget { host, port, fingerprint, also })
     }
 
     fn link(&self, token: String) -> Link {
-        Link { host: self.host.clone(), port: self.port, token, fingerprint: self.fingerprint.clone() }
+        Link { also: self.also.clone(), ..Link::new(self.host.clone(), self.port, token, self.fingerprint.clone()) }
     }
 }
 
@@ -639,7 +648,7 @@ mod tests {
         let waiter = std::thread::spawn(move || {
             LinkTarget::resolve_within(&path, &LinkArgs::default(), std::time::Duration::from_secs(30)).unwrap()
         });
-        crate::app::host::write_serve_json(dir.path(), "127.0.0.1:2222", true).unwrap();
+        crate::app::host::write_serve_json(dir.path(), "127.0.0.1:2222", &[], true).unwrap();
         let target = waiter.join().unwrap();
         assert_eq!((target.host.as_str(), target.port), ("127.0.0.1", 2222));
 

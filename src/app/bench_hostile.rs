@@ -83,7 +83,7 @@ pub fn run(
     let port = free_port()?;
     let host = ServeChild::start(&dir, &dir.join("serve.log"), port, &["--insecure"])?;
     let pid = host.pid();
-    let link = Link { host: "127.0.0.1".into(), port, token, fingerprint: None };
+    let link = Link::new("127.0.0.1", port, token, None);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().worker_threads(2).build()?;
     let report = runtime.block_on(async {
         let good = bench_remote(&link, "Good").await?.0;

@@ -51,7 +51,7 @@ pub fn run(connections: usize, insecure: bool, json: bool, out: &mut dyn Write) 
     let host = ServeChild::start(dir.path(), &dir.path().join("serve.log"), port, extra)?;
     let pid = host.pid();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().worker_threads(2).build()?;
-    let link = Link { host: "127.0.0.1".into(), port, token: "bench".into(), fingerprint };
+    let link = Link::new("127.0.0.1", port, "bench", fingerprint);
     let before = rss_kib(pid)?;
     let opening = Instant::now();
     let mut sockets = Vec::with_capacity(connections);

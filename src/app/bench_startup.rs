@@ -70,7 +70,7 @@ fn one_run(messages: usize, tls_on: bool, json: bool) -> anyhow::Result<(Startup
     drop(admin);
     let fingerprint = if tls_on { Some(tls::load_or_create(&dir)?.fingerprint) } else { None };
     let port = free_port()?;
-    let link = Link { host: "127.0.0.1".into(), port, token: token.clone(), fingerprint };
+    let link = Link::new("127.0.0.1", port, token.clone(), fingerprint);
     let extra: &[&str] = if tls_on { &[] } else { &["--insecure"] };
 
     let spawned = Instant::now();

@@ -143,6 +143,8 @@ pub struct Host {
     pub local_addr: SocketAddr,
     /// `HOST:PORT` as written in links.
     pub link_authority: String,
+    /// The host's other addresses that links name after the first (listening on every interface).
+    pub link_also: Vec<(String, u16)>,
     /// SHA-256 fingerprint of the TLS certificate; `None` when insecure.
     pub fingerprint: Option<String>,
     /// The host's own connection (participant `host`, may call host-only methods).
@@ -238,11 +240,12 @@ impl Host {
             options.server.tls = Some(tls::server_config(&identity)?);
             Some(identity.fingerprint)
         };
+        let interfaces = crate::net::discovery::ipv4_addresses().unwrap_or_default();
+        let link_also = link_also(local_addr, &link_authority, &interfaces);
         options.engine.link_prefix = Some(format!("{}{link_authority}/", crate::net::link::SCHEME));
-        options.engine.link_suffix = Some(match &fingerprint {
-            Some(fp) => format!("#sha256={fp}"),
-            None => "#insecure".to_string(),
-        });
+        // What follows the token: the other addresses, then the certificate pin.
+        let shape = Link { also: link_also.clone(), ..Link::new("", 0, "", fingerprint.clone()) };
+        options.engine.link_suffix = Some(shape.after_token());
 
         let (engine, inbound) = EngineThread::spawn(
             options.engine.clone(),
@@ -261,6 +264,7 @@ impl Host {
         let host = Host {
             local_addr,
             link_authority,
+            link_also,
             fingerprint,
             client,
             inbound,
@@ -293,7 +297,7 @@ impl Host {
     pub fn link(&self, token: &str) -> Link {
         let (host, port) = crate::net::link::parse_host_port(&self.link_authority)
             .unwrap_or_else(|_| (self.link_authority.clone(), self.local_addr.port()));
-        Link { host, port, token: token.to_string(), fingerprint: self.fingerprint.clone() }
+        Link { also: self.link_also.clone(), ..Link::new(host, port, token, self.fingerprint.clone()) }
     }
 
     /// Resolves when the engine thread has stopped (it should only stop when asked; otherwise it
@@ -413,12 +417,36 @@ pub fn listening_text(local: SocketAddr, interfaces: &[crate::net::discovery::In
         .join(", ")
 }
 
-/// Writes `serve.json` (`{"addr":"HOST:PORT","insecure":bool,"pid":N}`) so the `share` CLI can
+/// The other addresses a host listening on every interface can be reached at, for links to name
+/// after their first: its IPv4 interface addresses, LAN ones first and loopback last, without the
+/// one the link already names. A host on one address has none.
+pub fn link_also(
+    local: SocketAddr,
+    link_authority: &str,
+    interfaces: &[crate::net::discovery::InterfaceAddr],
+) -> Vec<(String, u16)> {
+    if !local.ip().is_unspecified() {
+        return Vec::new();
+    }
+    let mut sorted = interfaces.to_vec();
+    crate::net::discovery::sort_for_lan(&mut sorted);
+    let mut also: Vec<(String, u16)> = Vec::new();
+    for a in sorted {
+        let addr = (a.ip.to_string(), local.port());
+        if crate::net::link::authority(&addr.0, addr.1) != link_authority && !also.contains(&addr) {
+            also.push(addr);
+        }
+    }
+    also
+}
+
+/// Writes `serve.json` (`{"addr":"HOST:PORT","also":["HOST:PORT",…],"insecure":bool,"pid":N}`) so the `share` CLI can
 /// format links for the running host. It is the host's readiness signal: written once the host
 /// is ready, just before it accepts (tools wait for it with this process's pid). Written to a
 /// temporary file and renamed, so a reader never sees half of it.
-pub fn write_serve_json(data_dir: &Path, addr: &str, insecure: bool) -> anyhow::Result<()> {
-    let info = crate::app::admin::ServeInfo { addr: addr.to_string(), insecure, pid: Some(std::process::id()) };
+pub fn write_serve_json(data_dir: &Path, addr: &str, also: &[(String, u16)], insecure: bool) -> anyhow::Result<()> {
+    let also = also.iter().map(|(h, p)| crate::net::link::authority(h, *p)).collect();
+    let info = crate::app::admin::ServeInfo { addr: addr.to_string(), also, insecure, pid: Some(std::process::id()) };
     let path = data_dir.join(crate::app::admin::SERVE_INFO_FILE);
     let temp = data_dir.join(format!(".{}.{}", crate::app::admin::SERVE_INFO_FILE, std::process::id()));
     let text = serde_json::to_string(&info)?;
@@ -591,6 +619,20 @@ mod tests {
     fn links_use_the_bound_address_without_a_public_host() {
         assert_eq!(link_authority(None, addr("127.0.0.1:7447")), "127.0.0.1:7447");
         assert_eq!(link_authority(None, addr("0.0.0.0:7447")), "127.0.0.1:7447");
+    }
+
+    #[test]
+    fn links_of_a_host_on_every_interface_name_its_other_addresses_lan_first_loopback_last() {
+        let iface = |name: &str, ip: &str| crate::net::discovery::InterfaceAddr {
+            interface: name.into(),
+            ip: ip.parse().expect("an IPv4 address"),
+        };
+        let interfaces = [iface("lo", "127.0.0.1"), iface("docker0", "172.17.0.1"), iface("eth0", "192.168.1.20")];
+        assert_eq!(
+            link_also(addr("0.0.0.0:7447"), "192.168.1.20:7447", &interfaces),
+            [("172.17.0.1".to_string(), 7447), ("127.0.0.1".to_string(), 7447)]
+        );
+        assert_eq!(link_also(addr("192.168.1.20:7447"), "192.168.1.20:7447", &interfaces), []);
     }
 
     #[test]

@@ -471,7 +471,7 @@ impl Joiner {
             .flat_map(|h| h.addresses.iter().copied())
             .filter(|a| a.ip().to_string() != self.link.host || a.port() != self.link.port);
         for addr in candidates {
-            let link = Link { host: addr.ip().to_string(), port: addr.port(), ..self.link.clone() };
+            let link = Link { host: addr.ip().to_string(), port: addr.port(), also: Vec::new(), ..self.link.clone() };
             if let Ok(connected) = Client::connect(&link).await {
                 self.out
                     .note(&format!("* found the host on the LAN at {addr} (mDNS; same certificate as the link pins)"));

@@ -176,7 +176,7 @@ pub async fn prepare_host(client: &Client, mint: bool, label: &str) -> anyhow::R
 /// The host is ready (its sessions are open): `serve.json` names its address and pid — the
 /// readiness signal `share mint` and the benches wait for — and then it accepts remotes.
 pub fn announce_ready(host: &Host, data_dir: &std::path::Path, insecure: bool) {
-    if let Err(e) = write_serve_json(data_dir, &host.link_authority, insecure) {
+    if let Err(e) = write_serve_json(data_dir, &host.link_authority, &host.link_also, insecure) {
         // Only `share mint` and the benches read it; a full disk must not stop the host.
         tracing::warn!("{e:#}; `roundtable share mint` will not know this host's address (pass it --host)");
     }

@@ -98,7 +98,30 @@ impl ClientError {
 }
 
 /// Opens a TCP connection to the link's host and runs the TLS and WebSocket handshakes.
+///
+/// A link naming several addresses ([`Link::addresses`]) is dialed at all of them at once; the
+/// first connection that completes the handshakes — so proves the pinned certificate — is kept
+/// and the others are dropped. When none does, the error is the first address's.
 pub async fn connect_ws(link: &Link) -> Result<WsStream, ClientError> {
+    if link.also.is_empty() {
+        return dial(link).await;
+    }
+    use futures_util::stream::{FuturesUnordered, StreamExt};
+    let mut attempts: FuturesUnordered<_> =
+        link.addresses().enumerate().map(|(i, one)| async move { (i, dial(&one).await) }).collect();
+    let mut first_error = None;
+    while let Some((i, attempt)) = attempts.next().await {
+        match attempt {
+            Ok(ws) => return Ok(ws),
+            Err(e) if i == 0 => first_error = Some(e),
+            Err(e) => tracing::debug!("{e}"),
+        }
+    }
+    Err(first_error.expect("the first address was dialed"))
+}
+
+/// Connects to the link's first address only.
+async fn dial(link: &Link) -> Result<WsStream, ClientError> {
     let addr = link.authority();
     let tcp = TcpStream::connect((link.host.as_str(), link.port))
         .await

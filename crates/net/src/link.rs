@@ -8,6 +8,12 @@
 //!
 //! IPv6 hosts are written in brackets (`roundtable://[::1]:7447/...`); [`Link::host`] holds the
 //! bare address (`::1`) so it can be handed to a socket API directly.
+//!
+//! A host reachable at several addresses (`--lan`: each LAN address and loopback) names the others
+//! after the token: `roundtable://192.168.1.20:7447/TOKEN?addr=10.0.0.5:7447&addr=127.0.0.1:7447#sha256=…`.
+//! Clients dial them all at once and keep the first connection that proves the pinned
+//! certificate ([`Link::addresses`]); other query keys are ignored, so later link features do not
+//! break older clients.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv6Addr};
@@ -29,6 +35,8 @@ pub struct Link {
     pub token: String,
     /// Lower-case hex SHA-256 of the host certificate's DER; `None` for an `--insecure` host.
     pub fingerprint: Option<String>,
+    /// More addresses of the same host (`?addr=HOST:PORT`), tried at the same time as the first.
+    pub also: Vec<(String, u16)>,
 }
 
 /// Why a string is not a valid share link.
@@ -79,6 +87,16 @@ impl Link {
         };
         let (host, port) = parse_authority(authority)?;
 
+        let (path, query) = match path.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (path, None),
+        };
+        let mut also = Vec::new();
+        for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+            if let Some(addr) = pair.strip_prefix("addr=") {
+                also.push(parse_authority(addr)?);
+            }
+        }
         let token = path.strip_suffix('/').unwrap_or(path);
         if token.is_empty() {
             return Err(LinkError::MissingToken);
@@ -96,16 +114,44 @@ impl Link {
             },
         };
 
-        Ok(Link { host, port, token: token.to_string(), fingerprint })
+        Ok(Link { host, port, token: token.to_string(), fingerprint, also })
+    }
+
+    /// What the link's text has after its token: `?addr=HOST:PORT` (then `&addr=…`) for each other
+    /// address, then `#sha256=FINGERPRINT` or `#insecure`.
+    pub fn after_token(&self) -> String {
+        let mut text = String::new();
+        for (i, (host, port)) in self.also.iter().enumerate() {
+            text.push(if i == 0 { '?' } else { '&' });
+            text.push_str("addr=");
+            text.push_str(&authority(host, *port));
+        }
+        match &self.fingerprint {
+            Some(fp) => text.push_str(&format!("#sha256={fp}")),
+            None => text.push_str("#insecure"),
+        }
+        text
+    }
+
+    /// A link to one host address: no alternatives.
+    pub fn new(host: impl Into<String>, port: u16, token: impl Into<String>, fingerprint: Option<String>) -> Link {
+        Link { host: host.into(), port, token: token.into(), fingerprint, also: Vec::new() }
+    }
+
+    /// This link once per address it names (the first, then each `addr`), each without
+    /// alternatives: what a client dials.
+    pub fn addresses(&self) -> impl Iterator<Item = Link> + '_ {
+        std::iter::once((self.host.clone(), self.port)).chain(self.also.iter().cloned()).map(|(host, port)| Link {
+            host,
+            port,
+            also: Vec::new(),
+            ..self.clone()
+        })
     }
 
     /// `HOST:PORT`, with brackets around an IPv6 host (suitable for URLs and `ToSocketAddrs`).
     pub fn authority(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
-        }
+        authority(&self.host, self.port)
     }
 
     /// Whether the host is a loopback address (`localhost`, `127.0.0.0/8`, `::1`).
@@ -129,11 +175,16 @@ impl FromStr for Link {
 
 impl fmt::Display for Link {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{SCHEME}{}/{}", self.authority(), self.token)?;
-        match &self.fingerprint {
-            Some(fp) => write!(f, "#sha256={fp}"),
-            None => f.write_str("#insecure"),
-        }
+        write!(f, "{SCHEME}{}/{}{}", self.authority(), self.token, self.after_token())
+    }
+}
+
+/// `HOST:PORT`, with brackets around an IPv6 host.
+pub fn authority(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
     }
 }
 
@@ -290,6 +341,22 @@ mod tests {
     }
 
     #[test]
+    fn a_link_names_more_addresses_after_the_token_and_unknown_keys_are_ignored() {
+        let fp = "ab".repeat(32);
+        let text = format!("roundtable://192.168.1.20:7447/tok?addr=10.0.0.5:7447&addr=[::1]:7447&relay=x#sha256={fp}");
+        let link = Link::parse(&text).expect("a link");
+        assert_eq!(link.also, vec![("10.0.0.5".to_string(), 7447), ("::1".to_string(), 7447)]);
+        assert_eq!(link.token, "tok");
+        let dialed: Vec<String> = link.addresses().map(|l| l.authority()).collect();
+        assert_eq!(dialed, ["192.168.1.20:7447", "10.0.0.5:7447", "[::1]:7447"]);
+        assert_eq!(
+            link.to_string(),
+            format!("roundtable://192.168.1.20:7447/tok?addr=10.0.0.5:7447&addr=[::1]:7447#sha256={fp}")
+        );
+        assert!(Link::parse(&format!("roundtable://h:1/tok?addr=nope#sha256={fp}")).is_err(), "a bad addr is an error");
+    }
+
+    #[test]
     fn error_messages_name_the_expected_shape() {
         let err = Link::parse("roundtable://h:1/t").unwrap_err().to_string();
         assert!(err.contains("#sha256=FINGERPRINT"), "{err}");
@@ -312,8 +379,9 @@ mod tests {
             port in 1u16..,
             token in "[A-Za-z0-9_-]{1,64}",
             fingerprint in proptest::option::of("[0-9a-f]{64}"),
+            also in proptest::collection::vec((host_strategy(), 1u16..), 0..3),
         ) {
-            let link = Link { host, port, token, fingerprint };
+            let link = Link { host, port, token, fingerprint, also };
             let text = link.to_string();
             prop_assert_eq!(Link::parse(&text), Ok(link));
         }

@@ -223,12 +223,7 @@ impl WsTransport {
     /// server to announce the connection.
     fn connect(&mut self, local: Ipv4Addr) -> Result<(ConnId, String, Arc<dyn FrameSink>, WsStream), String> {
         let server = self.addr.ok_or("ws transport: no server running")?;
-        let link = Link {
-            host: server.ip().to_string(),
-            port: server.port(),
-            token: String::new(),
-            fingerprint: Some(self.fingerprint.clone()),
-        };
+        let link = Link::new(server.ip().to_string(), server.port(), "", Some(self.fingerprint.clone()));
         let connecting = async {
             let socket = tokio::net::TcpSocket::new_v4().map_err(|e| e.to_string())?;
             socket.bind(SocketAddr::from((local, 0))).map_err(|e| format!("cannot bind {local}: {e}"))?;

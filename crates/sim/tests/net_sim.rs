@@ -282,7 +282,7 @@ async fn set_up(host: Client, shared: Shared, fingerprint: String) {
         serde_json::from_value(call(Method::MintShare(MintShareParams::team("sim", vec![workspace_id]))).await)
             .expect("a share");
     let mut l = ledger(&shared);
-    l.link = Some(Link { host: "server".into(), port: PORT, token: share.token, fingerprint: Some(fingerprint) });
+    l.link = Some(Link::new("server", PORT, share.token, Some(fingerprint)));
     l.session = Some(session);
 }
 
