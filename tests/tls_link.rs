@@ -132,7 +132,7 @@ async fn dead_port() -> u16 {
 
 #[tokio::test]
 async fn a_link_with_several_addresses_connects_to_the_one_that_proves_the_pinned_certificate() {
-    use roundtable::net::client::{connect_ws, ClientError};
+    use roundtable::net::client::{connect_ws, connect_ws_via, ClientError};
     let (_dir, id) = identity();
     let (_other_dir, other) = identity();
     let right = websocket_host(tls::server_config(&id).unwrap()).await;
@@ -144,7 +144,8 @@ async fn a_link_with_several_addresses_connects_to_the_one_that_proves_the_pinne
     // The first address is dead, the second presents another certificate, the third is the host.
     let link = Link { also: vec![at(impostor), at(right)], ..Link::new("127.0.0.1", dead, "tok", pin.clone()) };
     let link = Link::parse(&link.to_string()).unwrap();
-    connect_ws(&link).await.expect("the address that proves the pin is kept");
+    let (_ws, via) = connect_ws_via(&link).await.expect("the address that proves the pin is kept");
+    assert_eq!(via, format!("127.0.0.1:{right}"), "and it says which one it was");
 
     // Alone, each wrong address fails as before, and with nothing right the first one's error is
     // what the person sees.

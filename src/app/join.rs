@@ -489,10 +489,10 @@ impl Joiner {
             ClientError::FingerprintMismatch { .. } | ClientError::TlsSetup(_) => Failure::Final(e.into()),
             e => Failure::Retry(e.into()),
         };
-        let (client, events) = match Client::connect(&self.link).await {
+        let (client, events, via) = match Client::connect_via(&self.link).await {
             Ok(connected) => connected,
             Err(e @ ClientError::Connect { .. }) => match self.connect_nearby().await {
-                Some(connected) => connected,
+                Some((client, events)) => (client, events, self.link.authority()),
                 None => return Err(classify(e)),
             },
             Err(e) => return Err(classify(e)),
@@ -526,8 +526,7 @@ impl Joiner {
             // A first connection (perhaps resuming the participant an earlier run left).
             let again = if identity == Identity::Restored { ", the same participant as before" } else { "" };
             self.out.note(&format!(
-                "connected to {} as {} ({}, {}){again}. Type /help for commands.",
-                self.link.authority(),
+                "connected to {via} as {} ({}, {}){again}. Type /help for commands.",
                 auth.display_name,
                 auth.participant_id,
                 auth.role.as_str()

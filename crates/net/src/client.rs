@@ -103,16 +103,24 @@ impl ClientError {
 /// first connection that completes the handshakes — so proves the pinned certificate — is kept
 /// and the others are dropped. When none does, the error is the first address's.
 pub async fn connect_ws(link: &Link) -> Result<WsStream, ClientError> {
+    Ok(connect_ws_via(link).await?.0)
+}
+
+/// [`connect_ws`], also saying which of the link's addresses answered (`HOST:PORT`).
+pub async fn connect_ws_via(link: &Link) -> Result<(WsStream, String), ClientError> {
     if link.also.is_empty() {
-        return dial(link).await;
+        return Ok((dial(link).await?, link.authority()));
     }
     use futures_util::stream::{FuturesUnordered, StreamExt};
-    let mut attempts: FuturesUnordered<_> =
-        link.addresses().enumerate().map(|(i, one)| async move { (i, dial(&one).await) }).collect();
+    let mut attempts: FuturesUnordered<_> = link
+        .addresses()
+        .enumerate()
+        .map(|(i, one)| async move { (i, dial(&one).await.map(|ws| (ws, one.authority()))) })
+        .collect();
     let mut first_error = None;
     while let Some((i, attempt)) = attempts.next().await {
         match attempt {
-            Ok(ws) => return Ok(ws),
+            Ok(connected) => return Ok(connected),
             Err(e) if i == 0 => first_error = Some(e),
             Err(e) => tracing::debug!("{e}"),
         }
@@ -281,6 +289,13 @@ impl Client {
     /// Connects to the host named by `link` (no authentication yet).
     pub async fn connect(link: &Link) -> Result<(Client, Events), ClientError> {
         Ok(Client::over(connect_ws(link).await?))
+    }
+
+    /// [`Client::connect`], also saying which of the link's addresses answered (`HOST:PORT`).
+    pub async fn connect_via(link: &Link) -> Result<(Client, Events, String), ClientError> {
+        let (ws, via) = connect_ws_via(link).await?;
+        let (client, events) = Client::over(ws);
+        Ok((client, events, via))
     }
 
     /// Runs the protocol over an established WebSocket (pinging the host; a host silent for
