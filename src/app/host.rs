@@ -145,6 +145,8 @@ pub struct Host {
     pub link_authority: String,
     /// The host's other addresses that links name after the first (listening on every interface).
     pub link_also: Vec<(String, u16)>,
+    /// This machine's IPv4 interface addresses, read when the host started.
+    interfaces: Vec<crate::net::discovery::InterfaceAddr>,
     /// SHA-256 fingerprint of the TLS certificate; `None` when insecure.
     pub fingerprint: Option<String>,
     /// The host's own connection (participant `host`, may call host-only methods).
@@ -240,7 +242,10 @@ impl Host {
             options.server.tls = Some(tls::server_config(&identity)?);
             Some(identity.fingerprint)
         };
-        let interfaces = crate::net::discovery::ipv4_addresses().unwrap_or_default();
+        // Read once: links, the mDNS advertisement and the "listening on" line all use them.
+        let interfaces = crate::net::discovery::ipv4_addresses()
+            .inspect_err(|e| tracing::warn!("{e}; links name one address and the host is not advertised on the LAN"))
+            .unwrap_or_default();
         let link_also = link_also(local_addr, &link_authority, &interfaces);
         options.engine.link_prefix = Some(format!("{}{link_authority}/", crate::net::link::SCHEME));
         // What follows the token: the other addresses, then the certificate pin.
@@ -258,13 +263,14 @@ impl Host {
         let server = server::start_server(listener, options.server.clone(), inbound.clone(), conn_ids.clone())?;
         let (client, events) = Client::in_process(inbound.clone(), conn_ids.next());
         let advertisement = match &fingerprint {
-            Some(fp) if options.mdns => advertise(local_addr, fp),
+            Some(fp) if options.mdns => advertise(local_addr, &interfaces, fp),
             _ => None,
         };
         let host = Host {
             local_addr,
             link_authority,
             link_also,
+            interfaces,
             fingerprint,
             client,
             inbound,
@@ -279,8 +285,7 @@ impl Host {
 
     /// Where the host can be reached, for people (see [`listening_text`]).
     pub fn listening_text(&self) -> String {
-        let interfaces = crate::net::discovery::ipv4_addresses().unwrap_or_default();
-        listening_text(self.local_addr, &interfaces)
+        listening_text(self.local_addr, &self.interfaces)
     }
 
     /// The mDNS instance name the host is advertised as on the LAN, if it is.
@@ -345,20 +350,18 @@ pub fn link_authority(public_host: Option<&str>, local: SocketAddr) -> String {
 /// Advertises the host by mDNS (docs/NETWORKING.md) when it listens on a non-loopback address:
 /// every LAN IPv4 address of this machine when it listens on all of them, else the one it
 /// listens on. A failure is logged, not fatal: links work without discovery.
-fn advertise(local: SocketAddr, fingerprint: &str) -> Option<crate::net::discovery::Advertisement> {
+fn advertise(
+    local: SocketAddr,
+    interfaces: &[crate::net::discovery::InterfaceAddr],
+    fingerprint: &str,
+) -> Option<crate::net::discovery::Advertisement> {
     use crate::net::discovery;
     let addresses: Vec<std::net::Ipv4Addr> = match local.ip() {
         ip if ip.is_loopback() => return None,
         std::net::IpAddr::V4(ip) if !ip.is_unspecified() => vec![ip],
         // Discovery is IPv4 only (so far): one IPv6 address is not advertised.
         std::net::IpAddr::V6(ip) if !ip.is_unspecified() => return None,
-        _ => match discovery::ipv4_addresses() {
-            Ok(addrs) => addrs.into_iter().filter(|a| !a.is_loopback()).map(|a| a.ip).collect(),
-            Err(e) => {
-                tracing::warn!("not advertised on the LAN: {e}");
-                return None;
-            }
-        },
+        _ => interfaces.iter().filter(|a| !a.is_loopback()).map(|a| a.ip).collect(),
     };
     if addresses.is_empty() {
         tracing::info!("not advertised on the LAN: this machine has no LAN IPv4 address");

@@ -160,7 +160,7 @@ impl Worker {
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, ClientSession> {
-        self.state.lock().expect("client state lock")
+        lock_state(&self.state)
     }
 
     /// Forwards an event to the UI if it is new and in order ([`ClientSession::event`]), and
@@ -447,8 +447,7 @@ impl Remote {
                 out.send(Update::Warning(notes.join("\n")));
             }
         }
-        let params =
-            self.state.lock().expect("client state lock").authenticate(&self.options.link.token, &self.options.name);
+        let params = self.state().authenticate(&self.options.link.token, &self.options.name);
         let auth: AuthenticateResult = match client.call(Method::Authenticate(params)).await {
             Ok(a) => a,
             Err(e) if e.is_transient_refusal() => {
@@ -457,12 +456,12 @@ impl Remote {
                 return Err(Failure::Busy(e.to_string(), wait));
             }
             Err(ClientError::Protocol(e)) => {
-                self.state.lock().expect("client state lock").forget_resume();
+                self.state().forget_resume();
                 return Err(Failure::Final(format!("the host refused the link: {}", e.message)));
             }
             Err(e) => return Err(Failure::Retry(e.to_string())),
         };
-        let identity = self.state.lock().expect("client state lock").authenticated(&auth);
+        let identity = self.state().authenticated(&auth);
         if identity == Identity::Replaced {
             // Away too long: a new participant; its sessions are rejoined from where it was.
             out.send(Update::Notice(format!("you were away too long and are back as {}", auth.display_name)));
@@ -472,6 +471,10 @@ impl Remote {
         }
         out.send(Update::Identity { me: auth.participant_id, name: auth.display_name, role: auth.role });
         Ok((client, events, auth.admission))
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, ClientSession> {
+        lock_state(&self.state)
     }
 
     /// The host ended this participant for good: a later window starts afresh.
@@ -542,7 +545,7 @@ impl Remote {
     /// The window closed: leave every followed session (like `join`'s `/quit`) so the others
     /// see a departure rather than a lost connection, then close politely.
     async fn leave(&self, client: &Client, events: &mut Events) {
-        let followed: Vec<SessionId> = self.state.lock().expect("client state lock").followed().cloned().collect();
+        let followed: Vec<SessionId> = self.state().followed().cloned().collect();
         for session_id in followed {
             let leave = client.request(Method::LeaveSession(SessionRef { session_id }));
             let _ = tokio::time::timeout(Duration::from_secs(2), leave).await;
@@ -553,7 +556,7 @@ impl Remote {
     }
 
     fn closed(&self, reason: Option<String>) -> Option<String> {
-        match self.state.lock().expect("client state lock").closed(reason) {
+        match self.state().closed(reason) {
             Closed::Final(reason) => Some(format!("disconnected: {}", crate::app::render::closing_text(&reason))),
             Closed::Reconnect => None,
         }
@@ -583,6 +586,11 @@ impl Remote {
             worker.call(method).await;
         }
     }
+}
+
+/// The client's protocol state, shared by a connection's tasks.
+fn lock_state(state: &Mutex<ClientSession>) -> std::sync::MutexGuard<'_, ClientSession> {
+    state.lock().expect("client state lock")
 }
 
 /// Messages kept and sent again once the connection is back (prompts and room chat; their

@@ -108,9 +108,6 @@ pub async fn connect_ws(link: &Link) -> Result<WsStream, ClientError> {
 
 /// [`connect_ws`], also saying which of the link's addresses answered (`HOST:PORT`).
 pub async fn connect_ws_via(link: &Link) -> Result<(WsStream, String), ClientError> {
-    if link.also.is_empty() {
-        return Ok((dial(link).await?, link.authority()));
-    }
     use futures_util::stream::{FuturesUnordered, StreamExt};
     let mut attempts: FuturesUnordered<_> = link
         .addresses()
