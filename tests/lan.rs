@@ -12,78 +12,19 @@ mod support;
 use serde_json::Value;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use support::netns::Namespaces;
 use support::proc::*;
 
 const HOST_IP: &str = "10.77.0.1";
 const CLIENT_IP: &str = "10.77.0.2";
 
-fn under_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
-}
-
-fn ip(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip").args(args).stdin(Stdio::null()).output().map_err(|e| format!("ip: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!("ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()))
-    }
-}
-
-/// Two network namespaces joined by a veth pair (host side 10.77.0.1/24, client side
-/// 10.77.0.2/24), deleted on drop — a panic included. Deleting a namespace deletes its end of the
-/// veth, and the other end with it.
-struct TwoHosts {
-    host: String,
-    client: String,
-}
-
-impl TwoHosts {
-    /// `Err`: namespaces cannot be made here (not root, no `ip`).
-    fn create() -> Result<TwoHosts, String> {
-        let id = std::process::id();
-        let pair = TwoHosts { host: format!("rtlan-h-{id}"), client: format!("rtlan-c-{id}") };
-        ip(&["netns", "add", &pair.host])?;
-        // From here on, `pair` is dropped (and so cleaned up) on every early return.
-        ip(&["netns", "add", &pair.client])?;
-        let (veth_h, veth_c) = (format!("rtlh{id}"), format!("rtlc{id}"));
-        ip(&[
-            "link",
-            "add",
-            &veth_h,
-            "netns",
-            &pair.host,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &veth_c,
-            "netns",
-            &pair.client,
-        ])?;
-        for (ns, dev, addr) in [(&pair.host, &veth_h, HOST_IP), (&pair.client, &veth_c, CLIENT_IP)] {
-            ip(&["-n", ns, "addr", "add", &format!("{addr}/24"), "dev", dev])?;
-            ip(&["-n", ns, "link", "set", dev, "up"])?;
-            ip(&["-n", ns, "link", "set", "lo", "up"])?;
-        }
-        Ok(pair)
-    }
-}
-
-impl Drop for TwoHosts {
-    fn drop(&mut self) {
-        let _ = ip(&["netns", "del", &self.host]);
-        let _ = ip(&["netns", "del", &self.client]);
-    }
-}
-
 /// `join --nearby --json` in the client namespace: the hosts it lists, and whether it exited 0.
-fn browse(pair: &TwoHosts, data: &str) -> (Vec<Value>, bool, String) {
+fn browse(pair: &Namespaces, data: &str) -> (Vec<Value>, bool, String) {
     let out = Command::new("ip")
         .args([
             "netns",
             "exec",
-            &pair.client,
+            pair.name(1),
             BIN,
             "--data-dir",
             data,
@@ -103,14 +44,10 @@ fn browse(pair: &TwoHosts, data: &str) -> (Vec<Value>, bool, String) {
 
 #[test]
 fn a_lan_host_is_found_by_join_nearby_in_another_namespace_and_its_link_falls_back_to_the_found_address() {
-    let pair = match TwoHosts::create() {
-        Ok(pair) => pair,
-        Err(e) if !under_ci() => {
-            eprintln!("skipped: cannot make network namespaces here ({e}); CI runs this as root");
-            return;
-        }
-        Err(e) => panic!("CI must be able to make network namespaces (root, iproute2): {e}"),
-    };
+    // Two namespaces joined by a veth pair: host side 10.77.0.1/24, client side 10.77.0.2/24.
+    let made = Namespaces::create(&["rtlan-h", "rtlan-c"])
+        .and_then(|n| n.link((0, &format!("{HOST_IP}/24")), (1, &format!("{CLIENT_IP}/24"))).map(|()| n));
+    let Some(pair) = Namespaces::or_skip(made) else { return };
     let data = tempfile::tempdir().unwrap();
     let (host_dir, quiet_dir, client_dir) =
         (data.path().join("host"), data.path().join("quiet"), data.path().join("client"));
@@ -124,7 +61,7 @@ fn a_lan_host_is_found_by_join_nearby_in_another_namespace_and_its_link_falls_ba
     let quiet_arg = quiet_dir.display().to_string();
     let mut quiet = Proc::spawn_in_netns(
         "quiet serve",
-        &pair.host,
+        pair.name(0),
         &["--data-dir", &quiet_arg, "serve", "--lan", "--no-mdns", "--bind", "127.0.0.1:0"],
         &quiet_dir,
     );
@@ -135,7 +72,7 @@ fn a_lan_host_is_found_by_join_nearby_in_another_namespace_and_its_link_falls_ba
     let host_arg = host_dir.display().to_string();
     let mut serve = Proc::spawn_in_netns(
         "serve --lan",
-        &pair.host,
+        pair.name(0),
         &["--data-dir", &host_arg, "serve", "--lan", "--bind", "127.0.0.1:0", "--mint"],
         &host_dir,
     );
@@ -180,7 +117,7 @@ fn a_lan_host_is_found_by_join_nearby_in_another_namespace_and_its_link_falls_ba
     let unreachable = format!("roundtable://127.0.0.1:{port}/{token}#sha256={fingerprint}");
     let mut ann = Proc::spawn_in_netns(
         "join --nearby",
-        &pair.client,
+        pair.name(1),
         &["--data-dir", &client_arg, "join", "--json", "--nearby", "--name", "Ann", &unreachable],
         &client_dir,
     );
@@ -192,7 +129,7 @@ fn a_lan_host_is_found_by_join_nearby_in_another_namespace_and_its_link_falls_ba
     let other = format!("roundtable://127.0.0.1:{port}/{token}#sha256={}", "ab".repeat(32));
     let stranger = Proc::spawn_in_netns(
         "join --nearby, other certificate",
-        &pair.client,
+        pair.name(1),
         &["--data-dir", &client_arg, "join", "--json", "--nearby", "--name", "Eve", &other],
         &client_dir,
     );

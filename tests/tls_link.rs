@@ -145,7 +145,7 @@ async fn a_link_with_several_addresses_connects_to_the_one_that_proves_the_pinne
     let link = Link { also: vec![at(impostor), at(right)], ..Link::new("127.0.0.1", dead, "tok", pin.clone()) };
     let link = Link::parse(&link.to_string()).unwrap();
     let (_ws, via) = connect_ws_via(&link).await.expect("the address that proves the pin is kept");
-    assert_eq!(via, format!("127.0.0.1:{right}"), "and it says which one it was");
+    assert_eq!(via.to_string(), format!("127.0.0.1:{right}"), "and it says which one it was");
 
     // Alone, each wrong address fails as before, and with nothing right the first one's error is
     // what the person sees.

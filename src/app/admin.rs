@@ -36,6 +36,12 @@ pub struct ServeInfo {
     /// The host's other addresses, which links name after `addr` (a host on every interface).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub also: Vec<String>,
+    /// The host's iroh endpoint id (hex), which links name after the addresses (`--relay`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iroh: Option<String>,
+    /// The relay the host's iroh endpoint waits at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay: Option<String>,
     /// Plain `ws://` (loopback only) instead of TLS.
     #[serde(default)]
     pub insecure: bool,
@@ -350,6 +356,7 @@ struct LinkTarget {
     port: u16,
     fingerprint: Option<String>,
     also: Vec<(String, u16)>,
+    iroh: Option<link::IrohAddr>,
 }
 
 impl LinkTarget {
@@ -389,11 +396,20 @@ impl LinkTarget {
             (None, Some(s)) => s.also.iter().filter_map(|a| link::parse_host_port(a).ok()).collect(),
             _ => Vec::new(),
         };
-        Ok(LinkTarget { host, port, fingerprint, also })
+        // The running host's iroh endpoint: reachable by it wherever `--host` points.
+        let iroh = serve.as_ref().filter(|_| !insecure).and_then(|s| {
+            let id = s.iroh.clone().filter(|id| crate::net::relay::is_endpoint_id(id))?;
+            Some(link::IrohAddr { id, relay: s.relay.clone().filter(|r| crate::net::relay::is_relay_url(r)) })
+        });
+        Ok(LinkTarget { host, port, fingerprint, also, iroh })
     }
 
     fn link(&self, token: String) -> Link {
-        Link { also: self.also.clone(), ..Link::new(self.host.clone(), self.port, token, self.fingerprint.clone()) }
+        Link {
+            also: self.also.clone(),
+            iroh: self.iroh.clone(),
+            ..Link::new(self.host.clone(), self.port, token, self.fingerprint.clone())
+        }
     }
 }
 
@@ -648,7 +664,7 @@ mod tests {
         let waiter = std::thread::spawn(move || {
             LinkTarget::resolve_within(&path, &LinkArgs::default(), std::time::Duration::from_secs(30)).unwrap()
         });
-        crate::app::host::write_serve_json(dir.path(), "127.0.0.1:2222", &[], true).unwrap();
+        crate::app::host::write_serve_json(dir.path(), "127.0.0.1:2222", &[], None, true).unwrap();
         let target = waiter.join().unwrap();
         assert_eq!((target.host.as_str(), target.port), ("127.0.0.1", 2222));
 

@@ -108,6 +108,8 @@ pub struct HostOptions {
     pub time_skip: TimeSkip,
     /// Advertise the host by mDNS when it listens on a non-loopback address (off: `--no-mdns`).
     pub mdns: bool,
+    /// Reachable through NAT by iroh (`--relay`): its relays, or off. Never for an insecure host.
+    pub relay: crate::net::relay::RelayChoice,
 }
 
 impl HostOptions {
@@ -133,6 +135,7 @@ impl HostOptions {
             wall_clock: WallClock::default(),
             time_skip: TimeSkip::default(),
             mdns: false,
+            relay: crate::net::relay::RelayChoice::Off,
         }
     }
 }
@@ -145,6 +148,8 @@ pub struct Host {
     pub link_authority: String,
     /// The host's other addresses that links name after the first (listening on every interface).
     pub link_also: Vec<(String, u16)>,
+    /// The host's iroh endpoint and relay that links name (not with `--relay off`).
+    pub link_iroh: Option<crate::net::link::IrohAddr>,
     /// This machine's IPv4 interface addresses, read when the host started.
     interfaces: Vec<crate::net::discovery::InterfaceAddr>,
     /// SHA-256 fingerprint of the TLS certificate; `None` when insecure.
@@ -156,6 +161,8 @@ pub struct Host {
     /// Connection id allocator shared with the server (for more in-process connections).
     pub conn_ids: Arc<ConnIds>,
     server: ServerHandle,
+    /// The iroh endpoint and the server accepting its connections.
+    iroh: Option<(crate::net::relay::HostEndpoint, ServerHandle)>,
     engine: EngineThread,
     /// The mDNS advertisement, withdrawn when the host is dropped.
     advertisement: Option<crate::net::discovery::Advertisement>,
@@ -247,9 +254,21 @@ impl Host {
             .inspect_err(|e| tracing::warn!("{e}; links name one address and the host is not advertised on the LAN"))
             .unwrap_or_default();
         let link_also = link_also(local_addr, &link_authority, &interfaces);
+        // Through NAT: TLS hosts only (an insecure host stays on loopback).
+        let endpoint = match &options.relay {
+            crate::net::relay::RelayChoice::Off => None,
+            _ if options.insecure => None,
+            choice => crate::net::relay::HostEndpoint::bind(&options.data_dir, choice)
+                .await
+                .inspect_err(|e| tracing::warn!("{e}; remotes can reach this host only at its direct addresses"))
+                .ok(),
+        };
+        let link_iroh =
+            endpoint.as_ref().map(|e| crate::net::link::IrohAddr { id: e.id(), relay: e.relay().map(str::to_string) });
         options.engine.link_prefix = Some(format!("{}{link_authority}/", crate::net::link::SCHEME));
-        // What follows the token: the other addresses, then the certificate pin.
-        let shape = Link { also: link_also.clone(), ..Link::new("", 0, "", fingerprint.clone()) };
+        // What follows the token: the other addresses, the iroh endpoint, then the certificate pin.
+        let shape =
+            Link { also: link_also.clone(), iroh: link_iroh.clone(), ..Link::new("", 0, "", fingerprint.clone()) };
         options.engine.link_suffix = Some(shape.after_token());
 
         let (engine, inbound) = EngineThread::spawn(
@@ -261,6 +280,16 @@ impl Host {
         )?;
         let conn_ids = ConnIds::new();
         let server = server::start_server(listener, options.server.clone(), inbound.clone(), conn_ids.clone())?;
+        // The same server over iroh streams, without TLS inside: QUIC already proved the endpoint
+        // key the link pins and encrypts end to end.
+        let iroh = match endpoint {
+            Some(endpoint) => {
+                let plain = ServerOptions { tls: None, ..options.server.clone() };
+                let listener = endpoint.listener();
+                Some((endpoint, server::start_server_on(listener, plain, inbound.clone(), conn_ids.clone())?))
+            }
+            None => None,
+        };
         let (client, events) = Client::in_process(inbound.clone(), conn_ids.next());
         let advertisement = match &fingerprint {
             Some(fp) if options.mdns => advertise(local_addr, &interfaces, fp),
@@ -270,12 +299,14 @@ impl Host {
             local_addr,
             link_authority,
             link_also,
+            link_iroh,
             interfaces,
             fingerprint,
             client,
             inbound,
             conn_ids,
             server,
+            iroh,
             engine,
             advertisement,
             _lock: lock,
@@ -296,13 +327,29 @@ impl Host {
     /// Starts accepting remotes (see [`Host::start`]).
     pub fn open(&self) {
         self.server.open();
+        if let Some((_, server)) = &self.iroh {
+            server.open();
+        }
+    }
+
+    /// Where remotes anywhere reach the host through iroh, for people: `None` with `--relay off`.
+    pub fn relay_text(&self) -> Option<String> {
+        let iroh = self.link_iroh.as_ref()?;
+        Some(match &iroh.relay {
+            Some(relay) => format!("iroh endpoint {} through the relay {relay}", &iroh.id[..16]),
+            None => format!("iroh endpoint {} (no relay answered yet: found through iroh's DNS)", &iroh.id[..16]),
+        })
     }
 
     /// The share link for `token` on this host.
     pub fn link(&self, token: &str) -> Link {
         let (host, port) = crate::net::link::parse_host_port(&self.link_authority)
             .unwrap_or_else(|_| (self.link_authority.clone(), self.local_addr.port()));
-        Link { also: self.link_also.clone(), ..Link::new(host, port, token, self.fingerprint.clone()) }
+        Link {
+            also: self.link_also.clone(),
+            iroh: self.link_iroh.clone(),
+            ..Link::new(host, port, token, self.fingerprint.clone())
+        }
     }
 
     /// Resolves when the engine thread has stopped (it should only stop when asked; otherwise it
@@ -323,7 +370,13 @@ impl Host {
             let _ = tokio::task::spawn_blocking(move || drop(advertisement)).await;
         }
         self.client.close();
-        self.server.shutdown().await;
+        match self.iroh {
+            Some((endpoint, server)) => {
+                tokio::join!(self.server.shutdown(), server.shutdown());
+                endpoint.close().await;
+            }
+            None => self.server.shutdown().await,
+        }
         self.engine.stop(false).await;
     }
 
@@ -331,6 +384,10 @@ impl Host {
     /// another tick. Whatever was committed is all a restart will find.
     pub async fn kill(self) {
         self.server.abort().await;
+        if let Some((endpoint, server)) = self.iroh {
+            server.abort().await;
+            endpoint.close().await;
+        }
         self.engine.stop(true).await;
     }
 }
@@ -447,9 +504,22 @@ pub fn link_also(
 /// format links for the running host. It is the host's readiness signal: written once the host
 /// is ready, just before it accepts (tools wait for it with this process's pid). Written to a
 /// temporary file and renamed, so a reader never sees half of it.
-pub fn write_serve_json(data_dir: &Path, addr: &str, also: &[(String, u16)], insecure: bool) -> anyhow::Result<()> {
+pub fn write_serve_json(
+    data_dir: &Path,
+    addr: &str,
+    also: &[(String, u16)],
+    iroh: Option<&crate::net::link::IrohAddr>,
+    insecure: bool,
+) -> anyhow::Result<()> {
     let also = also.iter().map(|(h, p)| crate::net::link::authority(h, *p)).collect();
-    let info = crate::app::admin::ServeInfo { addr: addr.to_string(), also, insecure, pid: Some(std::process::id()) };
+    let info = crate::app::admin::ServeInfo {
+        addr: addr.to_string(),
+        also,
+        iroh: iroh.map(|i| i.id.clone()),
+        relay: iroh.and_then(|i| i.relay.clone()),
+        insecure,
+        pid: Some(std::process::id()),
+    };
     let path = data_dir.join(crate::app::admin::SERVE_INFO_FILE);
     let temp = data_dir.join(format!(".{}.{}", crate::app::admin::SERVE_INFO_FILE, std::process::id()));
     let text = serde_json::to_string(&info)?;

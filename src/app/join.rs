@@ -24,7 +24,7 @@ use crate::app::render::{closing_text, Renderer};
 use crate::app::JoinArgs;
 use crate::client_session::{Attempt, ClientSession, Closed, GiveUp, Identity, Reconnect, Then, TRANSIENT_PATIENCE};
 use crate::ids::{SessionId, VoteId};
-use crate::net::client::{Client, ClientError, ClientEvent, Events, Response};
+use crate::net::client::{Client, ClientError, ClientEvent, Events, Response, Route};
 use crate::net::known_hosts::{KnownHosts, Pairing};
 use crate::net::link::Link;
 use crate::protocol::*;
@@ -118,6 +118,7 @@ pub async fn join(args: JoinArgs, data_dir: PathBuf) -> anyhow::Result<ExitCode>
         sent: 0,
         quoted: Vec::new(),
         nearby: args.nearby.then(|| Duration::from_secs(args.nearby_seconds)),
+        path: None,
     };
     // Ctrl-C is taken over before anything else happens (a signal stream registers at once; the
     // `ctrl_c()` future only when first polled), so an early Ctrl-C is a clean leave too.
@@ -320,6 +321,23 @@ struct Joiner {
     /// `--nearby` with a link: how long to look on the LAN for the link's host when its address
     /// does not answer.
     nearby: Option<Duration>,
+    /// The iroh path of the newest connection, when it went through iroh (relayed or direct),
+    /// handed to the event loop, which says when it changes.
+    path: Option<tokio::sync::watch::Receiver<crate::net::relay::PathKind>>,
+}
+
+/// The next change of an iroh connection's path; never, for a TCP connection.
+async fn next_path(
+    path: &mut Option<tokio::sync::watch::Receiver<crate::net::relay::PathKind>>,
+) -> Option<crate::net::relay::PathKind> {
+    let Some(rx) = path else { return std::future::pending().await };
+    match rx.changed().await {
+        Ok(()) => Some(rx.borrow_and_update().clone()),
+        Err(_) => {
+            *path = None;
+            None
+        }
+    }
 }
 
 /// Looks for hosts on the LAN (blocking mDNS browse, off the runtime's workers).
@@ -391,6 +409,7 @@ impl Joiner {
         stdin: &mut mpsc::UnboundedReceiver<String>,
         interrupt: &mut tokio::signal::unix::Signal,
     ) -> anyhow::Result<ExitCode> {
+        let mut path = self.path.take();
         loop {
             tokio::select! {
                 // Ctrl-C first: a busy event stream must not keep it waiting.
@@ -409,6 +428,9 @@ impl Joiner {
                         self.quit(&client, &mut events).await;
                         return Ok(ExitCode::SUCCESS);
                     }
+                }
+                Some(now) = next_path(&mut path) => {
+                    self.out.note(&format!("* the connection to the host is now {now}"));
                 }
                 ev = events.recv() => match ev {
                     Some(ClientEvent::Event { frame, raw }) => match self.on_event(&frame, &raw) {
@@ -441,6 +463,7 @@ impl Joiner {
                             Some((c, e)) => {
                                 client = c;
                                 events = e;
+                                path = self.path.take();
                             }
                             None => return Ok(ExitCode::SUCCESS),
                         }
@@ -492,7 +515,7 @@ impl Joiner {
         let (client, events, via) = match Client::connect_via(&self.link).await {
             Ok(connected) => connected,
             Err(e @ ClientError::Connect { .. }) => match self.connect_nearby().await {
-                Some((client, events)) => (client, events, self.link.authority()),
+                Some((client, events)) => (client, events, Route::Address(self.link.authority())),
                 None => return Err(classify(e)),
             },
             Err(e) => return Err(classify(e)),
@@ -513,10 +536,19 @@ impl Joiner {
         };
         let identity = self.session.authenticated(&auth);
         self.reconnect.connected();
+        self.path = match &via {
+            Route::Iroh(path) => {
+                // What it is now is said below; the event loop says what it becomes.
+                let mut path = path.clone();
+                path.borrow_and_update();
+                Some(path)
+            }
+            Route::Address(_) => None,
+        };
         self.resume.save(&auth.resume_token);
         self.renderer.me = Some(auth.participant_id.clone());
         if let Identity::Resumed = identity {
-            self.out.note(&format!("* reconnected as {}", auth.display_name));
+            self.out.note(&format!("* reconnected as {} (via {via})", auth.display_name));
         } else if let Identity::Replaced = identity {
             self.out.note(&format!(
                 "* reconnected, but you were away too long: you are back as a new participant, {} ({})",
@@ -1020,6 +1052,7 @@ mod tests {
             sent: 0,
             quoted: Vec::new(),
             nearby: None,
+            path: None,
         }
     }
 

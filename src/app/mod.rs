@@ -157,6 +157,14 @@ pub struct ServeArgs {
     #[arg(long)]
     pub no_mdns: bool,
 
+    /// Reach remotes anywhere, through NAT: `default` uses iroh's public relays (remotes connect
+    /// by the host's key; hole punching makes the path direct when it can, the relay forwards
+    /// end-to-end encrypted bytes when it cannot), a URL uses your own `iroh-relay`
+    /// (e.g. `https://relay.example.org`), `off` stays direct-only (links name only the host's
+    /// addresses). Not with `--insecure`. See docs/NETWORKING.md.
+    #[arg(long, value_name = "default|off|URL", default_value = "default", env = "ROUNDTABLE_RELAY")]
+    pub relay: crate::net::relay::RelayChoice,
+
     /// Host name or address (optionally with :PORT) written into share links, when it differs
     /// from the bind address (e.g. `--public-host 192.168.1.20` or `--public-host me.example.org:443`).
     #[arg(long, value_name = "HOST[:PORT]")]
@@ -280,6 +288,12 @@ impl Default for ServeArgs {
             bind: DEFAULT_BIND.parse().expect("valid default"),
             lan: false,
             no_mdns: false,
+            // As on the command line: `--relay` defaults to iroh's public relays, ROUNDTABLE_RELAY
+            // overrides it.
+            relay: std::env::var("ROUNDTABLE_RELAY")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(crate::net::relay::RelayChoice::Public),
             public_host: None,
             insecure: false,
             mint: false,

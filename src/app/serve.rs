@@ -49,6 +49,7 @@ pub fn host_options(args: &ServeArgs, data_dir: &std::path::Path) -> anyhow::Res
     options.public_host = args.public_host.clone().or_else(|| if args.lan { lan_link_host() } else { None });
     options.insecure = args.insecure;
     options.mdns = !args.no_mdns;
+    options.relay = args.relay.clone();
     options.fresh = args.fresh;
     options.inject_storage_faults = args.inject_storage_faults.clone();
     options.wall_clock = crate::app::host::WallClock { offset_file: args.wall_clock_offset_file.clone() };
@@ -176,7 +177,8 @@ pub async fn prepare_host(client: &Client, mint: bool, label: &str) -> anyhow::R
 /// The host is ready (its sessions are open): `serve.json` names its address and pid — the
 /// readiness signal `share mint` and the benches wait for — and then it accepts remotes.
 pub fn announce_ready(host: &Host, data_dir: &std::path::Path, insecure: bool) {
-    if let Err(e) = write_serve_json(data_dir, &host.link_authority, &host.link_also, insecure) {
+    if let Err(e) = write_serve_json(data_dir, &host.link_authority, &host.link_also, host.link_iroh.as_ref(), insecure)
+    {
         // Only `share mint` and the benches read it; a full disk must not stop the host.
         tracing::warn!("{e:#}; `roundtable share mint` will not know this host's address (pass it --host)");
     }
@@ -338,6 +340,15 @@ fn print_banner(host: &Host, data_dir: &std::path::Path, args: &ServeArgs, setup
     }
     if let Some(name) = host.advertised_as() {
         let _ = writeln!(out, "  advertised on the LAN by mDNS as \"{name}\" (`roundtable join --nearby` lists it; --no-mdns turns it off)");
+    }
+    match host.relay_text() {
+        Some(relay) => {
+            let _ = writeln!(out, "  reachable from anywhere: {relay} (--relay off: direct addresses only)");
+        }
+        None if host.fingerprint.is_some() => {
+            let _ = writeln!(out, "  relay off: remotes reach this host only at the addresses above");
+        }
+        None => {}
     }
     let _ = writeln!(out, "  data directory: {}", data_dir.display());
     if let Some(dir) = &setup.demo_registered {

@@ -50,7 +50,8 @@ impl ServeChild {
         command
             .arg("--data-dir")
             .arg(data_dir)
-            .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
+            // Benches measure this machine: no relays (and nothing leaves it).
+            .args(["serve", "--bind", &format!("127.0.0.1:{port}"), "--relay", "off"])
             .args(extra)
             .current_dir(data_dir)
             .stdin(Stdio::null())

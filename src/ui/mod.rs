@@ -141,6 +141,9 @@ pub fn run_host_window(args: &mut ServeArgs, data_dir: Option<&Path>) -> anyhow:
     if let Some(name) = host.advertised_as() {
         crate::app::serve::say(&format!("advertised on the LAN by mDNS as \"{name}\"\n"));
     }
+    if let Some(relay) = host.relay_text() {
+        crate::app::serve::say(&format!("reachable from anywhere: {relay}\n"));
+    }
 
     let wiring = Wiring::new();
     let out = wiring.outbox();

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod netns;
 pub mod proc;
 
 use roundtable::app::host::{Host, HostOptions};

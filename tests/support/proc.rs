@@ -51,7 +51,8 @@ impl Proc {
         set: &[(&str, String)],
         remove: &[&str],
     ) -> Proc {
-        cmd.env_remove("ROUNDTABLE_DATA_DIR").env("RUST_LOG", "warn");
+        // Tests reach nothing outside the machine: no public relays unless a test names its own.
+        cmd.env_remove("ROUNDTABLE_DATA_DIR").env("RUST_LOG", "warn").env("ROUNDTABLE_RELAY", "off");
         for k in remove {
             cmd.env_remove(k);
         }
@@ -149,13 +150,18 @@ impl Proc {
     /// Waits for the process to exit and for its stderr to be read to the end (so what it
     /// printed last is in [`Proc::stderr`]); returns whether it succeeded.
     pub fn wait(&mut self) -> bool {
-        let deadline = Instant::now() + WAIT;
+        self.wait_within(WAIT)
+    }
+
+    /// [`Proc::wait`], allowing `wait` for the exit.
+    pub fn wait_within(&mut self, wait: Duration) -> bool {
+        let deadline = Instant::now() + wait;
         let status = loop {
             if let Some(status) = self.child.try_wait().unwrap() {
                 break status;
             }
             if Instant::now() >= deadline {
-                panic!("{} did not exit within {WAIT:?}; stderr:\n{}", self.name, self.stderr.lock().unwrap());
+                panic!("{} did not exit within {wait:?}; stderr:\n{}", self.name, self.stderr.lock().unwrap());
             }
             std::thread::sleep(Duration::from_millis(20));
         };

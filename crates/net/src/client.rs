@@ -36,17 +36,23 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 /// A client WebSocket, over TLS or plain TCP.
 pub type WsStream = WebSocketStream<Box<dyn Io>>;
 
+/// How long a TCP connection attempt may take (a firewall that drops packets would otherwise
+/// keep a client waiting for minutes).
+pub const TCP_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How long [`Client::request`] waits for an answer.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why connecting or a request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot reach {addr}: {source}")]
+    #[error("cannot reach {addr}: {cause}{}", relay.as_deref().map(|r| format!("; {r}")).unwrap_or_default())]
     Connect {
         addr: String,
-        #[source]
-        source: std::io::Error,
+        /// Shown in the message, not chained as a source (it would be printed twice).
+        cause: std::io::Error,
+        /// Why the link's iroh endpoint did not answer either, when it names one.
+        relay: Option<String>,
     },
     #[error("certificate fingerprint mismatch: expected {expected}, got {got} — the link may be wrong or someone is intercepting")]
     FingerprintMismatch { expected: String, got: String },
@@ -60,6 +66,9 @@ pub enum ClientError {
     TlsSetup(#[from] tls::TlsError),
     #[error("WebSocket handshake with {addr} failed: {detail}")]
     Handshake { addr: String, detail: String },
+    /// The iroh endpoint named by the link could not be reached (through its relay or direct).
+    #[error(transparent)]
+    Relay(#[from] crate::relay::RelayError),
     /// The host answered with an error.
     #[error("{}: {}", .0.code.as_str(), .0.message)]
     Protocol(ProtocolError),
@@ -97,40 +106,99 @@ impl ClientError {
     }
 }
 
+/// Which way a connection reached the host.
+#[derive(Clone, Debug)]
+pub enum Route {
+    /// A TCP connection to one of the link's addresses (`HOST:PORT`).
+    Address(String),
+    /// The host's iroh endpoint: relayed, or direct once hole punching succeeds. The receiver
+    /// follows the changes for as long as the connection lives.
+    Iroh(tokio::sync::watch::Receiver<crate::relay::PathKind>),
+}
+
+impl Route {
+    /// The iroh path now, for a connection through iroh.
+    pub fn iroh_path(&self) -> Option<crate::relay::PathKind> {
+        match self {
+            Route::Address(_) => None,
+            Route::Iroh(path) => Some(path.borrow().clone()),
+        }
+    }
+}
+
+impl std::fmt::Display for Route {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Route::Address(addr) => f.write_str(addr),
+            Route::Iroh(path) => write!(f, "the host's iroh endpoint, {}", *path.borrow()),
+        }
+    }
+}
+
 /// Opens a TCP connection to the link's host and runs the TLS and WebSocket handshakes.
 ///
-/// A link naming several addresses ([`Link::addresses`]) is dialed at all of them at once; the
-/// first connection that completes the handshakes — so proves the pinned certificate — is kept
-/// and the others are dropped. When none does, the error is the first address's.
+/// A link naming several addresses ([`Link::addresses`]) and an iroh endpoint is dialed at all
+/// of them at once; the first connection that completes the handshakes — so proves the pinned
+/// certificate, or the pinned endpoint key — is kept and the others are dropped. When none does,
+/// the error is the first address's.
 pub async fn connect_ws(link: &Link) -> Result<WsStream, ClientError> {
     Ok(connect_ws_via(link).await?.0)
 }
 
-/// [`connect_ws`], also saying which of the link's addresses answered (`HOST:PORT`).
-pub async fn connect_ws_via(link: &Link) -> Result<(WsStream, String), ClientError> {
+/// [`connect_ws`], also saying which way the connection reached the host.
+pub async fn connect_ws_via(link: &Link) -> Result<(WsStream, Route), ClientError> {
+    use futures_util::future::BoxFuture;
     use futures_util::stream::{FuturesUnordered, StreamExt};
-    let mut attempts: FuturesUnordered<_> = link
+    type Attempt = BoxFuture<'static, (usize, Result<(WsStream, Route), ClientError>)>;
+    let mut attempts: FuturesUnordered<Attempt> = link
         .addresses()
         .enumerate()
-        .map(|(i, one)| async move { (i, dial(&one).await.map(|ws| (ws, one.authority()))) })
+        .map(|(i, one)| -> Attempt {
+            Box::pin(async move { (i, dial(&one).await.map(|ws| (ws, Route::Address(one.authority())))) })
+        })
         .collect();
-    let mut first_error = None;
+    if let Some(iroh) = link.iroh.clone() {
+        let authority = link.authority();
+        attempts.push(Box::pin(async move { (usize::MAX, dial_iroh(&iroh, &authority).await) }));
+    }
+    let (mut first_error, mut relay_error) = (None, None);
     while let Some((i, attempt)) = attempts.next().await {
         match attempt {
             Ok(connected) => return Ok(connected),
             Err(e) if i == 0 => first_error = Some(e),
+            Err(e) if i == usize::MAX => relay_error = Some(e.to_string()),
             Err(e) => tracing::debug!("{e}"),
         }
     }
-    Err(first_error.expect("the first address was dialed"))
+    // The first address's error decides what the caller does (retry, give up); a host unreachable
+    // both ways says so.
+    match first_error.expect("the first address was dialed") {
+        ClientError::Connect { addr, cause, .. } => Err(ClientError::Connect { addr, cause, relay: relay_error }),
+        other => Err(other),
+    }
+}
+
+/// Dials the host's iroh endpoint and runs the WebSocket handshake over the stream. No TLS inside:
+/// the QUIC handshake proved the endpoint key the link pins, and QUIC encrypts end to end.
+async fn dial_iroh(iroh: &crate::link::IrohAddr, authority: &str) -> Result<(WsStream, Route), ClientError> {
+    let stream = crate::relay::dial(iroh).await?;
+    let path = stream.path();
+    let ws = websocket_handshake(Box::new(stream), "ws", authority).await?;
+    Ok((ws, Route::Iroh(path)))
 }
 
 /// Connects to the link's first address only.
 async fn dial(link: &Link) -> Result<WsStream, ClientError> {
     let addr = link.authority();
-    let tcp = TcpStream::connect((link.host.as_str(), link.port))
-        .await
-        .map_err(|source| ClientError::Connect { addr: addr.clone(), source })?;
+    let connect = TcpStream::connect((link.host.as_str(), link.port));
+    let tcp = match tokio::time::timeout(TCP_CONNECT_TIMEOUT, connect).await {
+        Ok(connected) => connected,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("no answer within {}s", TCP_CONNECT_TIMEOUT.as_secs()),
+        )),
+    }
+    .map_err(|cause| ClientError::Connect { addr: addr.clone(), cause, relay: None })?;
     handshake(tcp, link).await
 }
 
@@ -160,12 +228,17 @@ pub async fn handshake_over<S: Io + 'static>(stream: S, link: &Link) -> Result<W
         }
         None => (Box::new(stream), "ws"),
     };
+    websocket_handshake(io, scheme, &addr).await
+}
+
+/// The WebSocket handshake as a client over an established byte stream.
+async fn websocket_handshake(io: Box<dyn Io>, scheme: &str, addr: &str) -> Result<WsStream, ClientError> {
     let url = format!("{scheme}://{addr}/");
     // Frames from the host can be larger than the 64 KiB request cap (snapshots of long sessions).
     let config = WebSocketConfig::default().max_message_size(Some(64 << 20));
     match tokio_tungstenite::client_async_with_config(url, io, Some(config)).await {
         Ok((ws, _response)) => Ok(ws),
-        Err(e) => Err(ClientError::Handshake { addr, detail: e.to_string() }),
+        Err(e) => Err(ClientError::Handshake { addr: addr.to_string(), detail: e.to_string() }),
     }
 }
 
@@ -288,8 +361,8 @@ impl Client {
         Ok(Client::over(connect_ws(link).await?))
     }
 
-    /// [`Client::connect`], also saying which of the link's addresses answered (`HOST:PORT`).
-    pub async fn connect_via(link: &Link) -> Result<(Client, Events, String), ClientError> {
+    /// [`Client::connect`], also saying which way the connection reached the host.
+    pub async fn connect_via(link: &Link) -> Result<(Client, Events, Route), ClientError> {
         let (ws, via) = connect_ws_via(link).await?;
         let (client, events) = Client::over(ws);
         Ok((client, events, via))

@@ -6,6 +6,7 @@
 //!   the engine's [`crate::engine::Inbound`] channel.
 //! - [`client`]: connect from a link (pinned TLS), request/response matching, events.
 //! - [`discovery`]: this machine's addresses, and finding hosts on the LAN by mDNS.
+//! - [`relay`]: the same WebSocket over an iroh QUIC stream, through NAT by hole punching or a relay.
 //! - [`keepalive`]: pings both ways; a silent peer is gone.
 //! - [`known_hosts`]: remembered host fingerprints.
 //! - [`tls`], [`link`]: the host's certificate and the share link format.
@@ -20,5 +21,6 @@ pub mod discovery;
 pub mod keepalive;
 pub mod known_hosts;
 pub mod link;
+pub mod relay;
 pub mod server;
 pub mod tls;

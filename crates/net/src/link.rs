@@ -14,6 +14,11 @@
 //! Clients dial them all at once and keep the first connection that proves the pinned
 //! certificate ([`Link::addresses`]); other query keys are ignored, so later link features do not
 //! break older clients.
+//!
+//! A host reachable through a relay (docs/NETWORKING.md "Relay") also names its iroh endpoint:
+//! `?iroh=ENDPOINT_ID&relay=URL` (64 hex digits, the endpoint's public key, pinned like the
+//! certificate; the relay is where the host waits, `relay` may be missing when the host found
+//! none and remotes look it up by iroh's DNS). Clients dial it at the same time as the addresses.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv6Addr};
@@ -37,6 +42,17 @@ pub struct Link {
     pub fingerprint: Option<String>,
     /// More addresses of the same host (`?addr=HOST:PORT`), tried at the same time as the first.
     pub also: Vec<(String, u16)>,
+    /// The host's iroh endpoint (`?iroh=ID&relay=URL`), dialed at the same time as the addresses.
+    pub iroh: Option<IrohAddr>,
+}
+
+/// Where a link says the host's iroh endpoint is.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct IrohAddr {
+    /// The endpoint id (its public key, 64 lower-case hex digits), which the QUIC handshake proves.
+    pub id: String,
+    /// The relay the host waits at (`http://` or `https://`); `None`: look it up by iroh's DNS.
+    pub relay: Option<String>,
 }
 
 /// Why a string is not a valid share link.
@@ -62,6 +78,10 @@ pub enum LinkError {
     BadFingerprint(String),
     #[error("unknown link fragment \"#{0}\" (expected #sha256=FINGERPRINT or #insecure)")]
     UnknownFragment(String),
+    #[error("invalid iroh endpoint id \"{0}\" in link (expected 64 hex digits after iroh=)")]
+    BadEndpointId(String),
+    #[error("invalid relay \"{0}\" in link (expected an http:// or https:// URL after relay=)")]
+    BadRelay(String),
 }
 
 impl Link {
@@ -92,11 +112,24 @@ impl Link {
             None => (path, None),
         };
         let mut also = Vec::new();
+        let (mut iroh_id, mut relay) = (None, None);
         for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
             if let Some(addr) = pair.strip_prefix("addr=") {
                 also.push(parse_authority(addr)?);
+            } else if let Some(id) = pair.strip_prefix("iroh=") {
+                if !crate::relay::is_endpoint_id(&id.to_ascii_lowercase()) {
+                    return Err(LinkError::BadEndpointId(id.chars().take(80).collect()));
+                }
+                iroh_id = Some(id.to_ascii_lowercase());
+            } else if let Some(url) = pair.strip_prefix("relay=") {
+                if !crate::relay::is_relay_url(url) {
+                    return Err(LinkError::BadRelay(url.chars().take(120).collect()));
+                }
+                relay = Some(url.to_string());
             }
         }
+        // A relay alone names nobody to dial: ignored, like any key this version does not use.
+        let iroh = iroh_id.map(|id| IrohAddr { id, relay });
         let token = path.strip_suffix('/').unwrap_or(path);
         if token.is_empty() {
             return Err(LinkError::MissingToken);
@@ -114,17 +147,22 @@ impl Link {
             },
         };
 
-        Ok(Link { host, port, token: token.to_string(), fingerprint, also })
+        Ok(Link { host, port, token: token.to_string(), fingerprint, also, iroh })
     }
 
     /// What the link's text has after its token: `?addr=HOST:PORT` (then `&addr=…`) for each other
-    /// address, then `#sha256=FINGERPRINT` or `#insecure`.
+    /// address, `iroh=ID&relay=URL` for the iroh endpoint, then `#sha256=FINGERPRINT` or
+    /// `#insecure`.
     pub fn after_token(&self) -> String {
+        let mut pairs: Vec<String> =
+            self.also.iter().map(|(host, port)| format!("addr={}", authority(host, *port))).collect();
+        if let Some(iroh) = &self.iroh {
+            pairs.push(format!("iroh={}", iroh.id));
+            pairs.extend(iroh.relay.iter().map(|url| format!("relay={url}")));
+        }
         let mut text = String::new();
-        for (i, (host, port)) in self.also.iter().enumerate() {
-            text.push(if i == 0 { '?' } else { '&' });
-            text.push_str("addr=");
-            text.push_str(&authority(host, *port));
+        if !pairs.is_empty() {
+            text = format!("?{}", pairs.join("&"));
         }
         match &self.fingerprint {
             Some(fp) => text.push_str(&format!("#sha256={fp}")),
@@ -135,16 +173,17 @@ impl Link {
 
     /// A link to one host address: no alternatives.
     pub fn new(host: impl Into<String>, port: u16, token: impl Into<String>, fingerprint: Option<String>) -> Link {
-        Link { host: host.into(), port, token: token.into(), fingerprint, also: Vec::new() }
+        Link { host: host.into(), port, token: token.into(), fingerprint, also: Vec::new(), iroh: None }
     }
 
     /// This link once per address it names (the first, then each `addr`), each without
-    /// alternatives: what a client dials.
+    /// alternatives (no other address, no iroh endpoint): what a client dials over TCP.
     pub fn addresses(&self) -> impl Iterator<Item = Link> + '_ {
         std::iter::once((self.host.clone(), self.port)).chain(self.also.iter().cloned()).map(|(host, port)| Link {
             host,
             port,
             also: Vec::new(),
+            iroh: None,
             ..self.clone()
         })
     }
@@ -343,7 +382,7 @@ mod tests {
     #[test]
     fn a_link_names_more_addresses_after_the_token_and_unknown_keys_are_ignored() {
         let fp = "ab".repeat(32);
-        let text = format!("roundtable://192.168.1.20:7447/tok?addr=10.0.0.5:7447&addr=[::1]:7447&relay=x#sha256={fp}");
+        let text = format!("roundtable://192.168.1.20:7447/tok?addr=10.0.0.5:7447&addr=[::1]:7447&later=x#sha256={fp}");
         let link = Link::parse(&text).expect("a link");
         assert_eq!(link.also, vec![("10.0.0.5".to_string(), 7447), ("::1".to_string(), 7447)]);
         assert_eq!(link.token, "tok");
@@ -354,6 +393,29 @@ mod tests {
             format!("roundtable://192.168.1.20:7447/tok?addr=10.0.0.5:7447&addr=[::1]:7447#sha256={fp}")
         );
         assert!(Link::parse(&format!("roundtable://h:1/tok?addr=nope#sha256={fp}")).is_err(), "a bad addr is an error");
+    }
+
+    #[test]
+    fn a_link_names_the_iroh_endpoint_and_its_relay() {
+        let fp = "ab".repeat(32);
+        let id = "cd".repeat(32);
+        let text = format!("roundtable://10.0.1.2:7447/tok?iroh={id}&relay=http://10.0.1.1:3340/#sha256={fp}");
+        let link = Link::parse(&text).expect("a link");
+        assert_eq!(link.iroh, Some(IrohAddr { id: id.clone(), relay: Some("http://10.0.1.1:3340/".into()) }));
+        assert_eq!(link.to_string(), text, "written back the same");
+        assert!(link.addresses().all(|one| one.iroh.is_none()), "the TCP dials carry no endpoint");
+        let upper = format!("roundtable://h:1/tok?iroh={}#sha256={fp}", id.to_uppercase());
+        assert_eq!(Link::parse(&upper).unwrap().iroh, Some(IrohAddr { id: id.clone(), relay: None }));
+        assert_eq!(
+            Link::parse(&format!("roundtable://h:1/tok?iroh=abc#sha256={fp}")),
+            Err(LinkError::BadEndpointId("abc".into()))
+        );
+        assert_eq!(
+            Link::parse(&format!("roundtable://h:1/tok?iroh={id}&relay=ftp://x#sha256={fp}")),
+            Err(LinkError::BadRelay("ftp://x".into()))
+        );
+        let relay_only = Link::parse(&format!("roundtable://h:1/tok?relay=https://r.example/#sha256={fp}")).unwrap();
+        assert_eq!(relay_only.iroh, None, "a relay without an endpoint names nobody");
     }
 
     #[test]
@@ -380,8 +442,10 @@ mod tests {
             token in "[A-Za-z0-9_-]{1,64}",
             fingerprint in proptest::option::of("[0-9a-f]{64}"),
             also in proptest::collection::vec((host_strategy(), 1u16..), 0..3),
+            iroh in proptest::option::of(("[0-9a-f]{64}", proptest::option::of("https?://[a-z][a-z0-9-]{0,10}(\\.[a-z][a-z0-9-]{0,8}){0,2}(:[1-9][0-9]{0,3})?/"))),
         ) {
-            let link = Link { host, port, token, fingerprint, also };
+            let iroh = iroh.map(|(id, relay)| IrohAddr { id, relay });
+            let link = Link { host, port, token, fingerprint, also, iroh };
             let text = link.to_string();
             prop_assert_eq!(Link::parse(&text), Ok(link));
         }

@@ -150,8 +150,9 @@ pub trait Listener: Send + 'static {
     /// An accepted connection.
     type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
 
-    /// Waits for the next connection.
-    fn accept(&self) -> impl std::future::Future<Output = std::io::Result<(Self::Stream, SocketAddr)>> + Send;
+    /// Waits for the next connection; also says who is on the other end (`IP:PORT` for a socket,
+    /// the engine keys its per-address limits by the IP; `iroh:ENDPOINT_ID` over iroh).
+    fn accept(&self) -> impl std::future::Future<Output = std::io::Result<(Self::Stream, String)>> + Send;
 
     /// The address the listener is bound to.
     fn local_addr(&self) -> std::io::Result<SocketAddr>;
@@ -164,8 +165,8 @@ pub trait Listener: Send + 'static {
 impl Listener for TcpListener {
     type Stream = TcpStream;
 
-    fn accept(&self) -> impl std::future::Future<Output = std::io::Result<(TcpStream, SocketAddr)>> + Send {
-        TcpListener::accept(self)
+    async fn accept(&self) -> std::io::Result<(TcpStream, String)> {
+        TcpListener::accept(self).await.map(|(tcp, peer)| (tcp, peer.to_string()))
     }
 
     fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -346,7 +347,7 @@ impl FrameSink for WsSink {
 }
 
 struct ConnCtx {
-    peer: SocketAddr,
+    peer: String,
     options: ServerOptions,
     inbound: Sender<Inbound>,
     ids: Arc<ConnIds>,
@@ -391,7 +392,7 @@ impl ConnCtx {
             max_bytes: self.options.queue_bytes,
         });
         debug!("{conn} opened from {}", self.peer);
-        if self.inbound.send(Inbound::Opened { conn, addr: self.peer.to_string(), sink }).is_err() {
+        if self.inbound.send(Inbound::Opened { conn, addr: self.peer.clone(), sink }).is_err() {
             return; // engine stopped
         }
         let watch = crate::keepalive::Watch::new(self.options.keepalive);
@@ -680,7 +681,7 @@ mod tests {
     ) -> crate::client::WsStream {
         let (server_end, client_end) = tokio::io::duplex(64 * 1024);
         let ctx = ConnCtx {
-            peer: "127.0.0.1:1".parse().unwrap(),
+            peer: "127.0.0.1:1".into(),
             options: options.clone(),
             inbound: engine.clone(),
             ids: ids.clone(),

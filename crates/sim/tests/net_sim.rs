@@ -202,8 +202,8 @@ struct SimListener(turmoil::net::TcpListener);
 impl Listener for SimListener {
     type Stream = turmoil::net::TcpStream;
 
-    fn accept(&self) -> impl std::future::Future<Output = std::io::Result<(Self::Stream, SocketAddr)>> + Send {
-        self.0.accept()
+    async fn accept(&self) -> std::io::Result<(Self::Stream, String)> {
+        self.0.accept().await.map(|(stream, peer)| (stream, peer.to_string()))
     }
 
     fn local_addr(&self) -> std::io::Result<SocketAddr> {
