@@ -8,7 +8,12 @@
 //! Reference: a minimal server that serialises each frame once and writes it to N plain
 //! WebSocket clients, driven at the same rate with frames of the same shape.
 //! Latency = receive time − send time, over every (message, client) pair; the report gives
-//! p50/p99/max for both and the ratio of the p99s.
+//! p50/p99/max and events/s (deliveries over the time from the first send to the last delivery)
+//! for both and the ratio of the p99s.
+//!
+//! With `--relay URL` roundtable runs once more, relayed: the host's iroh endpoint waits at that
+//! relay and the remotes reach it only through it (they have no IP path of their own), so every
+//! frame crosses the relay — side by side with the direct TLS run.
 
 use crate::app::host::{Host, HostOptions};
 use crate::net::client::ClientEvent;
@@ -27,6 +32,8 @@ pub struct WireOptions {
     pub messages: usize,
     pub every_ms: u64,
     pub tls: bool,
+    /// Also run relayed through this iroh relay.
+    pub relay: Option<String>,
 }
 
 /// Latency figures of one side, in ms.
@@ -36,6 +43,8 @@ pub struct Latency {
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub max_ms: f64,
+    /// Deliveries per second, from the first send to the last delivery.
+    pub events_per_s: f64,
 }
 
 /// What `bench wire` measured.
@@ -51,15 +60,58 @@ pub struct WireReport {
     pub p99_ratio: f64,
     /// (message, client) pairs that never arrived at roundtable's clients.
     pub missing: usize,
+    /// Roundtable relayed through `--relay` (absent without it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub relayed: Option<Latency>,
+    /// Relayed p99 / reference p99.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub relayed_p99_ratio: Option<f64>,
+    /// Pairs that never arrived relayed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub relayed_missing: Option<usize>,
 }
 
-fn latency(mut samples: Vec<f64>) -> Latency {
+/// What one side measured: every latency (ms) and how long the deliveries took (s).
+struct Measured {
+    samples: Vec<f64>,
+    span_s: f64,
+}
+
+fn latency(Measured { mut samples, span_s }: Measured) -> Latency {
     if samples.is_empty() {
         return Latency::default();
     }
     samples.sort_by(f64::total_cmp);
     let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
-    Latency { samples: samples.len(), p50_ms: at(0.5), p99_ms: at(0.99), max_ms: *samples.last().expect("not empty") }
+    Latency {
+        samples: samples.len(),
+        p50_ms: at(0.5),
+        p99_ms: at(0.99),
+        max_ms: *samples.last().expect("not empty"),
+        events_per_s: samples.len() as f64 / span_s.max(1e-6),
+    }
+}
+
+/// When each delivery arrived, shared with the readers: latencies (ms) and the last arrival.
+#[derive(Default)]
+struct Deliveries {
+    samples: Vec<f64>,
+    last: Option<Instant>,
+}
+
+impl Deliveries {
+    fn record(&mut self, sent: Instant, at: Instant) {
+        self.samples.push(at.duration_since(sent).as_secs_f64() * 1000.0);
+        self.last = Some(self.last.map_or(at, |l| l.max(at)));
+    }
+
+    fn take(&mut self, first_send: Option<Instant>) -> Measured {
+        let span_s = match (first_send, self.last) {
+            (Some(first), Some(last)) => last.duration_since(first).as_secs_f64(),
+            _ => 0.0,
+        };
+        Measured { samples: std::mem::take(&mut self.samples), span_s }
+    }
 }
 
 /// Send instants by message number, shared with the readers.
@@ -70,12 +122,16 @@ fn number(text: &str) -> Option<usize> {
     text.strip_prefix("bench ")?.parse().ok()
 }
 
-async fn roundtable_side(o: &WireOptions) -> anyhow::Result<(Vec<f64>, usize)> {
+/// Roundtable's side: direct (TLS or ws, per `o.tls`), or relayed through `relay`.
+async fn roundtable_side(o: &WireOptions, relay: Option<&str>) -> anyhow::Result<(Measured, usize)> {
     let scratch = crate::app::serve_child::scratch_dir("wire")?;
     let dir = scratch.path().to_path_buf();
     let mut options = HostOptions::new(dir.clone(), "127.0.0.1:0".parse()?);
-    options.insecure = !o.tls;
+    options.insecure = !o.tls && relay.is_none();
     options.fresh = true;
+    if let Some(url) = relay {
+        options.relay = crate::net::relay::RelayChoice::Url(url.to_string());
+    }
     let (host, _events) = Host::start(options).await?;
     let ws: WorkspaceInfo = host
         .client
@@ -97,12 +153,22 @@ async fn roundtable_side(o: &WireOptions) -> anyhow::Result<(Vec<f64>, usize)> {
     let minted: MintShareResult =
         host.client.call(Method::MintShare(MintShareParams::team("bench", vec![ws.id.clone()]))).await?;
     let link = host.link(&minted.token);
+    if relay.is_some() && link.iroh.is_none() {
+        anyhow::bail!("the host could not start its iroh endpoint (see the warning above)");
+    }
     host.open();
     let sent: Sent = Arc::default();
-    let samples = Arc::new(Mutex::new(Vec::new()));
+    let samples = Arc::new(Mutex::new(Deliveries::default()));
     let mut readers = Vec::new();
     for i in 0..o.clients {
-        let (c, mut events, _) = crate::app::serve_child::bench_remote(&link, &format!("b{i}")).await?;
+        let name = format!("b{i}");
+        let (c, mut events, _) = match relay {
+            Some(_) => {
+                let ws = crate::net::client::connect_ws_relayed_only(&link).await?;
+                crate::app::serve_child::bench_remote_over(crate::net::client::Client::over(ws), &link, &name).await?
+            }
+            None => crate::app::serve_child::bench_remote(&link, &name).await?,
+        };
         c.request(Method::JoinSession(JoinSessionParams { session_id: session.id.clone(), since_seq: Some(0) }))
             .await?;
         let (sent, samples) = (sent.clone(), samples.clone());
@@ -113,7 +179,7 @@ async fn roundtable_side(o: &WireOptions) -> anyhow::Result<(Vec<f64>, usize)> {
                     if let Event::Message(m) = &frame.body {
                         let at = Instant::now();
                         if let Some(t) = number(&m.text).and_then(|n| sent.lock().expect("sent").get(&n).copied()) {
-                            samples.lock().expect("samples").push(at.duration_since(t).as_secs_f64() * 1000.0);
+                            samples.lock().expect("samples").record(t, at);
                         }
                     }
                 }
@@ -134,20 +200,21 @@ async fn roundtable_side(o: &WireOptions) -> anyhow::Result<(Vec<f64>, usize)> {
     }
     let expected = o.messages * o.clients;
     let deadline = Instant::now() + Duration::from_secs(10);
-    while samples.lock().expect("samples").len() < expected && Instant::now() < deadline {
+    while samples.lock().expect("samples").samples.len() < expected && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let got = std::mem::take(&mut *samples.lock().expect("samples"));
+    let first_send = sent.lock().expect("sent").get(&0).copied();
+    let got = samples.lock().expect("samples").take(first_send);
     for r in readers {
         r.abort();
     }
     host.shutdown().await;
     drop(scratch);
-    let missing = expected.saturating_sub(got.len());
+    let missing = expected.saturating_sub(got.samples.len());
     Ok((got, missing))
 }
 
-async fn reference_side(o: &WireOptions) -> anyhow::Result<Vec<f64>> {
+async fn reference_side(o: &WireOptions) -> anyhow::Result<Measured> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let clients = o.clients;
@@ -170,7 +237,7 @@ async fn reference_side(o: &WireOptions) -> anyhow::Result<Vec<f64>> {
         }
     });
     let sent: Sent = Arc::default();
-    let samples = Arc::new(Mutex::new(Vec::new()));
+    let samples = Arc::new(Mutex::new(Deliveries::default()));
     let mut readers = Vec::new();
     for _ in 0..clients {
         let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/")).await?;
@@ -185,7 +252,7 @@ async fn reference_side(o: &WireOptions) -> anyhow::Result<Vec<f64>> {
                 };
                 if let Event::Message(m) = &frame.body {
                     if let Some(t) = number(&m.text).and_then(|n| sent.lock().expect("sent").get(&n).copied()) {
-                        samples.lock().expect("samples").push(at.duration_since(t).as_secs_f64() * 1000.0);
+                        samples.lock().expect("samples").record(t, at);
                     }
                 }
             }
@@ -214,13 +281,14 @@ async fn reference_side(o: &WireOptions) -> anyhow::Result<Vec<f64>> {
     }
     let expected = o.messages * o.clients;
     let deadline = Instant::now() + Duration::from_secs(10);
-    while samples.lock().expect("samples").len() < expected && Instant::now() < deadline {
+    while samples.lock().expect("samples").samples.len() < expected && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     for r in readers {
         r.abort();
     }
-    let got = std::mem::take(&mut *samples.lock().expect("samples"));
+    let first_send = sent.lock().expect("sent").get(&0).copied();
+    let got = samples.lock().expect("samples").take(first_send);
     Ok(got)
 }
 
@@ -230,30 +298,58 @@ pub fn run(o: &WireOptions, json: bool, out: &mut dyn Write) -> anyhow::Result<W
     if !json {
         writeln!(out, "roundtable: {} clients, {} messages every {} ms…", o.clients, o.messages, o.every_ms)?;
     }
-    let (ours, missing) = runtime.block_on(roundtable_side(o))?;
+    let (ours, missing) = runtime.block_on(roundtable_side(o, None))?;
+    let relayed = match &o.relay {
+        Some(url) => {
+            if !json {
+                writeln!(out, "roundtable relayed through {url} (no direct path)…")?;
+            }
+            Some(runtime.block_on(roundtable_side(o, Some(url)))?)
+        }
+        None => None,
+    };
     if !json {
         writeln!(out, "reference (raw tokio-tungstenite broadcast, same rate and frames)…")?;
     }
     let theirs = runtime.block_on(reference_side(o))?;
     runtime.shutdown_timeout(Duration::from_secs(1));
     let (roundtable, reference) = (latency(ours), latency(theirs));
+    let (relayed, relayed_missing) = match relayed {
+        Some((measured, missing)) => (Some(latency(measured)), Some(missing)),
+        None => (None, None),
+    };
     let report = WireReport {
         clients: o.clients,
         messages: o.messages,
         every_ms: o.every_ms,
         tls: o.tls,
         p99_ratio: roundtable.p99_ms / reference.p99_ms.max(1e-6),
+        relayed_p99_ratio: relayed.as_ref().map(|r| r.p99_ms / reference.p99_ms.max(1e-6)),
         roundtable,
         reference,
         missing,
+        relayed,
+        relayed_missing,
     };
     if json {
         writeln!(out, "{}", serde_json::to_string(&report)?)?;
     } else {
         let show = |l: &Latency| {
-            format!("p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} samples)", l.p50_ms, l.p99_ms, l.max_ms, l.samples)
+            format!(
+                "p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, {:.0} events/s ({} samples)",
+                l.p50_ms, l.p99_ms, l.max_ms, l.events_per_s, l.samples
+            )
         };
         writeln!(out, "roundtable ({}): {}", if o.tls { "TLS" } else { "ws" }, show(&report.roundtable))?;
+        if let (Some(relayed), Some(ratio), Some(missing)) =
+            (&report.relayed, report.relayed_p99_ratio, report.relayed_missing)
+        {
+            writeln!(
+                out,
+                "roundtable (relayed): {} — p99 ratio {ratio:.2}; {missing} deliveries missing",
+                show(relayed)
+            )?;
+        }
         writeln!(out, "reference (ws):  {}", show(&report.reference))?;
         writeln!(
             out,

@@ -93,6 +93,11 @@ pub struct BenchArgs {
     /// Roundtable over TLS (wire; the reference is plain ws, so compare without it).
     #[arg(long)]
     pub tls: bool,
+    /// Also measure roundtable relayed through this iroh relay (wire): the host's iroh endpoint
+    /// waits at it and the remotes reach it only through it (no direct path), measured beside
+    /// the direct TLS run. Start a local one with `iroh-relay --dev` (http://127.0.0.1:3340).
+    #[arg(long, value_name = "URL")]
+    pub relay: Option<String>,
     /// Seconds to run (soak).
     #[arg(long, default_value_t = 30)]
     pub seconds: u64,
@@ -250,7 +255,8 @@ pub fn run_bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
                 clients: args.clients,
                 messages: args.sends,
                 every_ms: args.every_ms,
-                tls: args.tls,
+                tls: args.tls || args.relay.is_some(),
+                relay: args.relay.clone(),
             };
             super::bench_wire::run(&options, args.json, &mut std::io::stdout().lock())?;
         }

@@ -22,8 +22,19 @@ pub async fn bench_remote(
     (crate::net::client::Client, crate::net::client::Events, crate::protocol::AuthenticateResult),
     crate::net::client::ClientError,
 > {
+    bench_remote_over(crate::net::client::Client::connect(link).await?, link, name).await
+}
+
+/// [`bench_remote`] over a connection already made.
+pub async fn bench_remote_over(
+    (client, events): (crate::net::client::Client, crate::net::client::Events),
+    link: &crate::net::link::Link,
+    name: &str,
+) -> Result<
+    (crate::net::client::Client, crate::net::client::Events, crate::protocol::AuthenticateResult),
+    crate::net::client::ClientError,
+> {
     use crate::protocol::{AuthenticateParams, AuthenticateResult, Method};
-    let (client, events) = crate::net::client::Client::connect(link).await?;
     let auth = AuthenticateParams { token: link.token.clone(), display_name: name.into(), resume_token: None };
     let me = client.call::<AuthenticateResult>(Method::Authenticate(auth)).await?;
     Ok((client, events, me))

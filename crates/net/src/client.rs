@@ -159,7 +159,7 @@ pub async fn connect_ws_via(link: &Link) -> Result<(WsStream, Route), ClientErro
         .collect();
     if let Some(iroh) = link.iroh.clone() {
         let authority = link.authority();
-        attempts.push(Box::pin(async move { (usize::MAX, dial_iroh(&iroh, &authority).await) }));
+        attempts.push(Box::pin(async move { (usize::MAX, dial_iroh(&iroh, &authority, false).await) }));
     }
     let (mut first_error, mut relay_error) = (None, None);
     while let Some((i, attempt)) = attempts.next().await {
@@ -178,10 +178,24 @@ pub async fn connect_ws_via(link: &Link) -> Result<(WsStream, Route), ClientErro
     }
 }
 
+/// Connects to the link's iroh endpoint only, with no IP path of the client's own: every byte
+/// goes through the relay (what `bench wire --relay` measures).
+pub async fn connect_ws_relayed_only(link: &Link) -> Result<WsStream, ClientError> {
+    let iroh = link.iroh.as_ref().ok_or_else(|| ClientError::Handshake {
+        addr: link.authority(),
+        detail: "the link names no iroh endpoint".into(),
+    })?;
+    Ok(dial_iroh(iroh, &link.authority(), true).await?.0)
+}
+
 /// Dials the host's iroh endpoint and runs the WebSocket handshake over the stream. No TLS inside:
 /// the QUIC handshake proved the endpoint key the link pins, and QUIC encrypts end to end.
-async fn dial_iroh(iroh: &crate::link::IrohAddr, authority: &str) -> Result<(WsStream, Route), ClientError> {
-    let stream = crate::relay::dial(iroh).await?;
+async fn dial_iroh(
+    iroh: &crate::link::IrohAddr,
+    authority: &str,
+    relay_only: bool,
+) -> Result<(WsStream, Route), ClientError> {
+    let stream = crate::relay::dial_with(iroh, relay_only).await?;
     let path = stream.path();
     let ws = websocket_handshake(Box::new(stream), "ws", authority).await?;
     Ok((ws, Route::Iroh(path)))

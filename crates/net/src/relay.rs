@@ -376,6 +376,12 @@ impl Listener for IrohListener {
 /// Dials the host's endpoint through its relay (a direct path replaces the relayed one when hole
 /// punching succeeds) and opens the stream the WebSocket runs over.
 pub async fn dial(target: &IrohAddr) -> Result<IrohStream, RelayError> {
+    dial_with(target, false).await
+}
+
+/// [`dial`]; with `relay_only` the client has no IP path of its own, so every byte goes through
+/// the relay (`bench wire --relay` measures that).
+pub async fn dial_with(target: &IrohAddr, relay_only: bool) -> Result<IrohStream, RelayError> {
     let id = EndpointId::from_str(&target.id).map_err(|_| RelayError::BadEndpointId(target.id.clone()))?;
     let relay_name = target.relay.clone().unwrap_or_else(|| "iroh's DNS".into());
     let fail = |detail: String| RelayError::Connect { relay: relay_name.clone(), detail };
@@ -388,6 +394,7 @@ pub async fn dial(target: &IrohAddr) -> Result<IrohStream, RelayError> {
         }
         None => (Endpoint::builder(presets::N0), EndpointAddr::new(id)),
     };
+    let builder = if relay_only { builder.clear_ip_transports() } else { builder };
     let endpoint = builder.bind().await.map_err(|e| fail(e.to_string()))?;
     let opened = async {
         let conn = endpoint.connect(addr, ALPN).await.map_err(|e| e.to_string())?;
