@@ -238,13 +238,18 @@ struct Window {
 
 impl Window {
     fn new(is_host: bool, updates: Vec<Update>) -> Window {
+        Window::over(ViewModel::new(is_host), updates, egui::vec2(1400.0, 1000.0))
+    }
+
+    /// A window of `size` over `model`, after `updates`.
+    fn over(model: ViewModel, updates: Vec<Update>, size: egui::Vec2) -> Window {
         let (actions_tx, actions) = unbounded_channel();
         let (updates_tx, updates_rx) = std::sync::mpsc::channel();
         for u in updates {
             updates_tx.send(u).unwrap();
         }
-        let app = RoundtableApp::new(ViewModel::new(is_host), actions_tx, updates_rx);
-        let harness = Harness::builder().with_size(egui::vec2(1400.0, 1000.0)).build_ui_state(
+        let app = RoundtableApp::new(model, actions_tx, updates_rx);
+        let harness = Harness::builder().with_size(size).build_ui_state(
             |ui, app: &mut RoundtableApp| {
                 app.pump();
                 app.show(ui);
@@ -1470,25 +1475,15 @@ fn nearby(instance: &str, name: &str, fp: &str, addresses: &[&str]) -> Update {
     }))
 }
 
+/// The host of [`start_link`], found on the LAN at 192.168.1.20.
+fn ann_laptop() -> Update {
+    nearby("ann-laptop", "Ann's laptop", LINK_FP_PREFIX, &["192.168.1.20:7447"])
+}
+
 impl Window {
     /// A remote window opened without a link, on its start screen.
     fn start_screen(ask_name: bool, updates: Vec<Update>) -> Window {
-        let (actions_tx, actions) = unbounded_channel();
-        let (updates_tx, updates_rx) = std::sync::mpsc::channel();
-        for u in updates {
-            updates_tx.send(u).unwrap();
-        }
-        let app = RoundtableApp::new(ViewModel::start_screen("ann".into(), ask_name), actions_tx, updates_rx);
-        let harness = Harness::builder().with_size(egui::vec2(1200.0, 800.0)).build_ui_state(
-            |ui, app: &mut RoundtableApp| {
-                app.pump();
-                app.show(ui);
-            },
-            app,
-        );
-        let mut w = Window { harness, actions, updates: updates_tx };
-        w.settle();
-        w
+        Window::over(ViewModel::start_screen("ann".into(), ask_name), updates, egui::vec2(1200.0, 800.0))
     }
 
     /// Pastes `text` into the start screen's link field, in place of what it held.
@@ -1516,20 +1511,13 @@ impl Window {
 fn the_start_screen_lists_nearby_hosts_as_they_come_and_go_saying_a_link_is_still_needed() {
     let mut w = Window::start_screen(
         true,
-        vec![
-            nearby("ann-laptop", "Ann's laptop", LINK_FP_PREFIX, &["192.168.1.20:7447"]),
-            nearby("bob-desk", "Bob's desk", "fedcba9876543210", &["192.168.1.31:7447"]),
-        ],
+        vec![ann_laptop(), nearby("bob-desk", "Bob's desk", "fedcba9876543210", &["192.168.1.31:7447"])],
     );
     assert!(w.harness.query_by_label("Join a roundtable").is_some());
     assert!(w.harness.query_by_label("roundtable — remote").is_none(), "no chat view yet");
     assert!(w.harness.query_by_label("Nearby hosts").is_some());
-    assert!(
-        w.harness
-            .query_by_label_contains("Joining still needs the link from the host: its token is what lets you in")
-            .is_some(),
-        "the list is no way in by itself"
-    );
+    let note = "Joining still needs the link from the host: its token is what lets you in";
+    assert!(w.harness.query_by_label_contains(note).is_some(), "the list is no way in by itself");
     let ann = "Ann's laptop — roundtable 0.1.0 — 192.168.1.20:7447 — certificate sha256=0123456789abcdef…";
     assert!(w.harness.query_by_label(ann).is_some(), "name, version, address and fingerprint prefix");
     assert!(w.harness.query_by_label_contains("Bob's desk — roundtable 0.1.0 — 192.168.1.31:7447").is_some());
@@ -1586,10 +1574,7 @@ fn connect_waits_for_a_link_that_parses_and_a_bad_link_says_why_under_the_field(
 fn the_host_of_the_pasted_link_is_marked_with_the_address_the_window_falls_back_to() {
     let mut w = Window::start_screen(
         true,
-        vec![
-            nearby("ann-laptop", "Ann's laptop", LINK_FP_PREFIX, &["192.168.1.20:7447"]),
-            nearby("impostor", "Ann's laptop", "0123456789abcdee", &["192.168.1.66:7447"]),
-        ],
+        vec![ann_laptop(), nearby("impostor", "Ann's laptop", "0123456789abcdee", &["192.168.1.66:7447"])],
     );
     w.paste_link(&start_link());
     let marks: Vec<String> =

@@ -255,6 +255,8 @@ pub struct RoundtableApp {
     pub start_link: String,
     /// The name typed on the start screen (`None`: the model's, untouched).
     pub start_name: Option<String>,
+    /// The link field was given the keyboard focus (once, when the start screen first shows).
+    start_focused: bool,
     actions: UnboundedSender<Action>,
     updates: std::sync::mpsc::Receiver<Update>,
     /// Prefix of this window's `client_msg_id`s.
@@ -294,6 +296,7 @@ impl RoundtableApp {
             first_session_title: String::new(),
             start_link: String::new(),
             start_name: None,
+            start_focused: false,
             actions,
             updates,
             tag: format!("ui-{:08x}", rand::random::<u32>()),
@@ -452,6 +455,10 @@ impl RoundtableApp {
                     .desired_width(f32::INFINITY),
             )
             .labelled_by(field.id);
+        // The link is what the screen is for: typing goes there at once.
+        if !std::mem::replace(&mut self.start_focused, true) {
+            edit.request_focus();
+        }
         let parsed = link_field(&self.start_link);
         match &parsed {
             Some(Err(e)) => {
@@ -496,7 +503,7 @@ impl RoundtableApp {
         ui.separator();
         ui.heading("Nearby hosts");
         ui.label(
-            "Hosts on your network (found by mDNS, hosts started with --lan). Joining still needs the link \
+            "Hosts listening on your network, found by mDNS. Joining still needs the link \
              from the host: its token is what lets you in. The list only helps you find the host, and lets \
              this window reach your link's host at another address when the link's own does not answer.",
         );
