@@ -336,8 +336,9 @@ pub struct JoinArgs {
     pub json: bool,
 
     /// Look for hosts on the LAN (mDNS, hosts started with `--lan`). Without a link: list them
-    /// (name, version, addresses, fingerprint prefix) and exit; joining still needs a link from
-    /// the host, since its token is what lets you in. With a link: when the link's address does
+    /// (name, version, addresses, fingerprint prefix) and exit (`connect` opens its start screen,
+    /// which lists them live); joining still needs a link from the host, since its token is what
+    /// lets you in. With a link: when the link's address does
     /// not answer, try the addresses of a nearby host advertising the link's certificate
     /// fingerprint (the link's token and pinned certificate still decide).
     #[arg(long)]
