@@ -238,13 +238,18 @@ struct Window {
 
 impl Window {
     fn new(is_host: bool, updates: Vec<Update>) -> Window {
+        Window::over(ViewModel::new(is_host), updates, egui::vec2(1400.0, 1000.0))
+    }
+
+    /// A window of `size` over `model`, after `updates`.
+    fn over(model: ViewModel, updates: Vec<Update>, size: egui::Vec2) -> Window {
         let (actions_tx, actions) = unbounded_channel();
         let (updates_tx, updates_rx) = std::sync::mpsc::channel();
         for u in updates {
             updates_tx.send(u).unwrap();
         }
-        let app = RoundtableApp::new(ViewModel::new(is_host), actions_tx, updates_rx);
-        let harness = Harness::builder().with_size(egui::vec2(1400.0, 1000.0)).build_ui_state(
+        let app = RoundtableApp::new(model, actions_tx, updates_rx);
+        let harness = Harness::builder().with_size(size).build_ui_state(
             |ui, app: &mut RoundtableApp| {
                 app.pump();
                 app.show(ui);
@@ -1443,4 +1448,173 @@ fn the_host_sees_each_workspaces_agent_as_registered_and_refreshes_it_after_addi
         asked |= a == Action::LoadWorkspaceAgents;
     }
     assert!(asked, "the new workspace's resolved command is read back");
+}
+
+// ------------------------------------------------------------------------------------------
+// The start screen of `roundtable connect` without a link (nearby hosts injected as updates: no
+// real mDNS here)
+// ------------------------------------------------------------------------------------------
+
+/// The host of [`start_link`]: its certificate's fingerprint starts with `0123456789abcdef`.
+const LINK_FP_PREFIX: &str = "0123456789abcdef";
+
+fn start_link() -> String {
+    format!(
+        "roundtable://127.0.0.1:7447/abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQ#sha256={LINK_FP_PREFIX}{}",
+        "0".repeat(48)
+    )
+}
+
+fn nearby(instance: &str, name: &str, fp: &str, addresses: &[&str]) -> Update {
+    Update::Nearby(NearbyChange::Seen(NearbyHost {
+        instance: instance.into(),
+        name: name.into(),
+        version: "0.1.0".into(),
+        fingerprint_prefix: fp.into(),
+        addresses: addresses.iter().map(|a| a.parse().unwrap()).collect(),
+    }))
+}
+
+/// The host of [`start_link`], found on the LAN at 192.168.1.20.
+fn ann_laptop() -> Update {
+    nearby("ann-laptop", "Ann's laptop", LINK_FP_PREFIX, &["192.168.1.20:7447"])
+}
+
+impl Window {
+    /// A remote window opened without a link, on its start screen.
+    fn start_screen(ask_name: bool, updates: Vec<Update>) -> Window {
+        Window::over(ViewModel::start_screen("ann".into(), ask_name), updates, egui::vec2(1200.0, 800.0))
+    }
+
+    /// Pastes `text` into the start screen's link field, in place of what it held.
+    fn paste_link(&mut self, text: &str) {
+        self.harness.state_mut().start_link.clear();
+        self.settle();
+        self.harness.get_by_label("Link you were sent").focus();
+        self.settle();
+        self.harness.get_by_label("Link you were sent").type_text(text);
+        self.settle();
+    }
+
+    fn connect_enabled(&self) -> bool {
+        use egui_kittest::kittest::NodeT as _;
+        !self.harness.get_by_label("Connect").accesskit_node().is_disabled()
+    }
+
+    /// Every action sent so far.
+    fn actions(&mut self) -> Vec<Action> {
+        std::iter::from_fn(|| self.actions.try_recv().ok()).collect()
+    }
+}
+
+#[test]
+fn the_start_screen_lists_nearby_hosts_as_they_come_and_go_saying_a_link_is_still_needed() {
+    let mut w = Window::start_screen(
+        true,
+        vec![ann_laptop(), nearby("bob-desk", "Bob's desk", "fedcba9876543210", &["192.168.1.31:7447"])],
+    );
+    assert!(w.harness.query_by_label("Join a roundtable").is_some());
+    assert!(w.harness.query_by_label("roundtable — remote").is_none(), "no chat view yet");
+    assert!(w.harness.query_by_label("Nearby hosts").is_some());
+    let note = "Joining still needs the link from the host: its token is what lets you in";
+    assert!(w.harness.query_by_label_contains(note).is_some(), "the list is no way in by itself");
+    let ann = "Ann's laptop — roundtable 0.1.0 — 192.168.1.20:7447 — certificate sha256=0123456789abcdef…";
+    assert!(w.harness.query_by_label(ann).is_some(), "name, version, address and fingerprint prefix");
+    assert!(w.harness.query_by_label_contains("Bob's desk — roundtable 0.1.0 — 192.168.1.31:7447").is_some());
+    assert_eq!(w.harness.query_all_by_label("seen just now").count(), 2, "and how long ago each was seen");
+    assert!(w.harness.query_by_label_contains("the host of your link").is_none(), "no link pasted yet");
+    // A host that withdraws its advertisement leaves the list.
+    w.push(Update::Nearby(NearbyChange::Gone("bob-desk".into())));
+    assert!(w.harness.query_by_label_contains("Bob's desk").is_none());
+    assert!(w.harness.query_by_label(ann).is_some());
+    // The name asked for (no --name), filled with the account's.
+    assert_eq!(w.harness.get_by_label("Your name").value().as_deref(), Some("ann"));
+    assert!(w.actions().is_empty(), "nothing is sent before Connect");
+}
+
+#[test]
+fn connect_waits_for_a_link_that_parses_and_a_bad_link_says_why_under_the_field() {
+    let mut w = Window::start_screen(false, vec![]);
+    assert!(w.harness.query_by_label("Your name").is_none(), "--name was given");
+    assert!(!w.connect_enabled(), "no link yet");
+    assert!(w.harness.query_by_label_contains("none found yet").is_some(), "an empty list says so");
+    w.paste_link("https://example.org/join");
+    assert!(!w.connect_enabled());
+    assert!(
+        w.harness
+            .query_by_label_contains(
+                "Not a link roundtable can use: not a roundtable link: it must start with \"roundtable://\""
+            )
+            .is_some(),
+        "the reason is under the field"
+    );
+    // A link cut short (no fingerprint) is not one either.
+    w.paste_link("roundtable://127.0.0.1:7447/abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQ");
+    assert!(!w.connect_enabled());
+    assert!(w.harness.query_by_label_contains("copy the whole link").is_some());
+    w.paste_link(&start_link());
+    assert!(w.harness.query_by_label_contains("Not a link").is_none());
+    assert!(w.connect_enabled());
+    w.click("Connect");
+    let link = roundtable::net::link::Link::parse(&start_link()).unwrap();
+    assert_eq!(w.actions(), vec![Action::Connect { link, name: "ann".into() }]);
+    assert!(w.harness.query_by_label("Join a roundtable").is_none(), "the window connects");
+    assert!(w.harness.query_by_label("connecting…").is_some());
+    // A first connection that never works brings the start screen back, saying why.
+    w.push(Update::BackToStart("cannot connect: cannot reach 127.0.0.1:7447: Connection refused".into()));
+    assert!(w.harness.query_by_label("Join a roundtable").is_some());
+    assert!(w
+        .harness
+        .query_by_label("Could not connect: cannot connect: cannot reach 127.0.0.1:7447: Connection refused")
+        .is_some());
+    assert!(w.connect_enabled(), "the link is still there to fix or try again");
+}
+
+#[test]
+fn the_host_of_the_pasted_link_is_marked_with_the_address_the_window_falls_back_to() {
+    let mut w = Window::start_screen(
+        true,
+        vec![ann_laptop(), nearby("impostor", "Ann's laptop", "0123456789abcdee", &["192.168.1.66:7447"])],
+    );
+    w.paste_link(&start_link());
+    let marks: Vec<String> =
+        w.harness.query_all_by_label_contains("the host of your link").map(|n| n.value().unwrap_or_default()).collect();
+    assert_eq!(marks, ["the host of your link — also at 192.168.1.20:7447"], "one mark, on the matching host only");
+    // The same decision `join --nearby` makes: only other addresses than the link's own.
+    let m = &w.harness.state().model;
+    let link = roundtable::net::link::Link::parse(&start_link()).unwrap();
+    let hosts: Vec<NearbyHost> = m.start.as_ref().unwrap().nearby.values().map(|(h, _)| h.clone()).collect();
+    let fallback: Vec<String> =
+        roundtable::app::nearby::fallback_addresses(&link, &hosts).iter().map(ToString::to_string).collect();
+    assert_eq!(fallback, ["192.168.1.20:7447"]);
+    // A host found at the link's own address is its host, with nothing else to fall back to.
+    let rows = m.nearby_rows(
+        Some(&roundtable::net::link::Link::parse(&start_link().replace("127.0.0.1", "192.168.1.20")).unwrap()),
+        0,
+    );
+    assert_eq!(rows.iter().filter_map(|r| r.of_link.clone()).collect::<Vec<_>>(), ["the host of your link"]);
+}
+
+#[test]
+fn nearby_hosts_say_how_long_ago_they_were_seen_and_only_the_start_screen_keeps_them() {
+    let mut m = ViewModel::start_screen("ann".into(), true);
+    m.apply_at(nearby("a", "Zed", "", &[]), 1_000);
+    m.apply_at(nearby("b", "Amy", LINK_FP_PREFIX, &["10.0.0.5:7447"]), 1_000);
+    m.apply_at(nearby("a", "Zed", "", &["10.0.0.9:7447"]), 50_000);
+    let rows = m.nearby_rows(None, 61_000);
+    let seen: Vec<(&str, &str)> = rows.iter().map(|r| (r.text.as_str(), r.seen.as_str())).collect();
+    assert_eq!(
+        seen,
+        [
+            ("Amy — roundtable 0.1.0 — 10.0.0.5:7447 — certificate sha256=0123456789abcdef…", "seen 1 min ago"),
+            ("Zed — roundtable 0.1.0 — 10.0.0.9:7447 — no certificate fingerprint", "seen 11 s ago"),
+        ],
+        "by name; seen again when the LAN answers again"
+    );
+    assert_eq!(seen_text(1_999), "seen just now");
+    // The host's window and a remote opened with a link have no start screen: nothing is kept.
+    let mut host = ViewModel::new(true);
+    host.apply(nearby("a", "Zed", "", &[]));
+    assert_eq!(host.start, None);
+    assert!(host.nearby_rows(None, 0).is_empty());
 }

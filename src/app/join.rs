@@ -20,6 +20,7 @@
 //! `--json` prints every frame from the host (events and responses) as one JSON object per line
 //! and accepts raw JSON requests on stdin (lines starting with `{`); human notes go to stderr.
 
+use crate::app::nearby;
 use crate::app::render::{closing_text, Renderer};
 use crate::app::JoinArgs;
 use crate::client_session::{Attempt, ClientSession, Closed, GiveUp, Identity, Reconnect, Then, TRANSIENT_PATIENCE};
@@ -340,33 +341,18 @@ async fn next_path(
     }
 }
 
-/// Looks for hosts on the LAN (blocking mDNS browse, off the runtime's workers).
-async fn browse_nearby(window: Duration) -> anyhow::Result<Vec<crate::net::discovery::NearbyHost>> {
-    tokio::task::spawn_blocking(move || crate::net::discovery::browse(window))
-        .await
-        .map_err(|e| anyhow::anyhow!("the LAN search stopped: {e}"))?
-        .map_err(|e| anyhow::anyhow!("cannot look for hosts on the LAN: {e}"))
-}
-
-/// One nearby host as a line: `NAME — roundtable VERSION — ADDRESSES — certificate sha256=PREFIX…`.
-pub fn nearby_line(host: &crate::net::discovery::NearbyHost) -> String {
-    let addresses: Vec<String> = host.addresses.iter().map(ToString::to_string).collect();
-    let version =
-        if host.version.is_empty() { "version unknown".to_string() } else { format!("roundtable {}", host.version) };
-    let fingerprint = if host.fingerprint_prefix.is_empty() {
-        "no certificate fingerprint".to_string()
-    } else {
-        format!("certificate sha256={}…", host.fingerprint_prefix)
-    };
-    let addresses = if addresses.is_empty() { "no IPv4 address".to_string() } else { addresses.join(", ") };
-    format!("{} — {version} — {addresses} — {fingerprint}", host.name)
-}
-
-/// `join --nearby` without a link: lists the hosts advertised on the LAN. Exits 1 when none.
+/// `join --nearby` without a link: lists the hosts advertised on the LAN. Exits 1 when none (and
+/// for `connect` without a link, which did not connect).
 async fn list_nearby(args: &JoinArgs) -> anyhow::Result<ExitCode> {
     let out = Out { json: args.json };
+    if args.connect_without_link {
+        out.note(
+            "roundtable connect needs the share link the host sent you (its token is what lets you in): \
+             roundtable connect LINK --name NAME. Without a window to paste it into, here are the hosts on the LAN.",
+        );
+    }
     out.note(&format!("looking for roundtable hosts on the LAN for {} s…", args.nearby_seconds));
-    let hosts = browse_nearby(Duration::from_secs(args.nearby_seconds)).await?;
+    let hosts = nearby::browse(Duration::from_secs(args.nearby_seconds)).await?;
     if hosts.is_empty() {
         out.note(
             "no roundtable host found on the LAN. A host is advertised when it listens on the LAN \
@@ -388,17 +374,18 @@ async fn list_nearby(args: &JoinArgs) -> anyhow::Result<ExitCode> {
             let _ = writeln!(o, "{line}");
             let _ = o.flush();
         } else {
-            out.note(&format!("  {}", nearby_line(host)));
+            out.note(&format!("  {}", nearby::line(host)));
         }
     }
     out.note(&format!(
         "found {} host{}. To join, ask its host for a link (`roundtable share mint`, or Invite people in the host's \
          window): the link's token is what lets you in, and its certificate fingerprint proves the host. \
-         Then: roundtable join LINK --name NAME",
+         Then: roundtable {} LINK --name NAME",
         hosts.len(),
-        if hosts.len() == 1 { "" } else { "s" }
+        if hosts.len() == 1 { "" } else { "s" },
+        if args.connect_without_link { "connect" } else { "join" }
     ));
-    Ok(ExitCode::SUCCESS)
+    Ok(if args.connect_without_link { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
 impl Joiner {
@@ -479,31 +466,25 @@ impl Joiner {
     /// becomes the link's address for this run's reconnects.
     async fn connect_nearby(&mut self) -> Option<(Client, Events)> {
         let window = self.nearby?;
-        let fingerprint = self.link.fingerprint.clone()?;
+        self.link.fingerprint.as_ref()?;
         self.out.note(&format!("* {} does not answer; looking for the host on the LAN…", self.link.authority()));
-        let hosts = match browse_nearby(window).await {
+        let hosts = match nearby::browse(window).await {
             Ok(hosts) => hosts,
             Err(e) => {
                 self.out.note(&format!("* {e}"));
                 return None;
             }
         };
-        let candidates = hosts
-            .iter()
-            .filter(|h| h.matches_fingerprint(&fingerprint))
-            .flat_map(|h| h.addresses.iter().copied())
-            .filter(|a| a.ip().to_string() != self.link.host || a.port() != self.link.port);
-        for addr in candidates {
-            let link = Link { host: addr.ip().to_string(), port: addr.port(), also: Vec::new(), ..self.link.clone() };
-            if let Ok(connected) = Client::connect(&link).await {
-                self.out
-                    .note(&format!("* found the host on the LAN at {addr} (mDNS; same certificate as the link pins)"));
-                self.link = link;
-                return Some(connected);
-            }
-        }
-        self.out.note("* no nearby host with the link's certificate answered");
-        None
+        let Some((link, client, events)) = nearby::connect_fallback(&self.link, &hosts, &[]).await else {
+            self.out.note("* no nearby host with the link's certificate answered");
+            return None;
+        };
+        self.out.note(&format!(
+            "* found the host on the LAN at {} (mDNS; same certificate as the link pins)",
+            link.authority()
+        ));
+        self.link = link;
+        Some((client, events))
     }
 
     /// Connects, authenticates (resuming when we have a resume token) and enters the sessions.

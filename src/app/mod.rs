@@ -6,6 +6,8 @@
 //!   in-process connection ([`host::Host`]); used by `serve` and by the host window.
 //! - [`serve`]: `roundtable serve` — setup, links, activity log, the [`console`] on stdin.
 //! - [`join`]: `roundtable join`, the terminal client with reconnect and resume.
+//! - [`nearby`]: hosts found on the LAN (mDNS) and the fallback to them, for `join --nearby` and
+//!   the remote window.
 //! - [`render`]: human-readable lines for events (shared by `serve`, `join` and the windows).
 //! - [`admin`]: `roundtable workspace ...` / `roundtable share ...` and link printing.
 //! - [`qa`]: `roundtable scenario ...`, `simulate` and `bench` front-ends; [`bench_idle`]:
@@ -26,6 +28,7 @@ pub mod console;
 pub mod host;
 pub mod join;
 pub mod lock;
+pub mod nearby;
 pub mod paths;
 pub mod progress;
 pub mod qa;
@@ -106,7 +109,8 @@ pub fn init_tracing(verbose: u8) {
 pub fn run(command: Command, data_dir: Option<&Path>) -> anyhow::Result<ExitCode> {
     match command {
         Command::Host(args) | Command::Serve(args) => run_serve(args, data_dir),
-        Command::Connect(args) | Command::Join(args) => run_join(args, data_dir),
+        Command::Connect(args) => run_join(args.for_terminal_connect(), data_dir),
+        Command::Join(args) => run_join(args, data_dir),
         Command::Workspace(cmd) => admin::run_workspace(cmd, data_dir),
         Command::Share(cmd) => admin::run_share(cmd, data_dir),
         Command::Scenario(cmd) => qa::run_cli(cmd),
@@ -320,8 +324,9 @@ impl Default for ServeArgs {
 pub struct JoinArgs {
     /// The share link (`roundtable://HOST:PORT/TOKEN#sha256=FINGERPRINT`). A link on the command
     /// line is visible to other users of this computer (`ps`); `--link-file` or
-    /// `ROUNDTABLE_LINK` keep it out of sight.
-    #[arg(required_unless_present_any = ["link_file", "nearby"], env = "ROUNDTABLE_LINK", hide_env_values = true)]
+    /// `ROUNDTABLE_LINK` keep it out of sight. `connect` without one opens the window on a start
+    /// screen to paste it into, listing the hosts on the LAN (without a display: as `join --nearby`).
+    #[arg(env = "ROUNDTABLE_LINK", hide_env_values = true)]
     pub link: Option<String>,
 
     /// Read the share link from this file (`-`: the first line of stdin).
@@ -345,8 +350,9 @@ pub struct JoinArgs {
     pub json: bool,
 
     /// Look for hosts on the LAN (mDNS, hosts started with `--lan`). Without a link: list them
-    /// (name, version, addresses, fingerprint prefix) and exit; joining still needs a link from
-    /// the host, since its token is what lets you in. With a link: when the link's address does
+    /// (name, version, addresses, fingerprint prefix) and exit (`connect` opens its start screen,
+    /// which lists them live); joining still needs a link from the host, since its token is what
+    /// lets you in. With a link: when the link's address does
     /// not answer, try the addresses of a nearby host advertising the link's certificate
     /// fingerprint (the link's token and pinned certificate still decide).
     #[arg(long)]
@@ -355,12 +361,31 @@ pub struct JoinArgs {
     /// How long `--nearby` listens for hosts.
     #[arg(long, value_name = "SECONDS", default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=60))]
     pub nearby_seconds: u64,
+
+    /// `connect` without a link in a terminal: the nearby list says a link is needed to connect.
+    #[arg(skip)]
+    pub connect_without_link: bool,
 }
 
 impl JoinArgs {
+    /// Whether a link was given (on the command line, in `ROUNDTABLE_LINK` or with `--link-file`).
+    pub fn has_link(&self) -> bool {
+        self.link.is_some() || self.link_file.is_some()
+    }
+
     /// `join --nearby` without any link: only list the hosts found.
     pub fn lists_nearby_only(&self) -> bool {
-        self.nearby && self.link.is_none() && self.link_file.is_none()
+        self.nearby && !self.has_link()
+    }
+
+    /// `connect` in a terminal (no display, no window): as `join`, and without a link as
+    /// `join --nearby` — the hosts on the LAN, and that connecting needs the link.
+    pub fn for_terminal_connect(mut self) -> Self {
+        if !self.has_link() {
+            self.nearby = true;
+            self.connect_without_link = true;
+        }
+        self
     }
 
     /// The share link: from the command line, `ROUNDTABLE_LINK`, or `--link-file` (a file, or
@@ -372,7 +397,8 @@ impl JoinArgs {
         }
         let Some(file) = &self.link_file else {
             anyhow::bail!(
-                "give the share link: as an argument, with --link-file FILE (or - for stdin), or in ROUNDTABLE_LINK"
+                "give the share link: as an argument, with --link-file FILE (or - for stdin), or in ROUNDTABLE_LINK \
+                 (--nearby lists the hosts on the LAN, but joining needs the link's token)"
             );
         };
         let text = if file.as_os_str() == "-" {

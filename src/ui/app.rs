@@ -251,6 +251,12 @@ pub struct RoundtableApp {
     pub workspace_form: WorkspaceForm,
     /// Title of the first session offered after adding a workspace.
     pub first_session_title: String,
+    /// The link pasted on the start screen.
+    pub start_link: String,
+    /// The name typed on the start screen (`None`: the model's, untouched).
+    pub start_name: Option<String>,
+    /// The link field was given the keyboard focus (once, when the start screen first shows).
+    start_focused: bool,
     actions: UnboundedSender<Action>,
     updates: std::sync::mpsc::Receiver<Update>,
     /// Prefix of this window's `client_msg_id`s.
@@ -288,6 +294,9 @@ impl RoundtableApp {
             workspace_form_open: false,
             workspace_form: WorkspaceForm::default(),
             first_session_title: String::new(),
+            start_link: String::new(),
+            start_name: None,
+            start_focused: false,
             actions,
             updates,
             tag: format!("ui-{:08x}", rand::random::<u32>()),
@@ -365,6 +374,12 @@ impl RoundtableApp {
 
     /// Draws the whole window into `ui`.
     pub fn show(&mut self, ui: &mut egui::Ui) {
+        if self.model.start_open() {
+            egui::CentralPanel::default_margins().show(ui, |ui| {
+                egui::ScrollArea::vertical().id_salt("start_scroll").show(ui, |ui| self.start_screen(ui));
+            });
+            return;
+        }
         // Narrow windows fold the side panels away when they become narrow; buttons in the top
         // bar open them again.
         let narrow = ui.available_width() < NARROW_WIDTH;
@@ -420,6 +435,103 @@ impl RoundtableApp {
         if counting || waiting {
             ui.ctx().request_repaint_after(std::time::Duration::from_millis(500));
         }
+    }
+
+    /// The start screen of a remote window opened without a link: paste the link (and give a
+    /// name), Connect; below, the hosts found on the LAN, the host of the pasted link marked.
+    fn start_screen(&mut self, ui: &mut egui::Ui) {
+        let Some(start) = self.model.start.clone() else { return };
+        let now = wall_ms();
+        let error = ui.visuals().error_fg_color;
+        ui.add_space(8.0);
+        ui.heading("Join a roundtable");
+        ui.label("Paste the link the host sent you (it starts with roundtable://).");
+        ui.add_space(8.0);
+        let field = ui.label(RichText::new("Link you were sent").strong());
+        let edit = ui
+            .add(
+                egui::TextEdit::singleline(&mut self.start_link)
+                    .hint_text("roundtable://HOST:PORT/TOKEN#sha256=FINGERPRINT")
+                    .desired_width(f32::INFINITY),
+            )
+            .labelled_by(field.id);
+        // The link is what the screen is for: typing goes there at once.
+        if !std::mem::replace(&mut self.start_focused, true) {
+            edit.request_focus();
+        }
+        let parsed = link_field(&self.start_link);
+        match &parsed {
+            Some(Err(e)) => {
+                ui.label(RichText::new(format!("Not a link roundtable can use: {e}")).color(error));
+            }
+            Some(Ok(link)) => {
+                ui.label(
+                    RichText::new(format!(
+                        "Host {}{}",
+                        link.authority(),
+                        match &link.fingerprint {
+                            Some(fp) => format!(", certificate sha256={}…", &fp[..16.min(fp.len())]),
+                            None => " (plain ws://, this machine only)".into(),
+                        }
+                    ))
+                    .weak(),
+                );
+            }
+            None => {}
+        }
+        let name = self.start_name.get_or_insert_with(|| start.name.clone());
+        if start.ask_name {
+            ui.add_space(6.0);
+            let label = ui.label(RichText::new("Your name").strong());
+            ui.add(egui::TextEdit::singleline(name).hint_text("how the others see you").desired_width(240.0))
+                .labelled_by(label.id);
+        }
+        let name = name.trim().to_string();
+        let link = parsed.and_then(Result::ok);
+        ui.add_space(6.0);
+        let ready = link.is_some() && !name.is_empty();
+        let enter = edit.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
+        let clicked = ui.add_enabled(ready, egui::Button::new("Connect")).clicked() || (enter && ready);
+        if let (true, Some(link)) = (clicked, link.clone()) {
+            self.model.connecting_with(&link);
+            self.send(Action::Connect { link, name });
+        }
+        if let Some(why) = &start.failed {
+            ui.label(RichText::new(format!("Could not connect: {why}")).color(error));
+        }
+        ui.add_space(16.0);
+        ui.separator();
+        ui.heading("Nearby hosts");
+        ui.label(
+            "Hosts listening on your network, found by mDNS. Joining still needs the link \
+             from the host: its token is what lets you in. The list only helps you find the host, and lets \
+             this window reach your link's host at another address when the link's own does not answer.",
+        );
+        ui.add_space(6.0);
+        let rows = self.model.nearby_rows(link.as_ref(), now);
+        if rows.is_empty() {
+            let text = match &start.nearby_error {
+                Some(why) => format!("Cannot look for hosts on the LAN: {why}"),
+                None => "Looking… none found yet. mDNS does not cross routers, and a host started with \
+                         --no-mdns is not listed."
+                    .into(),
+            };
+            ui.label(RichText::new(text).weak());
+        }
+        for row in rows {
+            egui::Frame::group(ui.style()).show(ui, |ui| {
+                ui.set_width(ui.available_width());
+                ui.horizontal_wrapped(|ui| {
+                    ui.label(&row.text);
+                    ui.label(RichText::new(&row.seen).weak());
+                });
+                if let Some(mark) = &row.of_link {
+                    ui.label(RichText::new(mark).strong().color(good_colour(ui)));
+                }
+            });
+        }
+        // "seen N s ago" moves on by itself.
+        ui.ctx().request_repaint_after(std::time::Duration::from_secs(1));
     }
 
     /// The file opened from a plan card, in its own scrollable window.

@@ -11,11 +11,17 @@
 //! the connection drops, resumes with its resume token, rejoins its sessions with `since_seq`, and
 //! resends messages whose answer was lost (same `client_msg_id`, so the host treats them
 //! idempotently). Each request runs on its own task so a slow answer never holds up the others.
+//! [`run_start`] serves a remote window opened without a link: it browses the LAN (mDNS, on a
+//! thread of its own) for the start screen's nearby list until Connect, then runs the remote
+//! connection with the pasted link, falling back to a nearby host advertising the link's
+//! certificate when the link's own addresses do not answer (as `join --nearby LINK` does).
 
-use super::model::{Action, ConnectionState, Update};
+use super::model::{Action, ConnectionState, NearbyChange, NearbyHost, Update};
+use crate::app::nearby;
 use crate::client_session::{Attempt, ClientSession, Closed, GiveUp, Identity, Reconnect, Then};
 use crate::ids::{ParticipantId, SessionId, WorkspaceId};
 use crate::net::client::{Client, ClientError, ClientEvent, Events};
+use crate::net::discovery::Browser;
 use crate::net::link::Link;
 use crate::protocol::*;
 use std::collections::BTreeMap;
@@ -139,6 +145,8 @@ impl Worker {
             Action::LoadWorkspaceAgents => {
                 self.refresh(false).await;
             }
+            // Only the start screen connects, before there is a connection.
+            Action::Connect { .. } => {}
         }
     }
 
@@ -348,13 +356,164 @@ enum Failure {
     Final(String),
 }
 
+/// Where a remote looks for its host on the LAN when the link's own addresses do not answer
+/// (`connect --nearby LINK`, or a link pasted on the start screen), as `join --nearby` does: at the
+/// addresses of nearby hosts advertising the link's certificate fingerprint
+/// ([`crate::app::nearby::fallback_addresses`]), with the link's token and pinned certificate.
+#[derive(Clone, Debug, Default)]
+pub struct NearbyFallback {
+    /// Hosts already seen (the start screen's list when Connect was clicked).
+    pub known: Vec<NearbyHost>,
+    /// How long to look on the LAN when none of them answers; `None`: do not look (and, with no
+    /// hosts known, no fallback at all — `connect LINK` without `--nearby`).
+    pub browse: Option<Duration>,
+}
+
+/// How a remote connection ended.
+enum Ended {
+    /// The window closed.
+    WindowClosed,
+    /// The first connection never worked, and why.
+    NeverConnected(String),
+    /// Over for good after it had worked, and why.
+    Over(String),
+}
+
 /// Drives a remote's connection until the UI drops its action sender.
-pub async fn run_remote(options: RemoteOptions, mut actions: mpsc::UnboundedReceiver<Action>, out: Outbox) {
+pub async fn run_remote(options: RemoteOptions, actions: mpsc::UnboundedReceiver<Action>, out: Outbox) {
+    run_remote_with(options, NearbyFallback::default(), actions, out).await
+}
+
+/// [`run_remote`], falling back to a nearby host advertising the link's certificate when the
+/// link's addresses do not answer.
+pub async fn run_remote_with(
+    options: RemoteOptions,
+    nearby: NearbyFallback,
+    mut actions: mpsc::UnboundedReceiver<Action>,
+    out: Outbox,
+) {
+    match drive_remote(options, nearby, &mut actions, &out).await {
+        Ended::WindowClosed => {}
+        Ended::NeverConnected(why) | Ended::Over(why) => {
+            out.send(Update::Connection(ConnectionState::Closed(why)));
+            refuse_all(actions, out).await
+        }
+    }
+}
+
+/// What a start screen connects with (the link comes from the screen).
+#[derive(Clone, Debug)]
+pub struct StartOptions {
+    /// Session to open first (default: the first one shared).
+    pub session: Option<SessionId>,
+    /// Where `known_hosts.json` and resume tokens are kept; `None`: nothing is recorded.
+    pub data_dir: Option<std::path::PathBuf>,
+    /// How long to look on the LAN for the link's host when neither the link's addresses nor the
+    /// nearby hosts listed answer.
+    pub nearby_window: Duration,
+}
+
+/// How often the start screen asks the LAN again (hosts still there are seen again).
+pub const NEARBY_ASK_EVERY: Duration = Duration::from_secs(10);
+
+/// A remote window opened without a link: browses the LAN for the start screen's nearby list
+/// (on its own thread) until Connect, then connects with the pasted link, falling back to a
+/// listed host advertising the link's certificate. A first connection that never works shows the
+/// start screen again (browsing again).
+pub async fn run_start(options: StartOptions, mut actions: mpsc::UnboundedReceiver<Action>, out: Outbox) {
+    loop {
+        let browsing = Browsing::start(out.clone());
+        let (link, name) = loop {
+            match actions.recv().await {
+                None => return,
+                Some(Action::Connect { link, name }) => break (link, name),
+                Some(_) => {}
+            }
+        };
+        let known = browsing.stop();
+        let remote = RemoteOptions { link, name, session: options.session.clone(), data_dir: options.data_dir.clone() };
+        let nearby = NearbyFallback { known, browse: Some(options.nearby_window) };
+        match drive_remote(remote, nearby, &mut actions, &out).await {
+            Ended::WindowClosed => return,
+            Ended::NeverConnected(why) => out.send(Update::BackToStart(why)),
+            Ended::Over(why) => {
+                out.send(Update::Connection(ConnectionState::Closed(why)));
+                return refuse_all(actions, out).await;
+            }
+        }
+    }
+}
+
+/// The start screen's mDNS browsing, on a thread of its own (the mDNS calls block); stops when
+/// dropped.
+struct Browsing {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    seen: Arc<Mutex<BTreeMap<String, NearbyHost>>>,
+}
+
+impl Browsing {
+    fn start(out: Outbox) -> Self {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let seen: Arc<Mutex<BTreeMap<String, NearbyHost>>> = Arc::default();
+        let (stopping, hosts) = (stop.clone(), seen.clone());
+        let browse = move || {
+            let mut browser = match Browser::start() {
+                Ok(b) => b,
+                Err(e) => return out.send(Update::NearbyUnavailable(e.to_string())),
+            };
+            let mut asked = std::time::Instant::now();
+            while !stopping.load(std::sync::atomic::Ordering::Relaxed) {
+                if asked.elapsed() >= NEARBY_ASK_EVERY {
+                    asked = std::time::Instant::now();
+                    if let Err(e) = browser.ask_again() {
+                        return out.send(Update::NearbyUnavailable(e.to_string()));
+                    }
+                }
+                match browser.next(Duration::from_millis(250)) {
+                    Ok(Some(change)) => {
+                        let mut hosts = hosts.lock().expect("nearby lock");
+                        match &change {
+                            NearbyChange::Seen(host) => hosts.insert(host.instance.clone(), host.clone()),
+                            NearbyChange::Gone(instance) => hosts.remove(instance),
+                        };
+                        out.send(Update::Nearby(change));
+                    }
+                    Ok(None) => {}
+                    Err(e) => return out.send(Update::NearbyUnavailable(e.to_string())),
+                }
+            }
+        };
+        if let Err(e) = std::thread::Builder::new().name("mdns-browse".into()).spawn(browse) {
+            tracing::warn!("cannot look for hosts on the LAN: {e}");
+        }
+        Browsing { stop, seen }
+    }
+
+    /// Stops browsing (the thread ends within a quarter of a second); the hosts seen.
+    fn stop(self) -> Vec<NearbyHost> {
+        self.seen.lock().expect("nearby lock").values().cloned().collect()
+    }
+}
+
+impl Drop for Browsing {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Runs a remote's connection, reconnecting, until the window closes or it is over.
+async fn drive_remote(
+    options: RemoteOptions,
+    nearby: NearbyFallback,
+    actions: &mut mpsc::UnboundedReceiver<Action>,
+    out: &Outbox,
+) -> Ended {
     // A token kept by an earlier window or `join` for this link: within grace, the same participant.
     let resume = options.data_dir.as_deref().map(|dir| crate::app::join::ResumeStore::new(dir, &options.link));
     let resume_token = resume.as_ref().and_then(|r| r.load());
     let mut remote = Remote {
         options,
+        nearby,
         resume,
         unsent: Arc::default(),
         state: Arc::new(Mutex::new(ClientSession::new(resume_token))),
@@ -363,33 +522,29 @@ pub async fn run_remote(options: RemoteOptions, mut actions: mpsc::UnboundedRece
     loop {
         let state = if reconnect.has_connected() { ConnectionState::Reconnecting } else { ConnectionState::Connecting };
         out.send(Update::Connection(state));
-        let (attempt, why) = match remote.connect(&out).await {
+        let (attempt, why) = match remote.connect(out).await {
             Ok((client, events, admission)) => {
                 reconnect.connected();
-                match remote.serve(client, events, admission, &mut actions, &out).await {
+                match remote.serve(client, events, admission, actions, out).await {
                     Some(final_reason) => {
                         remote.forget();
-                        out.send(Update::Connection(ConnectionState::Closed(final_reason)));
-                        return refuse_all(actions, out).await;
+                        return Ended::Over(final_reason);
                     }
-                    None if actions.is_closed() => return,
+                    None if actions.is_closed() => return Ended::WindowClosed,
                     None => (Attempt::Dropped, String::new()),
                 }
             }
             Err(Failure::Final(why)) => {
                 remote.forget();
-                out.send(Update::Connection(ConnectionState::Closed(why)));
-                return refuse_all(actions, out).await;
+                return if reconnect.has_connected() { Ended::Over(why) } else { Ended::NeverConnected(why) };
             }
             Err(Failure::Busy(why, wait)) => (Attempt::Busy(wait), why),
             Err(Failure::Retry(why)) => (Attempt::Unreachable, why),
         };
         let delay = match reconnect.after(attempt, std::time::Instant::now()) {
             Ok(delay) => delay,
-            Err(GiveUp::NeverConnected | GiveUp::OutOfPatience) => {
-                out.send(Update::Connection(ConnectionState::Closed(format!("cannot connect: {why}"))));
-                return refuse_all(actions, out).await;
-            }
+            Err(GiveUp::NeverConnected) => return Ended::NeverConnected(format!("cannot connect: {why}")),
+            Err(GiveUp::OutOfPatience) => return Ended::Over(format!("cannot connect: {why}")),
         };
         match attempt {
             Attempt::Busy(_) => {
@@ -405,7 +560,7 @@ pub async fn run_remote(options: RemoteOptions, mut actions: mpsc::UnboundedRece
             tokio::select! {
                 _ = &mut sleep => break,
                 action = actions.recv() => match action {
-                    None => return,
+                    None => return Ended::WindowClosed,
                     Some(Action::Call(method)) if is_send(&method) => {
                         remote.unsent.lock().expect("unsent lock").push(method);
                         out.send(Update::Notice("not delivered yet; it will be sent when the connection is back".into()));
@@ -427,6 +582,8 @@ async fn refuse_all(mut actions: mpsc::UnboundedReceiver<Action>, out: Outbox) {
 
 struct Remote {
     options: RemoteOptions,
+    /// Where to look for the host when the link's addresses do not answer.
+    nearby: NearbyFallback,
     /// Where the resume token is kept between runs (`None`: not kept).
     resume: Option<crate::app::join::ResumeStore>,
     unsent: Arc<Mutex<Vec<Method>>>,
@@ -435,10 +592,17 @@ struct Remote {
 
 impl Remote {
     async fn connect(&mut self, out: &Outbox) -> Result<(Client, Events, Admission), Failure> {
-        let (client, events) = Client::connect(&self.options.link).await.map_err(|e| match e {
-            ClientError::FingerprintMismatch { .. } | ClientError::TlsSetup(_) => Failure::Final(e.to_string()),
-            e => Failure::Retry(e.to_string()),
-        })?;
+        let (client, events) = match Client::connect(&self.options.link).await {
+            Ok(connected) => connected,
+            Err(e @ ClientError::Connect { .. }) => match self.connect_nearby(out).await {
+                Some(connected) => connected,
+                None => return Err(Failure::Retry(e.to_string())),
+            },
+            Err(e @ (ClientError::FingerprintMismatch { .. } | ClientError::TlsSetup(_))) => {
+                return Err(Failure::Final(e.to_string()))
+            }
+            Err(e) => return Err(Failure::Retry(e.to_string())),
+        };
         // The host proved it holds the pinned certificate: remember it (once per window), and
         // say so if it presented another one before.
         if let Some(dir) = self.options.data_dir.take() {
@@ -471,6 +635,41 @@ impl Remote {
         }
         out.send(Update::Identity { me: auth.participant_id, name: auth.display_name, role: auth.role });
         Ok((client, events, auth.admission))
+    }
+
+    /// The link's addresses did not answer: tries the nearby hosts advertising its certificate
+    /// (those known first, then those found by looking on the LAN, when allowed). The first that
+    /// answers becomes the link's address for later reconnects, as in `join --nearby`.
+    async fn connect_nearby(&mut self, out: &Outbox) -> Option<(Client, Events)> {
+        self.options.link.fingerprint.as_ref()?;
+        let mut found = nearby::connect_fallback(&self.options.link, &self.nearby.known, &[]).await;
+        if found.is_none() {
+            let window = self.nearby.browse?;
+            let tried = nearby::fallback_addresses(&self.options.link, &self.nearby.known);
+            out.send(Update::Notice(format!(
+                "{} does not answer; looking for the host on the LAN…",
+                self.options.link.authority()
+            )));
+            match nearby::browse(window).await {
+                Ok(hosts) => {
+                    found = nearby::connect_fallback(&self.options.link, &hosts, &tried).await;
+                    self.nearby.known = hosts;
+                }
+                Err(e) => out.send(Update::Notice(e.to_string())),
+            }
+        }
+        let Some((link, client, events)) = found else {
+            if self.nearby.browse.is_some() {
+                out.send(Update::Notice("no nearby host with the link's certificate answered".into()));
+            }
+            return None;
+        };
+        out.send(Update::Notice(format!(
+            "found the host on the LAN at {} (mDNS; same certificate as the link pins)",
+            link.authority()
+        )));
+        self.options.link = link;
+        Some((client, events))
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, ClientSession> {

@@ -1,5 +1,6 @@
 //! The egui desktop window: the host's (`roundtable` / `roundtable host`) and a remote's
-//! (`roundtable connect LINK`).
+//! (`roundtable connect LINK`; without a link it opens on a start screen to paste one into, with
+//! the hosts found on the LAN listed live).
 //!
 //! Three threads meet here only through channels (docs/RULES.md §7.2): the UI thread owns the window and a
 //! plain-data [`model::ViewModel`]; a tokio runtime runs the [`backend`] task that owns the
@@ -195,14 +196,18 @@ pub fn remote_model(link: &Link) -> model::ViewModel {
 }
 
 /// A remote's window. `Ok(None)`: no window could be opened (the caller falls back to `join`).
+///
+/// Without a link it opens on the start screen (paste the link, nearby hosts listed live);
+/// with `--nearby` and a link it falls back to a nearby host advertising the link's certificate
+/// when the link's addresses do not answer, as `join --nearby` does.
 pub fn run_connect_window(args: &JoinArgs, data_dir: Option<&Path>) -> anyhow::Result<Option<ExitCode>> {
     if !has_display() {
         return Ok(None);
     }
-    let link = Link::parse(&args.link()?)?;
+    let link = if args.has_link() { Some(Link::parse(&args.link()?)?) } else { None };
     let data_dir = crate::app::paths::data_dir(data_dir)?;
-    let name = args
-        .name
+    let given = args.name.clone().filter(|n| !n.trim().is_empty());
+    let name = given
         .clone()
         .or_else(|| std::env::var("USER").ok())
         .filter(|n| !n.trim().is_empty())
@@ -210,24 +215,36 @@ pub fn run_connect_window(args: &JoinArgs, data_dir: Option<&Path>) -> anyhow::R
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().worker_threads(2).thread_name("net").build()?;
     let wiring = Wiring::new();
-    let options = backend::RemoteOptions {
-        link: link.clone(),
-        name,
-        session: args.session.as_deref().map(crate::ids::SessionId::from),
-        data_dir: Some(data_dir.clone()),
-    };
+    let session = args.session.as_deref().map(crate::ids::SessionId::from);
+    let nearby_window = std::time::Duration::from_secs(args.nearby_seconds);
+    // `--nearby LINK`: look on the LAN when the link's addresses do not answer.
+    let fallback = args.nearby.then_some(nearby_window);
     let out = wiring.outbox();
     let ctx = wiring.ctx.clone();
     close_on_signal(&runtime, ctx.clone());
-    let model = remote_model(&link);
-    let title = format!("roundtable — {}", link.authority());
+    let (model, title) = match &link {
+        Some(link) => (remote_model(link), format!("roundtable — {}", link.authority())),
+        None => (model::ViewModel::start_screen(name.clone(), given.is_none()), "roundtable — join".to_string()),
+    };
     // Connect only once the window exists: a failed window then falls back to `join` without
     // having paired (which would make the terminal client "NAME (2)").
     let (backend_tx, backend_rx) = std::sync::mpsc::channel();
     let handle = runtime.handle().clone();
     let actions_rx = wiring.actions_rx;
+    let data = Some(data_dir.clone());
     let start = move || {
-        let _ = backend_tx.send(handle.spawn(backend::run_remote(options, actions_rx, out)));
+        let task = match link {
+            Some(link) => {
+                let options = backend::RemoteOptions { link, name, session, data_dir: data };
+                let nearby = backend::NearbyFallback { known: Vec::new(), browse: fallback };
+                handle.spawn(backend::run_remote_with(options, nearby, actions_rx, out))
+            }
+            None => {
+                let options = backend::StartOptions { session, data_dir: data, nearby_window };
+                handle.spawn(backend::run_start(options, actions_rx, out))
+            }
+        };
+        let _ = backend_tx.send(task);
     };
     let prefs = app::prefs_path(&data_dir);
     let opened = open_window(&title, model, wiring.actions_tx, wiring.updates_rx, ctx, prefs, start);
@@ -264,22 +281,24 @@ pub fn run_host(args: ServeArgs, data_dir: Option<&Path>) -> anyhow::Result<Exit
 }
 
 /// `roundtable connect`: the graphical client; without a display (or when the window cannot
-/// open) it runs `join` in terminal line mode.
+/// open) it runs `join` in terminal line mode — without a link, `join --nearby`'s list of hosts.
 pub fn run_connect(args: JoinArgs, data_dir: Option<&Path>) -> anyhow::Result<ExitCode> {
-    if args.lists_nearby_only() {
-        // The window does not list nearby hosts yet: `join --nearby` does.
-        return crate::app::run_join(args, data_dir);
-    }
     if !has_display() {
-        eprintln!("no display found (DISPLAY / WAYLAND_DISPLAY unset) — joining in terminal line mode (same as `roundtable join`).");
-        return crate::app::run_join(args, data_dir);
+        if args.has_link() {
+            eprintln!("no display found (DISPLAY / WAYLAND_DISPLAY unset) — joining in terminal line mode (same as `roundtable join`).");
+        } else {
+            eprintln!("no display found (DISPLAY / WAYLAND_DISPLAY unset) — no window to paste a link into; listing the hosts on the LAN instead (same as `roundtable join --nearby`).");
+        }
+        return crate::app::run_join(args.for_terminal_connect(), data_dir);
     }
     // Read once: a link from stdin is not there a second time for the fallback.
     let mut args = args;
-    args.link = Some(args.link()?);
-    args.link_file = None;
+    if args.has_link() {
+        args.link = Some(args.link()?);
+        args.link_file = None;
+    }
     match run_connect_window(&args, data_dir)? {
         Some(code) => Ok(code),
-        None => crate::app::run_join(args, data_dir),
+        None => crate::app::run_join(args.for_terminal_connect(), data_dir),
     }
 }

@@ -14,6 +14,8 @@
 
 pub use crate::app::render::clock_text;
 use crate::ids::{ParticipantId, SessionId, VoteId, WorkspaceId};
+pub use crate::net::discovery::{NearbyChange, NearbyHost};
+use crate::net::link::{Link, LinkError};
 use crate::protocol::*;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -65,6 +67,8 @@ pub enum Action {
     LoadAudit,
     /// Fetch each workspace's agent as registered (`list_workspaces` answers the host with it).
     LoadWorkspaceAgents,
+    /// Connect with the link pasted on the start screen, as `name`.
+    Connect { link: Link, name: String },
 }
 
 /// What the backend tells the UI.
@@ -109,6 +113,12 @@ pub enum Update {
     HostSettings(HostSettings),
     /// Each workspace's agent as registered (host only): resolved command line and mode.
     WorkspaceAgents(BTreeMap<WorkspaceId, String>),
+    /// A host on the LAN was seen or is gone (start screen).
+    Nearby(NearbyChange),
+    /// The LAN cannot be searched, and why (start screen).
+    NearbyUnavailable(String),
+    /// Connecting with the start screen's link never worked, and why: the start screen again.
+    BackToStart(String),
 }
 
 /// The connection to the host, as shown in the window.
@@ -392,6 +402,54 @@ pub struct ViewModel {
     /// Why the connection was lost (the host's `closing` reason), shown beside "reconnecting…"
     /// until connected again.
     pub disconnect_reason: Option<String>,
+    /// The start screen of a remote window opened without a link (`None`: no start screen).
+    pub start: Option<StartScreen>,
+}
+
+/// The start screen of a remote window opened without a link: where to paste the link you were
+/// sent, and the hosts found on the LAN (which only help find a host: its link's token is what
+/// lets you in).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StartScreen {
+    /// Shown (`false` once Connect was clicked, until connecting fails for good).
+    pub open: bool,
+    /// Hosts found on the LAN by instance name, with when each was last seen (local ms).
+    pub nearby: BTreeMap<String, (NearbyHost, u64)>,
+    /// Why the LAN cannot be searched, if it cannot.
+    pub nearby_error: Option<String>,
+    /// Why the last Connect did not connect.
+    pub failed: Option<String>,
+    /// The display name to join as (`--name`, else the account's name).
+    pub name: String,
+    /// Whether to ask for the name (no `--name` was given).
+    pub ask_name: bool,
+}
+
+/// A nearby host as the start screen lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NearbyRow {
+    /// Name, version, addresses and certificate fingerprint prefix (as `join --nearby` prints).
+    pub text: String,
+    /// "seen 3 s ago".
+    pub seen: String,
+    /// When it is the host of the pasted link: "the host of your link — also at ADDRESS".
+    pub of_link: Option<String>,
+}
+
+/// What the start screen's link field holds: `None` while empty, else the link or why it is not
+/// one.
+pub fn link_field(text: &str) -> Option<Result<Link, LinkError>> {
+    let text = text.trim();
+    (!text.is_empty()).then(|| Link::parse(text))
+}
+
+/// "seen just now", "seen 12 s ago", "seen 3 min ago".
+pub fn seen_text(ago_ms: u64) -> String {
+    match ago_ms / 1000 {
+        0..=1 => "seen just now".into(),
+        s @ 2..=59 => format!("seen {s} s ago"),
+        s => format!("seen {} min ago", s / 60),
+    }
 }
 
 /// A line on the status bar.
@@ -450,6 +508,54 @@ impl ViewModel {
     /// An empty model for the host's window (`is_host`) or a remote's.
     pub fn new(is_host: bool) -> Self {
         Self { is_host, ..Self::default() }
+    }
+
+    /// A remote window's model on its start screen (no link given), joining as `name`; `ask_name`
+    /// when no `--name` was given.
+    pub fn start_screen(name: String, ask_name: bool) -> Self {
+        Self { start: Some(StartScreen { open: true, name, ask_name, ..StartScreen::default() }), ..Self::new(false) }
+    }
+
+    /// Whether the start screen is shown.
+    pub fn start_open(&self) -> bool {
+        self.start.as_ref().is_some_and(|s| s.open)
+    }
+
+    /// Connect was clicked on the start screen with `link`: the window connects.
+    pub fn connecting_with(&mut self, link: &Link) {
+        if let Some(start) = &mut self.start {
+            start.open = false;
+            start.failed = None;
+        }
+        self.settings.address = Some(link.authority());
+        self.connection = ConnectionState::Connecting;
+    }
+
+    /// The start screen's nearby hosts at local time `now_ms`, by name; the host of `link` (the
+    /// one advertising its certificate fingerprint) says so, with the addresses the window falls
+    /// back to when the link's own do not answer (the decision `join --nearby` makes).
+    pub fn nearby_rows(&self, link: Option<&Link>, now_ms: u64) -> Vec<NearbyRow> {
+        let Some(start) = &self.start else { return Vec::new() };
+        let mut hosts: Vec<&(NearbyHost, u64)> = start.nearby.values().collect();
+        hosts.sort_by(|(a, _), (b, _)| a.name.cmp(&b.name).then(a.instance.cmp(&b.instance)));
+        hosts
+            .into_iter()
+            .map(|(host, seen_ms)| NearbyRow {
+                text: crate::app::nearby::line(host),
+                seen: seen_text(now_ms.saturating_sub(*seen_ms)),
+                of_link: link.filter(|l| crate::app::nearby::is_host_of(l, host)).map(|l| {
+                    let also: Vec<String> = crate::app::nearby::fallback_addresses(l, std::slice::from_ref(host))
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect();
+                    if also.is_empty() {
+                        "the host of your link".to_string()
+                    } else {
+                        format!("the host of your link — also at {}", also.join(", "))
+                    }
+                }),
+            })
+            .collect()
     }
 
     /// The session shown, if any.
@@ -739,6 +845,31 @@ impl ViewModel {
             Update::Notice(text) => self.notice(text, now_ms),
             Update::Warning(text) => self.error(text, now_ms),
             Update::WorkspaceAgents(agents) => self.workspace_agents = agents,
+            Update::Nearby(change) => {
+                if let Some(start) = &mut self.start {
+                    match change {
+                        NearbyChange::Seen(host) => {
+                            start.nearby.insert(host.instance.clone(), (host, now_ms));
+                        }
+                        NearbyChange::Gone(instance) => {
+                            start.nearby.remove(&instance);
+                        }
+                    }
+                }
+            }
+            Update::NearbyUnavailable(why) => {
+                if let Some(start) = &mut self.start {
+                    start.nearby_error = Some(why);
+                }
+            }
+            Update::BackToStart(why) => {
+                if let Some(start) = &mut self.start {
+                    start.open = true;
+                    start.failed = Some(why);
+                }
+                self.settings.address = None;
+                self.connection = ConnectionState::Connecting;
+            }
             Update::HostSettings(s) => {
                 if self.is_host {
                     self.my_name = s.host_name.clone();

@@ -33,6 +33,8 @@ pub enum DiscoveryError {
     Interfaces(#[source] std::io::Error),
     #[error("mDNS: {0}")]
     Mdns(#[from] mdns_sd::Error),
+    #[error("mDNS stopped")]
+    Stopped,
 }
 
 /// One IPv4 address of an interface that is up.
@@ -245,11 +247,68 @@ impl NearbyHost {
     }
 }
 
+/// What a [`Browser`] learnt about one host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NearbyChange {
+    /// A host was resolved: new, changed, or still there when asked again.
+    Seen(NearbyHost),
+    /// A host withdrew its advertisement or stopped answering (its instance name).
+    Gone(String),
+}
+
+/// Browsing for roundtable hosts for as long as it lives (the mDNS thread's own; this only reads
+/// what it found). Dropping it stops browsing and that thread.
+pub struct Browser {
+    daemon: mdns_sd::ServiceDaemon,
+    events: mdns_sd::Receiver<mdns_sd::ServiceEvent>,
+}
+
+impl Browser {
+    /// Starts browsing (returns at once).
+    pub fn start() -> Result<Browser, DiscoveryError> {
+        let daemon = mdns_sd::ServiceDaemon::new()?;
+        let events = daemon.browse(SERVICE_TYPE)?;
+        Ok(Browser { daemon, events })
+    }
+
+    /// Asks the LAN again: hosts still there are [`NearbyChange::Seen`] again soon after.
+    pub fn ask_again(&mut self) -> Result<(), DiscoveryError> {
+        self.events = self.daemon.browse(SERVICE_TYPE)?;
+        Ok(())
+    }
+
+    /// The next change, waiting at most `wait` (blocking). `Ok(None)`: nothing new in time.
+    /// `Err`: the mDNS thread stopped.
+    pub fn next(&self, wait: Duration) -> Result<Option<NearbyChange>, DiscoveryError> {
+        let deadline = Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.events.recv_timeout(left) {
+                Ok(mdns_sd::ServiceEvent::ServiceResolved(service)) => {
+                    return Ok(Some(NearbyChange::Seen(nearby_host(&service))))
+                }
+                Ok(mdns_sd::ServiceEvent::ServiceRemoved(_, fullname)) => {
+                    return Ok(Some(NearbyChange::Gone(instance_name(&fullname))))
+                }
+                Ok(_) => {}
+                Err(mdns_sd::RecvTimeoutError::Timeout) => return Ok(None),
+                Err(mdns_sd::RecvTimeoutError::Disconnected) => return Err(DiscoveryError::Stopped),
+            }
+        }
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.daemon.stop_browse(SERVICE_TYPE);
+        let _ = self.daemon.shutdown();
+    }
+}
+
 /// Browses for roundtable hosts for `window` and returns those resolved, sorted by name.
 /// Blocking (it waits the whole window): call it from a blocking thread in async code.
 pub fn browse(window: Duration) -> Result<Vec<NearbyHost>, DiscoveryError> {
-    let daemon = mdns_sd::ServiceDaemon::new()?;
-    let events = daemon.browse(SERVICE_TYPE)?;
+    let browser = Browser::start()?;
     let deadline = Instant::now() + window;
     let mut found: BTreeMap<String, NearbyHost> = BTreeMap::new();
     loop {
@@ -257,27 +316,28 @@ pub fn browse(window: Duration) -> Result<Vec<NearbyHost>, DiscoveryError> {
         if left.is_zero() {
             break;
         }
-        match events.recv_timeout(left) {
-            Ok(mdns_sd::ServiceEvent::ServiceResolved(service)) => {
-                let host = nearby_host(&service);
-                found.insert(service.fullname.clone(), host);
+        match browser.next(left) {
+            Ok(Some(NearbyChange::Seen(host))) => {
+                found.insert(host.instance.clone(), host);
             }
-            Ok(mdns_sd::ServiceEvent::ServiceRemoved(_, fullname)) => {
-                found.remove(&fullname);
+            Ok(Some(NearbyChange::Gone(instance))) => {
+                found.remove(&instance);
             }
-            Ok(_) => {}
-            Err(_) => break,
+            Ok(None) | Err(_) => break,
         }
     }
-    let _ = daemon.stop_browse(SERVICE_TYPE);
-    let _ = daemon.shutdown();
     let mut hosts: Vec<NearbyHost> = found.into_values().collect();
     hosts.sort_by(|a, b| a.name.cmp(&b.name).then(a.instance.cmp(&b.instance)));
     Ok(hosts)
 }
 
+/// The instance name in a DNS-SD full name (`INSTANCE._roundtable._tcp.local.`).
+fn instance_name(fullname: &str) -> String {
+    fullname.strip_suffix(&format!(".{SERVICE_TYPE}")).unwrap_or(fullname).to_string()
+}
+
 fn nearby_host(service: &mdns_sd::ResolvedService) -> NearbyHost {
-    let instance = service.fullname.strip_suffix(&format!(".{SERVICE_TYPE}")).unwrap_or(&service.fullname).to_string();
+    let instance = instance_name(&service.fullname);
     let text = |key: &str| service.get_property_val_str(key).unwrap_or_default().to_string();
     let mut addresses: Vec<SocketAddr> =
         service.get_addresses_v4().into_iter().map(|ip| SocketAddr::new(IpAddr::V4(ip), service.port)).collect();
