@@ -1618,3 +1618,14 @@ fn nearby_hosts_say_how_long_ago_they_were_seen_and_only_the_start_screen_keeps_
     assert_eq!(host.start, None);
     assert!(host.nearby_rows(None, 0).is_empty());
 }
+
+#[test]
+fn a_remote_window_says_whether_its_connection_is_relayed_or_direct() {
+    let mut w = Window::new(false, joined_as("p2", "Bob", Role::Participant));
+    w.push(Update::Route("relayed through http://10.0.0.1:3340/".into()));
+    assert!(w.harness.query_by_label("connected — relayed through http://10.0.0.1:3340/").is_some());
+    // Hole punching succeeded: iroh moved the connection to a direct path.
+    w.push(Update::Route("direct to 203.0.113.7:41000 (peer to peer)".into()));
+    assert!(w.harness.query_by_label("connected — direct to 203.0.113.7:41000 (peer to peer)").is_some());
+    assert!(w.harness.query_by_label("connected — relayed through http://10.0.0.1:3340/").is_none());
+}

@@ -576,7 +576,10 @@ impl RoundtableApp {
             let warn = ui.visuals().warn_fg_color;
             let (text, color) = match &self.model.connection {
                 ConnectionState::Connecting => ("connecting…".to_string(), warn),
-                ConnectionState::Connected => ("connected".to_string(), good_colour(ui)),
+                ConnectionState::Connected => match &self.model.route {
+                    Some(route) if !self.model.is_host => (format!("connected — {route}"), good_colour(ui)),
+                    _ => ("connected".to_string(), good_colour(ui)),
+                },
                 ConnectionState::Lobby => ("waiting in the lobby for the host".to_string(), warn),
                 ConnectionState::Reconnecting => match &self.model.disconnect_reason {
                     Some(why) => (format!("reconnecting… ({why})"), warn),

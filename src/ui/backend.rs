@@ -20,7 +20,7 @@ use super::model::{Action, ConnectionState, NearbyChange, NearbyHost, Update};
 use crate::app::nearby;
 use crate::client_session::{Attempt, ClientSession, Closed, GiveUp, Identity, Reconnect, Then};
 use crate::ids::{ParticipantId, SessionId, WorkspaceId};
-use crate::net::client::{Client, ClientError, ClientEvent, Events};
+use crate::net::client::{Client, ClientError, ClientEvent, Events, Route};
 use crate::net::discovery::Browser;
 use crate::net::link::Link;
 use crate::protocol::*;
@@ -573,6 +573,23 @@ async fn drive_remote(
     }
 }
 
+/// Tells the window which way the connection reaches the host, and over iroh every change
+/// (relayed → direct when hole punching succeeds) for as long as the connection lives.
+fn follow_route(route: Route, out: Outbox) {
+    match route {
+        Route::Address(addr) => out.send(Update::Route(format!("direct to {addr}"))),
+        Route::Iroh(mut path) => {
+            out.send(Update::Route(path.borrow_and_update().to_string()));
+            tokio::spawn(async move {
+                while path.changed().await.is_ok() {
+                    let now = path.borrow_and_update().to_string();
+                    out.send(Update::Route(now));
+                }
+            });
+        }
+    }
+}
+
 /// After a final disconnect: answer every action with a note until the window closes.
 async fn refuse_all(mut actions: mpsc::UnboundedReceiver<Action>, out: Outbox) {
     while actions.recv().await.is_some() {
@@ -592,10 +609,10 @@ struct Remote {
 
 impl Remote {
     async fn connect(&mut self, out: &Outbox) -> Result<(Client, Events, Admission), Failure> {
-        let (client, events) = match Client::connect(&self.options.link).await {
+        let (client, events, route) = match Client::connect_via(&self.options.link).await {
             Ok(connected) => connected,
             Err(e @ ClientError::Connect { .. }) => match self.connect_nearby(out).await {
-                Some(connected) => connected,
+                Some((client, events)) => (client, events, Route::Address(self.options.link.authority())),
                 None => return Err(Failure::Retry(e.to_string())),
             },
             Err(e @ (ClientError::FingerprintMismatch { .. } | ClientError::TlsSetup(_))) => {
@@ -633,6 +650,7 @@ impl Remote {
         if let Some(store) = &self.resume {
             store.save(&auth.resume_token);
         }
+        follow_route(route, out.clone());
         out.send(Update::Identity { me: auth.participant_id, name: auth.display_name, role: auth.role });
         Ok((client, events, auth.admission))
     }

@@ -105,6 +105,9 @@ pub enum Update {
     HistoryPage { session_id: SessionId, page: FetchHistoryResult },
     /// A request failed; `message` is for the person.
     Failed { method: String, message: String },
+    /// Which way the connection reaches the host (a remote window): `relayed through URL`,
+    /// `direct to ADDR (peer to peer)` over iroh, or the `HOST:PORT` that answered.
+    Route(String),
     /// A neutral note for the status line.
     Notice(String),
     /// Something the person should know and dismiss (not tied to one request).
@@ -371,6 +374,8 @@ pub struct ViewModel {
     /// This window's role.
     pub role: Option<Role>,
     pub connection: ConnectionState,
+    /// Which way the connection reaches the host, for the status bar (see [`Update::Route`]).
+    pub route: Option<String>,
     /// Set while the host says it cannot store: shown prominently until it can again.
     pub storage_failing: Option<String>,
     pub workspaces: Vec<WorkspaceInfo>,
@@ -772,6 +777,7 @@ impl ViewModel {
                 }
                 self.connection = state;
             }
+            Update::Route(route) => self.route = Some(route),
             Update::Identity { me, name, role } => {
                 self.me = Some(me);
                 self.my_name = name;
