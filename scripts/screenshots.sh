@@ -27,6 +27,8 @@ work=$(mktemp -d)
 # One wide screen with the windows side by side (there is no window manager to stack them, and
 # `import -window` captures what is on screen where the window is).
 export DISPLAY=:77
+# Screenshots are made offline: no public relays.
+export ROUNDTABLE_RELAY=off
 Xvfb "$DISPLAY" -screen 0 2500x900x24 -nolisten tcp >/dev/null 2>&1 &
 pids=($!)
 cleanup() {
