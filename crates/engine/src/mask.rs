@@ -236,6 +236,23 @@ impl Masker {
         self.render(text, 0, text.len(), &matches)
     }
 
+    /// The byte ranges of `text` covered by a match (whole matches, overlapping ones merged),
+    /// sorted. Cutting `text` inside one would leave part of a secret on each side, where neither
+    /// half matches any more: cuts belong outside them.
+    pub fn spans(&self, text: &str) -> Vec<std::ops::Range<usize>> {
+        let mut found: Vec<(usize, usize)> =
+            self.matches(text, 0, text.len(), &self.starts(text, 0)).iter().map(|&(s, e, _, _)| (s, e)).collect();
+        found.sort_unstable();
+        let mut spans: Vec<std::ops::Range<usize>> = Vec::new();
+        for (start, end) in found {
+            match spans.last_mut() {
+                Some(last) if start < last.end => last.end = last.end.max(end),
+                _ => spans.push(start..end),
+            }
+        }
+        spans
+    }
+
     /// A streaming masker for one stream of text (e.g. one agent turn).
     pub fn stream(&self) -> StreamMasker {
         StreamMasker {
@@ -691,6 +708,17 @@ mod tests {
         for key in cases {
             assert_eq!(mask(&format!("key {key} here")), "key [masked] here", "{key}");
         }
+    }
+
+    #[test]
+    fn spans_cover_whole_matches_merged_and_sorted() {
+        let m = Masker::default();
+        let text = "a sk_live_abcdefghijklmnop1234 b password=hunter22 c";
+        let spans = m.spans(text);
+        assert_eq!(spans.len(), 2, "{spans:?}");
+        assert_eq!(&text[spans[0].clone()], "sk_live_abcdefghijklmnop1234");
+        assert!(text[spans[1].clone()].starts_with("password"), "the whole pair: {:?}", &text[spans[1].clone()]);
+        assert!(m.spans("nothing secret here").is_empty());
     }
 
     #[test]
