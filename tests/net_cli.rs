@@ -78,6 +78,26 @@ fn serve_refuses_insecure_mode_on_a_non_loopback_address() {
 }
 
 #[test]
+fn agent_limits_that_would_fail_every_turn_are_refused_at_start() {
+    for (flag, value, says) in [
+        ("--agent-timeout", "0", "0 is not in 1.."),
+        ("--agent-max-line-bytes", "0", "at least 1024 bytes"),
+        ("--agent-max-line-bytes", "100", "at least 1024 bytes"),
+    ] {
+        let data = tempfile::tempdir().unwrap();
+        let out = Command::new(BIN)
+            .args(["--data-dir", &data.path().display().to_string(), "serve", "--relay", "off", flag, value])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{flag} {value} is refused");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says) && err.contains(flag), "{flag} {value}: {err}");
+        assert!(!data.path().join("serve.json").exists(), "the host never started");
+    }
+}
+
+#[test]
 fn lan_with_insecure_is_refused_on_serve_and_host() {
     for command in ["serve", "host"] {
         let data = tempfile::tempdir().unwrap();

@@ -192,8 +192,9 @@ pub struct ServeArgs {
     #[arg(long, value_name = "TOOL")]
     pub allowed_tool: Vec<String>,
 
-    /// Seconds an external agent may stay silent mid-turn before it is stopped and the turn fails.
-    #[arg(long, value_name = "SECS", default_value_t = 600)]
+    /// Seconds an external agent may stay silent mid-turn before it is stopped and the turn fails
+    /// (at least 1).
+    #[arg(long, value_name = "SECS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
     pub agent_timeout: u64,
 
     /// Milliseconds a cancelled external agent gets to stop on its own before it is killed.
@@ -205,8 +206,9 @@ pub struct ServeArgs {
     #[arg(long, value_name = "MS", default_value_t = 3000)]
     pub agent_exit_grace: u64,
 
-    /// Longest line an external agent may write on stdout; a longer one fails the turn.
-    #[arg(long, value_name = "BYTES", default_value_t = 1024 * 1024)]
+    /// Longest line an external agent may write on stdout; a longer one fails the turn (at least
+    /// 1024: every line of the protocol, its hello included, must fit).
+    #[arg(long, value_name = "BYTES", default_value_t = 1024 * 1024, value_parser = parse_line_bytes)]
     pub agent_max_line_bytes: usize,
 
     /// Default vote deadline in seconds (a vote still open then is denied "timed out").
@@ -253,6 +255,18 @@ pub struct ServeArgs {
     /// and the turn — while they reconnect; after it they are gone and a turn they held ends.
     #[arg(long, value_name = "SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub reconnect_grace: u64,
+}
+
+/// `--agent-max-line-bytes`: a number of bytes no agent line of the protocol is too long for.
+fn parse_line_bytes(text: &str) -> Result<usize, String> {
+    const AT_LEAST: usize = 1024;
+    let bytes: usize = text.trim().parse().map_err(|_| format!("\"{text}\" is not a number of bytes"))?;
+    if bytes < AT_LEAST {
+        return Err(format!(
+            "{bytes} is too small: at least {AT_LEAST} bytes, or every agent line (its hello included) fails the turn"
+        ));
+    }
+    Ok(bytes)
 }
 
 /// `serve --after-plan-approval`: what an approved plan lets the `claude` agent do next.

@@ -296,16 +296,17 @@ struct Restart {
     spec: SpawnSpec,
 }
 
-/// Consecutive exits after which a crashed agent is no longer restarted ahead of time (the
-/// next turn starts it, and reports why it cannot start).
-const MAX_EAGER_RESTARTS: u32 = 5;
+/// Exits in a row after which a crashed agent is no longer restarted ahead of time (the next
+/// turn starts it, and reports why it cannot start). docs/AGENTS.md says the same number.
+const MAX_EXITS_IN_A_ROW: u32 = 5;
 
-/// The wait before restarting an agent that exited `crashes` times in a row: at once, then 1 s,
-/// 2 s, 4 s, 8 s.
-fn restart_backoff(crashes: u32) -> Duration {
+/// When to start again an agent that has now exited `crashes` times in a row without a completed
+/// turn: at once, then after 1 s, 2 s, 4 s; `None` from the [`MAX_EXITS_IN_A_ROW`]th exit on.
+fn restart_after(crashes: u32) -> Option<Duration> {
     match crashes {
-        0 | 1 => Duration::ZERO,
-        n => Duration::from_secs(1 << (n - 2).min(5)),
+        n if n >= MAX_EXITS_IN_A_ROW => None,
+        0 | 1 => Some(Duration::ZERO),
+        n => Some(Duration::from_secs(1 << (n - 2))),
     }
 }
 
@@ -699,10 +700,11 @@ impl SessionWorker {
     fn schedule_restart(&mut self, spec: SpawnSpec) {
         let long_lived = self.backend.as_ref().is_some_and(|(_, b)| b.long_lived());
         self.crashes += 1;
-        if !long_lived || self.running.is_some() || self.crashes > MAX_EAGER_RESTARTS {
+        if !long_lived || self.running.is_some() {
             return;
         }
-        self.restart = Some(Restart { at: self.config.clock.now() + restart_backoff(self.crashes), spec });
+        let Some(wait) = restart_after(self.crashes) else { return };
+        self.restart = Some(Restart { at: self.config.clock.now() + wait, spec });
     }
 
     /// Starts the agent scheduled by [`schedule_restart`](Self::schedule_restart), if it is due.
@@ -757,5 +759,20 @@ impl Drop for SessionWorker {
                 self.emit(*id, AgentEvent::Failed("internal error in the agent worker".to_string()));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_agent_that_keeps_exiting_is_restarted_four_times_and_left_stopped_after_five_exits() {
+        let waits: Vec<Option<u64>> = (1..=7).map(|n| restart_after(n).map(|d| d.as_secs())).collect();
+        assert_eq!(
+            waits,
+            [Some(0), Some(1), Some(2), Some(4), None, None, None],
+            "docs/AGENTS.md: after 5 exits in a row"
+        );
     }
 }

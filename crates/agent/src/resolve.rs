@@ -45,9 +45,14 @@ pub fn resolve_spec(spec: &AgentSpec, typed_in: &Path, path: Option<&OsStr>) -> 
     if command.is_empty() {
         return Err(AgentCmdError::Empty);
     }
-    let whole_is_file = typed_in.join(command).is_file();
-    let mut words =
-        if spec.args.is_empty() && !whole_is_file { split_words(command) } else { vec![command.to_string()] };
+    // The whole string naming a file here (a path with spaces: `my agent.sh`) is that file,
+    // with or without a `/`.
+    let whole_is_file = spec.args.is_empty() && typed_in.join(command).is_file();
+    if whole_is_file {
+        let program = check_executable(absolute(&typed_in.join(command)))?;
+        return Ok(AgentSpec { command: Some(program.display().to_string()), args: Vec::new(), ..spec.clone() });
+    }
+    let mut words = if spec.args.is_empty() { split_words(command) } else { vec![command.to_string()] };
     if words.is_empty() {
         return Err(AgentCmdError::Empty);
     }
@@ -101,8 +106,15 @@ fn check_executable(path: PathBuf) -> Result<PathBuf, AgentCmdError> {
 }
 
 /// `path` made absolute without resolving symlinks (a virtualenv's `python` must keep its path).
+/// `path` made absolute and free of `.` and `..`: its directory resolved by the file system (so
+/// `..` after a symbolic link means what it means to the OS), its file name kept as typed (a
+/// link to an interpreter stays the link).
 fn absolute(path: &Path) -> PathBuf {
-    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+    let full = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    match (full.parent().map(std::fs::canonicalize), full.file_name()) {
+        (Some(Ok(dir)), Some(name)) => dir.join(name),
+        _ => full,
+    }
 }
 
 #[cfg(test)]
@@ -185,6 +197,34 @@ mod tests {
         let spec = resolve_spec(&command_spec("./my agent", &["--x"]), dir.path(), None).unwrap();
         assert_eq!(spec.command.as_deref(), Some(agent.to_str().unwrap()));
         assert_eq!(spec.args, vec!["--x"]);
+    }
+
+    #[test]
+    fn a_path_with_dots_is_stored_normalised() {
+        let root = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(root.path()).unwrap();
+        std::fs::create_dir_all(root.join("tools")).unwrap();
+        std::fs::create_dir_all(root.join("work")).unwrap();
+        let agent = script(&root.join("tools"), "agent.py", 0o755);
+        let helper = script(&root.join("tools"), "helper.py", 0o644);
+        let spec = resolve_spec(&command_spec("../tools/agent.py ./../tools/helper.py", &[]), &root.join("work"), None);
+        let spec = spec.unwrap();
+        assert_eq!(spec.command.as_deref(), Some(agent.to_str().unwrap()), "no `..` in what is stored");
+        assert_eq!(spec.args, vec![helper.display().to_string()]);
+    }
+
+    #[test]
+    fn a_whole_command_naming_a_file_with_spaces_is_that_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let dir = std::fs::canonicalize(dir.path()).unwrap();
+        let agent = script(&dir, "my agent.sh", 0o755);
+        let spec = resolve_spec(&command_spec("my agent.sh", &[]), &dir, None).unwrap();
+        assert_eq!(spec.command.as_deref(), Some(agent.to_str().unwrap()));
+        assert!(spec.args.is_empty());
+        std::fs::create_dir(dir.join("sub dir")).unwrap();
+        let nested = script(&dir.join("sub dir"), "run agent", 0o755);
+        let spec = resolve_spec(&command_spec("sub dir/run agent", &[]), &dir, None).unwrap();
+        assert_eq!(spec.command.as_deref(), Some(nested.to_str().unwrap()));
     }
 
     #[test]
