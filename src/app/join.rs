@@ -156,9 +156,11 @@ pub async fn join(args: JoinArgs, data_dir: PathBuf) -> anyhow::Result<ExitCode>
         }
     };
     // Only a host that proved it holds the pinned certificate is remembered (a wrong link must
-    // not become "presented before").
-    for note in remember_host(&data_dir, &joiner.link) {
-        joiner.out.note(&note);
+    // not become "presented before"); over iroh it proved the endpoint key instead.
+    if joiner.path.is_none() {
+        for note in remember_host(&data_dir, &joiner.link) {
+            joiner.out.note(&note);
+        }
     }
     joiner.run(client, events, &mut stdin, &mut interrupt).await
 }

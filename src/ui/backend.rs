@@ -621,8 +621,8 @@ impl Remote {
             Err(e) => return Err(Failure::Retry(e.to_string())),
         };
         // The host proved it holds the pinned certificate: remember it (once per window), and
-        // say so if it presented another one before.
-        if let Some(dir) = self.options.data_dir.take() {
+        // say so if it presented another one before. (Over iroh it proved the endpoint key.)
+        if let Some(dir) = self.options.data_dir.take_if(|_| matches!(route, Route::Address(_))) {
             let notes = crate::app::join::remember_host(&dir, &self.options.link);
             if !notes.is_empty() {
                 out.send(Update::Warning(notes.join("\n")));
