@@ -622,6 +622,7 @@ fn host_mint_without_a_usable_window_mints_one_share_and_prints_its_link_and_the
     );
     let link = host.expect("the link", |l| l.trim_start().starts_with("roundtable://")).trim().to_string();
     host.expect("how to use it", |l| l.contains("they run: roundtable connect '"));
+    host.expect("the one-line install", |l| l.contains("Not installed yet? curl ") && l.contains("-installer.sh | sh"));
     host.expect("the console", |l| l.starts_with("host console:"));
     host.send("/quit");
     assert!(host.wait());

@@ -1408,6 +1408,10 @@ fn the_host_invites_from_the_chat_view_and_copies_the_link_and_commands() {
     w.harness.get_by_label("Copy join command").click();
     w.harness.step();
     assert_eq!(w.copied(), vec![format!("ROUNDTABLE_LINK='{link}' roundtable join --name THEIR_NAME")]);
+    // People without roundtable get the one-line install beside the link.
+    w.harness.get_by_label("Copy install command").click();
+    w.harness.step();
+    assert_eq!(w.copied(), vec![roundtable::app::install::install_one_liner()]);
     // Someone comes in: the box folds away, and opens again with the link still there.
     w.push(ev(json!({"event": "participant_joined", "session_id": "s1", "seq": 5, "payload": {"participant_id": "p5",
         "display_name": "Cy", "role": "participant", "muted": false, "presence": "connected"}})));

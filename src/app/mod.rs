@@ -16,6 +16,7 @@
 //!   `bench wire`, latency over real sockets against a raw broadcast server; [`bench_mask`]:
 //!   `bench mask`, secret masking per streamed agent delta against copying the text.
 //! - [`paths`]: where the data directory is; [`lock`]: one host per data directory.
+//! - [`install`]: the one-line install (the release's installers) shown beside share links.
 
 pub mod admin;
 pub mod bench_hostile;
@@ -26,6 +27,7 @@ pub mod bench_startup;
 pub mod bench_wire;
 pub mod console;
 pub mod host;
+pub mod install;
 pub mod join;
 pub mod lock;
 pub mod nearby;

@@ -279,11 +279,14 @@ pub fn say(text: &str) {
     }
 }
 
-/// A freshly minted link and how to use it, for the terminal.
+/// A freshly minted link and how to use it, for the terminal (with the one-line install for
+/// people who do not have roundtable yet).
 pub fn invite_text(link: &str) -> String {
     format!(
         "share link (shown once — send it to the people you invite):\n  {link}\n  \
-         they run: roundtable connect '{link}' --name THEIR_NAME   (a window; or `join` in a terminal)\n"
+         they run: roundtable connect '{link}' --name THEIR_NAME   (a window; or `join` in a terminal)\n  \
+         {}\n",
+        crate::app::install::install_hint()
     )
 }
 

@@ -1259,10 +1259,22 @@ impl RoundtableApp {
                     copy = Some((terminal.clone(), "command copied"));
                 }
             });
-            ui.label(
-                RichText::new("They need roundtable installed: see the README, section Install (cargo install --path . --locked).")
-                    .weak(),
-            );
+            let install = crate::app::install::install_one_liner();
+            let windows = crate::app::install::install_one_liner_windows();
+            ui.label("Not installed yet? One line installs it (Linux, macOS):");
+            ui.horizontal_wrapped(|ui| {
+                ui.label(RichText::new(&install).monospace());
+                if ui.small_button("Copy install command").clicked() {
+                    copy = Some((install.clone(), "install command copied"));
+                }
+            });
+            ui.label("on Windows (PowerShell):");
+            ui.horizontal_wrapped(|ui| {
+                ui.label(RichText::new(&windows).monospace());
+                if ui.small_button("Copy Windows install command").clicked() {
+                    copy = Some((windows.clone(), "install command copied"));
+                }
+            });
         });
         if let Some((text, note)) = copy {
             ui.ctx().copy_text(text);
