@@ -5,11 +5,23 @@
 //!
 //! A thin [`serde::Serializer`] wrapper: strings are masked, everything else (numbers, map keys,
 //! enum tags, field names) goes to the inner serializer unchanged.
+//!
+//! One field holds JSON text rather than text: a tool request's `input` (`VoteSubject::Tool`, the
+//! only field named `input` in any frame) is the agent's JSON arguments, serialised. Masking that
+//! serialisation would look at escaped strings (a file's line ends are `\n` there, its quotes
+//! `\"`), where patterns that need a line start or a quote no longer match. Such a field is masked
+//! by [`mask_json_text`]: each string literal in it is decoded, masked and re-escaped, then the
+//! whole is masked as before (which catches `"password":"…"` pairs across a key and its value).
+//! [`json_text_spans`] gives the ranges a clip of such text must stay out of.
 
 use super::mask::Masker;
 use serde::ser::{self, Serialize, Serializer};
 use std::cell::Cell;
+use std::ops::Range;
 use std::sync::Arc;
+
+/// The field whose string is JSON text (a tool request's arguments).
+const JSON_TEXT_FIELD: &str = "input";
 
 /// What masking needs while serialising.
 #[derive(Clone, Copy)]
@@ -18,27 +30,54 @@ struct Ctx<'a> {
     changed: &'a Cell<bool>,
 }
 
-/// A value serialised with its strings masked.
+/// A value serialised with its strings masked (as JSON text when `json_text`).
 struct Masked<'a, T: ?Sized> {
     value: &'a T,
     ctx: Ctx<'a>,
+    json_text: bool,
 }
 
 impl<T: Serialize + ?Sized> Serialize for Masked<'_, T> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.value.serialize(MaskSer { inner: serializer, ctx: self.ctx })
+        self.value.serialize(MaskSer { inner: serializer, ctx: self.ctx, json_text: self.json_text })
     }
 }
 
 struct MaskSer<'a, S> {
     inner: S,
     ctx: Ctx<'a>,
+    /// The value is the [`JSON_TEXT_FIELD`]'s: a string in it is masked as JSON text.
+    json_text: bool,
 }
 
 /// A compound (sequence, map, struct…) whose elements are masked.
 struct Compound<'a, C> {
     inner: C,
     ctx: Ctx<'a>,
+    /// A map's last key was [`JSON_TEXT_FIELD`].
+    json_text_next: bool,
+}
+
+impl<'a, C> Compound<'a, C> {
+    fn new(inner: C, ctx: Ctx<'a>) -> Self {
+        Compound { inner, ctx, json_text_next: false }
+    }
+
+    /// `value`, masked as text.
+    fn masked<'v, T: ?Sized>(&self, value: &'v T) -> Masked<'v, T>
+    where
+        'a: 'v,
+    {
+        Masked { value, ctx: self.ctx, json_text: false }
+    }
+}
+
+/// Whether a map key serialises as the string [`JSON_TEXT_FIELD`].
+fn is_json_text_key<T: Serialize + ?Sized>(key: &T) -> bool {
+    let mut out = Vec::with_capacity(JSON_TEXT_FIELD.len() + 2);
+    key.serialize(&mut serde_json::Serializer::new(&mut out)).is_ok()
+        && out.len() == JSON_TEXT_FIELD.len() + 2
+        && out[1..out.len() - 1] == *JSON_TEXT_FIELD.as_bytes()
 }
 
 macro_rules! forward {
@@ -77,7 +116,7 @@ impl<'a, S: Serializer> Serializer for MaskSer<'a, S> {
     );
 
     fn serialize_str(self, v: &str) -> Result<S::Ok, S::Error> {
-        let masked = self.ctx.masker.mask(v);
+        let masked = if self.json_text { mask_json_text(v, self.ctx.masker) } else { self.ctx.masker.mask(v) };
         if masked != v {
             self.ctx.changed.set(true);
         }
@@ -89,7 +128,7 @@ impl<'a, S: Serializer> Serializer for MaskSer<'a, S> {
     }
 
     fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Result<S::Ok, S::Error> {
-        self.inner.serialize_some(&Masked { value, ctx: self.ctx })
+        self.inner.serialize_some(&Masked { value, ctx: self.ctx, json_text: self.json_text })
     }
 
     fn serialize_unit(self) -> Result<S::Ok, S::Error> {
@@ -105,7 +144,7 @@ impl<'a, S: Serializer> Serializer for MaskSer<'a, S> {
     }
 
     fn serialize_newtype_struct<T: Serialize + ?Sized>(self, name: &'static str, value: &T) -> Result<S::Ok, S::Error> {
-        self.inner.serialize_newtype_struct(name, &Masked { value, ctx: self.ctx })
+        self.inner.serialize_newtype_struct(name, &Masked { value, ctx: self.ctx, json_text: self.json_text })
     }
 
     fn serialize_newtype_variant<T: Serialize + ?Sized>(
@@ -115,19 +154,19 @@ impl<'a, S: Serializer> Serializer for MaskSer<'a, S> {
         variant: &'static str,
         value: &T,
     ) -> Result<S::Ok, S::Error> {
-        self.inner.serialize_newtype_variant(name, index, variant, &Masked { value, ctx: self.ctx })
+        self.inner.serialize_newtype_variant(name, index, variant, &Masked { value, ctx: self.ctx, json_text: false })
     }
 
     fn serialize_seq(self, len: Option<usize>) -> Result<Self::SerializeSeq, S::Error> {
-        Ok(Compound { inner: self.inner.serialize_seq(len)?, ctx: self.ctx })
+        Ok(Compound::new(self.inner.serialize_seq(len)?, self.ctx))
     }
 
     fn serialize_tuple(self, len: usize) -> Result<Self::SerializeTuple, S::Error> {
-        Ok(Compound { inner: self.inner.serialize_tuple(len)?, ctx: self.ctx })
+        Ok(Compound::new(self.inner.serialize_tuple(len)?, self.ctx))
     }
 
     fn serialize_tuple_struct(self, name: &'static str, len: usize) -> Result<Self::SerializeTupleStruct, S::Error> {
-        Ok(Compound { inner: self.inner.serialize_tuple_struct(name, len)?, ctx: self.ctx })
+        Ok(Compound::new(self.inner.serialize_tuple_struct(name, len)?, self.ctx))
     }
 
     fn serialize_tuple_variant(
@@ -137,15 +176,15 @@ impl<'a, S: Serializer> Serializer for MaskSer<'a, S> {
         variant: &'static str,
         len: usize,
     ) -> Result<Self::SerializeTupleVariant, S::Error> {
-        Ok(Compound { inner: self.inner.serialize_tuple_variant(name, index, variant, len)?, ctx: self.ctx })
+        Ok(Compound::new(self.inner.serialize_tuple_variant(name, index, variant, len)?, self.ctx))
     }
 
     fn serialize_map(self, len: Option<usize>) -> Result<Self::SerializeMap, S::Error> {
-        Ok(Compound { inner: self.inner.serialize_map(len)?, ctx: self.ctx })
+        Ok(Compound::new(self.inner.serialize_map(len)?, self.ctx))
     }
 
     fn serialize_struct(self, name: &'static str, len: usize) -> Result<Self::SerializeStruct, S::Error> {
-        Ok(Compound { inner: self.inner.serialize_struct(name, len)?, ctx: self.ctx })
+        Ok(Compound::new(self.inner.serialize_struct(name, len)?, self.ctx))
     }
 
     fn serialize_struct_variant(
@@ -155,7 +194,7 @@ impl<'a, S: Serializer> Serializer for MaskSer<'a, S> {
         variant: &'static str,
         len: usize,
     ) -> Result<Self::SerializeStructVariant, S::Error> {
-        Ok(Compound { inner: self.inner.serialize_struct_variant(name, index, variant, len)?, ctx: self.ctx })
+        Ok(Compound::new(self.inner.serialize_struct_variant(name, index, variant, len)?, self.ctx))
     }
 
     fn is_human_readable(&self) -> bool {
@@ -170,8 +209,8 @@ macro_rules! masked_compound {
             type Ok = C::Ok;
             type Error = C::Error;
             fn $method<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), C::Error> {
-                let ctx = self.ctx;
-                self.inner.$method(&Masked { value, ctx })
+                let value = self.masked(value);
+                self.inner.$method(&value)
             }
             fn end(self) -> Result<C::Ok, C::Error> {
                 self.inner.end()
@@ -190,13 +229,14 @@ masked_compound!(
 impl<C: ser::SerializeMap> ser::SerializeMap for Compound<'_, C> {
     type Ok = C::Ok;
     type Error = C::Error;
-    /// Keys are names, not text: passed through.
+    /// Keys are names, not text: passed through (noting whether the value is JSON text).
     fn serialize_key<T: Serialize + ?Sized>(&mut self, key: &T) -> Result<(), C::Error> {
+        self.json_text_next = is_json_text_key(key);
         self.inner.serialize_key(key)
     }
     fn serialize_value<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), C::Error> {
-        let ctx = self.ctx;
-        self.inner.serialize_value(&Masked { value, ctx })
+        let json_text = std::mem::take(&mut self.json_text_next);
+        self.inner.serialize_value(&Masked { value, ctx: self.ctx, json_text })
     }
     fn end(self) -> Result<C::Ok, C::Error> {
         self.inner.end()
@@ -210,8 +250,8 @@ macro_rules! masked_named_compound {
             type Ok = C::Ok;
             type Error = C::Error;
             fn serialize_field<T: Serialize + ?Sized>(&mut self, key: &'static str, value: &T) -> Result<(), C::Error> {
-                let ctx = self.ctx;
-                self.inner.serialize_field(key, &Masked { value, ctx })
+                let json_text = key == JSON_TEXT_FIELD;
+                self.inner.serialize_field(key, &Masked { value, ctx: self.ctx, json_text })
             }
             fn skip_field(&mut self, key: &'static str) -> Result<(), C::Error> {
                 self.inner.skip_field(key)
@@ -231,9 +271,127 @@ pub fn to_json_masked<T: Serialize + ?Sized>(value: &T, masker: &Masker) -> (Str
     let mut out = Vec::with_capacity(128);
     let mut json = serde_json::Serializer::new(&mut out);
     value
-        .serialize(MaskSer { inner: &mut json, ctx: Ctx { masker, changed: &changed } })
+        .serialize(MaskSer { inner: &mut json, ctx: Ctx { masker, changed: &changed }, json_text: false })
         .expect("serialising to a Vec cannot fail");
     (String::from_utf8(out).expect("serde_json writes UTF-8"), changed.get())
+}
+
+/// A JSON string literal found in JSON text: its content's byte range in the text (without the
+/// quotes; to the end of the text when it is not closed, as in a clipped text), and the decoded
+/// content with, for each of its byte offsets that starts a character (and its end), the offset
+/// in the text where that character's encoding starts.
+struct Literal {
+    raw: Range<usize>,
+    decoded: String,
+    offsets: Vec<usize>,
+}
+
+/// The string literals of JSON text, leniently: the text may be clipped (a literal left open at
+/// its end) or not JSON at all (then whatever stands between double quotes). An escape that is
+/// not JSON's is kept as written; a lone surrogate becomes U+FFFD.
+fn string_literals(text: &str) -> Vec<Literal> {
+    let bytes = text.as_bytes();
+    let mut found = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] != b'"' {
+            i += 1;
+            continue;
+        }
+        let start = i + 1;
+        let (mut decoded, mut offsets) = (String::new(), Vec::new());
+        let mut j = start;
+        let push = |decoded: &mut String, offsets: &mut Vec<usize>, c: char, at: usize| {
+            offsets.resize(decoded.len(), usize::MAX);
+            offsets.push(at);
+            decoded.push(c);
+        };
+        while j < bytes.len() && bytes[j] != b'"' {
+            if bytes[j] != b'\\' {
+                let c = text[j..].chars().next().expect("j is a character boundary");
+                push(&mut decoded, &mut offsets, c, j);
+                j += c.len_utf8();
+                continue;
+            }
+            let (c, len) = unescape(text, j);
+            push(&mut decoded, &mut offsets, c, j);
+            j += len;
+        }
+        offsets.resize(decoded.len(), usize::MAX);
+        offsets.push(j);
+        found.push(Literal { raw: start..j, decoded, offsets });
+        i = j + 1;
+    }
+    found
+}
+
+/// The character an escape at `text[at]` (a backslash) stands for, and the escape's length.
+fn unescape(text: &str, at: usize) -> (char, usize) {
+    let hex = |from: usize| text.get(from..from + 4).and_then(|h| u32::from_str_radix(h, 16).ok());
+    let bytes = text.as_bytes();
+    match bytes.get(at + 1) {
+        Some(b'"') => ('"', 2),
+        Some(b'\\') => ('\\', 2),
+        Some(b'/') => ('/', 2),
+        Some(b'b') => ('\u{08}', 2),
+        Some(b'f') => ('\u{0c}', 2),
+        Some(b'n') => ('\n', 2),
+        Some(b'r') => ('\r', 2),
+        Some(b't') => ('\t', 2),
+        Some(b'u') => match hex(at + 2) {
+            Some(high @ 0xD800..=0xDBFF) => match (text.get(at + 6..at + 8), hex(at + 8)) {
+                (Some("\\u"), Some(low @ 0xDC00..=0xDFFF)) => {
+                    let c = 0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00);
+                    (char::from_u32(c).unwrap_or('\u{fffd}'), 12)
+                }
+                _ => ('\u{fffd}', 6),
+            },
+            Some(code) => (char::from_u32(code).unwrap_or('\u{fffd}'), 6),
+            None => ('\\', 1),
+        },
+        // Not a JSON escape (or a backslash at the very end): the backslash as written.
+        _ => ('\\', 1),
+    }
+}
+
+/// JSON text (a tool request's arguments) masked for remotes: each string literal's decoded
+/// content masked and written back escaped, then the whole text masked as text. Unchanged bytes
+/// stay as they were (no re-serialisation: key order, spacing and numbers are the agent's).
+pub fn mask_json_text(text: &str, masker: &Masker) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut pos = 0;
+    for literal in string_literals(text) {
+        let masked = masker.mask(&literal.decoded);
+        if masked == literal.decoded {
+            continue;
+        }
+        let escaped = serde_json::to_string(&masked).expect("a string serialises");
+        out.push_str(&text[pos..literal.raw.start]);
+        out.push_str(&escaped[1..escaped.len() - 1]);
+        pos = literal.raw.end;
+    }
+    out.push_str(&text[pos..]);
+    masker.mask(&out)
+}
+
+/// The byte ranges of JSON text that a cut must stay out of: what [`Masker::spans`] finds in the
+/// text itself and in each string literal's decoded content (mapped back to the text), merged.
+pub fn json_text_spans(text: &str, masker: &Masker) -> Vec<Range<usize>> {
+    let mut spans = masker.spans(text);
+    for literal in string_literals(text) {
+        for span in masker.spans(&literal.decoded) {
+            spans.push(literal.offsets[span.start]..literal.offsets[span.end]);
+        }
+    }
+    spans.sort_unstable_by_key(|r| (r.start, r.end));
+    let mut merged: Vec<Range<usize>> = Vec::with_capacity(spans.len());
+    for span in spans {
+        match merged.last_mut() {
+            Some(last) if span.start < last.end => last.end = last.end.max(span.end),
+            _ => merged.push(span),
+        }
+    }
+    merged
 }
 
 /// A stored frame (the host's copy) with its remotes' copy: parsed and masked once, at start-up
@@ -298,6 +456,75 @@ mod tests {
         assert_eq!(serde_json::from_str::<serde_json::Value>(&remote).unwrap(), expected);
     }
 
+    /// A tool vote as remotes get it, live (`VoteOpened`, the subject flattened into a map) and
+    /// from a stored frame (parsed back into a `Value`).
+    fn tool_vote(input: &str) -> serde_json::Value {
+        use crate::protocol::{DecidedBy, Event, EventFrame, VoteOpened, VoteSubject};
+        let subject = VoteSubject::Tool { tool: "Write".into(), input: input.into() };
+        let body = Event::VoteOpened(VoteOpened {
+            vote_id: crate::ids::VoteId::nth(1),
+            subject,
+            decided_by: DecidedBy::Holder,
+            required: vec![],
+            deadline_ms: None,
+        });
+        serde_json::to_value(EventFrame { session_id: None, seq: Some(3), body }).unwrap()
+    }
+
+    #[test]
+    fn a_tool_inputs_strings_are_masked_decoded_not_in_their_escaped_form() {
+        let m = Masker::default();
+        let content = "[client]\npassword = hunter2secret\nhost = db\n";
+        let input = serde_json::json!({"file_path": "my.cnf", "content": content}).to_string();
+        assert_eq!(m.mask(&input), input, "the escaped form hides the line from the masker");
+        let frame = tool_vote(&input);
+        let (host, remote) = to_json_pair(&frame, &m);
+        assert!(host.contains("hunter2secret"), "the host's copy is the original");
+        assert!(!remote.contains("hunter2secret"), "{remote}");
+        let remote: serde_json::Value = serde_json::from_str(&remote).unwrap();
+        let remote_input: serde_json::Value =
+            serde_json::from_str(remote["payload"]["input"].as_str().unwrap()).expect("still JSON");
+        assert_eq!(remote_input["content"], "[client]\npassword = [masked]\nhost = db\n");
+        assert_eq!(remote_input["file_path"], "my.cnf");
+        // The same frame stored and read back at start-up.
+        let stored = framed_from_stored(Arc::from(frame.to_string()), &m);
+        assert!(!stored.remote.contains("hunter2secret") && stored.host.contains("hunter2secret"));
+        // A `"password": "…"` pair written inside a file, and a key-value pair of the input itself.
+        let input = serde_json::json!({"content": "{\"password\": \"hunter2secret\"}", "password": "s3cr3t-Pa55"});
+        let (_, remote) = to_json_pair(&tool_vote(&input.to_string()), &m);
+        assert!(!remote.contains("hunter2secret") && !remote.contains("s3cr3t-Pa55"), "{remote}");
+    }
+
+    #[test]
+    fn json_text_without_secrets_keeps_its_bytes_and_other_fields_are_plain_text() {
+        let m = Masker::default();
+        let input = r#"{ "b": 1.50, "a": ["x\u00e9", null],  "c": "line\nnext" }"#;
+        assert_eq!(mask_json_text(input, &m), input);
+        // Only a field named `input` is JSON text: elsewhere an escaped line stays text.
+        let v = serde_json::json!({"text": "{\"content\": \"password = hunter2secret\\n\"}"});
+        let (_, remote) = to_json_pair(&v, &m);
+        assert!(remote.contains("hunter2secret"), "plain text is masked as text: {remote}");
+    }
+
+    #[test]
+    fn a_clipped_tool_input_is_masked_and_clipped_outside_its_secrets() {
+        let m = Masker::default();
+        let key = "ghp_HMI4fS9z6yKryu7OE1WnwQKU5nR50dJQg96e";
+        let content = format!("{}\npassword = hunter2secret\n{key}\n", "x".repeat(100));
+        let input = serde_json::json!({"content": content}).to_string();
+        let spans = json_text_spans(&input, &m);
+        let at = input.find("hunter2secret").unwrap();
+        assert!(spans.iter().any(|r| r.start <= at && at + 13 <= r.end), "{spans:?}");
+        let k = input.find(key).unwrap();
+        assert!(spans.iter().any(|r| r.start <= k && k + key.len() <= r.end), "{spans:?}");
+        // Every clip of it: no window of the key or the password reaches remotes.
+        for max in (136..input.len() + 140).step_by(3) {
+            let clipped = crate::protocol::clip_json(&input, max, |t| json_text_spans(t, &m));
+            let remote = mask_json_text(&clipped, &m);
+            assert!(!remote.contains("ghp_HMI4") && !remote.contains("hunter2s"), "{max}: {remote}");
+        }
+    }
+
     proptest! {
         /// Masking while serialising equals serialising, parsing and masking every string.
         #[test]
@@ -308,6 +535,31 @@ mod tests {
             let mut expected = v.clone();
             walk_mask(&mut expected, &m);
             prop_assert_eq!(serde_json::from_str::<serde_json::Value>(&remote).unwrap(), expected);
+        }
+
+        /// The lenient decoder reads what serde_json writes, whatever the characters.
+        #[test]
+        fn string_literals_decode_what_serde_json_escapes(text in "(?s).{0,40}", tail in "[a-z]{0,3}") {
+            let json = format!("[{}, {}]", serde_json::to_string(&text).unwrap(), serde_json::to_string(&tail).unwrap());
+            let found = string_literals(&json);
+            prop_assert_eq!(found.len(), 2);
+            prop_assert_eq!(&found[0].decoded, &text);
+            prop_assert_eq!(&found[1].decoded, &tail);
+        }
+
+        /// JSON text masked for remotes is still JSON, and none of its strings holds a secret the
+        /// masker finds in it.
+        #[test]
+        fn masked_json_text_is_json_without_the_secrets(
+            words in proptest::collection::vec("[a-z \"\n]{0,8}|ghp_[A-Za-z0-9]{36}|\npassword = [a-z]{10}\n|sk_live_[A-Za-z0-9]{24}", 0..6),
+        ) {
+            let m = Masker::default();
+            let v = serde_json::json!({"content": words.concat(), "list": words.clone()});
+            let remote = mask_json_text(&v.to_string(), &m);
+            let parsed: serde_json::Value = serde_json::from_str(&remote).unwrap();
+            let mut expected = v.clone();
+            walk_mask(&mut expected, &m);
+            prop_assert_eq!(parsed, expected);
         }
     }
 }

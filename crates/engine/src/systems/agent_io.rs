@@ -8,6 +8,7 @@ use super::turn_lock::TurnEnds;
 use crate::agent::{AgentCommand, AgentEvent, AgentOutput};
 use crate::components::*;
 use crate::io::{Journal, Journaled};
+use crate::mask_json::json_text_spans;
 use crate::protocol::Event;
 use crate::protocol::*;
 use bevy_ecs::prelude::*;
@@ -53,6 +54,9 @@ pub fn apply_agent_output(
     mut journal: ResMut<Journal>,
 ) {
     let mut outputs: Vec<AgentOutput> = external.read().map(|m| m.0.clone()).collect();
+    // Clips stay out of the secrets remotes' copies will have masked (issue 24).
+    let masker = turns.fx.staged.masker.clone();
+    let spans = |t: &str| masker.spans(t);
     for agent in agents.in_tick.values_mut() {
         outputs.extend(agent.step());
     }
@@ -100,8 +104,8 @@ pub fn apply_agent_output(
                     turn_id: out.turn_id,
                     request_id,
                     subject: VoteSubject::Plan {
-                        plan: clip_json(&plan, MAX_SUBJECT_JSON_BYTES),
-                        on_approval: on_approval.map(|n| clip_json(&n, 1024)),
+                        plan: clip_json(&plan, MAX_SUBJECT_JSON_BYTES, spans),
+                        on_approval: on_approval.map(|n| clip_json(&n, 1024, spans)),
                     },
                 });
             }
@@ -111,7 +115,11 @@ pub fn apply_agent_output(
                     turn_id: out.turn_id,
                     request_id,
                     subject: VoteSubject::Question {
-                        questions: questions.into_iter().take(MAX_QUESTIONS).map(bounded_question).collect(),
+                        questions: questions
+                            .into_iter()
+                            .take(MAX_QUESTIONS)
+                            .map(|q| bounded_question(q, &masker))
+                            .collect(),
                     },
                 });
             }
@@ -121,8 +129,9 @@ pub fn apply_agent_output(
                     turn_id: out.turn_id,
                     request_id,
                     subject: VoteSubject::Tool {
-                        tool: clip_json(&tool, 1024),
-                        input: clip_json(&input, MAX_SUBJECT_JSON_BYTES),
+                        tool: clip_json(&tool, 1024, spans),
+                        // The input is JSON text, masked for remotes string by string (mask_json).
+                        input: clip_json(&input, MAX_SUBJECT_JSON_BYTES, |t| json_text_spans(t, &masker)),
                     },
                 });
             }
@@ -157,12 +166,14 @@ pub fn apply_agent_output(
     }
 }
 
-/// A question as it may go on the wire: its text and options clipped, at most 32 options.
-/// (With at most [`MAX_QUESTIONS`] questions, a question vote stays far below the frame bound.)
-fn bounded_question(q: Question) -> Question {
+/// A question as it may go on the wire: its text and options clipped (outside `masker`'s
+/// secrets), at most 32 options. (With at most [`MAX_QUESTIONS`] questions, a question vote stays
+/// far below the frame bound.)
+fn bounded_question(q: Question, masker: &crate::mask::Masker) -> Question {
+    let spans = |t: &str| masker.spans(t);
     Question {
-        question: clip_json(&q.question, 4 * 1024),
-        options: q.options.iter().take(32).map(|o| clip_json(o, 1024)).collect(),
+        question: clip_json(&q.question, 4 * 1024, spans),
+        options: q.options.iter().take(32).map(|o| clip_json(o, 1024, spans)).collect(),
         multi_select: q.multi_select,
     }
 }
@@ -171,9 +182,11 @@ fn bounded_question(q: Question) -> Question {
 /// them, as if nobody had answered).
 pub const MAX_QUESTIONS: usize = 16;
 
-/// Stages a session's merged delta text, in pieces within the wire bound (PROTOCOL §1.3).
+/// Stages a session's merged delta text, in pieces within the wire bound (PROTOCOL §1.3). Cutting
+/// here may split a secret: remotes' copies go through one stream masker per turn (broadcast),
+/// which masks the pieces as a unit with everything streamed before them.
 fn stage_delta(staged: &mut Staged, session: &crate::ids::SessionId, turn_id: u64, text: &str) {
-    for piece in crate::protocol::split_json(text, crate::protocol::MAX_DELTA_JSON_BYTES) {
+    for piece in crate::protocol::split_json(text, crate::protocol::MAX_DELTA_JSON_BYTES, crate::protocol::no_spans) {
         let body = Event::AgentDelta(AgentDelta { turn_id, text: piece.to_string() });
         let frame = Arc::from(EventFrame { session_id: Some(session.clone()), seq: None, body }.to_json());
         staged.out.push(Outgoing::Delta { session: session.clone(), turn_id, text: piece.to_string(), frame });

@@ -294,7 +294,7 @@ impl Delivery<'_, '_> {
         let remote: Vec<(&str, Frame)> = if remote_text == text {
             vec![(text, frame.clone())]
         } else {
-            crate::protocol::split_json(&remote_text, crate::protocol::MAX_DELTA_JSON_BYTES)
+            crate::protocol::split_json(&remote_text, crate::protocol::MAX_DELTA_JSON_BYTES, crate::protocol::no_spans)
                 .into_iter()
                 .map(|piece| {
                     let body = Event::AgentDelta(crate::protocol::AgentDelta { turn_id, text: piece.into() });
@@ -327,7 +327,10 @@ impl Delivery<'_, '_> {
         }
         let max_bytes = self.config.outbox_max_bytes;
         let remotes = members_of(&self.cache.members.sessions, session);
-        for piece in crate::protocol::split_json(&rest, crate::protocol::MAX_DELTA_JSON_BYTES) {
+        // Already masked: cuts here split nothing secret.
+        for piece in
+            crate::protocol::split_json(&rest, crate::protocol::MAX_DELTA_JSON_BYTES, crate::protocol::no_spans)
+        {
             let body = Event::AgentDelta(crate::protocol::AgentDelta { turn_id, text: piece.to_string() });
             let frame = event_frame(Some(session.clone()), body);
             for &ce in remotes {

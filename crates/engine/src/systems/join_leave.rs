@@ -146,7 +146,7 @@ impl Memberships<'_, '_> {
                     .entry(key)
                     .or_insert_with(|| {
                         let votes = open_votes(&self.index, &self.votes, session_id);
-                        let body = snapshot(info, rows, history, lock, votes, last_seq);
+                        let body = snapshot(info, rows, history, lock, votes, last_seq, &staged.masker);
                         staged.framed(&EventFrame { session_id: Some(session_id.clone()), seq: None, body })
                     })
                     .clone();
@@ -215,7 +215,8 @@ impl Memberships<'_, '_> {
 }
 
 /// The `snapshot` event: the session, its roster, its latest page of messages, its open votes
-/// and the text the running turn has streamed so far.
+/// and the text the running turn has streamed so far (a tail of it, starting outside the secrets
+/// `masker` finds in the whole text: the tail is masked on its own for remotes).
 fn snapshot(
     session: SessionInfo,
     roster: Vec<RosterEntry>,
@@ -223,8 +224,9 @@ fn snapshot(
     lock: &TurnLock,
     votes: Vec<VoteOpened>,
     last_seq: u64,
+    masker: &crate::mask::Masker,
 ) -> Event {
     let (messages, has_older) = super::history::latest_page(history);
-    let streaming_text = crate::protocol::snapshot_streaming_text(&lock.streamed);
+    let streaming_text = crate::protocol::snapshot_streaming_text(&lock.streamed, |t| masker.spans(t));
     Event::Snapshot(Snapshot { session, roster, messages, has_older, votes, streaming_text, last_seq })
 }

@@ -74,12 +74,15 @@ impl TurnEnds<'_> {
     }
 
     /// Posts the agent's reply as messages authored by `agent`: one, or several in order when it
-    /// is longer than a message may be on the wire ([`crate::protocol::MAX_MESSAGE_JSON_BYTES`]).
+    /// is longer than a message may be on the wire ([`crate::protocol::MAX_MESSAGE_JSON_BYTES`]),
+    /// cut outside the secrets the masker finds in it (each message is masked on its own for
+    /// remotes: a secret cut in two would be masked in neither).
     fn post_agent_message(&mut self, session: &Session, log: &mut EventLog, history: &mut History, text: String) {
         if crate::protocol::json_len(&text) <= crate::protocol::MAX_MESSAGE_JSON_BYTES {
             return self.post_agent_piece(session, log, history, text);
         }
-        for piece in crate::protocol::split_json(&text, crate::protocol::MAX_MESSAGE_JSON_BYTES) {
+        let masker = self.fx.staged.masker.clone();
+        for piece in crate::protocol::split_json(&text, crate::protocol::MAX_MESSAGE_JSON_BYTES, |t| masker.spans(t)) {
             self.post_agent_piece(session, log, history, piece.to_string());
         }
     }
