@@ -678,6 +678,14 @@ mod tests {
     shippo_token: "shippo_live_780ef27d12871e4e77a605dd88345b5610d250ee" => "[masked]", near miss "shippo_live_ prefix";
     easypost_token: "EZAKw2hye9dGnY3KOVjeP8UfKSuS5oKeyZ9Y0VLGM1yTrreyZc1Jyf7eBM" => "[masked]", near miss "EZAK prefix";
     mailgun_new_key: "MAILGUN_API_KEY 023f5b888ce2e70008e064f2f79af012-fd1eabd9-b71b3a3f" => "MAILGUN_API_KEY [masked]", near miss "uuid 9f2b4c1e-1111-4aaa-8bbb-0123456789ab";
+    grafana_api_key: "eyJrIjoiu8jzPde0IgxLd6GncfBAepfJBd0Kh8oOOL8dKLzdocJ2isAjIhKtJ0RlgLKOmxgJTeKdNnFRIBXuDL7D" => "[masked]", near miss "eyJrIjoi prefix";
+    rubygems_token: "rubygems_b975729fae923d5a4fd12aabfe228f219e9cb0eb53f16947" => "[masked]", near miss "rubygems_org";
+    settlemint_token: "sm_pat_zz63FfkCzJr4i0B3" => "[masked]", near miss "sm_pat_ prefix";
+    clickhouse_cloud_key: "4b1dJrTAwR4y9ojfljoQoaF1LlqsajAIxNKu8iS2G8" => "[masked]", near miss "commit 4b1d9f0c2e7a66b1d3a0f5c8e2b4d6f8a0c2e4f6";
+    intra42_secret: "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" => "[masked]", near miss "s-s4t2ud- prefix";
+    teams_webhook: "https://acme.webhook.office.com/webhookb2/6fb008f8-6beb-b273-7f6a-6f0fb23c6f5d@a2cec255-404e-4fb4-4003-4d6608697a8d/IncomingWebhook/41bed440e50454f31af3176813e02ea6/8ef786e4-d3ce-a27d-2693-4b484e73cf57" => "https://acme.webhook.office.com/webhookb2/[masked]", near miss "https://acme.webhook.office.com/webhookb2/";
+    sidekiq_secret: "BUNDLE_ENTERPRISE__CONTRIBSYS__COM=5dcad6ba:2b0aee0c" => "BUNDLE_ENTERPRISE__CONTRIBSYS__COM=[masked]", near miss "BUNDLE_ENTERPRISE__CONTRIBSYS__COM=";
+    twitter_consumer_key: "TWITTER_CONSUMER_KEY=xvz1evFS4wEEPTGEFPHBog9" => "TWITTER_CONSUMER_KEY=[masked]", near miss "consumer_key: ConsumerKey,";
     mailgun_pubkey: "pubkey-5a8e0f3c9b1d7e2a4f6c8b0d2e4a6c8f" => "[masked]", near miss "pubkey-file";
     brevo_key: "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" => "[masked]", near miss "xkeysib- prefix";
     onepassword_service_account_token: "OP_SERVICE_ACCOUNT_TOKEN ops_eyJjxCcRu6ugX85/PT6ztYiNnV/e0K1qM5poWKbNhugh6fej2LAZz4HA6/2gzG1i3D4Vd23AXv7FDYK6FO/LwnKemboubwJc0IUicYmidP3Lm3NrD/74PJj6Q5ZtGK0g1qntZXVT083RTmWRCAvSdtB/k2OiJOd6ZW/qF01PTuvbca+ETDVDpUrbzuTQlfX0dGm+ZYheyveWk9kZ78f3TcYU3Q+bYZ/G9dotTij+K+yxhZ/i9Dm8ln0qHl4g0FQGrC1Unon1nk4QGt6EgQ6R3ZwSwTRFD0Vm/evNCGRhMDODk+3" => "OP_SERVICE_ACCOUNT_TOKEN [masked]", near miss "ops_eyJ prefix";

@@ -105,13 +105,16 @@ const KEY_WORD_TRIGGERS: &[&str] = &[
     "service_key",
     "service-key",
     "servicekey",
+    "consumer_key",
+    "consumer-key",
+    "consumerkey",
 ];
 
 /// The key names of [`KEY_WORD_TRIGGERS`] as a regex (case-insensitive; `secret` also matches
 /// `secret_key` through the `…key` alternative).
 macro_rules! key_name {
     () => {
-        r"(?:passw(?:or)?d|passphrase|secret|token|credentials?|[_-](?:pass|pwd)|(?:api|access|private|secret|app|application|encryption|master|signing|admin|license|auth|client|account|service)[_-]?key)"
+        r"(?:passw(?:or)?d|passphrase|secret|token|credentials?|[_-](?:pass|pwd)|(?:api|access|private|secret|app|application|encryption|master|signing|admin|license|auth|client|account|service|consumer)[_-]?key)"
     };
 }
 
@@ -230,13 +233,13 @@ pub const BUILTIN_PATTERNS: &[BuiltinPattern] = &[
     // PHP `define('DB_PASSWORD', '…')` (WordPress' `AUTH_KEY`, `SECURE_AUTH_SALT`, … too).
     any_case(
         "php_define_secret",
-        r#"(?i)define\([ \t]*["'][A-Z0-9_]*(?:PASS|PWD|SECRET|KEY|TOKEN|SALT)[A-Z0-9_]*["'][ \t]*,[ \t]*(?P<secret>'[^'\r\n]+'|"[^"\r\n]+")"#,
+        r#"(?i)define\([ \t]*["'][A-Z0-9_]*(?:PASS|PWD|SECRET|KEY|TOKEN|SALT)[A-Z0-9_]*["'][ \t]*,[ \t]*(?P<secret>'[^'\r\n$<{%][^'\r\n]{5,}'|"[^"\r\n$<{%][^"\r\n]{5,}")"#,
         &["define("],
     ),
     // NuGet `<add key="ClearTextPassword" value="…" />`.
     any_case(
         "nuget_password",
-        r#"(?i)key=["'](?:ClearText)?Password["'][ \t]+value=["'](?P<secret>[^"'\r\n]+)"#,
+        r#"(?i)key=["'](?:ClearText)?Password["'][ \t]+value=["'](?P<secret>[^"'\r\n$<{%][^"'\r\n]{5,})"#,
         &["key="],
     ),
     // Docker `config.json` `"auth": "<base64 user:password>"`, `.npmrc` `_auth=<base64>`.
@@ -248,7 +251,7 @@ pub const BUILTIN_PATTERNS: &[BuiltinPattern] = &[
     // `curl -u user:password`, `curl --user=user:password` (also on `\`-continued lines).
     prefixed(
         "curl_user_password",
-        r#"(?-u:\b)curl(?:[ \t](?:[^\r\n]|\\\r?\n)*?)?[ \t](?:-u|--user)(?:=|[ \t]{1,5})["']?[^\s:"']+:(?P<secret>[^\s"']{3,})"#,
+        r#"(?-u:\b)curl(?:[ \t](?:[^\r\n]|\\\r?\n)*?)?[ \t](?:-u|--user)(?:=|[ \t]{1,5})["']?[^\s:"']+:(?P<secret>[^\s"'`]{3,})"#,
         &["curl"],
     ),
     // `Authorization: Bearer <token>`, `Authorization: Basic <base64>`, `Authorization: SSWS …`,
@@ -469,4 +472,19 @@ pub const BUILTIN_PATTERNS: &[BuiltinPattern] = &[
     after("maxmind_license_key", r"(?-u:\b)[A-Za-z0-9]{6}_[A-Za-z0-9]{29}_mmk", &["_mmk"], (36, 36)),
     prefixed("adobe_client_secret", r"(?-u:\b)p8e-[A-Za-z0-9]{32}", &["p8e-"]),
     prefixed("harness_token", r"(?:pat|sat)\.[A-Za-z0-9_-]{22}\.[A-Za-z0-9]{24}\.[A-Za-z0-9]{20}", &["pat.", "sat."]),
+    prefixed("grafana_api_key", r"(?-u:\b)eyJrIjoi[A-Za-z0-9]{70,400}={0,3}", &["eyJrIjoi"]),
+    prefixed("rubygems_token", r"(?-u:\b)rubygems_[a-f0-9]{48}", &["rubygems_"]),
+    prefixed("settlemint_token", r"(?-u:\b)sm_(?:aat|pat|sat)_[A-Za-z0-9]{16}", &["sm_aat_", "sm_pat_", "sm_sat_"]),
+    prefixed("clickhouse_cloud_key", r"(?-u:\b)4b1d[A-Za-z0-9]{38}(?-u:\b)", &["4b1d"]),
+    prefixed("intra42_secret", r"(?-u:\b)s-s4t2(?:ud|af)-[a-f0-9]{64}", &["s-s4t2ud-", "s-s4t2af-"]),
+    any_case(
+        "teams_webhook",
+        r"(?i)\.webhook\.office\.com/webhookb2/(?P<secret>[A-Za-z0-9@/-]{60,})",
+        &[".webhook.office.com/webhookb2/"],
+    ),
+    any_case(
+        "sidekiq_secret",
+        r#"(?i)BUNDLE_(?:ENTERPRISE|GEMS)__CONTRIBSYS__COM["']?[ \t]*[:=][ \t"']*(?P<secret>[a-f0-9]{8}:[a-f0-9]{8})"#,
+        &["bundle_enterprise__contribsys__com", "bundle_gems__contribsys__com"],
+    ),
 ];
