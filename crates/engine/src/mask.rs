@@ -686,6 +686,8 @@ mod tests {
     teams_webhook: "https://acme.webhook.office.com/webhookb2/6fb008f8-6beb-b273-7f6a-6f0fb23c6f5d@a2cec255-404e-4fb4-4003-4d6608697a8d/IncomingWebhook/41bed440e50454f31af3176813e02ea6/8ef786e4-d3ce-a27d-2693-4b484e73cf57" => "https://acme.webhook.office.com/webhookb2/[masked]", near miss "https://acme.webhook.office.com/webhookb2/";
     sidekiq_secret: "BUNDLE_ENTERPRISE__CONTRIBSYS__COM=5dcad6ba:2b0aee0c" => "BUNDLE_ENTERPRISE__CONTRIBSYS__COM=[masked]", near miss "BUNDLE_ENTERPRISE__CONTRIBSYS__COM=";
     twitter_consumer_key: "TWITTER_CONSUMER_KEY=xvz1evFS4wEEPTGEFPHBog9" => "TWITTER_CONSUMER_KEY=[masked]", near miss "consumer_key: ConsumerKey,";
+    gitlab_routable_token: "glpat-Xk3dW9pLmQ2vR7tY1zB5nC8aE4f.01a2b3c4d" => "[masked]", near miss "glpat-.01";
+    facebook_app_token: "app token 123456789012345|Ab1cD2eF3gH4iJ5kL6mN7oP8qR9sT0u end" => "app token 123456789012345|[masked] end", near miss "| 123456789012345 | a table cell |";
     mailgun_pubkey: "pubkey-5a8e0f3c9b1d7e2a4f6c8b0d2e4a6c8f" => "[masked]", near miss "pubkey-file";
     brevo_key: "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" => "[masked]", near miss "xkeysib- prefix";
     onepassword_service_account_token: "OP_SERVICE_ACCOUNT_TOKEN ops_eyJjxCcRu6ugX85/PT6ztYiNnV/e0K1qM5poWKbNhugh6fej2LAZz4HA6/2gzG1i3D4Vd23AXv7FDYK6FO/LwnKemboubwJc0IUicYmidP3Lm3NrD/74PJj6Q5ZtGK0g1qntZXVT083RTmWRCAvSdtB/k2OiJOd6ZW/qF01PTuvbca+ETDVDpUrbzuTQlfX0dGm+ZYheyveWk9kZ78f3TcYU3Q+bYZ/G9dotTij+K+yxhZ/i9Dm8ln0qHl4g0FQGrC1Unon1nk4QGt6EgQ6R3ZwSwTRFD0Vm/evNCGRhMDODk+3" => "OP_SERVICE_ACCOUNT_TOKEN [masked]", near miss "ops_eyJ prefix";

@@ -286,7 +286,7 @@ pub const BUILTIN_PATTERNS: &[BuiltinPattern] = &[
     // tokens, and runner registration tokens.
     prefixed(
         "gitlab_token",
-        r"(?-u:\b)(?:(?:glpat|gldt|glft|glimt|glptt|glrt|glcbt|glsoat|glffct|gloas|glagent|glwt)-[A-Za-z0-9_-]{20,}|GR1348941[A-Za-z0-9_-]{20,})",
+        r"(?-u:\b)(?:(?:glpat|gldt|glft|glimt|glptt|glrt|glcbt|glsoat|glffct|gloas|glagent|glwt)-[A-Za-z0-9_-]{20,}(?:\.[0-9a-z]{9}(?-u:\b))?|GR1348941[A-Za-z0-9_-]{20,})",
         &[
             "glpat-",
             "gldt-",
@@ -486,5 +486,12 @@ pub const BUILTIN_PATTERNS: &[BuiltinPattern] = &[
         "sidekiq_secret",
         r#"(?i)BUNDLE_(?:ENTERPRISE|GEMS)__CONTRIBSYS__COM["']?[ \t]*[:=][ \t"']*(?P<secret>[a-f0-9]{8}:[a-f0-9]{8})"#,
         &["bundle_enterprise__contribsys__com", "bundle_gems__contribsys__com"],
+    ),
+    // Facebook app access tokens `<app id>|<app secret>` (`%7C` when URL-encoded).
+    after(
+        "facebook_app_token",
+        r"(?-u:\b)[0-9]{15,16}(?:\||%7C|%7c)(?P<secret>[0-9A-Za-z_-]{27,40})",
+        &["|", "%7C", "%7c"],
+        (15, 16),
     ),
 ];
