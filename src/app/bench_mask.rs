@@ -42,6 +42,11 @@ const SECRETS: &[&str] = &[
     "\"api_key\": \"abcdef0123456789\"",
     "-----BEGIN RSA PRIVATE KEY-----\nMIIEpAIBAAKCAQEA0123456789abcdef\n-----END RSA PRIVATE KEY-----",
     "slack xoxb-1234567890-abcdefghijklmno",
+    // Formats added for issue 24.
+    "DD_APP_KEY=bc5cce28e8b4fe8aae189c083ddd2389324d0bb7",
+    "curl -u deploy:kHUpUgvqCA9x0I5f https://api.example.com",
+    "Authorization: SSWS 00A_b0bmqA7mFkksPT__CK_tbs-P3KrGaYr2xZ75tA",
+    "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\nthe END line never came",
 ];
 
 /// One side's result.
@@ -186,5 +191,6 @@ mod tests {
         assert!(secrets > 100, "{secrets} secrets");
         let masked = Masker::default().mask(&text);
         assert!(!masked.contains("hunter2") && !masked.contains("ghp_"), "a planted secret was not masked");
+        assert!(!masked.contains("kHUpUgvq") && !masked.contains("MIIEvQIB"), "a planted secret was not masked");
     }
 }

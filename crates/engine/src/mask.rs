@@ -30,7 +30,9 @@
 //! the whole text at once, however it was split (a property test checks this, and in tests every
 //! fed chunk's cut is compared with trying every pattern at every position). In practice only the
 //! current word is held back, or a whole `-----BEGIN … PRIVATE KEY-----` block until its `END`
-//! line arrives.
+//! line arrives — or, without one, until the key material after `BEGIN` (base64 lines) ends:
+//! the first other line releases it, so an unterminated block hides only its key lines and is
+//! shown as [`MASK_UNTERMINATED_KEY`].
 //!
 //! A pattern with a capture group named `secret` masks only that group (so `password=hunter22`
 //! becomes `password=[masked]`); otherwise the whole match is masked. Overlapping matches are
@@ -46,6 +48,10 @@ pub use super::mask_patterns::{BuiltinPattern, BUILTIN_PATTERNS};
 
 /// What a secret is replaced with.
 pub const MASK: &str = "[masked]";
+
+/// What a `-----BEGIN … PRIVATE KEY-----` block without an `END` line is replaced with: its
+/// lines of key material are masked, and the room learns that the block was cut short.
+pub const MASK_UNTERMINATED_KEY: &str = "[masked: private key block without an END line]";
 
 /// A pattern the masker cannot use.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -366,7 +372,9 @@ impl Masker {
                 i += 1;
             }
             out.push_str(&hay[pos..start]);
-            out.push_str(MASK);
+            let masked = &hay[start..end];
+            let unterminated = masked.contains("-----BEGIN") && !masked.contains("-----END");
+            out.push_str(if unterminated { MASK_UNTERMINATED_KEY } else { MASK });
             pos = end;
         }
         out.push_str(&hay[pos..to]);
@@ -649,6 +657,64 @@ mod tests {
     figma_token: "figd_gxPv9wV4eSB7YEUcJvR5MxCJ5rpd9OuSqcHX5S4T" => "[masked]", near miss "figd_ prefix";
     age_secret_key: "AGE-SECRET-KEY-13660FP3J42SLX5A78FRD7J8SVHMS00XCJ62RJFPU4GUQJTHMZ6D3TGTWTV" => "[masked]", near miss "AGE-SECRET-KEY-1 is the prefix";
     jwt: "id eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.KL-jWaRYnZBI0Hsqk-LB09RifXuEUvAt5JPtfpwHlN- end" => "id [masked] end", near miss "eyJ is how base64 JSON starts";
+    gitlab_session_cookie: "Cookie: _gitlab_session=ylnkmkfjsa23hb7k52t5fqkute8xcnuv" => "Cookie: _gitlab_session=[masked]", near miss "the _gitlab_session cookie";
+    sourcegraph_tokens: "sgp_29374f98862f44af_64f877248a7c69c2fba85da7b11eaee212adcfdc sgs_799b94a2080dcc98ecba0c0fe25746e45132170f" => "[masked] [masked]", near miss "sgp_ and sgs_ prefixes";
+    sonarqube_tokens: "sqp_15a935342f98eecd4a26454ea97473978e266cfa squ_e4155670789f7a879f907b97b7ca22beebefd713" => "[masked] [masked]", near miss "sqp_ prefix";
+    sonar_login: "mvn sonar:sonar -Dsonar.login=k7bt8exmnwjh7n7qxkr72sksjybep4ap655i8owg" => "mvn sonar:sonar -Dsonar.login=[masked]", near miss "-Dsonar.login=$SONAR_TOKEN";
+    artifactory_key: "AKCpMOPhvOUlQMXo9LmvlMAoWq9EyJdDIxtmE1VYQVpPkI0W2a8r4RiJeGHHVNpV61CXO6uKm" => "[masked]", near miss "AKCp prefix";
+    octopus_deploy_key: "X-Octopus-ApiKey: API-KAX4CIKVR1MHO1SM4ONR1J6O7H" => "X-Octopus-ApiKey: [masked]", near miss "API-VERSION header";
+    clojars_token: "CLOJARS_rhaiw0j7awl08siqeng1tjugozpk5hcgr0174gsx1zykjtg4ajb2cqelszkx" => "[masked]", near miss "CLOJARS_USERNAME";
+    aws_bedrock_key: "AWS_BEARER_TOKEN_BEDROCK ABSKQmVkcm9ja0FQSUtleS0+gD22p4G0q0p5Q0l118TQNdqDzRmdy2nBO41CYeymUA1vV6IqVjF2dGSz4Xzie/eWZ84AGqZGQWDMVGuROJuz8YCjKUOoHtLp3OigR0mXF8YkycTZNVF5DYU" => "AWS_BEARER_TOKEN_BEDROCK [masked]", near miss "ABSK prefix";
+    new_relic_keys: "NRII-r5lgRjeisbYmfFMf5Oo4VSUZ9A2kOrBr NRJS-b3314b95ef43b81a58a" => "[masked] [masked]", near miss "NRII- prefix";
+    cloudflare_origin_ca_key: "v1.0-e5fc390082e56274050e2b16-430200cab3b5d037d018aa425d6668c91c7cebcfc4b8e5855c39a2ea4e3c2a2fde4b2d99b2951dd1268ab65183a9f51a05895fc82f679a83d6bc42373c8774078504cdbd3aee8292f3" => "[masked]", near miss "v1.0-beta";
+    flyio_tokens: "fo1_ICLXKTMhM_cqIs2fgxL4ssYdg4-8Orl3goU0XYt-qco FlyV1 fm2_n/RGHpyoLxcO2Ogs/6NvdcVHLG4Kl+M+x1Y0p+zeiOIY+GU+CyIH2E93VAlt3+vfZILSWcKRobRgff+HS5jE7HDBj85kDf7wj9J6VkcxMWB/UnyycMFC7u+c" => "[masked] FlyV1 [masked]", near miss "fo1_ prefix";
+    datadog_app_key: "DD_APP_KEY=bc5cce28e8b4fe8aae189c083ddd2389324d0bb7" => "DD_APP_KEY=[masked]", near miss "DD_APP_KEY=$DD_APP_KEY";
+    algolia_admin_key: "algolia.adminKey: \"85e4def957809d8e06025ba09abae608\"" => "algolia.adminKey: [masked]", near miss "algolia.adminKey: process.env.KEY";
+    dynatrace_token: "dt0c01.N85PH04I0QWQ1MDPYGALY2VD.D2K2OM1BOU5LX3YZHWHS9APQMZQ8SSD8DHQL4ODOY38K2F0TFS6XT61XIZOR6DXK" => "[masked]", near miss "dt0c01. prefix";
+    openshift_token: "oc login --token=sha256~kG9EY2kdnxvkh44TlS53D1lD5LypM3lTKkkur_d_W1b" => "oc login --token=[masked]", near miss "sha256~ prefix";
+    square_access_token: "EAAAZCbV6xRUrz2iP9grMot1m17Zj1JjxOJOD0ziSyloKsLctZfHVhMa683Ek0wG" => "[masked]", near miss "EAAA prefix";
+    facebook_page_token: "EAACFitxL3T0rrqZMMGXKshA75iiVsAczerbnmjML7kG5j2XiAO2A1CfiAhiPqR5DwlVjCl3ZOOdi0v7afRC3n1QJJK5Gw679fUczVC04kTwK2z8H6WHXMX718ym" => "[masked]", near miss "EAAC prefix";
+    flutterwave_key: "FLWSECK_TEST-2h5061bd7h81835527a42h9bd824c58b-X" => "[masked]", near miss "FLWSECK_TEST- prefix";
+    shippo_token: "shippo_live_780ef27d12871e4e77a605dd88345b5610d250ee" => "[masked]", near miss "shippo_live_ prefix";
+    easypost_token: "EZAKw2hye9dGnY3KOVjeP8UfKSuS5oKeyZ9Y0VLGM1yTrreyZc1Jyf7eBM" => "[masked]", near miss "EZAK prefix";
+    mailgun_new_key: "MAILGUN_API_KEY 023f5b888ce2e70008e064f2f79af012-fd1eabd9-b71b3a3f" => "MAILGUN_API_KEY [masked]", near miss "uuid 9f2b4c1e-1111-4aaa-8bbb-0123456789ab";
+    grafana_api_key: "eyJrIjoiu8jzPde0IgxLd6GncfBAepfJBd0Kh8oOOL8dKLzdocJ2isAjIhKtJ0RlgLKOmxgJTeKdNnFRIBXuDL7D" => "[masked]", near miss "eyJrIjoi prefix";
+    rubygems_token: "rubygems_b975729fae923d5a4fd12aabfe228f219e9cb0eb53f16947" => "[masked]", near miss "rubygems_org";
+    settlemint_token: "sm_pat_zz63FfkCzJr4i0B3" => "[masked]", near miss "sm_pat_ prefix";
+    clickhouse_cloud_key: "4b1dJrTAwR4y9ojfljoQoaF1LlqsajAIxNKu8iS2G8" => "[masked]", near miss "commit 4b1d9f0c2e7a66b1d3a0f5c8e2b4d6f8a0c2e4f6";
+    intra42_secret: "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" => "[masked]", near miss "s-s4t2ud- prefix";
+    teams_webhook: "https://acme.webhook.office.com/webhookb2/6fb008f8-6beb-b273-7f6a-6f0fb23c6f5d@a2cec255-404e-4fb4-4003-4d6608697a8d/IncomingWebhook/41bed440e50454f31af3176813e02ea6/8ef786e4-d3ce-a27d-2693-4b484e73cf57" => "https://acme.webhook.office.com/webhookb2/[masked]", near miss "https://acme.webhook.office.com/webhookb2/";
+    sidekiq_secret: "BUNDLE_ENTERPRISE__CONTRIBSYS__COM=5dcad6ba:2b0aee0c" => "BUNDLE_ENTERPRISE__CONTRIBSYS__COM=[masked]", near miss "BUNDLE_ENTERPRISE__CONTRIBSYS__COM=";
+    twitter_consumer_key: "TWITTER_CONSUMER_KEY=xvz1evFS4wEEPTGEFPHBog9" => "TWITTER_CONSUMER_KEY=[masked]", near miss "consumer_key: ConsumerKey,";
+    gitlab_routable_token: "glpat-Xk3dW9pLmQ2vR7tY1zB5nC8aE4f.01a2b3c4d" => "[masked]", near miss "glpat-.01";
+    facebook_app_token: "app token 123456789012345|Ab1cD2eF3gH4iJ5kL6mN7oP8qR9sT0u end" => "app token 123456789012345|[masked] end", near miss "| 123456789012345 | a table cell |";
+    mailgun_pubkey: "pubkey-5a8e0f3c9b1d7e2a4f6c8b0d2e4a6c8f" => "[masked]", near miss "pubkey-file";
+    brevo_key: "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" => "[masked]", near miss "xkeysib- prefix";
+    onepassword_service_account_token: "OP_SERVICE_ACCOUNT_TOKEN ops_eyJjxCcRu6ugX85/PT6ztYiNnV/e0K1qM5poWKbNhugh6fej2LAZz4HA6/2gzG1i3D4Vd23AXv7FDYK6FO/LwnKemboubwJc0IUicYmidP3Lm3NrD/74PJj6Q5ZtGK0g1qntZXVT083RTmWRCAvSdtB/k2OiJOd6ZW/qF01PTuvbca+ETDVDpUrbzuTQlfX0dGm+ZYheyveWk9kZ78f3TcYU3Q+bYZ/G9dotTij+K+yxhZ/i9Dm8ln0qHl4g0FQGrC1Unon1nk4QGt6EgQ6R3ZwSwTRFD0Vm/evNCGRhMDODk+3" => "OP_SERVICE_ACCOUNT_TOKEN [masked]", near miss "ops_eyJ prefix";
+    onepassword_secret_key: "A3-OM7IX7-BN81YC7850F-S1T95-S3KWI-D4CIR" => "[masked]", near miss "A3-paper";
+    prefect_token: "pnu_hMj7YAXEOWWbIK6QCslUINBZup04Ew30mZuQ" => "[masked]", near miss "pnu_ prefix";
+    readme_token: "rdme_7zxq5ecfe4fs8irmz0usk9tt03vis74i50cs5i83qdi16kjf39oo5p5e53bbvvjqj63bd6" => "[masked]", near miss "rdme_ prefix";
+    typeform_token: "tfp_OrotEb=4GPKv5wLWAN06GkpEqRVHPlJVm0sno7v_agA=bEy6IdMIYvheaPJ" => "[masked]", near miss "tfp_ prefix";
+    infracost_token: "ico-yyiSBi7l5PnCB2uamxyEObbZN5eL4qCE" => "[masked]", near miss "ico-file.png";
+    frameio_token: "fio-u-rsMOQ0FQvM4V1wIYI0j5Zj4OLQk3Dak12dFE6f0aZoXNIiiKHmzpRu-taEYuB_FT" => "[masked]", near miss "fio-u- prefix";
+    scalingo_token: "tk-us-fSQoVbt2GzkwNVhDjZyh2SD4gZJQz_orBnpfJxMxi2yPGakj" => "[masked]", near miss "tk-us- prefix";
+    duffel_token: "duffel_test_h9Cr6c=YW16=oZCTtGCW57flpHFdtiq5dk2i-dHVhT_" => "[masked]", near miss "duffel_test_ prefix";
+    maxmind_license_key: "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" => "[masked]", near miss "the _mmk suffix";
+    adobe_client_secret: "p8e-L64BVFEKUYLq82mfOD6aI3Tn8WZl9VmE" => "[masked]", near miss "p8e- prefix";
+    harness_token: "x-api-key: pat.Jt8jPoZ2cGI67RMIlMnYtd.MW6gGjmziQE8760r0t98X9I6.UysE7snTfp2vBFbE0mEI" => "x-api-key: [masked]", near miss "pat.name and sat.count";
+    curl_user_password: "curl -u deploy:kHUpUgvqCA9x0I5f https://api.example.com" => "curl -u deploy:[masked] https://api.example.com", near miss "curl -u $USER https://api.example.com";
+    okta_ssws_header: "Authorization: SSWS 00A_b0bmqA7mFkksPT__CK_tbs-P3KrGaYr2xZ75tA" => "Authorization: SSWS [masked]", near miss "Authorization: Basic followed by base64";
+    telegram_token_in_url: "https://api.telegram.org/bot8117730697:AAXP1rFLlkOkMDzc76PmtE-kh8J3_TWBGwc/getMe" => "https://api.telegram.org/bot8117730697:[masked]/getMe", near miss "https://api.telegram.org/bot<token>/getMe";
+    planetscale_password_after_p: "mysql -h aws.connect.psdb.cloud -u app -ppscale_pw_t79M6Kff4Cj5gQO51tL2iwCmKgonlCpSSwDDLczxvgI" => "mysql -h aws.connect.psdb.cloud -u app -p[masked]", near miss "mysql -u app -p";
+    django_secret_key: "SECRET_KEY = 'django-insecure-7x!q2k@9m$w3#zr8v'\n" => "SECRET_KEY = [masked]\n", near miss "SECRET_KEY = env('SECRET_KEY')\n";
+    laravel_app_key: "APP_KEY=base64:Zm9vYmFyYmF6cXV4MTIzNDU2Nzg5MA==\nENCRYPTION_KEY=4f9d2c7e1a8b3f60\n" => "APP_KEY=[masked]\nENCRYPTION_KEY=[masked]\n", near miss "APP_KEY=\nENCRYPTION_KEY=${ENCRYPTION_KEY}\n";
+    php_array_password: "'password' => 'Tr0ub4dor&3x',\n" => "'password' => [masked],\n", near miss "'password' => $password,\n";
+    php_define_password: "define('DB_PASSWORD', 'wp-S3cret-99');" => "define('DB_PASSWORD', [masked]);", near miss "define('DB_PASSWORD', getenv('DB_PASSWORD'));";
+    npmrc_auth: "//registry.example.com/:_auth=ZGVwbG95OnMzY3JldDEyMw==\n" => "//registry.example.com/:_auth=[masked]\n", near miss "always-auth=true";
+    docker_config_auth: r#"{"auths": {"ghcr.io": {"auth": "ZGVwbG95OmdocF9hYmMxMjM="}}}"# => r#"{"auths": {"ghcr.io": {"auth": "[masked]"}}}"#, near miss r#"{"auth": "none"}"#;
+    nuget_cleartext_password: r#"<add key="ClearTextPassword" value="NuG3t-Pa55!" />"# => r#"<add key="ClearTextPassword" value="[masked]" />"#, near miss r#"<add key="Username" value="deploy" />"#;
+    widened_key_names: "DB_PASS=p4ss-w0rd-1\nMYSQL_PWD=r00t-pw-22\nSMTP_PASSWD=m41l-pw-33\nAPI_KEY: k-9f8e7d6c5b4a\nPRIVATE_KEY=0x4c0883a69102937d\naccess_key = AKx9-88ab-cd\n" => "DB_PASS=[masked]\nMYSQL_PWD=[masked]\nSMTP_PASSWD=[masked]\nAPI_KEY: [masked]\nPRIVATE_KEY=[masked]\naccess_key = [masked]\n", near miss "let password = args.password;\npassword: &str,\nsecret_key: SecretKey,\n";
+    json_yaml_toml_env_pairs: "{\"client_secret\": \"cs-8d7f6e5d4c3b\"}\npassword: \"yaml-pw-0987\"\n[db]\npassword = \"toml-pw-1234\"\nexport GITHUB_TOKEN=tok-5551234abc\n[client]\npassword = ini-pw-4321\n" => "{\"client_secret\": [masked]}\npassword: [masked]\n[db]\npassword = [masked]\nexport GITHUB_TOKEN=[masked]\n[client]\npassword = [masked]\n", near miss "token: link.token.clone(),\ntoken: \"bench\".into(),\nlet t = token::generate(&mut rng);\nresume_token: resume.clone(),\n";
     }
 
     #[test]
@@ -726,15 +792,19 @@ mod tests {
         let text = "before\n-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXkt\nAAAA\n-----END OPENSSH PRIVATE KEY-----\nafter";
         assert_eq!(mask(text), "before\n[masked]\nafter");
         let unterminated = "x -----BEGIN RSA PRIVATE KEY-----\nMIIEpAIBAAKCAQEA";
-        assert_eq!(mask(unterminated), "x [masked]");
+        assert_eq!(mask(unterminated), "x [masked: private key block without an END line]");
     }
 
     #[test]
     fn secret_pairs_keep_the_key_and_mask_the_value() {
         assert_eq!(mask("DB_PASSWORD=hunter2hunter2 rest"), "DB_PASSWORD=[masked] rest");
         assert_eq!(mask("client_secret: abcdefgh123"), "client_secret: [masked]");
-        assert_eq!(mask(r#"{"token": "abc"}"#), r#"{"token": [masked]}"#);
-        assert_eq!(mask("api_key = 'xyz'"), "api_key = [masked]");
+        assert_eq!(mask(r#"{"token": "abc12345"}"#), r#"{"token": [masked]}"#);
+        assert_eq!(mask(r#"{"password": "hunter2"}"#), r#"{"password": [masked]}"#, "passwords: 6+ characters");
+        // Short quoted values are placeholders or code, not secrets (issue 24).
+        assert_eq!(mask(r#"{"token": "abc"}"#), r#"{"token": "abc"}"#);
+        assert_eq!(mask("api_key = 'xyz-0123'"), "api_key = [masked]");
+        assert_eq!(mask("api_key = 'xyz'"), "api_key = 'xyz'", "too short to be a key");
     }
 
     #[test]
@@ -748,6 +818,53 @@ mod tests {
         ] {
             assert_eq!(mask(text), text);
         }
+    }
+
+    /// Issue 24 item 4: code from this project that was masked before.
+    #[test]
+    fn identifiers_calls_types_and_short_literals_are_not_secrets() {
+        for text in [
+            "Link { token: link.token.clone(), host }",
+            "token: \"bench\".into(),",
+            "let token = token::generate(&mut rng);",
+            "resume_token: resume.clone(),",
+            "token: Option<String>,",
+            "let password = args.password;",
+            "fn login(user: &str, password: &str) -> bool",
+            "secret_key: SecretKey,",
+            "let token = other.name",
+            "api_key: \"xxx\",",
+            "password = input(\"Password: \")",
+            "DB_PASSWORD=$DB_PASSWORD",
+            "password: \"${DB_PASSWORD}\"",
+            "token == 12345678",
+            "Authorization: Basic followed by base64",
+            "the Authorization: Bearer scheme, then a token",
+        ] {
+            assert_eq!(mask(text), text);
+        }
+    }
+
+    /// Issue 24 item 4: a lone BEGIN line hid the whole rest of a reply (the stream held it back
+    /// until an END line that never came).
+    #[test]
+    fn an_unterminated_key_block_hides_only_its_key_lines() {
+        let text = "Here is the key:\n-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\nBKcwggSjAgEAAoIBAQC7\nand then the rest of the reply, which is long.\nMore text.\n";
+        let expected = "Here is the key:\n[masked: private key block without an END line]\nand then the rest of the reply, which is long.\nMore text.\n";
+        assert_eq!(mask(text), expected);
+        let lone = "-----BEGIN RSA PRIVATE KEY-----\nThe key file was truncated, sorry.";
+        assert_eq!(mask(lone), "[masked: private key block without an END line]\nThe key file was truncated, sorry.");
+        // Streamed: what follows the key lines is released as soon as it is seen to be prose.
+        let m = Masker::default();
+        let mut s = m.stream();
+        let mut out = s.feed("ok -----BEGIN PRIVATE KEY-----\nMIIEvQIBAD\nThis is prose, ");
+        assert_eq!(out, "ok [masked: private key block without an END line]\nThis is prose, ");
+        for _ in 0..1000 {
+            out.push_str(&s.feed("more prose follows here. "));
+        }
+        assert!(s.pending_len() < 64, "held back {} bytes", s.pending_len());
+        out.push_str(&s.finish());
+        assert!(out.ends_with("more prose follows here. "));
     }
 
     #[test]
