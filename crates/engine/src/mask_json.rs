@@ -355,9 +355,36 @@ fn unescape(text: &str, at: usize) -> (char, usize) {
 }
 
 /// JSON text (a tool request's arguments) masked for remotes: each string literal's decoded
-/// content masked and written back escaped, then the whole text masked as text. Unchanged bytes
-/// stay as they were (no re-serialisation: key order, spacing and numbers are the agent's).
+/// content masked and written back escaped, then what only the text as a whole shows (a match
+/// reaching across literals: `"password": "…"` with the key and the value in two of them)
+/// masked as text. A match inside one literal is left to the decoded pass, which saw it with its
+/// escapes decoded (masking the escaped form again would take `\nhost` for part of a password).
+/// Unchanged bytes stay as they were (no re-serialisation: key order, spacing and numbers are the
+/// agent's).
 pub fn mask_json_text(text: &str, masker: &Masker) -> String {
+    let decoded = mask_json_literals(text, masker);
+    // Each literal with its quotes: a match that ends on the closing quote is still inside one.
+    let inside: Vec<Range<usize>> =
+        string_literals(&decoded).into_iter().map(|l| l.raw.start.saturating_sub(1)..l.raw.end + 1).collect();
+    let mut out = String::with_capacity(decoded.len());
+    let mut pos = 0;
+    for span in masker.spans(&decoded) {
+        if span.start < pos || inside.iter().any(|l| l.start <= span.start && span.end <= l.end) {
+            continue;
+        }
+        let whole = &decoded[span.clone()];
+        let masked = masker.mask(whole);
+        out.push_str(&decoded[pos..span.start]);
+        // Cut out of its context a match may no longer match: then all of it is hidden.
+        out.push_str(if masked == whole { crate::mask::MASK } else { &masked });
+        pos = span.end;
+    }
+    out.push_str(&decoded[pos..]);
+    out
+}
+
+/// JSON text with each string literal's decoded content masked and written back escaped.
+fn mask_json_literals(text: &str, masker: &Masker) -> String {
     let mut out = String::with_capacity(text.len());
     let mut pos = 0;
     for literal in string_literals(text) {
@@ -371,7 +398,7 @@ pub fn mask_json_text(text: &str, masker: &Masker) -> String {
         pos = literal.raw.end;
     }
     out.push_str(&text[pos..]);
-    masker.mask(&out)
+    out
 }
 
 /// The byte ranges of JSON text that a cut must stay out of: what [`Masker::spans`] finds in the
@@ -476,7 +503,9 @@ mod tests {
         let m = Masker::default();
         let content = "[client]\npassword = hunter2secret\nhost = db\n";
         let input = serde_json::json!({"file_path": "my.cnf", "content": content}).to_string();
-        assert_eq!(m.mask(&input), input, "the escaped form hides the line from the masker");
+        // Masked in its escaped form the line would read `password = [masked] = db`: `\nhost`
+        // taken for part of the password.
+        assert!(m.mask(&input).contains("[masked] = db"), "{}", m.mask(&input));
         let frame = tool_vote(&input);
         let (host, remote) = to_json_pair(&frame, &m);
         assert!(host.contains("hunter2secret"), "the host's copy is the original");
@@ -500,10 +529,13 @@ mod tests {
         let m = Masker::default();
         let input = r#"{ "b": 1.50, "a": ["x\u00e9", null],  "c": "line\nnext" }"#;
         assert_eq!(mask_json_text(input, &m), input);
-        // Only a field named `input` is JSON text: elsewhere an escaped line stays text.
-        let v = serde_json::json!({"text": "{\"content\": \"password = hunter2secret\\n\"}"});
-        let (_, remote) = to_json_pair(&v, &m);
-        assert!(remote.contains("hunter2secret"), "plain text is masked as text: {remote}");
+        // Only a field named `input` is JSON text: elsewhere its escapes are not decoded (a key
+        // spelled with a JSON escape is only a key once decoded).
+        let json_text = r#"{"k": "\u0067hp_HMI4fS9z6yKryu7OE1WnwQKU5nR50dJQg96e"}"#;
+        let (_, remote) = to_json_pair(&serde_json::json!({ "text": json_text }), &m);
+        assert!(remote.contains("HMI4fS9z6yKryu7OE1Wnw"), "plain text is masked as text: {remote}");
+        let (_, remote) = to_json_pair(&tool_vote(json_text), &m);
+        assert!(!remote.contains("HMI4fS9z6yKryu7OE1Wnw"), "an input is decoded: {remote}");
     }
 
     #[test]
