@@ -1245,36 +1245,28 @@ impl RoundtableApp {
             });
             let window = format!("roundtable connect '{link}' --name THEIR_NAME");
             let terminal = format!("ROUNDTABLE_LINK='{link}' roundtable join --name THEIR_NAME");
-            ui.label("They run, for a window:");
-            ui.horizontal_wrapped(|ui| {
-                ui.label(RichText::new(&window).monospace());
-                if ui.small_button("Copy command").clicked() {
-                    copy = Some((window.clone(), "command copied"));
-                }
-            });
-            ui.label("or in a terminal (the link stays out of `ps`):");
-            ui.horizontal_wrapped(|ui| {
-                ui.label(RichText::new(&terminal).monospace());
-                if ui.small_button("Copy join command").clicked() {
-                    copy = Some((terminal.clone(), "command copied"));
-                }
-            });
             let install = crate::app::install::install_one_liner();
             let windows = crate::app::install::install_one_liner_windows();
-            ui.label("Not installed yet? One line installs it (Linux, macOS):");
-            ui.horizontal_wrapped(|ui| {
-                ui.label(RichText::new(&install).monospace());
-                if ui.small_button("Copy install command").clicked() {
-                    copy = Some((install.clone(), "install command copied"));
-                }
-            });
-            ui.label("on Windows (PowerShell):");
-            ui.horizontal_wrapped(|ui| {
-                ui.label(RichText::new(&windows).monospace());
-                if ui.small_button("Copy Windows install command").clicked() {
-                    copy = Some((windows.clone(), "install command copied"));
-                }
-            });
+            let rows = [
+                ("They run, for a window:", &window, "Copy command", "command copied"),
+                ("or in a terminal (the link stays out of `ps`):", &terminal, "Copy join command", "command copied"),
+                (
+                    "Not installed yet? One line installs it (Linux, macOS):",
+                    &install,
+                    "Copy install command",
+                    "install command copied",
+                ),
+                ("on Windows (PowerShell):", &windows, "Copy Windows install command", "install command copied"),
+            ];
+            for (intro, command, button, note) in rows {
+                ui.label(intro);
+                ui.horizontal_wrapped(|ui| {
+                    ui.label(RichText::new(command).monospace());
+                    if ui.small_button(button).clicked() {
+                        copy = Some((command.clone(), note));
+                    }
+                });
+            }
         });
         if let Some((text, note)) = copy {
             ui.ctx().copy_text(text);
