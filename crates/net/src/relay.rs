@@ -153,13 +153,14 @@ impl fmt::Display for PathKind {
 
 /// The selected path of `conn`, now.
 fn current_path(conn: &Connection) -> PathKind {
-    let paths = conn.paths();
-    let selected = paths.iter().find(|p| p.is_selected());
-    match selected {
-        Some(p) if p.is_relay() => PathKind::Relayed(relay_of(&p.remote_addr().to_string())),
-        Some(p) => PathKind::Direct(direct_of(&p.remote_addr().to_string())),
-        None => PathKind::Unknown,
-    }
+    selected_path(&conn.paths()).unwrap_or(PathKind::Unknown)
+}
+
+/// The path a snapshot of a connection's paths has selected, if any.
+fn selected_path(paths: &iroh::endpoint::PathList<'_>) -> Option<PathKind> {
+    let p = paths.iter().find(|p| p.is_selected())?;
+    let addr = p.remote_addr().to_string();
+    Some(if p.is_relay() { PathKind::Relayed(relay_of(&addr)) } else { PathKind::Direct(direct_of(&addr)) })
 }
 
 /// The socket address in an IP transport address's display (`ip:ADDR`).
@@ -179,11 +180,7 @@ fn watch_path(conn: &Connection) -> watch::Receiver<PathKind> {
     tokio::spawn(async move {
         let mut snapshots = conn.paths_stream();
         while let Some(list) = snapshots.next().await {
-            let now = match list.iter().find(|p| p.is_selected()) {
-                Some(p) if p.is_relay() => PathKind::Relayed(relay_of(&p.remote_addr().to_string())),
-                Some(p) => PathKind::Direct(direct_of(&p.remote_addr().to_string())),
-                None => continue,
-            };
+            let Some(now) = selected_path(&list) else { continue };
             if tx.is_closed() {
                 break;
             }
