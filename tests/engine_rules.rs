@@ -1603,12 +1603,73 @@ fn text_held_back_for_masking_reaches_remotes_before_the_reply_and_turn_ended() 
 }
 
 #[test]
-fn text_held_back_for_masking_reaches_remotes_before_a_vote_opens_and_stays_masked() {
+fn text_held_back_for_masking_stays_held_across_a_vote_and_is_masked_whole() {
     use roundtable::agent::AgentEvent;
+    // The key's first half, a plan vote, the second half, each in its own tick: ending the
+    // stream at the vote masked each half apart (neither matches alone) and sent both in clear.
     let plan = AgentEvent::Plan { request_id: "p2".into(), plan: "1. do it".into(), on_approval: None };
-    let events = vec![AgentEvent::Delta("Plan below; my key is sk-ant-api03-AbCdEfGhIjKlMnOpQr".into()), plan];
-    let (streamed, names) = remote_view_after(events, &["vote_opened"]);
-    assert_eq!(streamed, "Plan below; my key is [masked]", "{names:?}");
+    let mut a = agent_speaking_to_ann();
+    a.say(AgentEvent::Delta("Plan below; my key is sk-ant-api03-AbCdEfGh".into()));
+    a.say(plan);
+    let seen: Vec<String> = a.h.frames(a.ann).iter().filter_map(|f| f["event"].as_str().map(String::from)).collect();
+    assert!(seen.contains(&"vote_opened".to_string()), "{seen:?}");
+    assert_eq!(streamed_text(&a.h, a.ann), "Plan below; my key is ", "held back across the vote: {seen:?}");
+    a.say(AgentEvent::Delta("IjKlMnOpQrStUvWxYz0123 and more".into()));
+    a.say(AgentEvent::Done);
+    assert_eq!(streamed_text(&a.h, a.ann), "Plan below; my key is [masked] and more");
+}
+
+/// A session whose agent (turn 1, started by Ann's `/ask x`) the test speaks for.
+struct AgentSpeaking {
+    h: Harness,
+    ann: roundtable::ids::ConnId,
+    token: String,
+    session: String,
+}
+
+fn agent_speaking_to_ann() -> AgentSpeaking {
+    let (mut h, w, s) = setup();
+    let token = h.mint(&[&w], json!({}));
+    let (ann, _) = h.join(&token, "Ann", &s);
+    h.call(ann, "send_message", json!({"session_id": s, "text": "/ask x", "client_msg_id": "q"})).unwrap();
+    h.run(100);
+    h.take(ann);
+    AgentSpeaking { h, ann, token, session: s }
+}
+
+impl AgentSpeaking {
+    /// Delivers one agent event of turn 1, and ticks.
+    fn say(&mut self, event: roundtable::agent::AgentEvent) {
+        use roundtable::agent::AgentOutput;
+        use roundtable::engine::Inbound;
+        let out = AgentOutput { session: self.session.as_str().into(), turn_id: 1, event };
+        self.h.engine.sender().send(Inbound::Agent(out)).unwrap();
+        self.h.tick();
+    }
+}
+
+/// The text of the `agent_delta`s `conn` received (since its frames were last taken).
+fn streamed_text(h: &Harness, conn: roundtable::ids::ConnId) -> String {
+    h.events_named(conn, "agent_delta").iter().map(|d| d["payload"]["text"].as_str().unwrap().to_string()).collect()
+}
+
+#[test]
+fn a_late_joiners_snapshot_stops_where_remotes_deltas_stopped() {
+    use roundtable::agent::AgentEvent;
+    let mut a = agent_speaking_to_ann();
+    a.say(AgentEvent::Delta("here: the token is ghp_HMI4fS9z6yKr".into()));
+    // Bob joins while the token is half streamed: the stream masker holds its start back.
+    let (bob, _) = a.h.join(&a.token.clone(), "Bob", &a.session.clone());
+    let snapshot = a.h.events_named(bob, "snapshot").pop().unwrap();
+    let text = snapshot["payload"]["streaming_text"].as_str().unwrap().to_string();
+    assert!(text.ends_with("here: the token is "), "{text:?}");
+    a.say(AgentEvent::Delta("yu7OE1WnwQKU5nR50dJQg96e, done".into()));
+    a.say(AgentEvent::Done);
+    let anns = streamed_text(&a.h, a.ann);
+    assert!(anns.ends_with("here: the token is [masked], done"), "{anns:?}");
+    let bobs = format!("{text}{}", streamed_text(&a.h, bob));
+    assert_eq!(bobs, anns, "Bob's snapshot and deltas: Ann's text, nothing repeated or missing");
+    assert!(streamed_text(&a.h, HOST).ends_with("ghp_HMI4fS9z6yKryu7OE1WnwQKU5nR50dJQg96e, done"));
 }
 
 #[test]

@@ -237,8 +237,9 @@ impl Run {
         self.h.run(50);
     }
 
-    /// Searches what `conns` received since the last check, and Ann's streamed text as a whole;
-    /// records leaks as `route`.
+    /// Searches what `conns` received since the last check, and each one's streamed text as a
+    /// whole (after a snapshot: its `streaming_text` and the deltas after it); records leaks as
+    /// `route`.
     fn check(&mut self, route: &str, conns: &[ConnId]) {
         for &conn in conns {
             let frames = self.h.frames(conn);
@@ -249,6 +250,10 @@ impl Run {
                 let name = frame["event"].as_str().map_or("reply".to_string(), str::to_string);
                 if name == "agent_delta" {
                     streamed.push_str(frame["payload"]["text"].as_str().unwrap_or(""));
+                }
+                // A late joiner's preview: the snapshot's text, then the deltas after it.
+                if name == "snapshot" {
+                    streamed = frame["payload"]["streaming_text"].as_str().unwrap_or("").to_string();
                 }
                 let mut texts = Vec::new();
                 texts_of(frame, &mut texts);
@@ -268,10 +273,11 @@ impl Run {
     }
 
     /// A late joiner: authenticates, joins (gets a snapshot) and is searched as `route`.
-    fn late_joiner(&mut self, route: &str) {
+    fn late_joiner(&mut self, route: &str) -> ConnId {
         let name = format!("Late{}", self.h.sinks.len());
         let (conn, _) = self.h.join(&self.token.clone(), &name, &self.session.clone());
         self.check(route, &[conn]);
+        conn
     }
 }
 
@@ -367,6 +373,31 @@ fn run_format(format: &Format, seed: u64) -> (Vec<Leak>, Vec<String>) {
     run.agent(AgentEvent::Done);
     run.h.run(50);
     run.check("deltas", &[ann]);
+
+    // The secret's first half streamed, then a late joiner's snapshot, then the second half.
+    let mut mid = context.find(&secret).expect("the secret is in the context") + secret.len() / 2;
+    while !context.is_char_boundary(mid) {
+        mid += 1;
+    }
+    run.start_turn();
+    run.agent(AgentEvent::Delta(context[..mid].to_string()));
+    run.h.run(5);
+    let late = run.late_joiner("snapshot mid-secret");
+    run.agent(AgentEvent::Delta(context[mid..].to_string()));
+    run.agent(AgentEvent::Done);
+    run.h.run(50);
+    run.check("snapshot mid-secret (then live)", &[ann, late]);
+
+    // The secret's first half streamed, a vote opened, then the second half.
+    run.start_turn();
+    run.agent(AgentEvent::Delta(context[..mid].to_string()));
+    run.h.tick();
+    run.agent(AgentEvent::Plan { request_id: "p".into(), plan: "1. go on".into(), on_approval: None });
+    run.h.tick();
+    run.agent(AgentEvent::Delta(context[mid..].to_string()));
+    run.agent(AgentEvent::Done);
+    run.h.run(50);
+    run.check("deltas across a vote opening", &[ann]);
 
     // A late joiner's snapshot whose streaming_text tail starts inside the secret.
     let tail_start = |text: &str| {

@@ -12,8 +12,10 @@
 //! are made when the frame is made (`Framed`, `engine::mask_json`: masked while serialising, one
 //! allocation when nothing needed masking), so broadcast only picks one. Streamed deltas go
 //! through a per-turn `StreamMasker`, so a secret split across chunks is still masked; what it
-//! holds back is flushed as a last (masked) delta before a vote opens and before the turn's reply
-//! and `turn_ended` (`Outgoing::FlushStream`), so a remote's screen never lags them.
+//! holds back is flushed as a last (masked) delta before the turn's reply and `turn_ended`
+//! (`Outgoing::FlushStream`), so a remote's screen never lags them. (Not before a vote: the agent
+//! may go on with the secret after it; a late joiner's snapshot leaves the held-back text out too,
+//! since its deltas follow.)
 
 use super::resources::*;
 use crate::components::*;
@@ -31,6 +33,17 @@ use std::sync::Arc;
 pub struct SecretMask {
     pub masker: Masker,
     pub streams: BTreeMap<SessionId, (u64, StreamMasker)>,
+}
+
+impl SecretMask {
+    /// How many bytes at the end of what turn `turn_id` of `session` streamed so far remotes
+    /// have not been sent yet (the stream masker holds them back: they may begin a secret).
+    pub fn held_back(&self, session: &SessionId, turn_id: u64) -> usize {
+        match self.streams.get(session) {
+            Some((turn, stream)) if *turn == turn_id => stream.pending_len(),
+            _ => 0,
+        }
+    }
 }
 
 fn event_frame(session: Option<SessionId>, body: Event) -> Frame {
@@ -286,7 +299,7 @@ impl Delivery<'_, '_> {
             *stream = (turn_id, mask.masker.stream());
         }
         // Held-back text (a possible secret prefix) follows with the next delta, or is
-        // flushed (`FlushStream`) before a vote opens or the turn ends.
+        // flushed (`FlushStream`) before the turn's reply.
         let remote_text = stream.1.feed(text);
         // `text` was cut to the delta bound, but masking can lengthen it: a held-back tail
         // goes out in front of it, a short secret becomes the longer `[masked]`. What

@@ -64,6 +64,8 @@ pub struct Memberships<'w, 's> {
     people: People<'w, 's>,
     sessions: Query<'w, 's, (&'static Session, &'static TurnLock, &'static mut EventLog, &'static History)>,
     votes: Query<'w, 's, &'static PendingVote>,
+    /// What each turn's stream masker still holds back from remotes.
+    mask: Res<'w, super::broadcast::SecretMask>,
     fx: Effects<'w>,
     dropped: MessageWriter<'w, VoterDropped>,
 }
@@ -142,12 +144,21 @@ impl Memberships<'_, '_> {
             }
             None => {
                 let key = (session_id.clone(), m.pid.clone(), last_seq);
+                let held_back = self.mask.held_back(session_id, lock.turn_id);
                 let frame = snapshots
                     .entry(key)
                     .or_insert_with(|| {
                         let votes = open_votes(&self.index, &self.votes, session_id);
-                        let body = snapshot(info, rows, history, lock, votes, last_seq, &staged.masker);
-                        staged.framed(&EventFrame { session_id: Some(session_id.clone()), seq: None, body })
+                        let body = Snapshot {
+                            session: info,
+                            roster: rows,
+                            messages: Vec::new(),
+                            has_older: false,
+                            votes,
+                            streaming_text: String::new(),
+                            last_seq,
+                        };
+                        snapshot(body, history, &lock.streamed, held_back, staged)
                     })
                     .clone();
                 send_snapshot(staged, req.conn, session_id.clone(), frame);
@@ -214,19 +225,32 @@ impl Memberships<'_, '_> {
     }
 }
 
-/// The `snapshot` event: the session, its roster, its latest page of messages, its open votes
-/// and the text the running turn has streamed so far (a tail of it, starting outside the secrets
-/// `masker` finds in the whole text: the tail is masked on its own for remotes).
+/// The `snapshot` frame of `body` (its session, roster, open votes and seq): with the latest
+/// page of messages and the text the running turn has streamed so far (a tail of it, starting
+/// outside the secrets the masker finds in the whole text: the tail is masked on its own for
+/// remotes). Remotes' copy leaves out the last `held_back` bytes, which their stream masker has
+/// not released yet (they may begin a secret): they arrive with the deltas that follow.
 fn snapshot(
-    session: SessionInfo,
-    roster: Vec<RosterEntry>,
+    mut body: Snapshot,
     history: &History,
-    lock: &TurnLock,
-    votes: Vec<VoteOpened>,
-    last_seq: u64,
-    masker: &crate::mask::Masker,
-) -> Event {
-    let (messages, has_older) = super::history::latest_page(history);
-    let streaming_text = crate::protocol::snapshot_streaming_text(&lock.streamed, |t| masker.spans(t));
-    Event::Snapshot(Snapshot { session, roster, messages, has_older, votes, streaming_text, last_seq })
+    streamed: &str,
+    held_back: usize,
+    staged: &Staged,
+) -> crate::io::Framed {
+    (body.messages, body.has_older) = super::history::latest_page(history);
+    let frame = |body: Snapshot, text: &str| {
+        let streaming_text = crate::protocol::snapshot_streaming_text(text, |t| staged.masker.spans(t));
+        EventFrame {
+            session_id: Some(body.session.id.clone()),
+            seq: None,
+            body: Event::Snapshot(Snapshot { streaming_text, ..body }),
+        }
+    };
+    if held_back == 0 {
+        return staged.framed(&frame(body, streamed));
+    }
+    let released = &streamed[..streamed.len() - held_back];
+    let host = staged.framed(&frame(body.clone(), streamed)).host;
+    let remote = staged.framed(&frame(body, released)).remote;
+    crate::io::Framed { host, remote }
 }

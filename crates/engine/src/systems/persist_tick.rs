@@ -121,7 +121,7 @@ fn withhold(staged: Vec<Outgoing>, failed_tick: bool, withheld: &mut Vec<Outgoin
             Outgoing::Snapshot { .. } | Outgoing::Replay { .. } if failed_tick => withheld.push(out),
             // Later ticks: a replay or a snapshot would show unstored events; the join was refused.
             Outgoing::Snapshot { .. } | Outgoing::Replay { .. } | Outgoing::Delta { .. } => {}
-            // (A flush stays before the withheld reply or vote it precedes.)
+            // (A flush stays before the withheld reply it precedes.)
             Outgoing::Session { .. } | Outgoing::Participant { .. } | Outgoing::FlushStream { .. } => {
                 withheld.push(out)
             }

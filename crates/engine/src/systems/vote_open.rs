@@ -82,9 +82,8 @@ pub fn open_vote(
             }
         }
         session.status = SessionStatus::AwaitingVote;
-        // What remotes' stream masker held back goes out before the vote, so no text the agent
-        // wrote before asking stays hidden until the vote is over.
-        staged.out.push(Outgoing::FlushStream { session: req.session.clone() });
+        // What remotes' stream masker holds back stays held: it may be the start of a secret the
+        // agent goes on writing after the vote (it goes out with the next delta or the reply).
         emit(
             &mut log,
             &req.session,
