@@ -275,3 +275,15 @@ fn bench_mask_streams_deltas_through_the_masker_and_reports_both_sides() {
     assert!(report["masker"]["ns_per_delta"].as_f64().unwrap() > 0.0, "{report}");
     assert!(report["reference"]["mb_per_s"].as_f64().unwrap() > 0.0, "{report}");
 }
+
+#[test]
+fn bench_auth_resumes_and_pairs_in_both_engines_and_reports_both_sides() {
+    let out = roundtable(&["bench", "auth", "--participants", "500", "--json"]);
+    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_str(String::from_utf8(out.stdout).unwrap().trim()).unwrap();
+    assert_eq!(report["stored"], 500);
+    assert_eq!(report["reference_stored"], 10);
+    for key in ["resume_us", "reference_resume_us", "pair_us", "reference_pair_us", "resume_ratio", "pair_ratio"] {
+        assert!(report[key].as_f64().unwrap() > 0.0, "{key}: {report}");
+    }
+}

@@ -14,11 +14,13 @@
 //!   `bench idle`, the memory of idle connections to a real `serve`; [`bench_soak`]: `bench soak`,
 //!   kills of a real `serve` while people talk, checked against its database; [`bench_wire`]:
 //!   `bench wire`, latency over real sockets against a raw broadcast server; [`bench_mask`]:
-//!   `bench mask`, secret masking per streamed agent delta against copying the text.
+//!   `bench mask`, secret masking per streamed agent delta against copying the text;
+//!   [`bench_auth`]: `bench auth`, engine time per authentication with many stored participants.
 //! - [`paths`]: where the data directory is; [`lock`]: one host per data directory.
 //! - [`install`]: the one-line install (the release's installers) shown beside share links.
 
 pub mod admin;
+pub mod bench_auth;
 pub mod bench_hostile;
 pub mod bench_idle;
 pub mod bench_mask;

@@ -144,10 +144,13 @@ pub struct BenchArgs {
     /// Connections to open (idle).
     #[arg(long, default_value_t = 1000)]
     pub connections: usize,
+    /// Participants stored (auth).
+    #[arg(long, value_name = "N", default_value_t = 100_000)]
+    pub participants: usize,
     /// Plain `ws://` instead of TLS (idle, startup).
     #[arg(long)]
     pub insecure: bool,
-    /// Print the result as one JSON object (idle, history, startup, wire, soak, mask).
+    /// Print the result as one JSON object (idle, history, startup, wire, soak, mask, auth).
     #[arg(long)]
     pub json: bool,
 }
@@ -186,6 +189,10 @@ pub enum BenchArg {
     /// secrets, `--delta-bytes` per delta) through a `StreamMasker`, against copying the same
     /// deltas with `push_str`.
     Mask,
+    /// Engine time per authentication (by resume token, and as a newcomer) with
+    /// `--participants N` stored participants, all within their grace period, against 10
+    /// stored, in alternating rounds.
+    Auth,
 }
 
 /// `roundtable scenario run`.
@@ -312,6 +319,9 @@ pub fn run_bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
                 args.json,
                 &mut std::io::stdout().lock(),
             )?;
+        }
+        BenchArg::Auth => {
+            super::bench_auth::run(args.participants, args.json, &mut std::io::stdout().lock())?;
         }
         BenchArg::Mask => {
             super::bench_mask::run(args.megabytes, args.delta_bytes, args.json, &mut std::io::stdout().lock())?;

@@ -2,6 +2,10 @@
 //! constant time); expired, exhausted, revoked and wrong tokens fail identically; 5 failures per
 //! source address per minute lead to `rate_limited`; a resume token within grace keeps the
 //! participant; 1:1 shares admit one remote at a time; admission shares park newcomers in a lobby.
+//!
+//! Nothing here walks everyone ever seen: a resume token is found by its hash, names are checked
+//! against the index of names present, and a share's caps read its count of open connections
+//! (`Index`; the invariant checker compares each with the world every tick in tests).
 
 use super::params::*;
 use super::requests::{Authenticate, Req};
@@ -60,8 +64,6 @@ pub fn authenticate(
     mut fx: Effects,
 ) {
     let (now, config) = (env.clock.now, &*env.config);
-    // Participants created earlier in this same tick (their entities appear after the system).
-    let mut fresh: Vec<(String, crate::ids::ShareId)> = Vec::new();
     for req in requests.read() {
         let Authenticate(params) = &req.params;
         let Some(&conn) = registry.index.conns.get(&req.conn) else { continue };
@@ -81,11 +83,11 @@ pub fn authenticate(
         let attempt = Attempt { req, conn, name, now, config };
         // 1. Resume an existing participant; 2. otherwise, a pairing token.
         if let Some(resume) = &params.resume_token {
-            if resume_participant(&attempt, resume, &registry.index, &mut people, &mut logs, &mut fx, &fresh) {
+            if resume_participant(&attempt, resume, &mut registry.index, &mut people, &mut logs, &mut fx) {
                 continue;
             }
         }
-        if !pair(&attempt, &params.token, &mut pairing, &mut registry, &mut people, &mut fx, &mut fresh) {
+        if !pair(&attempt, &params.token, &mut pairing, &mut registry, &mut people, &mut fx) {
             pairing.failures.0.entry(addr.clone()).or_default().push_back(now);
             tracing::info!(%addr, "authentication failed");
         }
@@ -98,19 +100,25 @@ pub fn authenticate(
 fn resume_participant(
     a: &Attempt,
     resume: &str,
-    index: &Index,
+    index: &mut Index,
     people: &mut People,
     logs: &mut Query<&mut EventLog>,
     fx: &mut Effects,
-    fresh: &[(String, crate::ids::ShareId)],
 ) -> bool {
     let (req, now, config) = (a.req, a.now, a.config);
-    let found = index.participants.iter().find_map(|(id, &pe)| {
+    // Looked up by its hash (SHA-256 of 256 random bits: the lookup's timing tells nothing
+    // about other tokens); the participant's own hash is the authority.
+    let hash = token::hash(resume);
+    let found = index.resume.get(&hash).and_then(|pid| {
+        let pe = *index.participants.get(pid)?;
         let p = people.participants.get(pe).ok()?;
-        let ok = p.role != Role::Host && p.resume_hash.is_some_and(|h| token::matches(resume, &h));
-        ok.then(|| (id.clone(), pe))
+        (p.role != Role::Host && p.resume_hash == Some(hash)).then(|| (pid.clone(), pe))
     });
-    let Some((pid, pe)) = found else { return false };
+    let Some((pid, pe)) = found else {
+        // A participant who left keeps no resume token: forget the entry.
+        index.resume.remove(&hash);
+        return false;
+    };
     let share_id = people.participants.get(pe).ok().and_then(|p| p.share.clone());
     let share_alive = share_id
         .as_ref()
@@ -127,8 +135,7 @@ fn resume_participant(
         _ => 0,
     };
     let mine = people.participants.get(pe).map(connected).unwrap_or(0);
-    let on_share: usize = people.participants.iter().filter(|p| p.share == share_id).map(connected).sum::<usize>()
-        + fresh.iter().filter(|(_, s)| Some(s) == share_id.as_ref()).count();
+    let on_share = share_id.as_ref().and_then(|s| index.share_connections.get(s)).copied().unwrap_or(0);
     if on_share >= config.max_connections_per_share {
         fx.reply_err(req.conn, &req.id, ErrorCode::ShareInUse, "this share has too many connections");
         return true;
@@ -148,6 +155,9 @@ fn resume_participant(
         _ => 1,
     };
     p.presence = Presence::Connected(connections);
+    if let Some(share) = share_id {
+        *index.share_connections.entry(share).or_default() += 1;
+    }
     if let Ok(mut c) = people.conns.get_mut(a.conn) {
         c.auth = AuthState::Authenticated(pid.clone());
     }
@@ -186,7 +196,6 @@ fn pair(
     registry: &mut Registry,
     people: &mut People,
     fx: &mut Effects,
-    fresh: &mut Vec<(String, crate::ids::ShareId)>,
 ) -> bool {
     let (req, now, config) = (a.req, a.now, a.config);
     let share_entity = registry
@@ -200,40 +209,38 @@ fn pair(
         return false;
     };
     let share = people.shares.get(se).expect("found above").clone();
-    let live: Vec<&Participant> = people
-        .participants
-        .iter()
-        .filter(|p| p.share.as_ref() == Some(&share.id) && !matches!(p.presence, Presence::Gone))
-        .collect();
-    let fresh_on_share = fresh.iter().filter(|(_, s)| *s == share.id).count();
-    if !share.collaborative && (!live.is_empty() || fresh_on_share > 0) {
+    // (Everyone paired earlier in this tick is in the index already.)
+    if !share.collaborative && share_has_members(&mut registry.index, &people.participants, &share.id) {
         fx.reply_err(req.conn, &req.id, ErrorCode::ShareInUse, "this 1:1 share is in use by another person");
         return true;
     }
-    let live_conns: u32 = live
-        .iter()
-        .map(|p| match p.presence {
-            Presence::Connected(n) => n,
-            _ => 0,
-        })
-        .sum();
-    if live_conns as usize + fresh_on_share >= config.max_connections_per_share {
+    let live_conns = registry.index.share_connections.get(&share.id).copied().unwrap_or(0);
+    if live_conns >= config.max_connections_per_share {
         fx.reply_err(req.conn, &req.id, ErrorCode::ShareInUse, "this share has too many connections");
         return true;
     }
 
     // Display names are unique among everyone present, compared as they read: "Ann",
     // "Ann (2)", ...; a look-alike "Аnn" (Cyrillic А) or "ANN" gets a counter the same way.
-    let taken: BTreeSet<String> = people
-        .participants
-        .iter()
-        .filter(|p| !matches!(p.presence, Presence::Gone))
-        .map(|p| p.display_name.as_str())
-        .chain(fresh.iter().map(|(n, _)| n.as_str()))
-        .flat_map(name_forms)
-        .collect();
-    let display_name = unique_name(&a.name, &taken);
-    fresh.push((display_name.clone(), share.id.clone()));
+    // Remotes' names come from the index (this tick's newcomers included: they are added as
+    // they are paired), the host's from the host.
+    let Index { participants: ids, names, .. } = &mut *registry.index;
+    let participants = &people.participants;
+    let host_forms = ids
+        .get(&ParticipantId::host())
+        .and_then(|&e| participants.get(e).ok())
+        .map(|host| name_forms(&host.display_name))
+        .unwrap_or_default();
+    let display_name = unique_name(&a.name, |form| {
+        host_forms.iter().any(|f| f == form)
+            || names.taken(form, |pid, form| match ids.get(pid).map(|&e| participants.get(e)) {
+                Some(Ok(p)) => {
+                    !matches!(p.presence, Presence::Gone) && name_forms(&p.display_name).iter().any(|f| f == form)
+                }
+                Some(Err(_)) => true, // paired this tick: not spawned yet
+                None => false,
+            })
+    });
 
     registry.counters.participant += 1;
     let pid = ParticipantId::nth(registry.counters.participant);
@@ -256,6 +263,10 @@ fn pair(
     fx.persist(StoreOp::PutParticipant(participant.row()));
     let pe = registry.commands.spawn(participant).id();
     registry.index.participants.insert(pid.clone(), pe);
+    registry.index.resume.insert(token::hash(&resume_token), pid.clone());
+    registry.index.names.add(&pid, &display_name);
+    registry.index.share_members.entry(share.id.clone()).or_default().insert(pid.clone());
+    *registry.index.share_connections.entry(share.id.clone()).or_default() += 1;
     {
         let mut s = people.shares.get_mut(se).expect("found above");
         s.uses += 1;
@@ -287,6 +298,19 @@ fn pair(
     true
 }
 
+/// Whether `share` has a participant who has not left (this tick's newcomers included, not
+/// spawned yet); those who left are forgotten on the way.
+fn share_has_members(index: &mut Index, participants: &Query<&mut Participant>, share: &crate::ids::ShareId) -> bool {
+    let Index { participants: ids, share_members, .. } = index;
+    let Some(members) = share_members.get_mut(share) else { return false };
+    members.retain(|pid| match ids.get(pid).map(|&e| participants.get(e)) {
+        Some(Ok(p)) => !matches!(p.presence, Presence::Gone),
+        Some(Err(_)) => true, // paired this tick: not spawned yet
+        None => false,
+    });
+    !members.is_empty()
+}
+
 fn admission_str(a: Admission) -> &'static str {
     match a {
         Admission::Admitted => "admitted",
@@ -296,10 +320,10 @@ fn admission_str(a: Admission) -> &'static str {
 }
 
 /// `name`, or `name (2)`, `name (3)`, ... — the first that shares no form ([`name_forms`]: case,
-/// compatibility forms and look-alike letters aside) with a name present; `taken` holds the
-/// forms of the names present.
-pub fn unique_name(name: &str, taken: &BTreeSet<String>) -> String {
-    let free = |candidate: &str| name_forms(candidate).iter().all(|f| !taken.contains(f));
+/// compatibility forms and look-alike letters aside) with a name present; `taken(form)` says
+/// whether a name present reads as `form`.
+pub fn unique_name(name: &str, mut taken: impl FnMut(&str) -> bool) -> String {
+    let mut free = |candidate: &str| name_forms(candidate).iter().all(|f| !taken(f));
     if free(name) {
         return name.to_string();
     }
@@ -337,28 +361,26 @@ pub fn notify_host_lobby(
 mod tests {
     use super::*;
 
-    fn present(names: &[&str]) -> BTreeSet<String> {
-        names.iter().copied().flat_map(name_forms).collect()
+    fn present(names: &[&str]) -> impl FnMut(&str) -> bool {
+        let forms: BTreeSet<String> = names.iter().copied().flat_map(name_forms).collect();
+        move |f| forms.contains(f)
     }
 
     #[test]
     fn second_ann_becomes_ann_2() {
-        assert_eq!(unique_name("Ann", &present(&[])), "Ann");
-        assert_eq!(unique_name("Ann", &present(&["Ann"])), "Ann (2)");
-        assert_eq!(unique_name("ann", &present(&["Ann", "Ann (2)"])), "ann (3)");
+        assert_eq!(unique_name("Ann", present(&[])), "Ann");
+        assert_eq!(unique_name("Ann", present(&["Ann"])), "Ann (2)");
+        assert_eq!(unique_name("ann", present(&["Ann", "Ann (2)"])), "ann (3)");
     }
 
     #[test]
     fn a_look_alike_of_a_present_name_gets_a_counter_too() {
         // Cyrillic А, fullwidth, math bold, Greek capitals: each reads as a name present.
-        assert_eq!(unique_name("\u{410}nn", &present(&["Ann"])), "\u{410}nn (2)");
-        assert_eq!(unique_name("Ａｎｎ", &present(&["Ann", "Ann (2)"])), "Ａｎｎ (3)");
-        assert_eq!(unique_name("𝐁𝐨𝐛", &present(&["bob"])), "𝐁𝐨𝐛 (2)");
-        assert_eq!(
-            unique_name("\u{39A}\u{391}\u{3A4}\u{395}", &present(&["Kate"])),
-            "\u{39A}\u{391}\u{3A4}\u{395} (2)"
-        );
-        assert_eq!(unique_name("Iris", &present(&["iris"])), "Iris (2)");
-        assert_eq!(unique_name("Zoe", &present(&["Zoë", "Ann"])), "Zoe", "an accent is visible");
+        assert_eq!(unique_name("\u{410}nn", present(&["Ann"])), "\u{410}nn (2)");
+        assert_eq!(unique_name("Ａｎｎ", present(&["Ann", "Ann (2)"])), "Ａｎｎ (3)");
+        assert_eq!(unique_name("𝐁𝐨𝐛", present(&["bob"])), "𝐁𝐨𝐛 (2)");
+        assert_eq!(unique_name("\u{39A}\u{391}\u{3A4}\u{395}", present(&["Kate"])), "\u{39A}\u{391}\u{3A4}\u{395} (2)");
+        assert_eq!(unique_name("Iris", present(&["iris"])), "Iris (2)");
+        assert_eq!(unique_name("Zoe", present(&["Zoë", "Ann"])), "Zoe", "an accent is visible");
     }
 }

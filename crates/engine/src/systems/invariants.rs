@@ -154,6 +154,51 @@ pub fn check_invariants(
         }
     }
     *graces = in_grace;
+    // The lookups authentication relies on: every resume token and every remote's name present,
+    // each share's members and open connections.
+    let mut open: std::collections::BTreeMap<&crate::ids::ShareId, usize> = Default::default();
+    for (_, &ce) in index.conns.iter() {
+        let Some(pid) = conns.get(ce).ok().and_then(|c| c.auth.owner()) else { continue };
+        if let Some(share) =
+            index.participants.get(pid).and_then(|&e| participants.get(e).ok()).and_then(|p| p.share.as_ref())
+        {
+            *open.entry(share).or_default() += 1;
+        }
+    }
+    for (share, &n) in &index.share_connections {
+        if open.get(share).copied().unwrap_or(0) != n {
+            found.push(format!(
+                "share {share}: {n} connections counted, {} open",
+                open.get(share).copied().unwrap_or(0)
+            ));
+        }
+    }
+    for (share, n) in open {
+        if !index.share_connections.contains_key(share) {
+            found.push(format!("share {share}: {n} connections open, none counted"));
+        }
+    }
+    for (pid, &pe) in index.participants.iter() {
+        let Ok(p) = participants.get(pe) else { continue };
+        if let Some(hash) = p.resume_hash {
+            if index.resume.get(&hash) != Some(pid) {
+                found.push(format!("participant {pid}: its resume token is not in the index"));
+            }
+        }
+        let present = !matches!(p.presence, crate::components::Presence::Gone);
+        if matches!(p.presence, crate::components::Presence::Grace { until } if !index.in_grace.contains(&(until, pid.clone())))
+        {
+            found.push(format!("participant {pid}: in its grace period but not among those the expiry checks"));
+        }
+        if present && !pid.is_host() && !index.names.holds(pid, &p.display_name) {
+            found.push(format!("participant {pid}: its name {:?} is not among the names present", p.display_name));
+        }
+        if let Some(share) = p.share.as_ref().filter(|_| present) {
+            if !index.share_members.get(share).is_some_and(|m| m.contains(pid)) {
+                found.push(format!("participant {pid}: not among the members of its share {share}"));
+            }
+        }
+    }
     for (pid, &pe) in index.participants.iter() {
         let Ok(p) = participants.get(pe) else { continue };
         let share = p.share.as_ref().and_then(|s| index.shares.get(s)).and_then(|&e| shares.get(e).ok());

@@ -32,6 +32,9 @@ pub fn connection_closed(
         commands.entity(ce).despawn();
         let Some(pid) = pid else { continue };
         let Some(mut p) = index.participants.get(&pid).and_then(|&e| participants.get_mut(e).ok()) else { continue };
+        if let Some(open) = p.share.as_ref().and_then(|s| index.share_connections.get_mut(s)) {
+            *open = open.saturating_sub(1);
+        }
         match p.presence {
             Presence::Connected(n) if n > 1 => {
                 p.presence = Presence::Connected(n - 1);
@@ -43,6 +46,7 @@ pub fn connection_closed(
                     continue;
                 }
                 p.presence = Presence::Grace { until: clock.now + config.grace_ms };
+                index.in_grace.insert((clock.now + config.grace_ms, pid.clone()));
                 for s in p.sessions.clone() {
                     if let Some(mut log) = index.sessions.get(&s).and_then(|&e| logs.get_mut(e).ok()) {
                         emit(
@@ -72,21 +76,23 @@ pub fn fresh_grace_after_gap(
     mut gap: ResMut<ClockGap>,
     clock: Res<Clock>,
     config: Res<EngineConfig>,
-    index: Res<Index>,
+    mut index: ResMut<Index>,
     mut participants: Query<&mut Participant>,
 ) {
     let Some(ms) = gap.0.take() else { return };
     tracing::info!("no tick for {ms} ms (host suspended?): everyone reconnecting gets a fresh grace period");
-    fresh_grace(&index, &mut participants, clock.now + config.grace_ms);
+    fresh_grace(&mut index, &mut participants, clock.now + config.grace_ms);
 }
 
 /// Everyone within their grace period gets a new one ending at `until` (after a restart, or a
 /// suspended host: they could not reconnect to a host that was not running).
-pub fn fresh_grace(index: &Index, participants: &mut Query<&mut Participant>, until: u64) {
-    for (_, &pe) in index.participants.iter() {
-        if let Ok(mut p) = participants.get_mut(pe) {
+pub fn fresh_grace(index: &mut Index, participants: &mut Query<&mut Participant>, until: u64) {
+    let Index { in_grace, participants: ids, .. } = index;
+    for (_, pid) in std::mem::take(in_grace) {
+        if let Some(mut p) = ids.get(&pid).and_then(|&pe| participants.get_mut(pe).ok()) {
             if matches!(p.presence, Presence::Grace { .. }) {
                 p.presence = Presence::Grace { until };
+                in_grace.insert((until, pid));
             }
         }
     }
@@ -95,16 +101,23 @@ pub fn fresh_grace(index: &Index, participants: &mut Query<&mut Participant>, un
 /// Past the grace period a participant is gone.
 pub fn grace_expiry(
     clock: Res<Clock>,
-    index: Res<Index>,
+    mut index: ResMut<Index>,
     mut participants: Query<&mut Participant>,
     mut logs: Query<&mut EventLog>,
     fx: Effects,
     mut departed: MessageWriter<Departed>,
 ) {
     let Effects { mut staged, mut batch } = fx;
-    for (_, &pe) in index.participants.iter() {
-        let Ok(mut p) = participants.get_mut(pe) else { continue };
-        if !matches!(p.presence, Presence::Grace { until } if until <= clock.now) {
+    // The grace periods that ended, in participant order.
+    let mut ended = std::collections::BTreeSet::new();
+    while index.in_grace.first().is_some_and(|(until, _)| *until <= clock.now) {
+        let (until, pid) = index.in_grace.pop_first().expect("checked");
+        ended.insert((pid, until));
+    }
+    for (pid, ended_at) in ended {
+        let Some(mut p) = index.participants.get(&pid).and_then(|&pe| participants.get_mut(pe).ok()) else { continue };
+        // Still in that grace period (not back, not gone, not renewed).
+        if p.presence != (Presence::Grace { until: ended_at }) {
             continue;
         }
         let mut events = Vec::new();

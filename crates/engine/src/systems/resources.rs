@@ -73,6 +73,55 @@ pub struct Index {
     pub participants: BTreeMap<ParticipantId, Entity>,
     pub conns: BTreeMap<ConnId, Entity>,
     pub votes: BTreeMap<VoteId, Entity>,
+    /// Resume-token hash → participant: resuming is one lookup, not the token's hash compared
+    /// with everyone ever seen. Filled when a participant is paired or restored; an entry whose
+    /// participant has left (its hash cleared) is dropped when met.
+    pub resume: BTreeMap<[u8; 32], ParticipantId>,
+    /// The display names of remotes present, by the forms they read as.
+    pub names: PresentNames,
+    /// Each share's participants who have not left (filled when one is paired or restored; one
+    /// who left is dropped when met): a share's caps are counted over them, not everyone ever
+    /// seen.
+    pub share_members: BTreeMap<ShareId, std::collections::BTreeSet<ParticipantId>>,
+    /// Authenticated connections open per share (counted when one authenticates, and until it
+    /// is closed): the share's connection cap without counting anyone's connections.
+    pub share_connections: BTreeMap<ShareId, usize>,
+    /// Grace periods by their end: `(until, participant)` added when one starts; the expiry
+    /// takes those ended from the front (an entry whose participant is back, or whose grace was
+    /// renewed, is dropped then), so it never walks everyone ever seen.
+    pub in_grace: std::collections::BTreeSet<(u64, ParticipantId)>,
+}
+
+/// Remotes' display names by the forms they read as (`util::name_forms`), so a newcomer's name
+/// is checked without walking everyone ever seen. A name is added when it is given (pairing,
+/// restore) and forgotten lazily: a holder that has left no longer counts, and is dropped, when
+/// a name is checked. (The host's name is checked against the host itself: it can change.)
+#[derive(Default, Debug)]
+pub struct PresentNames(BTreeMap<String, std::collections::BTreeSet<ParticipantId>>);
+
+impl PresentNames {
+    pub fn add(&mut self, pid: &ParticipantId, name: &str) {
+        for form in super::util::name_forms(name) {
+            self.0.entry(form).or_default().insert(pid.clone());
+        }
+    }
+
+    /// Whether someone present has a name that reads as `form`: a holder for whom
+    /// `still_holds(pid, form)` is false (gone, or renamed) is forgotten.
+    pub fn taken(&mut self, form: &str, still_holds: impl Fn(&ParticipantId, &str) -> bool) -> bool {
+        let Some(holders) = self.0.get_mut(form) else { return false };
+        holders.retain(|pid| still_holds(pid, form));
+        let taken = !holders.is_empty();
+        if !taken {
+            self.0.remove(form);
+        }
+        taken
+    }
+
+    /// Whether `pid` is recorded under every form of `name` (the invariant checker).
+    pub fn holds(&self, pid: &ParticipantId, name: &str) -> bool {
+        super::util::name_forms(name).iter().all(|f| self.0.get(f).is_some_and(|h| h.contains(pid)))
+    }
 }
 
 impl Index {

@@ -144,6 +144,18 @@ impl Rebuild<'_> {
                 Presence::Grace { until: u64::MAX }
             };
             let id = record.id.clone();
+            if matches!(presence, Presence::Grace { .. }) {
+                self.index.in_grace.insert((u64::MAX, id.clone()));
+            }
+            if let Some(hash) = record.resume_hash {
+                self.index.resume.insert(hash, id.clone());
+            }
+            if !is_host && !matches!(presence, Presence::Gone) {
+                self.index.names.add(&id, &record.display_name);
+                if let Some(share) = &record.share {
+                    self.index.share_members.entry(share.clone()).or_default().insert(id.clone());
+                }
+            }
             self.index.participants.insert(id, self.world.spawn(Participant { record, presence }).id());
         }
         if !has_host {
@@ -241,7 +253,7 @@ fn pending_vote(v: VoteRow, ballots: Vec<BallotRow>) -> Option<PendingVote> {
 pub fn recover(
     mut recovery: ResMut<Recovery>,
     config: Res<EngineConfig>,
-    index: Res<Index>,
+    mut index: ResMut<Index>,
     mut participants: Query<&mut Participant>,
     mut votes: Query<&mut PendingVote>,
     mut sessions: Query<(&mut Session, &mut TurnLock, &mut EventLog, &mut History)>,
@@ -250,7 +262,7 @@ pub fn recover(
     if !std::mem::take(&mut recovery.pending) {
         return;
     }
-    super::presence::fresh_grace(&index, &mut participants, turns.clock.now + config.grace_ms);
+    super::presence::fresh_grace(&mut index, &mut participants, turns.clock.now + config.grace_ms);
     for (vid, &ve) in index.votes.iter() {
         let Ok(mut v) = votes.get_mut(ve) else { continue };
         if v.outcome.is_some() {

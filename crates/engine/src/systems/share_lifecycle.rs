@@ -74,7 +74,7 @@ pub fn reload_shares(
 /// Closes connections of participants whose share is revoked or expired; they are gone for good.
 pub fn close_dead_shares(
     clock: Res<Clock>,
-    index: Res<Index>,
+    mut index: ResMut<Index>,
     people: People,
     mut logs: Query<&mut EventLog>,
     fx: Effects,
@@ -83,13 +83,20 @@ pub fn close_dead_shares(
     let People { conns, mut participants, shares } = people;
     let Effects { mut staged, mut batch } = fx;
     let now = clock.now;
-    for (_, &se) in index.shares.iter() {
-        let Ok(share) = shares.get(se) else { continue };
-        if !share.dead(now) {
-            continue;
-        }
+    // Only a dead share's members who have not left yet (they leave now, so a dead share is
+    // walked once, not every tick).
+    let dead: Vec<_> = index
+        .shares
+        .iter()
+        .filter(|(id, &se)| index.share_members.contains_key(*id) && shares.get(se).is_ok_and(|s| s.dead(now)))
+        .map(|(id, _)| id.clone())
+        .collect();
+    for share_id in dead {
+        let Some(share) = index.shares.get(&share_id).and_then(|&se| shares.get(se).ok()) else { continue };
+        let members = index.share_members.remove(&share_id).unwrap_or_default();
         let reason: &'static str = if share.revoked { "revoked" } else { "expired" };
-        for (pid, &pe) in index.participants.iter() {
+        for pid in &members {
+            let Some(&pe) = index.participants.get(pid) else { continue };
             let Ok(mut p) = participants.get_mut(pe) else { continue };
             if p.share.as_ref() != Some(&share.id) || matches!(p.presence, Presence::Gone) {
                 continue;
