@@ -61,6 +61,9 @@ pub struct StartupReport {
     pub first_page_ratio: f64,
     /// Seconds spent building the measured database (not part of the figures).
     pub build_seconds: f64,
+    /// Size of the measured database (main file and log) when the first host stopped: what the
+    /// integrity check reads.
+    pub db_bytes: u64,
 }
 
 /// Builds the database, starts a host on it and times the first screen; then, with `restart`,
@@ -71,7 +74,7 @@ fn one_run(
     json: bool,
     drop_caches: bool,
     restart: bool,
-) -> anyhow::Result<(StartupRun, Option<StartupRun>, f64)> {
+) -> anyhow::Result<(StartupRun, Option<(StartupRun, u64)>, f64)> {
     let scratch = scratch_dir(&format!("startup-{messages}"))?;
     let dir = scratch.path().to_path_buf();
     let db = crate::app::paths::database(&dir);
@@ -99,9 +102,14 @@ fn one_run(
     }
     let status = host.stop()?;
     anyhow::ensure!(status.success(), "the host exited with {status} on SIGTERM");
+    let db_bytes = ["", "-wal"]
+        .iter()
+        .filter_map(|s| std::fs::metadata(format!("{}{s}", db.display())).ok())
+        .map(|m| m.len())
+        .sum();
     let (again, host) = time_start(&dir, &link, port, extra, drop_caches)?;
     drop(host);
-    Ok((run, Some(StartupRun { messages: total, ..again }), build_seconds))
+    Ok((run, Some((StartupRun { messages: total, ..again }, db_bytes)), build_seconds))
 }
 
 /// Empties the page cache (`sync`, then `3` into /proc/sys/vm/drop_caches; root only).
@@ -168,7 +176,7 @@ pub fn run(
     }
     let (reference, _, _) = one_run(SESSIONS, tls_on, json, drop_caches, false)?;
     let (measured, again, build_seconds) = one_run(messages, tls_on, json, drop_caches, true)?;
-    let after_clean_stop = again.ok_or_else(|| anyhow::anyhow!("no second start"))?;
+    let (after_clean_stop, db_bytes) = again.ok_or_else(|| anyhow::anyhow!("no second start"))?;
     let report = StartupReport {
         tls: tls_on,
         sessions: SESSIONS,
@@ -178,6 +186,7 @@ pub fn run(
         measured,
         reference,
         build_seconds,
+        db_bytes,
     };
     if json {
         writeln!(out, "{}", serde_json::to_string(&report)?)?;
@@ -197,9 +206,11 @@ pub fn run(
         }
         writeln!(
             out,
-            "first page {:.2}× the reference ({}; building the database took {:.1} s)",
+            "first page {:.2}× the reference ({}{}; database {:.1} MB, building it took {:.1} s)",
             report.first_page_ratio,
             if tls_on { "TLS" } else { "ws" },
+            if drop_caches { ", page cache dropped before each start" } else { "" },
+            db_bytes as f64 / 1e6,
             build_seconds
         )?;
     }
