@@ -1097,7 +1097,7 @@ fn damage_found_in_the_background_after_a_clean_stop_refuses_every_commit_and_ke
     store.stop_cleanly();
     drop(store);
     let (_store, last) = SqliteStore::open_for_host(&path).unwrap();
-    assert_eq!(last, LastStop::Unclean);
+    assert_eq!(last, LastStop::Unclean { recorded: true });
 }
 
 #[test]
@@ -1115,7 +1115,7 @@ fn sqlite_finding_damage_in_a_read_makes_the_store_refuse_commits_naming_the_fil
     assert_eq!(commit.to_string(), read.to_string());
     store.stop_cleanly();
     drop(store);
-    assert_eq!(SqliteStore::open_for_host(&path).unwrap().1, LastStop::Unclean);
+    assert_eq!(SqliteStore::open_for_host(&path).unwrap().1, LastStop::Unclean { recorded: true });
 }
 
 #[test]
@@ -1568,7 +1568,7 @@ async fn a_host_stopped_gracefully_records_a_clean_stop_and_a_killed_one_does_no
     host.take_integrity_check().expect("the check runs in the background").join().expect("a healthy file");
     host.kill().await;
     assert_eq!(recorded_clean_stop(&db), Some(false));
-    assert_eq!(SqliteStore::open_for_host(&db).unwrap().1, LastStop::Unclean);
+    assert_eq!(SqliteStore::open_for_host(&db).unwrap().1, LastStop::Unclean { recorded: true });
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -66,15 +66,19 @@ pub struct StartupReport {
     pub db_bytes: u64,
 }
 
+/// What [`one_run`] measured on one database.
+struct OneRun {
+    first: StartupRun,
+    /// The start after a graceful stop (with `restart`).
+    again: Option<StartupRun>,
+    /// Main file and log after the first host stopped (0 without `restart`).
+    db_bytes: u64,
+    build_seconds: f64,
+}
+
 /// Builds the database, starts a host on it and times the first screen; then, with `restart`,
 /// stops it gracefully and times a second start.
-fn one_run(
-    messages: usize,
-    tls_on: bool,
-    json: bool,
-    drop_caches: bool,
-    restart: bool,
-) -> anyhow::Result<(StartupRun, Option<(StartupRun, u64)>, f64)> {
+fn one_run(messages: usize, tls_on: bool, json: bool, drop_caches: bool, restart: bool) -> anyhow::Result<OneRun> {
     let scratch = scratch_dir(&format!("startup-{messages}"))?;
     let dir = scratch.path().to_path_buf();
     let db = crate::app::paths::database(&dir);
@@ -98,7 +102,7 @@ fn one_run(
     let run = StartupRun { messages: total, ..run };
     if !restart {
         drop(host);
-        return Ok((run, None, build_seconds));
+        return Ok(OneRun { first: run, again: None, db_bytes: 0, build_seconds });
     }
     let status = host.stop()?;
     anyhow::ensure!(status.success(), "the host exited with {status} on SIGTERM");
@@ -109,7 +113,7 @@ fn one_run(
         .sum();
     let (again, host) = time_start(&dir, &link, port, extra, drop_caches)?;
     drop(host);
-    Ok((run, Some((StartupRun { messages: total, ..again }, db_bytes)), build_seconds))
+    Ok(OneRun { first: run, again: Some(StartupRun { messages: total, ..again }), db_bytes, build_seconds })
 }
 
 /// Empties the page cache (`sync`, then `3` into /proc/sys/vm/drop_caches; root only).
@@ -174,9 +178,10 @@ pub fn run(
     if !json {
         writeln!(out, "startup with {messages} stored messages in {SESSIONS} sessions, against {SESSIONS} messages")?;
     }
-    let (reference, _, _) = one_run(SESSIONS, tls_on, json, drop_caches, false)?;
-    let (measured, again, build_seconds) = one_run(messages, tls_on, json, drop_caches, true)?;
-    let (after_clean_stop, db_bytes) = again.ok_or_else(|| anyhow::anyhow!("no second start"))?;
+    let reference = one_run(SESSIONS, tls_on, json, drop_caches, false)?.first;
+    let OneRun { first: measured, again, db_bytes, build_seconds } =
+        one_run(messages, tls_on, json, drop_caches, true)?;
+    let after_clean_stop = again.ok_or_else(|| anyhow::anyhow!("no second start"))?;
     let report = StartupReport {
         tls: tls_on,
         sessions: SESSIONS,

@@ -165,9 +165,10 @@ pub enum LastStop {
     New,
     /// The last host recorded a clean stop after its last commit.
     Clean,
-    /// A host was running and never recorded its stop (a crash, a kill, a power cut), or the
-    /// database was written before roundtable recorded stops, or its last host found it damaged.
-    Unclean,
+    /// Not stopped cleanly: a host was running and never recorded its stop (a crash, a kill, a
+    /// power cut, or it found the file damaged), or — `recorded: false` — no host ever recorded
+    /// anything here (a database written before roundtable recorded stops, or created by the CLI).
+    Unclean { recorded: bool },
 }
 
 /// The engine's store on a SQLite database.
@@ -285,7 +286,8 @@ impl SqliteStore {
         let last = match clean {
             _ if found == 0 => LastStop::New,
             Some(true) => LastStop::Clean,
-            Some(false) | None => LastStop::Unclean,
+            Some(false) => LastStop::Unclean { recorded: true },
+            None => LastStop::Unclean { recorded: false },
         };
         tracing::debug!(path = %path.display(), ?last, "recorded a running host");
         Ok((store, last))
@@ -763,9 +765,9 @@ mod tests {
         assert_eq!(last, LastStop::Clean);
         store.commit(&[workspace(2)]).unwrap();
         drop(store);
-        assert_eq!(SqliteStore::open_for_host(&path).unwrap().1, LastStop::Unclean);
+        assert_eq!(SqliteStore::open_for_host(&path).unwrap().1, LastStop::Unclean { recorded: true });
         // Nor does the next start's own crash right after opening make it clean again.
-        assert_eq!(SqliteStore::open_for_host(&path).unwrap().1, LastStop::Unclean);
+        assert_eq!(SqliteStore::open_for_host(&path).unwrap().1, LastStop::Unclean { recorded: true });
     }
 
     #[test]
@@ -776,7 +778,7 @@ mod tests {
         store.stop_cleanly();
         store.commit(&[workspace(1)]).unwrap();
         drop(store);
-        assert_eq!(SqliteStore::open_for_host(&path).unwrap().1, LastStop::Unclean);
+        assert_eq!(SqliteStore::open_for_host(&path).unwrap().1, LastStop::Unclean { recorded: true });
     }
 
     #[test]
@@ -791,7 +793,7 @@ mod tests {
         conn.execute_batch("DROP TABLE host_state; PRAGMA user_version = 12;").unwrap();
         drop(conn);
         let (store, last) = SqliteStore::open_for_host(&path).unwrap();
-        assert_eq!(last, LastStop::Unclean);
+        assert_eq!(last, LastStop::Unclean { recorded: false });
         assert_eq!(store.schema_version().unwrap(), migrate::LATEST);
     }
 
