@@ -430,7 +430,8 @@ fn check_before_serving(store: &crate::store::SqliteStore, db: &Path, why: &str)
         .filter_map(|suffix| std::fs::metadata(format!("{}{suffix}", db.display())).ok())
         .map(|m| m.len())
         .sum();
-    info!(
+    // A warning, so it shows at the default log level: the start waits for it.
+    tracing::warn!(
         "{why}: checking the database {} ({} MB) before serving; this reads the whole file, so it takes time in \
          proportion to its size (measured: about 14 s per GB from a cold disk, 1.5 s per GB cached)…",
         db.display(),
@@ -438,7 +439,7 @@ fn check_before_serving(store: &crate::store::SqliteStore, db: &Path, why: &str)
     );
     let started = Instant::now();
     store.check_integrity()?;
-    info!("database checked in {:.1} s", started.elapsed().as_secs_f64());
+    tracing::warn!("database checked in {:.1} s", started.elapsed().as_secs_f64());
     Ok(())
 }
 
