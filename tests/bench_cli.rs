@@ -224,6 +224,8 @@ fn bench_startup_reaches_the_first_page_of_a_stored_history_over_a_real_socket()
     assert!(m["listen_ms"].as_f64() <= m["authenticated_ms"].as_f64(), "{report}");
     assert!(m["authenticated_ms"].as_f64() <= m["first_page_ms"].as_f64(), "{report}");
     assert!(m["rss_kib"].as_u64().unwrap() > 0, "{report}");
+    // Stopped gracefully and started again: the same first page.
+    assert_eq!(report["after_clean_stop"]["first_page_messages"], 200, "{report}");
 }
 
 #[test]

@@ -7,7 +7,7 @@ use roundtable::persist::{
     SessionRow, ShareRow, Store, StoreError, StoreOp, VoteRow, WorkspaceRow, EVENT_TAIL, HISTORY_TAIL,
 };
 use roundtable::protocol::{Admission, MintShareParams, Role, SessionStatus};
-use roundtable::store::{migrate, Admin, AdminError, SqliteStore};
+use roundtable::store::{migrate, Admin, AdminError, LastStop, SqliteStore};
 use roundtable::token;
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
@@ -1033,28 +1033,89 @@ fn a_database_deleted_or_replaced_while_in_use_fails_the_next_commit_instead_of_
     assert!(err.contains("was replaced"), "{err}");
 }
 
+/// A workspace, its session and 2 000 messages, as one tick: a file of a few hundred pages.
+fn two_thousand_messages() -> Vec<StoreOp> {
+    let mut ops = vec![StoreOp::PutWorkspace(workspace(1)), StoreOp::PutSession(session(1, 1))];
+    ops.extend((1..=2000).map(|n| StoreOp::PutMessage(message(n, 1, n))));
+    ops
+}
+
+/// Checkpoints the log into the main file at `path`, then scribbles over three pages in its
+/// middle (older messages: a host's start reads only each session's newest ones).
+fn damage_middle_pages(path: &Path) {
+    use std::io::{Seek, SeekFrom, Write};
+    drop(rusqlite::Connection::open(path).unwrap().execute_batch("PRAGMA wal_checkpoint(TRUNCATE);"));
+    let len = std::fs::metadata(path).unwrap().len();
+    let mut f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.seek(SeekFrom::Start(len / 2 / 4096 * 4096)).unwrap();
+    f.write_all(&vec![0xA5; 3 * 4096]).unwrap();
+}
+
 #[test]
 fn a_damaged_database_fails_its_integrity_check_with_a_clear_message() {
-    use std::io::{Seek, SeekFrom, Write};
     let dir = tempfile::tempdir().unwrap();
     let path = db_in(&dir);
     {
         let mut store = SqliteStore::open(&path).unwrap();
-        let mut ops = vec![StoreOp::PutWorkspace(workspace(1)), StoreOp::PutSession(session(1, 1))];
-        ops.extend((1..=2000).map(|n| StoreOp::PutMessage(message(n, 1, n))));
-        store.commit(&ops).unwrap();
+        store.commit(&two_thousand_messages()).unwrap();
         store.check_integrity().expect("a healthy database passes");
     }
-    // Checkpoint the WAL into the main file, then scribble over pages in its middle.
-    drop(rusqlite::Connection::open(&path).unwrap().execute_batch("PRAGMA wal_checkpoint(TRUNCATE);"));
-    let len = std::fs::metadata(&path).unwrap().len();
-    let mut f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
-    f.seek(SeekFrom::Start(len / 2 / 4096 * 4096)).unwrap();
-    f.write_all(&vec![0xA5; 3 * 4096]).unwrap();
-    drop(f);
+    damage_middle_pages(&path);
     let store = SqliteStore::open(&path).unwrap();
     let err = store.check_integrity().unwrap_err().to_string();
     assert!(err.contains("fails its integrity check"), "{err}");
+}
+
+/// A host's database holding [`two_thousand_messages`], stopped cleanly, then damaged.
+fn damaged_after_a_clean_stop(path: &Path) {
+    let (mut store, last) = SqliteStore::open_for_host(path).unwrap();
+    assert_eq!(last, LastStop::New);
+    store.commit(&two_thousand_messages()).unwrap();
+    store.stop_cleanly();
+    drop(store);
+    damage_middle_pages(path);
+}
+
+#[test]
+fn damage_found_in_the_background_after_a_clean_stop_refuses_every_commit_and_keeps_the_stop_unclean() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_in(&dir);
+    damaged_after_a_clean_stop(&path);
+    let (mut store, last) = SqliteStore::open_for_host(&path).unwrap();
+    assert_eq!(last, LastStop::Clean, "nothing made the host check the whole file before serving");
+    store.check_health().expect("healthy until the check finds the damage");
+
+    let found = store.integrity_checker().spawn().unwrap().join().unwrap_err();
+    let StoreError::Corrupt { detail, .. } = &found else { panic!("not Corrupt: {found}") };
+    assert!(detail.contains(&format!("{} fails its integrity check", path.display())), "{detail}");
+    assert!(detail.contains("roundtable serve --fresh"), "names the fix: {detail}");
+    // The running store writes nothing more into the damaged file, with that message.
+    let commit = store.commit(&[StoreOp::PutWorkspace(workspace(2))]).unwrap_err();
+    assert_eq!(commit.to_string(), found.to_string());
+    assert_eq!(store.check_health().unwrap_err().to_string(), found.to_string());
+    // Nor does it record a clean stop: the next start checks the whole file first.
+    store.stop_cleanly();
+    drop(store);
+    let (_store, last) = SqliteStore::open_for_host(&path).unwrap();
+    assert_eq!(last, LastStop::Unclean { recorded: true });
+}
+
+#[test]
+fn sqlite_finding_damage_in_a_read_makes_the_store_refuse_commits_naming_the_file_and_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_in(&dir);
+    damaged_after_a_clean_stop(&path);
+    let (mut store, _) = SqliteStore::open_for_host(&path).unwrap();
+    // Every older message: the damaged pages are among them.
+    let read = store.messages_before(&SessionId::nth(1), 2001, 5000).unwrap_err();
+    let StoreError::Corrupt { detail, .. } = &read else { panic!("not Corrupt: {read}") };
+    assert!(detail.contains(&format!("{} is damaged (database disk image is malformed)", path.display())), "{detail}");
+    assert!(detail.contains("roundtable serve --fresh"), "names the fix: {detail}");
+    let commit = store.commit(&[StoreOp::PutWorkspace(workspace(2))]).unwrap_err();
+    assert_eq!(commit.to_string(), read.to_string());
+    store.stop_cleanly();
+    drop(store);
+    assert_eq!(SqliteStore::open_for_host(&path).unwrap().1, LastStop::Unclean { recorded: true });
 }
 
 #[test]
@@ -1479,4 +1540,70 @@ async fn a_data_dir_that_held_a_host_but_lost_its_workspaces_and_shares_is_refus
 
     let (host, _events) = Host::start(options(true)).await.expect("--fresh starts over on purpose");
     host.shutdown().await;
+}
+
+/// What `host_state` says now, read without opening the database for a host (which would
+/// record one running): `Some(true)` after a clean stop.
+fn recorded_clean_stop(db: &Path) -> Option<bool> {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.query_row("SELECT stopped_cleanly FROM host_state WHERE id = 1", [], |r| r.get(0)).ok()
+}
+
+fn host_options(data: &Path) -> roundtable::app::host::HostOptions {
+    let mut o = roundtable::app::host::HostOptions::new(data.to_path_buf(), "127.0.0.1:0".parse().unwrap());
+    o.insecure = true;
+    o
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_stopped_gracefully_records_a_clean_stop_and_a_killed_one_does_not() {
+    use roundtable::app::host::Host;
+    let dir = tempfile::tempdir().unwrap();
+    let db = roundtable::app::paths::database(dir.path());
+    let (host, _events) = Host::start(host_options(dir.path())).await.expect("a first start");
+    host.shutdown().await;
+    assert_eq!(recorded_clean_stop(&db), Some(true));
+
+    let (mut host, _events) = Host::start(host_options(dir.path())).await.expect("a start after a clean stop");
+    host.take_integrity_check().expect("the check runs in the background").join().expect("a healthy file");
+    host.kill().await;
+    assert_eq!(recorded_clean_stop(&db), Some(false));
+    assert_eq!(SqliteStore::open_for_host(&db).unwrap().1, LastStop::Unclean { recorded: true });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_clean_stop_the_host_serves_at_once_and_damage_found_in_the_background_stops_its_writes() {
+    use roundtable::app::host::Host;
+    use roundtable::net::client::ClientEvent;
+    use roundtable::protocol::Event;
+    let dir = tempfile::tempdir().unwrap();
+    let db = roundtable::app::paths::database(dir.path());
+    damaged_after_a_clean_stop(&db);
+
+    // The damage is not looked for before serving: the start does not read the whole file.
+    let (mut host, mut events) =
+        Host::start(host_options(dir.path())).await.expect("a start after a clean stop does not check first");
+    let found = host.take_integrity_check().expect("checked in the background").join().unwrap_err().to_string();
+    assert!(found.contains(&format!("{} fails its integrity check", db.display())), "{found}");
+    // Within a tick the engine finds the store refusing and tells every connection.
+    let told = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(ev) = events.recv().await {
+            if let ClientEvent::Event { frame, .. } = ev {
+                if let Event::Storage(s) = frame.body {
+                    return Some(s);
+                }
+            }
+        }
+        None
+    })
+    .await
+    .expect("a storage event")
+    .expect("before the connection ended");
+    assert!(!told.available && told.message.contains("fails its integrity check"), "{told:?}");
+    host.shutdown().await;
+    assert_eq!(recorded_clean_stop(&db), Some(false));
+
+    // That stop was not clean, so the next start checks the whole file and refuses it.
+    let refused = format!("{:#}", Host::start(host_options(dir.path())).await.err().expect("refused"));
+    assert!(refused.contains(&format!("{} fails its integrity check", db.display())), "{refused}");
 }

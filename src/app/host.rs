@@ -168,6 +168,8 @@ pub struct Host {
     advertisement: Option<crate::net::discovery::Advertisement>,
     /// Held for the host's lifetime: one host per data directory.
     _lock: crate::app::lock::DataDirLock,
+    /// The database's integrity check running in the background (after a clean stop).
+    integrity: Option<crate::store::IntegrityCheck>,
 }
 
 impl Host {
@@ -195,8 +197,25 @@ impl Host {
                 db.display()
             );
         }
-        let store = crate::store::SqliteStore::open(&db).with_context(|| format!("cannot open {}", db.display()))?;
-        store.check_integrity()?;
+        let (store, last_stop) =
+            crate::store::SqliteStore::open_for_host(&db).with_context(|| format!("cannot open {}", db.display()))?;
+        // Reading every page takes time proportional to the file (seconds per GB from a cold
+        // disk): only when the last host may have left damage behind. After a clean stop the
+        // same check runs in the background once the host is up.
+        let background = match last_stop {
+            crate::store::LastStop::New => None,
+            crate::store::LastStop::Unclean { recorded } => {
+                let why = if recorded {
+                    "the last host did not stop cleanly"
+                } else {
+                    "no host has recorded a clean stop in this database yet (it was written by an older roundtable \
+                     or created by the CLI)"
+                };
+                check_before_serving(&store, &db, why)?;
+                None
+            }
+            crate::store::LastStop::Clean => Some(store.integrity_checker()),
+        };
         // A host writes serve.json only once it is ready, which is after it registered a
         // workspace, and workspaces and shares are never deleted: a database without either
         // beside serve.json lost its contents (its -wal deleted before a crash, say). Starting
@@ -222,7 +241,11 @@ impl Host {
             }
             None => Box::new(store),
         };
-        Self::start_locked(options, store, lock).await
+        let (mut host, events) = Self::start_locked(options, store, lock).await?;
+        if let Some(checker) = background {
+            host.integrity = Some(checker.spawn().context("cannot start the background integrity check")?);
+        }
+        Ok((host, events))
     }
 
     /// Like [`Host::start`] with a store of the caller's choice.
@@ -310,8 +333,15 @@ impl Host {
             engine,
             advertisement,
             _lock: lock,
+            integrity: None,
         };
         Ok((host, events))
+    }
+
+    /// The database's integrity check running in the background, when the last host stopped
+    /// cleanly (taken: a second call returns `None`). Tests join it; a host lets it finish.
+    pub fn take_integrity_check(&mut self) -> Option<crate::store::IntegrityCheck> {
+        self.integrity.take()
     }
 
     /// Where the host can be reached, for people (see [`listening_text`]).
@@ -390,6 +420,27 @@ impl Host {
         }
         self.engine.stop(true).await;
     }
+}
+
+/// The full integrity check before serving, when the last host did not stop cleanly (`why`): it
+/// reads every page, so people are told why the start waits, and for how big a file.
+fn check_before_serving(store: &crate::store::SqliteStore, db: &Path, why: &str) -> anyhow::Result<()> {
+    let bytes: u64 = ["", "-wal"]
+        .iter()
+        .filter_map(|suffix| std::fs::metadata(format!("{}{suffix}", db.display())).ok())
+        .map(|m| m.len())
+        .sum();
+    // A warning, so it shows at the default log level: the start waits for it.
+    tracing::warn!(
+        "{why}: checking the database {} ({} MB) before serving; this reads the whole file, so it takes time in \
+         proportion to its size (measured: about 14 s per GB from a cold disk, 1.5 s per GB cached)…",
+        db.display(),
+        bytes.div_ceil(1_000_000)
+    );
+    let started = Instant::now();
+    store.check_integrity()?;
+    tracing::warn!("database checked in {:.1} s", started.elapsed().as_secs_f64());
+    Ok(())
 }
 
 /// `HOST:PORT` for links: `--public-host` (with the bound port when it has none), else the bound
@@ -637,6 +688,8 @@ fn drive(mut engine: Engine, now_ms: impl Fn() -> u64, stop: &AtomicBool, kill: 
     }
     // The last tick sees the connections the server just closed and commits their state.
     engine.tick(now_ms());
+    // Only here, after that commit: a kill or a panic never records a clean stop.
+    engine.close_store_cleanly();
     info!("engine stopped");
 }
 

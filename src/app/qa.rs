@@ -150,6 +150,10 @@ pub struct BenchArgs {
     /// Plain `ws://` instead of TLS (idle, startup).
     #[arg(long)]
     pub insecure: bool,
+    /// Empty the page cache before each start of a host, for cold-disk figures (startup; root
+    /// only: writes /proc/sys/vm/drop_caches).
+    #[arg(long)]
+    pub drop_caches: bool,
     /// Print the result as one JSON object (idle, history, startup, wire, soak, mask, auth).
     #[arg(long)]
     pub json: bool,
@@ -316,6 +320,7 @@ pub fn run_bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
             super::bench_startup::run(
                 args.messages.unwrap_or(1_000_000),
                 !args.insecure,
+                args.drop_caches,
                 args.json,
                 &mut std::io::stdout().lock(),
             )?;

@@ -105,6 +105,23 @@ impl ServeChild {
     pub fn kill(self) {
         drop(self);
     }
+
+    /// SIGTERM, as a person stopping the host does: its graceful shutdown (the last tick, the
+    /// clean stop recorded in the database). Waits up to a minute for it to exit.
+    pub fn stop(mut self) -> anyhow::Result<std::process::ExitStatus> {
+        // SAFETY: kill(2) on our own child's pid, which we have not reaped yet.
+        unsafe { libc::kill(self.pid() as libc::pid_t, libc::SIGTERM) };
+        let asked = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            if asked.elapsed() > Duration::from_secs(60) {
+                anyhow::bail!("the host (pid {}) did not stop within a minute of SIGTERM", self.pid());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
 
 /// Makes the child receive SIGKILL when the thread that started it ends (this process dying

@@ -228,6 +228,12 @@ impl Engine {
             .unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Tells the store the host stops gracefully, after the last tick committed (the driver calls
+    /// it once, last; see [`Store::stop_cleanly`]).
+    pub fn close_store_cleanly(&mut self) {
+        self.world.resource_mut::<StoreRes>().get().stop_cleanly();
+    }
+
     /// Invariant violations seen so far (empty when healthy).
     pub fn violations(&self) -> Vec<String> {
         self.world.resource::<Violations>().0.clone()

@@ -364,6 +364,9 @@ pub trait Store: Send {
     fn check_health(&mut self) -> Result<(), StoreError> {
         Ok(())
     }
+    /// Records that the host stopped gracefully, after the engine's last commit (a crash, a
+    /// kill or a panic never gets here), so the next start can skip checking the whole file.
+    fn stop_cleanly(&mut self) {}
     /// If shares were changed by another process since the last call, returns all shares.
     fn shares_changed_externally(&mut self) -> Result<Option<Vec<ShareRow>>, StoreError> {
         Ok(None)

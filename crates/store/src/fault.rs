@@ -74,6 +74,10 @@ impl Store for FaultyStore {
         self.inner.check_health()
     }
 
+    fn stop_cleanly(&mut self) {
+        self.inner.stop_cleanly()
+    }
+
     fn shares_changed_externally(&mut self) -> Result<Option<Vec<ShareRow>>, StoreError> {
         self.inner.shares_changed_externally()
     }

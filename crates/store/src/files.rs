@@ -281,13 +281,25 @@ pub fn explain(db: &Path, error: &rusqlite::Error) -> String {
                 _ => format!("{}: {error}", db.display()),
             }
         }
-        Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => format!(
-            "{} is damaged ({error}): restore it from a backup, or move it (with its -wal and -shm files) away and \
-             start over with `roundtable serve --fresh`",
-            db.display()
-        ),
+        Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => damaged(db, &format!("is damaged ({error})")),
         _ => format!("{}: {error}", db.display()),
     }
+}
+
+/// Whether `error` is SQLite finding the file damaged (`SQLITE_CORRUPT`, `SQLITE_NOTADB`), at
+/// open, in a read, in a commit or in an integrity check.
+pub fn is_damage(error: &rusqlite::Error) -> bool {
+    use rusqlite::ErrorCode;
+    matches!(error.sqlite_error_code(), Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase))
+}
+
+/// "FILE {what}: restore it from a backup, or …": a damaged database named, with the fix.
+pub fn damaged(db: &Path, what: &str) -> String {
+    format!(
+        "{} {what}: restore it from a backup, or move it (with its -wal and -shm files) away and start over with \
+         `roundtable serve --fresh`",
+        db.display()
+    )
 }
 
 #[cfg(test)]

@@ -31,7 +31,7 @@ pub mod sqlite;
 pub mod workspace_files;
 
 pub use admin::{Admin, AdminError};
-pub use sqlite::SqliteStore;
+pub use sqlite::{IntegrityCheck, IntegrityChecker, LastStop, SqliteStore};
 pub use workspace_files::ConfinedFiles;
 
 use crate::persist::StoreError;

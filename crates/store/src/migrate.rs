@@ -22,6 +22,7 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0010_agent_memory", include_str!("../migrations/0010_agent_memory.sql")),
     ("0011_agent_settings", include_str!("../migrations/0011_agent_settings.sql")),
     ("0012_prune_events", include_str!("../migrations/0012_prune_events.sql")),
+    ("0013_host_state", include_str!("../migrations/0013_host_state.sql")),
 ];
 
 /// The schema version this binary writes.

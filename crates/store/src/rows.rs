@@ -624,3 +624,22 @@ pub(crate) fn audit_tail(conn: &Connection, limit: usize) -> Result<Vec<AuditRow
     })?;
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
+
+/// Whether the last host stopped cleanly (`host_state`); `None` when no host ever recorded it.
+pub(crate) fn stopped_cleanly(conn: &Connection) -> Result<Option<bool>, crate::Error> {
+    let clean: Option<bool> = conn
+        .query_row("SELECT stopped_cleanly FROM host_state WHERE id = 1", [], |r| r.get(0))
+        .map(Some)
+        .or_else(|e| if e == rusqlite::Error::QueryReturnedNoRows { Ok(None) } else { Err(e) })?;
+    Ok(clean)
+}
+
+/// Records whether the host stopped cleanly (`false`: a host is running).
+pub(crate) fn set_stopped_cleanly(conn: &Connection, clean: bool) -> Result<(), crate::Error> {
+    conn.execute(
+        "INSERT INTO host_state (id, stopped_cleanly) VALUES (1, ?1)
+         ON CONFLICT (id) DO UPDATE SET stopped_cleanly = excluded.stopped_cleanly",
+        [clean],
+    )?;
+    Ok(())
+}

@@ -13,6 +13,15 @@
 //! pages. Before every commit, and on every idle tick, it checks that the main file, the log
 //! and its index (`-shm`) are still the files it opened ([`super::files`]): a deleted or
 //! replaced one fails the commit, so nothing written after it is acknowledged.
+//!
+//! A host opens the store with [`SqliteStore::open_for_host`], which reads whether the last host
+//! stopped cleanly ([`LastStop`], the `host_state` row) and durably records that one is running;
+//! [`Store::stop_cleanly`] records the clean stop after the engine's last commit. Only after an
+//! unclean stop does the host read the whole file before serving ([`SqliteStore::check_integrity`]);
+//! otherwise the same check runs on its own read-only connection in the background
+//! ([`IntegrityChecker`]). SQLite finding damage — that check, or `SQLITE_CORRUPT` /
+//! `SQLITE_NOTADB` from any read or commit — makes the store refuse every later commit with
+//! [`StoreError::Corrupt`] naming the file and the fix, and it never records a clean stop after.
 
 use super::files::{self, Identities, Part};
 use super::{migrate, rows};
@@ -20,9 +29,10 @@ use crate::ids::{SessionId, VoteId};
 use crate::persist::{
     AuditRow, BallotRow, MessageRow, Restored, ShareRow, Store, StoreError, StoreOp, WorkspaceRow, HISTORY_TAIL,
 };
-use rusqlite::{Connection, TransactionBehavior};
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 /// How long a writer waits for another writer (the CLI, the host) before giving up.
@@ -40,15 +50,39 @@ pub const WAL_SIZE_LIMIT_BYTES: i64 = 4 << 20;
 /// How often an idle host checkpoints (at most).
 pub const IDLE_CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
+/// The `table` of a [`StoreError::Corrupt`] that is about the database file itself (SQLite found
+/// it damaged), not about one row's contents.
+pub const DAMAGED_FILE: &str = "database";
+
 /// A SQLite error on the database at `path` as a [`StoreError`] naming the file (and, for a
-/// read-only file, a full disk or a damaged file, what to do).
+/// read-only file, a full disk or a damaged file, what to do). SQLite finding the file damaged
+/// is [`StoreError::Corrupt`] (table [`DAMAGED_FILE`]), everything else [`StoreError::Db`].
 pub(crate) fn db_error(path: &Path, error: rusqlite::Error) -> StoreError {
+    if files::is_damage(&error) {
+        return StoreError::Corrupt { table: DAMAGED_FILE, detail: files::explain(path, &error) };
+    }
     StoreError::Db(files::explain(path, &error))
+}
+
+/// An error of this crate on the database at `path` in the store contract's terms: SQLite
+/// finding the file damaged becomes [`StoreError::Corrupt`] naming the file and the fix (see
+/// [`db_error`]); anything else converts as `?` would.
+fn sql_failure(path: &Path, error: crate::Error) -> StoreError {
+    match error {
+        crate::Error::Sql(e) if files::is_damage(&e) => db_error(path, e),
+        other => other.into(),
+    }
 }
 
 /// Opens (creating if needed) and migrates the database at `path`, with the connection settings
 /// every roundtable connection uses. Every error names the file.
 pub(crate) fn open_connection(path: &Path) -> Result<Connection, StoreError> {
+    open_migrated(path).map(|(conn, _)| conn)
+}
+
+/// [`open_connection`], also returning the schema version found before migrating (0: the
+/// database was just created).
+fn open_migrated(path: &Path) -> Result<(Connection, u32), StoreError> {
     let shown = path.display().to_string();
     let fail = |e| db_error(path, e);
     let mut conn = Connection::open(path).map_err(fail)?;
@@ -64,11 +98,30 @@ pub(crate) fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     // Read the schema version here, so a file that is not a database (or whose first page is
     // damaged) is refused naming the file, not by a bare "file is not a database" later.
     conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0)).map_err(fail)?;
-    migrate::migrate(&mut conn, &shown).map_err(StoreError::from).map_err(|e| match e {
+    let found = migrate::migrate(&mut conn, &shown).map_err(|e| sql_failure(path, e)).map_err(|e| match e {
         StoreError::Db(detail) if !detail.contains(&shown) => StoreError::Db(format!("{shown}: {detail}")),
         other => other,
     })?;
-    Ok(conn)
+    Ok((conn, found))
+}
+
+/// `PRAGMA quick_check(5)` on `conn`: an error naming the file, its first problems and the fix
+/// when the file is damaged. Reads every page once.
+fn quick_check(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    let check = || -> rusqlite::Result<Vec<String>> {
+        let mut stmt = conn.prepare("PRAGMA quick_check(5)")?;
+        let problems = stmt.query_map([], |r| r.get(0))?.collect();
+        problems
+    };
+    // A page too damaged for quick_check to even walk fails the query itself.
+    let problems = check().map_err(|e| db_error(path, e))?;
+    if problems.len() == 1 && problems[0] == "ok" {
+        return Ok(());
+    }
+    Err(StoreError::Corrupt {
+        table: DAMAGED_FILE,
+        detail: files::damaged(path, &format!("fails its integrity check ({})", problems.join("; "))),
+    })
 }
 
 /// Refuses a database this connection cannot write: SQLite opens a read-only (or immutable)
@@ -105,6 +158,19 @@ fn data_version(conn: &Connection) -> rusqlite::Result<i64> {
     conn.prepare_cached("PRAGMA data_version")?.query_row([], |r| r.get(0))
 }
 
+/// How the last host left the database, as [`SqliteStore::open_for_host`] found it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LastStop {
+    /// The database was created by this open: there is nothing to check.
+    New,
+    /// The last host recorded a clean stop after its last commit.
+    Clean,
+    /// Not stopped cleanly: a host was running and never recorded its stop (a crash, a kill, a
+    /// power cut, or it found the file damaged), or — `recorded: false` — no host ever recorded
+    /// anything here (a database written before roundtable recorded stops, or created by the CLI).
+    Unclean { recorded: bool },
+}
+
 /// The engine's store on a SQLite database.
 pub struct SqliteStore {
     conn: Connection,
@@ -113,6 +179,65 @@ pub struct SqliteStore {
     data_version: Option<i64>,
     /// The database's files as opened, to notice them being deleted or replaced while in use.
     file: Option<FileWatch>,
+    /// Set for good once SQLite found the file damaged (the background check, or a read or a
+    /// commit failing with `SQLITE_CORRUPT`): why, naming the file and the fix. Every later
+    /// commit fails with it, and no clean stop is recorded.
+    damage: Arc<OnceLock<String>>,
+    /// Opened by [`SqliteStore::open_for_host`]: records the host's stops in `host_state`.
+    records_stops: bool,
+    /// A clean stop was recorded (a commit after it records "running" again).
+    stopped_cleanly: bool,
+}
+
+/// The integrity check of a running host's database, ready to run in the background
+/// ([`SqliteStore::integrity_checker`]). Damage it finds reaches the store it came from.
+pub struct IntegrityChecker {
+    path: PathBuf,
+    damage: Arc<OnceLock<String>>,
+}
+
+/// A running background integrity check ([`IntegrityChecker::spawn`]).
+pub struct IntegrityCheck(std::thread::JoinHandle<Result<(), StoreError>>);
+
+impl IntegrityCheck {
+    /// Waits for the check: `Err(StoreError::Corrupt)` when it found the file damaged (the store
+    /// already refuses commits then), another error when it could not run.
+    pub fn join(self) -> Result<(), StoreError> {
+        self.0.join().unwrap_or_else(|_| Err(StoreError::Db("the background integrity check panicked".into())))
+    }
+}
+
+impl IntegrityChecker {
+    /// Runs `PRAGMA quick_check` on its own read-only connection on a new thread; the store
+    /// keeps serving meanwhile. Damage found is logged as an error naming the file and the fix,
+    /// and makes the store refuse every later commit.
+    pub fn spawn(self) -> std::io::Result<IntegrityCheck> {
+        let IntegrityChecker { path, damage } = self;
+        let thread = std::thread::Builder::new().name("integrity-check".into()).spawn(move || {
+            let started = Instant::now();
+            let outcome = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .and_then(|conn| conn.busy_timeout(BUSY_TIMEOUT).map(|()| conn))
+                .map_err(|e| db_error(&path, e))
+                .and_then(|conn| quick_check(&conn, &path));
+            match &outcome {
+                Ok(()) => tracing::info!(
+                    "background integrity check of {} passed ({:.1} s)",
+                    path.display(),
+                    started.elapsed().as_secs_f64()
+                ),
+                Err(StoreError::Corrupt { detail, .. }) => {
+                    let _ = damage.set(detail.clone());
+                    tracing::error!(
+                        "{detail}. The host stores nothing more (every change is refused as storage unavailable) \
+                         and the next start checks the whole file before serving"
+                    );
+                }
+                Err(e) => tracing::warn!("the background integrity check of {} could not run: {e}", path.display()),
+            }
+            outcome
+        })?;
+        Ok(IntegrityCheck(thread))
+    }
 }
 
 /// The database's files as opened, and the checkpoint schedule.
@@ -140,6 +265,35 @@ impl SqliteStore {
     /// immutable file, read-only directory), when the disk is full, or when it is damaged.
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
         let conn = open_connection(path)?;
+        Self::on_file(conn, path)
+    }
+
+    /// [`SqliteStore::open`] for a host: also reads how the last host stopped and durably
+    /// records (before returning) that a host is running, so that a crash, a kill or a power cut
+    /// from now on leaves [`LastStop::Unclean`] for the next start. [`Store::stop_cleanly`]
+    /// records the clean stop.
+    pub fn open_for_host(path: &Path) -> Result<(SqliteStore, LastStop), StoreError> {
+        let (conn, found) = open_migrated(path)?;
+        let mut store = Self::on_file(conn, path)?;
+        let tx = store.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|e| db_error(path, e))?;
+        let clean = rows::stopped_cleanly(&tx).map_err(|e| sql_failure(path, e))?;
+        // Already "running" after an unclean stop: nothing is written into a file not yet checked.
+        if clean != Some(false) {
+            rows::set_stopped_cleanly(&tx, false).map_err(|e| sql_failure(path, e))?;
+        }
+        tx.commit().map_err(|e| db_error(path, e))?;
+        store.records_stops = true;
+        let last = match clean {
+            _ if found == 0 => LastStop::New,
+            Some(true) => LastStop::Clean,
+            Some(false) => LastStop::Unclean { recorded: true },
+            None => LastStop::Unclean { recorded: false },
+        };
+        tracing::debug!(path = %path.display(), ?last, "recorded a running host");
+        Ok((store, last))
+    }
+
+    fn on_file(conn: Connection, path: &Path) -> Result<SqliteStore, StoreError> {
         check_writable(&conn, path)?;
         tracing::debug!(path = %path.display(), "opened database");
         let file = FileWatch {
@@ -150,7 +304,15 @@ impl SqliteStore {
             checkpointed_at: Instant::now(),
             checkpoint_failing: false,
         };
-        Ok(SqliteStore { conn, path: path.display().to_string(), data_version: None, file: Some(file) })
+        Ok(SqliteStore {
+            conn,
+            path: path.display().to_string(),
+            data_version: None,
+            file: Some(file),
+            damage: Default::default(),
+            records_stops: false,
+            stopped_cleanly: false,
+        })
     }
 
     /// A private in-memory database (tests, the simulator).
@@ -158,7 +320,15 @@ impl SqliteStore {
         let mut conn = Connection::open_in_memory().map_err(crate::db)?;
         conn.pragma_update(None, "foreign_keys", true).map_err(crate::db)?;
         migrate::migrate(&mut conn, ":memory:")?;
-        Ok(SqliteStore { conn, path: ":memory:".into(), data_version: None, file: None })
+        Ok(SqliteStore {
+            conn,
+            path: ":memory:".into(),
+            data_version: None,
+            file: None,
+            damage: Default::default(),
+            records_stops: false,
+            stopped_cleanly: false,
+        })
     }
 
     /// [`Store::check_health`] at `now`: the database's files are still the ones opened, and
@@ -167,6 +337,7 @@ impl SqliteStore {
     /// second of writes). A failing checkpoint (a full disk) is logged, not fatal: commits
     /// still go to the log, and fail by themselves if it cannot take them.
     pub fn check_health_at(&mut self, now: Instant) -> Result<(), StoreError> {
+        self.check_undamaged()?;
         self.check_files()?;
         let Some(watch) = self.file.as_mut() else { return Ok(()) };
         if now.saturating_duration_since(watch.checkpointed_at) >= IDLE_CHECKPOINT_EVERY {
@@ -185,6 +356,36 @@ impl SqliteStore {
             }
         }
         Ok(())
+    }
+
+    /// [`StoreError::Corrupt`] once SQLite found the file damaged.
+    fn check_undamaged(&self) -> Result<(), StoreError> {
+        match self.damage.get() {
+            Some(detail) => Err(StoreError::Corrupt { table: DAMAGED_FILE, detail: detail.clone() }),
+            None => Ok(()),
+        }
+    }
+
+    /// `e`, remembering for good when it says SQLite found the file damaged (see
+    /// [`SqliteStore::check_undamaged`]).
+    fn noting_damage(&self, e: StoreError) -> StoreError {
+        if let StoreError::Corrupt { table: DAMAGED_FILE, detail } = &e {
+            if self.damage.set(detail.clone()).is_ok() {
+                tracing::error!("{detail}. The host stores nothing more and the next start checks the whole file");
+            }
+        }
+        e
+    }
+
+    /// A failed read in the store contract's terms, damage named and remembered.
+    fn read_failed(&self, e: crate::Error) -> StoreError {
+        self.noting_damage(sql_failure(Path::new(&self.path), e))
+    }
+
+    /// The integrity check of this database, to run in the background while the host serves
+    /// ([`IntegrityChecker::spawn`]); damage it finds makes this store refuse every commit.
+    pub fn integrity_checker(&self) -> IntegrityChecker {
+        IntegrityChecker { path: PathBuf::from(&self.path), damage: self.damage.clone() }
     }
 
     /// An error when one of the database's files is no longer the one opened (three `stat`s).
@@ -233,24 +434,7 @@ impl SqliteStore {
     /// corrupt page would otherwise start fine and then fail every write). Reads every page
     /// once, so it takes time proportional to the file (see docs/PERFORMANCE.md).
     pub fn check_integrity(&self) -> Result<(), StoreError> {
-        let check = || -> rusqlite::Result<Vec<String>> {
-            let mut stmt = self.conn.prepare("PRAGMA quick_check(5)")?;
-            let problems = stmt.query_map([], |r| r.get(0))?.collect();
-            problems
-        };
-        // A page too damaged for quick_check to even walk fails the query itself.
-        let problems = check().map_err(|e| db_error(Path::new(&self.path), e))?;
-        if problems.len() == 1 && problems[0] == "ok" {
-            return Ok(());
-        }
-        Err(StoreError::Corrupt {
-            table: "database",
-            detail: format!(
-                "{} fails its integrity check ({}); restore a backup or move it away and start with --fresh",
-                self.path,
-                problems.join("; ")
-            ),
-        })
+        quick_check(&self.conn, Path::new(&self.path)).map_err(|e| self.noting_damage(e))
     }
 
     /// Bytes of the database's free pages (`PRAGMA freelist_count` × `page_size`): space that
@@ -263,14 +447,17 @@ impl SqliteStore {
 
     /// All shares, ordered by id.
     pub fn shares(&self) -> Result<Vec<ShareRow>, StoreError> {
-        rows::shares(&self.conn).map_err(Into::into)
+        rows::shares(&self.conn).map_err(|e| self.read_failed(e))
     }
 
     /// Whether the database has no workspace and no share: what a data dir whose database was
     /// lost looks like (a host registers a workspace before it is ready, and neither is ever
     /// deleted).
     pub fn holds_no_workspace_or_share(&self) -> Result<bool, StoreError> {
-        Ok(rows::workspaces(&self.conn)?.is_empty() && rows::shares(&self.conn)?.is_empty())
+        let empty = || -> Result<bool, crate::Error> {
+            Ok(rows::workspaces(&self.conn)?.is_empty() && rows::shares(&self.conn)?.is_empty())
+        };
+        empty().map_err(|e| self.read_failed(e))
     }
 
     /// `e` with the database's path in it, so a damaged file is named.
@@ -286,9 +473,9 @@ impl SqliteStore {
         }
     }
 
-    fn load_snapshot(&mut self) -> Result<Restored, StoreError> {
+    fn load_snapshot(&mut self) -> Result<Restored, crate::Error> {
         // One read transaction: a consistent snapshot even if the CLI writes meanwhile.
-        let tx = self.conn.transaction().map_err(crate::db)?;
+        let tx = self.conn.transaction()?;
         let restored = Restored {
             workspaces: rows::workspaces(&tx)?,
             sessions: rows::sessions(&tx)?,
@@ -303,8 +490,47 @@ impl SqliteStore {
             settings: rows::settings(&tx)?,
         };
         let (messages, older) = rows::message_tails(&tx, HISTORY_TAIL)?;
-        tx.commit().map_err(crate::db)?;
+        tx.commit()?;
         Ok(Restored { messages, older_messages: older, ..restored })
+    }
+}
+
+impl SqliteStore {
+    /// One tick's ops in one transaction (see [`Store::commit`]).
+    fn commit_tick(&mut self, ops: &[StoreOp]) -> Result<(), StoreError> {
+        // Before: never write into a file nobody will read.
+        self.check_files()?;
+        let db = self.file.as_ref().map_or_else(|| PathBuf::from(&self.path), |w| w.db.clone());
+        // IMMEDIATE takes the write lock up front, so a concurrent CLI write makes us wait
+        // (busy_timeout) rather than fail half-way. Dropping `tx` on error rolls everything back.
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|e| db_error(&db, e))?;
+        if self.stopped_cleanly {
+            // Written after the clean stop was recorded: a host is running again.
+            rows::set_stopped_cleanly(&tx, false).map_err(|e| sql_failure(&db, e))?;
+        }
+        for op in ops {
+            apply(&tx, op).map_err(|e| sql_failure(&db, e)).map_err(|e| match e {
+                StoreError::Db(detail) => StoreError::Db(format!("{} failed: {detail}", describe(op))),
+                other => other,
+            })?;
+        }
+        // The event log keeps only each session's replay tail (all that is ever read): one range
+        // delete per session that got events, in the same transaction as the events.
+        for (session, latest) in latest_events(ops) {
+            rows::prune_events(&tx, session, latest).map_err(|e| sql_failure(&db, e)).map_err(|e| match e {
+                StoreError::Db(detail) => StoreError::Db(format!("pruning the events of {session} failed: {detail}")),
+                other => other,
+            })?;
+        }
+        // Deferred foreign keys are checked here: a batch leaving a dangling reference fails whole.
+        tx.commit().map_err(|e| match db_error(&db, e) {
+            StoreError::Db(detail) => StoreError::Db(format!("committing {} ops failed: {detail}", ops.len())),
+            other => other,
+        })?;
+        self.stopped_cleanly = false;
+        // After: a file lost during the commit fails it too, so it is not acknowledged (what it
+        // wrote is copied into the main file when that is safe, see `rescue`).
+        self.check_files()
     }
 }
 
@@ -413,36 +639,39 @@ impl Store for SqliteStore {
         if ops.is_empty() {
             return Ok(());
         }
-        // Before: never write into a file nobody will read.
-        self.check_files()?;
-        let db = self.file.as_ref().map_or_else(|| PathBuf::from(&self.path), |w| w.db.clone());
-        // IMMEDIATE takes the write lock up front, so a concurrent CLI write makes us wait
-        // (busy_timeout) rather than fail half-way. Dropping `tx` on error rolls everything back.
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|e| db_error(&db, e))?;
-        for op in ops {
-            apply(&tx, op).map_err(StoreError::from).map_err(|e| match e {
-                StoreError::Db(detail) => StoreError::Db(format!("{} failed: {detail}", describe(op))),
-                other => other,
-            })?;
+        // Never write into a file found damaged: it would only get worse.
+        self.check_undamaged()?;
+        let outcome = self.commit_tick(ops);
+        outcome.map_err(|e| self.noting_damage(e))
+    }
+
+    fn stop_cleanly(&mut self) {
+        if !self.records_stops {
+            return;
         }
-        // The event log keeps only each session's replay tail (all that is ever read): one range
-        // delete per session that got events, in the same transaction as the events.
-        for (session, latest) in latest_events(ops) {
-            rows::prune_events(&tx, session, latest).map_err(StoreError::from).map_err(|e| match e {
-                StoreError::Db(detail) => StoreError::Db(format!("pruning the events of {session} failed: {detail}")),
-                other => other,
-            })?;
+        if let Some(detail) = self.damage.get() {
+            tracing::warn!("no clean stop recorded ({detail}): the next start checks the whole file");
+            return;
         }
-        // Deferred foreign keys are checked here: a batch leaving a dangling reference fails whole.
-        tx.commit()
-            .map_err(|e| StoreError::Db(format!("committing {} ops failed: {}", ops.len(), files::explain(&db, &e))))?;
-        // After: a file lost during the commit fails it too, so it is not acknowledged (what it
-        // wrote is copied into the main file when that is safe, see `rescue`).
-        self.check_files()
+        if let Err(e) = self.check_files() {
+            tracing::warn!("no clean stop recorded: {e}");
+            return;
+        }
+        match rows::set_stopped_cleanly(&self.conn, true) {
+            Ok(()) => {
+                self.stopped_cleanly = true;
+                tracing::debug!(path = %self.path, "recorded a clean stop");
+            }
+            Err(e) => tracing::warn!(
+                "recording the clean stop in {} failed ({}): the next start checks the whole file",
+                self.path,
+                self.read_failed(e)
+            ),
+        }
     }
 
     fn load(&mut self) -> Result<Restored, StoreError> {
-        self.load_snapshot().map_err(|e| self.named(e))
+        self.load_snapshot().map_err(|e| self.read_failed(e)).map_err(|e| self.named(e))
     }
 
     fn messages_before(
@@ -451,7 +680,7 @@ impl Store for SqliteStore {
         before_seq: u64,
         limit: usize,
     ) -> Result<(Vec<MessageRow>, bool), StoreError> {
-        rows::messages_before(&self.conn, session, before_seq, limit).map_err(Into::into)
+        rows::messages_before(&self.conn, session, before_seq, limit).map_err(|e| self.read_failed(e))
     }
 
     fn message_by_client_id(
@@ -460,23 +689,24 @@ impl Store for SqliteStore {
         author_id: &str,
         client_msg_id: &str,
     ) -> Result<Option<MessageRow>, StoreError> {
-        rows::message_by_client_id(&self.conn, session, author_id, client_msg_id).map_err(Into::into)
+        rows::message_by_client_id(&self.conn, session, author_id, client_msg_id).map_err(|e| self.read_failed(e))
     }
 
     fn audit_log(&mut self) -> Result<Vec<AuditRow>, StoreError> {
-        rows::audit_tail(&self.conn, usize::MAX).map_err(Into::into)
+        rows::audit_tail(&self.conn, usize::MAX).map_err(|e| self.read_failed(e))
     }
 
     fn audit_tail(&mut self, limit: usize) -> Result<Vec<AuditRow>, StoreError> {
-        rows::audit_tail(&self.conn, limit).map_err(Into::into)
+        rows::audit_tail(&self.conn, limit).map_err(|e| self.read_failed(e))
     }
 
     fn ballots_of(&mut self, vote: &VoteId) -> Result<Vec<BallotRow>, StoreError> {
-        Ok(rows::ballots(&self.conn)?.into_iter().filter(|b| &b.vote == vote).collect())
+        let ballots = rows::ballots(&self.conn).map_err(|e| self.read_failed(e))?;
+        Ok(ballots.into_iter().filter(|b| &b.vote == vote).collect())
     }
 
     fn workspaces(&mut self) -> Result<Vec<WorkspaceRow>, StoreError> {
-        rows::workspaces(&self.conn).map_err(Into::into)
+        rows::workspaces(&self.conn).map_err(|e| self.read_failed(e))
     }
 
     /// `PRAGMA data_version` changes only when *another* connection commits (the CLI), never for
@@ -486,7 +716,7 @@ impl Store for SqliteStore {
         match self.data_version.replace(now) {
             Some(before) if before != now => {
                 tracing::debug!("database changed by another process; reloading shares");
-                Ok(Some(rows::shares(&self.conn)?))
+                Ok(Some(rows::shares(&self.conn).map_err(|e| self.read_failed(e))?))
             }
             _ => Ok(None),
         }
@@ -506,6 +736,96 @@ mod tests {
             dir: format!("/tmp/ws{n}"),
             agent: AgentSpec::demo(),
         })
+    }
+
+    #[test]
+    fn a_new_database_needs_no_check_and_a_clean_stop_is_read_back_as_clean() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("roundtable.db");
+        let (mut store, last) = SqliteStore::open_for_host(&path).unwrap();
+        assert_eq!(last, LastStop::New);
+        store.commit(&[workspace(1)]).unwrap();
+        store.stop_cleanly();
+        drop(store);
+        let (store, last) = SqliteStore::open_for_host(&path).unwrap();
+        assert_eq!(last, LastStop::Clean);
+        drop(store);
+    }
+
+    #[test]
+    fn a_host_store_dropped_without_a_clean_stop_leaves_the_database_unclean() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("roundtable.db");
+        let (mut store, _) = SqliteStore::open_for_host(&path).unwrap();
+        store.commit(&[workspace(1)]).unwrap();
+        store.stop_cleanly();
+        drop(store);
+        // A crash: the host that opened it next never records its stop.
+        let (mut store, last) = SqliteStore::open_for_host(&path).unwrap();
+        assert_eq!(last, LastStop::Clean);
+        store.commit(&[workspace(2)]).unwrap();
+        drop(store);
+        assert_eq!(SqliteStore::open_for_host(&path).unwrap().1, LastStop::Unclean { recorded: true });
+        // Nor does the next start's own crash right after opening make it clean again.
+        assert_eq!(SqliteStore::open_for_host(&path).unwrap().1, LastStop::Unclean { recorded: true });
+    }
+
+    #[test]
+    fn a_commit_after_the_clean_stop_records_a_running_host_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("roundtable.db");
+        let (mut store, _) = SqliteStore::open_for_host(&path).unwrap();
+        store.stop_cleanly();
+        store.commit(&[workspace(1)]).unwrap();
+        drop(store);
+        assert_eq!(SqliteStore::open_for_host(&path).unwrap().1, LastStop::Unclean { recorded: true });
+    }
+
+    #[test]
+    fn a_database_written_before_stops_were_recorded_counts_as_unclean() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("roundtable.db");
+        let mut store = SqliteStore::open(&path).unwrap();
+        store.commit(&[workspace(1)]).unwrap();
+        drop(store);
+        // As a roundtable before migration 0013 left it.
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch("DROP TABLE host_state; PRAGMA user_version = 12;").unwrap();
+        drop(conn);
+        let (store, last) = SqliteStore::open_for_host(&path).unwrap();
+        assert_eq!(last, LastStop::Unclean { recorded: false });
+        assert_eq!(store.schema_version().unwrap(), migrate::LATEST);
+    }
+
+    #[test]
+    fn only_a_host_store_records_stops_so_the_cli_writing_beside_leaves_the_marker_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("roundtable.db");
+        let (mut store, _) = SqliteStore::open_for_host(&path).unwrap();
+        store.stop_cleanly();
+        drop(store);
+        let mut cli = SqliteStore::open(&path).unwrap();
+        cli.commit(&[workspace(1)]).unwrap();
+        cli.stop_cleanly();
+        drop(cli);
+        assert_eq!(SqliteStore::open_for_host(&path).unwrap().1, LastStop::Clean);
+    }
+
+    #[test]
+    fn sqlite_finding_damage_is_corrupt_naming_the_file_and_the_fix() {
+        let path = Path::new("/data/roundtable.db");
+        let malformed = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
+            Some("database disk image is malformed".into()),
+        );
+        let StoreError::Corrupt { table, detail } = sql_failure(path, crate::Error::Sql(malformed)) else {
+            panic!("not Corrupt")
+        };
+        assert_eq!(table, DAMAGED_FILE);
+        assert!(detail.contains("/data/roundtable.db is damaged (database disk image is malformed)"), "{detail}");
+        assert!(detail.contains("roundtable serve --fresh"), "{detail}");
+        let busy = rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY), None);
+        assert!(matches!(db_error(path, busy), StoreError::Db(_)));
     }
 
     #[test]
