@@ -92,6 +92,16 @@ fn bench_idle_reports_json_for_a_real_host() {
 }
 
 #[test]
+fn bench_idle_join_authenticates_and_joins_every_connection_at_three_head_counts() {
+    let out = roundtable(&["bench", "idle", "--join", "--connections", "60", "--insecure", "--json"]);
+    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_str(String::from_utf8(out.stdout).unwrap().trim()).unwrap();
+    let counts: Vec<u64> =
+        report["joined"].as_array().unwrap().iter().map(|r| r["connections"].as_u64().unwrap()).collect();
+    assert_eq!(counts, vec![6, 30, 60], "{report}");
+}
+
+#[test]
 fn insecure_is_refused_where_it_means_nothing() {
     let out = roundtable(&["bench", "fanout", "--insecure"]);
     assert!(!out.status.success());

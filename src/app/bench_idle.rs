@@ -6,6 +6,12 @@
 //! reads the child's `VmRSS` from `/proc` before and after: (after − before) / N is the cost of
 //! one idle connection. The connections do not authenticate, so they must all be open within
 //! the host's authentication timeout (10 s); the bench says so if they were not. Linux only.
+//!
+//! With `--join`, every connection authenticates through a share and joins session `s1` (a
+//! stored session of 200 messages, so each join gets a full snapshot), keeps reading what the
+//! host sends (as a real client does: everyone else's joins), and the measurement is repeated
+//! at three head-counts (a tenth, half and all of `--connections`, each on a fresh host): a
+//! joined connection should cost the same whatever the session's head-count.
 
 use crate::app::serve_child::{free_port, scratch_dir, ServeChild};
 use crate::net::client::connect_ws;
@@ -37,6 +43,107 @@ pub(crate) fn rss_kib(pid: u32) -> anyhow::Result<u64> {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .ok_or_else(|| anyhow::anyhow!("no VmRSS line in /proc/{pid}/status"))
+}
+
+/// What `bench idle --join` measured: one report per head-count.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct JoinedReport {
+    pub joined: Vec<IdleReport>,
+}
+
+/// `bench idle --join`: joined connections at three head-counts.
+pub fn run_joined(connections: usize, insecure: bool, json: bool, out: &mut dyn Write) -> anyhow::Result<JoinedReport> {
+    let mut counts = vec![(connections / 10).max(1), (connections / 2).max(1), connections.max(1)];
+    counts.dedup();
+    let mut joined = Vec::new();
+    for n in counts {
+        joined.push(measure_joined(n, insecure)?);
+        let r = joined.last().expect("pushed");
+        if !json {
+            writeln!(
+                out,
+                "joined {n} connections ({}): host RSS {} KiB → {} KiB, {:.1} KiB per joined connection (joined in {:.1} s)",
+                if insecure { "ws" } else { "TLS" },
+                r.rss_before_kib,
+                r.rss_after_kib,
+                r.kib_per_connection,
+                r.open_seconds
+            )?;
+        }
+    }
+    let report = JoinedReport { joined };
+    if json {
+        writeln!(out, "{}", serde_json::to_string(&report)?)?;
+    }
+    Ok(report)
+}
+
+/// One host with `connections` remotes authenticated and joined to `s1`, reading what it sends.
+fn measure_joined(connections: usize, insecure: bool) -> anyhow::Result<IdleReport> {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let dir = scratch_dir("idle-joined")?;
+    let db = crate::app::paths::database(dir.path());
+    crate::scenario::bench::build_sessions_db(&db, &[crate::protocol::HISTORY_PAGE_MESSAGES], 0, &mut |_| {})?;
+    // A share holds at most 64 connections: one share per 50.
+    let params = crate::protocol::MintShareParams::team("bench", vec![crate::ids::WorkspaceId::nth(1)]);
+    let mut admin = crate::store::Admin::open(&db)?;
+    let tokens: Vec<String> = (0..connections.div_ceil(50))
+        .map(|_| admin.mint_share(&params, 0).map(|(_, t)| t))
+        .collect::<Result<_, _>>()?;
+    drop(admin);
+    let fingerprint = if insecure { None } else { Some(tls::load_or_create(dir.path())?.fingerprint) };
+    let port = free_port()?;
+    let extra: &[&str] = if insecure { &["--insecure"] } else { &[] };
+    let host = ServeChild::start(dir.path(), &dir.path().join("serve.log"), port, extra)?;
+    let pid = host.pid();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().worker_threads(2).build()?;
+    let link = Link::new("127.0.0.1", port, "", fingerprint);
+    std::thread::sleep(Duration::from_millis(300));
+    let before = rss_kib(pid)?;
+    let opening = Instant::now();
+    let readers = runtime.block_on(async {
+        let mut readers = Vec::with_capacity(connections);
+        for i in 0..connections {
+            let mut ws = connect_ws(&link).await.map_err(|e| anyhow::anyhow!("connection {} failed: {e}", i + 1))?;
+            let auth = serde_json::json!({"id": 1, "method": "authenticate",
+                "params": {"token": tokens[i / 50], "display_name": format!("Idle {i}")}});
+            ws.send(Message::text(auth.to_string())).await?;
+            let join = serde_json::json!({"id": 2, "method": "join_session", "params": {"session_id": "s1"}});
+            ws.send(Message::text(join.to_string())).await?;
+            // Until the snapshot: then this one is in, and reads on in the background.
+            loop {
+                match ws.next().await {
+                    Some(Ok(Message::Text(t))) if t.as_str().contains("\"event\":\"snapshot\"") => break,
+                    Some(Ok(Message::Text(t))) if t.as_str().contains("\"error\"") => {
+                        anyhow::bail!("connection {} was refused: {}", i + 1, t.as_str())
+                    }
+                    Some(Ok(_)) => {}
+                    other => anyhow::bail!("connection {} ended before its snapshot: {other:?}", i + 1),
+                }
+            }
+            readers.push(tokio::spawn(async move { while let Some(Ok(_)) = ws.next().await {} }));
+        }
+        anyhow::Ok(readers)
+    })?;
+    let open_seconds = opening.elapsed().as_secs_f64();
+    // Everyone's joins have reached everyone.
+    std::thread::sleep(Duration::from_millis(1500));
+    let after = rss_kib(pid)?;
+    drop(host);
+    runtime.block_on(async {
+        for r in readers {
+            r.abort();
+        }
+    });
+    Ok(IdleReport {
+        connections,
+        tls: !insecure,
+        rss_before_kib: before,
+        rss_after_kib: after,
+        kib_per_connection: after.saturating_sub(before) as f64 / connections as f64,
+        open_seconds,
+    })
 }
 
 /// Runs the bench, writing progress and the result to `out` (JSON when `json`).

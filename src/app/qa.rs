@@ -144,6 +144,9 @@ pub struct BenchArgs {
     /// Connections to open (idle).
     #[arg(long, default_value_t = 1000)]
     pub connections: usize,
+    /// Authenticate every connection and join it to a session, at three head-counts (idle).
+    #[arg(long)]
+    pub join: bool,
     /// Participants stored (auth).
     #[arg(long, value_name = "N", default_value_t = 100_000)]
     pub participants: usize,
@@ -164,7 +167,8 @@ pub struct BenchArgs {
 pub enum BenchArg {
     /// Ticks per second with N clients in one session, against one client.
     Fanout,
-    /// Resident memory of a real `serve` per idle WebSocket connection (`--connections N`).
+    /// Resident memory of a real `serve` per idle WebSocket connection (`--connections N`;
+    /// `--join`: authenticated and joined to a session, at three head-counts).
     Idle,
     /// Engine start, first screen and paging of a long session (`--messages N`), against a
     /// one-page session in the same engine.
@@ -258,6 +262,9 @@ pub fn run_simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
 /// `roundtable bench`.
 pub fn run_bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     match args.kind {
+        BenchArg::Idle if args.join => {
+            super::bench_idle::run_joined(args.connections, args.insecure, args.json, &mut std::io::stdout().lock())?;
+        }
         BenchArg::Idle => {
             super::bench_idle::run(args.connections, args.insecure, args.json, &mut std::io::stdout().lock())?;
         }

@@ -78,7 +78,10 @@ pub struct ServerOptions {
     pub send_buffer_bytes: Option<u32>,
     /// Bytes tungstenite gathers before writing to the socket (its `write_buffer_size`).
     /// Frames are flushed whenever the queue runs empty anyway; tests set 0 so a slow
-    /// consumer's backlog shows up in the bounded queue instead of this buffer.
+    /// consumer's backlog shows up in the bounded queue instead of this buffer. tungstenite's
+    /// buffer keeps the largest size it ever reached, so it is small, and larger messages go out
+    /// in fragments of [`FRAGMENT_BYTES`] (a joined connection stays as cheap as an idle one
+    /// after its join result and snapshot).
     pub write_buffer_bytes: usize,
     /// Bytes tungstenite reads from the socket at a time (its `read_buffer_size`), allocated
     /// for every connection up front: small, so idle connections stay cheap (tungstenite's
@@ -98,7 +101,7 @@ impl Default for ServerOptions {
             queue_bytes: 1024 * 1024,
             handshake_timeout: Duration::from_secs(10),
             send_buffer_bytes: None,
-            write_buffer_bytes: 128 * 1024,
+            write_buffer_bytes: 16 * 1024,
             read_buffer_bytes: 4 * 1024,
             keepalive: Default::default(),
         }
@@ -312,6 +315,35 @@ pub fn ws_text(frame: &Frame) -> Message {
     let bytes = bytes::Bytes::from_owner(FrameBytes(frame.clone()));
     // SAFETY: the bytes are exactly those of a `str`, so they are valid UTF-8.
     Message::Text(unsafe { tokio_tungstenite::tungstenite::Utf8Bytes::from_bytes_unchecked(bytes) })
+}
+
+/// Messages longer than this go out as a fragmented WebSocket message (RFC 6455 §5.4: a text
+/// frame without FIN, continuation frames, the last with FIN), cut at character boundaries;
+/// clients get the whole message as usual. tungstenite's write buffer then never grows past
+/// about `write_buffer_bytes` plus one fragment, and keeps no capacity of a large snapshot.
+pub const FRAGMENT_BYTES: usize = 16 * 1024;
+
+/// The WebSocket frames for one engine frame: one text message, or its fragments.
+pub fn ws_messages(frame: &Frame) -> Vec<Message> {
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame as WsFrame;
+    let text: &str = frame;
+    if text.len() <= FRAGMENT_BYTES {
+        return vec![ws_text(frame)];
+    }
+    let bytes = bytes::Bytes::from_owner(FrameBytes(frame.clone()));
+    let mut messages = Vec::with_capacity(text.len() / FRAGMENT_BYTES + 1);
+    let mut start = 0;
+    while start < text.len() {
+        let mut end = (start + FRAGMENT_BYTES).min(text.len());
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        let opcode = if start == 0 { OpCode::Data(Data::Text) } else { OpCode::Data(Data::Continue) };
+        messages.push(Message::Frame(WsFrame::message(bytes.slice(start..end), opcode, end == text.len())));
+        start = end;
+    }
+    messages
 }
 
 /// The engine's handle on one WebSocket connection. Never blocks.
@@ -560,8 +592,22 @@ async fn write_out<W>(
 where
     W: futures_util::Sink<Message, Error = WsError> + Unpin,
 {
+    // The rest of a fragmented message (pings may go between its fragments).
+    let mut fragments = std::collections::VecDeque::new();
     loop {
         std::future::poll_fn(|cx| write.poll_ready_unpin(cx)).await?;
+        if !fragments.is_empty() {
+            // Pings first here too (a control frame may go between fragments).
+            let message = match futures_util::FutureExt::now_or_never(ping.notified()) {
+                Some(()) => Message::Ping(Default::default()),
+                None => fragments.pop_front().expect("not empty"),
+            };
+            write.start_send_unpin(message)?;
+            if rx.is_empty() && fragments.is_empty() {
+                write.flush().await?;
+            }
+            continue;
+        }
         let message = tokio::select! {
             biased;
             // Pings first: a client busy taking a long stream must still be asked for pongs.
@@ -569,7 +615,8 @@ where
             out = rx.recv() => match out {
                 Some(Out::Frame(frame)) => {
                     queued.release(&frame);
-                    ws_text(&frame)
+                    fragments.extend(ws_messages(&frame));
+                    fragments.pop_front().expect("a frame makes at least one message")
                 }
                 Some(Out::Close(reason)) => {
                     write.send(close_message(CloseCode::Policy, &reason)).await?;
@@ -580,7 +627,7 @@ where
         };
         write.start_send_unpin(message)?;
         // Batch: flush only when nothing else is waiting.
-        if rx.is_empty() {
+        if rx.is_empty() && fragments.is_empty() {
             write.flush().await?;
         }
     }
@@ -759,6 +806,29 @@ mod tests {
             assert_eq!(t.as_str(), &*frame);
             assert_eq!(t.as_str().as_ptr(), frame.as_ptr(), "no copy per recipient");
         }
+    }
+
+    #[test]
+    fn a_large_frame_goes_out_in_fragments_cut_at_characters_that_rebuild_it() {
+        use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+        let text = format!("{{\"text\":\"{}\"}}", "aé漢🎉".repeat(30_000));
+        let frame: Frame = Arc::from(text.as_str());
+        let messages = ws_messages(&frame);
+        assert!(messages.len() > text.len() / FRAGMENT_BYTES, "{} fragments", messages.len());
+        let mut rebuilt = Vec::new();
+        for (i, m) in messages.iter().enumerate() {
+            let Message::Frame(f) = m else { panic!("fragment {i} is a frame") };
+            let opcode = if i == 0 { OpCode::Data(Data::Text) } else { OpCode::Data(Data::Continue) };
+            assert_eq!(f.header().opcode, opcode, "fragment {i}");
+            assert_eq!(f.header().is_final, i == messages.len() - 1, "fragment {i}");
+            assert!(f.payload().len() <= FRAGMENT_BYTES);
+            assert!(std::str::from_utf8(f.payload()).is_ok(), "fragment {i} is cut at a character boundary");
+            assert_eq!(f.payload().as_ptr(), frame[rebuilt.len()..].as_ptr(), "fragment {i} is not a copy");
+            rebuilt.extend_from_slice(f.payload());
+        }
+        assert_eq!(rebuilt, text.as_bytes());
+        // A small frame stays one text message.
+        assert!(matches!(&ws_messages(&Arc::from("{}"))[..], [Message::Text(_)]));
     }
 
     #[test]

@@ -124,6 +124,8 @@ pub struct Outbox {
 impl Outbox {
     /// Most frames queued for one connection before it must resync.
     pub const CAPACITY: usize = 256;
+    /// Capacity an emptied queue keeps.
+    const KEPT_CAPACITY: usize = 8;
     /// Default for `EngineConfig::outbox_max_bytes`: most bytes of session events and deltas
     /// queued for one connection before it must resync. Responses may take it up to twice this;
     /// beyond, the connection is closed (`too_slow`).
@@ -148,6 +150,11 @@ impl Outbox {
     pub fn pop_front(&mut self) -> Option<OutFrame> {
         let out = self.queue.pop_front()?;
         self.bytes -= out.bytes();
+        // A burst (a join's replay, a slow reader catching up) must not leave its capacity
+        // behind in every connection that once had one.
+        if self.queue.is_empty() && self.queue.capacity() > Self::KEPT_CAPACITY {
+            self.queue.shrink_to(Self::KEPT_CAPACITY);
+        }
         Some(out)
     }
 

@@ -8,7 +8,7 @@ use crate::protocol::{ErrorCode, Event, EventFrame, Role};
 use crate::systems::resources::PersistBatch;
 use bevy_ecs::prelude::Query;
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 /// Stages `{"id": id, "result": result}` for `conn`.
 pub fn reply_ok(staged: &mut Staged, conn: ConnId, id: &Value, result: impl Serialize) {
@@ -21,9 +21,20 @@ pub fn reply_ok(staged: &mut Staged, conn: ConnId, id: &Value, result: impl Seri
     staged.out.push(Outgoing::Reply { conn, frame, ok: true });
 }
 
-/// Stages `{"id": id, "error": {"code", "message"}}` for `conn`.
+/// Stages `{"id": id, "error": {"code", "message"}}` for `conn` (in that order, as
+/// docs/PROTOCOL.md shows it).
 pub fn reply_err(staged: &mut Staged, conn: ConnId, id: &Value, code: ErrorCode, message: impl Into<String>) {
-    let frame = staged.framed(&json!({ "id": id, "error": { "code": code, "message": message.into() } }));
+    #[derive(Serialize)]
+    struct ErrorBody {
+        code: ErrorCode,
+        message: String,
+    }
+    #[derive(Serialize)]
+    struct ErrorReply<'a> {
+        id: &'a Value,
+        error: ErrorBody,
+    }
+    let frame = staged.framed(&ErrorReply { id, error: ErrorBody { code, message: message.into() } });
     staged.out.push(Outgoing::Reply { conn, frame, ok: false });
 }
 
@@ -230,6 +241,24 @@ pub fn valid_display_name(name: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn replies_put_the_id_first_as_the_protocol_document_shows() {
+        let mut staged = Staged::default();
+        reply_err(&mut staged, ConnId(1), &json!(7), ErrorCode::Unauthenticated, "authenticate first");
+        reply_ok(&mut staged, ConnId(1), &json!(8), json!({"ok": true}));
+        let frames: Vec<String> = staged
+            .out
+            .iter()
+            .map(|o| match o {
+                Outgoing::Reply { frame, .. } => frame.host.to_string(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(frames[0], r#"{"id":7,"error":{"code":"unauthenticated","message":"authenticate first"}}"#);
+        assert_eq!(frames[1], r#"{"id":8,"result":{"ok":true}}"#);
+    }
 
     #[test]
     fn names_that_would_impersonate_are_refused() {
