@@ -240,7 +240,10 @@ async fn reference_side(o: &WireOptions) -> anyhow::Result<Measured> {
     let samples = Arc::new(Mutex::new(Deliveries::default()));
     let mut readers = Vec::new();
     for _ in 0..clients {
-        let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/")).await?;
+        // The same client settings as roundtable's clients.
+        let config = crate::net::client::ws_config();
+        let (ws, _) =
+            tokio_tungstenite::connect_async_with_config(format!("ws://{addr}/"), Some(config), false).await?;
         let (sent, samples) = (sent.clone(), samples.clone());
         readers.push(tokio::spawn(async move {
             let (_write, mut read) = ws.split();

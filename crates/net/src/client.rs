@@ -248,12 +248,19 @@ pub async fn handshake_over<S: Io + 'static>(stream: S, link: &Link) -> Result<W
 /// The WebSocket handshake as a client over an established byte stream.
 async fn websocket_handshake(io: Box<dyn Io>, scheme: &str, addr: &str) -> Result<WsStream, ClientError> {
     let url = format!("{scheme}://{addr}/");
-    // Frames from the host can be larger than the 64 KiB request cap (snapshots of long sessions).
-    let config = WebSocketConfig::default().max_message_size(Some(64 << 20));
-    match tokio_tungstenite::client_async_with_config(url, io, Some(config)).await {
+    match tokio_tungstenite::client_async_with_config(url, io, Some(ws_config())).await {
         Ok((ws, _response)) => Ok(ws),
         Err(e) => Err(ClientError::Handshake { addr: addr.to_string(), detail: e.to_string() }),
     }
+}
+
+/// The WebSocket settings of our clients. Frames from the host can be larger than the 64 KiB
+/// request cap (snapshots of long sessions). tungstenite zero-fills its whole read buffer's free
+/// space before every read: its default 128 KiB made each small event cost a 128 KiB `memset`
+/// (14 % of the CPU of 50 clients taking 500 messages/s); 16 KiB reads a large message in a few
+/// more steps.
+pub fn ws_config() -> WebSocketConfig {
+    WebSocketConfig::default().max_message_size(Some(64 << 20)).read_buffer_size(16 * 1024)
 }
 
 /// Something the host sent that is not the answer to a pending [`Client::request`].

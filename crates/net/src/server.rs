@@ -80,8 +80,8 @@ pub struct ServerOptions {
     /// Frames are flushed whenever the queue runs empty anyway; tests set 0 so a slow
     /// consumer's backlog shows up in the bounded queue instead of this buffer. tungstenite's
     /// buffer keeps the largest size it ever reached, so it is small, and larger messages go out
-    /// in fragments of [`FRAGMENT_BYTES`] (a joined connection stays as cheap as an idle one
-    /// after its join result and snapshot).
+    /// in fragments of [`FRAGMENT_BYTES`] (a joined connection does not keep the size of its join
+    /// result and snapshot).
     pub write_buffer_bytes: usize,
     /// Bytes tungstenite reads from the socket at a time (its `read_buffer_size`), allocated
     /// for every connection up front: small, so idle connections stay cheap (tungstenite's
@@ -101,7 +101,7 @@ impl Default for ServerOptions {
             queue_bytes: 1024 * 1024,
             handshake_timeout: Duration::from_secs(10),
             send_buffer_bytes: None,
-            write_buffer_bytes: 16 * 1024,
+            write_buffer_bytes: 8 * 1024,
             read_buffer_bytes: 4 * 1024,
             keepalive: Default::default(),
         }
@@ -321,7 +321,7 @@ pub fn ws_text(frame: &Frame) -> Message {
 /// frame without FIN, continuation frames, the last with FIN), cut at character boundaries;
 /// clients get the whole message as usual. tungstenite's write buffer then never grows past
 /// about `write_buffer_bytes` plus one fragment, and keeps no capacity of a large snapshot.
-pub const FRAGMENT_BYTES: usize = 16 * 1024;
+pub const FRAGMENT_BYTES: usize = 8 * 1024;
 
 /// The WebSocket frames for one engine frame: one text message, or its fragments.
 pub fn ws_messages(frame: &Frame) -> Vec<Message> {

@@ -33,7 +33,13 @@ use std::sync::Arc;
 pub struct SecretMask {
     pub masker: Masker,
     pub streams: BTreeMap<SessionId, (u64, StreamMasker)>,
+    /// Stream maskers of ended turns, reset, for the next turns: building one builds a lazy DFA
+    /// cache per pattern, which cost more than masking a short turn.
+    pub spare: Vec<StreamMasker>,
 }
+
+/// Stream maskers kept for reuse.
+const SPARE_STREAMS: usize = 4;
 
 impl SecretMask {
     /// How many bytes at the end of what turn `turn_id` of `session` streamed so far remotes
@@ -293,10 +299,13 @@ impl Delivery<'_, '_> {
     /// what the turn's stream masker lets through for remotes.
     fn delta(&mut self, round: &mut Round, session: &SessionId, turn_id: u64, text: &str, frame: &Frame) {
         let max_bytes = self.config.outbox_max_bytes;
-        let mask = &mut *self.mask;
-        let stream = mask.streams.entry(session.clone()).or_insert_with(|| (turn_id, mask.masker.stream()));
+        let SecretMask { masker, streams, spare } = &mut *self.mask;
+        let stream =
+            streams.entry(session.clone()).or_insert_with(|| (turn_id, spare.pop().unwrap_or_else(|| masker.stream())));
         if stream.0 != turn_id {
-            *stream = (turn_id, mask.masker.stream());
+            // (A turn that ended without a flush: what it held back is not sent.)
+            stream.1.finish();
+            stream.0 = turn_id;
         }
         // Held-back text (a possible secret prefix) follows with the next delta, or is
         // flushed (`FlushStream`) before the turn's reply.
@@ -335,6 +344,9 @@ impl Delivery<'_, '_> {
     fn flush_stream(&mut self, round: &mut Round, session: &SessionId) {
         let Some((turn_id, mut stream)) = self.mask.streams.remove(session) else { return };
         let rest = stream.finish();
+        if self.mask.spare.len() < SPARE_STREAMS {
+            self.mask.spare.push(stream);
+        }
         if rest.is_empty() {
             return;
         }

@@ -171,7 +171,7 @@ impl Installer for DeliveryInstaller {
             crate::mask::Masker::default()
         });
         world.resource_mut::<Staged>().masker = masker.clone();
-        world.insert_resource(broadcast::SecretMask { masker, streams: Default::default() });
+        world.insert_resource(broadcast::SecretMask { masker, streams: Default::default(), spare: Vec::new() });
         world.init_resource::<broadcast::CrashAfterCommit>();
         schedule.add_systems(persist_tick::persist.in_set(TickSet::Persist));
         schedule.add_systems(broadcast::broadcast.in_set(TickSet::Broadcast));
