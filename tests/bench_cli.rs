@@ -219,7 +219,10 @@ fn bench_wire_delivers_every_message_to_every_client_and_reports_both_sides() {
     assert_eq!(report["missing"], 0, "{report}");
     assert_eq!(report["roundtable"]["samples"], 60, "{report}");
     assert_eq!(report["reference"]["samples"], 60, "{report}");
+    assert_eq!(report["reference_fsync"]["samples"], 60, "{report}");
+    assert_eq!(report["rounds"], 3, "three alternating rounds by default: {report}");
     assert!(report["p99_ratio"].as_f64().unwrap() > 0.0, "{report}");
+    assert!(report["p99_ratio_fsync"].as_f64().unwrap() > 0.0, "{report}");
 }
 
 #[test]

@@ -9,7 +9,10 @@
 //! WebSocket clients, driven at the same rate with frames of the same shape.
 //! Latency = receive time − send time, over every (message, client) pair; the report gives
 //! p50/p99/max and events/s (deliveries over the time from the first send to the last delivery)
-//! for both and the ratio of the p99s.
+//! for both and the ratio of the p99s. A second reference also appends each frame to a file and
+//! fsyncs it before broadcasting it (roundtable commits before it sends). The sides run in
+//! `--rounds` alternating rounds (roundtable, reference, reference with fsync, again…); each
+//! side's figures are those of its median round by p99, with the min–max of p99 over the rounds.
 //!
 //! With `--relay URL` roundtable runs once more, relayed: the host's iroh endpoint waits at that
 //! relay and the remotes reach it only through it (they have no IP path of their own), so every
@@ -34,6 +37,8 @@ pub struct WireOptions {
     pub tls: bool,
     /// Also run relayed through this iroh relay.
     pub relay: Option<String>,
+    /// Alternating rounds of every side.
+    pub rounds: usize,
 }
 
 /// Latency figures of one side, in ms.
@@ -45,6 +50,8 @@ pub struct Latency {
     pub max_ms: f64,
     /// Deliveries per second, from the first send to the last delivery.
     pub events_per_s: f64,
+    /// The lowest and highest p99 over the rounds (this side's figures are its median round's).
+    pub p99_spread_ms: (f64, f64),
 }
 
 /// What `bench wire` measured.
@@ -54,10 +61,15 @@ pub struct WireReport {
     pub messages: usize,
     pub every_ms: u64,
     pub tls: bool,
+    pub rounds: usize,
     pub roundtable: Latency,
     pub reference: Latency,
+    /// The reference that fsyncs each frame to a file before broadcasting it.
+    pub reference_fsync: Latency,
     /// roundtable p99 / reference p99.
     pub p99_ratio: f64,
+    /// roundtable p99 / fsyncing reference p99.
+    pub p99_ratio_fsync: f64,
     /// (message, client) pairs that never arrived at roundtable's clients.
     pub missing: usize,
     /// Roundtable relayed through `--relay` (absent without it).
@@ -89,7 +101,17 @@ fn latency(Measured { mut samples, span_s }: Measured) -> Latency {
         p99_ms: at(0.99),
         max_ms: *samples.last().expect("not empty"),
         events_per_s: samples.len() as f64 / span_s.max(1e-6),
+        p99_spread_ms: (0.0, 0.0),
     }
+}
+
+/// The round with the median p99, with the spread of p99 over all rounds.
+fn median_round(mut rounds: Vec<Latency>) -> Latency {
+    rounds.sort_by(|a, b| a.p99_ms.total_cmp(&b.p99_ms));
+    let spread = (rounds.first().map_or(0.0, |l| l.p99_ms), rounds.last().map_or(0.0, |l| l.p99_ms));
+    let mut median = rounds.get(rounds.len() / 2).cloned().unwrap_or_default();
+    median.p99_spread_ms = spread;
+    median
 }
 
 /// When each delivery arrived, shared with the readers: latencies (ms) and the last arrival.
@@ -214,7 +236,13 @@ async fn roundtable_side(o: &WireOptions, relay: Option<&str>) -> anyhow::Result
     Ok((got, missing))
 }
 
-async fn reference_side(o: &WireOptions) -> anyhow::Result<Measured> {
+/// The raw reference; with `fsync`, each frame is appended to that file and synced before it is
+/// broadcast.
+async fn reference_side(o: &WireOptions, fsync: Option<&std::path::Path>) -> anyhow::Result<Measured> {
+    let mut log = match fsync {
+        Some(path) => Some(std::fs::OpenOptions::new().create(true).append(true).open(path)?),
+        None => None,
+    };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let clients = o.clients;
@@ -280,6 +308,18 @@ async fn reference_side(o: &WireOptions) -> anyhow::Result<Measured> {
         let frame: Arc<str> = Arc::from(
             EventFrame { session_id: Some(crate::ids::SessionId::nth(1)), seq: Some(n as u64 + 1), body }.to_json(),
         );
+        if let Some(file) = log.take() {
+            let line = frame.clone();
+            log = Some(
+                tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
+                    let mut file = file;
+                    std::io::Write::write_all(&mut file, line.as_bytes())?;
+                    file.sync_data()?;
+                    Ok(file)
+                })
+                .await??,
+            );
+        }
         let _ = tx.send(frame);
     }
     let expected = o.messages * o.clients;
@@ -301,24 +341,31 @@ pub fn run(o: &WireOptions, json: bool, out: &mut dyn Write) -> anyhow::Result<W
     if !json {
         writeln!(out, "roundtable: {} clients, {} messages every {} ms…", o.clients, o.messages, o.every_ms)?;
     }
-    let (ours, missing) = runtime.block_on(roundtable_side(o, None))?;
-    let relayed = match &o.relay {
-        Some(url) => {
-            if !json {
-                writeln!(out, "roundtable relayed through {url} (no direct path)…")?;
-            }
-            Some(runtime.block_on(roundtable_side(o, Some(url)))?)
+    let scratch = crate::app::serve_child::scratch_dir("wire-fsync")?;
+    let fsync_file = scratch.path().join("frames.log");
+    let rounds = o.rounds.max(1);
+    let (mut ours, mut theirs, mut theirs_fsync, mut relayed_rounds) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut missing, mut relayed_missing_total) = (0, 0);
+    for round in 1..=rounds {
+        if !json {
+            writeln!(out, "round {round}/{rounds}: roundtable, reference, reference with fsync…")?;
         }
-        None => None,
-    };
-    if !json {
-        writeln!(out, "reference (raw tokio-tungstenite broadcast, same rate and frames)…")?;
+        let (measured, lost) = runtime.block_on(roundtable_side(o, None))?;
+        ours.push(latency(measured));
+        missing += lost;
+        if let Some(url) = &o.relay {
+            let (measured, lost) = runtime.block_on(roundtable_side(o, Some(url)))?;
+            relayed_rounds.push(latency(measured));
+            relayed_missing_total += lost;
+        }
+        theirs.push(latency(runtime.block_on(reference_side(o, None))?));
+        theirs_fsync.push(latency(runtime.block_on(reference_side(o, Some(&fsync_file)))?));
     }
-    let theirs = runtime.block_on(reference_side(o))?;
     runtime.shutdown_timeout(Duration::from_secs(1));
-    let (roundtable, reference) = (latency(ours), latency(theirs));
-    let (relayed, relayed_missing) = match relayed {
-        Some((measured, missing)) => (Some(latency(measured)), Some(missing)),
+    let (roundtable, reference, reference_fsync) =
+        (median_round(ours), median_round(theirs), median_round(theirs_fsync));
+    let (relayed, relayed_missing) = match o.relay {
+        Some(_) => (Some(median_round(relayed_rounds)), Some(relayed_missing_total)),
         None => (None, None),
     };
     let report = WireReport {
@@ -326,10 +373,13 @@ pub fn run(o: &WireOptions, json: bool, out: &mut dyn Write) -> anyhow::Result<W
         messages: o.messages,
         every_ms: o.every_ms,
         tls: o.tls,
+        rounds,
         p99_ratio: roundtable.p99_ms / reference.p99_ms.max(1e-6),
+        p99_ratio_fsync: roundtable.p99_ms / reference_fsync.p99_ms.max(1e-6),
         relayed_p99_ratio: relayed.as_ref().map(|r| r.p99_ms / reference.p99_ms.max(1e-6)),
         roundtable,
         reference,
+        reference_fsync,
         missing,
         relayed,
         relayed_missing,
@@ -339,8 +389,8 @@ pub fn run(o: &WireOptions, json: bool, out: &mut dyn Write) -> anyhow::Result<W
     } else {
         let show = |l: &Latency| {
             format!(
-                "p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, {:.0} events/s ({} samples)",
-                l.p50_ms, l.p99_ms, l.max_ms, l.events_per_s, l.samples
+                "p50 {:.2} ms, p99 {:.2} ms (rounds {:.2}–{:.2}), max {:.2} ms, {:.0} events/s ({} samples)",
+                l.p50_ms, l.p99_ms, l.p99_spread_ms.0, l.p99_spread_ms.1, l.max_ms, l.events_per_s, l.samples
             )
         };
         writeln!(out, "roundtable ({}): {}", if o.tls { "TLS" } else { "ws" }, show(&report.roundtable))?;
@@ -354,10 +404,12 @@ pub fn run(o: &WireOptions, json: bool, out: &mut dyn Write) -> anyhow::Result<W
             )?;
         }
         writeln!(out, "reference (ws):  {}", show(&report.reference))?;
+        writeln!(out, "reference (ws, fsync before each broadcast):  {}", show(&report.reference_fsync))?;
         writeln!(
             out,
-            "p99 ratio: {:.2} (roundtable / reference); {} deliveries missing",
-            report.p99_ratio, report.missing
+            "median of {rounds} rounds; p99 ratio: {:.2} (roundtable / reference), {:.2} (roundtable / fsyncing reference); \
+             {} deliveries missing",
+            report.p99_ratio, report.p99_ratio_fsync, report.missing
         )?;
     }
     Ok(report)

@@ -87,9 +87,12 @@ pub struct BenchArgs {
     /// Messages the host sends (wire).
     #[arg(long, default_value_t = 400)]
     pub sends: usize,
-    /// Milliseconds between the host's messages (wire).
-    #[arg(long, value_name = "MS", default_value_t = 20)]
+    /// Milliseconds between the host's messages (wire; 2 = 500 messages/s).
+    #[arg(long, value_name = "MS", default_value_t = 2)]
     pub every_ms: u64,
+    /// Alternating rounds of each side (wire): the report gives each side's median round.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
     /// Roundtable over TLS (wire; the reference is plain ws, so compare without it).
     #[arg(long)]
     pub tls: bool,
@@ -275,6 +278,7 @@ pub fn run_bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
                 every_ms: args.every_ms,
                 tls: args.tls || args.relay.is_some(),
                 relay: args.relay.clone(),
+                rounds: args.rounds,
             };
             super::bench_wire::run(&options, args.json, &mut std::io::stdout().lock())?;
         }
