@@ -249,7 +249,13 @@ fn snapshot(
     if held_back == 0 {
         return staged.framed(&frame(body, streamed));
     }
-    let released = &streamed[..streamed.len() - held_back];
+    // The held-back bytes are the end of what the turn streamed; should they not line up (a
+    // tick's deltas were dropped with a failed commit), the remotes' copy has none of it.
+    let released = streamed
+        .len()
+        .checked_sub(held_back)
+        .filter(|&end| streamed.is_char_boundary(end))
+        .map_or("", |end| &streamed[..end]);
     let host = staged.framed(&frame(body.clone(), streamed)).host;
     let remote = staged.framed(&frame(body, released)).remote;
     crate::io::Framed { host, remote }
