@@ -35,6 +35,20 @@ pub struct IdleReport {
     pub open_seconds: f64,
 }
 
+impl IdleReport {
+    /// The report of `connections` that took the host's RSS from `rss.0` to `rss.1` KiB.
+    fn new(connections: usize, tls: bool, (before, after): (u64, u64), open_seconds: f64) -> IdleReport {
+        IdleReport {
+            connections,
+            tls,
+            rss_before_kib: before,
+            rss_after_kib: after,
+            kib_per_connection: after.saturating_sub(before) as f64 / connections as f64,
+            open_seconds,
+        }
+    }
+}
+
 pub(crate) fn rss_kib(pid: u32) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .map_err(|e| anyhow::anyhow!("cannot read the host's memory use from /proc (Linux only): {e}"))?;
@@ -136,14 +150,7 @@ fn measure_joined(connections: usize, insecure: bool) -> anyhow::Result<IdleRepo
             r.abort();
         }
     });
-    Ok(IdleReport {
-        connections,
-        tls: !insecure,
-        rss_before_kib: before,
-        rss_after_kib: after,
-        kib_per_connection: after.saturating_sub(before) as f64 / connections as f64,
-        open_seconds,
-    })
+    Ok(IdleReport::new(connections, !insecure, (before, after), open_seconds))
 }
 
 /// Runs the bench, writing progress and the result to `out` (JSON when `json`).
@@ -184,14 +191,7 @@ pub fn run(connections: usize, insecure: bool, json: bool, out: &mut dyn Write) 
     }
     drop(sockets);
     drop(host);
-    let report = IdleReport {
-        connections,
-        tls: !insecure,
-        rss_before_kib: before,
-        rss_after_kib: after,
-        kib_per_connection: after.saturating_sub(before) as f64 / connections as f64,
-        open_seconds,
-    };
+    let report = IdleReport::new(connections, !insecure, (before, after), open_seconds);
     if json {
         writeln!(out, "{}", serde_json::to_string(&report)?)?;
     } else {

@@ -596,34 +596,30 @@ where
     let mut fragments = std::collections::VecDeque::new();
     loop {
         std::future::poll_fn(|cx| write.poll_ready_unpin(cx)).await?;
-        if !fragments.is_empty() {
+        let message = if !fragments.is_empty() {
             // Pings first here too (a control frame may go between fragments).
-            let message = match futures_util::FutureExt::now_or_never(ping.notified()) {
+            match futures_util::FutureExt::now_or_never(ping.notified()) {
                 Some(()) => Message::Ping(Default::default()),
                 None => fragments.pop_front().expect("not empty"),
-            };
-            write.start_send_unpin(message)?;
-            if rx.is_empty() && fragments.is_empty() {
-                write.flush().await?;
             }
-            continue;
-        }
-        let message = tokio::select! {
-            biased;
-            // Pings first: a client busy taking a long stream must still be asked for pongs.
-            _ = ping.notified() => Message::Ping(Default::default()),
-            out = rx.recv() => match out {
-                Some(Out::Frame(frame)) => {
-                    queued.release(&frame);
-                    fragments.extend(ws_messages(&frame));
-                    fragments.pop_front().expect("a frame makes at least one message")
-                }
-                Some(Out::Close(reason)) => {
-                    write.send(close_message(CloseCode::Policy, &reason)).await?;
-                    return Ok(Written::Closed(reason));
-                }
-                None => return Ok(Written::Dropped),
-            },
+        } else {
+            tokio::select! {
+                biased;
+                // Pings first: a client busy taking a long stream must still be asked for pongs.
+                _ = ping.notified() => Message::Ping(Default::default()),
+                out = rx.recv() => match out {
+                    Some(Out::Frame(frame)) => {
+                        queued.release(&frame);
+                        fragments.extend(ws_messages(&frame));
+                        fragments.pop_front().expect("a frame makes at least one message")
+                    }
+                    Some(Out::Close(reason)) => {
+                        write.send(close_message(CloseCode::Policy, &reason)).await?;
+                        return Ok(Written::Closed(reason));
+                    }
+                    None => return Ok(Written::Dropped),
+                },
+            }
         };
         write.start_send_unpin(message)?;
         // Batch: flush only when nothing else is waiting.
