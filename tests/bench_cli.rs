@@ -212,10 +212,39 @@ fn bench_soak_with_clock_steps_keeps_grace_periods_and_history_in_time() {
 }
 
 #[test]
-fn bench_wire_delivers_every_message_to_every_client_and_reports_both_sides() {
-    let out = roundtable(&["bench", "wire", "--clients", "3", "--sends", "20", "--every-ms", "10", "--json"]);
+fn bench_wire_delivers_every_agent_delta_to_every_client_and_reports_both_sides() {
+    let out = roundtable(&["bench", "wire", "--clients", "3", "--sends", "20", "--rate", "100", "--json"]);
     assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
     let report: serde_json::Value = serde_json::from_str(String::from_utf8(out.stdout).unwrap().trim()).unwrap();
+    assert_eq!(report["workload"], "deltas", "agent deltas by default: {report}");
+    assert_eq!(report["per_second"], 100, "{report}");
+    assert_eq!(report["missing"], 0, "{report}");
+    assert_eq!(report["roundtable"]["samples"], 60, "{report}");
+    assert_eq!(report["reference"]["samples"], 60, "{report}");
+    assert_eq!(report["reference_fsync"]["samples"], 60, "{report}");
+    assert_eq!(report["rounds"], 3, "three alternating rounds by default: {report}");
+    assert!(report["p99_ratio"].as_f64().unwrap() > 0.0, "{report}");
+    assert!(report["p99_ratio_fsync"].as_f64().unwrap() > 0.0, "{report}");
+}
+
+#[test]
+fn bench_wire_delivers_every_message_to_every_client_and_reports_both_sides() {
+    let out = roundtable(&[
+        "bench",
+        "wire",
+        "--workload",
+        "messages",
+        "--clients",
+        "3",
+        "--sends",
+        "20",
+        "--every-ms",
+        "10",
+        "--json",
+    ]);
+    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_str(String::from_utf8(out.stdout).unwrap().trim()).unwrap();
+    assert_eq!(report["workload"], "messages", "{report}");
     assert_eq!(report["missing"], 0, "{report}");
     assert_eq!(report["roundtable"]["samples"], 60, "{report}");
     assert_eq!(report["reference"]["samples"], 60, "{report}");

@@ -422,6 +422,43 @@ fn load_returns_only_the_latest_messages_of_each_session_and_older_pages_come_fr
 // ---------------------------------------------------------------------------------------------
 
 #[test]
+fn a_tick_of_streamed_text_only_does_not_wait_for_the_disk_and_everything_else_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_in(&dir);
+    let mut store = SqliteStore::open(&path).unwrap();
+    store.commit(&full_batch()).unwrap();
+    assert_eq!(store.synchronous().unwrap(), 2, "FULL");
+    let streamed =
+        |offset: u64, text: &str| StoreOp::AppendStreamed { session: SessionId::nth(1), offset, text: text.into() };
+    // Previews of a reply: committed (in the log, kept by a killed host), not synced.
+    store.commit(&[streamed(0, "Hello, ")]).unwrap();
+    assert_eq!(store.synchronous().unwrap(), 1, "NORMAL for streamed text only");
+    // Anything else in the tick (here a message with it) is synced, with the log before it.
+    store.commit(&[streamed(7, "world"), StoreOp::PutMessage(message(9, 1, 3))]).unwrap();
+    assert_eq!(store.synchronous().unwrap(), 2, "FULL again");
+    store.commit(&[streamed(12, "!")]).unwrap();
+    assert_eq!(store.synchronous().unwrap(), 1);
+    // The process goes away without a clean stop: every commit is there.
+    drop(store);
+    let restored = SqliteStore::open(&path).unwrap().load().unwrap();
+    let s1 = restored.sessions.iter().find(|s| s.session.id == SessionId::nth(1)).unwrap();
+    assert_eq!(s1.streamed, "half a replyHello, world!", "the session row's text, then every chunk");
+    assert!(restored.messages.iter().any(|m| m.id == MessageId::nth(9)));
+}
+
+#[test]
+fn a_clean_stop_is_synced_even_after_a_tick_of_streamed_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_in(&dir);
+    let (mut store, _) = SqliteStore::open_for_host(&path).unwrap();
+    store.commit(&full_batch()).unwrap();
+    store.commit(&[StoreOp::AppendStreamed { session: SessionId::nth(1), offset: 0, text: "Hi".into() }]).unwrap();
+    assert_eq!(store.synchronous().unwrap(), 1);
+    store.stop_cleanly();
+    assert_eq!(store.synchronous().unwrap(), 2, "the clean stop (and the log before it) reaches the disk");
+}
+
+#[test]
 fn a_failing_batch_applies_nothing_and_keeps_earlier_ticks() {
     let dir = tempfile::tempdir().unwrap();
     let path = db_in(&dir);

@@ -2,17 +2,25 @@
 //! raw tokio-tungstenite broadcast server measured in the same run.
 //!
 //! Roundtable: an in-process host (engine thread, production server, TLS unless `--insecure`)
-//! with `--clients N` remotes (the production client) joined to one session. The host sends
-//! `--messages M` chat messages, one every `--every-ms` ms (cancelling each agent turn at once,
-//! so the next message is not turn-locked); every client timestamps the `message` event.
-//! Reference: a minimal server that serialises each frame once and writes it to N plain
-//! WebSocket clients, driven at the same rate with frames of the same shape.
-//! Latency = receive time − send time, over every (message, client) pair; the report gives
+//! with `--clients N` remotes (the production client) joined to one session. Two workloads:
+//!
+//! - `deltas` (default): the session's agent is a `command` agent (`roundtable bench
+//!   wire-agent`, a hidden bench kind) that streams `--sends` text deltas at `--rate` per second
+//!   (or one every `--every-ms`), each stamped with the time it was written; every client times
+//!   the `agent_delta` events. The reference runs the same agent program, reads its output the
+//!   same way and broadcasts each delta as the same `agent_delta` frame.
+//! - `messages`: the host sends chat messages (cancelling each agent turn at once, so the next
+//!   one is not turn-locked: a `message`, a `turn_started` and a `turn_ended` frame per send) and
+//!   clients time the `message` events; the reference sends the `message` frame only.
+//!
+//! The reference is a minimal server that serialises each frame once and writes it to N plain
+//! WebSocket clients. A second reference also appends each frame to a file and fsyncs it before
+//! broadcasting it (roundtable commits before it sends). Latency = receive time − send time over
+//! every (frame, client) pair, on the wall clock (the agent is another process); the report gives
 //! p50/p99/max and events/s (deliveries over the time from the first send to the last delivery)
-//! for both and the ratio of the p99s. A second reference also appends each frame to a file and
-//! fsyncs it before broadcasting it (roundtable commits before it sends). The sides run in
-//! `--rounds` alternating rounds (roundtable, reference, reference with fsync, again…); each
-//! side's figures are those of its median round by p99, with the min–max of p99 over the rounds.
+//! and the ratios of the p99s. The sides run in `--rounds` alternating rounds (roundtable,
+//! reference, reference with fsync, again…); each side's figures are those of its median round by
+//! p99, with the min–max of p99 over the rounds.
 //!
 //! With `--relay URL` roundtable runs once more, relayed: the host's iroh endpoint waits at that
 //! relay and the remotes reach it only through it (they have no IP path of their own), so every
@@ -23,22 +31,46 @@ use crate::net::client::ClientEvent;
 use crate::protocol::*;
 use futures_util::{SinkExt, StreamExt};
 use std::collections::BTreeMap;
-use std::io::Write;
+use std::io::{BufRead, Write};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::Message;
+
+/// What the sides send (see the module documentation).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Workload {
+    /// An agent streams text deltas at a set rate; the reference broadcasts the same deltas.
+    Deltas,
+    /// The host sends chat messages; the reference broadcasts the same `message` frames.
+    Messages,
+}
 
 /// What to run.
 #[derive(Clone, Debug)]
 pub struct WireOptions {
     pub clients: usize,
-    pub messages: usize,
-    pub every_ms: u64,
+    /// Deltas the agent streams, or messages the host sends.
+    pub sends: usize,
+    /// Sends per second.
+    pub per_second: u64,
+    pub workload: Workload,
     pub tls: bool,
     /// Also run relayed through this iroh relay.
     pub relay: Option<String>,
     /// Alternating rounds of every side.
     pub rounds: usize,
+}
+
+impl WireOptions {
+    fn every(&self) -> Duration {
+        Duration::from_nanos(1_000_000_000 / self.per_second.max(1))
+    }
+
+    /// How long the sends take, plus time for the last ones to arrive.
+    fn patience(&self) -> Duration {
+        self.every() * self.sends as u32 + Duration::from_secs(10)
+    }
 }
 
 /// Latency figures of one side, in ms.
@@ -55,11 +87,13 @@ pub struct Latency {
 }
 
 /// What `bench wire` measured.
-#[derive(Clone, Debug, Default, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize)]
 pub struct WireReport {
     pub clients: usize,
-    pub messages: usize,
-    pub every_ms: u64,
+    pub workload: Workload,
+    /// Deltas or messages sent per round.
+    pub sends: usize,
+    pub per_second: u64,
     pub tls: bool,
     pub rounds: usize,
     pub roundtable: Latency,
@@ -70,7 +104,7 @@ pub struct WireReport {
     pub p99_ratio: f64,
     /// roundtable p99 / fsyncing reference p99.
     pub p99_ratio_fsync: f64,
-    /// (message, client) pairs that never arrived at roundtable's clients.
+    /// (send, client) pairs that never arrived at roundtable's clients, over all rounds.
     pub missing: usize,
     /// Roundtable relayed through `--relay` (absent without it).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -114,34 +148,129 @@ fn median_round(mut rounds: Vec<Latency>) -> Latency {
     median
 }
 
-/// When each delivery arrived, shared with the readers: latencies (ms) and the last arrival.
+/// Nanoseconds since the Unix epoch: the agent stamps its deltas in another process, so both
+/// ends read the wall clock (a step of it during a run would show as one odd sample).
+fn wall_ns() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// When each delivery was sent and arrived (wall ns), shared with the readers.
 #[derive(Default)]
 struct Deliveries {
     samples: Vec<f64>,
-    last: Option<Instant>,
+    first_sent: Option<u64>,
+    last: Option<u64>,
 }
 
 impl Deliveries {
-    fn record(&mut self, sent: Instant, at: Instant) {
-        self.samples.push(at.duration_since(sent).as_secs_f64() * 1000.0);
-        self.last = Some(self.last.map_or(at, |l| l.max(at)));
+    fn record(&mut self, sent_ns: u64, at_ns: u64) {
+        self.samples.push(at_ns.saturating_sub(sent_ns) as f64 / 1e6);
+        self.first_sent = Some(self.first_sent.map_or(sent_ns, |f| f.min(sent_ns)));
+        self.last = Some(self.last.map_or(at_ns, |l| l.max(at_ns)));
     }
 
-    fn take(&mut self, first_send: Option<Instant>) -> Measured {
-        let span_s = match (first_send, self.last) {
-            (Some(first), Some(last)) => last.duration_since(first).as_secs_f64(),
+    fn take(&mut self) -> Measured {
+        let span_s = match (self.first_sent, self.last) {
+            (Some(first), Some(last)) => last.saturating_sub(first) as f64 / 1e9,
             _ => 0.0,
         };
         Measured { samples: std::mem::take(&mut self.samples), span_s }
     }
 }
 
-/// Send instants by message number, shared with the readers.
-type Sent = Arc<Mutex<BTreeMap<usize, Instant>>>;
+type Shared = Arc<Mutex<Deliveries>>;
+
+/// Waits until `expected` deliveries arrived or `patience` passed.
+async fn settle(samples: &Shared, expected: usize, patience: Duration) {
+    let deadline = Instant::now() + patience;
+    while samples.lock().expect("samples").samples.len() < expected && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Send times (wall ns) of the host's messages by number, shared with the readers.
+type Sent = Arc<Mutex<BTreeMap<usize, u64>>>;
 
 /// The message number in a `bench N` text.
 fn number(text: &str) -> Option<usize> {
     text.strip_prefix("bench ")?.parse().ok()
+}
+
+/// One stamped delta: `d<n>@<wall ns>` and a newline (so no secret masker holds any of it back).
+fn delta_text(n: usize, at_ns: u64) -> String {
+    format!("d{n}@{at_ns}\n")
+}
+
+/// The send times in a delta's text (deltas of one tick arrive merged).
+fn delta_stamps(text: &str) -> impl Iterator<Item = u64> + '_ {
+    text.lines().filter_map(|l| l.strip_prefix('d')?.split_once('@')?.1.parse().ok())
+}
+
+/// Records what a frame delivered at `at_ns`: the stamps of a delta (deltas), or the send time
+/// of a numbered message (messages).
+fn record_frame(body: &Event, sent: &Sent, samples: &Shared, at_ns: u64) {
+    match body {
+        Event::AgentDelta(d) => {
+            let mut samples = samples.lock().expect("samples");
+            for stamp in delta_stamps(&d.text) {
+                samples.record(stamp, at_ns);
+            }
+        }
+        Event::Message(m) => {
+            if let Some(t) = number(&m.text).and_then(|n| sent.lock().expect("sent").get(&n).copied()) {
+                samples.lock().expect("samples").record(t, at_ns);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The arguments that run [`run_agent`] as a `command` agent.
+fn agent_args(o: &WireOptions) -> Vec<String> {
+    ["bench", "wire-agent", "--sends", &o.sends.to_string(), "--rate", &o.per_second.to_string()]
+        .map(String::from)
+        .to_vec()
+}
+
+/// `roundtable bench wire-agent` (hidden): a `command` agent (docs/AGENTS.md) that answers every
+/// `turn_start` with `sends` text deltas, one every `1 / per_second` s after a 100 ms pause, each
+/// stamped with the wall time it was written ([`delta_text`]), then `turn_end`. A `cancel` ends
+/// the turn early. Exits when its input closes.
+pub fn run_agent(sends: usize, per_second: u64) -> anyhow::Result<()> {
+    let (tx, rx) = std::sync::mpsc::channel::<serde_json::Value>();
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            let Ok(line) = line else { return };
+            let Ok(msg) = serde_json::from_str(&line) else { continue };
+            if tx.send(msg).is_err() {
+                return;
+            }
+        }
+    });
+    let every = Duration::from_nanos(1_000_000_000 / per_second.max(1));
+    let mut out = std::io::stdout().lock();
+    while let Ok(msg) = rx.recv() {
+        if msg["type"] != "turn_start" {
+            continue;
+        }
+        let turn = msg["turn_id"].as_u64().unwrap_or(0);
+        std::thread::sleep(Duration::from_millis(100));
+        let start = Instant::now();
+        for n in 0..sends {
+            if let Some(left) = (start + every * n as u32).checked_duration_since(Instant::now()) {
+                std::thread::sleep(left);
+            }
+            if rx.try_recv().is_ok_and(|m| m["type"] == "cancel") {
+                break;
+            }
+            let line = serde_json::json!({"type": "text", "turn_id": turn, "delta": delta_text(n, wall_ns())});
+            writeln!(out, "{line}")?;
+            out.flush()?;
+        }
+        writeln!(out, "{}", serde_json::json!({"type": "turn_end", "turn_id": turn}))?;
+        out.flush()?;
+    }
+    Ok(())
 }
 
 /// Roundtable's side: direct (TLS or ws, per `o.tls`), or relayed through `relay`.
@@ -155,13 +284,18 @@ async fn roundtable_side(o: &WireOptions, relay: Option<&str>) -> anyhow::Result
         options.relay = crate::net::relay::RelayChoice::Url(url.to_string());
     }
     let (host, _events) = Host::start(options).await?;
+    let agent = match o.workload {
+        Workload::Deltas => Some(crate::persist::AgentSpec {
+            kind: "command".into(),
+            command: Some(std::env::current_exe()?.display().to_string()),
+            args: agent_args(o),
+            plan_first: None,
+        }),
+        Workload::Messages => None,
+    };
     let ws: WorkspaceInfo = host
         .client
-        .call(Method::AddWorkspace(AddWorkspaceParams {
-            name: "bench".into(),
-            dir: dir.display().to_string(),
-            agent: None,
-        }))
+        .call(Method::AddWorkspace(AddWorkspaceParams { name: "bench".into(), dir: dir.display().to_string(), agent }))
         .await?;
     let session: SessionInfo = host
         .client
@@ -180,7 +314,7 @@ async fn roundtable_side(o: &WireOptions, relay: Option<&str>) -> anyhow::Result
     }
     host.open();
     let sent: Sent = Arc::default();
-    let samples = Arc::new(Mutex::new(Deliveries::default()));
+    let samples: Shared = Arc::default();
     let mut readers = Vec::new();
     for i in 0..o.clients {
         let name = format!("b{i}");
@@ -198,35 +332,36 @@ async fn roundtable_side(o: &WireOptions, relay: Option<&str>) -> anyhow::Result
             let _keep = c;
             while let Some(ev) = events.recv().await {
                 if let ClientEvent::Event { frame, .. } = ev {
-                    if let Event::Message(m) = &frame.body {
-                        let at = Instant::now();
-                        if let Some(t) = number(&m.text).and_then(|n| sent.lock().expect("sent").get(&n).copied()) {
-                            samples.lock().expect("samples").record(t, at);
-                        }
-                    }
+                    record_frame(&frame.body, &sent, &samples, wall_ns());
                 }
             }
         }));
     }
-    let mut tick = tokio::time::interval(Duration::from_millis(o.every_ms.max(1)));
-    for n in 0..o.messages {
-        tick.tick().await;
-        sent.lock().expect("sent").insert(n, Instant::now());
-        let params = SendMessageParams {
-            session_id: session.id.clone(),
-            text: format!("bench {n}"),
-            client_msg_id: format!("w{n}"),
-        };
-        host.client.request(Method::SendMessage(params)).await?;
-        let _ = host.client.request(Method::CancelTurn(SessionRef { session_id: session.id.clone() })).await;
+    match o.workload {
+        Workload::Deltas => {
+            // One prompt: the agent streams every delta of the round in its turn.
+            let params =
+                SendMessageParams { session_id: session.id.clone(), text: "go".into(), client_msg_id: "w".into() };
+            host.client.request(Method::SendMessage(params)).await?;
+        }
+        Workload::Messages => {
+            let mut tick = tokio::time::interval(o.every());
+            for n in 0..o.sends {
+                tick.tick().await;
+                sent.lock().expect("sent").insert(n, wall_ns());
+                let params = SendMessageParams {
+                    session_id: session.id.clone(),
+                    text: format!("bench {n}"),
+                    client_msg_id: format!("w{n}"),
+                };
+                host.client.request(Method::SendMessage(params)).await?;
+                let _ = host.client.request(Method::CancelTurn(SessionRef { session_id: session.id.clone() })).await;
+            }
+        }
     }
-    let expected = o.messages * o.clients;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while samples.lock().expect("samples").samples.len() < expected && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let first_send = sent.lock().expect("sent").get(&0).copied();
-    let got = samples.lock().expect("samples").take(first_send);
+    let expected = o.sends * o.clients;
+    settle(&samples, expected, o.patience()).await;
+    let got = samples.lock().expect("samples").take();
     for r in readers {
         r.abort();
     }
@@ -234,6 +369,64 @@ async fn roundtable_side(o: &WireOptions, relay: Option<&str>) -> anyhow::Result
     drop(scratch);
     let missing = expected.saturating_sub(got.samples.len());
     Ok((got, missing))
+}
+
+/// Hands the reference its frames: for deltas, the same agent program roundtable runs, its
+/// `text` lines wrapped in `agent_delta` frames as they arrive; for messages, `message` frames
+/// made here at the set rate.
+async fn reference_frames(o: &WireOptions, sent: Sent, tx: tokio::sync::mpsc::Sender<Arc<str>>) -> anyhow::Result<()> {
+    let session = Some(crate::ids::SessionId::nth(1));
+    match o.workload {
+        Workload::Deltas => {
+            let mut child = tokio::process::Command::new(std::env::current_exe()?)
+                .args(agent_args(o))
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .kill_on_drop(true)
+                .spawn()?;
+            let mut stdin = child.stdin.take().expect("piped");
+            let start =
+                "{\"type\":\"hello\",\"protocol\":1,\"session\":\"s1\"}\n{\"type\":\"turn_start\",\"turn_id\":1}\n";
+            tokio::io::AsyncWriteExt::write_all(&mut stdin, start.as_bytes()).await?;
+            let mut lines =
+                tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(child.stdout.take().expect("piped")));
+            while let Some(line) = lines.next_line().await? {
+                let msg: serde_json::Value = serde_json::from_str(&line)?;
+                match msg["type"].as_str() {
+                    Some("text") => {
+                        let text = msg["delta"].as_str().unwrap_or_default().to_string();
+                        let body = Event::AgentDelta(AgentDelta { turn_id: 1, text });
+                        let frame = EventFrame { session_id: session.clone(), seq: None, body }.to_json();
+                        tx.send(Arc::from(frame)).await?;
+                    }
+                    Some("turn_end") => break,
+                    _ => {}
+                }
+            }
+            drop(stdin);
+            let _ = child.wait().await;
+        }
+        Workload::Messages => {
+            let mut tick = tokio::time::interval(o.every());
+            for n in 0..o.sends {
+                tick.tick().await;
+                sent.lock().expect("sent").insert(n, wall_ns());
+                // Serialised once, like roundtable's engine does, with the same shape.
+                let body = Event::Message(MessageEvent {
+                    message_id: crate::ids::MessageId::nth(n as u64 + 1),
+                    author_id: "host".into(),
+                    author_name: "Host".into(),
+                    text: format!("bench {n}"),
+                    client_msg_id: Some(format!("w{n}")),
+                    room: false,
+                    at_ms: None,
+                });
+                let frame = EventFrame { session_id: session.clone(), seq: Some(n as u64 + 1), body }.to_json();
+                tx.send(Arc::from(frame)).await?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The raw reference; with `fsync`, each frame is appended to that file and synced before it is
@@ -265,7 +458,7 @@ async fn reference_side(o: &WireOptions, fsync: Option<&std::path::Path>) -> any
         }
     });
     let sent: Sent = Arc::default();
-    let samples = Arc::new(Mutex::new(Deliveries::default()));
+    let samples: Shared = Arc::default();
     let mut readers = Vec::new();
     for _ in 0..clients {
         // The same client settings as roundtable's clients.
@@ -276,38 +469,21 @@ async fn reference_side(o: &WireOptions, fsync: Option<&std::path::Path>) -> any
         readers.push(tokio::spawn(async move {
             let (_write, mut read) = ws.split();
             while let Some(Ok(Message::Text(t))) = read.next().await {
-                let at = Instant::now();
-                let frame: EventFrame = match serde_json::from_str(t.as_str()) {
-                    Ok(f) => f,
-                    Err(_) => continue,
-                };
-                if let Event::Message(m) = &frame.body {
-                    if let Some(t) = number(&m.text).and_then(|n| sent.lock().expect("sent").get(&n).copied()) {
-                        samples.lock().expect("samples").record(t, at);
-                    }
+                let at = wall_ns();
+                if let Ok(frame) = serde_json::from_str::<EventFrame>(t.as_str()) {
+                    record_frame(&frame.body, &sent, &samples, at);
                 }
             }
         }));
     }
     let _ = acceptor.await;
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let mut tick = tokio::time::interval(Duration::from_millis(o.every_ms.max(1)));
-    for n in 0..o.messages {
-        tick.tick().await;
-        sent.lock().expect("sent").insert(n, Instant::now());
-        // Serialised once, like roundtable's engine does, with the same shape.
-        let body = Event::Message(MessageEvent {
-            message_id: crate::ids::MessageId::nth(n as u64 + 1),
-            author_id: "host".into(),
-            author_name: "Host".into(),
-            text: format!("bench {n}"),
-            client_msg_id: Some(format!("w{n}")),
-            room: false,
-            at_ms: None,
-        });
-        let frame: Arc<str> = Arc::from(
-            EventFrame { session_id: Some(crate::ids::SessionId::nth(1)), seq: Some(n as u64 + 1), body }.to_json(),
-        );
+    let (frames_tx, mut frames) = tokio::sync::mpsc::channel::<Arc<str>>(1024);
+    let producer = {
+        let (o, sent) = (o.clone(), sent.clone());
+        tokio::spawn(async move { reference_frames(&o, sent, frames_tx).await })
+    };
+    while let Some(frame) = frames.recv().await {
         if let Some(file) = log.take() {
             let line = frame.clone();
             log = Some(
@@ -322,16 +498,12 @@ async fn reference_side(o: &WireOptions, fsync: Option<&std::path::Path>) -> any
         }
         let _ = tx.send(frame);
     }
-    let expected = o.messages * o.clients;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while samples.lock().expect("samples").samples.len() < expected && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    producer.await??;
+    settle(&samples, o.sends * clients, o.patience()).await;
     for r in readers {
         r.abort();
     }
-    let first_send = sent.lock().expect("sent").get(&0).copied();
-    let got = samples.lock().expect("samples").take(first_send);
+    let got = samples.lock().expect("samples").take();
     Ok(got)
 }
 
@@ -339,7 +511,11 @@ async fn reference_side(o: &WireOptions, fsync: Option<&std::path::Path>) -> any
 pub fn run(o: &WireOptions, json: bool, out: &mut dyn Write) -> anyhow::Result<WireReport> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().worker_threads(2).build()?;
     if !json {
-        writeln!(out, "roundtable: {} clients, {} messages every {} ms…", o.clients, o.messages, o.every_ms)?;
+        let what = match o.workload {
+            Workload::Deltas => "agent deltas",
+            Workload::Messages => "host messages",
+        };
+        writeln!(out, "roundtable: {} clients, {} {what} at {}/s…", o.clients, o.sends, o.per_second)?;
     }
     let scratch = crate::app::serve_child::scratch_dir("wire-fsync")?;
     let fsync_file = scratch.path().join("frames.log");
@@ -370,8 +546,9 @@ pub fn run(o: &WireOptions, json: bool, out: &mut dyn Write) -> anyhow::Result<W
     };
     let report = WireReport {
         clients: o.clients,
-        messages: o.messages,
-        every_ms: o.every_ms,
+        workload: o.workload,
+        sends: o.sends,
+        per_second: o.per_second,
         tls: o.tls,
         rounds,
         p99_ratio: roundtable.p99_ms / reference.p99_ms.max(1e-6),
@@ -413,4 +590,31 @@ pub fn run(o: &WireOptions, json: bool, out: &mut dyn Write) -> anyhow::Result<W
         )?;
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_stamp_of_deltas_merged_in_one_tick_is_read_back() {
+        let merged = format!("{}{}{}", delta_text(0, 10), delta_text(1, 20), delta_text(2, 3_000_000_000_000_000_000));
+        assert_eq!(delta_stamps(&merged).collect::<Vec<_>>(), vec![10, 20, 3_000_000_000_000_000_000]);
+        assert_eq!(delta_stamps("go\nd7@\n").count(), 0, "not a stamp");
+    }
+
+    #[test]
+    fn a_rate_sets_the_interval_between_sends() {
+        let o = WireOptions {
+            clients: 1,
+            sends: 10,
+            per_second: 4000,
+            workload: Workload::Deltas,
+            tls: false,
+            relay: None,
+            rounds: 1,
+        };
+        assert_eq!(o.every(), Duration::from_micros(250));
+        assert_eq!(agent_args(&o), ["bench", "wire-agent", "--sends", "10", "--rate", "4000"]);
+    }
 }

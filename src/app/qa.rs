@@ -84,12 +84,18 @@ pub struct BenchArgs {
     /// Ticks per run (fanout).
     #[arg(long, default_value_t = 2000)]
     pub ticks: u64,
-    /// Messages the host sends (wire).
+    /// Deltas the agent streams or messages the host sends, per round (wire).
     #[arg(long, default_value_t = 400)]
     pub sends: usize,
-    /// Milliseconds between the host's messages (wire; 2 = 500 messages/s).
+    /// Milliseconds between sends (wire; 2 = 500/s).
     #[arg(long, value_name = "MS", default_value_t = 2)]
     pub every_ms: u64,
+    /// Sends per second (wire; overrides `--every-ms`, e.g. 4000 for half the maximum load).
+    #[arg(long, value_name = "N")]
+    pub rate: Option<u64>,
+    /// What the sides send (wire): agent deltas at the set rate, or host chat messages.
+    #[arg(long, value_enum, default_value_t = super::bench_wire::Workload::Deltas)]
+    pub workload: super::bench_wire::Workload,
     /// Alternating rounds of each side (wire): the report gives each side's median round.
     #[arg(long, default_value_t = 3)]
     pub rounds: usize,
@@ -176,9 +182,13 @@ pub enum BenchArg {
     /// Engine start, first screen and paging of a long session (`--messages N`), against a
     /// one-page session in the same engine.
     History,
-    /// Send→receive latency over real WebSockets (`--clients`, `--sends`, `--every-ms`, `--tls`)
-    /// against a raw tokio-tungstenite broadcast server in the same run.
+    /// Send→receive latency over real WebSockets (`--clients`, `--sends`, `--every-ms` or
+    /// `--rate`, `--workload`, `--tls`) against a raw tokio-tungstenite broadcast server fed the
+    /// same frames in the same run, with and without an fsync per frame.
     Wire,
+    /// The agent `bench wire` streams from (a `command` agent; not a benchmark).
+    #[value(hide = true)]
+    WireAgent,
     /// Kill the host (SIGKILL) every `--kill-every` ms for `--seconds` while `--clients` people
     /// talk; then prove every acknowledged message is stored once and delivered once to all.
     Soak,
@@ -274,13 +284,17 @@ pub fn run_bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         BenchArg::Wire => {
             let options = super::bench_wire::WireOptions {
                 clients: args.clients,
-                messages: args.sends,
-                every_ms: args.every_ms,
+                sends: args.sends,
+                per_second: args.rate.unwrap_or(1000 / args.every_ms.max(1)),
+                workload: args.workload,
                 tls: args.tls || args.relay.is_some(),
                 relay: args.relay.clone(),
                 rounds: args.rounds,
             };
             super::bench_wire::run(&options, args.json, &mut std::io::stdout().lock())?;
+        }
+        BenchArg::WireAgent => {
+            super::bench_wire::run_agent(args.sends, args.rate.unwrap_or(1000 / args.every_ms.max(1)))?
         }
         BenchArg::Soak => {
             let options = super::bench_soak::SoakOptions {

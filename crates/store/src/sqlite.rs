@@ -4,7 +4,11 @@
 //! `BEGIN IMMEDIATE` transaction, so a crash (or an error in any op) leaves either the whole tick
 //! or none of it — never a part. The database runs in WAL mode with `synchronous = FULL`: once
 //! `commit` returns, the tick survives a process kill and a power cut, which is what lets the
-//! broadcast system send frames right after.
+//! broadcast system send frames right after. The exception is a tick that wrote nothing but
+//! text the agent streamed (previews of a reply stored whole, with a sync, when its turn ends):
+//! it is committed with `synchronous = NORMAL`, in the log when `commit` returns (a killed host
+//! keeps it) but not waited onto the disk (a power cut may lose it until the next synced commit,
+//! which syncs the whole log).
 //!
 //! A commit lands in the write-ahead log (`-wal`) first; a checkpoint copies it into the main
 //! file. The log is only as safe as the file it is in, so the store keeps the main file close
@@ -255,6 +259,9 @@ struct FileWatch {
     checkpointed_at: Instant,
     /// The last idle checkpoint failed (a full disk): said once, not every second.
     checkpoint_failing: bool,
+    /// The connection's `synchronous` level is `NORMAL` (set for a tick that wrote only
+    /// streamed text, see [`SqliteStore::commit`]); `FULL` otherwise.
+    sync_normal: bool,
 }
 
 impl SqliteStore {
@@ -303,6 +310,7 @@ impl SqliteStore {
             version_when_intact: data_version(&conn).ok(),
             checkpointed_at: Instant::now(),
             checkpoint_failing: false,
+            sync_normal: false,
         };
         Ok(SqliteStore {
             conn,
@@ -329,6 +337,25 @@ impl SqliteStore {
             records_stops: false,
             stopped_cleanly: false,
         })
+    }
+
+    /// Sets the connection's `synchronous` level for the next commit: `NORMAL` (the commit is in
+    /// the log, in the operating system's hands, when it returns) for a tick of streamed text
+    /// only, else `FULL` (the log is synced to the disk before the commit returns; that also
+    /// syncs every earlier commit in it). In-memory databases never sync.
+    fn set_sync(&mut self, normal: bool) -> rusqlite::Result<()> {
+        let Some(w) = self.file.as_mut() else { return Ok(()) };
+        if w.sync_normal != normal {
+            self.conn.pragma_update(None, "synchronous", if normal { "NORMAL" } else { "FULL" })?;
+            w.sync_normal = normal;
+        }
+        Ok(())
+    }
+
+    /// The connection's `synchronous` level as SQLite reports it (1 `NORMAL`, 2 `FULL`): that of
+    /// the last commit.
+    pub fn synchronous(&self) -> Result<i64, StoreError> {
+        self.conn.pragma_query_value(None, "synchronous", |r| r.get(0)).map_err(crate::db)
     }
 
     /// [`Store::check_health`] at `now`: the database's files are still the ones opened, and
@@ -501,6 +528,7 @@ impl SqliteStore {
         // Before: never write into a file nobody will read.
         self.check_files()?;
         let db = self.file.as_ref().map_or_else(|| PathBuf::from(&self.path), |w| w.db.clone());
+        self.set_sync(previews_only(ops) && !self.stopped_cleanly).map_err(|e| db_error(&db, e))?;
         // IMMEDIATE takes the write lock up front, so a concurrent CLI write makes us wait
         // (busy_timeout) rather than fail half-way. Dropping `tx` on error rolls everything back.
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|e| db_error(&db, e))?;
@@ -532,6 +560,14 @@ impl SqliteStore {
         // wrote is copied into the main file when that is safe, see `rescue`).
         self.check_files()
     }
+}
+
+/// Whether a tick wrote nothing but text the agent streamed: previews of a reply that is stored
+/// whole (with an fsync) when the turn ends. Such a commit does not wait for the disk: the log
+/// is written before the frames go out, so a killed host keeps it; a power cut may lose it (and
+/// the next commit that syncs makes it durable too).
+fn previews_only(ops: &[StoreOp]) -> bool {
+    ops.iter().all(|op| matches!(op, StoreOp::AppendStreamed { .. }))
 }
 
 /// Applies one op inside the tick's transaction.
@@ -655,6 +691,11 @@ impl Store for SqliteStore {
         }
         if let Err(e) = self.check_files() {
             tracing::warn!("no clean stop recorded: {e}");
+            return;
+        }
+        // Synced, and so is every commit of streamed text before it.
+        if let Err(e) = self.set_sync(false) {
+            tracing::warn!("no clean stop recorded: {}", self.read_failed(e.into()));
             return;
         }
         match rows::set_stopped_cleanly(&self.conn, true) {
