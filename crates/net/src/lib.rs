@@ -18,6 +18,7 @@ use roundtable_protocol::{ids, protocol, token};
 
 pub mod client;
 pub mod discovery;
+pub mod gather;
 pub mod keepalive;
 pub mod known_hosts;
 pub mod link;

@@ -76,12 +76,13 @@ pub struct ServerOptions {
     /// Kernel send buffer per accepted socket (`SO_SNDBUF`); `None` keeps the system default.
     /// Tests set it small to make a slow consumer visible quickly.
     pub send_buffer_bytes: Option<u32>,
-    /// Bytes tungstenite gathers before writing to the socket (its `write_buffer_size`).
-    /// Frames are flushed whenever the queue runs empty anyway; tests set 0 so a slow
-    /// consumer's backlog shows up in the bounded queue instead of this buffer. tungstenite's
-    /// buffer keeps the largest size it ever reached, so it is small, and larger messages go out
-    /// in fragments of [`FRAGMENT_BYTES`] (a joined connection does not keep the size of its join
-    /// result and snapshot).
+    /// Bytes a connection gathers before writing to the socket without waiting for a flush
+    /// ([`crate::gather::Gather`]; frames are flushed whenever the queue runs empty anyway, and
+    /// the buffer is freed once written out). Tests set 0 so a slow consumer's backlog shows up
+    /// in the bounded queue instead of this buffer. tungstenite's own buffering is off: its
+    /// buffer keeps the largest size it ever reached, so it only ever holds one WebSocket frame,
+    /// and larger messages go out in fragments of [`FRAGMENT_BYTES`] (a joined connection does
+    /// not keep the size of its join result and snapshot).
     pub write_buffer_bytes: usize,
     /// Bytes tungstenite reads from the socket at a time (its `read_buffer_size`), allocated
     /// for every connection up front: small, so idle connections stay cheap (tungstenite's
@@ -102,7 +103,7 @@ impl Default for ServerOptions {
             handshake_timeout: Duration::from_secs(10),
             send_buffer_bytes: None,
             write_buffer_bytes: 8 * 1024,
-            read_buffer_bytes: 4 * 1024,
+            read_buffer_bytes: 2 * 1024,
             keepalive: Default::default(),
         }
     }
@@ -320,8 +321,8 @@ pub fn ws_text(frame: &Frame) -> Message {
 /// Messages longer than this go out as a fragmented WebSocket message (RFC 6455 §5.4: a text
 /// frame without FIN, continuation frames, the last with FIN), cut at character boundaries;
 /// clients get the whole message as usual. tungstenite's write buffer then never grows past
-/// about `write_buffer_bytes` plus one fragment, and keeps no capacity of a large snapshot.
-pub const FRAGMENT_BYTES: usize = 8 * 1024;
+/// one fragment, and keeps no capacity of a large snapshot.
+pub const FRAGMENT_BYTES: usize = 1024;
 
 /// The WebSocket frames for one engine frame: one text message, or its fragments.
 pub fn ws_messages(frame: &Frame) -> Vec<Message> {
@@ -406,8 +407,9 @@ impl ConnCtx {
         let config = WebSocketConfig::default()
             .max_message_size(Some(self.options.max_message_bytes))
             .max_frame_size(Some(self.options.max_message_bytes))
-            .write_buffer_size(self.options.write_buffer_bytes)
+            .write_buffer_size(0)
             .read_buffer_size(self.options.read_buffer_bytes);
+        let stream = crate::gather::Gather::new(stream, self.options.write_buffer_bytes);
         let accept = tokio_tungstenite::accept_async_with_config(stream, Some(config));
         let ws = match tokio::time::timeout(self.options.handshake_timeout, accept).await {
             Ok(Ok(ws)) => ws,
@@ -622,6 +624,10 @@ where
             }
         };
         write.start_send_unpin(message)?;
+        if fragments.is_empty() && fragments.capacity() > 4 {
+            // The fragments of a large message (a snapshot): not kept for the connection's life.
+            fragments = std::collections::VecDeque::new();
+        }
         // Batch: flush only when nothing else is waiting.
         if rx.is_empty() && fragments.is_empty() {
             write.flush().await?;
