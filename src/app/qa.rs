@@ -70,6 +70,10 @@ pub struct SimulateArgs {
     /// Do not shrink failing flows (faster).
     #[arg(long)]
     pub no_shrink: bool,
+    /// Threads running seeds (default: one per CPU). The report is the same for any number:
+    /// seeds are reported in order.
+    #[arg(long, value_name = "N")]
+    pub jobs: Option<usize>,
 }
 
 /// `roundtable bench`
@@ -267,6 +271,7 @@ pub fn run_simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         ticks: args.ticks,
         out: args.out,
         no_shrink: args.no_shrink,
+        jobs: args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1),
     };
     let failed = simulate::run(&options, &mut std::io::stdout().lock())?;
     Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })

@@ -1,7 +1,7 @@
 //! The simulator's reference model: docs/RULES.md's rules as plain, single-threaded Rust (no ECS, no
 //! I/O besides reading workspace files), used as an oracle.
 //!
-//! Before each tick the model takes the engine's state as plain structs ([`State::project`]).
+//! Before each tick the model takes the engine's state as plain structs ([`Projector::project`]).
 //! It then replays the inputs the tick consumed — the engine's input [`Journal`]: connections
 //! opened and closed, frames in the order they were handled, agent output — through its own
 //! implementation of the rules, in the phase order of docs/RULES.md §7.1, and predicts
@@ -45,6 +45,8 @@ use crate::engine::systems::resources::{AuthFailures, Counters};
 use crate::ids::{ConnId, ParticipantId, SessionId, ShareId, VoteId, WorkspaceId};
 use crate::protocol::{Admission, DecidedBy, Method, Request, Role, SessionStatus, VoteOutcome, VoteSubject};
 use bevy_ecs::prelude::World;
+use bevy_ecs::query::QueryState;
+use bevy_ecs::world::WorldId;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
 
@@ -238,9 +240,44 @@ pub struct Step {
     pub uncertain: BTreeSet<SessionId>,
 }
 
+/// The queries [`Projector::project`] runs, kept from one tick to the next: building a query's state
+/// cost as much as the rest of a projection. Built again for another world (a restarted engine).
+#[derive(Default)]
+pub struct Projector {
+    queries: Option<(WorldId, Queries)>,
+}
+
+struct Queries {
+    conns: QueryState<&'static Connection>,
+    participants: QueryState<&'static Participant>,
+    sessions: QueryState<(&'static Session, &'static TurnLock, &'static History, &'static EventLog)>,
+    votes: QueryState<&'static PendingVote>,
+    shares: QueryState<&'static Share>,
+    workspaces: QueryState<&'static Workspace>,
+}
+
+impl Projector {
+    /// The engine's state, as plain structs ([`Projector::project`]).
+    pub fn project(&mut self, world: &mut World) -> State {
+        if self.queries.as_ref().is_none_or(|(id, _)| *id != world.id()) {
+            let queries = Queries {
+                conns: world.query(),
+                participants: world.query(),
+                sessions: world.query(),
+                votes: world.query(),
+                shares: world.query(),
+                workspaces: world.query(),
+            };
+            self.queries = Some((world.id(), queries));
+        }
+        let (_, queries) = self.queries.as_mut().expect("built above");
+        State::project_with(queries, world)
+    }
+}
+
 impl State {
     /// The engine's state, as plain structs.
-    pub fn project(world: &mut World) -> State {
+    fn project_with(qs: &mut Queries, world: &World) -> State {
         let clock = *world.resource::<crate::engine::systems::resources::Clock>();
         let counters = world.resource::<Counters>();
         let (next_participant, next_session, next_vote) = (counters.participant, counters.session, counters.vote);
@@ -252,8 +289,8 @@ impl State {
             default_vote_deadline_ms: config.default_vote_deadline_ms,
         };
         let storage = world.resource::<StorageHealth>().failing.as_ref().map(|f| f.last_try_ms);
-        let mut q = world.query::<&Connection>();
-        let conns = q
+        let conns = qs
+            .conns
             .iter(world)
             .map(|c| {
                 (
@@ -268,8 +305,8 @@ impl State {
                 )
             })
             .collect();
-        let mut q = world.query::<&Participant>();
-        let participants = q
+        let participants = qs
+            .participants
             .iter(world)
             .map(|p| {
                 (
@@ -288,8 +325,8 @@ impl State {
                 )
             })
             .collect();
-        let mut q = world.query::<(&Session, &TurnLock, &History, &EventLog)>();
-        let sessions = q
+        let sessions = qs
+            .sessions
             .iter(world)
             .map(|(s, l, h, log)| {
                 let client_ids = h
@@ -317,8 +354,8 @@ impl State {
                 )
             })
             .collect();
-        let mut q = world.query::<&PendingVote>();
-        let votes = q
+        let votes = qs
+            .votes
             .iter(world)
             .map(|v| {
                 let kind = match &v.subject {
@@ -344,8 +381,8 @@ impl State {
                 )
             })
             .collect();
-        let mut q = world.query::<&Share>();
-        let shares = q
+        let shares = qs
+            .shares
             .iter(world)
             .map(|s| {
                 (
@@ -366,8 +403,7 @@ impl State {
                 )
             })
             .collect();
-        let mut q = world.query::<&Workspace>();
-        let workspaces = q.iter(world).map(|w| (w.id.clone(), PathBuf::from(&w.dir))).collect();
+        let workspaces = qs.workspaces.iter(world).map(|w| (w.id.clone(), PathBuf::from(&w.dir))).collect();
         State {
             now: clock.now,
             tick: clock.tick,
@@ -399,17 +435,19 @@ impl State {
         if self.settings != engine.settings {
             out.push(format!("host settings: model {:?}, engine {:?}", self.settings, engine.settings));
         }
-        let keys = |a: Vec<String>, b: Vec<String>, what: &str, out: &mut Vec<String>| {
-            if a != b {
-                out.push(format!("{what}: model has {a:?}, engine has {b:?}"));
+        // The key lists are spelled out only when they differ (comparing is all most ticks need).
+        fn keys<K: PartialEq + std::fmt::Display, V>(
+            a: &BTreeMap<K, V>,
+            b: &BTreeMap<K, V>,
+            what: &str,
+            out: &mut Vec<String>,
+        ) {
+            if !a.keys().eq(b.keys()) {
+                let list = |m: &BTreeMap<K, V>| m.keys().map(|k| k.to_string()).collect::<Vec<String>>();
+                out.push(format!("{what}: model has {:?}, engine has {:?}", list(a), list(b)));
             }
-        };
-        keys(
-            self.sessions.keys().map(|k| k.to_string()).collect(),
-            engine.sessions.keys().map(|k| k.to_string()).collect(),
-            "sessions",
-            &mut out,
-        );
+        }
+        keys(&self.sessions, &engine.sessions, "sessions", &mut out);
         for (id, m) in &self.sessions {
             let Some(e) = engine.sessions.get(id) else { continue };
             if uncertain.contains(id) {
@@ -421,12 +459,7 @@ impl State {
                 out.push(format!("session {id} (holder, turn, status): model {mine:?}, engine {theirs:?}"));
             }
         }
-        keys(
-            self.votes.keys().map(|k| k.to_string()).collect(),
-            engine.votes.keys().map(|k| k.to_string()).collect(),
-            "votes",
-            &mut out,
-        );
+        keys(&self.votes, &engine.votes, "votes", &mut out);
         for (id, m) in &self.votes {
             let Some(e) = engine.votes.get(id) else { continue };
             if uncertain.contains(&m.session) {
@@ -440,18 +473,20 @@ impl State {
                 ));
             }
         }
-        keys(
-            self.participants.keys().map(|k| k.to_string()).collect(),
-            engine.participants.keys().map(|k| k.to_string()).collect(),
-            "participants",
-            &mut out,
-        );
+        keys(&self.participants, &engine.participants, "participants", &mut out);
         for (id, m) in &self.participants {
             let Some(e) = engine.participants.get(id) else { continue };
-            let view = |p: &MParticipant| {
-                let basics = (p.display_name.clone(), p.role, p.share.clone(), p.muted, p.admission);
-                (basics, p.sessions.clone(), p.presence, p.read.clone())
-            };
+            #[allow(clippy::type_complexity)]
+            fn view(
+                p: &MParticipant,
+            ) -> (
+                (&String, Role, &Option<ShareId>, bool, Admission),
+                &BTreeSet<SessionId>,
+                Presence,
+                &BTreeMap<SessionId, u64>,
+            ) {
+                ((&p.display_name, p.role, &p.share, p.muted, p.admission), &p.sessions, p.presence, &p.read)
+            }
             if view(m) != view(e) {
                 out.push(format!(
                     "participant {id} ((name, role, share, muted, admission), sessions, presence, read markers): model {:?}, engine {:?}",
@@ -510,12 +545,15 @@ struct Tick<'a> {
 }
 
 /// Replays one tick's inputs from `before` at time `now`; `store_fails` says whether the store
-/// refuses writes (a `storage_fault`) during the tick.
-pub fn step(before: &State, journal: &[Journaled], now: u64, rules: &Rules, store_fails: bool) -> Step {
-    let mut s = before.clone();
-    let gap = now.saturating_sub(before.now);
-    let resumed = before.tick > 0 && gap > rules.suspend_gap_ms;
-    s.now = before.now.max(now);
+/// refuses writes (a `storage_fault`) during the tick. (`before` becomes the prediction: the
+/// caller has no further use for it, and copying the whole state every tick was a good part of
+/// the model's cost.)
+pub fn step(before: State, journal: &[Journaled], now: u64, rules: &Rules, store_fails: bool) -> Step {
+    let storage_before = before.storage;
+    let mut s = before;
+    let gap = now.saturating_sub(s.now);
+    let resumed = s.tick > 0 && gap > rules.suspend_gap_ms;
+    s.now = s.now.max(now);
     s.tick += 1;
     let mut t = Tick {
         s,
@@ -533,7 +571,7 @@ pub fn step(before: &State, journal: &[Journaled], now: u64, rules: &Rules, stor
     // are gone in this tick's presence phase, before those the transport reports.
     let mut requests = Vec::new();
     let mut closed_conns: Vec<ConnId> =
-        before.conns.iter().filter(|(_, c)| c.auth.is_closing()).map(|(id, _)| *id).collect();
+        t.s.conns.iter().filter(|(_, c)| c.auth.is_closing()).map(|(id, _)| *id).collect();
     for entry in journal {
         match entry {
             Journaled::Opened { conn, addr } => {
@@ -696,7 +734,7 @@ pub fn step(before: &State, journal: &[Journaled], now: u64, rules: &Rules, stor
         }
     }
     // Persist: the tick's writes are committed, or the store fails (see the module docs).
-    if t.persist(before.storage, store_fails) {
+    if t.persist(storage_before, store_fails) {
         for p in t.responses.iter_mut().filter(|p| p.code == "ok") {
             p.held = true;
         }

@@ -473,6 +473,8 @@ pub(crate) struct Runner<'a> {
 /// The engine checked against the reference model ([`super::model`]) tick by tick.
 struct ModelCheck {
     rules: model::Rules,
+    /// The queries of the projection, kept between ticks.
+    projector: model::Projector,
     /// The engine's state after the previous tick (`None` right after an engine start: the
     /// first tick of an engine is not predicted).
     before: Option<model::State>,
@@ -488,6 +490,7 @@ impl ModelCheck {
     fn new(config: &EngineConfig) -> ModelCheck {
         ModelCheck {
             rules: model::Rules::from_config(config),
+            projector: model::Projector::default(),
             before: None,
             expected: BTreeMap::new(),
             violations: Vec::new(),
@@ -721,9 +724,9 @@ impl<'a> Runner<'a> {
         let Some(mut m) = self.model.take() else { return };
         let engine = self.engine.as_mut().expect("engine running");
         let journal = engine.take_journal();
-        let after = model::State::project(&mut engine.world);
+        let after = m.projector.project(&mut engine.world);
         if let Some(before) = m.before.take() {
-            let predicted = model::step(&before, &journal, now, &m.rules, store_fails);
+            let predicted = model::step(before, &journal, now, &m.rules, store_fails);
             m.ticks += 1;
             for d in predicted.state.differences(&after, &predicted.uncertain) {
                 self.model_violation(&mut m, d);
@@ -1121,14 +1124,14 @@ impl<'a> Runner<'a> {
                 };
                 self.clients.get_mut(&name).expect("client").conns[index].read += frames.len();
                 for d in frames {
-                    let text = d.frame.to_string();
-                    let json: Value = serde_json::from_str(&text).unwrap_or_else(|_| json!({"unparsable": text}));
-                    {
-                        let c = self.clients.get_mut(&name).expect("client");
-                        c.log.push(format!("t={} {} < {}", d.time, conn_id, text));
-                        c.seen.push(Seen { tick: d.tick, time: d.time, conn_index: index, json: json.clone() });
-                    }
-                    self.on_frame(&name, index, &json, d.tick, d.time);
+                    let text: &str = &d.frame;
+                    let json: Value = serde_json::from_str(text).unwrap_or_else(|_| json!({"unparsable": text}));
+                    let c = self.clients.get_mut(&name).expect("client");
+                    c.log.push(format!("t={} {} < {}", d.time, conn_id, text));
+                    self.on_frame(&name, index, &json, text, d.tick, d.time);
+                    // (Nothing in `on_frame` reads `seen`: the frame is recorded after it.)
+                    let c = self.clients.get_mut(&name).expect("client");
+                    c.seen.push(Seen { tick: d.tick, time: d.time, conn_index: index, json });
                 }
                 if let (Some(reason), true) = (closed, was_open) {
                     let now = self.now;
@@ -1143,7 +1146,8 @@ impl<'a> Runner<'a> {
         }
     }
 
-    fn on_frame(&mut self, name: &str, index: usize, json: &Value, tick: u64, time: u64) {
+    /// One frame a client read: `json` is `text` parsed.
+    fn on_frame(&mut self, name: &str, index: usize, json: &Value, text: &str, tick: u64, time: u64) {
         if let Some(id) = json.get("id") {
             if json.get("result").is_some() || json.get("error").is_some() {
                 let conn_id = self.clients[name].conns[index].id;
@@ -1193,7 +1197,7 @@ impl<'a> Runner<'a> {
         let auto_resync = def.as_ref().is_none_or(|d| d.auto_resync);
         let auto_refetch = def.as_ref().is_none_or(|d| d.auto_refetch);
         // What the client program makes of it (the rules `join` and the window follow).
-        let then = match serde_json::from_value::<EventFrame>(json.clone()) {
+        let then = match serde_json::from_str::<EventFrame>(text) {
             Ok(frame) => self.clients.get_mut(name).expect("client").program.event(&frame).then,
             Err(_) => Then::Nothing,
         };

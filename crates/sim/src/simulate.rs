@@ -655,6 +655,9 @@ pub struct SimulateOptions {
     pub out: PathBuf,
     /// Do not shrink failing flows (faster).
     pub no_shrink: bool,
+    /// Threads running seeds (at least 1). Each seed runs alone on one thread and the results
+    /// are reported in seed order, so the report is the same for any number.
+    pub jobs: usize,
 }
 
 /// Runs the seeds, writing progress (at least every 2 s), each failure with its replay file,
@@ -678,8 +681,9 @@ fn run_seeds(args: &SimulateOptions, report: &mut dyn Write, started: Instant) -
     let (mut model_ticks, mut model_responses) = (0u64, 0u64);
     let mut coverage = Coverage::default();
     let mut last_progress = Instant::now();
-    for (n, seed) in (args.start_seed..args.start_seed.saturating_add(args.seeds)).enumerate() {
-        let outcome = run_seed(seed, steps);
+    let seeds = args.start_seed..args.start_seed.saturating_add(args.seeds);
+    let mut on_outcome = |n: usize, outcome: SeedOutcome| -> anyhow::Result<()> {
+        let seed = outcome.seed;
         ticks += outcome.report.ticks;
         model_ticks += outcome.report.model_checked.0;
         model_responses += outcome.report.model_checked.1;
@@ -706,6 +710,14 @@ fn run_seeds(args: &SimulateOptions, report: &mut dyn Write, started: Instant) -
                 events as f64 / started.elapsed().as_secs_f64().max(1e-9)
             )?;
         }
+        Ok(())
+    };
+    if args.jobs <= 1 {
+        for (n, seed) in seeds.enumerate() {
+            on_outcome(n, run_seed(seed, steps))?;
+        }
+    } else {
+        in_parallel(seeds, steps, args.jobs, &mut on_outcome)?;
     }
     writeln!(
         report,
@@ -713,6 +725,51 @@ fn run_seeds(args: &SimulateOptions, report: &mut dyn Write, started: Instant) -
     )?;
     coverage.write(report)?;
     Ok(failed)
+}
+
+/// Runs `seeds` on `jobs` threads (each takes the next seed not yet taken) and hands every
+/// outcome to `on_outcome` on this thread, in seed order, as soon as the ones before it are in.
+/// Stops taking seeds once `on_outcome` fails.
+fn in_parallel(
+    seeds: std::ops::Range<u64>,
+    steps: u64,
+    jobs: usize,
+    on_outcome: &mut dyn FnMut(usize, SeedOutcome) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let next = AtomicU64::new(seeds.start);
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::channel::<SeedOutcome>();
+        for _ in 0..jobs {
+            let tx = tx.clone();
+            let (next, stop, end) = (&next, &stop, seeds.end);
+            scope.spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let seed = next.fetch_add(1, Ordering::Relaxed);
+                    if seed >= end || tx.send(run_seed(seed, steps)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(tx);
+        // Outcomes that arrived before the ones in front of them.
+        let mut waiting: BTreeMap<u64, SeedOutcome> = BTreeMap::new();
+        let mut due = seeds.start;
+        let result = (|| {
+            for outcome in rx.iter() {
+                waiting.insert(outcome.seed, outcome);
+                while let Some(outcome) = waiting.remove(&due) {
+                    on_outcome((due - seeds.start) as usize, outcome)?;
+                    due += 1;
+                }
+            }
+            Ok(())
+        })();
+        stop.store(true, Ordering::Relaxed);
+        result
+    })
 }
 
 #[cfg(test)]

@@ -39,6 +39,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+thread_local! {
+    /// An in-memory database with every migration applied, which [`SqliteStore::open_in_memory`]
+    /// copies (built by the first call on each thread).
+    static MIGRATED_TEMPLATE: std::cell::RefCell<Option<Connection>> = const { std::cell::RefCell::new(None) };
+}
+
 /// How long a writer waits for another writer (the CLI, the host) before giving up.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -324,10 +330,25 @@ impl SqliteStore {
     }
 
     /// A private in-memory database (tests, the simulator).
+    ///
+    /// The migrations run once per thread, into a template database; each store starts as a
+    /// page-for-page copy of it (SQLite's online backup), so it holds exactly what migrating a
+    /// fresh database gives (schema, triggers, `user_version`) without running every migration
+    /// again — the simulator opens one per seed and per host restart.
     pub fn open_in_memory() -> Result<SqliteStore, StoreError> {
         let mut conn = Connection::open_in_memory().map_err(crate::db)?;
+        MIGRATED_TEMPLATE.with(|template| -> Result<(), StoreError> {
+            let mut template = template.borrow_mut();
+            if template.is_none() {
+                let mut fresh = Connection::open_in_memory().map_err(crate::db)?;
+                migrate::migrate(&mut fresh, ":memory:")?;
+                *template = Some(fresh);
+            }
+            let template = template.as_ref().expect("migrated above");
+            let backup = rusqlite::backup::Backup::new(template, &mut conn).map_err(crate::db)?;
+            backup.run_to_completion(i32::MAX, Duration::ZERO, None).map_err(crate::db)
+        })?;
         conn.pragma_update(None, "foreign_keys", true).map_err(crate::db)?;
-        migrate::migrate(&mut conn, ":memory:")?;
         Ok(SqliteStore {
             conn,
             path: ":memory:".into(),
@@ -777,6 +798,37 @@ mod tests {
             dir: format!("/tmp/ws{n}"),
             agent: AgentSpec::demo(),
         })
+    }
+
+    /// Everything in `sqlite_master`, the schema version and the enforced foreign keys.
+    fn schema_of(conn: &Connection) -> (Vec<(String, String, String)>, u32, bool) {
+        let mut q =
+            conn.prepare("SELECT type, name, COALESCE(sql, '') FROM sqlite_master ORDER BY type, name").unwrap();
+        let rows = q.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap().map(Result::unwrap).collect();
+        let fk: bool = conn.query_row("PRAGMA foreign_keys", [], |r| r.get(0)).unwrap();
+        (rows, migrate::version(conn).unwrap(), fk)
+    }
+
+    #[test]
+    fn an_in_memory_store_is_what_migrating_a_fresh_database_gives_and_starts_empty() {
+        let mut fresh = Connection::open_in_memory().unwrap();
+        fresh.pragma_update(None, "foreign_keys", true).unwrap();
+        migrate::migrate(&mut fresh, ":memory:").unwrap();
+        let expected = schema_of(&fresh);
+        assert_eq!(expected.1, migrate::LATEST);
+        // The first copies the per-thread template, the second copies it again: a store's
+        // writes never reach the template.
+        let mut first = SqliteStore::open_in_memory().unwrap();
+        assert_eq!(schema_of(&first.conn), expected);
+        first.commit(&[workspace(1)]).unwrap();
+        let second = SqliteStore::open_in_memory().unwrap();
+        assert_eq!(schema_of(&second.conn), expected);
+        let count =
+            |s: &SqliteStore| -> i64 { s.conn.query_row("SELECT count(*) FROM workspaces", [], |r| r.get(0)).unwrap() };
+        assert_eq!((count(&first), count(&second)), (1, 0));
+        // Another thread builds its own template and gets the same.
+        let other = std::thread::spawn(|| schema_of(&SqliteStore::open_in_memory().unwrap().conn)).join().unwrap();
+        assert_eq!(other, expected);
     }
 
     #[test]

@@ -120,7 +120,7 @@ impl PresentNames {
 
     /// Whether `pid` is recorded under every form of `name` (the invariant checker).
     pub fn holds(&self, pid: &ParticipantId, name: &str) -> bool {
-        super::util::name_forms(name).iter().all(|f| self.0.get(f).is_some_and(|h| h.contains(pid)))
+        super::util::name_forms_memo(name, |forms| forms.iter().all(|f| self.0.get(f).is_some_and(|h| h.contains(pid))))
     }
 }
 

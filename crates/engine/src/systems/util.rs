@@ -175,6 +175,25 @@ pub fn name_forms(name: &str) -> [String; 3] {
     [read(&nfkc), read(&skeleton(&nfkc)), read(&skeleton(&nfkc.to_uppercase()))]
 }
 
+/// `f` of [`name_forms`]`(name)`, remembered per thread for the last few hundred names: the
+/// invariant checker asks for every present remote's forms on every tick, and the Unicode
+/// normalisation behind them is most of its cost. (A pure function: the memo changes no answer.)
+pub fn name_forms_memo<T>(name: &str, f: impl FnOnce(&[String; 3]) -> T) -> T {
+    thread_local! {
+        static MEMO: std::cell::RefCell<std::collections::BTreeMap<String, [String; 3]>> = Default::default();
+    }
+    MEMO.with(|memo| {
+        let mut memo = memo.borrow_mut();
+        if !memo.contains_key(name) {
+            if memo.len() >= 512 {
+                memo.clear();
+            }
+            memo.insert(name.to_string(), name_forms(name));
+        }
+        f(&memo[name])
+    })
+}
+
 /// `form` without trailing counters `(2)`, `(13)`… as [`name_forms`] writes them (where `1`
 /// may have become `l` and `0` an `O` or `o`).
 fn without_counters(form: &str) -> &str {
