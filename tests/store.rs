@@ -204,6 +204,7 @@ fn full_restored() -> Restored {
         ballots: vec![ballot(1, "host"), ballot(1, "p1")],
         audit_count: 2,
         settings: Some(settings("Maya")),
+        summaries: Default::default(),
     }
 }
 

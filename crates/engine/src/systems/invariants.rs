@@ -39,6 +39,8 @@ pub fn check_invariants(
     }
     let participant =
         |id: &crate::ids::ParticipantId| index.participants.get(id).and_then(|&e| participants.get(e).ok());
+    let joined: std::collections::BTreeSet<&crate::ids::SessionId> =
+        index.conns.values().filter_map(|&e| conns.get(e).ok()).flat_map(|c| c.joined.iter()).collect();
     for (sid, &se) in index.sessions.iter() {
         let Ok((session, lock, log, history)) = sessions.get(se) else { continue };
         // Scope checks read the session's workspace from the index (`Index::session_in_scope`).
@@ -112,6 +114,27 @@ pub fn check_invariants(
                 _ => {}
             }
         }
+        // Residency (`residency`): a session's tails are in memory or not at all, and a session
+        // someone is in, or whose turn runs, has them.
+        if log.resident.is_none() {
+            if !log.tail.is_empty() || !history.messages.is_empty() || !history.client_ids.is_empty() {
+                found.push(format!(
+                    "session {sid}: not resident but holds {} events and {} messages in memory",
+                    log.tail.len(),
+                    history.messages.len()
+                ));
+            }
+            if lock.holder.is_some() {
+                found.push(format!("session {sid}: turn {} runs but its tails are not resident", lock.turn_id));
+            }
+            if joined.contains(sid) {
+                found.push(format!("session {sid}: joined by a connection but its tails are not resident"));
+            }
+        } else if let Some(last) = history.messages.back() {
+            if last.seq >= log.next_seq {
+                found.push(format!("session {sid}: message seq {} is not below next_seq {}", last.seq, log.next_seq));
+            }
+        }
         let mut expected = log.tail.front().map(|(s, _)| *s).unwrap_or(log.next_seq);
         for (seq, _) in &log.tail {
             if *seq != expected {
@@ -131,6 +154,14 @@ pub fn check_invariants(
         }
         if v.outcome.is_some() {
             continue;
+        }
+        if index
+            .sessions
+            .get(&v.session)
+            .and_then(|&e| sessions.get(e).ok())
+            .is_some_and(|(_, _, log, _)| log.resident.is_none())
+        {
+            found.push(format!("vote {vid}: open but the tails of {} are not resident", v.session));
         }
         for r in &v.required {
             if !participant(r).is_some_and(|p| p.presence.is_present() && p.sessions.contains(&v.session)) {
