@@ -55,6 +55,9 @@ pub struct EngineConfig {
     /// unused: no connection joined, no remote in grace, no turn running
     /// (`systems::residency`).
     pub unload_idle_ms: u64,
+    /// Load every session's tails at start, as before they were loaded on demand (testing aid:
+    /// `bench startup --events-per-session` compares both).
+    pub eager_tails: bool,
 }
 
 /// See [`EngineConfig::resolve_agent`].
@@ -83,6 +86,7 @@ impl Default for EngineConfig {
             mask_patterns: Vec::new(),
             resolve_agent: None,
             unload_idle_ms: 60_000,
+            eager_tails: false,
         }
     }
 }
