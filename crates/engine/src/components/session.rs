@@ -59,10 +59,10 @@ impl EventLog {
     /// Events after `since`, or `None` when some were dropped from the tail (snapshot needed).
     /// Only meaningful while the tails are resident (joins load them first).
     pub fn since(&self, since: u64) -> Option<Vec<(u64, crate::io::Framed)>> {
-        debug_assert!(self.resident.is_some(), "replay from a log whose tail is not loaded");
         if since >= self.last_seq() {
             return Some(Vec::new());
         }
+        debug_assert!(self.resident.is_some(), "replay from a log whose tail is not loaded");
         let first = self.tail.front().map(|(s, _)| *s).unwrap_or(self.next_seq);
         if since + 1 < first {
             return None;

@@ -39,8 +39,6 @@ pub fn check_invariants(
     }
     let participant =
         |id: &crate::ids::ParticipantId| index.participants.get(id).and_then(|&e| participants.get(e).ok());
-    let joined: std::collections::BTreeSet<&crate::ids::SessionId> =
-        index.conns.values().filter_map(|&e| conns.get(e).ok()).flat_map(|c| c.joined.iter()).collect();
     for (sid, &se) in index.sessions.iter() {
         let Ok((session, lock, log, history)) = sessions.get(se) else { continue };
         // Scope checks read the session's workspace from the index (`Index::session_in_scope`).
@@ -115,7 +113,7 @@ pub fn check_invariants(
             }
         }
         // Residency (`residency`): a session's tails are in memory or not at all, and a session
-        // someone is in, or whose turn runs, has them.
+        // whose turn runs has them.
         if log.resident.is_none() {
             if !log.tail.is_empty() || !history.messages.is_empty() || !history.client_ids.is_empty() {
                 found.push(format!(
@@ -126,9 +124,6 @@ pub fn check_invariants(
             }
             if lock.holder.is_some() {
                 found.push(format!("session {sid}: turn {} runs but its tails are not resident", lock.turn_id));
-            }
-            if joined.contains(sid) {
-                found.push(format!("session {sid}: joined by a connection but its tails are not resident"));
             }
         } else if let Some(last) = history.messages.back() {
             if last.seq >= log.next_seq {

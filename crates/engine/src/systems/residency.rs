@@ -14,17 +14,18 @@
 //!   (the ingest gate refuses these requests while the store fails, so nothing is waiting to be
 //!   stored). The load is synchronous, reads one session (`Store::load_tails`), and is
 //!   deterministic: the same store gives the same tails. A load that fails answers the request
-//!   `storage_unavailable` and nothing else happens; the host runs on.
+//!   `storage_unavailable` and nothing else happens; the host runs on. A member's join that
+//!   missed nothing needs no tail and loads nothing.
 //! - **Without the tails** everything else still works: an event (presence, settings, votes, a
 //!   turn ended at restart) gets its seq, is stored and sent; a message is stored. Only the
 //!   in-memory copy is skipped — the store has it for the next load.
 //! - **Unload** ([`unload_idle`], after the tick's commit, once a second of engine time): a
-//!   resident session that no connection has joined, no remote in its grace period belongs to,
+//!   resident session that no remote's connection has joined, no remote in its grace period belongs to,
 //!   with no turn running, for `EngineConfig::unload_idle_ms`, gives its tails back. Never while
 //!   the store fails (what it would read back is not all stored yet).
 //!
 //! The invariant checker holds the two states apart: a session not resident keeps no tail and no
-//! message in memory; one that is joined, runs a turn or has an open vote is resident.
+//! message in memory; one that runs a turn or has an open vote is resident.
 
 use super::params::{Directory, TickEnv};
 use super::persist_tick::StorageHealth;
@@ -38,6 +39,9 @@ use crate::protocol::Method;
 use bevy_ecs::prelude::*;
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
+
+/// A `since_seq` at or past this means "nothing missed" whatever happens in the tick.
+pub const NOTHING_MISSED: u64 = u64::MAX / 2;
 
 /// How often (engine time) [`unload_idle`] looks for idle sessions.
 pub const SWEEP_MS: u64 = 1_000;
@@ -56,16 +60,29 @@ pub fn tails_needed(method: &Method) -> Option<&SessionId> {
 /// Makes `session`'s tails resident for a request of `conn` (marking them used now). A session
 /// that does not exist or that the caller cannot see is left alone: its system answers
 /// `not_found`, and nothing was read for it.
-pub fn load_for_request(world: &mut World, conn: ConnId, session: &SessionId) -> Result<(), StoreError> {
+///
+/// A join of a member that can have missed nothing (`since_seq` of [`NOTHING_MISSED`] or more: the
+/// host's console follows every session with `u64::MAX`) reads no tail and loads nothing.
+pub fn load_for_request(
+    world: &mut World,
+    conn: ConnId,
+    session: &SessionId,
+    since_seq: Option<u64>,
+) -> Result<(), StoreError> {
     let index = world.resource::<Index>();
-    let Some(entity) = (|| {
+    let Some((entity, member)) = (|| {
         let c = world.get::<Connection>(*index.conns.get(&conn)?)?;
         let me = world.get::<Participant>(*index.participants.get(c.participant()?)?)?;
         let share = me.share.as_ref().and_then(|s| index.shares.get(s)).and_then(|&e| world.get::<Share>(e));
-        index.session_in_scope(me, share, session)
+        Some((index.session_in_scope(me, share, session)?, me.sessions.contains(session)))
     })() else {
         return Ok(());
     };
+    // Only a `since_seq` no session reaches: events emitted later in this tick (a presence
+    // change before the join is handled) must not turn "nothing missed" into a replay.
+    if member && since_seq.is_some_and(|since| since >= NOTHING_MISSED) {
+        return Ok(());
+    }
     ensure_loaded(world, entity, session)
 }
 
@@ -118,12 +135,15 @@ pub fn unload(log: &mut EventLog, history: &mut History) {
     *history = History { has_older: has_messages, ..History::default() };
 }
 
-/// The sessions someone uses now: joined by a connection, or belonging to a remote within its
-/// grace period (it will be back for its replay).
+/// The sessions someone uses now: joined by a remote's connection, or belonging to a remote
+/// within its grace period (it will be back for its replay). The host's connections do not
+/// count: the host is in every session, and its console follows them all.
 fn in_use(dir: &Directory) -> BTreeSet<SessionId> {
     let mut used: BTreeSet<SessionId> = BTreeSet::new();
     for c in dir.index.conns.values().filter_map(|&e| dir.conns.get(e).ok()) {
-        used.extend(c.joined.iter().cloned());
+        if c.participant().is_some_and(|p| !p.is_host()) {
+            used.extend(c.joined.iter().cloned());
+        }
     }
     for (_, pid) in &dir.index.in_grace {
         let Some(p) = dir.index.participants.get(pid).and_then(|&e| dir.participants.get(e).ok()) else { continue };
