@@ -1987,3 +1987,207 @@ fn tokens_depend_on_the_hosts_secret_not_only_on_its_seed() {
     assert_ne!(mint([1; 32]), mint([2; 32]), "the secret changes the tokens");
     assert_ne!(mint([0; 32]), mint([1; 32]));
 }
+
+// ---- session tails in memory only while needed (issue 25) ------------------------------------
+
+/// Per session, in id order: (events in the in-memory replay tail, messages in memory).
+fn tails_in_memory(h: &mut Harness) -> Vec<(String, usize, usize)> {
+    use roundtable::engine::components::{EventLog, History, Session};
+    let mut q = h.engine.world.query::<(&Session, &EventLog, &History)>();
+    let mut out: Vec<(String, usize, usize)> =
+        q.iter(&h.engine.world).map(|(s, log, hist)| (s.id.to_string(), log.tail.len(), hist.messages.len())).collect();
+    out.sort();
+    out
+}
+
+/// The parts of a snapshot that come from the session's tails and state (not the roster).
+fn snapshot_core(h: &mut Harness, conn: roundtable::ids::ConnId, s: &str) -> Value {
+    h.take(conn);
+    h.call(conn, "join_session", json!({"session_id": s})).unwrap();
+    let snap = h.events_named(conn, "snapshot").pop().expect("a snapshot");
+    let p = &snap["payload"];
+    json!({"messages": p["messages"], "has_older": p["has_older"], "last_seq": p["last_seq"], "votes": p["votes"],
+           "streaming_text": p["streaming_text"]})
+}
+
+#[test]
+fn a_restarted_host_holds_no_session_tails_until_one_is_needed_and_then_serves_the_same_snapshot() {
+    use roundtable::store::SqliteStore;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("roundtable.db");
+    let (w, sessions, before) = {
+        let mut h = Harness::with_store(EngineConfig::default(), Box::new(SqliteStore::open(&db).unwrap()));
+        let (w, s1) = h.workspace_and_session(".");
+        let mut sessions = vec![s1];
+        for title in ["two", "three"] {
+            let s = h.host("create_session", json!({"workspace_id": w, "title": title}));
+            sessions.push(s["id"].as_str().unwrap().to_string());
+        }
+        for s in &sessions {
+            for i in 0..5 {
+                let text = format!("{s} r{i}");
+                h.host("send_chat", json!({"session_id": s, "text": text, "client_msg_id": format!("{s}-{i}")}));
+            }
+        }
+        let before = snapshot_core(&mut h, HOST, &sessions[0]);
+        (w, sessions, before)
+    };
+    let mut h = Harness::with_store(EngineConfig::default(), Box::new(SqliteStore::open(&db).unwrap()));
+    h.run(50);
+    assert!(
+        tails_in_memory(&mut h).iter().all(|(_, events, messages)| *events == 0 && *messages == 0),
+        "nothing of any session's history is in memory after a restart: {:?}",
+        tails_in_memory(&mut h)
+    );
+    // Listing costs no load; neither does following a session without missing anything (the
+    // host's console does that for every session at start).
+    h.host("join_session", json!({"session_id": sessions[2], "since_seq": u64::MAX}));
+    let list = h.host("list_sessions", json!({"workspace_id": w}));
+    assert_eq!(list["sessions"].as_array().unwrap().len(), 3);
+    assert!(tails_in_memory(&mut h).iter().all(|(_, events, _)| *events == 0));
+    // A join loads that session (only that one) and gets what it got before the restart.
+    assert_eq!(snapshot_core(&mut h, HOST, &sessions[0]), before, "the same snapshot as before the restart");
+    let mem = tails_in_memory(&mut h);
+    let loaded: Vec<&String> = mem.iter().filter(|(_, events, _)| *events > 0).map(|(s, ..)| s).collect();
+    assert_eq!(loaded, vec![&sessions[0]], "{mem:?}");
+    // A retry of a message sent before the restart, in a session not loaded yet: a duplicate.
+    let s2 = &sessions[1];
+    let retry =
+        h.host("send_chat", json!({"session_id": s2, "text": format!("{s2} r4"), "client_msg_id": format!("{s2}-4")}));
+    assert_eq!(retry["duplicate"], true, "{retry}");
+    assert_eq!(h.engine.violations(), Vec::<String>::new());
+}
+
+#[test]
+fn an_idle_session_gives_its_tails_back_and_a_reload_replays_exactly_the_missed_frames() {
+    use roundtable::store::SqliteStore;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("roundtable.db");
+    let config = EngineConfig { grace_ms: 1_000, unload_idle_ms: 5_000, ..EngineConfig::default() };
+    let mut h = Harness::with_store(config, Box::new(SqliteStore::open(&db).unwrap()));
+    let (w, s) = h.workspace_and_session(".");
+    let tok = h.mint(&[&w], json!({}));
+    let (ann, _) = h.join(&tok, "Ann", &s);
+    for i in 0..20 {
+        h.call(ann, "send_chat", json!({"session_id": s, "text": format!("a{i}"), "client_msg_id": format!("a{i}")}))
+            .unwrap();
+    }
+    let ann_frames: Vec<Value> = h.frames(ann).into_iter().filter(|f| f.get("seq").is_some()).collect();
+    let since = ann_frames[5]["seq"].as_u64().unwrap();
+    let history_before = {
+        let mut q = h.engine.world.query::<&roundtable::engine::components::History>();
+        q.iter(&h.engine.world).map(|hist| hist.messages.clone()).collect::<Vec<_>>()
+    };
+    h.close(ann);
+    // In use while Ann may come back (grace), then idle: the tails stay until the idle time ends.
+    h.run(4_000);
+    assert!(tails_in_memory(&mut h)[0].1 > 0, "not yet: idle for less than unload_idle_ms");
+    h.run(4_000);
+    assert_eq!(tails_in_memory(&mut h), vec![(s.clone(), 0, 0)], "idle past unload_idle_ms: given back");
+    // Events go on without the tails (stored, seq'd): a rename while unloaded.
+    h.host("rename_session", json!({"session_id": s, "title": "renamed"}));
+    assert_eq!(tails_in_memory(&mut h), vec![(s.clone(), 0, 0)], "an event does not load the session");
+    // A returning reader gets exactly the frames it missed, the same bytes as first sent.
+    let c = h.open("10.25.0.1:1");
+    h.call(c, "authenticate", json!({"token": tok, "display_name": "Cy"})).unwrap();
+    let r = h.call(c, "join_session", json!({"session_id": s, "since_seq": since})).unwrap();
+    assert_eq!(r["catch_up"], "events", "{r}");
+    let replayed: Vec<Value> = h.frames(c).into_iter().filter(|f| f.get("seq").is_some()).collect();
+    let expected: Vec<&Value> = ann_frames.iter().filter(|f| f["seq"].as_u64().unwrap() > since).collect();
+    assert_eq!(replayed.iter().take(expected.len()).collect::<Vec<_>>(), expected, "the missed frames, unchanged");
+    let seqs: Vec<u64> = replayed.iter().map(|f| f["seq"].as_u64().unwrap()).collect();
+    assert!(seqs.windows(2).all(|p| p[1] == p[0] + 1), "contiguous through the unload: {seqs:?}");
+    assert!(replayed.iter().any(|f| f["event"] == "session_updated"), "with what happened while unloaded");
+    let history_after = {
+        let mut q = h.engine.world.query::<&roundtable::engine::components::History>();
+        q.iter(&h.engine.world).map(|hist| hist.messages.clone()).collect::<Vec<_>>()
+    };
+    assert_eq!(history_after, history_before, "the same messages back in memory");
+    assert_eq!(h.engine.violations(), Vec::<String>::new());
+}
+
+/// A store whose `load_tails` fails while `fail` is set (everything else works).
+struct TailsFail {
+    inner: roundtable::store::SqliteStore,
+    fail: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl roundtable::persist::Store for TailsFail {
+    fn commit(&mut self, ops: &[roundtable::persist::StoreOp]) -> Result<(), roundtable::persist::StoreError> {
+        self.inner.commit(ops)
+    }
+    fn load(&mut self) -> Result<roundtable::persist::Restored, roundtable::persist::StoreError> {
+        self.inner.load()
+    }
+    fn load_without_tails(&mut self) -> Result<roundtable::persist::Restored, roundtable::persist::StoreError> {
+        self.inner.load_without_tails()
+    }
+    fn load_tails(
+        &mut self,
+        session: &roundtable::ids::SessionId,
+    ) -> Result<roundtable::persist::SessionTails, roundtable::persist::StoreError> {
+        if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(roundtable::persist::StoreError::Db("disk I/O error (injected)".into()));
+        }
+        self.inner.load_tails(session)
+    }
+    fn messages_before(
+        &mut self,
+        session: &roundtable::ids::SessionId,
+        before_seq: u64,
+        limit: usize,
+    ) -> Result<(Vec<roundtable::persist::MessageRow>, bool), roundtable::persist::StoreError> {
+        self.inner.messages_before(session, before_seq, limit)
+    }
+    fn message_by_client_id(
+        &mut self,
+        session: &roundtable::ids::SessionId,
+        author_id: &str,
+        client_msg_id: &str,
+    ) -> Result<Option<roundtable::persist::MessageRow>, roundtable::persist::StoreError> {
+        self.inner.message_by_client_id(session, author_id, client_msg_id)
+    }
+    fn audit_log(&mut self) -> Result<Vec<roundtable::persist::AuditRow>, roundtable::persist::StoreError> {
+        self.inner.audit_log()
+    }
+    fn ballots_of(
+        &mut self,
+        vote: &roundtable::ids::VoteId,
+    ) -> Result<Vec<roundtable::persist::BallotRow>, roundtable::persist::StoreError> {
+        self.inner.ballots_of(vote)
+    }
+}
+
+#[test]
+fn a_store_error_while_loading_a_session_refuses_the_request_and_the_host_runs_on() {
+    use roundtable::store::SqliteStore;
+    use std::sync::atomic::Ordering;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("roundtable.db");
+    let (tok, s) = {
+        let mut h = Harness::with_store(EngineConfig::default(), Box::new(SqliteStore::open(&db).unwrap()));
+        let (w, s) = h.workspace_and_session(".");
+        let tok = h.mint(&[&w], json!({}));
+        h.host("send_chat", json!({"session_id": s, "text": "before", "client_msg_id": "b"}));
+        (tok, s)
+    };
+    let fail = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let store = TailsFail { inner: SqliteStore::open(&db).unwrap(), fail: fail.clone() };
+    let mut h = Harness::with_store(EngineConfig::default(), Box::new(store));
+    let c = h.open("10.25.0.2:1");
+    h.call(c, "authenticate", json!({"token": tok, "display_name": "Cy"})).unwrap();
+    let err = h.call(c, "join_session", json!({"session_id": s})).unwrap_err();
+    assert_eq!(err["code"], "storage_unavailable", "{err}");
+    assert_eq!(
+        code(h.call(c, "send_chat", json!({"session_id": s, "text": "x", "client_msg_id": "x"}))),
+        "storage_unavailable"
+    );
+    // Nothing of the refused requests happened; the host and the connection work on.
+    h.call(c, "list_sessions", json!({})).unwrap();
+    assert_eq!(tails_in_memory(&mut h), vec![(s.clone(), 0, 0)]);
+    fail.store(false, Ordering::SeqCst);
+    h.call(c, "join_session", json!({"session_id": s})).unwrap();
+    let snap = h.events_named(c, "snapshot").pop().expect("a snapshot");
+    assert_eq!(snap["payload"]["messages"][0]["text"], "before");
+    assert_eq!(h.engine.violations(), Vec::<String>::new());
+}

@@ -204,6 +204,7 @@ fn full_restored() -> Restored {
         ballots: vec![ballot(1, "host"), ballot(1, "p1")],
         audit_count: 2,
         settings: Some(settings("Maya")),
+        summaries: Default::default(),
     }
 }
 
@@ -544,6 +545,34 @@ fn the_event_log_keeps_only_each_sessions_replay_tail_and_a_restart_loads_that_t
     let restored = SqliteStore::open(&path).unwrap().load().unwrap().events;
     let expected: Vec<EventRow> = (last - tail + 1..=last).map(|seq| event(1, seq)).chain([event(2, 1)]).collect();
     assert!(restored == expected, "a restart loads the same tail");
+}
+
+#[test]
+fn a_session_summary_and_its_tails_are_what_a_full_load_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = SqliteStore::open(&db_in(&dir)).unwrap();
+    store.commit(&full_batch()).unwrap();
+    // s10 past both tails, s3 with neither events nor messages.
+    let total = EVENT_TAIL as u64 + 30;
+    let mut ops = vec![StoreOp::PutSession(session(3, 1))];
+    ops.extend((2..=total).map(|n| StoreOp::PutMessage(message(100 + n, 10, n))));
+    ops.extend((2..=total).map(|seq| StoreOp::AppendEvent(event(10, seq))));
+    store.commit(&ops).unwrap();
+
+    let full = store.load().unwrap();
+    let lazy = store.load_without_tails().unwrap();
+    assert_eq!(lazy, full.clone().without_tails(), "the rows, and per session its last seq and newest message");
+    assert!(lazy.messages.is_empty() && lazy.events.is_empty() && lazy.older_messages.is_empty());
+    let s10 = &lazy.summaries[&SessionId::nth(10)];
+    assert_eq!(s10.last_event_seq, total);
+    assert_eq!(s10.newest_message, Some((MessageId::nth(100 + total), message(100 + total, 10, total).created_at)));
+    assert_eq!(lazy.summaries[&SessionId::nth(3)], Default::default(), "nothing stored: nothing to summarise");
+    for n in [1, 3, 10] {
+        let sid = SessionId::nth(n);
+        assert_eq!(store.load_tails(&sid).unwrap(), full.tails_of(&sid), "the tails of s{n}");
+    }
+    let tails = store.load_tails(&SessionId::nth(10)).unwrap();
+    assert_eq!((tails.messages.len(), tails.has_older, tails.events.len()), (HISTORY_TAIL, true, EVENT_TAIL));
 }
 
 #[test]

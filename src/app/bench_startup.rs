@@ -221,3 +221,253 @@ pub fn run(
     }
     Ok(report)
 }
+
+// ---- many sessions: tails loaded on demand against all loaded at start ----------------------
+
+/// The database `run_sessions` builds: `sessions` sessions, each with `events` stored events of
+/// which the last `messages` are messages (the others `session_updated`).
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct SessionsShape {
+    pub sessions: usize,
+    pub events: usize,
+    pub messages: usize,
+}
+
+/// One start of a host on the many-sessions database.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct SessionsRun {
+    /// Every session's tails loaded at start (`serve --eager-tails`, the behaviour before
+    /// issue 25) rather than on demand.
+    pub eager: bool,
+    /// Spawn → the host is ready (listening, `serve.json` written).
+    pub ready_ms: f64,
+    /// Spawn → `authenticate` answered.
+    pub authenticated_ms: f64,
+    /// Host resident memory once a remote is authenticated (nobody joined), KiB.
+    pub rss_ready_kib: u64,
+    /// Spawn → the snapshot of `s1` received (its tails loaded first when on demand).
+    pub first_page_ms: f64,
+    pub first_page_messages: usize,
+    /// Host resident memory after joining `s1`, KiB.
+    pub rss_joined_kib: u64,
+}
+
+/// What `bench startup --events-per-session` measured.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SessionsReport {
+    pub tls: bool,
+    pub shape: SessionsShape,
+    /// Tails loaded on demand (the default).
+    pub on_demand: SessionsRun,
+    /// Every session's tails loaded at start.
+    pub eager: SessionsRun,
+    /// Seconds spent building the database (not part of the figures).
+    pub build_seconds: f64,
+    /// Size of the database (main file and log).
+    pub db_bytes: u64,
+}
+
+/// Writes the many-sessions database (see [`SessionsShape`]); calls `progress` with the events
+/// written so far.
+fn build_many_sessions_db(path: &Path, shape: SessionsShape, progress: &mut dyn FnMut(usize)) -> anyhow::Result<()> {
+    use crate::ids::MessageId;
+    use crate::persist::{AgentSpec, EventRow, MessageRow, SessionRecord, SessionRow, Store, StoreOp, WorkspaceRow};
+    let mut store = crate::store::SqliteStore::open(path)?;
+    let ws = WorkspaceId::nth(1);
+    let agent = AgentSpec::demo();
+    let mut batch = vec![StoreOp::PutWorkspace(WorkspaceRow {
+        id: ws.clone(),
+        name: "bench".into(),
+        dir: ".".into(),
+        agent: agent.clone(),
+    })];
+    let (mut message_id, mut written) = (0u64, 0usize);
+    for n in 1..=shape.sessions as u64 {
+        let sid = SessionId::nth(n);
+        let title = format!("session {n}");
+        batch.push(StoreOp::PutSession(SessionRow {
+            session: SessionRecord {
+                id: sid.clone(),
+                workspace: ws.clone(),
+                title: title.clone(),
+                status: SessionStatus::Idle,
+                agent: agent.clone(),
+                vote_deadline_ms: None,
+                created_at: 0,
+                allowed_tools: Default::default(),
+                agent_memory: Default::default(),
+                agent_settings: Default::default(),
+            },
+            turn_holder: None,
+            turn_id: 0,
+            next_seq: shape.events as u64 + 1,
+            streamed: String::new(),
+        }));
+        let first_message = (shape.events - shape.messages) as u64 + 1;
+        for seq in 1..=shape.events as u64 {
+            let body = if seq < first_message {
+                Event::SessionUpdated(SessionUpdated {
+                    title: format!("{title}, renamed {seq} times"),
+                    status: SessionStatus::Idle,
+                    agent_settings: Default::default(),
+                })
+            } else {
+                message_id += 1;
+                let (author_id, author_name) = if seq % 2 == 1 { ("host", "Host") } else { ("agent", "Agent") };
+                let text = format!("message {seq}: the quick brown fox jumps over the lazy dog, then checks the tests");
+                let client_msg_id = (seq % 2 == 1).then(|| format!("c{seq}"));
+                batch.push(StoreOp::PutMessage(MessageRow {
+                    id: MessageId::nth(message_id),
+                    session: sid.clone(),
+                    seq,
+                    author_id: author_id.into(),
+                    author_name: author_name.into(),
+                    text: text.clone(),
+                    client_msg_id: client_msg_id.clone(),
+                    created_at: seq,
+                    room: false,
+                }));
+                Event::Message(MessageEvent {
+                    message_id: MessageId::nth(message_id),
+                    author_id: author_id.into(),
+                    author_name: author_name.into(),
+                    text,
+                    client_msg_id,
+                    room: false,
+                    at_ms: None,
+                })
+            };
+            let frame = EventFrame { session_id: Some(sid.clone()), seq: Some(seq), body }.to_json();
+            batch.push(StoreOp::AppendEvent(EventRow { session: sid.clone(), seq, frame }));
+            written += 1;
+        }
+        if batch.len() >= 20_000 || n == shape.sessions as u64 {
+            store.commit(&batch)?;
+            batch.clear();
+            progress(written);
+        }
+    }
+    store.commit(&batch)?;
+    store.stop_cleanly();
+    Ok(())
+}
+
+/// Starts a host on `dir` (with `--eager-tails` when `eager`), measures it (see
+/// [`SessionsRun`]) and stops it gracefully.
+fn time_sessions_start(dir: &Path, link: &Link, port: u16, tls_on: bool, eager: bool) -> anyhow::Result<SessionsRun> {
+    let mut extra: Vec<&str> = Vec::new();
+    if !tls_on {
+        extra.push("--insecure");
+    }
+    if eager {
+        extra.push("--eager-tails");
+    }
+    let spawned = Instant::now();
+    let host = ServeChild::start(dir, &dir.join("serve.log"), port, &extra)?;
+    let ready_ms = spawned.elapsed().as_secs_f64() * 1000.0;
+    let pid = host.pid();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let run = runtime.block_on(async {
+        let (client, mut events, _) = bench_remote(link, "Bench").await?;
+        let authenticated_ms = spawned.elapsed().as_secs_f64() * 1000.0;
+        let rss_ready_kib = rss_kib(pid)?;
+        client
+            .request(Method::JoinSession(JoinSessionParams { session_id: SessionId::nth(1), since_seq: None }))
+            .await?;
+        let snapshot = tokio::time::timeout(Duration::from_secs(60), async {
+            while let Some(ev) = events.recv().await {
+                if let ClientEvent::Event { frame, .. } = ev {
+                    if let Event::Snapshot(s) = frame.body {
+                        return Some(s);
+                    }
+                }
+            }
+            None
+        })
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("the connection ended before the snapshot"))?;
+        let first_page_ms = spawned.elapsed().as_secs_f64() * 1000.0;
+        let rss_joined_kib = rss_kib(pid)?;
+        client.close();
+        anyhow::Ok(SessionsRun {
+            eager,
+            ready_ms,
+            authenticated_ms,
+            rss_ready_kib,
+            first_page_ms,
+            first_page_messages: snapshot.messages.len(),
+            rss_joined_kib,
+        })
+    })?;
+    let status = host.stop()?;
+    anyhow::ensure!(status.success(), "the host exited with {status} on SIGTERM");
+    Ok(run)
+}
+
+/// `bench startup --sessions N --events-per-session E --messages-per-session M`: builds the
+/// database once, starts a host on it once unmeasured (so every measured start follows a clean
+/// stop), then with tails loaded on demand and with every session's tails loaded at start.
+pub fn run_sessions(
+    shape: SessionsShape,
+    tls_on: bool,
+    json: bool,
+    out: &mut dyn Write,
+) -> anyhow::Result<SessionsReport> {
+    anyhow::ensure!(shape.sessions > 0, "--sessions must be at least 1");
+    if !json {
+        writeln!(
+            out,
+            "startup with {} stored sessions of {} events ({} of them messages) each",
+            shape.sessions, shape.events, shape.messages
+        )?;
+    }
+    let scratch = scratch_dir("startup-sessions")?;
+    let dir = scratch.path().to_path_buf();
+    let db = crate::app::paths::database(&dir);
+    let total = shape.sessions * shape.events;
+    let building = Instant::now();
+    let mut bar = Progress::new(format!("building {total} events"), total as u64, json);
+    build_many_sessions_db(&db, shape, &mut |n| bar.set(n as u64))?;
+    bar.finish();
+    let build_seconds = building.elapsed().as_secs_f64();
+    let mut admin = crate::store::Admin::open(&db)?;
+    let (_, token) = admin.mint_share(&MintShareParams::team("bench", vec![WorkspaceId::nth(1)]), 0)?;
+    drop(admin);
+    let fingerprint = if tls_on { Some(tls::load_or_create(&dir)?.fingerprint) } else { None };
+    let port = free_port()?;
+    let link = Link::new("127.0.0.1", port, token, fingerprint);
+    // Warm-up (page cache, first-start work), not measured.
+    time_sessions_start(&dir, &link, port, tls_on, false)?;
+    let on_demand = time_sessions_start(&dir, &link, port, tls_on, false)?;
+    let eager = time_sessions_start(&dir, &link, port, tls_on, true)?;
+    let db_bytes = ["", "-wal"]
+        .iter()
+        .filter_map(|s| std::fs::metadata(format!("{}{s}", db.display())).ok())
+        .map(|m| m.len())
+        .sum();
+    let report = SessionsReport { tls: tls_on, shape, on_demand, eager, build_seconds, db_bytes };
+    if json {
+        writeln!(out, "{}", serde_json::to_string(&report)?)?;
+        return Ok(report);
+    }
+    for (name, r) in [("tails on demand", &report.on_demand), ("all tails at start (--eager-tails)", &report.eager)] {
+        writeln!(
+            out,
+            "  {name}: ready {:>7.1} ms, authenticated {:>7.1} ms, host RSS {:>7} KiB; first page of s1 ({} messages) \
+             {:>7.1} ms after spawn, host RSS then {:>7} KiB",
+            r.ready_ms, r.authenticated_ms, r.rss_ready_kib, r.first_page_messages, r.first_page_ms, r.rss_joined_kib
+        )?;
+    }
+    let per_session = |r: &SessionsRun| r.rss_ready_kib as f64 / shape.sessions as f64;
+    writeln!(
+        out,
+        "RSS per stored session (whole host / sessions): {:.1} KiB on demand, {:.1} KiB all at start \
+         ({}; database {:.1} MB, building it took {:.1} s)",
+        per_session(&report.on_demand),
+        per_session(&report.eager),
+        if tls_on { "TLS" } else { "ws" },
+        report.db_bytes as f64 / 1e6,
+        build_seconds
+    )?;
+    Ok(report)
+}

@@ -255,6 +255,11 @@ pub struct ServeArgs {
     #[arg(long, value_name = "FILE", hide = true)]
     pub wall_clock_offset_file: Option<PathBuf>,
 
+    /// Testing aid (docs/PERFORMANCE.md): load every session's history tails at start, as
+    /// before they were loaded on demand, so `bench startup --events-per-session` can compare.
+    #[arg(long, hide = true)]
+    pub eager_tails: bool,
+
     /// How long someone whose connection dropped keeps their place — identity, sessions, votes
     /// and the turn — while they reconnect; after it they are gone and a turn they held ends.
     #[arg(long, value_name = "SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
@@ -330,6 +335,7 @@ impl Default for ServeArgs {
             mask: Vec::new(),
             inject_storage_faults: None,
             wall_clock_offset_file: None,
+            eager_tails: false,
             reconnect_grace: 30,
             claude_arg: Vec::new(),
             after_plan_approval: AfterPlanArg::EditWorkspace,

@@ -148,9 +148,16 @@ pub struct BenchArgs {
     /// Agent deltas per second (stream).
     #[arg(long, value_name = "N", default_value_t = 5000)]
     pub deltas_per_second: u64,
-    /// Sessions in the world (tick).
+    /// Sessions in the world (tick); stored sessions (startup with `--events-per-session`).
     #[arg(long, default_value_t = 1000)]
     pub sessions: usize,
+    /// Startup with many sessions: events stored per session (`--sessions` of them), against the
+    /// same database started with every session's tails loaded at start (as before issue 25).
+    #[arg(long, value_name = "N")]
+    pub events_per_session: Option<usize>,
+    /// Startup with many sessions: messages stored per session (default 200).
+    #[arg(long, value_name = "N")]
+    pub messages_per_session: Option<usize>,
     /// Connected remotes per session (tick).
     #[arg(long, default_value_t = 8)]
     pub per_session: usize,
@@ -198,7 +205,9 @@ pub enum BenchArg {
     Soak,
     /// Spawn → listening → authenticated → first page of a host with `--messages N` stored
     /// messages in 10 sessions, and its memory, against 10 stored messages (TLS; `--insecure`
-    /// for plain ws).
+    /// for plain ws). With `--events-per-session`/`--messages-per-session`: `--sessions` stored
+    /// sessions, ready time and memory before and after joining one, against the same database
+    /// with every session's tails loaded at start.
     Startup,
     /// Engine time per tick with `--sessions` sessions × `--per-session` connected remotes, idle
     /// and busy, against one session in the same run.
@@ -344,6 +353,19 @@ pub fn run_bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
                 &mut std::io::stdout().lock(),
                 args.json,
                 &mut progress,
+            )?;
+        }
+        BenchArg::Startup if args.events_per_session.is_some() || args.messages_per_session.is_some() => {
+            let messages = args.messages_per_session.unwrap_or(crate::persist::HISTORY_TAIL);
+            super::bench_startup::run_sessions(
+                super::bench_startup::SessionsShape {
+                    sessions: args.sessions,
+                    events: args.events_per_session.unwrap_or(crate::persist::EVENT_TAIL).max(messages),
+                    messages,
+                },
+                !args.insecure,
+                args.json,
+                &mut std::io::stdout().lock(),
             )?;
         }
         BenchArg::Startup => {

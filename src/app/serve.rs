@@ -54,6 +54,7 @@ pub fn host_options(args: &ServeArgs, data_dir: &std::path::Path) -> anyhow::Res
     options.inject_storage_faults = args.inject_storage_faults.clone();
     options.wall_clock = crate::app::host::WallClock { offset_file: args.wall_clock_offset_file.clone() };
     options.engine.grace_ms = args.reconnect_grace * 1000;
+    options.engine.eager_tails = args.eager_tails;
     options.engine.mask_patterns = args.mask.clone();
     options.engine.default_vote_deadline_ms = args.vote_deadline.map(|s| s * 1000);
     options.engine.vote_deadline_pinned = args.vote_deadline.is_some();

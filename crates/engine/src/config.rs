@@ -51,6 +51,13 @@ pub struct EngineConfig {
     /// it cannot run. Set by the host (it looks at the file system, which the core never does
     /// itself); `None` stores the command as given (scenarios, simulations).
     pub resolve_agent: Option<AgentResolver>,
+    /// A session's tails (event replay tail, latest messages) leave memory after this long
+    /// unused: no connection joined, no remote in grace, no turn running
+    /// (`systems::residency`).
+    pub unload_idle_ms: u64,
+    /// Load every session's tails at start, as before they were loaded on demand (testing aid:
+    /// `bench startup --events-per-session` compares both).
+    pub eager_tails: bool,
 }
 
 /// See [`EngineConfig::resolve_agent`].
@@ -78,6 +85,8 @@ impl Default for EngineConfig {
             outbox_max_bytes: crate::components::Outbox::MAX_BYTES,
             mask_patterns: Vec::new(),
             resolve_agent: None,
+            unload_idle_ms: 60_000,
+            eager_tails: false,
         }
     }
 }

@@ -87,7 +87,8 @@ impl Engine {
     /// Builds an engine, restoring state from `store`. Turns and votes left open by a previous
     /// run (whose agent is gone) are closed with a reason in the first tick.
     pub fn new(config: EngineConfig, mut store: Box<dyn Store>) -> Result<Engine, StoreError> {
-        let restored = store.load()?;
+        // Without the sessions' tails: each is read when first needed (`systems::residency`).
+        let restored = if config.eager_tails { store.load()? } else { store.load_without_tails()? };
         let (tx, rx) = crossbeam_channel::unbounded();
         let mut world = World::new();
         // Engine time never goes back behind what the store already holds (`clock`).

@@ -309,6 +309,33 @@ pub struct Restored {
     pub audit_count: u64,
     /// The host's saved settings.
     pub settings: Option<SettingsRow>,
+    /// Sessions restored without their tails ([`Store::load_without_tails`]): what the engine
+    /// needs of each at start. `messages`, `older_messages` and `events` hold nothing of these;
+    /// their tails are read when first needed ([`Store::load_tails`]).
+    pub summaries: std::collections::BTreeMap<SessionId, SessionSummary>,
+}
+
+/// What the engine keeps of a session whose tails are not in memory: enough to continue its
+/// seqs, the message id counter and engine time.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SessionSummary {
+    /// Seq of its last stored event (0: none).
+    pub last_event_seq: u64,
+    /// Whether it has any stored message.
+    pub has_messages: bool,
+    /// Its newest message's id and `created_at`, if any.
+    pub newest_message: Option<(MessageId, u64)>,
+}
+
+/// One session's tails as stored ([`Store::load_tails`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SessionTails {
+    /// Its latest [`HISTORY_TAIL`] messages, by seq.
+    pub messages: Vec<MessageRow>,
+    /// Whether it has messages older than these.
+    pub has_older: bool,
+    /// Its last [`EVENT_TAIL`] events, by seq.
+    pub events: Vec<EventRow>,
 }
 
 impl Restored {
@@ -320,7 +347,43 @@ impl Restored {
         let ballots = self.ballots.iter().map(|b| b.at);
         let shares = self.shares.iter().map(|s| s.created_at);
         let sessions = self.sessions.iter().map(|s| s.session.created_at);
-        messages.chain(votes).chain(ballots).chain(shares).chain(sessions).max().unwrap_or(0)
+        let summarised = self.summaries.values().filter_map(|s| s.newest_message.as_ref().map(|(_, at)| *at));
+        messages.chain(votes).chain(ballots).chain(shares).chain(sessions).chain(summarised).max().unwrap_or(0)
+    }
+
+    /// The same world with every session's tails taken out and summarised (what
+    /// [`Store::load_without_tails`] returns).
+    pub fn without_tails(mut self) -> Restored {
+        let mut summaries: std::collections::BTreeMap<SessionId, SessionSummary> =
+            self.sessions.iter().map(|s| (s.session.id.clone(), SessionSummary::default())).collect();
+        for e in std::mem::take(&mut self.events) {
+            if let Some(s) = summaries.get_mut(&e.session) {
+                s.last_event_seq = s.last_event_seq.max(e.seq);
+            }
+        }
+        for m in std::mem::take(&mut self.messages) {
+            if let Some(s) = summaries.get_mut(&m.session) {
+                s.has_messages = true;
+                // Messages come by (session, seq): the last one is the newest.
+                s.newest_message = Some((m.id.clone(), m.created_at));
+            }
+        }
+        for id in std::mem::take(&mut self.older_messages) {
+            if let Some(s) = summaries.get_mut(&id) {
+                s.has_messages = true;
+            }
+        }
+        self.summaries.extend(summaries);
+        self
+    }
+
+    /// `session`'s tails as held here (a store's default [`Store::load_tails`]).
+    pub fn tails_of(&self, session: &SessionId) -> SessionTails {
+        SessionTails {
+            messages: self.messages.iter().filter(|m| &m.session == session).cloned().collect(),
+            has_older: self.older_messages.contains(session),
+            events: self.events.iter().filter(|e| &e.session == session).cloned().collect(),
+        }
     }
 }
 
@@ -356,8 +419,18 @@ pub trait WorkspaceFiles: Send + Sync {
 pub trait Store: Send {
     /// Commits the ops in one transaction.
     fn commit(&mut self, ops: &[StoreOp]) -> Result<(), StoreError>;
-    /// Loads everything needed to rebuild the world.
+    /// Loads everything needed to rebuild the world, every session's tails included.
     fn load(&mut self) -> Result<Restored, StoreError>;
+    /// Loads what the engine needs at start: everything but the sessions' tails, which are
+    /// summarised instead ([`Restored::summaries`]) and read one session at a time when first
+    /// needed ([`Store::load_tails`]), so start-up costs what the sessions are, not their history.
+    fn load_without_tails(&mut self) -> Result<Restored, StoreError> {
+        Ok(self.load()?.without_tails())
+    }
+    /// One session's tails: its latest [`HISTORY_TAIL`] messages and last [`EVENT_TAIL`] events.
+    fn load_tails(&mut self, session: &SessionId) -> Result<SessionTails, StoreError> {
+        Ok(self.load()?.tails_of(session))
+    }
     /// A cheap check, called about once a second while nothing is written, that the store
     /// could still take a commit (e.g. the database file was not deleted or replaced), so an
     /// idle host notices a lost database before anyone's next message.
@@ -423,6 +496,21 @@ impl Store for MemoryStore {
 
     fn load(&mut self) -> Result<Restored, StoreError> {
         Ok(Restored::default())
+    }
+
+    /// The session's tails as committed (an engine that unloads a session reads them back).
+    fn load_tails(&mut self, session: &SessionId) -> Result<SessionTails, StoreError> {
+        let (messages, has_older) = self.messages_before(session, u64::MAX, HISTORY_TAIL)?;
+        let mut events: Vec<EventRow> = Vec::new();
+        for op in self.committed.iter().flatten() {
+            match op {
+                StoreOp::AppendEvent(e) if &e.session == session => events.push(e.clone()),
+                StoreOp::ClearSession(s) if s == session => events.clear(),
+                _ => {}
+            }
+        }
+        let skip = events.len().saturating_sub(EVENT_TAIL);
+        Ok(SessionTails { messages, has_older, events: events.split_off(skip) })
     }
 
     fn messages_before(

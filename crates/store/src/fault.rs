@@ -10,7 +10,9 @@
 //! retry by health check are exercised). The file switch fails only commits, as a full disk does.
 
 use crate::ids::{SessionId, VoteId};
-use crate::persist::{AuditRow, BallotRow, MessageRow, Restored, ShareRow, Store, StoreError, StoreOp, WorkspaceRow};
+use crate::persist::{
+    AuditRow, BallotRow, MessageRow, Restored, SessionTails, ShareRow, Store, StoreError, StoreOp, WorkspaceRow,
+};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -65,6 +67,14 @@ impl Store for FaultyStore {
 
     fn load(&mut self) -> Result<Restored, StoreError> {
         self.inner.load()
+    }
+
+    fn load_without_tails(&mut self) -> Result<Restored, StoreError> {
+        self.inner.load_without_tails()
+    }
+
+    fn load_tails(&mut self, session: &SessionId) -> Result<SessionTails, StoreError> {
+        self.inner.load_tails(session)
     }
 
     fn check_health(&mut self) -> Result<(), StoreError> {

@@ -11,7 +11,7 @@
 use crate::ids::{MessageId, ParticipantId, SessionId, ShareId, VoteId, WorkspaceId};
 use crate::persist::{
     AgentSpec, AuditRow, BallotRow, EventRow, MessageRow, ParticipantRecord, ParticipantRow, SessionRecord, SessionRow,
-    SettingsRow, ShareRow, StoreError, VoteRow, WorkspaceRow, EVENT_TAIL,
+    SessionSummary, SettingsRow, ShareRow, StoreError, VoteRow, WorkspaceRow, EVENT_TAIL,
 };
 use crate::protocol::{Admission, Role, SessionStatus};
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSqlOutput, ValueRef};
@@ -542,19 +542,47 @@ pub(crate) fn message_by_client_id(
 /// The last [`EVENT_TAIL`] events of every session, ordered by (session, seq): one indexed
 /// range scan per session (the primary key), never the whole table.
 pub(crate) fn event_tails(conn: &Connection) -> Result<Vec<EventRow>, crate::Error> {
-    let mut stmt =
-        conn.prepare_cached("SELECT session, seq, frame FROM events WHERE session = ?1 ORDER BY seq DESC LIMIT ?2")?;
     let mut all = Vec::new();
     for session in session_ids(conn)? {
-        let mut rows: Vec<EventRow> = stmt
-            .query_map(rusqlite::params![session.0, EVENT_TAIL as i64], |r| {
-                Ok(EventRow { session: SessionId(r.get(0)?), seq: get_u64(r, 1)?, frame: r.get(2)? })
-            })?
-            .collect::<Result<_, _>>()?;
-        rows.reverse();
-        all.extend(rows);
+        all.extend(event_tail(conn, &session)?);
     }
     Ok(all)
+}
+
+/// The last [`EVENT_TAIL`] events of `session`, by seq: one indexed range scan (the primary key).
+pub(crate) fn event_tail(conn: &Connection, session: &SessionId) -> Result<Vec<EventRow>, crate::Error> {
+    let mut stmt =
+        conn.prepare_cached("SELECT session, seq, frame FROM events WHERE session = ?1 ORDER BY seq DESC LIMIT ?2")?;
+    let mut rows: Vec<EventRow> = stmt
+        .query_map(rusqlite::params![session.0, EVENT_TAIL as i64], |r| {
+            Ok(EventRow { session: SessionId(r.get(0)?), seq: get_u64(r, 1)?, frame: r.get(2)? })
+        })?
+        .collect::<Result<_, _>>()?;
+    rows.reverse();
+    Ok(rows)
+}
+
+/// What the engine needs at start of every session instead of its tails: its last event's seq
+/// and its newest message. Two indexed lookups per session (the events' primary key and
+/// `messages_by_session_seq`), reading no frame and no message text.
+pub(crate) fn session_summaries(
+    conn: &Connection,
+) -> Result<std::collections::BTreeMap<SessionId, SessionSummary>, crate::Error> {
+    let mut last_event = conn.prepare_cached("SELECT MAX(seq) FROM events WHERE session = ?1")?;
+    let mut newest =
+        conn.prepare_cached("SELECT id, created_at FROM messages WHERE session = ?1 ORDER BY seq DESC LIMIT 1")?;
+    let mut out = std::collections::BTreeMap::new();
+    for session in session_ids(conn)? {
+        let last_event_seq =
+            last_event.query_row(rusqlite::params![session.0], |r| r.get::<_, Option<Int>>(0))?.map_or(0, |seq| seq.0);
+        let newest_message = newest
+            .query_map(rusqlite::params![session.0], |r| Ok((MessageId(r.get(0)?), get_u64(r, 1)?)))?
+            .next()
+            .transpose()?;
+        let summary = SessionSummary { last_event_seq, has_messages: newest_message.is_some(), newest_message };
+        out.insert(session, summary);
+    }
+    Ok(out)
 }
 
 pub(crate) fn votes(conn: &Connection) -> Result<Vec<VoteRow>, crate::Error> {

@@ -31,7 +31,8 @@ use super::files::{self, Identities, Part};
 use super::{migrate, rows};
 use crate::ids::{SessionId, VoteId};
 use crate::persist::{
-    AuditRow, BallotRow, MessageRow, Restored, ShareRow, Store, StoreError, StoreOp, WorkspaceRow, HISTORY_TAIL,
+    AuditRow, BallotRow, MessageRow, Restored, SessionTails, ShareRow, Store, StoreError, StoreOp, WorkspaceRow,
+    HISTORY_TAIL,
 };
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use std::collections::BTreeMap;
@@ -536,10 +537,40 @@ impl SqliteStore {
             ballots: rows::ballots(&tx)?,
             audit_count: rows::audit_count(&tx)?,
             settings: rows::settings(&tx)?,
+            summaries: Default::default(),
         };
         let (messages, older) = rows::message_tails(&tx, HISTORY_TAIL)?;
         tx.commit()?;
         Ok(Restored { messages, older_messages: older, ..restored })
+    }
+
+    /// [`Store::load_without_tails`]: `load_snapshot` with each session's summary instead of
+    /// its tails, in one read transaction.
+    fn load_rows(&mut self) -> Result<Restored, crate::Error> {
+        let tx = self.conn.transaction()?;
+        let restored = Restored {
+            workspaces: rows::workspaces(&tx)?,
+            sessions: rows::sessions(&tx)?,
+            shares: rows::shares(&tx)?,
+            participants: rows::participants(&tx)?,
+            votes: rows::votes(&tx)?,
+            ballots: rows::ballots(&tx)?,
+            audit_count: rows::audit_count(&tx)?,
+            settings: rows::settings(&tx)?,
+            summaries: rows::session_summaries(&tx)?,
+            ..Restored::default()
+        };
+        tx.commit()?;
+        Ok(restored)
+    }
+
+    /// [`Store::load_tails`]: one session's tails, in one read transaction.
+    fn session_tails(&mut self, session: &SessionId) -> Result<SessionTails, crate::Error> {
+        let tx = self.conn.transaction()?;
+        let (messages, has_older) = rows::messages_before(&tx, session, u64::MAX, HISTORY_TAIL)?;
+        let events = rows::event_tail(&tx, session)?;
+        tx.commit()?;
+        Ok(SessionTails { messages, has_older, events })
     }
 }
 
@@ -734,6 +765,14 @@ impl Store for SqliteStore {
 
     fn load(&mut self) -> Result<Restored, StoreError> {
         self.load_snapshot().map_err(|e| self.read_failed(e)).map_err(|e| self.named(e))
+    }
+
+    fn load_without_tails(&mut self) -> Result<Restored, StoreError> {
+        self.load_rows().map_err(|e| self.read_failed(e)).map_err(|e| self.named(e))
+    }
+
+    fn load_tails(&mut self, session: &SessionId) -> Result<SessionTails, StoreError> {
+        self.session_tails(session).map_err(|e| self.read_failed(e)).map_err(|e| self.named(e))
     }
 
     fn messages_before(

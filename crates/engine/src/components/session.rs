@@ -42,8 +42,13 @@ pub struct EventLog {
     /// Seq of the next event (first event is 1).
     pub next_seq: u64,
     /// Most recent events `(seq, frame)`, at most `persist::EVENT_TAIL`, each already masked
-    /// for remotes.
+    /// for remotes. Empty while the session's tails are not resident.
     pub tail: VecDeque<(u64, crate::io::Framed)>,
+    /// `Some(when they were last needed, engine time)` while the session's tails — this `tail`
+    /// and its [`History`]'s messages — are in memory; `None` while they are only in the store
+    /// (`systems::residency`). Events and messages of a session not resident are stored and
+    /// sent as usual, only not kept in memory.
+    pub resident: Option<u64>,
 }
 
 impl EventLog {
@@ -52,10 +57,12 @@ impl EventLog {
     }
 
     /// Events after `since`, or `None` when some were dropped from the tail (snapshot needed).
+    /// Only meaningful while the tails are resident (joins load them first).
     pub fn since(&self, since: u64) -> Option<Vec<(u64, crate::io::Framed)>> {
         if since >= self.last_seq() {
             return Some(Vec::new());
         }
+        debug_assert!(self.resident.is_some(), "replay from a log whose tail is not loaded");
         let first = self.tail.front().map(|(s, _)| *s).unwrap_or(self.next_seq);
         if since + 1 < first {
             return None;

@@ -19,11 +19,21 @@ pub fn state_digest(world: &mut World) -> String {
         }
     }
     for e in ss {
+        // A session whose tails are not resident is shown as stored (reading it loads nothing),
+        // so the digest does not depend on what happens to be in memory.
+        let stored = match world.get::<EventLog>(e) {
+            Some(log) if log.resident.is_none() => world.get::<Session>(e).map(|s| s.id.clone()).map(|id| {
+                let tails = world.resource_mut::<super::resources::StoreRes>().get().load_tails(&id);
+                History { messages: tails.map(|t| t.messages).unwrap_or_default().into(), ..History::default() }
+            }),
+            _ => None,
+        };
         let (Some(s), Some(l), Some(g), Some(h)) =
             (world.get::<Session>(e), world.get::<TurnLock>(e), world.get::<EventLog>(e), world.get::<History>(e))
         else {
             continue;
         };
+        let h = stored.as_ref().unwrap_or(h);
         let _ = writeln!(
             out,
             "session {} workspace={} title={:?} status={} holder={} turn={} last_seq={} messages={}",

@@ -170,6 +170,19 @@ fn handle_frame(world: &mut World, conn: crate::ids::ConnId, text: String, now: 
         });
         return false;
     }
+    // Before anything of this tick touches the session: its tails, if this request needs them.
+    if let Some(session) = super::residency::tails_needed(&req.method).cloned() {
+        let since = match &req.method {
+            Method::JoinSession(p) => p.since_seq,
+            _ => None,
+        };
+        if let Err(e) = super::residency::load_for_request(world, conn, &session, since) {
+            tracing::error!(%session, "cannot read the session's history: {e}");
+            let message = format!("cannot read the history of {session} from the store ({e}); retry in a moment");
+            reply_err(&mut world.resource_mut::<Staged>(), conn, &req.id, ErrorCode::StorageUnavailable, message);
+            return false;
+        }
+    }
     let is_auth = matches!(req.method, Method::Authenticate(_));
     super::requests::route(world, conn, req.id, req.method);
     is_auth

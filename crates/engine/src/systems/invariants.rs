@@ -112,6 +112,24 @@ pub fn check_invariants(
                 _ => {}
             }
         }
+        // Residency (`residency`): a session's tails are in memory or not at all, and a session
+        // whose turn runs has them.
+        if log.resident.is_none() {
+            if !log.tail.is_empty() || !history.messages.is_empty() || !history.client_ids.is_empty() {
+                found.push(format!(
+                    "session {sid}: not resident but holds {} events and {} messages in memory",
+                    log.tail.len(),
+                    history.messages.len()
+                ));
+            }
+            if lock.holder.is_some() {
+                found.push(format!("session {sid}: turn {} runs but its tails are not resident", lock.turn_id));
+            }
+        } else if let Some(last) = history.messages.back() {
+            if last.seq >= log.next_seq {
+                found.push(format!("session {sid}: message seq {} is not below next_seq {}", last.seq, log.next_seq));
+            }
+        }
         let mut expected = log.tail.front().map(|(s, _)| *s).unwrap_or(log.next_seq);
         for (seq, _) in &log.tail {
             if *seq != expected {
@@ -131,6 +149,14 @@ pub fn check_invariants(
         }
         if v.outcome.is_some() {
             continue;
+        }
+        if index
+            .sessions
+            .get(&v.session)
+            .and_then(|&e| sessions.get(e).ok())
+            .is_some_and(|(_, _, log, _)| log.resident.is_none())
+        {
+            found.push(format!("vote {vid}: open but the tails of {} are not resident", v.session));
         }
         for r in &v.required {
             if !participant(r).is_some_and(|p| p.presence.is_present() && p.sessions.contains(&v.session)) {

@@ -21,6 +21,7 @@ pub mod persist_tick;
 pub mod presence;
 pub mod queries;
 pub mod requests;
+pub mod residency;
 pub mod resources;
 pub mod restore;
 pub mod room_chat;
@@ -173,7 +174,7 @@ impl Installer for DeliveryInstaller {
         world.resource_mut::<Staged>().masker = masker.clone();
         world.insert_resource(broadcast::SecretMask { masker, streams: Default::default(), spare: Vec::new() });
         world.init_resource::<broadcast::CrashAfterCommit>();
-        schedule.add_systems(persist_tick::persist.in_set(TickSet::Persist));
+        schedule.add_systems((persist_tick::persist, residency::unload_idle).chain().in_set(TickSet::Persist));
         schedule.add_systems(broadcast::broadcast.in_set(TickSet::Broadcast));
         // Off in production (the host sets `check_invariants: false`): then the checker does not
         // run at all, so it costs nothing per tick; tests, scenarios and simulation turn it on.

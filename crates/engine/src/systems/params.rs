@@ -76,12 +76,17 @@ impl Effects<'_> {
     }
 
     /// Posts a message (its `seq` is assigned here): the `message` or `chat` event, the stored
-    /// row, and the session's in-memory tail. Returns the seq.
+    /// row, and the session's in-memory tail (when resident). Returns the seq.
     pub fn post_message(&mut self, log: &mut EventLog, history: &mut History, row: MessageRow) -> u64 {
         let seq = self.emit(log, &row.session.clone(), super::history::message_event(&row));
         let row = MessageRow { seq, ..row };
         self.persist(StoreOp::PutMessage(row.clone()));
-        history.push(row);
+        if log.resident.is_some() {
+            history.push(row);
+        } else {
+            // Only in the store, like every message of a session not resident.
+            history.has_older = true;
+        }
         seq
     }
 }

@@ -7,17 +7,15 @@ use super::turn_lock::TurnEnds;
 use crate::components::*;
 use crate::config::EngineConfig;
 use crate::ids::{ParticipantId, SessionId};
-use crate::io::Framed;
 use crate::mask::Masker;
 use crate::persist::{
-    AuditRow, BallotRow, EventRow, MessageRow, ParticipantRecord, ParticipantRow, Restored, SessionRow, SettingsRow,
-    ShareRow, StoreOp, VoteRow, WorkspaceRow,
+    AuditRow, BallotRow, EventRow, MessageRow, ParticipantRecord, ParticipantRow, Restored, SessionRow, SessionSummary,
+    SessionTails, SettingsRow, ShareRow, StoreOp, VoteRow, WorkspaceRow,
 };
 use crate::protocol::Event;
 use crate::protocol::*;
 use bevy_ecs::prelude::*;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::sync::Arc;
 
 /// Work left for the first tick after a restart.
 #[derive(Resource, Default)]
@@ -35,7 +33,11 @@ pub fn restore_world(world: &mut World, r: Restored) {
     let host_name = world.resource::<EngineConfig>().host_name.clone();
     let mut rebuild = Rebuild { world, index: Index::default(), counters: Counters::default() };
     rebuild.workspaces(r.workspaces);
-    let all_sessions = rebuild.sessions(r.sessions, r.messages, &r.older_messages, r.events, &masker);
+    let all_sessions = rebuild.sessions(
+        r.sessions,
+        Tails { messages: r.messages, older: &r.older_messages, events: r.events, summaries: r.summaries },
+        &masker,
+    );
     rebuild.shares(r.shares);
     rebuild.participants(r.participants, all_sessions, host_name);
     rebuild.votes(r.votes, r.ballots);
@@ -87,30 +89,34 @@ impl Rebuild<'_> {
         }
     }
 
-    /// Spawns every session with its turn lock, event log and history; returns their ids.
-    fn sessions(
-        &mut self,
-        rows: Vec<SessionRow>,
-        messages: Vec<MessageRow>,
-        older: &BTreeSet<SessionId>,
-        events: Vec<EventRow>,
-        masker: &Masker,
-    ) -> BTreeSet<SessionId> {
+    /// Spawns every session with its turn lock, event log and history — with its tails when
+    /// the store gave them, else without (not resident, `residency`); returns their ids.
+    fn sessions(&mut self, rows: Vec<SessionRow>, tails: Tails, masker: &Masker) -> BTreeSet<SessionId> {
+        let Tails { messages, older, events, summaries } = tails;
         for m in &messages {
             bump(&mut self.counters.message, m.id.number());
         }
+        for (id, _) in summaries.values().filter_map(|s| s.newest_message.as_ref()) {
+            bump(&mut self.counters.message, id.number());
+        }
+        let now = self.world.resource::<Clock>().now;
         let mut messages = group_by(messages, |m| m.session.clone());
         let mut events = group_by(events, |e| e.session.clone());
         let all: BTreeSet<_> = rows.iter().map(|s| s.session.id.clone()).collect();
         for row in rows {
             let id = row.session.id.clone();
             bump(&mut self.counters.session, id.number());
-            let mut history = History::default();
-            for m in messages.remove(&id).unwrap_or_default() {
-                history.push(m);
-            }
-            history.has_older |= older.contains(&id);
-            let (session, lock, log) = session_parts(row, events.remove(&id).unwrap_or_default(), masker);
+            let (session, lock, log, history) = match summaries.get(&id) {
+                Some(summary) => unloaded_session(row, summary),
+                None => {
+                    let stored = SessionTails {
+                        messages: messages.remove(&id).unwrap_or_default(),
+                        has_older: older.contains(&id),
+                        events: events.remove(&id).unwrap_or_default(),
+                    };
+                    loaded_session(row, stored, masker, now)
+                }
+            };
             let workspace = session.workspace.clone();
             self.index.add_session(id, workspace, self.world.spawn((session, lock, log, history)).id());
         }
@@ -190,18 +196,44 @@ impl Rebuild<'_> {
     }
 }
 
-/// A stored session as its three components. The event log is authoritative for the next seq
-/// (the session row is not rewritten on every event); stored frames are the host's copies, and
-/// the remotes' copies are masked once, here.
-fn session_parts(row: SessionRow, events: Vec<EventRow>, masker: &Masker) -> (Session, TurnLock, EventLog) {
-    let tail: VecDeque<(u64, Framed)> = events
-        .into_iter()
-        .map(|e| (e.seq, crate::mask_json::framed_from_stored(Arc::<str>::from(e.frame), masker)))
-        .collect();
+/// What the store gave of the sessions' tails: for some sessions the tails themselves, for the
+/// others (`summaries`) what stands in for them until they are loaded.
+struct Tails<'r> {
+    messages: Vec<MessageRow>,
+    older: &'r BTreeSet<SessionId>,
+    events: Vec<EventRow>,
+    summaries: BTreeMap<SessionId, SessionSummary>,
+}
+
+/// A stored session restored with its tails (resident). The event log is authoritative for the
+/// next seq (the session row is not rewritten on every event); stored frames are the host's
+/// copies, and the remotes' copies are masked once, when loaded.
+fn loaded_session(
+    row: SessionRow,
+    stored: SessionTails,
+    masker: &Masker,
+    now: u64,
+) -> (Session, TurnLock, EventLog, History) {
+    let (tail, history) = super::residency::resident_tails(stored, masker);
     let after_tail = tail.back().map(|(seq, _)| seq + 1).unwrap_or(1);
-    let log = EventLog { next_seq: row.next_seq.max(after_tail), tail };
+    let log = EventLog { next_seq: row.next_seq.max(after_tail), tail, resident: Some(now) };
+    let (session, lock) = session_and_lock(row);
+    (session, lock, log, history)
+}
+
+/// A stored session restored without its tails: its next seq follows its last stored event, and
+/// its history says only whether the store has messages.
+fn unloaded_session(row: SessionRow, summary: &SessionSummary) -> (Session, TurnLock, EventLog, History) {
+    let log =
+        EventLog { next_seq: row.next_seq.max(summary.last_event_seq + 1), tail: VecDeque::new(), resident: None };
+    let history = History { has_older: summary.has_messages, ..History::default() };
+    let (session, lock) = session_and_lock(row);
+    (session, lock, log, history)
+}
+
+fn session_and_lock(row: SessionRow) -> (Session, TurnLock) {
     let lock = TurnLock { holder: row.turn_holder, turn_id: row.turn_id, streamed: row.streamed, consensus: true };
-    (Session(row.session), lock, log)
+    (Session(row.session), lock)
 }
 
 /// A stored vote with its ballots (the host's is its decision), or `None` when its subject

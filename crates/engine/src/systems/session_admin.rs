@@ -163,7 +163,7 @@ fn new_session(
         agent_memory: Default::default(),
         agent_settings: Default::default(),
     });
-    (session, TurnLock::default(), EventLog { next_seq: 1, tail: Default::default() })
+    (session, TurnLock::default(), EventLog { next_seq: 1, tail: Default::default(), resident: Some(now) })
 }
 
 fn title_or(t: &str, default: &str) -> String {

@@ -77,9 +77,12 @@ pub fn emit(
     log.next_seq += 1;
     let frame = staged.framed(&EventFrame { session_id: Some(session.clone()), seq: Some(seq), body });
     let text = frame.host.to_string();
-    log.tail.push_back((seq, frame.clone()));
-    while log.tail.len() > crate::persist::EVENT_TAIL {
-        log.tail.pop_front();
+    // A session whose tails are not resident keeps none: the store has the event.
+    if log.resident.is_some() {
+        log.tail.push_back((seq, frame.clone()));
+        while log.tail.len() > crate::persist::EVENT_TAIL {
+            log.tail.pop_front();
+        }
     }
     batch.push(StoreOp::AppendEvent(EventRow { session: session.clone(), seq, frame: text }));
     staged.out.push(Outgoing::Session { session: session.clone(), seq, frame });
