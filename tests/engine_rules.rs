@@ -211,6 +211,20 @@ fn plan_needs_every_required_approval_and_a_deny_short_circuits() {
 }
 
 #[test]
+fn the_audit_log_keeps_a_denial_reason_as_it_was_typed() {
+    // Issue 26 item 7: the reason was lowercased ("denied: cat: too big for today").
+    let (mut h, w, s) = setup();
+    let tok = h.mint(&[&w], json!({}));
+    let (ann, _) = h.join(&tok, "Ann", &s);
+    let (cat, _) = h.join(&tok, "Cat", &s);
+    let v = open_plan(&mut h, ann, &s);
+    h.call(cat, "vote_plan", json!({"vote_id": v, "approve": false, "reason": "Too big for TODAY"})).unwrap();
+    let audit = h.host("fetch_audit", json!({}));
+    let row = audit["entries"].as_array().unwrap().iter().find(|e| e["action"] == "vote_resolved").cloned();
+    assert_eq!(row.expect("a vote_resolved row")["detail"], "denied: Cat: Too big for TODAY", "{audit}");
+}
+
+#[test]
 fn unanimous_approval_approves_and_revote_replaces() {
     let (mut h, w, s) = setup();
     let tok = h.mint(&[&w], json!({}));

@@ -101,12 +101,12 @@ pub fn resolve_votes(
             actor: resolved.resolved_by.clone(),
             action: "vote_resolved".into(),
             target: vote.id.to_string(),
+            // The outcome as a word; the reason as people typed it.
             detail: format!(
-                "{:?}{}",
-                resolved.outcome,
+                "{}{}",
+                format!("{:?}", resolved.outcome).to_lowercase(),
                 resolved.reason.as_ref().map(|r| format!(": {r}")).unwrap_or_default()
-            )
-            .to_lowercase(),
+            ),
         }));
         if let Some((mut session, lock, mut log)) =
             index.sessions.get(&vote.session).and_then(|&e| sessions.get_mut(e).ok())
