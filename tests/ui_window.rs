@@ -690,6 +690,7 @@ fn host_window_shows_people_waiting_from_the_seed_with_admit_buttons() {
         "role": "participant", "uses": 1, "revoked": false, "created_at": 0, "connections": 0}))
     .unwrap()]));
     assert!(w.harness.query_by_label("Dan (via \"design review\")").is_some());
+    assert!(w.harness.query_by_label("1 use, 0 live").is_some(), "one use, not \"1 uses\"");
     w.click("Admit");
     assert_eq!(w.calls(), vec![Method::Admit(ParticipantRef { participant_id: ParticipantId::from("p4") })]);
 }

@@ -274,7 +274,13 @@ impl Renderer {
                 if let Some(r) = view.roster.get_mut(&p.participant_id) {
                     r.presence = p.presence;
                 }
-                let who = self.name_you(&p.participant_id);
+                if self.me.as_ref() == Some(&p.participant_id) {
+                    // Your own connection: `join` says itself when it lost and got it back (a
+                    // replayed "Bob (you) lost connection; waiting for them…" spoke of you as
+                    // someone else).
+                    return None;
+                }
+                let who = self.name(&p.participant_id);
                 match p.presence {
                     PresenceState::Reconnecting => {
                         Some(format!("* {who} lost connection; waiting for them to come back"))
@@ -648,6 +654,25 @@ mod tests {
             "closes at a deadline on the host's clock"
         );
         assert_eq!(utc_text(deadline), "2026-11-30 14:03:20");
+    }
+
+    #[test]
+    fn your_own_lost_connection_is_not_reported_as_someone_elses() {
+        // Issue 26: `join` printed "* Bob (you) lost connection; waiting for them to come back".
+        let mut r = Renderer::new(true);
+        r.me = Some(ParticipantId::from("p2"));
+        let presence = |id: &str, presence| {
+            frame(Event::PresenceChanged(PresenceChanged {
+                participant_id: ParticipantId::from(id),
+                presence,
+                connections: 1,
+            }))
+        };
+        assert_eq!(r.event(&presence("p2", PresenceState::Reconnecting)), "");
+        assert_eq!(r.event(&presence("p2", PresenceState::Connected)), "");
+        let other = r.event(&presence("p1", PresenceState::Reconnecting));
+        assert!(other.contains("lost connection; waiting for them to come back"), "{other}");
+        assert!(!other.contains("(you)"), "{other}");
     }
 
     #[test]

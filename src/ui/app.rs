@@ -1514,8 +1514,7 @@ impl RoundtableApp {
                 }
                 settings.push(s.role.as_str());
                 ui.label(settings.join(", "));
-                let max = s.max_uses.map(|m| format!("/{m}")).unwrap_or_default();
-                ui.label(format!("{}{max} uses, {} live", s.uses, s.connections));
+                ui.label(format!("{}, {} live", uses_text(s.uses, s.max_uses), s.connections));
                 // The host's engine clock is its wall clock, and share lists are host-only.
                 ui.label(match (s.revoked, s.expires_at.map(|at| at.saturating_sub(now))) {
                     (true, _) => "revoked".to_string(),
@@ -1762,5 +1761,14 @@ impl eframe::App for RoundtableApp {
     fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
         self.pump();
         self.show(ui);
+    }
+}
+
+/// How often a share was used: "1 use", "2 uses", "0/3 uses" (with a maximum).
+fn uses_text(uses: u32, max: Option<u32>) -> String {
+    match max {
+        Some(m) => format!("{uses}/{m} uses"),
+        None if uses == 1 => "1 use".to_string(),
+        None => format!("{uses} uses"),
     }
 }
