@@ -1028,6 +1028,8 @@ fn the_cli_mints_a_pinned_link_once_and_stores_only_its_hash() {
     assert_eq!(link.fingerprint.as_deref(), Some(identity.fingerprint.as_str()));
     let stderr = text(&out.stderr);
     assert!(stderr.contains("shown only once") && stderr.contains("roundtable share rotate sh1"), "{stderr}");
+    // Issue 26: the workspace by its name, not "w1".
+    assert!(stderr.contains("participant for \"Project\" ("), "{stderr}");
 
     let shares = Admin::open(&roundtable::app::paths::database(&data)).unwrap().list_shares().unwrap();
     assert!(token::matches(&link.token, &shares[0].token_hash));
@@ -1035,6 +1037,7 @@ fn the_cli_mints_a_pinned_link_once_and_stores_only_its_hash() {
     let out = cli(&data, &["share", "list"]);
     let listing = text(&out.stdout);
     assert!(listing.starts_with("ID") && listing.contains("sh1") && listing.contains("ann"), "{listing}");
+    assert!(listing.contains("Project"), "workspaces by name: {listing}");
     assert!(!listing.contains(&link.token), "share list never shows tokens");
 
     let out = cli(&data, &["share", "rotate", "sh1"]);

@@ -293,7 +293,7 @@ pub fn run_share(cmd: ShareCmd, data_dir: Option<&Path>) -> anyhow::Result<ExitC
                 vote_deadline_ms: vote_deadline,
             };
             let (row, token) = admin.mint_share(&params, now)?;
-            eprintln!("Minted share {}: {}", row.id, describe_share(&row, now));
+            eprintln!("Minted share {}: {}", row.id, describe_share(&row, now, &known));
             print_link_once(&target.link(token), &row.id);
         }
         ShareCmd::List => {
@@ -301,7 +301,7 @@ pub fn run_share(cmd: ShareCmd, data_dir: Option<&Path>) -> anyhow::Result<ExitC
             if shares.is_empty() {
                 println!("No shares yet. Mint one with: roundtable share mint --workspace ID");
             } else {
-                print!("{}", shares_table(&shares, now));
+                print!("{}", shares_table(&shares, now, &admin.list_workspaces()?));
             }
         }
         ShareCmd::Revoke { id } => {
@@ -478,8 +478,16 @@ pub fn share_status(
     }
 }
 
-fn describe_share(s: &ShareRow, now: u64) -> String {
-    let scope: Vec<String> = s.workspaces.iter().map(|w| w.to_string()).collect();
+/// A workspace as people know it: its name in quotes, or its id when it has none (or is gone).
+fn workspace_label(known: &[crate::persist::WorkspaceRow], id: &WorkspaceId) -> String {
+    match known.iter().find(|w| &w.id == id) {
+        Some(w) if !w.name.is_empty() => format!("\"{}\"", w.name),
+        _ => id.to_string(),
+    }
+}
+
+fn describe_share(s: &ShareRow, now: u64, known: &[crate::persist::WorkspaceRow]) -> String {
+    let scope: Vec<String> = s.workspaces.iter().map(|w| workspace_label(known, w)).collect();
     let mut text = format!("{} for {} ({})", s.role.as_str(), scope.join(", "), flags(s));
     if !s.label.is_empty() {
         text = format!("\"{}\", {text}", s.label);
@@ -496,14 +504,21 @@ fn describe_share(s: &ShareRow, now: u64) -> String {
     text
 }
 
-fn shares_table(shares: &[ShareRow], now: u64) -> String {
+fn shares_table(shares: &[ShareRow], now: u64, known: &[crate::persist::WorkspaceRow]) -> String {
     let rows = shares
         .iter()
         .map(|s| {
             vec![
                 s.id.to_string(),
                 if s.label.is_empty() { "-".into() } else { s.label.clone() },
-                s.workspaces.iter().map(|w| w.to_string()).collect::<Vec<_>>().join(","),
+                s.workspaces
+                    .iter()
+                    .map(|w| match known.iter().find(|k| &k.id == w) {
+                        Some(k) if !k.name.is_empty() => format!("{} ({w})", k.name),
+                        _ => w.to_string(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 s.role.as_str().to_string(),
                 flags(s),
                 match s.max_uses {
