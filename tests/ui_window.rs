@@ -1243,6 +1243,13 @@ fn shares_and_the_audit_log_name_workspaces_and_people_with_ids_on_hover_and_rev
         target: "p1".into(),
         detail: String::new(),
     }]));
+    updates.push(Update::Audit(vec![roundtable::protocol::AuditEntry {
+        at: 0,
+        actor: "host".into(),
+        action: "kicked_and_share_revoked".into(),
+        target: "p1".into(),
+        detail: String::new(),
+    }]));
     let mut w = Window::new(true, updates);
     w.click("Shares");
     assert!(w.harness.query_all_by_label("api").count() >= 2, "the scope names workspace w1 by its name");
@@ -1256,6 +1263,9 @@ fn shares_and_the_audit_log_name_workspaces_and_people_with_ids_on_hover_and_rev
     assert!(w.harness.query_by_label("Host").is_some());
     assert!(w.harness.query_by_label("Ann").is_some(), "the kicked participant p1 is named");
     assert!(w.harness.query_by_label("p1").is_none());
+    // Issue 26 item 7: actions in words, not stored names.
+    assert!(w.harness.query_by_label("removed, and their link revoked").is_some());
+    assert!(w.harness.query_by_label("kicked_and_share_revoked").is_none());
 }
 
 #[test]

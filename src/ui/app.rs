@@ -1691,7 +1691,7 @@ impl RoundtableApp {
                         Some(name) => ui.label(name).on_hover_text(row.actor.as_str()),
                         None => ui.label(&row.actor),
                     };
-                    ui.label(&row.action);
+                    ui.label(audit_action_text(&row.action)).on_hover_text(row.action.as_str());
                     match self.model.person_name(&row.target) {
                         Some(name) => ui.label(name).on_hover_text(row.target.as_str()),
                         None => ui.label(&row.target),
@@ -1762,6 +1762,30 @@ impl eframe::App for RoundtableApp {
         self.pump();
         self.show(ui);
     }
+}
+
+/// An audit row's action in words (the stored name, e.g. `kicked_and_share_revoked`, on hover).
+fn audit_action_text(action: &str) -> String {
+    let words = match action {
+        "authenticated" => "signed in",
+        "admitted" => "admitted from the lobby",
+        "refused" => "refused at the lobby",
+        "kicked" => "removed",
+        "kicked_and_share_revoked" => "removed, and their link revoked",
+        "disconnected" => "disconnected",
+        "gone" => "gone (did not come back in time)",
+        "session_cleared" => "cleared the session",
+        "settings_changed" => "changed settings",
+        "share_minted" => "made a link",
+        "share_revoked" => "revoked a link",
+        "share_rotated" => "replaced a link",
+        "tool_allowed" => "allowed a tool from now on",
+        "turn_closed" => "ended a turn",
+        "vote_opened" => "vote opened",
+        "vote_resolved" => "vote decided",
+        other => return other.replace('_', " "),
+    };
+    words.to_string()
 }
 
 /// How often a share was used: "1 use", "2 uses", "0/3 uses" (with a maximum).
