@@ -690,7 +690,6 @@ fn host_window_shows_people_waiting_from_the_seed_with_admit_buttons() {
         "role": "participant", "uses": 1, "revoked": false, "created_at": 0, "connections": 0}))
     .unwrap()]));
     assert!(w.harness.query_by_label("Dan (via \"design review\")").is_some());
-    assert!(w.harness.query_by_label("1 use, 0 live").is_some(), "one use, not \"1 uses\"");
     w.click("Admit");
     assert_eq!(w.calls(), vec![Method::Admit(ParticipantRef { participant_id: ParticipantId::from("p4") })]);
 }
@@ -1254,6 +1253,7 @@ fn shares_and_the_audit_log_name_workspaces_and_people_with_ids_on_hover_and_rev
     w.click("Shares");
     assert!(w.harness.query_all_by_label("api").count() >= 2, "the scope names workspace w1 by its name");
     assert!(w.harness.query_by_label("w1").is_none(), "not by its id");
+    assert!(w.harness.query_by_label("1 use, 1 live").is_some(), "one use, not \"1 uses\"");
     w.calls();
     w.click("Revoke");
     assert!(w.calls().is_empty(), "revoking asks first");
@@ -1643,4 +1643,21 @@ fn a_remote_window_says_whether_its_connection_is_relayed_or_direct() {
     w.push(Update::Route("direct to 203.0.113.7:41000 (peer to peer)".into()));
     assert!(w.harness.query_by_label("connected — direct to 203.0.113.7:41000 (peer to peer)").is_some());
     assert!(w.harness.query_by_label("connected — relayed through http://10.0.0.1:3340/").is_none());
+}
+
+#[test]
+fn a_resolved_card_of_an_earlier_turn_is_not_pinned_during_the_next_turn() {
+    // Issue 26 item 2.
+    let mut updates = [joined_as("p2", "Bob", Role::Participant), ann_takes_the_turn(), plan_vote()].concat();
+    updates.push(ev(json!({"event": "vote_resolved", "session_id": "s1", "seq": 9, "payload": {"vote_id": "v1",
+        "outcome": "approved", "resolved_by": "consensus"}})));
+    let mut w = Window::new(false, updates);
+    assert!(w.harness.query_by_label_contains("Read the code").is_some(), "the outcome stays up during its turn");
+    w.push(ev(json!({"event": "turn_ended", "session_id": "s1", "seq": 10, "payload": {"turn_id": 1,
+        "holder_id": "p1", "reason": "completed"}})));
+    w.push(ev(json!({"event": "message", "session_id": "s1", "seq": 11, "payload": {"message_id": "m2",
+        "author_id": "p2", "author_name": "Bob", "text": "next", "client_msg_id": "c-2"}})));
+    w.push(ev(json!({"event": "turn_started", "session_id": "s1", "seq": 12, "payload": {"turn_id": 2,
+        "holder_id": "p2", "holder_name": "Bob"}})));
+    assert!(w.harness.query_by_label_contains("Read the code").is_none(), "turn 1's plan card is gone in turn 2");
 }

@@ -1280,11 +1280,13 @@ impl RoundtableApp {
 
     fn vote_cards(&mut self, ui: &mut egui::Ui, session_id: &SessionId) {
         let Some(session) = self.model.sessions.get(session_id) else { return };
-        // Open votes, and while the turn goes on the newest resolved one, so its outcome stays
-        // visible while the agent acts on it (the timeline keeps a note of every outcome).
+        // Open votes, and while the turn goes on the newest resolved one of this turn, so its
+        // outcome stays visible while the agent acts on it (the timeline keeps a note of every
+        // outcome; an earlier turn's card is not pinned into the next).
         let mut cards: Vec<VoteCard> = session.votes.values().filter(|c| c.is_open()).cloned().collect();
         if cards.is_empty() && session.holder().is_some() {
-            if let Some(last) = session.votes.values().rev().find(|c| !c.is_open()) {
+            let this_turn = |c: &&VoteCard| !session.votes_before_turn.contains(&c.opened.vote_id);
+            if let Some(last) = session.votes.values().rev().filter(this_turn).find(|c| !c.is_open()) {
                 cards.push(last.clone());
             }
         }

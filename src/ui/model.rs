@@ -223,6 +223,9 @@ pub struct SessionState {
     pub holder_name: Option<String>,
     /// Votes by id (open and resolved).
     pub votes: BTreeMap<VoteId, VoteCard>,
+    /// Votes that were already there when the running turn started: none of them is this turn's,
+    /// so a resolved one is not pinned above the composer during it.
+    pub votes_before_turn: std::collections::BTreeSet<VoteId>,
     /// Display names of everyone seen in this session (for people who left).
     pub names: BTreeMap<ParticipantId, String>,
     /// Seq of the oldest message in the timeline, and whether the host has older ones.
@@ -1111,6 +1114,7 @@ fn apply_session_event(
             state.names.insert(t.holder_id, t.holder_name.clone());
             state.holder_name = Some(t.holder_name);
             state.streaming.clear();
+            state.votes_before_turn = state.votes.keys().cloned().collect();
         }
         Event::TurnEnded(t) => {
             if let Some(info) = &mut state.info {
