@@ -1661,3 +1661,18 @@ fn a_resolved_card_of_an_earlier_turn_is_not_pinned_during_the_next_turn() {
         "holder_id": "p2", "holder_name": "Bob"}})));
     assert!(w.harness.query_by_label_contains("Read the code").is_none(), "turn 1's plan card is gone in turn 2");
 }
+
+#[test]
+fn the_agents_text_does_not_say_streaming_while_it_waits_for_a_vote() {
+    // Issue 26: "streaming…" was shown while the agent waited for the room's vote.
+    let mut updates = [joined_as("p2", "Bob", Role::Participant), ann_takes_the_turn()].concat();
+    updates.push(ev(json!({"event": "agent_delta", "session_id": "s1", "payload": {"turn_id": 1,
+        "text": "Here is my plan."}})));
+    let mut w = Window::new(false, updates);
+    assert!(w.harness.query_by_label("streaming…").is_some());
+    for u in plan_vote() {
+        w.push(u);
+    }
+    assert!(w.harness.query_by_label("streaming…").is_none(), "it is not streaming");
+    assert!(w.harness.query_by_label("waiting for the vote…").is_some());
+}

@@ -1116,7 +1116,9 @@ impl RoundtableApp {
                 if !session.streaming.is_empty() {
                     ui.horizontal(|ui| {
                         author_chip(ui, "Agent", chip_colour(&colours, AGENT_ID));
-                        ui.label(RichText::new("streaming…").weak());
+                        // The agent stops while a vote on its request is open.
+                        let waiting = session.votes.values().any(|c| c.is_open());
+                        ui.label(RichText::new(if waiting { "waiting for the vote…" } else { "streaming…" }).weak());
                     });
                     ui.label(&session.streaming);
                 }
