@@ -1676,3 +1676,18 @@ fn the_agents_text_does_not_say_streaming_while_it_waits_for_a_vote() {
     assert!(w.harness.query_by_label("streaming…").is_none(), "it is not streaming");
     assert!(w.harness.query_by_label("waiting for the vote…").is_some());
 }
+
+#[test]
+fn the_mint_form_starts_blank_after_a_link_is_made() {
+    // Issue 26: the form kept the last link's label.
+    let mut w = Window::new(true, joined_as("host", "Host", Role::Host));
+    w.harness.state_mut().mint.label = "for Ann".into();
+    let result: MintShareResult = serde_json::from_value(json!({"share": {"share_id": "sh1", "label": "for Ann",
+        "workspaces": ["w1"], "collaborative": true, "consensus_required": true, "admission_required": false,
+        "role": "participant", "uses": 0, "revoked": false, "created_at": 0, "connections": 0},
+        "token": "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQ",
+        "link": "roundtable://127.0.0.1:7447/abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQ#sha256=00ff"}))
+    .unwrap();
+    w.push(Update::Minted(result));
+    assert_eq!(w.harness.state().mint.label, "");
+}

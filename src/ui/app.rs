@@ -332,6 +332,8 @@ impl RoundtableApp {
             // A link just minted (`host --mint`, Mint, Rotate) is shown where people look.
             if matches!(update, Update::Minted(_)) {
                 self.invite_open = true;
+                // The label named the link just made; the next one starts blank.
+                self.mint.label.clear();
             }
             // A workspace added from this window: show its agent as the host resolved it.
             if matches!(update, Update::WorkspaceAdded(_)) {
