@@ -26,7 +26,8 @@ pub struct SessionView {
     /// Seq of the oldest message shown, and whether older ones exist (`/older` pages back).
     pub oldest_shown: Option<u64>,
     pub has_older: bool,
-    /// Room chat seen live, numbered from 1 as shown ("(room 3) Bob: …"), for `/quote N`.
+    /// Room chat shown (live or in history), numbered from 1 as shown ("(room 3) Bob: …"), for
+    /// `/quote N`.
     pub room_lines: Vec<(String, String)>,
     /// The agent settings every turn gets (`set_agent_settings`).
     pub agent_settings: AgentSettings,
@@ -196,7 +197,7 @@ impl Renderer {
         match event {
             Event::Message(m) => {
                 if m.author_id == "agent" {
-                    let streamed = std::mem::take(&mut self.sessions.entry(sid).or_default().streamed);
+                    let streamed = std::mem::take(&mut self.sessions.entry(sid.clone()).or_default().streamed);
                     if self.stream_deltas && self.line_open && !streamed.is_empty() {
                         if let Some(rest) = m.text.strip_prefix(streamed.as_str()) {
                             // The reply was printed as it streamed: finish the line.
@@ -206,16 +207,10 @@ impl Renderer {
                             return None;
                         }
                     }
-                    return Some(format!("[{}] {}", m.author_name, m.text));
                 }
-                Some(format!("[{}] {}", m.author_name, m.text))
+                Some(self.message_line(&sid, m))
             }
-            // Room chat stands apart from prompts and agent output.
-            Event::Chat(m) => {
-                let view = self.sessions.entry(sid).or_default();
-                view.room_lines.push((m.author_name.clone(), m.text.clone()));
-                Some(format!("(room {}) {}: {}", view.room_lines.len(), m.author_name, m.text))
-            }
+            Event::Chat(m) => Some(self.message_line(&sid, m)),
             // A line per keystroke burst would drown the conversation; `--json` carries them.
             Event::Typing(_) => None,
             Event::TurnStarted(t) => {
@@ -449,6 +444,21 @@ impl Renderer {
         s
     }
 
+    /// A message as a line, the same live and in history (snapshots, `/older`): room chat set
+    /// apart from prompts and numbered as shown for `/quote N`, the agent as `[agent]` (as its
+    /// streamed text starts), people as `[name]`.
+    fn message_line(&mut self, session: &SessionId, m: &MessageEvent) -> String {
+        if m.room {
+            let view = self.sessions.entry(session.clone()).or_default();
+            view.room_lines.push((m.author_name.clone(), m.text.clone()));
+            return format!("(room {}) {}: {}", view.room_lines.len(), m.author_name, m.text);
+        }
+        if m.author_id == "agent" {
+            return format!("[agent] {}", m.text);
+        }
+        format!("[{}] {}", m.author_name, m.text)
+    }
+
     /// Where `/older` continues for a session: the seq of the oldest message shown, if older
     /// messages exist.
     pub fn older_from(&self, session: &SessionId) -> Option<u64> {
@@ -464,7 +474,8 @@ impl Renderer {
         }
         let mut out = format!("--- {} earlier messages ---\n", page.messages.len());
         for m in &page.messages {
-            let _ = writeln!(out, "[{}] {}", m.message.author_name, m.message.text);
+            let line = self.message_line(session, &m.message);
+            let _ = writeln!(out, "{line}");
         }
         out.push_str(if page.has_older {
             "--- end of page (/older for more) ---"
@@ -477,7 +488,7 @@ impl Renderer {
     fn snapshot(&mut self, snap: &Snapshot) -> String {
         let sid = snap.session.id.clone();
         let mut out = self.joined(&snap.session, &snap.roster);
-        let view = self.sessions.entry(sid).or_default();
+        let view = self.sessions.entry(sid.clone()).or_default();
         view.votes = snap.votes.iter().map(|v| (v.vote_id.clone(), v.clone())).collect();
         view.streamed = snap.streaming_text.clone();
         let skipped = snap.messages.len().saturating_sub(SNAPSHOT_TAIL);
@@ -487,7 +498,8 @@ impl Renderer {
             let _ = writeln!(out, "(earlier messages: /older shows them)");
         }
         for m in &snap.messages[skipped..] {
-            let _ = writeln!(out, "[{}] {}", m.message.author_name, m.message.text);
+            let line = self.message_line(&sid, &m.message);
+            let _ = writeln!(out, "{line}");
         }
         for v in &snap.votes {
             let _ = writeln!(out, "{}", self.vote_card(v));
@@ -730,6 +742,48 @@ mod tests {
         assert!(out.contains("Host [host]"), "{out}");
         let joined = r.event(&frame(Event::ParticipantJoined(entry("p2", "Bob", false))));
         assert_eq!(joined, "* Bob joined\n");
+    }
+
+    #[test]
+    fn history_renders_room_chat_and_the_agent_as_live_lines_do() {
+        // Issue 26 item 5: history printed room chat like prompts ("[Bob] wait", so /quote could
+        // not find it) and the agent as "[Agent]" where live lines say "[agent]".
+        let msg = |seq: u64, author_id: &str, author_name: &str, text: &str, room: bool| HistoryMessage {
+            seq,
+            message: MessageEvent {
+                message_id: MessageId::nth(seq),
+                author_id: author_id.into(),
+                author_name: author_name.into(),
+                text: text.into(),
+                client_msg_id: None,
+                room,
+                at_ms: None,
+            },
+        };
+        let page = FetchHistoryResult {
+            messages: vec![
+                msg(1, "p1", "Ann", "fix login", false),
+                msg(2, "p2", "Bob", "wait", true),
+                msg(3, "agent", "Agent", "Done.", false),
+            ],
+            has_older: false,
+        };
+        let mut r = Renderer::new(true);
+        let out = r.older_page(&SessionId::nth(1), &page);
+        assert!(out.contains("[Ann] fix login\n(room 1) Bob: wait\n[agent] Done.\n"), "{out}");
+        assert_eq!(r.sessions[&SessionId::nth(1)].room_lines, vec![("Bob".to_string(), "wait".to_string())]);
+        // The same messages live read the same.
+        let mut live = Renderer::new(true);
+        let lines: String = page.messages.iter().map(|m| live.event(&frame(message_event(&m.message)))).collect();
+        assert_eq!(lines, "[Ann] fix login\n(room 1) Bob: wait\n[agent] Done.\n");
+    }
+
+    fn message_event(m: &MessageEvent) -> Event {
+        if m.room {
+            Event::Chat(m.clone())
+        } else {
+            Event::Message(m.clone())
+        }
     }
 
     #[test]
