@@ -331,7 +331,8 @@ impl Renderer {
                     let _ = write!(s, ": {reason}");
                 }
                 for a in &r.answers {
-                    let _ = write!(s, "\n  answer: {a}");
+                    // A multi-line answer keeps its lines under the "answer:" label.
+                    let _ = write!(s, "\n  answer: {}", a.replace('\n', "\n          "));
                 }
                 Some(s)
             }
@@ -784,6 +785,20 @@ mod tests {
         } else {
             Event::Message(m.clone())
         }
+    }
+
+    #[test]
+    fn a_multi_line_answer_stays_indented_under_its_label() {
+        // Issue 26: the second line of an answer started at the left margin.
+        let mut r = Renderer::new(true);
+        let out = r.event(&frame(Event::VoteResolved(VoteResolved {
+            vote_id: VoteId::nth(1),
+            outcome: VoteOutcome::Answered,
+            reason: None,
+            answers: vec!["yes\nbut keep the old flag".into()],
+            resolved_by: "consensus".into(),
+        })));
+        assert!(out.contains("\n  answer: yes\n          but keep the old flag"), "{out}");
     }
 
     #[test]
