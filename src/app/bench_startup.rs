@@ -116,6 +116,22 @@ fn one_run(messages: usize, tls_on: bool, json: bool, drop_caches: bool, restart
     Ok(OneRun { first: run, again: Some(StartupRun { messages: total, ..again }), db_bytes, build_seconds })
 }
 
+/// The snapshot a join sends (within a minute).
+async fn first_snapshot(events: &mut crate::net::client::Events) -> anyhow::Result<Snapshot> {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(ev) = events.recv().await {
+            if let ClientEvent::Event { frame, .. } = ev {
+                if let Event::Snapshot(s) = frame.body {
+                    return Some(s);
+                }
+            }
+        }
+        None
+    })
+    .await?
+    .ok_or_else(|| anyhow::anyhow!("the connection ended before the snapshot"))
+}
+
 /// Empties the page cache (`sync`, then `3` into /proc/sys/vm/drop_caches; root only).
 fn drop_page_cache() -> anyhow::Result<()> {
     // SAFETY: sync(2) takes no arguments and cannot fail.
@@ -146,18 +162,7 @@ fn time_start(
         client
             .request(Method::JoinSession(JoinSessionParams { session_id: SessionId::nth(1), since_seq: None }))
             .await?;
-        let snapshot = tokio::time::timeout(Duration::from_secs(60), async {
-            while let Some(ev) = events.recv().await {
-                if let ClientEvent::Event { frame, .. } = ev {
-                    if let Event::Snapshot(s) = frame.body {
-                        return Some(s);
-                    }
-                }
-            }
-            None
-        })
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("the connection ended before the snapshot"))?;
+        let snapshot = first_snapshot(&mut events).await?;
         let first_page_ms = spawned.elapsed().as_secs_f64() * 1000.0;
         client.close();
         anyhow::Ok((authenticated_ms, first_page_ms, snapshot.messages.len()))
@@ -374,18 +379,7 @@ fn time_sessions_start(dir: &Path, link: &Link, port: u16, tls_on: bool, eager: 
         client
             .request(Method::JoinSession(JoinSessionParams { session_id: SessionId::nth(1), since_seq: None }))
             .await?;
-        let snapshot = tokio::time::timeout(Duration::from_secs(60), async {
-            while let Some(ev) = events.recv().await {
-                if let ClientEvent::Event { frame, .. } = ev {
-                    if let Event::Snapshot(s) = frame.body {
-                        return Some(s);
-                    }
-                }
-            }
-            None
-        })
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("the connection ended before the snapshot"))?;
+        let snapshot = first_snapshot(&mut events).await?;
         let first_page_ms = spawned.elapsed().as_secs_f64() * 1000.0;
         let rss_joined_kib = rss_kib(pid)?;
         client.close();

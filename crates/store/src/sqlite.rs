@@ -525,41 +525,17 @@ impl SqliteStore {
     fn load_snapshot(&mut self) -> Result<Restored, crate::Error> {
         // One read transaction: a consistent snapshot even if the CLI writes meanwhile.
         let tx = self.conn.transaction()?;
-        let restored = Restored {
-            workspaces: rows::workspaces(&tx)?,
-            sessions: rows::sessions(&tx)?,
-            shares: rows::shares(&tx)?,
-            participants: rows::participants(&tx)?,
-            messages: Vec::new(),
-            older_messages: Default::default(),
-            events: rows::event_tails(&tx)?,
-            votes: rows::votes(&tx)?,
-            ballots: rows::ballots(&tx)?,
-            audit_count: rows::audit_count(&tx)?,
-            settings: rows::settings(&tx)?,
-            summaries: Default::default(),
-        };
-        let (messages, older) = rows::message_tails(&tx, HISTORY_TAIL)?;
+        let (messages, older_messages) = rows::message_tails(&tx, HISTORY_TAIL)?;
+        let restored = Restored { events: rows::event_tails(&tx)?, messages, older_messages, ..world_rows(&tx)? };
         tx.commit()?;
-        Ok(Restored { messages, older_messages: older, ..restored })
+        Ok(restored)
     }
 
     /// [`Store::load_without_tails`]: `load_snapshot` with each session's summary instead of
     /// its tails, in one read transaction.
     fn load_rows(&mut self) -> Result<Restored, crate::Error> {
         let tx = self.conn.transaction()?;
-        let restored = Restored {
-            workspaces: rows::workspaces(&tx)?,
-            sessions: rows::sessions(&tx)?,
-            shares: rows::shares(&tx)?,
-            participants: rows::participants(&tx)?,
-            votes: rows::votes(&tx)?,
-            ballots: rows::ballots(&tx)?,
-            audit_count: rows::audit_count(&tx)?,
-            settings: rows::settings(&tx)?,
-            summaries: rows::session_summaries(&tx)?,
-            ..Restored::default()
-        };
+        let restored = Restored { summaries: rows::session_summaries(&tx)?, ..world_rows(&tx)? };
         tx.commit()?;
         Ok(restored)
     }
@@ -612,6 +588,21 @@ impl SqliteStore {
         // wrote is copied into the main file when that is safe, see `rescue`).
         self.check_files()
     }
+}
+
+/// Everything a start reads but the sessions' tails and summaries (the callers add theirs).
+fn world_rows(tx: &Connection) -> Result<Restored, crate::Error> {
+    Ok(Restored {
+        workspaces: rows::workspaces(tx)?,
+        sessions: rows::sessions(tx)?,
+        shares: rows::shares(tx)?,
+        participants: rows::participants(tx)?,
+        votes: rows::votes(tx)?,
+        ballots: rows::ballots(tx)?,
+        audit_count: rows::audit_count(tx)?,
+        settings: rows::settings(tx)?,
+        ..Restored::default()
+    })
 }
 
 /// Whether a tick wrote nothing but text the agent streamed: previews of a reply that is stored
