@@ -182,6 +182,13 @@ pub struct BenchArgs {
     pub json: bool,
 }
 
+impl BenchArgs {
+    /// Sends per second of `bench wire` and its agent: `--rate`, else one every `--every-ms`.
+    fn wire_rate(&self) -> u64 {
+        self.rate.unwrap_or(1000 / self.every_ms.max(1))
+    }
+}
+
 /// Available benchmarks.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BenchArg {
@@ -299,7 +306,7 @@ pub fn run_bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
             let options = super::bench_wire::WireOptions {
                 clients: args.clients,
                 sends: args.sends,
-                per_second: args.rate.unwrap_or(1000 / args.every_ms.max(1)),
+                per_second: args.wire_rate(),
                 workload: args.workload,
                 tls: args.tls || args.relay.is_some(),
                 relay: args.relay.clone(),
@@ -307,9 +314,7 @@ pub fn run_bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
             };
             super::bench_wire::run(&options, args.json, &mut std::io::stdout().lock())?;
         }
-        BenchArg::WireAgent => {
-            super::bench_wire::run_agent(args.sends, args.rate.unwrap_or(1000 / args.every_ms.max(1)))?
-        }
+        BenchArg::WireAgent => super::bench_wire::run_agent(args.sends, args.wire_rate())?,
         BenchArg::Soak => {
             let options = super::bench_soak::SoakOptions {
                 clients: args.clients,
