@@ -214,8 +214,15 @@ fn a_silent_agent_is_stopped_by_the_watchdog_and_restarted() {
         harness(ExternalConfig { hang_timeout, clock: Clock::Manual(clock.clone()), ..ExternalConfig::default() });
     let before = h.agent_pid(1);
     h.start(2, "/hang");
-    assert!(matches!(h.next().event, AgentEvent::Delta(_)), "the agent's one delta");
-    // Its only line was handled, so the watchdog counts from it: moved on by the timeout, the
+    // "Thinking forever" comes in two deltas. Both must have been handled before the clock moves:
+    // a line read after `advance` would restart the watchdog from the new time, and it would
+    // never fire.
+    let mut said = String::new();
+    while said != "Thinking forever" {
+        let AgentEvent::Delta(delta) = h.next().event else { panic!("expected the agent's deltas, got {said:?}") };
+        said.push_str(&delta);
+    }
+    // Its last line was handled, so the watchdog counts from it: moved on by the timeout, the
     // clock makes it fire.
     clock.advance(hang_timeout);
     let events = h.until_pause(2);

@@ -10,7 +10,7 @@
 //! - `/fail`: one delta, then `error`;
 //! - `/pid`: replies with its process id (shows whether the process was restarted);
 //! - `/crash`: one delta, then exits with status 3 in the middle of the turn;
-//! - `/hang`: one delta, then never answers (for watchdog tests);
+//! - `/hang`: says "Thinking forever" (two deltas), then never answers (for watchdog tests);
 //! - `cancel` ends the turn at once with `turn_end`.
 
 use serde_json::{json, Value};
