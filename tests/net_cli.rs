@@ -644,6 +644,55 @@ fn host_mint_without_a_usable_window_mints_one_share_and_prints_its_link_and_the
     assert!(!log.contains('\x1b'), "no ANSI escapes in a piped log: {log:?}");
 }
 
+/// `host --mint` started again prints the link it minted before while that link still lets
+/// people in, instead of minting one more at every start (issue 26); a revoked link is replaced.
+#[test]
+fn host_mint_restarted_prints_the_same_link_until_it_is_revoked() {
+    let data = tempfile::tempdir().unwrap();
+    let workspace = tempfile::tempdir().unwrap();
+    let dir = data.path().join("host").display().to_string();
+    let start = || {
+        let mut host = Proc::spawn_env(
+            "host",
+            &["--data-dir", &dir, "host", "--mint", "--bind", "127.0.0.1:0", "--relay", "off"],
+            workspace.path(),
+            &[("DISPLAY", ":4711".into())],
+            &["WAYLAND_DISPLAY"],
+        );
+        let link = host.expect("the link", |l| l.trim_start().starts_with("roundtable://")).trim().to_string();
+        host.expect("the console", |l| l.starts_with("host console:"));
+        host.send("/quit");
+        assert!(host.wait());
+        (link, host.seen.join("\n"))
+    };
+    let shares = || {
+        let out = Command::new(BIN).args(["--data-dir", &dir, "share", "list"]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.trim_start().starts_with("sh")).count()
+    };
+    let (first, said) = start();
+    assert!(said.contains("shown once"), "{said}");
+    assert!(said.contains("data directory: "), "{said}");
+    assert!(said.contains("\"/plan GOAL\""), "the banner says how to make the demo agent ask for a vote: {said}");
+    // Port 0 picks another port at every start; the token is what stays.
+    let token = |link: &str| link.split('/').nth(3).and_then(|t| t.split(['#', '?']).next()).unwrap().to_string();
+    let (again, said) = start();
+    assert_eq!(token(&again), token(&first), "the same link: {first} then {again}");
+    assert!(said.contains("the same as at the last start") && said.contains("not used yet"), "{said}");
+    assert_eq!(shares(), 1, "no second share");
+    let id = said
+        .split("the last start: share ")
+        .nth(1)
+        .and_then(|t| t.split(',').next())
+        .expect("the share id")
+        .to_string();
+    let out = Command::new(BIN).args(["--data-dir", &dir, "share", "revoke", &id]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (third, said) = start();
+    assert_ne!(token(&third), token(&first), "a revoked link is not printed again");
+    assert!(said.contains("shown once"), "{said}");
+    assert_eq!(shares(), 2);
+}
+
 #[test]
 fn join_help_lists_the_line_commands() {
     let out = Command::new(BIN).args(["join", "--help"]).output().unwrap();

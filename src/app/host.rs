@@ -338,6 +338,16 @@ impl Host {
         Ok((host, events))
     }
 
+    /// The link that lets `token`'s holder in, as the engine writes it for a share it mints.
+    pub fn link_for(&self, token: &str) -> String {
+        let shape = Link {
+            also: self.link_also.clone(),
+            iroh: self.link_iroh.clone(),
+            ..Link::new("", 0, "", self.fingerprint.clone())
+        };
+        format!("{}{}/{token}{}", crate::net::link::SCHEME, self.link_authority, shape.after_token())
+    }
+
     /// The database's integrity check running in the background, when the last host stopped
     /// cleanly (taken: a second call returns `None`). Tests join it; a host lets it finish.
     pub fn take_integrity_check(&mut self) -> Option<crate::store::IntegrityCheck> {

@@ -191,7 +191,7 @@ pub fn remember_host(data_dir: &std::path::Path, link: &Link) -> Vec<String> {
 /// The resume token of one host and link, kept in `DATA_DIR/resume/` between runs (shared by
 /// `join` and the remote window).
 pub struct ResumeStore {
-    path: PathBuf,
+    file: crate::app::paths::SecretFile,
 }
 
 impl ResumeStore {
@@ -200,38 +200,22 @@ impl ResumeStore {
         use sha2::Digest as _;
         let key = sha2::Sha256::digest(format!("{}/{}", link.authority(), link.token));
         let name: String = key.iter().take(12).map(|b| format!("{b:02x}")).collect();
-        Self { path: data_dir.join("resume").join(name) }
+        Self { file: crate::app::paths::SecretFile::new(data_dir.join("resume").join(name)) }
     }
 
     /// The token an earlier run kept, if any.
     pub fn load(&self) -> Option<String> {
-        let token = std::fs::read_to_string(&self.path).ok()?;
-        let token = token.trim();
-        (!token.is_empty()).then(|| token.to_string())
+        self.file.load()
     }
 
     /// Keeps `token` (mode 0600: it lets its holder be you). Failures only cost the resume.
     pub fn save(&self, token: &str) {
-        let write = || -> std::io::Result<()> {
-            if let Some(dir) = self.path.parent() {
-                std::fs::create_dir_all(dir)?;
-            }
-            let tmp = self.path.with_extension("tmp");
-            let mut options = std::fs::OpenOptions::new();
-            options.write(true).create(true).truncate(true);
-            #[cfg(unix)]
-            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-            options.open(&tmp)?.write_all(token.as_bytes())?;
-            std::fs::rename(&tmp, &self.path)
-        };
-        if let Err(e) = write() {
-            tracing::warn!("cannot keep the resume token in {}: {e}", self.path.display());
-        }
+        self.file.save(token, "the resume token");
     }
 
     /// Drops the token (the host refused the link, or kicked or revoked us).
     pub fn forget(&self) {
-        let _ = std::fs::remove_file(&self.path);
+        self.file.forget();
     }
 }
 
@@ -1027,7 +1011,11 @@ mod tests {
             out: Out { json: true },
             renderer: Renderer::new(false),
             session: ClientSession::new(None),
-            resume: ResumeStore { path: std::env::temp_dir().join("roundtable-unit-test-resume-unused") },
+            resume: ResumeStore {
+                file: crate::app::paths::SecretFile::new(
+                    std::env::temp_dir().join("roundtable-unit-test-resume-unused"),
+                ),
+            },
             reconnect: Reconnect::default(),
             current: None,
             unsent: Vec::new(),

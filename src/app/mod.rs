@@ -183,7 +183,10 @@ pub struct ServeArgs {
     #[arg(long)]
     pub insecure: bool,
 
-    /// Mint a share link at startup (all workspaces, collaborative, consensus) and print it.
+    /// Print a share link at startup (all workspaces, collaborative, consensus). The link an
+    /// earlier `--mint` start made is printed again while it still lets people in to every
+    /// workspace (kept in the data directory's `minted-link`, mode 0600); otherwise a new one is
+    /// minted.
     #[arg(long)]
     pub mint: bool,
 

@@ -14,6 +14,7 @@ use crate::app::console::{host_roster, stdin_lines, Console};
 use crate::app::host::{write_serve_json, Host, HostOptions};
 use crate::app::render::Renderer;
 use crate::app::ServeArgs;
+use crate::ids::WorkspaceId;
 use crate::net::client::ClientError;
 use crate::net::client::{Client, ClientEvent, Events};
 use crate::persist::AgentSpec;
@@ -92,9 +93,44 @@ pub struct Prepared {
     pub workspaces: Vec<WorkspaceInfo>,
     /// The directory registered as a demo workspace because there was none.
     pub demo_registered: Option<String>,
-    /// The share minted on request.
-    pub minted: Option<MintShareResult>,
+    /// The link `--mint` asked for.
+    pub minted: Option<Minted>,
 }
+
+/// The link `--mint` prints: minted now, or the one an earlier start minted, still valid.
+pub struct Minted {
+    pub result: MintShareResult,
+    /// Minted at an earlier start and printed again (not a new share).
+    pub reused: bool,
+}
+
+impl Minted {
+    /// What the terminal shows: the link, how to use it and how to install.
+    pub fn invite_text(&self) -> Option<String> {
+        let link = self.result.link.as_deref()?;
+        Some(if self.reused {
+            let uses = match self.result.share.uses {
+                0 => "not used yet".to_string(),
+                1 => "used once".to_string(),
+                n => format!("used {n} times"),
+            };
+            invite_text_headed(
+                &format!(
+                    "share link (the same as at the last start: share {}, {uses}; `roundtable share revoke {}` ends it):",
+                    self.result.share.share_id, self.result.share.share_id
+                ),
+                link,
+            )
+        } else {
+            invite_text(link)
+        })
+    }
+}
+
+/// The file in the data directory where `--mint` keeps the share id and token of the link it
+/// printed (mode 0600), so the next `--mint` start prints the same link instead of minting one
+/// more.
+pub const MINTED_LINK_FILE: &str = "minted-link";
 
 /// How long the host's own start-up requests wait for a database that refuses writes.
 pub const PATIENCE: std::time::Duration = std::time::Duration::from_secs(300);
@@ -134,7 +170,17 @@ where
 /// Makes a fresh host usable (shared by `serve` and the host window): registers the current
 /// directory as a demo workspace when none exists, opens a first session in every workspace
 /// without one, and with `mint` mints a link to every workspace.
-pub async fn prepare_host(client: &Client, mint: bool, label: &str) -> anyhow::Result<Prepared> {
+///
+/// A link that `--mint` made at an earlier start is printed again while it still lets people in
+/// to every workspace (not revoked, rotated, expired or used up), so restarts do not pile up
+/// unused links; otherwise a new one is minted and kept for the next start.
+pub async fn prepare_host(
+    host: &Host,
+    data_dir: &std::path::Path,
+    mint: bool,
+    label: &str,
+) -> anyhow::Result<Prepared> {
+    let client = &host.client;
     let mut workspaces = list_workspaces(client).await?;
     let mut demo_registered = None;
     if workspaces.is_empty() {
@@ -164,15 +210,53 @@ pub async fn prepare_host(client: &Client, mint: bool, label: &str) -> anyhow::R
         }
     }
     let minted = if mint && !workspaces.is_empty() {
-        let params = MintShareParams::team(label, workspaces.iter().map(|w| w.id.clone()).collect());
-        let result: MintShareResult = patiently("minting a link", || client.call(Method::MintShare(params.clone())))
-            .await
-            .context("cannot mint a share link")?;
-        Some(result)
+        let kept = crate::app::paths::SecretFile::new(data_dir.join(MINTED_LINK_FILE));
+        let ids: Vec<WorkspaceId> = workspaces.iter().map(|w| w.id.clone()).collect();
+        match still_valid(host, data_dir, &kept, &ids) {
+            Some(result) => Some(Minted { result, reused: true }),
+            None => {
+                let params = MintShareParams::team(label, ids);
+                let result: MintShareResult =
+                    patiently("minting a link", || client.call(Method::MintShare(params.clone())))
+                        .await
+                        .context("cannot mint a share link")?;
+                kept.save(&format!("{} {}", result.share.share_id, result.token), "the minted link");
+                Some(Minted { result, reused: false })
+            }
+        }
     } else {
         None
     };
     Ok(Prepared { workspaces, demo_registered, minted })
+}
+
+/// The link kept in `kept`, if its share still lets people in to every one of `workspaces`:
+/// there, not revoked, its token not rotated, not expired, not used up. Read from the database
+/// (as `share list` does): only it knows the token's hash.
+fn still_valid(
+    host: &Host,
+    data_dir: &std::path::Path,
+    kept: &crate::app::paths::SecretFile,
+    workspaces: &[WorkspaceId],
+) -> Option<MintShareResult> {
+    let text = kept.load()?;
+    let (id, token) = text.split_once(' ')?;
+    let admin = crate::store::Admin::open(&crate::app::paths::database(data_dir))
+        .inspect_err(|e| tracing::warn!("cannot read the shares to reuse the minted link: {e}"))
+        .ok()?;
+    let shares = admin.list_shares().inspect_err(|e| tracing::warn!("cannot list the shares: {e}")).ok()?;
+    let row = shares.iter().find(|s| s.id.to_string() == id)?;
+    let now = crate::app::host::wall_ms();
+    let usable = !row.revoked
+        && crate::token::matches(token, &row.token_hash)
+        && row.expires_at.is_none_or(|at| at > now)
+        && row.max_uses.is_none_or(|max| row.uses < max)
+        && workspaces.iter().all(|w| row.workspaces.contains(w));
+    usable.then(|| MintShareResult {
+        share: ShareInfo::new(row, 0),
+        token: token.to_string(),
+        link: Some(host.link_for(token)),
+    })
 }
 
 /// The host is ready (its sessions are open): `serve.json` names its address and pid — the
@@ -193,7 +277,7 @@ pub async fn serve(args: ServeArgs, data_dir: PathBuf) -> anyhow::Result<ExitCod
 
     let mut log = Renderer::new(false);
     log.prefix_sessions = true;
-    let setup = setup(&host.client, &mut log, &args).await;
+    let setup = setup(&host, &data_dir, &mut log, &args).await;
     let setup = match setup {
         Ok(s) => s,
         Err(e) => {
@@ -202,7 +286,7 @@ pub async fn serve(args: ServeArgs, data_dir: PathBuf) -> anyhow::Result<ExitCod
         }
     };
     announce_ready(&host, &data_dir, args.insecure);
-    print_banner(&host, &data_dir, &args, &setup);
+    say(&banner(&host, &data_dir, &setup, Some(&args)));
     if host.local_addr.ip().is_unspecified() && host.link_authority.starts_with("127.0.0.1:") {
         say(&format!(
             "note: listening on every interface, but links name {}; pass --public-host with an address the others can reach\n",
@@ -283,39 +367,50 @@ pub fn say(text: &str) {
 /// A freshly minted link and how to use it, for the terminal (with the one-line install for
 /// people who do not have roundtable yet).
 pub fn invite_text(link: &str) -> String {
+    invite_text_headed("share link (shown once — send it to the people you invite):", link)
+}
+
+/// [`invite_text`] under another first line.
+fn invite_text_headed(heading: &str, link: &str) -> String {
     format!(
-        "share link (shown once — send it to the people you invite):\n  {link}\n  \
+        "{heading}\n  {link}\n  \
          they run: roundtable connect '{link}' --name THEIR_NAME   (a window; or `join` in a terminal)\n  \
          {}\n",
         crate::app::install::install_hint()
     )
 }
 
-/// What `setup` found and did, for the banner.
-struct Setup {
-    workspaces: Vec<WorkspaceInfo>,
-    sessions: Vec<SessionInfo>,
-    demo_registered: Option<String>,
-    minted: Option<String>,
+/// What [`setup_host`] found and did, for the banner (shared by `serve` and the host window).
+pub struct Setup {
+    pub workspaces: Vec<WorkspaceInfo>,
+    pub sessions: Vec<SessionInfo>,
+    pub demo_registered: Option<String>,
+    pub minted: Option<Minted>,
 }
 
-/// Makes a fresh host usable: a workspace, a session per workspace, an optional link; then
-/// follows every session for the activity log.
-async fn setup(client: &Client, log: &mut Renderer, args: &ServeArgs) -> anyhow::Result<Setup> {
-    let prepared = prepare_host(client, args.mint, "serve --mint").await?;
-    // The host is always present in its sessions and receives their events without joining;
-    // the renderer learns titles and who is in (restored participants included), for names.
-    let sessions = list_sessions(client).await?;
-    for s in &sessions {
-        let joined = patiently("following a session", || host_roster(client, &s.id)).await?;
-        log.joined(&joined.session, &joined.roster);
-    }
+/// Makes a fresh host usable ([`prepare_host`]) and lists its sessions.
+pub async fn setup_host(host: &Host, data_dir: &std::path::Path, mint: bool, label: &str) -> anyhow::Result<Setup> {
+    let prepared = prepare_host(host, data_dir, mint, label).await?;
+    let sessions = list_sessions(&host.client).await?;
     Ok(Setup {
         workspaces: prepared.workspaces,
         sessions,
         demo_registered: prepared.demo_registered,
-        minted: prepared.minted.and_then(|m| m.link),
+        minted: prepared.minted,
     })
+}
+
+/// Makes a fresh host usable: a workspace, a session per workspace, an optional link; then
+/// follows every session for the activity log.
+async fn setup(host: &Host, data_dir: &std::path::Path, log: &mut Renderer, args: &ServeArgs) -> anyhow::Result<Setup> {
+    let setup = setup_host(host, data_dir, args.mint, "serve --mint").await?;
+    // The host is always present in its sessions and receives their events without joining;
+    // the renderer learns titles and who is in (restored participants included), for names.
+    for s in &setup.sessions {
+        let joined = patiently("following a session", || host_roster(&host.client, &s.id)).await?;
+        log.joined(&joined.session, &joined.roster);
+    }
+    Ok(setup)
 }
 
 // Reads too are retried: the replies of the tick whose commit failed are all refused.
@@ -329,10 +424,14 @@ async fn list_workspaces(client: &Client) -> anyhow::Result<Vec<WorkspaceInfo>> 
     Ok(patiently("listing workspaces", list).await?.workspaces)
 }
 
-fn print_banner(host: &Host, data_dir: &std::path::Path, args: &ServeArgs, setup: &Setup) {
+/// What the host prints once it is ready: where it listens and how to reach it, the data
+/// directory, the workspaces and their sessions, the link `--mint` asked for. `console` is the
+/// headless host's arguments (it adds how to mint and the console's use); the host window passes
+/// `None`.
+pub fn banner(host: &Host, data_dir: &std::path::Path, setup: &Setup, console: Option<&ServeArgs>) -> String {
     let mut out = String::new();
     use std::fmt::Write as _;
-    let _ = writeln!(out, "roundtable host running (headless)");
+    let _ = writeln!(out, "roundtable host running ({})", if console.is_some() { "headless" } else { "window" });
     let listening = host.listening_text();
     match &host.fingerprint {
         Some(fp) => {
@@ -371,8 +470,20 @@ fn print_banner(host: &Host, data_dir: &std::path::Path, args: &ServeArgs, setup
             .collect();
         let _ = writeln!(out, "  workspace {} \"{}\" ({} agent): {}", w.id, w.name, w.agent, sessions.join(", "));
     }
-    match &setup.minted {
-        Some(link) => out.push_str(&invite_text(link)),
+    if setup.workspaces.iter().any(|w| w.agent == crate::agent::demo::KIND) {
+        let _ = writeln!(
+            out,
+            "  the demo agent echoes a prompt; \"/plan GOAL\" makes it propose a plan to vote on, \"/ask TOPIC\" ask a question"
+        );
+    }
+    let Some(args) = console else {
+        if let Some(text) = setup.minted.as_ref().and_then(Minted::invite_text) {
+            out.push_str(&text);
+        }
+        return out;
+    };
+    match setup.minted.as_ref().and_then(Minted::invite_text) {
+        Some(text) => out.push_str(&text),
         None if args.mint => {}
         None => {
             let workspace = setup.workspaces.first().map_or("ID".to_string(), |w| w.id.to_string());
@@ -388,5 +499,5 @@ fn print_banner(host: &Host, data_dir: &std::path::Path, args: &ServeArgs, setup
         let _ = writeln!(out, "host console: type /help for commands");
     }
     let _ = writeln!(out, "activity follows; stop with /quit or Ctrl-C");
-    say(&out);
+    out
 }

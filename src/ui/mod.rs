@@ -124,12 +124,12 @@ pub fn run_host_window(args: &mut ServeArgs, data_dir: Option<&Path>) -> anyhow:
     let default_consensus = options.engine.default_consensus;
     let vote_deadline_ms = options.engine.default_vote_deadline_ms;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("net").build()?;
-    let (host, events, minted) = runtime.block_on(async {
+    let (host, events, setup) = runtime.block_on(async {
         let (host, events) = Host::start(options).await?;
-        match crate::app::serve::prepare_host(&host.client, args.mint, "host --mint").await.map(|p| p.minted) {
-            Ok(minted) => {
+        match crate::app::serve::setup_host(&host, &data_dir, args.mint, "host --mint").await {
+            Ok(setup) => {
                 crate::app::serve::announce_ready(&host, &data_dir, args.insecure);
-                Ok((host, events, minted))
+                Ok((host, events, setup))
             }
             Err(e) => {
                 host.shutdown().await;
@@ -138,22 +138,13 @@ pub fn run_host_window(args: &mut ServeArgs, data_dir: Option<&Path>) -> anyhow:
         }
     })?;
     tracing::info!("host listening on {} (links name {})", host.local_addr, host.link_authority);
-    crate::app::serve::say(&format!("listening on {} (links name {})\n", host.listening_text(), host.link_authority));
-    if let Some(name) = host.advertised_as() {
-        crate::app::serve::say(&format!("advertised on the LAN by mDNS as \"{name}\"\n"));
-    }
-    if let Some(relay) = host.relay_text() {
-        crate::app::serve::say(&format!("reachable from anywhere: {relay}\n"));
-    }
+    crate::app::serve::say(&crate::app::serve::banner(&host, &data_dir, &setup, None));
 
     let wiring = Wiring::new();
     let out = wiring.outbox();
-    if let Some(m) = minted {
+    if let Some(m) = setup.minted {
         args.mint = false;
-        if let Some(link) = &m.link {
-            crate::app::serve::say(&crate::app::serve::invite_text(link));
-        }
-        out.send(model::Update::Minted(m));
+        out.send(model::Update::Minted(m.result));
     }
     let ctx = wiring.ctx.clone();
     let backend = runtime.spawn(backend::run_host(host.client.clone(), events, wiring.actions_rx, out));
