@@ -95,17 +95,25 @@ pub enum Command {
 /// Logs go to stderr through `tracing` (`-v` levels; `RUST_LOG` overrides).
 pub fn init_tracing(verbose: u8) {
     use tracing_subscriber::EnvFilter;
-    let default = match verbose {
-        0 => "warn",
-        1 => "info",
-        2 => "debug",
-        _ => "trace",
-    };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_log_filter(verbose)));
     // Colours only on a terminal (and not with NO_COLOR): piped logs stay plain text.
     use std::io::IsTerminal as _;
     let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(colour).try_init();
+}
+
+/// What is logged without `RUST_LOG`. Without `-v` our own warnings and everyone's errors: the
+/// windowing and graphics libraries warn about things a user can do nothing about (an X input
+/// method missing under Xvfb, a Wayland protocol not offered), which only made the terminal look
+/// broken. `-v` and more show every library's lines too.
+fn default_log_filter(verbose: u8) -> &'static str {
+    match verbose {
+        // Targets match by prefix: `roundtable` covers every roundtable_* crate.
+        0 => "error,roundtable=warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    }
 }
 
 /// Runs a command that needs no window. `host` and `connect` run headless here (as `serve` and
@@ -469,6 +477,49 @@ pub fn run_join(args: JoinArgs, data_dir: Option<&Path>) -> anyhow::Result<ExitC
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What the default filter lets through, by target and level.
+    fn logged(verbose: u8) -> String {
+        #[derive(Clone, Default)]
+        struct Sink(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Sink {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let sink = Sink::default();
+        let writer = sink.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(default_log_filter(verbose)))
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::warn!(target: "winit::platform_impl::linux::x11", "XIM not available");
+            tracing::error!(target: "eframe::native", "cannot open the window");
+            tracing::warn!(target: "roundtable_engine::systems", "a warning of ours");
+            tracing::warn!(target: "roundtable::app::serve", "another of ours");
+            tracing::info!(target: "roundtable::app::serve", "an info line");
+        });
+        let text = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+        text
+    }
+
+    #[test]
+    fn by_default_only_our_warnings_and_everyones_errors_are_logged() {
+        let quiet = logged(0);
+        assert!(!quiet.contains("XIM"), "a library's warning is not shown: {quiet}");
+        for shown in ["cannot open the window", "a warning of ours", "another of ours"] {
+            assert!(quiet.contains(shown), "{shown}: {quiet}");
+        }
+        assert!(!quiet.contains("an info line"));
+        let verbose = logged(1);
+        assert!(verbose.contains("XIM") && verbose.contains("an info line"), "-v shows everything: {verbose}");
+    }
 
     #[test]
     fn serve_passes_claude_arguments_that_look_like_flags_and_the_after_plan_mode() {
