@@ -479,15 +479,19 @@ pub fn share_status(
 }
 
 /// A workspace as people know it: its name in quotes, or its id when it has none (or is gone).
-fn workspace_label(known: &[crate::persist::WorkspaceRow], id: &WorkspaceId) -> String {
-    match known.iter().find(|w| &w.id == id) {
-        Some(w) if !w.name.is_empty() => format!("\"{}\"", w.name),
+pub fn workspace_label(name: Option<&str>, id: &WorkspaceId) -> String {
+    match name {
+        Some(name) if !name.is_empty() => format!("\"{name}\""),
         _ => id.to_string(),
     }
 }
 
+fn known_label(known: &[crate::persist::WorkspaceRow], id: &WorkspaceId) -> String {
+    workspace_label(known.iter().find(|w| &w.id == id).map(|w| w.name.as_str()), id)
+}
+
 fn describe_share(s: &ShareRow, now: u64, known: &[crate::persist::WorkspaceRow]) -> String {
-    let scope: Vec<String> = s.workspaces.iter().map(|w| workspace_label(known, w)).collect();
+    let scope: Vec<String> = s.workspaces.iter().map(|w| known_label(known, w)).collect();
     let mut text = format!("{} for {} ({})", s.role.as_str(), scope.join(", "), flags(s));
     if !s.label.is_empty() {
         text = format!("\"{}\", {text}", s.label);

@@ -573,7 +573,7 @@ impl Console {
                 if shares.is_empty() {
                     return Ok("* no shares yet; mint one with /mint\n".into());
                 }
-                Ok(shares_table(&shares, crate::app::host::wall_ms()))
+                Ok(shares_table(&shares, crate::app::host::wall_ms(), &self.workspace_names().await?))
             }
             Command::Mint(o) => {
                 let workspaces =
@@ -590,7 +590,7 @@ impl Console {
                     vote_deadline_ms: o.vote_deadline_ms,
                 };
                 let minted: MintShareResult = self.client.call(Method::MintShare(params)).await?;
-                Ok(link_text("minted", &minted))
+                Ok(link_text("minted", &minted, &self.workspace_names().await?))
             }
             Command::Revoke(id) => {
                 let before = self.client.call::<ListSharesResult>(Method::ListShares(Empty {})).await?.shares;
@@ -600,7 +600,8 @@ impl Console {
             }
             Command::Rotate(id) => {
                 let rotated: MintShareResult = self.client.call(Method::RotateShare(ShareRef { share_id: id })).await?;
-                Ok(link_text("rotated (the old link no longer works; people already in stay)", &rotated))
+                let names = self.workspace_names().await?;
+                Ok(link_text("rotated (the old link no longer works; people already in stay)", &rotated, &names))
             }
         }
     }
@@ -617,6 +618,11 @@ impl Console {
     }
 
     /// The current session's workspace, else the first workspace.
+    async fn workspace_names(&self) -> Result<WorkspaceNames, ConsoleError> {
+        let listed = self.client.call::<ListWorkspacesResult>(Method::ListWorkspaces(Empty {})).await?;
+        Ok(listed.workspaces.into_iter().map(|w| (w.id, w.name)).collect())
+    }
+
     async fn current_workspace(&self) -> Result<WorkspaceId, ConsoleError> {
         if let Some(current) = &self.current {
             if let Some(s) = self.list_sessions().await?.into_iter().find(|s| &s.id == current) {
@@ -800,16 +806,19 @@ fn presence_text(p: PresenceState) -> &'static str {
     }
 }
 
+/// Workspaces' names by id, for shares as people know them.
+pub type WorkspaceNames = BTreeMap<WorkspaceId, String>;
+
+fn workspace_label(names: &WorkspaceNames, id: &WorkspaceId) -> String {
+    crate::app::admin::workspace_label(names.get(id).map(String::as_str), id)
+}
+
 /// A minted or rotated link, shown once and unmistakably.
-fn link_text(what: &str, minted: &MintShareResult) -> String {
+fn link_text(what: &str, minted: &MintShareResult, names: &WorkspaceNames) -> String {
     let s = &minted.share;
-    let mut out = format!("* share {} {what}: {}\n", s.share_id, describe_share(s));
+    let mut out = format!("* share {} {what}: {}\n", s.share_id, describe_share(s, names));
     match &minted.link {
-        Some(link) => {
-            let _ = writeln!(out, "share link (shown once — send it to the people you invite):");
-            let _ = writeln!(out, "  {link}");
-            let _ = writeln!(out, "  they run: roundtable join '{link}' --name THEIR_NAME");
-        }
+        Some(link) => out.push_str(&crate::app::serve::invite_text(link)),
         None => {
             let _ = writeln!(out, "token (shown once): {}", minted.token);
         }
@@ -819,8 +828,8 @@ fn link_text(what: &str, minted: &MintShareResult) -> String {
 }
 
 /// "participant for w1 (collab, consensus), expires in 30m, max 3 uses".
-fn describe_share(s: &ShareInfo) -> String {
-    let scope: Vec<String> = s.workspaces.iter().map(|w| w.to_string()).collect();
+fn describe_share(s: &ShareInfo, names: &WorkspaceNames) -> String {
+    let scope: Vec<String> = s.workspaces.iter().map(|w| workspace_label(names, w)).collect();
     let mut text = format!("{} for {} ({})", s.role.as_str(), scope.join(", "), share_flags(s));
     if !s.label.is_empty() {
         text = format!("\"{}\", {text}", s.label);
@@ -840,7 +849,7 @@ fn share_flags(s: &ShareInfo) -> String {
 }
 
 /// The `/shares` table. `now` is the engine clock (wall ms on a real host).
-pub fn shares_table(shares: &[ShareInfo], now: u64) -> String {
+pub fn shares_table(shares: &[ShareInfo], now: u64, names: &WorkspaceNames) -> String {
     let rows = shares
         .iter()
         .map(|s| {
@@ -853,7 +862,7 @@ pub fn shares_table(shares: &[ShareInfo], now: u64) -> String {
             vec![
                 s.share_id.to_string(),
                 if s.label.is_empty() { "-".into() } else { s.label.clone() },
-                s.workspaces.iter().map(|w| w.to_string()).collect::<Vec<_>>().join(","),
+                s.workspaces.iter().map(|w| workspace_label(names, w)).collect::<Vec<_>>().join(","),
                 s.role.as_str().to_string(),
                 share_flags(s),
                 match s.max_uses {
@@ -1070,10 +1079,12 @@ mod tests {
             created_at: 0,
             connections: 2,
         };
-        let out = shares_table(&[share("sh1", false, Some(61_000)), share("sh2", true, None)], 1_000);
+        let names = WorkspaceNames::from([(WorkspaceId::from("w1"), "api".to_string())]);
+        let out = shares_table(&[share("sh1", false, Some(61_000)), share("sh2", true, None)], 1_000, &names);
         let lines: Vec<&str> = out.lines().collect();
         assert!(lines[0].starts_with("ID"), "{out}");
         assert!(lines[1].contains("collab,consensus,admission") && lines[1].contains("1/3"), "{out}");
+        assert!(lines[1].contains("\"api\"") && !lines[1].contains("w1"), "workspaces by name: {out}");
         assert!(lines[1].contains("in 1m") && lines[1].ends_with("active"), "{out}");
         assert!(lines[2].contains("never") && lines[2].ends_with("revoked"), "{out}");
     }
