@@ -351,7 +351,8 @@ mod scripted_engine {
     use roundtable::ui::backend::{self, Outbox};
     use roundtable::ui::model::*;
     use serde_json::{json, Value};
-    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
     /// The engine's end of the host connection, on its own thread: answers the window's requests;
@@ -362,6 +363,10 @@ mod scripted_engine {
         joins: Receiver<Value>,
         around: Sender<(Vec<Value>, Vec<Value>)>,
         done: Receiver<()>,
+        /// One message per `list_sessions` answered.
+        listed: Receiver<()>,
+        /// The title `list_sessions` answers with.
+        title: Arc<Mutex<String>>,
     }
 
     impl Script {
@@ -373,6 +378,9 @@ mod scripted_engine {
             let (around, around_rx) = crossbeam_channel::unbounded::<(Vec<Value>, Vec<Value>)>();
             let (done_tx, done) = crossbeam_channel::unbounded();
             let out = sink.clone();
+            let (counter, listed) = crossbeam_channel::unbounded();
+            let title = Arc::new(Mutex::new("Fix login".to_string()));
+            let titled = title.clone();
             std::thread::spawn(move || {
                 let send = |frame: Value| assert!(out.try_send(&Arc::from(frame.to_string())));
                 while let Ok(inbound) = inbox.recv() {
@@ -392,7 +400,12 @@ mod scripted_engine {
                             let _ = done_tx.send(());
                             continue;
                         }
-                        "list_sessions" => json!({"sessions": [session(2)]}),
+                        "list_sessions" => {
+                            let mut s = session(2);
+                            s["title"] = json!(titled.lock().unwrap().clone());
+                            let _ = counter.send(());
+                            json!({"sessions": [s]})
+                        }
                         "list_workspaces" => json!({"workspaces": []}),
                         "list_shares" => json!({"shares": []}),
                         "list_lobby" => json!({"waiting": []}),
@@ -404,7 +417,7 @@ mod scripted_engine {
                     send(json!({"id": id, "result": result}));
                 }
             });
-            Script { sink, joins, around, done }
+            Script { sink, joins, around, done, listed, title }
         }
 
         fn send(&self, frame: Value) {
@@ -455,6 +468,52 @@ mod scripted_engine {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         assert_eq!(texts(updates, model), want);
+    }
+
+    /// The periodic refresh wakes the window only when a list changed (issue 26: the idle
+    /// window redrew every 5 s).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_idle_window_is_not_woken_by_a_refresh_that_finds_nothing_new() {
+        let (engine, inbox) = crossbeam_channel::unbounded();
+        let (client, events) = Client::in_process(engine, ConnId(1));
+        let script = Script::start(inbox);
+        let (actions_tx, actions) = tokio::sync::mpsc::unbounded_channel();
+        let (updates_tx, updates) = std::sync::mpsc::channel();
+        let wakes = Arc::new(AtomicUsize::new(0));
+        let woken = wakes.clone();
+        let out = Outbox::new(updates_tx, Arc::new(move || _ = woken.fetch_add(1, Ordering::SeqCst)));
+        let every = Duration::from_millis(20);
+        tokio::spawn(backend::run_host_every(client, events, actions, out, every));
+        let snapshot = json!({"event": "snapshot", "session_id": "s1", "payload": {"session": session(2), "roster": [],
+            "messages": [], "votes": [], "last_seq": 2}});
+        script.join(&[], &[snapshot]);
+        // Waits for the script's answers (not for a timer): `n` more refreshes answered.
+        let refreshed = |n: usize| {
+            for _ in 0..n {
+                script.listed.recv_timeout(Duration::from_secs(20)).expect("a refresh");
+            }
+        };
+        refreshed(2);
+        let mut model = ViewModel::new(true);
+        while let Ok(u) = updates.try_recv() {
+            model.apply(u);
+        }
+        let before = wakes.load(Ordering::SeqCst);
+        refreshed(5);
+        // The last of those answers may still be on its way to the UI: one more round settles it.
+        refreshed(1);
+        let lists: Vec<Update> = updates.try_iter().collect();
+        assert!(lists.is_empty(), "nothing new, nothing sent: {lists:?}");
+        assert_eq!(wakes.load(Ordering::SeqCst), before, "and the window was not woken");
+        // A change is sent at the next refresh.
+        *script.title.lock().unwrap() = "Fix logout".into();
+        loop {
+            let update = updates.recv_timeout(Duration::from_secs(20)).expect("the renamed session reaches the window");
+            if matches!(&update, Update::Sessions(s) if s[0].title == "Fix logout") {
+                break;
+            }
+        }
+        drop(actions_tx);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -69,8 +69,25 @@ impl Outbox {
 
 /// Drives the host's own connection until the UI drops its action sender or the engine closes
 /// the connection.
-pub async fn run_host(client: Client, mut events: Events, mut actions: mpsc::UnboundedReceiver<Action>, out: Outbox) {
-    let worker = Worker { client: client.clone(), out: out.clone(), unsent: None, state: Arc::default() };
+pub async fn run_host(client: Client, events: Events, actions: mpsc::UnboundedReceiver<Action>, out: Outbox) {
+    run_host_every(client, events, actions, out, REFRESH_PERIOD).await
+}
+
+/// [`run_host`], refreshing the lists every `refresh` (tests make it short).
+pub async fn run_host_every(
+    client: Client,
+    mut events: Events,
+    mut actions: mpsc::UnboundedReceiver<Action>,
+    out: Outbox,
+    refresh: Duration,
+) {
+    let worker = Worker {
+        client: client.clone(),
+        out: out.clone(),
+        unsent: None,
+        state: Arc::default(),
+        listed: Arc::default(),
+    };
     out.send(Update::Identity { me: ParticipantId::host(), name: "Host".into(), role: Role::Host });
     out.send(Update::Connection(ConnectionState::Connected));
     // People already waiting when the window opens (the `lobby` event announces only changes;
@@ -79,7 +96,7 @@ pub async fn run_host(client: Client, mut events: Events, mut actions: mpsc::Unb
     worker.refresh(true).await;
     worker.refresh_shares().await;
     worker.call(Method::GetSettings(Empty {})).await;
-    let mut refresh = tokio::time::interval(REFRESH_PERIOD);
+    let mut refresh = tokio::time::interval(refresh);
     refresh.tick().await;
     loop {
         tokio::select! {
@@ -125,9 +142,22 @@ struct Worker {
     /// Followed sessions and their seqs, resume token, admission: the protocol's client rules,
     /// shared with `roundtable join` and the scenario runner. Every event passes through it.
     state: Arc<Mutex<ClientSession>>,
+    /// The lists last sent to the UI, by kind: a refresh that finds nothing new sends nothing,
+    /// so an idle window is not woken to redraw every [`REFRESH_PERIOD`].
+    listed: Arc<Mutex<BTreeMap<&'static str, Update>>>,
 }
 
 impl Worker {
+    /// Sends a refreshed list unless it is what the UI already has.
+    fn send_list(&self, kind: &'static str, update: Update) {
+        let mut listed = self.listed.lock().unwrap_or_else(|e| e.into_inner());
+        if listed.get(kind) != Some(&update) {
+            listed.insert(kind, update.clone());
+            drop(listed);
+            self.out.send(update);
+        }
+    }
+
     fn spawn(&self, action: Action) {
         let w = self.clone();
         tokio::spawn(async move { w.run(action).await });
@@ -300,9 +330,9 @@ impl Worker {
                 let agents: BTreeMap<WorkspaceId, String> =
                     w.workspaces.iter().filter_map(|w| Some((w.id.clone(), w.agent_detail.clone()?))).collect();
                 if !agents.is_empty() {
-                    self.out.send(Update::WorkspaceAgents(agents));
+                    self.send_list("agents", Update::WorkspaceAgents(agents));
                 }
-                self.out.send(Update::Workspaces(w.workspaces))
+                self.send_list("workspaces", Update::Workspaces(w.workspaces))
             }
             Err(e) => self.out.failed("list_workspaces", &e),
         }
@@ -314,7 +344,7 @@ impl Worker {
                 return None;
             }
         };
-        self.out.send(Update::Sessions(sessions.clone()));
+        self.send_list("sessions", Update::Sessions(sessions.clone()));
         if join_all {
             let new: Vec<SessionId> = {
                 let state = self.state();
@@ -329,7 +359,7 @@ impl Worker {
 
     async fn refresh_shares(&self) {
         match self.client.call::<ListSharesResult>(Method::ListShares(Empty {})).await {
-            Ok(s) => self.out.send(Update::Shares(s.shares)),
+            Ok(s) => self.send_list("shares", Update::Shares(s.shares)),
             Err(e) => self.out.failed("list_shares", &e),
         }
     }
@@ -707,6 +737,8 @@ impl Remote {
             out: out.clone(),
             unsent: Some(self.unsent.clone()),
             state: self.state.clone(),
+            // A new connection: its first lists are sent whatever the last one showed.
+            listed: Arc::default(),
         }
     }
 
