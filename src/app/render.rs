@@ -31,6 +31,9 @@ pub struct SessionView {
     pub room_lines: Vec<(String, String)>,
     /// The agent settings every turn gets (`set_agent_settings`).
     pub agent_settings: AgentSettings,
+    /// People shown as typing since their last message or chat: one "is typing…" line each until
+    /// they send something.
+    pub typing_shown: std::collections::BTreeSet<ParticipantId>,
 }
 
 /// The agent settings for people: "model haiku, permission mode plan", or "the agent's defaults".
@@ -211,7 +214,12 @@ impl Renderer {
                 Some(self.message_line(&sid, m))
             }
             Event::Chat(m) => Some(self.message_line(&sid, m)),
-            // A line per keystroke burst would drown the conversation; `--json` carries them.
+            // A line per `typing` event (one every 2 s while someone types) would drown the
+            // conversation: one line until their message or chat arrives.
+            Event::Typing(t) if self.me.as_ref() != Some(&t.participant_id) => {
+                let view = self.sessions.entry(sid).or_default();
+                view.typing_shown.insert(t.participant_id.clone()).then(|| format!("* {} is typing…", t.display_name))
+            }
             Event::Typing(_) => None,
             Event::TurnStarted(t) => {
                 let view = self.sessions.entry(sid).or_default();
@@ -449,8 +457,9 @@ impl Renderer {
     /// apart from prompts and numbered as shown for `/quote N`, the agent as `[agent]` (as its
     /// streamed text starts), people as `[name]`.
     fn message_line(&mut self, session: &SessionId, m: &MessageEvent) -> String {
+        let view = self.sessions.entry(session.clone()).or_default();
+        view.typing_shown.remove(&ParticipantId::from(m.author_id.as_str()));
         if m.room {
-            let view = self.sessions.entry(session.clone()).or_default();
             view.room_lines.push((m.author_name.clone(), m.text.clone()));
             return format!("(room {}) {}: {}", view.room_lines.len(), m.author_name, m.text);
         }
@@ -686,6 +695,31 @@ mod tests {
         let other = r.event(&presence("p1", PresenceState::Reconnecting));
         assert!(other.contains("lost connection; waiting for them to come back"), "{other}");
         assert!(!other.contains("(you)"), "{other}");
+    }
+
+    #[test]
+    fn someone_typing_is_shown_once_until_they_send() {
+        // Issue 26: `join` showed nobody typing.
+        let mut r = Renderer::new(true);
+        r.me = Some(ParticipantId::from("p2"));
+        let typing = |id: &str, name: &str| EventFrame {
+            seq: None,
+            ..frame(Event::Typing(TypingEvent { participant_id: ParticipantId::from(id), display_name: name.into() }))
+        };
+        assert_eq!(r.event(&typing("p1", "Ann")).trim(), "* Ann is typing…");
+        assert_eq!(r.event(&typing("p1", "Ann")), "", "one line while she keeps typing");
+        assert_eq!(r.event(&typing("p2", "Bob")), "", "not yourself");
+        let said = r.event(&frame(Event::Chat(MessageEvent {
+            message_id: MessageId::nth(1),
+            author_id: "p1".into(),
+            author_name: "Ann".into(),
+            text: "hi".into(),
+            client_msg_id: None,
+            room: true,
+            at_ms: None,
+        })));
+        assert!(said.contains("Ann: hi"), "{said}");
+        assert_eq!(r.event(&typing("p1", "Ann")).trim(), "* Ann is typing…", "typing again after she sent");
     }
 
     #[test]
