@@ -1172,16 +1172,20 @@ fn an_agent_failure_is_shown_as_an_error_and_a_cancel_as_a_note() {
     assert!(matches!(m.sessions[&s1()].timeline.last(), Some(Entry::Note(n)) if n == "Ann's turn ended (cancelled)"));
 }
 
+/// Issue 26: a returning Bob's old lines changed colour, the host's and Ann's windows showed
+/// one person in different colours, a rename changed it, and after a restart old authors were
+/// light grey under white text. A colour now follows the participant id alone.
 #[test]
-fn name_colours_differ_within_a_roster_and_stay_when_someone_comes_back_as_a_new_participant() {
+fn a_name_colour_follows_the_participant_in_every_window_and_is_readable() {
     let m = model_with(joined_as("p2", "Bob", Role::Participant), false);
     let slots = m.sessions[&s1()].colour_slots(10);
     let mut used: Vec<usize> = slots.values().copied().collect();
     used.sort();
     used.dedup();
     assert_eq!(used.len(), 3, "Host, Ann and Bob each have their own colour: {slots:?}");
-    // Bob leaves and comes back as "Bob (2)", a new participant: same colour as before.
     let bob = slots[&ParticipantId::from("p2")];
+    // The host's window, where Bob leaves, someone else comes and Bob is renamed: his colour
+    // (and his old lines') stay what Bob's own window shows.
     let mut updates = joined_as("host", "Host", Role::Host);
     updates.push(ev(json!({"event": "participant_left", "session_id": "s1", "seq": 5, "payload": {"participant_id": "p2", "reason": "gone"}})));
     updates.push(ev(
@@ -1189,9 +1193,28 @@ fn name_colours_differ_within_a_roster_and_stay_when_someone_comes_back_as_a_new
         "display_name": "Bob (2)", "role": "participant", "muted": false, "presence": "connected"}}),
     ));
     let m = model_with(updates, true);
-    assert_eq!(m.sessions[&s1()].colour_slots(10)[&ParticipantId::from("p7")], bob);
+    let host_slots = m.sessions[&s1()].colour_slots(10);
+    assert_eq!(host_slots[&ParticipantId::from("p2")], bob, "the same colour in both windows, after he left");
+    assert_ne!(host_slots[&ParticipantId::from("p7")], bob, "a new participant is someone else");
+    assert_eq!(colour_slot("p2", 10), bob, "and for a window that never saw him (after a restart)");
     // More people than colours: everyone still gets one.
     assert_eq!(m.sessions[&s1()].colour_slots(2).len(), 4);
+    // White text on every chip colour meets WCAG AA (4.5:1).
+    let luminance = |c: egui::Color32| {
+        let channel = |v: u8| {
+            let v = f64::from(v) / 255.0;
+            if v <= 0.039_28 {
+                v / 12.92
+            } else {
+                ((v + 0.055) / 1.055).powf(2.4)
+            }
+        };
+        0.2126 * channel(c.r()) + 0.7152 * channel(c.g()) + 0.0722 * channel(c.b())
+    };
+    for colour in roundtable::ui::app::PALETTE {
+        let contrast = 1.05 / (luminance(colour) + 0.05);
+        assert!(contrast >= 4.5, "{colour:?}: {contrast:.2}:1");
+    }
 }
 
 #[test]

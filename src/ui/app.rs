@@ -1724,13 +1724,14 @@ fn span_text(ms: u64) -> String {
 /// Below this width (points) the side panels start folded away.
 pub const NARROW_WIDTH: f32 = 1000.0;
 
-/// Name chip colours: dark enough for white text, distinct from each other, in both themes.
+/// Name chip colours: dark enough for white text (WCAG AA, at least 4.5:1), distinct from each
+/// other, in both themes.
 pub const PALETTE: [Color32; 10] = [
     Color32::from_rgb(41, 98, 200),
     Color32::from_rgb(196, 52, 40),
     Color32::from_rgb(18, 130, 70),
     Color32::from_rgb(140, 58, 170),
-    Color32::from_rgb(200, 90, 20),
+    Color32::from_rgb(184, 80, 16),
     Color32::from_rgb(0, 128, 150),
     Color32::from_rgb(170, 40, 110),
     Color32::from_rgb(100, 110, 20),
@@ -1746,7 +1747,8 @@ fn chip_colour(slots: &BTreeMap<ParticipantId, usize>, id: &str) -> Color32 {
     if id == AGENT_ID {
         return AGENT_COLOUR;
     }
-    slots.get(&ParticipantId::from(id)).map_or(Color32::GRAY, |s| PALETTE[*s % PALETTE.len()])
+    let slot = slots.get(&ParticipantId::from(id)).copied().unwrap_or_else(|| colour_slot(id, PALETTE.len()));
+    PALETTE[slot % PALETTE.len()]
 }
 
 /// "Good" text (connected, has the turn), readable on the current theme.

@@ -71,6 +71,18 @@ pub enum Action {
     Connect { link: Link, name: String },
 }
 
+/// A person's colour slot (`0..slots`), from their participant id: every window shows the same id
+/// for them, and neither a rename, their leaving and others coming, nor a restart of either
+/// window changes it. Ids are numbered in join order (`p1`, `p2`, …), so the first `slots`
+/// people of a host get different colours; other ids (`host`) hash.
+pub fn colour_slot(id: &str, slots: usize) -> usize {
+    let slots = slots.max(1);
+    match ParticipantId::from(id).number() {
+        Some(n) => (n % slots as u64) as usize,
+        None => id.bytes().fold(7u32, |h, b| h.wrapping_mul(31).wrapping_add(b as u32)) as usize % slots,
+    }
+}
+
 /// What the backend tells the UI.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Update {
@@ -300,28 +312,9 @@ impl SessionState {
         }
     }
 
-    /// A colour slot (`0..slots`) per author: distinct among the people present (as long as
-    /// there are enough slots), and stable: each prefers the slot its name (without a " (2)"
-    /// suffix) hashes to, so someone keeps their colour when they come back, even as a new
-    /// participant. The people present choose first, in id order; then the others seen here.
+    /// The colour slot (`0..slots`) of every author seen here ([`colour_slot`]).
     pub fn colour_slots(&self, slots: usize) -> BTreeMap<ParticipantId, usize> {
-        let mut order: Vec<(&ParticipantId, &str)> =
-            self.roster.values().map(|r| (&r.participant_id, r.display_name.as_str())).collect();
-        order
-            .extend(self.names.iter().filter(|(id, _)| !self.roster.contains_key(*id)).map(|(id, n)| (id, n.as_str())));
-        let mut taken = vec![false; slots];
-        let mut out = BTreeMap::new();
-        for (id, name) in order {
-            let base = name.rsplit_once(" (").filter(|(_, n)| n.ends_with(')')).map_or(name, |(b, _)| b);
-            let preferred = base.bytes().fold(7u32, |h, b| h.wrapping_mul(31).wrapping_add(b as u32)) as usize % slots;
-            let slot = (0..slots).map(|i| (preferred + i) % slots).find(|s| !taken[*s]).unwrap_or(preferred);
-            taken[slot] = true;
-            if taken.iter().all(|t| *t) {
-                taken.iter_mut().for_each(|t| *t = false);
-            }
-            out.insert(id.clone(), slot);
-        }
-        out
+        self.roster.keys().chain(self.names.keys()).map(|id| (id.clone(), colour_slot(id.as_str(), slots))).collect()
     }
 
     fn take_read_seq(&mut self, info: &SessionInfo) {
