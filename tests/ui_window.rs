@@ -1396,11 +1396,10 @@ fn at_800_by_600_the_side_panels_fold_away_and_every_share_button_is_reachable()
     assert!(w.harness.query_by_label("Lobby").is_some());
     w.click("Shares");
     let revoke = w.harness.get_by_label("Revoke");
-    assert!(revoke.rect().min.x > 800.0, "off to the right at first: {:?}", revoke.rect());
     revoke.scroll_to_me();
     w.harness.run_steps(30);
     let r = w.harness.get_by_label("Revoke").rect();
-    assert!(r.max.x < 800.0 && r.max.y < 600.0, "scrolled into view: {r:?}");
+    assert!(r.max.x < 800.0 && r.max.y < 600.0, "in view: {r:?}");
     w.harness.get_by_label("Revoke").click_accesskit();
     w.settle();
     assert!(w.harness.query_by_label("Yes, revoke").is_some(), "Revoke is reachable in a small window");
@@ -1409,6 +1408,33 @@ fn at_800_by_600_the_side_panels_fold_away_and_every_share_button_is_reachable()
     w.settle();
     w.click("Chat");
     assert!(w.harness.query_by_label("Lobby").is_some() && w.harness.query_all_by_label("Mute").count() == 2);
+}
+
+/// Issue 26 item 8: at the default 1200×760, once someone had waited in the lobby, the left panel
+/// widened for good and the Shares table lost its Revoke button off the right edge; its
+/// confirmation was off-screen.
+#[test]
+fn at_the_default_size_a_lobby_entry_does_not_widen_the_panel_and_revoke_and_its_confirmation_are_in_view() {
+    let mut updates = joined_as("host", "Host", Role::Host);
+    updates.push(one_share());
+    updates.push(ev(
+        json!({"event": "lobby", "payload": {"participant_id": "p4", "display_name": "Daniela Schmidt-Okonkwo",
+        "share_id": "sh1", "admission": "pending"}}),
+    ));
+    let mut w = Window::sized(true, updates, egui::vec2(1200.0, 760.0));
+    let refuse = w.harness.get_by_label("Refuse").rect();
+    assert!(refuse.max.x <= 250.0, "the lobby entry fits the 240 px panel: {refuse:?}");
+    w.click("Shares");
+    let right_panel = w.harness.get_all_by_label("Mute").map(|m| m.rect().min.x).fold(f32::MAX, f32::min);
+    let revoke = w.harness.get_by_label("Revoke").rect();
+    assert!(revoke.min.x > 250.0 && revoke.max.x < right_panel, "Revoke is whole, between the panels: {revoke:?}");
+    assert!(revoke.max.y < 760.0, "{revoke:?}");
+    w.click("Revoke");
+    let yes = w.harness.get_by_label("Yes, revoke").rect();
+    assert!(yes.max.x < right_panel && yes.max.y < 760.0, "the confirmation is in view: {yes:?}");
+    let says =
+        w.harness.query_by_label("Revoke this link? It stops working and the 1 connection through it is closed.");
+    assert!(says.is_some(), "the confirmation says what revoking does");
 }
 
 #[test]

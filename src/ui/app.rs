@@ -904,9 +904,15 @@ impl RoundtableApp {
         }
         let mut act: Option<Method> = None;
         for entry in self.model.lobby.values() {
+            // The name wraps and the buttons go below it: a long share label must not widen the
+            // panel (it used to, to 282 px for good, cutting the Shares table off).
+            ui.add(egui::Label::new(format!(
+                "{} (via {})",
+                entry.display_name,
+                self.model.share_name(&entry.share_id)
+            )))
+            .on_hover_text(format!("{}, share {}", entry.participant_id, entry.share_id));
             ui.horizontal(|ui| {
-                ui.label(format!("{} (via {})", entry.display_name, self.model.share_name(&entry.share_id)))
-                    .on_hover_text(format!("{}, share {}", entry.participant_id, entry.share_id));
                 let who = ParticipantRef { participant_id: entry.participant_id.clone() };
                 if ui.button("Admit").clicked() {
                     act = Some(Method::Admit(who.clone()));
@@ -1422,8 +1428,10 @@ impl RoundtableApp {
     }
 
     fn shares(&mut self, ui: &mut egui::Ui) {
-        // Both ways: the share table is wider than a small window.
-        egui::ScrollArea::both().id_salt("shares_scroll").show(ui, |ui| {
+        // Cards wrap to the width; a solid scroll bar takes its own room instead of lying over
+        // the last card.
+        ui.spacing_mut().scroll = egui::style::ScrollStyle::solid();
+        egui::ScrollArea::vertical().id_salt("shares_scroll").auto_shrink([false, false]).show(ui, |ui| {
             ui.heading("Mint a share link");
             self.mint_form(ui);
             if let Some(minted) = self.model.minted.clone() {
@@ -1496,21 +1504,29 @@ impl RoundtableApp {
         }
     }
 
+    /// One card per share: what it is on the first line, its details wrapped below, its actions
+    /// and their confirmation under them — nothing off to the right in a narrow window.
     fn share_list(&mut self, ui: &mut egui::Ui) {
         let mut act: Option<Method> = None;
         let mut revoke_confirm: Option<Option<crate::ids::ShareId>> = None;
         let now = wall_ms();
-        egui::Grid::new("share_grid").striped(true).num_columns(7).show(ui, |ui| {
-            for h in ["share", "label", "scope", "settings", "usage", "state", ""] {
-                ui.label(RichText::new(h).strong());
-            }
-            ui.end_row();
-            for s in &self.model.shares {
-                ui.label(s.share_id.to_string());
-                ui.label(&s.label);
+        for s in &self.model.shares {
+            egui::Frame::group(ui.style()).show(ui, |ui| {
+                ui.set_width(ui.available_width());
+                ui.horizontal_wrapped(|ui| {
+                    let title = if s.label.is_empty() { format!("Share {}", s.share_id) } else { s.label.clone() };
+                    ui.label(RichText::new(title).strong());
+                    ui.label(RichText::new(s.share_id.to_string()).weak());
+                    // The host's engine clock is its wall clock, and share lists are host-only.
+                    ui.label(match (s.revoked, s.expires_at.map(|at| at.saturating_sub(now))) {
+                        (true, _) => "revoked".to_string(),
+                        (false, Some(0)) => "expired".to_string(),
+                        (false, Some(left)) => format!("expires in {}", span_text(left)),
+                        (false, None) => "active".to_string(),
+                    });
+                });
                 let scope: Vec<String> = s.workspaces.iter().map(|w| self.model.workspace_name(w)).collect();
                 let ids: Vec<String> = s.workspaces.iter().map(|w| w.to_string()).collect();
-                ui.label(scope.join(", ")).on_hover_text(ids.join(", "));
                 let mut settings = vec![if s.collaborative { "collaborative" } else { "1:1" }];
                 if s.consensus_required {
                     settings.push("consensus");
@@ -1519,40 +1535,48 @@ impl RoundtableApp {
                     settings.push("lobby");
                 }
                 settings.push(s.role.as_str());
-                ui.label(settings.join(", "));
-                ui.label(format!("{}, {} live", uses_text(s.uses, s.max_uses), s.connections));
-                // The host's engine clock is its wall clock, and share lists are host-only.
-                ui.label(match (s.revoked, s.expires_at.map(|at| at.saturating_sub(now))) {
-                    (true, _) => "revoked".to_string(),
-                    (false, Some(0)) => "expired".to_string(),
-                    (false, Some(left)) => format!("expires in {}", span_text(left)),
-                    (false, None) => "active".to_string(),
+                ui.horizontal_wrapped(|ui| {
+                    ui.label(scope.join(", ")).on_hover_text(ids.join(", "));
+                    ui.label(RichText::new("·").weak());
+                    ui.label(settings.join(", "));
+                    ui.label(RichText::new("·").weak());
+                    ui.label(format!("{}, {} live", uses_text(s.uses, s.max_uses), s.connections));
                 });
-                ui.horizontal(|ui| {
-                    if !s.revoked {
-                        let share = ShareRef { share_id: s.share_id.clone() };
+                if s.revoked {
+                    return;
+                }
+                let share = ShareRef { share_id: s.share_id.clone() };
+                if self.confirm_revoke.as_ref() == Some(&s.share_id) {
+                    let who = match s.connections {
+                        0 => "nobody is connected through it now".to_string(),
+                        1 => "the 1 connection through it is closed".to_string(),
+                        n => format!("the {n} connections through it are closed"),
+                    };
+                    ui.add(egui::Label::new(
+                        RichText::new(format!("Revoke this link? It stops working and {who}."))
+                            .color(ui.visuals().warn_fg_color),
+                    ));
+                    ui.horizontal(|ui| {
+                        if ui.small_button("Yes, revoke").clicked() {
+                            act = Some(Method::RevokeShare(share.clone()));
+                            revoke_confirm = Some(None);
+                        }
+                        if ui.small_button("Keep it").clicked() {
+                            revoke_confirm = Some(None);
+                        }
+                    });
+                } else {
+                    ui.horizontal(|ui| {
                         if ui.small_button("Rotate").on_hover_text("new link; the old one stops working").clicked() {
                             act = Some(Method::RotateShare(share.clone()));
                         }
-                        if self.confirm_revoke.as_ref() == Some(&s.share_id) {
-                            ui.label(RichText::new("Revoke?").color(ui.visuals().warn_fg_color)).on_hover_text(
-                                "Its link stops working and the people who came with it are disconnected",
-                            );
-                            if ui.small_button("Yes, revoke").clicked() {
-                                act = Some(Method::RevokeShare(share));
-                                revoke_confirm = Some(None);
-                            }
-                            if ui.small_button("Keep it").clicked() {
-                                revoke_confirm = Some(None);
-                            }
-                        } else if ui.small_button("Revoke").clicked() {
+                        if ui.small_button("Revoke").clicked() {
                             revoke_confirm = Some(Some(s.share_id.clone()));
                         }
-                    }
-                });
-                ui.end_row();
-            }
-        });
+                    });
+                }
+            });
+        }
         if let Some(c) = revoke_confirm {
             self.confirm_revoke = c;
         }
