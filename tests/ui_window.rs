@@ -900,8 +900,13 @@ fn chat(seq: u64, session: &str, author: (&str, &str), text: &str) -> Update {
 /// Bob's window in s1 (seq 4, read up to 2) and s2 "Deploy" (loaded in the background, seq 3,
 /// read up to 3).
 fn bob_in_two_sessions() -> Vec<Update> {
+    bob_in_two_sessions_titled("Deploy")
+}
+
+/// [`bob_in_two_sessions`] with s2 titled `title`.
+fn bob_in_two_sessions_titled(title: &str) -> Vec<Update> {
     let mut updates = joined_as("p2", "Bob", Role::Participant);
-    let s2 = json!({"id": "s2", "workspace_id": "w1", "title": "Deploy", "status": "idle", "turn_holder": null,
+    let s2 = json!({"id": "s2", "workspace_id": "w1", "title": title, "status": "idle", "turn_holder": null,
         "participant_count": 3, "agent": "demo", "last_seq": 3, "read_seq": 3});
     let mut s1 = session_info(4);
     s1["read_seq"] = json!(2);
@@ -917,6 +922,34 @@ fn bob_in_two_sessions() -> Vec<Update> {
         .push(ev(json!({"event": "snapshot", "session_id": "s2", "payload": {"session": s2, "roster": roster("p2"),
         "messages": [], "votes": [], "last_seq": 3}})));
     updates
+}
+
+/// Issue 26 item 10: side panels grew with their content, so the chat column jumped when you
+/// switched sessions.
+#[test]
+fn the_chat_column_stays_put_when_you_switch_to_a_session_with_a_long_title_or_long_names() {
+    let long = "Migrate the billing service from the legacy cron jobs to the new event queue";
+    let mut updates = bob_in_two_sessions_titled(long);
+    updates.push(ev(
+        json!({"event": "participant_joined", "session_id": "s2", "seq": 4, "payload": {"participant_id": "p9",
+        "display_name": "Maximiliane Alexandrovna Featherstonehaugh-Worthington", "role": "participant", "muted": false,
+        "presence": "connected"}}),
+    ));
+    let mut w = Window::sized(false, updates, egui::vec2(1200.0, 760.0));
+    let columns = |w: &Window| {
+        let people = w.harness.get_by_label("People").rect().min.x;
+        let sessions = w.harness.get_by_label("Sessions").rect().min.x;
+        let row = w.harness.get_by_label_contains("event queue — idle").rect();
+        (people, sessions, row.max.x)
+    };
+    let before = columns(&w);
+    assert!(before.2 <= 250.0, "the long title wraps inside the 240 px panel: {before:?}");
+    w.harness.get_by_label_contains("event queue — idle").click();
+    w.settle();
+    assert_eq!(w.harness.state().model.current, Some(SessionId::from("s2")));
+    let after = columns(&w);
+    assert_eq!(before.0, after.0, "the people panel did not move");
+    assert!(after.2 <= 250.0, "{after:?}");
 }
 
 #[test]
