@@ -1470,6 +1470,20 @@ fn at_the_default_size_a_lobby_entry_does_not_widen_the_panel_and_revoke_and_its
     assert!(says.is_some(), "the confirmation says what revoking does");
 }
 
+/// Issue 26: a remote refused at the lobby was left on "No session yet.".
+#[test]
+fn a_remote_refused_at_the_lobby_is_told_so_where_the_chat_would_be() {
+    let updates = vec![
+        Update::Identity { me: "p4".into(), name: "Dan".into(), role: Role::Participant },
+        Update::Connection(ConnectionState::Lobby),
+    ];
+    let mut w = Window::new(false, updates);
+    assert!(w.harness.query_by_label("You are in the lobby. The host will let you in.").is_some());
+    w.push(ev(json!({"event": "admission", "payload": {"admission": "refused"}})));
+    assert!(w.harness.query_by_label("Not connected: the host refused to let you in.").is_some());
+    assert!(w.harness.query_by_label("No session yet.").is_none());
+}
+
 #[test]
 fn the_host_invites_from_the_chat_view_and_copies_the_link_and_commands() {
     let mut w = host_window();

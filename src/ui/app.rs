@@ -1028,10 +1028,25 @@ impl RoundtableApp {
 
     fn chat(&mut self, ui: &mut egui::Ui) {
         let Some(session_id) = self.model.current.clone() else {
-            ui.label(match self.model.connection {
-                ConnectionState::Lobby => "You are in the lobby. The host will let you in.",
-                _ => "No session yet.",
-            });
+            match &self.model.connection {
+                ConnectionState::Lobby => {
+                    ui.label("You are in the lobby. The host will let you in.");
+                }
+                // Over for good (refused at the lobby, kicked, the link revoked): say so where the
+                // chat would be, not "No session yet."
+                ConnectionState::Closed(why) => {
+                    ui.add_space(24.0);
+                    ui.label(RichText::new("You are not in any session").heading());
+                    ui.label(format!("Not connected: {why}."));
+                    ui.label(RichText::new("Ask the host for a new link.").weak());
+                }
+                ConnectionState::Connecting | ConnectionState::Reconnecting => {
+                    ui.label("Connecting…");
+                }
+                ConnectionState::Connected => {
+                    ui.label("No session yet.");
+                }
+            }
             return;
         };
         let Some(session) = self.model.sessions.get(&session_id) else { return };
