@@ -1084,6 +1084,25 @@ mod tests {
     }
 
     #[test]
+    fn a_cancel_during_a_plan_vote_ends_once_codex_answers_the_interrupt() {
+        let mut b = running(&turn("/tmp", None));
+        line(
+            &mut b,
+            json!({"method": "item/completed", "params": {"item": {"type": "plan", "id": "pl", "text": "1. x"}}}),
+        );
+        let r = line(
+            &mut b,
+            json!({"method": "turn/completed", "params": {"turn": {"id": "turn-1", "status": "completed"}}}),
+        );
+        assert!(matches!(&r.events[..], [AgentEvent::Plan { .. }]), "{r:?}");
+        let lines = b.cancel();
+        assert_eq!(lines[0]["method"], "turn/interrupt");
+        assert!(!b.waiting_on_host());
+        let r = line(&mut b, json!({"id": lines[0]["id"], "error": {"code": -32600, "message": "no active turn"}}));
+        assert_eq!(r.end, Some(TurnEnd::Done));
+    }
+
+    #[test]
     fn failed_turns_carry_codexs_message_and_a_hint() {
         let mut b = running(&turn("/tmp", None));
         line(
