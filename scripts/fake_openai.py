@@ -10,7 +10,8 @@ The reply is chosen from the latest user message and the tool outputs since:
 - contains ASK-ME    request_user_input with two questions (color: Red/Blue, size: no options);
                      after the answer, "You said: <the tool output>".
 - contains PLAN-ME   a reply with <proposed_plan>1. touch plan.txt</proposed_plan> (plan mode).
-- "Implement the plan."  "Implementing the plan."
+- "Implement the plan."  apply_patch adding plan.txt; after its output, "Implemented the plan."
+- contains PATCH-ME  apply_patch adding patched.txt ("hi"); after its output, "Patched."
 - contains SLOW-ME   exec_command `sleep 30` (for cancel); then "Slept."
 - anything else      "Hello from the fake API." (streamed in two deltas)
 
@@ -65,6 +66,13 @@ def call(name, arguments):
                       "arguments": json.dumps(arguments)}}]
 
 
+def patch(name):
+    COUNTER[0] += 1
+    return [{"type": "response.output_item.done",
+             "item": {"type": "custom_tool_call", "call_id": f"call_{COUNTER[0]}", "name": "apply_patch",
+                      "input": f"*** Begin Patch\n*** Add File: {name}\n+hi\n*** End Patch\n"}}]
+
+
 def reply(body):
     prompt, outputs = latest(body)
     if "TOOL-ME" in prompt:
@@ -86,7 +94,9 @@ def reply(body):
     if "PLAN-ME" in prompt:
         return message("Here is my plan.\n<proposed_plan>\n1. touch plan.txt\n</proposed_plan>\n")
     if "Implement the plan." in prompt:
-        return message("Implementing the plan.")
+        return patch("plan.txt") if not outputs else message("Implemented the plan.")
+    if "PATCH-ME" in prompt:
+        return patch("patched.txt") if not outputs else message("Patched.")
     return message("Hello from the fake API.", parts=2)
 
 

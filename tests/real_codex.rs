@@ -289,11 +289,25 @@ fn the_real_codex_cli_votes_on_tools_questions_and_plans_through_the_codex_backe
     let (_, vote) = room.until_pause();
     let AgentEvent::Plan { request_id, .. } = vote else { panic!("a revised plan: {vote:?}") };
     room.resolve(&request_id, Resolution::Approved);
-    assert!(done(room.until_pause()).contains("Implementing the plan."));
+    let text = done(room.until_pause());
+    assert!(text.contains("Implemented the plan."), "{text}");
+    assert!(text.contains("allowed by the approved plan") && text.contains("+hi"), "granted and shown: {text}");
+    assert!(workspace.join("plan.txt").exists(), "the approved plan's patch was applied without another vote");
+
+    // A file change outside an approved plan is a vote with its diff.
+    room.spec.plan_first = Some(false);
+    room.prompt("PATCH-ME please");
+    let (_, vote) = room.until_pause();
+    let AgentEvent::ToolRequest { request_id, tool, input } = vote else { panic!("a tool vote: {vote:?}") };
+    assert_eq!(tool, "apply_patch");
+    assert!(input.contains("patched.txt") && input.contains("+hi"), "{input}");
+    room.resolve(&request_id, Resolution::Approved);
+    let text = done(room.until_pause());
+    assert!(text.contains("Patched.") && text.contains("```diff"), "{text}");
+    assert!(workspace.join("patched.txt").exists());
 
     // Cancel mid-command: the turn is interrupted, nothing more is reported for it, and the
     // next turn runs on the same thread.
-    room.spec.plan_first = Some(false);
     room.prompt("SLOW-ME now");
     let (_, vote) = room.until_pause();
     let AgentEvent::ToolRequest { request_id, .. } = vote else { panic!("a tool vote: {vote:?}") };

@@ -340,7 +340,10 @@ impl CodexBackend {
                     self.turn.items.get(item).and_then(|i| i["changes"].as_array().cloned()).unwrap_or_default();
                 let changes: Vec<Value> = changes
                     .iter()
-                    .map(|c| json!({"path": c["path"], "kind": c["kind"]["type"], "diff": c["diff"]}))
+                    .map(|c| {
+                        let kind = c["kind"]["type"].as_str().unwrap_or("update");
+                        json!({"path": c["path"], "kind": kind, "diff": as_diff(kind, c["diff"].as_str().unwrap_or_default())})
+                    })
                     .collect();
                 if let Some(paths) = self.granted_by_plan(&changes) {
                     tracing::info!(paths, "file change allowed by the approved plan");
@@ -488,7 +491,8 @@ impl CodexBackend {
                 for change in item["changes"].as_array().into_iter().flatten() {
                     let kind = change["kind"]["type"].as_str().unwrap_or("update");
                     let path = change["path"].as_str().unwrap_or_default();
-                    let diff = change["diff"].as_str().unwrap_or_default().trim_end();
+                    let diff = as_diff(kind, change["diff"].as_str().unwrap_or_default());
+                    let diff = diff.trim_end();
                     shown.push_str(&format!("✎ {kind} {path}\n```diff\n{diff}\n```\n"));
                 }
                 self.turn.block_break = true;
@@ -527,6 +531,17 @@ impl CodexBackend {
             }
         }
     }
+}
+
+/// A change's `diff` as a diff: for an added (deleted) file Codex 0.171.0 sends the file's
+/// content, shown as `+` (`-`) lines; an update's is already a unified diff.
+fn as_diff(kind: &str, diff: &str) -> String {
+    let sign = match kind {
+        "add" => '+',
+        "delete" => '-',
+        _ => return diff.to_string(),
+    };
+    diff.lines().map(|l| format!("{sign}{l}\n")).collect()
 }
 
 /// The message when Codex has no login and no API key.
@@ -947,7 +962,7 @@ mod tests {
         line(
             &mut b,
             json!({"method": "item/started", "params": {"item": {"type": "fileChange", "id": "p1",
-            "changes": [{"path": "/tmp/a.txt", "kind": {"type": "add"}, "diff": "+hi\n"}], "status": "inProgress"}}}),
+            "changes": [{"path": "/tmp/a.txt", "kind": {"type": "add"}, "diff": "hi\n"}], "status": "inProgress"}}}),
         );
         let r = line(
             &mut b,
@@ -960,7 +975,7 @@ mod tests {
         let r = line(
             &mut b,
             json!({"method": "item/completed", "params": {"item": {"type": "fileChange", "id": "p1",
-            "changes": [{"path": "/tmp/a.txt", "kind": {"type": "add"}, "diff": "+hi\n"}], "status": "completed"}}}),
+            "changes": [{"path": "/tmp/a.txt", "kind": {"type": "add"}, "diff": "hi\n"}], "status": "completed"}}}),
         );
         assert!(deltas(&r).contains("```diff\n+hi\n```"), "{r:?}");
     }
