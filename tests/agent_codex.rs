@@ -393,3 +393,23 @@ fn an_api_error_fails_the_turn_with_codexs_message() {
     let reason = failure(&h.until_pause());
     assert!(reason.starts_with("codex: unexpected status 401") && reason.contains("codex login"), "{reason}");
 }
+
+#[test]
+fn a_stored_thread_codex_no_longer_has_starts_a_new_one_and_says_so() {
+    let mut h = harness();
+    let script = lines(&[
+        json!({"fake": "handshake"}),
+        json!({"fake": "answer", "method": "thread/resume", "error": {"code": -32600, "message": "invalid thread id: gone"}}),
+        json!({"fake": "answer", "method": "account/read", "result": {"account": {"type": "apiKey"}}}),
+        json!({"fake": "answer", "method": "thread/start", "result": {"thread": {"id": THREAD}, "model": "gpt-5.5"}}),
+        json!({"fake": "answer", "method": "turn/start", "result": {"turn": {"id": "turn-1"}}}),
+        completed("turn-1", "completed"),
+    ]);
+    let spec = h.spec(&script);
+    h.start_spec(1, spec, Some("gone"));
+    let events = h.until_pause();
+    assert!(text(&events).contains("could not resume") && text(&events).contains("new conversation"), "{events:?}");
+    assert_eq!(events.last(), Some(&AgentEvent::Done));
+    assert_eq!(h.conversations, vec![None, Some(THREAD.to_string())], "forgotten, then the new thread stored");
+    assert_eq!(h.request("turn/start")["params"]["input"][0]["text"], "Please help", "the prompt is not lost");
+}
