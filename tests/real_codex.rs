@@ -268,8 +268,7 @@ fn the_real_codex_cli_votes_on_tools_questions_and_plans_through_the_codex_backe
     let bodies = api.requests().iter().map(|r| r["body"].to_string()).collect::<Vec<_>>().join("\n");
     assert!(bodies.contains("not in this repo"), "the model was told the reasons");
 
-    // A question with two answers (Codex offers `request_user_input` only in plan mode).
-    room.spec.plan_first = Some(true);
+    // A question with two answers (in default mode: the backend enables it there).
     room.prompt("ASK-ME something");
     let (_, vote) = room.until_pause();
     let AgentEvent::Question { request_id, questions } = vote else { panic!("a question: {vote:?}") };
@@ -280,6 +279,7 @@ fn the_real_codex_cli_votes_on_tools_questions_and_plans_through_the_codex_backe
     assert!(text.contains("Blue") && text.contains("Large"), "{text}");
 
     // A plan vote, denied then approved.
+    room.spec.plan_first = Some(true);
     room.prompt("PLAN-ME a change");
     let (_, vote) = room.until_pause();
     let AgentEvent::Plan { request_id, plan, on_approval } = vote else { panic!("a plan vote: {vote:?}") };

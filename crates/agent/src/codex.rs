@@ -592,7 +592,10 @@ impl Backend for CodexBackend {
 
     fn spawn_spec(&self, turn: &TurnInput) -> Result<SpawnSpec, String> {
         let program = turn.spec.command.clone().filter(|c| !c.trim().is_empty()).unwrap_or_else(|| self.binary.clone());
-        let mut args = vec!["app-server".to_string()];
+        // Questions (`request_user_input`) in default mode too, not only in plan mode, as Claude's
+        // AskUserQuestion; an under-development feature of 0.171.0 (checked by tests/real_codex.rs).
+        let mut args: Vec<String> =
+            ["app-server", "--enable", "default_mode_request_user_input"].iter().map(|a| a.to_string()).collect();
         args.extend(self.args.iter().cloned());
         args.extend(turn.spec.args.iter().cloned());
         Ok(SpawnSpec { program, args, cwd: PathBuf::from(&turn.workspace_dir), env: Vec::new() })
@@ -896,6 +899,19 @@ mod tests {
             line(&mut b, json!({"id": r.replies[1]["id"], "result": {"account": null, "requiresOpenaiAuth": true}}));
         let Some(TurnEnd::Failed(reason)) = r.end else { panic!("{r:?}") };
         assert!(reason.contains("not logged in") && reason.contains("codex login"), "{reason}");
+    }
+
+    #[test]
+    fn the_app_server_runs_with_questions_enabled_and_the_workspace_args_last() {
+        let b = CodexBackend::new("codex".into(), vec!["-c".into(), "model=x".into()]);
+        let mut input = turn("/tmp", None);
+        input.spec.args = vec!["--strict-config".into()];
+        let spec = b.spawn_spec(&input).unwrap();
+        assert_eq!(spec.program, "codex");
+        assert_eq!(
+            spec.args,
+            ["app-server", "--enable", "default_mode_request_user_input", "-c", "model=x", "--strict-config"]
+        );
     }
 
     #[test]
