@@ -337,6 +337,10 @@ fn the_real_codex_cli_votes_on_tools_questions_and_plans_through_the_codex_backe
     assert_eq!(room.conversation.as_deref(), Some(thread.as_str()), "the same thread");
     let last = api.requests().last().unwrap()["body"].to_string();
     assert!(last.contains("TOOL-ME please"), "the resumed thread sent its history");
+    let mut left: Vec<String> =
+        std::fs::read_dir(&workspace).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    left.sort();
+    assert_eq!(left, ["patched.txt", "plan.txt"], "only what the room approved is in the workspace");
 }
 
 #[test]

@@ -14,7 +14,7 @@
 //! stored from our [`AgentEvent::Conversation`] (so it survives a host restart; a thread Codex no
 //! longer has starts afresh, see [`Backend::start_afresh`]). Each roundtable turn is a
 //! `turn/start` with the prompt; the thread runs with approval policy `untrusted`, so every
-//! command that is not known to be read-only and every patch asks first.
+//! command that is not known to be read-only and every patch asks first (see `SANDBOX`).
 //!
 //! What the room sees and votes on:
 //! - `item/agentMessage/delta` → [`AgentEvent::Delta`]; commands are shown as `$ command` with
@@ -48,8 +48,12 @@ pub const PINNED_VERSION: &str = "0.171.0";
 /// Every tool use that is not known to be read-only asks (the only policy under which the room
 /// votes on each command and patch).
 const APPROVAL_POLICY: &str = "untrusted";
-/// Approved commands and patches run in the workspace-write sandbox.
-const SANDBOX: &str = "workspace-write";
+/// Approved commands run as the host's user, like Claude Code's: the room's vote is the
+/// guard (`untrusted` asks before every command that is not known to be read-only, and before
+/// every patch). Not `workspace-write`: in 0.171.0 its bubblewrap sandbox leaves empty `.git`,
+/// `.codex`, `.agents` and `.aws` folders in the workspace (tests/real_codex.rs checks that only
+/// what the room approved is there).
+const SANDBOX: &str = "danger-full-access";
 /// What the model is told when a plan is approved (the text the Codex TUI sends).
 const IMPLEMENT_THE_PLAN: &str = "Implement the plan.";
 
