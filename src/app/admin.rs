@@ -104,6 +104,8 @@ pub enum AgentKind {
     Demo,
     /// The Claude Code CLI (`claude`, or the binary given with --agent-cmd).
     Claude,
+    /// The OpenAI Codex CLI as `codex app-server` (`codex`, or the binary given with --agent-cmd).
+    Codex,
     /// Any executable speaking roundtable's JSON-lines agent protocol (needs --agent-cmd).
     Command,
 }
@@ -113,6 +115,7 @@ impl AgentKind {
         match self {
             AgentKind::Demo => "demo",
             AgentKind::Claude => "claude",
+            AgentKind::Codex => "codex",
             AgentKind::Command => "command",
         }
     }
@@ -132,7 +135,8 @@ pub enum WorkspaceCmd {
         /// Agent backend for sessions in this workspace.
         #[arg(long, value_enum, default_value = "demo", value_name = "KIND")]
         agent: AgentKind,
-        /// Executable for `--agent command` (required) or `--agent claude` (default: `claude` on PATH),
+        /// Executable for `--agent command` (required), `--agent claude` (default: `claude` on PATH)
+        /// or `--agent codex` (default: serve's `--codex-bin`),
         /// with its arguments (`"python3 -u my_agent.py"`). Resolved now: a path relative to this
         /// directory, a bare name on PATH; script arguments that are files here are made absolute
         /// too. A missing or non-executable program is refused.
@@ -141,10 +145,10 @@ pub enum WorkspaceCmd {
         /// Extra argument passed to the agent executable (repeat for several).
         #[arg(long = "agent-arg", value_name = "ARG", allow_hyphen_values = true)]
         agent_args: Vec<String>,
-        /// `--agent claude`: do not start turns in plan mode. By default every claude turn
-        /// starts in plan mode (`--permission-mode plan`), so the agent's plan goes to a
-        /// consensus vote before it changes anything; an explicit `--agent-arg
-        /// --permission-mode` also overrides it.
+        /// `--agent claude` or `codex`: do not start turns in plan mode. By default every claude
+        /// turn starts in plan mode (`--permission-mode plan`), and every codex turn in Codex's
+        /// plan mode, so the agent's plan goes to a consensus vote before it changes anything;
+        /// for claude an explicit `--agent-arg --permission-mode` also overrides it.
         #[arg(long)]
         no_plan_first: bool,
     },
@@ -226,7 +230,13 @@ pub fn run_workspace(cmd: WorkspaceCmd, data_dir: Option<&Path>) -> anyhow::Resu
     let mut admin = open_admin(&dir)?;
     match cmd {
         WorkspaceCmd::Add { dir: work_dir, name, agent, agent_cmd, agent_args, no_plan_first } => {
-            let plan_first = no_plan_first.then_some(false);
+            // Codex plans first too; stored explicitly because a spec without the flag plans
+            // first only for claude.
+            let plan_first = match (no_plan_first, agent) {
+                (true, _) => Some(false),
+                (false, AgentKind::Codex) => Some(true),
+                (false, _) => None,
+            };
             let spec = AgentSpec { kind: agent.as_str().into(), command: agent_cmd, args: agent_args, plan_first };
             // Resolved here, where the command was typed (not in the workspace at turn time).
             let here = std::env::current_dir()?;
@@ -234,7 +244,7 @@ pub fn run_workspace(cmd: WorkspaceCmd, data_dir: Option<&Path>) -> anyhow::Resu
             let spec = crate::agent::resolve::resolve_spec(&spec, &here, path.as_deref())?;
             let row = admin.add_workspace(name.as_deref(), &work_dir, spec, crate::app::host::wall_ms())?;
             println!("Added workspace {} \"{}\" ({}, agent {})", row.id, row.name, row.dir, row.agent.label());
-            if row.agent.kind == "claude" && row.agent.plan_first() {
+            if matches!(row.agent.kind.as_str(), "claude" | "codex") && row.agent.plan_first() {
                 println!("Plan first: each turn starts in plan mode; the plan goes to a vote before the agent edits anything.");
             }
             println!("Share it with: roundtable share mint --workspace {}", row.id);

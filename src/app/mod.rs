@@ -202,6 +202,11 @@ pub struct ServeArgs {
     #[arg(long, value_name = "PATH", default_value = "claude")]
     pub claude_bin: String,
 
+    /// The OpenAI Codex CLI used by workspaces with `--agent codex` (name on PATH or a path),
+    /// run as `codex app-server`; it must be the pinned version (docs/AGENTS.md).
+    #[arg(long, value_name = "PATH", default_value = "codex")]
+    pub codex_bin: String,
+
     /// A tool the `claude` agent may use without asking (repeatable), e.g. `--allowed-tool Read`.
     /// Other tool uses become host decisions shown to everyone.
     #[arg(long, value_name = "TOOL")]
@@ -336,6 +341,7 @@ impl Default for ServeArgs {
             insecure: false,
             mint: false,
             claude_bin: "claude".into(),
+            codex_bin: "codex".into(),
             allowed_tool: Vec::new(),
             agent_timeout: 600,
             agent_cancel_grace: 5000,
@@ -540,5 +546,16 @@ mod tests {
         let cli = Cli::try_parse_from(["roundtable", "serve"]).expect("parses");
         let Some(Command::Serve(args)) = cli.command else { panic!("serve") };
         assert_eq!(args.after_plan_approval, AfterPlanArg::EditWorkspace, "the default");
+    }
+
+    #[test]
+    fn serve_takes_the_codex_binary_and_workspace_add_takes_the_codex_agent() {
+        let cli = Cli::try_parse_from(["roundtable", "serve", "--codex-bin", "/opt/codex/bin/codex"]).expect("parses");
+        let Some(Command::Serve(args)) = cli.command else { panic!("serve") };
+        assert_eq!(args.codex_bin, "/opt/codex/bin/codex");
+        let cli = Cli::try_parse_from(["roundtable", "serve"]).expect("parses");
+        let Some(Command::Serve(args)) = cli.command else { panic!("serve") };
+        assert_eq!(args.codex_bin, "codex", "the default: codex on PATH");
+        Cli::try_parse_from(["roundtable", "workspace", "add", ".", "--agent", "codex"]).expect("--agent codex parses");
     }
 }

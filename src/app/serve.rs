@@ -60,6 +60,7 @@ pub fn host_options(args: &ServeArgs, data_dir: &std::path::Path) -> anyhow::Res
     options.engine.default_vote_deadline_ms = args.vote_deadline.map(|s| s * 1000);
     options.engine.vote_deadline_pinned = args.vote_deadline.is_some();
     options.agents.claude_binary = args.claude_bin.clone();
+    options.agents.codex_binary = args.codex_bin.clone();
     options.agents.allowed_tools = args.allowed_tool.clone();
     options.agents.claude_args = args.claude_arg.clone();
     options.agents.after_plan = args.after_plan_approval.into();

@@ -612,7 +612,7 @@ fn parse_questions(value: &Value) -> Option<Vec<Question>> {
 /// `path` (absolute, or relative to `root`) relative to `root` when it lies inside it: `root`
 /// is canonical; the deepest existing ancestor of `path` is canonicalised (a file being created
 /// does not exist yet) and what follows it may not contain `..`.
-fn inside_dir(root: &Path, path: &Path) -> Option<PathBuf> {
+pub(crate) fn inside_dir(root: &Path, path: &Path) -> Option<PathBuf> {
     let full = if path.is_absolute() { path.to_path_buf() } else { root.join(path) };
     let mut existing = full.as_path();
     let mut rest = Vec::new();

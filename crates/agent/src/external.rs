@@ -1,5 +1,5 @@
 //! [`ExternalAgents`]: the runtime for agent backends that run as processes (`claude`,
-//! `command`).
+//! `codex`, `command`).
 //!
 //! The engine calls [`AgentRuntime::send`] from inside its tick, so `send` only queues: every
 //! session gets its own worker thread (created on first use) that owns the session's agent
@@ -7,7 +7,7 @@
 //! lines from the agent's stdout, and a timer — and turns them into [`AgentOutput`]s pushed into
 //! the engine's inbound channel as [`Inbound::Agent`].
 //!
-//! The protocol spoken with the process is a [`Backend`] (see `claude.rs` and `command.rs`); the
+//! The protocol spoken with the process is a [`Backend`] (see `claude.rs`, `codex.rs` and `command.rs`); the
 //! worker owns everything they share:
 //! - **exactly one end per turn**: every started turn ends with one `Done` or `Failed(reason)` —
 //!   normal end, error result, crash or exit mid-turn, exit before any output, an over-long line,
@@ -22,6 +22,7 @@
 //! is blocking pipe I/O, and a plain thread with `select!` keeps the state machine readable.
 
 use super::claude::ClaudeBackend;
+use super::codex::CodexBackend;
 use super::command::CommandBackend;
 use super::process::{describe_status, AgentProcess, ProcEvent, SpawnError, SpawnSpec};
 use super::{AgentCommand, AgentEvent, AgentOutput, AgentRuntime, Resolution};
@@ -42,6 +43,11 @@ pub struct ExternalConfig {
     pub claude_binary: String,
     /// Extra arguments for every `claude` run (e.g. `--model`, `--permission-mode`).
     pub claude_args: Vec<String>,
+    /// The OpenAI Codex CLI (a name on `PATH` or a path), run as `codex app-server`. A
+    /// workspace's `AgentSpec.command` overrides it.
+    pub codex_binary: String,
+    /// Extra arguments for every `codex app-server` (e.g. `-c model=…`).
+    pub codex_args: Vec<String>,
     /// Tools the host allowed "always": passed as `--allowedTools`, they never ask.
     pub allowed_tools: Vec<String>,
     /// A running turn whose agent produced no output for this long is killed and fails.
@@ -65,6 +71,8 @@ impl Default for ExternalConfig {
         ExternalConfig {
             claude_binary: "claude".to_string(),
             claude_args: Vec::new(),
+            codex_binary: "codex".to_string(),
+            codex_args: Vec::new(),
             allowed_tools: Vec::new(),
             hang_timeout: Duration::from_secs(600),
             cancel_grace: Duration::from_secs(5),
@@ -256,6 +264,10 @@ fn make_backend(kind: &str, session: &SessionId, config: &ExternalConfig) -> Opt
     match kind {
         "claude" => Some(Box::new(
             ClaudeBackend::new(config.claude_binary.clone(), config.claude_args.clone(), config.allowed_tools.clone())
+                .with_after_plan(config.after_plan),
+        )),
+        "codex" => Some(Box::new(
+            CodexBackend::new(config.codex_binary.clone(), config.codex_args.clone())
                 .with_after_plan(config.after_plan),
         )),
         "command" => Some(Box::new(CommandBackend::new(session.clone()))),

@@ -2,7 +2,7 @@
 //!
 //! The engine talks to agents through [`AgentCommand`]s and receives [`AgentOutput`]s. The
 //! built-in [`demo::DemoAgent`] runs inside the tick (pure and deterministic). External backends
-//! (`claude`, `command`) implement [`AgentRuntime`] outside the engine: they run processes on
+//! (`claude`, `codex`, `command`) implement [`AgentRuntime`] outside the engine: they run processes on
 //! their own threads and push their output into the engine's inbound channel as
 //! `Inbound::Agent`, so it is handled in the next tick like network input.
 
@@ -13,6 +13,7 @@ use roundtable_protocol::{ids, persist, protocol};
 
 pub mod claude;
 pub mod clock;
+pub mod codex;
 pub mod command;
 pub mod demo;
 pub mod external;

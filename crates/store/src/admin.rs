@@ -31,7 +31,7 @@ pub const ACTOR: &str = "host";
 pub const VIA_CLI: &str = "via cli";
 
 /// The agent backends a workspace can run.
-pub const AGENT_KINDS: [&str; 3] = ["demo", "claude", "command"];
+pub const AGENT_KINDS: [&str; 4] = ["demo", "claude", "codex", "command"];
 
 /// Admin failures, each with a message that says what to do.
 #[derive(Debug, thiserror::Error)]
@@ -315,4 +315,18 @@ fn find_share(conn: &Connection, id: &ShareId) -> Result<ShareRow, AdminError> {
 fn audit_row(now_ms: u64, action: &str, id: &ShareId, label: &str) -> AuditRow {
     let detail = if label.is_empty() { VIA_CLI.to_string() } else { format!("{VIA_CLI}: {label}") };
     AuditRow { at: now_ms, actor: ACTOR.into(), action: action.into(), target: id.to_string(), detail }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codex_is_a_known_agent_kind_and_needs_no_command() {
+        let codex = AgentSpec { kind: "codex".into(), command: None, args: Vec::new(), plan_first: Some(true) };
+        assert!(validate_agent(&codex).is_ok());
+        let gpt = AgentSpec { kind: "gpt".into(), ..codex };
+        let err = validate_agent(&gpt).unwrap_err().to_string();
+        assert!(err.contains("demo, claude, codex, command"), "{err}");
+    }
 }
