@@ -275,7 +275,7 @@ fn an_unknown_backend_fails_the_turn() {
     h.start_with(1, AgentSpec { kind: "gpt".into(), command: None, args: vec![], plan_first: None }, "x");
     assert_eq!(
         h.until_pause(1),
-        vec![AgentEvent::Failed("unknown agent backend 'gpt' (expected claude or command)".into())]
+        vec![AgentEvent::Failed("unknown agent backend 'gpt' (expected claude, codex or command)".into())]
     );
 }
 

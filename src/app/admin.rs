@@ -230,13 +230,7 @@ pub fn run_workspace(cmd: WorkspaceCmd, data_dir: Option<&Path>) -> anyhow::Resu
     let mut admin = open_admin(&dir)?;
     match cmd {
         WorkspaceCmd::Add { dir: work_dir, name, agent, agent_cmd, agent_args, no_plan_first } => {
-            // Codex plans first too; stored explicitly because a spec without the flag plans
-            // first only for claude.
-            let plan_first = match (no_plan_first, agent) {
-                (true, _) => Some(false),
-                (false, AgentKind::Codex) => Some(true),
-                (false, _) => None,
-            };
+            let plan_first = no_plan_first.then_some(false);
             let spec = AgentSpec { kind: agent.as_str().into(), command: agent_cmd, args: agent_args, plan_first };
             // Resolved here, where the command was typed (not in the workspace at turn time).
             let here = std::env::current_dir()?;

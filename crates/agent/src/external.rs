@@ -495,7 +495,9 @@ impl SessionWorker {
                     self.backend = None;
                     self.emit(
                         turn_id,
-                        AgentEvent::Failed(format!("unknown agent backend '{kind}' (expected claude or command)")),
+                        AgentEvent::Failed(format!(
+                            "unknown agent backend '{kind}' (expected claude, codex or command)"
+                        )),
                     );
                     return;
                 }

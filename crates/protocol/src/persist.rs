@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 /// Which agent backend a workspace/session runs.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AgentSpec {
-    /// `demo`, `claude` or `command`.
+    /// `demo`, `claude`, `codex` or `command`.
     pub kind: String,
     /// For `command`: the executable (and for `claude`: an optional binary path).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -22,8 +22,9 @@ pub struct AgentSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub args: Vec<String>,
     /// "Plan first": every turn starts the agent in plan mode, so its plan goes to a vote before
-    /// it changes anything (`claude`: `--permission-mode plan`). `None`: the backend's default,
-    /// on for `claude` (the consensus vote is the point), off for the others.
+    /// it changes anything (`claude`: `--permission-mode plan`; `codex`: its plan mode). `None`:
+    /// the backend's default, on for `claude` and `codex` (the consensus vote is the point), off
+    /// for the others.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan_first: Option<bool>,
 }
@@ -35,7 +36,7 @@ impl AgentSpec {
 
     /// Whether turns start in plan mode (see [`AgentSpec::plan_first`]).
     pub fn plan_first(&self) -> bool {
-        self.plan_first.unwrap_or(self.kind == "claude")
+        self.plan_first.unwrap_or(matches!(self.kind.as_str(), "claude" | "codex"))
     }
 
     /// For people: the kind, the command line as a shell would read it, and whether turns plan
@@ -585,5 +586,20 @@ impl MemoryStore {
         let mut rows: Vec<MessageRow> = by_id.into_values().collect();
         rows.sort_by_key(|m| m.seq);
         rows
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claude_and_codex_plan_first_unless_told_otherwise() {
+        let spec =
+            |kind: &str, plan_first| AgentSpec { kind: kind.into(), command: None, args: Vec::new(), plan_first };
+        assert!(spec("claude", None).plan_first());
+        assert!(spec("codex", None).plan_first(), "a codex workspace added without the flag plans first");
+        assert!(!spec("codex", Some(false)).plan_first());
+        assert!(!spec("command", None).plan_first() && !spec("demo", None).plan_first());
     }
 }
