@@ -565,7 +565,7 @@ fn a_claude_workspace_is_plan_first_unless_the_box_is_unticked() {
         form.dir = "/home/ann/app".into();
     }
     w.settle();
-    assert!(w.harness.query_by_label("Plan first").is_none(), "only offered for claude");
+    assert!(w.harness.query_by_label("Plan first").is_none(), "only offered for claude and codex");
     w.click("claude");
     assert!(w.harness.query_by_label("Plan first").is_some(), "offered for claude");
     w.click("Plan first");
@@ -586,6 +586,27 @@ fn a_claude_workspace_is_plan_first_unless_the_box_is_unticked() {
     w.click("claude");
     w.click("Add");
     assert_eq!(w.calls().iter().map(plan_first).collect::<Vec<_>>(), vec![Some(true)], "ticked by default");
+
+    // A codex workspace from the window (issue 27): plan first offered and ticked.
+    w.click("Add workspace…");
+    {
+        let form = &mut w.harness.state_mut().workspace_form;
+        form.name = "svc".into();
+        form.dir = "/home/ann/svc".into();
+    }
+    w.settle();
+    w.click("codex");
+    assert!(w.harness.query_by_label("Plan first").is_some(), "offered for codex");
+    w.click("Add");
+    let kinds: Vec<(String, Option<bool>)> = w
+        .calls()
+        .iter()
+        .filter_map(|m| match m {
+            Method::AddWorkspace(p) => p.agent.as_ref().map(|a| (a.kind.clone(), a.plan_first)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(kinds, vec![("codex".to_string(), Some(true))]);
 }
 
 #[test]
@@ -651,6 +672,12 @@ fn workspace_form_defaults_to_the_demo_agent_and_claude_takes_an_optional_binary
     assert_eq!((p.name.as_str(), p.agent), ("api", None));
     form.agent = AgentChoice::Claude;
     assert_eq!(form.params().unwrap().agent.unwrap().command, None);
+    // Issue 27: the window adds codex workspaces too, planning first unless unticked.
+    form.agent = AgentChoice::Codex;
+    let codex = form.params().unwrap().agent.unwrap();
+    assert_eq!((codex.kind.as_str(), codex.command, codex.plan_first), ("codex", None, Some(true)));
+    form.plan_first = false;
+    assert_eq!(form.params().unwrap().agent.unwrap().plan_first, Some(false));
     form.dir = "  ".into();
     assert!(form.params().is_err(), "a directory is required");
 }

@@ -91,6 +91,9 @@ pub enum AgentChoice {
     Demo,
     /// Claude Code (`claude`, or the binary given as the command path).
     Claude,
+    /// The OpenAI Codex CLI as `codex app-server` (the host's `--codex-bin`, or the binary given
+    /// as the command path).
+    Codex,
     /// Any executable speaking the agent protocol (command path required).
     Command,
 }
@@ -102,9 +105,10 @@ pub struct WorkspaceForm {
     /// Directory the agent works in, on the host.
     pub dir: String,
     pub agent: AgentChoice,
-    /// Executable for `command`; optional binary path for `claude`.
+    /// Executable for `command`; optional binary path for `claude` and `codex`.
     pub command: String,
-    /// `claude`: start every turn in plan mode, so the plan goes to a vote first (default on).
+    /// `claude` and `codex`: start every turn in plan mode, so the plan goes to a vote first
+    /// (default on).
     pub plan_first: bool,
 }
 
@@ -133,8 +137,9 @@ impl WorkspaceForm {
         let command = (!command.is_empty()).then(|| command.to_string());
         let agent = match self.agent {
             AgentChoice::Demo => None,
-            AgentChoice::Claude => {
-                Some(AgentSpec { kind: "claude".into(), command, args: Vec::new(), plan_first: Some(self.plan_first) })
+            AgentChoice::Claude | AgentChoice::Codex => {
+                let kind = if self.agent == AgentChoice::Claude { "claude" } else { "codex" };
+                Some(AgentSpec { kind: kind.into(), command, args: Vec::new(), plan_first: Some(self.plan_first) })
             }
             AgentChoice::Command => {
                 let Some(command) = command else { return Err("the command agent needs the executable's path") };
@@ -760,16 +765,18 @@ impl RoundtableApp {
                 ui.label("Agent:");
                 ui.radio_value(&mut form.agent, AgentChoice::Demo, "demo");
                 ui.radio_value(&mut form.agent, AgentChoice::Claude, "claude");
+                ui.radio_value(&mut form.agent, AgentChoice::Codex, "codex");
                 ui.radio_value(&mut form.agent, AgentChoice::Command, "command");
             });
             if form.agent != AgentChoice::Demo {
                 let hint = match form.agent {
                     AgentChoice::Command => "command path (required)",
+                    AgentChoice::Codex => "codex binary (optional)",
                     _ => "claude binary (optional)",
                 };
                 ui.add(egui::TextEdit::singleline(&mut form.command).hint_text(hint).desired_width(200.0));
             }
-            if form.agent == AgentChoice::Claude {
+            if matches!(form.agent, AgentChoice::Claude | AgentChoice::Codex) {
                 ui.checkbox(&mut form.plan_first, "Plan first").on_hover_text(
                     "Every turn starts in plan mode: the agent's plan goes to a vote before it changes anything",
                 );
