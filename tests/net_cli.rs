@@ -693,6 +693,30 @@ fn host_mint_restarted_prints_the_same_link_until_it_is_revoked() {
     assert_eq!(shares(), 2);
 }
 
+/// `serve --agent codex` (and `host --agent …`) registers the directory with that agent when
+/// there is no workspace yet (issue 27); `--agent command` has no program to run and says how.
+#[test]
+fn serve_agent_chooses_the_agent_of_the_first_workspace() {
+    let data = tempfile::tempdir().unwrap();
+    let workspace = tempfile::tempdir().unwrap();
+    let dir = data.path().join("host").display().to_string();
+    let args = ["--data-dir", &dir, "serve", "--bind", "127.0.0.1:0", "--relay", "off", "--agent", "codex"];
+    let mut serve = Proc::spawn("serve", &args, workspace.path());
+    serve.expect("the codex workspace", |l| l.contains("(codex agent)"));
+    serve.expect("the console", |l| l.starts_with("host console:"));
+    serve.send("/quit");
+    assert!(serve.wait());
+    let empty = data.path().join("other").display().to_string();
+    let out = Command::new(BIN)
+        .args(["--data-dir", &empty, "serve", "--bind", "127.0.0.1:0", "--relay", "off", "--agent", "command"])
+        .current_dir(workspace.path())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("--agent-cmd PATH"), "{err}");
+}
+
 #[test]
 fn join_help_lists_the_line_commands() {
     let out = Command::new(BIN).args(["join", "--help"]).output().unwrap();

@@ -111,7 +111,7 @@ pub enum AgentKind {
 }
 
 impl AgentKind {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             AgentKind::Demo => "demo",
             AgentKind::Claude => "claude",

@@ -198,6 +198,13 @@ pub struct ServeArgs {
     #[arg(long)]
     pub mint: bool,
 
+    /// The agent of the workspace registered for the current directory when there is none yet:
+    /// `demo` (the built-in demo agent), `claude` or `codex` (the CLI of `--claude-bin` /
+    /// `--codex-bin`, every turn planning first). Workspaces already registered keep theirs
+    /// (`roundtable workspace add` registers more).
+    #[arg(long, value_enum, value_name = "KIND", default_value = "demo")]
+    pub agent: crate::app::admin::AgentKind,
+
     /// The Claude Code CLI used by workspaces with `--agent claude` (name on PATH or a path).
     #[arg(long, value_name = "PATH", default_value = "claude")]
     pub claude_bin: String,
@@ -340,6 +347,7 @@ impl Default for ServeArgs {
             public_host: None,
             insecure: false,
             mint: false,
+            agent: crate::app::admin::AgentKind::Demo,
             claude_bin: "claude".into(),
             codex_bin: "codex".into(),
             allowed_tool: Vec::new(),

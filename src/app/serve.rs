@@ -98,6 +98,22 @@ pub struct Prepared {
     pub minted: Option<Minted>,
 }
 
+/// The agent of the workspace a host registers for its directory when it has none (`--agent`).
+fn first_agent(kind: crate::app::admin::AgentKind) -> anyhow::Result<AgentSpec> {
+    use crate::app::admin::AgentKind;
+    match kind {
+        AgentKind::Demo => Ok(AgentSpec::demo()),
+        // The CLIs of `--claude-bin` / `--codex-bin`; both plan first by default.
+        AgentKind::Claude | AgentKind::Codex => {
+            Ok(AgentSpec { kind: kind.as_str().into(), command: None, args: Vec::new(), plan_first: None })
+        }
+        AgentKind::Command => anyhow::bail!(
+            "--agent command needs the agent's program: register the directory with \
+             `roundtable workspace add DIR --agent command --agent-cmd PATH`, then start the host"
+        ),
+    }
+}
+
 /// The link `--mint` prints: minted now, or the one an earlier start minted, still valid.
 pub struct Minted {
     pub result: MintShareResult,
@@ -178,18 +194,18 @@ where
 pub async fn prepare_host(
     host: &Host,
     data_dir: &std::path::Path,
-    mint: bool,
+    args: &ServeArgs,
     label: &str,
 ) -> anyhow::Result<Prepared> {
-    let client = &host.client;
+    let (client, mint) = (&host.client, args.mint);
     let mut workspaces = list_workspaces(client).await?;
     let mut demo_registered = None;
     if workspaces.is_empty() {
+        let agent = first_agent(args.agent)?;
         let dir = std::env::current_dir().context("cannot read the current directory")?;
         let dir = dir.canonicalize().unwrap_or(dir);
         let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "workspace".into());
-        let params =
-            AddWorkspaceParams { name, dir: dir.to_string_lossy().into_owned(), agent: Some(AgentSpec::demo()) };
+        let params = AddWorkspaceParams { name, dir: dir.to_string_lossy().into_owned(), agent: Some(agent) };
         patiently("registering a workspace", || client.request(Method::AddWorkspace(params.clone())))
             .await
             .context("cannot register the current directory as a workspace")?;
@@ -390,8 +406,13 @@ pub struct Setup {
 }
 
 /// Makes a fresh host usable ([`prepare_host`]) and lists its sessions.
-pub async fn setup_host(host: &Host, data_dir: &std::path::Path, mint: bool, label: &str) -> anyhow::Result<Setup> {
-    let prepared = prepare_host(host, data_dir, mint, label).await?;
+pub async fn setup_host(
+    host: &Host,
+    data_dir: &std::path::Path,
+    args: &ServeArgs,
+    label: &str,
+) -> anyhow::Result<Setup> {
+    let prepared = prepare_host(host, data_dir, args, label).await?;
     let sessions = list_sessions(&host.client).await?;
     Ok(Setup {
         workspaces: prepared.workspaces,
@@ -404,7 +425,7 @@ pub async fn setup_host(host: &Host, data_dir: &std::path::Path, mint: bool, lab
 /// Makes a fresh host usable: a workspace, a session per workspace, an optional link; then
 /// follows every session for the activity log.
 async fn setup(host: &Host, data_dir: &std::path::Path, log: &mut Renderer, args: &ServeArgs) -> anyhow::Result<Setup> {
-    let setup = setup_host(host, data_dir, args.mint, "serve --mint").await?;
+    let setup = setup_host(host, data_dir, args, "serve --mint").await?;
     // The host is always present in its sessions and receives their events without joining;
     // the renderer learns titles and who is in (restored participants included), for names.
     for s in &setup.sessions {
@@ -458,8 +479,8 @@ pub fn banner(host: &Host, data_dir: &std::path::Path, setup: &Setup, console: O
     if let Some(dir) = &setup.demo_registered {
         let _ = writeln!(
             out,
-            "  no workspace was registered, so the current directory {dir} was registered with the built-in demo agent.\n  \
-             Register your own with: roundtable workspace add DIR"
+            "  no workspace was registered, so the current directory {dir} was registered as one (its agent: `--agent`, \
+             demo by default).\n  Register others with: roundtable workspace add DIR"
         );
     }
     for w in &setup.workspaces {

@@ -126,7 +126,7 @@ pub fn run_host_window(args: &mut ServeArgs, data_dir: Option<&Path>) -> anyhow:
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("net").build()?;
     let (host, events, setup) = runtime.block_on(async {
         let (host, events) = Host::start(options).await?;
-        match crate::app::serve::setup_host(&host, &data_dir, args.mint, "host --mint").await {
+        match crate::app::serve::setup_host(&host, &data_dir, args, "host --mint").await {
             Ok(setup) => {
                 crate::app::serve::announce_ready(&host, &data_dir, args.insecure);
                 Ok((host, events, setup))
