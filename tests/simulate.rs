@@ -10,8 +10,8 @@
 //! kept, and everything acknowledged reached every client once the store worked again.
 
 use roundtable::scenario::format::Step;
-use roundtable::scenario::simulate::{generate, run_seed, shrink};
-use roundtable::scenario::{run_scenario, RunOptions, Scenario};
+use roundtable::scenario::simulate::{generate, run_seed, run_seed_reusing, shrink, SimulateOptions};
+use roundtable::scenario::{run_scenario, Reuse, RunOptions, Scenario};
 use std::path::PathBuf;
 
 /// Seeds 1..=200, 300 steps each (the count README.md quotes), in four parallel tests.
@@ -66,6 +66,57 @@ fn a_seed_replays_identically() {
     let b = run_seed(42, 80);
     assert_eq!(a.scenario, b.scenario);
     assert_eq!(a.report.transcript, b.report.transcript);
+}
+
+/// What one seed leaves for the next on its thread (workspace directories, the model's
+/// projection) changes nothing a seed reports: seeds run one after another with one [`Reuse`],
+/// in two orders, give the transcripts, event sequences and model counts that each seed gives
+/// alone.
+#[test]
+fn seeds_sharing_a_thread_report_what_each_reports_alone() {
+    let seeds: Vec<u64> = (1..=6).collect();
+    let alone: Vec<_> = seeds.iter().map(|&seed| run_seed(seed, 60).report).collect();
+    for order in [seeds.clone(), seeds.iter().rev().copied().collect()] {
+        let mut reuse = Reuse::default();
+        for seed in order {
+            let shared = run_seed_reusing(seed, 60, &mut reuse).report;
+            let own = &alone[seed as usize - 1];
+            assert_eq!(shared.transcript, own.transcript, "seed {seed}");
+            assert_eq!(shared.events, own.events, "seed {seed}");
+            assert_eq!((shared.ticks, shared.model_checked), (own.ticks, own.model_checked), "seed {seed}");
+        }
+    }
+}
+
+/// `roundtable simulate` reports the same with one thread or two (each thread reuses its own
+/// set-up from seed to seed; the report is in seed order), apart from the progress lines' timings.
+#[test]
+fn the_report_is_the_same_on_one_thread_or_two() {
+    let out = tempfile::tempdir().unwrap();
+    let report = |jobs: usize| {
+        let args = SimulateOptions {
+            seeds: 8,
+            start_seed: 11,
+            ticks: 150,
+            out: out.path().to_path_buf(),
+            no_shrink: true,
+            jobs,
+        };
+        let mut text = Vec::new();
+        roundtable::scenario::simulate::run(&args, &mut text).unwrap();
+        let text = String::from_utf8(text).unwrap();
+        // Progress lines come with the wall clock (how many, and their timings); the last one
+        // also has the totals: seeds, failures, ticks and events delivered.
+        let progress = |l: &&str| l.starts_with("simulated ");
+        let last = text.lines().rfind(progress).expect("a progress line").split(" s (").next().unwrap();
+        let totals = last.rsplit_once(", ").expect("totals, then the time").0.to_string();
+        let mut lines: Vec<String> = text.lines().filter(|l| !progress(l)).map(str::to_string).collect();
+        lines.push(totals);
+        lines
+    };
+    let one = report(1);
+    assert_eq!(one, report(2));
+    assert!(one.iter().any(|l| l.starts_with("reference model: ")), "{one:?}");
 }
 
 /// Like `simulate`'s options: any response is fine, the checks and the reference model decide.

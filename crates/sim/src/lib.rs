@@ -37,7 +37,7 @@ pub mod transport;
 pub mod ws;
 
 pub use format::{expand_paths, Scenario, ScenarioError};
-pub use runner::{run_scenario, Failure, RunOptions, RunReport};
+pub use runner::{run_scenario, run_scenario_reusing, Failure, Reuse, RunOptions, RunReport};
 pub use transport::TransportKind;
 
 use std::path::PathBuf;

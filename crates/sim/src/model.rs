@@ -44,11 +44,16 @@ use crate::engine::systems::persist_tick::StorageHealth;
 use crate::engine::systems::resources::{AuthFailures, Counters};
 use crate::ids::{ConnId, ParticipantId, SessionId, ShareId, VoteId, WorkspaceId};
 use crate::protocol::{Admission, DecidedBy, Method, Request, Role, SessionStatus, VoteOutcome, VoteSubject};
+use bevy_ecs::change_detection::{DetectChanges, Ref, Tick as ChangeTick};
 use bevy_ecs::prelude::World;
 use bevy_ecs::query::QueryState;
 use bevy_ecs::world::WorldId;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+/// A session's (author, client_msg_id) → text, for the messages in its in-memory tail.
+pub type ClientIds = BTreeMap<(ParticipantId, String), String>;
 
 /// Requests per connection: a burst of this many, refilled at [`REFILL_PER_SEC`] (PROTOCOL §1.3).
 const BURST: f64 = 40.0;
@@ -113,8 +118,9 @@ pub struct MSession {
     pub status: SessionStatus,
     pub vote_deadline_ms: Option<u64>,
     pub allowed_tools: BTreeSet<String>,
-    /// (author, client_msg_id) → text, for the messages in the in-memory tail.
-    pub client_ids: BTreeMap<(ParticipantId, String), String>,
+    /// (author, client_msg_id) → text, for the messages in the in-memory tail. Shared with the
+    /// projector's copy until the model changes it: most ticks change no session's messages.
+    pub client_ids: Rc<ClientIds>,
     /// Messages older than the tail exist (only in the store).
     pub has_older: bool,
     /// The seq of the session's latest event when the tick started.
@@ -247,10 +253,16 @@ pub struct Projector {
     queries: Option<(WorldId, Queries)>,
 }
 
+/// A session's message ids as last projected, with the change tick of the history they were
+/// read from: while the history is unchanged (bevy marks every mutable access), so are they.
+type ClientIdsSeen = BTreeMap<SessionId, (ChangeTick, Rc<ClientIds>)>;
+
 struct Queries {
     conns: QueryState<&'static Connection>,
     participants: QueryState<&'static Participant>,
-    sessions: QueryState<(&'static Session, &'static TurnLock, &'static History, &'static EventLog)>,
+    sessions: QueryState<(&'static Session, &'static TurnLock, Ref<'static, History>, &'static EventLog)>,
+    /// This world's sessions' message ids, as last read.
+    client_ids: ClientIdsSeen,
     votes: QueryState<&'static PendingVote>,
     shares: QueryState<&'static Share>,
     workspaces: QueryState<&'static Workspace>,
@@ -267,12 +279,41 @@ impl Projector {
                 votes: world.query(),
                 shares: world.query(),
                 workspaces: world.query(),
+                client_ids: BTreeMap::new(),
             };
             self.queries = Some((world.id(), queries));
         }
         let (_, queries) = self.queries.as_mut().expect("built above");
         State::project_with(queries, world)
     }
+}
+
+/// A session's message ids: those read before while its history has not changed since, else
+/// read again (and remembered).
+fn client_ids_of(seen: &mut ClientIdsSeen, session: &SessionId, history: &Ref<History>) -> Rc<ClientIds> {
+    let changed = history.last_changed();
+    if let Some((tick, ids)) = seen.get(session) {
+        if *tick == changed {
+            // (Tests run debug builds: there every reuse is checked against a fresh read.)
+            debug_assert_eq!(**ids, read_client_ids(history), "{session}: history changed unnoticed");
+            return ids.clone();
+        }
+    }
+    let ids = Rc::new(read_client_ids(history));
+    seen.insert(session.clone(), (changed, ids.clone()));
+    ids
+}
+
+/// (author, client_msg_id) → text of the messages in `history`.
+fn read_client_ids(history: &History) -> ClientIds {
+    history
+        .messages
+        .iter()
+        .filter_map(|m| {
+            let cmid = m.client_msg_id.clone()?;
+            Some(((ParticipantId::from(m.author_id.as_str()), cmid), m.text.clone()))
+        })
+        .collect()
 }
 
 impl State {
@@ -325,18 +366,12 @@ impl State {
                 )
             })
             .collect();
+        let seen = &mut qs.client_ids;
         let sessions = qs
             .sessions
             .iter(world)
             .map(|(s, l, h, log)| {
-                let client_ids = h
-                    .messages
-                    .iter()
-                    .filter_map(|m| {
-                        let cmid = m.client_msg_id.clone()?;
-                        Some(((ParticipantId::from(m.author_id.as_str()), cmid), m.text.clone()))
-                    })
-                    .collect();
+                let client_ids = client_ids_of(seen, &s.id, &h);
                 (
                     s.id.clone(),
                     MSession {
@@ -1223,7 +1258,7 @@ impl Tick<'_> {
                 status: SessionStatus::Idle,
                 vote_deadline_ms,
                 allowed_tools: BTreeSet::new(),
-                client_ids: BTreeMap::new(),
+                client_ids: Rc::default(),
                 has_older: false,
                 last_seq: 0,
             },
@@ -1248,7 +1283,7 @@ impl Tick<'_> {
             }
             Method::ClearSession(p) => {
                 let Some(s) = self.s.sessions.get_mut(&p.session_id) else { return self.reply(r, "not_found") };
-                s.client_ids.clear();
+                s.client_ids = Rc::default();
                 s.has_older = false;
                 self.reply(r, "ok");
             }
@@ -1302,13 +1337,13 @@ impl Tick<'_> {
             return;
         }
         if chat {
-            session.client_ids.insert(key, p.text.clone());
+            Rc::make_mut(&mut session.client_ids).insert(key, p.text.clone());
             return self.reply(r, "ok");
         }
         if session.holder.is_some() {
             return self.reply(r, "turn_locked");
         }
-        session.client_ids.insert(key, p.text.clone());
+        Rc::make_mut(&mut session.client_ids).insert(key, p.text.clone());
         session.holder = Some(pid);
         session.turn_id += 1;
         session.consensus = consensus;

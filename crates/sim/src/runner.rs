@@ -38,6 +38,7 @@ use crate::protocol::{AuthenticateResult, EventFrame, JoinSessionParams, JoinSes
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use storage::StorageFaults;
@@ -133,9 +134,48 @@ impl RunReport {
 
 /// Runs one scenario. Never panics: panics inside are caught and reported as failures.
 pub fn run_scenario(scenario: &Scenario, options: &RunOptions) -> RunReport {
+    run_scenario_reusing(scenario, options, &mut Reuse::default())
+}
+
+/// What runs of scenarios on one thread share: set-up that many runs need alike and that no run
+/// changes. The simulator runs hundreds of flows per thread, and making and removing their
+/// workspace directories was a good part of a short flow's cost.
+#[derive(Default)]
+pub struct Reuse {
+    /// Workspace directories made by earlier runs, by the definitions they were made from.
+    workspaces: Vec<(Vec<WorkspaceDef>, Rc<tempfile::TempDir>)>,
+}
+
+impl Reuse {
+    /// At most this many sets of workspace directories are kept (the simulator's flows use two).
+    const KEPT: usize = 4;
+
+    /// Directories already holding exactly `sc`'s workspaces, when `sc` may read them: a run
+    /// with an external agent (a program that may write into its workspace) gets its own.
+    fn workspaces_for(&self, sc: &Scenario) -> Option<Rc<tempfile::TempDir>> {
+        if sc.uses_external_agents() {
+            return None;
+        }
+        self.workspaces.iter().find(|(defs, _)| *defs == sc.workspaces).map(|(_, dir)| dir.clone())
+    }
+
+    /// Keeps `dir`, made for `sc`'s workspaces, for later runs with the same ones.
+    fn keep_workspaces(&mut self, sc: &Scenario, dir: Rc<tempfile::TempDir>) {
+        if sc.uses_external_agents() || self.workspaces.len() >= Self::KEPT {
+            return;
+        }
+        self.workspaces.push((sc.workspaces.clone(), dir));
+    }
+}
+
+/// Like [`run_scenario`], with what earlier runs on this thread left in `reuse` (and leaving
+/// there what later ones may use). A run's transcript and report are the same either way.
+pub fn run_scenario_reusing(scenario: &Scenario, options: &RunOptions, reuse: &mut Reuse) -> RunReport {
     let started = Instant::now();
     let seed = options.seed.or(scenario.seed).unwrap_or(1);
-    let mut runner = Runner::new(scenario, seed, options.transport, !options.no_invariants);
+    let shared = reuse.workspaces_for(scenario);
+    let made_here = shared.is_none();
+    let mut runner = Runner::new(scenario, seed, options.transport, !options.no_invariants, shared);
     if options.reference_model {
         runner.model = Some(ModelCheck::new(&runner.config));
     }
@@ -160,6 +200,9 @@ pub fn run_scenario(scenario: &Scenario, options: &RunOptions) -> RunReport {
             Some(msg)
         }
     };
+    if made_here && runner.workspaces_made {
+        reuse.keep_workspaces(scenario, runner.tmp.clone());
+    }
     if panic.is_none() && !runner.stopped {
         runner.check_delivery_at_end();
         runner.check_acknowledged_are_stored();
@@ -453,8 +496,11 @@ pub(crate) struct Runner<'a> {
     cleared_at: BTreeMap<String, u64>,
     /// Set when the run cannot continue meaningfully (setup failed, engine crashed).
     pub stopped: bool,
-    /// A temporary directory holding the scenario's workspaces, removed when the run ends.
-    tmp: tempfile::TempDir,
+    /// A temporary directory holding the scenario's workspaces, removed when the run ends (or,
+    /// when shared through [`Reuse`], when the last run using it has ended).
+    tmp: Rc<tempfile::TempDir>,
+    /// Whether `tmp` holds the scenario's workspaces (made by this run or an earlier one).
+    workspaces_made: bool,
     /// Wall time spent inside `Engine::tick`.
     engine_wall: Duration,
     /// While a step's `then` is checked: the handles' participant ids when the step ran.
@@ -501,7 +547,14 @@ impl ModelCheck {
 }
 
 impl<'a> Runner<'a> {
-    pub fn new(sc: &'a Scenario, seed: u64, transport: TransportKind, check_invariants: bool) -> Runner<'a> {
+    /// A runner for `sc`; `workspaces`: a directory already holding `sc`'s workspaces.
+    pub fn new(
+        sc: &'a Scenario,
+        seed: u64,
+        transport: TransportKind,
+        check_invariants: bool,
+        workspaces: Option<Rc<tempfile::TempDir>>,
+    ) -> Runner<'a> {
         let h = &sc.host;
         let defaults = EngineConfig::default();
         let config = EngineConfig {
@@ -516,10 +569,13 @@ impl<'a> Runner<'a> {
             check_invariants,
             ..defaults
         };
-        let tmp = tempfile::Builder::new()
-            .prefix("roundtable-scenario-")
-            .tempdir()
-            .unwrap_or_else(|e| panic!("cannot create a temporary directory for the scenario's workspaces: {e}"));
+        let workspaces_made = workspaces.is_some();
+        let tmp =
+            workspaces.unwrap_or_else(|| {
+                Rc::new(tempfile::Builder::new().prefix("roundtable-scenario-").tempdir().unwrap_or_else(|e| {
+                    panic!("cannot create a temporary directory for the scenario's workspaces: {e}")
+                }))
+            });
         let steps = sc.expanded_steps();
         let records = vec![StepRecord::default(); steps.len()];
         Runner {
@@ -553,6 +609,7 @@ impl<'a> Runner<'a> {
             cleared_at: BTreeMap::new(),
             stopped: false,
             tmp,
+            workspaces_made,
             restarts: 0,
             crash_next_tick: false,
             agents: None,
@@ -805,6 +862,12 @@ impl<'a> Runner<'a> {
 
     fn make_workspace_dirs(&mut self) -> Result<(), String> {
         let root = self.tmp.path().to_path_buf();
+        if self.workspaces_made {
+            for ws in &self.sc.workspaces {
+                self.workspace_dirs.insert(ws.name.clone(), root.join(format!("ws-{}", sanitize(&ws.name))));
+            }
+            return Ok(());
+        }
         std::fs::create_dir_all(&root).map_err(|e| format!("cannot create {}: {e}", root.display()))?;
         for ws in &self.sc.workspaces {
             let dir = root.join(format!("ws-{}", sanitize(&ws.name)));
@@ -825,6 +888,7 @@ impl<'a> Runner<'a> {
             }
             self.workspace_dirs.insert(ws.name.clone(), dir);
         }
+        self.workspaces_made = true;
         Ok(())
     }
 
@@ -1182,27 +1246,27 @@ impl<'a> Runner<'a> {
         }
         let Some(event) = json.get("event").and_then(Value::as_str) else { return };
         let session = json.get("session_id").and_then(Value::as_str).map(str::to_string);
-        let payload = json.get("payload").cloned().unwrap_or(Value::Null);
+        let payload = json.get("payload").unwrap_or(&Value::Null);
         if let (Some(s), Some(seq)) = (&session, json.get("seq").and_then(Value::as_u64)) {
             let c = self.clients.get_mut(name).expect("client");
             c.seqs.entry(s.clone()).or_default().insert(seq);
             self.check_seq(name, index, s, seq, event);
-            self.check_seq_is_stored(name, index, s, seq, event, &payload);
+            self.check_seq_is_stored(name, index, s, seq, event, payload);
         }
         if let Some(s) = &session {
             let seq = json.get("seq").and_then(Value::as_u64);
-            self.track_preview(name, index, s, event, seq, &payload);
+            self.track_preview(name, index, s, event, seq, payload);
         }
-        let def = self.clients[name].def.clone();
-        let auto_resync = def.as_ref().is_none_or(|d| d.auto_resync);
-        let auto_refetch = def.as_ref().is_none_or(|d| d.auto_refetch);
+        let def = self.clients[name].def.as_ref();
+        let auto_resync = def.is_none_or(|d| d.auto_resync);
+        let auto_refetch = def.is_none_or(|d| d.auto_refetch);
         // What the client program makes of it (the rules `join` and the window follow).
         let then = match serde_json::from_str::<EventFrame>(text) {
             Ok(frame) => self.clients.get_mut(name).expect("client").program.event(&frame).then,
             Err(_) => Then::Nothing,
         };
         match event {
-            "storage" => self.on_storage_event(name, index, &payload),
+            "storage" => self.on_storage_event(name, index, payload),
             "vote_opened" => {
                 if let Some(v) = payload.get("vote_id").and_then(Value::as_str) {
                     self.latest_vote = Some(v.to_string());

@@ -16,7 +16,7 @@
 //! that replays it with `roundtable scenario run`.
 
 use super::format::*;
-use super::runner::{run_scenario, RunOptions, RunReport};
+use super::runner::{run_scenario, run_scenario_reusing, Reuse, RunOptions, RunReport};
 use rand::rngs::ChaCha8Rng;
 use rand::seq::IndexedRandom;
 use rand::{RngExt, SeedableRng};
@@ -566,8 +566,14 @@ fn options() -> RunOptions {
 
 /// Runs one seed.
 pub fn run_seed(seed: u64, steps: u64) -> SeedOutcome {
+    run_seed_reusing(seed, steps, &mut Reuse::default())
+}
+
+/// Runs one seed with what earlier seeds on this thread left in `reuse` (the outcome is the same
+/// as [`run_seed`]'s).
+pub fn run_seed_reusing(seed: u64, steps: u64, reuse: &mut Reuse) -> SeedOutcome {
     let scenario = generate(seed, steps);
-    let report = run_scenario(&scenario, &options());
+    let report = run_scenario_reusing(&scenario, &options(), reuse);
     SeedOutcome { seed, scenario, report }
 }
 
@@ -713,8 +719,9 @@ fn run_seeds(args: &SimulateOptions, report: &mut dyn Write, started: Instant) -
         Ok(())
     };
     if args.jobs <= 1 {
+        let mut reuse = Reuse::default();
         for (n, seed) in seeds.enumerate() {
-            on_outcome(n, run_seed(seed, steps))?;
+            on_outcome(n, run_seed_reusing(seed, steps, &mut reuse))?;
         }
     } else {
         in_parallel(seeds, steps, args.jobs, &mut on_outcome)?;
@@ -745,9 +752,10 @@ fn in_parallel(
             let tx = tx.clone();
             let (next, stop, end) = (&next, &stop, seeds.end);
             scope.spawn(move || {
+                let mut reuse = Reuse::default();
                 while !stop.load(Ordering::Relaxed) {
                     let seed = next.fetch_add(1, Ordering::Relaxed);
-                    if seed >= end || tx.send(run_seed(seed, steps)).is_err() {
+                    if seed >= end || tx.send(run_seed_reusing(seed, steps, &mut reuse)).is_err() {
                         break;
                     }
                 }

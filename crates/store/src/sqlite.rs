@@ -87,6 +87,11 @@ fn sql_failure(path: &Path, error: crate::Error) -> StoreError {
 
 /// Opens (creating if needed) and migrates the database at `path`, with the connection settings
 /// every roundtable connection uses. Every error names the file.
+/// Prepared statements a connection keeps (rusqlite keeps 16 by default): more than the store
+/// has, so none is pushed out by the others and prepared (parsed) again; each statement is
+/// prepared once per connection.
+const STATEMENT_CACHE: usize = 128;
+
 pub(crate) fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     open_migrated(path).map(|(conn, _)| conn)
 }
@@ -97,6 +102,7 @@ fn open_migrated(path: &Path) -> Result<(Connection, u32), StoreError> {
     let shown = path.display().to_string();
     let fail = |e| db_error(path, e);
     let mut conn = Connection::open(path).map_err(fail)?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     conn.busy_timeout(BUSY_TIMEOUT).map_err(fail)?;
     let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0)).map_err(fail)?;
     if !mode.eq_ignore_ascii_case("wal") {
@@ -338,6 +344,7 @@ impl SqliteStore {
     /// again — the simulator opens one per seed and per host restart.
     pub fn open_in_memory() -> Result<SqliteStore, StoreError> {
         let mut conn = Connection::open_in_memory().map_err(crate::db)?;
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         MIGRATED_TEMPLATE.with(|template| -> Result<(), StoreError> {
             let mut template = template.borrow_mut();
             if template.is_none() {
@@ -804,7 +811,7 @@ impl Store for SqliteStore {
     /// `PRAGMA data_version` changes only when *another* connection commits (the CLI), never for
     /// our own commits, so polling it each tick is a cheap way to notice share edits.
     fn shares_changed_externally(&mut self) -> Result<Option<Vec<ShareRow>>, StoreError> {
-        let now: i64 = self.conn.query_row("PRAGMA data_version", [], |r| r.get(0)).map_err(crate::db)?;
+        let now = data_version(&self.conn).map_err(crate::db)?;
         match self.data_version.replace(now) {
             Some(before) if before != now => {
                 tracing::debug!("database changed by another process; reloading shares");
