@@ -100,7 +100,11 @@ fn turn_held_by_someone_else_locks_the_composer_naming_the_holder() {
     assert!(host.can_cancel(), "the host may cancel anyone's turn");
 
     let ann = model_with([joined_as("p1", "Ann", Role::Participant), ann_takes_the_turn()].concat(), false);
-    assert_eq!(ann.composer_lock(), None, "the holder keeps the composer");
+    assert_eq!(
+        ann.composer_lock(),
+        Some(ComposerLock::OwnTurn),
+        "while the agent works on Ann's prompt she may talk to the room, not prompt again"
+    );
     assert!(ann.can_cancel());
 }
 
@@ -281,6 +285,15 @@ impl Window {
         self.all_calls().into_iter().filter(|m| !matches!(m, Method::MarkRead(_) | Method::Typing(_))).collect()
     }
 
+    /// The host accepts the messages among `calls` (the composer lets go of their text).
+    fn accept(&mut self, calls: &[Method]) {
+        for m in calls {
+            if let Method::SendMessage(p) | Method::SendChat(p) = m {
+                self.push(Update::Sent { client_msg_id: p.client_msg_id.clone() });
+            }
+        }
+    }
+
     /// Every protocol request sent so far.
     fn all_calls(&mut self) -> Vec<Method> {
         let mut out = Vec::new();
@@ -324,7 +337,9 @@ fn the_composer_switch_sends_to_the_agent_or_to_the_room() {
         w.harness.state_mut().composer = text.into();
         w.settle();
         w.click("Send");
-        w.calls()
+        let calls = w.calls();
+        w.accept(&calls);
+        calls
     };
     assert!(matches!(&send(&mut w, "fix the bug")[..], [Method::SendMessage(p)] if p.text == "fix the bug"));
     w.click("To the room");
@@ -1051,6 +1066,7 @@ fn quoting_room_chat_puts_the_lines_with_their_authors_in_the_next_prompt() {
     let calls = w.calls();
     let want = "> Ann (room chat): don't touch the migrations\n> Host (room chat): and keep the API stable\n\nrefactor the login";
     assert!(matches!(&calls[..], [Method::SendMessage(p)] if p.text == want), "{calls:?}");
+    w.accept(&calls);
     assert!(w.harness.query_by_label("Quoted in your next prompt:").is_none(), "quotes go with that prompt");
 }
 
@@ -1118,7 +1134,7 @@ fn a_lost_connection_empties_the_roster_names_the_reason_once_and_reconnecting_c
     let mut w = Window::new(false, joined_as("p2", "Bob", Role::Participant));
     assert_eq!(w.harness.state().model.sessions[&s1()].roster.len(), 3);
     w.push(ev(json!({"event": "closing", "payload": {"reason": "host_shutdown"}})));
-    w.push(Update::Failed { method: "send_message".into(), message: "connection lost".into() });
+    w.push(Update::Failed { method: "send_message".into(), code: None, message: "connection lost".into() });
     w.push(Update::Connection(ConnectionState::Reconnecting));
     let m = &w.harness.state().model;
     assert!(m.sessions[&s1()].roster.is_empty(), "nobody is known to be present while disconnected");
@@ -1147,14 +1163,19 @@ fn notices_go_away_by_themselves_and_errors_stay_until_dismissed() {
     m.apply_at(Update::Notice("link copied".into()), 1_000);
     let n = m.status.clone().unwrap();
     assert!(!n.error && n.shown(1_000) && !n.shown(1_000 + NOTICE_SHOWN_MS));
-    m.apply_at(Update::Failed { method: "rename_session".into(), message: "host-only".into() }, 1_000);
+    let host_only = || Update::Failed {
+        method: "rename_session".into(),
+        code: Some(ErrorCode::Forbidden),
+        message: "rename_session is a host-only method".into(),
+    };
+    m.apply_at(host_only(), 1_000);
     let n = m.status.clone().unwrap();
     assert!(n.error && n.shown(1_000 + 100 * NOTICE_SHOWN_MS));
     let mut w = Window::new(false, joined_as("p2", "Bob", Role::Participant));
-    w.push(Update::Failed { method: "rename_session".into(), message: "host-only".into() });
-    assert!(w.harness.query_by_label("rename_session: host-only").is_some());
+    w.push(host_only());
+    assert!(w.harness.query_by_label("Not renamed: only the host can do that").is_some());
     w.click("Dismiss");
-    assert!(w.harness.query_by_label("rename_session: host-only").is_none());
+    assert!(w.harness.query_by_label("Not renamed: only the host can do that").is_none());
 }
 
 #[test]
@@ -1690,4 +1711,121 @@ fn the_mint_form_starts_blank_after_a_link_is_made() {
     .unwrap();
     w.push(Update::Minted(result));
     assert_eq!(w.harness.state().mint.label, "");
+}
+
+// ------------------------------------------------------------------------------------------
+// Issue 26: nothing typed is lost; errors speak to people
+// ------------------------------------------------------------------------------------------
+
+#[test]
+fn the_turn_holder_is_offered_the_room_not_the_agent_while_their_turn_runs() {
+    for (me, name, role, is_host, turn) in [
+        ("p1", "Ann", Role::Participant, false, ann_takes_the_turn()),
+        (
+            "host",
+            "Host",
+            Role::Host,
+            true,
+            vec![ev(json!({"event": "turn_started", "session_id": "s1", "seq": 5,
+                "payload": {"turn_id": 1, "holder_id": "host", "holder_name": "Host"}}))],
+        ),
+    ] {
+        let mut w = Window::new(is_host, [joined_as(me, name, role), turn].concat());
+        assert!(w.harness.query_by_label("To the agent").is_none(), "{name} cannot prompt during their own turn");
+        assert!(
+            w.harness.query_by_label("The agent is working on your prompt — chat with the room").is_some(),
+            "{name} is told why"
+        );
+        assert!(w.harness.query_by_label("Cancel turn").is_some(), "{name} may still cancel");
+        w.calls();
+        w.harness.state_mut().composer = "while you work: the tests are in tests/".into();
+        w.settle();
+        w.click("Send");
+        let calls = w.calls();
+        assert!(matches!(&calls[..], [Method::SendChat(p)] if p.text.starts_with("while you work")), "{calls:?}");
+    }
+}
+
+#[test]
+fn the_composer_keeps_the_text_until_the_host_accepts_it() {
+    let mut w = Window::new(false, joined_as("p2", "Bob", Role::Participant));
+    w.calls();
+    w.harness.state_mut().composer = "fix the login".into();
+    w.settle();
+    w.click("Send");
+    let calls = w.calls();
+    assert!(matches!(&calls[..], [Method::SendMessage(p)] if p.text == "fix the login"), "{calls:?}");
+    assert_eq!(w.harness.state().composer, "fix the login", "nothing is cleared before the host accepts it");
+}
+
+#[test]
+fn a_refused_send_keeps_the_text_and_says_why_in_words_without_ids_or_method_names() {
+    let mut w = Window::new(false, joined_as("p2", "Bob", Role::Participant));
+    w.calls();
+    w.harness.state_mut().composer = "fix the login".into();
+    w.settle();
+    w.click("Send");
+    let calls = w.calls();
+    let Some(Method::SendMessage(sent)) = calls.first().cloned() else { panic!("{calls:?}") };
+    assert!(w.harness.query_by_label("Send").is_none(), "one message at a time: {calls:?}");
+    // Ann took the turn just before; the host refuses Bob's prompt.
+    for u in ann_takes_the_turn() {
+        w.push(u);
+    }
+    w.push(Update::SendFailed {
+        session_id: s1(),
+        client_msg_id: sent.client_msg_id.clone(),
+        text: sent.text.clone(),
+        code: Some(ErrorCode::TurnLocked),
+        message: "Ann (p1) holds the turn; wait until the agent finishes".into(),
+    });
+    assert_eq!(w.harness.state().composer, "fix the login", "the text is kept");
+    let said = "Ann has the turn; your message is kept until the agent finishes";
+    assert!(w.harness.query_by_label(said).is_some());
+    assert_eq!(w.harness.query_all_by_label_contains("send_message").count(), 0);
+    assert_eq!(w.harness.query_all_by_label_contains("(p1)").count(), 0);
+    // The turn ends; Bob sends again and the host accepts: only now the composer empties.
+    w.push(turn_ended(7, "completed"));
+    w.calls();
+    w.click("Send");
+    let calls = w.calls();
+    let Some(Method::SendMessage(again)) = calls.first().cloned() else { panic!("{calls:?}") };
+    assert_eq!(w.harness.state().composer, "fix the login");
+    w.push(Update::Sent { client_msg_id: again.client_msg_id });
+    assert_eq!(w.harness.state().composer, "", "accepted: the composer is free");
+
+    // Any other refusal is worded from its code, never the method or an id.
+    w.push(Update::Failed {
+        method: "rename_session".into(),
+        code: Some(ErrorCode::Forbidden),
+        message: "rename_session is a host-only method".into(),
+    });
+    assert!(w.harness.query_by_label("Not renamed: only the host can do that").is_some());
+    w.push(Update::Failed {
+        method: "vote_plan".into(),
+        code: Some(ErrorCode::StaleVote),
+        message: "vote v3 is already resolved".into(),
+    });
+    assert!(w.harness.query_by_label("Your vote was not counted: the vote was already decided").is_some());
+}
+
+#[test]
+fn a_message_resent_after_a_reconnect_and_refused_comes_back_to_the_composer() {
+    let mut w = Window::new(false, joined_as("p2", "Bob", Role::Participant));
+    w.harness.state_mut().composer = "and the tests".into();
+    w.settle();
+    w.push(Update::SendFailed {
+        session_id: s1(),
+        client_msg_id: "earlier-1".into(),
+        text: "fix the login".into(),
+        code: Some(ErrorCode::StorageUnavailable),
+        message: "storage unavailable".into(),
+    });
+    assert_eq!(w.harness.state().composer, "fix the login\nand the tests");
+    assert!(w
+        .harness
+        .query_by_label(
+            "Not sent: the host cannot store anything right now; try again in a moment; your message is kept"
+        )
+        .is_some());
 }

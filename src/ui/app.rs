@@ -212,6 +212,10 @@ pub struct RoundtableApp {
     pub to_room: bool,
     /// Room chat lines quoted into the next prompt: (author, text), in the order picked.
     pub quoted: Vec<(String, String)>,
+    /// The message sent from the composer and not answered yet: its `client_msg_id` and the text
+    /// typed, and whether it went to the room. The composer keeps the text until the host
+    /// accepts it ([`Update::Sent`]); a refusal leaves it there ([`Update::SendFailed`]).
+    pub sending: Option<(String, String, bool)>,
     /// Deny reasons being typed, per vote.
     pub deny_reasons: BTreeMap<VoteId, String>,
     /// Answers being chosen, per vote (one per question).
@@ -273,6 +277,7 @@ impl RoundtableApp {
             composer: String::new(),
             to_room: false,
             quoted: Vec::new(),
+            sending: None,
             deny_reasons: BTreeMap::new(),
             answers: BTreeMap::new(),
             mint: MintForm::default(),
@@ -353,6 +358,7 @@ impl RoundtableApp {
                     }
                 }
             }
+            self.composer_answer(&update);
             self.model.apply(update);
         }
         // Ticked by default: the only workspace, or else the one of the session shown.
@@ -361,6 +367,38 @@ impl RoundtableApp {
         for w in &known {
             let tick = known.len() == 1 || shown.as_ref() == Some(w);
             self.mint.workspaces.entry(w.clone()).or_insert(tick);
+        }
+    }
+
+    /// The host's answer to a message sent from the composer: accepted, the typed text (and the
+    /// quotes that went with it) leave the composer; refused, the text stays — or comes back,
+    /// for a message resent after a reconnect.
+    fn composer_answer(&mut self, update: &Update) {
+        match update {
+            Update::Sent { client_msg_id } => {
+                if let Some((_, typed, room)) = self.sending.take_if(|(id, _, _)| id == client_msg_id) {
+                    // Whatever was typed after pressing Send stays (and text edited since, too).
+                    if let Some(rest) = self.composer.strip_prefix(typed.as_str()) {
+                        self.composer = rest.trim_start().to_string();
+                    }
+                    if !room {
+                        // The quotes went with the prompt.
+                        self.quoted.clear();
+                    }
+                }
+            }
+            Update::SendFailed { client_msg_id, text, .. } => {
+                // Ours: the text never left the composer.
+                let ours = self.sending.take_if(|(id, _, _)| id == client_msg_id).is_some();
+                if !ours && !self.composer.contains(text.as_str()) {
+                    self.composer = if self.composer.trim().is_empty() {
+                        text.clone()
+                    } else {
+                        format!("{text}\n{}", self.composer)
+                    };
+                }
+            }
+            _ => {}
         }
     }
 
@@ -1144,12 +1182,13 @@ impl RoundtableApp {
     }
 
     /// The composer: to the agent (a prompt, which takes the turn) or to the room (people only).
-    /// While someone else holds the turn it offers the room instead of going away; observers,
-    /// muted people and a window offline get only the reason.
+    /// While a turn runs — someone else's, or your own while the agent works on your prompt — it
+    /// offers the room instead of going away; observers, muted people and a window offline get
+    /// only the reason. The text stays in the composer until the host accepts it.
     fn composer(&mut self, ui: &mut egui::Ui, session_id: &SessionId) {
         let lock = self.model.composer_lock();
         let can_cancel = self.model.can_cancel();
-        let waiting = matches!(lock, Some(ComposerLock::WaitingFor(_)));
+        let turn_runs = matches!(lock, Some(ComposerLock::WaitingFor(_) | ComposerLock::OwnTurn));
         if !self.quoted.is_empty() && lock.is_none() && !self.to_room {
             let mut clear = false;
             ui.horizontal_wrapped(|ui| {
@@ -1173,8 +1212,8 @@ impl RoundtableApp {
                 ui.selectable_value(&mut self.to_room, true, "To the room")
                     .on_hover_text("Room chat: the people in this session read it; the agent never does");
             }
-            if lock.is_none() || waiting {
-                let room = waiting || self.to_room;
+            if lock.is_none() || turn_runs {
+                let room = turn_runs || self.to_room;
                 let hint =
                     if room { "Message to the room (not the agent)" } else { "Message to the agent (starts a turn)" };
                 let edit = ui.add(
@@ -1188,19 +1227,16 @@ impl RoundtableApp {
                     }
                 }
                 let enter = edit.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
-                if (ui.button("Send").clicked() || enter) && !self.composer.trim().is_empty() {
+                // One message at a time: the next waits for the host's answer to this one.
+                let idle = self.sending.is_none();
+                let send = ui.add_enabled(idle, egui::Button::new(if idle { "Send" } else { "Sending…" })).clicked();
+                if (send || (enter && idle)) && !self.composer.trim().is_empty() {
                     self.sent += 1;
-                    let typed = std::mem::take(&mut self.composer);
-                    let text = if room {
-                        typed
-                    } else {
-                        crate::app::join::quote_into(&std::mem::take(&mut self.quoted), &typed)
-                    };
-                    let params = SendMessageParams {
-                        session_id: session_id.clone(),
-                        text,
-                        client_msg_id: format!("{}-{}", self.tag, self.sent),
-                    };
+                    let typed = self.composer.clone();
+                    let text = if room { typed.clone() } else { crate::app::join::quote_into(&self.quoted, &typed) };
+                    let client_msg_id = format!("{}-{}", self.tag, self.sent);
+                    let params = SendMessageParams { session_id: session_id.clone(), text, client_msg_id };
+                    self.sending = Some((params.client_msg_id.clone(), typed, room));
                     self.call(if room { Method::SendChat(params) } else { Method::SendMessage(params) });
                     edit.request_focus();
                 }

@@ -103,8 +103,16 @@ pub enum Update {
     Open(SessionId),
     /// A page of earlier messages (`fetch_history`), to put above the timeline.
     HistoryPage { session_id: SessionId, page: FetchHistoryResult },
-    /// A request failed; `message` is for the person.
-    Failed { method: String, message: String },
+    /// A request failed: the method, the host's error code (`None`: no answer, e.g. the
+    /// connection) and the host's message. The window words it for people
+    /// ([`failure_text`]): no method names, no participant ids.
+    Failed { method: String, code: Option<ErrorCode>, message: String },
+    /// A message (prompt or room chat) sent from the composer was accepted by the host, or kept
+    /// to be sent again once the connection is back: the composer may let go of its text.
+    Sent { client_msg_id: String },
+    /// A message sent from the composer was refused: its text goes back into the composer
+    /// (it never left it, unless this is a resend after a reconnect).
+    SendFailed { session_id: SessionId, client_msg_id: String, text: String, code: Option<ErrorCode>, message: String },
     /// Which way the connection reaches the host (a remote window): `relayed through URL`,
     /// `direct to ADDR (peer to peer)` over iroh, or the `HOST:PORT` that answered.
     Route(String),
@@ -492,6 +500,8 @@ pub struct FileView {
 pub enum ComposerLock {
     /// Someone else holds the turn.
     WaitingFor(String),
+    /// Your own turn runs: the agent is working on your prompt (the room is still open).
+    OwnTurn,
     /// Observers read only.
     Observer,
     /// Muted by the host.
@@ -505,6 +515,7 @@ impl ComposerLock {
     pub fn text(&self) -> String {
         match self {
             ComposerLock::WaitingFor(name) => format!("Waiting for {name} — chat with the room"),
+            ComposerLock::OwnTurn => "The agent is working on your prompt — chat with the room".into(),
             ComposerLock::Observer => "Observers can read but not send".into(),
             ComposerLock::Muted => "You are muted by the host".into(),
             ComposerLock::Offline => "Not connected".into(),
@@ -686,7 +697,8 @@ impl ViewModel {
                 let name = session.holder_name.clone().unwrap_or_else(|| session.name(holder));
                 Some(ComposerLock::WaitingFor(name))
             }
-            _ => None,
+            Some(_) => Some(ComposerLock::OwnTurn),
+            None => None,
         }
     }
 
@@ -850,7 +862,12 @@ impl ViewModel {
                     }
                 }
             }
-            Update::Failed { method, message } => self.error(format!("{method}: {message}"), now_ms),
+            Update::Failed { method, code, message } => self.error(failure_text(&method, code, &message), now_ms),
+            Update::Sent { .. } => {}
+            Update::SendFailed { session_id, code, message, .. } => {
+                let text = self.send_failure_text(&session_id, code, &message);
+                self.error(text, now_ms);
+            }
             Update::Notice(text) => self.notice(text, now_ms),
             Update::Warning(text) => self.error(text, now_ms),
             Update::WorkspaceAgents(agents) => self.workspace_agents = agents,
@@ -888,6 +905,25 @@ impl ViewModel {
                 self.settings.vote_deadline_ms = s.default_vote_deadline_ms;
             }
         }
+    }
+
+    /// Why a message was not sent, for people; the composer keeps the text. A `turn_locked`
+    /// names the holder as this window knows them ("Bob has the turn; …"), never by id.
+    pub fn send_failure_text(&self, session: &SessionId, code: Option<ErrorCode>, message: &str) -> String {
+        if code == Some(ErrorCode::TurnLocked) {
+            let state = self.sessions.get(session);
+            return match state.and_then(|s| s.holder().map(|h| (h, s))) {
+                Some((h, _)) if Some(h) == self.me.as_ref() => {
+                    "The agent is still working on your prompt; your message is kept until it finishes".into()
+                }
+                Some((h, s)) => {
+                    let name = s.holder_name.clone().unwrap_or_else(|| s.name(h));
+                    format!("{name} has the turn; your message is kept until the agent finishes")
+                }
+                None => "Someone else has the turn; your message is kept until the agent finishes".into(),
+            };
+        }
+        format!("Not sent: {}; your message is kept", error_reason(code, message))
     }
 
     /// The request for the page before the oldest message shown in `session`, when there is
@@ -1215,6 +1251,72 @@ fn apply_session_event(
         }
         _ => {}
     }
+}
+
+/// A failed request in words for people: what did not happen and why, from the error code —
+/// never the method's name or a participant id (the host's own message is shown only for codes
+/// whose messages are written for people).
+pub fn failure_text(method: &str, code: Option<ErrorCode>, message: &str) -> String {
+    let what = match method {
+        "send_message" | "send_chat" => "Not sent",
+        "vote_plan" | "answer_question" => "Your vote was not counted",
+        "cancel_turn" => "The turn was not cancelled",
+        "join_session" => "Could not open the session",
+        "fetch_history" => "Could not load earlier messages",
+        "rename_session" => "Not renamed",
+        "clear_session" => "Not cleared",
+        "fork_session" => "Not forked",
+        "create_session" => "No session was created",
+        "add_workspace" => "The workspace was not added",
+        "mint_share" | "rotate_share" => "No link was made",
+        "revoke_share" => "The link was not revoked",
+        "kick" => "Nobody was removed",
+        "mute" => "Not muted",
+        "admit" | "refuse" => "The lobby did not change",
+        "update_settings" | "set_agent_settings" => "The settings were not saved",
+        "list_sessions" | "list_workspaces" => "Could not list the sessions",
+        "list_lobby" => "Could not read the lobby",
+        "fetch_audit" => "Could not read the audit log",
+        "list_shares" => "Could not list the links",
+        "get_settings" => "Could not read the settings",
+        _ => "That did not work",
+    };
+    format!("{what}: {}", error_reason(code, message))
+}
+
+/// Why, from the error code. Codes whose host messages may name methods or ids get a sentence
+/// of their own.
+fn error_reason(code: Option<ErrorCode>, message: &str) -> String {
+    let Some(code) = code else {
+        // Not the host's answer: the connection (the backend words it).
+        return message.to_string();
+    };
+    match code {
+        ErrorCode::TurnLocked => "someone else has the turn; wait until the agent finishes",
+        ErrorCode::Forbidden if message.contains("host-only") => "only the host can do that",
+        // "text must be non-empty and at most N bytes"
+        ErrorCode::InvalidParams if message.starts_with("text ") => return message.to_string(),
+        // Written for people ("you are muted by the host", "observers can read but not send").
+        ErrorCode::Forbidden | ErrorCode::ShareInUse => return message.to_string(),
+        ErrorCode::NotFound => "it no longer exists, or it is not shared with you",
+        ErrorCode::StaleVote => "the vote was already decided",
+        ErrorCode::NotAVoter => "your vote is not required on this one",
+        ErrorCode::NoTurn => "no turn is running",
+        ErrorCode::NotJoined => "you are not in that session any more; open it again",
+        ErrorCode::NotAdmitted => "the host has not let you in yet",
+        ErrorCode::RateLimited => "too many requests; wait a moment and try again",
+        ErrorCode::StorageUnavailable => "the host cannot store anything right now; try again in a moment",
+        ErrorCode::DuplicateClientMsgId => "a different message was already sent under the same number",
+        ErrorCode::FileRefused => "the host does not show that file",
+        ErrorCode::Internal => "the host failed; nothing changed",
+        ErrorCode::Unauthenticated => "the host no longer accepts this connection",
+        ErrorCode::AlreadyAuthenticated
+        | ErrorCode::BadFrame
+        | ErrorCode::FrameTooLarge
+        | ErrorCode::UnknownMethod
+        | ErrorCode::InvalidParams => "the host could not take the request",
+    }
+    .to_string()
 }
 
 /// Whether `author` is `me`.
