@@ -1108,7 +1108,7 @@ fn a_turn_cancelled_while_its_vote_was_open_leaves_the_session_idle_in_either_or
 #[test]
 fn a_card_the_host_decided_says_so_and_lists_no_one_as_pending() {
     let mut w = Window::new(true, [joined_as("host", "Host", Role::Host), ann_takes_the_turn(), plan_vote()].concat());
-    assert!(w.harness.query_by_label("Plan (v1) — everyone required must agree").is_some());
+    assert!(w.harness.query_by_label("Plan (v1) — everyone must approve: Ann, Bob").is_some());
     assert!(
         w.harness
             .query_by_label("As the host, your answer decides for everyone; the others' ballots are then not needed.")
@@ -1118,7 +1118,7 @@ fn a_card_the_host_decided_says_so_and_lists_no_one_as_pending() {
     w.push(resolved(9, "approved", "host"));
     assert!(w.harness.query_by_label("Resolved: approved — the host decided for everyone").is_some());
     assert!(w.harness.query_by_label("Pending: Bob").is_none(), "no one is pending once decided");
-    assert!(w.harness.query_by_label("Plan (v1) — everyone required must agree").is_none());
+    assert!(w.harness.query_by_label("Plan (v1) — everyone must approve: Ann, Bob").is_none());
     assert!(w.harness.query_by_label("Plan (v1) — approved").is_some());
     assert!(
         w.harness.query_by_label("· plan approved — the host decided for everyone").is_some(),
@@ -1756,6 +1756,88 @@ fn the_composer_keeps_the_text_until_the_host_accepts_it() {
     let calls = w.calls();
     assert!(matches!(&calls[..], [Method::SendMessage(p)] if p.text == "fix the login"), "{calls:?}");
     assert_eq!(w.harness.state().composer, "fix the login", "nothing is cleared before the host accepts it");
+}
+
+// ------------------------------------------------------------------------------------------
+// Issue 26: a vote's card says what really happened, in the same words everywhere
+// ------------------------------------------------------------------------------------------
+
+fn question_vote(required: serde_json::Value) -> Update {
+    ev(json!({"event": "vote_opened", "session_id": "s1", "seq": 7, "payload": {"vote_id": "v2", "kind": "question",
+        "questions": [{"question": "Go ahead with the migration?", "options": ["yes", "no"]}],
+        "decided_by": "consensus", "required": required}}))
+}
+
+#[test]
+fn a_question_answered_differently_says_who_answered_what_not_that_everyone_agreed() {
+    let mut updates = [joined_as("p2", "Bob", Role::Participant), ann_takes_the_turn()].concat();
+    updates.push(question_vote(json!(["p1", "p2"])));
+    updates.push(ev(json!({"event": "vote_progress", "session_id": "s1", "seq": 8, "payload": {"vote_id": "v2",
+        "required": ["p1", "p2"], "approved": [], "denied": [], "answered": ["p1", "p2"], "pending": []}})));
+    updates.push(ev(json!({"event": "vote_resolved", "session_id": "s1", "seq": 9, "payload": {"vote_id": "v2",
+        "outcome": "answered", "answers": ["Ann: yes\nBob: no"], "resolved_by": "consensus"}})));
+    let w = Window::new(false, updates);
+    assert_eq!(w.harness.query_all_by_label_contains("agreed").count(), 0, "nobody agreed");
+    assert_eq!(w.harness.query_all_by_label_contains("consensus").count(), 0);
+    assert!(w.harness.query_by_label("Resolved: answered — Ann: yes · Bob: no").is_some(), "the card");
+    assert!(w.harness.query_by_label("· question answered — Ann: yes · Bob: no").is_some(), "the timeline");
+    // The same answer from both: still who answered what.
+    let mut updates = [joined_as("p2", "Bob", Role::Participant), ann_takes_the_turn()].concat();
+    updates.push(question_vote(json!(["p1", "p2"])));
+    updates.push(ev(json!({"event": "vote_resolved", "session_id": "s1", "seq": 8, "payload": {"vote_id": "v2",
+        "outcome": "answered", "answers": ["yes"], "resolved_by": "consensus"}})));
+    let w = Window::new(false, updates);
+    assert!(w.harness.query_by_label("Resolved: answered — Ann: yes · Bob: yes").is_some());
+}
+
+/// The host's own turn (nobody else can vote): a plan vote the host alone decides.
+fn host_turn_with_plan(decided_by: &str) -> Vec<Update> {
+    vec![
+        ev(json!({"event": "turn_started", "session_id": "s1", "seq": 5,
+            "payload": {"turn_id": 1, "holder_id": "host", "holder_name": "Host"}})),
+        ev(json!({"event": "vote_opened", "session_id": "s1", "seq": 6, "payload": {"vote_id": "v1", "kind": "plan",
+            "plan": "1. Read the code", "decided_by": decided_by, "required": []}})),
+    ]
+}
+
+#[test]
+fn a_card_the_host_alone_decides_lists_the_host_as_pending_and_no_empty_lists() {
+    for decided_by in ["holder", "consensus"] {
+        let mut w =
+            Window::new(true, [joined_as("host", "Host", Role::Host), host_turn_with_plan(decided_by)].concat());
+        assert!(w.harness.query_by_label("Plan (v1) — the host decides").is_some(), "{decided_by}: who decides");
+        assert!(w.harness.query_by_label("Pending: the host").is_some(), "{decided_by}: the host still has to decide");
+        for empty in ["Approved: —", "Denied: —", "Pending: —"] {
+            assert!(w.harness.query_by_label(empty).is_none(), "{decided_by}: {empty}");
+        }
+        assert_eq!(
+            w.harness.query_all_by_label_contains("your answer decides for everyone").count(),
+            0,
+            "{decided_by}: nobody else votes, so there is nobody to overrule"
+        );
+        w.push(ev(json!({"event": "vote_resolved", "session_id": "s1", "seq": 7, "payload": {"vote_id": "v1",
+            "outcome": "approved", "resolved_by": "host"}})));
+        assert!(w.harness.query_by_label("Resolved: approved — the host decided for everyone").is_some());
+        for empty in ["Approved: —", "Denied: —", "Pending: —", "Pending: the host"] {
+            assert!(w.harness.query_by_label(empty).is_none(), "{decided_by}: {empty}");
+        }
+    }
+}
+
+#[test]
+fn the_window_and_join_word_who_decides_alike() {
+    // The holder decides (no consensus) and the holder is Ann.
+    let mut updates = [joined_as("p2", "Bob", Role::Participant), ann_takes_the_turn()].concat();
+    let opened =
+        json!({"vote_id": "v1", "kind": "plan", "plan": "1. Fix it", "decided_by": "holder", "required": ["p1"]});
+    updates.push(ev(json!({"event": "vote_opened", "session_id": "s1", "seq": 7, "payload": opened})));
+    let w = Window::new(false, updates);
+    let join = roundtable::app::render::Renderer::new(true);
+    let card = join.vote_card(&serde_json::from_value(opened).unwrap());
+    // join knows no names here: Ann is "p1" to it.
+    assert!(card.contains("p1 decides, as the turn holder"), "{card}");
+    assert!(w.harness.query_by_label("Plan (v1) — Ann decides, as the turn holder").is_some());
+    assert!(w.harness.query_by_label("Pending: Ann").is_some());
 }
 
 #[test]

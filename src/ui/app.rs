@@ -1341,18 +1341,11 @@ impl RoundtableApp {
 
     fn vote_card(&mut self, ui: &mut egui::Ui, session: &SessionState, card: &VoteCard) {
         let id = card.opened.vote_id.clone();
-        let names = |ids: &[ParticipantId]| -> String {
-            if ids.is_empty() {
-                "—".into()
-            } else {
-                ids.iter().map(|p| session.name(p)).collect::<Vec<_>>().join(", ")
-            }
-        };
-        let decided = match (&card.resolved, card.opened.decided_by) {
-            (Some(r), _) => outcome_text(r.outcome),
-            (None, DecidedBy::Consensus) => "everyone required must agree",
-            (None, DecidedBy::Holder) => "the turn holder decides",
-            (None, DecidedBy::Host) => "the host decides",
+        // The same words as `join`'s, from the vote's real state.
+        let words = session.vote_words(card);
+        let decided = match &card.resolved {
+            Some(r) => outcome_text(r.outcome).to_string(),
+            None => words.deciders.clone(),
         };
         match &card.opened.subject {
             VoteSubject::Plan { plan, on_approval } => {
@@ -1388,21 +1381,17 @@ impl RoundtableApp {
                 }
             }
         }
-        let question = matches!(card.opened.subject, VoteSubject::Question { .. });
-        ui.label(format!("{}: {}", if question { "Answered" } else { "Approved" }, names(card.approved())));
-        if !question {
-            ui.label(format!("Denied: {}", names(card.denied())));
+        for line in &words.ballots {
+            ui.label(line);
         }
-        if let Some(r) = &card.resolved {
-            ui.label(RichText::new(format!("Resolved: {}", resolution_text(r))).strong());
+        if let Some(outcome) = &words.outcome {
+            ui.label(RichText::new(format!("Resolved: {outcome}")).strong());
             return;
         }
-        ui.label(format!("Pending: {}", names(&card.pending())));
         if let Some(text) = self.model.deadline_text(card, wall_ms()) {
             ui.label(RichText::new(text).color(ui.visuals().warn_fg_color));
         }
-        let tool = matches!(card.opened.subject, VoteSubject::Tool { .. });
-        if self.model.is_host && !tool && card.opened.decided_by != DecidedBy::Host {
+        if self.model.is_host && words.host_may_overrule {
             ui.label(
                 RichText::new(
                     "As the host, your answer decides for everyone; the others' ballots are then not needed.",

@@ -17,6 +17,7 @@ use crate::ids::{ParticipantId, SessionId, VoteId, WorkspaceId};
 pub use crate::net::discovery::{NearbyChange, NearbyHost};
 use crate::net::link::{Link, LinkError};
 use crate::protocol::*;
+pub use roundtable_protocol::vote_status::{Names, VoteState};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Agent messages carry this author id.
@@ -210,6 +211,25 @@ impl VoteCard {
     pub fn is_open(&self) -> bool {
         self.resolved.is_none()
     }
+
+    /// The vote's real state, for [`VoteState`]'s words.
+    pub fn state(&self) -> VoteState<'_> {
+        VoteState { opened: &self.opened, progress: self.progress.as_ref(), resolved: self.resolved.as_ref() }
+    }
+}
+
+/// A vote's status in words (the same as `join`'s: [`crate::app::render`] uses the same
+/// [`VoteState`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VoteWords {
+    /// Who decides: "everyone must approve: Ann, Bob", "the host decides".
+    pub deciders: String,
+    /// "Approved: Ann", "Pending: Bob" — only lists with someone in them.
+    pub ballots: Vec<String>,
+    /// How it ended ("answered — Ann: yes · Bob: no"); `None` while open.
+    pub outcome: Option<String>,
+    /// Whether the host's ballot would overrule other required voters.
+    pub host_may_overrule: bool,
 }
 
 /// What the window knows of one session.
@@ -258,6 +278,19 @@ impl SessionState {
     /// The turn holder, if a turn runs.
     pub fn holder(&self) -> Option<&ParticipantId> {
         self.info.as_ref().and_then(|i| i.turn_holder.as_ref())
+    }
+
+    /// A vote card's status in words, naming people as this session knows them.
+    pub fn vote_words(&self, card: &VoteCard) -> VoteWords {
+        let name = |p: &ParticipantId| self.name(p);
+        let names = Names { name: &name, me: None };
+        let state = card.state();
+        VoteWords {
+            deciders: state.deciders(&names),
+            ballots: state.ballots(&names),
+            outcome: state.outcome(&names),
+            host_may_overrule: state.host_may_overrule(),
+        }
     }
 
     /// A participant's display name (its id when unknown).
@@ -1232,8 +1265,11 @@ fn apply_session_event(
                 Some(_) => SessionStatus::Running,
             };
             state.set_status(status);
-            let kind = state.votes.get(&r.vote_id).map_or("vote", |c| subject_noun(&c.opened.subject));
-            state.note(format!("{kind} {}", resolution_text(&r)));
+            if let Some(card) = state.votes.get(&r.vote_id) {
+                let kind = subject_noun(&card.opened.subject);
+                let outcome = state.vote_words(card).outcome.unwrap_or_default();
+                state.note(format!("{kind} {outcome}"));
+            }
         }
         Event::SessionUpdated(u) => {
             if let Some(info) = &mut state.info {
@@ -1331,33 +1367,6 @@ pub fn subject_noun(subject: &VoteSubject) -> &'static str {
         VoteSubject::Tool { .. } => "tool use",
         VoteSubject::Question { .. } => "question",
     }
-}
-
-/// How a vote ended, for people: "approved — the host decided for everyone", "denied — the
-/// deadline passed — Bob: too risky", "answered: red; small".
-pub fn resolution_text(r: &VoteResolved) -> String {
-    let by = match r.resolved_by.as_str() {
-        "consensus" => "everyone required agreed".to_string(),
-        "holder" => "the turn holder decided".to_string(),
-        "host" => "the host decided for everyone".to_string(),
-        "allow_list" => "allowed by the host's allow list".to_string(),
-        "deadline" => "the deadline passed".to_string(),
-        "system" => "closed without a decision".to_string(),
-        other => format!("by {other}"),
-    };
-    let by = match (r.outcome, r.resolved_by.as_str()) {
-        (VoteOutcome::Denied, "consensus") => "someone required denied".to_string(),
-        _ => by,
-    };
-    let mut text = outcome_text(r.outcome).to_string();
-    if !r.answers.is_empty() {
-        text.push_str(&format!(": {}", r.answers.join("; ")));
-    }
-    text.push_str(&format!(" — {by}"));
-    if let Some(reason) = &r.reason {
-        text.push_str(&format!(" — {reason}"));
-    }
-    text
 }
 
 /// Human text for a vote outcome.
