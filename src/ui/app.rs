@@ -1410,18 +1410,23 @@ impl RoundtableApp {
             VoteSubject::Question { questions } => {
                 let answers = self.answers.entry(id.clone()).or_insert_with(|| vec![String::new(); questions.len()]);
                 answers.resize(questions.len(), String::new());
+                // A single question of one choice is answered by clicking its option; several
+                // questions (or several choices) wait for Answer.
+                let single = matches!(questions.as_slice(), [q] if !q.multi_select);
+                let mut picked = false;
                 for (i, q) in questions.iter().enumerate() {
                     ui.horizontal_wrapped(|ui| {
                         for option in &q.options {
                             if ui.add(egui::Button::new(option).selected(answers[i] == *option)).clicked() {
                                 answers[i] = option.clone();
+                                picked = single;
                             }
                         }
                         ui.add(egui::TextEdit::singleline(&mut answers[i]).hint_text("answer").desired_width(160.0));
                     });
                 }
                 let ready = answers.iter().all(|a| !a.trim().is_empty());
-                if ui.add_enabled(ready, egui::Button::new("Answer")).clicked() {
+                if ui.add_enabled(ready, egui::Button::new("Answer")).clicked() || picked {
                     let answers = answers.iter().map(|a| a.trim().to_string()).collect();
                     self.call(Method::AnswerQuestion(AnswerQuestionParams { vote_id: id, answers }));
                 }
