@@ -1910,3 +1910,13 @@ fn a_message_resent_after_a_reconnect_and_refused_comes_back_to_the_composer() {
         )
         .is_some());
 }
+
+#[test]
+fn quote_puts_the_cursor_in_the_composer() {
+    let mut w = Window::new(false, joined_as("p2", "Bob", Role::Participant));
+    w.push(chat(5, "s1", ("p1", "Ann"), "don't touch the migrations"));
+    let focused = |w: &Window| w.harness.query_all_by_role(egui::accesskit::Role::TextInput).any(|n| n.is_focused());
+    assert!(!focused(&w));
+    w.click("Quote");
+    assert!(focused(&w), "after Quote the next thing typed goes into the prompt");
+}

@@ -235,6 +235,8 @@ pub struct RoundtableApp {
     pub confirm_revoke: Option<crate::ids::ShareId>,
     /// The rename field wants the keyboard focus (set when Rename is clicked).
     rename_focus: bool,
+    /// The composer wants the keyboard focus (set when Quote is clicked).
+    composer_focus: bool,
     /// The host's settings being edited; `None` until the host's settings arrive.
     pub settings_form: Option<SettingsForm>,
     /// The host's settings the form was last filled from.
@@ -288,6 +290,7 @@ impl RoundtableApp {
             confirm_kick: None,
             confirm_revoke: None,
             rename_focus: false,
+            composer_focus: false,
             settings_form: None,
             settings_base: None,
             show_sessions: true,
@@ -1171,6 +1174,8 @@ impl RoundtableApp {
                 self.quoted.push(line);
             }
             self.to_room = false;
+            // The prompt the quote goes into is what comes next.
+            self.composer_focus = true;
         }
         // Scrolling up to the top of a long conversation loads the page before it.
         let at_top = scroll.state.clamped_offset().y <= 0.0 && scroll.content_size.y > scroll.inner_rect.height();
@@ -1221,6 +1226,9 @@ impl RoundtableApp {
                         .hint_text(hint)
                         .desired_width((ui.available_width() - 170.0).max(120.0)),
                 );
+                if std::mem::take(&mut self.composer_focus) {
+                    edit.request_focus();
+                }
                 if edit.changed() && !self.composer.trim().is_empty() {
                     if let Some(method) = self.model.typing_call(wall_ms()) {
                         self.call(method);
