@@ -1920,3 +1920,29 @@ fn quote_puts_the_cursor_in_the_composer() {
     w.click("Quote");
     assert!(focused(&w), "after Quote the next thing typed goes into the prompt");
 }
+
+#[test]
+fn no_new_messages_line_above_messages_you_watched_arrive() {
+    let mut w = Window::new(false, joined_as("p2", "Bob", Role::Participant));
+    w.push(chat(5, "s1", ("p1", "Ann"), "hello while you look"));
+    assert!(w.harness.query_by_label("hello while you look").is_some());
+    assert!(w.harness.query_by_label("— new messages —").is_none(), "you watched it arrive");
+    assert_eq!(w.harness.state().model.sessions[&s1()].unread(Some(&"p2".into())), Some(0));
+    // Away (another window in front): what arrives then is new, and stays marked when you are back
+    // while more arrives under your eyes.
+    let mut m = model_with(joined_as("p2", "Bob", Role::Participant), false);
+    let me = Some(ParticipantId::from("p2"));
+    m.looking(true);
+    m.apply(chat(5, "s1", ("p1", "Ann"), "seen"));
+    m.looking(true);
+    assert_eq!(m.sessions[&s1()].first_new(me.as_ref()), None);
+    assert_eq!(m.sessions[&s1()].unread(me.as_ref()), Some(0));
+    m.looking(false);
+    m.apply(chat(6, "s1", ("p1", "Ann"), "while you were away"));
+    assert_eq!(m.sessions[&s1()].unread(me.as_ref()), Some(1));
+    m.looking(true);
+    m.apply(chat(7, "s1", ("p1", "Ann"), "and now"));
+    m.looking(true);
+    assert_eq!(m.sessions[&s1()].first_new(me.as_ref()), Some(6), "the line goes above what you missed");
+    assert_eq!(m.sessions[&s1()].unread(me.as_ref()), Some(0));
+}

@@ -431,6 +431,10 @@ impl RoundtableApp {
             self.show_people = !narrow;
             self.narrow = Some(narrow);
         }
+        // What you see in the chat tab of a window in front of you counts as read (before the
+        // sessions list counts unread messages).
+        let seen = self.tab == Tab::Chat && ui.ctx().input(|i| i.viewport().focused).unwrap_or(true);
+        self.model.looking(seen);
         egui::Panel::top("top").show(ui, |ui| self.top_bar(ui));
         let side = if narrow { 180.0 } else { 240.0 };
         if self.show_sessions {
@@ -456,8 +460,6 @@ impl RoundtableApp {
         });
         self.file_window(ui);
         let now = wall_ms();
-        // What you see in the chat tab of a window in front of you counts as read.
-        let seen = self.tab == Tab::Chat && ui.ctx().input(|i| i.viewport().focused).unwrap_or(true);
         if seen {
             if let Some(method) = self.model.mark_read_call(now) {
                 self.call(method);

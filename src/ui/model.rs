@@ -263,9 +263,17 @@ pub struct SessionState {
     pub loading_older: bool,
     /// Your read marker here: the last seq the host knows you have seen (`read_seq`).
     pub read_seq: u64,
-    /// Where the "new messages" line goes: the read marker as it was when you opened the
-    /// session (it stays put while you read on; `None` until the session is opened).
+    /// Where the "new messages" line goes: after what you had seen when you last came to the
+    /// session (opened it, or came back to the window), and only above what arrived while you
+    /// were away (up to [`SessionState::new_line_until`]); `None` until the session is opened.
     pub new_line_after: Option<u64>,
+    /// The last seq that had arrived when you came to the session: what arrives while you look
+    /// is not "new" (`None`: no bound yet).
+    pub new_line_until: Option<u64>,
+    /// Whether you are looking at this session now (shown, window focused, chat tab).
+    pub watching: bool,
+    /// The last seq shown to you while you looked.
+    pub seen_seq: u64,
     /// When `mark_read` was last sent (local ms).
     pub marked_at_ms: Option<u64>,
     /// Who else is typing here, until when (local ms).
@@ -310,10 +318,12 @@ impl SessionState {
             let last = self.info.as_ref().map_or(0, |i| i.last_seq);
             return if last > self.read_seq { None } else { Some(0) };
         }
+        // What arrived while you looked is read, whether or not the host has the marker yet.
+        let seen = self.read_seq.max(self.seen_seq);
         let count = self
             .timeline
             .iter()
-            .filter(|e| matches!(e, Entry::Message(m) if m.seq > self.read_seq && !is_me(me, &m.message.author_id)))
+            .filter(|e| matches!(e, Entry::Message(m) if m.seq > seen && !is_me(me, &m.message.author_id)))
             .count();
         Some(count)
     }
@@ -322,8 +332,11 @@ impl SessionState {
     /// message by someone else after the marker you had when you opened the session.
     pub fn first_new(&self, me: Option<&ParticipantId>) -> Option<u64> {
         let after = self.new_line_after?;
+        let arrived_away = |seq: u64| self.new_line_until.is_none_or(|until| seq <= until);
         self.timeline.iter().find_map(|e| match e {
-            Entry::Message(m) if m.seq > after && !is_me(me, &m.message.author_id) => Some(m.seq),
+            Entry::Message(m) if m.seq > after && arrived_away(m.seq) && !is_me(me, &m.message.author_id) => {
+                Some(m.seq)
+            }
             _ => None,
         })
     }
@@ -676,10 +689,36 @@ impl ViewModel {
     /// Shows `session` in the middle: its "new messages" line goes after the marker you have
     /// now.
     pub fn open(&mut self, session: SessionId) {
-        if let Some(state) = self.sessions.get_mut(&session) {
-            state.new_line_after = Some(state.read_seq);
+        for (id, state) in &mut self.sessions {
+            if *id == session {
+                state.new_line_after = Some(state.read_seq.max(state.seen_seq));
+                state.new_line_until = state.loaded.then_some(state.last_seq);
+                // Not loaded yet: the first frame that shows it starts the watch.
+                state.watching = state.loaded;
+            } else {
+                state.watching = false;
+            }
         }
         self.current = Some(session);
+    }
+
+    /// Whether you look at the session shown now (`seen`: window focused, chat tab), called
+    /// every frame before drawing. Coming to a session (or back to the window) puts the "new
+    /// messages" line after what you had seen, above only what arrived while you were away;
+    /// what arrives while you look is neither new nor unread, as in Slack.
+    pub fn looking(&mut self, seen: bool) {
+        let current = self.current.clone();
+        for (id, state) in &mut self.sessions {
+            let now = seen && state.loaded && current.as_ref() == Some(id);
+            if now && !state.watching {
+                state.new_line_after = Some(state.read_seq.max(state.seen_seq));
+                state.new_line_until = Some(state.last_seq);
+            }
+            if now {
+                state.seen_seq = state.last_seq;
+            }
+            state.watching = now;
+        }
     }
 
     /// The `mark_read` request for the session shown, when it has events after your marker and
