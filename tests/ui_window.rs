@@ -1946,3 +1946,14 @@ fn no_new_messages_line_above_messages_you_watched_arrive() {
     assert_eq!(m.sessions[&s1()].first_new(me.as_ref()), Some(6), "the line goes above what you missed");
     assert_eq!(m.sessions[&s1()].unread(me.as_ref()), Some(0));
 }
+
+#[test]
+fn a_prompt_with_quotes_shows_them_as_quotes_not_bare_markdown_lines() {
+    let mut updates = joined_as("p2", "Bob", Role::Participant);
+    updates.push(ev(json!({"event": "message", "session_id": "s1", "seq": 5, "payload": {"message_id": "m1",
+        "author_id": "p1", "author_name": "Ann", "text": "> Bob (room chat): don't touch the migrations\n\nrefactor the login"}})));
+    let w = Window::new(false, updates);
+    assert!(w.harness.query_by_label("refactor the login").is_some(), "the prompt itself");
+    assert!(w.harness.query_by_label("Quoting Bob (room chat): don't touch the migrations").is_some());
+    assert_eq!(w.harness.query_all_by_label_contains("> ").count(), 0, "no bare \"> \" line");
+}

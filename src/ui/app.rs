@@ -1144,7 +1144,15 @@ impl RoundtableApp {
                             if m.room {
                                 ui.label(RichText::new(&m.text).italics());
                             } else {
-                                ui.label(&m.text);
+                                // Quoted room chat ("> Ann (room chat): …" lines ahead of the
+                                // prompt, as Quote writes them) is shown as quotes.
+                                let (quotes, prompt) = split_quotes(&m.text);
+                                for q in quotes {
+                                    ui.label(RichText::new(format!("Quoting {q}")).italics().weak());
+                                }
+                                if !prompt.is_empty() {
+                                    ui.label(prompt);
+                                }
                             }
                             ui.add_space(6.0);
                         }
@@ -1748,6 +1756,19 @@ impl RoundtableApp {
             });
         });
     }
+}
+
+/// A prompt's leading `> ` lines (without the `> `) and the rest of it.
+fn split_quotes(text: &str) -> (Vec<&str>, &str) {
+    let mut quotes = Vec::new();
+    let mut rest = text;
+    while let Some(line) = rest.strip_prefix("> ") {
+        let (quote, tail) = line.split_once('\n').unwrap_or((line, ""));
+        quotes.push(quote);
+        rest = tail;
+    }
+    let prompt = if quotes.is_empty() { text } else { rest.trim_start_matches('\n') };
+    (quotes, prompt)
 }
 
 /// A long duration in words: `3 d 4 h`, `2 h 5 min`, or a clock under an hour (`4:05`).
