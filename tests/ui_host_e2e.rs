@@ -173,8 +173,10 @@ async fn remote_window_connects_from_a_link_and_chats_with_the_host() {
 
     // A host-only method from the remote window is refused and reported.
     act(&tx, Action::Call(Method::ListShares(Empty {})));
-    until(&mut app, "the refusal is reported", |m| m.status.as_ref().is_some_and(|s| s.text.contains("host-only")))
-        .await;
+    until(&mut app, "the refusal is reported", |m| {
+        m.status.as_ref().is_some_and(|s| s.text == "Could not list the links: only the host can do that")
+    })
+    .await;
 
     // Closing the window leaves the session (a departure, not a lost connection).
     drop((tx, app));

@@ -100,7 +100,11 @@ fn turn_held_by_someone_else_locks_the_composer_naming_the_holder() {
     assert!(host.can_cancel(), "the host may cancel anyone's turn");
 
     let ann = model_with([joined_as("p1", "Ann", Role::Participant), ann_takes_the_turn()].concat(), false);
-    assert_eq!(ann.composer_lock(), None, "the holder keeps the composer");
+    assert_eq!(
+        ann.composer_lock(),
+        Some(ComposerLock::OwnTurn),
+        "while the agent works on Ann's prompt she may talk to the room, not prompt again"
+    );
     assert!(ann.can_cancel());
 }
 
@@ -281,6 +285,15 @@ impl Window {
         self.all_calls().into_iter().filter(|m| !matches!(m, Method::MarkRead(_) | Method::Typing(_))).collect()
     }
 
+    /// The host accepts the messages among `calls` (the composer lets go of their text).
+    fn accept(&mut self, calls: &[Method]) {
+        for m in calls {
+            if let Method::SendMessage(p) | Method::SendChat(p) = m {
+                self.push(Update::Sent { client_msg_id: p.client_msg_id.clone() });
+            }
+        }
+    }
+
     /// Every protocol request sent so far.
     fn all_calls(&mut self) -> Vec<Method> {
         let mut out = Vec::new();
@@ -324,7 +337,9 @@ fn the_composer_switch_sends_to_the_agent_or_to_the_room() {
         w.harness.state_mut().composer = text.into();
         w.settle();
         w.click("Send");
-        w.calls()
+        let calls = w.calls();
+        w.accept(&calls);
+        calls
     };
     assert!(matches!(&send(&mut w, "fix the bug")[..], [Method::SendMessage(p)] if p.text == "fix the bug"));
     w.click("To the room");
@@ -369,7 +384,7 @@ fn clicking_approve_on_a_plan_card_sends_vote_plan() {
 }
 
 #[test]
-fn clicking_an_option_then_answer_sends_answer_question() {
+fn clicking_an_option_of_a_single_question_sends_answer_question() {
     let mut updates = [joined_as("p2", "Bob", Role::Participant), ann_takes_the_turn()].concat();
     updates.push(ev(
         json!({"event": "vote_opened", "session_id": "s1", "seq": 7, "payload": {"vote_id": "v2", "kind": "question",
@@ -379,10 +394,10 @@ fn clicking_an_option_then_answer_sends_answer_question() {
     let mut w = Window::new(false, updates);
     w.calls();
     w.click("no");
-    w.click("Answer");
     assert_eq!(
         w.calls(),
-        vec![Method::AnswerQuestion(AnswerQuestionParams { vote_id: VoteId::from("v2"), answers: vec!["no".into()] })]
+        vec![Method::AnswerQuestion(AnswerQuestionParams { vote_id: VoteId::from("v2"), answers: vec!["no".into()] })],
+        "one click on an option answers a single question (issue 26 item 5)"
     );
 }
 
@@ -1111,6 +1126,7 @@ fn quoting_room_chat_puts_the_lines_with_their_authors_in_the_next_prompt() {
     let calls = w.calls();
     let want = "> Ann (room chat): don't touch the migrations\n> Host (room chat): and keep the API stable\n\nrefactor the login";
     assert!(matches!(&calls[..], [Method::SendMessage(p)] if p.text == want), "{calls:?}");
+    w.accept(&calls);
     assert!(w.harness.query_by_label("Quoted in your next prompt:").is_none(), "quotes go with that prompt");
 }
 
@@ -1152,7 +1168,7 @@ fn a_turn_cancelled_while_its_vote_was_open_leaves_the_session_idle_in_either_or
 #[test]
 fn a_card_the_host_decided_says_so_and_lists_no_one_as_pending() {
     let mut w = Window::new(true, [joined_as("host", "Host", Role::Host), ann_takes_the_turn(), plan_vote()].concat());
-    assert!(w.harness.query_by_label("Plan (v1) — everyone required must agree").is_some());
+    assert!(w.harness.query_by_label("Plan (v1) — everyone must approve: Ann, Bob").is_some());
     assert!(
         w.harness
             .query_by_label("As the host, your answer decides for everyone; the others' ballots are then not needed.")
@@ -1162,7 +1178,7 @@ fn a_card_the_host_decided_says_so_and_lists_no_one_as_pending() {
     w.push(resolved(9, "approved", "host"));
     assert!(w.harness.query_by_label("Resolved: approved — the host decided for everyone").is_some());
     assert!(w.harness.query_by_label("Pending: Bob").is_none(), "no one is pending once decided");
-    assert!(w.harness.query_by_label("Plan (v1) — everyone required must agree").is_none());
+    assert!(w.harness.query_by_label("Plan (v1) — everyone must approve: Ann, Bob").is_none());
     assert!(w.harness.query_by_label("Plan (v1) — approved").is_some());
     assert!(
         w.harness.query_by_label("· plan approved — the host decided for everyone").is_some(),
@@ -1178,7 +1194,7 @@ fn a_lost_connection_empties_the_roster_names_the_reason_once_and_reconnecting_c
     let mut w = Window::new(false, joined_as("p2", "Bob", Role::Participant));
     assert_eq!(w.harness.state().model.sessions[&s1()].roster.len(), 3);
     w.push(ev(json!({"event": "closing", "payload": {"reason": "host_shutdown"}})));
-    w.push(Update::Failed { method: "send_message".into(), message: "connection lost".into() });
+    w.push(Update::Failed { method: "send_message".into(), code: None, message: "connection lost".into() });
     w.push(Update::Connection(ConnectionState::Reconnecting));
     let m = &w.harness.state().model;
     assert!(m.sessions[&s1()].roster.is_empty(), "nobody is known to be present while disconnected");
@@ -1207,14 +1223,19 @@ fn notices_go_away_by_themselves_and_errors_stay_until_dismissed() {
     m.apply_at(Update::Notice("link copied".into()), 1_000);
     let n = m.status.clone().unwrap();
     assert!(!n.error && n.shown(1_000) && !n.shown(1_000 + NOTICE_SHOWN_MS));
-    m.apply_at(Update::Failed { method: "rename_session".into(), message: "host-only".into() }, 1_000);
+    let host_only = || Update::Failed {
+        method: "rename_session".into(),
+        code: Some(ErrorCode::Forbidden),
+        message: "rename_session is a host-only method".into(),
+    };
+    m.apply_at(host_only(), 1_000);
     let n = m.status.clone().unwrap();
     assert!(n.error && n.shown(1_000 + 100 * NOTICE_SHOWN_MS));
     let mut w = Window::new(false, joined_as("p2", "Bob", Role::Participant));
-    w.push(Update::Failed { method: "rename_session".into(), message: "host-only".into() });
-    assert!(w.harness.query_by_label("rename_session: host-only").is_some());
+    w.push(host_only());
+    assert!(w.harness.query_by_label("Not renamed: only the host can do that").is_some());
     w.click("Dismiss");
-    assert!(w.harness.query_by_label("rename_session: host-only").is_none());
+    assert!(w.harness.query_by_label("Not renamed: only the host can do that").is_none());
 }
 
 #[test]
@@ -1285,11 +1306,10 @@ fn question_options_are_buttons_and_timestamps_show_beside_names() {
     updates.push(ev(json!({"event": "chat", "session_id": "s1", "seq": 8, "payload": {"message_id": "m8",
         "author_id": "p2", "author_name": "Bob", "text": "red please", "room": true, "at_ms": 1_796_047_400_000u64}})));
     let mut w = Window::new(false, updates);
+    w.calls();
     let red = w.harness.query_by_role_and_label(egui::accesskit::Role::Button, "red");
     red.expect("an option is a button").click();
     w.settle();
-    w.calls();
-    w.click("Answer");
     assert_eq!(
         w.calls(),
         vec![Method::AnswerQuestion(AnswerQuestionParams { vote_id: VoteId::from("v2"), answers: vec!["red".into()] })]
@@ -1813,4 +1833,250 @@ fn the_mint_form_starts_blank_after_a_link_is_made() {
     .unwrap();
     w.push(Update::Minted(result));
     assert_eq!(w.harness.state().mint.label, "");
+}
+
+// ------------------------------------------------------------------------------------------
+// Issue 26: nothing typed is lost; errors speak to people
+// ------------------------------------------------------------------------------------------
+
+#[test]
+fn the_turn_holder_is_offered_the_room_not_the_agent_while_their_turn_runs() {
+    for (me, name, role, is_host, turn) in [
+        ("p1", "Ann", Role::Participant, false, ann_takes_the_turn()),
+        (
+            "host",
+            "Host",
+            Role::Host,
+            true,
+            vec![ev(json!({"event": "turn_started", "session_id": "s1", "seq": 5,
+                "payload": {"turn_id": 1, "holder_id": "host", "holder_name": "Host"}}))],
+        ),
+    ] {
+        let mut w = Window::new(is_host, [joined_as(me, name, role), turn].concat());
+        assert!(w.harness.query_by_label("To the agent").is_none(), "{name} cannot prompt during their own turn");
+        assert!(
+            w.harness.query_by_label("The agent is working on your prompt — chat with the room").is_some(),
+            "{name} is told why"
+        );
+        assert!(w.harness.query_by_label("Cancel turn").is_some(), "{name} may still cancel");
+        w.calls();
+        w.harness.state_mut().composer = "while you work: the tests are in tests/".into();
+        w.settle();
+        w.click("Send");
+        let calls = w.calls();
+        assert!(matches!(&calls[..], [Method::SendChat(p)] if p.text.starts_with("while you work")), "{calls:?}");
+    }
+}
+
+#[test]
+fn the_composer_keeps_the_text_until_the_host_accepts_it() {
+    let mut w = Window::new(false, joined_as("p2", "Bob", Role::Participant));
+    w.calls();
+    w.harness.state_mut().composer = "fix the login".into();
+    w.settle();
+    w.click("Send");
+    let calls = w.calls();
+    assert!(matches!(&calls[..], [Method::SendMessage(p)] if p.text == "fix the login"), "{calls:?}");
+    assert_eq!(w.harness.state().composer, "fix the login", "nothing is cleared before the host accepts it");
+}
+
+// ------------------------------------------------------------------------------------------
+// Issue 26: a vote's card says what really happened, in the same words everywhere
+// ------------------------------------------------------------------------------------------
+
+fn question_vote(required: serde_json::Value) -> Update {
+    ev(json!({"event": "vote_opened", "session_id": "s1", "seq": 7, "payload": {"vote_id": "v2", "kind": "question",
+        "questions": [{"question": "Go ahead with the migration?", "options": ["yes", "no"]}],
+        "decided_by": "consensus", "required": required}}))
+}
+
+#[test]
+fn a_question_answered_differently_says_who_answered_what_not_that_everyone_agreed() {
+    let mut updates = [joined_as("p2", "Bob", Role::Participant), ann_takes_the_turn()].concat();
+    updates.push(question_vote(json!(["p1", "p2"])));
+    updates.push(ev(json!({"event": "vote_progress", "session_id": "s1", "seq": 8, "payload": {"vote_id": "v2",
+        "required": ["p1", "p2"], "approved": [], "denied": [], "answered": ["p1", "p2"], "pending": []}})));
+    updates.push(ev(json!({"event": "vote_resolved", "session_id": "s1", "seq": 9, "payload": {"vote_id": "v2",
+        "outcome": "answered", "answers": ["Ann: yes\nBob: no"], "resolved_by": "consensus"}})));
+    let w = Window::new(false, updates);
+    assert_eq!(w.harness.query_all_by_label_contains("agreed").count(), 0, "nobody agreed");
+    assert_eq!(w.harness.query_all_by_label_contains("consensus").count(), 0);
+    assert!(w.harness.query_by_label("Resolved: answered — Ann: yes · Bob: no").is_some(), "the card");
+    assert!(w.harness.query_by_label("· question answered — Ann: yes · Bob: no").is_some(), "the timeline");
+    // The same answer from both: still who answered what.
+    let mut updates = [joined_as("p2", "Bob", Role::Participant), ann_takes_the_turn()].concat();
+    updates.push(question_vote(json!(["p1", "p2"])));
+    updates.push(ev(json!({"event": "vote_resolved", "session_id": "s1", "seq": 8, "payload": {"vote_id": "v2",
+        "outcome": "answered", "answers": ["yes"], "resolved_by": "consensus"}})));
+    let w = Window::new(false, updates);
+    assert!(w.harness.query_by_label("Resolved: answered — Ann: yes · Bob: yes").is_some());
+}
+
+/// The host's own turn (nobody else can vote): a plan vote the host alone decides.
+fn host_turn_with_plan(decided_by: &str) -> Vec<Update> {
+    vec![
+        ev(json!({"event": "turn_started", "session_id": "s1", "seq": 5,
+            "payload": {"turn_id": 1, "holder_id": "host", "holder_name": "Host"}})),
+        ev(json!({"event": "vote_opened", "session_id": "s1", "seq": 6, "payload": {"vote_id": "v1", "kind": "plan",
+            "plan": "1. Read the code", "decided_by": decided_by, "required": []}})),
+    ]
+}
+
+#[test]
+fn a_card_the_host_alone_decides_lists_the_host_as_pending_and_no_empty_lists() {
+    for decided_by in ["holder", "consensus"] {
+        let mut w =
+            Window::new(true, [joined_as("host", "Host", Role::Host), host_turn_with_plan(decided_by)].concat());
+        assert!(w.harness.query_by_label("Plan (v1) — the host decides").is_some(), "{decided_by}: who decides");
+        assert!(w.harness.query_by_label("Pending: the host").is_some(), "{decided_by}: the host still has to decide");
+        for empty in ["Approved: —", "Denied: —", "Pending: —"] {
+            assert!(w.harness.query_by_label(empty).is_none(), "{decided_by}: {empty}");
+        }
+        assert_eq!(
+            w.harness.query_all_by_label_contains("your answer decides for everyone").count(),
+            0,
+            "{decided_by}: nobody else votes, so there is nobody to overrule"
+        );
+        w.push(ev(json!({"event": "vote_resolved", "session_id": "s1", "seq": 7, "payload": {"vote_id": "v1",
+            "outcome": "approved", "resolved_by": "host"}})));
+        assert!(w.harness.query_by_label("Resolved: approved — the host decided for everyone").is_some());
+        for empty in ["Approved: —", "Denied: —", "Pending: —", "Pending: the host"] {
+            assert!(w.harness.query_by_label(empty).is_none(), "{decided_by}: {empty}");
+        }
+    }
+}
+
+#[test]
+fn the_window_and_join_word_who_decides_alike() {
+    // The holder decides (no consensus) and the holder is Ann.
+    let mut updates = [joined_as("p2", "Bob", Role::Participant), ann_takes_the_turn()].concat();
+    let opened =
+        json!({"vote_id": "v1", "kind": "plan", "plan": "1. Fix it", "decided_by": "holder", "required": ["p1"]});
+    updates.push(ev(json!({"event": "vote_opened", "session_id": "s1", "seq": 7, "payload": opened})));
+    let w = Window::new(false, updates);
+    let join = roundtable::app::render::Renderer::new(true);
+    let card = join.vote_card(&serde_json::from_value(opened).unwrap());
+    // join knows no names here: Ann is "p1" to it.
+    assert!(card.contains("p1 decides, as the turn holder"), "{card}");
+    assert!(w.harness.query_by_label("Plan (v1) — Ann decides, as the turn holder").is_some());
+    assert!(w.harness.query_by_label("Pending: Ann").is_some());
+}
+
+#[test]
+fn a_refused_send_keeps_the_text_and_says_why_in_words_without_ids_or_method_names() {
+    let mut w = Window::new(false, joined_as("p2", "Bob", Role::Participant));
+    w.calls();
+    w.harness.state_mut().composer = "fix the login".into();
+    w.settle();
+    w.click("Send");
+    let calls = w.calls();
+    let Some(Method::SendMessage(sent)) = calls.first().cloned() else { panic!("{calls:?}") };
+    assert!(w.harness.query_by_label("Send").is_none(), "one message at a time: {calls:?}");
+    // Ann took the turn just before; the host refuses Bob's prompt.
+    for u in ann_takes_the_turn() {
+        w.push(u);
+    }
+    w.push(Update::SendFailed {
+        session_id: s1(),
+        client_msg_id: sent.client_msg_id.clone(),
+        text: sent.text.clone(),
+        code: Some(ErrorCode::TurnLocked),
+        message: "Ann (p1) holds the turn; wait until the agent finishes".into(),
+    });
+    assert_eq!(w.harness.state().composer, "fix the login", "the text is kept");
+    let said = "Ann has the turn; your message is kept until the agent finishes";
+    assert!(w.harness.query_by_label(said).is_some());
+    assert_eq!(w.harness.query_all_by_label_contains("send_message").count(), 0);
+    assert_eq!(w.harness.query_all_by_label_contains("(p1)").count(), 0);
+    // The turn ends; Bob sends again and the host accepts: only now the composer empties.
+    w.push(turn_ended(7, "completed"));
+    w.calls();
+    w.click("Send");
+    let calls = w.calls();
+    let Some(Method::SendMessage(again)) = calls.first().cloned() else { panic!("{calls:?}") };
+    assert_eq!(w.harness.state().composer, "fix the login");
+    w.push(Update::Sent { client_msg_id: again.client_msg_id });
+    assert_eq!(w.harness.state().composer, "", "accepted: the composer is free");
+
+    // Any other refusal is worded from its code, never the method or an id.
+    w.push(Update::Failed {
+        method: "rename_session".into(),
+        code: Some(ErrorCode::Forbidden),
+        message: "rename_session is a host-only method".into(),
+    });
+    assert!(w.harness.query_by_label("Not renamed: only the host can do that").is_some());
+    w.push(Update::Failed {
+        method: "vote_plan".into(),
+        code: Some(ErrorCode::StaleVote),
+        message: "vote v3 is already resolved".into(),
+    });
+    assert!(w.harness.query_by_label("Your vote was not counted: the vote was already decided").is_some());
+}
+
+#[test]
+fn a_message_resent_after_a_reconnect_and_refused_comes_back_to_the_composer() {
+    let mut w = Window::new(false, joined_as("p2", "Bob", Role::Participant));
+    w.harness.state_mut().composer = "and the tests".into();
+    w.settle();
+    w.push(Update::SendFailed {
+        session_id: s1(),
+        client_msg_id: "earlier-1".into(),
+        text: "fix the login".into(),
+        code: Some(ErrorCode::StorageUnavailable),
+        message: "storage unavailable".into(),
+    });
+    assert_eq!(w.harness.state().composer, "fix the login\nand the tests");
+    assert!(w
+        .harness
+        .query_by_label(
+            "Not sent: the host cannot store anything right now; try again in a moment; your message is kept"
+        )
+        .is_some());
+}
+
+#[test]
+fn quote_puts_the_cursor_in_the_composer() {
+    let mut w = Window::new(false, joined_as("p2", "Bob", Role::Participant));
+    w.push(chat(5, "s1", ("p1", "Ann"), "don't touch the migrations"));
+    let focused = |w: &Window| w.harness.query_all_by_role(egui::accesskit::Role::TextInput).any(|n| n.is_focused());
+    assert!(!focused(&w));
+    w.click("Quote");
+    assert!(focused(&w), "after Quote the next thing typed goes into the prompt");
+}
+
+#[test]
+fn no_new_messages_line_above_messages_you_watched_arrive() {
+    let mut w = Window::new(false, joined_as("p2", "Bob", Role::Participant));
+    w.push(chat(5, "s1", ("p1", "Ann"), "hello while you look"));
+    assert!(w.harness.query_by_label("hello while you look").is_some());
+    assert!(w.harness.query_by_label("— new messages —").is_none(), "you watched it arrive");
+    assert_eq!(w.harness.state().model.sessions[&s1()].unread(Some(&"p2".into())), Some(0));
+    // Away (another window in front): what arrives then is new, and stays marked when you are back
+    // while more arrives under your eyes.
+    let mut m = model_with(joined_as("p2", "Bob", Role::Participant), false);
+    let me = Some(ParticipantId::from("p2"));
+    m.looking(true);
+    m.apply(chat(5, "s1", ("p1", "Ann"), "seen"));
+    m.looking(true);
+    assert_eq!(m.sessions[&s1()].first_new(me.as_ref()), None);
+    assert_eq!(m.sessions[&s1()].unread(me.as_ref()), Some(0));
+    m.looking(false);
+    m.apply(chat(6, "s1", ("p1", "Ann"), "while you were away"));
+    assert_eq!(m.sessions[&s1()].unread(me.as_ref()), Some(1));
+    m.looking(true);
+    m.apply(chat(7, "s1", ("p1", "Ann"), "and now"));
+    m.looking(true);
+    assert_eq!(m.sessions[&s1()].first_new(me.as_ref()), Some(6), "the line goes above what you missed");
+    assert_eq!(m.sessions[&s1()].unread(me.as_ref()), Some(0));
+}
+
+#[test]
+fn a_prompt_with_quotes_shows_them_as_quotes_not_bare_markdown_lines() {
+    let mut updates = joined_as("p2", "Bob", Role::Participant);
+    updates.push(ev(json!({"event": "message", "session_id": "s1", "seq": 5, "payload": {"message_id": "m1",
+        "author_id": "p1", "author_name": "Ann", "text": "> Bob (room chat): don't touch the migrations\n\nrefactor the login"}})));
+    let w = Window::new(false, updates);
+    assert!(w.harness.query_by_label("refactor the login").is_some(), "the prompt itself");
+    assert!(w.harness.query_by_label("Quoting Bob (room chat): don't touch the migrations").is_some());
+    assert_eq!(w.harness.query_all_by_label_contains("> ").count(), 0, "no bare \"> \" line");
 }

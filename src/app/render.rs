@@ -7,6 +7,7 @@
 
 use crate::ids::{ParticipantId, SessionId, VoteId};
 use crate::protocol::*;
+use roundtable_protocol::vote_status::{Names, VoteState};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
@@ -20,6 +21,8 @@ pub struct SessionView {
     pub roster: BTreeMap<ParticipantId, RosterEntry>,
     /// Open votes, by id.
     pub votes: BTreeMap<VoteId, VoteOpened>,
+    /// The latest progress of each open vote.
+    pub progress: BTreeMap<VoteId, VoteProgress>,
     /// Agent text streamed in the running turn (and already printed when streaming inline).
     pub streamed: String,
     pub turn_holder: Option<ParticipantId>,
@@ -304,45 +307,27 @@ impl Renderer {
                 Some(self.vote_card(v))
             }
             Event::VoteProgress(p) => {
-                let names = |ids: &[ParticipantId]| ids.iter().map(|i| self.name_you(i)).collect::<Vec<_>>().join(", ");
-                let mut s = format!("* vote {}:", p.vote_id);
-                if !p.approved.is_empty() {
-                    let _ = write!(s, " approved by {};", names(&p.approved));
-                }
-                if !p.denied.is_empty() {
-                    let _ = write!(s, " denied by {};", names(&p.denied));
-                }
-                if !p.answered.is_empty() {
-                    let _ = write!(s, " answered by {};", names(&p.answered));
-                }
-                if p.pending.is_empty() {
-                    s.push_str(" nobody pending");
-                } else {
-                    let _ = write!(s, " waiting for {}", names(&p.pending));
-                }
-                Some(s)
+                let view = self.sessions.entry(sid).or_default();
+                view.progress.insert(p.vote_id.clone(), p.clone());
+                let opened = view.votes.get(&p.vote_id).cloned().unwrap_or_else(|| VoteOpened {
+                    required: p.required.clone(),
+                    ..unknown_vote(&p.vote_id, !p.answered.is_empty())
+                });
+                let state = VoteState { opened: &opened, progress: Some(p), resolved: None };
+                let name = |id: &ParticipantId| self.name(id);
+                let ballots = state.ballots(&Names { name: &name, me: self.me.as_ref() });
+                Some(format!("* vote {}: {}", p.vote_id, ballots.join("; ")))
             }
             Event::VoteResolved(r) => {
-                self.sessions.entry(sid).or_default().votes.remove(&r.vote_id);
-                let by = match r.resolved_by.as_str() {
-                    "consensus" => " by consensus".to_string(),
-                    "deadline" => " at the deadline".to_string(),
-                    "system" => String::new(),
-                    pid => format!(" by {}", self.name(&ParticipantId::from(pid))),
-                };
-                let mut s = match r.outcome {
-                    VoteOutcome::Approved => format!("* vote {} approved{by}", r.vote_id),
-                    VoteOutcome::Denied => format!("* vote {} denied{by}", r.vote_id),
-                    VoteOutcome::Answered => format!("* vote {} answered{by}", r.vote_id),
-                };
-                if let Some(reason) = &r.reason {
-                    let _ = write!(s, ": {reason}");
-                }
-                for a in &r.answers {
-                    // A multi-line answer keeps its lines under the "answer:" label.
-                    let _ = write!(s, "\n  answer: {}", a.replace('\n', "\n          "));
-                }
-                Some(s)
+                let view = self.sessions.entry(sid).or_default();
+                let opened = view.votes.remove(&r.vote_id);
+                let progress = view.progress.remove(&r.vote_id);
+                let opened = opened.unwrap_or_else(|| unknown_vote(&r.vote_id, r.outcome == VoteOutcome::Answered));
+                let state = VoteState { opened: &opened, progress: progress.as_ref(), resolved: Some(r) };
+                let name = |id: &ParticipantId| self.name(id);
+                let outcome = state.outcome(&Names { name: &name, me: self.me.as_ref() }).unwrap_or_default();
+                // A multi-line answer or reason stays indented under the vote's line.
+                Some(format!("* vote {} {}", r.vote_id, outcome.replace('\n', "\n  ")))
             }
             Event::SessionUpdated(u) => {
                 let view = self.sessions.entry(sid.clone()).or_default();
@@ -364,6 +349,7 @@ impl Renderer {
             Event::HistoryReplaced(h) => {
                 let view = self.sessions.entry(sid).or_default();
                 view.votes.clear();
+                view.progress.clear();
                 view.streamed.clear();
                 Some(format!("* the host replaced the history ({}); reloading", h.reason))
             }
@@ -391,21 +377,8 @@ impl Renderer {
 
     /// A vote card: what is decided, who decides, and how to vote.
     pub fn vote_card(&self, v: &VoteOpened) -> String {
-        let deciders = match v.decided_by {
-            DecidedBy::Consensus => {
-                let names: Vec<String> = v.required.iter().map(|p| self.name_you(p)).collect();
-                if names.is_empty() {
-                    "nobody else can vote: waits for the host".to_string()
-                } else {
-                    format!("needs everyone: {}", names.join(", "))
-                }
-            }
-            DecidedBy::Holder => {
-                let names: Vec<String> = v.required.iter().map(|p| self.name_you(p)).collect();
-                format!("decided by {}", if names.is_empty() { "the host".to_string() } else { names.join(", ") })
-            }
-            DecidedBy::Host => "decided by the host".to_string(),
-        };
+        let name = |id: &ParticipantId| self.name(id);
+        let deciders = VoteState::opened(v).deciders(&Names { name: &name, me: self.me.as_ref() });
         // `None`: no voting hints (the host's activity log).
         let mine = self.me.as_ref().map(|me| v.required.contains(me));
         let mut s = String::new();
@@ -500,6 +473,7 @@ impl Renderer {
         let mut out = self.joined(&snap.session, &snap.roster);
         let view = self.sessions.entry(sid.clone()).or_default();
         view.votes = snap.votes.iter().map(|v| (v.vote_id.clone(), v.clone())).collect();
+        view.progress.clear();
         view.streamed = snap.streaming_text.clone();
         let skipped = snap.messages.len().saturating_sub(SNAPSHOT_TAIL);
         view.oldest_shown = snap.messages.get(skipped).map(|m| m.seq);
@@ -523,6 +497,22 @@ impl Renderer {
             }
         }
         out.trim_end_matches('\n').to_string()
+    }
+}
+
+/// A vote known only by its id (its `vote_opened` was not seen): worded from what the frame
+/// says.
+fn unknown_vote(vote_id: &VoteId, question: bool) -> VoteOpened {
+    VoteOpened {
+        vote_id: vote_id.clone(),
+        subject: if question {
+            VoteSubject::Question { questions: Vec::new() }
+        } else {
+            VoteSubject::Plan { plan: String::new(), on_approval: None }
+        },
+        decided_by: DecidedBy::Consensus,
+        required: Vec::new(),
+        deadline_ms: None,
     }
 }
 
@@ -649,7 +639,7 @@ mod tests {
             deadline_ms: None,
         };
         let card = r.vote_card(&v);
-        assert!(card.contains("waits for the host"), "{card}");
+        assert!(card.contains("the host decides"), "{card}");
         assert!(!card.contains("needs everyone: )"), "{card}");
     }
 
@@ -832,7 +822,7 @@ mod tests {
             answers: vec!["yes\nbut keep the old flag".into()],
             resolved_by: "consensus".into(),
         })));
-        assert!(out.contains("\n  answer: yes\n          but keep the old flag"), "{out}");
+        assert!(out.contains("answered — yes\n  but keep the old flag"), "{out}");
     }
 
     #[test]
@@ -869,5 +859,58 @@ mod tests {
         })));
         assert!(out.contains("1. do it") && out.contains("/approve") && out.contains("/deny"), "{out}");
         assert!(out.contains("(Approving lets the agent edit files.)"), "the card says what approval means: {out}");
+    }
+
+    #[test]
+    fn a_question_answered_differently_says_who_answered_what() {
+        // Issue 26 item 2: "answered by consensus" for Ann's yes and Bob's no.
+        let mut r = Renderer::new(true);
+        let info = SessionInfo {
+            id: SessionId::nth(1),
+            workspace_id: "w1".into(),
+            title: "Session 1".into(),
+            status: SessionStatus::Running,
+            turn_holder: Some(ParticipantId::from("p1")),
+            participant_count: 2,
+            agent: "demo".into(),
+            last_seq: 0,
+            plan_first: false,
+            read_seq: None,
+            agent_settings: Default::default(),
+        };
+        r.joined(&info, &[entry("p1", "Ann", false), entry("p2", "Bob", true)]);
+        let (ann, bob) = (ParticipantId::from("p1"), ParticipantId::from("p2"));
+        let card = r.event(&frame(Event::VoteOpened(VoteOpened {
+            vote_id: VoteId::nth(1),
+            subject: VoteSubject::Question {
+                questions: vec![Question {
+                    question: "Go?".into(),
+                    options: vec!["yes".into(), "no".into()],
+                    multi_select: false,
+                }],
+            },
+            decided_by: DecidedBy::Consensus,
+            required: vec![ann.clone(), bob.clone()],
+            deadline_ms: None,
+        })));
+        assert!(!card.contains("must agree") && !card.contains("consensus"), "{card}");
+        let progress = r.event(&frame(Event::VoteProgress(VoteProgress {
+            vote_id: VoteId::nth(1),
+            required: vec![ann.clone(), bob.clone()],
+            approved: vec![],
+            denied: vec![],
+            answered: vec![ann, bob],
+            pending: vec![],
+        })));
+        assert!(!progress.contains("approved"), "{progress}");
+        let out = r.event(&frame(Event::VoteResolved(VoteResolved {
+            vote_id: VoteId::nth(1),
+            outcome: VoteOutcome::Answered,
+            reason: None,
+            answers: vec!["Ann: yes\nBob: no".into()],
+            resolved_by: "consensus".into(),
+        })));
+        assert!(out.contains("answered — Ann: yes · Bob (you): no"), "{out}");
+        assert!(!out.contains("consensus"), "{out}");
     }
 }

@@ -217,6 +217,10 @@ pub struct RoundtableApp {
     pub to_room: bool,
     /// Room chat lines quoted into the next prompt: (author, text), in the order picked.
     pub quoted: Vec<(String, String)>,
+    /// The message sent from the composer and not answered yet: its `client_msg_id` and the text
+    /// typed, and whether it went to the room. The composer keeps the text until the host
+    /// accepts it ([`Update::Sent`]); a refusal leaves it there ([`Update::SendFailed`]).
+    pub sending: Option<(String, String, bool)>,
     /// Deny reasons being typed, per vote.
     pub deny_reasons: BTreeMap<VoteId, String>,
     /// Answers being chosen, per vote (one per question).
@@ -236,6 +240,8 @@ pub struct RoundtableApp {
     pub confirm_revoke: Option<crate::ids::ShareId>,
     /// The rename field wants the keyboard focus (set when Rename is clicked).
     rename_focus: bool,
+    /// The composer wants the keyboard focus (set when Quote is clicked).
+    composer_focus: bool,
     /// The host's settings being edited; `None` until the host's settings arrive.
     pub settings_form: Option<SettingsForm>,
     /// The host's settings the form was last filled from.
@@ -278,6 +284,7 @@ impl RoundtableApp {
             composer: String::new(),
             to_room: false,
             quoted: Vec::new(),
+            sending: None,
             deny_reasons: BTreeMap::new(),
             answers: BTreeMap::new(),
             mint: MintForm::default(),
@@ -288,6 +295,7 @@ impl RoundtableApp {
             confirm_kick: None,
             confirm_revoke: None,
             rename_focus: false,
+            composer_focus: false,
             settings_form: None,
             settings_base: None,
             show_sessions: true,
@@ -358,6 +366,7 @@ impl RoundtableApp {
                     }
                 }
             }
+            self.composer_answer(&update);
             self.model.apply(update);
         }
         // Ticked by default: the only workspace, or else the one of the session shown.
@@ -366,6 +375,38 @@ impl RoundtableApp {
         for w in &known {
             let tick = known.len() == 1 || shown.as_ref() == Some(w);
             self.mint.workspaces.entry(w.clone()).or_insert(tick);
+        }
+    }
+
+    /// The host's answer to a message sent from the composer: accepted, the typed text (and the
+    /// quotes that went with it) leave the composer; refused, the text stays — or comes back,
+    /// for a message resent after a reconnect.
+    fn composer_answer(&mut self, update: &Update) {
+        match update {
+            Update::Sent { client_msg_id } => {
+                if let Some((_, typed, room)) = self.sending.take_if(|(id, _, _)| id == client_msg_id) {
+                    // Whatever was typed after pressing Send stays (and text edited since, too).
+                    if let Some(rest) = self.composer.strip_prefix(typed.as_str()) {
+                        self.composer = rest.trim_start().to_string();
+                    }
+                    if !room {
+                        // The quotes went with the prompt.
+                        self.quoted.clear();
+                    }
+                }
+            }
+            Update::SendFailed { client_msg_id, text, .. } => {
+                // Ours: the text never left the composer.
+                let ours = self.sending.take_if(|(id, _, _)| id == client_msg_id).is_some();
+                if !ours && !self.composer.contains(text.as_str()) {
+                    self.composer = if self.composer.trim().is_empty() {
+                        text.clone()
+                    } else {
+                        format!("{text}\n{}", self.composer)
+                    };
+                }
+            }
+            _ => {}
         }
     }
 
@@ -395,6 +436,10 @@ impl RoundtableApp {
             self.show_people = !narrow;
             self.narrow = Some(narrow);
         }
+        // What you see in the chat tab of a window in front of you counts as read (before the
+        // sessions list counts unread messages).
+        let seen = self.tab == Tab::Chat && ui.ctx().input(|i| i.viewport().focused).unwrap_or(true);
+        self.model.looking(seen);
         egui::Panel::top("top").show(ui, |ui| self.top_bar(ui));
         let side = if narrow { 180.0 } else { 240.0 };
         if self.show_sessions {
@@ -420,8 +465,6 @@ impl RoundtableApp {
         });
         self.file_window(ui);
         let now = wall_ms();
-        // What you see in the chat tab of a window in front of you counts as read.
-        let seen = self.tab == Tab::Chat && ui.ctx().input(|i| i.viewport().focused).unwrap_or(true);
         if seen {
             if let Some(method) = self.model.mark_read_call(now) {
                 self.call(method);
@@ -1129,7 +1172,15 @@ impl RoundtableApp {
                             if m.room {
                                 ui.label(RichText::new(&m.text).italics());
                             } else {
-                                ui.label(&m.text);
+                                // Quoted room chat ("> Ann (room chat): …" lines ahead of the
+                                // prompt, as Quote writes them) is shown as quotes.
+                                let (quotes, prompt) = split_quotes(&m.text);
+                                for q in quotes {
+                                    ui.label(RichText::new(format!("Quoting {q}")).italics().weak());
+                                }
+                                if !prompt.is_empty() {
+                                    ui.label(prompt);
+                                }
                             }
                             ui.add_space(6.0);
                         }
@@ -1161,6 +1212,8 @@ impl RoundtableApp {
                 self.quoted.push(line);
             }
             self.to_room = false;
+            // The prompt the quote goes into is what comes next.
+            self.composer_focus = true;
         }
         // Scrolling up to the top of a long conversation loads the page before it.
         let at_top = scroll.state.clamped_offset().y <= 0.0 && scroll.content_size.y > scroll.inner_rect.height();
@@ -1172,12 +1225,13 @@ impl RoundtableApp {
     }
 
     /// The composer: to the agent (a prompt, which takes the turn) or to the room (people only).
-    /// While someone else holds the turn it offers the room instead of going away; observers,
-    /// muted people and a window offline get only the reason.
+    /// While a turn runs — someone else's, or your own while the agent works on your prompt — it
+    /// offers the room instead of going away; observers, muted people and a window offline get
+    /// only the reason. The text stays in the composer until the host accepts it.
     fn composer(&mut self, ui: &mut egui::Ui, session_id: &SessionId) {
         let lock = self.model.composer_lock();
         let can_cancel = self.model.can_cancel();
-        let waiting = matches!(lock, Some(ComposerLock::WaitingFor(_)));
+        let turn_runs = matches!(lock, Some(ComposerLock::WaitingFor(_) | ComposerLock::OwnTurn));
         if !self.quoted.is_empty() && lock.is_none() && !self.to_room {
             let mut clear = false;
             ui.horizontal_wrapped(|ui| {
@@ -1201,8 +1255,8 @@ impl RoundtableApp {
                 ui.selectable_value(&mut self.to_room, true, "To the room")
                     .on_hover_text("Room chat: the people in this session read it; the agent never does");
             }
-            if lock.is_none() || waiting {
-                let room = waiting || self.to_room;
+            if lock.is_none() || turn_runs {
+                let room = turn_runs || self.to_room;
                 let hint =
                     if room { "Message to the room (not the agent)" } else { "Message to the agent (starts a turn)" };
                 let edit = ui.add(
@@ -1210,25 +1264,25 @@ impl RoundtableApp {
                         .hint_text(hint)
                         .desired_width((ui.available_width() - 170.0).max(120.0)),
                 );
+                if std::mem::take(&mut self.composer_focus) {
+                    edit.request_focus();
+                }
                 if edit.changed() && !self.composer.trim().is_empty() {
                     if let Some(method) = self.model.typing_call(wall_ms()) {
                         self.call(method);
                     }
                 }
                 let enter = edit.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
-                if (ui.button("Send").clicked() || enter) && !self.composer.trim().is_empty() {
+                // One message at a time: the next waits for the host's answer to this one.
+                let idle = self.sending.is_none();
+                let send = ui.add_enabled(idle, egui::Button::new(if idle { "Send" } else { "Sending…" })).clicked();
+                if (send || (enter && idle)) && !self.composer.trim().is_empty() {
                     self.sent += 1;
-                    let typed = std::mem::take(&mut self.composer);
-                    let text = if room {
-                        typed
-                    } else {
-                        crate::app::join::quote_into(&std::mem::take(&mut self.quoted), &typed)
-                    };
-                    let params = SendMessageParams {
-                        session_id: session_id.clone(),
-                        text,
-                        client_msg_id: format!("{}-{}", self.tag, self.sent),
-                    };
+                    let typed = self.composer.clone();
+                    let text = if room { typed.clone() } else { crate::app::join::quote_into(&self.quoted, &typed) };
+                    let client_msg_id = format!("{}-{}", self.tag, self.sent);
+                    let params = SendMessageParams { session_id: session_id.clone(), text, client_msg_id };
+                    self.sending = Some((params.client_msg_id.clone(), typed, room));
                     self.call(if room { Method::SendChat(params) } else { Method::SendMessage(params) });
                     edit.request_focus();
                 }
@@ -1333,18 +1387,11 @@ impl RoundtableApp {
 
     fn vote_card(&mut self, ui: &mut egui::Ui, session: &SessionState, card: &VoteCard) {
         let id = card.opened.vote_id.clone();
-        let names = |ids: &[ParticipantId]| -> String {
-            if ids.is_empty() {
-                "—".into()
-            } else {
-                ids.iter().map(|p| session.name(p)).collect::<Vec<_>>().join(", ")
-            }
-        };
-        let decided = match (&card.resolved, card.opened.decided_by) {
-            (Some(r), _) => outcome_text(r.outcome),
-            (None, DecidedBy::Consensus) => "everyone required must agree",
-            (None, DecidedBy::Holder) => "the turn holder decides",
-            (None, DecidedBy::Host) => "the host decides",
+        // The same words as `join`'s, from the vote's real state.
+        let words = session.vote_words(card);
+        let decided = match &card.resolved {
+            Some(r) => outcome_text(r.outcome).to_string(),
+            None => words.deciders.clone(),
         };
         match &card.opened.subject {
             VoteSubject::Plan { plan, on_approval } => {
@@ -1380,21 +1427,17 @@ impl RoundtableApp {
                 }
             }
         }
-        let question = matches!(card.opened.subject, VoteSubject::Question { .. });
-        ui.label(format!("{}: {}", if question { "Answered" } else { "Approved" }, names(card.approved())));
-        if !question {
-            ui.label(format!("Denied: {}", names(card.denied())));
+        for line in &words.ballots {
+            ui.label(line);
         }
-        if let Some(r) = &card.resolved {
-            ui.label(RichText::new(format!("Resolved: {}", resolution_text(r))).strong());
+        if let Some(outcome) = &words.outcome {
+            ui.label(RichText::new(format!("Resolved: {outcome}")).strong());
             return;
         }
-        ui.label(format!("Pending: {}", names(&card.pending())));
         if let Some(text) = self.model.deadline_text(card, wall_ms()) {
             ui.label(RichText::new(text).color(ui.visuals().warn_fg_color));
         }
-        let tool = matches!(card.opened.subject, VoteSubject::Tool { .. });
-        if self.model.is_host && !tool && card.opened.decided_by != DecidedBy::Host {
+        if self.model.is_host && words.host_may_overrule {
             ui.label(
                 RichText::new(
                     "As the host, your answer decides for everyone; the others' ballots are then not needed.",
@@ -1413,18 +1456,23 @@ impl RoundtableApp {
             VoteSubject::Question { questions } => {
                 let answers = self.answers.entry(id.clone()).or_insert_with(|| vec![String::new(); questions.len()]);
                 answers.resize(questions.len(), String::new());
+                // A single question of one choice is answered by clicking its option; several
+                // questions (or several choices) wait for Answer.
+                let single = matches!(questions.as_slice(), [q] if !q.multi_select);
+                let mut picked = false;
                 for (i, q) in questions.iter().enumerate() {
                     ui.horizontal_wrapped(|ui| {
                         for option in &q.options {
                             if ui.add(egui::Button::new(option).selected(answers[i] == *option)).clicked() {
                                 answers[i] = option.clone();
+                                picked = single;
                             }
                         }
                         ui.add(egui::TextEdit::singleline(&mut answers[i]).hint_text("answer").desired_width(160.0));
                     });
                 }
                 let ready = answers.iter().all(|a| !a.trim().is_empty());
-                if ui.add_enabled(ready, egui::Button::new("Answer")).clicked() {
+                if ui.add_enabled(ready, egui::Button::new("Answer")).clicked() || picked {
                     let answers = answers.iter().map(|a| a.trim().to_string()).collect();
                     self.call(Method::AnswerQuestion(AnswerQuestionParams { vote_id: id, answers }));
                 }
@@ -1754,6 +1802,19 @@ impl RoundtableApp {
             });
         });
     }
+}
+
+/// A prompt's leading `> ` lines (without the `> `) and the rest of it.
+fn split_quotes(text: &str) -> (Vec<&str>, &str) {
+    let mut quotes = Vec::new();
+    let mut rest = text;
+    while let Some(line) = rest.strip_prefix("> ") {
+        let (quote, tail) = line.split_once('\n').unwrap_or((line, ""));
+        quotes.push(quote);
+        rest = tail;
+    }
+    let prompt = if quotes.is_empty() { text } else { rest.trim_start_matches('\n') };
+    (quotes, prompt)
 }
 
 /// A long duration in words: `3 d 4 h`, `2 h 5 min`, or a clock under an hour (`4:05`).

@@ -59,11 +59,35 @@ impl Outbox {
     }
 
     fn failed(&self, method: &str, error: &ClientError) {
-        let message = match error {
-            ClientError::Protocol(p) => p.message.clone(),
-            other => other.to_string(),
-        };
-        self.send(Update::Failed { method: method.to_string(), message });
+        self.send(Update::Failed { method: method.to_string(), code: error.code(), message: error_message(error) });
+    }
+
+    /// A result the window could not read (the host answered something unexpected).
+    fn unreadable(&self, method: &str) {
+        self.send(Update::Failed {
+            method: method.to_string(),
+            code: None,
+            message: "the host's answer could not be read".into(),
+        });
+    }
+
+    /// A message from the composer was accepted, or kept for a resend.
+    fn sent(&self, method: &Method) {
+        if let Method::SendMessage(p) | Method::SendChat(p) = method {
+            self.send(Update::Sent { client_msg_id: p.client_msg_id.clone() });
+        }
+    }
+}
+
+/// What went wrong, for people, when it was not the host's answer (the window words the host's
+/// error codes itself): never a method name.
+fn error_message(error: &ClientError) -> String {
+    match error {
+        ClientError::Protocol(p) => p.message.clone(),
+        ClientError::Timeout { .. } => "the host did not answer in time".into(),
+        ClientError::BadResult { .. } => "the host's answer could not be read".into(),
+        ClientError::Closed(_) => "the connection to the host is closed".into(),
+        other => other.to_string(),
     }
 }
 
@@ -236,12 +260,23 @@ impl Worker {
             Err(e) => {
                 if let (true, Some(unsent)) = (is_send(&method), &self.unsent) {
                     if !matches!(e, ClientError::Protocol(_)) {
+                        self.out.sent(&method);
                         unsent.lock().expect("unsent lock").push(method);
                         self.out.send(Update::Notice(
                             "not delivered yet; it will be sent when the connection is back".into(),
                         ));
                         return;
                     }
+                }
+                if let Method::SendMessage(p) | Method::SendChat(p) = &method {
+                    // The composer keeps (or gets back) the text.
+                    return self.out.send(Update::SendFailed {
+                        session_id: p.session_id.clone(),
+                        client_msg_id: p.client_msg_id.clone(),
+                        text: p.text.clone(),
+                        code: e.code(),
+                        message: error_message(&e),
+                    });
                 }
                 if is_background(&method) {
                     // Nothing the person asked for: a refused marker or typing note is not news.
@@ -252,17 +287,18 @@ impl Worker {
             }
         };
         match method {
+            Method::SendMessage(_) | Method::SendChat(_) => self.out.sent(&method),
             Method::MintShare(_) | Method::RotateShare(_) => {
                 match serde_json::from_value::<MintShareResult>(value) {
                     Ok(m) => self.out.send(Update::Minted(m)),
-                    Err(e) => self.out.send(Update::Failed { method: name.into(), message: e.to_string() }),
+                    Err(_) => self.out.unreadable(name),
                 }
                 self.refresh_shares().await;
             }
             Method::RevokeShare(_) => self.refresh_shares().await,
             Method::FetchHistory(params) => match serde_json::from_value::<FetchHistoryResult>(value) {
                 Ok(page) => self.out.send(Update::HistoryPage { session_id: params.session_id, page }),
-                Err(e) => self.out.send(Update::Failed { method: name.into(), message: e.to_string() }),
+                Err(_) => self.out.unreadable(name),
             },
             Method::CreateSession(_) | Method::ForkSession(_) => match serde_json::from_value::<SessionInfo>(value) {
                 Ok(info) => {
@@ -271,7 +307,7 @@ impl Worker {
                     // A new session (or the fork) is what the person wants to see next.
                     self.out.send(Update::Open(info.id));
                 }
-                Err(e) => self.out.send(Update::Failed { method: name.into(), message: e.to_string() }),
+                Err(_) => self.out.unreadable(name),
             },
             Method::GetSettings(_) | Method::UpdateSettings(_) => match serde_json::from_value::<HostSettings>(value) {
                 Ok(s) => {
@@ -280,12 +316,12 @@ impl Worker {
                     }
                     self.out.send(Update::HostSettings(s));
                 }
-                Err(e) => self.out.send(Update::Failed { method: name.into(), message: e.to_string() }),
+                Err(_) => self.out.unreadable(name),
             },
             Method::AddWorkspace(_) => {
                 match serde_json::from_value::<WorkspaceInfo>(value) {
                     Ok(info) => self.out.send(Update::WorkspaceAdded(info)),
-                    Err(e) => self.out.send(Update::Failed { method: name.into(), message: e.to_string() }),
+                    Err(_) => self.out.unreadable(name),
                 }
                 self.refresh(false).await;
             }
@@ -592,6 +628,7 @@ async fn drive_remote(
                 action = actions.recv() => match action {
                     None => return Ended::WindowClosed,
                     Some(Action::Call(method)) if is_send(&method) => {
+                        out.sent(&method);
                         remote.unsent.lock().expect("unsent lock").push(method);
                         out.send(Update::Notice("not delivered yet; it will be sent when the connection is back".into()));
                     }

@@ -17,6 +17,7 @@ use crate::ids::{ParticipantId, SessionId, VoteId, WorkspaceId};
 pub use crate::net::discovery::{NearbyChange, NearbyHost};
 use crate::net::link::{Link, LinkError};
 use crate::protocol::*;
+pub use roundtable_protocol::vote_status::{Names, VoteState};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Agent messages carry this author id.
@@ -115,8 +116,16 @@ pub enum Update {
     Open(SessionId),
     /// A page of earlier messages (`fetch_history`), to put above the timeline.
     HistoryPage { session_id: SessionId, page: FetchHistoryResult },
-    /// A request failed; `message` is for the person.
-    Failed { method: String, message: String },
+    /// A request failed: the method, the host's error code (`None`: no answer, e.g. the
+    /// connection) and the host's message. The window words it for people
+    /// ([`failure_text`]): no method names, no participant ids.
+    Failed { method: String, code: Option<ErrorCode>, message: String },
+    /// A message (prompt or room chat) sent from the composer was accepted by the host, or kept
+    /// to be sent again once the connection is back: the composer may let go of its text.
+    Sent { client_msg_id: String },
+    /// A message sent from the composer was refused: its text goes back into the composer
+    /// (it never left it, unless this is a resend after a reconnect).
+    SendFailed { session_id: SessionId, client_msg_id: String, text: String, code: Option<ErrorCode>, message: String },
     /// Which way the connection reaches the host (a remote window): `relayed through URL`,
     /// `direct to ADDR (peer to peer)` over iroh, or the `HOST:PORT` that answered.
     Route(String),
@@ -214,6 +223,25 @@ impl VoteCard {
     pub fn is_open(&self) -> bool {
         self.resolved.is_none()
     }
+
+    /// The vote's real state, for [`VoteState`]'s words.
+    pub fn state(&self) -> VoteState<'_> {
+        VoteState { opened: &self.opened, progress: self.progress.as_ref(), resolved: self.resolved.as_ref() }
+    }
+}
+
+/// A vote's status in words (the same as `join`'s: [`crate::app::render`] uses the same
+/// [`VoteState`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VoteWords {
+    /// Who decides: "everyone must approve: Ann, Bob", "the host decides".
+    pub deciders: String,
+    /// "Approved: Ann", "Pending: Bob" — only lists with someone in them.
+    pub ballots: Vec<String>,
+    /// How it ended ("answered — Ann: yes · Bob: no"); `None` while open.
+    pub outcome: Option<String>,
+    /// Whether the host's ballot would overrule other required voters.
+    pub host_may_overrule: bool,
 }
 
 /// What the window knows of one session.
@@ -247,9 +275,17 @@ pub struct SessionState {
     pub loading_older: bool,
     /// Your read marker here: the last seq the host knows you have seen (`read_seq`).
     pub read_seq: u64,
-    /// Where the "new messages" line goes: the read marker as it was when you opened the
-    /// session (it stays put while you read on; `None` until the session is opened).
+    /// Where the "new messages" line goes: after what you had seen when you last came to the
+    /// session (opened it, or came back to the window), and only above what arrived while you
+    /// were away (up to [`SessionState::new_line_until`]); `None` until the session is opened.
     pub new_line_after: Option<u64>,
+    /// The last seq that had arrived when you came to the session: what arrives while you look
+    /// is not "new" (`None`: no bound yet).
+    pub new_line_until: Option<u64>,
+    /// Whether you are looking at this session now (shown, window focused, chat tab).
+    pub watching: bool,
+    /// The last seq shown to you while you looked.
+    pub seen_seq: u64,
     /// When `mark_read` was last sent (local ms).
     pub marked_at_ms: Option<u64>,
     /// Who else is typing here, until when (local ms).
@@ -262,6 +298,19 @@ impl SessionState {
     /// The turn holder, if a turn runs.
     pub fn holder(&self) -> Option<&ParticipantId> {
         self.info.as_ref().and_then(|i| i.turn_holder.as_ref())
+    }
+
+    /// A vote card's status in words, naming people as this session knows them.
+    pub fn vote_words(&self, card: &VoteCard) -> VoteWords {
+        let name = |p: &ParticipantId| self.name(p);
+        let names = Names { name: &name, me: None };
+        let state = card.state();
+        VoteWords {
+            deciders: state.deciders(&names),
+            ballots: state.ballots(&names),
+            outcome: state.outcome(&names),
+            host_may_overrule: state.host_may_overrule(),
+        }
     }
 
     /// A participant's display name (its id when unknown).
@@ -281,10 +330,12 @@ impl SessionState {
             let last = self.info.as_ref().map_or(0, |i| i.last_seq);
             return if last > self.read_seq { None } else { Some(0) };
         }
+        // What arrived while you looked is read, whether or not the host has the marker yet.
+        let seen = self.read_seq.max(self.seen_seq);
         let count = self
             .timeline
             .iter()
-            .filter(|e| matches!(e, Entry::Message(m) if m.seq > self.read_seq && !is_me(me, &m.message.author_id)))
+            .filter(|e| matches!(e, Entry::Message(m) if m.seq > seen && !is_me(me, &m.message.author_id)))
             .count();
         Some(count)
     }
@@ -293,8 +344,11 @@ impl SessionState {
     /// message by someone else after the marker you had when you opened the session.
     pub fn first_new(&self, me: Option<&ParticipantId>) -> Option<u64> {
         let after = self.new_line_after?;
+        let arrived_away = |seq: u64| self.new_line_until.is_none_or(|until| seq <= until);
         self.timeline.iter().find_map(|e| match e {
-            Entry::Message(m) if m.seq > after && !is_me(me, &m.message.author_id) => Some(m.seq),
+            Entry::Message(m) if m.seq > after && arrived_away(m.seq) && !is_me(me, &m.message.author_id) => {
+                Some(m.seq)
+            }
             _ => None,
         })
     }
@@ -485,6 +539,8 @@ pub struct FileView {
 pub enum ComposerLock {
     /// Someone else holds the turn.
     WaitingFor(String),
+    /// Your own turn runs: the agent is working on your prompt (the room is still open).
+    OwnTurn,
     /// Observers read only.
     Observer,
     /// Muted by the host.
@@ -498,6 +554,7 @@ impl ComposerLock {
     pub fn text(&self) -> String {
         match self {
             ComposerLock::WaitingFor(name) => format!("Waiting for {name} — chat with the room"),
+            ComposerLock::OwnTurn => "The agent is working on your prompt — chat with the room".into(),
             ComposerLock::Observer => "Observers can read but not send".into(),
             ComposerLock::Muted => "You are muted by the host".into(),
             ComposerLock::Offline => "Not connected".into(),
@@ -625,10 +682,36 @@ impl ViewModel {
     /// Shows `session` in the middle: its "new messages" line goes after the marker you have
     /// now.
     pub fn open(&mut self, session: SessionId) {
-        if let Some(state) = self.sessions.get_mut(&session) {
-            state.new_line_after = Some(state.read_seq);
+        for (id, state) in &mut self.sessions {
+            if *id == session {
+                state.new_line_after = Some(state.read_seq.max(state.seen_seq));
+                state.new_line_until = state.loaded.then_some(state.last_seq);
+                // Not loaded yet: the first frame that shows it starts the watch.
+                state.watching = state.loaded;
+            } else {
+                state.watching = false;
+            }
         }
         self.current = Some(session);
+    }
+
+    /// Whether you look at the session shown now (`seen`: window focused, chat tab), called
+    /// every frame before drawing. Coming to a session (or back to the window) puts the "new
+    /// messages" line after what you had seen, above only what arrived while you were away;
+    /// what arrives while you look is neither new nor unread, as in Slack.
+    pub fn looking(&mut self, seen: bool) {
+        let current = self.current.clone();
+        for (id, state) in &mut self.sessions {
+            let now = seen && state.loaded && current.as_ref() == Some(id);
+            if now && !state.watching {
+                state.new_line_after = Some(state.read_seq.max(state.seen_seq));
+                state.new_line_until = Some(state.last_seq);
+            }
+            if now {
+                state.seen_seq = state.last_seq;
+            }
+            state.watching = now;
+        }
     }
 
     /// The `mark_read` request for the session shown, when it has events after your marker and
@@ -679,7 +762,8 @@ impl ViewModel {
                 let name = session.holder_name.clone().unwrap_or_else(|| session.name(holder));
                 Some(ComposerLock::WaitingFor(name))
             }
-            _ => None,
+            Some(_) => Some(ComposerLock::OwnTurn),
+            None => None,
         }
     }
 
@@ -843,7 +927,12 @@ impl ViewModel {
                     }
                 }
             }
-            Update::Failed { method, message } => self.error(format!("{method}: {message}"), now_ms),
+            Update::Failed { method, code, message } => self.error(failure_text(&method, code, &message), now_ms),
+            Update::Sent { .. } => {}
+            Update::SendFailed { session_id, code, message, .. } => {
+                let text = self.send_failure_text(&session_id, code, &message);
+                self.error(text, now_ms);
+            }
             Update::Notice(text) => self.notice(text, now_ms),
             Update::Warning(text) => self.error(text, now_ms),
             Update::WorkspaceAgents(agents) => self.workspace_agents = agents,
@@ -881,6 +970,25 @@ impl ViewModel {
                 self.settings.vote_deadline_ms = s.default_vote_deadline_ms;
             }
         }
+    }
+
+    /// Why a message was not sent, for people; the composer keeps the text. A `turn_locked`
+    /// names the holder as this window knows them ("Bob has the turn; …"), never by id.
+    pub fn send_failure_text(&self, session: &SessionId, code: Option<ErrorCode>, message: &str) -> String {
+        if code == Some(ErrorCode::TurnLocked) {
+            let state = self.sessions.get(session);
+            return match state.and_then(|s| s.holder().map(|h| (h, s))) {
+                Some((h, _)) if Some(h) == self.me.as_ref() => {
+                    "The agent is still working on your prompt; your message is kept until it finishes".into()
+                }
+                Some((h, s)) => {
+                    let name = s.holder_name.clone().unwrap_or_else(|| s.name(h));
+                    format!("{name} has the turn; your message is kept until the agent finishes")
+                }
+                None => "Someone else has the turn; your message is kept until the agent finishes".into(),
+            };
+        }
+        format!("Not sent: {}; your message is kept", error_reason(code, message))
     }
 
     /// The request for the page before the oldest message shown in `session`, when there is
@@ -1189,8 +1297,11 @@ fn apply_session_event(
                 Some(_) => SessionStatus::Running,
             };
             state.set_status(status);
-            let kind = state.votes.get(&r.vote_id).map_or("vote", |c| subject_noun(&c.opened.subject));
-            state.note(format!("{kind} {}", resolution_text(&r)));
+            if let Some(card) = state.votes.get(&r.vote_id) {
+                let kind = subject_noun(&card.opened.subject);
+                let outcome = state.vote_words(card).outcome.unwrap_or_default();
+                state.note(format!("{kind} {outcome}"));
+            }
         }
         Event::SessionUpdated(u) => {
             if let Some(info) = &mut state.info {
@@ -1210,6 +1321,72 @@ fn apply_session_event(
     }
 }
 
+/// A failed request in words for people: what did not happen and why, from the error code —
+/// never the method's name or a participant id (the host's own message is shown only for codes
+/// whose messages are written for people).
+pub fn failure_text(method: &str, code: Option<ErrorCode>, message: &str) -> String {
+    let what = match method {
+        "send_message" | "send_chat" => "Not sent",
+        "vote_plan" | "answer_question" => "Your vote was not counted",
+        "cancel_turn" => "The turn was not cancelled",
+        "join_session" => "Could not open the session",
+        "fetch_history" => "Could not load earlier messages",
+        "rename_session" => "Not renamed",
+        "clear_session" => "Not cleared",
+        "fork_session" => "Not forked",
+        "create_session" => "No session was created",
+        "add_workspace" => "The workspace was not added",
+        "mint_share" | "rotate_share" => "No link was made",
+        "revoke_share" => "The link was not revoked",
+        "kick" => "Nobody was removed",
+        "mute" => "Not muted",
+        "admit" | "refuse" => "The lobby did not change",
+        "update_settings" | "set_agent_settings" => "The settings were not saved",
+        "list_sessions" | "list_workspaces" => "Could not list the sessions",
+        "list_lobby" => "Could not read the lobby",
+        "fetch_audit" => "Could not read the audit log",
+        "list_shares" => "Could not list the links",
+        "get_settings" => "Could not read the settings",
+        _ => "That did not work",
+    };
+    format!("{what}: {}", error_reason(code, message))
+}
+
+/// Why, from the error code. Codes whose host messages may name methods or ids get a sentence
+/// of their own.
+fn error_reason(code: Option<ErrorCode>, message: &str) -> String {
+    let Some(code) = code else {
+        // Not the host's answer: the connection (the backend words it).
+        return message.to_string();
+    };
+    match code {
+        ErrorCode::TurnLocked => "someone else has the turn; wait until the agent finishes",
+        ErrorCode::Forbidden if message.contains("host-only") => "only the host can do that",
+        // "text must be non-empty and at most N bytes"
+        ErrorCode::InvalidParams if message.starts_with("text ") => return message.to_string(),
+        // Written for people ("you are muted by the host", "observers can read but not send").
+        ErrorCode::Forbidden | ErrorCode::ShareInUse => return message.to_string(),
+        ErrorCode::NotFound => "it no longer exists, or it is not shared with you",
+        ErrorCode::StaleVote => "the vote was already decided",
+        ErrorCode::NotAVoter => "your vote is not required on this one",
+        ErrorCode::NoTurn => "no turn is running",
+        ErrorCode::NotJoined => "you are not in that session any more; open it again",
+        ErrorCode::NotAdmitted => "the host has not let you in yet",
+        ErrorCode::RateLimited => "too many requests; wait a moment and try again",
+        ErrorCode::StorageUnavailable => "the host cannot store anything right now; try again in a moment",
+        ErrorCode::DuplicateClientMsgId => "a different message was already sent under the same number",
+        ErrorCode::FileRefused => "the host does not show that file",
+        ErrorCode::Internal => "the host failed; nothing changed",
+        ErrorCode::Unauthenticated => "the host no longer accepts this connection",
+        ErrorCode::AlreadyAuthenticated
+        | ErrorCode::BadFrame
+        | ErrorCode::FrameTooLarge
+        | ErrorCode::UnknownMethod
+        | ErrorCode::InvalidParams => "the host could not take the request",
+    }
+    .to_string()
+}
+
 /// Whether `author` is `me`.
 fn is_me(me: Option<&ParticipantId>, author: &str) -> bool {
     me.is_some_and(|m| m.as_str() == author)
@@ -1222,33 +1399,6 @@ pub fn subject_noun(subject: &VoteSubject) -> &'static str {
         VoteSubject::Tool { .. } => "tool use",
         VoteSubject::Question { .. } => "question",
     }
-}
-
-/// How a vote ended, for people: "approved — the host decided for everyone", "denied — the
-/// deadline passed — Bob: too risky", "answered: red; small".
-pub fn resolution_text(r: &VoteResolved) -> String {
-    let by = match r.resolved_by.as_str() {
-        "consensus" => "everyone required agreed".to_string(),
-        "holder" => "the turn holder decided".to_string(),
-        "host" => "the host decided for everyone".to_string(),
-        "allow_list" => "allowed by the host's allow list".to_string(),
-        "deadline" => "the deadline passed".to_string(),
-        "system" => "closed without a decision".to_string(),
-        other => format!("by {other}"),
-    };
-    let by = match (r.outcome, r.resolved_by.as_str()) {
-        (VoteOutcome::Denied, "consensus") => "someone required denied".to_string(),
-        _ => by,
-    };
-    let mut text = outcome_text(r.outcome).to_string();
-    if !r.answers.is_empty() {
-        text.push_str(&format!(": {}", r.answers.join("; ")));
-    }
-    text.push_str(&format!(" — {by}"));
-    if let Some(reason) = &r.reason {
-        text.push_str(&format!(" — {reason}"));
-    }
-    text
 }
 
 /// Human text for a vote outcome.

@@ -9,3 +9,4 @@ pub mod ids;
 pub mod persist;
 pub mod protocol;
 pub mod token;
+pub mod vote_status;
