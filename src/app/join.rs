@@ -867,6 +867,9 @@ impl Joiner {
         let method = if room { Method::SendChat(msg.clone()) } else { Method::SendMessage(msg.clone()) };
         match self.request(client, method).await {
             Ok(_) => {}
+            Err(ClientError::Protocol(e)) if e.code == ErrorCode::TurnLocked => {
+                self.out.note(&self.renderer.turn_locked_text(&msg.session_id))
+            }
             Err(ClientError::Protocol(e)) => self.out.note(&format!("! {}", e.message)),
             Err(_) => {
                 self.out.note("* not delivered yet; it will be sent when the connection is back");

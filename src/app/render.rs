@@ -98,6 +98,23 @@ impl Renderer {
         self.sessions.get(id)
     }
 
+    /// Why a prompt was refused with `turn_locked`, for people: who has the turn (you, or their
+    /// name — never an id) and what to do with the line (the host's own message names ids).
+    pub fn turn_locked_text(&self, session: &SessionId) -> String {
+        let holder = self.sessions.get(session).and_then(|v| v.turn_holder.as_ref());
+        match holder {
+            Some(h) if self.me.as_ref() == Some(h) => {
+                "! not sent: the agent is still working on your prompt; send it again when it finishes, or /chat it to the room".into()
+            }
+            Some(h) => format!(
+                "! not sent: {} has the turn; send it again when the agent finishes, or /chat it to the room",
+                self.name(h)
+            ),
+            None => "! not sent: someone else has the turn; send it again when the agent finishes, or /chat it to the room"
+                .into(),
+        }
+    }
+
     /// Forgets a session (after leaving it).
     pub fn forget(&mut self, id: &SessionId) {
         self.sessions.remove(id);
@@ -685,6 +702,26 @@ mod tests {
         let other = r.event(&presence("p1", PresenceState::Reconnecting));
         assert!(other.contains("lost connection; waiting for them to come back"), "{other}");
         assert!(!other.contains("(you)"), "{other}");
+    }
+
+    #[test]
+    fn a_refused_prompt_names_who_has_the_turn_never_an_id() {
+        // Issue 26 item 1, in `join`: Ann was told "Ann (p1) holds the turn".
+        let mut r = Renderer::new(true);
+        r.me = Some(ParticipantId::from("p1"));
+        let started = |id: &str, name: &str| {
+            frame(Event::TurnStarted(TurnStarted {
+                turn_id: 1,
+                holder_id: ParticipantId::from(id),
+                holder_name: name.into(),
+            }))
+        };
+        r.event(&started("p1", "Ann"));
+        let own = r.turn_locked_text(&SessionId::nth(1));
+        assert!(own.contains("still working on your prompt") && !own.contains("p1"), "{own}");
+        r.event(&started("p2", "Bob"));
+        let other = r.turn_locked_text(&SessionId::nth(1));
+        assert!(other.contains("Bob has the turn") && !other.contains("p2"), "{other}");
     }
 
     #[test]
