@@ -16,8 +16,9 @@
 //!   processes).
 //! - `roundtable-engine` ([`engine`]): the deterministic ECS core (world, components, systems,
 //!   tick) — no I/O; it cannot name tokio, SQLite or egui.
-//! - `roundtable-protocol` ([`protocol`], [`ids`], [`token`], [`persist`]): the vocabulary every
-//!   layer shares (wire types, ids, token hashing, the `Store` contract).
+//! - `roundtable-protocol` ([`protocol`], [`ids`], [`token`], [`persist`], [`vote_status`]): the
+//!   vocabulary every layer shares (wire types, ids, token hashing, the `Store` contract, how a
+//!   vote's state is worded).
 //!
 //! The lower crates are re-exported under their layer's name, so `roundtable::engine::Engine`
 //! and `crate::net::…` read as before.
@@ -25,7 +26,7 @@
 pub use roundtable_agent as agent;
 pub use roundtable_engine as engine;
 pub use roundtable_net as net;
-pub use roundtable_protocol::{client_session, ids, persist, protocol, token};
+pub use roundtable_protocol::{client_session, ids, persist, protocol, token, vote_status};
 pub use roundtable_sim as scenario;
 pub use roundtable_sim::testkit;
 pub use roundtable_store as store;

@@ -7,7 +7,7 @@
 
 use crate::ids::{ParticipantId, SessionId, VoteId};
 use crate::protocol::*;
-use roundtable_protocol::vote_status::{Names, VoteState};
+use crate::vote_status::{Names, VoteState};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 

@@ -17,7 +17,7 @@ use crate::ids::{ParticipantId, SessionId, VoteId, WorkspaceId};
 pub use crate::net::discovery::{NearbyChange, NearbyHost};
 use crate::net::link::{Link, LinkError};
 use crate::protocol::*;
-pub use roundtable_protocol::vote_status::{Names, VoteState};
+pub use crate::vote_status::{Names, VoteState};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Agent messages carry this author id.
