@@ -1517,6 +1517,20 @@ fn at_the_default_size_a_lobby_entry_does_not_widen_the_panel_and_revoke_and_its
     assert!(says.is_some(), "the confirmation says what revoking does");
 }
 
+/// Issue 26: the roster read "Host (you) host" with tiny badges.
+#[test]
+fn the_roster_says_who_someone_is_once() {
+    let w = Window::new(true, joined_as("host", "Host", Role::Host));
+    assert!(w.harness.query_by_label("(you)").is_some(), "the host's own row: its name already says host");
+    assert!(w.harness.query_by_label(" host ").is_none() && w.harness.query_by_label("(you, host)").is_none());
+    let mut w = Window::new(false, joined_as("p2", "Bob", Role::Participant));
+    assert!(w.harness.query_by_label("(you)").is_some());
+    assert!(w.harness.query_by_label("(host)").is_none(), "a host named Host needs no badge");
+    w.push(ev(json!({"event": "participant_renamed", "session_id": "s1", "seq": 5,
+        "payload": {"participant_id": "host", "display_name": "Maya"}})));
+    assert!(w.harness.query_by_label("(host)").is_some(), "a host named Maya is marked as the host");
+}
+
 /// Issue 26: a remote refused at the lobby was left on "No session yet.".
 #[test]
 fn a_remote_refused_at_the_lobby_is_told_so_where_the_chat_would_be() {

@@ -990,35 +990,35 @@ impl RoundtableApp {
             ui.horizontal_wrapped(|ui| {
                 author_chip(ui, &r.display_name, chip_colour(&colours, r.participant_id.as_str()))
                     .on_hover_text(r.participant_id.to_string());
+                // Who they are, once: "(you, host)", not "Host (you) host" in tiny badges.
+                let mut about = Vec::new();
                 if self.model.is_me(r.participant_id.as_str()) {
-                    ui.label("(you)");
+                    about.push("you");
                 }
-                if r.role == Role::Host {
-                    ui.label(
-                        RichText::new(" host ")
-                            .small()
-                            .strong()
-                            .background_color(Color32::from_rgb(30, 60, 140))
-                            .color(Color32::WHITE),
-                    );
+                if r.role == Role::Host && !r.display_name.eq_ignore_ascii_case("host") {
+                    about.push("host");
                 }
                 if r.role == Role::Observer {
-                    ui.label(RichText::new("observer").small().weak());
+                    about.push("observer");
                 }
+                if !about.is_empty() {
+                    ui.label(format!("({})", about.join(", ")));
+                }
+                // What is going on with them, at the text size people read.
                 if r.muted {
-                    ui.label(RichText::new("muted").small().color(ui.visuals().error_fg_color));
+                    ui.label(RichText::new("muted").color(ui.visuals().error_fg_color));
                 }
                 match r.presence {
                     PresenceState::Reconnecting => {
-                        ui.label(RichText::new("reconnecting…").small().color(ui.visuals().warn_fg_color));
+                        ui.label(RichText::new("reconnecting…").color(ui.visuals().warn_fg_color));
                     }
                     PresenceState::Gone => {
-                        ui.label(RichText::new("gone").small().weak());
+                        ui.label(RichText::new("gone").weak());
                     }
                     PresenceState::Connected => {}
                 }
                 if session.holder() == Some(&r.participant_id) {
-                    ui.label(RichText::new("has the turn").small().color(good_colour(ui)));
+                    ui.label(RichText::new("has the turn").strong().color(good_colour(ui)));
                 }
             });
             if self.model.is_host && r.role != Role::Host {
