@@ -459,20 +459,7 @@ impl Backend for ClaudeBackend {
     }
 
     fn on_line(&mut self, line: &str) -> Reaction {
-        let line = line.trim();
-        if !line.starts_with('{') {
-            if !line.is_empty() {
-                tracing::debug!(line, "skipping non-JSON line from claude");
-            }
-            return Reaction::default();
-        }
-        let value: Value = match serde_json::from_str(line) {
-            Ok(v) => v,
-            Err(e) => {
-                tracing::warn!(error = %e, "skipping malformed JSON line from claude");
-                return Reaction::default();
-            }
-        };
+        let Some(value) = super::external::json_line(line, "claude") else { return Reaction::default() };
         match value["type"].as_str() {
             Some("system") => {
                 if value["subtype"] == "init" {

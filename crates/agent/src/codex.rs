@@ -660,20 +660,7 @@ impl Backend for CodexBackend {
     }
 
     fn on_line(&mut self, line: &str) -> Reaction {
-        let line = line.trim();
-        if !line.starts_with('{') {
-            if !line.is_empty() {
-                tracing::debug!(line, "skipping non-JSON line from codex");
-            }
-            return Reaction::default();
-        }
-        let value: Value = match serde_json::from_str(line) {
-            Ok(v) => v,
-            Err(e) => {
-                tracing::warn!(error = %e, "skipping malformed JSON line from codex");
-                return Reaction::default();
-            }
-        };
+        let Some(value) = super::external::json_line(line, "codex") else { return Reaction::default() };
         match (value["method"].as_str(), value.get("id")) {
             (Some(method), Some(id)) => self.on_server_request(id.clone(), method, &value["params"]),
             (Some(method), None) => self.on_notification(method, &value["params"]),

@@ -260,6 +260,19 @@ pub trait Backend: Send {
     }
 }
 
+/// One stdout line of a CLI that speaks JSON lines, parsed; `None` (logged) for a line that is
+/// not JSON — CLIs print banners and warnings between their messages — or is malformed.
+pub(crate) fn json_line(line: &str, cli: &str) -> Option<Value> {
+    let line = line.trim();
+    if !line.starts_with('{') {
+        if !line.is_empty() {
+            tracing::debug!(line, cli, "skipping a non-JSON line");
+        }
+        return None;
+    }
+    serde_json::from_str(line).inspect_err(|e| tracing::warn!(error = %e, cli, "skipping a malformed JSON line")).ok()
+}
+
 fn make_backend(kind: &str, session: &SessionId, config: &ExternalConfig) -> Option<Box<dyn Backend>> {
     match kind {
         "claude" => Some(Box::new(
